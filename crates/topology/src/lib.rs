@@ -1,0 +1,30 @@
+//! ovslab's topology: what a lab is, as data.
+//!
+//! - [`parse`] reads a topology file (YAML) and validates it into a
+//!   [`Topology`]; every error names the file, line and column.
+//! - [`naming`] derives the names Neutron would give: port UUIDs, `tap`/`qbr`/
+//!   `qvb`/`qvo` devices, namespaces, MACs and the lab's flow cookie.
+//! - [`plan`] turns a topology into the [`plan::DesiredState`]: every
+//!   namespace, link, address, route, Open vSwitch row and flow, as pure data.
+//!
+//! Nothing in this crate touches the host.
+
+mod model;
+pub mod naming;
+mod parse;
+pub mod plan;
+mod validate;
+
+pub use model::*;
+pub use parse::{Diagnostic, TopologyError, parse};
+
+/// The seed lab's topology file, compiled in as the default lab.
+pub const SEED_YAML: &str = include_str!("../../../lab-topologies/seed.yaml");
+
+/// The name under which the seed lab's file is reported in errors.
+pub const SEED_SOURCE: &str = "lab-topologies/seed.yaml";
+
+/// The seed lab, parsed and validated.
+pub fn seed() -> Topology {
+    parse(SEED_SOURCE, SEED_YAML).expect("the compiled-in seed lab is valid")
+}

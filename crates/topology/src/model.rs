@@ -1,0 +1,202 @@
+//! The validated topology: what the rest of ovslab plans from.
+//!
+//! Every object keeps the line it was declared on, so that later errors can
+//! still point into the file.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+/// A whole lab, validated: names are unique, references resolve, addresses
+/// fit their subnets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Topology {
+    /// The lab's name; every namespace of the lab starts with it.
+    pub lab: String,
+    /// Where the topology came from (a path, or the compiled-in seed).
+    pub source: String,
+    pub nodes: Vec<Node>,
+    pub physical_networks: Vec<PhysicalNetwork>,
+    pub networks: Vec<Network>,
+    pub external_networks: Vec<ExternalNetwork>,
+    pub external_hosts: Vec<ExternalHost>,
+    pub routers: Vec<Router>,
+    pub security_groups: Vec<SecurityGroup>,
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Hosts routers (the L3 agent) and the external bridge.
+    Network,
+    /// Hosts instances.
+    Compute,
+}
+
+/// A Neutron host: one network namespace with its own Open vSwitch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub role: NodeRole,
+    pub line: u32,
+}
+
+/// A provider network: a VLAN "switch" (a Linux bridge in its own namespace)
+/// joining every node's `eth1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhysicalNetwork {
+    pub name: String,
+    pub line: u32,
+}
+
+/// A project network of type VLAN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Network {
+    pub name: String,
+    pub physical_network: String,
+    /// The real VLAN id carried on the physical wire.
+    pub segmentation_id: u16,
+    pub cidr: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub line: u32,
+}
+
+/// The external (provider, flat) network behind the network node's `br-ex`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExternalNetwork {
+    pub name: String,
+    pub cidr: Ipv4Net,
+    /// The upstream gateway routers send their default route to.
+    pub gateway: Ipv4Addr,
+    pub pool_start: Ipv4Addr,
+    pub pool_end: Ipv4Addr,
+    pub line: u32,
+}
+
+/// A host on an external network (a namespace), e.g. the seed's `internet`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExternalHost {
+    pub name: String,
+    pub network: String,
+    pub address: Ipv4Addr,
+    pub line: u32,
+}
+
+/// A legacy (centralised) Neutron router on the network node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Router {
+    pub name: String,
+    pub node: String,
+    /// Project networks with a `qr-` port holding the network's gateway address.
+    pub interfaces: Vec<String>,
+    pub external_gateway: Option<RouterGateway>,
+    pub snat: bool,
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouterGateway {
+    pub network: String,
+    pub address: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityGroup {
+    pub name: String,
+    pub rules: Vec<SecurityGroupRule>,
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Icmp,
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Remote {
+    Cidr(Ipv4Net),
+    Group(String),
+}
+
+/// One rule of a security group (ethertype IPv4 only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityGroupRule {
+    pub direction: Direction,
+    pub protocol: Option<Protocol>,
+    /// Inclusive port range, for TCP and UDP.
+    pub port_range: Option<(u16, u16)>,
+    pub remote: Option<Remote>,
+    pub line: u32,
+}
+
+/// A Nova instance: a namespace with one NIC, plugged the hybrid way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Instance {
+    pub name: String,
+    pub node: String,
+    pub network: String,
+    pub address: Ipv4Addr,
+    /// `fa:16:3e:…`, given in the file or derived from the port UUID.
+    pub mac: [u8; 6],
+    pub floating_ip: Option<Ipv4Addr>,
+    pub security_groups: Vec<String>,
+    pub line: u32,
+}
+
+impl Topology {
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    pub fn external_network(&self, name: &str) -> Option<&ExternalNetwork> {
+        self.external_networks.iter().find(|n| n.name == name)
+    }
+
+    pub fn instance(&self, name: &str) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.name == name)
+    }
+
+    /// Instances placed on `node`, in file order.
+    pub fn instances_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
+        self.instances.iter().filter(move |i| i.node == node)
+    }
+}
+
+/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}

@@ -1,0 +1,170 @@
+//! Names as Neutron, Nova and os-vif give them, derived deterministically
+//! from the lab and object names so that they are stable across runs.
+//!
+//! - Port devices: a 3-character prefix + the first 11 characters of the
+//!   port UUID (os-vif `NIC_NAME_LEN` = 14; Linux allows 15).
+//! - Namespaces: `<lab>.<object>`, so two labs never collide and a lab's
+//!   namespaces are found by prefix; routers are `<lab>.qrouter-<uuid>`.
+//! - MACs: `fa:16:3e` + three bytes of the port UUID.
+
+use uuid::Uuid;
+
+/// The UUID namespace (RFC 9562 §5.5) under which every ovslab object UUID
+/// is derived.
+const OVSLAB_UUID_NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_0b2e_8f3a_4c61_9e2d_7a40_1b6f_c0de);
+
+/// Linux's interface name limit (`IFNAMSIZ` - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// Neutron's device-name prefixes.
+pub const TAP: &str = "tap";
+pub const QBR: &str = "qbr";
+pub const QVB: &str = "qvb";
+pub const QVO: &str = "qvo";
+pub const QR: &str = "qr-";
+pub const QG: &str = "qg-";
+
+/// Bridges and patch ports every node has.
+pub const BR_INT: &str = "br-int";
+pub const BR_VLAN: &str = "br-vlan";
+pub const BR_EX: &str = "br-ex";
+pub const INT_BR_VLAN: &str = "int-br-vlan";
+pub const PHY_BR_VLAN: &str = "phy-br-vlan";
+/// A node's uplink to the physical network (a port of br-vlan).
+pub const UPLINK: &str = "eth1";
+/// The network node's uplink to the external network (a port of br-ex).
+pub const EXTERNAL_UPLINK: &str = "eth2";
+/// An instance's or external host's NIC, inside its own namespace.
+pub const GUEST_NIC: &str = "eth0";
+
+/// A stable UUID for an object of a lab (`kind` is e.g. "port", "router").
+pub fn object_uuid(lab: &str, kind: &str, name: &str) -> Uuid {
+    Uuid::new_v5(
+        &OVSLAB_UUID_NAMESPACE,
+        format!("ovslab:{lab}:{kind}:{name}").as_bytes(),
+    )
+}
+
+/// The Neutron port UUID of an instance's NIC.
+pub fn instance_port_uuid(lab: &str, instance: &str) -> Uuid {
+    object_uuid(lab, "port", instance)
+}
+
+/// The Nova instance UUID (`vm-uuid` in OVSDB).
+pub fn instance_uuid(lab: &str, instance: &str) -> Uuid {
+    object_uuid(lab, "instance", instance)
+}
+
+/// The Neutron network UUID (`net_uuid` in the agent's port `other_config`).
+pub fn network_uuid(lab: &str, network: &str) -> Uuid {
+    object_uuid(lab, "network", network)
+}
+
+/// `prefix` + the first 11 characters of `uuid`: `qvo8c2f1a3b-4d`.
+pub fn device_name(prefix: &str, uuid: &Uuid) -> String {
+    let text = uuid.hyphenated().to_string();
+    format!("{prefix}{}", &text[..11])
+}
+
+/// The namespace of one object of a lab: `<lab>.<object>`.
+pub fn namespace(lab: &str, object: &str) -> String {
+    format!("{lab}.{object}")
+}
+
+/// The prefix every namespace of `lab` starts with.
+pub fn namespace_prefix(lab: &str) -> String {
+    format!("{lab}.")
+}
+
+/// The lab's run directory for a node's Open vSwitch: `<root>/<lab>/<node>`.
+pub fn node_rundir(root: &std::path::Path, lab: &str, node: &str) -> std::path::PathBuf {
+    root.join(lab).join(node)
+}
+
+/// `fa:16:3e` + three bytes of the port UUID.
+pub fn derived_mac(port: &Uuid) -> [u8; 6] {
+    let b = port.as_bytes();
+    [0xfa, 0x16, 0x3e, b[13], b[14], b[15]]
+}
+
+/// The cookie every flow of the lab carries (never 0, never all ones).
+pub fn lab_cookie(lab: &str) -> u64 {
+    let uuid = object_uuid(lab, "lab", lab);
+    let bytes: [u8; 8] = uuid.as_bytes()[..8].try_into().expect("eight bytes");
+    let cookie = u64::from_be_bytes(bytes);
+    match cookie {
+        0 | u64::MAX => 1,
+        c => c,
+    }
+}
+
+/// The devices of an instance's hybrid plug, all named after its port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HybridPlug {
+    pub port: Uuid,
+    /// Host end of the instance NIC, a port of `qbr`.
+    pub tap: String,
+    /// The per-port Linux bridge where the iptables firewall applies.
+    pub qbr: String,
+    /// The veth end on `qbr`.
+    pub qvb: String,
+    /// The veth end on `br-int`.
+    pub qvo: String,
+}
+
+impl HybridPlug {
+    pub fn new(lab: &str, instance: &str) -> Self {
+        let port = instance_port_uuid(lab, instance);
+        HybridPlug {
+            port,
+            tap: device_name(TAP, &port),
+            qbr: device_name(QBR, &port),
+            qvb: device_name(QVB, &port),
+            qvo: device_name(QVO, &port),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_are_prefix_plus_eleven_uuid_characters() {
+        let uuid = Uuid::parse_str("8c2f1a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b").unwrap();
+        assert_eq!(device_name(QVO, &uuid), "qvo8c2f1a3b-4d");
+        assert_eq!(device_name(QR, &uuid), "qr-8c2f1a3b-4d");
+        assert_eq!(device_name(TAP, &uuid).len(), 14);
+    }
+
+    #[test]
+    fn names_are_stable_and_distinct_per_lab() {
+        let a = HybridPlug::new("seed", "instance1");
+        assert_eq!(a, HybridPlug::new("seed", "instance1"));
+        assert_ne!(a.port, HybridPlug::new("other", "instance1").port);
+        assert_ne!(a.port, HybridPlug::new("seed", "instance2").port);
+        for name in [&a.tap, &a.qbr, &a.qvb, &a.qvo] {
+            assert!(name.len() <= IFNAME_MAX, "{name}");
+        }
+    }
+
+    #[test]
+    fn macs_are_openstack_macs() {
+        let mac = derived_mac(&instance_port_uuid("seed", "instance1"));
+        assert_eq!(&mac[..3], &[0xfa, 0x16, 0x3e]);
+    }
+
+    #[test]
+    fn cookies_differ_per_lab_and_are_never_wildcards() {
+        assert_ne!(lab_cookie("seed"), lab_cookie("seed2"));
+        assert_ne!(lab_cookie("seed"), 0);
+        assert_eq!(lab_cookie("seed"), lab_cookie("seed"));
+    }
+
+    #[test]
+    fn namespaces_are_lab_prefixed() {
+        assert_eq!(namespace("seed", "compute1"), "seed.compute1");
+        assert!(namespace("seed", "x").starts_with(&namespace_prefix("seed")));
+        assert!(!namespace("seed-2", "x").starts_with(&namespace_prefix("seed")));
+    }
+}

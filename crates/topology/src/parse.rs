@@ -1,0 +1,213 @@
+//! Reading a topology file: YAML → raw, located structs → validated
+//! [`Topology`](crate::Topology).
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::model::Topology;
+use crate::validate;
+
+/// One problem in a topology file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+/// Why a topology file was refused. Nothing has been touched on the host
+/// when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// The file is not YAML of the expected shape.
+    #[error("{source_name}:{line}:{column}: {message}")]
+    Syntax {
+        source_name: String,
+        line: u32,
+        column: u32,
+        message: String,
+    },
+    /// The file parses but breaks one or more rules; all are listed.
+    #[error("{}", format_invalid(.source_name, .problems))]
+    Invalid {
+        source_name: String,
+        problems: Vec<Diagnostic>,
+    },
+}
+
+fn format_invalid(source_name: &str, problems: &[Diagnostic]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{source_name}:{}:{}: {}", p.line, p.column, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.column, self.message)
+    }
+}
+
+/// Parses and validates a topology. `source_name` (a path, usually) is what
+/// error messages call the file.
+pub fn parse(source_name: &str, text: &str) -> Result<Topology, TopologyError> {
+    let raw: RawTopology = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line() as u32, l.column() as u32))
+            .unwrap_or((0, 0));
+        TopologyError::Syntax {
+            source_name: source_name.to_string(),
+            line,
+            column,
+            message: first_line(&e.to_string()),
+        }
+    })?;
+    validate::validate(source_name, raw).map_err(|problems| TopologyError::Invalid {
+        source_name: source_name.to_string(),
+        problems,
+    })
+}
+
+/// serde-saphyr's messages carry a source snippet after the first line; we
+/// print our own `file:line:column` prefix instead.
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or(message).trim().to_string()
+}
+
+pub(crate) type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTopology {
+    pub lab: S<String>,
+    pub nodes: Vec<RawNode>,
+    #[serde(default)]
+    pub physical_networks: Vec<RawPhysicalNetwork>,
+    #[serde(default)]
+    pub networks: Vec<RawNetwork>,
+    #[serde(default)]
+    pub external_networks: Vec<RawExternalNetwork>,
+    #[serde(default)]
+    pub external_hosts: Vec<RawExternalHost>,
+    #[serde(default)]
+    pub routers: Vec<RawRouter>,
+    #[serde(default)]
+    pub security_groups: Vec<RawSecurityGroup>,
+    #[serde(default)]
+    pub instances: Vec<RawInstance>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNode {
+    pub name: S<String>,
+    pub role: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPhysicalNetwork {
+    pub name: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNetwork {
+    pub name: S<String>,
+    pub physical_network: S<String>,
+    pub segmentation_id: S<i64>,
+    pub cidr: S<String>,
+    pub gateway: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPool {
+    pub start: S<String>,
+    pub end: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExternalNetwork {
+    pub name: S<String>,
+    pub cidr: S<String>,
+    pub gateway: S<String>,
+    pub pool: RawPool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExternalHost {
+    pub name: S<String>,
+    pub network: S<String>,
+    pub address: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    pub network: S<String>,
+    pub address: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouter {
+    pub name: S<String>,
+    pub node: S<String>,
+    #[serde(default)]
+    pub interfaces: Vec<S<String>>,
+    pub external_gateway: Option<RawGateway>,
+    #[serde(default = "default_true")]
+    pub snat: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecurityGroup {
+    pub name: S<String>,
+    #[serde(default)]
+    pub rules: Vec<S<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub direction: S<String>,
+    #[serde(default)]
+    pub ethertype: Option<S<String>>,
+    #[serde(default)]
+    pub protocol: Option<S<String>>,
+    #[serde(default)]
+    pub port_range_min: Option<S<i64>>,
+    #[serde(default)]
+    pub port_range_max: Option<S<i64>>,
+    #[serde(default)]
+    pub remote_ip_prefix: Option<S<String>>,
+    #[serde(default)]
+    pub remote_group: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInstance {
+    pub name: S<String>,
+    pub node: S<String>,
+    pub network: S<String>,
+    pub address: S<String>,
+    #[serde(default)]
+    pub mac: Option<S<String>>,
+    #[serde(default)]
+    pub floating_ip: Option<S<String>>,
+    #[serde(default)]
+    pub security_groups: Vec<S<String>>,
+}

@@ -1,0 +1,502 @@
+//! Planning: a [`Topology`] becomes the [`DesiredState`] — every namespace,
+//! link, address, route, sysctl, Open vSwitch row and flow — as pure data.
+//!
+//! The reconciler diffs this against what exists and applies the difference.
+//! Ports and flows refer to OVS ports by name; the reconciler resolves names
+//! to OpenFlow port numbers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::model::*;
+use crate::naming::{self, *};
+
+/// Everything a lab consists of, in the order it is built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredState {
+    pub lab: String,
+    /// Carried by every flow of the lab.
+    pub cookie: u64,
+    /// All namespaces of the lab; a veth's peer namespace always exists
+    /// before links are configured, because namespaces are created first.
+    pub namespaces: Vec<NamespaceSpec>,
+    /// One Open vSwitch per node.
+    pub switches: Vec<SwitchSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamespaceKind {
+    Node,
+    Instance,
+    PhysicalNetwork,
+}
+
+/// One named network namespace and what lives in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamespaceSpec {
+    /// The namespace's name under `/run/netns`.
+    pub name: String,
+    /// The topology object it stands for (node, instance, …).
+    pub object: String,
+    pub kind: NamespaceKind,
+    /// Written before any link is created (`net/ipv6/conf/all/disable_ipv6`).
+    pub sysctls: Vec<(String, String)>,
+    /// Linux bridges (STP off, forward delay 0).
+    pub bridges: Vec<String>,
+    /// veth pairs created from this namespace.
+    pub veths: Vec<VethSpec>,
+    /// Configuration of every link that lives here.
+    pub links: Vec<LinkSpec>,
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VethSpec {
+    pub name: String,
+    pub peer: String,
+    /// Where the peer end lives (may be this namespace).
+    pub peer_namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkSpec {
+    pub name: String,
+    /// Linux bridge this link is a port of.
+    pub master: Option<String>,
+    pub mac: Option<[u8; 6]>,
+    /// Addresses with their prefix length (`192.168.1.11/24`).
+    pub addresses: Vec<Ipv4Net>,
+    /// TX checksum offload; off on every veth a userspace datapath may read,
+    /// or TCP and UDP through OVS break.
+    pub tx_checksum: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteSpec {
+    /// `0.0.0.0/0` for the default route.
+    pub destination: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+/// A node's Open vSwitch: bridges, ports and flows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwitchSpec {
+    pub node: String,
+    pub namespace: String,
+    pub bridges: Vec<OvsBridge>,
+    pub flows: Vec<FlowSpec>,
+    /// Node-local VLAN id of each network present on the node.
+    pub local_vlans: BTreeMap<String, u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OvsBridge {
+    pub name: String,
+    /// Every port but the bridge's own internal port, which always exists.
+    pub ports: Vec<OvsPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OvsPort {
+    pub name: String,
+    /// Access VLAN (the node-local tag) for instance ports.
+    pub tag: Option<u16>,
+    /// `type=patch, options:peer=<peer>` when set; a system port otherwise.
+    pub patch_peer: Option<String>,
+    /// Interface `external_ids`, as Nova/os-vif write them.
+    pub interface_external_ids: BTreeMap<String, String>,
+    /// Port `other_config`, as the OVS agent writes it (`net_uuid`, `tag`…).
+    pub port_other_config: BTreeMap<String, String>,
+}
+
+/// One flow, with ports named rather than numbered.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct FlowSpec {
+    pub bridge: String,
+    pub table: u8,
+    pub priority: u16,
+    pub in_port: Option<String>,
+    pub dl_vlan: Option<u16>,
+    pub actions: Vec<FlowAction>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowAction {
+    /// `mod_vlan_vid:<id>` (OpenFlow 1.3 `set_field:vlan_vid`).
+    ModVlanVid(u16),
+    /// `NORMAL`: the bridge's own MAC learning.
+    Normal,
+}
+
+/// Node-local VLAN ids already in use, `(node, network) → tag`; kept so that
+/// a change elsewhere never renumbers a running network.
+pub type LocalVlans = BTreeMap<(String, String), u16>;
+
+/// Plans the whole lab. `previous` holds the local VLAN ids the running lab
+/// uses (read back from OVSDB); new networks get the lowest free id.
+pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
+    let lab = topo.lab.as_str();
+    let ipv6_off = vec![
+        (
+            "net/ipv6/conf/all/disable_ipv6".to_string(),
+            "1".to_string(),
+        ),
+        (
+            "net/ipv6/conf/default/disable_ipv6".to_string(),
+            "1".to_string(),
+        ),
+    ];
+    let mut namespaces = Vec::new();
+
+    for physnet in &topo.physical_networks {
+        namespaces.push(NamespaceSpec {
+            name: naming::namespace(lab, &physnet.name),
+            object: physnet.name.clone(),
+            kind: NamespaceKind::PhysicalNetwork,
+            sysctls: ipv6_off.clone(),
+            bridges: vec![physnet.name.clone()],
+            veths: vec![],
+            links: std::iter::once(plain_link(&physnet.name, None))
+                .chain(
+                    topo.nodes
+                        .iter()
+                        .map(|n| plain_link(&n.name, Some(&physnet.name))),
+                )
+                .collect(),
+            routes: vec![],
+        });
+    }
+
+    let physnet_ns = topo
+        .physical_networks
+        .first()
+        .map(|p| naming::namespace(lab, &p.name));
+    let mut switches = Vec::new();
+    for node in &topo.nodes {
+        let ns = naming::namespace(lab, &node.name);
+        let mut spec = NamespaceSpec {
+            name: ns.clone(),
+            object: node.name.clone(),
+            kind: NamespaceKind::Node,
+            sysctls: ipv6_off.clone(),
+            bridges: vec![],
+            veths: vec![],
+            links: vec![],
+            routes: vec![],
+        };
+        if let Some(physnet_ns) = &physnet_ns {
+            spec.veths.push(VethSpec {
+                name: UPLINK.to_string(),
+                peer: node.name.clone(),
+                peer_namespace: physnet_ns.clone(),
+            });
+            spec.links.push(plain_link(UPLINK, None));
+        }
+        let local_vlans = allocate_local_vlans(topo, node, previous);
+        let mut br_int_ports = vec![patch_port(INT_BR_VLAN, PHY_BR_VLAN)];
+        for inst in topo.instances_on(&node.name) {
+            let plug = HybridPlug::new(lab, &inst.name);
+            spec.bridges.push(plug.qbr.clone());
+            spec.veths.push(VethSpec {
+                name: plug.qvb.clone(),
+                peer: plug.qvo.clone(),
+                peer_namespace: ns.clone(),
+            });
+            spec.links.push(plain_link(&plug.qbr, None));
+            spec.links.push(plain_link(&plug.tap, Some(&plug.qbr)));
+            spec.links.push(plain_link(&plug.qvb, Some(&plug.qbr)));
+            spec.links.push(plain_link(&plug.qvo, None));
+            let net = topo.network(&inst.network).expect("validated reference");
+            let tag = local_vlans[&inst.network];
+            br_int_ports.push(OvsPort {
+                name: plug.qvo.clone(),
+                tag: Some(tag),
+                patch_peer: None,
+                interface_external_ids: BTreeMap::from([
+                    ("attached-mac".into(), format_mac(&inst.mac)),
+                    ("iface-id".into(), plug.port.to_string()),
+                    ("iface-status".into(), "active".into()),
+                    (
+                        "vm-uuid".into(),
+                        naming::instance_uuid(lab, &inst.name).to_string(),
+                    ),
+                ]),
+                port_other_config: agent_port_config(lab, net, tag),
+            });
+        }
+        let mut br_vlan_ports = vec![patch_port(PHY_BR_VLAN, INT_BR_VLAN)];
+        if physnet_ns.is_some() {
+            br_vlan_ports.push(OvsPort {
+                name: UPLINK.to_string(),
+                tag: None,
+                patch_peer: None,
+                interface_external_ids: BTreeMap::new(),
+                port_other_config: BTreeMap::new(),
+            });
+        }
+        switches.push(SwitchSpec {
+            node: node.name.clone(),
+            namespace: ns.clone(),
+            bridges: vec![
+                OvsBridge {
+                    name: BR_INT.to_string(),
+                    ports: br_int_ports,
+                },
+                OvsBridge {
+                    name: BR_VLAN.to_string(),
+                    ports: br_vlan_ports,
+                },
+            ],
+            flows: agent_flows(topo, &local_vlans),
+            local_vlans,
+        });
+        namespaces.push(spec);
+    }
+
+    for inst in &topo.instances {
+        let plug = HybridPlug::new(lab, &inst.name);
+        let net = topo.network(&inst.network).expect("validated reference");
+        namespaces.push(NamespaceSpec {
+            name: naming::namespace(lab, &inst.name),
+            object: inst.name.clone(),
+            kind: NamespaceKind::Instance,
+            sysctls: ipv6_off.clone(),
+            bridges: vec![],
+            veths: vec![VethSpec {
+                name: GUEST_NIC.to_string(),
+                peer: plug.tap.clone(),
+                peer_namespace: naming::namespace(lab, &inst.node),
+            }],
+            links: vec![LinkSpec {
+                name: GUEST_NIC.to_string(),
+                master: None,
+                mac: Some(inst.mac),
+                addresses: vec![
+                    Ipv4Net::new(inst.address, net.cidr.prefix_len()).expect("valid prefix"),
+                ],
+                tx_checksum: false,
+            }],
+            routes: vec![RouteSpec {
+                destination: Ipv4Net::default(),
+                gateway: net.gateway,
+            }],
+        });
+    }
+
+    DesiredState {
+        lab: lab.to_string(),
+        cookie: naming::lab_cookie(lab),
+        namespaces,
+        switches,
+    }
+}
+
+fn plain_link(name: &str, master: Option<&str>) -> LinkSpec {
+    LinkSpec {
+        name: name.to_string(),
+        master: master.map(str::to_string),
+        mac: None,
+        addresses: vec![],
+        tx_checksum: false,
+    }
+}
+
+fn patch_port(name: &str, peer: &str) -> OvsPort {
+    OvsPort {
+        name: name.to_string(),
+        tag: None,
+        patch_peer: Some(peer.to_string()),
+        interface_external_ids: BTreeMap::new(),
+        port_other_config: BTreeMap::new(),
+    }
+}
+
+/// What the OVS agent records in a port's `other_config`.
+fn agent_port_config(lab: &str, net: &Network, tag: u16) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "net_uuid".into(),
+            naming::network_uuid(lab, &net.name).to_string(),
+        ),
+        ("network_type".into(), "vlan".into()),
+        ("physical_network".into(), net.physical_network.clone()),
+        ("segmentation_id".into(), net.segmentation_id.to_string()),
+        ("tag".into(), tag.to_string()),
+    ])
+}
+
+/// Networks that need a local VLAN on `node`, in topology order.
+fn networks_on<'a>(topo: &'a Topology, node: &Node) -> Vec<&'a Network> {
+    let wanted: BTreeSet<&str> = topo
+        .instances_on(&node.name)
+        .map(|i| i.network.as_str())
+        .collect();
+    topo.networks
+        .iter()
+        .filter(|n| wanted.contains(n.name.as_str()))
+        .collect()
+}
+
+/// The agent's `LocalVlanManager`: keep what is in use, give new networks
+/// the lowest free id.
+fn allocate_local_vlans(
+    topo: &Topology,
+    node: &Node,
+    previous: &LocalVlans,
+) -> BTreeMap<String, u16> {
+    let networks = networks_on(topo, node);
+    let mut out = BTreeMap::new();
+    let mut taken = BTreeSet::new();
+    for net in &networks {
+        if let Some(&tag) = previous.get(&(node.name.clone(), net.name.clone()))
+            && (1..=4094).contains(&tag)
+            && taken.insert(tag)
+        {
+            out.insert(net.name.clone(), tag);
+        }
+    }
+    let mut next = 1u16;
+    for net in &networks {
+        if out.contains_key(&net.name) {
+            continue;
+        }
+        while taken.contains(&next) {
+            next += 1;
+        }
+        taken.insert(next);
+        out.insert(net.name.clone(), next);
+    }
+    out
+}
+
+/// The flows the Liberty OVS agent (ovs-ofctl driver) installs for VLAN
+/// networks: defaults, the drops on the patch ports, and
+/// `provision_local_vlan` on br-int and br-vlan.
+fn agent_flows(topo: &Topology, local_vlans: &BTreeMap<String, u16>) -> Vec<FlowSpec> {
+    let flow = |bridge: &str,
+                table,
+                priority,
+                in_port: Option<&str>,
+                dl_vlan,
+                actions: Vec<FlowAction>| FlowSpec {
+        bridge: bridge.to_string(),
+        table,
+        priority,
+        in_port: in_port.map(str::to_string),
+        dl_vlan,
+        actions,
+    };
+    let mut flows = vec![
+        flow(BR_INT, 0, 0, None, None, vec![FlowAction::Normal]),
+        flow(BR_INT, 0, 2, Some(INT_BR_VLAN), None, vec![]),
+        flow(BR_INT, 23, 0, None, None, vec![]),
+        flow(BR_INT, 24, 0, None, None, vec![]),
+        flow(BR_VLAN, 0, 0, None, None, vec![FlowAction::Normal]),
+        flow(BR_VLAN, 0, 2, Some(PHY_BR_VLAN), None, vec![]),
+    ];
+    for (network, &local) in local_vlans {
+        let segment = topo.network(network).expect("validated").segmentation_id;
+        flows.push(flow(
+            BR_INT,
+            0,
+            3,
+            Some(INT_BR_VLAN),
+            Some(segment),
+            vec![FlowAction::ModVlanVid(local), FlowAction::Normal],
+        ));
+        flows.push(flow(
+            BR_VLAN,
+            0,
+            4,
+            Some(PHY_BR_VLAN),
+            Some(local),
+            vec![FlowAction::ModVlanVid(segment), FlowAction::Normal],
+        ));
+    }
+    flows.sort();
+    flows
+}
+
+impl DesiredState {
+    pub fn switch(&self, node: &str) -> Option<&SwitchSpec> {
+        self.switches.iter().find(|s| s.node == node)
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceSpec> {
+        self.namespaces.iter().find(|n| n.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_desired_state_snapshot() {
+        let state = plan(&crate::seed(), &LocalVlans::new());
+        insta::assert_yaml_snapshot!(state);
+    }
+
+    #[test]
+    fn local_vlans_are_node_local_and_not_the_segment() {
+        let state = plan(&crate::seed(), &LocalVlans::new());
+        let c1 = state.switch("compute1").unwrap();
+        assert_eq!(c1.local_vlans, BTreeMap::from([("net1".to_string(), 1)]));
+        let c2 = state.switch("compute2").unwrap();
+        assert_eq!(
+            c2.local_vlans,
+            BTreeMap::from([("net1".to_string(), 1), ("net2".to_string(), 2)])
+        );
+        // The wire carries the segment: br-vlan rewrites local → 101.
+        assert!(c1.flows.iter().any(|f| f.bridge == BR_VLAN
+            && f.dl_vlan == Some(1)
+            && f.actions == vec![FlowAction::ModVlanVid(101), FlowAction::Normal]));
+        assert!(c1.flows.iter().any(|f| f.bridge == BR_INT
+            && f.dl_vlan == Some(101)
+            && f.actions == vec![FlowAction::ModVlanVid(1), FlowAction::Normal]));
+    }
+
+    #[test]
+    fn running_local_vlans_are_kept() {
+        let previous = LocalVlans::from([
+            (("compute2".to_string(), "net2".to_string()), 1),
+            (("compute2".to_string(), "net1".to_string()), 7),
+        ]);
+        let state = plan(&crate::seed(), &previous);
+        let c2 = state.switch("compute2").unwrap();
+        assert_eq!(c2.local_vlans["net2"], 1);
+        assert_eq!(c2.local_vlans["net1"], 7);
+    }
+
+    #[test]
+    fn hybrid_plug_is_wired_as_os_vif_does() {
+        let state = plan(&crate::seed(), &LocalVlans::new());
+        let plug = HybridPlug::new("seed", "instance1");
+        let node = state.namespace("seed.compute1").unwrap();
+        assert!(node.bridges.contains(&plug.qbr));
+        let tap = node.links.iter().find(|l| l.name == plug.tap).unwrap();
+        assert_eq!(tap.master.as_deref(), Some(plug.qbr.as_str()));
+        let qvb = node.links.iter().find(|l| l.name == plug.qvb).unwrap();
+        assert_eq!(qvb.master.as_deref(), Some(plug.qbr.as_str()));
+        let port = state.switch("compute1").unwrap().bridges[0]
+            .ports
+            .iter()
+            .find(|p| p.name == plug.qvo)
+            .unwrap();
+        assert_eq!(port.tag, Some(1));
+        assert_eq!(
+            port.interface_external_ids["iface-id"],
+            plug.port.to_string()
+        );
+        assert_eq!(port.interface_external_ids["iface-status"], "active");
+        let inst = state.namespace("seed.instance1").unwrap();
+        assert_eq!(inst.veths[0].peer, plug.tap);
+        assert_eq!(inst.veths[0].peer_namespace, "seed.compute1");
+        assert_eq!(inst.routes[0].gateway, Ipv4Addr::new(192, 168, 1, 1));
+    }
+}

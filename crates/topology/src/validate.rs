@@ -1,0 +1,838 @@
+//! Every rule a topology must satisfy before anything is built.
+//!
+//! All problems are collected (not just the first), each naming the object,
+//! the value and the line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::model::*;
+use crate::naming::{self, IFNAME_MAX};
+use crate::parse::*;
+
+struct Checker {
+    problems: Vec<Diagnostic>,
+}
+
+fn at<T>(s: &S<T>) -> (u32, u32) {
+    (s.referenced.line() as u32, s.referenced.column() as u32)
+}
+
+impl Checker {
+    fn err<T>(&mut self, s: &S<T>, message: impl Into<String>) {
+        let (line, column) = at(s);
+        self.problems.push(Diagnostic {
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    fn ipv4(&mut self, what: &str, s: &S<String>) -> Option<Ipv4Addr> {
+        match s.value.parse::<Ipv4Addr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.err(s, format!("{what}: `{}` is not an IPv4 address", s.value));
+                None
+            }
+        }
+    }
+
+    fn cidr(&mut self, what: &str, s: &S<String>) -> Option<Ipv4Net> {
+        match s.value.parse::<Ipv4Net>() {
+            Ok(net) if net.trunc() == net => Some(net),
+            Ok(net) => {
+                self.err(
+                    s,
+                    format!(
+                        "{what}: `{}` has host bits set (did you mean {}?)",
+                        s.value,
+                        net.trunc()
+                    ),
+                );
+                None
+            }
+            Err(_) => {
+                self.err(
+                    s,
+                    format!(
+                        "{what}: `{}` is not an IPv4 CIDR like 192.168.1.0/24",
+                        s.value
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// An address that hosts may use: inside `net`, neither its network nor
+    /// its broadcast address.
+    fn host_address(
+        &mut self,
+        what: &str,
+        s: &S<String>,
+        net: &Ipv4Net,
+        net_name: &str,
+    ) -> Option<Ipv4Addr> {
+        let ip = self.ipv4(what, s)?;
+        if !net.contains(&ip) {
+            self.err(
+                s,
+                format!("{what}: address {ip} is outside {net_name}'s subnet {net}"),
+            );
+            return None;
+        }
+        if ip == net.network() {
+            self.err(
+                s,
+                format!("{what}: address {ip} is {net_name}'s network address"),
+            );
+            return None;
+        }
+        if ip == net.broadcast() {
+            self.err(
+                s,
+                format!("{what}: address {ip} is {net_name}'s broadcast address"),
+            );
+            return None;
+        }
+        Some(ip)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.len() <= 63
+}
+
+/// Names that become Linux interface names as they are (a switch port or
+/// bridge named after the object), and must fit `IFNAMSIZ`.
+fn check_ifname(c: &mut Checker, kind: &str, s: &S<String>, becomes: &str) {
+    if s.value.len() > IFNAME_MAX {
+        c.err(
+            s,
+            format!(
+                "{kind} `{}`: name is {} characters, but it becomes {becomes}, limited to {IFNAME_MAX}",
+                s.value,
+                s.value.len()
+            ),
+        );
+    }
+}
+
+pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<Diagnostic>> {
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
+
+    if !valid_name(&raw.lab.value) {
+        c.err(
+            &raw.lab,
+            format!(
+                "lab `{}`: a name starts with a letter and holds only letters, digits, `-` and `_`",
+                raw.lab.value
+            ),
+        );
+    }
+
+    // Names share one space: each becomes `<lab>.<name>` as a namespace.
+    let mut names: HashMap<String, (&'static str, u32)> = HashMap::new();
+    let mut declare = |c: &mut Checker, kind: &'static str, s: &S<String>| {
+        if !valid_name(&s.value) {
+            c.err(
+                s,
+                format!(
+                    "{kind} `{}`: a name starts with a letter and holds only letters, digits, `-` and `_`",
+                    s.value
+                ),
+            );
+        }
+        if let Some((other_kind, line)) = names.get(&s.value) {
+            c.err(
+                s,
+                format!(
+                    "{kind} `{}`: duplicate name, already used by the {other_kind} on line {line}",
+                    s.value
+                ),
+            );
+        } else {
+            names.insert(s.value.clone(), (kind, at(s).0));
+        }
+    };
+    for n in &raw.nodes {
+        declare(&mut c, "node", &n.name);
+    }
+    for p in &raw.physical_networks {
+        declare(&mut c, "physical network", &p.name);
+    }
+    for n in &raw.networks {
+        declare(&mut c, "network", &n.name);
+    }
+    for n in &raw.external_networks {
+        declare(&mut c, "external network", &n.name);
+    }
+    for h in &raw.external_hosts {
+        declare(&mut c, "external host", &h.name);
+    }
+    for r in &raw.routers {
+        declare(&mut c, "router", &r.name);
+    }
+    for g in &raw.security_groups {
+        declare(&mut c, "security group", &g.name);
+    }
+    for i in &raw.instances {
+        declare(&mut c, "instance", &i.name);
+    }
+
+    // Nodes.
+    let mut nodes = Vec::new();
+    for n in &raw.nodes {
+        check_ifname(
+            &mut c,
+            "node",
+            &n.name,
+            "its port name on the physical switch",
+        );
+        let role = match n.role.value.as_str() {
+            "network" => NodeRole::Network,
+            "compute" => NodeRole::Compute,
+            other => {
+                c.err(
+                    &n.role,
+                    format!(
+                        "node `{}`: role `{other}` is neither `network` nor `compute`",
+                        n.name.value
+                    ),
+                );
+                continue;
+            }
+        };
+        nodes.push(Node {
+            name: n.name.value.clone(),
+            role,
+            line: at(&n.name).0,
+        });
+    }
+    if raw.nodes.is_empty() {
+        c.err(
+            &raw.lab,
+            format!("lab `{}`: no nodes declared", raw.lab.value),
+        );
+    }
+    let role_of: HashMap<&str, NodeRole> =
+        nodes.iter().map(|n| (n.name.as_str(), n.role)).collect();
+
+    // Physical networks.
+    let mut physical_networks = Vec::new();
+    for (i, p) in raw.physical_networks.iter().enumerate() {
+        check_ifname(
+            &mut c,
+            "physical network",
+            &p.name,
+            "the name of its switch bridge",
+        );
+        if i > 0 {
+            c.err(
+                &p.name,
+                format!(
+                    "physical network `{}`: only one physical network is supported (each node has one br-vlan with one uplink)",
+                    p.name.value
+                ),
+            );
+        }
+        physical_networks.push(PhysicalNetwork {
+            name: p.name.value.clone(),
+            line: at(&p.name).0,
+        });
+    }
+
+    // Project networks.
+    let mut networks = Vec::new();
+    let mut vlans: HashMap<(String, i64), String> = HashMap::new();
+    let mut subnets: Vec<(Ipv4Net, String, String)> = Vec::new(); // (net, kind, name)
+    for n in &raw.networks {
+        let name = &n.name.value;
+        if !raw
+            .physical_networks
+            .iter()
+            .any(|p| p.name.value == n.physical_network.value)
+        {
+            c.err(
+                &n.physical_network,
+                format!(
+                    "network `{name}`: unknown physical network `{}`",
+                    n.physical_network.value
+                ),
+            );
+        }
+        let seg = n.segmentation_id.value;
+        if !(1..=4094).contains(&seg) {
+            c.err(
+                &n.segmentation_id,
+                format!("network `{name}`: VLAN id {seg} is outside 1–4094"),
+            );
+        } else if let Some(other) = vlans.get(&(n.physical_network.value.clone(), seg)) {
+            c.err(
+                &n.segmentation_id,
+                format!(
+                    "network `{name}`: VLAN id {seg} is already used by network `{other}` on physical network `{}`",
+                    n.physical_network.value
+                ),
+            );
+        } else {
+            vlans.insert((n.physical_network.value.clone(), seg), name.clone());
+        }
+        let Some(cidr) = c.cidr(&format!("network `{name}`"), &n.cidr) else {
+            continue;
+        };
+        if cidr.prefix_len() > 29 {
+            c.err(
+                &n.cidr,
+                format!("network `{name}`: subnet {cidr} is too small (at most /29)"),
+            );
+            continue;
+        }
+        check_overlap(&mut c, &mut subnets, cidr, "network", name, &n.cidr);
+        let Some(gateway) = c.host_address(
+            &format!("network `{name}` gateway"),
+            &n.gateway,
+            &cidr,
+            name,
+        ) else {
+            continue;
+        };
+        networks.push(Network {
+            name: name.clone(),
+            physical_network: n.physical_network.value.clone(),
+            segmentation_id: seg.clamp(1, 4094) as u16,
+            cidr,
+            gateway,
+            line: at(&n.name).0,
+        });
+    }
+
+    // External networks.
+    let mut external_networks = Vec::new();
+    for (i, e) in raw.external_networks.iter().enumerate() {
+        let name = &e.name.value;
+        check_ifname(
+            &mut c,
+            "external network",
+            &e.name,
+            "the name of its switch bridge",
+        );
+        if i > 0 {
+            c.err(
+                &e.name,
+                format!("external network `{name}`: only one external network is supported (one br-ex per network node)"),
+            );
+        }
+        let Some(cidr) = c.cidr(&format!("external network `{name}`"), &e.cidr) else {
+            continue;
+        };
+        check_overlap(
+            &mut c,
+            &mut subnets,
+            cidr,
+            "external network",
+            name,
+            &e.cidr,
+        );
+        let what = format!("external network `{name}`");
+        let gateway = c.host_address(&format!("{what} gateway"), &e.gateway, &cidr, name);
+        let start = c.host_address(&format!("{what} pool start"), &e.pool.start, &cidr, name);
+        let end = c.host_address(&format!("{what} pool end"), &e.pool.end, &cidr, name);
+        let (Some(gateway), Some(pool_start), Some(pool_end)) = (gateway, start, end) else {
+            continue;
+        };
+        if pool_start > pool_end {
+            c.err(
+                &e.pool.start,
+                format!("{what}: pool start {pool_start} is after pool end {pool_end}"),
+            );
+            continue;
+        }
+        external_networks.push(ExternalNetwork {
+            name: name.clone(),
+            cidr,
+            gateway,
+            pool_start,
+            pool_end,
+            line: at(&e.name).0,
+        });
+    }
+    let ext_by_name: BTreeMap<String, ExternalNetwork> = external_networks
+        .iter()
+        .map(|e| (e.name.clone(), e.clone()))
+        .collect();
+    let net_by_name: BTreeMap<String, Network> = networks
+        .iter()
+        .map(|n| (n.name.clone(), n.clone()))
+        .collect();
+
+    // Addresses in use, per network: who holds them.
+    let mut used: HashMap<(String, Ipv4Addr), String> = HashMap::new();
+    let mut claim = |c: &mut Checker, s: &S<String>, network: &str, ip: Ipv4Addr, who: String| {
+        if let Some(holder) = used.get(&(network.to_string(), ip)) {
+            c.err(
+                s,
+                format!("{who}: address {ip} on `{network}` is already used by {holder}"),
+            );
+            false
+        } else {
+            used.insert((network.to_string(), ip), who);
+            true
+        }
+    };
+    for n in &raw.networks {
+        if let Some(net) = net_by_name.get(&n.name.value) {
+            claim(
+                &mut c,
+                &n.gateway,
+                &net.name,
+                net.gateway,
+                format!("the gateway of network `{}`", net.name),
+            );
+        }
+    }
+
+    // External hosts.
+    let mut external_hosts = Vec::new();
+    for h in &raw.external_hosts {
+        let name = &h.name.value;
+        check_ifname(
+            &mut c,
+            "external host",
+            &h.name,
+            "its port name on the external switch",
+        );
+        let Some(ext) = ext_by_name.get(&h.network.value) else {
+            c.err(
+                &h.network,
+                format!(
+                    "external host `{name}`: unknown external network `{}`",
+                    h.network.value
+                ),
+            );
+            continue;
+        };
+        let Some(address) = c.host_address(
+            &format!("external host `{name}`"),
+            &h.address,
+            &ext.cidr,
+            &ext.name,
+        ) else {
+            continue;
+        };
+        claim(
+            &mut c,
+            &h.address,
+            &ext.name,
+            address,
+            format!("external host `{name}`"),
+        );
+        external_hosts.push(ExternalHost {
+            name: name.clone(),
+            network: ext.name.clone(),
+            address,
+            line: at(&h.name).0,
+        });
+    }
+
+    // Routers.
+    let mut routers = Vec::new();
+    let mut attached: HashMap<String, String> = HashMap::new();
+    for r in &raw.routers {
+        let name = &r.name.value;
+        match role_of.get(r.node.value.as_str()) {
+            None => c.err(
+                &r.node,
+                format!("router `{name}`: unknown node `{}`", r.node.value),
+            ),
+            Some(NodeRole::Compute) => c.err(
+                &r.node,
+                format!(
+                    "router `{name}`: node `{}` is a compute node; routers live on a network node",
+                    r.node.value
+                ),
+            ),
+            Some(NodeRole::Network) => {}
+        }
+        let mut interfaces = Vec::new();
+        for i in &r.interfaces {
+            if !raw.networks.iter().any(|n| n.name.value == i.value) {
+                c.err(i, format!("router `{name}`: unknown network `{}`", i.value));
+            } else if let Some(other) = attached.get(&i.value) {
+                c.err(
+                    i,
+                    format!(
+                        "router `{name}`: network `{}` is already attached to router `{other}`",
+                        i.value
+                    ),
+                );
+            } else {
+                attached.insert(i.value.clone(), name.clone());
+                interfaces.push(i.value.clone());
+            }
+        }
+        let mut external_gateway = None;
+        if let Some(g) = &r.external_gateway {
+            match ext_by_name.get(&g.network.value) {
+                None => c.err(
+                    &g.network,
+                    format!(
+                        "router `{name}`: unknown external network `{}`",
+                        g.network.value
+                    ),
+                ),
+                Some(ext) => {
+                    let what = format!("router `{name}` gateway");
+                    if let Some(address) = c.host_address(&what, &g.address, &ext.cidr, &ext.name) {
+                        if address == ext.gateway {
+                            c.err(
+                                &g.address,
+                                format!("{what}: address {address} is the external network's own gateway"),
+                            );
+                        } else if claim(
+                            &mut c,
+                            &g.address,
+                            &ext.name,
+                            address,
+                            format!("router `{name}`"),
+                        ) {
+                            external_gateway = Some(RouterGateway {
+                                network: ext.name.clone(),
+                                address,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        routers.push(Router {
+            name: name.clone(),
+            node: r.node.value.clone(),
+            interfaces,
+            external_gateway,
+            snat: r.snat,
+            line: at(&r.name).0,
+        });
+    }
+
+    // Security groups.
+    let mut security_groups = Vec::new();
+    for g in &raw.security_groups {
+        let mut rules = Vec::new();
+        for rule in &g.rules {
+            if let Some(r) = check_rule(&mut c, &g.name.value, rule, &raw.security_groups) {
+                rules.push(r);
+            }
+        }
+        security_groups.push(SecurityGroup {
+            name: g.name.value.clone(),
+            rules,
+            line: at(&g.name).0,
+        });
+    }
+
+    // Instances.
+    let mut instances = Vec::new();
+    let mut macs: HashMap<[u8; 6], String> = HashMap::new();
+    for i in &raw.instances {
+        let name = &i.name.value;
+        let mut ok = true;
+        match role_of.get(i.node.value.as_str()) {
+            None => {
+                c.err(
+                    &i.node,
+                    format!("instance `{name}`: unknown node `{}`", i.node.value),
+                );
+                ok = false;
+            }
+            Some(NodeRole::Network) => {
+                c.err(
+                    &i.node,
+                    format!("instance `{name}`: node `{}` is a network node; instances live on compute nodes", i.node.value),
+                );
+                ok = false;
+            }
+            Some(NodeRole::Compute) => {}
+        }
+        for g in &i.security_groups {
+            if !raw
+                .security_groups
+                .iter()
+                .any(|sg| sg.name.value == g.value)
+            {
+                c.err(
+                    g,
+                    format!("instance `{name}`: unknown security group `{}`", g.value),
+                );
+                ok = false;
+            }
+        }
+        let mac = match &i.mac {
+            Some(m) => {
+                match parse_mac(&m.value) {
+                    Some(mac) if mac[0] & 1 == 0 => Some(mac),
+                    Some(_) => {
+                        c.err(
+                            m,
+                            format!("instance `{name}`: MAC {} is a multicast address", m.value),
+                        );
+                        None
+                    }
+                    None => {
+                        c.err(m, format!("instance `{name}`: `{}` is not a MAC address like fa:16:3e:00:00:01", m.value));
+                        None
+                    }
+                }
+            }
+            None => Some(naming::derived_mac(&naming::instance_port_uuid(
+                &raw.lab.value,
+                name,
+            ))),
+        };
+        if let Some(mac) = mac {
+            if let Some(other) = macs.get(&mac) {
+                let span = i.mac.as_ref().unwrap_or(&i.name);
+                c.err(
+                    span,
+                    format!(
+                        "instance `{name}`: MAC {} is already used by instance `{other}`",
+                        format_mac(&mac)
+                    ),
+                );
+                ok = false;
+            } else {
+                macs.insert(mac, name.clone());
+            }
+        }
+        let Some(net) = net_by_name.get(&i.network.value) else {
+            if !raw.networks.iter().any(|n| n.name.value == i.network.value) {
+                c.err(
+                    &i.network,
+                    format!("instance `{name}`: unknown network `{}`", i.network.value),
+                );
+            }
+            continue;
+        };
+        let what = format!("instance `{name}`");
+        let Some(address) = c.host_address(&what, &i.address, &net.cidr, &net.name) else {
+            continue;
+        };
+        if address == net.gateway {
+            c.err(
+                &i.address,
+                format!(
+                    "{what}: address {address} is {}'s gateway address",
+                    net.name
+                ),
+            );
+            continue;
+        }
+        ok &= claim(
+            &mut c,
+            &i.address,
+            &net.name,
+            address,
+            format!("instance `{name}`"),
+        );
+
+        let mut floating_ip = None;
+        if let Some(f) = &i.floating_ip
+            && let Some(ip) = c.ipv4(&format!("{what} floating IP"), f)
+        {
+            {
+                match external_networks.iter().find(|e| e.cidr.contains(&ip)) {
+                    None => c.err(
+                        f,
+                        format!("{what}: floating IP {ip} is outside every external subnet"),
+                    ),
+                    Some(ext) if ip < ext.pool_start || ip > ext.pool_end => c.err(
+                        f,
+                        format!(
+                            "{what}: floating IP {ip} is outside {}'s pool {}–{}",
+                            ext.name, ext.pool_start, ext.pool_end
+                        ),
+                    ),
+                    Some(ext) => {
+                        let routed = routers.iter().any(|r| {
+                            r.interfaces.contains(&net.name)
+                                && r.external_gateway
+                                    .as_ref()
+                                    .is_some_and(|g| g.network == ext.name)
+                        });
+                        if !routed {
+                            c.err(
+                                f,
+                                format!(
+                                    "{what}: floating IP {ip} needs a router between `{}` and `{}`",
+                                    net.name, ext.name
+                                ),
+                            );
+                        } else if claim(
+                            &mut c,
+                            f,
+                            &ext.name,
+                            ip,
+                            format!("the floating IP of instance `{name}`"),
+                        ) {
+                            floating_ip = Some(ip);
+                        }
+                    }
+                }
+            }
+        }
+        if ok && let Some(mac) = mac {
+            instances.push(Instance {
+                name: name.clone(),
+                node: i.node.value.clone(),
+                network: net.name.clone(),
+                address,
+                mac,
+                floating_ip,
+                security_groups: i.security_groups.iter().map(|g| g.value.clone()).collect(),
+                line: at(&i.name).0,
+            });
+        }
+    }
+
+    if !c.problems.is_empty() {
+        c.problems.sort_by_key(|p| (p.line, p.column));
+        return Err(c.problems);
+    }
+    Ok(Topology {
+        lab: raw.lab.value,
+        source: source.to_string(),
+        nodes,
+        physical_networks,
+        networks,
+        external_networks,
+        external_hosts,
+        routers,
+        security_groups,
+        instances,
+    })
+}
+
+fn check_overlap(
+    c: &mut Checker,
+    subnets: &mut Vec<(Ipv4Net, String, String)>,
+    cidr: Ipv4Net,
+    kind: &str,
+    name: &str,
+    span: &S<String>,
+) {
+    if let Some((other, other_kind, other_name)) = subnets
+        .iter()
+        .find(|(n, _, _)| n.contains(&cidr.network()) || cidr.contains(&n.network()))
+    {
+        c.err(
+            span,
+            format!(
+                "{kind} `{name}`: subnet {cidr} overlaps {other_kind} `{other_name}` ({other})"
+            ),
+        );
+    } else {
+        subnets.push((cidr, kind.to_string(), name.to_string()));
+    }
+}
+
+fn check_rule(
+    c: &mut Checker,
+    group: &str,
+    s: &S<RawRule>,
+    groups: &[RawSecurityGroup],
+) -> Option<SecurityGroupRule> {
+    let r = &s.value;
+    let what = format!("security group `{group}` rule");
+    let direction = match r.direction.value.as_str() {
+        "ingress" => Direction::Ingress,
+        "egress" => Direction::Egress,
+        other => {
+            c.err(
+                &r.direction,
+                format!("{what}: direction `{other}` is neither `ingress` nor `egress`"),
+            );
+            return None;
+        }
+    };
+    if let Some(e) = &r.ethertype
+        && e.value != "IPv4"
+    {
+        c.err(
+            e,
+            format!(
+                "{what}: ethertype `{}` is not supported (only IPv4)",
+                e.value
+            ),
+        );
+        return None;
+    }
+    let protocol = match r.protocol.as_ref().map(|p| (p, p.value.as_str())) {
+        None => None,
+        Some((_, "icmp")) => Some(Protocol::Icmp),
+        Some((_, "tcp")) => Some(Protocol::Tcp),
+        Some((_, "udp")) => Some(Protocol::Udp),
+        Some((p, other)) => {
+            c.err(
+                p,
+                format!("{what}: protocol `{other}` is not one of icmp, tcp, udp"),
+            );
+            return None;
+        }
+    };
+    let port_range = match (&r.port_range_min, &r.port_range_max) {
+        (None, None) => None,
+        (min, max) => {
+            let span = min.as_ref().or(max.as_ref()).expect("one is set");
+            if !matches!(protocol, Some(Protocol::Tcp | Protocol::Udp)) {
+                c.err(
+                    span,
+                    format!("{what}: a port range needs protocol tcp or udp"),
+                );
+                return None;
+            }
+            let lo = min.as_ref().map_or(1, |m| m.value);
+            let hi = max.as_ref().map_or(65535, |m| m.value);
+            if !(1..=65535).contains(&lo) || !(1..=65535).contains(&hi) || lo > hi {
+                c.err(
+                    span,
+                    format!("{what}: port range {lo}–{hi} is not within 1–65535 in order"),
+                );
+                return None;
+            }
+            Some((lo as u16, hi as u16))
+        }
+    };
+    let remote = match (&r.remote_ip_prefix, &r.remote_group) {
+        (Some(p), Some(_)) => {
+            c.err(
+                p,
+                format!("{what}: set remote_ip_prefix or remote_group, not both"),
+            );
+            return None;
+        }
+        (Some(p), None) => Some(Remote::Cidr(c.cidr(&what, p)?)),
+        (None, Some(g)) => {
+            if !groups.iter().any(|sg| sg.name.value == g.value) {
+                c.err(g, format!("{what}: unknown remote group `{}`", g.value));
+                return None;
+            }
+            Some(Remote::Group(g.value.clone()))
+        }
+        (None, None) => None,
+    };
+    Some(SecurityGroupRule {
+        direction,
+        protocol,
+        port_range,
+        remote,
+        line: at(s).0,
+    })
+}

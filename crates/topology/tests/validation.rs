@@ -1,0 +1,471 @@
+//! One bad file per validation rule: each is the seed lab with one edit, and
+//! each must be refused with a message naming the object, the value and the
+//! line.
+
+use ovslab_topology::{SEED_YAML, TopologyError, parse};
+
+/// The seed with `from` replaced by `to` (exactly once).
+fn seed_with(from: &str, to: &str) -> String {
+    assert_eq!(
+        SEED_YAML.matches(from).count(),
+        1,
+        "`{from}` must occur once in the seed"
+    );
+    SEED_YAML.replacen(from, to, 1)
+}
+
+fn line_of(text: &str, needle: &str) -> u32 {
+    line_of_nth(text, needle, 0)
+}
+
+/// The line of the `n`th (from 0) line containing `needle`.
+fn line_of_nth(text: &str, needle: &str, n: usize) -> u32 {
+    let (i, _) = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .nth(n)
+        .expect("needle present");
+    i as u32 + 1
+}
+
+/// Asserts the file is refused with a problem on `line` whose message
+/// contains every fragment.
+fn refused(text: &str, line: u32, fragments: &[&str]) {
+    let err = parse("bad.yaml", text).expect_err("the file must be refused");
+    let rendered = err.to_string();
+    let problems = match &err {
+        TopologyError::Invalid { problems, .. } => problems.clone(),
+        TopologyError::Syntax { .. } => panic!("expected a validation error, got: {rendered}"),
+    };
+    let hit = problems
+        .iter()
+        .find(|p| p.line == line && fragments.iter().all(|f| p.message.contains(f)));
+    assert!(
+        hit.is_some(),
+        "no problem on line {line} containing {fragments:?}; got:\n{rendered}"
+    );
+    assert!(
+        rendered.contains(&format!("bad.yaml:{line}:")),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn the_seed_is_valid() {
+    let topo = parse("seed.yaml", SEED_YAML).unwrap();
+    assert_eq!(topo.lab, "seed");
+    assert_eq!(topo.nodes.len(), 3);
+    assert_eq!(topo.instances.len(), 4);
+    assert_eq!(topo.routers.len(), 1);
+    assert_eq!(topo.security_groups[0].rules.len(), 3);
+}
+
+#[test]
+fn syntax_errors_carry_file_line_and_column() {
+    let text = seed_with(
+        "    role: compute\n  - name: compute2",
+        "    role: compute\n    colour: blue\n  - name: compute2",
+    );
+    let err = parse("bad.yaml", &text).unwrap_err();
+    let TopologyError::Syntax { line, column, .. } = err else {
+        panic!("expected a syntax error: {err}");
+    };
+    assert_eq!(line, line_of(&text, "colour"));
+    assert!(column > 0);
+    assert!(
+        err.to_string().starts_with(&format!("bad.yaml:{line}:")),
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicate_names() {
+    let text = seed_with("  - name: instance4", "  - name: instance3");
+    refused(
+        &text,
+        line_of_nth(&text, "name: instance3", 1),
+        &["instance3", "duplicate", "line"],
+    );
+}
+
+#[test]
+fn duplicate_names_across_kinds() {
+    let text = seed_with("  - name: router1", "  - name: net1");
+    refused(
+        &text,
+        line_of_nth(&text, "name: net1", 1),
+        &["router `net1`", "duplicate"],
+    );
+}
+
+#[test]
+fn unknown_node() {
+    let text = seed_with(
+        "    node: compute1
+    network: net1
+    address: 192.168.1.13",
+        "    node: compute9
+    network: net1
+    address: 192.168.1.13",
+    );
+    refused(
+        &text,
+        line_of(&text, "compute9"),
+        &["instance4", "unknown node `compute9`"],
+    );
+}
+
+#[test]
+fn unknown_network() {
+    let text = seed_with(
+        "    network: net2
+    address: 192.168.2.11",
+        "    network: net7
+    address: 192.168.2.11",
+    );
+    refused(
+        &text,
+        line_of(&text, "net7"),
+        &["instance2", "unknown network `net7`"],
+    );
+}
+
+#[test]
+fn unknown_router_network() {
+    let text = seed_with("interfaces: [net1, net2]", "interfaces: [net1, net9]");
+    refused(
+        &text,
+        line_of(&text, "net9"),
+        &["router1", "unknown network `net9`"],
+    );
+}
+
+#[test]
+fn unknown_security_group() {
+    let text = seed_with(
+        "    address: 192.168.1.12
+    security_groups: [default]",
+        "    address: 192.168.1.12
+    security_groups: [web]",
+    );
+    refused(
+        &text,
+        line_of(&text, "[web]"),
+        &["instance3", "unknown security group `web`"],
+    );
+}
+
+#[test]
+fn unknown_remote_group() {
+    let text = seed_with("remote_group: default", "remote_group: nope");
+    refused(
+        &text,
+        line_of(&text, "nope"),
+        &["default", "unknown remote group `nope`"],
+    );
+}
+
+#[test]
+fn unknown_physical_network() {
+    let text = seed_with(
+        "    physical_network: physnet1
+    segmentation_id: 102",
+        "    physical_network: physnet2
+    segmentation_id: 102",
+    );
+    refused(
+        &text,
+        line_of(&text, "physnet2"),
+        &["net2", "unknown physical network `physnet2`"],
+    );
+}
+
+#[test]
+fn unknown_external_network() {
+    let text = seed_with(
+        "external_gateway: { network: ext-net",
+        "external_gateway: { network: ext-nope",
+    );
+    refused(
+        &text,
+        line_of(&text, "ext-nope"),
+        &["router1", "unknown external network `ext-nope`"],
+    );
+}
+
+#[test]
+fn instance_on_a_network_node() {
+    let text = seed_with(
+        "    node: compute2
+    network: net2",
+        "    node: network
+    network: net2",
+    );
+    refused(
+        &text,
+        line_of_nth(&text, "node: network", 1),
+        &["instance2", "network node"],
+    );
+}
+
+#[test]
+fn router_on_a_compute_node() {
+    let text = seed_with(
+        "    node: network\n    interfaces",
+        "    node: compute1\n    interfaces",
+    );
+    refused(
+        &text,
+        line_of(&text, "node: compute1"),
+        &["router1", "compute node"],
+    );
+}
+
+#[test]
+fn unknown_role() {
+    let text = seed_with("    role: network", "    role: storage");
+    refused(
+        &text,
+        line_of(&text, "storage"),
+        &["node `network`", "storage"],
+    );
+}
+
+#[test]
+fn overlapping_project_subnets() {
+    let text = seed_with("cidr: 192.168.2.0/24", "cidr: 192.168.0.0/16");
+    refused(
+        &text,
+        line_of(&text, "192.168.0.0/16"),
+        &["net2", "overlaps", "net1"],
+    );
+}
+
+#[test]
+fn subnet_with_host_bits() {
+    let text = seed_with("cidr: 192.168.2.0/24", "cidr: 192.168.2.5/24");
+    refused(
+        &text,
+        line_of(&text, "192.168.2.5/24"),
+        &["net2", "host bits"],
+    );
+}
+
+#[test]
+fn address_outside_its_subnet() {
+    let text = seed_with("address: 192.168.2.11", "address: 192.168.3.11");
+    refused(
+        &text,
+        line_of(&text, "192.168.3.11"),
+        &["instance2", "192.168.3.11", "outside", "192.168.2.0/24"],
+    );
+}
+
+#[test]
+fn address_equal_to_network_address() {
+    let text = seed_with("address: 192.168.2.11", "address: 192.168.2.0");
+    refused(
+        &text,
+        line_of(&text, "address: 192.168.2.0"),
+        &["instance2", "network address"],
+    );
+}
+
+#[test]
+fn address_equal_to_broadcast_address() {
+    let text = seed_with("address: 192.168.2.11", "address: 192.168.2.255");
+    refused(
+        &text,
+        line_of(&text, "192.168.2.255"),
+        &["instance2", "broadcast"],
+    );
+}
+
+#[test]
+fn address_equal_to_gateway() {
+    let text = seed_with("address: 192.168.2.11", "address: 192.168.2.1");
+    refused(
+        &text,
+        line_of(&text, "address: 192.168.2.1"),
+        &["instance2", "gateway"],
+    );
+}
+
+#[test]
+fn address_used_twice() {
+    let text = seed_with("address: 192.168.1.13", "address: 192.168.1.12");
+    refused(
+        &text,
+        line_of_nth(&text, "address: 192.168.1.12", 1),
+        &[
+            "instance4",
+            "192.168.1.12",
+            "already used by instance `instance3`",
+        ],
+    );
+}
+
+#[test]
+fn not_an_address() {
+    let text = seed_with("address: 192.168.2.11", "address: 192.168.2.300");
+    refused(
+        &text,
+        line_of(&text, "192.168.2.300"),
+        &["instance2", "not an IPv4 address"],
+    );
+}
+
+#[test]
+fn duplicate_macs() {
+    let text = seed_with(
+        "    address: 192.168.1.12\n",
+        "    address: 192.168.1.12\n    mac: fa:16:3e:00:00:01\n",
+    )
+    .replacen(
+        "    address: 192.168.1.13\n",
+        "    address: 192.168.1.13\n    mac: fa:16:3e:00:00:01\n",
+        1,
+    );
+    refused(
+        &text,
+        line_of_nth(&text, "mac: fa:16:3e:00:00:01", 1),
+        &["instance4", "fa:16:3e:00:00:01", "instance3"],
+    );
+}
+
+#[test]
+fn malformed_mac() {
+    let text = seed_with(
+        "    address: 192.168.1.12\n",
+        "    address: 192.168.1.12\n    mac: fa:16:3e:00:01\n",
+    );
+    refused(
+        &text,
+        line_of(&text, "mac: fa"),
+        &["instance3", "not a MAC"],
+    );
+}
+
+#[test]
+fn vlan_id_out_of_range() {
+    for bad in ["0", "4095", "-3"] {
+        let text = seed_with("segmentation_id: 102", &format!("segmentation_id: {bad}"));
+        refused(
+            &text,
+            line_of(&text, &format!("segmentation_id: {bad}")),
+            &["net2", "outside 1–4094"],
+        );
+    }
+}
+
+#[test]
+fn vlan_id_reused_on_one_physical_network() {
+    let text = seed_with("segmentation_id: 102", "segmentation_id: 101");
+    refused(
+        &text,
+        line_of_nth(&text, "segmentation_id: 101", 1),
+        &["net2", "VLAN id 101", "net1"],
+    );
+}
+
+#[test]
+fn floating_ip_outside_the_external_subnet() {
+    let text = seed_with("floating_ip: 203.0.113.102", "floating_ip: 198.51.100.7");
+    refused(
+        &text,
+        line_of(&text, "198.51.100.7"),
+        &["instance1", "198.51.100.7", "outside every external subnet"],
+    );
+}
+
+#[test]
+fn floating_ip_outside_the_pool() {
+    let text = seed_with("floating_ip: 203.0.113.102", "floating_ip: 203.0.113.50");
+    refused(
+        &text,
+        line_of(&text, "203.0.113.50"),
+        &["instance1", "outside ext-net's pool"],
+    );
+}
+
+#[test]
+fn floating_ip_used_twice() {
+    let text = seed_with(
+        "    address: 192.168.1.13\n",
+        "    address: 192.168.1.13\n    floating_ip: 203.0.113.102\n",
+    );
+    refused(
+        &text,
+        line_of_nth(&text, "floating_ip: 203.0.113.102", 1),
+        &["instance4", "203.0.113.102", "instance1"],
+    );
+}
+
+#[test]
+fn floating_ip_equal_to_router_gateway() {
+    let text = seed_with("floating_ip: 203.0.113.102", "floating_ip: 203.0.113.101");
+    refused(
+        &text,
+        line_of(&text, "floating_ip: 203.0.113.101"),
+        &["instance1", "router `router1`"],
+    );
+}
+
+#[test]
+fn names_too_long_for_an_interface() {
+    let text = seed_with(
+        "  - name: compute2\n",
+        "  - name: compute-with-a-long-name\n",
+    )
+    .replace("node: compute2", "node: compute-with-a-long-name");
+    refused(
+        &text,
+        line_of(&text, "  - name: compute-with-a-long-name"),
+        &["node `compute-with-a-long-name`", "limited to 15"],
+    );
+}
+
+#[test]
+fn bad_names() {
+    let text = seed_with("  - name: instance4", "  - name: 4instance");
+    refused(
+        &text,
+        line_of(&text, "4instance"),
+        &["instance `4instance`", "starts with a letter"],
+    );
+}
+
+#[test]
+fn pool_outside_its_subnet() {
+    let text = seed_with("end: 203.0.113.200", "end: 203.0.114.200");
+    refused(
+        &text,
+        line_of(&text, "203.0.114.200"),
+        &["ext-net", "pool end", "outside"],
+    );
+}
+
+#[test]
+fn port_range_without_protocol() {
+    let text = seed_with(
+        "{ direction: ingress, protocol: icmp }",
+        "{ direction: ingress, port_range_min: 22 }",
+    );
+    refused(
+        &text,
+        line_of(&text, "port_range_min"),
+        &["default", "needs protocol tcp or udp"],
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = seed_with("address: 192.168.2.11", "address: 192.168.3.11")
+        .replace("segmentation_id: 102", "segmentation_id: 5000");
+    let err = parse("bad.yaml", &text).unwrap_err();
+    let TopologyError::Invalid { problems, .. } = err else {
+        panic!()
+    };
+    assert_eq!(problems.len(), 2, "{problems:?}");
+}
