@@ -1,0 +1,442 @@
+//! [`Netlink`]: an rtnetlink connection bound to one namespace.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+    LinkMessage,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::sys::protocols::NETLINK_ROUTE;
+use rtnetlink::sys::{Socket, TokioSocket};
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
+
+use crate::{NetlinkError, ethtool, netns};
+
+/// One link as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkInfo {
+    pub name: String,
+    pub index: u32,
+    /// `veth`, `bridge`, `tun`, … ("" when the kernel names no kind, as for `lo`).
+    pub kind: String,
+    /// The ifindex of the bridge this link is a port of.
+    pub master: Option<u32>,
+    /// Administratively up.
+    pub up: bool,
+    pub mac: Option<[u8; 6]>,
+    pub addresses: Vec<Ipv4Net>,
+}
+
+/// An IPv4 route with a gateway, in the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub destination: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+/// An rtnetlink connection into one namespace, plus a control socket of the
+/// same namespace for ethtool. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Netlink {
+    namespace: String,
+    handle: Handle,
+    control: Arc<OwnedFd>,
+}
+
+impl Netlink {
+    /// Connects to namespace `namespace`. The connection's task runs on the
+    /// current Tokio runtime until the last clone is dropped.
+    pub async fn connect(namespace: &str) -> Result<Netlink, NetlinkError> {
+        let (socket, control) = netns::run_in(namespace, || {
+            let socket = Socket::new(NETLINK_ROUTE)?;
+            Ok((socket, ethtool::control_socket()?))
+        })?;
+        socket
+            .set_non_blocking(true)
+            .map_err(|e| NetlinkError::namespace(namespace, "netlink socket", e))?;
+        // SAFETY: the fd comes straight from a netlink socket we own and
+        // hand over whole.
+        let socket =
+            unsafe { <TokioSocket as std::os::fd::FromRawFd>::from_raw_fd(socket.into_raw_fd()) };
+        let (connection, handle, _) = rtnetlink::from_socket(socket);
+        tokio::spawn(connection);
+        Ok(Netlink {
+            namespace: namespace.to_string(),
+            handle,
+            control: Arc::new(control),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn err(&self, what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError + '_ {
+        let what = what.into();
+        move |e| NetlinkError::request(&self.namespace, what, e)
+    }
+
+    /// Every link with its IPv4 addresses, sorted by name.
+    pub async fn links(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
+        let messages: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.err("list links"))?;
+        let mut links: Vec<LinkInfo> = messages.iter().map(link_info).collect();
+        let addresses: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.err("list addresses"))?;
+        for message in addresses {
+            let Some(link) = links.iter_mut().find(|l| l.index == message.header.index) else {
+                continue;
+            };
+            link.addresses.extend(ipv4_addresses(&message));
+        }
+        for link in &mut links {
+            link.addresses.sort();
+        }
+        links.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(links)
+    }
+
+    /// The link called `name`.
+    pub async fn link(&self, name: &str) -> Result<LinkInfo, NetlinkError> {
+        let message = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_next()
+            .await
+            .map_err(|e| self.get_error(name, e))?;
+        let mut link = message
+            .as_ref()
+            .map(link_info)
+            .ok_or_else(|| NetlinkError::NoSuchLink {
+                namespace: self.namespace.clone(),
+                link: name.to_string(),
+            })?;
+        link.addresses = self.addresses_of(link.index).await?;
+        Ok(link)
+    }
+
+    async fn addresses_of(&self, index: u32) -> Result<Vec<Ipv4Net>, NetlinkError> {
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.err("list addresses"))?;
+        let mut out: Vec<Ipv4Net> = messages.iter().flat_map(ipv4_addresses).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The link called `name`, without its addresses (one request).
+    async fn index(&self, name: &str) -> Result<u32, NetlinkError> {
+        let message = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_next()
+            .await
+            .map_err(|e| self.get_error(name, e))?;
+        message
+            .map(|m| m.header.index)
+            .ok_or_else(|| NetlinkError::NoSuchLink {
+                namespace: self.namespace.clone(),
+                link: name.to_string(),
+            })
+    }
+
+    fn get_error(&self, name: &str, e: rtnetlink::Error) -> NetlinkError {
+        match &e {
+            rtnetlink::Error::NetlinkError(m) if m.code.map(|c| c.get()) == Some(-libc::ENODEV) => {
+                NetlinkError::NoSuchLink {
+                    namespace: self.namespace.clone(),
+                    link: name.to_string(),
+                }
+            }
+            _ => NetlinkError::request(&self.namespace, format!("get link {name}"), e),
+        }
+    }
+
+    /// Creates veth `name` here with its peer `peer` directly in namespace
+    /// `peer_namespace` (which may be this one), in one request.
+    pub async fn add_veth(
+        &self,
+        name: &str,
+        peer: &str,
+        peer_namespace: &str,
+    ) -> Result<(), NetlinkError> {
+        let peer_fd = (peer_namespace != self.namespace)
+            .then(|| netns::open(peer_namespace))
+            .transpose()?;
+        let mut peer_message = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_string())
+            .build();
+        if let Some(fd) = &peer_fd {
+            peer_message
+                .attributes
+                .push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
+        }
+        let message = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(name.to_string())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message)))
+            .build();
+        self.handle
+            .link()
+            .add(message)
+            .execute()
+            .await
+            .map_err(self.err(format!(
+                "create veth {name} <-> {peer} (in {peer_namespace})"
+            )))
+    }
+
+    /// Creates Linux bridge `name` as Nova's hybrid plug makes `qbr`:
+    /// STP off, forward delay 0.
+    pub async fn add_bridge(&self, name: &str) -> Result<(), NetlinkError> {
+        let message = LinkBridge::new(name)
+            .append_info_data(InfoBridge::StpState(
+                netlink_packet_route::link::BridgeStpState::Disabled,
+            ))
+            .forward_delay(0)
+            .build();
+        self.handle
+            .link()
+            .add(message)
+            .execute()
+            .await
+            .map_err(self.err(format!("create bridge {name}")))
+    }
+
+    /// Makes `name` a port of bridge `master`, or of none.
+    pub async fn set_master(&self, name: &str, master: Option<&str>) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        let builder = LinkUnspec::new_with_index(index);
+        let message = match master {
+            Some(m) => builder.controller(self.index(m).await?).build(),
+            None => builder.nocontroller().build(),
+        };
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(self.err(format!("set {name} master {}", master.unwrap_or("none"))))
+    }
+
+    pub async fn set_up(&self, name: &str) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        let message = LinkUnspec::new_with_index(index).up().build();
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(self.err(format!("set {name} up")))
+    }
+
+    pub async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        let message = LinkUnspec::new_with_index(index)
+            .address(mac.to_vec())
+            .build();
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(self.err(format!("set {name} address")))
+    }
+
+    pub async fn add_address(&self, name: &str, address: Ipv4Net) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(address.addr()), address.prefix_len())
+            .execute()
+            .await
+            .map_err(self.err(format!("add address {address} to {name}")))
+    }
+
+    pub async fn del_address(&self, name: &str, address: Ipv4Net) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.err(format!("list addresses of {name}")))?;
+        for message in messages {
+            let matches = message.header.prefix_len == address.prefix_len()
+                && message
+                    .attributes
+                    .iter()
+                    .any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(ip)) if *ip == address.addr()));
+            if matches {
+                self.handle
+                    .address()
+                    .del(message)
+                    .execute()
+                    .await
+                    .map_err(self.err(format!("delete address {address} from {name}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// IPv4 routes with a gateway in the main table.
+    pub async fn routes(&self) -> Result<Vec<Route>, NetlinkError> {
+        let messages: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.err("list routes"))?;
+        let mut routes = Vec::new();
+        for m in messages {
+            if m.header.address_family != AddressFamily::Inet
+                || m.header.kind != RouteType::Unicast
+                || m.header.table != libc::RT_TABLE_MAIN
+            {
+                continue;
+            }
+            let mut destination = Ipv4Addr::UNSPECIFIED;
+            let mut gateway = None;
+            for attr in &m.attributes {
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => destination = *d,
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(*g),
+                    _ => {}
+                }
+            }
+            if let (Some(gateway), Ok(destination)) = (
+                gateway,
+                Ipv4Net::new(destination, m.header.destination_prefix_length),
+            ) {
+                routes.push(Route {
+                    destination,
+                    gateway,
+                });
+            }
+        }
+        routes.sort_by_key(|r| (r.destination, r.gateway));
+        Ok(routes)
+    }
+
+    pub async fn add_route(
+        &self,
+        destination: Ipv4Net,
+        gateway: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let message = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(destination.addr(), destination.prefix_len())
+            .gateway(gateway)
+            .build();
+        self.handle
+            .route()
+            .add(message)
+            .execute()
+            .await
+            .map_err(self.err(format!("add route {destination} via {gateway}")))
+    }
+
+    /// Deletes link `name` (a veth takes its peer along). A link that is
+    /// already gone is not an error.
+    pub async fn del_link(&self, name: &str) -> Result<(), NetlinkError> {
+        let index = match self.index(name).await {
+            Ok(i) => i,
+            Err(NetlinkError::NoSuchLink { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(self.err(format!("delete link {name}")))
+    }
+
+    /// Whether TX checksum offload is on for `name`.
+    pub fn tx_checksum(&self, name: &str) -> Result<bool, NetlinkError> {
+        ethtool::tx_checksum(&self.control, name).map_err(|e| NetlinkError::Request {
+            namespace: self.namespace.clone(),
+            what: format!("read tx-checksumming of {name}"),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn set_tx_checksum(&self, name: &str, on: bool) -> Result<(), NetlinkError> {
+        ethtool::set_tx_checksum(&self.control, name, on).map_err(|e| NetlinkError::Request {
+            namespace: self.namespace.clone(),
+            what: format!("set tx-checksumming of {name}"),
+            message: e.to_string(),
+        })
+    }
+}
+
+fn ipv4_addresses(message: &AddressMessage) -> Vec<Ipv4Net> {
+    message
+        .attributes
+        .iter()
+        .filter_map(|attr| match attr {
+            AddressAttribute::Address(IpAddr::V4(ip)) => {
+                Ipv4Net::new(*ip, message.header.prefix_len).ok()
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn link_info(message: &LinkMessage) -> LinkInfo {
+    let mut info = LinkInfo {
+        index: message.header.index,
+        up: message.header.flags.contains(LinkFlags::Up),
+        ..Default::default()
+    };
+    for attr in &message.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => info.name = name.clone(),
+            LinkAttribute::Controller(master) => info.master = Some(*master),
+            LinkAttribute::Address(bytes) => info.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let NlLinkInfo::Kind(kind) = i {
+                        info.kind = kind.to_string();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    info
+}

@@ -1,0 +1,16 @@
+//! Network namespaces and the links inside them, through the kernel's own
+//! interfaces: `unshare`/`setns` and bind mounts for namespaces (as
+//! `ip netns` does, but without forking), rtnetlink for links, addresses and
+//! routes, and the ethtool ioctl for checksum offload.
+//!
+//! A netlink socket belongs to the namespace it was created in, so
+//! [`Netlink::connect`] creates its socket on a short-lived thread that has
+//! entered the namespace; everything after that runs on the caller's runtime.
+
+mod error;
+mod ethtool;
+mod handle;
+pub mod netns;
+
+pub use error::NetlinkError;
+pub use handle::{LinkInfo, Netlink, Route};

@@ -1,0 +1,204 @@
+//! Named network namespaces under `/run/netns`, compatible with `ip netns`.
+//!
+//! A namespace is created by a thread that `unshare`s its network namespace
+//! and bind-mounts `/proc/thread-self/ns/net` onto `/run/netns/<name>`; the
+//! mount keeps the namespace alive after the thread ends. Work inside a
+//! namespace runs on a scoped thread that `setns`es first, so the caller's
+//! threads never change namespace.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+
+use crate::NetlinkError;
+
+/// Where named namespaces live, as for `ip netns`.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// The file that holds namespace `name`.
+pub fn path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+/// Whether namespace `name` exists (its file is a mounted namespace).
+pub fn exists(name: &str) -> bool {
+    open(name).is_ok()
+}
+
+/// Every named namespace, sorted.
+pub fn list() -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    match std::fs::read_dir(NETNS_DIR) {
+        Ok(dir) => {
+            for entry in dir {
+                names.push(entry?.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Opens namespace `name` for `setns`; fails unless it is a mounted
+/// namespace (a leftover empty file is not one).
+pub fn open(name: &str) -> Result<OwnedFd, NetlinkError> {
+    let file = File::open(path(name)).map_err(|e| NetlinkError::namespace(name, "open", e))?;
+    let fd = OwnedFd::from(file);
+    // NS_GET_NSTYPE answers only for namespace files.
+    // SAFETY: the ioctl takes no argument and only reads the fd.
+    let kind = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
+    if kind != libc::CLONE_NEWNET {
+        return Err(NetlinkError::namespace(
+            name,
+            "open",
+            io::Error::other("not a network namespace (a stale file?)"),
+        ));
+    }
+    Ok(fd)
+}
+
+/// `_IO(0xb7, 0x3)` from `linux/nsfs.h`.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// Makes `/run/netns` a shared mount point, as `ip netns add` does, so that
+/// namespace mounts made later are seen by every mount namespace.
+fn prepare_dir() -> io::Result<()> {
+    std::fs::create_dir_all(NETNS_DIR)?;
+    let shared = || {
+        mount(
+            None::<&str>,
+            NETNS_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    if shared().is_ok() {
+        return Ok(());
+    }
+    // Not a mount point yet: bind it onto itself, then share it.
+    mount(
+        Some(NETNS_DIR),
+        NETNS_DIR,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)?;
+    shared().map_err(io::Error::from)
+}
+
+/// Creates namespace `name` with its loopback up. Fails if it exists.
+pub fn create(name: &str) -> Result<(), NetlinkError> {
+    let err = |what, e| NetlinkError::namespace(name, what, e);
+    prepare_dir().map_err(|e| err("prepare /run/netns", e))?;
+    let target = path(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+        .map_err(|e| err("create namespace file", e))?;
+    let result = std::thread::scope(|s| {
+        s.spawn(|| -> io::Result<()> {
+            unshare(CloneFlags::CLONE_NEWNET)?;
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )?;
+            crate::ethtool::set_up("lo")
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+    });
+    if let Err(e) = result {
+        let _ = umount2(&target, MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(&target);
+        return Err(err("create", e));
+    }
+    Ok(())
+}
+
+/// Removes namespace `name`: its mount and file. The kernel frees the
+/// namespace (and the links in it) once no process is left inside.
+/// A namespace that does not exist is not an error.
+pub fn delete(name: &str) -> Result<(), NetlinkError> {
+    let target = path(name);
+    match umount2(&target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(NetlinkError::namespace(name, "unmount", e.into())),
+    }
+    match std::fs::remove_file(&target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NetlinkError::namespace(name, "remove namespace file", e)),
+    }
+}
+
+/// Runs `f` on a thread inside namespace `name` and returns its result.
+pub fn run_in<T: Send>(
+    name: &str,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> Result<T, NetlinkError> {
+    let fd = open(name)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+    })
+    .map_err(|e| NetlinkError::namespace(name, "run inside", e))
+}
+
+/// Makes `cmd` start inside namespace `name` (like `ip netns exec`, minus
+/// the `/etc/netns` bind mounts, which the lab does not use).
+pub fn command_in(cmd: &mut std::process::Command, name: &str) -> Result<(), NetlinkError> {
+    let fd = open(name)?;
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls setns(2), which is async-signal-safe; `fd` stays open in the
+    // parent until the command is dropped because the closure owns it.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Reads `/proc/sys/<key>` (dots or slashes) as namespace `name` sees it.
+pub fn read_sysctl(name: &str, key: &str) -> Result<String, NetlinkError> {
+    let file = sysctl_path(key);
+    run_in(name, move || {
+        Ok(std::fs::read_to_string(&file)?.trim().to_string())
+    })
+}
+
+/// Writes `/proc/sys/<key>` inside namespace `name`.
+pub fn write_sysctl(name: &str, key: &str, value: &str) -> Result<(), NetlinkError> {
+    let file = sysctl_path(key);
+    run_in(name, move || std::fs::write(&file, value))
+}
+
+fn sysctl_path(key: &str) -> PathBuf {
+    Path::new("/proc/sys").join(key.replace('.', "/"))
+}
+
+/// The namespace inode of `name`, to recognise processes running inside it.
+pub fn inode(name: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path(name)).ok().map(|m| m.ino())
+}

@@ -1,0 +1,202 @@
+//! Root tests: namespaces and links made through the crate, observed with
+//! `ip -j` and `ethtool` as independent witnesses.
+
+use ovslab_netlink::{Netlink, netns};
+use ovslab_testkit::{require_root, run, run_raw, unique_name};
+
+/// A namespace created by the crate, deleted (by the crate) on drop.
+struct Ns(String);
+
+impl Ns {
+    fn new() -> Self {
+        let name = unique_name("ovslab-nl-");
+        netns::create(&name).expect("create namespace");
+        Ns(name)
+    }
+    fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", &self.0];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = netns::delete(&self.0);
+        let _ = run_raw("ip", &["netns", "del", &self.0]);
+    }
+}
+
+#[test]
+fn create_and_delete_namespace_seen_by_ip_netns() {
+    if !require_root("create_and_delete_namespace_seen_by_ip_netns") {
+        return;
+    }
+    let ns = Ns::new();
+    assert!(run("ip", &["netns", "list"]).contains(&ns.0));
+    assert!(netns::exists(&ns.0));
+    assert!(netns::list().unwrap().contains(&ns.0));
+    // Loopback comes up with the namespace.
+    assert!(ns.ip(&["-j", "link", "show", "lo"]).contains("\"UP\""));
+    // Creating it twice fails and leaves the first alone.
+    assert!(netns::create(&ns.0).is_err());
+    assert!(netns::exists(&ns.0));
+
+    netns::delete(&ns.0).unwrap();
+    assert!(!run("ip", &["netns", "list"]).contains(&ns.0));
+    assert!(!netns::exists(&ns.0));
+    // Deleting what is gone is fine.
+    netns::delete(&ns.0).unwrap();
+}
+
+#[test]
+fn sysctls_are_per_namespace() {
+    if !require_root("sysctls_are_per_namespace") {
+        return;
+    }
+    let ns = Ns::new();
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    netns::write_sysctl(&ns.0, "net.ipv4.ip_forward", "1").unwrap();
+    assert_eq!(
+        netns::read_sysctl(&ns.0, "net.ipv4.ip_forward").unwrap(),
+        "1"
+    );
+    assert_eq!(
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns.0,
+                "sysctl",
+                "-n",
+                "net.ipv4.ip_forward"
+            ]
+        )
+        .trim(),
+        "1"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host
+    );
+}
+
+#[test]
+fn commands_start_inside_the_namespace() {
+    if !require_root("commands_start_inside_the_namespace") {
+        return;
+    }
+    let ns = Ns::new();
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "identify"]);
+    netns::command_in(&mut cmd, &ns.0).unwrap();
+    let out = cmd.output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ns.0);
+}
+
+#[tokio::test]
+async fn hybrid_plug_wiring_across_namespaces() {
+    if !require_root("hybrid_plug_wiring_across_namespaces") {
+        return;
+    }
+    let node = Ns::new();
+    let instance = Ns::new();
+    let nl = Netlink::connect(&node.0).await.unwrap();
+    let inl = Netlink::connect(&instance.0).await.unwrap();
+
+    nl.add_bridge("qbrtest").await.unwrap();
+    nl.add_veth("taptest", "eth0", &instance.0).await.unwrap();
+    nl.add_veth("qvbtest", "qvotest", &node.0).await.unwrap();
+    nl.set_master("taptest", Some("qbrtest")).await.unwrap();
+    nl.set_master("qvbtest", Some("qbrtest")).await.unwrap();
+    for l in ["qbrtest", "taptest", "qvbtest", "qvotest"] {
+        nl.set_up(l).await.unwrap();
+    }
+    let mac = [0xfa, 0x16, 0x3e, 0x00, 0x00, 0x01];
+    inl.set_mac("eth0", mac).await.unwrap();
+    inl.add_address("eth0", "192.168.1.11/24".parse().unwrap())
+        .await
+        .unwrap();
+    inl.set_up("eth0").await.unwrap();
+    inl.add_route("0.0.0.0/0".parse().unwrap(), "192.168.1.1".parse().unwrap())
+        .await
+        .unwrap();
+    inl.set_tx_checksum("eth0", false).unwrap();
+
+    // ip's view of the node.
+    let tap = node.ip(&["-d", "-j", "link", "show", "taptest"]);
+    assert!(tap.contains("\"master\":\"qbrtest\""), "{tap}");
+    let qbr = node.ip(&["-d", "-j", "link", "show", "qbrtest"]);
+    assert!(qbr.contains("\"stp_state\":0"), "{qbr}");
+    assert!(qbr.contains("\"forward_delay\":0"), "{qbr}");
+    // ip's view of the instance.
+    let eth0 = instance.ip(&["-j", "addr", "show", "eth0"]);
+    assert!(eth0.contains("fa:16:3e:00:00:01"), "{eth0}");
+    assert!(eth0.contains("\"local\":\"192.168.1.11\""), "{eth0}");
+    assert!(
+        instance
+            .ip(&["route", "show"])
+            .contains("default via 192.168.1.1 dev eth0")
+    );
+    let k = run(
+        "ip",
+        &["netns", "exec", &instance.0, "ethtool", "-k", "eth0"],
+    );
+    assert!(k.contains("tx-checksumming: off"), "{k}");
+
+    // The crate's own view agrees.
+    let links = nl.links().await.unwrap();
+    let qbr_index = links.iter().find(|l| l.name == "qbrtest").unwrap().index;
+    let tap = links.iter().find(|l| l.name == "taptest").unwrap();
+    assert_eq!(
+        (tap.kind.as_str(), tap.master, tap.up),
+        ("veth", Some(qbr_index), true)
+    );
+    assert_eq!(
+        links.iter().find(|l| l.name == "qbrtest").unwrap().kind,
+        "bridge"
+    );
+    let eth0 = inl.link("eth0").await.unwrap();
+    assert_eq!(eth0.mac, Some(mac));
+    assert_eq!(eth0.addresses, vec!["192.168.1.11/24".parse().unwrap()]);
+    assert!(!inl.tx_checksum("eth0").unwrap());
+    let routes = inl.routes().await.unwrap();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].gateway.to_string(), "192.168.1.1");
+
+    // Undo, piece by piece.
+    inl.del_address("eth0", "192.168.1.11/24".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(inl.link("eth0").await.unwrap().addresses.is_empty());
+    nl.set_master("taptest", None).await.unwrap();
+    assert_eq!(nl.link("taptest").await.unwrap().master, None);
+    nl.del_link("taptest").await.unwrap();
+    assert!(!node.ip(&["link"]).contains("taptest"));
+    assert!(
+        !instance.ip(&["link"]).contains("eth0"),
+        "the peer goes with it"
+    );
+    nl.del_link("taptest").await.unwrap();
+    assert!(matches!(
+        nl.link("nosuch").await,
+        Err(ovslab_netlink::NetlinkError::NoSuchLink { .. })
+    ));
+    // An existing name is reported as such.
+    let err = nl.add_bridge("qbrtest").await.unwrap_err();
+    assert!(err.is_exists(), "{err}");
+    assert!(err.to_string().contains("create bridge qbrtest"), "{err}");
+}
+
+#[test]
+fn connect_to_a_missing_namespace_names_it() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(Netlink::connect("ovslab-no-such-ns"))
+        .unwrap_err();
+    assert!(err.to_string().contains("ovslab-no-such-ns"), "{err}");
+}
