@@ -9,6 +9,7 @@
 //!
 //! Nothing in this crate touches the host.
 
+pub mod generate;
 mod model;
 pub mod naming;
 mod parse;

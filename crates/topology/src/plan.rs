@@ -70,9 +70,10 @@ pub struct LinkSpec {
     pub mac: Option<[u8; 6]>,
     /// Addresses with their prefix length (`192.168.1.11/24`).
     pub addresses: Vec<Ipv4Net>,
-    /// TX checksum offload; off on every veth a userspace datapath may read,
-    /// or TCP and UDP through OVS break.
-    pub tx_checksum: bool,
+    /// TX checksum offload: `Some(false)` on every veth end (the userspace
+    /// datapath reads veths and forwards what it gets, so a packet left with
+    /// a partial checksum breaks TCP and UDP); `None` where it does not matter.
+    pub tx_checksum: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -161,7 +162,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             sysctls: ipv6_off.clone(),
             bridges: vec![physnet.name.clone()],
             veths: vec![],
-            links: std::iter::once(plain_link(&physnet.name, None))
+            links: std::iter::once(bridge_link(&physnet.name))
                 .chain(
                     topo.nodes
                         .iter()
@@ -207,7 +208,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 peer: plug.qvo.clone(),
                 peer_namespace: ns.clone(),
             });
-            spec.links.push(plain_link(&plug.qbr, None));
+            spec.links.push(bridge_link(&plug.qbr));
             spec.links.push(plain_link(&plug.tap, Some(&plug.qbr)));
             spec.links.push(plain_link(&plug.qvb, Some(&plug.qbr)));
             spec.links.push(plain_link(&plug.qvo, None));
@@ -279,7 +280,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 addresses: vec![
                     Ipv4Net::new(inst.address, net.cidr.prefix_len()).expect("valid prefix"),
                 ],
-                tx_checksum: false,
+                tx_checksum: Some(false),
             }],
             routes: vec![RouteSpec {
                 destination: Ipv4Net::default(),
@@ -296,13 +297,22 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
     }
 }
 
+/// A veth end: no address, TX checksum offload off.
 fn plain_link(name: &str, master: Option<&str>) -> LinkSpec {
     LinkSpec {
         name: name.to_string(),
         master: master.map(str::to_string),
         mac: None,
         addresses: vec![],
-        tx_checksum: false,
+        tx_checksum: Some(false),
+    }
+}
+
+/// A Linux bridge.
+fn bridge_link(name: &str) -> LinkSpec {
+    LinkSpec {
+        tx_checksum: None,
+        ..plain_link(name, None)
     }
 }
 
