@@ -1,0 +1,273 @@
+//! The client against a scripted server on an in-memory stream: echo
+//! probes, out-of-order replies, monitor routing and every way the
+//! connection can end, without root or a real `ovsdb-server`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+use crate::codec::MessageSplitter;
+use crate::{Client, OvsdbError};
+
+/// The server end of an in-memory connection.
+struct FakeServer {
+    stream: DuplexStream,
+    splitter: MessageSplitter,
+}
+
+impl FakeServer {
+    fn start() -> (Client, FakeServer) {
+        let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+        let client = Client::over(client_end, "fake".into());
+        let server = FakeServer {
+            stream: server_end,
+            splitter: MessageSplitter::default(),
+        };
+        (client, server)
+    }
+
+    /// The next message the client sent.
+    async fn recv(&mut self) -> Value {
+        let read = async {
+            loop {
+                if let Some(m) = self
+                    .splitter
+                    .next_message()
+                    .expect("client sends valid framing")
+                {
+                    return serde_json::from_slice(&m).expect("client sends valid JSON");
+                }
+                self.splitter.buffer_mut().reserve(1024);
+                let n = self
+                    .stream
+                    .read_buf(self.splitter.buffer_mut())
+                    .await
+                    .expect("read from client");
+                assert!(n > 0, "client closed the connection");
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("client sent nothing within 5 s")
+    }
+
+    async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write to client");
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.send_bytes(message.to_string().as_bytes()).await;
+    }
+
+    /// Replies to `request` with `result`.
+    async fn reply(&mut self, request: &Value, result: Value) {
+        self.send(json!({"id": request["id"], "result": result, "error": null}))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn answers_the_servers_echo_probe_with_its_params() {
+    let (_client, mut server) = FakeServer::start();
+    server
+        .send(json!({"id": "echo", "method": "echo", "params": ["probe", 1]}))
+        .await;
+    assert_eq!(
+        server.recv().await,
+        json!({"id": "echo", "result": ["probe", 1], "error": null})
+    );
+}
+
+#[tokio::test]
+async fn unknown_server_requests_get_an_error_response() {
+    let (_client, mut server) = FakeServer::start();
+    server
+        .send(json!({"id": 9, "method": "lock", "params": []}))
+        .await;
+    let answer = server.recv().await;
+    assert_eq!(
+        (&answer["id"], &answer["error"]),
+        (&json!(9), &json!("unknown method"))
+    );
+}
+
+#[tokio::test]
+async fn replies_in_any_order_reach_their_own_callers() {
+    let (client, mut server) = FakeServer::start();
+    let calls = tokio::spawn({
+        let client = client.clone();
+        async move { tokio::join!(client.list_dbs(), client.echo()) }
+    });
+    let first = server.recv().await;
+    let second = server.recv().await;
+    let (dbs, echo) = if first["method"] == "list_dbs" {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_ne!(dbs["id"], echo["id"], "request ids must differ");
+    // Echo first, split across writes, then list_dbs.
+    let echo_reply = json!({"id": echo["id"], "result": echo["params"], "error": null}).to_string();
+    for b in echo_reply.as_bytes() {
+        server.send_bytes(&[*b]).await;
+    }
+    server.reply(&dbs, json!(["Open_vSwitch", "_Server"])).await;
+    let (dbs, echo) = calls.await.expect("join");
+    assert_eq!(dbs.expect("list_dbs"), vec!["Open_vSwitch", "_Server"]);
+    echo.expect("echo");
+}
+
+#[tokio::test]
+async fn an_error_response_names_the_method() {
+    let (client, mut server) = FakeServer::start();
+    let call = tokio::spawn(async move { client.list_dbs().await });
+    let request = server.recv().await;
+    server
+        .send(json!({"id": request["id"], "result": null, "error": {"error": "oops", "details": "why"}}))
+        .await;
+    let err = call.await.expect("join").expect_err("rpc error");
+    assert_eq!(err.to_string(), "OVSDB list_dbs request failed: oops: why");
+}
+
+#[tokio::test]
+async fn transact_sends_db_then_ops_and_reports_failed_operations() {
+    let (client, mut server) = FakeServer::start();
+    let call = tokio::spawn(async move {
+        client
+            .transact(
+                "Open_vSwitch",
+                vec![
+                    json!({"op": "comment", "comment": "x"}),
+                    json!({"op": "insert"}),
+                ],
+            )
+            .await
+    });
+    let request = server.recv().await;
+    assert_eq!(request["method"], "transact");
+    assert_eq!(
+        request["params"],
+        json!(["Open_vSwitch", {"op": "comment", "comment": "x"}, {"op": "insert"}])
+    );
+    server
+        .reply(
+            &request,
+            json!([{}, {"error": "syntax error", "details": "no table"}]),
+        )
+        .await;
+    match call.await.expect("join") {
+        Err(OvsdbError::Transaction { index: 1, op, .. }) => assert_eq!(op, "insert"),
+        other => panic!("expected a transaction error at 1, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn updates_reach_their_monitor_and_cancel_stops_them() {
+    let (client, mut server) = FakeServer::start();
+    let monitor = tokio::spawn({
+        let client = client.clone();
+        async move { client.monitor("Open_vSwitch", json!({"Bridge": {}})).await }
+    });
+    let request = server.recv().await;
+    assert_eq!(request["method"], "monitor");
+    let id = request["params"][1].clone();
+    server
+        .reply(&request, json!({"Bridge": {"u1": {"new": {}}}}))
+        .await;
+    let mut monitor = monitor.await.expect("join").expect("monitor");
+    assert_eq!(monitor.initial(), &json!({"Bridge": {"u1": {"new": {}}}}));
+    assert_eq!(json!(monitor.id()), id);
+
+    server
+        .send(json!({"id": null, "method": "update", "params": ["someone-else", {"x": 1}]}))
+        .await;
+    server
+        .send(json!({"id": null, "method": "update", "params": [id, {"Bridge": {"u2": {}}}]}))
+        .await;
+    let update = tokio::time::timeout(Duration::from_secs(5), monitor.next())
+        .await
+        .expect("update within 5 s");
+    assert_eq!(update, Some(json!({"Bridge": {"u2": {}}})));
+
+    let cancel = tokio::spawn(monitor.cancel());
+    let request = server.recv().await;
+    assert_eq!(
+        (&request["method"], &request["params"]),
+        (&json!("monitor_cancel"), &json!([id]))
+    );
+    server.reply(&request, json!({})).await;
+    cancel.await.expect("join").expect("cancel");
+
+    // Late updates for the cancelled monitor are dropped; the connection
+    // carries on.
+    server
+        .send(json!({"id": null, "method": "update", "params": [id, {}]}))
+        .await;
+    let echo = tokio::spawn(async move { client.echo().await });
+    let request = server.recv().await;
+    assert_eq!(request["method"], "echo");
+    server.reply(&request, request["params"].clone()).await;
+    echo.await.expect("join").expect("echo");
+}
+
+#[tokio::test]
+async fn a_dropped_monitor_is_cancelled_on_its_next_update() {
+    let (client, mut server) = FakeServer::start();
+    let monitor = tokio::spawn({
+        let client = client.clone();
+        async move { client.monitor("Open_vSwitch", json!({})).await }
+    });
+    let request = server.recv().await;
+    let id = request["params"][1].clone();
+    server.reply(&request, json!({})).await;
+    drop(monitor.await.expect("join").expect("monitor"));
+    server
+        .send(json!({"id": null, "method": "update", "params": [id, {}]}))
+        .await;
+    let cancel = server.recv().await;
+    assert_eq!(
+        (&cancel["method"], &cancel["params"]),
+        (&json!("monitor_cancel"), &json!([id]))
+    );
+}
+
+#[tokio::test]
+async fn a_closed_connection_fails_pending_and_later_calls() {
+    let (client, mut server) = FakeServer::start();
+    let monitor = tokio::spawn({
+        let client = client.clone();
+        async move { client.monitor("Open_vSwitch", json!({})).await }
+    });
+    let request = server.recv().await;
+    server.reply(&request, json!({})).await;
+    let mut monitor = monitor.await.expect("join").expect("monitor");
+
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.list_dbs().await }
+    });
+    server.recv().await;
+    drop(server);
+    assert!(matches!(
+        pending.await.expect("join"),
+        Err(OvsdbError::Closed)
+    ));
+    assert!(matches!(client.echo().await, Err(OvsdbError::Closed)));
+    assert_eq!(monitor.next().await, None);
+}
+
+#[tokio::test]
+async fn garbage_on_the_stream_closes_the_connection() {
+    let (client, mut server) = FakeServer::start();
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.list_dbs().await }
+    });
+    server.recv().await;
+    server.send_bytes(b"{}  not json").await;
+    assert!(matches!(
+        pending.await.expect("join"),
+        Err(OvsdbError::Closed)
+    ));
+}
