@@ -1,0 +1,94 @@
+//! The errors of talking OpenFlow to a switch.
+
+use std::path::PathBuf;
+
+use crate::error_msg::ErrorMsg;
+use crate::wire::{DecodeError, EncodeError};
+
+/// Why an OpenFlow request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenflowError {
+    /// The management socket could not be opened (no such bridge, vswitchd
+    /// not running, permissions).
+    #[error("cannot connect to openflow socket {}", path.display())]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or writing the socket failed during the handshake.
+    #[error("i/o error on the openflow connection")]
+    Io(#[from] std::io::Error),
+    /// The switch sent bytes that are not OpenFlow 1.3.
+    #[error("malformed openflow message: {0}")]
+    Decode(String),
+    /// A message too large for OpenFlow's length fields.
+    #[error("cannot encode openflow message: {0}")]
+    Encode(String),
+    /// The connection is gone; reconnect.
+    #[error("openflow connection closed")]
+    Closed,
+    /// The switch does not offer OpenFlow 1.3 (set the bridge's
+    /// `protocols` to include OpenFlow13).
+    #[error("switch does not speak OpenFlow 1.3; its hello offers wire versions {peer_versions:?}")]
+    Version { peer_versions: Vec<u8> },
+    /// The switch answered with ERROR messages. Each entry is the index of
+    /// the failed message in the request (the flow_mod's position in the
+    /// batch given to `apply`; 0 for single requests) and the error.
+    #[error("{}", rejected_summary(errors))]
+    Rejected { errors: Vec<(usize, ErrorMsg)> },
+    /// The switch did not answer within the client's timeout.
+    #[error("timed out waiting for the switch to answer")]
+    Timeout,
+}
+
+fn rejected_summary(errors: &[(usize, ErrorMsg)]) -> String {
+    match errors {
+        [] => "switch rejected the request".to_string(),
+        [(i, e)] => format!("switch rejected message #{i}: {e}"),
+        [(i, e), rest @ ..] => format!(
+            "switch rejected message #{i}: {e} (and {} more)",
+            rest.len()
+        ),
+    }
+}
+
+impl From<DecodeError> for OpenflowError {
+    fn from(e: DecodeError) -> Self {
+        OpenflowError::Decode(e.to_string())
+    }
+}
+
+impl From<EncodeError> for OpenflowError {
+    fn from(e: EncodeError) -> Self {
+        OpenflowError::Encode(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_names_index_and_error() {
+        let e = |code| ErrorMsg {
+            error_type: 4,
+            code,
+            data: vec![],
+        };
+        let one = OpenflowError::Rejected {
+            errors: vec![(3, e(9))],
+        };
+        assert_eq!(
+            one.to_string(),
+            "switch rejected message #3: BAD_MATCH/BAD_PREREQ"
+        );
+        let two = OpenflowError::Rejected {
+            errors: vec![(3, e(9)), (5, e(6))],
+        };
+        assert_eq!(
+            two.to_string(),
+            "switch rejected message #3: BAD_MATCH/BAD_PREREQ (and 1 more)"
+        );
+    }
+}
