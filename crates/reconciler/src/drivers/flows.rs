@@ -1,0 +1,292 @@
+//! A bridge's flows over OpenFlow 1.3: read back as [`FlowSpec`]s where the
+//! planner could have made them, and changed in one batch ended by a
+//! barrier.
+//!
+//! Ports are named in the plan and numbered on the wire; the numbers come
+//! from OVSDB (`Interface.ofport`), so a flow naming a port that has no
+//! number yet cannot be installed and is reported as an error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ovslab_openflow::{
+    Action, Client, FlowMod, FlowStats, FlowStatsRequest, Instruction, Match, OFPP_NORMAL,
+    OFPVID_PRESENT, OxmField,
+};
+use ovslab_topology::plan::{FlowAction, FlowSpec};
+
+use crate::ReconcileError;
+use crate::ovs_process::NodeOvs;
+
+/// An OpenFlow connection to one bridge of one node.
+#[derive(Debug, Clone)]
+pub struct FlowClient {
+    node: String,
+    bridge: String,
+    client: Client,
+}
+
+impl FlowClient {
+    fn err(&self, source: ovslab_openflow::OpenflowError) -> ReconcileError {
+        ReconcileError::Openflow {
+            node: self.node.clone(),
+            bridge: self.bridge.clone(),
+            source,
+        }
+    }
+}
+
+/// A flow present on a bridge, kept whole so it can be deleted exactly.
+#[derive(Debug, Clone)]
+pub struct PresentFlow(pub FlowStats);
+
+impl fmt::Display for PresentFlow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Connects to `<rundir>/<bridge>.mgmt`.
+pub async fn connect(node: &NodeOvs, bridge: &str) -> Result<FlowClient, ReconcileError> {
+    let path = node.rundir.join(format!("{bridge}.mgmt"));
+    let client = Client::connect(&path)
+        .await
+        .map_err(|source| ReconcileError::Openflow {
+            node: node.node.clone(),
+            bridge: bridge.to_string(),
+            source,
+        })?;
+    Ok(FlowClient {
+        node: node.node.clone(),
+        bridge: bridge.to_string(),
+        client,
+    })
+}
+
+/// Every flow of the bridge, each with its [`FlowSpec`] and cookie when it
+/// is one the planner could have made.
+pub async fn read(
+    client: &FlowClient,
+    bridge: &str,
+    ports: &BTreeMap<String, u32>,
+) -> Result<Vec<(Option<(FlowSpec, u64)>, PresentFlow)>, ReconcileError> {
+    let names: BTreeMap<u32, &str> = ports.iter().map(|(n, p)| (*p, n.as_str())).collect();
+    let flows = client
+        .client
+        .dump_flows(FlowStatsRequest::default())
+        .await
+        .map_err(|e| client.err(e))?;
+    Ok(flows
+        .into_iter()
+        .map(|stats| {
+            (
+                to_spec(bridge, &stats, &names).map(|s| (s, stats.cookie)),
+                PresentFlow(stats),
+            )
+        })
+        .collect())
+}
+
+/// ovs-ofctl-like text of a planned flow, ports by name.
+pub fn describe(spec: &FlowSpec) -> String {
+    let mut s = format!("table={}, priority={}", spec.table, spec.priority);
+    if let Some(p) = &spec.in_port {
+        s.push_str(&format!(",in_port={p}"));
+    }
+    if let Some(v) = spec.dl_vlan {
+        s.push_str(&format!(",dl_vlan={v}"));
+    }
+    s.push_str(" actions=");
+    if spec.actions.is_empty() {
+        s.push_str("drop");
+    }
+    let actions: Vec<String> = spec
+        .actions
+        .iter()
+        .map(|a| match a {
+            FlowAction::ModVlanVid(v) => format!("mod_vlan_vid:{v}"),
+            FlowAction::Normal => "NORMAL".to_string(),
+        })
+        .collect();
+    s.push_str(&actions.join(","));
+    s
+}
+
+/// Deletes `delete` (exactly, by table, priority and match) and adds `add`
+/// with the lab's cookie, in one batch ended by one barrier.
+pub async fn apply(
+    client: &FlowClient,
+    bridge: &str,
+    cookie: u64,
+    ports: &BTreeMap<String, u32>,
+    add: &[FlowSpec],
+    delete: &[&PresentFlow],
+) -> Result<(), ReconcileError> {
+    let mut mods = Vec::with_capacity(add.len() + delete.len());
+    for PresentFlow(f) in delete {
+        mods.push(FlowMod::delete_strict(
+            f.table_id,
+            f.priority,
+            f.match_.clone(),
+        ));
+    }
+    for spec in add {
+        mods.push(
+            to_flow_mod(spec, cookie, ports).ok_or_else(|| ReconcileError::Switch {
+                node: client.node.clone(),
+                message: format!(
+                    "{bridge}: flow {} names port {} which has no OpenFlow number yet",
+                    describe(spec),
+                    spec.in_port.as_deref().unwrap_or("?")
+                ),
+            })?,
+        );
+    }
+    client.client.apply(mods).await.map_err(|e| client.err(e))
+}
+
+fn to_flow_mod(spec: &FlowSpec, cookie: u64, ports: &BTreeMap<String, u32>) -> Option<FlowMod> {
+    let mut m = Match::new();
+    if let Some(p) = &spec.in_port {
+        m = m.in_port(*ports.get(p)?);
+    }
+    if let Some(v) = spec.dl_vlan {
+        m = m.vlan_vid(Some(v));
+    }
+    let actions = spec
+        .actions
+        .iter()
+        .map(|a| match a {
+            FlowAction::ModVlanVid(v) => Action::set_vlan_vid(*v),
+            FlowAction::Normal => Action::normal(),
+        })
+        .collect();
+    Some(FlowMod::add(spec.table, spec.priority, m, actions).with_cookie(cookie))
+}
+
+/// The [`FlowSpec`] a dumped flow stands for, if it is one the planner
+/// could have made.
+fn to_spec(bridge: &str, stats: &FlowStats, names: &BTreeMap<u32, &str>) -> Option<FlowSpec> {
+    let mut in_port = None;
+    let mut dl_vlan = None;
+    for field in stats.match_.fields() {
+        match field {
+            OxmField::InPort(p) => in_port = Some(names.get(p)?.to_string()),
+            OxmField::VlanVid(v, None) if v & OFPVID_PRESENT != 0 => dl_vlan = Some(v & 0x0fff),
+            _ => return None,
+        }
+    }
+    let mut actions = Vec::new();
+    for instruction in &stats.instructions {
+        let Instruction::ApplyActions(list) = instruction else {
+            return None;
+        };
+        for action in list {
+            actions.push(match action {
+                Action::Output { port, .. } if *port == OFPP_NORMAL => FlowAction::Normal,
+                Action::SetField(OxmField::VlanVid(v, None)) => FlowAction::ModVlanVid(v & 0x0fff),
+                _ => return None,
+            });
+        }
+    }
+    Some(FlowSpec {
+        bridge: bridge.to_string(),
+        table: stats.table_id,
+        priority: stats.priority,
+        in_port,
+        dl_vlan,
+        actions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports() -> BTreeMap<String, u32> {
+        [("int-br-vlan".to_string(), 1), ("qvo1".to_string(), 2)]
+            .into_iter()
+            .collect()
+    }
+
+    fn stats_of(fm: &FlowMod) -> FlowStats {
+        FlowStats {
+            table_id: fm.table_id,
+            duration_sec: 0,
+            duration_nsec: 0,
+            priority: fm.priority,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            flags: 0,
+            cookie: fm.cookie,
+            packet_count: 0,
+            byte_count: 0,
+            match_: fm.match_.clone(),
+            instructions: fm.instructions.clone(),
+        }
+    }
+
+    #[test]
+    fn planned_flows_survive_the_round_trip_through_openflow() {
+        let specs = [
+            FlowSpec {
+                bridge: "br-int".into(),
+                table: 0,
+                priority: 3,
+                in_port: Some("int-br-vlan".into()),
+                dl_vlan: Some(101),
+                actions: vec![FlowAction::ModVlanVid(1), FlowAction::Normal],
+            },
+            FlowSpec {
+                bridge: "br-int".into(),
+                table: 0,
+                priority: 2,
+                in_port: Some("int-br-vlan".into()),
+                dl_vlan: None,
+                actions: vec![],
+            },
+            FlowSpec {
+                bridge: "br-int".into(),
+                table: 23,
+                priority: 0,
+                in_port: None,
+                dl_vlan: None,
+                actions: vec![],
+            },
+        ];
+        let ports = ports();
+        let names: BTreeMap<u32, &str> = ports.iter().map(|(n, p)| (*p, n.as_str())).collect();
+        for spec in specs {
+            let fm = to_flow_mod(&spec, 0xab, &ports).unwrap();
+            assert_eq!(fm.cookie, 0xab);
+            assert_eq!(to_spec("br-int", &stats_of(&fm), &names), Some(spec));
+        }
+    }
+
+    #[test]
+    fn flows_the_planner_never_makes_are_not_recognised() {
+        let ports = ports();
+        let names: BTreeMap<u32, &str> = ports.iter().map(|(n, p)| (*p, n.as_str())).collect();
+        let foreign = FlowMod::add(0, 5, Match::new().eth_type(0x0806), vec![Action::normal()]);
+        assert_eq!(to_spec("br-int", &stats_of(&foreign), &names), None);
+        let unknown_port = FlowMod::add(0, 2, Match::new().in_port(99), vec![]);
+        assert_eq!(to_spec("br-int", &stats_of(&unknown_port), &names), None);
+    }
+
+    #[test]
+    fn a_flow_on_a_port_without_a_number_cannot_be_built() {
+        let spec = FlowSpec {
+            bridge: "br-int".into(),
+            table: 0,
+            priority: 2,
+            in_port: Some("qvo-missing".into()),
+            dl_vlan: None,
+            actions: vec![],
+        };
+        assert!(to_flow_mod(&spec, 1, &ports()).is_none());
+        assert_eq!(
+            describe(&spec),
+            "table=0, priority=2,in_port=qvo-missing actions=drop"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! A namespace's links, addresses, routes and sysctls: read through
+//! netlink into [`ActualNamespace`], and [`LinkChange`]s applied back.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use ovslab_netlink::{Netlink, netns};
+use ovslab_topology::plan::{NamespaceSpec, RouteSpec};
+
+use crate::ReconcileError;
+use crate::actual::{ActualLink, ActualNamespace};
+use crate::diff::LinkChange;
+
+/// One netlink connection per namespace, made on first use and shared by
+/// every read and change of one converge.
+#[derive(Debug, Default)]
+pub struct Handles {
+    open: Mutex<BTreeMap<String, Netlink>>,
+}
+
+impl Handles {
+    pub async fn get(&self, namespace: &str) -> Result<Netlink, ReconcileError> {
+        if let Some(nl) = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(namespace)
+        {
+            return Ok(nl.clone());
+        }
+        let nl = Netlink::connect(namespace).await?;
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(namespace.to_string(), nl.clone());
+        Ok(nl)
+    }
+}
+
+/// What namespace `spec.name` holds now: every link (with its master by
+/// name and, for links the plan configures, TX checksumming), the gateway
+/// routes, and the sysctls the plan sets.
+pub async fn read(
+    handles: &Handles,
+    spec: &NamespaceSpec,
+) -> Result<ActualNamespace, ReconcileError> {
+    let nl = handles.get(&spec.name).await?;
+    let raw = nl.links().await?;
+    let names: BTreeMap<u32, String> = raw.iter().map(|l| (l.index, l.name.clone())).collect();
+    let mut links = Vec::with_capacity(raw.len());
+    for l in raw {
+        let checked = spec
+            .links
+            .iter()
+            .any(|s| s.name == l.name && s.tx_checksum.is_some());
+        let tx_checksum = if checked {
+            nl.tx_checksum(&l.name)?
+        } else {
+            true
+        };
+        links.push(ActualLink {
+            master: l.master.and_then(|m| names.get(&m).cloned()),
+            name: l.name,
+            ifindex: l.index,
+            kind: l.kind,
+            up: l.up,
+            mac: l.mac,
+            addresses: l.addresses,
+            tx_checksum,
+        });
+    }
+    let routes = nl
+        .routes()
+        .await?
+        .into_iter()
+        .map(|r| RouteSpec {
+            destination: r.destination,
+            gateway: r.gateway,
+        })
+        .collect();
+    let keys: Vec<String> = spec.sysctls.iter().map(|(k, _)| k.clone()).collect();
+    let sysctls = if keys.is_empty() {
+        BTreeMap::new()
+    } else {
+        let name = spec.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = BTreeMap::new();
+            for key in keys {
+                if let Ok(value) = netns::read_sysctl(&name, &key) {
+                    out.insert(key, value);
+                }
+            }
+            out
+        })
+        .await
+        .unwrap_or_default()
+    };
+    Ok(ActualNamespace {
+        links,
+        routes,
+        sysctls,
+    })
+}
+
+/// Applies one change inside namespace `namespace`.
+pub async fn apply(
+    handles: &Handles,
+    namespace: &str,
+    change: &LinkChange,
+) -> Result<(), ReconcileError> {
+    let nl = handles.get(namespace).await?;
+    match change {
+        LinkChange::WriteSysctl { key, value } => {
+            let (ns, key, value) = (namespace.to_string(), key.clone(), value.clone());
+            tokio::task::spawn_blocking(move || netns::write_sysctl(&ns, &key, &value))
+                .await
+                .map_err(|e| ReconcileError::Switch {
+                    node: namespace.to_string(),
+                    message: format!("sysctl task failed: {e}"),
+                })??;
+        }
+        LinkChange::DeleteLink { name } => nl.del_link(name).await?,
+        LinkChange::CreateBridge { name } => nl.add_bridge(name).await?,
+        LinkChange::CreateVeth {
+            name,
+            peer,
+            peer_namespace,
+        } => nl.add_veth(name, peer, peer_namespace).await?,
+        LinkChange::SetMac { name, mac } => nl.set_mac(name, *mac).await?,
+        LinkChange::SetMaster { name, master } => nl.set_master(name, master.as_deref()).await?,
+        LinkChange::SetTxChecksum { name, on } => nl.set_tx_checksum(name, *on)?,
+        LinkChange::DelAddress { name, address } => nl.del_address(name, *address).await?,
+        LinkChange::AddAddress { name, address } => nl.add_address(name, *address).await?,
+        LinkChange::SetUp { name } => nl.set_up(name).await?,
+        LinkChange::AddRoute { route } => nl.add_route(route.destination, route.gateway).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,444 @@
+//! A node's OVSDB: read the bridges, ports and interfaces of the lab, and
+//! apply a diff as one transaction (RFC 7047 §5.2), then wait until
+//! `ovs-vswitchd` has acted on it (`cur_cfg` reaching `next_cfg`, as
+//! `ovs-vsctl` waits).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ovslab_ovsdb::Client;
+use ovslab_topology::Topology;
+use ovslab_topology::naming;
+use ovslab_topology::plan::{OvsBridge, OvsPort};
+use serde_json::{Value, json};
+
+use crate::ReconcileError;
+use crate::actual::{ActualBridge, ActualPort, ActualSwitch};
+use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, OvsChange, PROTOCOL};
+use crate::ovs_process::NodeOvs;
+
+const DB: &str = "Open_vSwitch";
+
+/// An OVSDB connection to one node.
+#[derive(Debug, Clone)]
+pub struct SwitchClient {
+    pub node: String,
+    client: Client,
+}
+
+impl SwitchClient {
+    fn err(&self, source: ovslab_ovsdb::OvsdbError) -> ReconcileError {
+        ReconcileError::Ovsdb {
+            node: self.node.clone(),
+            source,
+        }
+    }
+
+    async fn transact(&self, ops: Vec<Value>) -> Result<Vec<Value>, ReconcileError> {
+        self.client.transact(DB, ops).await.map_err(|e| self.err(e))
+    }
+}
+
+pub async fn connect(node: &NodeOvs) -> Result<SwitchClient, ReconcileError> {
+    let client =
+        Client::connect(&node.db_socket())
+            .await
+            .map_err(|source| ReconcileError::Ovsdb {
+                node: node.node.clone(),
+                source,
+            })?;
+    Ok(SwitchClient {
+        node: node.node.clone(),
+        client,
+    })
+}
+
+fn select(table: &str, columns: &[&str]) -> Value {
+    json!({"op": "select", "table": table, "where": [], "columns": columns})
+}
+
+fn rows(result: &Value) -> &[Value] {
+    result
+        .get("rows")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+fn uuid_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Array(a) if a.len() == 2 && a[0] == "uuid" => a[1].as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// An OVSDB set (or a single atom standing for a one-element set), RFC 7047 §5.1.
+fn set_members(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Array(a) if a.len() == 2 && a[0] == "set" => a[1]
+            .as_array()
+            .map(|s| s.iter().collect())
+            .unwrap_or_default(),
+        other => vec![other],
+    }
+}
+
+fn string_map(v: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Value::Array(a) = v
+        && a.len() == 2
+        && a[0] == "map"
+        && let Some(pairs) = a[1].as_array()
+    {
+        for pair in pairs {
+            if let (Some(k), Some(v)) = (
+                pair.get(0).and_then(Value::as_str),
+                pair.get(1).and_then(Value::as_str),
+            ) {
+                out.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn map_value(map: &BTreeMap<String, String>) -> Value {
+    json!([
+        "map",
+        map.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>()
+    ])
+}
+
+fn optional_string(v: &Value) -> Option<String> {
+    set_members(v)
+        .first()
+        .and_then(|x| x.as_str())
+        .map(str::to_string)
+}
+
+/// Reads the switch: the root row, every bridge with its ports and their
+/// (single) interfaces.
+pub async fn read(client: &SwitchClient) -> Result<ActualSwitch, ReconcileError> {
+    let results = client
+        .transact(vec![
+            select(DB, &["_uuid"]),
+            select(
+                "Bridge",
+                &[
+                    "_uuid",
+                    "name",
+                    "ports",
+                    "datapath_type",
+                    "fail_mode",
+                    "protocols",
+                    "external_ids",
+                ],
+            ),
+            select(
+                "Port",
+                &["_uuid", "name", "interfaces", "tag", "other_config"],
+            ),
+            select(
+                "Interface",
+                &["_uuid", "name", "type", "options", "external_ids", "ofport"],
+            ),
+        ])
+        .await?;
+    let [root, bridges, ports, interfaces] = results.as_slice() else {
+        return Err(ReconcileError::Switch {
+            node: client.node.clone(),
+            message: format!("expected 4 results from the read, got {}", results.len()),
+        });
+    };
+    let interfaces: BTreeMap<String, &Value> = rows(interfaces)
+        .iter()
+        .filter_map(|r| Some((uuid_of(&r["_uuid"])?, r)))
+        .collect();
+    let ports: BTreeMap<String, ActualPort> = rows(ports)
+        .iter()
+        .filter_map(|r| {
+            let uuid = uuid_of(&r["_uuid"])?;
+            let iface_uuid = set_members(&r["interfaces"])
+                .first()
+                .and_then(|v| uuid_of(v))?;
+            let iface = interfaces.get(&iface_uuid)?;
+            let options = string_map(&iface["options"]);
+            Some((
+                uuid.clone(),
+                ActualPort {
+                    uuid,
+                    interface_uuid: iface_uuid,
+                    name: r["name"].as_str()?.to_string(),
+                    tag: set_members(&r["tag"])
+                        .first()
+                        .and_then(|v| v.as_u64())
+                        .map(|t| t as u16),
+                    kind: iface["type"].as_str().unwrap_or_default().to_string(),
+                    patch_peer: options.get("peer").cloned(),
+                    interface_external_ids: string_map(&iface["external_ids"]),
+                    port_other_config: string_map(&r["other_config"]),
+                    ofport: set_members(&iface["ofport"])
+                        .first()
+                        .and_then(|v| v.as_i64()),
+                },
+            ))
+        })
+        .collect();
+    let bridges = rows(bridges)
+        .iter()
+        .filter_map(|r| {
+            Some(ActualBridge {
+                uuid: uuid_of(&r["_uuid"])?,
+                name: r["name"].as_str()?.to_string(),
+                datapath_type: r["datapath_type"].as_str().unwrap_or_default().to_string(),
+                fail_mode: optional_string(&r["fail_mode"]),
+                protocols: set_members(&r["protocols"])
+                    .into_iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+                external_ids: string_map(&r["external_ids"]),
+                ports: set_members(&r["ports"])
+                    .into_iter()
+                    .filter_map(|v| ports.get(&uuid_of(v)?).cloned())
+                    .collect(),
+            })
+        })
+        .collect();
+    Ok(ActualSwitch {
+        root_uuid: rows(root).first().and_then(|r| uuid_of(&r["_uuid"])),
+        bridges,
+    })
+}
+
+/// The local VLAN ids the running switch uses, from the agent-style
+/// `other_config` of br-int's ports (`net_uuid`, `tag`).
+pub fn local_vlans(topo: &Topology, actual: &ActualSwitch) -> BTreeMap<String, u16> {
+    let by_uuid: BTreeMap<String, &str> = topo
+        .networks
+        .iter()
+        .map(|n| {
+            (
+                naming::network_uuid(&topo.lab, &n.name).to_string(),
+                n.name.as_str(),
+            )
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    if let Some(br_int) = actual.bridge(naming::BR_INT) {
+        for port in &br_int.ports {
+            let net = port
+                .port_other_config
+                .get("net_uuid")
+                .and_then(|u| by_uuid.get(u));
+            let tag = port
+                .port_other_config
+                .get("tag")
+                .and_then(|t| t.parse().ok());
+            if let (Some(net), Some(tag)) = (net, tag) {
+                out.insert(net.to_string(), tag);
+            }
+        }
+    }
+    out
+}
+
+/// OpenFlow port numbers of a bridge's ports, by name.
+pub fn ofports(actual: &ActualSwitch, bridge: &str) -> BTreeMap<String, u32> {
+    actual
+        .bridge(bridge)
+        .map(|b| {
+            b.ports
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), u32::try_from(p.ofport?).ok()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A `uuid-name` (RFC 7047 §5.2.1: letters, digits and `_` only).
+fn uuid_name(prefix: &str, n: usize) -> String {
+    format!("{prefix}{n}")
+}
+
+struct TxBuilder {
+    ops: Vec<Value>,
+    next: usize,
+}
+
+impl TxBuilder {
+    /// Inserts an Interface and its Port; returns the Port's uuid-name.
+    fn insert_port(&mut self, port: &OvsPort) -> String {
+        self.next += 1;
+        let iface = uuid_name("iface", self.next);
+        let port_name = uuid_name("port", self.next);
+        let mut iface_row = json!({
+            "name": port.name,
+            "external_ids": map_value(&port.interface_external_ids),
+        });
+        if let Some(peer) = &port.patch_peer {
+            iface_row["type"] = json!("patch");
+            iface_row["options"] = json!(["map", [["peer", peer]]]);
+        }
+        self.ops.push(
+            json!({"op": "insert", "table": "Interface", "row": iface_row, "uuid-name": iface}),
+        );
+        let mut port_row = json!({
+            "name": port.name,
+            "interfaces": ["named-uuid", iface],
+            "other_config": map_value(&port.port_other_config),
+        });
+        if let Some(tag) = port.tag {
+            port_row["tag"] = json!(tag);
+        }
+        self.ops.push(
+            json!({"op": "insert", "table": "Port", "row": port_row, "uuid-name": port_name}),
+        );
+        port_name
+    }
+
+    fn insert_internal_port(&mut self, name: &str) -> String {
+        self.next += 1;
+        let iface = uuid_name("iface", self.next);
+        let port_name = uuid_name("port", self.next);
+        self.ops.push(json!({"op": "insert", "table": "Interface", "row": {"name": name, "type": "internal"}, "uuid-name": iface}));
+        self.ops.push(json!({"op": "insert", "table": "Port", "row": {"name": name, "interfaces": ["named-uuid", iface]}, "uuid-name": port_name}));
+        port_name
+    }
+}
+
+fn bridge_settings(lab: &str) -> Value {
+    json!({
+        "datapath_type": DATAPATH_TYPE,
+        "fail_mode": FAIL_MODE,
+        "protocols": ["set", [PROTOCOL]],
+        "external_ids": ["map", [[LAB_MARK, lab]]],
+    })
+}
+
+fn add_bridge(tx: &mut TxBuilder, lab: &str, bridge: &OvsBridge, root: &Value) {
+    let mut ports = vec![json!(["named-uuid", tx.insert_internal_port(&bridge.name)])];
+    for p in &bridge.ports {
+        ports.push(json!(["named-uuid", tx.insert_port(p)]));
+    }
+    tx.next += 1;
+    let br = uuid_name("bridge", tx.next);
+    let mut row = bridge_settings(lab);
+    row["name"] = json!(bridge.name);
+    row["ports"] = json!(["set", ports]);
+    tx.ops
+        .push(json!({"op": "insert", "table": "Bridge", "row": row, "uuid-name": br}));
+    tx.ops.push(json!({
+        "op": "mutate", "table": DB, "where": [["_uuid", "==", root]],
+        "mutations": [["bridges", "insert", ["set", [["named-uuid", br]]]]],
+    }));
+}
+
+/// Applies a node's changes as one transaction and waits for vswitchd.
+pub async fn apply(
+    client: &SwitchClient,
+    lab: &str,
+    changes: &[OvsChange],
+) -> Result<(), ReconcileError> {
+    let mut tx = TxBuilder {
+        ops: Vec::new(),
+        next: 0,
+    };
+    let current_root = read_root(client).await?;
+    let root = match &current_root {
+        Some(uuid) => json!(["uuid", uuid]),
+        None => json!(["named-uuid", "root"]),
+    };
+    for change in changes {
+        match change {
+            OvsChange::EnsureRoot => {
+                if current_root.is_none() {
+                    tx.ops.push(json!({"op": "insert", "table": DB, "row": {}, "uuid-name": "root"}));
+                }
+            }
+            OvsChange::AddBridge { bridge } => add_bridge(&mut tx, lab, bridge, &root),
+            OvsChange::UpdateBridge { uuid, .. } => tx.ops.push(json!({
+                "op": "update", "table": "Bridge", "where": [["_uuid", "==", ["uuid", uuid]]], "row": bridge_settings(lab),
+            })),
+            OvsChange::DeleteBridge { uuid, .. } => tx.ops.push(json!({
+                "op": "mutate", "table": DB, "where": [["_uuid", "==", root]],
+                "mutations": [["bridges", "delete", ["set", [["uuid", uuid]]]]],
+            })),
+            OvsChange::AddPort { bridge_uuid, port, .. } => {
+                let p = tx.insert_port(port);
+                tx.ops.push(json!({
+                    "op": "mutate", "table": "Bridge", "where": [["_uuid", "==", ["uuid", bridge_uuid]]],
+                    "mutations": [["ports", "insert", ["set", [["named-uuid", p]]]]],
+                }));
+            }
+            OvsChange::UpdatePort {
+                port_uuid,
+                interface_uuid,
+                port,
+            } => {
+                let tag = match port.tag {
+                    Some(t) => json!(t),
+                    None => json!(["set", []]),
+                };
+                tx.ops.push(json!({
+                    "op": "update", "table": "Port", "where": [["_uuid", "==", ["uuid", port_uuid]]],
+                    "row": {"tag": tag, "other_config": map_value(&port.port_other_config)},
+                }));
+                let (kind, options) = match &port.patch_peer {
+                    Some(peer) => ("patch", json!(["map", [["peer", peer]]])),
+                    None => ("", json!(["map", []])),
+                };
+                tx.ops.push(json!({
+                    "op": "update", "table": "Interface", "where": [["_uuid", "==", ["uuid", interface_uuid]]],
+                    "row": {"type": kind, "options": options, "external_ids": map_value(&port.interface_external_ids)},
+                }));
+            }
+            OvsChange::DeletePort { bridge_uuid, port_uuid, .. } => tx.ops.push(json!({
+                "op": "mutate", "table": "Bridge", "where": [["_uuid", "==", ["uuid", bridge_uuid]]],
+                "mutations": [["ports", "delete", ["set", [["uuid", port_uuid]]]]],
+            })),
+        }
+    }
+    // Ask vswitchd to report when it has applied this transaction.
+    tx.ops.push(json!({
+        "op": "mutate", "table": DB, "where": [["_uuid", "==", root]],
+        "mutations": [["next_cfg", "+=", 1]],
+    }));
+    tx.ops.push(json!({"op": "select", "table": DB, "where": [["_uuid", "==", root]], "columns": ["next_cfg"]}));
+    tx.ops
+        .push(json!({"op": "comment", "comment": format!("ovslab: converge lab {lab}")}));
+    let results = client.transact(tx.ops).await?;
+    let next_cfg = results
+        .iter()
+        .rev()
+        .find_map(|r| rows(r).first().and_then(|row| row["next_cfg"].as_i64()))
+        .unwrap_or(0);
+    wait_cur_cfg(client, next_cfg).await
+}
+
+async fn read_root(client: &SwitchClient) -> Result<Option<String>, ReconcileError> {
+    let results = client.transact(vec![select(DB, &["_uuid"])]).await?;
+    Ok(results
+        .first()
+        .and_then(|r| rows(r).first())
+        .and_then(|r| uuid_of(&r["_uuid"])))
+}
+
+/// Waits until vswitchd's `cur_cfg` reaches `next_cfg`.
+async fn wait_cur_cfg(client: &SwitchClient, next_cfg: i64) -> Result<(), ReconcileError> {
+    for _ in 0..2000 {
+        let results = client.transact(vec![select(DB, &["cur_cfg"])]).await?;
+        let cur = results
+            .first()
+            .and_then(|r| rows(r).first())
+            .and_then(|r| r["cur_cfg"].as_i64())
+            .unwrap_or(0);
+        if cur >= next_cfg {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Err(ReconcileError::Switch {
+        node: client.node.clone(),
+        message: format!("ovs-vswitchd did not apply configuration {next_cfg} within 10 s"),
+    })
+}

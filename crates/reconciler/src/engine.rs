@@ -1,0 +1,506 @@
+//! The engine: owns every lab of the daemon and runs `up`, `down`, `status`
+//! for them, one operation at a time per lab.
+//!
+//! `up` converges in phases, each one diffed against what exists so that a
+//! converged lab sees no change at all:
+//! 1. namespaces (stale ones of the lab removed, missing ones created);
+//! 2. each node's `ovsdb-server` and `ovs-vswitchd`;
+//! 3. the plan, made with the local VLAN ids the running switches use;
+//! 4. links, addresses, routes and sysctls, phase by phase across namespaces;
+//! 5. one OVSDB transaction per node, then a wait until vswitchd applied it;
+//! 6. one flow batch per bridge, ended by a barrier.
+//!
+//! The topology is saved to `<run_root>/<lab>/topology.yaml` before anything
+//! is built, so a failed `up` can always be finished by the next `up` or
+//! removed by `down`, also after a daemon restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::join_all;
+use ovslab_api::{DownReport, InstanceStatus, LabStatus, NodeStatus, Target, UpReport};
+use ovslab_netlink::netns;
+use ovslab_topology::naming;
+use ovslab_topology::plan::{DesiredState, LocalVlans, plan};
+use ovslab_topology::{Topology, format_mac};
+use tokio::sync::Mutex;
+
+use crate::ReconcileError;
+use crate::diff::{LinkChange, diff_flows, diff_namespace, diff_switch};
+use crate::drivers::{flows, links, switch};
+use crate::ovs_process::{NodeOvs, OvsDaemon};
+
+/// Where the engine keeps per-node run directories.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// `/run/ovslab` by default; nodes run from `<run_root>/<lab>/<node>/`.
+    pub run_root: PathBuf,
+    /// The OVSDB schema new node databases are created from.
+    pub schema: PathBuf,
+}
+
+impl EngineConfig {
+    pub fn new(run_root: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            run_root: run_root.into(),
+            schema: PathBuf::from(crate::ovs_process::DEFAULT_SCHEMA),
+        }
+    }
+}
+
+const TOPOLOGY_FILE: &str = "topology.yaml";
+
+#[derive(Debug)]
+struct Lab {
+    topology: Topology,
+}
+
+/// Owns every lab of the daemon; all changes go through it.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    labs: Mutex<BTreeMap<String, Arc<Mutex<Lab>>>>,
+}
+
+impl Engine {
+    /// An engine that knows the labs whose topology is saved under the run root.
+    pub fn new(config: EngineConfig) -> Self {
+        let mut labs = BTreeMap::new();
+        if let Ok(dir) = std::fs::read_dir(&config.run_root) {
+            for entry in dir.flatten() {
+                let file = entry.path().join(TOPOLOGY_FILE);
+                let Ok(text) = std::fs::read_to_string(&file) else {
+                    continue;
+                };
+                match ovslab_topology::parse(&file.display().to_string(), &text) {
+                    Ok(topology) => {
+                        tracing::info!(lab = topology.lab, "found a lab from a previous run");
+                        labs.insert(topology.lab.clone(), Arc::new(Mutex::new(Lab { topology })));
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %file.display(), error = %e, "ignoring saved topology")
+                    }
+                }
+            }
+        }
+        Engine {
+            config,
+            labs: Mutex::new(labs),
+        }
+    }
+
+    fn lab_dir(&self, lab: &str) -> PathBuf {
+        self.config.run_root.join(lab)
+    }
+
+    async fn entry(&self, lab: &str) -> Option<Arc<Mutex<Lab>>> {
+        self.labs.lock().await.get(lab).cloned()
+    }
+
+    /// Creates or converges a lab; `text` is the topology file as given, saved
+    /// so that the lab can be finished or removed after a restart.
+    pub async fn up(&self, topology: Topology, text: &str) -> Result<UpReport, ReconcileError> {
+        let name = topology.lab.clone();
+        let entry = {
+            let mut labs = self.labs.lock().await;
+            labs.entry(name.clone())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(Lab {
+                        topology: topology.clone(),
+                    }))
+                })
+                .clone()
+        };
+        let mut lab = entry.lock().await;
+        lab.topology = topology;
+        let started = Instant::now();
+        let dir = self.lab_dir(&name);
+        std::fs::create_dir_all(&dir).map_err(|e| ReconcileError::io(&dir, e))?;
+        let file = dir.join(TOPOLOGY_FILE);
+        if std::fs::read_to_string(&file).ok().as_deref() != Some(text) {
+            std::fs::write(&file, text).map_err(|e| ReconcileError::io(&file, e))?;
+        }
+        let changes = self.converge(&lab.topology).await?;
+        let report = UpReport {
+            lab: name,
+            changes,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        };
+        tracing::info!(
+            lab = report.lab,
+            changes = report.changes.len(),
+            ms = report.elapsed_ms,
+            "up"
+        );
+        Ok(report)
+    }
+
+    async fn converge(&self, topo: &Topology) -> Result<Vec<String>, ReconcileError> {
+        let lab = topo.lab.as_str();
+        let mut changes = Vec::new();
+
+        // 1. Namespaces.
+        let first = plan(topo, &LocalVlans::new());
+        let wanted: BTreeSet<&str> = first.namespaces.iter().map(|n| n.name.as_str()).collect();
+        let prefix = naming::namespace_prefix(lab);
+        let existing: BTreeSet<String> = netns::list()
+            .map_err(|e| ReconcileError::io(Path::new(netns::NETNS_DIR), e))?
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        // Nodes no longer wanted: their Open vSwitch goes before their namespace.
+        if let Ok(dir) = std::fs::read_dir(self.lab_dir(lab)) {
+            for entry in dir.flatten() {
+                let node = entry.file_name().to_string_lossy().into_owned();
+                if entry.path().is_dir() && topo.node(&node).is_none() {
+                    let ovs = NodeOvs::new(
+                        &self.config.run_root,
+                        lab,
+                        &node,
+                        &naming::namespace(lab, &node),
+                    );
+                    changes.extend(ovs.stop_and_remove().await);
+                    changes.push(format!("removed run directory of node {node}"));
+                }
+            }
+        }
+        for ns in existing.iter().filter(|n| !wanted.contains(n.as_str())) {
+            netns::delete(ns).map_err(ReconcileError::netlink)?;
+            changes.push(format!("delete namespace {ns}"));
+        }
+        for ns in &first.namespaces {
+            if !existing.contains(&ns.name) {
+                netns::create(&ns.name).map_err(ReconcileError::netlink)?;
+                changes.push(format!("create namespace {}", ns.name));
+            }
+        }
+
+        // 2. Open vSwitch on every node.
+        let nodes: Vec<NodeOvs> = topo
+            .nodes
+            .iter()
+            .map(|n| {
+                NodeOvs::new(
+                    &self.config.run_root,
+                    lab,
+                    &n.name,
+                    &naming::namespace(lab, &n.name),
+                )
+            })
+            .collect();
+        let results = join_all(nodes.iter().map(|n| n.ensure_running(&self.config.schema))).await;
+        for (node, result) in nodes.iter().zip(results) {
+            for daemon in result.map_err(ReconcileError::ovs_process)? {
+                changes.push(format!("start {} on {}", daemon.program(), node.node));
+            }
+        }
+
+        // 3. The plan, keeping the local VLAN ids in use.
+        let clients = join_all(nodes.iter().map(switch::connect)).await;
+        let clients: Vec<_> = clients.into_iter().collect::<Result<_, _>>()?;
+        let actual_switches = join_all(clients.iter().map(switch::read)).await;
+        let actual_switches: Vec<_> = actual_switches.into_iter().collect::<Result<_, _>>()?;
+        let mut previous = LocalVlans::new();
+        for (node, actual) in nodes.iter().zip(&actual_switches) {
+            for (network, tag) in switch::local_vlans(topo, actual) {
+                previous.insert((node.node.clone(), network), tag);
+            }
+        }
+        let desired = plan(topo, &previous);
+
+        // 4. Links, addresses, routes, sysctls.
+        changes.extend(self.converge_links(&desired).await?);
+
+        // 5. OVSDB, one transaction per node.
+        let ovs_results = join_all(
+            desired
+                .switches
+                .iter()
+                .zip(&clients)
+                .zip(&actual_switches)
+                .map(|((spec, client), actual)| async move {
+                    let ops = diff_switch(lab, spec, actual);
+                    if ops.is_empty() {
+                        return Ok((Vec::new(), None));
+                    }
+                    let lines: Vec<String> =
+                        ops.iter().map(|o| format!("{}: {o}", spec.node)).collect();
+                    switch::apply(client, lab, &ops).await?;
+                    let after = switch::read(client).await?;
+                    Ok::<_, ReconcileError>((lines, Some(after)))
+                }),
+        )
+        .await;
+        let mut switches_now = Vec::new();
+        for (result, before) in ovs_results.into_iter().zip(actual_switches) {
+            let (lines, after) = result?;
+            changes.extend(lines);
+            switches_now.push(after.unwrap_or(before));
+        }
+
+        // 6. Flows, one batch per bridge.
+        let flow_results =
+            join_all(
+                desired.switches.iter().zip(&nodes).zip(&switches_now).map(
+                    |((spec, node), actual)| self.converge_flows(&desired, spec, node, actual),
+                ),
+            )
+            .await;
+        for result in flow_results {
+            changes.extend(result?);
+        }
+        Ok(changes)
+    }
+
+    async fn converge_links(&self, desired: &DesiredState) -> Result<Vec<String>, ReconcileError> {
+        let handles = links::Handles::default();
+        let actual = join_all(
+            desired
+                .namespaces
+                .iter()
+                .map(|ns| links::read(&handles, ns)),
+        )
+        .await;
+        let mut all: Vec<(&str, LinkChange)> = Vec::new();
+        for (ns, actual) in desired.namespaces.iter().zip(actual) {
+            let actual = actual?;
+            all.extend(
+                diff_namespace(ns, Some(&actual))
+                    .into_iter()
+                    .map(|c| (ns.name.as_str(), c)),
+            );
+        }
+        all.sort_by_key(|(_, c)| c.phase());
+        let lines = all
+            .iter()
+            .map(|(ns, change)| format!("{ns}: {change}"))
+            .collect();
+        // Phase by phase; within a phase, namespaces in parallel and each
+        // namespace's changes in order.
+        for phase in all.chunk_by(|a, b| a.1.phase() == b.1.phase()) {
+            let mut by_ns: BTreeMap<&str, Vec<&LinkChange>> = BTreeMap::new();
+            for (ns, change) in phase {
+                by_ns.entry(ns).or_default().push(change);
+            }
+            let results = join_all(by_ns.into_iter().map(|(ns, changes)| {
+                let handles = &handles;
+                async move {
+                    for change in changes {
+                        links::apply(handles, ns, change).await?;
+                    }
+                    Ok::<_, ReconcileError>(())
+                }
+            }))
+            .await;
+            results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        }
+        Ok(lines)
+    }
+
+    async fn converge_flows(
+        &self,
+        desired: &DesiredState,
+        spec: &ovslab_topology::plan::SwitchSpec,
+        node: &NodeOvs,
+        actual: &crate::actual::ActualSwitch,
+    ) -> Result<Vec<String>, ReconcileError> {
+        let mut lines = Vec::new();
+        for bridge in &spec.bridges {
+            let wanted: Vec<_> = spec
+                .flows
+                .iter()
+                .filter(|f| f.bridge == bridge.name)
+                .cloned()
+                .collect();
+            let client = flows::connect(node, &bridge.name).await?;
+            let ports = switch::ofports(actual, &bridge.name);
+            let present = flows::read(&client, &bridge.name, &ports).await?;
+            let (add, delete) = diff_flows(&wanted, desired.cookie, &present);
+            if add.is_empty() && delete.is_empty() {
+                continue;
+            }
+            for f in &delete {
+                lines.push(format!("{}: {}: delete flow {f}", spec.node, bridge.name));
+            }
+            for f in &add {
+                lines.push(format!(
+                    "{}: {}: add flow {}",
+                    spec.node,
+                    bridge.name,
+                    flows::describe(f)
+                ));
+            }
+            flows::apply(&client, &bridge.name, desired.cookie, &ports, &add, &delete).await?;
+        }
+        Ok(lines)
+    }
+
+    /// Removes everything of a lab: its nodes' Open vSwitch processes (by
+    /// their pids), every namespace with the lab's prefix (which takes their
+    /// links along), and its run directory. Continues past errors and
+    /// tolerates what is already gone.
+    pub async fn down(&self, lab: &str) -> Result<DownReport, ReconcileError> {
+        let started = Instant::now();
+        let entry = self.entry(lab).await;
+        let _guard = match &entry {
+            Some(e) => Some(e.lock().await),
+            None => None,
+        };
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        let dir = self.lab_dir(lab);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                if entry.path().is_dir() {
+                    let node = entry.file_name().to_string_lossy().into_owned();
+                    let ovs = NodeOvs::new(
+                        &self.config.run_root,
+                        lab,
+                        &node,
+                        &naming::namespace(lab, &node),
+                    );
+                    removed.extend(ovs.stop_and_remove().await);
+                }
+            }
+        }
+        let prefix = naming::namespace_prefix(lab);
+        match netns::list() {
+            Ok(list) => {
+                for ns in list.into_iter().filter(|n| n.starts_with(&prefix)) {
+                    match netns::delete(&ns) {
+                        Ok(()) => removed.push(format!("deleted namespace {ns}")),
+                        Err(e) => errors.push(format!("namespace {ns}: {e}")),
+                    }
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        if dir.exists() {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => removed.push(format!("removed {}", dir.display())),
+                Err(e) => errors.push(format!("{}: {e}", dir.display())),
+            }
+        }
+        drop(_guard);
+        self.labs.lock().await.remove(lab);
+        if !errors.is_empty() {
+            return Err(ReconcileError::Teardown {
+                lab: lab.to_string(),
+                errors,
+            });
+        }
+        Ok(DownReport {
+            lab: lab.to_string(),
+            removed,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Labs this daemon manages.
+    pub async fn labs(&self) -> Vec<String> {
+        self.labs.lock().await.keys().cloned().collect()
+    }
+
+    pub async fn status(&self, lab: &str) -> Result<LabStatus, ReconcileError> {
+        let entry = self
+            .entry(lab)
+            .await
+            .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
+        let lab = entry.lock().await;
+        let topo = &lab.topology;
+        let namespaces: BTreeSet<String> = netns::list().unwrap_or_default().into_iter().collect();
+        let mut healthy = true;
+        let mut nodes = Vec::new();
+        for node in &topo.nodes {
+            let ns = naming::namespace(&topo.lab, &node.name);
+            let ovs = NodeOvs::new(&self.config.run_root, &topo.lab, &node.name, &ns);
+            let ovsdb = ovs.pid(OvsDaemon::OvsdbServer);
+            let vswitchd = ovs.pid(OvsDaemon::OvsVswitchd);
+            let exists = namespaces.contains(&ns);
+            healthy &= exists && ovsdb.is_some() && vswitchd.is_some();
+            let local_vlans = match switch::connect(&ovs).await {
+                Ok(client) => match switch::read(&client).await {
+                    Ok(actual) => switch::local_vlans(topo, &actual).into_iter().collect(),
+                    Err(_) => vec![],
+                },
+                Err(_) => vec![],
+            };
+            nodes.push(NodeStatus {
+                name: node.name.clone(),
+                role: format!("{:?}", node.role).to_lowercase(),
+                namespace: ns,
+                namespace_exists: exists,
+                ovsdb_server_pid: ovsdb,
+                ovs_vswitchd_pid: vswitchd,
+                local_vlans,
+            });
+        }
+        let instances = topo
+            .instances
+            .iter()
+            .map(|i| {
+                let ns = naming::namespace(&topo.lab, &i.name);
+                let exists = namespaces.contains(&ns);
+                healthy &= exists;
+                InstanceStatus {
+                    name: i.name.clone(),
+                    node: i.node.clone(),
+                    network: i.network.clone(),
+                    address: i.address.to_string(),
+                    mac: format_mac(&i.mac),
+                    namespace: ns,
+                    namespace_exists: exists,
+                }
+            })
+            .collect();
+        Ok(LabStatus {
+            lab: topo.lab.clone(),
+            source: topo.source.clone(),
+            nodes,
+            instances,
+            healthy,
+        })
+    }
+
+    /// Resolves a node, instance or physical network to its namespace.
+    pub async fn target(&self, lab: &str, name: &str) -> Result<Target, ReconcileError> {
+        let entry = self
+            .entry(lab)
+            .await
+            .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
+        let guard = entry.lock().await;
+        let topo = &guard.topology;
+        let namespace = naming::namespace(lab, name);
+        let (kind, env) = if topo.node(name).is_some() {
+            let ovs = NodeOvs::new(&self.config.run_root, lab, name, &namespace);
+            ("node", ovs.env())
+        } else if topo.instance(name).is_some() {
+            ("instance", vec![])
+        } else if topo.physical_networks.iter().any(|p| p.name == name) {
+            ("physical-network", vec![])
+        } else {
+            return Err(ReconcileError::UnknownTarget {
+                lab: lab.into(),
+                name: name.into(),
+            });
+        };
+        Ok(Target {
+            lab: lab.into(),
+            name: name.into(),
+            kind: kind.into(),
+            namespace,
+            env,
+        })
+    }
+
+    /// The run directory of a lab's node (for tests and people).
+    pub fn node_rundir(&self, lab: &str, node: &str) -> PathBuf {
+        naming::node_rundir(&self.config.run_root, lab, node)
+    }
+
+    pub fn run_root(&self) -> &Path {
+        &self.config.run_root
+    }
+}
