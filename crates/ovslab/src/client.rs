@@ -1,0 +1,254 @@
+//! A small HTTP/1.1 client for the daemon's Unix socket (hyper over a tokio
+//! `UnixStream`). Each call opens one connection, sends one request and
+//! waits for the whole answer.
+
+use std::fmt;
+use std::io::ErrorKind;
+use std::path::PathBuf;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use ovslab_api::ApiError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+/// Why a request got no answer worth having.
+#[derive(Debug)]
+pub enum ClientError {
+    /// Nothing answers on the socket.
+    Unreachable {
+        socket: PathBuf,
+        kind: ErrorKind,
+        detail: String,
+    },
+    /// The daemon answered with an error status; its [`ApiError`] text.
+    Api { message: String },
+    /// The exchange broke (connection reset, an answer that is not JSON, …).
+    Protocol { socket: PathBuf, detail: String },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Unreachable {
+                socket,
+                kind,
+                detail,
+            } => {
+                let socket = socket.display();
+                match kind {
+                    ErrorKind::NotFound => write!(
+                        f,
+                        "cannot reach ovslabd at {socket}: no such file — start it with `ovslabd` \
+                         (foreground) or `systemctl start ovslabd`"
+                    ),
+                    ErrorKind::ConnectionRefused => write!(
+                        f,
+                        "cannot reach ovslabd at {socket}: connection refused (a stale \
+                         socket: no daemon listens) — start it with `ovslabd` (foreground) or `systemctl start ovslabd`"
+                    ),
+                    ErrorKind::PermissionDenied => write!(
+                        f,
+                        "cannot reach ovslabd at {socket}: permission denied — run ovslab as root \
+                         or as the user ovslabd runs as"
+                    ),
+                    _ => write!(
+                        f,
+                        "cannot reach ovslabd at {socket}: {detail} — is it running? Start it with \
+                         `ovslabd` (foreground) or `systemctl start ovslabd`"
+                    ),
+                }
+            }
+            ClientError::Api { message, .. } => f.write_str(message),
+            ClientError::Protocol { socket, detail } => {
+                write!(f, "talking to ovslabd at {}: {detail}", socket.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// The daemon, as seen from the command line.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: PathBuf) -> Self {
+        Client { socket }
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, None)
+    }
+
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::DELETE, path, None)
+    }
+
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| self.protocol(format!("encoding the request: {e}")))?;
+        self.call(Method::POST, path, Some(body))
+    }
+
+    /// Runs one request on a runtime of its own: the command line does one
+    /// thing at a time, and stays synchronous around it.
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| self.protocol(format!("starting the async runtime: {e}")))?;
+        let (status, bytes) = runtime.block_on(self.exchange(method, path, body))?;
+        decode(status, &bytes).map_err(|e| match e {
+            Decoded::Api(message) => ClientError::Api { message },
+            Decoded::Garbled(detail) => self.protocol(detail),
+        })
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    socket: self.socket.clone(),
+                    kind: e.kind(),
+                    detail: e.to_string(),
+                })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.protocol(e.to_string()))?;
+        let driver = tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, "ovslabd");
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.protocol(format!("building the request: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.protocol(e.to_string()))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(format!("reading the answer: {e}")))?
+            .to_bytes();
+        drop(sender);
+        let _ = driver.await;
+        Ok((status, bytes))
+    }
+
+    fn protocol(&self, detail: String) -> ClientError {
+        ClientError::Protocol {
+            socket: self.socket.clone(),
+            detail,
+        }
+    }
+}
+
+enum Decoded {
+    Api(String),
+    Garbled(String),
+}
+
+/// An answer: its JSON body when the status is a success, else the
+/// [`ApiError`] text (or whatever the body says).
+fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, Decoded> {
+    if !status.is_success() {
+        let message = match serde_json::from_slice::<ApiError>(body) {
+            Ok(e) => e.error,
+            Err(_) if body.is_empty() => format!("ovslabd answered {status}"),
+            Err(_) => format!(
+                "ovslabd answered {status}: {}",
+                String::from_utf8_lossy(body).trim()
+            ),
+        };
+        return Err(Decoded::Api(message));
+    }
+    serde_json::from_slice(body).map_err(|e| Decoded::Garbled(format!("unexpected answer ({e})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_socket_says_how_to_start_the_daemon() {
+        let e = ClientError::Unreachable {
+            socket: "/run/ovslab/ovslabd.sock".into(),
+            kind: ErrorKind::NotFound,
+            detail: String::new(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot reach ovslabd at /run/ovslab/ovslabd.sock: no such file — start it with \
+             `ovslabd` (foreground) or `systemctl start ovslabd`"
+        );
+    }
+
+    #[test]
+    fn error_answers_give_the_api_error_text() {
+        let body = br#"{"error":"lab `x` is not known to this daemon"}"#;
+        match decode::<Vec<String>>(StatusCode::NOT_FOUND, body) {
+            Err(Decoded::Api(m)) => assert_eq!(m, "lab `x` is not known to this daemon"),
+            _ => panic!("expected an API error"),
+        }
+        match decode::<Vec<String>>(StatusCode::BAD_GATEWAY, b"") {
+            Err(Decoded::Api(m)) => assert_eq!(m, "ovslabd answered 502 Bad Gateway"),
+            _ => panic!("expected an API error"),
+        }
+    }
+
+    #[test]
+    fn success_answers_are_decoded() {
+        let labs: Vec<String> = decode(StatusCode::OK, br#"["seed"]"#).ok().unwrap();
+        assert_eq!(labs, ["seed"]);
+        assert!(matches!(
+            decode::<Vec<String>>(StatusCode::OK, b"nope"),
+            Err(Decoded::Garbled(_))
+        ));
+    }
+
+    #[test]
+    fn a_missing_socket_is_reported_as_unreachable() {
+        let client = Client::new("/nonexistent/ovslab/ovslabd.sock".into());
+        let e = client.get::<Vec<String>>("/v1/labs").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ClientError::Unreachable {
+                    kind: ErrorKind::NotFound,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+}

@@ -1,0 +1,76 @@
+//! `ovslab down [LAB]`: remove a lab.
+
+use std::process::ExitCode;
+
+use ovslab_api::DownReport;
+
+use crate::client::Client;
+use crate::commands::segment;
+
+/// Remove every namespace, link, OVS instance, flow and rule of a lab; default: seed.
+#[derive(Debug, clap::Args)]
+#[command(
+    long_about = "Remove every namespace, link, OVS instance, flow and rule of a lab; \
+default: seed.\n\n\
+Removing a lab that is already gone succeeds; parts that cannot be removed are reported \
+(exit 1) after everything else has been.",
+    after_help = "Exit status: 0 removed (or already gone), 1 the daemon is unreachable or parts are left."
+)]
+pub struct Args {
+    /// The lab to remove.
+    #[arg(value_name = "LAB", default_value = "seed")]
+    pub lab: String,
+}
+
+pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
+    let report: DownReport = client.delete(&format!("/v1/labs/{}", segment(&args.lab)))?;
+    print!("{}", format_report(&report));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per object removed, then a summary.
+pub fn format_report(report: &DownReport) -> String {
+    let mut out = String::new();
+    for line in &report.removed {
+        out.push_str(line);
+        out.push('\n');
+    }
+    let summary = if report.removed.is_empty() {
+        format!(
+            "lab {}: nothing to remove ({} ms)",
+            report.lab, report.elapsed_ms
+        )
+    } else {
+        format!("lab {}: removed in {} ms", report.lab, report.elapsed_ms)
+    };
+    out.push_str(&summary);
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removals_are_listed_then_summed_up() {
+        let report = DownReport {
+            lab: "seed".into(),
+            removed: vec!["deleted namespace seed.network".into()],
+            elapsed_ms: 30,
+        };
+        assert_eq!(
+            format_report(&report),
+            "deleted namespace seed.network\nlab seed: removed in 30 ms\n"
+        );
+        let report = DownReport {
+            lab: "seed".into(),
+            removed: vec![],
+            elapsed_ms: 1,
+        };
+        assert_eq!(
+            format_report(&report),
+            "lab seed: nothing to remove (1 ms)\n"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! `ovslab status [LAB] [--json]`: a lab's nodes, instances and health, or
+//! the list of labs.
+
+use std::process::ExitCode;
+
+use comfy_table::{Table, presets};
+use ovslab_api::LabStatus;
+
+use crate::client::Client;
+use crate::commands::segment;
+
+/// Show a lab's nodes, instances and health; without LAB, list the labs.
+#[derive(Debug, clap::Args)]
+#[command(
+    long_about = "Show a lab's nodes, instances and health; without LAB, list the labs the \
+daemon manages.\n\n\
+A lab is healthy when every namespace exists and every node's ovsdb-server and ovs-vswitchd run. \
+--json prints the daemon's answer as it is (a LabStatus, or a list of lab names).",
+    after_help = "Exit status: 0 shown (healthy or not), 1 the daemon is unreachable or does not know LAB."
+)]
+pub struct Args {
+    /// The lab to show; without it, list the labs.
+    #[arg(value_name = "LAB")]
+    pub lab: Option<String>,
+
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
+    match args.lab {
+        None => {
+            let labs: Vec<String> = client.get("/v1/labs")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&labs)?);
+            } else {
+                print!("{}", format_labs(&labs));
+            }
+        }
+        Some(lab) => {
+            let status: LabStatus = client.get(&format!("/v1/labs/{}", segment(&lab)))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", format_status(&status));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn format_labs(labs: &[String]) -> String {
+    if labs.is_empty() {
+        return "no labs\n".to_string();
+    }
+    labs.iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_HORIZONTAL_ONLY)
+        .set_header(header.to_vec());
+    t
+}
+
+fn namespace_cell(name: &str, exists: bool) -> String {
+    if exists {
+        name.to_string()
+    } else {
+        format!("{name} (missing)")
+    }
+}
+
+fn pid_cell(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "not running".to_string(), |p| format!("pid {p}"))
+}
+
+pub fn format_status(s: &LabStatus) -> String {
+    let health = if s.healthy { "healthy" } else { "NOT healthy" };
+    let mut out = format!("lab {} (from {}): {health}\n", s.lab, s.source);
+    let mut nodes = table(&[
+        "NODE",
+        "ROLE",
+        "NAMESPACE",
+        "OVSDB-SERVER",
+        "OVS-VSWITCHD",
+        "LOCAL VLANS",
+    ]);
+    for n in &s.nodes {
+        let vlans: Vec<String> = n
+            .local_vlans
+            .iter()
+            .map(|(net, tag)| format!("{net}={tag}"))
+            .collect();
+        nodes.add_row(vec![
+            n.name.clone(),
+            n.role.clone(),
+            namespace_cell(&n.namespace, n.namespace_exists),
+            pid_cell(n.ovsdb_server_pid),
+            pid_cell(n.ovs_vswitchd_pid),
+            vlans.join(" "),
+        ]);
+    }
+    out.push_str(&format!("{nodes}\n"));
+    if !s.instances.is_empty() {
+        let mut instances = table(&["INSTANCE", "NODE", "NETWORK", "ADDRESS", "MAC", "NAMESPACE"]);
+        for i in &s.instances {
+            instances.add_row(vec![
+                i.name.clone(),
+                i.node.clone(),
+                i.network.clone(),
+                i.address.clone(),
+                i.mac.clone(),
+                namespace_cell(&i.namespace, i.namespace_exists),
+            ]);
+        }
+        out.push_str(&format!("{instances}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use ovslab_api::{InstanceStatus, NodeStatus};
+
+    use super::*;
+
+    fn sample(healthy: bool) -> LabStatus {
+        LabStatus {
+            lab: "seed".into(),
+            source: "lab-topologies/seed.yaml".into(),
+            nodes: vec![NodeStatus {
+                name: "compute1".into(),
+                role: "compute".into(),
+                namespace: "seed.compute1".into(),
+                namespace_exists: true,
+                ovsdb_server_pid: Some(42),
+                ovs_vswitchd_pid: if healthy { Some(43) } else { None },
+                local_vlans: vec![("net1".into(), 1), ("net2".into(), 2)],
+            }],
+            instances: vec![InstanceStatus {
+                name: "instance1".into(),
+                node: "compute1".into(),
+                network: "net1".into(),
+                address: "192.168.1.11".into(),
+                mac: "fa:16:3e:00:00:01".into(),
+                namespace: "seed.instance1".into(),
+                namespace_exists: healthy,
+            }],
+            healthy,
+        }
+    }
+
+    #[test]
+    fn no_labs_says_so() {
+        assert_eq!(format_labs(&[]), "no labs\n");
+        assert_eq!(format_labs(&["a".into(), "b".into()]), "a\nb\n");
+    }
+
+    #[test]
+    fn a_healthy_lab_shows_its_nodes_and_instances() {
+        let text = format_status(&sample(true));
+        assert!(
+            text.starts_with("lab seed (from lab-topologies/seed.yaml): healthy\n"),
+            "{text}"
+        );
+        let node_row = text
+            .lines()
+            .find(|l| l.contains("compute1") && l.contains("compute "))
+            .unwrap();
+        for cell in ["seed.compute1", "pid 42", "pid 43", "net1=1 net2=2"] {
+            assert!(node_row.contains(cell), "{node_row}");
+        }
+        let instance_row = text.lines().find(|l| l.contains("instance1")).unwrap();
+        for cell in [
+            "net1",
+            "192.168.1.11",
+            "fa:16:3e:00:00:01",
+            "seed.instance1",
+        ] {
+            assert!(instance_row.contains(cell), "{instance_row}");
+        }
+        assert!(!text.contains("missing"), "{text}");
+    }
+
+    #[test]
+    fn an_unhealthy_lab_shows_what_is_missing() {
+        let text = format_status(&sample(false));
+        assert!(text.contains(": NOT healthy"), "{text}");
+        assert!(text.contains("not running"), "{text}");
+        assert!(text.contains("seed.instance1 (missing)"), "{text}");
+    }
+}

@@ -1,0 +1,196 @@
+//! `ovslab`: the command line of ovslab. It validates topology files itself
+//! and asks the daemon, `ovslabd`, for everything that touches the host.
+//!
+//! - [`commands`]: one module per verb, each with one `exec()`.
+//! - [`client`]: the HTTP client for the daemon's Unix socket.
+
+mod client;
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ovslab_api::{DEFAULT_SOCKET, SOCKET_ENV};
+
+use crate::client::Client;
+use crate::commands::{down, exec, generate, status, up, validate};
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  success
+  1  failure: ovslabd cannot be reached or refused the request, the lab did not converge, …
+  2  bad input: a topology file that does not validate, a bad argument
+  `ovslab exec` exits with CMD's status (126/127 when CMD cannot be run).
+
+The daemon, ovslabd, must be running for up, down, status and exec: start it with `ovslabd`
+(foreground) or `systemctl start ovslabd`.";
+
+/// Build and explore OpenStack Neutron "classic Open vSwitch" labs in network
+/// namespaces.
+#[derive(Debug, Parser)]
+#[command(name = "ovslab", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// The daemon's socket.
+    #[arg(long, global = true, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Up(up::Args),
+    Down(down::Args),
+    Status(status::Args),
+    Exec(exec::Args),
+    Validate(validate::Args),
+    Generate(generate::Args),
+}
+
+/// A failure caused by what the user gave (exit status 2); its message is
+/// printed as it is (topology errors already read `file:line:column: …`).
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let client = Client::new(cli.socket);
+    let result = match cli.command {
+        Command::Up(args) => up::exec(&client, args),
+        Command::Down(args) => down::exec(&client, args),
+        Command::Status(args) => status::exec(&client, args),
+        Command::Exec(args) => exec::exec(&client, args),
+        Command::Validate(args) => validate::exec(args),
+        Command::Generate(args) => generate::exec(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) if e.is::<BadInput>() => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("ovslab: {e:#}");
+            exec::exit_code(&e).map_or(ExitCode::FAILURE, ExitCode::from)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("ovslab").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn up_defaults_to_the_seed_lab_and_takes_a_file() {
+        let Command::Up(a) = parse(&["up"]).command else {
+            panic!()
+        };
+        assert_eq!(a.topology, None);
+        let Command::Up(a) = parse(&["up", "lab.yaml"]).command else {
+            panic!()
+        };
+        assert_eq!(a.topology.as_deref(), Some("lab.yaml"));
+    }
+
+    #[test]
+    fn down_defaults_to_seed() {
+        let Command::Down(a) = parse(&["down"]).command else {
+            panic!()
+        };
+        assert_eq!(a.lab, "seed");
+        let Command::Down(a) = parse(&["down", "other"]).command else {
+            panic!()
+        };
+        assert_eq!(a.lab, "other");
+    }
+
+    #[test]
+    fn status_takes_an_optional_lab_and_json() {
+        let Command::Status(a) = parse(&["status"]).command else {
+            panic!()
+        };
+        assert_eq!((a.lab, a.json), (None, false));
+        let Command::Status(a) = parse(&["status", "seed", "--json"]).command else {
+            panic!()
+        };
+        assert_eq!((a.lab.as_deref(), a.json), (Some("seed"), true));
+    }
+
+    #[test]
+    fn exec_takes_the_command_after_the_double_dash() {
+        let Command::Exec(a) =
+            parse(&["exec", "instance1", "--", "ping", "-c", "1", "203.0.113.1"]).command
+        else {
+            panic!()
+        };
+        assert_eq!(a.lab, "seed");
+        assert_eq!(a.target, "instance1");
+        assert_eq!(a.command, ["ping", "-c", "1", "203.0.113.1"]);
+        let Command::Exec(a) = parse(&[
+            "exec",
+            "--lab",
+            "x",
+            "compute1",
+            "--",
+            "ovs-vsctl",
+            "--help",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(a.lab, "x");
+        assert_eq!(a.command, ["ovs-vsctl", "--help"]);
+    }
+
+    #[test]
+    fn exec_also_takes_the_command_without_the_double_dash() {
+        let Command::Exec(a) = parse(&["exec", "instance1", "ip", "-j", "addr"]).command else {
+            panic!()
+        };
+        assert_eq!(a.command, ["ip", "-j", "addr"]);
+    }
+
+    #[test]
+    fn exec_needs_a_command() {
+        assert!(Cli::try_parse_from(["ovslab", "exec", "instance1"]).is_err());
+        assert!(Cli::try_parse_from(["ovslab", "exec", "instance1", "--"]).is_err());
+    }
+
+    #[test]
+    fn the_socket_is_global() {
+        let cli = parse(&["status", "--socket", "/tmp/s.sock"]);
+        assert_eq!(cli.socket, PathBuf::from("/tmp/s.sock"));
+        let cli = parse(&["--socket", "/tmp/t.sock", "down"]);
+        assert_eq!(cli.socket, PathBuf::from("/tmp/t.sock"));
+    }
+
+    #[test]
+    fn validate_needs_a_file() {
+        assert!(Cli::try_parse_from(["ovslab", "validate"]).is_err());
+        let Command::Validate(a) = parse(&["validate", "x.yaml"]).command else {
+            panic!()
+        };
+        assert_eq!(a.file, PathBuf::from("x.yaml"));
+    }
+}

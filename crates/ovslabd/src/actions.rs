@@ -1,0 +1,140 @@
+//! Every action the daemon accepts. Each API route, and the start-up pass over
+//! `--labs-dir`, turns into one [`Action`]; [`Action::run`] is the only place
+//! that calls the [`Engine`].
+
+use std::fmt;
+use std::time::Instant;
+
+use ovslab_api::{DownReport, LabStatus, Target, UpReport};
+use ovslab_reconciler::{Engine, ReconcileError};
+use ovslab_topology::Topology;
+use serde::Serialize;
+
+/// What the daemon can be asked to do.
+#[derive(Debug)]
+pub enum Action {
+    /// Create or converge a lab (`POST /v1/labs`). `text` is the topology file
+    /// as given, which the engine saves to finish or remove the lab later.
+    Up {
+        topology: Box<Topology>,
+        text: String,
+    },
+    /// Remove everything of a lab (`DELETE /v1/labs/{lab}`).
+    Down { lab: String },
+    /// The labs this daemon manages (`GET /v1/labs`).
+    ListLabs,
+    /// A lab's nodes, instances and health (`GET /v1/labs/{lab}`).
+    Status { lab: String },
+    /// Where `ovslab exec` runs a command (`GET /v1/labs/{lab}/targets/{name}`).
+    Target { lab: String, name: String },
+}
+
+/// What an action answers; serialised as the bare wire type.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Up(UpReport),
+    Down(DownReport),
+    Labs(Vec<String>),
+    Status(LabStatus),
+    Target(Target),
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Up { topology, .. } => {
+                write!(f, "up {} (from {})", topology.lab, topology.source)
+            }
+            Action::Down { lab } => write!(f, "down {lab}"),
+            Action::ListLabs => write!(f, "list labs"),
+            Action::Status { lab } => write!(f, "status {lab}"),
+            Action::Target { lab, name } => write!(f, "target {name} of {lab}"),
+        }
+    }
+}
+
+impl Action {
+    /// Changes are logged at info, queries at debug.
+    fn changes_something(&self) -> bool {
+        matches!(self, Action::Up { .. } | Action::Down { .. })
+    }
+
+    pub async fn run(self, engine: &Engine) -> Result<Reply, ReconcileError> {
+        let what = self.to_string();
+        let loud = self.changes_something();
+        if loud {
+            tracing::info!("{what}: starting");
+        }
+        let started = Instant::now();
+        let result = match self {
+            Action::Up { topology, text } => engine.up(*topology, &text).await.map(Reply::Up),
+            Action::Down { lab } => engine.down(&lab).await.map(Reply::Down),
+            Action::ListLabs => Ok(Reply::Labs(engine.labs().await)),
+            Action::Status { lab } => engine.status(&lab).await.map(Reply::Status),
+            Action::Target { lab, name } => engine.target(&lab, &name).await.map(Reply::Target),
+        };
+        let ms = started.elapsed().as_millis();
+        match &result {
+            Ok(_) if loud => tracing::info!("{what}: done in {ms} ms"),
+            Ok(_) => tracing::debug!("{what}: done in {ms} ms"),
+            Err(e) if loud => tracing::warn!("{what}: failed after {ms} ms: {}", error_chain(e)),
+            Err(e) => tracing::info!("{what}: {}", error_chain(e)),
+        }
+        result
+    }
+}
+
+/// An error with its sources, each one added unless the message above it
+/// already says it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_serialise_as_the_bare_wire_type() {
+        let reply = Reply::Labs(vec!["seed".into()]);
+        assert_eq!(serde_json::to_string(&reply).unwrap(), r#"["seed"]"#);
+        let reply = Reply::Up(UpReport {
+            lab: "seed".into(),
+            changes: vec![],
+            elapsed_ms: 3,
+        });
+        let back: UpReport = serde_json::from_str(&serde_json::to_string(&reply).unwrap()).unwrap();
+        assert_eq!(back.lab, "seed");
+    }
+
+    #[test]
+    fn the_error_chain_does_not_repeat_itself() {
+        let e = ReconcileError::Io {
+            path: "/run/x".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(error_chain(&e), "/run/x: gone");
+    }
+
+    #[test]
+    fn actions_describe_themselves() {
+        let a = Action::Target {
+            lab: "seed".into(),
+            name: "compute1".into(),
+        };
+        assert_eq!(a.to_string(), "target compute1 of seed");
+        assert!(!a.changes_something());
+        assert!(Action::Down { lab: "seed".into() }.changes_something());
+    }
+}

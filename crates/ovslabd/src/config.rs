@@ -1,0 +1,82 @@
+//! The daemon's command line.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use ovslab_api::{DEFAULT_SOCKET, SOCKET_ENV};
+
+/// The ovslab daemon: builds OpenStack Neutron "classic Open vSwitch" labs in
+/// network namespaces and owns them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ovslabd",
+    version,
+    long_about = "The ovslab daemon: builds OpenStack Neutron \"classic Open vSwitch\" labs in \
+network namespaces and owns them.\n\n\
+It runs in the foreground and serves the ovslab API (JSON over HTTP) on a Unix socket; the \
+`ovslab` command line talks to it. At start it adopts the labs of a previous run found under \
+--run-dir, then brings up every *.yaml under --labs-dir (a file that fails is logged and skipped).",
+    after_help = "\
+Signals:
+  SIGTERM, SIGINT  stop: accept no new request, finish those in flight, remove the socket, exit 0
+                   (a second signal exits at once)
+  SIGHUP           bring up every *.yaml under --labs-dir again
+
+Labs are NOT torn down when the daemon exits: a lab outlives the daemon, and the next ovslabd
+adopts it from --run-dir. `ovslab down LAB` removes a lab.
+
+Access: the socket has mode 0660; requests from users other than root and the daemon's own
+user are refused with 403.
+
+Exit status: 0 after a requested stop, 1 when the daemon cannot start (another daemon answers
+on the socket, a directory cannot be made, …)."
+)]
+pub struct Config {
+    /// The API socket.
+    #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    /// Where labs run: nodes run their Open vSwitch from <DIR>/<lab>/<node>/.
+    #[arg(long, value_name = "DIR", default_value = "/run/ovslab")]
+    pub run_dir: PathBuf,
+
+    /// Topology files (*.yaml) brought up at start; a missing directory is fine.
+    #[arg(long, value_name = "DIR", default_value = "/etc/ovslab/labs")]
+    pub labs_dir: PathBuf,
+
+    /// What to log: a level (error, warn, info, debug, trace) or tracing
+    /// directives such as `info,ovslab_reconciler=debug`.
+    #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn directories_can_be_overridden() {
+        let c = Config::try_parse_from([
+            "ovslabd",
+            "--socket",
+            "/tmp/s.sock",
+            "--run-dir",
+            "/tmp/run",
+            "--labs-dir",
+            "/tmp/labs",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(c.socket, PathBuf::from("/tmp/s.sock"));
+        assert_eq!(c.run_dir, PathBuf::from("/tmp/run"));
+        assert_eq!(c.labs_dir, PathBuf::from("/tmp/labs"));
+        assert_eq!(c.log_level, "debug");
+    }
+}

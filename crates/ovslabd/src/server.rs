@@ -1,0 +1,373 @@
+//! The API: routes (the table in [`ovslab_api`]), who may call them, and the
+//! serve loop with its graceful stop.
+
+use std::future::IntoFuture;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::IncomingStream;
+use ovslab_api::{ApiError, UpRequest};
+use ovslab_reconciler::{Engine, EngineConfig, ReconcileError};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::task::JoinSet;
+
+use crate::actions::{Action, Reply, error_chain};
+use crate::config::Config;
+use crate::{labs_dir, socket};
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut stop_signals = StopSignals::new()?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let engine = Arc::new(Engine::new(EngineConfig::new(&config.run_dir)));
+    let (listener, socket_file) = socket::bind(&config.socket)?;
+    tracing::info!(
+        "ovslabd {} listening on {} (run directory {}, labs directory {})",
+        env!("CARGO_PKG_VERSION"),
+        config.socket.display(),
+        config.run_dir.display(),
+        config.labs_dir.display()
+    );
+
+    // Labs from --labs-dir come up while the API already answers.
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut work = JoinSet::new();
+    work.spawn(bring_up_labs_dir(
+        engine.clone(),
+        config.labs_dir.clone(),
+        stopping.clone(),
+        "start",
+    ));
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(engine.clone(), Access::for_this_process());
+    let mut serve = pin!(
+        axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .into_future()
+    );
+
+    let first = loop {
+        tokio::select! {
+            result = &mut serve => {
+                result.context("serving the API")?;
+                anyhow::bail!("the API server stopped by itself");
+            }
+            name = stop_signals.next() => break name,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: bringing up the labs under {} again", config.labs_dir.display());
+                notify(&[sd_notify::NotifyState::Reloading]);
+                work.spawn(bring_up_labs_dir(engine.clone(), config.labs_dir.clone(), stopping.clone(), "reload"));
+            }
+            Some(_) = work.join_next() => {}
+        }
+    };
+
+    tracing::info!(
+        "{first}: stopping; finishing the requests in flight (labs stay up; `ovslab down` removes them)"
+    );
+    notify(&[sd_notify::NotifyState::Stopping]);
+    stopping.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(());
+    // New clients find no socket (rather than a refusing one) from now on.
+    drop(socket_file);
+    let drain = async {
+        let served = serve.await;
+        while work.join_next().await.is_some() {}
+        served
+    };
+    tokio::select! {
+        result = drain => result.context("serving the API")?,
+        again = stop_signals.next() => tracing::warn!("{again} again: exiting without waiting"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bring_up_labs_dir(
+    engine: Arc<Engine>,
+    dir: PathBuf,
+    stopping: Arc<AtomicBool>,
+    why: &'static str,
+) {
+    let up = labs_dir::bring_up_all(&engine, &dir, &stopping).await;
+    tracing::debug!("{why}: {up} lab(s) of {} up", dir.display());
+    notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// Tells systemd (when it started us with `Type=notify`) where we are.
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
+/// SIGTERM and SIGINT, both meaning "stop".
+#[derive(Debug)]
+struct StopSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// The credentials of the process at the other end of a connection
+/// (`SO_PEERCRED`), taken when the connection is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub pid: Option<i32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        match stream.io().peer_cred() {
+            Ok(cred) => Peer {
+                uid: Some(cred.uid()),
+                gid: Some(cred.gid()),
+                pid: cred.pid(),
+            },
+            Err(e) => {
+                tracing::warn!("cannot read the credentials of a connection: {e}");
+                Peer {
+                    uid: None,
+                    gid: None,
+                    pid: None,
+                }
+            }
+        }
+    }
+}
+
+/// Who may use the API: root and the user the daemon runs as.
+///
+/// Hook: letting the members of a group (`ovslab`) in belongs here, in
+/// [`Access::allows`], checked against the peer's gid and its supplementary
+/// groups (`Groups:` in `/proc/<pid>/status`).
+#[derive(Debug, Clone, Copy)]
+pub struct Access {
+    daemon_uid: u32,
+}
+
+impl Access {
+    fn for_this_process() -> Self {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let daemon_uid = unsafe { libc::geteuid() };
+        Access { daemon_uid }
+    }
+
+    pub fn allows(&self, peer: &Peer) -> bool {
+        matches!(peer.uid, Some(uid) if uid == 0 || uid == self.daemon_uid)
+    }
+}
+
+/// Refuses requests from peers that [`Access`] does not allow.
+async fn authorize(
+    State(access): State<Access>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if access.allows(&peer) {
+        return next.run(request).await;
+    }
+    tracing::warn!(
+        "refused {} {} from uid {:?} (pid {:?})",
+        request.method(),
+        request.uri(),
+        peer.uid,
+        peer.pid
+    );
+    Failure {
+        status: StatusCode::FORBIDDEN,
+        message: format!(
+            "permission denied: ovslabd serves root and uid {} only (you are uid {})",
+            access.daemon_uid,
+            peer.uid
+                .map_or_else(|| "unknown".to_string(), |u| u.to_string())
+        ),
+    }
+    .into_response()
+}
+
+/// The routes of the API; see [`ovslab_api`] for the table.
+pub fn router(engine: Arc<Engine>, access: Access) -> Router {
+    Router::new()
+        .route("/v1/labs", get(list_labs).post(up))
+        .route("/v1/labs/{lab}", get(status).delete(down))
+        .route("/v1/labs/{lab}/targets/{name}", get(target))
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(engine)
+        .layer(middleware::from_fn_with_state(access, authorize))
+}
+
+type Answer = Result<Json<Reply>, Failure>;
+
+async fn perform(engine: &Engine, action: Action) -> Answer {
+    action.run(engine).await.map(Json).map_err(Failure::from)
+}
+
+async fn up(State(engine): State<Arc<Engine>>, body: Bytes) -> Answer {
+    let request: UpRequest = serde_json::from_slice(&body).map_err(|e| {
+        Failure::bad_request(format!(
+            "malformed request body (expected an UpRequest): {e}"
+        ))
+    })?;
+    let topology = ovslab_topology::parse(&request.source, &request.topology)
+        .map_err(|e| Failure::bad_request(e.to_string()))?;
+    let action = Action::Up {
+        topology: Box::new(topology),
+        text: request.topology,
+    };
+    perform(&engine, action).await
+}
+
+async fn down(State(engine): State<Arc<Engine>>, Path(lab): Path<String>) -> Answer {
+    perform(&engine, Action::Down { lab }).await
+}
+
+async fn list_labs(State(engine): State<Arc<Engine>>) -> Answer {
+    perform(&engine, Action::ListLabs).await
+}
+
+async fn status(State(engine): State<Arc<Engine>>, Path(lab): Path<String>) -> Answer {
+    perform(&engine, Action::Status { lab }).await
+}
+
+async fn target(
+    State(engine): State<Arc<Engine>>,
+    Path((lab, name)): Path<(String, String)>,
+) -> Answer {
+    perform(&engine, Action::Target { lab, name }).await
+}
+
+async fn no_such_route(method: Method, uri: Uri) -> Failure {
+    Failure {
+        status: StatusCode::NOT_FOUND,
+        message: format!("no such API route: {method} {uri}"),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
+    Failure {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("{uri} does not accept {method}"),
+    }
+}
+
+/// An error answer: a status and an [`ApiError`] body.
+#[derive(Debug)]
+pub struct Failure {
+    status: StatusCode,
+    message: String,
+}
+
+impl Failure {
+    fn bad_request(message: String) -> Self {
+        Failure {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        }
+    }
+}
+
+impl From<ReconcileError> for Failure {
+    fn from(e: ReconcileError) -> Self {
+        let status = match e {
+            ReconcileError::UnknownLab(_) | ReconcileError::UnknownTarget { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure {
+            status,
+            message: error_chain(&e),
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ApiError {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(uid: u32) -> Peer {
+        Peer {
+            uid: Some(uid),
+            gid: Some(uid),
+            pid: Some(1),
+        }
+    }
+
+    #[test]
+    fn root_and_the_daemons_user_are_allowed_others_are_not() {
+        let access = Access { daemon_uid: 1000 };
+        assert!(access.allows(&peer(0)));
+        assert!(access.allows(&peer(1000)));
+        assert!(!access.allows(&peer(1001)));
+        assert!(!access.allows(&Peer {
+            uid: None,
+            gid: None,
+            pid: None
+        }));
+    }
+
+    #[test]
+    fn unknown_labs_and_targets_are_404_other_errors_500() {
+        let f = Failure::from(ReconcileError::UnknownLab("x".into()));
+        assert_eq!(f.status, StatusCode::NOT_FOUND);
+        assert_eq!(f.message, "lab `x` is not known to this daemon");
+        let f = Failure::from(ReconcileError::UnknownTarget {
+            lab: "x".into(),
+            name: "y".into(),
+        });
+        assert_eq!(f.status, StatusCode::NOT_FOUND);
+        let f = Failure::from(ReconcileError::Switch {
+            node: "n".into(),
+            message: "m".into(),
+        });
+        assert_eq!(f.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
