@@ -17,7 +17,13 @@ pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
-        eprintln!("SKIP {test}: needs root (run `make test` as root)");
+        // Written to the real stderr, not through `eprintln!`, so that the
+        // test harness's output capture cannot hide it.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "\n*** SKIP {test}: needs root — this root test did NOT run (run `make test` as root) ***"
+        );
         return false;
     }
     true
