@@ -1,0 +1,506 @@
+//! The hybrid iptables security-group firewall of a compute node, as
+//! Liberty's `IptablesFirewallDriver` (`neutron/agent/linux/iptables_firewall.py`)
+//! writes it through `IptablesManager` (wrap name `neutron-openvswi`).
+//!
+//! filter:
+//! - built-in `INPUT` → `neutron-openvswi-INPUT`; `FORWARD` and `OUTPUT` →
+//!   the shared `neutron-filter-top` (→ `neutron-openvswi-local`), then
+//!   `neutron-openvswi-FORWARD` / `-OUTPUT`. These wrapped chains are kept
+//!   even when empty: they are where Neutron's other agents hook in.
+//! - per port (ports sorted by device, as the driver sorts them so restarts
+//!   do not reorder rules): `FORWARD` sends bridged traffic to and from the
+//!   tap to `sg-chain`; `sg-chain` sends it to the port's ingress
+//!   (`i…`, `--physdev-out`) or egress (`o…`, `--physdev-in`) chain and
+//!   ends with `ACCEPT`; `INPUT` sends the port's traffic to the host to
+//!   its egress chain.
+//! - ingress: established RETURN, the group's rules, INVALID DROP,
+//!   `sg-fallback` (DROP). Egress: DHCP discover from 0.0.0.0 RETURN, the
+//!   spoof chain `s…` (own IP+MAC RETURN, else DROP), DHCP client RETURN,
+//!   DHCP server DROP, established RETURN, the group's rules, INVALID DROP,
+//!   `sg-fallback`.
+//!
+//! raw: built-in `PREROUTING` → `neutron-openvswi-PREROUTING`, which puts
+//! traffic from the port's `qvb` and tap into the network's conntrack zone.
+//!
+//! Comments: only the `FORWARD` jumps carry Liberty's comment (the text the
+//! reference documents); the driver's other comments are left out so that
+//! rules read as the reference lists them. The raw zone rules carry none.
+//! Left out as well: the empty wrapped mangle chains and raw `OUTPUT`
+//! chain `IptablesManager` creates for every built-in (no rules, no effect).
+//!
+//! Rule texts are written in `iptables-save`'s canonical spelling (e.g. one
+//! `-m udp` for both ports, lowercase MACs, `/32` on addresses) so that a
+//! second pass finds nothing to change.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::ruleset::{Ruleset, Table};
+
+/// The OVS agent's wrap name: `neutron-openvswitch-agent` cut to 16.
+pub const FIREWALL_BINARY: &str = "neutron-openvswi";
+
+/// Longest wrapped chain name Neutron keeps (`MAX_IPTABLES_CHAIN_LEN_WRAP`).
+const MAX_WRAPPED_LEN: usize = 11;
+
+/// Liberty's comment on the `FORWARD` jumps (`iptables_comments.VM_INT_SG`).
+const VM_INT_SG: &str = "Direct traffic from the VM interface to the security group chain.";
+
+/// Input for a compute node's hybrid firewall, one per instance port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortFirewall {
+    /// The instance's tap device on `qbr…`: `tap` + 11 characters.
+    pub device: String,
+    /// The `qvb…` end of the veth from `qbr…` to br-int.
+    pub qvb: String,
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    /// Conntrack zone, one per network on the node. Zone 0 is the
+    /// default zone; iptables prints its rule as plain `-j CT`.
+    pub zone: u16,
+    /// The rules of all the port's security groups, in order.
+    pub rules: Vec<SgRule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Towards the instance (the `i…` chain); remotes are sources.
+    Ingress,
+    /// From the instance (the `o…` chain); remotes are destinations.
+    Egress,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Icmp,
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Icmp => "icmp",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// One security-group rule, remote group already expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SgRule {
+    pub direction: Direction,
+    /// `None`: any protocol.
+    pub protocol: Option<Protocol>,
+    /// Inclusive destination port range; only meaningful for TCP and UDP
+    /// and ignored otherwise (as Neutron ignores ports without a protocol
+    /// that has them; ovslab's topology rejects such rules anyway).
+    pub port_range: Option<(u16, u16)>,
+    /// `None`: any remote address (`0.0.0.0/0` means the same). `Some`:
+    /// one rule per prefix — a remote group expanded by the caller into its
+    /// members' `/32`s, as Liberty does without ipset. `Some(vec![])` (a
+    /// group without members) yields no rule at all. As in Liberty, the
+    /// port's own address is skipped: its traffic never crosses its bridge.
+    pub remote: Option<Vec<Ipv4Net>>,
+}
+
+/// A wrapped chain: `neutron-openvswi-` + `name` cut to 11 characters.
+pub fn firewall_chain(name: &str) -> String {
+    let short: String = name.chars().take(MAX_WRAPPED_LEN).collect();
+    format!("{FIREWALL_BINARY}-{short}")
+}
+
+/// Chain names of one port: `prefix` (`i`, `o`, `s`) + the device name
+/// without its 3-character prefix, wrapped: `tap28298c0d-08` →
+/// `neutron-openvswi-i28298c0d-0`.
+pub fn port_chain(prefix: char, device: &str) -> String {
+    let rest: String = device.chars().skip(3).collect();
+    firewall_chain(&format!("{prefix}{rest}"))
+}
+
+/// The node's filter and raw rules for `ports` (see the module doc).
+pub fn firewall_ruleset(ports: &[PortFirewall]) -> Ruleset {
+    let mut sorted: Vec<&PortFirewall> = ports.iter().collect();
+    sorted.sort_by(|a, b| a.device.cmp(&b.device));
+
+    let mut r = Ruleset::new();
+    let filter_top = "neutron-filter-top";
+    let input = firewall_chain("INPUT");
+    let forward = firewall_chain("FORWARD");
+    let output = firewall_chain("OUTPUT");
+    let local = firewall_chain("local");
+    let sg_chain = firewall_chain("sg-chain");
+    let fallback = firewall_chain("sg-fallback");
+    let raw_pre = firewall_chain("PREROUTING");
+
+    // filter skeleton, as IptablesManager and the driver set it up.
+    r.add_chain(Table::Filter, filter_top);
+    for chain in [&forward, &input, &output, &local, &sg_chain, &fallback] {
+        r.add_chain(Table::Filter, chain);
+    }
+    r.append(Table::Filter, "INPUT", format!("-j {input}"));
+    r.append(Table::Filter, "FORWARD", format!("-j {filter_top}"));
+    r.append(Table::Filter, "FORWARD", format!("-j {forward}"));
+    r.append(Table::Filter, "OUTPUT", format!("-j {filter_top}"));
+    r.append(Table::Filter, "OUTPUT", format!("-j {output}"));
+    r.append(Table::Filter, filter_top, format!("-j {local}"));
+    r.append(Table::Filter, &fallback, "-j DROP");
+
+    r.add_chain(Table::Raw, &raw_pre);
+    r.append(Table::Raw, "PREROUTING", format!("-j {raw_pre}"));
+
+    for port in &sorted {
+        let tap = &port.device;
+        let ingress = port_chain('i', tap);
+        let egress = port_chain('o', tap);
+        let spoof = port_chain('s', tap);
+
+        // Ingress hooks first, then egress, as the driver adds them.
+        r.append(
+            Table::Filter,
+            &forward,
+            format!(
+                "-m physdev --physdev-out {tap} --physdev-is-bridged \
+                 -m comment --comment \"{VM_INT_SG}\" -j {sg_chain}"
+            ),
+        );
+        r.append(
+            Table::Filter,
+            &sg_chain,
+            format!("-m physdev --physdev-out {tap} --physdev-is-bridged -j {ingress}"),
+        );
+        r.append(
+            Table::Filter,
+            &forward,
+            format!(
+                "-m physdev --physdev-in {tap} --physdev-is-bridged \
+                 -m comment --comment \"{VM_INT_SG}\" -j {sg_chain}"
+            ),
+        );
+        r.append(
+            Table::Filter,
+            &sg_chain,
+            format!("-m physdev --physdev-in {tap} --physdev-is-bridged -j {egress}"),
+        );
+        r.append(
+            Table::Filter,
+            &input,
+            format!("-m physdev --physdev-in {tap} --physdev-is-bridged -j {egress}"),
+        );
+
+        for rule in ingress_rules(port, &fallback) {
+            r.append(Table::Filter, &ingress, rule);
+        }
+        for rule in egress_rules(port, &spoof, &fallback) {
+            r.append(Table::Filter, &egress, rule);
+        }
+        r.append(
+            Table::Filter,
+            &spoof,
+            format!(
+                "-s {}/32 -m mac --mac-source {} -j RETURN",
+                port.ip,
+                mac(port.mac)
+            ),
+        );
+        r.append(Table::Filter, &spoof, "-j DROP");
+
+        r.append(Table::Raw, &raw_pre, zone_rule(&port.qvb, port.zone));
+        r.append(Table::Raw, &raw_pre, zone_rule(tap, port.zone));
+    }
+    r.append(Table::Filter, &sg_chain, "-j ACCEPT");
+    r
+}
+
+fn ingress_rules(port: &PortFirewall, fallback: &str) -> Vec<String> {
+    let mut rules = vec!["-m state --state RELATED,ESTABLISHED -j RETURN".to_string()];
+    push_unique(&mut rules, group_rules(port, Direction::Ingress));
+    rules.push("-m state --state INVALID -j DROP".into());
+    rules.push(format!("-j {fallback}"));
+    rules
+}
+
+fn egress_rules(port: &PortFirewall, spoof: &str, fallback: &str) -> Vec<String> {
+    let mut rules = vec![
+        "-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j RETURN"
+            .to_string(),
+        format!("-j {spoof}"),
+        "-p udp -m udp --sport 68 --dport 67 -j RETURN".into(),
+        "-p udp -m udp --sport 67 --dport 68 -j DROP".into(),
+        "-m state --state RELATED,ESTABLISHED -j RETURN".into(),
+    ];
+    push_unique(&mut rules, group_rules(port, Direction::Egress));
+    rules.push("-m state --state INVALID -j DROP".into());
+    rules.push(format!("-j {fallback}"));
+    rules
+}
+
+/// Appends `new` rules that are not there yet: two groups allowing the same
+/// thing give one rule, as `IptablesManager` weeds out duplicates.
+fn push_unique(rules: &mut Vec<String>, new: Vec<String>) {
+    for rule in new {
+        if !rules.contains(&rule) {
+            rules.push(rule);
+        }
+    }
+}
+
+/// The port's security-group rules in `direction`, one text per remote.
+fn group_rules(port: &PortFirewall, direction: Direction) -> Vec<String> {
+    let own = Ipv4Net::from(port.ip);
+    let mut out = Vec::new();
+    for rule in port.rules.iter().filter(|r| r.direction == direction) {
+        match &rule.remote {
+            None => out.push(rule_text(rule, None)),
+            Some(remotes) => {
+                for remote in remotes.iter().filter(|n| n.trunc() != own) {
+                    out.push(rule_text(rule, Some(*remote)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One rule in iptables-save's order: address, protocol, ports, target.
+fn rule_text(rule: &SgRule, remote: Option<Ipv4Net>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    // A /0 prefix is no constraint; iptables drops it, and so does Neutron.
+    if let Some(net) = remote.filter(|n| n.prefix_len() > 0) {
+        let flag = match rule.direction {
+            Direction::Ingress => "-s",
+            Direction::Egress => "-d",
+        };
+        parts.push(format!("{flag} {}", net.trunc()));
+    }
+    match rule.protocol {
+        None => {}
+        Some(Protocol::Icmp) => parts.push("-p icmp".into()),
+        Some(p @ (Protocol::Tcp | Protocol::Udp)) => {
+            let name = p.name();
+            parts.push(format!("-p {name} -m {name}"));
+            // A reversed range means the same ports; iptables wants it in order.
+            match rule.port_range.map(|(a, b)| (a.min(b), a.max(b))) {
+                None => {}
+                Some((lo, hi)) if lo == hi => parts.push(format!("--dport {lo}")),
+                Some((lo, hi)) => parts.push(format!("-m multiport --dports {lo}:{hi}")),
+            }
+        }
+    }
+    parts.push("-j RETURN".into());
+    parts.join(" ")
+}
+
+/// `-j CT --zone N`; zone 0 is the default and iptables prints no option.
+fn zone_rule(device: &str, zone: u16) -> String {
+    if zone == 0 {
+        format!("-m physdev --physdev-in {device} -j CT")
+    } else {
+        format!("-m physdev --physdev-in {device} -j CT --zone {zone}")
+    }
+}
+
+/// A MAC as iptables-save prints it: lowercase, colon-separated.
+fn mac(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().expect("cidr")
+    }
+
+    /// The seed's default group: egress any; ingress ICMP; ingress from
+    /// the group's members (expanded to their /32s).
+    pub(crate) fn default_group(members: &[&str]) -> Vec<SgRule> {
+        vec![
+            SgRule {
+                direction: Direction::Egress,
+                protocol: None,
+                port_range: None,
+                remote: None,
+            },
+            SgRule {
+                direction: Direction::Ingress,
+                protocol: Some(Protocol::Icmp),
+                port_range: None,
+                remote: None,
+            },
+            SgRule {
+                direction: Direction::Ingress,
+                protocol: None,
+                port_range: None,
+                remote: Some(members.iter().map(|m| net(m)).collect()),
+            },
+        ]
+    }
+
+    /// Two ports on two networks (zones 1 and 2), given out of order.
+    pub(crate) fn two_ports() -> Vec<PortFirewall> {
+        let members = ["192.168.1.12/32", "192.168.1.13/32"];
+        vec![
+            PortFirewall {
+                device: "tapd5a1e2b3-c4".into(),
+                qvb: "qvbd5a1e2b3-c4".into(),
+                mac: [0xfa, 0x16, 0x3e, 0x5d, 0x0b, 0xEE],
+                ip: Ipv4Addr::new(192, 168, 2, 11),
+                zone: 2,
+                rules: default_group(&members),
+            },
+            PortFirewall {
+                device: "tap28298c0d-08".into(),
+                qvb: "qvb28298c0d-08".into(),
+                mac: [0xfa, 0x16, 0x3e, 0x28, 0x29, 0x8c],
+                ip: Ipv4Addr::new(192, 168, 1, 11),
+                zone: 1,
+                rules: default_group(&members),
+            },
+        ]
+    }
+
+    #[test]
+    fn two_ports_snapshot() {
+        let ruleset = firewall_ruleset(&two_ports());
+        ruleset.validate().expect("valid");
+        insta::assert_snapshot!(ruleset.render_save_like());
+    }
+
+    #[test]
+    fn chain_names_follow_neutron() {
+        assert_eq!(
+            port_chain('i', "tap28298c0d-08"),
+            "neutron-openvswi-i28298c0d-0"
+        );
+        assert_eq!(
+            firewall_chain("sg-fallback"),
+            "neutron-openvswi-sg-fallback"
+        );
+        assert_eq!(firewall_chain("PREROUTING"), "neutron-openvswi-PREROUTING");
+    }
+
+    fn rule(
+        direction: Direction,
+        protocol: Option<Protocol>,
+        ports: Option<(u16, u16)>,
+        remote: Option<Vec<Ipv4Net>>,
+    ) -> SgRule {
+        SgRule {
+            direction,
+            protocol,
+            port_range: ports,
+            remote,
+        }
+    }
+
+    #[test]
+    fn rule_texts_are_canonical() {
+        use Direction::*;
+        use Protocol::*;
+        let cases = [
+            (rule(Ingress, Some(Icmp), None, None), "-p icmp -j RETURN"),
+            (
+                rule(Ingress, Some(Tcp), Some((22, 22)), None),
+                "-p tcp -m tcp --dport 22 -j RETURN",
+            ),
+            (
+                rule(Ingress, Some(Udp), Some((1000, 2000)), None),
+                "-p udp -m udp -m multiport --dports 1000:2000 -j RETURN",
+            ),
+            (
+                rule(Ingress, Some(Tcp), None, None),
+                "-p tcp -m tcp -j RETURN",
+            ),
+            (
+                rule(Ingress, Some(Tcp), Some((90, 80)), None),
+                "-p tcp -m tcp -m multiport --dports 80:90 -j RETURN",
+            ),
+            (
+                rule(
+                    Ingress,
+                    Some(Tcp),
+                    Some((53, 53)),
+                    Some(vec![net("10.1.2.3/8")]),
+                ),
+                "-s 10.0.0.0/8 -p tcp -m tcp --dport 53 -j RETURN",
+            ),
+            (
+                rule(Egress, Some(Icmp), None, Some(vec![net("10.0.0.1/32")])),
+                "-d 10.0.0.1/32 -p icmp -j RETURN",
+            ),
+            (
+                rule(Egress, None, None, Some(vec![net("0.0.0.0/0")])),
+                "-j RETURN",
+            ),
+            (rule(Egress, None, Some((5, 6)), None), "-j RETURN"),
+        ];
+        for (r, want) in cases {
+            let remote = r.remote.as_ref().and_then(|v| v.first().copied());
+            assert_eq!(rule_text(&r, remote), want, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn empty_remote_group_gives_no_rule_and_own_address_is_skipped() {
+        let mut ports = two_ports();
+        ports[1].rules = vec![
+            rule(Direction::Ingress, Some(Protocol::Tcp), None, Some(vec![])),
+            rule(
+                Direction::Ingress,
+                None,
+                None,
+                Some(vec![net("192.168.1.11/32"), net("192.168.1.12/32")]),
+            ),
+        ];
+        let r = firewall_ruleset(&ports);
+        assert_eq!(
+            r.chain(Table::Filter, "neutron-openvswi-i28298c0d-0")
+                .expect("chain"),
+            [
+                "-m state --state RELATED,ESTABLISHED -j RETURN",
+                "-s 192.168.1.12/32 -j RETURN",
+                "-m state --state INVALID -j DROP",
+                "-j neutron-openvswi-sg-fallback",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_rules_from_two_groups_appear_once() {
+        let mut ports = two_ports();
+        let twice: Vec<SgRule> = ports[0]
+            .rules
+            .iter()
+            .chain(ports[0].rules.iter())
+            .cloned()
+            .collect();
+        ports[0].rules = twice;
+        assert_eq!(firewall_ruleset(&ports), firewall_ruleset(&two_ports()));
+    }
+
+    #[test]
+    fn zone_zero_is_plain_ct() {
+        assert_eq!(zone_rule("qvbx", 0), "-m physdev --physdev-in qvbx -j CT");
+        assert_eq!(
+            zone_rule("qvbx", 4095),
+            "-m physdev --physdev-in qvbx -j CT --zone 4095"
+        );
+    }
+
+    #[test]
+    fn no_ports_keeps_the_skeleton() {
+        let r = firewall_ruleset(&[]);
+        r.validate().expect("valid");
+        assert_eq!(
+            r.chain(Table::Filter, "neutron-openvswi-sg-chain"),
+            Some(&["-j ACCEPT".to_string()][..])
+        );
+    }
+}
