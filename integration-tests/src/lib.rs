@@ -159,6 +159,11 @@ impl Lab {
         format!("{}.{object}", self.name)
     }
 
+    /// The `qrouter-<uuid>` namespace of a router.
+    pub fn router_ns(&self, router: &str) -> String {
+        ovslab_topology::plan::router_namespace(&self.name, router)
+    }
+
     /// Every namespace of this lab that exists.
     pub fn namespaces(&self) -> Vec<String> {
         let prefix = format!("{}.", self.name);

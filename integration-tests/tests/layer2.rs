@@ -59,8 +59,11 @@ fn same_network_across_nodes_carries_the_segmentation_id() {
     let wire = wire.finish();
     let network_node = network_node.finish();
     let icmp = icmp_lines(&wire);
+    // tcpdump may miss a packet on a loaded machine; one request and one
+    // reply are enough to prove which tag the wire carries.
     assert!(
-        icmp.len() >= 6,
+        icmp.iter().any(|l| l.contains("echo request"))
+            && icmp.iter().any(|l| l.contains("echo reply")),
         "expected requests and replies on the wire: {wire:#?}"
     );
     for line in &icmp {
@@ -84,24 +87,43 @@ fn net1_and_net2_are_isolated_at_layer_2() {
         return;
     }
     let lab = Lab::seed();
-    // Give instance1 an address in net2's subnet: were the VLANs not kept
-    // apart, it would now reach instance2 directly.
-    let out = lab.in_ns(
-        "instance1",
-        &["ip", "addr", "add", "192.168.2.50/24", "dev", "eth0"],
-    );
-    assert!(out.status.success());
-    let at_instance2 = lab.capture("instance2", "eth0", "arp or icmp");
+    // Send frames from instance1 (net1, its own address, so no anti-spoofing
+    // rule is involved) straight to instance2's MAC (net2), bypassing the
+    // router: were the VLANs not kept apart, instance2 would receive them.
+    let mac = |object: &str| -> String {
+        let out = run("ip", &["-n", &lab.ns(object), "-j", "link", "show", "eth0"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["address"].as_str().unwrap().to_string()
+    };
+    let direct = |to: &str, object: &str| {
+        let ok = |args: &[&str]| assert!(lab.in_ns("instance1", args).status.success(), "{args:?}");
+        ok(&["ip", "route", "add", &format!("{to}/32"), "dev", "eth0"]);
+        ok(&[
+            "ip",
+            "neigh",
+            "replace",
+            to,
+            "lladdr",
+            &mac(object),
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ]);
+    };
+    direct(INSTANCE2, "instance2");
+    let at_instance2 = lab.capture("instance2", "eth0", "icmp");
     assert!(
         !lab.ping("instance1", INSTANCE2, 2),
         "net1 reached net2 without a router"
     );
     let seen = at_instance2.finish();
     assert!(
-        !seen.iter().any(|l| l.contains("192.168.2.50")),
+        !seen.iter().any(|l| l.contains("192.168.1.11")),
         "instance2 saw instance1's frames: {seen:#?}"
     );
     // The control: the same trick inside net1 works.
+    direct(INSTANCE3, "instance3");
     assert!(lab.ping("instance1", INSTANCE3, 1));
 }
 

@@ -8,7 +8,9 @@
 //! 3. the plan, made with the local VLAN ids the running switches use;
 //! 4. links, addresses, routes and sysctls, phase by phase across namespaces;
 //! 5. one OVSDB transaction per node, then a wait until vswitchd applied it;
-//! 6. one flow batch per bridge, ended by a barrier.
+//! 6. one flow batch per bridge, ended by a barrier;
+//! 7. iptables rulesets (router NAT, compute-node firewalls), one
+//!    `iptables-restore` per namespace, only where they differ.
 //!
 //! The topology is saved to `<run_root>/<lab>/topology.yaml` before anything
 //! is built, so a failed `up` can always be finished by the next `up` or
@@ -29,7 +31,7 @@ use tokio::sync::Mutex;
 
 use crate::ReconcileError;
 use crate::diff::{LinkChange, diff_flows, diff_namespace, diff_switch};
-use crate::drivers::{flows, links, switch};
+use crate::drivers::{flows, links, rulesets, switch};
 use crate::ovs_process::{NodeOvs, OvsDaemon};
 
 /// Where the engine keeps per-node run directories.
@@ -251,6 +253,22 @@ impl Engine {
         for result in flow_results {
             changes.extend(result?);
         }
+
+        // 7. iptables: each router's NAT, each compute node's firewall.
+        let rulesets = desired
+            .routers
+            .iter()
+            .map(|r| (r.namespace.as_str(), rulesets::router(r)))
+            .chain(
+                desired
+                    .firewalls
+                    .iter()
+                    .map(|f| (f.namespace.as_str(), rulesets::firewall(f))),
+            );
+        let results = join_all(rulesets.map(|(ns, ruleset)| rulesets::converge(ns, ruleset))).await;
+        for result in results {
+            changes.extend(result?);
+        }
         Ok(changes)
     }
 
@@ -351,19 +369,19 @@ impl Engine {
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         let dir = self.lab_dir(lab);
+        let mut nodes = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {
                 if entry.path().is_dir() {
                     let node = entry.file_name().to_string_lossy().into_owned();
-                    let ovs = NodeOvs::new(
-                        &self.config.run_root,
-                        lab,
-                        &node,
-                        &naming::namespace(lab, &node),
-                    );
-                    removed.extend(ovs.stop_and_remove().await);
+                    let ns = naming::namespace(lab, &node);
+                    nodes.push(NodeOvs::new(&self.config.run_root, lab, &node, &ns));
                 }
             }
+        }
+        // Every node's processes stop at once.
+        for stopped in join_all(nodes.iter().map(NodeOvs::stop_and_remove)).await {
+            removed.extend(stopped);
         }
         let prefix = naming::namespace_prefix(lab);
         match netns::list() {
@@ -472,12 +490,19 @@ impl Engine {
             .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
         let guard = entry.lock().await;
         let topo = &guard.topology;
-        let namespace = naming::namespace(lab, name);
+        let mut namespace = naming::namespace(lab, name);
         let (kind, env) = if topo.node(name).is_some() {
             let ovs = NodeOvs::new(&self.config.run_root, lab, name, &namespace);
             ("node", ovs.env())
         } else if topo.instance(name).is_some() {
             ("instance", vec![])
+        } else if topo.routers.iter().any(|r| r.name == name) {
+            namespace = ovslab_topology::plan::router_namespace(lab, name);
+            ("router", vec![])
+        } else if topo.external_hosts.iter().any(|h| h.name == name) {
+            ("external-host", vec![])
+        } else if topo.external_networks.iter().any(|e| e.name == name) {
+            ("external-network", vec![])
         } else if topo.physical_networks.iter().any(|p| p.name == name) {
             ("physical-network", vec![])
         } else {

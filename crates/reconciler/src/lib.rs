@@ -33,6 +33,8 @@ pub enum ReconcileError {
     #[error(transparent)]
     Netlink(#[from] ovslab_netlink::NetlinkError),
     #[error(transparent)]
+    Iptables(#[from] ovslab_iptables::IptablesError),
+    #[error(transparent)]
     OvsProcess(#[from] ovs_process::OvsProcessError),
     #[error("node {node}: {source}")]
     Ovsdb {

@@ -255,26 +255,43 @@ impl NodeOvs {
     }
 }
 
-/// SIGTERM, then SIGKILL after 2 s.
+/// SIGTERM, then SIGKILL after 2 s; returns once the process is gone from
+/// the process table (or after 3 more seconds, with a warning).
 async fn terminate(pid: u32) {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     let pid_t = Pid::from_raw(pid as i32);
     let _ = kill(pid_t, Signal::SIGTERM);
     let alive = || Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
-    for _ in 0..200 {
-        if !alive() {
+    let mut waited = 0;
+    while alive() && waited < 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    if alive() {
+        let _ = kill(pid_t, Signal::SIGKILL);
+        for _ in 0..100 {
+            if !alive() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // Dead; wait (briefly) until its parent — our reaper task, or init for
+    // a process adopted from an earlier daemon — has reaped it, so that
+    // nothing of the lab is left in the process table when `down` returns.
+    // ovs-vswitchd's leader can exit before its datapath threads do, so
+    // this may take a moment.
+    for _ in 0..600 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let _ = kill(pid_t, Signal::SIGKILL);
-    for _ in 0..100 {
-        if !alive() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    tracing::warn!(
+        pid,
+        "process still in the process table 3 s after it was stopped"
+    );
 }
 
 fn is_zombie(pid: u32) -> bool {

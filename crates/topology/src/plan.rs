@@ -25,6 +25,58 @@ pub struct DesiredState {
     pub namespaces: Vec<NamespaceSpec>,
     /// One Open vSwitch per node.
     pub switches: Vec<SwitchSpec>,
+    /// Legacy routers: their NAT, applied in their namespace.
+    pub routers: Vec<RouterSpec>,
+    /// The hybrid iptables firewall of each compute node.
+    pub firewalls: Vec<FirewallSpec>,
+}
+
+/// A legacy router's NAT as the L3 agent writes it (`neutron-l3-agent-*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouterSpec {
+    pub router: String,
+    pub namespace: String,
+    /// The `qg-…` device, on the external network.
+    pub qg: String,
+    /// The router's address on the external network.
+    pub gateway_ip: Option<Ipv4Addr>,
+    pub snat: bool,
+    /// `(fixed, floating)`.
+    pub floating_ips: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Subnets of the router's project networks.
+    pub internal_cidrs: Vec<Ipv4Net>,
+}
+
+/// The security groups of a compute node's instances, as the hybrid
+/// iptables driver writes them on the node (`neutron-openvswi-*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FirewallSpec {
+    pub node: String,
+    pub namespace: String,
+    pub ports: Vec<FirewallPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FirewallPort {
+    pub instance: String,
+    /// The `tap…` device on `qbr…` (physdev matches name it).
+    pub tap: String,
+    pub qvb: String,
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    /// Conntrack zone: one per network on the node (its local VLAN id).
+    pub zone: u16,
+    pub rules: Vec<FirewallRule>,
+}
+
+/// One security-group rule with its remote group expanded to addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FirewallRule {
+    pub direction: Direction,
+    pub protocol: Option<Protocol>,
+    pub port_range: Option<(u16, u16)>,
+    /// `None`: any source/destination; otherwise these prefixes only.
+    pub remote: Option<Vec<Ipv4Net>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -33,6 +85,9 @@ pub enum NamespaceKind {
     Node,
     Instance,
     PhysicalNetwork,
+    ExternalNetwork,
+    ExternalHost,
+    Router,
 }
 
 /// One named network namespace and what lives in it.
@@ -122,6 +177,10 @@ pub struct FlowSpec {
     pub priority: u16,
     pub in_port: Option<String>,
     pub dl_vlan: Option<u16>,
+    /// Matches ARP only (`arp` in ovs-ofctl).
+    pub arp: bool,
+    /// ARP sender address (`arp_spa`), with `arp`.
+    pub arp_spa: Option<Ipv4Addr>,
     pub actions: Vec<FlowAction>,
 }
 
@@ -132,6 +191,8 @@ pub enum FlowAction {
     ModVlanVid(u16),
     /// `NORMAL`: the bridge's own MAC learning.
     Normal,
+    /// `resubmit(,<table>)`: continue in another table and come back.
+    Resubmit(u8),
 }
 
 /// Node-local VLAN ids already in use, `(node, network) → tag`; kept so that
@@ -173,18 +234,72 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         });
     }
 
+    // The external network: a Linux bridge named after it, with a port per
+    // network node (peer of that node's eth2) and per external host.
+    for ext in &topo.external_networks {
+        let hosts = topo.external_hosts.iter().filter(|h| h.network == ext.name);
+        namespaces.push(NamespaceSpec {
+            name: naming::namespace(lab, &ext.name),
+            object: ext.name.clone(),
+            kind: NamespaceKind::ExternalNetwork,
+            sysctls: ipv6_off.clone(),
+            bridges: vec![ext.name.clone()],
+            veths: vec![],
+            links: std::iter::once(bridge_link(&ext.name))
+                .chain(external_nodes(topo).map(|n| plain_link(&n.name, Some(&ext.name))))
+                .chain(hosts.map(|h| plain_link(&h.name, Some(&ext.name))))
+                .collect(),
+            routes: vec![],
+        });
+    }
+    for host in &topo.external_hosts {
+        let ext = topo
+            .external_network(&host.network)
+            .expect("validated reference");
+        let port = naming::object_uuid(lab, "external-host", &host.name);
+        namespaces.push(NamespaceSpec {
+            name: naming::namespace(lab, &host.name),
+            object: host.name.clone(),
+            kind: NamespaceKind::ExternalHost,
+            sysctls: ipv6_off.clone(),
+            bridges: vec![],
+            veths: vec![VethSpec {
+                name: GUEST_NIC.to_string(),
+                peer: host.name.clone(),
+                peer_namespace: naming::namespace(lab, &ext.name),
+            }],
+            links: vec![LinkSpec {
+                mac: Some(naming::derived_mac(&port)),
+                addresses: vec![
+                    Ipv4Net::new(host.address, ext.cidr.prefix_len()).expect("valid prefix"),
+                ],
+                ..plain_link(GUEST_NIC, None)
+            }],
+            routes: vec![],
+        });
+    }
+
     let physnet_ns = topo
         .physical_networks
         .first()
         .map(|p| naming::namespace(lab, &p.name));
     let mut switches = Vec::new();
+    let mut firewalls = Vec::new();
     for node in &topo.nodes {
         let ns = naming::namespace(lab, &node.name);
+        let mut sysctls = ipv6_off.clone();
+        if node.role == NodeRole::Compute {
+            // The hybrid firewall filters bridged traffic on qbr.
+            sysctls.push((
+                "net/bridge/bridge-nf-call-iptables".to_string(),
+                "1".to_string(),
+            ));
+        }
         let mut spec = NamespaceSpec {
             name: ns.clone(),
             object: node.name.clone(),
             kind: NamespaceKind::Node,
-            sysctls: ipv6_off.clone(),
+            sysctls,
             bridges: vec![],
             veths: vec![],
             links: vec![],
@@ -230,30 +345,115 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 port_other_config: agent_port_config(lab, net, tag),
             });
         }
+        let mut br_ex_ports = Vec::new();
+        for router in topo.routers.iter().filter(|r| r.node == node.name) {
+            for network in &router.interfaces {
+                let net = topo.network(network).expect("validated reference");
+                let port = RouterPort::internal(lab, &router.name, network);
+                let tag = local_vlans[network];
+                spec.veths.push(VethSpec {
+                    name: port.tap.clone(),
+                    peer: port.device.clone(),
+                    peer_namespace: router_namespace(lab, &router.name),
+                });
+                spec.links.push(plain_link(&port.tap, None));
+                br_int_ports.push(OvsPort {
+                    name: port.tap.clone(),
+                    tag: Some(tag),
+                    patch_peer: None,
+                    interface_external_ids: router_port_ids(&port),
+                    port_other_config: agent_port_config(lab, net, tag),
+                });
+            }
+            if router.external_gateway.is_some() {
+                let port = RouterPort::gateway(lab, &router.name);
+                spec.veths.push(VethSpec {
+                    name: port.tap.clone(),
+                    peer: port.device.clone(),
+                    peer_namespace: router_namespace(lab, &router.name),
+                });
+                spec.links.push(plain_link(&port.tap, None));
+                br_ex_ports.push(OvsPort {
+                    name: port.tap.clone(),
+                    tag: None,
+                    patch_peer: None,
+                    interface_external_ids: router_port_ids(&port),
+                    port_other_config: BTreeMap::new(),
+                });
+            }
+        }
+        let ext_ns = topo
+            .external_networks
+            .first()
+            .filter(|_| external_nodes(topo).any(|n| n.name == node.name))
+            .map(|e| naming::namespace(lab, &e.name));
+        if let Some(ext_ns) = &ext_ns {
+            spec.veths.push(VethSpec {
+                name: EXTERNAL_UPLINK.to_string(),
+                peer: node.name.clone(),
+                peer_namespace: ext_ns.clone(),
+            });
+            spec.links.push(plain_link(EXTERNAL_UPLINK, None));
+            br_ex_ports.insert(0, plain_port(EXTERNAL_UPLINK));
+        }
         let mut br_vlan_ports = vec![patch_port(PHY_BR_VLAN, INT_BR_VLAN)];
         if physnet_ns.is_some() {
-            br_vlan_ports.push(OvsPort {
-                name: UPLINK.to_string(),
-                tag: None,
-                patch_peer: None,
-                interface_external_ids: BTreeMap::new(),
-                port_other_config: BTreeMap::new(),
+            br_vlan_ports.push(plain_port(UPLINK));
+        }
+        let mut bridges = vec![
+            OvsBridge {
+                name: BR_INT.to_string(),
+                ports: br_int_ports,
+            },
+            OvsBridge {
+                name: BR_VLAN.to_string(),
+                ports: br_vlan_ports,
+            },
+        ];
+        let mut flows = agent_flows(topo, &local_vlans);
+        // ARP spoofing protection (`prevent_arp_spoofing`, on in Liberty):
+        // an instance's ARP goes to table 24, which passes only its own address.
+        for inst in topo.instances_on(&node.name) {
+            let qvo = HybridPlug::new(lab, &inst.name).qvo;
+            let arp = |table, priority, arp_spa, actions| FlowSpec {
+                bridge: BR_INT.to_string(),
+                table,
+                priority,
+                in_port: Some(qvo.clone()),
+                dl_vlan: None,
+                arp: true,
+                arp_spa,
+                actions,
+            };
+            flows.push(arp(0, 10, None, vec![FlowAction::Resubmit(24)]));
+            flows.push(arp(24, 2, Some(inst.address), vec![FlowAction::Normal]));
+        }
+        flows.sort();
+        if ext_ns.is_some() {
+            bridges.push(OvsBridge {
+                name: BR_EX.to_string(),
+                ports: br_ex_ports,
             });
+            flows.push(FlowSpec {
+                bridge: BR_EX.to_string(),
+                table: 0,
+                priority: 0,
+                in_port: None,
+                dl_vlan: None,
+                arp: false,
+                arp_spa: None,
+                actions: vec![FlowAction::Normal],
+            });
+            flows.sort();
+        }
+        if node.role == NodeRole::Compute {
+            firewalls.push(firewall(topo, node, &local_vlans));
         }
         switches.push(SwitchSpec {
             node: node.name.clone(),
             namespace: ns.clone(),
-            bridges: vec![
-                OvsBridge {
-                    name: BR_INT.to_string(),
-                    ports: br_int_ports,
-                },
-                OvsBridge {
-                    name: BR_VLAN.to_string(),
-                    ports: br_vlan_ports,
-                },
-            ],
-            flows: agent_flows(topo, &local_vlans),
+            bridges,
+            flows,
             local_vlans,
         });
         namespaces.push(spec);
@@ -289,11 +489,199 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         });
     }
 
+    let mut routers = Vec::new();
+    for router in &topo.routers {
+        let mut links = Vec::new();
+        let mut internal_cidrs = Vec::new();
+        for network in &router.interfaces {
+            let net = topo.network(network).expect("validated reference");
+            let port = RouterPort::internal(lab, &router.name, network);
+            links.push(LinkSpec {
+                mac: Some(port.mac),
+                addresses: vec![
+                    Ipv4Net::new(net.gateway, net.cidr.prefix_len()).expect("valid prefix"),
+                ],
+                ..plain_link(&port.device, None)
+            });
+            internal_cidrs.push(net.cidr);
+        }
+        let gateway = RouterPort::gateway(lab, &router.name);
+        let mut routes = Vec::new();
+        let mut floating_ips = Vec::new();
+        if let Some(gw) = &router.external_gateway {
+            let ext = topo
+                .external_network(&gw.network)
+                .expect("validated reference");
+            let mut addresses =
+                vec![Ipv4Net::new(gw.address, ext.cidr.prefix_len()).expect("valid prefix")];
+            for inst in &topo.instances {
+                let behind = router.interfaces.contains(&inst.network);
+                if let (true, Some(fip)) = (behind, inst.floating_ip) {
+                    addresses.push(Ipv4Net::new(fip, 32).expect("valid prefix"));
+                    floating_ips.push((inst.address, fip));
+                }
+            }
+            links.push(LinkSpec {
+                mac: Some(gateway.mac),
+                addresses,
+                ..plain_link(&gateway.device, None)
+            });
+            routes.push(RouteSpec {
+                destination: Ipv4Net::default(),
+                gateway: ext.gateway,
+            });
+        }
+        let namespace = router_namespace(lab, &router.name);
+        let mut sysctls = ipv6_off.clone();
+        sysctls.push(("net/ipv4/ip_forward".to_string(), "1".to_string()));
+        namespaces.push(NamespaceSpec {
+            name: namespace.clone(),
+            object: router.name.clone(),
+            kind: NamespaceKind::Router,
+            sysctls,
+            bridges: vec![],
+            veths: vec![],
+            links,
+            routes,
+        });
+        routers.push(RouterSpec {
+            router: router.name.clone(),
+            namespace,
+            qg: gateway.device.clone(),
+            gateway_ip: router.external_gateway.as_ref().map(|g| g.address),
+            snat: router.snat,
+            floating_ips,
+            internal_cidrs,
+        });
+    }
+
     DesiredState {
         lab: lab.to_string(),
         cookie: naming::lab_cookie(lab),
         namespaces,
         switches,
+        routers,
+        firewalls,
+    }
+}
+
+/// The namespace of a legacy router: `<lab>.qrouter-<router uuid>`.
+pub fn router_namespace(lab: &str, router: &str) -> String {
+    naming::namespace(
+        lab,
+        &format!("qrouter-{}", naming::object_uuid(lab, "router", router)),
+    )
+}
+
+/// Network nodes that reach the external network (each gets br-ex + eth2).
+fn external_nodes(topo: &Topology) -> impl Iterator<Item = &Node> {
+    let wanted = !topo.external_networks.is_empty();
+    topo.nodes
+        .iter()
+        .filter(move |n| wanted && n.role == NodeRole::Network)
+}
+
+/// A router port as the L3 agent plugs it with `ovs_use_veth`: `qr-…` or
+/// `qg-…` inside the router's namespace, its veth peer `tap…` on the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterPort {
+    pub port: uuid::Uuid,
+    /// `qr-…` / `qg-…`, in the router namespace.
+    pub device: String,
+    /// `tap…`, on br-int / br-ex in the node namespace.
+    pub tap: String,
+    pub mac: [u8; 6],
+}
+
+impl RouterPort {
+    pub fn internal(lab: &str, router: &str, network: &str) -> Self {
+        Self::new(lab, QR, &format!("{router}:{network}"))
+    }
+
+    pub fn gateway(lab: &str, router: &str) -> Self {
+        Self::new(lab, QG, &format!("{router}:gateway"))
+    }
+
+    fn new(lab: &str, prefix: &str, name: &str) -> Self {
+        let port = naming::object_uuid(lab, "router-port", name);
+        RouterPort {
+            port,
+            device: naming::device_name(prefix, &port),
+            tap: naming::device_name(TAP, &port),
+            mac: naming::derived_mac(&port),
+        }
+    }
+}
+
+fn router_port_ids(port: &RouterPort) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("attached-mac".into(), format_mac(&port.mac)),
+        ("iface-id".into(), port.port.to_string()),
+        ("iface-status".into(), "active".into()),
+    ])
+}
+
+fn plain_port(name: &str) -> OvsPort {
+    OvsPort {
+        name: name.to_string(),
+        tag: None,
+        patch_peer: None,
+        interface_external_ids: BTreeMap::new(),
+        port_other_config: BTreeMap::new(),
+    }
+}
+
+/// The firewall of a compute node: each instance's security groups, remote
+/// groups expanded to their members' addresses.
+fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -> FirewallSpec {
+    let lab = topo.lab.as_str();
+    let members = |group: &str| -> Vec<Ipv4Net> {
+        let mut out: Vec<Ipv4Net> = topo
+            .instances
+            .iter()
+            .filter(|i| i.security_groups.iter().any(|g| g == group))
+            .map(|i| Ipv4Net::new(i.address, 32).expect("valid prefix"))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    let mut ports = Vec::new();
+    for inst in topo.instances_on(&node.name) {
+        let plug = HybridPlug::new(lab, &inst.name);
+        let mut rules = Vec::new();
+        for group in &inst.security_groups {
+            let Some(sg) = topo.security_groups.iter().find(|g| &g.name == group) else {
+                continue;
+            };
+            for rule in &sg.rules {
+                rules.push(FirewallRule {
+                    direction: rule.direction,
+                    protocol: rule.protocol,
+                    port_range: rule.port_range,
+                    remote: match &rule.remote {
+                        None => None,
+                        Some(Remote::Cidr(c)) => Some(vec![*c]),
+                        Some(Remote::Group(g)) => Some(members(g)),
+                    },
+                });
+            }
+        }
+        ports.push(FirewallPort {
+            instance: inst.name.clone(),
+            tap: plug.tap.clone(),
+            qvb: plug.qvb.clone(),
+            mac: inst.mac,
+            ip: inst.address,
+            zone: local_vlans[&inst.network],
+            rules,
+        });
+    }
+    ports.sort_by(|a, b| a.tap.cmp(&b.tap));
+    FirewallSpec {
+        node: node.name.clone(),
+        namespace: naming::namespace(lab, &node.name),
+        ports,
     }
 }
 
@@ -345,6 +733,12 @@ fn networks_on<'a>(topo: &'a Topology, node: &Node) -> Vec<&'a Network> {
     let wanted: BTreeSet<&str> = topo
         .instances_on(&node.name)
         .map(|i| i.network.as_str())
+        .chain(
+            topo.routers
+                .iter()
+                .filter(|r| r.node == node.name)
+                .flat_map(|r| r.interfaces.iter().map(String::as_str)),
+        )
         .collect();
     topo.networks
         .iter()
@@ -399,6 +793,8 @@ fn agent_flows(topo: &Topology, local_vlans: &BTreeMap<String, u16>) -> Vec<Flow
         priority,
         in_port: in_port.map(str::to_string),
         dl_vlan,
+        arp: false,
+        arp_spa: None,
         actions,
     };
     let mut flows = vec![

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use ovslab_openflow::{
-    Action, Client, FlowMod, FlowStats, FlowStatsRequest, Instruction, Match, OFPP_NORMAL,
-    OFPVID_PRESENT, OxmField,
+    Action, Client, ETH_TYPE_ARP, FlowMod, FlowStats, FlowStatsRequest, Instruction, Match,
+    OFPP_NORMAL, OFPVID_PRESENT, OxmField,
 };
 use ovslab_topology::plan::{FlowAction, FlowSpec};
 
@@ -96,6 +96,12 @@ pub fn describe(spec: &FlowSpec) -> String {
     if let Some(v) = spec.dl_vlan {
         s.push_str(&format!(",dl_vlan={v}"));
     }
+    if spec.arp {
+        s.push_str(",arp");
+    }
+    if let Some(ip) = spec.arp_spa {
+        s.push_str(&format!(",arp_spa={ip}"));
+    }
     s.push_str(" actions=");
     if spec.actions.is_empty() {
         s.push_str("drop");
@@ -106,6 +112,7 @@ pub fn describe(spec: &FlowSpec) -> String {
         .map(|a| match a {
             FlowAction::ModVlanVid(v) => format!("mod_vlan_vid:{v}"),
             FlowAction::Normal => "NORMAL".to_string(),
+            FlowAction::Resubmit(t) => format!("resubmit(,{t})"),
         })
         .collect();
     s.push_str(&actions.join(","));
@@ -153,12 +160,19 @@ fn to_flow_mod(spec: &FlowSpec, cookie: u64, ports: &BTreeMap<String, u32>) -> O
     if let Some(v) = spec.dl_vlan {
         m = m.vlan_vid(Some(v));
     }
+    if spec.arp {
+        m = m.eth_type(ETH_TYPE_ARP);
+    }
+    if let Some(ip) = spec.arp_spa {
+        m = m.arp_spa(ip);
+    }
     let actions = spec
         .actions
         .iter()
         .map(|a| match a {
             FlowAction::ModVlanVid(v) => Action::set_vlan_vid(*v),
             FlowAction::Normal => Action::normal(),
+            FlowAction::Resubmit(t) => Action::resubmit_table(*t),
         })
         .collect();
     Some(FlowMod::add(spec.table, spec.priority, m, actions).with_cookie(cookie))
@@ -169,8 +183,12 @@ fn to_flow_mod(spec: &FlowSpec, cookie: u64, ports: &BTreeMap<String, u32>) -> O
 fn to_spec(bridge: &str, stats: &FlowStats, names: &BTreeMap<u32, &str>) -> Option<FlowSpec> {
     let mut in_port = None;
     let mut dl_vlan = None;
+    let mut arp = false;
+    let mut arp_spa = None;
     for field in stats.match_.fields() {
         match field {
+            OxmField::EthType(ETH_TYPE_ARP) => arp = true,
+            OxmField::ArpSpa(ip, None) => arp_spa = Some(*ip),
             OxmField::InPort(p) => in_port = Some(names.get(p)?.to_string()),
             OxmField::VlanVid(v, None) if v & OFPVID_PRESENT != 0 => dl_vlan = Some(v & 0x0fff),
             _ => return None,
@@ -185,7 +203,10 @@ fn to_spec(bridge: &str, stats: &FlowStats, names: &BTreeMap<u32, &str>) -> Opti
             actions.push(match action {
                 Action::Output { port, .. } if *port == OFPP_NORMAL => FlowAction::Normal,
                 Action::SetField(OxmField::VlanVid(v, None)) => FlowAction::ModVlanVid(v & 0x0fff),
-                _ => return None,
+                other => match other.as_resubmit() {
+                    Some((None, table)) => FlowAction::Resubmit(table),
+                    _ => return None,
+                },
             });
         }
     }
@@ -195,6 +216,8 @@ fn to_spec(bridge: &str, stats: &FlowStats, names: &BTreeMap<u32, &str>) -> Opti
         priority: stats.priority,
         in_port,
         dl_vlan,
+        arp,
+        arp_spa,
         actions,
     })
 }
@@ -235,6 +258,8 @@ mod tests {
                 priority: 3,
                 in_port: Some("int-br-vlan".into()),
                 dl_vlan: Some(101),
+                arp: false,
+                arp_spa: None,
                 actions: vec![FlowAction::ModVlanVid(1), FlowAction::Normal],
             },
             FlowSpec {
@@ -243,7 +268,29 @@ mod tests {
                 priority: 2,
                 in_port: Some("int-br-vlan".into()),
                 dl_vlan: None,
+                arp: false,
+                arp_spa: None,
                 actions: vec![],
+            },
+            FlowSpec {
+                bridge: "br-int".into(),
+                table: 24,
+                priority: 2,
+                in_port: Some("qvo1".into()),
+                dl_vlan: None,
+                arp: true,
+                arp_spa: Some("192.168.1.11".parse().unwrap()),
+                actions: vec![FlowAction::Normal],
+            },
+            FlowSpec {
+                bridge: "br-int".into(),
+                table: 0,
+                priority: 10,
+                in_port: Some("qvo1".into()),
+                dl_vlan: None,
+                arp: true,
+                arp_spa: None,
+                actions: vec![FlowAction::Resubmit(24)],
             },
             FlowSpec {
                 bridge: "br-int".into(),
@@ -251,6 +298,8 @@ mod tests {
                 priority: 0,
                 in_port: None,
                 dl_vlan: None,
+                arp: false,
+                arp_spa: None,
                 actions: vec![],
             },
         ];
@@ -267,7 +316,7 @@ mod tests {
     fn flows_the_planner_never_makes_are_not_recognised() {
         let ports = ports();
         let names: BTreeMap<u32, &str> = ports.iter().map(|(n, p)| (*p, n.as_str())).collect();
-        let foreign = FlowMod::add(0, 5, Match::new().eth_type(0x0806), vec![Action::normal()]);
+        let foreign = FlowMod::add(0, 5, Match::new().eth_type(0x0800), vec![Action::normal()]);
         assert_eq!(to_spec("br-int", &stats_of(&foreign), &names), None);
         let unknown_port = FlowMod::add(0, 2, Match::new().in_port(99), vec![]);
         assert_eq!(to_spec("br-int", &stats_of(&unknown_port), &names), None);
@@ -281,6 +330,8 @@ mod tests {
             priority: 2,
             in_port: Some("qvo-missing".into()),
             dl_vlan: None,
+            arp: false,
+            arp_spa: None,
             actions: vec![],
         };
         assert!(to_flow_mod(&spec, 1, &ports()).is_none());

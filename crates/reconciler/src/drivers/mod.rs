@@ -3,4 +3,5 @@
 
 pub mod flows;
 pub mod links;
+pub mod rulesets;
 pub mod switch;

@@ -1,0 +1,333 @@
+//! The network node of the seed lab, end to end: the legacy router routes
+//! east–west, SNATs to its gateway address, DNATs floating IPs, and the
+//! compute nodes' hybrid firewall filters on qbr. Observed with `ping`,
+//! `nc`, `tcpdump -e` in the external host, on the wire and in instances,
+//! and `iptables-save` in the router.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ovslab_integration_tests::{Lab, require_root, run, run_raw};
+
+const INTERNET: &str = "203.0.113.1";
+const GATEWAY: &str = "203.0.113.101";
+const FIP1: &str = "203.0.113.102";
+
+fn icmp(lines: &[String]) -> Vec<&String> {
+    lines.iter().filter(|l| l.contains("ICMP")).collect()
+}
+
+fn icmp_with<'a>(lines: &'a [String], what: &str) -> Vec<&'a String> {
+    lines
+        .iter()
+        .filter(|l| l.contains("ICMP") && l.contains(what))
+        .collect()
+}
+
+fn iptables_save(lab: &Lab, router: &str, counters: bool) -> String {
+    let ns = lab.router_ns(router);
+    let mut args = vec!["netns", "exec", ns.as_str(), "iptables-save"];
+    if counters {
+        args.push("-c");
+    }
+    // Drop the timestamped comment lines.
+    run("ip", &args)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Whether a TCP connection from `from` to `to:port` is answered by an
+/// `nc -l` started in `server`.
+fn tcp_connects(lab: &Lab, server: &str, port: u16, from: &str, to: &str) -> bool {
+    let port = port.to_string();
+    let mut listener = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(server), "nc", "-l", "-p", &port])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let ns = if from.starts_with("qrouter") {
+        from.to_string()
+    } else {
+        lab.ns(from)
+    };
+    let out = run_raw(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns,
+            "sh",
+            "-c",
+            &format!("echo hello | nc -N -w 2 {to} {port}"),
+        ],
+    );
+    // SAFETY: the nc this test started, by its pid.
+    unsafe { libc::kill(listener.id() as i32, libc::SIGKILL) };
+    let _ = listener.wait();
+    out.status.success()
+}
+
+#[test]
+fn east_west_crosses_the_network_node_with_both_tags() {
+    if !require_root("east_west_crosses_the_network_node_with_both_tags") {
+        return;
+    }
+    let lab = Lab::seed();
+    assert!(
+        lab.ping("instance1", "192.168.2.11", 1),
+        "instance1 → instance2 through router1"
+    );
+    let wire = lab.capture("network", "eth1", "vlan and icmp");
+    assert!(lab.ping("instance1", "192.168.2.11", 3));
+    let wire = wire.finish();
+    let requests: Vec<&String> = icmp_with(&wire, "echo request");
+    let replies: Vec<&String> = icmp_with(&wire, "echo reply");
+    assert!(
+        requests.iter().any(|l| l.contains("vlan 101")),
+        "request on 101: {wire:#?}"
+    );
+    assert!(
+        requests.iter().any(|l| l.contains("vlan 102")),
+        "request on 102: {wire:#?}"
+    );
+    assert!(
+        replies.iter().any(|l| l.contains("vlan 102")),
+        "reply on 102: {wire:#?}"
+    );
+    assert!(
+        replies.iter().any(|l| l.contains("vlan 101")),
+        "reply on 101: {wire:#?}"
+    );
+    // The order on the network node's wire: in on 101 before out on 102.
+    let first_101 = wire
+        .iter()
+        .position(|l| l.contains("echo request") && l.contains("vlan 101"));
+    let first_102 = wire
+        .iter()
+        .position(|l| l.contains("echo request") && l.contains("vlan 102"));
+    assert!(first_101 < first_102, "{wire:#?}");
+    for local in ["vlan 1,", "vlan 2,"] {
+        assert!(
+            !wire.iter().any(|l| l.contains(local)),
+            "a local tag on the wire: {wire:#?}"
+        );
+    }
+}
+
+#[test]
+fn snat_hides_instances_behind_the_gateway_address() {
+    if !require_root("snat_hides_instances_behind_the_gateway_address") {
+        return;
+    }
+    let lab = Lab::seed();
+    let outside = lab.capture("internet", "eth0", "icmp");
+    assert!(lab.ping("instance3", INTERNET, 3), "instance3 → internet");
+    let seen = outside.finish();
+    let requests: Vec<&String> = icmp_with(&seen, "echo request");
+    assert!(requests.len() >= 3, "{seen:#?}");
+    for l in &requests {
+        assert!(
+            l.contains(&format!("{GATEWAY} > {INTERNET}")),
+            "not SNATed to the gateway: {l}"
+        );
+    }
+    assert!(
+        !seen.iter().any(|l| l.contains("192.168.")),
+        "a private address got out: {seen:#?}"
+    );
+}
+
+#[test]
+fn floating_ip_is_the_instances_face_both_ways() {
+    if !require_root("floating_ip_is_the_instances_face_both_ways") {
+        return;
+    }
+    let lab = Lab::seed();
+    // Outbound: instance1 appears as its floating IP.
+    let outside = lab.capture("internet", "eth0", "icmp");
+    assert!(lab.ping("instance1", INTERNET, 2), "instance1 → internet");
+    let seen = outside.finish();
+    let requests: Vec<&String> = icmp_with(&seen, "echo request");
+    assert!(!requests.is_empty(), "{seen:#?}");
+    for l in &requests {
+        assert!(
+            l.contains(&format!("{FIP1} > {INTERNET}")),
+            "not from the floating IP: {l}"
+        );
+    }
+    // Inbound: the floating IP reaches instance1, from the real source.
+    let inside = lab.capture("instance1", "eth0", "icmp");
+    assert!(lab.ping("internet", FIP1, 2), "internet → floating IP");
+    let seen = inside.finish();
+    assert!(
+        icmp(&seen).iter().any(
+            |l| l.contains(&format!("{INTERNET} > 192.168.1.11")) && l.contains("echo request")
+        ),
+        "instance1 did not see the DNATed request: {seen:#?}"
+    );
+}
+
+#[test]
+fn the_router_namespace_looks_like_a_liberty_router() {
+    if !require_root("the_router_namespace_looks_like_a_liberty_router") {
+        return;
+    }
+    let lab = Lab::seed();
+    let ns = lab.router_ns("router1");
+    assert!(ns.contains(".qrouter-"), "{ns}");
+    let addrs = run("ip", &["-n", &ns, "-br", "addr"]);
+    for expected in [
+        "qr-",
+        "192.168.1.1/24",
+        "192.168.2.1/24",
+        "qg-",
+        "203.0.113.101/24",
+        "203.0.113.102/32",
+    ] {
+        assert!(
+            addrs.contains(expected),
+            "router lacks {expected}:\n{addrs}"
+        );
+    }
+    assert!(run("ip", &["-n", &ns, "route"]).contains("default via 203.0.113.1"));
+    let out = lab.daemon.ovslab_ok(&[
+        "exec", "--lab", &lab.name, "router1", "--", "ip", "netns", "identify",
+    ]);
+    assert_eq!(out.trim(), ns);
+
+    let save = iptables_save(&lab, "router1", false);
+    let qg = addrs
+        .split_whitespace()
+        .find(|w| w.starts_with("qg-"))
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap();
+    for rule in [
+        "-A PREROUTING -j neutron-l3-agent-PREROUTING".to_string(),
+        format!(
+            "-A neutron-l3-agent-PREROUTING -d {FIP1}/32 -j DNAT --to-destination 192.168.1.11"
+        ),
+        format!("-A neutron-l3-agent-OUTPUT -d {FIP1}/32 -j DNAT --to-destination 192.168.1.11"),
+        format!("-A neutron-l3-agent-float-snat -s 192.168.1.11/32 -j SNAT --to-source {FIP1}"),
+        "-A neutron-l3-agent-snat -j neutron-l3-agent-float-snat".to_string(),
+        format!("-A neutron-l3-agent-snat -o {qg} -j SNAT --to-source {GATEWAY}"),
+        format!("-A neutron-l3-agent-mark -i {qg} -j MARK --set-xmark 0x2/0xffff"),
+    ] {
+        assert!(
+            save.contains(&rule),
+            "iptables-save lacks `{rule}`:\n{save}"
+        );
+    }
+    // Re-applying an unchanged router changes nothing, counters included.
+    assert!(lab.ping("instance3", INTERNET, 1));
+    let before = iptables_save(&lab, "router1", true);
+    let out = lab.up();
+    assert!(out.contains("no changes"), "{out}");
+    assert_eq!(iptables_save(&lab, "router1", true), before);
+}
+
+#[test]
+fn the_security_group_filters_inbound_and_lets_answers_back() {
+    if !require_root("the_security_group_filters_inbound_and_lets_answers_back") {
+        return;
+    }
+    let lab = Lab::seed();
+    // Members of the same group may connect (remote group rule)…
+    assert!(
+        tcp_connects(&lab, "instance1", 5001, "instance3", "192.168.1.11"),
+        "instance3 → instance1 TCP"
+    );
+    // …but not the router (on the network node, not a member), nor the outside via the floating IP.
+    let router = lab.router_ns("router1");
+    assert!(
+        !tcp_connects(&lab, "instance1", 5002, &router, "192.168.1.11"),
+        "router → instance1 TCP got in"
+    );
+    assert!(
+        !tcp_connects(&lab, "instance1", 5003, "internet", FIP1),
+        "internet → floating IP TCP got in"
+    );
+    // ICMP is allowed in.
+    assert!(lab.ping("internet", FIP1, 1));
+    // Outbound TCP through NAT gets its answer.
+    assert!(
+        tcp_connects(&lab, "internet", 5004, "instance1", INTERNET),
+        "instance1 → internet TCP"
+    );
+    // The firewall is Neutron's hybrid one, on the compute node.
+    let save = run(
+        "ip",
+        &["netns", "exec", &lab.ns("compute1"), "iptables-save"],
+    );
+    for expected in [
+        "neutron-openvswi-sg-chain",
+        "--physdev-is-bridged",
+        "neutron-openvswi-sg-fallback",
+        "CT --zone",
+    ] {
+        assert!(
+            save.contains(expected),
+            "compute1 lacks {expected}:\n{save}"
+        );
+    }
+}
+
+#[test]
+fn a_spoofed_source_goes_nowhere() {
+    if !require_root("a_spoofed_source_goes_nowhere") {
+        return;
+    }
+    let lab = Lab::seed();
+    assert!(lab.ping("instance1", "192.168.1.13", 1));
+    let at_instance4 = lab.capture("instance4", "eth0", "icmp or arp");
+    let ok = |args: &[&str]| assert!(lab.in_ns("instance1", args).status.success(), "{args:?}");
+    ok(&["ip", "addr", "add", "192.168.1.99/24", "dev", "eth0"]);
+    let out = lab.in_ns(
+        "instance1",
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "-I",
+            "192.168.1.99",
+            "192.168.1.13",
+        ],
+    );
+    assert!(!out.status.success(), "a spoofed source got an answer");
+    let seen = at_instance4.finish();
+    assert!(
+        !seen.iter().any(|l| l.contains("192.168.1.99")),
+        "instance4 saw the spoofed source: {seen:#?}"
+    );
+}
+
+#[test]
+fn full_size_packets_cross_fabric_and_router() {
+    if !require_root("full_size_packets_cross_fabric_and_router") {
+        return;
+    }
+    let lab = Lab::seed();
+    for (from, to) in [
+        ("instance1", "192.168.1.12"),
+        ("instance1", "192.168.2.11"),
+        ("instance3", INTERNET),
+    ] {
+        let out = lab.in_ns(
+            from,
+            &["ping", "-c", "2", "-W", "2", "-M", "do", "-s", "1472", to],
+        );
+        assert!(
+            out.status.success(),
+            "1500-byte DF ping {from} → {to}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
