@@ -331,3 +331,83 @@ fn full_size_packets_cross_fabric_and_router() {
         );
     }
 }
+
+/// `ovslab check` on the seed lab; returns (success, stdout).
+fn check(lab: &Lab) -> (bool, String) {
+    let out = lab.daemon.ovslab(&["check", &lab.name]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn line_of<'a>(report: &'a str, name: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .unwrap_or_else(|| panic!("no line for {name}:\n{report}"))
+}
+
+#[test]
+fn every_declared_check_passes_and_can_fail() {
+    if !require_root("every_declared_check_passes_and_can_fail") {
+        return;
+    }
+    let lab = Lab::seed();
+    let (ok, report) = check(&lab);
+    assert!(ok, "ovslab check failed on a healthy lab:\n{report}");
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("PASS")).count(),
+        10,
+        "{report}"
+    );
+
+    // Remove the router's SNAT to the gateway by hand: the snat check fails.
+    let ns = lab.router_ns("router1");
+    let save = run("ip", &["netns", "exec", &ns, "iptables-save", "-t", "nat"]);
+    let rule = save
+        .lines()
+        .find(|l| l.starts_with("-A neutron-l3-agent-snat -o qg-"))
+        .unwrap_or_else(|| panic!("no SNAT rule:\n{save}"))
+        .trim_start_matches("-A ")
+        .to_string();
+    let mut args = vec!["netns", "exec", ns.as_str(), "iptables", "-t", "nat", "-D"];
+    args.extend(rule.split_whitespace());
+    run("ip", &args);
+    let (ok, report) = check(&lab);
+    assert!(!ok, "check passed without SNAT:\n{report}");
+    assert!(line_of(&report, "snat").starts_with("FAIL"), "{report}");
+    assert!(
+        line_of(&report, "floating-ip-out").starts_with("PASS"),
+        "{report}"
+    );
+
+    // `up` repairs it; then delete compute1's VLAN translation flow.
+    lab.up();
+    let (ok, report) = check(&lab);
+    assert!(ok, "up did not repair the NAT:\n{report}");
+    let mgmt = format!(
+        "unix:{}",
+        lab.rundir("compute1").join("br-vlan.mgmt").display()
+    );
+    run(
+        "ovs-ofctl",
+        &[
+            "-O",
+            "OpenFlow13",
+            "del-flows",
+            &mgmt,
+            "in_port=phy-br-vlan,dl_vlan=1",
+        ],
+    );
+    let (ok, report) = check(&lab);
+    assert!(!ok, "check passed without the translation flow:\n{report}");
+    assert!(
+        line_of(&report, "same-network-across-nodes").starts_with("FAIL"),
+        "{report}"
+    );
+    assert!(
+        line_of(&report, "same-node-stays-on-br-int").starts_with("PASS"),
+        "{report}"
+    );
+}

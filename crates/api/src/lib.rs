@@ -77,6 +77,29 @@ pub struct InstanceStatus {
     pub namespace_exists: bool,
 }
 
+/// What `ovslab check` found: one result per declared check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub lab: String,
+    pub results: Vec<CheckResult>,
+    pub elapsed_ms: u64,
+}
+
+impl CheckReport {
+    pub fn all_passed(&self) -> bool {
+        self.results.iter().all(|r| r.passed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+    /// What the probe saw, in words: replies, uplinks crossed with their
+    /// VLAN ids, the source address at the destination; and why it failed.
+    pub detail: String,
+}
+
 /// Where `ovslab exec` runs a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use ovslab_api::{DEFAULT_SOCKET, SOCKET_ENV};
 
 use crate::client::Client;
-use crate::commands::{down, exec, generate, status, up, validate};
+use crate::commands::{check, down, exec, generate, status, up, validate};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -45,6 +45,7 @@ pub enum Command {
     Down(down::Args),
     Status(status::Args),
     Exec(exec::Args),
+    Check(check::Args),
     Validate(validate::Args),
     Generate(generate::Args),
 }
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
         Command::Down(args) => down::exec(&client, args),
         Command::Status(args) => status::exec(&client, args),
         Command::Exec(args) => exec::exec(&client, args),
+        Command::Check(args) => check::exec(&client, args),
         Command::Validate(args) => validate::exec(args),
         Command::Generate(args) => generate::exec(args),
     };

@@ -69,7 +69,11 @@ fn validate_reports_a_duplicate_instance_with_its_line_and_exits_2() {
 /// The seed lab with `instance1` declared twice.
 fn ovslab_topology_seed_with_duplicate() -> String {
     let seed = std::fs::read_to_string(seed_file()).unwrap();
-    seed + "  - name: instance1\n    node: compute2\n    network: net1\n    address: 192.168.1.50\n"
+    seed.replacen(
+        "instances:\n",
+        "instances:\n  - name: instance1\n    node: compute2\n    network: net1\n    address: 192.168.1.50\n",
+        1,
+    )
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use ovslab_api::{DownReport, LabStatus, Target, UpReport};
+use ovslab_api::{CheckReport, DownReport, LabStatus, Target, UpReport};
 use ovslab_reconciler::{Engine, ReconcileError};
 use ovslab_topology::Topology;
 use serde::Serialize;
@@ -27,6 +27,8 @@ pub enum Action {
     Status { lab: String },
     /// Where `ovslab exec` runs a command (`GET /v1/labs/{lab}/targets/{name}`).
     Target { lab: String, name: String },
+    /// Run the lab's declared checks (`POST /v1/labs/{lab}/check`).
+    Check { lab: String },
 }
 
 /// What an action answers; serialised as the bare wire type.
@@ -38,6 +40,7 @@ pub enum Reply {
     Labs(Vec<String>),
     Status(LabStatus),
     Target(Target),
+    Check(CheckReport),
 }
 
 impl fmt::Display for Action {
@@ -50,6 +53,7 @@ impl fmt::Display for Action {
             Action::ListLabs => write!(f, "list labs"),
             Action::Status { lab } => write!(f, "status {lab}"),
             Action::Target { lab, name } => write!(f, "target {name} of {lab}"),
+            Action::Check { lab } => write!(f, "check {lab}"),
         }
     }
 }
@@ -73,6 +77,7 @@ impl Action {
             Action::ListLabs => Ok(Reply::Labs(engine.labs().await)),
             Action::Status { lab } => engine.status(&lab).await.map(Reply::Status),
             Action::Target { lab, name } => engine.target(&lab, &name).await.map(Reply::Target),
+            Action::Check { lab } => engine.check(&lab).await.map(Reply::Check),
         };
         let ms = started.elapsed().as_millis();
         match &result {

@@ -16,7 +16,7 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use ovslab_api::{ApiError, UpRequest};
 use ovslab_reconciler::{Engine, EngineConfig, ReconcileError};
@@ -226,6 +226,7 @@ pub fn router(engine: Arc<Engine>, access: Access) -> Router {
         .route("/v1/labs", get(list_labs).post(up))
         .route("/v1/labs/{lab}", get(status).delete(down))
         .route("/v1/labs/{lab}/targets/{name}", get(target))
+        .route("/v1/labs/{lab}/check", post(check))
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(engine)
@@ -270,6 +271,10 @@ async fn target(
     Path((lab, name)): Path<(String, String)>,
 ) -> Answer {
     perform(&engine, Action::Target { lab, name }).await
+}
+
+async fn check(State(engine): State<Arc<Engine>>, Path(lab): Path<String>) -> Answer {
+    perform(&engine, Action::Check { lab }).await
 }
 
 async fn no_such_route(method: Method, uri: Uri) -> Failure {

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::join_all;
-use ovslab_api::{DownReport, InstanceStatus, LabStatus, NodeStatus, Target, UpReport};
+use ovslab_api::{
+    CheckReport, CheckResult, DownReport, InstanceStatus, LabStatus, NodeStatus, Target, UpReport,
+};
 use ovslab_netlink::netns;
 use ovslab_topology::naming;
 use ovslab_topology::plan::{DesiredState, LocalVlans, plan};
@@ -479,6 +481,68 @@ impl Engine {
             nodes,
             instances,
             healthy,
+        })
+    }
+
+    /// Runs the lab's declared checks, all at once, each with its own probe.
+    pub async fn check(&self, lab: &str) -> Result<CheckReport, ReconcileError> {
+        let entry = self
+            .entry(lab)
+            .await
+            .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
+        let topology = entry.lock().await.topology.clone();
+        let started = Instant::now();
+        let topology = Arc::new(topology);
+        // Checks run at once, except those that listen on the same port in
+        // the same namespace, which run one after the other.
+        let mut groups: BTreeMap<Option<(String, u16)>, Vec<usize>> = BTreeMap::new();
+        for (i, check) in topology.checks.iter().enumerate() {
+            match crate::checks::listen_key(&topology, check) {
+                Some(key) => groups.entry(Some(key)).or_default().push(i),
+                None => groups.entry(None).or_default().push(i),
+            }
+        }
+        let mut batches: Vec<Vec<usize>> = groups
+            .remove(&None)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| vec![i])
+            .collect();
+        batches.extend(groups.into_values());
+        let runs = batches.into_iter().map(|batch| {
+            let topology = topology.clone();
+            let tags: Vec<u16> = batch.iter().map(|_| crate::checks::next_tag()).collect();
+            tokio::task::spawn_blocking(move || {
+                batch
+                    .into_iter()
+                    .zip(tags)
+                    .map(|(i, tag)| (i, crate::checks::run(&topology, &topology.checks[i], tag)))
+                    .collect::<Vec<_>>()
+            })
+        });
+        let mut indexed = Vec::new();
+        for joined in join_all(runs).await {
+            match joined {
+                Ok(done) => indexed.extend(done),
+                Err(e) => tracing::error!(error = %e, "a check task failed"),
+            }
+        }
+        indexed.sort_by_key(|(i, _)| *i);
+        let mut results: Vec<CheckResult> = Vec::new();
+        for (i, check) in topology.checks.iter().enumerate() {
+            match indexed.iter().position(|(j, _)| *j == i) {
+                Some(pos) => results.push(indexed[pos].1.clone()),
+                None => results.push(CheckResult {
+                    name: check.name.clone(),
+                    passed: false,
+                    detail: "the check's task failed".into(),
+                }),
+            }
+        }
+        Ok(CheckReport {
+            lab: lab.to_string(),
+            results,
+            elapsed_ms: started.elapsed().as_millis() as u64,
         })
     }
 

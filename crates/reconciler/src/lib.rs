@@ -9,6 +9,7 @@
 //! - [`engine`]: `up`, `down`, `status` for every lab of the daemon.
 
 pub mod actual;
+pub mod checks;
 pub mod diff;
 pub mod drivers;
 pub mod engine;

@@ -24,6 +24,7 @@ pub struct Topology {
     pub routers: Vec<Router>,
     pub security_groups: Vec<SecurityGroup>,
     pub instances: Vec<Instance>,
+    pub checks: Vec<Check>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -154,6 +155,42 @@ pub struct Instance {
     pub floating_ip: Option<Ipv4Addr>,
     pub security_groups: Vec<String>,
     pub line: u32,
+}
+
+/// A connectivity expectation `ovslab check` verifies with a real probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: String,
+    /// An instance, external host or router, by name.
+    pub from: String,
+    pub to: CheckTarget,
+    pub protocol: CheckProtocol,
+    /// Whether the probe must get through (`true`) or must not.
+    pub expect_success: bool,
+    /// Nodes whose physical uplink (`eth1`) the probe must cross.
+    pub crosses: Vec<String>,
+    /// Nodes whose physical uplink the probe must not cross.
+    pub avoids: Vec<String>,
+    /// The VLAN id the probe must carry wherever it crosses a physical uplink.
+    pub wire_vlan: Option<u16>,
+    /// The source address the probe must arrive with at its destination.
+    pub arrives_from: Option<Ipv4Addr>,
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckTarget {
+    /// An instance, external host or router of the topology.
+    Object(String),
+    Address(Ipv4Addr),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckProtocol {
+    Icmp,
+    Tcp(u16),
 }
 
 impl Topology {

@@ -99,6 +99,30 @@ pub(crate) struct RawTopology {
     pub security_groups: Vec<RawSecurityGroup>,
     #[serde(default)]
     pub instances: Vec<RawInstance>,
+    #[serde(default)]
+    pub checks: Vec<RawCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheck {
+    pub name: S<String>,
+    pub from: S<String>,
+    pub to: S<String>,
+    #[serde(default)]
+    pub protocol: Option<S<String>>,
+    #[serde(default)]
+    pub port: Option<S<i64>>,
+    #[serde(default)]
+    pub expect: Option<S<String>>,
+    #[serde(default)]
+    pub crosses: Vec<S<String>>,
+    #[serde(default)]
+    pub avoids: Vec<S<String>>,
+    #[serde(default)]
+    pub wire_vlan: Option<S<i64>>,
+    #[serde(default)]
+    pub arrives_from: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

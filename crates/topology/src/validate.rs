@@ -702,6 +702,8 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         }
     }
 
+    let checks = check_checks(&mut c, &raw);
+
     if !c.problems.is_empty() {
         c.problems.sort_by_key(|p| (p.line, p.column));
         return Err(c.problems);
@@ -717,7 +719,148 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         routers,
         security_groups,
         instances,
+        checks,
     })
+}
+
+/// The `checks:` section: names unique, endpoints and nodes known.
+fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
+    let probes_from = |name: &str| {
+        raw.instances.iter().any(|i| i.name.value == name)
+            || raw.external_hosts.iter().any(|h| h.name.value == name)
+            || raw.routers.iter().any(|r| r.name.value == name)
+    };
+    let is_node = |name: &str| raw.nodes.iter().any(|n| n.name.value == name);
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let mut out = Vec::new();
+    for k in &raw.checks {
+        let name = k.name.value.clone();
+        let what = format!("check `{name}`");
+        let mut ok = true;
+        if let Some(line) = seen.insert(name.clone(), at(&k.name).0) {
+            c.err(
+                &k.name,
+                format!("{what}: declared twice (first on line {line})"),
+            );
+            ok = false;
+        }
+        if !probes_from(&k.from.value) {
+            c.err(
+                &k.from,
+                format!(
+                    "{what}: from `{}` is not an instance, external host or router",
+                    k.from.value
+                ),
+            );
+            ok = false;
+        }
+        let to = match k.to.value.parse::<Ipv4Addr>() {
+            Ok(ip) => CheckTarget::Address(ip),
+            Err(_) if probes_from(&k.to.value) => CheckTarget::Object(k.to.value.clone()),
+            Err(_) => {
+                c.err(
+                    &k.to,
+                    format!(
+                        "{what}: to `{}` is neither an IPv4 address nor an instance, external host or router",
+                        k.to.value
+                    ),
+                );
+                ok = false;
+                CheckTarget::Address(Ipv4Addr::UNSPECIFIED)
+            }
+        };
+        let port = match &k.port {
+            Some(p) if (1..=65535).contains(&p.value) => Some(p.value as u16),
+            Some(p) => {
+                c.err(p, format!("{what}: port {} is outside 1–65535", p.value));
+                ok = false;
+                None
+            }
+            None => None,
+        };
+        let protocol = match k.protocol.as_ref().map(|p| p.value.as_str()) {
+            None | Some("icmp") => {
+                if let Some(p) = &k.port {
+                    c.err(p, format!("{what}: a port needs `protocol: tcp`"));
+                    ok = false;
+                }
+                CheckProtocol::Icmp
+            }
+            Some("tcp") => match port {
+                Some(port) => CheckProtocol::Tcp(port),
+                None => {
+                    if k.port.is_none() {
+                        c.err(&k.name, format!("{what}: `protocol: tcp` needs a `port`"));
+                    }
+                    ok = false;
+                    CheckProtocol::Icmp
+                }
+            },
+            Some(other) => {
+                let span = k.protocol.as_ref().expect("matched Some");
+                c.err(
+                    span,
+                    format!("{what}: protocol `{other}` is neither `icmp` nor `tcp`"),
+                );
+                ok = false;
+                CheckProtocol::Icmp
+            }
+        };
+        let expect_success = match k.expect.as_ref().map(|e| e.value.as_str()) {
+            None | Some("success") => true,
+            Some("failure") => false,
+            Some(other) => {
+                let span = k.expect.as_ref().expect("matched Some");
+                c.err(
+                    span,
+                    format!("{what}: expect `{other}` is neither `success` nor `failure`"),
+                );
+                ok = false;
+                true
+            }
+        };
+        for node in k.crosses.iter().chain(&k.avoids) {
+            if !is_node(&node.value) {
+                c.err(node, format!("{what}: unknown node `{}`", node.value));
+                ok = false;
+            }
+        }
+        let wire_vlan = match &k.wire_vlan {
+            Some(v) if (1..=4094).contains(&v.value) => Some(v.value as u16),
+            Some(v) => {
+                c.err(
+                    v,
+                    format!("{what}: wire_vlan {} is outside 1–4094", v.value),
+                );
+                ok = false;
+                None
+            }
+            None => None,
+        };
+        let arrives_from = match &k.arrives_from {
+            Some(a) => {
+                let ip = c.ipv4(&format!("{what}: arrives_from"), a);
+                ok &= ip.is_some();
+                ip
+            }
+            None => None,
+        };
+        if ok {
+            out.push(Check {
+                name,
+                from: k.from.value.clone(),
+                to,
+                protocol,
+                expect_success,
+                crosses: k.crosses.iter().map(|n| n.value.clone()).collect(),
+                avoids: k.avoids.iter().map(|n| n.value.clone()).collect(),
+                wire_vlan,
+                arrives_from,
+                line: at(&k.name).0,
+            });
+        }
+    }
+    out
 }
 
 fn check_overlap(

@@ -469,3 +469,71 @@ fn all_problems_are_reported_at_once() {
     };
     assert_eq!(problems.len(), 2, "{problems:?}");
 }
+
+#[test]
+fn check_names_are_unique() {
+    let text = seed_with("  - name: floating-ip-out\n", "  - name: snat\n");
+    refused(
+        &text,
+        line_of_nth(&text, "- name: snat", 1),
+        &["check `snat`", "declared twice"],
+    );
+}
+
+#[test]
+fn check_endpoints_must_exist() {
+    let text = seed_with(
+        "    from: instance3\n    to: internet\n",
+        "    from: instance9\n    to: internet\n",
+    );
+    refused(
+        &text,
+        line_of(&text, "from: instance9"),
+        &["check `snat`", "`instance9`"],
+    );
+    let text = seed_with("    to: instance2\n", "    to: nowhere\n");
+    refused(
+        &text,
+        line_of(&text, "to: nowhere"),
+        &["check `east-west-via-network-node`", "`nowhere`"],
+    );
+}
+
+#[test]
+fn check_nodes_must_exist() {
+    let text = seed_with("    avoids: [network]\n", "    avoids: [compute7]\n");
+    refused(
+        &text,
+        line_of(&text, "compute7"),
+        &[
+            "check `same-network-across-nodes`",
+            "unknown node `compute7`",
+        ],
+    );
+}
+
+#[test]
+fn tcp_checks_need_a_port_in_range() {
+    let text = seed_with("    port: 5001\n", "    port: 70000\n");
+    refused(
+        &text,
+        line_of(&text, "port: 70000"),
+        &["check `tcp-within-the-group`", "70000", "1–65535"],
+    );
+}
+
+#[test]
+fn check_protocol_and_expectation_are_known_words() {
+    let text = seed_with("    port: 80\n", "    port: 80\n    expect: maybe\n");
+    refused(
+        &text,
+        line_of(&text, "expect: maybe"),
+        &["check `outbound-tcp-through-nat`", "`maybe`"],
+    );
+    let text = seed_with("    wire_vlan: 101\n", "    wire_vlan: 5000\n");
+    refused(
+        &text,
+        line_of(&text, "wire_vlan: 5000"),
+        &["check `same-network-across-nodes`", "5000"],
+    );
+}

@@ -1,0 +1,97 @@
+//! `ovslab check [LAB]`: run the lab's declared checks.
+
+use std::process::ExitCode;
+
+use ovslab_api::CheckReport;
+
+use crate::client::Client;
+use crate::commands::segment;
+
+/// Run the topology's `checks`; one line per check, exit 0 only if all pass.
+#[derive(Debug, clap::Args)]
+#[command(
+    long_about = "Run the topology's `checks` (see docs/topology.md): each sends a real probe \
+(ICMP echo, or a TCP connection to a listener the check opens at the destination) while the \
+physical uplinks named in `crosses`/`avoids` and the destination's NIC are watched. All checks \
+run at once. One line per check: PASS or FAIL, its name, and what the probe saw.",
+    after_help = "Exit status: 0 every check passed, 1 a check failed or the daemon is unreachable."
+)]
+pub struct Args {
+    /// The lab whose checks to run.
+    #[arg(value_name = "LAB", default_value = "seed")]
+    pub lab: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
+    let report: CheckReport =
+        client.post(&format!("/v1/labs/{}/check", segment(&args.lab)), &())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", format_report(&report));
+    }
+    Ok(if report.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One line per check, then a summary.
+pub fn format_report(report: &CheckReport) -> String {
+    let width = report
+        .results
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for r in &report.results {
+        let verdict = if r.passed { "PASS" } else { "FAIL" };
+        out.push_str(&format!("{verdict}  {:width$}  {}\n", r.name, r.detail));
+    }
+    let failed = report.results.iter().filter(|r| !r.passed).count();
+    out.push_str(&format!(
+        "lab {}: {} of {} checks passed in {} ms\n",
+        report.lab,
+        report.results.len() - failed,
+        report.results.len(),
+        report.elapsed_ms
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ovslab_api::CheckResult;
+
+    #[test]
+    fn one_line_per_check_then_a_summary() {
+        let report = CheckReport {
+            lab: "seed".into(),
+            results: vec![
+                CheckResult {
+                    name: "snat".into(),
+                    passed: true,
+                    detail: "reached".into(),
+                },
+                CheckResult {
+                    name: "east-west".into(),
+                    passed: false,
+                    detail: "expected an answer: no answer".into(),
+                },
+            ],
+            elapsed_ms: 2100,
+        };
+        assert_eq!(
+            format_report(&report),
+            "PASS  snat       reached\nFAIL  east-west  expected an answer: no answer\n\
+             lab seed: 1 of 2 checks passed in 2100 ms\n"
+        );
+        assert!(!report.all_passed());
+    }
+}
