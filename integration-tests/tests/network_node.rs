@@ -199,6 +199,13 @@ fn the_router_namespace_looks_like_a_liberty_router() {
         "exec", "--lab", &lab.name, "router1", "--", "ip", "netns", "identify",
     ]);
     assert_eq!(out.trim(), ns);
+    let status: serde_json::Value =
+        serde_json::from_str(&lab.daemon.ovslab_ok(&["status", &lab.name, "--json"])).unwrap();
+    let router = &status["routers"][0];
+    assert_eq!(router["name"], "router1", "{status}");
+    assert_eq!(router["namespace"], ns.as_str(), "{status}");
+    assert_eq!(router["namespace_exists"], true, "{status}");
+    assert_eq!(status["healthy"], true, "{status}");
 
     let save = iptables_save(&lab, "router1", false);
     let qg = addrs

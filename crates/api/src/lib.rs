@@ -50,8 +50,20 @@ pub struct LabStatus {
     pub source: String,
     pub nodes: Vec<NodeStatus>,
     pub instances: Vec<InstanceStatus>,
+    #[serde(default)]
+    pub routers: Vec<RouterStatus>,
     /// True when every namespace exists and every node's OVS runs.
     pub healthy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterStatus {
+    pub name: String,
+    pub node: String,
+    /// `qr-…` and `qg-…` addresses as planned, e.g. `192.168.1.1/24`.
+    pub addresses: Vec<String>,
+    pub namespace: String,
+    pub namespace_exists: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,7 +23,8 @@ use std::time::Instant;
 
 use futures::future::join_all;
 use ovslab_api::{
-    CheckReport, CheckResult, DownReport, InstanceStatus, LabStatus, NodeStatus, Target, UpReport,
+    CheckReport, CheckResult, DownReport, InstanceStatus, LabStatus, NodeStatus, RouterStatus,
+    Target, UpReport,
 };
 use ovslab_netlink::netns;
 use ovslab_topology::naming;
@@ -475,7 +476,34 @@ impl Engine {
                 }
             })
             .collect();
+        let desired = plan(topo, &LocalVlans::new());
+        let routers = topo
+            .routers
+            .iter()
+            .map(|r| {
+                let ns = ovslab_topology::plan::router_namespace(&topo.lab, &r.name);
+                let exists = namespaces.contains(&ns);
+                healthy &= exists;
+                let addresses = desired
+                    .namespace(&ns)
+                    .map(|n| {
+                        n.links
+                            .iter()
+                            .flat_map(|l| l.addresses.iter().map(|a| format!("{} {a}", l.name)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                RouterStatus {
+                    name: r.name.clone(),
+                    node: r.node.clone(),
+                    addresses,
+                    namespace: ns,
+                    namespace_exists: exists,
+                }
+            })
+            .collect();
         Ok(LabStatus {
+            routers,
             lab: topo.lab.clone(),
             source: topo.source.clone(),
             nodes,

@@ -283,7 +283,7 @@ async fn terminate(pid: u32) {
     // ovs-vswitchd's leader can exit before its datapath threads do, so
     // this may take a moment.
     for _ in 0..600 {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if !Path::new(&format!("/proc/{pid}")).exists() || fully_exited_orphan(pid) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -292,6 +292,25 @@ async fn terminate(pid: u32) {
         pid,
         "process still in the process table 3 s after it was stopped"
     );
+}
+
+/// A zombie with no thread left whose parent is not this daemon (a process
+/// adopted from an earlier run): whether its parent reaps it is not ours to
+/// wait for.
+fn fully_exited_orphan(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    field("State:").starts_with('Z')
+        && field("Threads:") == "1"
+        && field("PPid:") != std::process::id().to_string()
 }
 
 fn is_zombie(pid: u32) -> bool {

@@ -117,6 +117,18 @@ pub fn format_status(s: &LabStatus) -> String {
         }
         out.push_str(&format!("{instances}\n"));
     }
+    if !s.routers.is_empty() {
+        let mut routers = table(&["ROUTER", "NODE", "ADDRESSES", "NAMESPACE"]);
+        for r in &s.routers {
+            routers.add_row(vec![
+                r.name.clone(),
+                r.node.clone(),
+                r.addresses.join("\n"),
+                namespace_cell(&r.namespace, r.namespace_exists),
+            ]);
+        }
+        out.push_str(&format!("{routers}\n"));
+    }
     out
 }
 
@@ -148,6 +160,7 @@ mod tests {
                 namespace: "seed.instance1".into(),
                 namespace_exists: healthy,
             }],
+            routers: vec![],
             healthy,
         }
     }
