@@ -206,14 +206,31 @@ impl Netlink {
             .name(name.to_string())
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message)))
             .build();
+        self.create_link(
+            message,
+            format!("create veth {name} <-> {peer} (in {peer_namespace})"),
+        )
+        .await
+    }
+
+    /// Sends an RTM_NEWLINK creating a link; `what` names it in errors.
+    async fn create_link(&self, message: LinkMessage, what: String) -> Result<(), NetlinkError> {
         self.handle
             .link()
             .add(message)
             .execute()
             .await
-            .map_err(self.err(format!(
-                "create veth {name} <-> {peer} (in {peer_namespace})"
-            )))
+            .map_err(self.err(what))
+    }
+
+    /// Sends an RTM_SETLINK changing a link; `what` names it in errors.
+    async fn change_link(&self, message: LinkMessage, what: String) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(self.err(what))
     }
 
     /// Creates Linux bridge `name` as Nova's hybrid plug makes `qbr`:
@@ -225,12 +242,8 @@ impl Netlink {
             ))
             .forward_delay(0)
             .build();
-        self.handle
-            .link()
-            .add(message)
-            .execute()
+        self.create_link(message, format!("create bridge {name}"))
             .await
-            .map_err(self.err(format!("create bridge {name}")))
     }
 
     /// Makes `name` a port of bridge `master`, or of none.
@@ -241,23 +254,14 @@ impl Netlink {
             Some(m) => builder.controller(self.index(m).await?).build(),
             None => builder.nocontroller().build(),
         };
-        self.handle
-            .link()
-            .set(message)
-            .execute()
-            .await
-            .map_err(self.err(format!("set {name} master {}", master.unwrap_or("none"))))
+        let what = format!("set {name} master {}", master.unwrap_or("none"));
+        self.change_link(message, what).await
     }
 
     pub async fn set_up(&self, name: &str) -> Result<(), NetlinkError> {
         let index = self.index(name).await?;
         let message = LinkUnspec::new_with_index(index).up().build();
-        self.handle
-            .link()
-            .set(message)
-            .execute()
-            .await
-            .map_err(self.err(format!("set {name} up")))
+        self.change_link(message, format!("set {name} up")).await
     }
 
     pub async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<(), NetlinkError> {
@@ -265,12 +269,8 @@ impl Netlink {
         let message = LinkUnspec::new_with_index(index)
             .address(mac.to_vec())
             .build();
-        self.handle
-            .link()
-            .set(message)
-            .execute()
+        self.change_link(message, format!("set {name} address"))
             .await
-            .map_err(self.err(format!("set {name} address")))
     }
 
     pub async fn add_address(&self, name: &str, address: Ipv4Net) -> Result<(), NetlinkError> {
