@@ -365,7 +365,7 @@ fn every_declared_check_passes_and_can_fail() {
     assert!(ok, "ovslab check failed on a healthy lab:\n{report}");
     assert_eq!(
         report.lines().filter(|l| l.starts_with("PASS")).count(),
-        10,
+        12,
         "{report}"
     );
 
@@ -415,6 +415,38 @@ fn every_declared_check_passes_and_can_fail() {
     );
     assert!(
         line_of(&report, "same-node-stays-on-br-int").starts_with("PASS"),
+        "{report}"
+    );
+
+    // Put instance2's port on net1's local VLAN by hand: the layer-2
+    // isolation check sees its frames arrive and fails.
+    lab.up();
+    let ports = lab.vsctl(
+        "compute2",
+        &[
+            "--format=csv",
+            "--no-headings",
+            "--columns=name,tag",
+            "list",
+            "Port",
+        ],
+    );
+    let qvo = ports
+        .lines()
+        .find(|l| l.starts_with("qvo") && l.ends_with(",2"))
+        .unwrap_or_else(|| panic!("no qvo with tag 2:\n{ports}"))
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    lab.vsctl("compute2", &["set", "Port", &qvo, "tag=1"]);
+    let (ok, report) = check(&lab);
+    assert!(
+        !ok,
+        "check passed with net2's port on net1's VLAN:\n{report}"
+    );
+    assert!(
+        line_of(&report, "net1-and-net2-isolated-at-layer-2").starts_with("FAIL"),
         "{report}"
     );
 }

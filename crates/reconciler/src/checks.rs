@@ -97,7 +97,7 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
             socket: packet_socket(&ns, naming::UPLINK)?,
         });
     }
-    if let (Some(_), Some((ns, nic, local))) = (check.arrives_from, &dest) {
+    if let (true, Some((ns, nic, local))) = (check.arrives_from.is_some() || check.layer2, &dest) {
         watches.push(Watch {
             place: format!("destination {nic}"),
             node: None,
@@ -107,6 +107,10 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
     }
 
     let reached = match check.protocol {
+        CheckProtocol::Icmp if check.layer2 => {
+            inject(topo, check, dest_ip, tag)?;
+            false // decided below, by what arrived
+        }
         CheckProtocol::Icmp => ping(&from_ns, dest_ip, tag)?,
         CheckProtocol::Tcp(port) => {
             let listen_ns = dest.as_ref().map(|(ns, _, _)| ns.clone());
@@ -114,7 +118,7 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
         }
     };
     std::thread::sleep(Duration::from_millis(150));
-    let observations = watches
+    let observations: Vec<Seen> = watches
         .into_iter()
         .map(|w| {
             let mut seen = drain(&w.socket, check.protocol, tag, w.local);
@@ -125,7 +129,66 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
             seen
         })
         .collect();
+    let reached = if check.layer2 {
+        observations
+            .iter()
+            .any(|o| o.place.starts_with("dest:") && o.frames > 0)
+    } else {
+        reached
+    };
     Ok((reached, observations))
+}
+
+/// Sends three ICMP echo requests as raw frames from the source instance's
+/// NIC straight to the destination instance's MAC: no routing, no ARP.
+fn inject(topo: &Topology, check: &Check, dest_ip: Ipv4Addr, tag: u16) -> io::Result<()> {
+    let from = topo
+        .instance(&check.from)
+        .ok_or_else(|| io::Error::other("layer2 needs an instance as source"))?;
+    let CheckTarget::Object(to) = &check.to else {
+        return Err(io::Error::other("layer2 needs an instance as destination"));
+    };
+    let to = topo
+        .instance(to)
+        .ok_or_else(|| io::Error::other("layer2 needs an instance as destination"))?;
+    let socket = packet_socket(&naming::namespace(&topo.lab, &from.name), naming::GUEST_NIC)?;
+    for seq in 1..=PROBES {
+        let frame = icmp_frame(from.mac, to.mac, from.address, dest_ip, tag, seq);
+        // SAFETY: the frame outlives the call; the socket is bound to the NIC.
+        let n = unsafe { libc::send(socket.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// An Ethernet frame carrying an IPv4 ICMP echo request.
+fn icmp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    id: u16,
+    seq: u16,
+) -> Vec<u8> {
+    let icmp = echo_request(id, seq);
+    let total = (20 + icmp.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 1, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = Vec::with_capacity(14 + ip.len() + icmp.len());
+    frame.extend_from_slice(&dst_mac);
+    frame.extend_from_slice(&src_mac);
+    frame.extend_from_slice(&[0x08, 0x00]);
+    frame.extend(ip);
+    frame.extend(icmp);
+    frame
 }
 
 fn judge(check: &Check, reached: bool, observations: &[Seen]) -> CheckResult {
@@ -678,6 +741,28 @@ mod tests {
     }
 
     #[test]
+    fn injected_frames_are_well_formed_probes() {
+        let f = icmp_frame(
+            [2; 6],
+            [4; 6],
+            "192.168.1.11".parse().unwrap(),
+            "192.168.2.11".parse().unwrap(),
+            9,
+            1,
+        );
+        assert_eq!(&f[..6], &[4; 6]);
+        assert_eq!(checksum(&f[14..34]), 0, "IPv4 header checksum");
+        assert_eq!(
+            probe_frame(&f, CheckProtocol::Icmp, 9),
+            Some((
+                None,
+                "192.168.1.11".parse().unwrap(),
+                "192.168.2.11".parse().unwrap()
+            ))
+        );
+    }
+
+    #[test]
     fn echo_requests_carry_a_valid_checksum() {
         let p = echo_request(7, 3);
         assert_eq!(checksum(&p), 0);
@@ -694,6 +779,7 @@ mod tests {
             avoids: vec!["network".into()],
             wire_vlan: Some(101),
             arrives_from: None,
+            layer2: false,
             line: 1,
         }
     }

@@ -175,6 +175,10 @@ pub struct Check {
     pub wire_vlan: Option<u16>,
     /// The source address the probe must arrive with at its destination.
     pub arrives_from: Option<Ipv4Addr>,
+    /// Send the probe as a raw frame straight to the destination
+    /// instance's MAC, bypassing routing: proves (or refutes) layer-2
+    /// reachability, e.g. that two networks are isolated.
+    pub layer2: bool,
     pub line: u32,
 }
 

@@ -123,6 +123,8 @@ pub(crate) struct RawCheck {
     pub wire_vlan: Option<S<i64>>,
     #[serde(default)]
     pub arrives_from: Option<S<String>>,
+    #[serde(default)]
+    pub layer2: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

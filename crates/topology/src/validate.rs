@@ -845,8 +845,24 @@ fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
             }
             None => None,
         };
+        let layer2 = k.layer2.as_ref().is_some_and(|l| l.value);
+        if let Some(l) = k.layer2.as_ref().filter(|l| l.value) {
+            let instance = |n: &str| raw.instances.iter().any(|i| i.name.value == n);
+            if !instance(&k.from.value) || !matches!(&to, CheckTarget::Object(t) if instance(t)) {
+                c.err(
+                    l,
+                    format!("{what}: `layer2: true` needs an instance on both ends"),
+                );
+                ok = false;
+            }
+            if protocol != CheckProtocol::Icmp {
+                c.err(l, format!("{what}: `layer2: true` sends ICMP only"));
+                ok = false;
+            }
+        }
         if ok {
             out.push(Check {
+                layer2,
                 name,
                 from: k.from.value.clone(),
                 to,

@@ -491,7 +491,10 @@ fn check_endpoints_must_exist() {
         line_of(&text, "from: instance9"),
         &["check `snat`", "`instance9`"],
     );
-    let text = seed_with("    to: instance2\n", "    to: nowhere\n");
+    let text = seed_with(
+        "    to: instance2\n    crosses",
+        "    to: nowhere\n    crosses",
+    );
     refused(
         &text,
         line_of(&text, "to: nowhere"),
@@ -535,5 +538,22 @@ fn check_protocol_and_expectation_are_known_words() {
         &text,
         line_of(&text, "wire_vlan: 5000"),
         &["check `same-network-across-nodes`", "5000"],
+    );
+}
+
+#[test]
+fn layer2_checks_need_instances_and_icmp() {
+    let text = seed_with(
+        "    from: instance1\n    to: instance3\n    layer2: true\n",
+        "    from: instance1\n    to: internet\n    layer2: true\n",
+    );
+    let line = line_of_nth(&text, "layer2: true", 1);
+    refused(
+        &text,
+        line,
+        &[
+            "check `same-network-at-layer-2`",
+            "needs an instance on both ends",
+        ],
     );
 }
