@@ -1,7 +1,7 @@
 # ovslab — build, test and benchmark.
 #
 #   make deps    system packages (Debian): Open vSwitch, iproute2, iptables, tcpdump, …
-#   make up      build, start ovslabd in the background, bring the seed lab up and check it
+#   make up      build, start ovslabd in the background, bring the seed lab up, run its checks
 #   make test    deps + fmt + clippy + every test (root tests need root: run as root)
 #   make bench   wall time of up / no-op up / down for the seed lab and a 10×10 lab
 
@@ -55,8 +55,7 @@ up: deps
 	  for i in $$(seq 100); do [ -S $(SOCKET) ] && break; sleep 0.1; done; fi
 	target/release/ovslab --socket $(SOCKET) up
 	target/release/ovslab --socket $(SOCKET) status
-	target/release/ovslab --socket $(SOCKET) exec instance1 -- ping -c 2 -W 2 192.168.1.12
-	target/release/ovslab --socket $(SOCKET) exec instance1 -- ping -c 2 -W 2 192.168.1.13
+	target/release/ovslab --socket $(SOCKET) check
 
 down:
 	target/release/ovslab --socket $(SOCKET) down
