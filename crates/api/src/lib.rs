@@ -8,6 +8,7 @@
 //! | `GET /v1/labs` | — | `Vec<String>` (lab names) |
 //! | `GET /v1/labs/{lab}` | — | [`LabStatus`] |
 //! | `GET /v1/labs/{lab}/targets/{name}` | — | [`Target`] |
+//! | `GET /v1/labs/{lab}/topology` | — | [`UpRequest`] (the saved topology file) |
 //!
 //! Every error is an HTTP error status with an [`ApiError`] body.
 

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use ovslab_api::{DEFAULT_SOCKET, SOCKET_ENV};
 
 use crate::client::Client;
-use crate::commands::{check, down, exec, generate, status, up, validate};
+use crate::commands::{check, down, exec, generate, graph, status, up, validate};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -23,7 +23,7 @@ Exit status:
   2  bad input: a topology file that does not validate, a bad argument
   `ovslab exec` exits with CMD's status (126/127 when CMD cannot be run).
 
-The daemon, ovslabd, must be running for up, down, status and exec: start it with `ovslabd`
+The daemon, ovslabd, must be running for up, down, status, exec, check and graph (without --topology): start it with `ovslabd`
 (foreground) or `systemctl start ovslabd`.";
 
 /// Build and explore OpenStack Neutron "classic Open vSwitch" labs in network
@@ -48,6 +48,7 @@ pub enum Command {
     Check(check::Args),
     Validate(validate::Args),
     Generate(generate::Args),
+    Graph(graph::Args),
 }
 
 /// A failure caused by what the user gave (exit status 2); its message is
@@ -74,6 +75,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::exec(&client, args),
         Command::Validate(args) => validate::exec(args),
         Command::Generate(args) => generate::exec(args),
+        Command::Graph(args) => graph::exec(&client, args),
     };
     match result {
         Ok(code) => code,
@@ -185,6 +187,30 @@ mod tests {
         assert_eq!(cli.socket, PathBuf::from("/tmp/s.sock"));
         let cli = parse(&["--socket", "/tmp/t.sock", "down"]);
         assert_eq!(cli.socket, PathBuf::from("/tmp/t.sock"));
+    }
+
+    #[test]
+    fn graph_defaults_to_the_seed_lab_as_dot() {
+        let Command::Graph(a) = parse(&["graph"]).command else {
+            panic!()
+        };
+        assert_eq!((a.lab.as_str(), a.format), ("seed", graph::Format::Dot));
+        let Command::Graph(a) = parse(&[
+            "graph",
+            "--topology",
+            "x.yaml",
+            "--format",
+            "svg",
+            "-o",
+            "x.svg",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(a.format, graph::Format::Svg);
+        assert_eq!(a.topology, Some(PathBuf::from("x.yaml")));
+        assert_eq!(a.output, Some(PathBuf::from("x.svg")));
     }
 
     #[test]

@@ -134,7 +134,9 @@ fn help_lists_every_verb_and_the_exit_codes() {
     let out = ovslab().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = stdout(&out);
-    for verb in ["up", "down", "status", "exec", "validate", "generate"] {
+    for verb in [
+        "up", "down", "status", "exec", "validate", "generate", "graph",
+    ] {
         assert!(
             help.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{verb} "))),
@@ -167,4 +169,86 @@ fn generate_prints_a_valid_lab() {
 fn a_bad_argument_exits_2() {
     let out = ovslab().args(["status", "--bogus"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn graph_draws_a_topology_file_as_dot_without_a_daemon() {
+    let scratch = Scratch::new("graphdot");
+    let out = ovslab()
+        .env("OVSLAB_SOCKET", scratch.0.join("missing.sock"))
+        .args(["graph", "--format", "dot", "--topology"])
+        .arg(seed_file())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dot = stdout(&out);
+    assert!(dot.starts_with("graph \"seed\" {"), "{dot}");
+    assert!(dot.trim_end().ends_with('}'), "{dot}");
+    for name in [
+        "compute1",
+        "br-int",
+        "br-ex",
+        "instance4",
+        "vlan 101,102",
+        "tag 1",
+    ] {
+        assert!(dot.contains(name), "{name} missing from:\n{dot}");
+    }
+}
+
+#[test]
+fn graph_writes_an_svg_file() {
+    let scratch = Scratch::new("graphsvg");
+    let file = scratch.0.join("seed.svg");
+    let out = ovslab()
+        .args(["graph", "--format", "svg", "-o"])
+        .arg(&file)
+        .arg("--topology")
+        .arg(seed_file())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let svg = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{svg}"
+    );
+    assert!(svg.contains(">compute2</text>"), "{svg}");
+    assert!(svg.trim_end().ends_with("</svg>"));
+}
+
+#[test]
+fn graph_of_a_bad_file_exits_2() {
+    let scratch = Scratch::new("graphbad");
+    let file = scratch.0.join("bad.yaml");
+    std::fs::write(&file, ovslab_topology_seed_with_duplicate()).unwrap();
+    let out = ovslab()
+        .env("OVSLAB_SOCKET", scratch.0.join("missing.sock"))
+        .args(["graph", "--topology"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(&format!("{}:", file.display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn graph_of_a_running_lab_without_a_daemon_exits_1() {
+    let scratch = Scratch::new("graphnodaemon");
+    let out = ovslab()
+        .env("OVSLAB_SOCKET", scratch.0.join("missing.sock"))
+        .args(["graph", "seed"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach ovslabd"),
+        "{}",
+        stderr(&out)
+    );
 }

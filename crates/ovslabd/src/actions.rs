@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use ovslab_api::{CheckReport, DownReport, LabStatus, Target, UpReport};
+use ovslab_api::{CheckReport, DownReport, LabStatus, Target, UpReport, UpRequest};
 use ovslab_reconciler::{Engine, ReconcileError};
 use ovslab_topology::Topology;
 use serde::Serialize;
@@ -29,6 +29,8 @@ pub enum Action {
     Target { lab: String, name: String },
     /// Run the lab's declared checks (`POST /v1/labs/{lab}/check`).
     Check { lab: String },
+    /// The lab's saved topology file (`GET /v1/labs/{lab}/topology`).
+    Topology { lab: String },
 }
 
 /// What an action answers; serialised as the bare wire type.
@@ -41,6 +43,7 @@ pub enum Reply {
     Status(LabStatus),
     Target(Target),
     Check(CheckReport),
+    Topology(UpRequest),
 }
 
 impl fmt::Display for Action {
@@ -54,6 +57,7 @@ impl fmt::Display for Action {
             Action::Status { lab } => write!(f, "status {lab}"),
             Action::Target { lab, name } => write!(f, "target {name} of {lab}"),
             Action::Check { lab } => write!(f, "check {lab}"),
+            Action::Topology { lab } => write!(f, "topology of {lab}"),
         }
     }
 }
@@ -78,6 +82,10 @@ impl Action {
             Action::Status { lab } => engine.status(&lab).await.map(Reply::Status),
             Action::Target { lab, name } => engine.target(&lab, &name).await.map(Reply::Target),
             Action::Check { lab } => engine.check(&lab).await.map(Reply::Check),
+            Action::Topology { lab } => engine
+                .topology_text(&lab)
+                .await
+                .map(|(source, topology)| Reply::Topology(UpRequest { topology, source })),
         };
         let ms = started.elapsed().as_millis();
         match &result {

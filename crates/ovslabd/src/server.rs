@@ -227,6 +227,7 @@ pub fn router(engine: Arc<Engine>, access: Access) -> Router {
         .route("/v1/labs/{lab}", get(status).delete(down))
         .route("/v1/labs/{lab}/targets/{name}", get(target))
         .route("/v1/labs/{lab}/check", post(check))
+        .route("/v1/labs/{lab}/topology", get(topology))
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(engine)
@@ -275,6 +276,10 @@ async fn target(
 
 async fn check(State(engine): State<Arc<Engine>>, Path(lab): Path<String>) -> Answer {
     perform(&engine, Action::Check { lab }).await
+}
+
+async fn topology(State(engine): State<Arc<Engine>>, Path(lab): Path<String>) -> Answer {
+    perform(&engine, Action::Topology { lab }).await
 }
 
 async fn no_such_route(method: Method, uri: Uri) -> Failure {

@@ -231,6 +231,13 @@ fn serves_refuses_garbage_and_stops_cleanly_on_sigterm() {
         "{}",
         text(&out.stderr)
     );
+    let out = daemon.ovslab(&["graph", "nosuchlab"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("lab `nosuchlab` is not known"),
+        "{}",
+        text(&out.stderr)
+    );
     let (status, body) = http(
         &daemon.socket,
         "GET /v2/x HTTP/1.1\r\nHost: ovslabd\r\nConnection: close\r\n\r\n",

@@ -612,6 +612,19 @@ impl Engine {
         })
     }
 
+    /// The saved topology file of a lab as `(source, text)`, so that a client
+    /// can draw or inspect exactly what the daemon built.
+    pub async fn topology_text(&self, lab: &str) -> Result<(String, String), ReconcileError> {
+        let entry = self
+            .entry(lab)
+            .await
+            .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
+        let source = entry.lock().await.topology.source.clone();
+        let file = self.lab_dir(lab).join(TOPOLOGY_FILE);
+        let text = std::fs::read_to_string(&file).map_err(|e| ReconcileError::io(&file, e))?;
+        Ok((source, text))
+    }
+
     /// The run directory of a lab's node (for tests and people).
     pub fn node_rundir(&self, lab: &str, node: &str) -> PathBuf {
         naming::node_rundir(&self.config.run_root, lab, node)
@@ -619,5 +632,29 @@ impl Engine {
 
     pub fn run_root(&self) -> &Path {
         &self.config.run_root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_saved_topology_is_read_back_with_its_source() {
+        let root = std::env::temp_dir().join(format!("ovslab-engine-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("seed");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(TOPOLOGY_FILE);
+        std::fs::write(&file, ovslab_topology::SEED_YAML).unwrap();
+        let engine = Engine::new(EngineConfig::new(&root));
+        let (source, text) = engine.topology_text("seed").await.unwrap();
+        assert_eq!(source, file.display().to_string());
+        assert_eq!(text, ovslab_topology::SEED_YAML);
+        assert!(matches!(
+            engine.topology_text("other").await,
+            Err(ReconcileError::UnknownLab(_))
+        ));
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -6,10 +6,12 @@
 //!   `qvb`/`qvo` devices, namespaces, MACs and the lab's flow cookie.
 //! - [`plan`] turns a topology into the [`plan::DesiredState`]: every
 //!   namespace, link, address, route, Open vSwitch row and flow, as pure data.
+//! - [`graph`] draws a planned lab as DOT, Mermaid or a standalone SVG.
 //!
 //! Nothing in this crate touches the host.
 
 pub mod generate;
+pub mod graph;
 mod model;
 pub mod naming;
 mod parse;

@@ -4,6 +4,7 @@ pub mod check;
 pub mod down;
 pub mod exec;
 pub mod generate;
+pub mod graph;
 pub mod status;
 pub mod up;
 pub mod validate;

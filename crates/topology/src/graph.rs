@@ -1,0 +1,755 @@
+//! Pictures of a lab: the planned [`DesiredState`] drawn as people draw a
+//! Neutron deployment — one box per node with its OVS and Linux bridges,
+//! instances and routers hanging off them, the physical and external networks
+//! as switches, and every veth or patch link as a labelled line.
+//!
+//! One [`Graph`] is built from the plan and rendered three ways ([`dot`],
+//! [`mermaid`], [`svg`]), so the three formats always show the same lab.
+//! Everything here is pure: no graphviz, no files.
+
+mod svg;
+
+use std::collections::BTreeMap;
+
+use crate::Topology;
+use crate::naming::UPLINK;
+use crate::plan::{DesiredState, NamespaceKind, NamespaceSpec};
+
+/// A lab as boxes and lines, independent of any output format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Graph {
+    /// The lab's name, used as the picture's title.
+    pub lab: String,
+    /// Namespaces that hold bridges: nodes, the physical and external networks.
+    pub clusters: Vec<Cluster>,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterKind {
+    Node,
+    PhysicalNetwork,
+    ExternalNetwork,
+}
+
+/// A namespace drawn as a frame around its bridges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub kind: ClusterKind,
+    /// The topology object (`compute1`, `physnet1`, …).
+    pub object: String,
+    /// The namespace it lives in.
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// An Open vSwitch bridge (`br-int`, `br-vlan`, `br-ex`).
+    OvsBridge,
+    /// A Linux bridge on a node (`qbr…`).
+    LinuxBridge,
+    /// The Linux bridge that is a physical or external network.
+    Switch,
+    Instance,
+    Router,
+    ExternalHost,
+    /// A device the plan links to but no bridge or namespace box holds.
+    Device,
+}
+
+/// One box; its label is a few short lines, the first one its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: NodeKind,
+    /// Index into [`Graph::clusters`] for bridges; `None` for namespaces
+    /// drawn as boxes of their own (instances, routers, external hosts).
+    pub cluster: Option<usize>,
+    /// The cluster a free box belongs next to (an instance's node, …).
+    pub anchor: Option<usize>,
+    pub label: Vec<String>,
+}
+
+/// One link between two boxes (a veth pair or an OVS patch pair).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub from: usize,
+    pub to: usize,
+    /// The two device names, then what travels on it (`tag 1`, `vlan 101,102`).
+    pub label: Vec<String>,
+}
+
+impl Graph {
+    /// Builds the picture of a planned lab; `topo` supplies what the plan
+    /// does not repeat (the VLAN ids of each network).
+    pub fn new(state: &DesiredState, topo: &Topology) -> Self {
+        Builder::new(state, topo).build()
+    }
+
+    /// The stable identifier of node `i` in DOT and Mermaid.
+    pub fn node_id(i: usize) -> String {
+        format!("n{i}")
+    }
+}
+
+/// The lab in Graphviz DOT (render with `dot -Tsvg`).
+pub fn dot(state: &DesiredState, topo: &Topology) -> String {
+    render_dot(&Graph::new(state, topo))
+}
+
+/// The lab as a Mermaid flowchart (GitHub renders it in Markdown).
+pub fn mermaid(state: &DesiredState, topo: &Topology) -> String {
+    render_mermaid(&Graph::new(state, topo))
+}
+
+/// The lab as a standalone SVG image, laid out here, deterministically.
+pub fn svg(state: &DesiredState, topo: &Topology) -> String {
+    svg::render(&Graph::new(state, topo))
+}
+
+struct Builder<'a> {
+    state: &'a DesiredState,
+    topo: &'a Topology,
+    graph: Graph,
+    /// `(namespace, bridge)` → node.
+    bridges: BTreeMap<(String, String), usize>,
+    /// Namespace drawn as one box → node.
+    boxes: BTreeMap<String, usize>,
+    /// `(namespace, device)` → node, for devices nothing else holds.
+    devices: BTreeMap<(String, String), usize>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(state: &'a DesiredState, topo: &'a Topology) -> Self {
+        Builder {
+            state,
+            topo,
+            graph: Graph {
+                lab: state.lab.clone(),
+                clusters: vec![],
+                nodes: vec![],
+                edges: vec![],
+            },
+            bridges: BTreeMap::new(),
+            boxes: BTreeMap::new(),
+            devices: BTreeMap::new(),
+        }
+    }
+
+    fn add_node(&mut self, node: Node) -> usize {
+        self.graph.nodes.push(node);
+        self.graph.nodes.len() - 1
+    }
+
+    fn build(mut self) -> Graph {
+        self.clusters();
+        self.boxes();
+        self.veth_edges();
+        self.patch_edges();
+        self.graph
+    }
+
+    /// Frames for nodes and networks, with their bridges inside.
+    fn clusters(&mut self) {
+        let order = [
+            (NamespaceKind::ExternalNetwork, ClusterKind::ExternalNetwork),
+            (NamespaceKind::Node, ClusterKind::Node),
+            (NamespaceKind::PhysicalNetwork, ClusterKind::PhysicalNetwork),
+        ];
+        for (ns_kind, kind) in order {
+            for ns in self.state.namespaces.iter().filter(|n| n.kind == ns_kind) {
+                self.graph.clusters.push(Cluster {
+                    kind,
+                    object: ns.object.clone(),
+                    namespace: ns.name.clone(),
+                });
+                let cluster = self.graph.clusters.len() - 1;
+                // OVS bridges first, in plan order (br-int, br-vlan, br-ex).
+                let ovs: Vec<String> = self
+                    .state
+                    .switches
+                    .iter()
+                    .filter(|s| s.namespace == ns.name)
+                    .flat_map(|s| s.bridges.iter().map(|b| b.name.clone()))
+                    .collect();
+                for name in ovs {
+                    let node = self.add_node(Node {
+                        kind: NodeKind::OvsBridge,
+                        cluster: Some(cluster),
+                        anchor: None,
+                        label: vec![name.clone()],
+                    });
+                    self.bridges.insert((ns.name.clone(), name), node);
+                }
+                for name in &ns.bridges {
+                    let (node_kind, label) = if kind == ClusterKind::Node {
+                        (NodeKind::LinuxBridge, vec![name.clone()])
+                    } else {
+                        (NodeKind::Switch, vec![name.clone(), "Linux bridge".into()])
+                    };
+                    let node = self.add_node(Node {
+                        kind: node_kind,
+                        cluster: Some(cluster),
+                        anchor: None,
+                        label,
+                    });
+                    self.bridges.insert((ns.name.clone(), name.clone()), node);
+                }
+            }
+        }
+    }
+
+    /// Instances, routers and external hosts: one box each, listing addresses.
+    fn boxes(&mut self) {
+        for ns in &self.state.namespaces {
+            let kind = match ns.kind {
+                NamespaceKind::Instance => NodeKind::Instance,
+                NamespaceKind::Router => NodeKind::Router,
+                NamespaceKind::ExternalHost => NodeKind::ExternalHost,
+                _ => continue,
+            };
+            let mut label = vec![ns.object.clone(), ns.name.clone()];
+            for link in &ns.links {
+                for addr in &link.addresses {
+                    label.push(format!("{} {addr}", link.name));
+                }
+            }
+            let anchor = self.anchor_of(ns);
+            let node = self.add_node(Node {
+                kind,
+                cluster: None,
+                anchor,
+                label,
+            });
+            self.boxes.insert(ns.name.clone(), node);
+        }
+    }
+
+    /// The cluster a namespace box is drawn next to: where its veths lead.
+    fn anchor_of(&self, ns: &NamespaceSpec) -> Option<usize> {
+        let peer = ns
+            .veths
+            .iter()
+            .map(|v| v.peer_namespace.as_str())
+            .chain(
+                self.state
+                    .namespaces
+                    .iter()
+                    .filter(|o| o.veths.iter().any(|v| v.peer_namespace == ns.name))
+                    .map(|o| o.name.as_str()),
+            )
+            .next()?;
+        self.graph.clusters.iter().position(|c| c.namespace == peer)
+    }
+
+    /// The box a device is drawn on: its namespace's box, its Linux bridge,
+    /// its OVS bridge, or else a box of its own.
+    fn attach(&mut self, namespace: &str, device: &str) -> usize {
+        if let Some(&node) = self.boxes.get(namespace) {
+            return node;
+        }
+        let master = self
+            .state
+            .namespace(namespace)
+            .and_then(|ns| ns.links.iter().find(|l| l.name == device))
+            .and_then(|l| l.master.clone());
+        if let Some(node) = master.and_then(|m| self.bridges.get(&(namespace.to_string(), m))) {
+            return *node;
+        }
+        let ovs = self
+            .state
+            .switches
+            .iter()
+            .filter(|s| s.namespace == namespace)
+            .flat_map(|s| &s.bridges)
+            .find(|b| b.ports.iter().any(|p| p.name == device))
+            .map(|b| b.name.clone());
+        if let Some(node) = ovs.and_then(|b| self.bridges.get(&(namespace.to_string(), b))) {
+            return *node;
+        }
+        let key = (namespace.to_string(), device.to_string());
+        if let Some(&node) = self.devices.get(&key) {
+            return node;
+        }
+        let cluster = self
+            .graph
+            .clusters
+            .iter()
+            .position(|c| c.namespace == namespace);
+        let node = self.add_node(Node {
+            kind: NodeKind::Device,
+            cluster,
+            anchor: None,
+            label: vec![device.to_string(), namespace.to_string()],
+        });
+        self.devices.insert(key, node);
+        node
+    }
+
+    /// The local VLAN tag of a device that is an OVS port.
+    fn tag(&self, namespace: &str, device: &str) -> Option<u16> {
+        self.state
+            .switches
+            .iter()
+            .filter(|s| s.namespace == namespace)
+            .flat_map(|s| &s.bridges)
+            .flat_map(|b| &b.ports)
+            .find(|p| p.name == device)
+            .and_then(|p| p.tag)
+    }
+
+    /// The VLAN ids a node's uplink carries onto a physical network.
+    fn wire_vlans(&self, node_namespace: &str, physnet: &str) -> Vec<u16> {
+        let mut ids: Vec<u16> = self
+            .state
+            .switches
+            .iter()
+            .filter(|s| s.namespace == node_namespace)
+            .flat_map(|s| s.local_vlans.keys())
+            .filter_map(|n| self.topo.network(n))
+            .filter(|n| n.physical_network == physnet)
+            .map(|n| n.segmentation_id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    fn veth_edges(&mut self) {
+        let state = self.state;
+        for ns in &state.namespaces {
+            for veth in &ns.veths {
+                let from = self.attach(&ns.name, &veth.name);
+                let to = self.attach(&veth.peer_namespace, &veth.peer);
+                let mut label = vec![veth.name.clone(), veth.peer.clone()];
+                let tag = self
+                    .tag(&ns.name, &veth.name)
+                    .or_else(|| self.tag(&veth.peer_namespace, &veth.peer));
+                if let Some(tag) = tag {
+                    label.push(format!("tag {tag}"));
+                }
+                let peer_kind = state.namespace(&veth.peer_namespace).map(|n| n.kind);
+                if veth.name == UPLINK && peer_kind == Some(NamespaceKind::PhysicalNetwork) {
+                    let physnet = state
+                        .namespace(&veth.peer_namespace)
+                        .map(|n| n.object.as_str())
+                        .unwrap_or_default();
+                    let ids = self.wire_vlans(&ns.name, physnet);
+                    if !ids.is_empty() {
+                        let ids: Vec<String> = ids.iter().map(u16::to_string).collect();
+                        label.push(format!("vlan {}", ids.join(",")));
+                    }
+                }
+                self.graph.edges.push(Edge { from, to, label });
+            }
+        }
+    }
+
+    /// OVS patch ports, one line per pair.
+    fn patch_edges(&mut self) {
+        for switch in &self.state.switches {
+            for bridge in &switch.bridges {
+                for port in &bridge.ports {
+                    let Some(peer) = &port.patch_peer else {
+                        continue;
+                    };
+                    let Some(peer_bridge) = switch
+                        .bridges
+                        .iter()
+                        .find(|b| b.ports.iter().any(|p| &p.name == peer))
+                    else {
+                        continue;
+                    };
+                    // Each pair once: from the side whose port sorts first.
+                    if port.name > *peer {
+                        continue;
+                    }
+                    let ns = switch.namespace.clone();
+                    let (Some(&from), Some(&to)) = (
+                        self.bridges.get(&(ns.clone(), bridge.name.clone())),
+                        self.bridges.get(&(ns, peer_bridge.name.clone())),
+                    ) else {
+                        continue;
+                    };
+                    self.graph.edges.push(Edge {
+                        from,
+                        to,
+                        label: vec![port.name.clone(), peer.clone(), "patch".into()],
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Its title lines: the object, then the namespace.
+    pub fn label(&self) -> Vec<String> {
+        vec![self.object.clone(), self.namespace.clone()]
+    }
+}
+
+/// A DOT double-quoted string: lines joined with `\n`.
+fn dot_quote(lines: &[String]) -> String {
+    let escaped: Vec<String> = lines
+        .iter()
+        .map(|l| l.replace('\\', "\\\\").replace('"', "\\\""))
+        .collect();
+    format!("\"{}\"", escaped.join("\\n"))
+}
+
+fn dot_style(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::OvsBridge => "shape=box, style=filled, fillcolor=\"#dbeafe\"",
+        NodeKind::LinuxBridge => "shape=box, style=filled, fillcolor=\"#dcfce7\"",
+        NodeKind::Switch => "shape=box, style=filled, fillcolor=\"#e5e7eb\"",
+        NodeKind::Instance => "shape=box, style=\"rounded,filled\", fillcolor=\"#ffedd5\"",
+        NodeKind::Router => "shape=box, style=\"rounded,filled\", fillcolor=\"#fef9c3\"",
+        NodeKind::ExternalHost => "shape=box, style=\"rounded,filled\", fillcolor=\"#fce7f3\"",
+        NodeKind::Device => "shape=ellipse",
+    }
+}
+
+fn render_dot(graph: &Graph) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "graph {} {{\n",
+        dot_quote(std::slice::from_ref(&graph.lab))
+    ));
+    out.push_str(&format!(
+        "  graph [label={}, labelloc=t, fontname=\"Helvetica\"];\n",
+        dot_quote(&[format!("ovslab lab {}", graph.lab)])
+    ));
+    out.push_str("  node [fontname=\"Helvetica\", fontsize=10];\n");
+    out.push_str("  edge [fontname=\"Helvetica\", fontsize=9];\n");
+    let node_line = |i: usize, node: &Node| {
+        format!(
+            "{} [label={}, {}];\n",
+            Graph::node_id(i),
+            dot_quote(&node.label),
+            dot_style(node.kind)
+        )
+    };
+    for (c, cluster) in graph.clusters.iter().enumerate() {
+        out.push_str(&format!("  subgraph \"cluster_{c}\" {{\n"));
+        out.push_str(&format!(
+            "    label={};\n    style=rounded;\n",
+            dot_quote(&cluster.label())
+        ));
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if node.cluster == Some(c) {
+                out.push_str("    ");
+                out.push_str(&node_line(i, node));
+            }
+        }
+        out.push_str("  }\n");
+    }
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if node.cluster.is_none() {
+            out.push_str("  ");
+            out.push_str(&node_line(i, node));
+        }
+    }
+    for edge in &graph.edges {
+        out.push_str(&format!(
+            "  {} -- {} [label={}];\n",
+            Graph::node_id(edge.from),
+            Graph::node_id(edge.to),
+            dot_quote(&edge.label)
+        ));
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// A Mermaid quoted label: entity codes for what would end or break it.
+fn mermaid_quote(lines: &[String], separator: &str) -> String {
+    let escaped: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            l.replace('#', "#35;")
+                .replace('"', "#quot;")
+                .replace('<', "#lt;")
+                .replace('>', "#gt;")
+        })
+        .collect();
+    format!("\"{}\"", escaped.join(separator))
+}
+
+fn mermaid_node(i: usize, node: &Node) -> String {
+    let label = mermaid_quote(&node.label, "<br/>");
+    let id = Graph::node_id(i);
+    match node.kind {
+        NodeKind::Instance | NodeKind::Router | NodeKind::ExternalHost => {
+            format!("{id}({label})")
+        }
+        NodeKind::Device => format!("{id}(({label}))"),
+        _ => format!("{id}[{label}]"),
+    }
+}
+
+fn render_mermaid(graph: &Graph) -> String {
+    let mut out = String::from("flowchart TB\n");
+    for (c, cluster) in graph.clusters.iter().enumerate() {
+        out.push_str(&format!(
+            "  subgraph c{c}[{}]\n",
+            mermaid_quote(&cluster.label(), " · ")
+        ));
+        for (i, node) in graph.nodes.iter().enumerate() {
+            if node.cluster == Some(c) {
+                out.push_str(&format!("    {}\n", mermaid_node(i, node)));
+            }
+        }
+        out.push_str("  end\n");
+    }
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if node.cluster.is_none() {
+            out.push_str(&format!("  {}\n", mermaid_node(i, node)));
+        }
+    }
+    for edge in &graph.edges {
+        out.push_str(&format!(
+            "  {} ---|{}| {}\n",
+            Graph::node_id(edge.from),
+            mermaid_quote(&edge.label, "<br/>"),
+            Graph::node_id(edge.to)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::naming::{BR_EX, BR_INT, BR_VLAN, HybridPlug};
+    use crate::plan::{LocalVlans, plan, router_namespace};
+
+    fn seed() -> (DesiredState, Topology) {
+        let topo = crate::seed();
+        (plan(&topo, &LocalVlans::new()), topo)
+    }
+
+    /// Every name a reader looks for in a picture of the seed lab.
+    fn expected_names(state: &DesiredState, topo: &Topology) -> Vec<String> {
+        let mut names: Vec<String> = topo.nodes.iter().map(|n| n.name.clone()).collect();
+        names.extend(state.switches.iter().flat_map(|s| {
+            s.bridges
+                .iter()
+                .map(move |b| format!("{}/{}", s.namespace, b.name))
+        }));
+        for ns in &state.namespaces {
+            if matches!(
+                ns.kind,
+                NamespaceKind::Instance | NamespaceKind::Router | NamespaceKind::ExternalHost
+            ) {
+                names.push(ns.name.clone());
+            }
+        }
+        for inst in &topo.instances {
+            let plug = HybridPlug::new(&topo.lab, &inst.name);
+            names.push(plug.qbr);
+            names.push(plug.qvo);
+            names.push(inst.name.clone());
+        }
+        names.push(router_namespace(&topo.lab, "router1"));
+        names.extend(["tag 1", "tag 2", "vlan 101", "vlan 101,102", "internet"].map(String::from));
+        names.extend(["physnet1", "ext-net", "int-br-vlan", "phy-br-vlan"].map(String::from));
+        names
+    }
+
+    /// Bridges are checked by name within their node's part of the output.
+    fn assert_all_named(output: &str, state: &DesiredState, topo: &Topology) {
+        for name in expected_names(state, topo) {
+            let needle = name.rsplit('/').next().unwrap_or(&name);
+            assert!(
+                output.contains(needle),
+                "`{needle}` missing from:\n{output}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_seed_plan_has_the_bridges_the_pictures_must_show() {
+        let (state, _) = seed();
+        let bridges = |node: &str| -> Vec<String> {
+            state
+                .switch(node)
+                .unwrap()
+                .bridges
+                .iter()
+                .map(|b| b.name.clone())
+                .collect()
+        };
+        assert_eq!(bridges("network"), [BR_INT, BR_VLAN, BR_EX]);
+        assert_eq!(bridges("compute1"), [BR_INT, BR_VLAN]);
+    }
+
+    #[test]
+    fn every_bridge_is_in_its_nodes_cluster() {
+        let (state, topo) = seed();
+        let graph = Graph::new(&state, &topo);
+        for switch in &state.switches {
+            let c = graph
+                .clusters
+                .iter()
+                .position(|c| c.namespace == switch.namespace)
+                .unwrap();
+            for bridge in &switch.bridges {
+                assert!(
+                    graph
+                        .nodes
+                        .iter()
+                        .any(|n| n.cluster == Some(c) && n.label[0] == bridge.name),
+                    "{} {}",
+                    switch.node,
+                    bridge.name
+                );
+            }
+        }
+        // Everything the plan links resolves to a bridge or a namespace box.
+        assert!(graph.nodes.iter().all(|n| n.kind != NodeKind::Device));
+    }
+
+    #[test]
+    fn the_links_carry_tags_and_wire_vlans() {
+        let (state, topo) = seed();
+        let graph = Graph::new(&state, &topo);
+        let labels: Vec<String> = graph.edges.iter().map(|e| e.label.join(" ")).collect();
+        let qvo = HybridPlug::new("seed", "instance2").qvo;
+        assert!(
+            labels
+                .iter()
+                .any(|l| l.contains(&qvo) && l.ends_with("tag 2"))
+        );
+        assert!(labels.contains(&"eth1 compute1 vlan 101".to_string()));
+        assert!(labels.contains(&"eth1 compute2 vlan 101,102".to_string()));
+        assert!(labels.contains(&"eth1 network vlan 101,102".to_string()));
+        assert!(labels.contains(&"int-br-vlan phy-br-vlan patch".to_string()));
+        assert!(labels.contains(&"eth2 network".to_string()));
+    }
+
+    #[test]
+    fn dot_names_everything_and_is_well_formed() {
+        let (state, topo) = seed();
+        let out = dot(&state, &topo);
+        assert!(out.starts_with("graph \"seed\" {"));
+        assert_all_named(&out, &state, &topo);
+        assert_dot_well_formed(&out);
+    }
+
+    /// Braces balance outside strings, and every edge's ends are declared.
+    fn assert_dot_well_formed(out: &str) {
+        let mut depth = 0i32;
+        let mut in_string = false;
+        let mut escaped = false;
+        for c in out.chars() {
+            match (in_string, escaped, c) {
+                (true, true, _) => escaped = false,
+                (true, false, '\\') => escaped = true,
+                (_, false, '"') => in_string = !in_string,
+                (false, _, '{') => depth += 1,
+                (false, _, '}') => {
+                    depth -= 1;
+                    assert!(depth >= 0, "unbalanced braces:\n{out}");
+                }
+                _ => {}
+            }
+        }
+        assert_eq!((depth, in_string), (0, false), "{out}");
+        let mut declared = BTreeSet::new();
+        let mut used = BTreeSet::new();
+        for line in out.lines().map(str::trim) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                [a, "--", b, ..] => {
+                    used.insert(a.to_string());
+                    used.insert(b.to_string());
+                }
+                [id, rest, ..] if id.starts_with('n') && rest.starts_with("[label=") => {
+                    declared.insert(id.to_string());
+                }
+                _ => {}
+            }
+        }
+        assert!(!used.is_empty());
+        let undeclared: Vec<_> = used.difference(&declared).collect();
+        assert!(
+            undeclared.is_empty(),
+            "undeclared {undeclared:?} in:\n{out}"
+        );
+    }
+
+    #[test]
+    fn mermaid_names_everything_with_a_subgraph_per_node() {
+        let (state, topo) = seed();
+        let out = mermaid(&state, &topo);
+        assert!(out.starts_with("flowchart"));
+        assert_all_named(&out, &state, &topo);
+        for node in &topo.nodes {
+            assert!(
+                out.lines()
+                    .any(|l| l.trim_start().starts_with("subgraph") && l.contains(&node.name)),
+                "no subgraph for {}",
+                node.name
+            );
+        }
+        assert_eq!(
+            out.matches("subgraph").count(),
+            out.lines().filter(|l| l.trim() == "end").count()
+        );
+    }
+
+    #[test]
+    fn svg_is_xml_and_names_everything_as_text() {
+        let (state, topo) = seed();
+        let out = svg(&state, &topo);
+        assert_all_named(&out, &state, &topo);
+        let doc = roxmltree::Document::parse(&out).expect("well-formed XML");
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "svg");
+        assert_eq!(
+            root.tag_name().namespace(),
+            Some("http://www.w3.org/2000/svg")
+        );
+        let texts: BTreeSet<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text())
+            .collect();
+        for node in &topo.nodes {
+            assert!(
+                texts.contains(node.name.as_str()),
+                "no <text> {}",
+                node.name
+            );
+        }
+        for inst in &topo.instances {
+            assert!(
+                texts.contains(inst.name.as_str()),
+                "no <text> {}",
+                inst.name
+            );
+        }
+        assert!(texts.contains("vlan 101,102"));
+        assert!(texts.contains("tag 1"));
+        assert!(!out.contains("href"), "an SVG must stand alone");
+    }
+
+    #[test]
+    fn svg_escapes_markup_in_names() {
+        let (mut state, topo) = seed();
+        state.namespaces[0].object = "a<b>&\"c'".into();
+        let out = svg::render(&Graph::new(&state, &topo));
+        roxmltree::Document::parse(&out).expect("well-formed XML");
+        assert!(out.contains("a&lt;b&gt;&amp;&quot;c&apos;"));
+    }
+
+    #[test]
+    fn the_pictures_are_deterministic() {
+        let (state, topo) = seed();
+        assert_eq!(svg(&state, &topo), svg(&state, &topo));
+        assert_eq!(dot(&state, &topo), dot(&state, &topo));
+    }
+}
