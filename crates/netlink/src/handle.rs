@@ -117,24 +117,25 @@ impl Netlink {
 
     /// The link called `name`.
     pub async fn link(&self, name: &str) -> Result<LinkInfo, NetlinkError> {
-        let message = self
-            .handle
+        let mut link = link_info(&self.link_message(name).await?);
+        link.addresses = self.addresses_of(link.index).await?;
+        Ok(link)
+    }
+
+    /// The kernel's RTM_NEWLINK for the link called `name` (one request).
+    async fn link_message(&self, name: &str) -> Result<LinkMessage, NetlinkError> {
+        self.handle
             .link()
             .get()
             .match_name(name.to_string())
             .execute()
             .try_next()
             .await
-            .map_err(|e| self.get_error(name, e))?;
-        let mut link = message
-            .as_ref()
-            .map(link_info)
+            .map_err(|e| self.get_error(name, e))?
             .ok_or_else(|| NetlinkError::NoSuchLink {
                 namespace: self.namespace.clone(),
                 link: name.to_string(),
-            })?;
-        link.addresses = self.addresses_of(link.index).await?;
-        Ok(link)
+            })
     }
 
     async fn addresses_of(&self, index: u32) -> Result<Vec<Ipv4Net>, NetlinkError> {
@@ -152,23 +153,9 @@ impl Netlink {
         Ok(out)
     }
 
-    /// The link called `name`, without its addresses (one request).
+    /// The ifindex of the link called `name`.
     async fn index(&self, name: &str) -> Result<u32, NetlinkError> {
-        let message = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute()
-            .try_next()
-            .await
-            .map_err(|e| self.get_error(name, e))?;
-        message
-            .map(|m| m.header.index)
-            .ok_or_else(|| NetlinkError::NoSuchLink {
-                namespace: self.namespace.clone(),
-                link: name.to_string(),
-            })
+        Ok(self.link_message(name).await?.header.index)
     }
 
     fn get_error(&self, name: &str, e: rtnetlink::Error) -> NetlinkError {
