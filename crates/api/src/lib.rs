@@ -9,6 +9,8 @@
 //! | `GET /v1/labs/{lab}` | — | [`LabStatus`] |
 //! | `GET /v1/labs/{lab}/targets/{name}` | — | [`Target`] |
 //! | `GET /v1/labs/{lab}/topology` | — | [`UpRequest`] (the saved topology file) |
+//! | `POST /v1/labs/{lab}/check` | — | [`CheckReport`] |
+//! | `POST /v1/labs/{lab}/trace` | [`TraceRequest`] | [`TraceReport`] |
 //!
 //! Every error is an HTTP error status with an [`ApiError`] body.
 
@@ -111,6 +113,125 @@ pub struct CheckResult {
     /// What the probe saw, in words: replies, uplinks crossed with their
     /// VLAN ids, the source address at the destination; and why it failed.
     pub detail: String,
+}
+
+/// Follow one probe through a lab (`ovslab trace`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRequest {
+    /// An instance or external host.
+    pub from: String,
+    /// A target name (instance, external host, router) or an IPv4 address.
+    pub to: String,
+    pub protocol: TraceProtocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceProtocol {
+    Icmp,
+    Tcp(u16),
+    Udp(u16),
+}
+
+impl std::fmt::Display for TraceProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TraceProtocol::Icmp => f.write_str("ICMP echo"),
+            TraceProtocol::Tcp(port) => write!(f, "TCP port {port}"),
+            TraceProtocol::Udp(port) => write!(f, "UDP port {port}"),
+        }
+    }
+}
+
+/// What `ovslab trace` saw: every device the probe and its answer crossed,
+/// in path order, with what each Open vSwitch bridge did on the way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceReport {
+    pub lab: String,
+    pub from: String,
+    pub to: String,
+    /// The address the probe was sent to.
+    pub destination: String,
+    pub protocol: TraceProtocol,
+    /// The probe's tag: ICMP identifier or TCP/UDP source port.
+    pub tag: u16,
+    /// Whether the source got an answer.
+    pub answered: bool,
+    /// The request's hops, then the answer's.
+    pub hops: Vec<TraceHop>,
+    /// The conclusions: network node crossed or not, NAT, tags on the wire.
+    pub conclusions: Vec<String>,
+    /// Set when the request did not arrive.
+    pub lost: Option<TraceLoss>,
+    pub elapsed_ms: u64,
+}
+
+/// One observation of the probe on one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceHop {
+    /// Numbered from 1 over the whole trace.
+    pub number: usize,
+    /// "request" or "reply".
+    pub leg: String,
+    /// The topology object whose namespace holds the device: a node, an
+    /// instance, a router, an external host, a physical or external network.
+    pub place: String,
+    pub namespace: String,
+    pub device: String,
+    /// "in" (received by the device) or "out" (sent by it).
+    pub direction: String,
+    /// The 802.1Q VLAN id on this device, if the frame was tagged.
+    pub vlan: Option<u16>,
+    pub src_mac: String,
+    pub dst_mac: String,
+    pub src_ip: String,
+    pub dst_ip: String,
+    /// Microseconds since the probe was sent (the kernel's receive clock;
+    /// devices joined by a veth may differ by some microseconds either way).
+    pub time_us: i64,
+    /// When the device is an Open vSwitch port the frame entered: what the
+    /// bridges did with it (`ofproto/trace`).
+    pub bridge: Option<BridgeTrace>,
+    /// What changed since the previous hop: a VLAN rewrite, NAT.
+    pub notes: Vec<String>,
+    /// A copy that a switch flooded away from the path to the destination.
+    #[serde(default)]
+    pub flooded: bool,
+}
+
+/// The flows an Open vSwitch took for a frame, bridge by bridge (patch
+/// ports lead from one bridge to the next).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeTrace {
+    /// The bridge the frame entered.
+    pub bridge: String,
+    pub flows: Vec<FlowStep>,
+    /// The datapath actions OVS chose (`Datapath actions:`).
+    pub datapath_actions: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowStep {
+    pub bridge: String,
+    pub table: u8,
+    /// `None` when no flow matched.
+    pub priority: Option<u16>,
+    /// The flow's match, as OVS prints it, with port numbers named.
+    #[serde(rename = "match")]
+    pub matches: String,
+    /// The flow's actions, VLAN rewrites spelled `mod_vlan_vid:N`.
+    pub actions: Vec<String>,
+    /// What OVS said about them ("forwarding to learned port", …).
+    pub notes: Vec<String>,
+}
+
+/// Where a lost request was last seen, and what should have come next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceLoss {
+    /// `place device direction`, or "nowhere" when it never left.
+    pub last_seen: String,
+    /// The next device on the expected path.
+    pub next_expected: String,
 }
 
 /// Where `ovslab exec` runs a command.

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use ovslab_api::{DEFAULT_SOCKET, SOCKET_ENV};
 
 use crate::client::Client;
-use crate::commands::{check, down, exec, generate, graph, status, up, validate};
+use crate::commands::{check, down, exec, generate, graph, status, trace, up, validate};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -23,7 +23,7 @@ Exit status:
   2  bad input: a topology file that does not validate, a bad argument
   `ovslab exec` exits with CMD's status (126/127 when CMD cannot be run).
 
-The daemon, ovslabd, must be running for up, down, status, exec, check and graph (without --topology): start it with `ovslabd`
+The daemon, ovslabd, must be running for up, down, status, exec, check, trace and graph (without --topology): start it with `ovslabd`
 (foreground) or `systemctl start ovslabd`.";
 
 /// Build and explore OpenStack Neutron "classic Open vSwitch" labs in network
@@ -46,6 +46,7 @@ pub enum Command {
     Status(status::Args),
     Exec(exec::Args),
     Check(check::Args),
+    Trace(trace::Args),
     Validate(validate::Args),
     Generate(generate::Args),
     Graph(graph::Args),
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::exec(&client, args),
         Command::Exec(args) => exec::exec(&client, args),
         Command::Check(args) => check::exec(&client, args),
+        Command::Trace(args) => trace::exec(&client, args),
         Command::Validate(args) => validate::exec(args),
         Command::Generate(args) => generate::exec(args),
         Command::Graph(args) => graph::exec(&client, args),
@@ -211,6 +213,37 @@ mod tests {
         assert_eq!(a.format, graph::Format::Svg);
         assert_eq!(a.topology, Some(PathBuf::from("x.yaml")));
         assert_eq!(a.output, Some(PathBuf::from("x.svg")));
+    }
+
+    #[test]
+    fn trace_takes_two_ends_and_one_protocol() {
+        let Command::Trace(a) = parse(&["trace", "instance1", "instance3"]).command else {
+            panic!()
+        };
+        assert_eq!(
+            (a.lab.as_str(), a.from.as_str(), a.to.as_str()),
+            ("seed", "instance1", "instance3")
+        );
+        assert_eq!((a.tcp, a.udp, a.json), (None, None, false));
+        let Command::Trace(a) = parse(&[
+            "trace",
+            "--lab",
+            "x",
+            "internet",
+            "203.0.113.102",
+            "--tcp",
+            "22",
+            "--json",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!((a.lab.as_str(), a.tcp, a.json), ("x", Some(22), true));
+        assert!(
+            Cli::try_parse_from(["ovslab", "trace", "a", "b", "--tcp", "1", "--udp", "2"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["ovslab", "trace", "a"]).is_err());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use std::fmt;
 use std::time::Instant;
 
-use ovslab_api::{CheckReport, DownReport, LabStatus, Target, UpReport, UpRequest};
+use ovslab_api::{
+    CheckReport, DownReport, LabStatus, Target, TraceReport, TraceRequest, UpReport, UpRequest,
+};
 use ovslab_reconciler::{Engine, ReconcileError};
 use ovslab_topology::Topology;
 use serde::Serialize;
@@ -29,6 +31,8 @@ pub enum Action {
     Target { lab: String, name: String },
     /// Run the lab's declared checks (`POST /v1/labs/{lab}/check`).
     Check { lab: String },
+    /// Follow one probe through the lab (`POST /v1/labs/{lab}/trace`).
+    Trace { lab: String, request: TraceRequest },
     /// The lab's saved topology file (`GET /v1/labs/{lab}/topology`).
     Topology { lab: String },
 }
@@ -43,6 +47,7 @@ pub enum Reply {
     Status(LabStatus),
     Target(Target),
     Check(CheckReport),
+    Trace(Box<TraceReport>),
     Topology(UpRequest),
 }
 
@@ -57,6 +62,9 @@ impl fmt::Display for Action {
             Action::Status { lab } => write!(f, "status {lab}"),
             Action::Target { lab, name } => write!(f, "target {name} of {lab}"),
             Action::Check { lab } => write!(f, "check {lab}"),
+            Action::Trace { lab, request } => {
+                write!(f, "trace {} → {} in {lab}", request.from, request.to)
+            }
             Action::Topology { lab } => write!(f, "topology of {lab}"),
         }
     }
@@ -82,6 +90,10 @@ impl Action {
             Action::Status { lab } => engine.status(&lab).await.map(Reply::Status),
             Action::Target { lab, name } => engine.target(&lab, &name).await.map(Reply::Target),
             Action::Check { lab } => engine.check(&lab).await.map(Reply::Check),
+            Action::Trace { lab, request } => engine
+                .trace(&lab, request)
+                .await
+                .map(|r| Reply::Trace(Box::new(r))),
             Action::Topology { lab } => engine
                 .topology_text(&lab)
                 .await

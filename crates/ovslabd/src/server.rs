@@ -18,7 +18,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
-use ovslab_api::{ApiError, UpRequest};
+use ovslab_api::{ApiError, TraceRequest, UpRequest};
+use ovslab_reconciler::trace::TraceError;
 use ovslab_reconciler::{Engine, EngineConfig, ReconcileError};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -227,6 +228,7 @@ pub fn router(engine: Arc<Engine>, access: Access) -> Router {
         .route("/v1/labs/{lab}", get(status).delete(down))
         .route("/v1/labs/{lab}/targets/{name}", get(target))
         .route("/v1/labs/{lab}/check", post(check))
+        .route("/v1/labs/{lab}/trace", post(trace))
         .route("/v1/labs/{lab}/topology", get(topology))
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -278,6 +280,15 @@ async fn check(State(engine): State<Arc<Engine>>, Path(lab): Path<String>) -> An
     perform(&engine, Action::Check { lab }).await
 }
 
+async fn trace(State(engine): State<Arc<Engine>>, Path(lab): Path<String>, body: Bytes) -> Answer {
+    let request: TraceRequest = serde_json::from_slice(&body).map_err(|e| {
+        Failure::bad_request(format!(
+            "malformed request body (expected a TraceRequest): {e}"
+        ))
+    })?;
+    perform(&engine, Action::Trace { lab, request }).await
+}
+
 async fn topology(State(engine): State<Arc<Engine>>, Path(lab): Path<String>) -> Answer {
     perform(&engine, Action::Topology { lab }).await
 }
@@ -318,6 +329,10 @@ impl From<ReconcileError> for Failure {
             ReconcileError::UnknownLab(_) | ReconcileError::UnknownTarget { .. } => {
                 StatusCode::NOT_FOUND
             }
+            ReconcileError::Trace {
+                source: TraceError::BadSource(_) | TraceError::BadDestination(_),
+                ..
+            } => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Failure {

@@ -24,7 +24,7 @@ use std::time::Instant;
 use futures::future::join_all;
 use ovslab_api::{
     CheckReport, CheckResult, DownReport, InstanceStatus, LabStatus, NodeStatus, RouterStatus,
-    Target, UpReport,
+    Target, TraceReport, TraceRequest, UpReport,
 };
 use ovslab_netlink::netns;
 use ovslab_topology::naming;
@@ -572,6 +572,32 @@ impl Engine {
             results,
             elapsed_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// Follows one probe through the lab (see [`crate::trace`]).
+    pub async fn trace(
+        &self,
+        lab: &str,
+        request: TraceRequest,
+    ) -> Result<TraceReport, ReconcileError> {
+        let entry = self
+            .entry(lab)
+            .await
+            .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
+        let topology = entry.lock().await.topology.clone();
+        let run_root = self.config.run_root.clone();
+        let tag = crate::checks::next_tag();
+        let lab_name = lab.to_string();
+        tokio::task::spawn_blocking(move || crate::trace::run(&topology, &run_root, &request, tag))
+            .await
+            .map_err(|e| ReconcileError::Io {
+                path: "trace".into(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| ReconcileError::Trace {
+                lab: lab_name,
+                source,
+            })
     }
 
     /// Resolves a node, instance or physical network to its namespace.

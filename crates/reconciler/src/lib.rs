@@ -14,6 +14,9 @@ pub mod diff;
 pub mod drivers;
 pub mod engine;
 pub mod ovs_process;
+pub mod probes;
+pub mod trace;
+pub mod unixctl;
 
 use std::path::Path;
 
@@ -52,6 +55,12 @@ pub enum ReconcileError {
     },
     #[error("node {node}: {message}")]
     Switch { node: String, message: String },
+    #[error("lab `{lab}`: {source}")]
+    Trace {
+        lab: String,
+        #[source]
+        source: trace::TraceError,
+    },
     #[error("removing lab `{lab}` left errors: {}", errors.join("; "))]
     Teardown { lab: String, errors: Vec<String> },
 }

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod generate;
 pub mod graph;
 pub mod status;
+pub mod trace;
 pub mod up;
 pub mod validate;
 

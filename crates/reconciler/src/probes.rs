@@ -1,0 +1,447 @@
+//! Probes: one ICMP echo, TCP connection or UDP datagram sent from inside a
+//! namespace, with a tag (ICMP identifier or source port) that every frame
+//! of the probe and of its answer carries, also through NAT. Shared by
+//! `ovslab check` and `ovslab trace`.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use ovslab_capture::{Frame, L4};
+use ovslab_netlink::netns;
+
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What kind of packet a probe is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Icmp,
+    Tcp(u16),
+    Udp(u16),
+}
+
+/// Which way a frame of a probe goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Leg {
+    Request,
+    Reply,
+}
+
+/// Whether `frame` belongs to the probe tagged `tag`, and which way it goes.
+/// TCP counts the handshake only (SYN out, SYN+ACK or RST back).
+pub fn leg(frame: &Frame, probe: Probe, tag: u16) -> Option<Leg> {
+    use ovslab_capture::frame::{TCP_ACK, TCP_RST, TCP_SYN};
+    match (frame.l4()?, probe) {
+        (L4::Icmp { kind: 8, id, .. }, Probe::Icmp) if id == tag => Some(Leg::Request),
+        (L4::Icmp { kind: 0, id, .. }, Probe::Icmp) if id == tag => Some(Leg::Reply),
+        (L4::Tcp { sport, flags, .. }, Probe::Tcp(_))
+            if sport == tag && flags & TCP_SYN != 0 && flags & TCP_ACK == 0 =>
+        {
+            Some(Leg::Request)
+        }
+        (L4::Tcp { dport, flags, .. }, Probe::Tcp(_))
+            if dport == tag && (flags & TCP_SYN != 0 || flags & TCP_RST != 0) =>
+        {
+            Some(Leg::Reply)
+        }
+        (L4::Udp { sport, .. }, Probe::Udp(_)) if sport == tag => Some(Leg::Request),
+        (L4::Udp { dport, .. }, Probe::Udp(_)) if dport == tag => Some(Leg::Reply),
+        _ => None,
+    }
+}
+
+/// Any frame of the probe, in either direction (all TCP segments count).
+pub fn is_probe_frame(frame: &Frame, probe: Probe, tag: u16) -> bool {
+    match (frame.l4(), probe) {
+        (
+            Some(L4::Icmp {
+                kind: 0 | 8, id, ..
+            }),
+            Probe::Icmp,
+        ) => id == tag,
+        (Some(L4::Tcp { sport, dport, .. }), Probe::Tcp(_))
+        | (Some(L4::Udp { sport, dport }), Probe::Udp(_)) => sport == tag || dport == tag,
+        _ => false,
+    }
+}
+
+/// Sends the probe from `ns` to `dest` and says whether it was answered.
+/// `listen_ns`: where TCP and UDP probes find a listener (inside the lab).
+pub fn send(
+    ns: &str,
+    listen_ns: Option<&str>,
+    dest: Ipv4Addr,
+    probe: Probe,
+    tag: u16,
+    count: u16,
+) -> io::Result<bool> {
+    match probe {
+        Probe::Icmp => ping(ns, dest, tag, count),
+        Probe::Tcp(port) => tcp(ns, listen_ns, dest, port, tag),
+        Probe::Udp(port) => udp(ns, listen_ns, dest, port, tag),
+    }
+}
+
+/// An Ethernet frame carrying an IPv4 ICMP echo request.
+pub fn icmp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    id: u16,
+    seq: u16,
+) -> Vec<u8> {
+    let icmp = echo_request(id, seq);
+    let total = (20 + icmp.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 1, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = Vec::with_capacity(14 + ip.len() + icmp.len());
+    frame.extend_from_slice(&dst_mac);
+    frame.extend_from_slice(&src_mac);
+    frame.extend_from_slice(&[0x08, 0x00]);
+    frame.extend(ip);
+    frame.extend(icmp);
+    frame
+}
+fn ping(ns: &str, dest: Ipv4Addr, id: u16, count: u16) -> io::Result<bool> {
+    let socket = netns::run_in(ns, || {
+        // SAFETY: plain socket(2); the fd is owned at once.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_ICMP,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
+    .map_err(io::Error::other)?;
+    set_timeout(&socket, libc::SO_RCVTIMEO, Duration::from_millis(200))?;
+    let addr = sockaddr_in(dest, 0);
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let mut seq = 0u16;
+    let mut next_send = Instant::now();
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        if seq < count && Instant::now() >= next_send {
+            seq += 1;
+            let packet = echo_request(id, seq);
+            // SAFETY: valid buffer and address for the duration of the call.
+            let n = unsafe {
+                libc::sendto(
+                    socket.as_raw_fd(),
+                    packet.as_ptr().cast(),
+                    packet.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            if n < 0 {
+                // No route and the like: the probe is lost.
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ENETUNREACH)
+                    && e.raw_os_error() != Some(libc::EHOSTUNREACH)
+                {
+                    return Err(e);
+                }
+            }
+            next_send = Instant::now() + Duration::from_millis(200);
+        }
+        // SAFETY: `buf` outlives the call.
+        let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            continue;
+        }
+        let packet = &buf[..n as usize];
+        // A raw ICMP socket receives the IPv4 header too.
+        let ihl = usize::from(packet[0] & 0x0f) * 4;
+        let Some(icmp) = packet.get(ihl..) else {
+            continue;
+        };
+        let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+        if icmp.len() >= 8
+            && icmp[0] == 0
+            && u16::from_be_bytes([icmp[4], icmp[5]]) == id
+            && src == dest
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+pub fn echo_request(id: u16, seq: u16) -> Vec<u8> {
+    let mut p = vec![8, 0, 0, 0];
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(b"ovslab check probe");
+    let sum = checksum(&p);
+    p[2..4].copy_from_slice(&sum.to_be_bytes());
+    p
+}
+
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Connects from `ns` (source port `sport`) to `dest:port`, with a
+/// listener in `listen_ns` when the destination is inside the lab.
+fn tcp(
+    ns: &str,
+    listen_ns: Option<&str>,
+    dest: Ipv4Addr,
+    port: u16,
+    sport: u16,
+) -> io::Result<bool> {
+    let listener = match listen_ns {
+        Some(l) => Some(
+            netns::run_in(l, || {
+                TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+            })
+            .map_err(io::Error::other)?,
+        ),
+        None => None,
+    };
+    let accepted = listener.map(|l| {
+        std::thread::spawn(move || {
+            l.set_nonblocking(true).ok();
+            let deadline = Instant::now() + PROBE_TIMEOUT + Duration::from_millis(500);
+            while Instant::now() < deadline {
+                if l.accept().is_ok() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            false
+        })
+    });
+    let connected = netns::run_in(ns, || {
+        // SAFETY: plain socket(2); the fd is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        let one: libc::c_int = 1;
+        // SAFETY: valid option buffer.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&one as *const libc::c_int).cast(),
+                4,
+            )
+        };
+        let local = sockaddr_in(Ipv4Addr::UNSPECIFIED, sport);
+        // SAFETY: valid address for the duration of the call.
+        if unsafe {
+            libc::bind(
+                socket.as_raw_fd(),
+                (&local as *const libc::sockaddr_in).cast(),
+                16,
+            )
+        } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        set_timeout(&socket, libc::SO_SNDTIMEO, PROBE_TIMEOUT)?;
+        let remote = sockaddr_in(dest, port);
+        // SAFETY: as above; SO_SNDTIMEO bounds a connect that gets no answer.
+        let rc = unsafe {
+            libc::connect(
+                socket.as_raw_fd(),
+                (&remote as *const libc::sockaddr_in).cast(),
+                16,
+            )
+        };
+        if rc == 0 {
+            drop(TcpStream::from(socket));
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    })
+    .map_err(io::Error::other)?;
+    let accepted = accepted.map(|h| h.join().unwrap_or(false));
+    Ok(connected && accepted.unwrap_or(true))
+}
+
+fn sockaddr_in(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn set_timeout(socket: &OwnedFd, option: libc::c_int, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: valid option buffer of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends one datagram from `ns` (source port `sport`) to `dest:port` and
+/// waits for an answer; inside the lab, a responder at the destination
+/// sends the datagram back.
+fn udp(
+    ns: &str,
+    listen_ns: Option<&str>,
+    dest: Ipv4Addr,
+    port: u16,
+    sport: u16,
+) -> io::Result<bool> {
+    let responder = match listen_ns {
+        Some(l) => Some(
+            netns::run_in(l, || {
+                UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+            })
+            .map_err(io::Error::other)?,
+        ),
+        None => None,
+    };
+    let echoed = responder.map(|socket| {
+        std::thread::spawn(move || {
+            socket.set_read_timeout(Some(PROBE_TIMEOUT)).ok();
+            let mut buf = [0u8; 1500];
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => socket.send_to(&buf[..n], from).is_ok(),
+                Err(_) => false,
+            }
+        })
+    });
+    let socket = netns::run_in(ns, || {
+        UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, sport))
+    })
+    .map_err(io::Error::other)?;
+    socket.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    let answered = match socket.send_to(b"ovslab probe", SocketAddrV4::new(dest, port)) {
+        Ok(_) => {
+            let mut buf = [0u8; 1500];
+            matches!(socket.recv_from(&mut buf), Ok((_, from)) if from.ip() == std::net::IpAddr::V4(dest))
+        }
+        Err(_) => false,
+    };
+    if let Some(h) = echoed {
+        let _ = h.join();
+    }
+    Ok(answered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ovslab_capture::Frame;
+
+    fn frame(proto: u8, l4: &[u8]) -> Frame {
+        let mut f = vec![
+            0xfa, 0x16, 0x3e, 0, 0, 1, 0xfa, 0x16, 0x3e, 0, 0, 2, 0x08, 0x00,
+        ];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0, 192, 168, 1, 11, 203, 0, 113, 1,
+        ]);
+        f.extend_from_slice(l4);
+        Frame::parse(&f).unwrap()
+    }
+
+    fn tcp(sport: u16, dport: u16, flags: u8) -> Frame {
+        let mut h = vec![0u8; 20];
+        h[..2].copy_from_slice(&sport.to_be_bytes());
+        h[2..4].copy_from_slice(&dport.to_be_bytes());
+        h[12] = 0x50;
+        h[13] = flags;
+        frame(6, &h)
+    }
+
+    #[test]
+    fn echo_requests_carry_a_valid_checksum() {
+        assert_eq!(checksum(&echo_request(7, 3)), 0);
+    }
+
+    #[test]
+    fn frames_are_told_apart_by_tag_and_direction() {
+        let req = frame(1, &echo_request(4242, 1));
+        assert_eq!(leg(&req, Probe::Icmp, 4242), Some(Leg::Request));
+        assert_eq!(leg(&req, Probe::Icmp, 4243), None);
+        let mut reply = echo_request(4242, 1);
+        reply[0] = 0;
+        assert_eq!(leg(&frame(1, &reply), Probe::Icmp, 4242), Some(Leg::Reply));
+        assert_eq!(leg(&req, Probe::Tcp(22), 4242), None);
+
+        let t = Probe::Tcp(22);
+        assert_eq!(leg(&tcp(40000, 22, 0x02), t, 40000), Some(Leg::Request));
+        assert_eq!(leg(&tcp(22, 40000, 0x12), t, 40000), Some(Leg::Reply));
+        assert_eq!(
+            leg(&tcp(22, 40000, 0x14), t, 40000),
+            Some(Leg::Reply),
+            "RST"
+        );
+        assert_eq!(leg(&tcp(40000, 22, 0x10), t, 40000), None, "the final ACK");
+        assert!(is_probe_frame(&tcp(40000, 22, 0x10), t, 40000));
+        assert!(!is_probe_frame(&tcp(40001, 22, 0x02), t, 40000));
+
+        let u = Probe::Udp(53);
+        assert_eq!(
+            leg(&frame(17, &[0x9c, 0x40, 0, 53, 0, 8, 0, 0]), u, 40000),
+            Some(Leg::Request)
+        );
+        assert_eq!(
+            leg(&frame(17, &[0, 53, 0x9c, 0x40, 0, 8, 0, 0]), u, 40000),
+            Some(Leg::Reply)
+        );
+    }
+
+    #[test]
+    fn injected_frames_are_well_formed_probes() {
+        let f = icmp_frame(
+            [2; 6],
+            [4; 6],
+            "192.168.1.11".parse().unwrap(),
+            "192.168.2.11".parse().unwrap(),
+            9,
+            1,
+        );
+        assert_eq!(&f[..6], &[4; 6]);
+        assert_eq!(checksum(&f[14..34]), 0, "IPv4 header checksum");
+        let parsed = Frame::parse(&f).unwrap();
+        assert_eq!(leg(&parsed, Probe::Icmp, 9), Some(Leg::Request));
+    }
+}

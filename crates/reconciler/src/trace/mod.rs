@@ -1,0 +1,546 @@
+//! `ovslab trace`: one real probe, followed hop by hop.
+//!
+//! Before the probe leaves, AF_PACKET sockets open on every device of the
+//! lab it could cross: the source's and destination's NICs and hybrid
+//! plugs (tap, qbr, qvb, qvo), every node's uplinks and router ports, the
+//! physical and external networks, the routers' qr-/qg- devices. After the
+//! answer (or the timeout), every frame of the probe is read back with its
+//! VLAN tag, MACs and addresses, and put in path order by the lab's wiring
+//! ([`wiring`]). Where a frame entered an Open vSwitch port, the node's
+//! vswitchd is asked what its bridges did with it (`ofproto/trace`, which
+//! follows patch ports; [`ofproto`]). Comparing neighbouring hops shows
+//! the VLAN rewrites and the router's NAT. Nothing in the lab is changed:
+//! the sockets close when the trace ends, and a promiscuous membership (on
+//! a Linux bridge) goes with its socket.
+
+pub mod ofproto;
+pub mod wiring;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ovslab_api::{BridgeTrace, TraceHop, TraceLoss, TraceProtocol, TraceReport, TraceRequest};
+use ovslab_capture::frame::format_mac;
+use ovslab_capture::{Direction, Frame, PacketSocket};
+use ovslab_netlink::netns;
+use ovslab_topology::naming::{self, HybridPlug};
+use ovslab_topology::plan::{self, DesiredState, NamespaceKind};
+use ovslab_topology::{CheckTarget, NodeRole, Topology};
+
+use crate::checks;
+use crate::probes::{self, Leg, Probe};
+use crate::unixctl;
+use wiring::{Device, Seen, Wiring};
+
+/// Why a trace could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("`{0}` is not an instance or external host of the lab: a trace starts at one")]
+    BadSource(String),
+    #[error("`{0}` is not an instance, external host, router or IPv4 address of the lab")]
+    BadDestination(String),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// How long to wait after the answer for the last frames to be queued.
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// Runs one trace (blocking: sockets and threads in namespaces).
+pub fn run(
+    topo: &Topology,
+    run_root: &Path,
+    request: &TraceRequest,
+    tag: u16,
+) -> Result<TraceReport, TraceError> {
+    let started = Instant::now();
+    let lab = topo.lab.as_str();
+    let is_source = topo.instance(&request.from).is_some()
+        || topo.external_hosts.iter().any(|h| h.name == request.from);
+    if !is_source {
+        return Err(TraceError::BadSource(request.from.clone()));
+    }
+    let target = match request.to.parse::<Ipv4Addr>() {
+        Ok(ip) => CheckTarget::Address(ip),
+        Err(_) => CheckTarget::Object(request.to.clone()),
+    };
+    let (dest_ip, dest) = checks::resolve(topo, &target)
+        .ok_or_else(|| TraceError::BadDestination(request.to.clone()))?;
+    let dest_object = dest
+        .as_ref()
+        .and_then(|(ns, _, _)| ns.strip_prefix(&naming::namespace_prefix(lab)))
+        .map(str::to_string);
+    let from_ns = naming::namespace(lab, &request.from);
+    let probe = match request.protocol {
+        TraceProtocol::Icmp => Probe::Icmp,
+        TraceProtocol::Tcp(port) => Probe::Tcp(port),
+        TraceProtocol::Udp(port) => Probe::Udp(port),
+    };
+
+    let desired = plan::plan(topo, &Default::default());
+    let wiring = Wiring::new(&desired);
+    let watched = watch_list(topo, &desired, &request.from, dest_object.as_deref());
+    let sockets = open_all(&watched)?;
+
+    let sent_at = SystemTime::now();
+    let listen_ns = dest.as_ref().map(|(ns, _, _)| ns.as_str());
+    let answered = probes::send(&from_ns, listen_ns, dest_ip, probe, tag, 1)?;
+    std::thread::sleep(SETTLE);
+
+    let mut seen = Vec::new();
+    for (device, socket) in &sockets {
+        for packet in socket.drain()? {
+            let Some(frame) = Frame::parse(&packet.data) else {
+                continue;
+            };
+            let Some(leg) = probes::leg(&frame, probe, tag) else {
+                continue;
+            };
+            seen.push(Observation {
+                device: device.clone(),
+                leg,
+                direction: packet.direction,
+                time_ns: nanos_since(sent_at, packet.time),
+                frame,
+            });
+        }
+    }
+    drop(sockets);
+    // A retransmission is the same story again: keep the first sighting.
+    seen.sort_by_key(|o| o.time_ns);
+    let mut firsts: Vec<Observation> = Vec::new();
+    for o in seen {
+        if !firsts
+            .iter()
+            .any(|f| f.leg == o.leg && f.device == o.device && f.direction == o.direction)
+        {
+            firsts.push(o);
+        }
+    }
+    let (requests, replies): (Vec<_>, Vec<_>) =
+        firsts.into_iter().partition(|o| o.leg == Leg::Request);
+    let dest_nic = dest.as_ref().map(|(ns, nic, _)| (ns.clone(), nic.clone()));
+    let source_nic = (from_ns.clone(), naming::GUEST_NIC.to_string());
+    let arrives = |o: &Observation, nic: &Device| o.device == *nic && o.direction == Direction::In;
+    let (requests, request_floods) = wiring::main_path(wiring.order(requests), |o| {
+        dest_nic.as_ref().is_some_and(|nic| arrives(o, nic))
+    });
+    let (replies, reply_floods) =
+        wiring::main_path(wiring.order(replies), |o| arrives(o, &source_nic));
+
+    let mut vswitchds = Vswitchds::new(run_root, lab);
+    let mut hops = Vec::new();
+    for (leg, floods) in [(&requests, &request_floods), (&replies, &reply_floods)] {
+        let mut previous: Option<&Observation> = None;
+        for o in leg {
+            hops.push(hop(hops.len() + 1, o, previous, &wiring, &mut vswitchds));
+            previous = Some(o);
+        }
+        for o in floods {
+            let mut h = hop(hops.len() + 1, o, None, &wiring, &mut vswitchds);
+            h.flooded = true;
+            hops.push(h);
+        }
+    }
+
+    let expected = dest_object
+        .as_deref()
+        .and_then(|to| wiring::expected_path(topo, &request.from, to));
+    let arrived = dest.as_ref().is_some_and(|(ns, nic, _)| {
+        requests
+            .iter()
+            .any(|o| o.device == (ns.clone(), nic.clone()) && o.direction == Direction::In)
+    });
+    let lost = if !arrived && !answered {
+        Some(loss(&requests, expected.as_deref(), &wiring))
+    } else if !answered {
+        let back = expected.as_deref().map(|e| wiring::reply_path(e, &wiring));
+        Some(loss(&replies, back.as_deref(), &wiring))
+    } else {
+        None
+    };
+
+    Ok(TraceReport {
+        lab: lab.to_string(),
+        from: request.from.clone(),
+        to: request.to.clone(),
+        destination: dest_ip.to_string(),
+        protocol: request.protocol,
+        tag,
+        answered,
+        conclusions: conclusions(topo, &hops, answered, arrived),
+        hops,
+        lost,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// One frame of the probe seen on one device.
+#[derive(Debug)]
+struct Observation {
+    device: Device,
+    leg: Leg,
+    direction: Direction,
+    time_ns: i128,
+    frame: Frame,
+}
+
+impl Seen for Observation {
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn direction(&self) -> Direction {
+        self.direction
+    }
+    fn time_ns(&self) -> i128 {
+        self.time_ns
+    }
+    fn frame(&self) -> &Frame {
+        &self.frame
+    }
+}
+
+fn nanos_since(start: SystemTime, t: SystemTime) -> i128 {
+    let ns = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
+    ns(t) - ns(start)
+}
+
+/// The devices watched: everything on the way between any two places of
+/// the lab, but of instances and external hosts only the two ends.
+fn watch_list(
+    topo: &Topology,
+    desired: &DesiredState,
+    from: &str,
+    to: Option<&str>,
+) -> Vec<(Device, bool)> {
+    let ends = [Some(from), to];
+    let is_end = |object: &str| ends.contains(&Some(object));
+    let foreign_plugs: Vec<String> = topo
+        .instances
+        .iter()
+        .filter(|i| !is_end(&i.name))
+        .flat_map(|i| {
+            let p = HybridPlug::new(&topo.lab, &i.name);
+            [p.tap, p.qbr, p.qvb, p.qvo]
+        })
+        .collect();
+    let mut devices = Vec::new();
+    for ns in &desired.namespaces {
+        let keep_bridges = match ns.kind {
+            NamespaceKind::Instance | NamespaceKind::ExternalHost if !is_end(&ns.object) => {
+                continue;
+            }
+            // The networks' own bridges only repeat what their ports show.
+            NamespaceKind::PhysicalNetwork | NamespaceKind::ExternalNetwork => false,
+            _ => true,
+        };
+        for link in &ns.links {
+            let is_bridge = ns.bridges.contains(&link.name);
+            if (is_bridge && !keep_bridges) || foreign_plugs.contains(&link.name) {
+                continue;
+            }
+            devices.push(((ns.name.clone(), link.name.clone()), is_bridge));
+        }
+    }
+    devices
+}
+
+/// Opens every socket, one thread per namespace.
+fn open_all(watched: &[(Device, bool)]) -> io::Result<Vec<(Device, PacketSocket)>> {
+    let mut by_ns: HashMap<&str, Vec<(&str, bool)>> = HashMap::new();
+    for ((ns, dev), promiscuous) in watched {
+        by_ns.entry(ns).or_default().push((dev, *promiscuous));
+    }
+    let mut sockets = Vec::new();
+    for (ns, devices) in by_ns {
+        let opened = netns::run_in(ns, || {
+            devices
+                .iter()
+                .map(|(dev, promiscuous)| {
+                    PacketSocket::open_here(dev, *promiscuous)
+                        .map(|s| ((ns.to_string(), dev.to_string()), s))
+                        .map_err(|e| io::Error::other(format!("{dev} in {ns}: {e}")))
+                })
+                .collect::<io::Result<Vec<_>>>()
+        })
+        .map_err(io::Error::other)?;
+        sockets.extend(opened);
+    }
+    Ok(sockets)
+}
+
+/// The vswitchds asked, by node, with their port names.
+struct Vswitchds<'a> {
+    run_root: &'a Path,
+    lab: &'a str,
+    ports: HashMap<String, Option<ofproto::PortNames>>,
+}
+
+impl<'a> Vswitchds<'a> {
+    fn new(run_root: &'a Path, lab: &'a str) -> Self {
+        Vswitchds {
+            run_root,
+            lab,
+            ports: HashMap::new(),
+        }
+    }
+
+    fn call(&self, node: &str, method: &str, params: &[&str]) -> io::Result<String> {
+        let rundir = naming::node_rundir(self.run_root, self.lab, node);
+        unixctl::call(&unixctl::vswitchd_socket(&rundir)?, method, params)
+    }
+
+    /// What the node's bridges do with `frame` entering at `port`.
+    fn trace(
+        &mut self,
+        node: &str,
+        bridge: &str,
+        port: &str,
+        frame: &Frame,
+    ) -> Option<BridgeTrace> {
+        let flow = ofproto::flow_of(port, frame)?;
+        let names = self
+            .ports
+            .entry(node.to_string())
+            .or_insert_with(|| {
+                let rundir = naming::node_rundir(self.run_root, self.lab, node);
+                unixctl::vswitchd_socket(&rundir)
+                    .and_then(|s| unixctl::call(&s, "dpif/show", &[]))
+                    .ok()
+                    .map(|text| ofproto::PortNames::parse(&text))
+            })
+            .clone()
+            .unwrap_or_default();
+        match self.call(node, "ofproto/trace", &[bridge, &flow]) {
+            Ok(text) => {
+                let (flows, datapath_actions) = ofproto::parse_trace(&text, &names);
+                Some(BridgeTrace {
+                    bridge: bridge.to_string(),
+                    flows,
+                    datapath_actions,
+                })
+            }
+            Err(e) => Some(BridgeTrace {
+                bridge: bridge.to_string(),
+                flows: vec![],
+                datapath_actions: format!("(cannot ask {node}'s ovs-vswitchd: {e})"),
+            }),
+        }
+    }
+}
+
+fn hop(
+    number: usize,
+    o: &Observation,
+    previous: Option<&Observation>,
+    wiring: &Wiring,
+    vswitchds: &mut Vswitchds,
+) -> TraceHop {
+    let (ns, device) = &o.device;
+    let (src, dst) = o
+        .frame
+        .ipv4()
+        .unwrap_or((Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED));
+    let mut notes = Vec::new();
+    if let Some(p) = previous {
+        if p.frame.vlan != o.frame.vlan {
+            notes.push(match (p.frame.vlan, o.frame.vlan) {
+                (None, Some(v)) => format!("tagged VLAN {v}"),
+                (Some(v), None) => format!("VLAN {v} tag removed"),
+                (Some(a), Some(b)) => format!("VLAN {a} → {b}"),
+                (None, None) => unreachable!(),
+            });
+        }
+        if (p.frame.src_mac, p.frame.dst_mac) != (o.frame.src_mac, o.frame.dst_mac) {
+            notes.push("routed: new MAC addresses".to_string());
+        }
+        if let Some((psrc, pdst)) = p.frame.ipv4() {
+            if psrc != src {
+                notes.push(format!("SNAT {psrc} → {src}"));
+            }
+            if pdst != dst {
+                notes.push(format!("DNAT {pdst} → {dst}"));
+            }
+        }
+    }
+    let bridge = match (o.direction, wiring.ovs_port(&o.device)) {
+        (Direction::In, Some((node, bridge))) => {
+            let (node, bridge) = (node.clone(), bridge.clone());
+            let trace = vswitchds.trace(&node, &bridge, device, &o.frame);
+            if let Some(t) = &trace {
+                for step in &t.flows {
+                    for action in &step.actions {
+                        if let Some(vid) = action.strip_prefix("mod_vlan_vid:") {
+                            let from = step
+                                .matches
+                                .split(',')
+                                .find_map(|m| m.strip_prefix("dl_vlan="))
+                                .map_or_else(String::new, |v| format!("{v} → "));
+                            notes.push(format!("{} rewrites VLAN {from}{vid}", step.bridge));
+                        }
+                    }
+                }
+                if t.datapath_actions == "drop" {
+                    notes.push(format!("{node}'s Open vSwitch drops it"));
+                }
+            }
+            trace
+        }
+        _ => None,
+    };
+    TraceHop {
+        number,
+        leg: match o.leg {
+            Leg::Request => "request",
+            Leg::Reply => "reply",
+        }
+        .into(),
+        place: wiring.object(ns).to_string(),
+        namespace: ns.clone(),
+        device: device.clone(),
+        direction: match o.direction {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+        .into(),
+        vlan: o.frame.vlan,
+        src_mac: format_mac(&o.frame.src_mac),
+        dst_mac: format_mac(&o.frame.dst_mac),
+        src_ip: src.to_string(),
+        dst_ip: dst.to_string(),
+        time_us: (o.time_ns / 1000) as i64,
+        bridge,
+        notes,
+        flooded: false,
+    }
+}
+
+/// Where a lost leg was last seen and the next device it should have
+/// reached.
+fn loss(seen: &[Observation], expected: Option<&[wiring::Step]>, wiring: &Wiring) -> TraceLoss {
+    let describe = |(ns, dev): &Device, dir: Direction| {
+        format!(
+            "{} {dev} ({})",
+            wiring.object(ns),
+            match dir {
+                Direction::In => "in",
+                Direction::Out => "out",
+            }
+        )
+    };
+    let last = seen.last();
+    let last_seen = last.map_or_else(
+        || "nowhere: it never left".to_string(),
+        |o| describe(&o.device, o.direction),
+    );
+    let next_expected = match (expected, last) {
+        (None, _) => "unknown (the lab does not say where this address lives)".to_string(),
+        (Some(path), None) => path
+            .first()
+            .map_or_else(String::new, |(d, dir)| describe(d, *dir)),
+        (Some(path), Some(o)) => match path
+            .iter()
+            .position(|(d, dir)| *d == o.device && *dir == o.direction)
+        {
+            Some(i) => path.get(i + 1).map_or_else(
+                || "nothing: this is the destination".to_string(),
+                |(d, dir)| describe(d, *dir),
+            ),
+            None => {
+                let missing = path
+                    .iter()
+                    .find(|(d, dir)| !seen.iter().any(|o| o.device == *d && o.direction == *dir));
+                match missing {
+                    Some((d, dir)) => {
+                        format!("{} (the probe left the expected path)", describe(d, *dir))
+                    }
+                    None => "unknown".to_string(),
+                }
+            }
+        },
+    };
+    TraceLoss {
+        last_seen,
+        next_expected,
+    }
+}
+
+fn conclusions(topo: &Topology, hops: &[TraceHop], answered: bool, arrived: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let request: Vec<&TraceHop> = hops
+        .iter()
+        .filter(|h| h.leg == "request" && !h.flooded)
+        .collect();
+    let network_nodes: Vec<String> = topo
+        .nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Network)
+        .map(|n| n.name.clone())
+        .collect();
+    let routers: Vec<&str> = topo.routers.iter().map(|r| r.name.as_str()).collect();
+    let crossed = request
+        .iter()
+        .any(|h| network_nodes.contains(&h.place) || routers.contains(&h.place.as_str()));
+    out.push(format!(
+        "crossed the network node: {}",
+        if crossed { "yes" } else { "no" }
+    ));
+    let physnets: Vec<&str> = topo
+        .physical_networks
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let mut wire_vlans: Vec<String> = Vec::new();
+    for h in &request {
+        if physnets.contains(&h.place.as_str()) {
+            let v = h
+                .vlan
+                .map_or_else(|| "untagged".to_string(), |v| format!("VLAN {v}"));
+            if !wire_vlans.contains(&v) {
+                wire_vlans.push(v);
+            }
+        }
+    }
+    out.push(if wire_vlans.is_empty() {
+        "physical network: not crossed".to_string()
+    } else {
+        format!("physical network: {}", wire_vlans.join(", "))
+    });
+    let floods: Vec<String> = hops
+        .iter()
+        .filter(|h| h.flooded)
+        .map(|h| h.place.clone())
+        .fold(Vec::new(), |mut places, p| {
+            if !places.contains(&p) {
+                places.push(p);
+            }
+            places
+        });
+    if !floods.is_empty() {
+        out.push(format!(
+            "flooded copies (a switch had not learned the destination yet) reached: {}",
+            floods.join(", ")
+        ));
+    }
+    for h in hops.iter().filter(|h| !h.flooded) {
+        for note in &h.notes {
+            if note.starts_with("SNAT") || note.starts_with("DNAT") {
+                let line = if h.leg == "reply" {
+                    format!("{note} (the answer, translated back, in {})", h.place)
+                } else {
+                    format!("{note} in {}", h.place)
+                };
+                out.push(line);
+            }
+        }
+    }
+    out.push(match (arrived, answered) {
+        (_, true) => "answered: yes".to_string(),
+        (true, false) => "answered: no (the request arrived; no answer came back)".to_string(),
+        (false, false) => "answered: no (the request did not arrive)".to_string(),
+    });
+    out
+}

@@ -1,0 +1,384 @@
+//! How a lab's devices are joined — veth peers, Linux bridges, Open vSwitch
+//! switches, IP stacks — so that the places a probe was seen can be put in
+//! the order the packet went, and so that a lost probe's next stop is known.
+//!
+//! Kernel receive times cannot order frames on both ends of a veth (they
+//! may differ by microseconds either way), so the order comes from the
+//! wiring: a frame sent by a device is next received by its veth peer; a
+//! frame received by a port is next sent by another port of the same
+//! bridge, switch or namespace stack. Times only break ties.
+
+use std::collections::{HashMap, HashSet};
+
+use ovslab_capture::{Direction, Frame};
+use ovslab_topology::naming::{self, HybridPlug};
+use ovslab_topology::plan::{DesiredState, RouterPort, router_namespace};
+use ovslab_topology::{NodeRole, Topology};
+
+/// A device in a namespace.
+pub type Device = (String, String);
+
+/// What joins a device to others besides its veth peer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Domain {
+    /// A Linux bridge (its ports and the bridge device itself).
+    Bridge(String, String),
+    /// A node's Open vSwitch: every bridge, joined by patch ports.
+    Switch(String),
+    /// The IP stack of a namespace (routing).
+    Stack(String),
+}
+
+/// The lab's wiring, from its plan.
+#[derive(Debug, Default)]
+pub struct Wiring {
+    peers: HashMap<Device, Device>,
+    domains: HashMap<Device, Domain>,
+    bridges: HashSet<Device>,
+    /// Open vSwitch ports: `(node, bridge)`.
+    ovs_ports: HashMap<Device, (String, String)>,
+    /// The topology object each namespace stands for.
+    objects: HashMap<String, String>,
+}
+
+/// One observation, as the wiring sees it.
+pub trait Seen {
+    fn device(&self) -> &Device;
+    fn direction(&self) -> Direction;
+    fn time_ns(&self) -> i128;
+    fn frame(&self) -> &Frame;
+}
+
+impl Wiring {
+    pub fn new(plan: &DesiredState) -> Wiring {
+        let mut w = Wiring::default();
+        for ns in &plan.namespaces {
+            w.objects.insert(ns.name.clone(), ns.object.clone());
+            for veth in &ns.veths {
+                let a = (ns.name.clone(), veth.name.clone());
+                let b = (veth.peer_namespace.clone(), veth.peer.clone());
+                w.peers.insert(a.clone(), b.clone());
+                w.peers.insert(b, a);
+            }
+            for bridge in &ns.bridges {
+                let device = (ns.name.clone(), bridge.clone());
+                w.bridges.insert(device.clone());
+                w.domains
+                    .insert(device, Domain::Bridge(ns.name.clone(), bridge.clone()));
+            }
+            for link in &ns.links {
+                let device = (ns.name.clone(), link.name.clone());
+                if let Some(master) = &link.master {
+                    w.domains
+                        .insert(device, Domain::Bridge(ns.name.clone(), master.clone()));
+                } else {
+                    w.domains
+                        .entry(device)
+                        .or_insert_with(|| Domain::Stack(ns.name.clone()));
+                }
+            }
+        }
+        for switch in &plan.switches {
+            for bridge in &switch.bridges {
+                for port in bridge.ports.iter().filter(|p| p.patch_peer.is_none()) {
+                    let device = (switch.namespace.clone(), port.name.clone());
+                    w.domains
+                        .insert(device.clone(), Domain::Switch(switch.namespace.clone()));
+                    w.ovs_ports
+                        .insert(device, (switch.node.clone(), bridge.name.clone()));
+                }
+            }
+        }
+        w
+    }
+
+    /// The node and bridge of an Open vSwitch port.
+    pub fn ovs_port(&self, device: &Device) -> Option<&(String, String)> {
+        self.ovs_ports.get(device)
+    }
+
+    pub fn is_bridge(&self, device: &Device) -> bool {
+        self.bridges.contains(device)
+    }
+
+    /// The topology object a namespace stands for.
+    pub fn object<'a>(&'a self, namespace: &'a str) -> &'a str {
+        self.objects
+            .get(namespace)
+            .map_or(namespace, String::as_str)
+    }
+
+    /// Whether a frame seen at `a` is next seen at `b`: the devices are
+    /// joined, and the frame is what that joint can make of it — the same
+    /// across a veth or a Linux bridge, the same but for its VLAN tag across
+    /// an Open vSwitch, and anything (routing, NAT) across an IP stack.
+    pub fn follows(
+        &self,
+        a: (&Device, Direction, &Frame),
+        b: (&Device, Direction, &Frame),
+    ) -> bool {
+        let domain = || {
+            let d = self.domains.get(a.0)?;
+            (a.0 != b.0 && self.domains.get(b.0) == Some(d)).then_some(d)
+        };
+        let same_l2 =
+            a.2.src_mac == b.2.src_mac && a.2.dst_mac == b.2.dst_mac && a.2.ipv4() == b.2.ipv4();
+        match (a.1, b.1) {
+            (Direction::Out, Direction::In) => self.peers.get(a.0) == Some(b.0) && a.2 == b.2,
+            (Direction::In, Direction::Out) => match domain() {
+                Some(Domain::Stack(_)) => true,
+                Some(Domain::Switch(_)) => same_l2,
+                Some(Domain::Bridge(..)) => same_l2 && a.2.vlan == b.2.vlan,
+                None => false,
+            },
+            // A Linux bridge device sees what its ports receive.
+            (Direction::In, Direction::In) => {
+                self.is_bridge(b.0) && domain().is_some() && same_l2 && a.2.vlan == b.2.vlan
+            }
+            (Direction::Out, Direction::Out) => false,
+        }
+    }
+
+    /// Puts observations in path order: each chain starts where nothing
+    /// leads to it, and goes on to what it leads to; the rest follows by
+    /// time. With each observation comes the position (in the answer) of
+    /// the one it came from.
+    pub fn order<T: Seen>(&self, seen: Vec<T>) -> Vec<(T, Option<usize>)> {
+        let n = seen.len();
+        let edge = |i: usize, j: usize| {
+            i != j
+                && self.follows(
+                    (seen[i].device(), seen[i].direction(), seen[i].frame()),
+                    (seen[j].device(), seen[j].direction(), seen[j].frame()),
+                )
+        };
+        let mut by_time: Vec<usize> = (0..n).collect();
+        by_time.sort_by_key(|&i| seen[i].time_ns());
+        let starts: Vec<usize> = by_time
+            .iter()
+            .copied()
+            .filter(|&i| !(0..n).any(|j| edge(j, i)))
+            .collect();
+        let mut visited = vec![false; n];
+        let mut order: Vec<(usize, Option<usize>)> = Vec::with_capacity(n);
+        for start in starts.into_iter().chain(by_time.iter().copied()) {
+            if visited[start] {
+                continue;
+            }
+            let mut stack = vec![(start, None)];
+            visited[start] = true;
+            while let Some((i, parent)) = stack.pop() {
+                let at = order.len();
+                order.push((i, parent));
+                let mut next: Vec<usize> = (0..n).filter(|&j| !visited[j] && edge(i, j)).collect();
+                // A Linux bridge device that saw the frame comes first, and
+                // the ports it leaves by follow from there.
+                if let Some(&bridge) = next.iter().find(|&&j| self.is_bridge(seen[j].device())) {
+                    next = vec![bridge];
+                }
+                next.sort_by_key(|&j| seen[j].time_ns());
+                for &j in next.iter().rev() {
+                    visited[j] = true;
+                    stack.push((j, Some(at)));
+                }
+            }
+        }
+        let mut slots: Vec<Option<T>> = seen.into_iter().map(Some).collect();
+        order
+            .into_iter()
+            .filter_map(|(i, parent)| Some((slots[i].take()?, parent)))
+            .collect()
+    }
+}
+
+/// Splits an ordered leg into the way to `goal` (the observation for which
+/// `is_goal` holds) and the copies that went elsewhere (floods). Without a
+/// goal, everything is the way.
+pub fn main_path<T>(
+    ordered: Vec<(T, Option<usize>)>,
+    is_goal: impl Fn(&T) -> bool,
+) -> (Vec<T>, Vec<T>) {
+    let Some(goal) = ordered.iter().position(|(t, _)| is_goal(t)) else {
+        return (ordered.into_iter().map(|(t, _)| t).collect(), Vec::new());
+    };
+    let mut on_path = vec![false; ordered.len()];
+    let mut at = Some(goal);
+    while let Some(i) = at {
+        on_path[i] = true;
+        at = ordered[i].1;
+    }
+    let (mut way, mut elsewhere) = (Vec::new(), Vec::new());
+    for (i, (t, _)) in ordered.into_iter().enumerate() {
+        if on_path[i] {
+            way.push(t);
+        } else {
+            elsewhere.push(t);
+        }
+    }
+    (way, elsewhere)
+}
+
+/// One step of the path a packet should take.
+pub type Step = (Device, Direction);
+
+/// The devices a request from `from` to `to` (instances or external hosts;
+/// `to` as reached after any DNAT) should cross, in order; `None` when
+/// the lab does not say (a destination outside the lab, a router).
+pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>> {
+    let lab = topo.lab.as_str();
+    let network_node = topo.nodes.iter().find(|n| n.role == NodeRole::Network)?;
+    let mut path = Vec::new();
+    let here = |ns: String, dev: &str, dir| ((ns, dev.to_string()), dir);
+    let wire = |path: &mut Vec<Step>, a: &str, b: &str, physnet: &str| {
+        if a == b {
+            return;
+        }
+        let pns = naming::namespace(lab, physnet);
+        path.push(here(
+            naming::namespace(lab, a),
+            naming::UPLINK,
+            Direction::Out,
+        ));
+        path.push(here(pns.clone(), a, Direction::In));
+        path.push(here(pns, b, Direction::Out));
+        path.push(here(
+            naming::namespace(lab, b),
+            naming::UPLINK,
+            Direction::In,
+        ));
+    };
+    let plug = |name: &str| {
+        let i = topo.instance(name)?;
+        let p = HybridPlug::new(lab, name);
+        let node = naming::namespace(lab, &i.node);
+        let physnet = topo.network(&i.network)?.physical_network.clone();
+        Some((i, p, node, physnet))
+    };
+    let router_of = |network: &str| {
+        topo.routers
+            .iter()
+            .find(|r| r.interfaces.iter().any(|n| n == network))
+    };
+    let ext_steps = |host: &str| -> Option<Vec<Step>> {
+        let h = topo.external_hosts.iter().find(|h| h.name == host)?;
+        let ext = naming::namespace(lab, &h.network);
+        let nn = naming::namespace(lab, &network_node.name);
+        Some(vec![
+            here(nn, naming::EXTERNAL_UPLINK, Direction::Out),
+            here(ext.clone(), &network_node.name, Direction::In),
+            here(ext, host, Direction::Out),
+            here(
+                naming::namespace(lab, host),
+                naming::GUEST_NIC,
+                Direction::In,
+            ),
+        ])
+    };
+    let reverse = |steps: Vec<Step>| -> Vec<Step> {
+        steps
+            .into_iter()
+            .rev()
+            .map(|(d, dir)| (d, flip(dir)))
+            .collect()
+    };
+
+    // Leaving the source.
+    let (src_node, src_net) = if let Some((i, p, node, _)) = plug(from) {
+        path.push(here(
+            naming::namespace(lab, from),
+            naming::GUEST_NIC,
+            Direction::Out,
+        ));
+        path.push(here(node.clone(), &p.tap, Direction::In));
+        path.push(here(node.clone(), &p.qbr, Direction::In));
+        path.push(here(node.clone(), &p.qvb, Direction::Out));
+        path.push(here(node, &p.qvo, Direction::In));
+        (i.node.clone(), Some(i.network.clone()))
+    } else {
+        // From an external host, in through the router's gateway.
+        path.extend(reverse(ext_steps(from)?));
+        (network_node.name.clone(), None)
+    };
+
+    // Reaching the destination.
+    if let Some((dst, p, node, physnet)) = plug(to) {
+        let arrive = |path: &mut Vec<Step>| {
+            path.push(here(node.clone(), &p.qvo, Direction::Out));
+            path.push(here(node.clone(), &p.qvb, Direction::In));
+            path.push(here(node.clone(), &p.qbr, Direction::In));
+            path.push(here(node.clone(), &p.tap, Direction::Out));
+            path.push(here(
+                naming::namespace(lab, to),
+                naming::GUEST_NIC,
+                Direction::In,
+            ));
+        };
+        if src_net.as_deref() == Some(dst.network.as_str()) {
+            wire(&mut path, &src_node, &dst.node, &physnet);
+            arrive(&mut path);
+            return Some(path);
+        }
+        let router = router_of(&dst.network)?;
+        let rns = router_namespace(lab, &router.name);
+        let nn = naming::namespace(lab, &router.node);
+        match &src_net {
+            Some(net) => {
+                let from_physnet = topo.network(net)?.physical_network.clone();
+                wire(&mut path, &src_node, &router.node, &from_physnet);
+                let port = RouterPort::internal(lab, &router.name, net);
+                path.push(here(nn.clone(), &port.tap, Direction::Out));
+                path.push(here(rns.clone(), &port.device, Direction::In));
+            }
+            None => {
+                let port = RouterPort::gateway(lab, &router.name);
+                path.push(here(nn.clone(), &port.tap, Direction::Out));
+                path.push(here(rns.clone(), &port.device, Direction::In));
+            }
+        }
+        let port = RouterPort::internal(lab, &router.name, &dst.network);
+        path.push(here(rns, &port.device, Direction::Out));
+        path.push(here(nn, &port.tap, Direction::In));
+        wire(&mut path, &router.node, &dst.node, &physnet);
+        arrive(&mut path);
+        return Some(path);
+    }
+
+    // An external host, out through the source network's router.
+    let net = src_net?;
+    let router = router_of(&net)?;
+    let rns = router_namespace(lab, &router.name);
+    let nn = naming::namespace(lab, &router.node);
+    let physnet = topo.network(&net)?.physical_network.clone();
+    wire(&mut path, &src_node, &router.node, &physnet);
+    let inside = RouterPort::internal(lab, &router.name, &net);
+    let gateway = RouterPort::gateway(lab, &router.name);
+    path.push(here(nn.clone(), &inside.tap, Direction::Out));
+    path.push(here(rns.clone(), &inside.device, Direction::In));
+    path.push(here(rns, &gateway.device, Direction::Out));
+    path.push(here(nn, &gateway.tap, Direction::In));
+    path.extend(ext_steps(to)?);
+    Some(path)
+}
+
+/// The path of the answer: the request's, backwards.
+pub fn reply_path(request: &[Step], wiring: &Wiring) -> Vec<Step> {
+    request
+        .iter()
+        .rev()
+        .map(|(d, dir)| {
+            let dir = if wiring.is_bridge(d) {
+                *dir
+            } else {
+                flip(*dir)
+            };
+            (d.clone(), dir)
+        })
+        .collect()
+}
+
+fn flip(d: Direction) -> Direction {
+    match d {
+        Direction::In => Direction::Out,
+        Direction::Out => Direction::In,
+    }
+}
