@@ -304,3 +304,88 @@ fn unknown_trace_ends_are_refused_by_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`nowhere` is not an instance"), "{err}");
 }
+
+#[test]
+fn capture_writes_a_pcap_that_keeps_vlan_tags() {
+    if !require_root("capture_writes_a_pcap_that_keeps_vlan_tags") {
+        return;
+    }
+    let lab = Lab::seed();
+    assert!(lab.ping("instance1", "192.168.1.12", 1));
+    let pcap = lab.daemon.dir.join("eth1.pcap");
+    let pcap_arg = pcap.to_str().unwrap().to_string();
+    let capture = {
+        let mut cmd = std::process::Command::new(ovslab_integration_tests::bin("ovslab"));
+        cmd.args(["--socket", lab.daemon.socket.to_str().unwrap()]);
+        cmd.args(["capture", "--lab", &lab.name, "compute1", "eth1"]);
+        cmd.args(["-w", &pcap_arg, "--seconds", "4"]);
+        cmd.stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    // Give the capture time to open its socket, then send three echoes.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(lab.ping("instance1", "192.168.1.12", 3));
+    let out = capture.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // tcpdump, an independent reader, sees the tags in both directions.
+    let text = run("tcpdump", &["-r", &pcap_arg, "-e", "-n"]);
+    let tagged: Vec<&str> = text.lines().filter(|l| l.contains("vlan 101")).collect();
+    assert!(
+        tagged.iter().filter(|l| l.contains("echo request")).count() >= 3
+            && tagged.iter().filter(|l| l.contains("echo reply")).count() >= 3,
+        "{text}"
+    );
+
+    // Without -w: one line per frame, with the tag.
+    let ns = lab.ns("instance1");
+    let pinger = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "ping",
+                "-c",
+                "4",
+                "-i",
+                "0.2",
+                "192.168.1.12",
+            ],
+        );
+    });
+    let out = lab.daemon.ovslab(&[
+        "capture",
+        "--lab",
+        &lab.name,
+        "compute2",
+        "eth1",
+        "-c",
+        "200",
+        "--seconds",
+        "3",
+    ]);
+    pinger.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.contains(" in ")
+            && l.contains("vlan 101")
+            && l.contains("192.168.1.11 > 192.168.1.12: ICMP echo request")),
+        "{text}"
+    );
+    let out = lab.daemon.ovslab(&[
+        "capture", "--lab", &lab.name, "compute1", "nope0", "-c", "1",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope0"));
+}

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use ovslab_api::{DEFAULT_SOCKET, SOCKET_ENV};
 
 use crate::client::Client;
-use crate::commands::{check, down, exec, generate, graph, status, trace, up, validate};
+use crate::commands::{capture, check, down, exec, generate, graph, status, trace, up, validate};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -23,7 +23,7 @@ Exit status:
   2  bad input: a topology file that does not validate, a bad argument
   `ovslab exec` exits with CMD's status (126/127 when CMD cannot be run).
 
-The daemon, ovslabd, must be running for up, down, status, exec, check, trace and graph (without --topology): start it with `ovslabd`
+The daemon, ovslabd, must be running for up, down, status, exec, check, trace, capture and graph (without --topology): start it with `ovslabd`
 (foreground) or `systemctl start ovslabd`.";
 
 /// Build and explore OpenStack Neutron "classic Open vSwitch" labs in network
@@ -47,6 +47,7 @@ pub enum Command {
     Exec(exec::Args),
     Check(check::Args),
     Trace(trace::Args),
+    Capture(capture::Args),
     Validate(validate::Args),
     Generate(generate::Args),
     Graph(graph::Args),
@@ -75,6 +76,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => exec::exec(&client, args),
         Command::Check(args) => check::exec(&client, args),
         Command::Trace(args) => trace::exec(&client, args),
+        Command::Capture(args) => capture::exec(&client, args),
         Command::Validate(args) => validate::exec(args),
         Command::Generate(args) => generate::exec(args),
         Command::Graph(args) => graph::exec(&client, args),
@@ -244,6 +246,28 @@ mod tests {
             Cli::try_parse_from(["ovslab", "trace", "a", "b", "--tcp", "1", "--udp", "2"]).is_err()
         );
         assert!(Cli::try_parse_from(["ovslab", "trace", "a"]).is_err());
+    }
+
+    #[test]
+    fn capture_takes_a_target_an_interface_and_limits() {
+        let Command::Capture(a) = parse(&["capture", "compute1", "eth1"]).command else {
+            panic!()
+        };
+        assert_eq!(
+            (a.lab.as_str(), a.target.as_str(), a.interface.as_str()),
+            ("seed", "compute1", "eth1")
+        );
+        assert_eq!((a.write, a.count, a.seconds), (None, None, None));
+        let Command::Capture(a) = parse(&[
+            "capture", "--lab", "x", "network", "eth1", "-w", "n.pcap", "-c", "5",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert_eq!(a.write, Some(PathBuf::from("n.pcap")));
+        assert_eq!(a.count, Some(5));
+        assert!(Cli::try_parse_from(["ovslab", "capture", "compute1"]).is_err());
     }
 
     #[test]

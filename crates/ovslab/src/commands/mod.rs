@@ -1,5 +1,6 @@
 //! One module per verb; each has its `Args` and one `exec()`.
 
+pub mod capture;
 pub mod check;
 pub mod down;
 pub mod exec;

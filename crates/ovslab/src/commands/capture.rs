@@ -1,0 +1,137 @@
+//! `ovslab capture [--lab LAB] TARGET IFACE [-w FILE.pcap] [-c COUNT]`:
+//! a packet capture inside a node, instance, router or external host, with
+//! VLAN tags kept.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow};
+use ovslab_api::Target;
+use ovslab_capture::{Direction, Frame, PacketSocket, PcapWriter};
+
+use crate::client::Client;
+use crate::commands::segment;
+
+/// Capture frames on one interface of a lab object, VLAN tags kept.
+#[derive(Debug, clap::Args)]
+#[command(
+    long_about = "Capture the frames on IFACE inside the namespace of TARGET (a node, instance, \
+router or external host), with their 802.1Q tags kept — the kernel strips tags on receive; \
+the capture puts them back, as tcpdump does. Without -w, one line per frame (time, direction, \
+MACs, VLAN, addresses); with -w, a pcap file for Wireshark or tcpdump -r.\n\n\
+It runs until COUNT frames were captured, SECONDS passed, or Ctrl-C. The interface is put in \
+promiscuous mode for the capture only (so a Linux bridge shows what it forwards). Needs root \
+(entering a namespace and opening a packet socket), as tcpdump does.\n\n\
+Examples:\n  ovslab capture compute1 eth1 -c 10\n  ovslab capture network eth1 -w net.pcap -c 100\n  \
+ovslab capture instance1 eth0 --seconds 5",
+    override_usage = "ovslab capture [--lab LAB] TARGET IFACE [-w FILE.pcap] [-c COUNT] [--seconds N]",
+    after_help = "Exit status: 0 the capture ended as asked, 1 the target or interface is unknown, \
+the namespace cannot be entered or the file cannot be written."
+)]
+pub struct Args {
+    /// The lab the target belongs to.
+    #[arg(long, value_name = "LAB", default_value = "seed")]
+    pub lab: String,
+    /// A node, instance, router or external host of the lab.
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// The interface inside the target's namespace (eth1, qvo…, qr-…).
+    #[arg(value_name = "IFACE")]
+    pub interface: String,
+    /// Write a pcap file instead of printing.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    /// Stop after COUNT frames.
+    #[arg(short = 'c', long, value_name = "COUNT")]
+    pub count: Option<u64>,
+    /// Stop after SECONDS.
+    #[arg(long, value_name = "SECONDS")]
+    pub seconds: Option<f64>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
+    let target: Target = client.get(&format!(
+        "/v1/labs/{}/targets/{}",
+        segment(&args.lab),
+        segment(&args.target)
+    ))?;
+    let socket = PacketSocket::open(&target.namespace, &args.interface, true).map_err(|e| {
+        let hint = if e.to_string().contains("Operation not permitted") {
+            " (capturing needs root: CAP_SYS_ADMIN and CAP_NET_RAW)"
+        } else {
+            ""
+        };
+        anyhow!(
+            "{} {} of lab {}: {e}{hint}",
+            target.kind,
+            target.name,
+            target.lab
+        )
+    })?;
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
+    }
+    let mut pcap = match &args.write {
+        Some(path) => Some(PcapWriter::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("{}", path.display()))?,
+        ))?),
+        None => None,
+    };
+    let deadline = args
+        .seconds
+        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let mut captured = 0u64;
+    let stdout = std::io::stdout();
+    while !STOP.load(Ordering::Relaxed)
+        && args.count.is_none_or(|c| captured < c)
+        && deadline.is_none_or(|d| Instant::now() < d)
+    {
+        let Some(packet) = socket.recv_timeout(Duration::from_millis(200))? else {
+            continue;
+        };
+        captured += 1;
+        match &mut pcap {
+            Some(w) => {
+                w.write(&packet)?;
+                w.flush()?;
+            }
+            None => {
+                let since = packet.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+                let secs = since.as_secs() % 86_400;
+                let line = match Frame::parse(&packet.data) {
+                    Some(frame) => frame.to_string(),
+                    None => format!("{} bytes", packet.data.len()),
+                };
+                let mut out = stdout.lock();
+                let _ = writeln!(
+                    out,
+                    "{:02}:{:02}:{:02}.{:06} {:<3} {line}",
+                    secs / 3600,
+                    secs / 60 % 60,
+                    secs % 60,
+                    since.subsec_micros(),
+                    match packet.direction {
+                        Direction::In => "in",
+                        Direction::Out => "out",
+                    }
+                );
+                let _ = out.flush();
+            }
+        }
+    }
+    if let Some(path) = &args.write {
+        eprintln!("{captured} frames written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
