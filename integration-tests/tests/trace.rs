@@ -144,6 +144,18 @@ fn traces_follow_the_walkthrough_paths() {
         "{c:?}"
     );
 
+    // UDP and TCP probes take the same way, answered by the trace's own
+    // responder at the destination.
+    for proto in ["--udp", "--tcp"] {
+        let t = trace(&lab, &["instance1", "instance3", proto, "5353"]);
+        assert_eq!(t["answered"], true, "{t:#}");
+        assert_eq!(
+            places(&way(&t, "request")),
+            ["instance1", "compute1", "physnet1", "compute2", "instance3"],
+            "{t:#}"
+        );
+    }
+
     // Other network: through the network node, 101 in, routed, 102 out.
     let t = trace(&lab, &["instance1", "instance2"]);
     assert_eq!(t["answered"], true, "{t:#}");
