@@ -49,6 +49,13 @@ impl NetlinkError {
         }
     }
 
+    /// True when the kernel said a resource is taken (`EBUSY`), as for an
+    /// interface index in use.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, NetlinkError::Request { message, .. }
+            if *message == io::Error::from_raw_os_error(libc::EBUSY).to_string())
+    }
+
     /// True when the kernel said the object already exists (`EEXIST`).
     pub fn is_exists(&self) -> bool {
         matches!(self, NetlinkError::Request { message, .. }

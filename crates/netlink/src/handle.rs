@@ -181,23 +181,30 @@ impl Netlink {
         let peer_fd = (peer_namespace != self.namespace)
             .then(|| netns::open(peer_namespace))
             .transpose()?;
-        let mut peer_message = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(peer.to_string())
-            .build();
-        if let Some(fd) = &peer_fd {
-            peer_message
-                .attributes
-                .push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
+        let what = format!("create veth {name} <-> {peer} (in {peer_namespace})");
+        let mut attempt = 0;
+        loop {
+            let (index, peer_index) = veth_indexes();
+            let mut peer_message = LinkMessageBuilder::<LinkUnspec>::new()
+                .name(peer.to_string())
+                .build();
+            peer_message.header.index = peer_index;
+            if let Some(fd) = &peer_fd {
+                peer_message
+                    .attributes
+                    .push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
+            }
+            let mut message = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+                .name(name.to_string())
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message)))
+                .build();
+            message.header.index = index;
+            match self.create_link(message, what.clone()).await {
+                // An index already taken in one of the namespaces: others.
+                Err(e) if attempt < 8 && e.is_busy() => attempt += 1,
+                result => return result,
+            }
         }
-        let message = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
-            .name(name.to_string())
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message)))
-            .build();
-        self.create_link(
-            message,
-            format!("create veth {name} <-> {peer} (in {peer_namespace})"),
-        )
-        .await
     }
 
     /// Sends an RTM_NEWLINK creating a link; `what` names it in errors.
@@ -426,4 +433,36 @@ fn link_info(message: &LinkMessage) -> LinkInfo {
         }
     }
     info
+}
+
+/// Interface indexes for the two ends of a new veth: never equal.
+///
+/// Each namespace numbers its links from 1, so a veth's two ends often get
+/// the same index in their two namespaces. The kernel then takes the link
+/// for one that is not stacked on another, and its carrier changes for a
+/// non-urgent event, which link watch handles up to a second later; until
+/// then a Linux bridge keeps the port disabled and drops what it should
+/// forward. Choosing both indexes ourselves (the kernel honours the peer's
+/// only when the first one is given too) avoids that.
+fn veth_indexes() -> (u32, u32) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 1 << 28;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    if NEXT.load(Ordering::Relaxed) == 0 {
+        // A different start in every process, so that a restarted daemon
+        // does not walk into the indexes its predecessor used.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32))
+            ^ std::process::id().rotate_left(16);
+        let start = FIRST + (seed % (SPAN / 2)) * 2;
+        let _ = NEXT.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    let mut index = NEXT.fetch_add(2, Ordering::Relaxed);
+    if index >= FIRST + SPAN {
+        NEXT.store(FIRST, Ordering::Relaxed);
+        index = NEXT.fetch_add(2, Ordering::Relaxed);
+    }
+    (index, index + 1)
 }

@@ -200,3 +200,43 @@ fn connect_to_a_missing_namespace_names_it() {
         .unwrap_err();
     assert!(err.to_string().contains("ovslab-no-such-ns"), "{err}");
 }
+
+/// The two ends of a veth never share an ifindex: when they do, the kernel
+/// delays the carrier change by up to a second, and a Linux bridge keeps
+/// the port disabled (dropping what it should forward) until then.
+#[tokio::test]
+async fn a_bridge_port_forwards_as_soon_as_its_veth_is_up() {
+    if !require_root("a_bridge_port_forwards_as_soon_as_its_veth_is_up") {
+        return;
+    }
+    let switch = Ns::new();
+    let node = Ns::new();
+    let nl = Netlink::connect(&switch.0).await.unwrap();
+    let node_nl = Netlink::connect(&node.0).await.unwrap();
+    // Fresh namespaces number their links alike: without chosen indexes
+    // both ends would be 2 here.
+    nl.add_veth("node1", "eth1", &node.0).await.unwrap();
+    nl.add_bridge("physnet").await.unwrap();
+    nl.set_up("physnet").await.unwrap();
+    let port = nl.link("node1").await.unwrap();
+    let peer = node_nl.link("eth1").await.unwrap();
+    assert_ne!(port.index, peer.index);
+    nl.set_master("node1", Some("physnet")).await.unwrap();
+    nl.set_up("node1").await.unwrap();
+    node_nl.set_up("eth1").await.unwrap();
+    // Well under link watch's one-second delay.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+    loop {
+        let state = switch.ip(&["-j", "link", "show", "node1"]);
+        if state.contains("\"operstate\":\"UP\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the port is still not up: {state}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let bridge = run("bridge", &["-n", &switch.0, "link", "show", "dev", "node1"]);
+    assert!(bridge.contains("state forwarding"), "{bridge}");
+}
