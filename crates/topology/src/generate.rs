@@ -42,6 +42,8 @@ pub fn scale_topology(computes: u32, per_node: u32) -> String {
     );
     let mut index = [0u32; 2];
     let mut n = 0u32;
+    // (instance number, compute, network index) of every instance.
+    let mut placed = Vec::new();
     for c in 1..=computes {
         for _ in 0..per_node {
             n += 1;
@@ -55,7 +57,76 @@ pub fn scale_topology(computes: u32, per_node: u32) -> String {
                 net + 1
             )
             .unwrap();
+            placed.push((n, c, net));
         }
+    }
+    y.push_str(&sample_checks(computes, &placed));
+    y
+}
+
+/// At most this many compute nodes get their own checks.
+const CHECKED_COMPUTES: u32 = 10;
+
+/// A bounded sample of checks, whatever the lab's size: from the first
+/// net1 instance of up to ten compute nodes (spread over all of them), one
+/// probe to net1 on the next node (VLAN 101 on the wire, network node
+/// avoided) and one to net2 (routed on the network node); then SNAT to the
+/// internet, a same-node pair that stays on br-int, and net1/net2 isolation
+/// at layer 2.
+fn sample_checks(computes: u32, placed: &[(u32, u32, usize)]) -> String {
+    let first = |c: u32, net: usize| {
+        placed
+            .iter()
+            .find(|(_, pc, pn)| *pc == c && *pn == net)
+            .map(|(n, _, _)| *n)
+    };
+    let mut y = String::from("\nchecks:\n");
+    let step = computes.div_ceil(CHECKED_COMPUTES).max(1);
+    for c in (1..=computes).step_by(step as usize) {
+        let Some(a) = first(c, 0) else { continue };
+        let next = c % computes + 1;
+        if next != c
+            && let Some(b) = first(next, 0)
+        {
+            writeln!(
+                y,
+                "  - name: net1-compute{c}-to-compute{next}\n    from: instance{a}\n    to: instance{b}\n    crosses: [compute{c}, compute{next}]\n    avoids: [network]\n    wire_vlan: 101"
+            )
+            .unwrap();
+        }
+        if let Some(b) = first(next, 1).or_else(|| first(c, 1)) {
+            writeln!(
+                y,
+                "  - name: routed-compute{c}-to-net2\n    from: instance{a}\n    to: instance{b}\n    crosses: [network]"
+            )
+            .unwrap();
+        }
+    }
+    if let Some((a, c, _)) = placed.first() {
+        writeln!(
+            y,
+            "  - name: snat\n    from: instance{a}\n    to: internet\n    arrives_from: 203.0.113.101\n    crosses: [compute{c}, network]"
+        )
+        .unwrap();
+    }
+    let on_compute1: Vec<u32> = placed
+        .iter()
+        .filter(|(_, c, net)| *c == 1 && *net == 0)
+        .map(|(n, _, _)| *n)
+        .collect();
+    if let [a, b, ..] = on_compute1[..] {
+        writeln!(
+            y,
+            "  - name: same-node-stays-on-br-int\n    from: instance{a}\n    to: instance{b}\n    avoids: [compute1, network]"
+        )
+        .unwrap();
+    }
+    if let (Some(a), Some(b)) = (first(1, 0), (1..=computes).find_map(|c| first(c, 1))) {
+        writeln!(
+            y,
+            "  - name: net1-and-net2-isolated-at-layer-2\n    from: instance{a}\n    to: instance{b}\n    layer2: true\n    expect: failure"
+        )
+        .unwrap();
     }
     y
 }
@@ -74,6 +145,31 @@ mod tests {
             assert_eq!(topo.instances.len() as u32, c * k);
             assert_eq!(topo.instances_on("compute1").count() as u32, k);
         }
+    }
+
+    #[test]
+    fn every_lab_gets_a_bounded_sample_of_checks() {
+        for (c, k, most) in [
+            (1, 1, 2),
+            (2, 3, 8),
+            (10, 10, 25),
+            (20, 50, 25),
+            (200, 5, 25),
+        ] {
+            let topo = crate::parse("generated", &scale_topology(c, k)).unwrap();
+            assert!(!topo.checks.is_empty(), "{c}x{k}");
+            assert!(topo.checks.len() <= most, "{c}x{k}: {}", topo.checks.len());
+        }
+        let topo = crate::parse("generated", &scale_topology(10, 10)).unwrap();
+        let names: Vec<&str> = topo.checks.iter().map(|c| c.name.as_str()).collect();
+        assert!(names.contains(&"net1-compute10-to-compute1"), "{names:?}");
+        assert!(names.contains(&"routed-compute1-to-net2"), "{names:?}");
+        assert!(names.contains(&"snat"), "{names:?}");
+        assert!(names.contains(&"same-node-stays-on-br-int"), "{names:?}");
+        assert!(
+            names.contains(&"net1-and-net2-isolated-at-layer-2"),
+            "{names:?}"
+        );
     }
 
     #[test]
