@@ -7,7 +7,7 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-PACKAGES := openvswitch-switch openvswitch-common iproute2 iptables tcpdump ethtool \
+PACKAGES := openvswitch-switch openvswitch-common iproute2 iptables ipset tcpdump ethtool \
             iputils-ping netcat-openbsd procps
 RUN_DIR ?= /run/ovslab
 SOCKET ?= $(RUN_DIR)/ovslabd.sock

@@ -27,24 +27,8 @@ pub struct Applied {
 
 /// Parsed `iptables-save` of namespace `ns`.
 pub fn read(ns: &str) -> Result<Saved, IptablesError> {
-    let mut cmd = command(ns, SAVE)?;
-    let out = cmd.output().map_err(|source| IptablesError::Spawn {
-        namespace: ns.to_string(),
-        command: SAVE,
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(IptablesError::Command {
-            namespace: ns.to_string(),
-            command: SAVE,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Saved::parse(
-        &String::from_utf8_lossy(&out.stdout),
-        &format!("namespace {ns}"),
-    )
+    let text = run_for_output(ns, SAVE, &[])?;
+    Saved::parse(&text, &format!("namespace {ns}"))
 }
 
 /// Makes our part of namespace `ns`'s iptables exactly `ruleset`: reads
@@ -73,33 +57,12 @@ pub fn apply(ns: &str, ruleset: &Ruleset) -> Result<Applied, IptablesError> {
 
 /// Feeds `batch` to `iptables-restore --noflush -w` inside `ns`.
 fn restore(ns: &str, batch: &str) -> Result<(), IptablesError> {
+    let (out, written) = run_with_input(ns, RESTORE, &["--noflush", "-w"], batch)?;
     let spawn_err = |source| IptablesError::Spawn {
         namespace: ns.to_string(),
         command: RESTORE,
         source,
     };
-    let mut cmd = command(ns, RESTORE)?;
-    cmd.args(["--noflush", "-w"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(spawn_err)?;
-    // Write from another thread while this one collects the output, so a
-    // large batch cannot deadlock against a child blocked on its stderr.
-    let stdin = child.stdin.take();
-    let out = std::thread::scope(|s| {
-        let writer = s.spawn(move || match stdin {
-            Some(mut stdin) => stdin.write_all(batch.as_bytes()),
-            None => Ok(()),
-        });
-        let out = child.wait_with_output();
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("stdin writer panicked")));
-        (out, written)
-    });
-    let (out, written) = out;
-    let out = out.map_err(spawn_err)?;
     if out.status.success() {
         // A child that succeeded has read its whole input.
         return written.map_err(spawn_err);
@@ -117,6 +80,68 @@ fn restore(ns: &str, batch: &str) -> Result<(), IptablesError> {
         input_line: failing_line(&stderr, batch),
         stderr,
     })
+}
+
+/// Runs `program args` inside `ns` with `input` on its stdin; its output,
+/// and whether all of the input was written.
+pub(crate) fn run_with_input(
+    ns: &str,
+    program: &'static str,
+    args: &[&str],
+    input: &str,
+) -> Result<(std::process::Output, std::io::Result<()>), IptablesError> {
+    let spawn_err = |source| IptablesError::Spawn {
+        namespace: ns.to_string(),
+        command: program,
+        source,
+    };
+    let mut cmd = command(ns, program)?;
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    // Write from another thread while this one collects the output, so a
+    // large input cannot deadlock against a child blocked on its stderr.
+    let stdin = child.stdin.take();
+    let (out, written) = std::thread::scope(|s| {
+        let writer = s.spawn(move || match stdin {
+            Some(mut stdin) => stdin.write_all(input.as_bytes()),
+            None => Ok(()),
+        });
+        let out = child.wait_with_output();
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("stdin writer panicked")));
+        (out, written)
+    });
+    Ok((out.map_err(spawn_err)?, written))
+}
+
+/// Runs `program args` inside `ns`; its stdout, or an error with its stderr.
+pub(crate) fn run_for_output(
+    ns: &str,
+    program: &'static str,
+    args: &[&str],
+) -> Result<String, IptablesError> {
+    let mut cmd = command(ns, program)?;
+    let out = cmd
+        .args(args)
+        .output()
+        .map_err(|source| IptablesError::Spawn {
+            namespace: ns.to_string(),
+            command: program,
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(IptablesError::Command {
+            namespace: ns.to_string(),
+            command: program,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `iptables-restore`'s complaint without its usage hint, on one line.

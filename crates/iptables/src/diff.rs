@@ -447,10 +447,12 @@ mod tests {
                 protocol,
                 port_range: ports.map(|(lo, span)| (lo, lo + span)),
                 remote: remote.map(|hosts| {
-                    hosts
-                        .into_iter()
-                        .map(|h| ipnet::Ipv4Net::from(Ipv4Addr::new(192, 168, 1, 10 + h)))
-                        .collect()
+                    crate::Remote::Prefixes(
+                        hosts
+                            .into_iter()
+                            .map(|h| ipnet::Ipv4Net::from(Ipv4Addr::new(192, 168, 1, 10 + h)))
+                            .collect(),
+                    )
                 }),
             });
         let port =

@@ -88,7 +88,19 @@ impl Protocol {
     }
 }
 
-/// One security-group rule, remote group already expanded.
+/// Whom a rule admits (ingress) or lets the port reach (egress).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    /// One rule per prefix. An empty list (a group without members) yields
+    /// no rule at all. As in Liberty, the port's own address is skipped.
+    Prefixes(Vec<Ipv4Net>),
+    /// A remote security group, matched by its ipset (`NIPv4…`), as
+    /// Liberty does with `enable_ipset = True`, its default: one rule
+    /// whatever the group's size.
+    IpSet(String),
+}
+
+/// One security-group rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SgRule {
     pub direction: Direction,
@@ -98,12 +110,8 @@ pub struct SgRule {
     /// and ignored otherwise (as Neutron ignores ports without a protocol
     /// that has them; ovslab's topology rejects such rules anyway).
     pub port_range: Option<(u16, u16)>,
-    /// `None`: any remote address (`0.0.0.0/0` means the same). `Some`:
-    /// one rule per prefix — a remote group expanded by the caller into its
-    /// members' `/32`s, as Liberty does without ipset. `Some(vec![])` (a
-    /// group without members) yields no rule at all. As in Liberty, the
-    /// port's own address is skipped: its traffic never crosses its bridge.
-    pub remote: Option<Vec<Ipv4Net>>,
+    /// `None`: any remote address (`0.0.0.0/0` means the same).
+    pub remote: Option<Remote>,
 }
 
 /// A wrapped chain: `neutron-openvswi-` + `name` cut to 11 characters.
@@ -254,11 +262,12 @@ fn group_rules(port: &PortFirewall, direction: Direction) -> Vec<String> {
     for rule in port.rules.iter().filter(|r| r.direction == direction) {
         match &rule.remote {
             None => out.push(rule_text(rule, None)),
-            Some(remotes) => {
+            Some(Remote::Prefixes(remotes)) => {
                 for remote in remotes.iter().filter(|n| n.trunc() != own) {
                     out.push(rule_text(rule, Some(*remote)));
                 }
             }
+            Some(Remote::IpSet(set)) => out.push(set_rule_text(rule, set)),
         }
     }
     out
@@ -275,6 +284,26 @@ fn rule_text(rule: &SgRule, remote: Option<Ipv4Net>) -> String {
         };
         parts.push(format!("{flag} {}", net.trunc()));
     }
+    protocol_parts(rule, &mut parts);
+    parts.push("-j RETURN".into());
+    parts.join(" ")
+}
+
+/// A remote-group rule as Liberty's `_generate_ipset_rule_args` writes it:
+/// protocol and ports, then the set (`src` for ingress, `dst` for egress).
+fn set_rule_text(rule: &SgRule, set: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    protocol_parts(rule, &mut parts);
+    let direction = match rule.direction {
+        Direction::Ingress => "src",
+        Direction::Egress => "dst",
+    };
+    parts.push(format!("-m set --match-set {set} {direction}"));
+    parts.push("-j RETURN".into());
+    parts.join(" ")
+}
+
+fn protocol_parts(rule: &SgRule, parts: &mut Vec<String>) {
     match rule.protocol {
         None => {}
         Some(Protocol::Icmp) => parts.push("-p icmp".into()),
@@ -289,8 +318,6 @@ fn rule_text(rule: &SgRule, remote: Option<Ipv4Net>) -> String {
             }
         }
     }
-    parts.push("-j RETURN".into());
-    parts.join(" ")
 }
 
 /// `-j CT --zone N`; zone 0 is the default and iptables prints no option.
@@ -338,7 +365,7 @@ pub(crate) mod tests {
                 direction: Direction::Ingress,
                 protocol: None,
                 port_range: None,
-                remote: Some(members.iter().map(|m| net(m)).collect()),
+                remote: Some(Remote::Prefixes(members.iter().map(|m| net(m)).collect())),
             },
         ]
     }
@@ -396,8 +423,36 @@ pub(crate) mod tests {
             direction,
             protocol,
             port_range: ports,
-            remote,
+            remote: remote.map(Remote::Prefixes),
         }
+    }
+
+    #[test]
+    fn remote_groups_match_their_ipset_after_protocol_and_ports() {
+        let ingress = SgRule {
+            direction: Direction::Ingress,
+            protocol: Some(Protocol::Tcp),
+            port_range: Some((22, 22)),
+            remote: Some(Remote::IpSet("NIPv4abc".into())),
+        };
+        assert_eq!(
+            set_rule_text(&ingress, "NIPv4abc"),
+            "-p tcp -m tcp --dport 22 -m set --match-set NIPv4abc src -j RETURN"
+        );
+        let egress = SgRule {
+            direction: Direction::Egress,
+            protocol: None,
+            port_range: None,
+            remote: Some(Remote::IpSet("NIPv4abc".into())),
+        };
+        let port = PortFirewall {
+            rules: vec![egress],
+            ..two_ports().remove(0)
+        };
+        assert_eq!(
+            group_rules(&port, Direction::Egress),
+            ["-m set --match-set NIPv4abc dst -j RETURN"]
+        );
     }
 
     #[test]
@@ -442,7 +497,10 @@ pub(crate) mod tests {
             (rule(Egress, None, Some((5, 6)), None), "-j RETURN"),
         ];
         for (r, want) in cases {
-            let remote = r.remote.as_ref().and_then(|v| v.first().copied());
+            let remote = match &r.remote {
+                Some(Remote::Prefixes(v)) => v.first().copied(),
+                _ => None,
+            };
             assert_eq!(rule_text(&r, remote), want, "{r:?}");
         }
     }

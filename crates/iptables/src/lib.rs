@@ -9,6 +9,9 @@
 //!   `iptables-save` output ([`Saved`]);
 //! - [`apply`] / [`read`] — the blocking driver: `iptables-save`, then at
 //!   most one `iptables-restore --noflush -w`, inside a named namespace.
+//! - [`converge_ipsets`] / [`remove_stale_ipsets`] — the remote groups'
+//!   ipsets (`NIPv4…`), read with `ipset save` and changed with at most one
+//!   `ipset restore` each.
 //!
 //! Ownership is by name: every chain starting with [`OWNED_PREFIX`] is
 //! ours, rules in built-in chains are ours when they jump to such a chain,
@@ -20,6 +23,7 @@ mod apply;
 mod diff;
 mod error;
 mod firewall;
+mod ipset;
 mod router;
 mod ruleset;
 mod save;
@@ -29,9 +33,10 @@ pub use apply::{Applied, apply, read};
 pub use diff::{Plan, diff};
 pub use error::IptablesError;
 pub use firewall::{
-    Direction, FIREWALL_BINARY, PortFirewall, Protocol, SgRule, firewall_chain, firewall_ruleset,
-    port_chain,
+    Direction, FIREWALL_BINARY, PortFirewall, Protocol, Remote, SgRule, firewall_chain,
+    firewall_ruleset, port_chain,
 };
+pub use ipset::{IPSET_PREFIX, IpSet, converge_ipsets, read_ipsets, remove_stale_ipsets};
 pub use router::{EXTERNAL_INGRESS_MARK, FloatingIp, ROUTER_BINARY, RouterNat, router_ruleset};
 pub use ruleset::{BuiltinRule, Chain, MAX_CHAIN_LEN, OWNED_PREFIX, Ruleset, Table, TableRules};
 pub use save::{Saved, SavedChain, SavedRule, SavedTable};

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ovslab_iptables::{
-    Direction, FloatingIp, IptablesError, PortFirewall, Protocol, RouterNat, Ruleset, SgRule,
-    Table, apply, firewall_ruleset, read, router_ruleset,
+    Direction, FloatingIp, IpSet, IptablesError, PortFirewall, Protocol, Remote, RouterNat,
+    Ruleset, SgRule, Table, apply, converge_ipsets, firewall_ruleset, read, remove_stale_ipsets,
+    router_ruleset,
 };
 use ovslab_testkit::{TestNetns, require_root};
 
@@ -34,7 +35,8 @@ fn sg(
         direction,
         protocol,
         port_range,
-        remote: remote.map(|r| r.iter().map(|n| n.parse().expect("cidr")).collect()),
+        remote: remote
+            .map(|r| Remote::Prefixes(r.iter().map(|n| n.parse().expect("cidr")).collect())),
     }
 }
 
@@ -400,4 +402,69 @@ fn missing_namespace_is_named() {
         err.to_string().contains("ovslab-no-such-namespace"),
         "{err}"
     );
+}
+
+#[test]
+fn remote_groups_match_an_ipset_that_is_kept_in_step() {
+    if !require_root("remote_groups_match_an_ipset_that_is_kept_in_step") {
+        return;
+    }
+    let ns = TestNetns::new();
+    let set = |members: &[&str]| IpSet {
+        name: "NIPv4default".into(),
+        members: members.iter().map(|m| m.parse().unwrap()).collect(),
+    };
+    let group = vec![
+        sg(Direction::Egress, None, None, None),
+        SgRule {
+            direction: Direction::Ingress,
+            protocol: Some(Protocol::Tcp),
+            port_range: Some((22, 22)),
+            remote: Some(Remote::IpSet("NIPv4default".into())),
+        },
+    ];
+    let ruleset = firewall_ruleset(&[port("28298c0d-08", 11, 1, group)]);
+
+    let made = converge_ipsets(&ns.name, &[set(&["192.168.1.11", "192.168.1.12"])]).unwrap();
+    assert_eq!(made, ["create ipset NIPv4default (2 members)"]);
+    assert!(apply(&ns.name, &ruleset).unwrap().changed);
+    assert_installed_exactly(&ns, &ruleset);
+    assert!(
+        save(&ns)
+            .contains("-p tcp -m tcp --dport 22 -m set --match-set NIPv4default src -j RETURN")
+    );
+    // Converged: nothing runs, nothing changes.
+    assert!(
+        converge_ipsets(&ns.name, &[set(&["192.168.1.11", "192.168.1.12"])])
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!apply(&ns.name, &ruleset).unwrap().changed);
+
+    // A member leaves, another joins: the set changes, the rules do not.
+    let changes = converge_ipsets(&ns.name, &[set(&["192.168.1.11", "192.168.1.13"])]).unwrap();
+    assert_eq!(
+        changes,
+        [
+            "ipset NIPv4default: add 192.168.1.13",
+            "ipset NIPv4default: delete 192.168.1.12"
+        ]
+    );
+    let listed = ns.exec(&["ipset", "list", "NIPv4default"]);
+    assert!(
+        listed.contains("192.168.1.13") && !listed.contains("192.168.1.12"),
+        "{listed}"
+    );
+    assert!(!apply(&ns.name, &ruleset).unwrap().changed);
+
+    // Stale sets go once no rule uses them; other sets are not ours.
+    ns.exec(&["ipset", "create", "someone-else", "hash:ip"]);
+    let empty = firewall_ruleset(&[]);
+    apply(&ns.name, &empty).unwrap();
+    assert_eq!(
+        remove_stale_ipsets(&ns.name, &[]).unwrap(),
+        ["destroy ipset NIPv4default"]
+    );
+    let names = ns.exec(&["ipset", "list", "-n"]);
+    assert_eq!(names.trim(), "someone-else");
 }

@@ -329,7 +329,10 @@ fn drain(
     local: Option<Ipv4Addr>,
 ) -> Seen {
     let mut seen = Seen::default();
-    let packets = socket.drain().unwrap_or_default();
+    let packets = socket.drain().unwrap_or_else(|e| {
+        tracing::warn!("reading {}: {e}", socket.interface());
+        Vec::new()
+    });
     for packet in packets {
         let Some(frame) = Frame::parse(&packet.data) else {
             continue;

@@ -145,6 +145,7 @@ impl Engine {
     async fn converge(&self, topo: &Topology) -> Result<Vec<String>, ReconcileError> {
         let lab = topo.lab.as_str();
         let mut changes = Vec::new();
+        let mut clock = Instant::now();
 
         // 1. Namespaces.
         let first = plan(topo, &LocalVlans::new());
@@ -182,6 +183,7 @@ impl Engine {
             }
         }
 
+        phase_done(lab, "namespaces", &mut clock);
         // 2. Open vSwitch on every node.
         let nodes: Vec<NodeOvs> = topo
             .nodes
@@ -202,6 +204,7 @@ impl Engine {
             }
         }
 
+        phase_done(lab, "ovs processes", &mut clock);
         // 3. The plan, keeping the local VLAN ids in use.
         let clients = join_all(nodes.iter().map(switch::connect)).await;
         let clients: Vec<_> = clients.into_iter().collect::<Result<_, _>>()?;
@@ -215,9 +218,11 @@ impl Engine {
         }
         let desired = plan(topo, &previous);
 
+        phase_done(lab, "ovsdb read and plan", &mut clock);
         // 4. Links, addresses, routes, sysctls.
         changes.extend(self.converge_links(&desired).await?);
 
+        phase_done(lab, "links", &mut clock);
         // 5. OVSDB, one transaction per node.
         let ovs_results = join_all(
             desired
@@ -245,6 +250,7 @@ impl Engine {
             switches_now.push(after.unwrap_or(before));
         }
 
+        phase_done(lab, "ovsdb transactions", &mut clock);
         // 6. Flows, one batch per bridge.
         let flow_results =
             join_all(
@@ -257,21 +263,26 @@ impl Engine {
             changes.extend(result?);
         }
 
+        phase_done(lab, "flows", &mut clock);
         // 7. iptables: each router's NAT, each compute node's firewall.
         let rulesets = desired
             .routers
             .iter()
-            .map(|r| (r.namespace.as_str(), rulesets::router(r)))
-            .chain(
-                desired
-                    .firewalls
-                    .iter()
-                    .map(|f| (f.namespace.as_str(), rulesets::firewall(f))),
-            );
-        let results = join_all(rulesets.map(|(ns, ruleset)| rulesets::converge(ns, ruleset))).await;
+            .map(|r| (r.namespace.as_str(), rulesets::router(r), None))
+            .chain(desired.firewalls.iter().map(|f| {
+                (
+                    f.namespace.as_str(),
+                    rulesets::firewall(f),
+                    Some(rulesets::ipsets(f)),
+                )
+            }));
+        let results =
+            join_all(rulesets.map(|(ns, ruleset, sets)| rulesets::converge(ns, ruleset, sets)))
+                .await;
         for result in results {
             changes.extend(result?);
         }
+        phase_done(lab, "iptables", &mut clock);
         Ok(changes)
     }
 
@@ -659,6 +670,17 @@ impl Engine {
     pub fn run_root(&self) -> &Path {
         &self.config.run_root
     }
+}
+
+/// Logs (at debug) how long a phase of `up` took, for profiling.
+fn phase_done(lab: &str, phase: &str, clock: &mut Instant) {
+    tracing::debug!(
+        lab,
+        phase,
+        ms = clock.elapsed().as_millis() as u64,
+        "up phase done"
+    );
+    *clock = Instant::now();
 }
 
 #[cfg(test)]

@@ -66,6 +66,15 @@ pub fn device_name(prefix: &str, uuid: &Uuid) -> String {
     format!("{prefix}{}", &text[..11])
 }
 
+/// The ipset of a remote security group: `NIPv4` + the group's UUID, cut
+/// to ipset's 31 characters, as Liberty's `IpsetManager` names it.
+pub fn ipset_name(lab: &str, group: &str) -> String {
+    let uuid = object_uuid(lab, "security-group", group)
+        .hyphenated()
+        .to_string();
+    format!("NIPv4{}", &uuid[..26])
+}
+
 /// The namespace of one object of a lab: `<lab>.<object>`.
 pub fn namespace(lab: &str, object: &str) -> String {
     format!("{lab}.{object}")

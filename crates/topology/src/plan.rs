@@ -54,6 +54,8 @@ pub struct FirewallSpec {
     pub node: String,
     pub namespace: String,
     pub ports: Vec<FirewallPort>,
+    /// The sets of the remote groups the node's rules refer to.
+    pub ipsets: Vec<IpSetSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,14 +71,34 @@ pub struct FirewallPort {
     pub rules: Vec<FirewallRule>,
 }
 
-/// One security-group rule with its remote group expanded to addresses.
+/// One security-group rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FirewallRule {
     pub direction: Direction,
     pub protocol: Option<Protocol>,
     pub port_range: Option<(u16, u16)>,
-    /// `None`: any source/destination; otherwise these prefixes only.
-    pub remote: Option<Vec<Ipv4Net>>,
+    /// `None`: any source/destination.
+    pub remote: Option<FirewallRemote>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirewallRemote {
+    /// A remote IP prefix.
+    Prefix(Ipv4Net),
+    /// A remote security group, matched through the node's ipset for it.
+    #[serde(rename = "ipset")]
+    IpSet(String),
+}
+
+/// A remote group's ipset on a compute node: the addresses of the group's
+/// members, lab-wide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpSetSpec {
+    /// `NIPv4` + the group's UUID, cut to ipset's 31 characters.
+    pub name: String,
+    pub group: String,
+    pub members: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -631,21 +653,23 @@ fn plain_port(name: &str) -> OvsPort {
     }
 }
 
-/// The firewall of a compute node: each instance's security groups, remote
-/// groups expanded to their members' addresses.
+/// The firewall of a compute node: each instance's security groups, and
+/// an ipset per remote group its rules refer to (Liberty's default,
+/// `enable_ipset = True`).
 fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -> FirewallSpec {
     let lab = topo.lab.as_str();
-    let members = |group: &str| -> Vec<Ipv4Net> {
-        let mut out: Vec<Ipv4Net> = topo
+    let members = |group: &str| -> Vec<Ipv4Addr> {
+        let mut out: Vec<Ipv4Addr> = topo
             .instances
             .iter()
             .filter(|i| i.security_groups.iter().any(|g| g == group))
-            .map(|i| Ipv4Net::new(i.address, 32).expect("valid prefix"))
+            .map(|i| i.address)
             .collect();
         out.sort();
         out.dedup();
         out
     };
+    let mut ipsets: Vec<IpSetSpec> = Vec::new();
     let mut ports = Vec::new();
     for inst in topo.instances_on(&node.name) {
         let plug = HybridPlug::new(lab, &inst.name);
@@ -661,8 +685,18 @@ fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -
                     port_range: rule.port_range,
                     remote: match &rule.remote {
                         None => None,
-                        Some(Remote::Cidr(c)) => Some(vec![*c]),
-                        Some(Remote::Group(g)) => Some(members(g)),
+                        Some(Remote::Cidr(c)) => Some(FirewallRemote::Prefix(*c)),
+                        Some(Remote::Group(g)) => {
+                            let name = naming::ipset_name(lab, g);
+                            if !ipsets.iter().any(|s| s.name == name) {
+                                ipsets.push(IpSetSpec {
+                                    name: name.clone(),
+                                    group: g.clone(),
+                                    members: members(g),
+                                });
+                            }
+                            Some(FirewallRemote::IpSet(name))
+                        }
                     },
                 });
             }
@@ -678,10 +712,12 @@ fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -
         });
     }
     ports.sort_by(|a, b| a.tap.cmp(&b.tap));
+    ipsets.sort_by(|a, b| a.name.cmp(&b.name));
     FirewallSpec {
         node: node.name.clone(),
         namespace: naming::namespace(lab, &node.name),
         ports,
+        ipsets,
     }
 }
 

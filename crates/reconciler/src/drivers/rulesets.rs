@@ -1,14 +1,15 @@
 //! iptables rulesets: a router's NAT in its namespace, a compute node's
-//! hybrid firewall in the node's namespace. Each is compared with
-//! `iptables-save` and, only when it differs, applied with one
-//! `iptables-restore --noflush` (see `ovslab-iptables`).
+//! hybrid firewall (and its remote groups' ipsets) in the node's namespace.
+//! Each is compared with `iptables-save` (`ipset save`) and, only when it
+//! differs, applied with one `iptables-restore --noflush` (`ipset
+//! restore`) (see `ovslab-iptables`).
 
 use ovslab_iptables::{
-    Direction, FloatingIp, PortFirewall, Protocol, RouterNat, Ruleset, SgRule, firewall_ruleset,
-    router_ruleset,
+    Direction, FloatingIp, IpSet, PortFirewall, Protocol, Remote, RouterNat, Ruleset, SgRule,
+    firewall_ruleset, router_ruleset,
 };
 use ovslab_topology as model;
-use ovslab_topology::plan::{FirewallSpec, RouterSpec};
+use ovslab_topology::plan::{FirewallRemote, FirewallSpec, RouterSpec};
 
 use crate::ReconcileError;
 
@@ -52,7 +53,10 @@ pub fn firewall(spec: &FirewallSpec) -> Ruleset {
                         model::Protocol::Udp => Protocol::Udp,
                     }),
                     port_range: r.port_range,
-                    remote: r.remote.clone(),
+                    remote: r.remote.as_ref().map(|remote| match remote {
+                        FirewallRemote::Prefix(p) => Remote::Prefixes(vec![*p]),
+                        FirewallRemote::IpSet(name) => Remote::IpSet(name.clone()),
+                    }),
                 })
                 .collect(),
         })
@@ -60,18 +64,44 @@ pub fn firewall(spec: &FirewallSpec) -> Ruleset {
     firewall_ruleset(&ports)
 }
 
-/// Makes namespace `namespace`'s rules of ours exactly `ruleset`; returns
-/// one line per change (none when it already was).
-pub async fn converge(namespace: &str, ruleset: Ruleset) -> Result<Vec<String>, ReconcileError> {
+/// The ipsets of a compute node's firewall, from its plan.
+pub fn ipsets(spec: &FirewallSpec) -> Vec<IpSet> {
+    spec.ipsets
+        .iter()
+        .map(|s| IpSet {
+            name: s.name.clone(),
+            members: s.members.clone(),
+        })
+        .collect()
+}
+
+/// Makes namespace `namespace`'s rules of ours exactly `ruleset`, with
+/// `sets` its ipsets: sets are filled before the rules that use them and
+/// destroyed after the rules that used them are gone. Returns one line per
+/// change (none when everything already was).
+pub async fn converge(
+    namespace: &str,
+    ruleset: Ruleset,
+    sets: Option<Vec<IpSet>>,
+) -> Result<Vec<String>, ReconcileError> {
     let ns = namespace.to_string();
-    let applied = tokio::task::spawn_blocking(move || ovslab_iptables::apply(&ns, &ruleset))
-        .await
-        .map_err(|e| ReconcileError::Switch {
-            node: namespace.to_string(),
-            message: format!("iptables task failed: {e}"),
-        })??;
-    Ok(applied
-        .changes
+    let changes = tokio::task::spawn_blocking(move || {
+        let mut changes = Vec::new();
+        if let Some(sets) = &sets {
+            changes.extend(ovslab_iptables::converge_ipsets(&ns, sets)?);
+        }
+        changes.extend(ovslab_iptables::apply(&ns, &ruleset)?.changes);
+        if let Some(sets) = &sets {
+            changes.extend(ovslab_iptables::remove_stale_ipsets(&ns, sets)?);
+        }
+        Ok::<_, ovslab_iptables::IptablesError>(changes)
+    })
+    .await
+    .map_err(|e| ReconcileError::Switch {
+        node: namespace.to_string(),
+        message: format!("iptables task failed: {e}"),
+    })??;
+    Ok(changes
         .into_iter()
         .map(|c| format!("{namespace}: iptables: {c}"))
         .collect())
