@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::StreamExt;
 use futures::future::join_all;
 use ovslab_api::{
     CheckReport, CheckResult, DownReport, InstanceStatus, LabStatus, NodeStatus, RouterStatus,
@@ -288,13 +289,16 @@ impl Engine {
 
     async fn converge_links(&self, desired: &DesiredState) -> Result<Vec<String>, ReconcileError> {
         let handles = links::Handles::default();
-        let actual = join_all(
-            desired
-                .namespaces
-                .iter()
-                .map(|ns| links::read(&handles, ns)),
-        )
-        .await;
+        // Bounded: every namespace read holds a netlink connection.
+        let reads: Vec<_> = desired
+            .namespaces
+            .iter()
+            .map(|ns| links::read(&handles, ns))
+            .collect();
+        let actual: Vec<_> = futures::stream::iter(reads)
+            .buffered(links::Handles::KEPT / 2)
+            .collect()
+            .await;
         let mut all: Vec<(&str, LinkChange)> = Vec::new();
         for (ns, actual) in desired.namespaces.iter().zip(actual) {
             let actual = actual?;
@@ -316,16 +320,22 @@ impl Engine {
             for (ns, change) in phase {
                 by_ns.entry(ns).or_default().push(change);
             }
-            let results = join_all(by_ns.into_iter().map(|(ns, changes)| {
-                let handles = &handles;
-                async move {
-                    for change in changes {
-                        links::apply(handles, ns, change).await?;
+            let applies: Vec<_> = by_ns
+                .into_iter()
+                .map(|(ns, changes)| {
+                    let handles = &handles;
+                    async move {
+                        for change in changes {
+                            links::apply(handles, ns, change).await?;
+                        }
+                        Ok::<_, ReconcileError>(())
                     }
-                    Ok::<_, ReconcileError>(())
-                }
-            }))
-            .await;
+                })
+                .collect();
+            let results: Vec<_> = futures::stream::iter(applies)
+                .buffer_unordered(links::Handles::KEPT / 2)
+                .collect()
+                .await;
             results.into_iter().collect::<Result<Vec<_>, _>>()?;
         }
         Ok(lines)

@@ -1,7 +1,7 @@
 //! A namespace's links, addresses, routes and sysctls: read through
 //! netlink into [`ActualNamespace`], and [`LinkChange`]s applied back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use ovslab_netlink::{Netlink, netns};
@@ -11,28 +11,40 @@ use crate::ReconcileError;
 use crate::actual::{ActualLink, ActualNamespace};
 use crate::diff::LinkChange;
 
-/// One netlink connection per namespace, made on first use and shared by
-/// every read and change of one converge.
+/// Netlink connections by namespace, made on first use and shared by the
+/// reads and changes of one converge. At most [`Handles::KEPT`] stay open:
+/// each connection holds buffers of its own, and a large lab has a
+/// thousand namespaces; the oldest is closed (when nobody uses it) to make
+/// room.
 #[derive(Debug, Default)]
 pub struct Handles {
-    open: Mutex<BTreeMap<String, Netlink>>,
+    open: Mutex<(BTreeMap<String, Netlink>, VecDeque<String>)>,
 }
 
 impl Handles {
+    pub const KEPT: usize = 64;
+
     pub async fn get(&self, namespace: &str) -> Result<Netlink, ReconcileError> {
         if let Some(nl) = self
             .open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .0
             .get(namespace)
         {
             return Ok(nl.clone());
         }
         let nl = Netlink::connect(namespace).await?;
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(namespace.to_string(), nl.clone());
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (by_name, order) = &mut *open;
+        if by_name.insert(namespace.to_string(), nl.clone()).is_none() {
+            order.push_back(namespace.to_string());
+        }
+        while order.len() > Self::KEPT {
+            if let Some(oldest) = order.pop_front() {
+                by_name.remove(&oldest);
+            }
+        }
         Ok(nl)
     }
 }
