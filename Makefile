@@ -3,7 +3,8 @@
 #   make deps    system packages (Debian): Open vSwitch, iproute2, iptables, tcpdump, …
 #   make up      build, start ovslabd in the background, bring the seed lab up, run its checks
 #   make test    deps + fmt + clippy + every test (root tests need root: run as root)
-#   make bench   wall time of up / no-op up / down for the seed lab and a 10×10 lab
+#   make bench   the performance table of docs/performance.md: up / no-op / down / add-one times,
+#                peak memory, iperf3 throughput (BIG=20x50 by default; BIG= skips the large lab)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -60,7 +61,8 @@ up: deps
 down:
 	target/release/ovslab --socket $(SOCKET) down
 
-bench: deps
+bench:
+	$(MAKE) deps PACKAGES="$(PACKAGES) iperf3"
 	$(CARGO) build --release --bins
 	scripts/bench.sh
 

@@ -1,28 +1,39 @@
 #!/usr/bin/env bash
-# Wall time of ovslab's main operations, through the real daemon and CLI.
-# Prints one table: operation, runs, median, min, max (milliseconds).
-# Needs root and release binaries (make bench builds them).
+# ovslab's benchmark (issue #6): wall times of the main operations through
+# the real daemon and CLI, peak memory of ovslabd and of the labs' Open
+# vSwitch processes, and TCP throughput inside the seed lab (iperf3).
+# Prints one table. Needs root and release binaries (make bench builds them).
+#
+#   RUNS=5        runs per row (medians need at least 5)
+#   BIG=20x50     the large lab (computes x instances per node); BIG= skips it
+#   IPERF_SECONDS=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 BIN=${BIN:-target/release}
+BIG=${BIG-20x50}
+IPERF_SECONDS=${IPERF_SECONDS:-5}
 dir=$(mktemp -d /tmp/ovslab-bench.XXXXXX)
 sock=$dir/ovslabd.sock
 "$BIN/ovslabd" --socket "$sock" --run-dir "$dir/run" --labs-dir "$dir/none" >"$dir/ovslabd.log" 2>&1 &
 daemon=$!
+iperf_pid=""
 cleanup() {
+  [ -n "$iperf_pid" ] && kill "$iperf_pid" 2>/dev/null || true
+  ip netns del "$probe_ns" 2>/dev/null || true
   for lab in "${labs[@]:-}"; do [ -n "$lab" ] && "$BIN/ovslab" --socket "$sock" down "$lab" >/dev/null 2>&1 || true; done
   kill "$daemon" 2>/dev/null || true
   wait "$daemon" 2>/dev/null || true
   rm -rf "$dir"
 }
 labs=()
+probe_ns=""
 trap cleanup EXIT
 for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.05; done
 
 ovslab() { "$BIN/ovslab" --socket "$sock" "$@"; }
 
-# time_ms CMD… → prints elapsed milliseconds of CMD (its output discarded).
+# time_ms CMD… → elapsed milliseconds of CMD (its output discarded).
 time_ms() {
   local t0 t1
   t0=$(date +%s%N)
@@ -31,38 +42,143 @@ time_ms() {
   echo $(((t1 - t0) / 1000000))
 }
 
-# stats NAME v1 v2 … → one table row.
-stats() {
-  local name=$1; shift
-  local sorted
+rows=()
+# row WORK TARGET_MS v1 v2 … → one table row: median and min–max.
+row() {
+  local work=$1 target=$2; shift 2
+  local sorted n median min max verdict
   sorted=$(printf '%s\n' "$@" | sort -n)
-  local n=$#
-  local median min max
+  n=$#
   median=$(echo "$sorted" | sed -n "$(((n + 1) / 2))p")
   min=$(echo "$sorted" | head -1)
   max=$(echo "$sorted" | tail -1)
-  printf '| %-38s | %4d | %8s | %8s | %8s |\n' "$name" "$n" "$median" "$min" "$max"
+  verdict=$([ "$median" -le "$target" ] && echo met || echo MISSED)
+  rows+=("$(printf '| %-46s | %8s ms | %8s ms | %15s | %4d | %-6s |' \
+    "$work" "≤ $target" "$median" "$min–$max ms" "$n" "$verdict")")
 }
 
+# kib PID FIELD → a /proc/PID/status field in KiB (0 when gone).
+kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# The lab's Open vSwitch processes: their current RSS summed, in MiB.
+ovs_rss_mib() {
+  local lab=$1 total=0 pid
+  for pidfile in "$dir/run/$lab"/*/ovs*.pid; do
+    [ -e "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    total=$((total + $(kib "$pid" VmRSS)))
+  done
+  echo $((total / 1024))
+}
+
+# After a lab's namespaces are gone the kernel goes on destroying them in
+# the background (tens of seconds for a thousand), holding the locks every
+# link change needs; an `up` started meanwhile measures that, not ovslab.
+# Waits until creating and deleting a veth takes under 20 ms twice in a row.
+probe_ns=ovslab-bench-probe-$$
+ip netns add "$probe_ns"
+settle() {
+  local calm=0 t
+  for _ in $(seq 600); do
+    t=$(time_ms ip -n "$probe_ns" link add probe0 type veth peer name probe1)
+    ip -n "$probe_ns" link del probe0
+    if [ "$t" -lt 20 ]; then calm=$((calm + 1)); else calm=0; fi
+    [ "$calm" -ge 2 ] && return 0
+    sleep 0.2
+  done
+}
+
+# up, no-op up (which must change nothing) and down of one lab, RUNS times.
 bench_lab() {
-  local label=$1 file=$2 lab=$3
+  local label=$1 file=$2 lab=$3 up_target=$4 noop_target=$5 down_target=$6
   labs+=("$lab")
-  local up=() noop=() down=()
+  local up=() noop=() down=() out
   for _ in $(seq "$RUNS"); do
+    settle
     up+=("$(time_ms ovslab up "$file")")
+    out=$(ovslab up "$file")
+    case $out in *"no changes"*) ;; *) echo "no-op up of $lab changed something: $out" >&2; exit 1 ;; esac
     noop+=("$(time_ms ovslab up "$file")")
     down+=("$(time_ms ovslab down "$lab")")
   done
-  stats "$label up (from nothing)" "${up[@]}"
-  stats "$label no-op up" "${noop[@]}"
-  stats "$label down" "${down[@]}"
+  row "$label up (from nothing)" "$up_target" "${up[@]}"
+  row "$label no-op up (zero changes)" "$noop_target" "${noop[@]}"
+  [ -n "$down_target" ] && row "$label down" "$down_target" "${down[@]}"
+  return 0
 }
 
-"$BIN/ovslab" generate --computes 10 --instances-per-node 10 >"$dir/scale-10-10.yaml"
 sed 's/^lab: seed$/lab: benchseed/' lab-topologies/seed.yaml >"$dir/seed.yaml"
+ovslab generate --computes 10 --instances-per-node 10 >"$dir/scale-10-10.yaml"
+# The same lab with one instance more, on compute1's net1.
+sed '/^checks:/i\  - name: instance101\n    node: compute1\n    network: net1\n    address: 192.168.0.250\n    security_groups: [default]\n' \
+  "$dir/scale-10-10.yaml" >"$dir/scale-10-10-plus1.yaml"
 
-echo "ovslab benchmark: $(nproc) cores, $(uname -r), $RUNS runs each, milliseconds"
-printf '| %-38s | %4s | %8s | %8s | %8s |\n' operation runs median min max
-printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..40})" ------ ---------- ---------- ----------
-bench_lab "seed" "$dir/seed.yaml" benchseed
-bench_lab "10 computes × 10 instances" "$dir/scale-10-10.yaml" scale-10-10
+bench_lab "seed" "$dir/seed.yaml" benchseed 500 50 300
+bench_lab "10 × 10" "$dir/scale-10-10.yaml" scale-10-10 2000 300 ""
+
+# One instance added to the running 10 × 10 lab (and removed again).
+ovslab up "$dir/scale-10-10.yaml" >/dev/null
+add=()
+for _ in $(seq "$RUNS"); do
+  add+=("$(time_ms ovslab up "$dir/scale-10-10-plus1.yaml")")
+  ovslab up "$dir/scale-10-10.yaml" >/dev/null
+done
+row "10 × 10: one instance added" 100 "${add[@]}"
+ovslab check scale-10-10 >/dev/null || { echo "checks of the 10 × 10 lab failed" >&2; exit 1; }
+ovslab down scale-10-10 >/dev/null
+
+big_note="(skipped: BIG=)"
+if [ -n "$BIG" ]; then
+  computes=${BIG%x*} per=${BIG#*x}
+  lab="scale-$computes-$per"
+  ovslab generate --computes "$computes" --instances-per-node "$per" >"$dir/big.yaml"
+  labs+=("$lab")
+  big=()
+  ovs_mib=0
+  for _ in $(seq "$RUNS"); do
+    settle
+    big+=("$(time_ms ovslab up "$dir/big.yaml")")
+    ovs_mib=$(ovs_rss_mib "$lab")
+    ovslab down "$lab" >/dev/null
+  done
+  row "$computes × $per ($((computes * per)) instances) up" 20000 "${big[@]}"
+  ovslab up "$dir/big.yaml" >/dev/null
+  ovslab check "$lab" >/dev/null || { echo "checks of the $lab lab failed" >&2; exit 1; }
+  ovslab down "$lab" >/dev/null
+  big_note="its $((computes * 2 + 2)) OVS processes: $ovs_mib MiB RSS in all"
+fi
+daemon_peak=$(($(kib "$daemon" VmHWM) / 1024))
+
+# TCP throughput in the seed lab: across nodes on one network, and routed
+# through the network node.
+iperf="(iperf3 not installed)"
+if command -v iperf3 >/dev/null; then
+  ovslab up "$dir/seed.yaml" >/dev/null
+  ip netns exec benchseed.instance3 iperf3 -s -1 >/dev/null 2>&1 &
+  iperf_pid=$!
+  gbps() {
+    local to=$1 bps
+    bps=$(ip netns exec benchseed.instance1 iperf3 -c "$to" -t "$IPERF_SECONDS" -J 2>/dev/null |
+      awk -F: '/"bits_per_second"/ { gsub(/[ ,]/, "", $2); v = $2 } END { print v + 0 }')
+    awk -v b="$bps" 'BEGIN { printf "%.2f Gbit/s", b / 1e9 }'
+  }
+  sleep 0.3
+  across=$(gbps 192.168.1.12)
+  wait "$iperf_pid" 2>/dev/null || true
+  ip netns exec benchseed.instance2 iperf3 -s -1 >/dev/null 2>&1 &
+  iperf_pid=$!
+  sleep 0.3
+  routed=$(gbps 192.168.2.11)
+  wait "$iperf_pid" 2>/dev/null || true
+  iperf_pid=""
+  ovslab down benchseed >/dev/null
+  iperf="instance1 → instance3 (net1, across nodes): $across; instance1 → instance2 (routed by the network node): $routed"
+fi
+
+echo "ovslab benchmark: $(nproc) cores, $(free -g | awk '/Mem:/ { print $2 }') GiB, kernel $(uname -r), $RUNS runs per row"
+printf '| %-46s | %11s | %11s | %15s | %4s | %-6s |\n' work target median min–max runs result
+printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" -------------  ------------- ----------------- ------ --------
+printf '%s\n' "${rows[@]}"
+echo
+echo "peak RSS of ovslabd over the whole run: $daemon_peak MiB (target for the large lab: < 100 MiB); $big_note"
+echo "TCP throughput (iperf3, ${IPERF_SECONDS} s): $iperf"

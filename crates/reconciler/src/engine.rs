@@ -177,11 +177,31 @@ impl Engine {
             netns::delete(ns).map_err(ReconcileError::netlink)?;
             changes.push(format!("delete namespace {ns}"));
         }
-        for ns in &first.namespaces {
-            if !existing.contains(&ns.name) {
-                netns::create(&ns.name).map_err(ReconcileError::netlink)?;
-                changes.push(format!("create namespace {}", ns.name));
-            }
+        // New namespaces a few at a time: each costs the kernel a
+        // namespace set-up, which runs in parallel on several cores.
+        let creations: Vec<_> = first
+            .namespaces
+            .iter()
+            .filter(|ns| !existing.contains(&ns.name))
+            .map(|ns| {
+                let name = ns.name.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || netns::create(&name).map(|()| name))
+                        .await
+                        .map_err(|e| ReconcileError::Io {
+                            path: netns::NETNS_DIR.into(),
+                            source: std::io::Error::other(e),
+                        })?
+                        .map_err(ReconcileError::netlink)
+                }
+            })
+            .collect();
+        let created: Vec<Result<String, ReconcileError>> = futures::stream::iter(creations)
+            .buffered(NAMESPACE_CREATIONS)
+            .collect()
+            .await;
+        for name in created {
+            changes.push(format!("create namespace {}", name?));
         }
 
         phase_done(lab, "namespaces", &mut clock);
@@ -681,6 +701,9 @@ impl Engine {
         &self.config.run_root
     }
 }
+
+/// Namespaces created at the same time.
+const NAMESPACE_CREATIONS: usize = 8;
 
 /// Logs (at debug) how long a phase of `up` took, for profiling.
 fn phase_done(lab: &str, phase: &str, clock: &mut Instant) {
