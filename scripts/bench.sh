@@ -54,7 +54,7 @@ row() {
   max=$(echo "$sorted" | tail -1)
   verdict=$([ "$median" -le "$target" ] && echo met || echo MISSED)
   rows+=("$(printf '| %-46s | %8s ms | %8s ms | %15s | %4d | %-6s |' \
-    "$work" "≤ $target" "$median" "$min–$max ms" "$n" "$verdict")")
+    "$work" "<= $target" "$median" "$min–$max ms" "$n" "$verdict")")
 }
 
 # kib PID FIELD → a /proc/PID/status field in KiB (0 when gone).

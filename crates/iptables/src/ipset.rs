@@ -88,21 +88,33 @@ fn plan(actual: &BTreeMap<String, BTreeSet<Ipv4Addr>>, wanted: &[IpSet]) -> (Str
     (script, changes)
 }
 
+/// Our sets of a namespace as read by [`converge_ipsets`].
+pub type ActualIpSets = BTreeMap<String, BTreeSet<Ipv4Addr>>;
+
 /// Makes the wanted sets of namespace `ns` exist with exactly their
-/// members; returns one line per change (none when nothing ran).
-pub fn converge_ipsets(ns: &str, wanted: &[IpSet]) -> Result<Vec<String>, IptablesError> {
+/// members; returns one line per change (none when nothing ran), and the
+/// sets as they were read, for [`remove_stale_ipsets`].
+pub fn converge_ipsets(
+    ns: &str,
+    wanted: &[IpSet],
+) -> Result<(Vec<String>, ActualIpSets), IptablesError> {
     let actual = read_ipsets(ns)?;
     let (script, changes) = plan(&actual, wanted);
     if !script.is_empty() {
         restore(ns, &script)?;
     }
-    Ok(changes)
+    Ok((changes, actual))
 }
 
 /// Destroys our sets in `ns` that are not in `wanted` (call it after the
-/// iptables rules no longer use them).
-pub fn remove_stale_ipsets(ns: &str, wanted: &[IpSet]) -> Result<Vec<String>, IptablesError> {
-    let actual = read_ipsets(ns)?;
+/// iptables rules no longer use them); `actual` is what
+/// [`converge_ipsets`] read, so no second `ipset save` is needed (sets it
+/// created are wanted, hence never stale).
+pub fn remove_stale_ipsets(
+    ns: &str,
+    actual: &ActualIpSets,
+    wanted: &[IpSet],
+) -> Result<Vec<String>, IptablesError> {
     let mut script = String::new();
     let mut changes = Vec::new();
     for name in actual.keys() {

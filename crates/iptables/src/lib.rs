@@ -36,7 +36,9 @@ pub use firewall::{
     Direction, FIREWALL_BINARY, PortFirewall, Protocol, Remote, SgRule, firewall_chain,
     firewall_ruleset, port_chain,
 };
-pub use ipset::{IPSET_PREFIX, IpSet, converge_ipsets, read_ipsets, remove_stale_ipsets};
+pub use ipset::{
+    ActualIpSets, IPSET_PREFIX, IpSet, converge_ipsets, read_ipsets, remove_stale_ipsets,
+};
 pub use router::{EXTERNAL_INGRESS_MARK, FloatingIp, ROUTER_BINARY, RouterNat, router_ruleset};
 pub use ruleset::{BuiltinRule, Chain, MAX_CHAIN_LEN, OWNED_PREFIX, Ruleset, Table, TableRules};
 pub use save::{Saved, SavedChain, SavedRule, SavedTable};

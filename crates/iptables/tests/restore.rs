@@ -425,7 +425,7 @@ fn remote_groups_match_an_ipset_that_is_kept_in_step() {
     ];
     let ruleset = firewall_ruleset(&[port("28298c0d-08", 11, 1, group)]);
 
-    let made = converge_ipsets(&ns.name, &[set(&["192.168.1.11", "192.168.1.12"])]).unwrap();
+    let (made, _) = converge_ipsets(&ns.name, &[set(&["192.168.1.11", "192.168.1.12"])]).unwrap();
     assert_eq!(made, ["create ipset NIPv4default (2 members)"]);
     assert!(apply(&ns.name, &ruleset).unwrap().changed);
     assert_installed_exactly(&ns, &ruleset);
@@ -437,12 +437,14 @@ fn remote_groups_match_an_ipset_that_is_kept_in_step() {
     assert!(
         converge_ipsets(&ns.name, &[set(&["192.168.1.11", "192.168.1.12"])])
             .unwrap()
+            .0
             .is_empty()
     );
     assert!(!apply(&ns.name, &ruleset).unwrap().changed);
 
     // A member leaves, another joins: the set changes, the rules do not.
-    let changes = converge_ipsets(&ns.name, &[set(&["192.168.1.11", "192.168.1.13"])]).unwrap();
+    let (changes, _) =
+        converge_ipsets(&ns.name, &[set(&["192.168.1.11", "192.168.1.13"])]).unwrap();
     assert_eq!(
         changes,
         [
@@ -461,8 +463,9 @@ fn remote_groups_match_an_ipset_that_is_kept_in_step() {
     ns.exec(&["ipset", "create", "someone-else", "hash:ip"]);
     let empty = firewall_ruleset(&[]);
     apply(&ns.name, &empty).unwrap();
+    let (_, actual) = converge_ipsets(&ns.name, &[]).unwrap();
     assert_eq!(
-        remove_stale_ipsets(&ns.name, &[]).unwrap(),
+        remove_stale_ipsets(&ns.name, &actual, &[]).unwrap(),
         ["destroy ipset NIPv4default"]
     );
     let names = ns.exec(&["ipset", "list", "-n"]);

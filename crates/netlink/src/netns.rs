@@ -187,6 +187,22 @@ pub fn read_sysctl(name: &str, key: &str) -> Result<String, NetlinkError> {
     })
 }
 
+/// Reads several `/proc/sys/<key>`s inside namespace `name`, entering it
+/// once; a key that cannot be read gives `None`.
+pub fn read_sysctls(name: &str, keys: &[String]) -> Result<Vec<Option<String>>, NetlinkError> {
+    let files: Vec<PathBuf> = keys.iter().map(|k| sysctl_path(k)).collect();
+    run_in(name, move || {
+        Ok(files
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(f)
+                    .ok()
+                    .map(|v| v.trim().to_string())
+            })
+            .collect())
+    })
+}
+
 /// Writes `/proc/sys/<key>` inside namespace `name`.
 pub fn write_sysctl(name: &str, key: &str, value: &str) -> Result<(), NetlinkError> {
     let file = sysctl_path(key);

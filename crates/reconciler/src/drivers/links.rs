@@ -96,13 +96,11 @@ pub async fn read(
     } else {
         let name = spec.name.clone();
         tokio::task::spawn_blocking(move || {
-            let mut out = BTreeMap::new();
-            for key in keys {
-                if let Ok(value) = netns::read_sysctl(&name, &key) {
-                    out.insert(key, value);
-                }
-            }
-            out
+            let values = netns::read_sysctls(&name, &keys).unwrap_or_default();
+            keys.into_iter()
+                .zip(values)
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect::<BTreeMap<_, _>>()
         })
         .await
         .unwrap_or_default()

@@ -87,12 +87,15 @@ pub async fn converge(
     let ns = namespace.to_string();
     let changes = tokio::task::spawn_blocking(move || {
         let mut changes = Vec::new();
+        let mut before = None;
         if let Some(sets) = &sets {
-            changes.extend(ovslab_iptables::converge_ipsets(&ns, sets)?);
+            let (made, actual) = ovslab_iptables::converge_ipsets(&ns, sets)?;
+            changes.extend(made);
+            before = Some(actual);
         }
         changes.extend(ovslab_iptables::apply(&ns, &ruleset)?.changes);
-        if let Some(sets) = &sets {
-            changes.extend(ovslab_iptables::remove_stale_ipsets(&ns, sets)?);
+        if let (Some(sets), Some(actual)) = (&sets, &before) {
+            changes.extend(ovslab_iptables::remove_stale_ipsets(&ns, actual, sets)?);
         }
         Ok::<_, ovslab_iptables::IptablesError>(changes)
     })
