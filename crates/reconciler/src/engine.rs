@@ -218,7 +218,11 @@ impl Engine {
                 )
             })
             .collect();
-        let results = join_all(nodes.iter().map(|n| n.ensure_running(&self.config.schema))).await;
+        // Only the databases for now: ovs-vswitchd re-reads every link
+        // and address of its namespace on each link change it hears of, so
+        // it starts after the links are made (a compute node of a large lab
+        // has hundreds), and sees them once.
+        let results = join_all(nodes.iter().map(|n| n.ensure_database(&self.config.schema))).await;
         for (node, result) in nodes.iter().zip(results) {
             for daemon in result.map_err(ReconcileError::ovs_process)? {
                 changes.push(format!("start {} on {}", daemon.program(), node.node));
@@ -244,6 +248,15 @@ impl Engine {
         changes.extend(self.converge_links(&desired).await?);
 
         phase_done(lab, "links", &mut clock);
+        for node in &nodes {
+            for daemon in node
+                .ensure_vswitchd()
+                .map_err(ReconcileError::ovs_process)?
+            {
+                changes.push(format!("start {} on {}", daemon.program(), node.node));
+            }
+        }
+
         // 5. OVSDB, one transaction per node.
         let ovs_results = join_all(
             desired

@@ -122,23 +122,35 @@ impl NodeOvs {
 
     /// Starts whichever daemon is not running; returns what it started.
     pub async fn ensure_running(&self, schema: &Path) -> Result<Vec<OvsDaemon>, OvsProcessError> {
+        let mut started = self.ensure_database(schema).await?;
+        started.extend(self.ensure_vswitchd()?);
+        Ok(started)
+    }
+
+    /// Starts `ovsdb-server` (creating the database first) unless it runs,
+    /// and waits for its socket.
+    pub async fn ensure_database(&self, schema: &Path) -> Result<Vec<OvsDaemon>, OvsProcessError> {
         std::fs::create_dir_all(&self.rundir).map_err(|source| OvsProcessError::RunDir {
             path: self.rundir.clone(),
             source,
         })?;
-        let mut started = Vec::new();
-        if self.pid(OvsDaemon::OvsdbServer).is_none() {
-            self.create_database(schema).await?;
-            self.spawn(OvsDaemon::OvsdbServer)?;
-            self.wait_for_socket(&self.db_socket(), OvsDaemon::OvsdbServer)
-                .await?;
-            started.push(OvsDaemon::OvsdbServer);
+        if self.pid(OvsDaemon::OvsdbServer).is_some() {
+            return Ok(Vec::new());
         }
-        if self.pid(OvsDaemon::OvsVswitchd).is_none() {
-            self.spawn(OvsDaemon::OvsVswitchd)?;
-            started.push(OvsDaemon::OvsVswitchd);
+        self.create_database(schema).await?;
+        self.spawn(OvsDaemon::OvsdbServer)?;
+        self.wait_for_socket(&self.db_socket(), OvsDaemon::OvsdbServer)
+            .await?;
+        Ok(vec![OvsDaemon::OvsdbServer])
+    }
+
+    /// Starts `ovs-vswitchd` unless it runs (the database must run).
+    pub fn ensure_vswitchd(&self) -> Result<Vec<OvsDaemon>, OvsProcessError> {
+        if self.pid(OvsDaemon::OvsVswitchd).is_some() {
+            return Ok(Vec::new());
         }
-        Ok(started)
+        self.spawn(OvsDaemon::OvsVswitchd)?;
+        Ok(vec![OvsDaemon::OvsVswitchd])
     }
 
     async fn create_database(&self, schema: &Path) -> Result<(), OvsProcessError> {

@@ -423,9 +423,15 @@ async fn read_root(client: &SwitchClient) -> Result<Option<String>, ReconcileErr
         .and_then(|r| uuid_of(&r["_uuid"])))
 }
 
+/// How long vswitchd may take to apply a configuration. Generous: while
+/// the kernel destroys a large lab's namespaces, a vswitchd just started
+/// waits seconds for the locks every link operation needs.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Waits until vswitchd's `cur_cfg` reaches `next_cfg`.
 async fn wait_cur_cfg(client: &SwitchClient, next_cfg: i64) -> Result<(), ReconcileError> {
-    for _ in 0..2000 {
+    let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
         let results = client.transact(vec![select(DB, &["cur_cfg"])]).await?;
         let cur = results
             .first()
@@ -439,6 +445,9 @@ async fn wait_cur_cfg(client: &SwitchClient, next_cfg: i64) -> Result<(), Reconc
     }
     Err(ReconcileError::Switch {
         node: client.node.clone(),
-        message: format!("ovs-vswitchd did not apply configuration {next_cfg} within 10 s"),
+        message: format!(
+            "ovs-vswitchd did not apply configuration {next_cfg} within {} s",
+            APPLY_TIMEOUT.as_secs()
+        ),
     })
 }
