@@ -43,36 +43,72 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// A daemon that does not audit its labs: tests that break a lab by
+    /// hand to see a check or trace fail need it to stay broken.
     pub fn start(tag: &str) -> Self {
+        Self::start_with(tag, &["--audit-interval", "0"])
+    }
+
+    /// A daemon with extra options (e.g. `--audit-interval 0.2`).
+    pub fn start_with(tag: &str, options: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("ovslab-e2e-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("ovslabd.sock");
         let run_dir = dir.join("run");
-        let log = std::fs::File::create(dir.join("ovslabd.log")).unwrap();
-        let child = Command::new(bin("ovslabd"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--run-dir")
-            .arg(&run_dir)
-            .arg("--labs-dir")
-            .arg(dir.join("no-labs"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start ovslabd");
+        let child = Self::spawn(&dir, &socket, &run_dir, options);
         let daemon = Daemon {
             child,
             dir,
             socket,
             run_dir,
         };
-        wait_until(Duration::from_secs(20), "ovslabd's socket", || {
-            daemon.socket.exists()
-        });
+        daemon.wait_for_socket();
         daemon
+    }
+
+    fn spawn(dir: &Path, socket: &Path, run_dir: &Path, options: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("ovslabd.log"))
+            .unwrap();
+        Command::new(bin("ovslabd"))
+            .arg("--socket")
+            .arg(socket)
+            .arg("--run-dir")
+            .arg(run_dir)
+            .arg("--labs-dir")
+            .arg(dir.join("no-labs"))
+            .args(options)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start ovslabd")
+    }
+
+    fn wait_for_socket(&self) {
+        wait_until(Duration::from_secs(20), "ovslabd's socket", || {
+            self.socket.exists()
+        });
+    }
+
+    /// `kill -9` of the daemon (by the pid this fixture started); its labs
+    /// and their OVS processes stay, and so does a stale socket file.
+    pub fn kill9(&mut self) {
+        // SAFETY: signalling the daemon this fixture started, by its pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new daemon on the same socket and run directory (after
+    /// [`Daemon::kill9`]), which adopts the labs it finds.
+    pub fn restart(&mut self, options: &[&str]) {
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = Self::spawn(&self.dir, &self.socket, &self.run_dir, options);
+        self.wait_for_socket();
     }
 
     /// Runs the CLI against this daemon.
@@ -139,10 +175,23 @@ impl Lab {
         lab
     }
 
+    /// The seed lab, up, under a daemon that audits it every `interval`
+    /// seconds (and so repairs it).
+    pub fn seed_audited(interval: &str) -> Self {
+        let lab = Self::create_with(ovslab_topology::SEED_YAML, &["--audit-interval", interval]);
+        lab.up();
+        lab
+    }
+
     /// Like [`Lab::from_yaml`], but does not bring it up.
     pub fn create(yaml: &str) -> Self {
+        Self::create_with(yaml, &["--audit-interval", "0"])
+    }
+
+    /// Like [`Lab::create`], with the daemon's options.
+    pub fn create_with(yaml: &str, options: &[&str]) -> Self {
         let name = unique_name("t");
-        let daemon = Daemon::start(&name);
+        let daemon = Daemon::start_with(&name, options);
         let text = rename_lab(yaml, &name);
         let file = daemon.dir.join(format!("{name}.yaml"));
         std::fs::write(&file, text).unwrap();

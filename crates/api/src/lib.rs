@@ -57,6 +57,14 @@ pub struct LabStatus {
     pub routers: Vec<RouterStatus>,
     /// True when every namespace exists and every node's OVS runs.
     pub healthy: bool,
+    /// What the daemon's audits found broken and repaired, newest last:
+    /// one line per audit that repaired something (`<UTC time> <n>
+    /// repaired: <the first changes>`), the last 20.
+    #[serde(default)]
+    pub repairs: Vec<String>,
+    /// Every repair since the daemon started.
+    #[serde(default)]
+    pub repair_count: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,6 +44,13 @@ pub struct Config {
     #[arg(long, value_name = "DIR", default_value = "/etc/ovslab/labs")]
     pub labs_dir: PathBuf,
 
+    /// Seconds between audits of every lab (a dead OVS process restarted,
+    /// anything deleted or changed behind the daemon's back repaired);
+    /// 0 turns audits off. A lab whose audit takes long is audited less
+    /// often (at most a fifth of the time is spent auditing).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.5)]
+    pub audit_interval: f64,
+
     /// What to log: a level (error, warn, info, debug, trace) or tracing
     /// directives such as `info,ovslab_reconciler=debug`.
     #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]
@@ -72,8 +79,11 @@ mod tests {
             "/tmp/labs",
             "--log-level",
             "debug",
+            "--audit-interval",
+            "0",
         ])
         .unwrap();
+        assert_eq!(c.audit_interval, 0.0);
         assert_eq!(c.socket, PathBuf::from("/tmp/s.sock"));
         assert_eq!(c.run_dir, PathBuf::from("/tmp/run"));
         assert_eq!(c.labs_dir, PathBuf::from("/tmp/labs"));

@@ -35,6 +35,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let engine = Arc::new(Engine::new(EngineConfig::new(&config.run_dir)));
     let (listener, socket_file) = socket::bind(&config.socket)?;
+    let audits = (config.audit_interval > 0.0)
+        .then(|| engine.spawn_audits(std::time::Duration::from_secs_f64(config.audit_interval)));
     tracing::info!(
         "ovslabd {} listening on {} (run directory {}, labs directory {})",
         env!("CARGO_PKG_VERSION"),
@@ -84,6 +86,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     notify(&[sd_notify::NotifyState::Stopping]);
     stopping.store(true, Ordering::Relaxed);
+    if let Some(audits) = audits {
+        audits.abort();
+    }
     let _ = stop_tx.send(());
     // New clients find no socket (rather than a refusing one) from now on.
     drop(socket_file);

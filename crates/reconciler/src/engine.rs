@@ -16,10 +16,10 @@
 //! is built, so a failed `up` can always be finished by the next `up` or
 //! removed by `down`, also after a daemon restart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::join_all;
@@ -61,7 +61,27 @@ const TOPOLOGY_FILE: &str = "topology.yaml";
 #[derive(Debug)]
 struct Lab {
     topology: Topology,
+    /// Set by `down`: an audit that waited for the lock must not rebuild it.
+    removed: bool,
+    /// What audits found broken and repaired, newest last (at most
+    /// [`REPAIRS_KEPT`]), and how many repairs there were in all.
+    repairs: VecDeque<String>,
+    repair_count: u64,
 }
+
+impl Lab {
+    fn new(topology: Topology) -> Self {
+        Lab {
+            topology,
+            removed: false,
+            repairs: VecDeque::new(),
+            repair_count: 0,
+        }
+    }
+}
+
+/// Audits whose repairs `ovslab status` lists.
+const REPAIRS_KEPT: usize = 20;
 
 /// Owns every lab of the daemon; all changes go through it.
 #[derive(Debug)]
@@ -83,7 +103,10 @@ impl Engine {
                 match ovslab_topology::parse(&file.display().to_string(), &text) {
                     Ok(topology) => {
                         tracing::info!(lab = topology.lab, "found a lab from a previous run");
-                        labs.insert(topology.lab.clone(), Arc::new(Mutex::new(Lab { topology })));
+                        labs.insert(
+                            topology.lab.clone(),
+                            Arc::new(Mutex::new(Lab::new(topology))),
+                        );
                     }
                     Err(e) => {
                         tracing::warn!(file = %file.display(), error = %e, "ignoring saved topology")
@@ -112,11 +135,7 @@ impl Engine {
         let entry = {
             let mut labs = self.labs.lock().await;
             labs.entry(name.clone())
-                .or_insert_with(|| {
-                    Arc::new(Mutex::new(Lab {
-                        topology: topology.clone(),
-                    }))
-                })
+                .or_insert_with(|| Arc::new(Mutex::new(Lab::new(topology.clone()))))
                 .clone()
         };
         let mut lab = entry.lock().await;
@@ -128,7 +147,8 @@ impl Engine {
         if std::fs::read_to_string(&file).ok().as_deref() != Some(text) {
             std::fs::write(&file, text).map_err(|e| ReconcileError::io(&file, e))?;
         }
-        let changes = self.converge(&lab.topology).await?;
+        let mut changes = Vec::new();
+        self.converge(&lab.topology, &mut changes).await?;
         let report = UpReport {
             lab: name,
             changes,
@@ -143,9 +163,14 @@ impl Engine {
         Ok(report)
     }
 
-    async fn converge(&self, topo: &Topology) -> Result<Vec<String>, ReconcileError> {
+    /// Converges a lab, adding one line per change made to `changes` (also
+    /// those made before an error).
+    async fn converge(
+        &self,
+        topo: &Topology,
+        changes: &mut Vec<String>,
+    ) -> Result<(), ReconcileError> {
         let lab = topo.lab.as_str();
-        let mut changes = Vec::new();
         let mut clock = Instant::now();
 
         // 1. Namespaces.
@@ -245,17 +270,24 @@ impl Engine {
 
         phase_done(lab, "ovsdb read and plan", &mut clock);
         // 4. Links, addresses, routes, sysctls.
-        changes.extend(self.converge_links(&desired).await?);
+        let (lines, created) = self.converge_links(&desired).await?;
+        changes.extend(lines);
 
         phase_done(lab, "links", &mut clock);
-        for node in &nodes {
+        let mut restarted = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
             for daemon in node
                 .ensure_vswitchd()
                 .map_err(ReconcileError::ovs_process)?
             {
                 changes.push(format!("start {} on {}", daemon.program(), node.node));
+                restarted.push(i);
             }
         }
+        // A vswitchd started over an existing database first rebuilds its
+        // bridges (and their flow sockets) from it.
+        let waits = join_all(restarted.iter().map(|&i| switch::wait_applied(&clients[i]))).await;
+        waits.into_iter().collect::<Result<Vec<_>, _>>()?;
 
         // 5. OVSDB, one transaction per node.
         let ovs_results = join_all(
@@ -264,16 +296,45 @@ impl Engine {
                 .iter()
                 .zip(&clients)
                 .zip(&actual_switches)
-                .map(|((spec, client), actual)| async move {
-                    let ops = diff_switch(lab, spec, actual);
-                    if ops.is_empty() {
-                        return Ok((Vec::new(), None));
+                .map(|((spec, client), actual)| {
+                    let created = &created;
+                    async move {
+                        // A port whose device was just made again (deleted behind
+                        // our back): its datapath port still reads the old one,
+                        // so the row goes and comes back.
+                        let mut actual = std::borrow::Cow::Borrowed(actual);
+                        let remade: BTreeSet<&str> = spec
+                            .bridges
+                            .iter()
+                            .flat_map(|b| &b.ports)
+                            .filter(|p| p.patch_peer.is_none())
+                            .map(|p| p.name.as_str())
+                            .filter(|p| created.contains(&(spec.namespace.clone(), p.to_string())))
+                            .collect();
+                        let mut lines = Vec::new();
+                        if !remade.is_empty() {
+                            let mut without = spec.clone();
+                            for b in &mut without.bridges {
+                                b.ports.retain(|p| !remade.contains(p.name.as_str()));
+                            }
+                            let ops = diff_switch(lab, &without, &actual);
+                            if !ops.is_empty() {
+                                lines.extend(ops.iter().map(|o| format!("{}: {o}", spec.node)));
+                                switch::apply(client, lab, &ops).await?;
+                                actual = std::borrow::Cow::Owned(switch::read(client).await?);
+                            }
+                        }
+                        let ops = diff_switch(lab, spec, &actual);
+                        if ops.is_empty() {
+                            let after = matches!(actual, std::borrow::Cow::Owned(_))
+                                .then(|| actual.into_owned());
+                            return Ok((lines, after));
+                        }
+                        lines.extend(ops.iter().map(|o| format!("{}: {o}", spec.node)));
+                        switch::apply(client, lab, &ops).await?;
+                        let after = switch::read(client).await?;
+                        Ok::<_, ReconcileError>((lines, Some(after)))
                     }
-                    let lines: Vec<String> =
-                        ops.iter().map(|o| format!("{}: {o}", spec.node)).collect();
-                    switch::apply(client, lab, &ops).await?;
-                    let after = switch::read(client).await?;
-                    Ok::<_, ReconcileError>((lines, Some(after)))
                 }),
         )
         .await;
@@ -317,10 +378,15 @@ impl Engine {
             changes.extend(result?);
         }
         phase_done(lab, "iptables", &mut clock);
-        Ok(changes)
+        Ok(())
     }
 
-    async fn converge_links(&self, desired: &DesiredState) -> Result<Vec<String>, ReconcileError> {
+    /// Converges every namespace's links; returns what it did, and the
+    /// devices it created (namespace, name).
+    async fn converge_links(
+        &self,
+        desired: &DesiredState,
+    ) -> Result<(Vec<String>, BTreeSet<(String, String)>), ReconcileError> {
         let handles = links::Handles::default();
         // Bounded: every namespace read holds a netlink connection.
         let reads: Vec<_> = desired
@@ -342,6 +408,18 @@ impl Engine {
             );
         }
         all.sort_by_key(|(_, c)| c.phase());
+        let mut created = BTreeSet::new();
+        for (ns, change) in &all {
+            if let LinkChange::CreateVeth {
+                name,
+                peer,
+                peer_namespace,
+            } = change
+            {
+                created.insert((ns.to_string(), name.clone()));
+                created.insert((peer_namespace.clone(), peer.clone()));
+            }
+        }
         let lines = all
             .iter()
             .map(|(ns, change)| format!("{ns}: {change}"))
@@ -371,7 +449,7 @@ impl Engine {
                 .await;
             results.into_iter().collect::<Result<Vec<_>, _>>()?;
         }
-        Ok(lines)
+        Ok((lines, created))
     }
 
     async fn converge_flows(
@@ -419,10 +497,13 @@ impl Engine {
     pub async fn down(&self, lab: &str) -> Result<DownReport, ReconcileError> {
         let started = Instant::now();
         let entry = self.entry(lab).await;
-        let _guard = match &entry {
+        let mut guard = match &entry {
             Some(e) => Some(e.lock().await),
             None => None,
         };
+        if let Some(lab) = guard.as_mut() {
+            lab.removed = true;
+        }
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         let dir = self.lab_dir(lab);
@@ -458,8 +539,9 @@ impl Engine {
                 Err(e) => errors.push(format!("{}: {e}", dir.display())),
             }
         }
-        drop(_guard);
+        // Forgotten before the lock goes, so nobody finds it half removed.
         self.labs.lock().await.remove(lab);
+        drop(guard);
         if !errors.is_empty() {
             return Err(ReconcileError::Teardown {
                 lab: lab.to_string(),
@@ -470,6 +552,72 @@ impl Engine {
             lab: lab.to_string(),
             removed,
             elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Checks every lab against its plan and repairs what differs: a dead
+    /// `ovsdb-server` or `ovs-vswitchd` is restarted (and its bridges,
+    /// ports and flows re-installed), a deleted namespace, link, flow or
+    /// iptables rule is put back. It is the same converge as `up`, so it
+    /// finds anything `up` would fix. A lab busy with a user's request is
+    /// skipped this time. Returns the labs repaired.
+    pub async fn audit(&self) -> Vec<String> {
+        let entries: Vec<(String, Arc<Mutex<Lab>>)> = self
+            .labs
+            .lock()
+            .await
+            .iter()
+            .map(|(name, e)| (name.clone(), e.clone()))
+            .collect();
+        let mut repaired = Vec::new();
+        for (name, entry) in entries {
+            let Ok(mut lab) = entry.try_lock() else {
+                continue;
+            };
+            if lab.removed {
+                continue;
+            }
+            let topology = lab.topology.clone();
+            let mut changes = Vec::new();
+            let result = self.converge(&topology, &mut changes).await;
+            if let Err(e) = &result {
+                tracing::warn!(lab = name, "audit: cannot repair the lab yet: {e}");
+            }
+            if changes.is_empty() {
+                continue;
+            }
+            tracing::warn!(
+                lab = name,
+                repairs = changes.len(),
+                "audit: the lab differed from its plan; repaired: {}",
+                changes.join("; ")
+            );
+            lab.repair_count += changes.len() as u64;
+            lab.repairs.push_back(repair_summary(&utc_now(), &changes));
+            while lab.repairs.len() > REPAIRS_KEPT {
+                lab.repairs.pop_front();
+            }
+            repaired.push(name);
+        }
+        repaired
+    }
+
+    /// Audits every `every` (see [`Engine::audit`]), or less often when an
+    /// audit takes long: the pause is at least five times the last audit's
+    /// duration, so a large lab never costs more than a fifth of a core.
+    pub fn spawn_audits(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let engine = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut pause = every;
+            loop {
+                tokio::time::sleep(pause).await;
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                let started = Instant::now();
+                engine.audit().await;
+                pause = every.max(started.elapsed() * 5);
+            }
         })
     }
 
@@ -563,6 +711,8 @@ impl Engine {
             nodes,
             instances,
             healthy,
+            repairs: lab.repairs.iter().cloned().collect(),
+            repair_count: lab.repair_count,
         })
     }
 
@@ -715,6 +865,52 @@ impl Engine {
     }
 }
 
+/// One audit's repairs on one line: the time, how many, the first few.
+fn repair_summary(at: &str, changes: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = format!("{at} {} repaired: ", changes.len());
+    text.push_str(
+        &changes
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    if changes.len() > SHOWN {
+        text.push_str(&format!("; … {} more", changes.len() - SHOWN));
+    }
+    text
+}
+
+/// The current time as `2026-11-25T03:59:01Z`.
+fn utc_now() -> String {
+    utc(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()))
+}
+
+/// Seconds since the epoch as `2026-11-25T03:59:01Z`.
+fn utc(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
 /// Namespaces created at the same time.
 const NAMESPACE_CREATIONS: usize = 8;
 
@@ -732,6 +928,24 @@ fn phase_done(lab: &str, phase: &str, clock: &mut Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_utc_iso_8601() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_795_575_333), "2026-11-25T02:55:33Z");
+    }
+
+    #[test]
+    fn an_audit_is_summed_up_in_one_line() {
+        let changes: Vec<String> = (1..=6).map(|i| format!("change {i}")).collect();
+        assert_eq!(
+            repair_summary("T", &changes),
+            "T 6 repaired: change 1; change 2; change 3; change 4; … 2 more"
+        );
+        assert_eq!(repair_summary("T", &changes[..1]), "T 1 repaired: change 1");
+    }
+
 
     #[tokio::test]
     async fn the_saved_topology_is_read_back_with_its_source() {

@@ -15,6 +15,8 @@ use crate::commands::segment;
     long_about = "Show a lab's nodes, instances and health; without LAB, list the labs the \
 daemon manages.\n\n\
 A lab is healthy when every namespace exists and every node's ovsdb-server and ovs-vswitchd run. \
+The last lines list what the daemon's audits found broken and repaired (a dead OVS process, a \
+deleted link, flow or rule). \
 --json prints the daemon's answer as it is (a LabStatus, or a list of lab names).",
     after_help = "Exit status: 0 shown (healthy or not), 1 the daemon is unreachable or does not know LAB."
 )]
@@ -129,6 +131,17 @@ pub fn format_status(s: &LabStatus) -> String {
         }
         out.push_str(&format!("{routers}\n"));
     }
+    if s.repair_count == 0 {
+        out.push_str("repairs: none\n");
+    } else {
+        out.push_str(&format!(
+            "repairs: {} since the daemon started; the latest:\n",
+            s.repair_count
+        ));
+        for r in &s.repairs {
+            out.push_str(&format!("  {r}\n"));
+        }
+    }
     out
 }
 
@@ -162,7 +175,26 @@ mod tests {
             }],
             routers: vec![],
             healthy,
+            repairs: if healthy {
+                vec![]
+            } else {
+                vec!["2026-11-25T03:59:01Z start ovs-vswitchd on compute1".into()]
+            },
+            repair_count: u64::from(!healthy),
         }
+    }
+
+    #[test]
+    fn repairs_are_listed_newest_last() {
+        assert!(format_status(&sample(true)).ends_with("repairs: none\n"));
+        let text = format_status(&sample(false));
+        assert!(
+            text.ends_with(
+                "repairs: 1 since the daemon started; the latest:\n  \
+                 2026-11-25T03:59:01Z start ovs-vswitchd on compute1\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -423,6 +423,18 @@ async fn read_root(client: &SwitchClient) -> Result<Option<String>, ReconcileErr
         .and_then(|r| uuid_of(&r["_uuid"])))
 }
 
+/// Waits until a (re)started vswitchd has applied the configuration the
+/// database holds: its bridges, ports and `.mgmt` sockets then exist.
+pub async fn wait_applied(client: &SwitchClient) -> Result<(), ReconcileError> {
+    let results = client.transact(vec![select(DB, &["next_cfg"])]).await?;
+    let next_cfg = results
+        .first()
+        .and_then(|r| rows(r).first())
+        .and_then(|r| r["next_cfg"].as_i64())
+        .unwrap_or(0);
+    wait_cur_cfg(client, next_cfg).await
+}
+
 /// How long vswitchd may take to apply a configuration. Generous: while
 /// the kernel destroys a large lab's namespaces, a vswitchd just started
 /// waits seconds for the locks every link operation needs.
