@@ -946,7 +946,6 @@ mod tests {
         assert_eq!(repair_summary("T", &changes[..1]), "T 1 repaired: change 1");
     }
 
-
     #[tokio::test]
     async fn the_saved_topology_is_read_back_with_its_source() {
         let root = std::env::temp_dir().join(format!("ovslab-engine-{}", std::process::id()));
