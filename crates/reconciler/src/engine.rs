@@ -605,12 +605,18 @@ impl Engine {
     /// Audits every `every` (see [`Engine::audit`]), or less often when an
     /// audit takes long: the pause is at least five times the last audit's
     /// duration, so a large lab never costs more than a fifth of a core.
+    /// When an Open vSwitch daemon this process started exits, the next
+    /// audit starts at once.
     pub fn spawn_audits(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let engine = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut pause = every;
             loop {
-                tokio::time::sleep(pause).await;
+                // An OVS daemon of ours that exits is repaired at once.
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = crate::ovs_process::exited().notified() => {}
+                }
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };

@@ -46,6 +46,13 @@ pub enum OvsProcessError {
     },
 }
 
+/// Notified whenever an Open vSwitch daemon this process started exits
+/// (stopped on purpose or not); the audits wake on it.
+pub fn exited() -> &'static tokio::sync::Notify {
+    static EXITED: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
+    EXITED.get_or_init(tokio::sync::Notify::new)
+}
+
 /// The two daemons of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OvsDaemon {
@@ -211,7 +218,8 @@ impl NodeOvs {
             source,
         })?;
         let node = self.node.clone();
-        // Reap the child whenever it ends, so it never lingers as a zombie.
+        // Reap the child whenever it ends, so it never lingers as a zombie,
+        // and wake the audits: a node lost its switch.
         tokio::spawn(async move {
             match child.wait().await {
                 Ok(status) => tracing::info!(node, program, %status, "open vswitch daemon exited"),
@@ -219,6 +227,7 @@ impl NodeOvs {
                     tracing::warn!(node, program, error = %e, "cannot wait for open vswitch daemon")
                 }
             }
+            exited().notify_one();
         });
         tracing::info!(node = self.node, program, "started");
         Ok(())
