@@ -3,6 +3,9 @@
 #   make deps    system packages (Debian): Open vSwitch, iproute2, iptables, tcpdump, …
 #   make up      build, start ovslabd in the background, bring the seed lab up, run its checks
 #   make test    deps + fmt + clippy + every test (root tests need root: run as root)
+#   make install          release binaries, the systemd unit and the seed lab (DESTDIR, PREFIX honoured)
+#   make uninstall        the reverse (edited lab files are kept)
+#   make test-container   a real systemd in a privileged container runs ovslabd as a service
 #   make bench   the performance table of docs/performance.md: up / no-op / down / add-one times,
 #                peak memory, iperf3 throughput (BIG=20x50 by default; BIG= skips the large lab)
 
@@ -13,7 +16,11 @@ PACKAGES := openvswitch-switch openvswitch-common iproute2 iptables ipset tcpdum
 RUN_DIR ?= /run/ovslab
 SOCKET ?= $(RUN_DIR)/ovslabd.sock
 
-.PHONY: all build deps test lint unit bench up down clean
+.PHONY: all build deps test lint unit bench up down clean install uninstall test-container
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+UNIT_DIR ?= /etc/systemd/system
 
 all: build
 
@@ -68,3 +75,33 @@ bench:
 
 clean:
 	$(CARGO) clean
+
+# Binaries to $(PREFIX)/bin, the unit, the seed lab as the one configured lab
+# (an edited lab file is never overwritten), and the group `ovslab` whose
+# members may use the API (not when installing into a DESTDIR: the image's
+# own tools create it at boot, see scripts/test-container.sh).
+install:
+	$(CARGO) build --release --bins
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNIT_DIR) $(DESTDIR)/etc/ovslab/labs
+	install -m 0755 target/release/ovslabd target/release/ovslab $(DESTDIR)$(PREFIX)/bin/
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' systemd/ovslabd.service >$(DESTDIR)$(UNIT_DIR)/ovslabd.service
+	chmod 0644 $(DESTDIR)$(UNIT_DIR)/ovslabd.service
+	[ -e $(DESTDIR)/etc/ovslab/labs/seed.yaml ] || install -m 0644 lab-topologies/seed.yaml $(DESTDIR)/etc/ovslab/labs/seed.yaml
+	if [ -z "$(DESTDIR)" ]; then \
+	  getent group ovslab >/dev/null || groupadd --system ovslab; \
+	  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	fi
+
+uninstall:
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now ovslabd 2>/dev/null || true; fi
+	rm -f $(DESTDIR)$(PREFIX)/bin/ovslabd $(DESTDIR)$(PREFIX)/bin/ovslab $(DESTDIR)$(UNIT_DIR)/ovslabd.service
+	if [ -e $(DESTDIR)/etc/ovslab/labs/seed.yaml ] && cmp -s lab-topologies/seed.yaml $(DESTDIR)/etc/ovslab/labs/seed.yaml; then \
+	  rm -f $(DESTDIR)/etc/ovslab/labs/seed.yaml; fi
+	-rmdir $(DESTDIR)/etc/ovslab/labs $(DESTDIR)/etc/ovslab 2>/dev/null
+	if [ -z "$(DESTDIR)" ]; then \
+	  getent group ovslab >/dev/null && groupdel ovslab || true; \
+	  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	fi
+
+test-container:
+	scripts/test-container.sh

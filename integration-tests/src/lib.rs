@@ -37,6 +37,8 @@ pub fn bin(name: &str) -> PathBuf {
 #[derive(Debug)]
 pub struct Daemon {
     child: Child,
+    /// Set once the child was reaped: never signal its pid again.
+    stopped: bool,
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub run_dir: PathBuf,
@@ -59,6 +61,7 @@ impl Daemon {
         let child = Self::spawn(&dir, &socket, &run_dir, options);
         let daemon = Daemon {
             child,
+            stopped: false,
             dir,
             socket,
             run_dir,
@@ -98,9 +101,22 @@ impl Daemon {
     /// `kill -9` of the daemon (by the pid this fixture started); its labs
     /// and their OVS processes stay, and so does a stale socket file.
     pub fn kill9(&mut self) {
-        // SAFETY: signalling the daemon this fixture started, by its pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
+        self.signal_and_wait(libc::SIGKILL);
+    }
+
+    /// A clean stop (SIGTERM), waiting for the daemon to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal_and_wait(libc::SIGTERM)
+    }
+
+    fn signal_and_wait(&mut self, signal: i32) -> std::process::ExitStatus {
+        if !self.stopped {
+            // SAFETY: signalling the daemon this fixture started, by its
+            // pid, which is not reaped yet (so not reused).
+            unsafe { libc::kill(self.child.id() as i32, signal) };
+        }
+        self.stopped = true;
+        self.child.wait().expect("wait for ovslabd")
     }
 
     /// Starts a new daemon on the same socket and run directory (after
@@ -108,6 +124,7 @@ impl Daemon {
     pub fn restart(&mut self, options: &[&str]) {
         let _ = std::fs::remove_file(&self.socket);
         self.child = Self::spawn(&self.dir, &self.socket, &self.run_dir, options);
+        self.stopped = false;
         self.wait_for_socket();
     }
 
@@ -146,9 +163,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // SAFETY: signalling the daemon this fixture started, by its pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        if !self.stopped {
+            self.stop();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -22,11 +22,18 @@ Signals:
                    (a second signal exits at once)
   SIGHUP           bring up every *.yaml under --labs-dir again
 
-Labs are NOT torn down when the daemon exits: a lab outlives the daemon, and the next ovslabd
-adopts it from --run-dir. `ovslab down LAB` removes a lab.
+With --on-exit keep (the default) labs are NOT torn down when the daemon exits: a lab outlives the
+daemon, and the next ovslabd adopts it from --run-dir. `ovslab down LAB` removes a lab. With
+--on-exit down (what systemd/ovslabd.service uses) a stop removes every lab.
 
-Access: the socket has mode 0660; requests from users other than root and the daemon's own
-user are refused with 403.
+Self-healing: every --audit-interval seconds each lab is converged against its plan, as `up` does;
+what differed is repaired and logged, and `ovslab status` lists it.
+
+systemd: with Type=notify, READY=1 is sent once every lab of --labs-dir was brought up, STATUS=
+says how many labs and instances run and whether they are healthy, RELOADING=1 on SIGHUP.
+
+Access: the socket has mode 0660 (group `ovslab` when that group exists); requests from users
+other than root, the daemon's own user and members of group `ovslab` are refused with 403.
 
 Exit status: 0 after a requested stop, 1 when the daemon cannot start (another daemon answers
 on the socket, a directory cannot be made, …)."
@@ -43,6 +50,12 @@ pub struct Config {
     /// Topology files (*.yaml) brought up at start; a missing directory is fine.
     #[arg(long, value_name = "DIR", default_value = "/etc/ovslab/labs")]
     pub labs_dir: PathBuf,
+
+    /// What happens to the labs when the daemon stops: `keep` leaves them
+    /// running (the next ovslabd adopts them), `down` removes them all (what
+    /// the systemd unit asks for).
+    #[arg(long, value_name = "WHAT", default_value = "keep", value_parser = ["keep", "down"])]
+    pub on_exit: String,
 
     /// Seconds between audits of every lab (a dead OVS process restarted,
     /// anything deleted or changed behind the daemon's back repaired);

@@ -34,7 +34,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut stop_signals = StopSignals::new()?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let engine = Arc::new(Engine::new(EngineConfig::new(&config.run_dir)));
-    let (listener, socket_file) = socket::bind(&config.socket)?;
+    let (listener, socket_file) = socket::bind(&config.socket, group_id(API_GROUP))?;
+    let status_updates = tokio::spawn(report_status(engine.clone()));
     let audits = (config.audit_interval > 0.0)
         .then(|| engine.spawn_audits(std::time::Duration::from_secs_f64(config.audit_interval)));
     tracing::info!(
@@ -89,6 +90,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(audits) = audits {
         audits.abort();
     }
+    status_updates.abort();
     let _ = stop_tx.send(());
     // New clients find no socket (rather than a refusing one) from now on.
     drop(socket_file);
@@ -100,6 +102,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::select! {
         result = drain => result.context("serving the API")?,
         again = stop_signals.next() => tracing::warn!("{again} again: exiting without waiting"),
+    }
+    if config.on_exit == "down" {
+        for lab in engine.labs().await {
+            tracing::info!("stopping with --on-exit down: removing lab {lab}");
+            if let Err(e) = engine.down(&lab).await {
+                tracing::error!("removing lab {lab}: {}", error_chain(&e));
+            }
+        }
     }
     tracing::info!("stopped");
     Ok(())
@@ -114,6 +124,42 @@ async fn bring_up_labs_dir(
     let up = labs_dir::bring_up_all(&engine, &dir, &stopping).await;
     tracing::debug!("{why}: {up} lab(s) of {} up", dir.display());
     notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// Keeps systemd's `STATUS=` current: the labs, their instances, health.
+async fn report_status(engine: Arc<Engine>) {
+    loop {
+        notify(&[sd_notify::NotifyState::Status(&status_line(&engine).await)]);
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+}
+
+/// `2 labs, 104 instances, all healthy` (or which are not).
+pub async fn status_line(engine: &Engine) -> String {
+    let labs = engine.labs().await;
+    let mut instances = 0;
+    let mut unhealthy = Vec::new();
+    for lab in &labs {
+        match engine.status(lab).await {
+            Ok(s) => {
+                instances += s.instances.len();
+                if !s.healthy {
+                    unhealthy.push(lab.clone());
+                }
+            }
+            Err(_) => unhealthy.push(lab.clone()),
+        }
+    }
+    let health = if unhealthy.is_empty() {
+        "all healthy".to_string()
+    } else {
+        format!("not healthy: {}", unhealthy.join(", "))
+    };
+    format!(
+        "{} lab{}, {instances} instances, {health}",
+        labs.len(),
+        if labs.len() == 1 { "" } else { "s" }
+    )
 }
 
 /// Tells systemd (when it started us with `Type=notify`) where we are.
@@ -175,26 +221,64 @@ impl Connected<IncomingStream<'_, UnixListener>> for Peer {
     }
 }
 
-/// Who may use the API: root and the user the daemon runs as.
-///
-/// Hook: letting the members of a group (`ovslab`) in belongs here, in
-/// [`Access::allows`], checked against the peer's gid and its supplementary
-/// groups (`Groups:` in `/proc/<pid>/status`).
+/// Who may use the API: root, the user the daemon runs as, and members of
+/// the group `ovslab` (when it exists), by the peer's gid or its
+/// supplementary groups (`Groups:` in `/proc/<pid>/status`).
 #[derive(Debug, Clone, Copy)]
 pub struct Access {
     daemon_uid: u32,
+    group: Option<u32>,
 }
+
+/// The group whose members may use the API (`make install` creates it).
+pub const API_GROUP: &str = "ovslab";
 
 impl Access {
     fn for_this_process() -> Self {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let daemon_uid = unsafe { libc::geteuid() };
-        Access { daemon_uid }
+        Access {
+            daemon_uid,
+            group: group_id(API_GROUP),
+        }
     }
 
     pub fn allows(&self, peer: &Peer) -> bool {
-        matches!(peer.uid, Some(uid) if uid == 0 || uid == self.daemon_uid)
+        if matches!(peer.uid, Some(uid) if uid == 0 || uid == self.daemon_uid) {
+            return true;
+        }
+        let Some(group) = self.group else {
+            return false;
+        };
+        peer.gid == Some(group)
+            || peer
+                .pid
+                .is_some_and(|pid| supplementary_groups(pid).contains(&group))
     }
+}
+
+/// The gid of a group, if it exists.
+pub fn group_id(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a valid C string; the result is read at once, before any
+    // other getgr* call on this thread could reuse the buffer.
+    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
+    // SAFETY: non-null pointers from getgrnam point to a valid group.
+    (!entry.is_null()).then(|| unsafe { (*entry).gr_gid })
+}
+
+/// A process's supplementary groups (empty when it is gone).
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Refuses requests from peers that [`Access`] does not allow.
@@ -217,7 +301,7 @@ async fn authorize(
     Failure {
         status: StatusCode::FORBIDDEN,
         message: format!(
-            "permission denied: ovslabd serves root and uid {} only (you are uid {})",
+            "permission denied: ovslabd serves root, uid {} and the group `ovslab` only (you are uid {})",
             access.daemon_uid,
             peer.uid
                 .map_or_else(|| "unknown".to_string(), |u| u.to_string())
@@ -373,10 +457,19 @@ mod tests {
 
     #[test]
     fn root_and_the_daemons_user_are_allowed_others_are_not() {
-        let access = Access { daemon_uid: 1000 };
+        let access = Access {
+            daemon_uid: 1000,
+            group: None,
+        };
         assert!(access.allows(&peer(0)));
         assert!(access.allows(&peer(1000)));
         assert!(!access.allows(&peer(1001)));
+        let with_group = Access {
+            daemon_uid: 1000,
+            group: Some(1001),
+        };
+        assert!(with_group.allows(&peer(1001)), "by primary gid");
+        assert!(!with_group.allows(&peer(1002)));
         assert!(!access.allows(&Peer {
             uid: None,
             gid: None,

@@ -36,7 +36,8 @@ impl Drop for SocketFile {
 /// Binds the API socket at `path`: creates its directory, removes a stale
 /// socket left by a daemon that died, and refuses to start when another
 /// daemon answers there or the path is something other than a socket.
-pub fn bind(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
+/// With `group`, the socket belongs to that group (its members may connect).
+pub fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<(UnixListener, SocketFile)> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -51,6 +52,10 @@ pub fn bind(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("giving {} to group {gid}", path.display()))?;
+    }
     Ok((listener, file))
 }
 
@@ -95,7 +100,7 @@ mod tests {
     async fn binds_creates_the_directory_and_removes_the_socket_when_dropped() {
         let dir = scratch("bind");
         let path = dir.join("a/b/s.sock");
-        let (listener, file) = bind(&path).unwrap();
+        let (listener, file) = bind(&path, None).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, SOCKET_MODE);
         drop(listener);
@@ -111,12 +116,12 @@ mod tests {
         let path = dir.join("s.sock");
         // Live: someone listens.
         let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let err = bind(&path).unwrap_err().to_string();
+        let err = bind(&path, None).unwrap_err().to_string();
         assert!(err.contains("another ovslabd answers"), "{err}");
         // Stale: the listener is gone, the file stays.
         drop(live);
         assert!(path.exists());
-        let (_listener, _file) = bind(&path).unwrap();
+        let (_listener, _file) = bind(&path, None).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -126,7 +131,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
         std::fs::write(&path, "precious").unwrap();
-        let err = bind(&path).unwrap_err().to_string();
+        let err = bind(&path, None).unwrap_err().to_string();
         assert!(err.contains("is not a socket"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -1,0 +1,69 @@
+//! The daemon as a service: the systemd unit verifies, `--on-exit down`
+//! removes the labs on a stop, and the API socket belongs to the group
+//! whose members may use it. (`make test-container` boots a real systemd
+//! with the unit; see scripts/test-container.sh.)
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use ovslab_integration_tests::{Lab, require_root, run_raw};
+
+/// The unit, its ExecStart pointed at the built daemon, as
+/// `systemd-analyze verify` checks it (a broken directive fails it).
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/ovslabd.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    assert!(text.contains("Type=notify") && text.contains("ExecReload="));
+    let daemon = ovslab_integration_tests::bin("ovslabd");
+    let dir = std::env::temp_dir().join(format!("ovslab-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("ovslabd.service");
+    std::fs::write(
+        &copy,
+        text.replace("/usr/local/bin/ovslabd", daemon.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = run_raw("systemd-analyze", &["verify", copy.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_stop_with_on_exit_down_removes_every_lab() {
+    if !require_root("a_stop_with_on_exit_down_removes_every_lab") {
+        return;
+    }
+    let mut lab = Lab::create_with(
+        ovslab_topology::SEED_YAML,
+        &["--audit-interval", "0", "--on-exit", "down"],
+    );
+    lab.up();
+    assert!(!lab.namespaces().is_empty());
+    let status = lab.daemon.stop();
+    assert!(status.success(), "{status}");
+    assert!(lab.namespaces().is_empty(), "{:?}", lab.namespaces());
+    assert!(!lab.daemon.run_dir.join(&lab.name).exists());
+}
+
+#[test]
+fn the_socket_belongs_to_the_api_group_when_it_exists() {
+    if !require_root("the_socket_belongs_to_the_api_group_when_it_exists") {
+        return;
+    }
+    // Whatever group `ovslab` is here (if any), the socket carries it.
+    let group = run_raw("getent", &["group", "ovslab"]);
+    let gid = String::from_utf8_lossy(&group.stdout)
+        .split(':')
+        .nth(2)
+        .and_then(|g| g.trim().parse::<u32>().ok());
+    let lab = Lab::create(ovslab_topology::SEED_YAML);
+    let meta = std::fs::metadata(&lab.daemon.socket).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), gid.unwrap_or(0));
+}
