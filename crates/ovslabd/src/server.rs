@@ -123,7 +123,11 @@ async fn bring_up_labs_dir(
 ) {
     let up = labs_dir::bring_up_all(&engine, &dir, &stopping).await;
     tracing::debug!("{why}: {up} lab(s) of {} up", dir.display());
-    notify(&[sd_notify::NotifyState::Ready]);
+    let status = status_line(&engine).await;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
 }
 
 /// Keeps systemd's `STATUS=` current: the labs, their instances, health.

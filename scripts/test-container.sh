@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# ovslab as a systemd service, proven on a real systemd: a Debian rootfs
+# (built once with debootstrap and cached), ovslab installed into a copy of
+# it with `make install`, booted with systemd-nspawn, and driven through
+# `nsenter -t <container PID 1> -a systemctl …`.
+#
+# Asserts: `systemctl start ovslabd` returns once the seed lab is up;
+# `ovslab check` passes inside; an edited lab file plus `systemctl reload`
+# is applied; `systemctl stop` leaves no lab namespace and no Open vSwitch
+# process; `journalctl -u ovslabd` has the daemon's log. The container is
+# stopped by its pid and its cgroup removed whatever happens.
+#
+# Needs root and release binaries (make test-container builds them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE=${OVSLAB_ROOTFS_CACHE:-/var/cache/ovslab-test-rootfs}
+MIRROR=${OVSLAB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SUITE=bookworm
+PACKAGES=systemd,systemd-sysv,dbus,openvswitch-switch,openvswitch-common,iproute2,iptables,ipset,procps,iputils-ping,kmod
+
+say() { printf '== %s\n' "$*"; }
+fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+# Host tools, installed only when missing.
+missing=""
+for p in debootstrap systemd-container; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  say "installing:$missing"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+fi
+
+# The cached rootfs: built once, then only copied.
+if [ ! -e "$CACHE/.ovslab-ready" ]; then
+  say "building the Debian $SUITE rootfs in $CACHE (once)"
+  rm -rf "$CACHE.tmp"
+  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$CACHE.tmp" "$MIRROR"
+  # No package may start a service while installing; no system-wide OVS at
+  # boot (ovslabd runs each node's own).
+  printf '#!/bin/sh\nexit 101\n' >"$CACHE.tmp/usr/sbin/policy-rc.d"
+  chmod +x "$CACHE.tmp/usr/sbin/policy-rc.d"
+  for unit in openvswitch-switch ovsdb-server ovs-vswitchd; do
+    ln -sf /dev/null "$CACHE.tmp/etc/systemd/system/$unit.service"
+  done
+  echo ovslab-test >"$CACHE.tmp/etc/hostname"
+  rm -rf "$CACHE"
+  mv "$CACHE.tmp" "$CACHE"
+  touch "$CACHE/.ovslab-ready"
+fi
+
+scratch=$(mktemp -d /var/tmp/ovslab-container.XXXXXX)
+# The cgroup hierarchies nspawn uses: the unified one (cgroup v2), or on a
+# hybrid host like this one the named `systemd` v1 hierarchy and the
+# unified one when mounted.
+cgroups=()
+if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
+  cgroups=(/sys/fs/cgroup/ovslab-test-$$)
+else
+  for h in systemd unified; do
+    case $(stat -fc %T "/sys/fs/cgroup/$h" 2>/dev/null) in
+      cgroupfs | cgroup2fs) cgroups+=("/sys/fs/cgroup/$h/ovslab-test-$$") ;;
+    esac
+  done
+fi
+nspawn=""
+cleanup() {
+  local rc=$?
+  if [ -n "$nspawn" ] && kill -0 "$nspawn" 2>/dev/null; then
+    kill -TERM "$nspawn" 2>/dev/null || true
+    for _ in $(seq 300); do kill -0 "$nspawn" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$nspawn" 2>/dev/null || true
+    wait "$nspawn" 2>/dev/null || true
+  fi
+  for cgroup in "${cgroups[@]}"; do
+    # Children first; a cgroup only goes once it is empty.
+    [ -d "$cgroup" ] && find "$cgroup" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+  if [ "$rc" -ne 0 ] && [ -e "$scratch.log" ]; then
+    echo "--- the container's console:" >&2
+    tail -30 "$scratch.log" >&2
+  fi
+  rm -rf "$scratch" "$scratch.log"
+  exit $rc
+}
+trap cleanup EXIT
+
+say "copying the rootfs and installing ovslab into it"
+cp -a "$CACHE/." "$scratch/"
+make --no-print-directory install DESTDIR="$scratch" >/dev/null
+chroot "$scratch" groupadd --system ovslab
+
+say "booting it"
+[ "${#cgroups[@]}" -gt 0 ] || fail "no cgroup hierarchy for the container"
+(
+  # A cgroup of its own, so that two containers never collide.
+  for cgroup in "${cgroups[@]}"; do
+    mkdir "$cgroup"
+    echo "$BASHPID" >"$cgroup/cgroup.procs"
+  done
+  exec systemd-nspawn -b --private-network --register=no --keep-unit \
+    --capability=CAP_IPC_LOCK --console=passive -D "$scratch" >"$scratch.log" 2>&1
+) &
+nspawn=$!
+# The container's PID 1: the descendant of nspawn that is pid 1 in its own
+# pid namespace (the last NSpid field).
+descendants() {
+  local p=$1 c
+  for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do
+    echo "$c"
+    descendants "$c"
+  done
+}
+pid1=""
+for _ in $(seq 300); do
+  for p in $(descendants "$nspawn"); do
+    if awk '/^NSpid:/ { exit !($NF == 1 && NF > 2) }' "/proc/$p/status" 2>/dev/null; then
+      pid1=$p
+      break
+    fi
+  done
+  [ -n "$pid1" ] && break
+  sleep 0.1
+done
+[ -n "$pid1" ] || fail "the container did not start (see $scratch.log)"
+inside() { nsenter -t "$pid1" -a "$@"; }
+# Until systemd itself runs there and answers on its bus.
+for _ in $(seq 600); do
+  case $(readlink "/proc/$pid1/exe" 2>/dev/null) in */systemd) break ;; esac
+  sleep 0.1
+done
+for _ in $(seq 600); do
+  inside systemctl is-system-running >/dev/null 2>&1 && break
+  case $(inside systemctl is-system-running 2>&1) in *"Failed to connect"*) sleep 0.1 ;; *) break ;; esac
+done
+state=$(timeout 180 nsenter -t "$pid1" -a systemctl is-system-running --wait || true)
+say "container PID 1 is $pid1; system state: $state"
+
+started=$(date +%s%N)
+# Not enabled: nothing of the lab exists before this start, which returns
+# only once ovslabd said READY=1.
+inside ip netns list | grep -q '^seed\.' && fail "lab namespaces before the start"
+inside systemctl start ovslabd
+say "systemctl start returned after $((($(date +%s%N) - started) / 1000000)) ms"
+inside ip netns list | grep -q '^seed\.compute1' || fail "the seed lab was not up when start returned"
+status=$(inside systemctl show -p StatusText --value ovslabd)
+say "status: $status"
+case $status in "1 lab, 4 instances, all healthy") ;; *) fail "STATUS= says: $status" ;; esac
+
+say "ovslab check inside"
+inside /usr/local/bin/ovslab check || fail "ovslab check failed in the container"
+
+say "editing the lab file and reloading"
+sed -i 's/^# What must hold/  - name: instance5\n    node: compute2\n    network: net1\n    address: 192.168.1.14\n    security_groups: [default]\n\n# What must hold/' \
+  "$scratch/etc/ovslab/labs/seed.yaml"
+inside systemctl reload ovslabd
+for _ in $(seq 300); do
+  inside ip netns list | grep -q '^seed\.instance5' && break
+  sleep 0.1
+done
+inside ip netns list | grep -q '^seed\.instance5' || fail "the reload did not add instance5"
+inside ip netns exec seed.instance1 ping -c 1 -W 2 192.168.1.14 >/dev/null || fail "instance5 unreachable"
+
+say "stopping"
+inside systemctl stop ovslabd
+if inside ip netns list | grep -q '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
+if inside ps -e -o comm= | grep -qx 'ovs-vswitchd\|ovsdb-server'; then fail "OVS processes left after stop"; fi
+
+say "the journal"
+journal=$(inside journalctl -u ovslabd --no-pager)
+echo "$journal" | grep -q "listening on /run/ovslab/ovslabd.sock" || fail "no daemon log in the journal: $journal"
+echo "$journal" | tail -3
+
+say "PASS"
