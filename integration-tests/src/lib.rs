@@ -291,6 +291,19 @@ impl Lab {
         )
     }
 
+    /// `ovs-ofctl del-flows` of the flows of a node's bridge matching
+    /// `spec` (breaking the lab behind the daemon's back).
+    pub fn del_flows(&self, node: &str, bridge: &str, spec: &str) {
+        let target = format!(
+            "unix:{}",
+            self.rundir(node).join(format!("{bridge}.mgmt")).display()
+        );
+        run(
+            "ovs-ofctl",
+            &["-O", "OpenFlow13", "del-flows", &target, spec],
+        );
+    }
+
     /// Starts `tcpdump -e -n` on an interface inside an object's namespace.
     pub fn capture(&self, object: &str, iface: &str, filter: &str) -> Capture {
         Capture::start(&self.ns(object), iface, filter)

@@ -393,20 +393,7 @@ fn every_declared_check_passes_and_can_fail() {
     lab.up();
     let (ok, report) = check(&lab);
     assert!(ok, "up did not repair the NAT:\n{report}");
-    let mgmt = format!(
-        "unix:{}",
-        lab.rundir("compute1").join("br-vlan.mgmt").display()
-    );
-    run(
-        "ovs-ofctl",
-        &[
-            "-O",
-            "OpenFlow13",
-            "del-flows",
-            &mgmt,
-            "in_port=phy-br-vlan,dl_vlan=1",
-        ],
-    );
+    lab.del_flows("compute1", "br-vlan", "in_port=phy-br-vlan,dl_vlan=1");
     let (ok, report) = check(&lab);
     assert!(!ok, "check passed without the translation flow:\n{report}");
     assert!(

@@ -142,22 +142,9 @@ fn a_deleted_flow_is_put_back() {
         return;
     }
     let lab = Lab::seed_audited("0.2");
-    let mgmt = format!(
-        "unix:{}",
-        lab.rundir("compute1").join("br-vlan.mgmt").display()
-    );
     let dump = || lab.flows("compute1", "br-vlan");
     assert!(dump().contains("dl_vlan=1"), "{}", dump());
-    run(
-        "ovs-ofctl",
-        &[
-            "-O",
-            "OpenFlow13",
-            "del-flows",
-            &mgmt,
-            "in_port=phy-br-vlan,dl_vlan=1",
-        ],
-    );
+    lab.del_flows("compute1", "br-vlan", "in_port=phy-br-vlan,dl_vlan=1");
     wait_until(BACK, "the translation flow back", || {
         dump().contains("dl_vlan=1")
     });

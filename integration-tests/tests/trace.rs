@@ -252,20 +252,7 @@ fn a_deleted_translation_flow_shows_where_the_probe_was_lost() {
     }
     let lab = Lab::seed();
     assert!(lab.ping("instance1", "192.168.1.12", 2));
-    let mgmt = format!(
-        "unix:{}",
-        lab.rundir("compute1").join("br-vlan.mgmt").display()
-    );
-    run(
-        "ovs-ofctl",
-        &[
-            "-O",
-            "OpenFlow13",
-            "del-flows",
-            &mgmt,
-            "in_port=phy-br-vlan,dl_vlan=1",
-        ],
-    );
+    lab.del_flows("compute1", "br-vlan", "in_port=phy-br-vlan,dl_vlan=1");
     let t = trace(&lab, &["instance1", "instance3"]);
     assert_eq!(t["answered"], false, "{t:#}");
     let request = way(&t, "request");

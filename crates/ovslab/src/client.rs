@@ -88,6 +88,16 @@ impl Client {
         self.call(Method::GET, path, None)
     }
 
+    /// Where a lab's node, instance, router or external host lives
+    /// (`exec` and `capture` enter its namespace).
+    pub fn target(&self, lab: &str, name: &str) -> Result<ovslab_api::Target, ClientError> {
+        self.get(&format!(
+            "/v1/labs/{}/targets/{}",
+            crate::commands::segment(lab),
+            crate::commands::segment(name)
+        ))
+    }
+
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call(Method::DELETE, path, None)
     }

@@ -203,6 +203,16 @@ pub fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// A socket bound inside namespace `ns`, when there is one (the probe's
+/// listener or responder at a destination inside the lab).
+fn bound_in<T: Send>(
+    ns: Option<&str>,
+    bind: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<Option<T>> {
+    ns.map(|ns| netns::run_in(ns, bind).map_err(io::Error::other))
+        .transpose()
+}
+
 /// Connects from `ns` (source port `sport`) to `dest:port`, with a
 /// listener in `listen_ns` when the destination is inside the lab.
 fn tcp(
@@ -212,15 +222,9 @@ fn tcp(
     port: u16,
     sport: u16,
 ) -> io::Result<bool> {
-    let listener = match listen_ns {
-        Some(l) => Some(
-            netns::run_in(l, || {
-                TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
-            })
-            .map_err(io::Error::other)?,
-        ),
-        None => None,
-    };
+    let listener = bound_in(listen_ns, || {
+        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+    })?;
     let accepted = listener.map(|l| {
         std::thread::spawn(move || {
             l.set_nonblocking(true).ok();
@@ -329,15 +333,9 @@ fn udp(
     port: u16,
     sport: u16,
 ) -> io::Result<bool> {
-    let responder = match listen_ns {
-        Some(l) => Some(
-            netns::run_in(l, || {
-                UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
-            })
-            .map_err(io::Error::other)?,
-        ),
-        None => None,
-    };
+    let responder = bound_in(listen_ns, || {
+        UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+    })?;
     let echoed = responder.map(|socket| {
         std::thread::spawn(move || {
             socket.set_read_timeout(Some(PROBE_TIMEOUT)).ok();

@@ -9,11 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
-use ovslab_api::Target;
 use ovslab_capture::{Direction, Frame, PacketSocket, PcapWriter};
 
 use crate::client::Client;
-use crate::commands::segment;
 
 /// Capture frames on one interface of a lab object, VLAN tags kept.
 #[derive(Debug, clap::Args)]
@@ -59,11 +57,7 @@ extern "C" fn request_stop(_: libc::c_int) {
 }
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
-    let target: Target = client.get(&format!(
-        "/v1/labs/{}/targets/{}",
-        segment(&args.lab),
-        segment(&args.target)
-    ))?;
+    let target = client.target(&args.lab, &args.target)?;
     let socket = PacketSocket::open(&target.namespace, &args.interface, true).map_err(|e| {
         let hint = if e.to_string().contains("Operation not permitted") {
             " (capturing needs root: CAP_SYS_ADMIN and CAP_NET_RAW)"

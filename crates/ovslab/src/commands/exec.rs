@@ -18,7 +18,6 @@ use nix::sched::{CloneFlags, setns};
 use ovslab_api::Target;
 
 use crate::client::Client;
-use crate::commands::segment;
 
 /// Where `ip netns` keeps named namespaces.
 const NETNS_DIR: &str = "/run/netns";
@@ -51,11 +50,7 @@ pub struct Args {
 }
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
-    let target: Target = client.get(&format!(
-        "/v1/labs/{}/targets/{}",
-        segment(&args.lab),
-        segment(&args.target)
-    ))?;
+    let target = client.target(&args.lab, &args.target)?;
     let ns_path = Path::new(NETNS_DIR).join(&target.namespace);
     let namespace = File::open(&ns_path).map_err(|e| namespace_error(&target, &ns_path, e))?;
     let mut command = build_command(&args.command, &target);
