@@ -6,7 +6,8 @@
 #
 # Asserts: `systemctl start ovslabd` returns once the seed lab is up;
 # `ovslab check` passes inside; an edited lab file plus `systemctl reload`
-# is applied; `systemctl stop` leaves no lab namespace and no Open vSwitch
+# is applied, a new lab file comes up on reload and goes once removed;
+# `systemctl stop` leaves no lab namespace and no Open vSwitch
 # process; `journalctl -u ovslabd` has the daemon's log. The container is
 # stopped by its pid and its cgroup removed whatever happens.
 #
@@ -162,6 +163,23 @@ for _ in $(seq 300); do
 done
 inside ip netns list | grep -q '^seed\.instance5' || fail "the reload did not add instance5"
 inside ip netns exec seed.instance1 ping -c 1 -W 2 192.168.1.14 >/dev/null || fail "instance5 unreachable"
+
+say "a second lab file, then removing it: reload brings it up, then down"
+sed 's/^lab: seed$/lab: other/' "$scratch/etc/ovslab/labs/seed.yaml" >"$scratch/etc/ovslab/labs/other.yaml"
+inside systemctl reload ovslabd
+for _ in $(seq 300); do
+  inside ip netns list | grep -q '^other\.instance1' && break
+  sleep 0.1
+done
+inside ip netns list | grep -q '^other\.instance1' || fail "the reload did not bring up the lab of other.yaml"
+rm "$scratch/etc/ovslab/labs/other.yaml"
+inside systemctl reload ovslabd
+for _ in $(seq 300); do
+  inside ip netns list | grep -q '^other\.' || break
+  sleep 0.1
+done
+if inside ip netns list | grep -q '^other\.'; then fail "lab other still up after its file was removed"; fi
+inside ip netns list | grep -q '^seed\.instance5' || fail "removing other.yaml touched the seed lab"
 
 say "stopping"
 inside systemctl stop ovslabd
