@@ -186,9 +186,32 @@ inside systemctl stop ovslabd
 if inside ip netns list | grep -q '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
 if inside ps -e -o comm= | grep -qx 'ovs-vswitchd\|ovsdb-server'; then fail "OVS processes left after stop"; fi
 
+say "keep: a stop with OVSLABD_ON_EXIT=keep leaves the lab running, the next start adopts it"
+ovs_pids() { inside ps -e -o pid=,comm= | awk '$2 == "ovs-vswitchd" || $2 == "ovsdb-server" { print $1 }' | sort -n | tr '\n' ' '; }
+echo OVSLABD_ON_EXIT=keep >"$scratch/etc/default/ovslabd"
+inside systemctl start ovslabd
+before=$(ovs_pids)
+[ -n "$before" ] || fail "no Open vSwitch process after the start"
+inside systemctl stop ovslabd
+inside ip netns list | grep -q '^seed\.instance1' || fail "--on-exit keep: the lab is gone after the stop"
+after=$(ovs_pids)
+[ "$after" = "$before" ] || fail "--on-exit keep: Open vSwitch processes changed across the stop: [$before] -> [$after]"
+inside ip netns exec seed.instance1 ping -c 1 -W 2 192.168.1.11 >/dev/null || fail "--on-exit keep: no traffic while the daemon is stopped"
+rm "$scratch/etc/default/ovslabd"
+inside systemctl start ovslabd
+[ "$(ovs_pids)" = "$before" ] || fail "the adopting start replaced Open vSwitch processes: [$before] -> [$(ovs_pids)]"
+status=$(inside systemctl show -p StatusText --value ovslabd)
+case $status in "1 lab, 5 instances, all healthy") ;; *) fail "after adopting, STATUS= says: $status" ;; esac
+inside systemctl stop ovslabd
+if inside ip netns list | grep -q '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
+if inside ps -e -o comm= | grep -qx 'ovs-vswitchd\|ovsdb-server'; then fail "OVS processes left after stop"; fi
+
 say "the journal"
 journal=$(inside journalctl -u ovslabd --no-pager)
-echo "$journal" | grep -q "listening on /run/ovslab/ovslabd.sock" || fail "no daemon log in the journal: $journal"
-echo "$journal" | tail -3
+# (grep -q on a here-string: in a pipeline it would leave echo writing to a
+# closed pipe, which pipefail reports as a failure once the log is long.)
+grep -q "listening on /run/ovslab/ovslabd.sock" <<<"$journal" || fail "no daemon log in the journal: $(tail -20 <<<"$journal")"
+grep -q "stopping with --on-exit down: removing lab seed" <<<"$journal" || fail "no on-exit down in the journal"
+tail -3 <<<"$journal"
 
 say "PASS"
