@@ -12,7 +12,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 PACKAGES := openvswitch-switch openvswitch-common iproute2 iptables ipset tcpdump ethtool \
-            iputils-ping netcat-openbsd procps
+            iputils-ping netcat-openbsd procps systemd
 RUN_DIR ?= /run/ovslab
 SOCKET ?= $(RUN_DIR)/ovslabd.sock
 

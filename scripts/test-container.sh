@@ -6,7 +6,8 @@
 #
 # Asserts: `systemctl start ovslabd` returns once the seed lab is up;
 # `ovslab check` passes inside; an edited lab file plus `systemctl reload`
-# is applied; `systemctl stop` leaves no lab namespace and no Open vSwitch
+# is applied, a new lab file comes up on reload and goes once removed;
+# `systemctl stop` leaves no lab namespace and no Open vSwitch
 # process; `journalctl -u ovslabd` has the daemon's log. The container is
 # stopped by its pid and its cgroup removed whatever happens.
 #
@@ -17,7 +18,10 @@ cd "$(dirname "$0")/.."
 CACHE=${OVSLAB_ROOTFS_CACHE:-/var/cache/ovslab-test-rootfs}
 MIRROR=${OVSLAB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,dbus,openvswitch-switch,openvswitch-common,iproute2,iptables,ipset,procps,iputils-ping,kmod
+PACKAGES=systemd,systemd-sysv,dbus,openvswitch-switch,openvswitch-common,iproute2,iptables,ipset,tcpdump,procps,iputils-ping,kmod
+# The stamp names what the cache was built from: change either, and it is
+# built again.
+STAMP="$SUITE $PACKAGES"
 
 say() { printf '== %s\n' "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
@@ -34,7 +38,7 @@ if [ -n "$missing" ]; then
 fi
 
 # The cached rootfs: built once, then only copied.
-if [ ! -e "$CACHE/.ovslab-ready" ]; then
+if [ "$(cat "$CACHE/.ovslab-ready" 2>/dev/null)" != "$STAMP" ]; then
   say "building the Debian $SUITE rootfs in $CACHE (once)"
   rm -rf "$CACHE.tmp"
   debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$CACHE.tmp" "$MIRROR"
@@ -48,7 +52,7 @@ if [ ! -e "$CACHE/.ovslab-ready" ]; then
   echo ovslab-test >"$CACHE.tmp/etc/hostname"
   rm -rf "$CACHE"
   mv "$CACHE.tmp" "$CACHE"
-  touch "$CACHE/.ovslab-ready"
+  echo "$STAMP" >"$CACHE/.ovslab-ready"
 fi
 
 scratch=$(mktemp -d /var/tmp/ovslab-container.XXXXXX)
@@ -141,10 +145,10 @@ say "container PID 1 is $pid1; system state: $state"
 started=$(date +%s%N)
 # Not enabled: nothing of the lab exists before this start, which returns
 # only once ovslabd said READY=1.
-inside ip netns list | grep -q '^seed\.' && fail "lab namespaces before the start"
+inside ip netns list 2>/dev/null | grep -q '^seed\.' && fail "lab namespaces before the start"
 inside systemctl start ovslabd
 say "systemctl start returned after $((($(date +%s%N) - started) / 1000000)) ms"
-inside ip netns list | grep -q '^seed\.compute1' || fail "the seed lab was not up when start returned"
+inside ip netns list 2>/dev/null | grep -q '^seed\.compute1' || fail "the seed lab was not up when start returned"
 status=$(inside systemctl show -p StatusText --value ovslabd)
 say "status: $status"
 case $status in "1 lab, 4 instances, all healthy") ;; *) fail "STATUS= says: $status" ;; esac
@@ -157,20 +161,60 @@ sed -i 's/^# What must hold/  - name: instance5\n    node: compute2\n    network
   "$scratch/etc/ovslab/labs/seed.yaml"
 inside systemctl reload ovslabd
 for _ in $(seq 300); do
-  inside ip netns list | grep -q '^seed\.instance5' && break
+  inside ip netns list 2>/dev/null | grep -q '^seed\.instance5' && break
   sleep 0.1
 done
-inside ip netns list | grep -q '^seed\.instance5' || fail "the reload did not add instance5"
+inside ip netns list 2>/dev/null | grep -q '^seed\.instance5' || fail "the reload did not add instance5"
 inside ip netns exec seed.instance1 ping -c 1 -W 2 192.168.1.14 >/dev/null || fail "instance5 unreachable"
+
+say "a second lab file, then removing it: reload brings it up, then down"
+sed 's/^lab: seed$/lab: other/' "$scratch/etc/ovslab/labs/seed.yaml" >"$scratch/etc/ovslab/labs/other.yaml"
+inside systemctl reload ovslabd
+for _ in $(seq 300); do
+  inside ip netns list 2>/dev/null | grep -q '^other\.instance1' && break
+  sleep 0.1
+done
+inside ip netns list 2>/dev/null | grep -q '^other\.instance1' || fail "the reload did not bring up the lab of other.yaml"
+rm "$scratch/etc/ovslab/labs/other.yaml"
+inside systemctl reload ovslabd
+for _ in $(seq 300); do
+  inside ip netns list 2>/dev/null | grep -q '^other\.' || break
+  sleep 0.1
+done
+if inside ip netns list 2>/dev/null | grep -q '^other\.'; then fail "lab other still up after its file was removed"; fi
+inside ip netns list 2>/dev/null | grep -q '^seed\.instance5' || fail "removing other.yaml touched the seed lab"
 
 say "stopping"
 inside systemctl stop ovslabd
-if inside ip netns list | grep -q '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
+if inside ip netns list 2>/dev/null | grep -q '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
+if inside ps -e -o comm= | grep -qx 'ovs-vswitchd\|ovsdb-server'; then fail "OVS processes left after stop"; fi
+
+say "keep: a stop with OVSLABD_ON_EXIT=keep leaves the lab running, the next start adopts it"
+ovs_pids() { inside ps -e -o pid=,comm= | awk '$2 == "ovs-vswitchd" || $2 == "ovsdb-server" { print $1 }' | sort -n | tr '\n' ' '; }
+echo OVSLABD_ON_EXIT=keep >"$scratch/etc/default/ovslabd"
+inside systemctl start ovslabd
+before=$(ovs_pids)
+[ -n "$before" ] || fail "no Open vSwitch process after the start"
+inside systemctl stop ovslabd
+inside ip netns list 2>/dev/null | grep -q '^seed\.instance1' || fail "--on-exit keep: the lab is gone after the stop"
+after=$(ovs_pids)
+[ "$after" = "$before" ] || fail "--on-exit keep: Open vSwitch processes changed across the stop: [$before] -> [$after]"
+inside ip netns exec seed.instance1 ping -c 1 -W 2 192.168.1.11 >/dev/null || fail "--on-exit keep: no traffic while the daemon is stopped"
+rm "$scratch/etc/default/ovslabd"
+inside systemctl start ovslabd
+[ "$(ovs_pids)" = "$before" ] || fail "the adopting start replaced Open vSwitch processes: [$before] -> [$(ovs_pids)]"
+status=$(inside systemctl show -p StatusText --value ovslabd)
+case $status in "1 lab, 5 instances, all healthy") ;; *) fail "after adopting, STATUS= says: $status" ;; esac
+inside systemctl stop ovslabd
+if inside ip netns list 2>/dev/null | grep -q '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
 if inside ps -e -o comm= | grep -qx 'ovs-vswitchd\|ovsdb-server'; then fail "OVS processes left after stop"; fi
 
 say "the journal"
 journal=$(inside journalctl -u ovslabd --no-pager)
-echo "$journal" | grep -q "listening on /run/ovslab/ovslabd.sock" || fail "no daemon log in the journal: $journal"
-echo "$journal" | tail -3
+# (grep -q on a here-string: in a pipeline it would leave echo writing to a
+# closed pipe, which pipefail reports as a failure once the log is long.)
+grep -q "listening on /run/ovslab/ovslabd.sock" <<<"$journal" || fail "no daemon log in the journal: $(tail -20 <<<"$journal")"
+grep -q "stopping with --on-exit down: removing lab seed" <<<"$journal" || fail "no on-exit down in the journal"
+tail -3 <<<"$journal"
 
 say "PASS"

@@ -5,8 +5,9 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::Duration;
 
-use ovslab_integration_tests::{Lab, require_root, run_raw};
+use ovslab_integration_tests::{Lab, require_root, run_raw, wait_until};
 
 /// The unit, its ExecStart pointed at the built daemon, as
 /// `systemd-analyze verify` checks it (a broken directive fails it).
@@ -66,4 +67,46 @@ fn the_socket_belongs_to_the_api_group_when_it_exists() {
     let meta = std::fs::metadata(&lab.daemon.socket).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o660);
     assert_eq!(meta.gid(), gid.unwrap_or(0));
+}
+
+/// A lab file put under `--labs-dir` comes up on SIGHUP, and once the file
+/// is removed the next SIGHUP takes that lab down (the daemon records which
+/// labs came from the directory in `<run-dir>/from-labs-dir`).
+#[test]
+fn a_reload_brings_up_new_lab_files_and_removes_labs_whose_file_is_gone() {
+    if !require_root("a_reload_brings_up_new_lab_files_and_removes_labs_whose_file_is_gone") {
+        return;
+    }
+    let lab = Lab::create(ovslab_topology::SEED_YAML);
+    let labs_dir = lab.daemon.dir.join("no-labs");
+    std::fs::create_dir_all(&labs_dir).unwrap();
+    let file = labs_dir.join("lab.yaml");
+    std::fs::copy(&lab.file, &file).unwrap();
+    let hangup = |daemon: &ovslab_integration_tests::Daemon| {
+        // SAFETY: signalling the daemon this test started, by its pid.
+        unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
+    };
+
+    hangup(&lab.daemon);
+    wait_until(Duration::from_secs(60), "the lab from the labs dir", || {
+        lab.namespaces().contains(&lab.ns("instance1"))
+    });
+    let record = std::fs::read_to_string(lab.daemon.run_dir.join("from-labs-dir")).unwrap();
+    assert!(record.starts_with(&format!("{}\t", lab.name)), "{record}");
+
+    std::fs::remove_file(&file).unwrap();
+    hangup(&lab.daemon);
+    wait_until(Duration::from_secs(60), "the lab removed", || {
+        lab.namespaces().is_empty()
+    });
+    assert!(
+        lab.daemon
+            .log()
+            .contains(&format!("was removed: removing lab {}", lab.name)),
+        "{}",
+        lab.daemon.log()
+    );
+    wait_until(Duration::from_secs(20), "the record emptied", || {
+        std::fs::read_to_string(lab.daemon.run_dir.join("from-labs-dir")).unwrap() == ""
+    });
 }

@@ -15,12 +15,15 @@ use ovslab_api::{DEFAULT_SOCKET, SOCKET_ENV};
 network namespaces and owns them.\n\n\
 It runs in the foreground and serves the ovslab API (JSON over HTTP) on a Unix socket; the \
 `ovslab` command line talks to it. At start it adopts the labs of a previous run found under \
---run-dir, then brings up every *.yaml under --labs-dir (a file that fails is logged and skipped).",
+--run-dir, then brings up every *.yaml under --labs-dir (a file that fails is logged and skipped) and \
+takes down the labs whose file left --labs-dir while it was away.",
     after_help = "\
 Signals:
   SIGTERM, SIGINT  stop: accept no new request, finish those in flight, remove the socket, exit 0
                    (a second signal exits at once)
-  SIGHUP           bring up every *.yaml under --labs-dir again
+  SIGHUP           reload: bring up every *.yaml under --labs-dir again (in place), and take down
+                   the labs that came from a file of --labs-dir which is gone (recorded in
+                   <run-dir>/from-labs-dir; labs made with `ovslab up` are never touched)
 
 With --on-exit keep (the default) labs are NOT torn down when the daemon exits: a lab outlives the
 daemon, and the next ovslabd adopts it from --run-dir. `ovslab down LAB` removes a lab. With
@@ -29,8 +32,10 @@ daemon, and the next ovslabd adopts it from --run-dir. `ovslab down LAB` removes
 Self-healing: every --audit-interval seconds each lab is converged against its plan, as `up` does;
 what differed is repaired and logged, and `ovslab status` lists it.
 
-systemd: with Type=notify, READY=1 is sent once every lab of --labs-dir was brought up, STATUS=
-says how many labs and instances run and whether they are healthy, RELOADING=1 on SIGHUP.
+systemd: with Type=notify ($NOTIFY_SOCKET), READY=1 is sent once every lab of --labs-dir was
+brought up (or failed, logged), STATUS= says how many labs and instances run and whether they are
+healthy (after each up, down and reload, and every 5 s), RELOADING=1 on SIGHUP until READY=1 again,
+STOPPING=1 on a stop. Logs go to the journal when stderr is connected to it ($JOURNAL_STREAM).
 
 Access: the socket has mode 0660 (group `ovslab` when that group exists); requests from users
 other than root, the daemon's own user and members of group `ovslab` are refused with 403.

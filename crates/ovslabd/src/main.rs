@@ -8,11 +8,13 @@
 //!   its graceful stop.
 //! - [`socket`]: binding the API socket safely, and removing it on exit.
 //! - [`labs_dir`]: bringing up the labs described under `--labs-dir`.
+//! - [`notify`]: telling systemd where the daemon is (`sd_notify`).
 
 mod actions;
 mod config;
 mod labs_dir;
 mod logging;
+mod notify;
 mod server;
 mod socket;
 

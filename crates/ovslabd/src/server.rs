@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 
 use crate::actions::{Action, Reply, error_chain};
 use crate::config::Config;
+use crate::notify::{State as Notify, notify};
 use crate::{labs_dir, socket};
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -35,7 +36,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let engine = Arc::new(Engine::new(EngineConfig::new(&config.run_dir)));
     let (listener, socket_file) = socket::bind(&config.socket, group_id(API_GROUP))?;
-    let status_updates = tokio::spawn(report_status(engine.clone()));
+    let status_changed = Arc::new(tokio::sync::Notify::new());
+    let status_updates = tokio::spawn(report_status(engine.clone(), status_changed.clone()));
     let audits = (config.audit_interval > 0.0)
         .then(|| engine.spawn_audits(std::time::Duration::from_secs_f64(config.audit_interval)));
     tracing::info!(
@@ -48,16 +50,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // Labs from --labs-dir come up while the API already answers.
     let stopping = Arc::new(AtomicBool::new(false));
+    let owned = Arc::new(tokio::sync::Mutex::new(labs_dir::Owned::load(
+        &config.run_dir,
+    )));
+    let labs_dir_pass = |why| {
+        bring_up_labs_dir(
+            engine.clone(),
+            config.labs_dir.clone(),
+            owned.clone(),
+            stopping.clone(),
+            status_changed.clone(),
+            why,
+        )
+    };
     let mut work = JoinSet::new();
-    work.spawn(bring_up_labs_dir(
-        engine.clone(),
-        config.labs_dir.clone(),
-        stopping.clone(),
-        "start",
-    ));
+    work.spawn(labs_dir_pass("start"));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(engine.clone(), Access::for_this_process());
+    let app = router(engine.clone(), Access::for_this_process()).layer(
+        middleware::from_fn_with_state(status_changed.clone(), status_after_changes),
+    );
     let mut serve = pin!(
         axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
             .with_graceful_shutdown(async {
@@ -74,18 +86,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             name = stop_signals.next() => break name,
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: bringing up the labs under {} again", config.labs_dir.display());
-                notify(&[sd_notify::NotifyState::Reloading]);
-                work.spawn(bring_up_labs_dir(engine.clone(), config.labs_dir.clone(), stopping.clone(), "reload"));
+                tracing::info!("SIGHUP: bringing the labs in line with {} again", config.labs_dir.display());
+                notify(&[Notify::Reloading]);
+                work.spawn(labs_dir_pass("reload"));
             }
             Some(_) = work.join_next() => {}
         }
     };
 
     tracing::info!(
-        "{first}: stopping; finishing the requests in flight (labs stay up; `ovslab down` removes them)"
+        "{first}: stopping; finishing the requests in flight ({})",
+        if config.on_exit == "down" {
+            "then removing every lab: --on-exit down"
+        } else {
+            "labs stay up: --on-exit keep; `ovslab down` removes them"
+        }
     );
-    notify(&[sd_notify::NotifyState::Stopping]);
+    notify(&[Notify::Stopping]);
     stopping.store(true, Ordering::Relaxed);
     if let Some(audits) = audits {
         audits.abort();
@@ -115,27 +132,56 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One pass over the labs directory (at start, and on each SIGHUP; one at a
+/// time), then `READY=1` with the new status.
 async fn bring_up_labs_dir(
     engine: Arc<Engine>,
     dir: PathBuf,
+    owned: Arc<tokio::sync::Mutex<labs_dir::Owned>>,
     stopping: Arc<AtomicBool>,
+    status_changed: Arc<tokio::sync::Notify>,
     why: &'static str,
 ) {
-    let up = labs_dir::bring_up_all(&engine, &dir, &stopping).await;
-    tracing::debug!("{why}: {up} lab(s) of {} up", dir.display());
+    let mut owned = owned.lock().await;
+    let up = labs_dir::sync(&engine, &dir, &mut owned, &stopping).await;
+    drop(owned);
     let status = status_line(&engine).await;
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&status),
-    ]);
+    tracing::info!("{why}: {up} lab(s) of {} up; {status}", dir.display());
+    if !stopping.load(Ordering::Relaxed) {
+        notify(&[Notify::Ready, Notify::Status(&status)]);
+    }
+    status_changed.notify_one();
 }
 
-/// Keeps systemd's `STATUS=` current: the labs, their instances, health.
-async fn report_status(engine: Arc<Engine>) {
+/// Keeps systemd's `STATUS=` current: the labs, their instances, health;
+/// at once after a lab was brought up or removed, else every 5 s (health
+/// changes by itself).
+async fn report_status(engine: Arc<Engine>, changed: Arc<tokio::sync::Notify>) {
     loop {
-        notify(&[sd_notify::NotifyState::Status(&status_line(&engine).await)]);
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        notify(&[Notify::Status(&status_line(&engine).await)]);
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
     }
+}
+
+/// Wakes [`report_status`] after each request that changes the labs.
+async fn status_after_changes(
+    State(changed): State<Arc<tokio::sync::Notify>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let changes = match *request.method() {
+        Method::POST => request.uri().path() == "/v1/labs",
+        Method::DELETE => true,
+        _ => false,
+    };
+    let response = next.run(request).await;
+    if changes {
+        changed.notify_one();
+    }
+    response
 }
 
 /// `2 labs, 104 instances, all healthy` (or which are not).
@@ -164,13 +210,6 @@ pub async fn status_line(engine: &Engine) -> String {
         labs.len(),
         if labs.len() == 1 { "" } else { "s" }
     )
-}
-
-/// Tells systemd (when it started us with `Type=notify`) where we are.
-fn notify(state: &[sd_notify::NotifyState]) {
-    if let Err(e) = sd_notify::notify(state) {
-        tracing::debug!("sd_notify: {e}");
-    }
 }
 
 /// SIGTERM and SIGINT, both meaning "stop".
