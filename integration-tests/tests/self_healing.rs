@@ -79,7 +79,31 @@ fn ovs_process_comes_back(program: &str, node: &str) {
         text.contains(&format!("start {program} on {node}")),
         "{text}"
     );
-    assert!(status(&lab)["healthy"].as_bool().unwrap());
+    let status = status(&lab);
+    assert!(status["healthy"].as_bool().unwrap());
+    // The node's processes: this one running under its new pid, restarted once.
+    let node_status = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == node)
+        .unwrap();
+    let process = node_status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["program"] == program)
+        .unwrap_or_else(|| panic!("{node_status}"));
+    assert_eq!(process["running"], true, "{process}");
+    assert_eq!(process["restarts"], 1, "{process}");
+    assert_eq!(
+        process["pid"].as_u64(),
+        Some(u64::from(pid_of(&lab, node, program))),
+        "{process}"
+    );
+    assert!(status["audits"]["count"].as_u64().unwrap() > 0, "{status}");
+    let table = lab.daemon.ovslab_ok(&["status", &lab.name]);
+    assert!(table.contains("restarted 1×"), "{table}");
 }
 
 #[test]

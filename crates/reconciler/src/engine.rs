@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::join_all;
 use ovslab_api::{
-    CheckReport, CheckResult, DownReport, InstanceStatus, LabStatus, NodeStatus, RouterStatus,
-    Target, TraceReport, TraceRequest, UpReport,
+    AuditStatus, CheckReport, CheckResult, DownReport, InstanceStatus, LabStatus, NodeStatus,
+    ProcessStatus, RouterStatus, Target, TraceReport, TraceRequest, UpReport,
 };
 use ovslab_netlink::netns;
 use ovslab_topology::naming;
@@ -67,6 +67,11 @@ struct Lab {
     /// [`REPAIRS_KEPT`]), and how many repairs there were in all.
     repairs: VecDeque<String>,
     repair_count: u64,
+    /// Starts of an OVS daemon that had died, by (node, program).
+    restarts: BTreeMap<(String, &'static str), u64>,
+    /// Audits run, and when the last ended and how long it took.
+    audits: u64,
+    last_audit: Option<(String, u64)>,
 }
 
 impl Lab {
@@ -76,6 +81,15 @@ impl Lab {
             removed: false,
             repairs: VecDeque::new(),
             repair_count: 0,
+            restarts: BTreeMap::new(),
+            audits: 0,
+            last_audit: None,
+        }
+    }
+
+    fn count_restarts(&mut self, restarted: Vec<(String, OvsDaemon)>) {
+        for (node, daemon) in restarted {
+            *self.restarts.entry((node, daemon.program())).or_default() += 1;
         }
     }
 }
@@ -148,7 +162,12 @@ impl Engine {
             std::fs::write(&file, text).map_err(|e| ReconcileError::io(&file, e))?;
         }
         let mut changes = Vec::new();
-        self.converge(&lab.topology, &mut changes).await?;
+        let mut restarted = Vec::new();
+        let result = self
+            .converge(&lab.topology, &mut changes, &mut restarted)
+            .await;
+        lab.count_restarts(restarted);
+        result?;
         let report = UpReport {
             lab: name,
             changes,
@@ -164,11 +183,13 @@ impl Engine {
     }
 
     /// Converges a lab, adding one line per change made to `changes` (also
-    /// those made before an error).
+    /// those made before an error), and to `restarted` each OVS daemon it
+    /// started again after it had died (its pidfile left behind).
     async fn converge(
         &self,
         topo: &Topology,
         changes: &mut Vec<String>,
+        restarted: &mut Vec<(String, OvsDaemon)>,
     ) -> Result<(), ReconcileError> {
         let lab = topo.lab.as_str();
         let mut clock = Instant::now();
@@ -247,10 +268,17 @@ impl Engine {
         // and address of its namespace on each link change it hears of, so
         // it starts after the links are made (a compute node of a large lab
         // has hundreds), and sees them once.
+        let died: Vec<bool> = nodes
+            .iter()
+            .map(|n| n.died(OvsDaemon::OvsdbServer))
+            .collect();
         let results = join_all(nodes.iter().map(|n| n.ensure_database(&self.config.schema))).await;
-        for (node, result) in nodes.iter().zip(results) {
+        for ((node, result), died) in nodes.iter().zip(results).zip(died) {
             for daemon in result.map_err(ReconcileError::ovs_process)? {
                 changes.push(format!("start {} on {}", daemon.program(), node.node));
+                if died {
+                    restarted.push((node.node.clone(), daemon));
+                }
             }
         }
 
@@ -274,19 +302,28 @@ impl Engine {
         changes.extend(lines);
 
         phase_done(lab, "links", &mut clock);
-        let mut restarted = Vec::new();
+        let mut vswitchd_started = Vec::new();
         for (i, node) in nodes.iter().enumerate() {
+            let died = node.died(OvsDaemon::OvsVswitchd);
             for daemon in node
                 .ensure_vswitchd()
                 .map_err(ReconcileError::ovs_process)?
             {
                 changes.push(format!("start {} on {}", daemon.program(), node.node));
-                restarted.push(i);
+                vswitchd_started.push(i);
+                if died {
+                    restarted.push((node.node.clone(), daemon));
+                }
             }
         }
         // A vswitchd started over an existing database first rebuilds its
         // bridges (and their flow sockets) from it.
-        let waits = join_all(restarted.iter().map(|&i| switch::wait_applied(&clients[i]))).await;
+        let waits = join_all(
+            vswitchd_started
+                .iter()
+                .map(|&i| switch::wait_applied(&clients[i])),
+        )
+        .await;
         waits.into_iter().collect::<Result<Vec<_>, _>>()?;
 
         // 5. OVSDB, one transaction per node.
@@ -578,8 +615,13 @@ impl Engine {
                 continue;
             }
             let topology = lab.topology.clone();
+            let started = Instant::now();
             let mut changes = Vec::new();
-            let result = self.converge(&topology, &mut changes).await;
+            let mut restarted = Vec::new();
+            let result = self.converge(&topology, &mut changes, &mut restarted).await;
+            lab.count_restarts(restarted);
+            lab.audits += 1;
+            lab.last_audit = Some((utc_now(), started.elapsed().as_millis() as u64));
             if let Err(e) = &result {
                 tracing::warn!(lab = name, "audit: cannot repair the lab yet: {e}");
             }
@@ -589,7 +631,7 @@ impl Engine {
             tracing::warn!(
                 lab = name,
                 repairs = changes.len(),
-                "audit: the lab differed from its plan; repaired: {}",
+                "repaired lab {name}, which differed from its plan: {}",
                 changes.join("; ")
             );
             lab.repair_count += changes.len() as u64;
@@ -647,6 +689,20 @@ impl Engine {
             let ovs = NodeOvs::new(&self.config.run_root, &topo.lab, &node.name, &ns);
             let ovsdb = ovs.pid(OvsDaemon::OvsdbServer);
             let vswitchd = ovs.pid(OvsDaemon::OvsVswitchd);
+            let processes = OvsDaemon::ALL
+                .iter()
+                .zip([ovsdb, vswitchd])
+                .map(|(daemon, pid)| ProcessStatus {
+                    program: daemon.program().to_string(),
+                    pid,
+                    running: pid.is_some(),
+                    restarts: lab
+                        .restarts
+                        .get(&(node.name.clone(), daemon.program()))
+                        .copied()
+                        .unwrap_or(0),
+                })
+                .collect();
             let exists = namespaces.contains(&ns);
             healthy &= exists && ovsdb.is_some() && vswitchd.is_some();
             let local_vlans = match switch::connect(&ovs).await {
@@ -664,6 +720,7 @@ impl Engine {
                 ovsdb_server_pid: ovsdb,
                 ovs_vswitchd_pid: vswitchd,
                 local_vlans,
+                processes,
             });
         }
         let instances = topo
@@ -719,6 +776,11 @@ impl Engine {
             healthy,
             repairs: lab.repairs.iter().cloned().collect(),
             repair_count: lab.repair_count,
+            audits: lab.last_audit.as_ref().map(|(at, ms)| AuditStatus {
+                count: lab.audits,
+                last_at: at.clone(),
+                last_ms: *ms,
+            }),
         })
     }
 
