@@ -8,10 +8,9 @@
 //! three continuous pings (same network across nodes, routed, through NAT)
 //! lose nothing across all of it.
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
-use ovslab_integration_tests::{Lab, require_root, run};
+use ovslab_integration_tests::{Lab, recreated, require_root, run};
 use ovslab_topology::naming::HybridPlug;
 
 /// The seed lab with a second group `web` on instance2.
@@ -121,36 +120,6 @@ fn instance1_links(lab: &Lab) -> Vec<String> {
     );
     out.push(line.split(':').next().unwrap().to_string() + " eth0");
     out
-}
-
-/// Every link of every namespace of the lab: (namespace, name) → ifindex.
-fn all_links(lab: &Lab) -> BTreeMap<(String, String), u64> {
-    let mut out = BTreeMap::new();
-    for ns in lab.namespaces() {
-        let json = run("ip", &["-n", &ns, "-j", "link"]);
-        let links: serde_json::Value = serde_json::from_str(&json).unwrap();
-        for l in links.as_array().unwrap() {
-            out.insert(
-                (ns.clone(), l["ifname"].as_str().unwrap().to_string()),
-                l["ifindex"].as_u64().unwrap(),
-            );
-        }
-    }
-    out
-}
-
-/// The links present before and after whose ifindex changed (recreated).
-fn recreated(
-    before: &BTreeMap<(String, String), u64>,
-    after: &BTreeMap<(String, String), u64>,
-) -> Vec<String> {
-    before
-        .iter()
-        .filter_map(|(key, index)| {
-            let now = after.get(key)?;
-            (now != index).then(|| format!("{}/{}: {index} → {now}", key.0, key.1))
-        })
-        .collect()
 }
 
 /// A node's flows on both bridges (ports by name, no counters), without
@@ -270,14 +239,14 @@ fn edits_change_only_what_changed_and_lose_no_packet() {
 
     let text = ovslab_integration_tests::rename_lab(&base(), &lab.name);
     for (what, edited) in edits(&text) {
-        let before = all_links(&lab);
+        let before = lab.links();
         std::fs::write(&lab.file, &edited).unwrap();
         let out = lab.up();
         assert!(
             !out.contains("no changes"),
             "{what}: nothing changed:\n{out}"
         );
-        let after = all_links(&lab);
+        let after = lab.links();
         assert_eq!(
             recreated(&before, &after),
             Vec::<String>::new(),

@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ovslab_integration_tests::{Lab, require_root, run, run_raw, wait_until};
+use ovslab_integration_tests::{Lab, dead, recreated, require_root, run, wait_until};
 
 const INSTANCE3: &str = "192.168.1.12";
 const INTERNET: &str = "203.0.113.1";
@@ -79,6 +79,15 @@ fn ovs_process_comes_back(program: &str, node: &str) {
         text.contains(&format!("start {program} on {node}")),
         "{text}"
     );
+    if program == "ovs-vswitchd" {
+        // Its flows come back in the same audit that restarted it.
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("start {program} on {node}"))
+                    && l.contains(": add flow ")),
+            "{text}"
+        );
+    }
     let status = status(&lab);
     assert!(status["healthy"].as_bool().unwrap());
     // The node's processes: this one running under its new pid, restarted once.
@@ -208,32 +217,22 @@ fn a_deleted_instance_namespace_is_rebuilt() {
     );
 }
 
-/// `ip -j link` of a namespace: name → ifindex.
-fn ifindexes(lab: &Lab, object: &str) -> Vec<(String, u64)> {
-    let out = run("ip", &["-n", &lab.ns(object), "-j", "link"]);
-    let links: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let mut v: Vec<(String, u64)> = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["ifname"].as_str().unwrap().to_string(),
-                l["ifindex"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
+/// How the first daemon goes away.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    Kill9,
+    /// SIGTERM with `--on-exit keep` (the default when run by hand).
+    CleanKeep,
 }
 
-#[test]
-fn a_daemon_killed_between_applies_is_replaced_without_a_lost_packet() {
-    if !require_root("a_daemon_killed_between_applies_is_replaced_without_a_lost_packet") {
-        return;
-    }
+/// The daemon goes away and a new one starts while instance1 pings
+/// instance3 every 50 ms: the new daemon adopts the lab without recreating
+/// a link, an `up` changes nothing, no packet is lost.
+fn daemon_replaced_without_a_lost_packet(stop: Stop) {
     let mut lab = Lab::seed_audited("0.2");
-    let before = ifindexes(&lab, "compute1");
+    let before = lab.links();
+    let pids = lab.ovs_pids();
+    assert_eq!(pids.len(), 6, "{pids:?}");
     // A continuous ping across the whole restart.
     let ns = lab.ns("instance1");
     let ping = Command::new("ip")
@@ -244,70 +243,203 @@ fn a_daemon_killed_between_applies_is_replaced_without_a_lost_packet() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    lab.daemon.kill9();
+    match stop {
+        Stop::Kill9 => lab.daemon.kill9(),
+        Stop::CleanKeep => assert!(lab.daemon.stop().success()),
+    }
     std::thread::sleep(Duration::from_millis(500));
     lab.daemon.restart(&["--audit-interval", "0.2"]);
     let out = lab.daemon.ovslab_ok(&["up", lab.file.to_str().unwrap()]);
     assert!(
         out.contains("no changes"),
-        "the new daemon changed things: {out}"
+        "{stop:?}: the new daemon changed things: {out}"
     );
     let ping = ping.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&ping.stdout);
     assert!(
         text.contains("80 packets transmitted, 80 received"),
-        "packets were lost: {text}"
+        "{stop:?}: packets were lost: {text}"
     );
-    assert_eq!(before, ifindexes(&lab, "compute1"), "a link was recreated");
-    assert!(status(&lab)["healthy"].as_bool().unwrap());
+    let after = lab.links();
+    assert_eq!(after.len(), before.len(), "{stop:?}: links came or went");
+    assert_eq!(
+        recreated(&before, &after),
+        Vec::<String>::new(),
+        "{stop:?}: links were recreated"
+    );
+    // The same OVS processes: adopted, not restarted.
+    assert_eq!(lab.ovs_pids(), pids, "{stop:?}");
+    let status = status(&lab);
+    assert!(status["healthy"].as_bool().unwrap(), "{status}");
+    assert_eq!(status["repair_count"], 0, "{stop:?}: {status}");
 }
 
 #[test]
-fn a_daemon_killed_during_an_up_leaves_nothing_the_next_up_or_down_does_not_finish() {
-    if !require_root(
-        "a_daemon_killed_during_an_up_leaves_nothing_the_next_up_or_down_does_not_finish",
-    ) {
+fn a_daemon_killed_between_applies_is_replaced_without_a_lost_packet() {
+    if !require_root("a_daemon_killed_between_applies_is_replaced_without_a_lost_packet") {
         return;
     }
-    let mut lab = Lab::create_with(ovslab_topology::SEED_YAML, &["--audit-interval", "0"]);
-    // Start an up and kill the daemon while it works.
-    let up = Command::new(ovslab_integration_tests::bin("ovslab"))
+    daemon_replaced_without_a_lost_packet(Stop::Kill9);
+}
+
+#[test]
+fn a_daemon_stopped_with_keep_is_replaced_without_a_lost_packet() {
+    if !require_root("a_daemon_stopped_with_keep_is_replaced_without_a_lost_packet") {
+        return;
+    }
+    daemon_replaced_without_a_lost_packet(Stop::CleanKeep);
+}
+
+/// When, during an `up`, the daemon is killed.
+#[derive(Clone, Copy, Debug)]
+enum KillPoint {
+    /// Once the first namespaces exist (nothing else yet).
+    Namespaces,
+    /// Once a node's ovs-vswitchd runs (after the links, before OVSDB
+    /// rows, flows and rules).
+    Vswitchd,
+}
+
+/// What follows the killed `up`, under a new daemon.
+#[derive(Clone, Copy, Debug)]
+enum Next {
+    Up,
+    Down,
+    /// Nothing: the new daemon's audit finishes the lab by itself.
+    Audit,
+}
+
+/// A lab of 3 computes × 4 instances (an `up` long enough to be killed in
+/// the middle).
+fn generated_lab(audit: &str) -> Lab {
+    let out = run(
+        ovslab_integration_tests::bin("ovslab").to_str().unwrap(),
+        &["generate", "--computes", "3", "--instances-per-node", "4"],
+    );
+    Lab::create_with(&out, &["--audit-interval", audit])
+}
+
+fn killed_during_up(point: KillPoint, next: Next) {
+    let mut lab = generated_lab("0");
+    let mut up = Command::new(ovslab_integration_tests::bin("ovslab"))
         .args(["--socket", lab.daemon.socket.to_str().unwrap()])
         .args(["up", lab.file.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until(BACK, "the up to have begun", || {
-        !lab.namespaces().is_empty()
-    });
-    std::thread::sleep(Duration::from_millis(60));
+    let reached = || match point {
+        KillPoint::Namespaces => !lab.namespaces().is_empty(),
+        KillPoint::Vswitchd => ["network", "compute1", "compute2", "compute3"]
+            .iter()
+            .any(|n| lab.rundir(n).join("ovs-vswitchd.pid").exists()),
+    };
+    // Polled closely: the up takes a few hundred milliseconds.
+    let deadline = std::time::Instant::now() + BACK;
+    while !reached() {
+        assert!(std::time::Instant::now() < deadline, "{point:?} never came");
+        assert!(
+            up.try_wait().unwrap().is_none(),
+            "{point:?}: the up ended before it was seen"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        up.try_wait().unwrap().is_none(),
+        "{point:?}: the up ended before the kill"
+    );
     lab.daemon.kill9();
-    let _ = up.wait_with_output();
-    lab.daemon.restart(&["--audit-interval", "0"]);
-    // The next up finishes it: a working lab.
-    lab.up();
-    assert!(reaches(&lab, "instance1", INSTANCE3));
-    assert!(reaches(&lab, "instance3", INTERNET));
-    // And down removes everything, processes included.
-    let pids: Vec<u32> = ["network", "compute1", "compute2"]
-        .iter()
-        .flat_map(|n| {
-            [
-                pid_of(&lab, n, "ovs-vswitchd"),
-                pid_of(&lab, n, "ovsdb-server"),
-            ]
-        })
-        .collect();
+    let status = up.wait().unwrap();
+    assert!(
+        !status.success(),
+        "{point:?}: the killed up says it succeeded"
+    );
+    let orphans = lab.ovs_pids();
+
+    match next {
+        Next::Up => {
+            lab.daemon.restart(&["--audit-interval", "0"]);
+            lab.up();
+        }
+        Next::Audit => {
+            lab.daemon.restart(&["--audit-interval", "0.2"]);
+            wait_until(BACK, "the audit to finish the lab", || {
+                lab.daemon.ovslab(&["check", &lab.name]).status.success()
+            });
+            let out = lab.up();
+            assert!(out.contains("no changes"), "{point:?}: {out}");
+        }
+        Next::Down => lab.daemon.restart(&["--audit-interval", "0"]),
+    }
+    if !matches!(next, Next::Down) {
+        // A working lab: every declared check passes.
+        let out = lab.daemon.ovslab(&["check", &lab.name]);
+        assert!(
+            out.status.success(),
+            "{point:?} {next:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // And down leaves nothing: namespaces, processes, run directory.
+    let pids: Vec<u32> = orphans.into_iter().chain(lab.ovs_pids()).collect();
     lab.daemon.ovslab_ok(&["down", &lab.name]);
     assert!(lab.namespaces().is_empty(), "{:?}", lab.namespaces());
     for pid in pids {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Gone, or a zombie that PID 1 of this machine never reaps.
-        assert!(
-            state.is_empty() || state.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')),
-            "pid {pid} still runs: {state}"
-        );
+        assert!(dead(pid), "{point:?} {next:?}: pid {pid} still runs");
     }
-    let _ = run_raw("true", &[]);
+    assert!(!lab.daemon.run_dir.join(&lab.name).exists());
+}
+
+#[test]
+fn a_daemon_killed_once_namespaces_exist_is_finished_by_the_next_up() {
+    if !require_root("a_daemon_killed_once_namespaces_exist_is_finished_by_the_next_up") {
+        return;
+    }
+    killed_during_up(KillPoint::Namespaces, Next::Up);
+}
+
+#[test]
+fn a_daemon_killed_once_vswitchd_runs_is_finished_by_the_next_up() {
+    if !require_root("a_daemon_killed_once_vswitchd_runs_is_finished_by_the_next_up") {
+        return;
+    }
+    killed_during_up(KillPoint::Vswitchd, Next::Up);
+}
+
+#[test]
+fn a_daemon_killed_during_an_up_is_cleaned_up_by_the_next_down() {
+    if !require_root("a_daemon_killed_during_an_up_is_cleaned_up_by_the_next_down") {
+        return;
+    }
+    killed_during_up(KillPoint::Vswitchd, Next::Down);
+}
+
+#[test]
+fn a_daemon_killed_during_an_up_is_finished_by_the_next_daemons_audit() {
+    if !require_root("a_daemon_killed_during_an_up_is_finished_by_the_next_daemons_audit") {
+        return;
+    }
+    killed_during_up(KillPoint::Namespaces, Next::Audit);
+}
+
+/// The file a namespace create makes before it mounts the namespace on it:
+/// a daemon killed between the two leaves it, and the next `up` replaces it.
+#[test]
+fn a_stale_namespace_file_left_by_a_killed_up_is_replaced() {
+    if !require_root("a_stale_namespace_file_left_by_a_killed_up_is_replaced") {
+        return;
+    }
+    let lab = Lab::create(ovslab_topology::SEED_YAML);
+    let stale = std::path::Path::new("/run/netns").join(lab.ns("compute1"));
+    std::fs::create_dir_all("/run/netns").unwrap();
+    std::fs::write(&stale, "").unwrap();
+    let out = lab.up();
+    assert!(
+        out.contains(&format!(
+            "remove stale namespace file {}",
+            lab.ns("compute1")
+        )),
+        "{out}"
+    );
+    assert!(reaches(&lab, "instance1", INSTANCE3));
 }

@@ -198,11 +198,22 @@ impl Engine {
         let first = plan(topo, &LocalVlans::new());
         let wanted: BTreeSet<&str> = first.namespaces.iter().map(|n| n.name.as_str()).collect();
         let prefix = naming::namespace_prefix(lab);
-        let existing: BTreeSet<String> = netns::list()
+        let mut existing = BTreeSet::new();
+        for name in netns::list()
             .map_err(|e| ReconcileError::io(Path::new(netns::NETNS_DIR), e))?
             .into_iter()
             .filter(|n| n.starts_with(&prefix))
-            .collect();
+        {
+            // A create interrupted between making the file and mounting the
+            // namespace on it (a daemon killed then) leaves a plain file: it
+            // goes, and the namespace is made again.
+            if netns::exists(&name) {
+                existing.insert(name);
+            } else {
+                netns::delete(&name).map_err(ReconcileError::netlink)?;
+                changes.push(format!("remove stale namespace file {name}"));
+            }
+        }
         // Nodes no longer wanted: their Open vSwitch goes before their namespace.
         if let Ok(dir) = std::fs::read_dir(self.lab_dir(lab)) {
             for entry in dir.flatten() {
