@@ -341,3 +341,43 @@ fn check_step(lab: &Lab, what: &str) {
         other => panic!("no check for step {other}"),
     }
 }
+
+/// The same through the daemon's labs directory: the lab's file edited
+/// there (an instance added) and SIGHUP; the daemon applies the edit in
+/// place — no link recreated, instance1's ping loses nothing.
+#[test]
+fn a_reload_applies_an_edit_in_place() {
+    if !require_root("a_reload_applies_an_edit_in_place") {
+        return;
+    }
+    let lab = Lab::seed();
+    let before = lab.links();
+    let ping = Pinger::start(&lab, "instance1", "192.168.1.12");
+    let edited = ovslab_integration_tests::rename_lab(ovslab_topology::SEED_YAML, &lab.name)
+        .replace(
+            "\n# What must hold",
+            "  - name: instance5\n    node: compute2\n    network: net1\n    address: 192.168.1.14\n    security_groups: [default]\n\n# What must hold",
+        );
+    let dir = lab.daemon.labs_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{}.yaml", lab.name)), &edited).unwrap();
+    lab.daemon.reload();
+    ovslab_integration_tests::wait_until(
+        std::time::Duration::from_secs(20),
+        "instance5 reachable after the reload",
+        || {
+            lab.namespaces().contains(&lab.ns("instance5"))
+                && lab.ping("instance1", "192.168.1.14", 1)
+        },
+    );
+    assert_eq!(
+        recreated(&before, &lab.links()),
+        Vec::<String>::new(),
+        "the reload recreated links"
+    );
+    let summary = ping.finish();
+    assert!(
+        summary.contains(" 0% packet loss"),
+        "packets lost: {summary}"
+    );
+}
