@@ -177,6 +177,15 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The daemon's side of a failed test (its directory goes next).
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("--- the last lines of ovslabd's log ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         if !self.stopped {
             self.stop();
         }

@@ -102,6 +102,8 @@ const REPAIRS_KEPT: usize = 20;
 pub struct Engine {
     config: EngineConfig,
     labs: Mutex<BTreeMap<String, Arc<Mutex<Lab>>>>,
+    /// Kernel notices that wake the audits (only while audits run).
+    watchers: crate::watch::Watchers,
 }
 
 impl Engine {
@@ -131,6 +133,7 @@ impl Engine {
         Engine {
             config,
             labs: Mutex::new(labs),
+            watchers: crate::watch::Watchers::default(),
         }
     }
 
@@ -167,6 +170,7 @@ impl Engine {
             .converge(&lab.topology, &mut changes, &mut restarted)
             .await;
         lab.count_restarts(restarted);
+        self.watch(&lab.topology);
         result?;
         let report = UpReport {
             lab: name,
@@ -284,8 +288,13 @@ impl Engine {
             .map(|n| n.died(OvsDaemon::OvsdbServer))
             .collect();
         let results = join_all(nodes.iter().map(|n| n.ensure_database(&self.config.schema))).await;
-        for ((node, result), died) in nodes.iter().zip(results).zip(died) {
+        // Nodes whose vswitchd must be waited for: a database started under
+        // a running vswitchd is reconnected to only after its back-off
+        // (up to 8 s), and until then vswitchd answers no OpenFlow request.
+        let mut wait_for_vswitchd = BTreeSet::new();
+        for (i, ((node, result), died)) in nodes.iter().zip(results).zip(died).enumerate() {
             for daemon in result.map_err(ReconcileError::ovs_process)? {
+                wait_for_vswitchd.insert(i);
                 changes.push(format!("start {} on {}", daemon.program(), node.node));
                 if died {
                     restarted.push((node.node.clone(), daemon));
@@ -313,7 +322,6 @@ impl Engine {
         changes.extend(lines);
 
         phase_done(lab, "links", &mut clock);
-        let mut vswitchd_started = Vec::new();
         for (i, node) in nodes.iter().enumerate() {
             let died = node.died(OvsDaemon::OvsVswitchd);
             for daemon in node
@@ -321,7 +329,7 @@ impl Engine {
                 .map_err(ReconcileError::ovs_process)?
             {
                 changes.push(format!("start {} on {}", daemon.program(), node.node));
-                vswitchd_started.push(i);
+                wait_for_vswitchd.insert(i);
                 if died {
                     restarted.push((node.node.clone(), daemon));
                 }
@@ -330,7 +338,7 @@ impl Engine {
         // A vswitchd started over an existing database first rebuilds its
         // bridges (and their flow sockets) from it.
         let waits = join_all(
-            vswitchd_started
+            wait_for_vswitchd
                 .iter()
                 .map(|&i| switch::wait_applied(&clients[i])),
         )
@@ -395,13 +403,18 @@ impl Engine {
 
         phase_done(lab, "ovsdb transactions", &mut clock);
         // 6. Flows, one batch per bridge.
-        let flow_results =
-            join_all(
-                desired.switches.iter().zip(&nodes).zip(&switches_now).map(
-                    |((spec, node), actual)| self.converge_flows(&desired, spec, node, actual),
-                ),
-            )
-            .await;
+        let flow_results = join_all(
+            desired
+                .switches
+                .iter()
+                .zip(&nodes)
+                .zip(&clients)
+                .zip(&switches_now)
+                .map(|(((spec, node), client), actual)| {
+                    self.converge_flows(&desired, spec, node, client, actual)
+                }),
+        )
+        .await;
         for result in flow_results {
             changes.extend(result?);
         }
@@ -505,8 +518,10 @@ impl Engine {
         desired: &DesiredState,
         spec: &ovslab_topology::plan::SwitchSpec,
         node: &NodeOvs,
+        switch: &switch::SwitchClient,
         actual: &crate::actual::ActualSwitch,
     ) -> Result<Vec<String>, ReconcileError> {
+        switch::still_connected(switch).await?;
         let mut lines = Vec::new();
         for bridge in &spec.bridges {
             let wanted: Vec<_> = spec
@@ -552,6 +567,8 @@ impl Engine {
         if let Some(lab) = guard.as_mut() {
             lab.removed = true;
         }
+        // Our sockets in its namespaces would keep them alive.
+        self.watchers.forget(&naming::namespace_prefix(lab));
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         let dir = self.lab_dir(lab);
@@ -631,6 +648,7 @@ impl Engine {
             let mut restarted = Vec::new();
             let result = self.converge(&topology, &mut changes, &mut restarted).await;
             lab.count_restarts(restarted);
+            self.watch(&topology);
             lab.audits += 1;
             lab.last_audit = Some((utc_now(), started.elapsed().as_millis() as u64));
             if let Err(e) = &result {
@@ -658,26 +676,56 @@ impl Engine {
     /// Audits every `every` (see [`Engine::audit`]), or less often when an
     /// audit takes long: the pause is at least five times the last audit's
     /// duration, so a large lab never costs more than a fifth of a core.
-    /// When an Open vSwitch daemon this process started exits, the next
-    /// audit starts at once.
+    /// The next audit starts at once when an Open vSwitch daemon this
+    /// process started exits, and when the kernel says a link of a node
+    /// or a namespace was deleted (see [`crate::watch`]) — then still
+    /// spending at most a fifth of the time auditing.
     pub fn spawn_audits(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        self.watchers.enable();
+        let drift = self.watchers.drift();
         let engine = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut pause = every;
+            let mut last = Duration::ZERO;
+            let mut ended = Instant::now();
             loop {
-                // An OVS daemon of ours that exits is repaired at once.
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = crate::ovs_process::exited().notified() => {}
+                let noticed = tokio::select! {
+                    () = tokio::time::sleep(pause) => false,
+                    () = crate::ovs_process::exited().notified() => false,
+                    () = drift.notified() => true,
+                };
+                if noticed {
+                    let gap = last * 4;
+                    if ended.elapsed() < gap {
+                        tokio::time::sleep(gap - ended.elapsed()).await;
+                    }
                 }
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
                 let started = Instant::now();
                 engine.audit().await;
-                pause = every.max(started.elapsed() * 5);
+                ended = Instant::now();
+                last = ended - started;
+                pause = every.max(last * 5);
             }
         })
+    }
+
+    /// Watches the node namespaces of a lab for lost links, and its OVS
+    /// daemons for their exit (when audits run).
+    fn watch(&self, topology: &Topology) {
+        let namespaces: Vec<String> = topology
+            .nodes
+            .iter()
+            .map(|n| naming::namespace(&topology.lab, &n.name))
+            .collect();
+        self.watchers.watch(namespaces.iter().map(String::as_str));
+        let pids = topology.nodes.iter().zip(&namespaces).flat_map(|(n, ns)| {
+            let ovs = NodeOvs::new(&self.config.run_root, &topology.lab, &n.name, ns);
+            OvsDaemon::ALL.map(|d| ovs.pid(d))
+        });
+        self.watchers.watch_processes(pids.flatten());
     }
 
     /// Labs this daemon manages.

@@ -423,6 +423,15 @@ async fn read_root(client: &SwitchClient) -> Result<Option<String>, ReconcileErr
         .and_then(|r| uuid_of(&r["_uuid"])))
 }
 
+/// Fails unless the node's `ovsdb-server` still answers on this connection.
+/// vswitchd answers no OpenFlow request while its database is gone, so the
+/// flows of a node whose database died during a converge wait for the
+/// next one (which restarts it) rather than for an OpenFlow timeout.
+pub async fn still_connected(client: &SwitchClient) -> Result<(), ReconcileError> {
+    client.transact(vec![select(DB, &["_uuid"])]).await?;
+    Ok(())
+}
+
 /// Waits until a (re)started vswitchd has applied the configuration the
 /// database holds: its bridges, ports and `.mgmt` sockets then exist.
 ///
