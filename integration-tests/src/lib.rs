@@ -6,6 +6,7 @@
 //! `make test` does it). Every fixture removes what it made, also when the
 //! test fails.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -159,10 +160,32 @@ impl Daemon {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The daemon's `--labs-dir` (it does not exist until a test makes it).
+    pub fn labs_dir(&self) -> PathBuf {
+        self.dir.join("no-labs")
+    }
+
+    /// SIGHUP: the daemon brings up every file of its labs directory again.
+    pub fn reload(&self) {
+        assert!(!self.stopped, "the daemon was stopped");
+        // SAFETY: signalling the daemon this fixture started, by its pid,
+        // which is not reaped yet (so not reused).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The daemon's side of a failed test (its directory goes next).
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("--- the last lines of ovslabd's log ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         if !self.stopped {
             self.stop();
         }
@@ -304,6 +327,42 @@ impl Lab {
         );
     }
 
+    /// Every link of every namespace of the lab: (namespace, name) → ifindex.
+    pub fn links(&self) -> BTreeMap<(String, String), u64> {
+        let mut out = BTreeMap::new();
+        for ns in self.namespaces() {
+            let json = run("ip", &["-n", &ns, "-j", "link"]);
+            let links: serde_json::Value = serde_json::from_str(&json).unwrap();
+            for l in links.as_array().unwrap() {
+                out.insert(
+                    (ns.clone(), l["ifname"].as_str().unwrap().to_string()),
+                    l["ifindex"].as_u64().unwrap(),
+                );
+            }
+        }
+        out
+    }
+
+    /// The pids the lab's pidfiles name (every node's OVS daemons).
+    pub fn ovs_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        let Ok(nodes) = std::fs::read_dir(self.daemon.run_dir.join(&self.name)) else {
+            return pids;
+        };
+        for node in nodes.flatten() {
+            for program in ["ovsdb-server", "ovs-vswitchd"] {
+                if let Some(pid) =
+                    std::fs::read_to_string(node.path().join(format!("{program}.pid")))
+                        .ok()
+                        .and_then(|p| p.trim().parse().ok())
+                {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
     /// Starts `tcpdump -e -n` on an interface inside an object's namespace.
     pub fn capture(&self, object: &str, iface: &str, filter: &str) -> Capture {
         Capture::start(&self.ns(object), iface, filter)
@@ -326,6 +385,31 @@ impl Drop for Lab {
             let _ = run_raw("ip", &["netns", "del", &ns]);
         }
     }
+}
+
+/// The links present in both maps (see [`Lab::links`]) whose ifindex
+/// changed, that is, that were deleted and made again.
+pub fn recreated(
+    before: &BTreeMap<(String, String), u64>,
+    after: &BTreeMap<(String, String), u64>,
+) -> Vec<String> {
+    before
+        .iter()
+        .filter_map(|(key, index)| {
+            let now = after.get(key)?;
+            (now != index).then(|| format!("{}/{}: {index} → {now}", key.0, key.1))
+        })
+        .collect()
+}
+
+/// Whether a process is gone, or a zombie (dead; PID 1 on this machine
+/// does not reap the orphans of a killed daemon).
+pub fn dead(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// Replaces the `lab:` line of a topology.

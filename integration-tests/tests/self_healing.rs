@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ovslab_integration_tests::{Lab, require_root, run, run_raw, wait_until};
+use ovslab_integration_tests::{Lab, dead, recreated, require_root, run, wait_until};
 
 const INSTANCE3: &str = "192.168.1.12";
 const INTERNET: &str = "203.0.113.1";
@@ -33,6 +33,23 @@ fn repairs(lab: &Lab) -> String {
         .map(|r| r.as_str().unwrap().to_string())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The repairs once one names `needle` (an audit records its repairs when
+/// it ends, which can be after connectivity is back).
+fn repaired(lab: &Lab, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + BACK;
+    loop {
+        let text = repairs(lab);
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no repair names {needle}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn pid_of(lab: &Lab, node: &str, program: &str) -> u32 {
@@ -74,12 +91,41 @@ fn ovs_process_comes_back(program: &str, node: &str) {
     wait_until(BACK, "instance1 → instance3 again", || {
         reaches(&lab, "instance1", INSTANCE3)
     });
-    let text = repairs(&lab);
-    assert!(
-        text.contains(&format!("start {program} on {node}")),
-        "{text}"
+    let text = repaired(&lab, &format!("start {program} on {node}"));
+    if program == "ovs-vswitchd" {
+        // Its flows come back in the same audit that restarted it.
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("start {program} on {node}"))
+                    && l.contains(": add flow ")),
+            "{text}"
+        );
+    }
+    let status = status(&lab);
+    assert!(status["healthy"].as_bool().unwrap());
+    // The node's processes: this one running under its new pid, restarted once.
+    let node_status = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == node)
+        .unwrap();
+    let process = node_status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["program"] == program)
+        .unwrap_or_else(|| panic!("{node_status}"));
+    assert_eq!(process["running"], true, "{process}");
+    assert_eq!(process["restarts"], 1, "{process}");
+    assert_eq!(
+        process["pid"].as_u64(),
+        Some(u64::from(pid_of(&lab, node, program))),
+        "{process}"
     );
-    assert!(status(&lab)["healthy"].as_bool().unwrap());
+    assert!(status["audits"]["count"].as_u64().unwrap() > 0, "{status}");
+    let table = lab.daemon.ovslab_ok(&["status", &lab.name]);
+    assert!(table.contains("restarted 1×"), "{table}");
 }
 
 #[test]
@@ -98,12 +144,16 @@ fn a_killed_ovsdb_server_is_restarted() {
     ovs_process_comes_back("ovsdb-server", "compute2");
 }
 
+/// Audits every minute: within [`BACK`] only the kernel's notice of a lost
+/// link or namespace can wake them.
+const ONLY_NOTICES: &str = "60";
+
 #[test]
 fn a_deleted_qvo_is_put_back() {
     if !require_root("a_deleted_qvo_is_put_back") {
         return;
     }
-    let lab = Lab::seed_audited("0.2");
+    let lab = Lab::seed_audited(ONLY_NOTICES);
     assert!(reaches(&lab, "instance1", INSTANCE3));
     let qvo = ovslab_topology::naming::HybridPlug::new(&lab.name, "instance3").qvo;
     run(
@@ -113,8 +163,7 @@ fn a_deleted_qvo_is_put_back() {
     wait_until(BACK, "instance1 → instance3 again", || {
         reaches(&lab, "instance1", INSTANCE3)
     });
-    let text = repairs(&lab);
-    assert!(text.contains(&qvo), "{text}");
+    repaired(&lab, &qvo);
 }
 
 #[test]
@@ -133,7 +182,7 @@ fn a_flushed_nat_table_is_restored() {
     wait_until(BACK, "instance3 → internet again", || {
         reaches(&lab, "instance3", INTERNET)
     });
-    assert!(repairs(&lab).contains("iptables"), "{}", repairs(&lab));
+    repaired(&lab, "iptables");
 }
 
 #[test]
@@ -151,7 +200,7 @@ fn a_deleted_flow_is_put_back() {
     wait_until(BACK, "instance1 → instance3", || {
         reaches(&lab, "instance1", INSTANCE3)
     });
-    assert!(repairs(&lab).contains("add flow"), "{}", repairs(&lab));
+    repaired(&lab, "add flow");
 }
 
 #[test]
@@ -159,44 +208,53 @@ fn a_deleted_instance_namespace_is_rebuilt() {
     if !require_root("a_deleted_instance_namespace_is_rebuilt") {
         return;
     }
-    let lab = Lab::seed_audited("0.2");
+    let lab = Lab::seed_audited(ONLY_NOTICES);
     run("ip", &["netns", "del", &lab.ns("instance3")]);
     wait_until(BACK, "instance1 → instance3 again", || {
         reaches(&lab, "instance1", INSTANCE3)
     });
-    assert!(
-        repairs(&lab).contains(&format!("create namespace {}", lab.ns("instance3"))),
-        "{}",
-        repairs(&lab)
-    );
+    repaired(&lab, &format!("create namespace {}", lab.ns("instance3")));
 }
 
-/// `ip -j link` of a namespace: name → ifindex.
-fn ifindexes(lab: &Lab, object: &str) -> Vec<(String, u64)> {
-    let out = run("ip", &["-n", &lab.ns(object), "-j", "link"]);
-    let links: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let mut v: Vec<(String, u64)> = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["ifname"].as_str().unwrap().to_string(),
-                l["ifindex"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
+/// A vswitchd the daemon did not start (adopted from the previous daemon,
+/// so no child exit tells of its death) is restarted too: its bridges'
+/// devices vanish with it, and the node's link notices wake the audit.
 #[test]
-fn a_daemon_killed_between_applies_is_replaced_without_a_lost_packet() {
-    if !require_root("a_daemon_killed_between_applies_is_replaced_without_a_lost_packet") {
+fn an_adopted_vswitchd_killed_is_restarted() {
+    if !require_root("an_adopted_vswitchd_killed_is_restarted") {
         return;
     }
+    let mut lab = Lab::seed_audited(ONLY_NOTICES);
+    lab.daemon.kill9();
+    lab.daemon.restart(&["--audit-interval", ONLY_NOTICES]);
+    // The new daemon watches the lab once it has seen it (an up does).
+    assert!(lab.up().contains("no changes"));
+    let pid = pid_of(&lab, "compute1", "ovs-vswitchd");
+    assert_eq!(comm(pid), "ovs-vswitchd");
+    kill9(pid);
+    wait_until(BACK, "instance1 → instance3 again", || {
+        reaches(&lab, "instance1", INSTANCE3)
+    });
+    assert_ne!(pid_of(&lab, "compute1", "ovs-vswitchd"), pid);
+    repaired(&lab, "start ovs-vswitchd on compute1");
+}
+
+/// How the first daemon goes away.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    Kill9,
+    /// SIGTERM with `--on-exit keep` (the default when run by hand).
+    CleanKeep,
+}
+
+/// The daemon goes away and a new one starts while instance1 pings
+/// instance3 every 50 ms: the new daemon adopts the lab without recreating
+/// a link, an `up` changes nothing, no packet is lost.
+fn daemon_replaced_without_a_lost_packet(stop: Stop) {
     let mut lab = Lab::seed_audited("0.2");
-    let before = ifindexes(&lab, "compute1");
+    let before = lab.links();
+    let pids = lab.ovs_pids();
+    assert_eq!(pids.len(), 6, "{pids:?}");
     // A continuous ping across the whole restart.
     let ns = lab.ns("instance1");
     let ping = Command::new("ip")
@@ -207,70 +265,203 @@ fn a_daemon_killed_between_applies_is_replaced_without_a_lost_packet() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    lab.daemon.kill9();
+    match stop {
+        Stop::Kill9 => lab.daemon.kill9(),
+        Stop::CleanKeep => assert!(lab.daemon.stop().success()),
+    }
     std::thread::sleep(Duration::from_millis(500));
     lab.daemon.restart(&["--audit-interval", "0.2"]);
     let out = lab.daemon.ovslab_ok(&["up", lab.file.to_str().unwrap()]);
     assert!(
         out.contains("no changes"),
-        "the new daemon changed things: {out}"
+        "{stop:?}: the new daemon changed things: {out}"
     );
     let ping = ping.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&ping.stdout);
     assert!(
         text.contains("80 packets transmitted, 80 received"),
-        "packets were lost: {text}"
+        "{stop:?}: packets were lost: {text}"
     );
-    assert_eq!(before, ifindexes(&lab, "compute1"), "a link was recreated");
-    assert!(status(&lab)["healthy"].as_bool().unwrap());
+    let after = lab.links();
+    assert_eq!(after.len(), before.len(), "{stop:?}: links came or went");
+    assert_eq!(
+        recreated(&before, &after),
+        Vec::<String>::new(),
+        "{stop:?}: links were recreated"
+    );
+    // The same OVS processes: adopted, not restarted.
+    assert_eq!(lab.ovs_pids(), pids, "{stop:?}");
+    let status = status(&lab);
+    assert!(status["healthy"].as_bool().unwrap(), "{status}");
+    assert_eq!(status["repair_count"], 0, "{stop:?}: {status}");
 }
 
 #[test]
-fn a_daemon_killed_during_an_up_leaves_nothing_the_next_up_or_down_does_not_finish() {
-    if !require_root(
-        "a_daemon_killed_during_an_up_leaves_nothing_the_next_up_or_down_does_not_finish",
-    ) {
+fn a_daemon_killed_between_applies_is_replaced_without_a_lost_packet() {
+    if !require_root("a_daemon_killed_between_applies_is_replaced_without_a_lost_packet") {
         return;
     }
-    let mut lab = Lab::create_with(ovslab_topology::SEED_YAML, &["--audit-interval", "0"]);
-    // Start an up and kill the daemon while it works.
-    let up = Command::new(ovslab_integration_tests::bin("ovslab"))
+    daemon_replaced_without_a_lost_packet(Stop::Kill9);
+}
+
+#[test]
+fn a_daemon_stopped_with_keep_is_replaced_without_a_lost_packet() {
+    if !require_root("a_daemon_stopped_with_keep_is_replaced_without_a_lost_packet") {
+        return;
+    }
+    daemon_replaced_without_a_lost_packet(Stop::CleanKeep);
+}
+
+/// When, during an `up`, the daemon is killed.
+#[derive(Clone, Copy, Debug)]
+enum KillPoint {
+    /// Once the first namespaces exist (nothing else yet).
+    Namespaces,
+    /// Once a node's ovs-vswitchd runs (after the links, before OVSDB
+    /// rows, flows and rules).
+    Vswitchd,
+}
+
+/// What follows the killed `up`, under a new daemon.
+#[derive(Clone, Copy, Debug)]
+enum Next {
+    Up,
+    Down,
+    /// Nothing: the new daemon's audit finishes the lab by itself.
+    Audit,
+}
+
+/// A lab of 3 computes × 4 instances (an `up` long enough to be killed in
+/// the middle).
+fn generated_lab(audit: &str) -> Lab {
+    let out = run(
+        ovslab_integration_tests::bin("ovslab").to_str().unwrap(),
+        &["generate", "--computes", "3", "--instances-per-node", "4"],
+    );
+    Lab::create_with(&out, &["--audit-interval", audit])
+}
+
+fn killed_during_up(point: KillPoint, next: Next) {
+    let mut lab = generated_lab("0");
+    let mut up = Command::new(ovslab_integration_tests::bin("ovslab"))
         .args(["--socket", lab.daemon.socket.to_str().unwrap()])
         .args(["up", lab.file.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until(BACK, "the up to have begun", || {
-        !lab.namespaces().is_empty()
-    });
-    std::thread::sleep(Duration::from_millis(60));
+    let reached = || match point {
+        KillPoint::Namespaces => !lab.namespaces().is_empty(),
+        KillPoint::Vswitchd => ["network", "compute1", "compute2", "compute3"]
+            .iter()
+            .any(|n| lab.rundir(n).join("ovs-vswitchd.pid").exists()),
+    };
+    // Polled closely: the up takes a few hundred milliseconds.
+    let deadline = std::time::Instant::now() + BACK;
+    while !reached() {
+        assert!(std::time::Instant::now() < deadline, "{point:?} never came");
+        assert!(
+            up.try_wait().unwrap().is_none(),
+            "{point:?}: the up ended before it was seen"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        up.try_wait().unwrap().is_none(),
+        "{point:?}: the up ended before the kill"
+    );
     lab.daemon.kill9();
-    let _ = up.wait_with_output();
-    lab.daemon.restart(&["--audit-interval", "0"]);
-    // The next up finishes it: a working lab.
-    lab.up();
-    assert!(reaches(&lab, "instance1", INSTANCE3));
-    assert!(reaches(&lab, "instance3", INTERNET));
-    // And down removes everything, processes included.
-    let pids: Vec<u32> = ["network", "compute1", "compute2"]
-        .iter()
-        .flat_map(|n| {
-            [
-                pid_of(&lab, n, "ovs-vswitchd"),
-                pid_of(&lab, n, "ovsdb-server"),
-            ]
-        })
-        .collect();
+    let status = up.wait().unwrap();
+    assert!(
+        !status.success(),
+        "{point:?}: the killed up says it succeeded"
+    );
+    let orphans = lab.ovs_pids();
+
+    match next {
+        Next::Up => {
+            lab.daemon.restart(&["--audit-interval", "0"]);
+            lab.up();
+        }
+        Next::Audit => {
+            lab.daemon.restart(&["--audit-interval", "0.2"]);
+            wait_until(BACK, "the audit to finish the lab", || {
+                lab.daemon.ovslab(&["check", &lab.name]).status.success()
+            });
+            let out = lab.up();
+            assert!(out.contains("no changes"), "{point:?}: {out}");
+        }
+        Next::Down => lab.daemon.restart(&["--audit-interval", "0"]),
+    }
+    if !matches!(next, Next::Down) {
+        // A working lab: every declared check passes.
+        let out = lab.daemon.ovslab(&["check", &lab.name]);
+        assert!(
+            out.status.success(),
+            "{point:?} {next:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // And down leaves nothing: namespaces, processes, run directory.
+    let pids: Vec<u32> = orphans.into_iter().chain(lab.ovs_pids()).collect();
     lab.daemon.ovslab_ok(&["down", &lab.name]);
     assert!(lab.namespaces().is_empty(), "{:?}", lab.namespaces());
     for pid in pids {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Gone, or a zombie that PID 1 of this machine never reaps.
-        assert!(
-            state.is_empty() || state.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')),
-            "pid {pid} still runs: {state}"
-        );
+        assert!(dead(pid), "{point:?} {next:?}: pid {pid} still runs");
     }
-    let _ = run_raw("true", &[]);
+    assert!(!lab.daemon.run_dir.join(&lab.name).exists());
+}
+
+#[test]
+fn a_daemon_killed_once_namespaces_exist_is_finished_by_the_next_up() {
+    if !require_root("a_daemon_killed_once_namespaces_exist_is_finished_by_the_next_up") {
+        return;
+    }
+    killed_during_up(KillPoint::Namespaces, Next::Up);
+}
+
+#[test]
+fn a_daemon_killed_once_vswitchd_runs_is_finished_by_the_next_up() {
+    if !require_root("a_daemon_killed_once_vswitchd_runs_is_finished_by_the_next_up") {
+        return;
+    }
+    killed_during_up(KillPoint::Vswitchd, Next::Up);
+}
+
+#[test]
+fn a_daemon_killed_during_an_up_is_cleaned_up_by_the_next_down() {
+    if !require_root("a_daemon_killed_during_an_up_is_cleaned_up_by_the_next_down") {
+        return;
+    }
+    killed_during_up(KillPoint::Vswitchd, Next::Down);
+}
+
+#[test]
+fn a_daemon_killed_during_an_up_is_finished_by_the_next_daemons_audit() {
+    if !require_root("a_daemon_killed_during_an_up_is_finished_by_the_next_daemons_audit") {
+        return;
+    }
+    killed_during_up(KillPoint::Namespaces, Next::Audit);
+}
+
+/// The file a namespace create makes before it mounts the namespace on it:
+/// a daemon killed between the two leaves it, and the next `up` replaces it.
+#[test]
+fn a_stale_namespace_file_left_by_a_killed_up_is_replaced() {
+    if !require_root("a_stale_namespace_file_left_by_a_killed_up_is_replaced") {
+        return;
+    }
+    let lab = Lab::create(ovslab_topology::SEED_YAML);
+    let stale = std::path::Path::new("/run/netns").join(lab.ns("compute1"));
+    std::fs::create_dir_all("/run/netns").unwrap();
+    std::fs::write(&stale, "").unwrap();
+    let out = lab.up();
+    assert!(
+        out.contains(&format!(
+            "remove stale namespace file {}",
+            lab.ns("compute1")
+        )),
+        "{out}"
+    );
+    assert!(reaches(&lab, "instance1", INSTANCE3));
 }

@@ -65,6 +65,36 @@ pub struct LabStatus {
     /// Every repair since the daemon started.
     #[serde(default)]
     pub repair_count: u64,
+    /// The daemon's audits of this lab since it started; `None` when it
+    /// has not audited it (audits off, or none yet).
+    #[serde(default)]
+    pub audits: Option<AuditStatus>,
+}
+
+/// How a lab's audits went: each converges the lab against its plan and
+/// repairs what differs (see `ovslabd --help`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditStatus {
+    /// Audits run since the daemon started.
+    pub count: u64,
+    /// When the last one ended (`2026-11-25T03:59:01Z`).
+    pub last_at: String,
+    /// How long the last one took: the cost of watching the lab.
+    pub last_ms: u64,
+}
+
+/// One Open vSwitch daemon of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    /// `ovsdb-server` or `ovs-vswitchd`.
+    pub program: String,
+    /// The pid its pidfile names, when that process runs as the node's
+    /// (alive, not a zombie, the right program, in the node's namespace).
+    pub pid: Option<u32>,
+    pub running: bool,
+    /// How often the daemon started it again after it had died (found by
+    /// an audit or an `up`), since the daemon started.
+    pub restarts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +117,9 @@ pub struct NodeStatus {
     pub ovs_vswitchd_pid: Option<u32>,
     /// Node-local VLAN tag per network.
     pub local_vlans: Vec<(String, u16)>,
+    /// `ovsdb-server`, then `ovs-vswitchd`.
+    #[serde(default)]
+    pub processes: Vec<ProcessStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -365,19 +365,22 @@ impl Netlink {
     }
 
     /// Deletes link `name` (a veth takes its peer along). A link that is
-    /// already gone is not an error.
+    /// already gone is not an error, also when it goes between the lookup
+    /// and the delete (its veth peer deleted at the same time elsewhere).
     pub async fn del_link(&self, name: &str) -> Result<(), NetlinkError> {
         let index = match self.index(name).await {
             Ok(i) => i,
             Err(NetlinkError::NoSuchLink { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.handle
-            .link()
-            .del(index)
-            .execute()
-            .await
-            .map_err(self.err(format!("delete link {name}")))
+        match self.handle.link().del(index).execute().await {
+            Err(rtnetlink::Error::NetlinkError(m))
+                if m.code.map(|c| c.get()) == Some(-libc::ENODEV) =>
+            {
+                Ok(())
+            }
+            result => result.map_err(self.err(format!("delete link {name}"))),
+        }
     }
 
     /// Whether TX checksum offload is on for `name`.

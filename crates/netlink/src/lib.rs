@@ -9,6 +9,7 @@
 
 mod error;
 mod ethtool;
+pub mod events;
 mod handle;
 pub mod netns;
 

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::join_all;
 use ovslab_api::{
-    CheckReport, CheckResult, DownReport, InstanceStatus, LabStatus, NodeStatus, RouterStatus,
-    Target, TraceReport, TraceRequest, UpReport,
+    AuditStatus, CheckReport, CheckResult, DownReport, InstanceStatus, LabStatus, NodeStatus,
+    ProcessStatus, RouterStatus, Target, TraceReport, TraceRequest, UpReport,
 };
 use ovslab_netlink::netns;
 use ovslab_topology::naming;
@@ -67,6 +67,11 @@ struct Lab {
     /// [`REPAIRS_KEPT`]), and how many repairs there were in all.
     repairs: VecDeque<String>,
     repair_count: u64,
+    /// Starts of an OVS daemon that had died, by (node, program).
+    restarts: BTreeMap<(String, &'static str), u64>,
+    /// Audits run, and when the last ended and how long it took.
+    audits: u64,
+    last_audit: Option<(String, u64)>,
 }
 
 impl Lab {
@@ -76,6 +81,15 @@ impl Lab {
             removed: false,
             repairs: VecDeque::new(),
             repair_count: 0,
+            restarts: BTreeMap::new(),
+            audits: 0,
+            last_audit: None,
+        }
+    }
+
+    fn count_restarts(&mut self, restarted: Vec<(String, OvsDaemon)>) {
+        for (node, daemon) in restarted {
+            *self.restarts.entry((node, daemon.program())).or_default() += 1;
         }
     }
 }
@@ -88,6 +102,8 @@ const REPAIRS_KEPT: usize = 20;
 pub struct Engine {
     config: EngineConfig,
     labs: Mutex<BTreeMap<String, Arc<Mutex<Lab>>>>,
+    /// Kernel notices that wake the audits (only while audits run).
+    watchers: crate::watch::Watchers,
 }
 
 impl Engine {
@@ -117,6 +133,7 @@ impl Engine {
         Engine {
             config,
             labs: Mutex::new(labs),
+            watchers: crate::watch::Watchers::default(),
         }
     }
 
@@ -148,7 +165,13 @@ impl Engine {
             std::fs::write(&file, text).map_err(|e| ReconcileError::io(&file, e))?;
         }
         let mut changes = Vec::new();
-        self.converge(&lab.topology, &mut changes).await?;
+        let mut restarted = Vec::new();
+        let result = self
+            .converge(&lab.topology, &mut changes, &mut restarted)
+            .await;
+        lab.count_restarts(restarted);
+        self.watch(&lab.topology);
+        result?;
         let report = UpReport {
             lab: name,
             changes,
@@ -164,11 +187,13 @@ impl Engine {
     }
 
     /// Converges a lab, adding one line per change made to `changes` (also
-    /// those made before an error).
+    /// those made before an error), and to `restarted` each OVS daemon it
+    /// started again after it had died (its pidfile left behind).
     async fn converge(
         &self,
         topo: &Topology,
         changes: &mut Vec<String>,
+        restarted: &mut Vec<(String, OvsDaemon)>,
     ) -> Result<(), ReconcileError> {
         let lab = topo.lab.as_str();
         let mut clock = Instant::now();
@@ -177,11 +202,22 @@ impl Engine {
         let first = plan(topo, &LocalVlans::new());
         let wanted: BTreeSet<&str> = first.namespaces.iter().map(|n| n.name.as_str()).collect();
         let prefix = naming::namespace_prefix(lab);
-        let existing: BTreeSet<String> = netns::list()
+        let mut existing = BTreeSet::new();
+        for name in netns::list()
             .map_err(|e| ReconcileError::io(Path::new(netns::NETNS_DIR), e))?
             .into_iter()
             .filter(|n| n.starts_with(&prefix))
-            .collect();
+        {
+            // A create interrupted between making the file and mounting the
+            // namespace on it (a daemon killed then) leaves a plain file: it
+            // goes, and the namespace is made again.
+            if netns::exists(&name) {
+                existing.insert(name);
+            } else {
+                netns::delete(&name).map_err(ReconcileError::netlink)?;
+                changes.push(format!("remove stale namespace file {name}"));
+            }
+        }
         // Nodes no longer wanted: their Open vSwitch goes before their namespace.
         if let Ok(dir) = std::fs::read_dir(self.lab_dir(lab)) {
             for entry in dir.flatten() {
@@ -247,10 +283,22 @@ impl Engine {
         // and address of its namespace on each link change it hears of, so
         // it starts after the links are made (a compute node of a large lab
         // has hundreds), and sees them once.
+        let died: Vec<bool> = nodes
+            .iter()
+            .map(|n| n.died(OvsDaemon::OvsdbServer))
+            .collect();
         let results = join_all(nodes.iter().map(|n| n.ensure_database(&self.config.schema))).await;
-        for (node, result) in nodes.iter().zip(results) {
+        // Nodes whose vswitchd must be waited for: a database started under
+        // a running vswitchd is reconnected to only after its back-off
+        // (up to 8 s), and until then vswitchd answers no OpenFlow request.
+        let mut wait_for_vswitchd = BTreeSet::new();
+        for (i, ((node, result), died)) in nodes.iter().zip(results).zip(died).enumerate() {
             for daemon in result.map_err(ReconcileError::ovs_process)? {
+                wait_for_vswitchd.insert(i);
                 changes.push(format!("start {} on {}", daemon.program(), node.node));
+                if died {
+                    restarted.push((node.node.clone(), daemon));
+                }
             }
         }
 
@@ -274,19 +322,27 @@ impl Engine {
         changes.extend(lines);
 
         phase_done(lab, "links", &mut clock);
-        let mut restarted = Vec::new();
         for (i, node) in nodes.iter().enumerate() {
+            let died = node.died(OvsDaemon::OvsVswitchd);
             for daemon in node
                 .ensure_vswitchd()
                 .map_err(ReconcileError::ovs_process)?
             {
                 changes.push(format!("start {} on {}", daemon.program(), node.node));
-                restarted.push(i);
+                wait_for_vswitchd.insert(i);
+                if died {
+                    restarted.push((node.node.clone(), daemon));
+                }
             }
         }
         // A vswitchd started over an existing database first rebuilds its
         // bridges (and their flow sockets) from it.
-        let waits = join_all(restarted.iter().map(|&i| switch::wait_applied(&clients[i]))).await;
+        let waits = join_all(
+            wait_for_vswitchd
+                .iter()
+                .map(|&i| switch::wait_applied(&clients[i])),
+        )
+        .await;
         waits.into_iter().collect::<Result<Vec<_>, _>>()?;
 
         // 5. OVSDB, one transaction per node.
@@ -347,13 +403,18 @@ impl Engine {
 
         phase_done(lab, "ovsdb transactions", &mut clock);
         // 6. Flows, one batch per bridge.
-        let flow_results =
-            join_all(
-                desired.switches.iter().zip(&nodes).zip(&switches_now).map(
-                    |((spec, node), actual)| self.converge_flows(&desired, spec, node, actual),
-                ),
-            )
-            .await;
+        let flow_results = join_all(
+            desired
+                .switches
+                .iter()
+                .zip(&nodes)
+                .zip(&clients)
+                .zip(&switches_now)
+                .map(|(((spec, node), client), actual)| {
+                    self.converge_flows(&desired, spec, node, client, actual)
+                }),
+        )
+        .await;
         for result in flow_results {
             changes.extend(result?);
         }
@@ -457,8 +518,10 @@ impl Engine {
         desired: &DesiredState,
         spec: &ovslab_topology::plan::SwitchSpec,
         node: &NodeOvs,
+        switch: &switch::SwitchClient,
         actual: &crate::actual::ActualSwitch,
     ) -> Result<Vec<String>, ReconcileError> {
+        switch::still_connected(switch).await?;
         let mut lines = Vec::new();
         for bridge in &spec.bridges {
             let wanted: Vec<_> = spec
@@ -504,6 +567,8 @@ impl Engine {
         if let Some(lab) = guard.as_mut() {
             lab.removed = true;
         }
+        // Our sockets in its namespaces would keep them alive.
+        self.watchers.forget(&naming::namespace_prefix(lab));
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         let dir = self.lab_dir(lab);
@@ -578,8 +643,14 @@ impl Engine {
                 continue;
             }
             let topology = lab.topology.clone();
+            let started = Instant::now();
             let mut changes = Vec::new();
-            let result = self.converge(&topology, &mut changes).await;
+            let mut restarted = Vec::new();
+            let result = self.converge(&topology, &mut changes, &mut restarted).await;
+            lab.count_restarts(restarted);
+            self.watch(&topology);
+            lab.audits += 1;
+            lab.last_audit = Some((utc_now(), started.elapsed().as_millis() as u64));
             if let Err(e) = &result {
                 tracing::warn!(lab = name, "audit: cannot repair the lab yet: {e}");
             }
@@ -589,7 +660,7 @@ impl Engine {
             tracing::warn!(
                 lab = name,
                 repairs = changes.len(),
-                "audit: the lab differed from its plan; repaired: {}",
+                "repaired lab {name}, which differed from its plan: {}",
                 changes.join("; ")
             );
             lab.repair_count += changes.len() as u64;
@@ -605,26 +676,56 @@ impl Engine {
     /// Audits every `every` (see [`Engine::audit`]), or less often when an
     /// audit takes long: the pause is at least five times the last audit's
     /// duration, so a large lab never costs more than a fifth of a core.
-    /// When an Open vSwitch daemon this process started exits, the next
-    /// audit starts at once.
+    /// The next audit starts at once when an Open vSwitch daemon this
+    /// process started exits, and when the kernel says a link of a node
+    /// or a namespace was deleted (see [`crate::watch`]) — then still
+    /// spending at most a fifth of the time auditing.
     pub fn spawn_audits(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        self.watchers.enable();
+        let drift = self.watchers.drift();
         let engine = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut pause = every;
+            let mut last = Duration::ZERO;
+            let mut ended = Instant::now();
             loop {
-                // An OVS daemon of ours that exits is repaired at once.
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = crate::ovs_process::exited().notified() => {}
+                let noticed = tokio::select! {
+                    () = tokio::time::sleep(pause) => false,
+                    () = crate::ovs_process::exited().notified() => false,
+                    () = drift.notified() => true,
+                };
+                if noticed {
+                    let gap = last * 4;
+                    if ended.elapsed() < gap {
+                        tokio::time::sleep(gap - ended.elapsed()).await;
+                    }
                 }
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
                 let started = Instant::now();
                 engine.audit().await;
-                pause = every.max(started.elapsed() * 5);
+                ended = Instant::now();
+                last = ended - started;
+                pause = every.max(last * 5);
             }
         })
+    }
+
+    /// Watches the node namespaces of a lab for lost links, and its OVS
+    /// daemons for their exit (when audits run).
+    fn watch(&self, topology: &Topology) {
+        let namespaces: Vec<String> = topology
+            .nodes
+            .iter()
+            .map(|n| naming::namespace(&topology.lab, &n.name))
+            .collect();
+        self.watchers.watch(namespaces.iter().map(String::as_str));
+        let pids = topology.nodes.iter().zip(&namespaces).flat_map(|(n, ns)| {
+            let ovs = NodeOvs::new(&self.config.run_root, &topology.lab, &n.name, ns);
+            OvsDaemon::ALL.map(|d| ovs.pid(d))
+        });
+        self.watchers.watch_processes(pids.flatten());
     }
 
     /// Labs this daemon manages.
@@ -647,6 +748,20 @@ impl Engine {
             let ovs = NodeOvs::new(&self.config.run_root, &topo.lab, &node.name, &ns);
             let ovsdb = ovs.pid(OvsDaemon::OvsdbServer);
             let vswitchd = ovs.pid(OvsDaemon::OvsVswitchd);
+            let processes = OvsDaemon::ALL
+                .iter()
+                .zip([ovsdb, vswitchd])
+                .map(|(daemon, pid)| ProcessStatus {
+                    program: daemon.program().to_string(),
+                    pid,
+                    running: pid.is_some(),
+                    restarts: lab
+                        .restarts
+                        .get(&(node.name.clone(), daemon.program()))
+                        .copied()
+                        .unwrap_or(0),
+                })
+                .collect();
             let exists = namespaces.contains(&ns);
             healthy &= exists && ovsdb.is_some() && vswitchd.is_some();
             let local_vlans = match switch::connect(&ovs).await {
@@ -664,6 +779,7 @@ impl Engine {
                 ovsdb_server_pid: ovsdb,
                 ovs_vswitchd_pid: vswitchd,
                 local_vlans,
+                processes,
             });
         }
         let instances = topo
@@ -719,6 +835,11 @@ impl Engine {
             healthy,
             repairs: lab.repairs.iter().cloned().collect(),
             repair_count: lab.repair_count,
+            audits: lab.last_audit.as_ref().map(|(at, ms)| AuditStatus {
+                count: lab.audits,
+                last_at: at.clone(),
+                last_ms: *ms,
+            }),
         })
     }
 

@@ -17,6 +17,7 @@ pub mod ovs_process;
 pub mod probes;
 pub mod trace;
 pub mod unixctl;
+pub mod watch;
 
 use std::path::Path;
 

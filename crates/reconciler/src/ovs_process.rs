@@ -117,7 +117,9 @@ impl NodeOvs {
             .parse()
             .ok()?;
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        if comm.trim() != daemon.program() {
+        // A zombie (dead, and not reaped: PID 1 here does not reap the
+        // orphans of an earlier ovslabd) is dead.
+        if comm.trim() != daemon.program() || is_zombie(pid) {
             return None;
         }
         let ns_inode = std::fs::metadata(ovslab_netlink::netns::path(&self.namespace))
@@ -125,6 +127,12 @@ impl NodeOvs {
             .ino();
         let proc_ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
         (proc_ns.to_string_lossy() == format!("net:[{ns_inode}]")).then_some(pid)
+    }
+
+    /// Whether the daemon died: its pidfile is left behind (a clean exit
+    /// removes it, and so does `down`), but it does not run.
+    pub fn died(&self, daemon: OvsDaemon) -> bool {
+        self.pidfile(daemon).exists() && self.pid(daemon).is_none()
     }
 
     /// Starts whichever daemon is not running; returns what it started.

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use comfy_table::{Table, presets};
-use ovslab_api::LabStatus;
+use ovslab_api::{LabStatus, NodeStatus};
 
 use crate::client::Client;
 use crate::commands::segment;
@@ -15,8 +15,9 @@ use crate::commands::segment;
     long_about = "Show a lab's nodes, instances and health; without LAB, list the labs the \
 daemon manages.\n\n\
 A lab is healthy when every namespace exists and every node's ovsdb-server and ovs-vswitchd run. \
-The last lines list what the daemon's audits found broken and repaired (a dead OVS process, a \
-deleted link, flow or rule). \
+A node's OVS process that died and was started again shows how often (\"restarted 2×\"). \
+The last lines say how many audits ran and what the last one cost, and list what the daemon's \
+audits found broken and repaired (a dead OVS process, a deleted link, flow or rule). \
 --json prints the daemon's answer as it is (a LabStatus, or a list of lab names).",
     after_help = "Exit status: 0 shown (healthy or not), 1 the daemon is unreachable or does not know LAB."
 )]
@@ -78,6 +79,20 @@ fn pid_cell(pid: Option<u32>) -> String {
     pid.map_or_else(|| "not running".to_string(), |p| format!("pid {p}"))
 }
 
+/// `pid 42`, `not running`, with `, restarted 2×` when it was.
+fn process_cell(node: &NodeStatus, program: &str, pid: Option<u32>) -> String {
+    let restarts = node
+        .processes
+        .iter()
+        .find(|p| p.program == program)
+        .map_or(0, |p| p.restarts);
+    let mut cell = pid_cell(pid);
+    if restarts > 0 {
+        cell.push_str(&format!(", restarted {restarts}×"));
+    }
+    cell
+}
+
 pub fn format_status(s: &LabStatus) -> String {
     let health = if s.healthy { "healthy" } else { "NOT healthy" };
     let mut out = format!("lab {} (from {}): {health}\n", s.lab, s.source);
@@ -99,8 +114,8 @@ pub fn format_status(s: &LabStatus) -> String {
             n.name.clone(),
             n.role.clone(),
             namespace_cell(&n.namespace, n.namespace_exists),
-            pid_cell(n.ovsdb_server_pid),
-            pid_cell(n.ovs_vswitchd_pid),
+            process_cell(n, "ovsdb-server", n.ovsdb_server_pid),
+            process_cell(n, "ovs-vswitchd", n.ovs_vswitchd_pid),
             vlans.join(" "),
         ]);
     }
@@ -131,6 +146,13 @@ pub fn format_status(s: &LabStatus) -> String {
         }
         out.push_str(&format!("{routers}\n"));
     }
+    match &s.audits {
+        Some(a) => out.push_str(&format!(
+            "audits: {} since the daemon started; the last ended {} and took {} ms\n",
+            a.count, a.last_at, a.last_ms
+        )),
+        None => out.push_str("audits: none yet\n"),
+    }
     if s.repair_count == 0 {
         out.push_str("repairs: none\n");
     } else {
@@ -147,7 +169,7 @@ pub fn format_status(s: &LabStatus) -> String {
 
 #[cfg(test)]
 mod tests {
-    use ovslab_api::{InstanceStatus, NodeStatus};
+    use ovslab_api::{AuditStatus, InstanceStatus, ProcessStatus};
 
     use super::*;
 
@@ -163,6 +185,20 @@ mod tests {
                 ovsdb_server_pid: Some(42),
                 ovs_vswitchd_pid: if healthy { Some(43) } else { None },
                 local_vlans: vec![("net1".into(), 1), ("net2".into(), 2)],
+                processes: vec![
+                    ProcessStatus {
+                        program: "ovsdb-server".into(),
+                        pid: Some(42),
+                        running: true,
+                        restarts: 0,
+                    },
+                    ProcessStatus {
+                        program: "ovs-vswitchd".into(),
+                        pid: if healthy { Some(43) } else { None },
+                        running: healthy,
+                        restarts: u64::from(!healthy) * 2,
+                    },
+                ],
             }],
             instances: vec![InstanceStatus {
                 name: "instance1".into(),
@@ -181,6 +217,11 @@ mod tests {
                 vec!["2026-11-25T03:59:01Z start ovs-vswitchd on compute1".into()]
             },
             repair_count: u64::from(!healthy),
+            audits: healthy.then(|| AuditStatus {
+                count: 7,
+                last_at: "2026-11-25T03:59:01Z".into(),
+                last_ms: 18,
+            }),
         }
     }
 
@@ -227,13 +268,19 @@ mod tests {
             assert!(instance_row.contains(cell), "{instance_row}");
         }
         assert!(!text.contains("missing"), "{text}");
+        assert!(!text.contains("restarted"), "{text}");
+        assert!(
+            text.contains("audits: 7 since the daemon started; the last ended 2026-11-25T03:59:01Z and took 18 ms"),
+            "{text}"
+        );
     }
 
     #[test]
     fn an_unhealthy_lab_shows_what_is_missing() {
         let text = format_status(&sample(false));
         assert!(text.contains(": NOT healthy"), "{text}");
-        assert!(text.contains("not running"), "{text}");
+        assert!(text.contains("not running, restarted 2×"), "{text}");
+        assert!(text.contains("audits: none yet"), "{text}");
         assert!(text.contains("seed.instance1 (missing)"), "{text}");
     }
 }

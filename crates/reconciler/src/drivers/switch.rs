@@ -423,12 +423,30 @@ async fn read_root(client: &SwitchClient) -> Result<Option<String>, ReconcileErr
         .and_then(|r| uuid_of(&r["_uuid"])))
 }
 
+/// Fails unless the node's `ovsdb-server` still answers on this connection.
+/// vswitchd answers no OpenFlow request while its database is gone, so the
+/// flows of a node whose database died during a converge wait for the
+/// next one (which restarts it) rather than for an OpenFlow timeout.
+pub async fn still_connected(client: &SwitchClient) -> Result<(), ReconcileError> {
+    client.transact(vec![select(DB, &["_uuid"])]).await?;
+    Ok(())
+}
+
 /// Waits until a (re)started vswitchd has applied the configuration the
 /// database holds: its bridges, ports and `.mgmt` sockets then exist.
+///
+/// `next_cfg` is raised first, as `ovs-vsctl` does: a vswitchd that died
+/// left `cur_cfg` equal to `next_cfg`, which would end the wait before the
+/// new one has read anything (and the flows would find no `.mgmt` socket).
 pub async fn wait_applied(client: &SwitchClient) -> Result<(), ReconcileError> {
-    let results = client.transact(vec![select(DB, &["next_cfg"])]).await?;
+    let results = client
+        .transact(vec![
+            json!({"op": "mutate", "table": DB, "where": [], "mutations": [["next_cfg", "+=", 1]]}),
+            select(DB, &["next_cfg"]),
+        ])
+        .await?;
     let next_cfg = results
-        .first()
+        .get(1)
         .and_then(|r| rows(r).first())
         .and_then(|r| r["next_cfg"].as_i64())
         .unwrap_or(0);
