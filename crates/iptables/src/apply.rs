@@ -1,9 +1,10 @@
 //! Reading and converging a namespace's iptables with the real tools.
 //!
 //! Blocking (`std::process`): callers on a tokio runtime use
-//! `spawn_blocking`. The children enter the namespace through
-//! [`ovslab_netlink::netns::command_in`] (`setns` between fork and exec),
-//! so no thread of ours ever changes namespace.
+//! `spawn_blocking`. The children are started in the namespace by
+//! [`ovslab_netlink::netns::spawn_in`], from a short-lived thread that
+//! entered it (cheaper than `setns` between fork and exec: no fork of the
+//! daemon's memory).
 
 use std::io::{ErrorKind, Write};
 use std::process::{Command, Stdio};
@@ -95,12 +96,12 @@ pub(crate) fn run_with_input(
         command: program,
         source,
     };
-    let mut cmd = command(ns, program)?;
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let mut child = spawn(ns, program, &mut cmd)?;
     // Write from another thread while this one collects the output, so a
     // large input cannot deadlock against a child blocked on its stderr.
     let stdin = child.stdin.take();
@@ -124,10 +125,13 @@ pub(crate) fn run_for_output(
     program: &'static str,
     args: &[&str],
 ) -> Result<String, IptablesError> {
-    let mut cmd = command(ns, program)?;
-    let out = cmd
-        .args(args)
-        .output()
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = spawn(ns, program, &mut cmd)?
+        .wait_with_output()
         .map_err(|source| IptablesError::Spawn {
             namespace: ns.to_string(),
             command: program,
@@ -162,14 +166,22 @@ fn failing_line(message: &str, batch: &str) -> Option<String> {
     batch.lines().nth(n.checked_sub(1)?).map(str::to_string)
 }
 
-fn command(ns: &str, program: &'static str) -> Result<Command, IptablesError> {
-    let mut cmd = Command::new(program);
-    ovslab_netlink::netns::command_in(&mut cmd, ns).map_err(|source| IptablesError::Enter {
-        namespace: ns.to_string(),
-        command: program,
-        source,
-    })?;
-    Ok(cmd)
+fn spawn(
+    ns: &str,
+    program: &'static str,
+    cmd: &mut Command,
+) -> Result<std::process::Child, IptablesError> {
+    ovslab_netlink::netns::spawn_in(cmd, ns)
+        .map_err(|source| IptablesError::Enter {
+            namespace: ns.to_string(),
+            command: program,
+            source,
+        })?
+        .map_err(|source| IptablesError::Spawn {
+            namespace: ns.to_string(),
+            command: program,
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -161,6 +161,19 @@ pub fn run_in<T: Send>(
     .map_err(|e| NetlinkError::namespace(name, "run inside", e))
 }
 
+/// Starts `cmd` inside namespace `name`: spawned from a thread that entered
+/// the namespace, whose namespaces a child inherits. Unlike
+/// [`command_in`], nothing runs between fork and exec, so the standard
+/// library can use `posix_spawn` (a `vfork`-style clone) instead of copying
+/// the whole daemon's page tables with `fork`. The outer error is entering
+/// the namespace, the inner one starting the program.
+pub fn spawn_in(
+    cmd: &mut std::process::Command,
+    name: &str,
+) -> Result<io::Result<std::process::Child>, NetlinkError> {
+    run_in(name, || Ok(cmd.spawn()))
+}
+
 /// Makes `cmd` start inside namespace `name` (like `ip netns exec`, minus
 /// the `/etc/netns` bind mounts, which the lab does not use).
 pub fn command_in(cmd: &mut std::process::Command, name: &str) -> Result<(), NetlinkError> {
