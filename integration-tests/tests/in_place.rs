@@ -166,7 +166,12 @@ fn instance_rules(lab: &Lab, instance: &str, node: &str) -> Vec<String> {
 struct Pinger {
     what: String,
     child: std::process::Child,
+    started: std::time::Instant,
 }
+
+/// How long a ping runs at least, so that a change that is over quickly
+/// still has answers after it to judge by.
+const PING_AT_LEAST: std::time::Duration = std::time::Duration::from_millis(1500);
 
 impl Pinger {
     fn start(lab: &Lab, from: &str, to: &str) -> Self {
@@ -179,6 +184,7 @@ impl Pinger {
         Pinger {
             what: format!("{from} → {to}"),
             child,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -186,6 +192,7 @@ impl Pinger {
     /// request went unanswered while a later one was answered (the last
     /// few may still be on their way when the ping stops: not a loss).
     fn assert_no_loss(self) {
+        std::thread::sleep(PING_AT_LEAST.saturating_sub(self.started.elapsed()));
         let what = self.what.clone();
         let out = self.finish();
         let answered: std::collections::BTreeSet<u64> = out

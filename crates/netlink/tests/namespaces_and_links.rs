@@ -95,6 +95,73 @@ fn commands_start_inside_the_namespace() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ns.0);
 }
 
+#[test]
+fn spawned_children_run_inside_the_namespace() {
+    if !require_root("spawned_children_run_inside_the_namespace") {
+        return;
+    }
+    let ns = Ns::new();
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "identify"])
+        .stdout(std::process::Stdio::piped());
+    let child = netns::spawn_in(&mut cmd, &ns.0).unwrap().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ns.0);
+    let mut missing = std::process::Command::new("/nonexistent/ovslab-program");
+    assert!(
+        netns::spawn_in(&mut missing, &ns.0).unwrap().is_err(),
+        "a missing program is the inner error"
+    );
+}
+
+#[test]
+fn the_firewall_generation_moves_with_every_change_and_only_then() {
+    if !require_root("the_firewall_generation_moves_with_every_change_and_only_then") {
+        return;
+    }
+    let (a, b) = (Ns::new(), Ns::new());
+    let first = ovslab_netlink::generation(&a.0).unwrap();
+    assert_eq!(
+        ovslab_netlink::generation(&a.0).unwrap(),
+        first,
+        "nothing changed"
+    );
+    assert_ne!(
+        ovslab_netlink::generation(&b.0).unwrap().cookie,
+        first.cookie,
+        "two namespaces, one cookie"
+    );
+    let iptables = |args: &[&str]| {
+        let status = std::process::Command::new("ip")
+            .args(["netns", "exec", &a.0, "iptables"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "iptables {args:?}");
+    };
+    iptables(&["-N", "ovslab-test"]);
+    let added = ovslab_netlink::generation(&a.0).unwrap();
+    assert_eq!(added.cookie, first.cookie);
+    assert_ne!(
+        added.id, first.id,
+        "a new chain did not move the generation"
+    );
+    iptables(&["-A", "ovslab-test", "-j", "ACCEPT"]);
+    let appended = ovslab_netlink::generation(&a.0).unwrap();
+    assert_ne!(
+        appended.id, added.id,
+        "a new rule did not move the generation"
+    );
+    // Reading the rules (counters and all) is not a change.
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", &a.0, "iptables-save", "-c"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(ovslab_netlink::generation(&a.0).unwrap(), appended);
+}
+
 #[tokio::test]
 async fn hybrid_plug_wiring_across_namespaces() {
     if !require_root("hybrid_plug_wiring_across_namespaces") {

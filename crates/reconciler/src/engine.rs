@@ -104,6 +104,8 @@ pub struct Engine {
     labs: Mutex<BTreeMap<String, Arc<Mutex<Lab>>>>,
     /// Kernel notices that wake the audits (only while audits run).
     watchers: crate::watch::Watchers,
+    /// Rulesets known to be as wanted, not read again while unchanged.
+    rulesets: Arc<rulesets::Verified>,
 }
 
 impl Engine {
@@ -134,6 +136,7 @@ impl Engine {
             config,
             labs: Mutex::new(labs),
             watchers: crate::watch::Watchers::default(),
+            rulesets: Arc::default(),
         }
     }
 
@@ -432,9 +435,10 @@ impl Engine {
                     Some(rulesets::ipsets(f)),
                 )
             }));
-        let results =
-            join_all(rulesets.map(|(ns, ruleset, sets)| rulesets::converge(ns, ruleset, sets)))
-                .await;
+        let results = join_all(rulesets.map(|(ns, ruleset, sets)| {
+            rulesets::converge(ns, ruleset, sets, self.rulesets.clone())
+        }))
+        .await;
         for result in results {
             changes.extend(result?);
         }
@@ -569,6 +573,7 @@ impl Engine {
         }
         // Our sockets in its namespaces would keep them alive.
         self.watchers.forget(&naming::namespace_prefix(lab));
+        self.rulesets.forget(&naming::namespace_prefix(lab));
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         let dir = self.lab_dir(lab);

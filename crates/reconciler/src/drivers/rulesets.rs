@@ -3,11 +3,20 @@
 //! Each is compared with `iptables-save` (`ipset save`) and, only when it
 //! differs, applied with one `iptables-restore --noflush` (`ipset
 //! restore`) (see `ovslab-iptables`).
+//!
+//! A ruleset found exactly as wanted is remembered with its namespace's
+//! nf_tables generation ([`Verified`]): while neither the wanted ruleset
+//! nor the generation changes, nobody changed the rules, and the next
+//! converge skips `iptables-save` there.
 
 use ovslab_iptables::{
     Direction, FloatingIp, IpSet, PortFirewall, Protocol, Remote, RouterNat, Ruleset, SgRule,
     firewall_ruleset, router_ruleset,
 };
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use ovslab_netlink::Generation;
 use ovslab_topology as model;
 use ovslab_topology::plan::{FirewallRemote, FirewallSpec, RouterSpec};
 
@@ -75,14 +84,63 @@ pub fn ipsets(spec: &FirewallSpec) -> Vec<IpSet> {
         .collect()
 }
 
+/// Rulesets found exactly as wanted, by namespace, with the nf_tables
+/// generation they were found at.
+#[derive(Debug, Default)]
+pub struct Verified {
+    by_namespace: Mutex<HashMap<String, (Generation, Ruleset)>>,
+}
+
+impl Verified {
+    /// Whether `namespace` is known to hold `ruleset` at `generation`.
+    fn holds(&self, namespace: &str, generation: Generation, ruleset: &Ruleset) -> bool {
+        self.by_namespace
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(namespace)
+            .is_some_and(|(g, r)| *g == generation && r == ruleset)
+    }
+
+    fn record(&self, namespace: &str, known: Option<(Generation, Ruleset)>) {
+        let mut map = self.by_namespace.lock().unwrap_or_else(|e| e.into_inner());
+        match known {
+            Some(known) => map.insert(namespace.to_string(), known),
+            None => map.remove(namespace),
+        };
+    }
+
+    /// Forgets every namespace whose name starts with `prefix` (a lab's).
+    pub fn forget(&self, prefix: &str) {
+        self.by_namespace
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|ns, _| !ns.starts_with(prefix));
+    }
+}
+
+/// Whether `iptables` is iptables-nft, whose every change moves the
+/// nf_tables generation (iptables-legacy's would not: then every converge
+/// reads the rules).
+fn nf_tables() -> bool {
+    static NFT: OnceLock<bool> = OnceLock::new();
+    *NFT.get_or_init(|| {
+        std::process::Command::new("iptables-save")
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("nf_tables"))
+    })
+}
+
 /// Makes namespace `namespace`'s rules of ours exactly `ruleset`, with
 /// `sets` its ipsets: sets are filled before the rules that use them and
 /// destroyed after the rules that used them are gone. Returns one line per
 /// change (none when everything already was).
+/// `verified` skips the reading of a ruleset known to be as wanted.
 pub async fn converge(
     namespace: &str,
     ruleset: Ruleset,
     sets: Option<Vec<IpSet>>,
+    verified: std::sync::Arc<Verified>,
 ) -> Result<Vec<String>, ReconcileError> {
     let ns = namespace.to_string();
     let changes = tokio::task::spawn_blocking(move || {
@@ -93,7 +151,21 @@ pub async fn converge(
             changes.extend(made);
             before = Some(actual);
         }
-        changes.extend(ovslab_iptables::apply(&ns, &ruleset)?.changes);
+        // Read before the rules are: a change made after this moves it.
+        let generation = nf_tables()
+            .then(|| ovslab_netlink::generation(&ns).ok())
+            .flatten();
+        if !generation.is_some_and(|g| verified.holds(&ns, g, &ruleset)) {
+            let applied = ovslab_iptables::apply(&ns, &ruleset)?;
+            // Rules just written are read again next time: their generation
+            // is only known before the write.
+            let known = match (applied.changed, generation) {
+                (false, Some(g)) => Some((g, ruleset)),
+                _ => None,
+            };
+            verified.record(&ns, known);
+            changes.extend(applied.changes);
+        }
         if let (Some(sets), Some(actual)) = (&sets, &before) {
             changes.extend(ovslab_iptables::remove_stale_ipsets(&ns, actual, sets)?);
         }
@@ -108,4 +180,44 @@ pub async fn converge(
         .into_iter()
         .map(|c| format!("{namespace}: iptables: {c}"))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ovslab_iptables::Table;
+
+    fn ruleset(rule: &str) -> Ruleset {
+        let mut r = Ruleset::new();
+        r.append(Table::Nat, "neutron-l3-agent-snat", rule);
+        r
+    }
+
+    #[test]
+    fn a_ruleset_is_trusted_only_at_the_generation_and_content_it_was_found() {
+        let verified = Verified::default();
+        let at = Generation { cookie: 1, id: 5 };
+        let wanted = ruleset("-j ACCEPT");
+        assert!(!verified.holds("lab.network", at, &wanted), "nothing known yet");
+        verified.record("lab.network", Some((at, wanted.clone())));
+        assert!(verified.holds("lab.network", at, &wanted));
+        assert!(
+            !verified.holds("lab.network", Generation { cookie: 1, id: 6 }, &wanted),
+            "someone changed the rules"
+        );
+        assert!(
+            !verified.holds("lab.network", Generation { cookie: 2, id: 5 }, &wanted),
+            "the namespace was made again"
+        );
+        assert!(
+            !verified.holds("lab.network", at, &ruleset("-j DROP")),
+            "another ruleset is wanted"
+        );
+        assert!(!verified.holds("lab.compute1", at, &wanted));
+        verified.record("lab.network", None);
+        assert!(!verified.holds("lab.network", at, &wanted), "written: read again");
+        verified.record("lab.network", Some((at, wanted.clone())));
+        verified.forget("lab.");
+        assert!(!verified.holds("lab.network", at, &wanted), "the lab went down");
+    }
 }

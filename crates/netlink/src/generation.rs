@@ -1,0 +1,161 @@
+//! Whether a namespace's firewall changed, without reading it: nf_tables
+//! counts every committed ruleset change in a namespace (its generation,
+//! `NFT_MSG_GETGEN` over nfnetlink), and `iptables-nft` commits through
+//! nf_tables. Paired with the namespace's cookie (`SO_NETNS_COOKIE`, never
+//! reused while the host runs), an unchanged pair means nothing was changed
+//! since, by anyone.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use rtnetlink::sys::Socket;
+use rtnetlink::sys::protocols::NETLINK_NETFILTER;
+
+use crate::NetlinkError;
+use crate::netns;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFTA_GEN_ID: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+/// `SO_NETNS_COOKIE` (Linux 5.14), not in every libc yet.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// A namespace's firewall generation: equal values mean the same ruleset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Generation {
+    /// The namespace's cookie: a namespace made again gets another.
+    pub cookie: u64,
+    /// nf_tables' count of committed changes in it.
+    pub id: u32,
+}
+
+/// The firewall generation of namespace `name`.
+pub fn generation(name: &str) -> Result<Generation, NetlinkError> {
+    netns::run_in(name, || {
+        let socket = Socket::new(NETLINK_NETFILTER)?;
+        let cookie = netns_cookie(&socket)?;
+        socket.send(&request(), 0)?;
+        let mut buf = vec![0u8; 4096];
+        let n = socket.recv(&mut &mut buf[..], 0)?;
+        let id = parse_reply(&buf[..n])?;
+        Ok(Generation { cookie, id })
+    })
+}
+
+fn netns_cookie(socket: &Socket) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into our u64.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
+/// `NFT_MSG_GETGEN`: a netlink header and an empty `nfgenmsg`.
+fn request() -> Vec<u8> {
+    let mut msg = Vec::with_capacity(20);
+    msg.extend_from_slice(&20u32.to_ne_bytes());
+    msg.extend_from_slice(&(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETGEN).to_ne_bytes());
+    msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel's
+    // nfgenmsg: family AF_UNSPEC, version NFNETLINK_V0, resource id 0.
+    msg.extend_from_slice(&[0, 0, 0, 0]);
+    msg
+}
+
+/// The generation id in a `NFT_MSG_NEWGEN` reply.
+fn parse_reply(reply: &[u8]) -> io::Result<u32> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    if reply.len() < 16 {
+        return Err(bad("short nfnetlink reply"));
+    }
+    let len = u32::from_ne_bytes(reply[0..4].try_into().unwrap()) as usize;
+    let kind = u16::from_ne_bytes(reply[4..6].try_into().unwrap());
+    let message = reply.get(..len).ok_or_else(|| bad("truncated reply"))?;
+    if kind == NLMSG_ERROR {
+        let code = message
+            .get(16..20)
+            .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
+            .ok_or_else(|| bad("truncated error"))?;
+        return Err(io::Error::from_raw_os_error(-code));
+    }
+    if kind != (NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN) {
+        return Err(bad("unexpected nfnetlink reply"));
+    }
+    // Attributes follow the 16-byte header and the 4-byte nfgenmsg.
+    let mut attrs = message.get(20..).unwrap_or_default();
+    while attrs.len() >= 4 {
+        let attr_len = u16::from_ne_bytes(attrs[0..2].try_into().unwrap()) as usize;
+        let attr_kind = u16::from_ne_bytes(attrs[2..4].try_into().unwrap()) & 0x3fff;
+        if attr_len < 4 || attr_len > attrs.len() {
+            break;
+        }
+        if attr_kind == NFTA_GEN_ID && attr_len >= 8 {
+            return Ok(u32::from_be_bytes(attrs[4..8].try_into().unwrap()));
+        }
+        attrs = &attrs[(attr_len + 3) & !3..];
+    }
+    Err(bad("no generation id in the reply"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(kind: u16, attrs: &[u8]) -> Vec<u8> {
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&((20 + attrs.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&[0; 10]);
+        msg.extend_from_slice(&[0; 4]);
+        msg.extend_from_slice(attrs);
+        msg
+    }
+
+    #[test]
+    fn the_request_asks_nf_tables_for_its_generation() {
+        let r = request();
+        assert_eq!(r.len(), 20);
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), 10 << 8 | 16);
+    }
+
+    #[test]
+    fn the_id_is_read_past_other_attributes() {
+        let mut attrs = Vec::new();
+        // NFTA_GEN_PROC_NAME "nft" (padded), then NFTA_GEN_ID 7 (big endian).
+        attrs.extend_from_slice(&8u16.to_ne_bytes());
+        attrs.extend_from_slice(&3u16.to_ne_bytes());
+        attrs.extend_from_slice(b"nft\0");
+        attrs.extend_from_slice(&8u16.to_ne_bytes());
+        attrs.extend_from_slice(&1u16.to_ne_bytes());
+        attrs.extend_from_slice(&7u32.to_be_bytes());
+        assert_eq!(parse_reply(&reply(10 << 8 | 15, &attrs)).unwrap(), 7);
+    }
+
+    #[test]
+    fn errors_and_strangers_are_errors() {
+        let mut err = reply(NLMSG_ERROR, &[]);
+        err[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
+        assert_eq!(
+            parse_reply(&err).unwrap_err().raw_os_error(),
+            Some(libc::EPERM)
+        );
+        assert!(parse_reply(&reply(10 << 8 | 15, &[])).is_err());
+        assert!(parse_reply(&reply(99, &[])).is_err());
+        assert!(parse_reply(&[1, 2, 3]).is_err());
+    }
+}
