@@ -24,6 +24,9 @@ pub struct Applied {
     pub changed: bool,
     /// One human line per change (see [`Plan::changes`](crate::Plan::changes)).
     pub changes: Vec<String>,
+    /// Tables written: `iptables-restore` commits each as one nf_tables
+    /// transaction.
+    pub tables_written: u32,
 }
 
 /// Parsed `iptables-save` of namespace `ns`.
@@ -53,6 +56,7 @@ pub fn apply(ns: &str, ruleset: &Ruleset) -> Result<Applied, IptablesError> {
     Ok(Applied {
         changed: true,
         changes: plan.changes,
+        tables_written: batch.lines().filter(|l| *l == "COMMIT").count() as u32,
     })
 }
 

@@ -152,8 +152,16 @@ fn router_rules_are_canonical_idempotent_and_keep_counters() {
     let ns = TestNetns::new();
     let ruleset = router_ruleset(&seed_router());
 
+    let generation = ovslab_netlink::generation(&ns.name).expect("generation");
     let first = apply(&ns.name, &ruleset).expect("first apply");
     assert!(first.changed);
+    // One nf_tables transaction per table written, nothing more: the
+    // reconciler trusts rules it wrote only when the generation says so.
+    assert_eq!(first.tables_written, 2, "nat and mangle");
+    assert_eq!(
+        ovslab_netlink::generation(&ns.name).expect("generation").id,
+        generation.id + first.tables_written
+    );
     assert!(
         first
             .changes
@@ -187,8 +195,14 @@ fn router_rules_are_canonical_idempotent_and_keep_counters() {
     let mut moved = seed_router();
     moved.floating_ips[0].floating = Ipv4Addr::new(203, 0, 113, 110);
     let moved_rules = router_ruleset(&moved);
+    let generation = ovslab_netlink::generation(&ns.name).expect("generation");
     let third = apply(&ns.name, &moved_rules).expect("third apply");
     assert!(third.changed);
+    assert_eq!(third.tables_written, 1, "nat only");
+    assert_eq!(
+        ovslab_netlink::generation(&ns.name).expect("generation").id,
+        generation.id + 1
+    );
     assert_eq!(
         third.changes,
         [

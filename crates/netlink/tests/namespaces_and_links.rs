@@ -160,6 +160,31 @@ fn the_firewall_generation_moves_with_every_change_and_only_then() {
         .unwrap();
     assert!(status.success());
     assert_eq!(ovslab_netlink::generation(&a.0).unwrap(), appended);
+    // iptables-restore commits each table of its input on its own: the
+    // generation moves by one per table (what ovslab relies on to know that
+    // its own write was the only change).
+    let mut restore = std::process::Command::new("ip")
+        .args(["netns", "exec", &a.0, "iptables-restore", "--noflush", "-w"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    restore
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"*filter\n:neutron-x - [0:0]\n-A neutron-x -j ACCEPT\n-A neutron-x -s 192.0.2.1/32 -j DROP\nCOMMIT\n\
+              *nat\n:neutron-y - [0:0]\n-A neutron-y -j ACCEPT\nCOMMIT\n",
+        )
+        .unwrap();
+    assert!(restore.wait().unwrap().success());
+    let restored = ovslab_netlink::generation(&a.0).unwrap();
+    assert_eq!(
+        restored.id,
+        appended.id.wrapping_add(2),
+        "{appended:?} -> {restored:?}"
+    );
 }
 
 #[tokio::test]

@@ -452,12 +452,24 @@ impl Engine {
         &self,
         desired: &DesiredState,
     ) -> Result<(Vec<String>, BTreeSet<(String, String)>), ReconcileError> {
-        let handles = links::Handles::default();
-        // Bounded: every namespace read holds a netlink connection.
+        let handles = Arc::new(links::Handles::default());
+        // Bounded: every namespace read holds a netlink connection. Each
+        // read is a task of its own, so that every core of the runtime
+        // takes part.
         let reads: Vec<_> = desired
             .namespaces
             .iter()
-            .map(|ns| links::read(&handles, ns))
+            .map(|ns| {
+                let (handles, ns) = (handles.clone(), ns.clone());
+                async move {
+                    tokio::spawn(async move { links::read(&handles, &ns).await })
+                        .await
+                        .map_err(|e| ReconcileError::Io {
+                            path: netns::NETNS_DIR.into(),
+                            source: std::io::Error::other(e),
+                        })?
+                }
+            })
             .collect();
         let actual: Vec<_> = futures::stream::iter(reads)
             .buffered(links::Handles::KEPT / 2)
@@ -499,7 +511,7 @@ impl Engine {
             let applies: Vec<_> = by_ns
                 .into_iter()
                 .map(|(ns, changes)| {
-                    let handles = &handles;
+                    let handles = &*handles;
                     async move {
                         for change in changes {
                             links::apply(handles, ns, change).await?;

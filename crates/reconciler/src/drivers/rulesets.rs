@@ -157,11 +157,20 @@ pub async fn converge(
             .flatten();
         if !generation.is_some_and(|g| verified.holds(&ns, g, &ruleset)) {
             let applied = ovslab_iptables::apply(&ns, &ruleset)?;
-            // Rules just written are read again next time: their generation
-            // is only known before the write.
+            // Rules just written are known when the generation moved by
+            // exactly the tables written (one transaction each): then no
+            // one else changed them meanwhile. Otherwise they are read
+            // again next time.
             let known = match (applied.changed, generation) {
                 (false, Some(g)) => Some((g, ruleset)),
-                _ => None,
+                (true, Some(before)) => ovslab_netlink::generation(&ns)
+                    .ok()
+                    .filter(|after| {
+                        after.cookie == before.cookie
+                            && after.id == before.id.wrapping_add(applied.tables_written)
+                    })
+                    .map(|after| (after, ruleset)),
+                (true, None) | (false, None) => None,
             };
             verified.record(&ns, known);
             changes.extend(applied.changes);
@@ -198,7 +207,10 @@ mod tests {
         let verified = Verified::default();
         let at = Generation { cookie: 1, id: 5 };
         let wanted = ruleset("-j ACCEPT");
-        assert!(!verified.holds("lab.network", at, &wanted), "nothing known yet");
+        assert!(
+            !verified.holds("lab.network", at, &wanted),
+            "nothing known yet"
+        );
         verified.record("lab.network", Some((at, wanted.clone())));
         assert!(verified.holds("lab.network", at, &wanted));
         assert!(
@@ -215,9 +227,15 @@ mod tests {
         );
         assert!(!verified.holds("lab.compute1", at, &wanted));
         verified.record("lab.network", None);
-        assert!(!verified.holds("lab.network", at, &wanted), "written: read again");
+        assert!(
+            !verified.holds("lab.network", at, &wanted),
+            "written: read again"
+        );
         verified.record("lab.network", Some((at, wanted.clone())));
         verified.forget("lab.");
-        assert!(!verified.holds("lab.network", at, &wanted), "the lab went down");
+        assert!(
+            !verified.holds("lab.network", at, &wanted),
+            "the lab went down"
+        );
     }
 }
