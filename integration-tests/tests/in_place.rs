@@ -389,7 +389,10 @@ fn a_reload_applies_an_edit_in_place() {
         .replace(
             "\n# What must hold",
             "  - name: instance5\n    node: compute2\n    network: net1\n    address: 192.168.1.14\n    security_groups: [default]\n\n# What must hold",
-        );
+        )
+        // The new member is admitted by the group's rule on compute1: the
+        // remote group's ipset there gained its address.
+        + "  - name: tcp-from-the-new-member\n    from: instance5\n    to: instance1\n    protocol: tcp\n    port: 5001\n";
     let dir = lab.daemon.labs_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{}.yaml", lab.name)), &edited).unwrap();
@@ -408,4 +411,11 @@ fn a_reload_applies_an_edit_in_place() {
         "the reload recreated links"
     );
     ping.assert_no_loss();
+    let report = lab.daemon.ovslab_ok(&["check", &lab.name]);
+    assert!(
+        report.contains("PASS")
+            && report.contains("tcp-from-the-new-member")
+            && !report.contains("FAIL"),
+        "{report}"
+    );
 }

@@ -16,6 +16,14 @@ pub enum IptablesError {
         #[source]
         source: NetlinkError,
     },
+    /// The kernel refused an ipset request (or the namespace was gone).
+    #[error("namespace {namespace}: ipset {what}")]
+    Ipset {
+        namespace: String,
+        what: String,
+        #[source]
+        source: NetlinkError,
+    },
     /// The program could not be started or talked to.
     #[error("namespace {namespace}: cannot run `{command}`")]
     Spawn {

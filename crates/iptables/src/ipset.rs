@@ -5,19 +5,20 @@
 //! admits a remote group then matches the set instead of one rule per
 //! member, which keeps a 1000-instance group at one rule per port.
 //!
-//! Sets are read with `ipset save` and changed with at most one
-//! `ipset restore` per namespace: created when missing, members added and
-//! deleted one by one (existing members are never flushed, so traffic
-//! matching them never sees a gap). Sets whose name starts with
-//! [`IPSET_PREFIX`] and that are no longer wanted are destroyed after the
-//! iptables rules that used them are gone ([`remove_stale_ipsets`]).
+//! Sets are read, and their members added and deleted, over nfnetlink
+//! (`ovslab_netlink::ipsets`, `change_ipset`): one member at a time, so
+//! existing members are never flushed and traffic matching them never sees
+//! a gap. A missing set is created with `ipset restore`. Sets whose name
+//! starts with [`IPSET_PREFIX`] and that are no longer wanted are destroyed
+//! after the iptables rules that used them are gone
+//! ([`remove_stale_ipsets`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use crate::IptablesError;
-use crate::apply::{run_for_output, run_with_input};
+use crate::apply::run_with_input;
 
 /// Neutron's prefix for IPv4 remote-group sets; every set with it is ours.
 pub const IPSET_PREFIX: &str = "NIPv4";
@@ -30,43 +31,48 @@ pub struct IpSet {
     pub members: Vec<Ipv4Addr>,
 }
 
-/// Our sets in namespace `ns`, with their members.
+/// Our sets in namespace `ns`, with their members (single addresses; a
+/// wider network someone put in is not ours and stays).
 pub fn read_ipsets(ns: &str) -> Result<BTreeMap<String, BTreeSet<Ipv4Addr>>, IptablesError> {
-    Ok(parse_save(&run_for_output(ns, IPSET, &["save"])?))
+    let sets = ovslab_netlink::ipsets(ns).map_err(|source| IptablesError::Ipset {
+        namespace: ns.to_string(),
+        what: "list".to_string(),
+        source,
+    })?;
+    Ok(sets
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(IPSET_PREFIX))
+        .map(|(name, members)| {
+            let addresses = members
+                .into_iter()
+                .filter(|net| net.prefix_len() == 32)
+                .map(|net| net.addr())
+                .collect();
+            (name, addresses)
+        })
+        .collect())
 }
 
-fn parse_save(text: &str) -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
-    let mut sets: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next(), words.next()) {
-            (Some("create"), Some(name), _) if name.starts_with(IPSET_PREFIX) => {
-                sets.entry(name.to_string()).or_default();
-            }
-            (Some("add"), Some(name), Some(member)) if name.starts_with(IPSET_PREFIX) => {
-                let address = member.trim_end_matches("/32");
-                if let Ok(ip) = address.parse() {
-                    sets.entry(name.to_string()).or_default().insert(ip);
-                }
-            }
-            _ => {}
-        }
-    }
-    sets
+/// What turns `actual` into `wanted` (stale sets aside).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Plan {
+    /// `ipset restore` lines creating missing sets.
+    create: String,
+    /// Per set: members to add, members to delete.
+    members: Vec<(String, Vec<Ipv4Addr>, Vec<Ipv4Addr>)>,
+    /// One human line per change.
+    changes: Vec<String>,
 }
 
-/// What `ipset restore` must do to turn `actual` into `wanted` (stale sets
-/// aside), and one human line per change.
-fn plan(actual: &BTreeMap<String, BTreeSet<Ipv4Addr>>, wanted: &[IpSet]) -> (String, Vec<String>) {
-    let mut script = String::new();
-    let mut changes = Vec::new();
+fn plan(actual: &BTreeMap<String, BTreeSet<Ipv4Addr>>, wanted: &[IpSet]) -> Plan {
+    let mut plan = Plan::default();
     for set in wanted {
         let want: BTreeSet<Ipv4Addr> = set.members.iter().copied().collect();
         let have = match actual.get(&set.name) {
             Some(have) => have.clone(),
             None => {
-                let _ = writeln!(script, "create {} hash:net family inet", set.name);
-                changes.push(format!(
+                let _ = writeln!(plan.create, "create {} hash:net family inet", set.name);
+                plan.changes.push(format!(
                     "create ipset {} ({} members)",
                     set.name,
                     want.len()
@@ -74,18 +80,22 @@ fn plan(actual: &BTreeMap<String, BTreeSet<Ipv4Addr>>, wanted: &[IpSet]) -> (Str
                 BTreeSet::new()
             }
         };
-        for ip in want.difference(&have) {
-            let _ = writeln!(script, "add {} {ip}", set.name);
-            if actual.contains_key(&set.name) {
-                changes.push(format!("ipset {}: add {ip}", set.name));
-            }
+        let add: Vec<Ipv4Addr> = want.difference(&have).copied().collect();
+        let delete: Vec<Ipv4Addr> = have.difference(&want).copied().collect();
+        if actual.contains_key(&set.name) {
+            plan.changes
+                .extend(add.iter().map(|ip| format!("ipset {}: add {ip}", set.name)));
         }
-        for ip in have.difference(&want) {
-            let _ = writeln!(script, "del {} {ip}", set.name);
-            changes.push(format!("ipset {}: delete {ip}", set.name));
+        plan.changes.extend(
+            delete
+                .iter()
+                .map(|ip| format!("ipset {}: delete {ip}", set.name)),
+        );
+        if !add.is_empty() || !delete.is_empty() {
+            plan.members.push((set.name.clone(), add, delete));
         }
     }
-    (script, changes)
+    plan
 }
 
 /// Our sets of a namespace as read by [`converge_ipsets`].
@@ -99,16 +109,25 @@ pub fn converge_ipsets(
     wanted: &[IpSet],
 ) -> Result<(Vec<String>, ActualIpSets), IptablesError> {
     let actual = read_ipsets(ns)?;
-    let (script, changes) = plan(&actual, wanted);
-    if !script.is_empty() {
-        restore(ns, &script)?;
+    let plan = plan(&actual, wanted);
+    if !plan.create.is_empty() {
+        restore(ns, &plan.create)?;
     }
-    Ok((changes, actual))
+    for (set, add, delete) in &plan.members {
+        ovslab_netlink::change_ipset(ns, set, add, delete).map_err(|source| {
+            IptablesError::Ipset {
+                namespace: ns.to_string(),
+                what: format!("{set}: add/delete members"),
+                source,
+            }
+        })?;
+    }
+    Ok((plan.changes, actual))
 }
 
 /// Destroys our sets in `ns` that are not in `wanted` (call it after the
 /// iptables rules no longer use them); `actual` is what
-/// [`converge_ipsets`] read, so no second `ipset save` is needed (sets it
+/// [`converge_ipsets`] read, so no second listing is needed (sets it
 /// created are wanted, hence never stale).
 pub fn remove_stale_ipsets(
     ns: &str,
@@ -150,32 +169,22 @@ fn restore(ns: &str, script: &str) -> Result<(), IptablesError> {
 mod tests {
     use super::*;
 
-    const SAVE: &str = "create NIPv4abc hash:net family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x8feb7a6f
-add NIPv4abc 192.168.1.11
-add NIPv4abc 192.168.1.12
-create other hash:ip family inet hashsize 1024 maxelem 65536
-add other 10.0.0.1
-create NIPv4empty hash:net family inet hashsize 1024 maxelem 65536
-";
-
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn only_our_sets_are_read() {
-        let sets = parse_save(SAVE);
-        assert_eq!(sets.len(), 2);
-        assert_eq!(
-            sets["NIPv4abc"],
-            BTreeSet::from([ip("192.168.1.11"), ip("192.168.1.12")])
-        );
-        assert!(sets["NIPv4empty"].is_empty());
+    fn actual() -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
+        BTreeMap::from([
+            (
+                "NIPv4abc".to_string(),
+                BTreeSet::from([ip("192.168.1.11"), ip("192.168.1.12")]),
+            ),
+            ("NIPv4empty".to_string(), BTreeSet::new()),
+        ])
     }
 
     #[test]
     fn members_are_added_and_deleted_never_flushed() {
-        let actual = parse_save(SAVE);
         let wanted = [
             IpSet {
                 name: "NIPv4abc".into(),
@@ -186,14 +195,21 @@ create NIPv4empty hash:net family inet hashsize 1024 maxelem 65536
                 members: vec![ip("10.1.1.1")],
             },
         ];
-        let (script, changes) = plan(&actual, &wanted);
+        let plan = plan(&actual(), &wanted);
+        assert_eq!(plan.create, "create NIPv4new hash:net family inet\n");
         assert_eq!(
-            script,
-            "add NIPv4abc 192.168.1.13\ndel NIPv4abc 192.168.1.11\n\
-             create NIPv4new hash:net family inet\nadd NIPv4new 10.1.1.1\n"
+            plan.members,
+            [
+                (
+                    "NIPv4abc".to_string(),
+                    vec![ip("192.168.1.13")],
+                    vec![ip("192.168.1.11")]
+                ),
+                ("NIPv4new".to_string(), vec![ip("10.1.1.1")], vec![]),
+            ]
         );
         assert_eq!(
-            changes,
+            plan.changes,
             [
                 "ipset NIPv4abc: add 192.168.1.13",
                 "ipset NIPv4abc: delete 192.168.1.11",
@@ -204,6 +220,10 @@ create NIPv4empty hash:net family inet hashsize 1024 maxelem 65536
             name: "NIPv4abc".into(),
             members: vec![ip("192.168.1.11"), ip("192.168.1.12")],
         }];
-        assert_eq!(plan(&actual, &converged), (String::new(), vec![]));
+        assert_eq!(plan_of(&converged), Plan::default());
+    }
+
+    fn plan_of(wanted: &[IpSet]) -> Plan {
+        plan(&actual(), wanted)
     }
 }

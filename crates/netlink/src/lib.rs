@@ -1,8 +1,8 @@
 //! Network namespaces and the links inside them, through the kernel's own
 //! interfaces: `unshare`/`setns` and bind mounts for namespaces (as
 //! `ip netns` does, but without forking), rtnetlink for links, addresses and
-//! routes, the ethtool ioctl for checksum offload, and nf_tables' ruleset
-//! generation.
+//! routes, the ethtool ioctl for checksum offload, nf_tables' ruleset
+//! generation, and ipset members over nfnetlink.
 //!
 //! A netlink socket belongs to the namespace it was created in, so
 //! [`Netlink::connect`] creates its socket on a short-lived thread that has
@@ -13,8 +13,10 @@ mod ethtool;
 pub mod events;
 mod generation;
 mod handle;
+mod ipset;
 pub mod netns;
 
 pub use error::NetlinkError;
 pub use generation::{Generation, generation};
 pub use handle::{LinkInfo, Netlink, Route};
+pub use ipset::{change_ipset, ipsets};

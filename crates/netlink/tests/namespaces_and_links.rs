@@ -187,6 +187,56 @@ fn the_firewall_generation_moves_with_every_change_and_only_then() {
     );
 }
 
+#[test]
+fn ipset_members_are_listed_added_and_deleted_over_netlink() {
+    if !require_root("ipset_members_are_listed_added_and_deleted_over_netlink") {
+        return;
+    }
+    let ns = Ns::new();
+    let ipset = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0, "ipset"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ipset {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ipset(&["create", "NIPv4test", "hash:net", "family", "inet"]);
+    ipset(&["add", "NIPv4test", "10.0.0.1"]);
+    ipset(&["add", "NIPv4test", "10.1.0.0/16"]);
+    ipset(&["create", "other", "hash:ip", "family", "inet"]);
+    // Enough members that the kernel splits the set over several messages.
+    let many: Vec<std::net::Ipv4Addr> = (0..3000u32)
+        .map(|i| std::net::Ipv4Addr::from(0x0a64_0000 + i))
+        .collect();
+
+    let sets = ovslab_netlink::ipsets(&ns.0).unwrap();
+    let net = |s: &str| s.parse::<ipnet::Ipv4Net>().unwrap();
+    assert_eq!(
+        sets["NIPv4test"],
+        [net("10.0.0.1/32"), net("10.1.0.0/16")]
+            .into_iter()
+            .collect()
+    );
+    assert!(sets["other"].is_empty());
+
+    let one = std::net::Ipv4Addr::new(10, 0, 0, 1);
+    let two = std::net::Ipv4Addr::new(10, 0, 0, 2);
+    ovslab_netlink::change_ipset(&ns.0, "NIPv4test", &[two, two], &[one]).unwrap();
+    let saved = ipset(&["save", "NIPv4test"]);
+    assert!(saved.contains("add NIPv4test 10.0.0.2\n"), "{saved}");
+    assert!(!saved.contains("10.0.0.1\n"), "{saved}");
+    // Deleting what is gone is no error either.
+    ovslab_netlink::change_ipset(&ns.0, "NIPv4test", &many, &[one]).unwrap();
+    let sets = ovslab_netlink::ipsets(&ns.0).unwrap();
+    assert_eq!(sets["NIPv4test"].len(), 3002);
+    assert!(
+        ovslab_netlink::change_ipset(&ns.0, "NIPv4missing", &[one], &[]).is_err(),
+        "a missing set is an error"
+    );
+}
+
 #[tokio::test]
 async fn hybrid_plug_wiring_across_namespaces() {
     if !require_root("hybrid_plug_wiring_across_namespaces") {
