@@ -9,8 +9,8 @@ use ipnet::Ipv4Net;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
-    LinkMessage,
+    InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags,
+    LinkInfo as NlLinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
@@ -54,9 +54,23 @@ impl Netlink {
     /// Connects to namespace `namespace`. The connection's task runs on the
     /// current Tokio runtime until the last clone is dropped.
     pub async fn connect(namespace: &str) -> Result<Netlink, NetlinkError> {
-        let (socket, control) = netns::run_in(namespace, || {
+        Ok(Self::connect_reading_sysctls(namespace, &[]).await?.0)
+    }
+
+    /// [`connect`](Self::connect), and the values of sysctls `keys` (as
+    /// [`netns::read_sysctls`]) read on the same trip into the namespace.
+    pub async fn connect_reading_sysctls(
+        namespace: &str,
+        keys: &[String],
+    ) -> Result<(Netlink, Vec<Option<String>>), NetlinkError> {
+        let files = netns::sysctl_files(keys);
+        let (socket, control, values) = netns::run_in(namespace, || {
             let socket = Socket::new(NETLINK_ROUTE)?;
-            Ok((socket, ethtool::control_socket()?))
+            Ok((
+                socket,
+                ethtool::control_socket()?,
+                netns::read_files(&files),
+            ))
         })?;
         socket
             .set_non_blocking(true)
@@ -67,11 +81,12 @@ impl Netlink {
             unsafe { <TokioSocket as std::os::fd::FromRawFd>::from_raw_fd(socket.into_raw_fd()) };
         let (connection, handle, _) = rtnetlink::from_socket(socket);
         tokio::spawn(connection);
-        Ok(Netlink {
+        let netlink = Netlink {
             namespace: namespace.to_string(),
             handle,
             control: Arc::new(control),
-        })
+        };
+        Ok((netlink, values))
     }
 
     pub fn namespace(&self) -> &str {
@@ -89,15 +104,17 @@ impl Netlink {
             .handle
             .link()
             .get()
+            // Counters are not wanted: the kernel skips filling them (per
+            // link, the larger part of a dump) and we skip parsing them.
+            .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
             .execute()
             .try_collect()
             .await
             .map_err(self.err("list links"))?;
         let mut links: Vec<LinkInfo> = messages.iter().map(link_info).collect();
-        let addresses: Vec<_> = self
-            .handle
-            .address()
-            .get()
+        let mut addresses = self.handle.address().get();
+        addresses.message_mut().header.family = AddressFamily::Inet;
+        let addresses: Vec<_> = addresses
             .execute()
             .try_collect()
             .await

@@ -203,17 +203,26 @@ pub fn read_sysctl(name: &str, key: &str) -> Result<String, NetlinkError> {
 /// Reads several `/proc/sys/<key>`s inside namespace `name`, entering it
 /// once; a key that cannot be read gives `None`.
 pub fn read_sysctls(name: &str, keys: &[String]) -> Result<Vec<Option<String>>, NetlinkError> {
-    let files: Vec<PathBuf> = keys.iter().map(|k| sysctl_path(k)).collect();
-    run_in(name, move || {
-        Ok(files
-            .iter()
-            .map(|f| {
-                std::fs::read_to_string(f)
-                    .ok()
-                    .map(|v| v.trim().to_string())
-            })
-            .collect())
-    })
+    let files = sysctl_files(keys);
+    run_in(name, move || Ok(read_files(&files)))
+}
+
+/// The `/proc/sys` files of sysctls `keys`.
+pub(crate) fn sysctl_files(keys: &[String]) -> Vec<PathBuf> {
+    keys.iter().map(|k| sysctl_path(k)).collect()
+}
+
+/// Each file's trimmed contents (read in the caller's namespace), `None`
+/// for a file that cannot be read.
+pub(crate) fn read_files(files: &[PathBuf]) -> Vec<Option<String>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .ok()
+                .map(|v| v.trim().to_string())
+        })
+        .collect()
 }
 
 /// Writes `/proc/sys/<key>` inside namespace `name`.

@@ -82,6 +82,27 @@ fn sysctls_are_per_namespace() {
     );
 }
 
+#[tokio::test]
+async fn a_connection_reads_the_namespaces_sysctls_on_the_way() {
+    if !require_root("a_connection_reads_the_namespaces_sysctls_on_the_way") {
+        return;
+    }
+    let (on, off) = (Ns::new(), Ns::new());
+    netns::write_sysctl(&on.0, "net.ipv4.ip_forward", "1").unwrap();
+    netns::write_sysctl(&off.0, "net.ipv4.ip_forward", "0").unwrap();
+    let keys = [
+        "net.ipv4.ip_forward".to_string(),
+        "net/ipv4/no_such_sysctl".to_string(),
+    ];
+    for (ns, want) in [(&on, "1"), (&off, "0")] {
+        let (nl, values) = Netlink::connect_reading_sysctls(&ns.0, &keys)
+            .await
+            .unwrap();
+        assert_eq!(values, [Some(want.to_string()), None]);
+        assert!(nl.links().await.unwrap().iter().any(|l| l.name == "lo"));
+    }
+}
+
 #[test]
 fn commands_start_inside_the_namespace() {
     if !require_root("commands_start_inside_the_namespace") {

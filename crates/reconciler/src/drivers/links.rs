@@ -25,6 +25,16 @@ impl Handles {
     pub const KEPT: usize = 64;
 
     pub async fn get(&self, namespace: &str) -> Result<Netlink, ReconcileError> {
+        Ok(self.get_reading_sysctls(namespace, &[]).await?.0)
+    }
+
+    /// [`get`](Self::get), and sysctls `keys` read while connecting (`None`
+    /// when the connection was already open: read them yourself).
+    async fn get_reading_sysctls(
+        &self,
+        namespace: &str,
+        keys: &[String],
+    ) -> Result<(Netlink, Option<Vec<Option<String>>>), ReconcileError> {
         if let Some(nl) = self
             .open
             .lock()
@@ -32,9 +42,9 @@ impl Handles {
             .0
             .get(namespace)
         {
-            return Ok(nl.clone());
+            return Ok((nl.clone(), None));
         }
-        let nl = Netlink::connect(namespace).await?;
+        let (nl, values) = Netlink::connect_reading_sysctls(namespace, keys).await?;
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let (by_name, order) = &mut *open;
         if by_name.insert(namespace.to_string(), nl.clone()).is_none() {
@@ -45,7 +55,7 @@ impl Handles {
                 by_name.remove(&oldest);
             }
         }
-        Ok(nl)
+        Ok((nl, Some(values)))
     }
 }
 
@@ -56,7 +66,8 @@ pub async fn read(
     handles: &Handles,
     spec: &NamespaceSpec,
 ) -> Result<ActualNamespace, ReconcileError> {
-    let nl = handles.get(&spec.name).await?;
+    let keys: Vec<String> = spec.sysctls.iter().map(|(k, _)| k.clone()).collect();
+    let (nl, values) = handles.get_reading_sysctls(&spec.name, &keys).await?;
     let raw = nl.links().await?;
     let names: BTreeMap<u32, String> = raw.iter().map(|l| (l.index, l.name.clone())).collect();
     let mut links = Vec::with_capacity(raw.len());
@@ -90,21 +101,24 @@ pub async fn read(
             gateway: r.gateway,
         })
         .collect();
-    let keys: Vec<String> = spec.sysctls.iter().map(|(k, _)| k.clone()).collect();
-    let sysctls = if keys.is_empty() {
-        BTreeMap::new()
-    } else {
-        let name = spec.name.clone();
-        tokio::task::spawn_blocking(move || {
-            let values = netns::read_sysctls(&name, &keys).unwrap_or_default();
-            keys.into_iter()
-                .zip(values)
-                .filter_map(|(k, v)| Some((k, v?)))
-                .collect::<BTreeMap<_, _>>()
-        })
-        .await
-        .unwrap_or_default()
+    let values = match values {
+        Some(values) => values,
+        None if keys.is_empty() => Vec::new(),
+        None => {
+            let name = spec.name.clone();
+            let keys = keys.clone();
+            tokio::task::spawn_blocking(move || netns::read_sysctls(&name, &keys))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+        }
     };
+    let sysctls: BTreeMap<String, String> = keys
+        .into_iter()
+        .zip(values)
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
     Ok(ActualNamespace {
         links,
         routes,
