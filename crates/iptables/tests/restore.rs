@@ -260,13 +260,13 @@ fn firewall_rules_are_canonical_idempotent_and_remove_ports() {
     assert_eq!(
         third.changes,
         [
-            "filter: chain neutron-openvswi-FORWARD rewritten",
-            "filter: chain neutron-openvswi-INPUT rewritten",
-            "filter: chain neutron-openvswi-sg-chain rewritten",
+            "filter: chain neutron-openvswi-FORWARD edited (2 rules deleted, 0 inserted)",
+            "filter: chain neutron-openvswi-INPUT edited (1 rules deleted, 0 inserted)",
+            "filter: chain neutron-openvswi-sg-chain edited (2 rules deleted, 0 inserted)",
             "filter: chain neutron-openvswi-id5a1e2b3-c removed",
             "filter: chain neutron-openvswi-od5a1e2b3-c removed",
             "filter: chain neutron-openvswi-sd5a1e2b3-c removed",
-            "raw: chain neutron-openvswi-PREROUTING rewritten",
+            "raw: chain neutron-openvswi-PREROUTING edited (2 rules deleted, 0 inserted)",
         ]
     );
     assert_installed_exactly(&ns, &fewer);
@@ -276,6 +276,42 @@ fn firewall_rules_are_canonical_idempotent_and_remove_ports() {
         packets(&after, "filter", "-A OUTPUT -j neutron-filter-top"),
         packets(&before, "filter", "-A OUTPUT -j neutron-filter-top")
     );
+}
+
+/// A port added between two others: the shared chains are edited in place
+/// (`-I <chain> N` through the real iptables-restore), not rewritten.
+#[test]
+fn a_port_added_in_the_middle_is_inserted_in_place() {
+    if !require_root("a_port_added_in_the_middle_is_inserted_in_place") {
+        return;
+    }
+    let ns = TestNetns::new();
+    let a = port("11111111-11", 11, 1, default_group());
+    let b = port("22222222-22", 12, 1, default_group());
+    let c = port("33333333-33", 13, 1, default_group());
+    let outer = firewall_ruleset(&[a.clone(), c.clone()]);
+    assert!(apply(&ns.name, &outer).expect("first apply").changed);
+    let all = firewall_ruleset(&[a, b, c]);
+    let second = apply(&ns.name, &all).expect("second apply");
+    assert!(
+        second.changes.contains(
+            &"filter: chain neutron-openvswi-FORWARD edited (0 rules deleted, 2 inserted)"
+                .to_string()
+        ),
+        "{:?}",
+        second.changes
+    );
+    assert!(
+        !second.changes.iter().any(|c| c.contains("rewritten")),
+        "{:?}",
+        second.changes
+    );
+    assert_installed_exactly(&ns, &all);
+    assert!(!apply(&ns.name, &all).expect("third apply").changed);
+    // And back: the middle port's rules are deleted by position.
+    let third = apply(&ns.name, &outer).expect("fourth apply");
+    assert!(third.changed);
+    assert_installed_exactly(&ns, &outer);
 }
 
 /// Every kind of rule the generator can write, through the real tools.
