@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # ovslab's benchmark (issue #6): wall times of the main operations through
 # the real daemon and CLI, peak memory of ovslabd and of the labs' Open
-# vSwitch processes, and TCP throughput inside the seed lab (iperf3).
+# vSwitch processes, TCP throughput inside the seed lab (iperf3), and
+# (issue #4) repair times and what the daemon's audits cost while idle.
 # Prints one table. Needs root and release binaries (make bench builds them).
 #
 #   RUNS=5        runs per row (medians need at least 5)
 #   BIG=20x50     the large lab (computes x instances per node); BIG= skips it
 #   IPERF_SECONDS=5
+#   AUDIT_SECONDS=10  how long the idle daemon's CPU time is measured
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
@@ -135,17 +137,52 @@ for _ in $(seq "$RUNS"); do
   heal+=($(((t1 - t0) / 1000000)))
 done
 row "kill -9 of a vswitchd to connectivity back" 1000 "${heal[@]}"
+
+# A qvo deleted behind the daemon's back, to its veth being there again:
+# the node's link notices wake the audit at once.
+qvo_back=()
+repairs() { ovslab status benchseed --json | awk -F'[:,]' '/"repair_count"/ { print $2 + 0 }'; }
+for _ in $(seq "$RUNS"); do
+  r0=$(repairs)
+  qvo=$(ip -n benchseed.compute2 -o link show | grep -o 'qvo[0-9a-f-]*' | head -1)
+  t0=$(date +%s%N)
+  ip -n benchseed.compute2 link del "$qvo"
+  until ip -n benchseed.compute2 link show "$qvo" >/dev/null 2>&1; do sleep 0.002; done
+  t1=$(date +%s%N)
+  qvo_back+=($(((t1 - t0) / 1000000)))
+  # The audit that put it back has ended (and recorded it).
+  until [ "$(repairs)" -gt "$r0" ]; do sleep 0.01; done
+done
+row "a deleted qvo to its veth being back" 100 "${qvo_back[@]}"
 ovslab down benchseed >/dev/null
 
 # One instance added to the running 10 × 10 lab (and removed again).
 ovslab up "$dir/scale-10-10.yaml" >/dev/null
 add=()
 for _ in $(seq "$RUNS"); do
+  # A running lab, not one being audited after the last edit: the removal's
+  # link notices wake an audit, which an up arriving meanwhile waits for.
+  sleep 1
   add+=("$(time_ms ovslab up "$dir/scale-10-10-plus1.yaml")")
   ovslab up "$dir/scale-10-10.yaml" >/dev/null
 done
 row "10 × 10: one instance added" 100 "${add[@]}"
 ovslab check scale-10-10 >/dev/null || { echo "checks of the 10 × 10 lab failed" >&2; exit 1; }
+
+# What watching costs: the daemon's CPU time while it audits the intact
+# 10 × 10 lab, with its default --audit-interval, over AUDIT_SECONDS.
+AUDIT_SECONDS=${AUDIT_SECONDS:-10}
+ticks() { awk '{ print $14 + $15 }' "/proc/$daemon/stat"; }
+sleep 1
+c0=$(ticks)
+a0=$(ovslab status scale-10-10 --json | awk -F'[:,]' '/"count"/ { print $2 + 0 }')
+sleep "$AUDIT_SECONDS"
+c1=$(ticks)
+a1=$(ovslab status scale-10-10 --json | awk -F'[:,]' '/"count"/ { print $2 + 0 }')
+audit_ms=$(ovslab status scale-10-10 --json | awk -F'[:,]' '/"last_ms"/ { print $2 + 0 }')
+hz=$(getconf CLK_TCK)
+audits="the intact 10 × 10 lab: $((a1 - a0)) audits in ${AUDIT_SECONDS} s (the last took $audit_ms ms), \
+ovslabd used $(awk -v t=$((c1 - c0)) -v hz="$hz" -v s="$AUDIT_SECONDS" 'BEGIN { printf "%.1f", 100 * t / hz / s }')% of a core"
 ovslab down scale-10-10 >/dev/null
 
 big_note="(skipped: BIG=)"
@@ -203,3 +240,4 @@ printf '%s\n' "${rows[@]}"
 echo
 echo "peak RSS of ovslabd over the whole run: $daemon_peak MiB (target for the large lab: < 100 MiB); $big_note"
 echo "TCP throughput (iperf3, ${IPERF_SECONDS} s): $iperf"
+echo "audits while idle: $audits"
