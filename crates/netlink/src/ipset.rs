@@ -82,19 +82,29 @@ pub fn change_ipset(
     }
     netns::run_in(name, || {
         let socket = Socket::new(NETLINK_NETFILTER)?;
-        let mut buf = vec![0u8; 4096];
-        for request in &requests {
-            socket.send(request, 0)?;
-            let n = socket.recv(&mut &mut buf[..], 0)?;
-            for (kind, payload) in messages(&buf[..n])? {
-                if kind == NLMSG_ERROR {
-                    check_ack(payload)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        // Many requests to one datagram (the kernel handles them in turn),
+        // then one acknowledgement each.
+        for chunk in requests.chunks(BATCH) {
+            socket.send(&chunk.concat(), 0)?;
+            let mut acknowledged = 0;
+            while acknowledged < chunk.len() {
+                let n = socket.recv(&mut &mut buf[..], 0)?;
+                for (kind, payload) in messages(&buf[..n])? {
+                    if kind == NLMSG_ERROR {
+                        check_ack(payload)?;
+                        acknowledged += 1;
+                    }
                 }
             }
         }
         Ok(())
     })
 }
+
+/// Requests sent in one datagram: about 3 KB of requests, whose
+/// acknowledgements (which repeat each request) fit the socket's buffer.
+const BATCH: usize = 64;
 
 /// One member added to or deleted from a set: the entry is
 /// `DATA { IP { IPADDR_IPV4 } }`, the address in network byte order.
