@@ -200,6 +200,8 @@ impl Engine {
     ) -> Result<(), ReconcileError> {
         let lab = topo.lab.as_str();
         let mut clock = Instant::now();
+        // What this converge changes is not drift for the audit to chase.
+        let _quiet = self.watchers.quiet(&naming::namespace_prefix(lab));
 
         // 1. Namespaces.
         let first = plan(topo, &LocalVlans::new());

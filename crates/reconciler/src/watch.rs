@@ -32,6 +32,9 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 pub struct Watchers {
     drift: Arc<Notify>,
+    /// Prefixes of labs being converged: their own changes (links made
+    /// down, then set up; links and namespaces removed) are no news.
+    quiet: Quiet,
     enabled: AtomicBool,
     /// Node namespace → (its inode when the watcher started, the watcher).
     links: Mutex<BTreeMap<String, (u64, tokio::task::JoinHandle<()>)>>,
@@ -39,7 +42,53 @@ pub struct Watchers {
     processes: Mutex<BTreeMap<u32, tokio::task::JoinHandle<()>>>,
 }
 
+/// Namespace prefixes whose notices are ignored, shared with the watchers.
+#[derive(Debug, Default, Clone)]
+struct Quiet(Arc<Mutex<Vec<String>>>);
+
+impl Quiet {
+    fn covers(&self, namespace: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|prefix| namespace.starts_with(prefix.as_str()))
+    }
+}
+
+/// While alive, notices about the namespaces of one lab are ignored (see
+/// [`Watchers::quiet`]).
+#[derive(Debug)]
+pub struct QuietGuard {
+    quiet: Quiet,
+    prefix: String,
+}
+
+impl Drop for QuietGuard {
+    fn drop(&mut self) {
+        let mut prefixes = self.quiet.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = prefixes.iter().position(|p| *p == self.prefix) {
+            prefixes.swap_remove(i);
+        }
+    }
+}
+
 impl Watchers {
+    /// Ignores notices about namespaces starting with `prefix` while the
+    /// guard lives: the lab is being converged, and what it changes is not
+    /// drift. Drift meanwhile is still found by the next periodic audit.
+    pub fn quiet(&self, prefix: &str) -> QuietGuard {
+        self.quiet
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(prefix.to_string());
+        QuietGuard {
+            quiet: self.quiet.clone(),
+            prefix: prefix.to_string(),
+        }
+    }
+
     /// Notified when something of a lab may have been lost.
     pub fn drift(&self) -> Arc<Notify> {
         self.drift.clone()
@@ -53,7 +102,11 @@ impl Watchers {
         }
         match events::namespace_deletions() {
             Ok(fd) => {
-                tokio::spawn(namespace_deletions(fd, self.drift.clone()));
+                tokio::spawn(namespace_deletions(
+                    fd,
+                    self.drift.clone(),
+                    self.quiet.clone(),
+                ));
             }
             Err(e) => tracing::warn!(
                 "cannot watch {} for deleted namespaces (audits still find them): {e}",
@@ -82,7 +135,12 @@ impl Watchers {
             }
             match events::link_events(ns) {
                 Ok(fd) => {
-                    let task = tokio::spawn(link_events(ns.to_string(), fd, self.drift.clone()));
+                    let task = tokio::spawn(link_events(
+                        ns.to_string(),
+                        fd,
+                        self.drift.clone(),
+                        self.quiet.clone(),
+                    ));
                     if let Some((_, old)) = links.insert(ns.to_string(), (inode, task)) {
                         old.abort();
                     }
@@ -193,12 +251,12 @@ async fn each_read(fd: OwnedFd, what: &str, mut on_read: impl FnMut(Result<&[u8]
     }
 }
 
-async fn link_events(namespace: String, fd: OwnedFd, drift: Arc<Notify>) {
+async fn link_events(namespace: String, fd: OwnedFd, drift: Arc<Notify>, quiet: Quiet) {
     let what = format!("links of {namespace}");
     each_read(fd, &what, |read| match read {
         Ok(datagram) => {
             let losses = events::link_losses(datagram);
-            if !losses.is_empty() {
+            if !losses.is_empty() && !quiet.covers(&namespace) {
                 tracing::debug!(namespace, ?losses, "links lost: waking the audit");
                 drift.notify_one();
             }
@@ -208,12 +266,12 @@ async fn link_events(namespace: String, fd: OwnedFd, drift: Arc<Notify>) {
     .await;
 }
 
-async fn namespace_deletions(fd: OwnedFd, drift: Arc<Notify>) {
+async fn namespace_deletions(fd: OwnedFd, drift: Arc<Notify>, quiet: Quiet) {
     each_read(fd, netns::NETNS_DIR, |read| match read {
         Ok(events) => {
             // Lab namespaces are `<lab>.<object>`; others are not ours.
             let names = events::deleted_names(events);
-            if names.iter().any(|n| n.contains('.')) {
+            if names.iter().any(|n| n.contains('.') && !quiet.covers(n)) {
                 tracing::debug!(?names, "namespaces deleted: waking the audit");
                 drift.notify_one();
             }
@@ -221,4 +279,23 @@ async fn namespace_deletions(fd: OwnedFd, drift: Arc<Notify>) {
         Err(()) => drift.notify_one(),
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lab_is_quiet_while_it_is_converged_and_only_then() {
+        let watchers = Watchers::default();
+        let seed = watchers.quiet("seed.");
+        let other = watchers.quiet("other.");
+        assert!(watchers.quiet.covers("seed.compute1"));
+        assert!(!watchers.quiet.covers("seed-2.compute1"), "prefixes end in a dot");
+        drop(seed);
+        assert!(!watchers.quiet.covers("seed.compute1"));
+        assert!(watchers.quiet.covers("other.network"));
+        drop(other);
+        assert!(!watchers.quiet.covers("other.network"));
+    }
 }
