@@ -1,10 +1,11 @@
 //! The two ioctls netlink does not cover here: interface flags for a new
 //! namespace's loopback, and ethtool's TX checksum offload.
 //!
-//! The userspace datapath reads packets from veths with `AF_PACKET`; a
-//! packet whose checksum the sending veth left for "hardware" to fill in
-//! would cross OVS with a bad checksum, so TCP and UDP would break. Turning
-//! TX checksum offload off on those veths makes the kernel compute it.
+//! The userspace datapath reads packets from veths with `AF_PACKET`; without
+//! virtio-net headers on those sockets, a packet whose checksum the sending
+//! veth left for "hardware" to fill in would cross OVS with a bad checksum.
+//! ovslab runs OVS with userspace TSO (which adds those headers) and keeps
+//! the offload on; the switch is here to hold it in the planned state.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -71,6 +71,8 @@ impl ActualBridge {
 pub struct ActualSwitch {
     /// The `Open_vSwitch` root row, if the database has one.
     pub root_uuid: Option<String>,
+    /// The root row's `other_config` (datapath options such as userspace TSO).
+    pub root_other_config: BTreeMap<String, String>,
     pub bridges: Vec<ActualBridge>,
 }
 

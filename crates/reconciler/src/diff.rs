@@ -12,6 +12,12 @@ use crate::actual::{ActualBridge, ActualNamespace, ActualPort, ActualSwitch};
 pub const DATAPATH_TYPE: &str = "netdev";
 pub const FAIL_MODE: &str = "secure";
 pub const PROTOCOL: &str = "OpenFlow13";
+/// The `Open_vSwitch` root row's `other_config` every node gets before its
+/// `ovs-vswitchd` starts (vswitchd reads it once, at start). Userspace TSO
+/// makes the netdev datapath read and write the veths with virtio-net
+/// headers, so their checksum and segmentation offloads can stay on (see
+/// docs/design.md, "The data path").
+pub const ROOT_OTHER_CONFIG: &[(&str, &str)] = &[("userspace-tso-enable", "true")];
 /// `external_ids` key marking a bridge as a lab's.
 pub const LAB_MARK: &str = "ovslab-lab";
 
@@ -480,7 +486,7 @@ mod tests {
         );
         assert!(changes.contains(&LinkChange::SetTxChecksum {
             name: "eth1".into(),
-            on: false
+            on: true
         }));
     }
 
@@ -502,7 +508,7 @@ mod tests {
         let ns = state.namespace("seed.instance1").unwrap();
         let mut actual = converged(ns);
         actual.links[0].addresses = vec!["192.168.1.99/24".parse().unwrap()];
-        actual.links[0].tx_checksum = true;
+        actual.links[0].tx_checksum = false;
         actual.routes.clear();
         actual.links.push(crate::actual::ActualLink {
             name: "stray".into(),
@@ -518,7 +524,7 @@ mod tests {
                 },
                 LinkChange::SetTxChecksum {
                     name: "eth0".into(),
-                    on: false
+                    on: true
                 },
                 LinkChange::DelAddress {
                     name: "eth0".into(),
@@ -556,6 +562,7 @@ mod tests {
     fn converged_switch(lab: &str, desired: &SwitchSpec) -> ActualSwitch {
         ActualSwitch {
             root_uuid: Some("root".into()),
+            root_other_config: BTreeMap::new(),
             bridges: desired
                 .bridges
                 .iter()

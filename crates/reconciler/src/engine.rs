@@ -312,7 +312,27 @@ impl Engine {
         let clients = join_all(nodes.iter().map(switch::connect)).await;
         let clients: Vec<_> = clients.into_iter().collect::<Result<_, _>>()?;
         let actual_switches = join_all(clients.iter().map(switch::read)).await;
-        let actual_switches: Vec<_> = actual_switches.into_iter().collect::<Result<_, _>>()?;
+        let mut actual_switches: Vec<_> = actual_switches.into_iter().collect::<Result<_, _>>()?;
+        // The datapath options, before vswitchd starts (it reads them once,
+        // at start): a vswitchd running without them is restarted.
+        for ((node, client), actual) in nodes.iter().zip(&clients).zip(&mut actual_switches) {
+            let missing = switch::missing_root_config(actual);
+            if missing.is_empty() {
+                continue;
+            }
+            switch::ensure_root_config(client, actual).await?;
+            changes.push(format!(
+                "{}: set other_config {}",
+                node.node,
+                missing.join(" ")
+            ));
+            if let Some(pid) = node.stop_vswitchd().await {
+                changes.push(format!(
+                    "stopped ovs-vswitchd of {} (pid {pid}) to apply other_config",
+                    node.node
+                ));
+            }
+        }
         let mut previous = LocalVlans::new();
         for (node, actual) in nodes.iter().zip(&actual_switches) {
             for (network, tag) in switch::local_vlans(topo, actual) {

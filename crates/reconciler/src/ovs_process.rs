@@ -265,6 +265,15 @@ impl NodeOvs {
         })
     }
 
+    /// Stops `ovs-vswitchd` if it runs (to be started again with options
+    /// it reads only at start); returns its pid.
+    pub async fn stop_vswitchd(&self) -> Option<u32> {
+        let pid = self.pid(OvsDaemon::OvsVswitchd)?;
+        terminate(pid).await;
+        let _ = std::fs::remove_file(self.pidfile(OvsDaemon::OvsVswitchd));
+        Some(pid)
+    }
+
     /// Stops both daemons (vswitchd first) by the pids they wrote, waiting
     /// for each to exit; then removes the run directory.
     pub async fn stop_and_remove(&self) -> Vec<String> {

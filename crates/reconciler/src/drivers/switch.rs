@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::ReconcileError;
 use crate::actual::{ActualBridge, ActualPort, ActualSwitch};
-use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, OvsChange, PROTOCOL};
+use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, OvsChange, PROTOCOL, ROOT_OTHER_CONFIG};
 use crate::ovs_process::NodeOvs;
 
 const DB: &str = "Open_vSwitch";
@@ -121,7 +121,7 @@ fn optional_string(v: &Value) -> Option<String> {
 pub async fn read(client: &SwitchClient) -> Result<ActualSwitch, ReconcileError> {
     let results = client
         .transact(vec![
-            select(DB, &["_uuid"]),
+            select(DB, &["_uuid", "other_config"]),
             select(
                 "Bridge",
                 &[
@@ -206,6 +206,10 @@ pub async fn read(client: &SwitchClient) -> Result<ActualSwitch, ReconcileError>
         .collect();
     Ok(ActualSwitch {
         root_uuid: rows(root).first().and_then(|r| uuid_of(&r["_uuid"])),
+        root_other_config: rows(root)
+            .first()
+            .map(|r| string_map(&r["other_config"]))
+            .unwrap_or_default(),
         bridges,
     })
 }
@@ -413,6 +417,49 @@ pub async fn apply(
         .find_map(|r| rows(r).first().and_then(|row| row["next_cfg"].as_i64()))
         .unwrap_or(0);
     wait_cur_cfg(client, next_cfg).await
+}
+
+/// The datapath options of [`ROOT_OTHER_CONFIG`] the root row lacks (or
+/// holds with another value), as `key=value`.
+pub fn missing_root_config(actual: &ActualSwitch) -> Vec<String> {
+    ROOT_OTHER_CONFIG
+        .iter()
+        .filter(|(k, v)| actual.root_other_config.get(*k).map(String::as_str) != Some(*v))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
+/// Writes [`ROOT_OTHER_CONFIG`] into the root row (creating the row if the
+/// database has none), leaving its other keys alone; updates `actual`.
+/// Must happen before `ovs-vswitchd` starts: it reads these options once.
+pub async fn ensure_root_config(
+    client: &SwitchClient,
+    actual: &mut ActualSwitch,
+) -> Result<(), ReconcileError> {
+    let wanted: BTreeMap<String, String> = ROOT_OTHER_CONFIG
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // A map "insert" mutation leaves a key that exists alone: delete first.
+    let ops = match &actual.root_uuid {
+        None => {
+            vec![json!({"op": "insert", "table": DB, "row": {"other_config": map_value(&wanted)}})]
+        }
+        Some(uuid) => {
+            let root = json!([["_uuid", "==", ["uuid", uuid]]]);
+            let keys: Vec<&String> = wanted.keys().collect();
+            vec![
+                json!({"op": "mutate", "table": DB, "where": root,
+                    "mutations": [["other_config", "delete", ["set", keys]]]}),
+                json!({"op": "mutate", "table": DB, "where": root,
+                    "mutations": [["other_config", "insert", map_value(&wanted)]]}),
+            ]
+        }
+    };
+    client.transact(ops).await?;
+    actual.root_uuid = read_root(client).await?;
+    actual.root_other_config.extend(wanted);
+    Ok(())
 }
 
 async fn read_root(client: &SwitchClient) -> Result<Option<String>, ReconcileError> {
