@@ -291,7 +291,10 @@ mod tests {
         let seed = watchers.quiet("seed.");
         let other = watchers.quiet("other.");
         assert!(watchers.quiet.covers("seed.compute1"));
-        assert!(!watchers.quiet.covers("seed-2.compute1"), "prefixes end in a dot");
+        assert!(
+            !watchers.quiet.covers("seed-2.compute1"),
+            "prefixes end in a dot"
+        );
         drop(seed);
         assert!(!watchers.quiet.covers("seed.compute1"));
         assert!(watchers.quiet.covers("other.network"));
