@@ -100,7 +100,9 @@ impl Netlink {
 
     /// Every link with its IPv4 addresses, sorted by name.
     pub async fn links(&self) -> Result<Vec<LinkInfo>, NetlinkError> {
-        let messages: Vec<LinkMessage> = self
+        // Each message is boiled down as it arrives: a node of a large lab
+        // has hundreds of links, and their parsed messages are large.
+        let mut links: Vec<LinkInfo> = self
             .handle
             .link()
             .get()
@@ -108,22 +110,23 @@ impl Netlink {
             // link, the larger part of a dump) and we skip parsing them.
             .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
             .execute()
+            .map_ok(|message| link_info(&message))
             .try_collect()
             .await
             .map_err(self.err("list links"))?;
-        let mut links: Vec<LinkInfo> = messages.iter().map(link_info).collect();
         let mut addresses = self.handle.address().get();
         addresses.message_mut().header.family = AddressFamily::Inet;
-        let addresses: Vec<_> = addresses
+        let addresses: Vec<(u32, Vec<Ipv4Net>)> = addresses
             .execute()
+            .map_ok(|message| (message.header.index, ipv4_addresses(&message)))
             .try_collect()
             .await
             .map_err(self.err("list addresses"))?;
-        for message in addresses {
-            let Some(link) = links.iter_mut().find(|l| l.index == message.header.index) else {
+        for (index, addresses) in addresses {
+            let Some(link) = links.iter_mut().find(|l| l.index == index) else {
                 continue;
             };
-            link.addresses.extend(ipv4_addresses(&message));
+            link.addresses.extend(addresses);
         }
         for link in &mut links {
             link.addresses.sort();

@@ -113,10 +113,10 @@ impl Action {
     }
 }
 
-/// Gives memory freed by a large `up` or `down` back to the system: glibc
-/// keeps it in its per-thread arenas otherwise, and a 1000-instance lab
-/// would leave the daemon's RSS at its peak for good.
-fn release_freed_memory() {
+/// Gives memory freed by a large `up`, `down` or audit back to the system:
+/// glibc keeps it in its arenas otherwise, and a 1000-instance lab would
+/// leave the daemon's RSS at its peak for good (and audits add to it).
+pub fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {

@@ -38,8 +38,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (listener, socket_file) = socket::bind(&config.socket, group_id(API_GROUP))?;
     let status_changed = Arc::new(tokio::sync::Notify::new());
     let status_updates = tokio::spawn(report_status(engine.clone(), status_changed.clone()));
-    let audits = (config.audit_interval > 0.0)
-        .then(|| engine.spawn_audits(std::time::Duration::from_secs_f64(config.audit_interval)));
+    let audits = (config.audit_interval > 0.0).then(|| {
+        engine.spawn_audits(
+            std::time::Duration::from_secs_f64(config.audit_interval),
+            crate::actions::release_freed_memory,
+        )
+    });
     tracing::info!(
         "ovslabd {} listening on {} (run directory {}, labs directory {})",
         env!("CARGO_PKG_VERSION"),

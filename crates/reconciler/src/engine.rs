@@ -719,7 +719,14 @@ impl Engine {
     /// process started exits, and when the kernel says a link of a node
     /// or a namespace was deleted (see [`crate::watch`]) — then still
     /// spending at most a fifth of the time auditing.
-    pub fn spawn_audits(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+    ///
+    /// `after_each` runs after every audit (the daemon hands the memory an
+    /// audit of a large lab freed back to the system there).
+    pub fn spawn_audits(
+        self: &Arc<Self>,
+        every: Duration,
+        after_each: fn(),
+    ) -> tokio::task::JoinHandle<()> {
         self.watchers.enable();
         let drift = self.watchers.drift();
         let engine = Arc::downgrade(self);
@@ -744,6 +751,7 @@ impl Engine {
                 };
                 let started = Instant::now();
                 engine.audit().await;
+                after_each();
                 ended = Instant::now();
                 last = ended - started;
                 pause = every.max(last * 5);
