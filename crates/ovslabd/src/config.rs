@@ -29,8 +29,9 @@ With --on-exit keep (the default) labs are NOT torn down when the daemon exits: 
 daemon, and the next ovslabd adopts it from --run-dir. `ovslab down LAB` removes a lab. With
 --on-exit down (what systemd/ovslabd.service uses) a stop removes every lab.
 
-Self-healing: every --audit-interval seconds each lab is converged against its plan, as `up` does;
-what differed is repaired and logged, and `ovslab status` lists it.
+Self-healing: every --audit-interval seconds each lab is converged against its plan, as `up` does,
+and at once when the kernel tells of a node's link deleted or set down, a lab namespace deleted or
+an OVS daemon exited; what differed is repaired and logged, and `ovslab status` lists it.
 
 systemd: with Type=notify ($NOTIFY_SOCKET), READY=1 is sent once every lab of --labs-dir was
 brought up (or failed, logged), STATUS= says how many labs and instances run and whether they are
