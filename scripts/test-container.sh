@@ -130,6 +130,19 @@ for _ in $(seq 300); do
 done
 [ -n "$pid1" ] || fail "the container did not start (see $scratch.log)"
 inside() { nsenter -t "$pid1" -a "$@"; }
+# Whether a namespace matching the regex exists inside the container.
+has_netns() { inside ip netns list 2>/dev/null | grep -q "$1"; }
+# Waits up to 30 s until a namespace matching the regex exists (`present`)
+# or none does (`absent`); returns 1 if it never happened.
+wait_netns() {
+  local want=$1 regex=$2
+  for _ in $(seq 300); do
+    if has_netns "$regex"; then [ "$want" = present ] && return 0
+    else [ "$want" = absent ] && return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
 # Until systemd itself runs there and answers on its bus.
 for _ in $(seq 600); do
   case $(readlink "/proc/$pid1/exe" 2>/dev/null) in */systemd) break ;; esac
@@ -145,10 +158,10 @@ say "container PID 1 is $pid1; system state: $state"
 started=$(date +%s%N)
 # Not enabled: nothing of the lab exists before this start, which returns
 # only once ovslabd said READY=1.
-inside ip netns list 2>/dev/null | grep -q '^seed\.' && fail "lab namespaces before the start"
+has_netns '^seed\.' && fail "lab namespaces before the start"
 inside systemctl start ovslabd
 say "systemctl start returned after $((($(date +%s%N) - started) / 1000000)) ms"
-inside ip netns list 2>/dev/null | grep -q '^seed\.compute1' || fail "the seed lab was not up when start returned"
+has_netns '^seed\.compute1' || fail "the seed lab was not up when start returned"
 status=$(inside systemctl show -p StatusText --value ovslabd)
 say "status: $status"
 case $status in "1 lab, 4 instances, all healthy") ;; *) fail "STATUS= says: $status" ;; esac
@@ -160,33 +173,21 @@ say "editing the lab file and reloading"
 sed -i 's/^# What must hold/  - name: instance5\n    node: compute2\n    network: net1\n    address: 192.168.1.14\n    security_groups: [default]\n\n# What must hold/' \
   "$scratch/etc/ovslab/labs/seed.yaml"
 inside systemctl reload ovslabd
-for _ in $(seq 300); do
-  inside ip netns list 2>/dev/null | grep -q '^seed\.instance5' && break
-  sleep 0.1
-done
-inside ip netns list 2>/dev/null | grep -q '^seed\.instance5' || fail "the reload did not add instance5"
+wait_netns present '^seed\.instance5' || fail "the reload did not add instance5"
 inside ip netns exec seed.instance1 ping -c 1 -W 2 192.168.1.14 >/dev/null || fail "instance5 unreachable"
 
 say "a second lab file, then removing it: reload brings it up, then down"
 sed 's/^lab: seed$/lab: other/' "$scratch/etc/ovslab/labs/seed.yaml" >"$scratch/etc/ovslab/labs/other.yaml"
 inside systemctl reload ovslabd
-for _ in $(seq 300); do
-  inside ip netns list 2>/dev/null | grep -q '^other\.instance1' && break
-  sleep 0.1
-done
-inside ip netns list 2>/dev/null | grep -q '^other\.instance1' || fail "the reload did not bring up the lab of other.yaml"
+wait_netns present '^other\.instance1' || fail "the reload did not bring up the lab of other.yaml"
 rm "$scratch/etc/ovslab/labs/other.yaml"
 inside systemctl reload ovslabd
-for _ in $(seq 300); do
-  inside ip netns list 2>/dev/null | grep -q '^other\.' || break
-  sleep 0.1
-done
-if inside ip netns list 2>/dev/null | grep -q '^other\.'; then fail "lab other still up after its file was removed"; fi
-inside ip netns list 2>/dev/null | grep -q '^seed\.instance5' || fail "removing other.yaml touched the seed lab"
+wait_netns absent '^other\.' || fail "lab other still up after its file was removed"
+has_netns '^seed\.instance5' || fail "removing other.yaml touched the seed lab"
 
 say "stopping"
 inside systemctl stop ovslabd
-if inside ip netns list 2>/dev/null | grep -q '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
+if has_netns '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
 if inside ps -e -o comm= | grep -qx 'ovs-vswitchd\|ovsdb-server'; then fail "OVS processes left after stop"; fi
 
 say "keep: a stop with OVSLABD_ON_EXIT=keep leaves the lab running, the next start adopts it"
@@ -196,7 +197,7 @@ inside systemctl start ovslabd
 before=$(ovs_pids)
 [ -n "$before" ] || fail "no Open vSwitch process after the start"
 inside systemctl stop ovslabd
-inside ip netns list 2>/dev/null | grep -q '^seed\.instance1' || fail "--on-exit keep: the lab is gone after the stop"
+has_netns '^seed\.instance1' || fail "--on-exit keep: the lab is gone after the stop"
 after=$(ovs_pids)
 [ "$after" = "$before" ] || fail "--on-exit keep: Open vSwitch processes changed across the stop: [$before] -> [$after]"
 inside ip netns exec seed.instance1 ping -c 1 -W 2 192.168.1.11 >/dev/null || fail "--on-exit keep: no traffic while the daemon is stopped"
@@ -206,7 +207,7 @@ inside systemctl start ovslabd
 status=$(inside systemctl show -p StatusText --value ovslabd)
 case $status in "1 lab, 5 instances, all healthy") ;; *) fail "after adopting, STATUS= says: $status" ;; esac
 inside systemctl stop ovslabd
-if inside ip netns list 2>/dev/null | grep -q '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
+if has_netns '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
 if inside ps -e -o comm= | grep -qx 'ovs-vswitchd\|ovsdb-server'; then fail "OVS processes left after stop"; fi
 
 say "the journal"
