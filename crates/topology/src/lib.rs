@@ -20,6 +20,7 @@ mod validate;
 
 pub use model::*;
 pub use parse::{Diagnostic, TopologyError, parse};
+pub use validate::{lab_name_problem, object_name_problem};
 
 /// The seed lab's topology file, compiled in as the default lab.
 pub const SEED_YAML: &str = include_str!("../../../lab-topologies/seed.yaml");

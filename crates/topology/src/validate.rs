@@ -109,6 +109,29 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 63
 }
 
+/// Why `name` cannot be a lab's name, if it cannot: the rule a topology
+/// file's `lab:` obeys, for names that reach the daemon by other ways (an
+/// API path, a query). A name that passes is safe to join to a directory.
+pub fn lab_name_problem(name: &str) -> Option<String> {
+    (!valid_name(name)).then(|| {
+        format!(
+            "lab `{}`: a name starts with a letter and holds only letters, digits, `-` and `_` (at most 63)",
+            name.escape_default()
+        )
+    })
+}
+
+/// Why `name` cannot be the name of an object of a lab (node, instance,
+/// router, network, host), if it cannot.
+pub fn object_name_problem(name: &str) -> Option<String> {
+    (!valid_name(name)).then(|| {
+        format!(
+            "`{}`: a name starts with a letter and holds only letters, digits, `-` and `_` (at most 63)",
+            name.escape_default()
+        )
+    })
+}
+
 /// Names that become Linux interface names as they are (a switch port or
 /// bridge named after the object), and must fit `IFNAMSIZ`.
 fn check_ifname(c: &mut Checker, kind: &str, s: &S<String>, becomes: &str) {
@@ -994,4 +1017,33 @@ fn check_rule(
         remote,
         line: at(s).0,
     })
+}
+
+#[cfg(test)]
+mod name_rule_tests {
+    use super::*;
+
+    #[test]
+    fn names_from_outside_are_held_to_the_file_rule() {
+        assert_eq!(lab_name_problem("seed"), None);
+        assert_eq!(object_name_problem("compute-1_a"), None);
+        for bad in [
+            "",
+            "..",
+            "/var/tmp/x",
+            "a/b",
+            "1lab",
+            "a.b",
+            "x\u{1b}[2J",
+            &"a".repeat(64),
+        ] {
+            assert!(lab_name_problem(bad).is_some(), "{bad:?} passed");
+            assert!(object_name_problem(bad).is_some(), "{bad:?} passed");
+        }
+        let shown = lab_name_problem("x\u{1b}[2J").unwrap();
+        assert!(
+            !shown.contains('\u{1b}'),
+            "the escape reached the message: {shown}"
+        );
+    }
 }
