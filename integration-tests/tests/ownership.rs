@@ -266,7 +266,16 @@ fn the_manifest_names_every_namespace_with_its_inode_and_survives_a_killed_daemo
     assert!(known_labs(&lab.daemon).contains(&lab.name));
     assert_eq!(manifest(&lab)["namespaces"], recorded);
     assert!(lab.ping("instance1", "192.168.1.12", 2));
-    lab.daemon.ovslab_ok(&["down", &lab.name]);
+
+    // Killed in a delete between unmounting a namespace and removing its
+    // file: the plain file left is the lab's to remove.
+    let instance2 = lab.ns("instance2");
+    run("umount", &["-l", &format!("/run/netns/{instance2}")]);
+    let down = lab.daemon.ovslab_ok(&["down", &lab.name]);
+    assert!(
+        down.contains(&format!("removed stale namespace file {instance2}")),
+        "{down}"
+    );
     assert_eq!(lab.namespaces(), Vec::<String>::new());
     assert!(!lab.daemon.run_dir.join(&lab.name).exists());
 }

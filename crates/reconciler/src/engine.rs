@@ -295,10 +295,13 @@ impl Engine {
                     existing.insert(name);
                 }
                 // A create interrupted between making the file and
-                // mounting the namespace on it leaves a plain file: it
-                // goes, and the namespace is made again.
-                (Ownership::Promised, None) => {
+                // mounting the namespace on it, or a delete between
+                // unmounting and removing the file, leaves a plain file:
+                // it goes, and the namespace is made again if wanted.
+                (Ownership::Promised | Ownership::Replaced, None) => {
                     netns::delete(&name).map_err(ReconcileError::netlink)?;
+                    manifest.forget(&name);
+                    save(manifest)?;
                     changes.push(format!("remove stale namespace file {name}"));
                 }
                 (Ownership::Replaced | Ownership::Foreign, _) => foreign.push(name),
@@ -1289,26 +1292,36 @@ fn remove_namespaces(
         .map(|(n, i)| (n.to_string(), i))
         .collect();
     for (ns, _) in &recorded {
-        let inode = netns::path(ns).exists().then(|| netns::inode(ns)).flatten();
-        let mounted = inode.is_some() && netns::exists(ns);
-        match manifest.ownership(ns, mounted.then_some(inode).flatten()) {
-            Ownership::Ours | Ownership::Promised => match netns::delete(ns) {
+        let present = netns::path(ns).exists();
+        let inode = netns::exists(ns).then(|| netns::inode(ns)).flatten();
+        let ownership = manifest.ownership(ns, inode);
+        if !present {
+            manifest.forget(ns);
+            continue;
+        }
+        // The lab's; or, not being a mounted namespace, the plain file that
+        // an interrupted create or delete of the lab's leaves.
+        let ours = match ownership {
+            Ownership::Ours | Ownership::Promised => true,
+            Ownership::Replaced => inode.is_none(),
+            Ownership::Foreign => false,
+        };
+        if ours {
+            match netns::delete(ns) {
                 Ok(()) => {
-                    if inode.is_some() {
-                        deleted.push(format!("deleted namespace {ns}"));
-                    }
+                    deleted.push(match inode {
+                        Some(_) => format!("deleted namespace {ns}"),
+                        None => format!("removed stale namespace file {ns}"),
+                    });
                     manifest.forget(ns);
                 }
                 Err(e) => errors.push(format!("namespace {ns}: {e}")),
-            },
-            Ownership::Replaced if inode.is_none() => manifest.forget(ns),
-            Ownership::Replaced => {
-                left_alone.push(format!(
-                    "namespace {ns}: not the namespace the lab made (made again by someone else)"
-                ));
-                manifest.forget(ns);
             }
-            Ownership::Foreign => {}
+        } else if ownership == Ownership::Replaced {
+            left_alone.push(format!(
+                "namespace {ns}: not the namespace the lab made (made again by someone else)"
+            ));
+            manifest.forget(ns);
         }
     }
     let prefix = naming::namespace_prefix(lab);
