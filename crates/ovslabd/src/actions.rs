@@ -9,7 +9,7 @@ use ovslab_api::{
     CheckReport, DownReport, LabStatus, Target, TraceReport, TraceRequest, UpReport, UpRequest,
 };
 use ovslab_reconciler::{Engine, ReconcileError};
-use ovslab_topology::Topology;
+use ovslab_topology::{Topology, printable, printable_lines};
 use serde::Serialize;
 
 /// What the daemon can be asked to do.
@@ -71,13 +71,20 @@ impl fmt::Display for Action {
 }
 
 impl Action {
+    /// The action as logged: its text (a `source`, a trace's ends) comes
+    /// from a client, so control characters are escaped before they reach
+    /// the journal or a terminal.
+    pub fn summary(&self) -> String {
+        printable(&self.to_string()).into_owned()
+    }
+
     /// Changes are logged at info, queries at debug.
     fn changes_something(&self) -> bool {
         matches!(self, Action::Up { .. } | Action::Down { .. })
     }
 
     pub async fn run(self, engine: &Engine) -> Result<Reply, ReconcileError> {
-        let what = self.to_string();
+        let what = self.summary();
         let loud = self.changes_something();
         if loud {
             tracing::info!("{what}: starting");
@@ -126,6 +133,8 @@ pub fn release_freed_memory() {
 
 /// An error with its sources, each one added unless the message above it
 /// already says it.
+/// Control characters are escaped (lines are kept): errors quote names and
+/// text from clients, and end up in the journal and on terminals.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -137,7 +146,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    text
+    printable_lines(&text).into_owned()
 }
 
 #[cfg(test)]
@@ -175,5 +184,21 @@ mod tests {
         assert_eq!(a.to_string(), "target compute1 of seed");
         assert!(!a.changes_something());
         assert!(Action::Down { lab: "seed".into() }.changes_something());
+    }
+
+    #[test]
+    fn what_is_logged_is_escaped() {
+        let mut topology = ovslab_topology::seed();
+        topology.source = "x\u{1b}]0;owned\u{7}.yaml".into();
+        let up = Action::Up {
+            topology: Box::new(topology),
+            text: String::new(),
+        };
+        assert_eq!(up.summary(), "up seed (from x\\x1b]0;owned\\x07.yaml)");
+        let e = ReconcileError::Io {
+            path: "/run/\u{1b}[2J".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone\r"),
+        };
+        assert_eq!(error_chain(&e), "/run/\\x1b[2J: gone\\x0d");
     }
 }
