@@ -52,39 +52,36 @@ pub enum Reply {
 }
 
 impl fmt::Display for Action {
+    /// How the action is logged. Its text (a `source`, a trace's ends)
+    /// comes from a client: control characters are escaped, so that they
+    /// reach neither the journal nor a terminal.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        let text = match self {
             Action::Up { topology, .. } => {
-                write!(f, "up {} (from {})", topology.lab, topology.source)
+                format!("up {} (from {})", topology.lab, topology.source)
             }
-            Action::Down { lab } => write!(f, "down {lab}"),
-            Action::ListLabs => write!(f, "list labs"),
-            Action::Status { lab } => write!(f, "status {lab}"),
-            Action::Target { lab, name } => write!(f, "target {name} of {lab}"),
-            Action::Check { lab } => write!(f, "check {lab}"),
+            Action::Down { lab } => format!("down {lab}"),
+            Action::ListLabs => "list labs".to_string(),
+            Action::Status { lab } => format!("status {lab}"),
+            Action::Target { lab, name } => format!("target {name} of {lab}"),
+            Action::Check { lab } => format!("check {lab}"),
             Action::Trace { lab, request } => {
-                write!(f, "trace {} → {} in {lab}", request.from, request.to)
+                format!("trace {} → {} in {lab}", request.from, request.to)
             }
-            Action::Topology { lab } => write!(f, "topology of {lab}"),
-        }
+            Action::Topology { lab } => format!("topology of {lab}"),
+        };
+        f.write_str(&printable(&text))
     }
 }
 
 impl Action {
-    /// The action as logged: its text (a `source`, a trace's ends) comes
-    /// from a client, so control characters are escaped before they reach
-    /// the journal or a terminal.
-    pub fn summary(&self) -> String {
-        printable(&self.to_string()).into_owned()
-    }
-
     /// Changes are logged at info, queries at debug.
     fn changes_something(&self) -> bool {
         matches!(self, Action::Up { .. } | Action::Down { .. })
     }
 
     pub async fn run(self, engine: &Engine) -> Result<Reply, ReconcileError> {
-        let what = self.summary();
+        let what = self.to_string();
         let loud = self.changes_something();
         if loud {
             tracing::info!("{what}: starting");
@@ -194,7 +191,7 @@ mod tests {
             topology: Box::new(topology),
             text: String::new(),
         };
-        assert_eq!(up.summary(), "up seed (from x\\x1b]0;owned\\x07.yaml)");
+        assert_eq!(up.to_string(), "up seed (from x\\x1b]0;owned\\x07.yaml)");
         let e = ReconcileError::Io {
             path: "/run/\u{1b}[2J".into(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone\r"),
