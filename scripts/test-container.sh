@@ -14,7 +14,8 @@
 # capability bounding set, seccomp filter, no new privileges and limits, the
 # socket is 0660 group ovslab and a member of ovslab may use it while
 # others may not, a TCP trace and a restart of a killed ovs-vswitchd work
-# under it, and no Open vSwitch log has a denied call. The container
+# under it, a lab left by ovslabd run by hand is adopted, and no Open
+# vSwitch log has a denied call. The container
 # is stopped by its pid and its cgroup removed whatever happens.
 #
 # Needs root and release binaries (make test-container builds them).
@@ -193,7 +194,7 @@ for want in LimitNOFILE=16384 TasksMax=4096 UMask=0077 NoNewPrivileges=yes \
 done
 # The daemon and the OVS processes it started (inherited): the capability
 # bounding set, a seccomp filter, no new privileges, the descriptor limit.
-caps="cap_chown,cap_net_bind_service,cap_net_admin,cap_net_raw,cap_sys_admin"
+caps="cap_chown,cap_net_bind_service,cap_net_admin,cap_net_raw,cap_sys_ptrace,cap_sys_admin"
 main=$(inside systemctl show -p MainPID --value ovslabd)
 vswitchd=$(inside cat /run/ovslab/seed/compute1/ovs-vswitchd.pid)
 dbserver=$(inside cat /run/ovslab/seed/compute1/ovsdb-server.pid)
@@ -294,6 +295,27 @@ case $status in "1 lab, 5 instances, all healthy") ;; *) fail "after adopting, S
 inside systemctl stop ovslabd
 if has_netns '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
 if inside ps -e -o comm= | grep -qx 'ovs-vswitchd\|ovsdb-server'; then fail "OVS processes left after stop"; fi
+
+say "a lab left by ovslabd run by hand (every capability of the container) is adopted by the service"
+hand=$(inside sh -c '/usr/local/bin/ovslabd --on-exit keep >/var/log/ovslabd-by-hand.log 2>&1 & echo $!')
+for _ in $(seq 300); do
+  inside /usr/local/bin/ovslab status seed 2>/dev/null | grep -q ': healthy' && break
+  sleep 0.1
+done
+inside /usr/local/bin/ovslab status seed | grep -q ': healthy' || fail "ovslabd run by hand did not bring the seed lab up"
+inside kill -TERM "$hand"
+for _ in $(seq 300); do inside test -d "/proc/$hand" || break; sleep 0.1; done
+inside test -d "/proc/$hand" && fail "ovslabd run by hand did not stop"
+before=$(ovs_pids)
+[ -n "$before" ] || fail "no Open vSwitch process left by ovslabd run by hand"
+inside systemctl start ovslabd
+[ "$(ovs_pids)" = "$before" ] ||
+  fail "the service did not adopt the switches of ovslabd run by hand: [$before] -> [$(ovs_pids)]"
+status=$(inside systemctl show -p StatusText --value ovslabd)
+case $status in "1 lab, 5 instances, all healthy") ;; *) fail "after adopting from ovslabd run by hand, STATUS= says: $status" ;; esac
+inside systemctl stop ovslabd
+if has_netns '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
+if inside ps -e -o comm= | grep -qx 'ovs-vswitchd\|ovsdb-server'; then fail "adopted OVS processes left after stop"; fi
 
 say "the journal"
 journal=$(inside journalctl -u ovslabd --no-pager)
