@@ -451,16 +451,46 @@ fn a_stale_namespace_file_left_by_a_killed_up_is_replaced() {
     if !require_root("a_stale_namespace_file_left_by_a_killed_up_is_replaced") {
         return;
     }
-    let lab = Lab::create(ovslab_topology::SEED_YAML);
-    let stale = std::path::Path::new("/run/netns").join(lab.ns("compute1"));
+    let mut lab = Lab::create(ovslab_topology::SEED_YAML);
+    let compute1 = lab.ns("compute1");
+    let stale = std::path::Path::new("/run/netns").join(&compute1);
+    // A plain file the lab never promised is not the lab's: up refuses.
     std::fs::create_dir_all("/run/netns").unwrap();
     std::fs::write(&stale, "").unwrap();
+    let out = lab.daemon.ovslab(&["up", lab.file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stale.exists());
+    std::fs::remove_file(&stale).unwrap();
+
+    // A daemon killed in an up between promising compute1 in the manifest
+    // and making the file, and mounting the namespace on it.
+    lab.up();
+    lab.daemon.kill9();
+    // Gone with its processes, so that the namespace and its links go too.
+    for program in ["ovs-vswitchd", "ovsdb-server"] {
+        let pid = pid_of(&lab, "compute1", program);
+        // SAFETY: a pid from the test lab's own pidfile.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        wait_until(BACK, "the killed OVS process", || dead(pid));
+    }
+    run("ip", &["netns", "del", &compute1]);
+    wait_until(BACK, "compute1's links gone", || {
+        !run("ip", &["-n", &lab.ns("physnet1"), "link"]).contains("compute1@")
+    });
+    std::fs::write(&stale, "").unwrap();
+    let manifest = lab.daemon.run_dir.join(&lab.name).join("manifest.json");
+    let mut recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    recorded["namespaces"][&compute1] = serde_json::Value::Null;
+    std::fs::write(&manifest, recorded.to_string()).unwrap();
+    lab.daemon.restart(&["--audit-interval", "0"]);
     let out = lab.up();
     assert!(
-        out.contains(&format!(
-            "remove stale namespace file {}",
-            lab.ns("compute1")
-        )),
+        out.contains(&format!("remove stale namespace file {compute1}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("create namespace {compute1}")),
         "{out}"
     );
     assert!(reaches(&lab, "instance1", INSTANCE3));
