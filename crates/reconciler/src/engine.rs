@@ -818,10 +818,7 @@ impl Engine {
         }))
         .await;
         for (node, (ns, liveness, actual)) in topo.nodes.iter().zip(probes) {
-            let pid = |l: &Liveness| match l {
-                Liveness::Dead => None,
-                Liveness::Answering(pid) | Liveness::NotAnswering(pid, _) => Some(*pid),
-            };
+            let pid = Liveness::pid;
             let (ovsdb, vswitchd) = (pid(&liveness[0]), pid(&liveness[1]));
             let processes = OvsDaemon::ALL
                 .iter()

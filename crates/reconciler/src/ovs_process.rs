@@ -76,6 +76,11 @@ pub enum Liveness {
     /// Runs and did not answer in time: stopped or stuck. The text says
     /// what it did not answer (`an echo`, `a unixctl version`).
     NotAnswering(u32, &'static str),
+    /// Runs, but its socket refuses connections or is missing (e.g. it
+    /// was stopped before it made it). Not a sign of a hang while the
+    /// daemon starts; in a probe before a converge, where every daemon
+    /// had its time to start, it is broken. The text is the error.
+    Unreachable(u32, String),
 }
 
 impl Liveness {
@@ -84,7 +89,17 @@ impl Liveness {
         match self {
             Liveness::Dead => "dead",
             Liveness::Answering(_) => "running",
-            Liveness::NotAnswering(..) => "not answering",
+            Liveness::NotAnswering(..) | Liveness::Unreachable(..) => "not answering",
+        }
+    }
+
+    /// The pid, when the daemon runs.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Liveness::Dead => None,
+            Liveness::Answering(pid)
+            | Liveness::NotAnswering(pid, _)
+            | Liveness::Unreachable(pid, _) => Some(*pid),
         }
     }
 }
@@ -123,6 +138,18 @@ impl Identity {
     fn alive(&self) -> bool {
         self.is_current() && !is_zombie(self.pid)
     }
+}
+
+/// An error with its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Field 22 of `/proc/<pid>/stat`: when the process started.
@@ -279,36 +306,32 @@ impl NodeOvs {
         let Some(identity) = self.identity(daemon) else {
             return Liveness::Dead;
         };
-        let answered = match daemon {
+        let pid = identity.pid;
+        match daemon {
             OvsDaemon::OvsdbServer => {
-                let asked = async {
-                    ovslab_ovsdb::Client::connect_with_deadline(&self.db_socket(), deadline)
-                        .await?
-                        .echo()
-                        .await
-                };
-                match asked.await {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.is_timeout() => Err("an echo"),
-                    // Refused, closed: not hung (it may be starting or
-                    // exiting); `identity` above says whether it runs.
-                    Err(_) => Ok(()),
+                let client =
+                    ovslab_ovsdb::Client::connect_with_deadline(&self.db_socket(), deadline).await;
+                match client {
+                    Ok(client) => match client.echo().await {
+                        Err(e) if e.is_timeout() => Liveness::NotAnswering(pid, "an echo"),
+                        // An answer, even an odd one, is an answer.
+                        _ => Liveness::Answering(pid),
+                    },
+                    Err(e) if e.is_timeout() => Liveness::NotAnswering(pid, "a connection"),
+                    Err(e) => Liveness::Unreachable(pid, chain(&e)),
                 }
             }
             OvsDaemon::OvsVswitchd => {
-                let socket = self
-                    .rundir
-                    .join(format!("ovs-vswitchd.{}.ctl", identity.pid));
+                let socket = self.rundir.join(format!("ovs-vswitchd.{pid}.ctl"));
                 match crate::unixctl::call_async(&socket, "version", &[], deadline).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err("a unixctl version"),
-                    Err(_) => Ok(()),
+                    Ok(_) => Liveness::Answering(pid),
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        Liveness::NotAnswering(pid, "a unixctl version")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Other => Liveness::Answering(pid),
+                    Err(e) => Liveness::Unreachable(pid, e.to_string()),
                 }
             }
-        };
-        match answered {
-            Ok(()) => Liveness::Answering(identity.pid),
-            Err(what) => Liveness::NotAnswering(identity.pid, what),
         }
     }
 
@@ -322,16 +345,22 @@ impl NodeOvs {
         let (ovsdb, vswitchd) = tokio::join!(ovsdb, vswitchd);
         let mut killed = Vec::new();
         for (daemon, liveness) in OvsDaemon::ALL.into_iter().zip([ovsdb, vswitchd]) {
-            let Liveness::NotAnswering(pid, what) = liveness else {
-                continue;
+            let (pid, why) = match liveness {
+                Liveness::NotAnswering(pid, what) => (
+                    pid,
+                    format!(
+                        "it did not answer {what} within {} s",
+                        PROBE_DEADLINE.as_secs_f64()
+                    ),
+                ),
+                Liveness::Unreachable(pid, error) => {
+                    (pid, format!("it runs but cannot be reached: {error}"))
+                }
+                Liveness::Dead | Liveness::Answering(_) => continue,
             };
             let Some(identity) = self.identity(daemon).filter(|i| i.pid == pid) else {
                 continue;
             };
-            let why = format!(
-                "it did not answer {what} within {} s",
-                PROBE_DEADLINE.as_secs_f64()
-            );
             tracing::warn!(
                 node = self.node,
                 program = daemon.program(),
@@ -490,6 +519,20 @@ impl NodeOvs {
         for _ in 0..500 {
             if tokio::net::UnixStream::connect(socket).await.is_ok() {
                 return Ok(());
+            }
+            // Gone after it wrote its pidfile: no socket will come.
+            if self.died(daemon) {
+                return Err(OvsProcessError::Failed {
+                    program: daemon.program().into(),
+                    node: self.node.clone(),
+                    detail: format!(
+                        "exited before it made {} (see {})",
+                        socket.display(),
+                        self.rundir
+                            .join(format!("{}.log", daemon.program()))
+                            .display()
+                    ),
+                });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -548,6 +548,15 @@ async fn wait_cur_cfg(client: &SwitchClient, next_cfg: i64) -> Result<(), Reconc
                     after: PROBE_DEADLINE,
                 });
             }
+            // Dead after it wrote its pidfile: it will not apply anything.
+            if client.ovs.died(program) {
+                return Err(ReconcileError::Switch {
+                    node: client.node.clone(),
+                    message: format!(
+                        "ovs-vswitchd exited before it applied configuration {next_cfg}"
+                    ),
+                });
+            }
             next_probe = tokio::time::Instant::now() + LIVENESS_EVERY;
         }
         let results = client.transact(vec![select(DB, &["cur_cfg"])]).await?;
