@@ -14,6 +14,7 @@ pub mod events;
 mod generation;
 mod handle;
 mod ipset;
+pub mod nfnetlink;
 pub mod netns;
 
 pub use error::NetlinkError;
