@@ -273,7 +273,10 @@ fn stopped_is_reported_and_up_restarts_it(program: &'static str) {
     let (out, took) = ovslab_within(&lab, &["status", &lab.name], STATUS_BOUND);
     let shown = text(&out);
     assert!(shown.contains("NOT ANSWERING"), "{shown}");
-    eprintln!("status with a stopped {program} took {} ms", took.as_millis());
+    eprintln!(
+        "status with a stopped {program} took {} ms",
+        took.as_millis()
+    );
 
     let (out, took) = ovslab_within(
         &lab,

@@ -167,8 +167,12 @@ fn run(
                 bytes
             }
         };
-        let stdout = s.spawn(read_all(stdout.map(|p| Box::new(p) as Box<dyn Read + Send>)));
-        let stderr = s.spawn(read_all(stderr.map(|p| Box::new(p) as Box<dyn Read + Send>)));
+        let stdout = s.spawn(read_all(
+            stdout.map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ));
+        let stderr = s.spawn(read_all(
+            stderr.map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ));
         let status = wait_until(&mut child, deadline).map_err(spawn_err);
         let timed_out = matches!(status, Ok(None));
         if timed_out {
@@ -270,7 +274,10 @@ mod tests {
         let mut quick = Command::new("true").spawn().expect("start true");
         let status = wait_until(&mut quick, Duration::from_secs(5)).unwrap();
         assert!(status.is_some_and(|s| s.success()));
-        let mut slow = Command::new("sleep").arg("30").spawn().expect("start sleep");
+        let mut slow = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("start sleep");
         let started = Instant::now();
         assert!(
             wait_until(&mut slow, Duration::from_millis(100))
@@ -301,7 +308,10 @@ mod tests {
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "the killed child was not reaped"
         );
-        assert!(err.to_string().contains("`sleep` did not finish within 0.3 s"));
+        assert!(
+            err.to_string()
+                .contains("`sleep` did not finish within 0.3 s")
+        );
         let (out, written) = run(&ns.name, "cat", &[], Some("through"), DEADLINE).unwrap();
         written.unwrap();
         assert_eq!(out.stdout, b"through");

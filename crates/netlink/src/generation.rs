@@ -10,8 +10,8 @@ use std::os::fd::AsRawFd;
 
 use rtnetlink::sys::Socket;
 
-use crate::{NetlinkError, nfnetlink};
 use crate::netns;
+use crate::{NetlinkError, nfnetlink};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETGEN: u16 = 16;

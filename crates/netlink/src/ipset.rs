@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::{NetlinkError, nfnetlink};
 use crate::netns;
+use crate::{NetlinkError, nfnetlink};
 
 const NFNL_SUBSYS_IPSET: u16 = 6;
 const IPSET_PROTOCOL: u8 = 7;

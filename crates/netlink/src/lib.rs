@@ -14,8 +14,8 @@ pub mod events;
 mod generation;
 mod handle;
 mod ipset;
-pub mod nfnetlink;
 pub mod netns;
+pub mod nfnetlink;
 
 pub use error::NetlinkError;
 pub use generation::{Generation, generation};

@@ -81,12 +81,13 @@ impl Client {
             }
             Ok((reader, writer, decoder))
         };
-        let (reader, writer, decoder) = tokio::time::timeout(timeout, handshake)
-            .await
-            .map_err(|_| OpenflowError::Timeout {
-                request: "hello",
-                after: timeout,
-            })??;
+        let (reader, writer, decoder) =
+            tokio::time::timeout(timeout, handshake)
+                .await
+                .map_err(|_| OpenflowError::Timeout {
+                    request: "hello",
+                    after: timeout,
+                })??;
         let (commands, rx) = mpsc::channel(64);
         connection::spawn(reader, writer, decoder, rx);
         tracing::debug!(path = %path.display(), "openflow 1.3 connection established");

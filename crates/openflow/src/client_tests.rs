@@ -339,7 +339,13 @@ async fn a_silent_switch_bounds_the_handshake_and_every_batch() {
     let _silent = listener.accept().await.expect("accept");
     let err = connecting.await.expect("join").expect_err("no hello");
     assert!(
-        matches!(err, OpenflowError::Timeout { request: "hello", .. }),
+        matches!(
+            err,
+            OpenflowError::Timeout {
+                request: "hello",
+                ..
+            }
+        ),
         "{err:?}"
     );
 

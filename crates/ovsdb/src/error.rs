@@ -139,13 +139,19 @@ mod tests {
             method: "transact",
             after: Duration::from_secs(5),
         };
-        assert_eq!(e.to_string(), "OVSDB did not answer the transact request within 5 s");
+        assert_eq!(
+            e.to_string(),
+            "OVSDB did not answer the transact request within 5 s"
+        );
         assert!(e.is_timeout());
         let e = OvsdbError::Timeout {
             method: "echo",
             after: Duration::from_millis(200),
         };
-        assert_eq!(e.to_string(), "OVSDB did not answer the echo request within 0.2 s");
+        assert_eq!(
+            e.to_string(),
+            "OVSDB did not answer the echo request within 0.2 s"
+        );
     }
 
     #[test]

@@ -278,11 +278,20 @@ async fn a_server_that_never_answers_fails_each_call_at_its_deadline() {
     let client = client.with_deadline(Duration::from_millis(200));
     let started = std::time::Instant::now();
     let err = client
-        .transact("Open_vSwitch", vec![json!({"op": "select", "table": "Bridge", "where": []})])
+        .transact(
+            "Open_vSwitch",
+            vec![json!({"op": "select", "table": "Bridge", "where": []})],
+        )
         .await
         .expect_err("no answer");
     assert!(
-        matches!(err, OvsdbError::Timeout { method: "transact", .. }),
+        matches!(
+            err,
+            OvsdbError::Timeout {
+                method: "transact",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));

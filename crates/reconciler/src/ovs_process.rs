@@ -660,3 +660,107 @@ fn is_zombie(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `sleep` child, reaped by a thread of its own (as the daemon's
+    /// reaper task does for the OVS daemons), so that `kill` sees it go.
+    fn sleeper() -> (Identity, std::thread::JoinHandle<()>) {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("start sleep");
+        let identity = Identity::of(child.id()).expect("its start time");
+        let reaper = std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        (identity, reaper)
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ovslab-ovs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn the_start_time_is_field_22_of_stat() {
+        let me = std::process::id();
+        let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+        let after_name = stat.rsplit_once(')').unwrap().1;
+        let field22: u64 = after_name
+            .split_whitespace()
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(start_time(me), Some(field22));
+        assert_eq!(start_time(u32::MAX), None);
+    }
+
+    #[tokio::test]
+    async fn a_pid_whose_start_time_differs_is_never_signalled() {
+        let (identity, reaper) = sleeper();
+        let stranger = Identity {
+            pid: identity.pid,
+            start: identity.start + 1,
+        };
+        assert!(!stranger.is_current());
+        assert!(!stranger.signal(nix::sys::signal::Signal::SIGKILL));
+        kill(stranger).await;
+        assert!(identity.alive(), "a process of the same pid was signalled");
+
+        // A pidfile naming it with a record that says another start: the
+        // node does not count it as its daemon.
+        let dir = temp_dir("reused");
+        let node = NodeOvs {
+            node: "compute1".into(),
+            namespace: "nonexistent-ns".into(),
+            rundir: dir.clone(),
+        };
+        std::fs::write(
+            node.pidfile(OvsDaemon::OvsdbServer),
+            format!("{}\n", identity.pid),
+        )
+        .unwrap();
+        node.write_record(OvsDaemon::OvsdbServer, stranger);
+        assert_eq!(node.identity(OvsDaemon::OvsdbServer), None);
+        assert_eq!(
+            node.probe(OvsDaemon::OvsdbServer, PROBE_DEADLINE).await,
+            Liveness::Dead
+        );
+        assert!(node.kill_hung().await.is_empty());
+        assert!(identity.alive());
+
+        kill(identity).await;
+        assert!(!identity.alive());
+        reaper.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_process_is_terminated_in_bounded_time() {
+        let (identity, reaper) = sleeper();
+        assert!(identity.signal(nix::sys::signal::Signal::SIGSTOP));
+        let started = std::time::Instant::now();
+        terminate(identity).await;
+        assert!(!identity.is_current(), "still in the process table");
+        // SIGCONT let it act on SIGTERM at once, long before SIGKILL.
+        assert!(started.elapsed() < STOP_GRACE, "{:?}", started.elapsed());
+        reaper.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stopped_process_is_killed_at_once() {
+        let (identity, reaper) = sleeper();
+        assert!(identity.signal(nix::sys::signal::Signal::SIGSTOP));
+        let started = std::time::Instant::now();
+        kill(identity).await;
+        assert!(!identity.is_current());
+        assert!(started.elapsed() < REAP_WAIT);
+        reaper.join().unwrap();
+    }
+}

@@ -538,8 +538,7 @@ async fn wait_cur_cfg(client: &SwitchClient, next_cfg: i64) -> Result<(), Reconc
     while tokio::time::Instant::now() < deadline {
         if tokio::time::Instant::now() >= next_probe {
             let program = OvsDaemon::OvsVswitchd;
-            if let Liveness::NotAnswering(_, what) =
-                client.ovs.probe(program, PROBE_DEADLINE).await
+            if let Liveness::NotAnswering(_, what) = client.ovs.probe(program, PROBE_DEADLINE).await
             {
                 return Err(ReconcileError::NotAnswering {
                     node: client.node.clone(),
