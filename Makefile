@@ -6,6 +6,8 @@
 #   make install          release binaries, the systemd unit and the seed lab (DESTDIR, PREFIX honoured)
 #   make uninstall        the reverse (edited lab files are kept)
 #   make test-container   a real systemd in a privileged container runs ovslabd as a service
+#   make soak    the crash-consistency loop for longer: ovslabd killed at random points of
+#                up and down SOAK_ROUNDS times (300 by default; make test runs 30)
 #   make bench   the performance table of docs/performance.md: up / no-op / down / add-one times,
 #                peak memory, iperf3 throughput (BIG=20x50 by default; BIG= skips the large lab)
 
@@ -16,7 +18,7 @@ PACKAGES := openvswitch-switch openvswitch-common iproute2 iptables ipset tcpdum
 RUN_DIR ?= /run/ovslab
 SOCKET ?= $(RUN_DIR)/ovslabd.sock
 
-.PHONY: all build deps test lint unit bench up down clean install uninstall test-container
+.PHONY: all build deps test lint unit bench up down clean install uninstall test-container soak
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -52,6 +54,12 @@ lint:
 test: deps lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
+
+# The crash-consistency test of integration-tests/tests/crash.rs, more rounds.
+SOAK_ROUNDS ?= 300
+soak: deps
+	$(CARGO) build --workspace --bins
+	OVSLAB_CRASH_ROUNDS=$(SOAK_ROUNDS) $(CARGO) nextest run -p ovslab-integration-tests --test crash --no-capture
 
 # Start a daemon in the background (if none answers), bring the seed lab up,
 # and show it working.

@@ -93,9 +93,11 @@ impl Daemon {
             .expect("start ovslabd")
     }
 
+    /// Until the daemon accepts connections: its socket file appears at
+    /// `bind`, a moment before it listens.
     fn wait_for_socket(&self) {
         wait_until(Duration::from_secs(20), "ovslabd's socket", || {
-            self.socket.exists()
+            std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
         });
     }
 

@@ -364,8 +364,12 @@ fn down_leaves_nothing() {
         !lab.daemon.run_dir.join(&lab.name).exists(),
         "run directory left behind"
     );
-    // A second down is fine.
-    lab.daemon.ovslab_ok(&["down", &lab.name]);
+    // A second down: the lab is not known any more, so nothing changes
+    // (exit 1, and it says so).
+    let again = lab.daemon.ovslab(&["down", &lab.name]);
+    assert_eq!(again.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("not known"), "{said}");
 }
 
 #[test]

@@ -36,6 +36,10 @@ pub struct UpReport {
     pub lab: String,
     /// One line per change made, in order; empty when the lab had converged.
     pub changes: Vec<String>,
+    /// What the lab met but left alone: namespaces with the lab's prefix
+    /// that it did not create.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub elapsed_ms: u64,
 }
 
@@ -44,6 +48,9 @@ pub struct UpReport {
 pub struct DownReport {
     pub lab: String,
     pub removed: Vec<String>,
+    /// What has the lab's prefix but was not made by it, left in place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_alone: Vec<String>,
     pub elapsed_ms: u64,
 }
 

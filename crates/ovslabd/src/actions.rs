@@ -151,6 +151,7 @@ mod tests {
         let reply = Reply::Up(UpReport {
             lab: "seed".into(),
             changes: vec![],
+            warnings: vec![],
             elapsed_ms: 3,
         });
         let back: UpReport = serde_json::from_str(&serde_json::to_string(&reply).unwrap()).unwrap();

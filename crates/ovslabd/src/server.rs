@@ -465,10 +465,12 @@ impl From<ReconcileError> for Failure {
             ReconcileError::UnknownLab(_) | ReconcileError::UnknownTarget { .. } => {
                 StatusCode::NOT_FOUND
             }
-            ReconcileError::Trace {
+            ReconcileError::BadName(_)
+            | ReconcileError::Trace {
                 source: TraceError::BadSource(_) | TraceError::BadDestination(_),
                 ..
             } => StatusCode::BAD_REQUEST,
+            ReconcileError::ForeignNamespaces { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Failure {

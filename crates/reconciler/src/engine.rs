@@ -14,7 +14,9 @@
 //!
 //! The topology is saved to `<run_root>/<lab>/topology.yaml` before anything
 //! is built, so a failed `up` can always be finished by the next `up` or
-//! removed by `down`, also after a daemon restart.
+//! removed by `down`, also after a daemon restart. What the lab creates is
+//! written down in its [`Manifest`] first: only what the manifest names is
+//! ever taken for the lab's, adopted or removed.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -36,6 +38,7 @@ use tokio::sync::Mutex;
 use crate::ReconcileError;
 use crate::diff::{LinkChange, diff_flows, diff_namespace, diff_switch};
 use crate::drivers::{flows, links, rulesets, switch};
+use crate::manifest::{Manifest, Ownership};
 use crate::ovs_process::{Liveness, NodeOvs, OvsDaemon};
 
 /// Where the engine keeps per-node run directories.
@@ -61,8 +64,15 @@ const TOPOLOGY_FILE: &str = "topology.yaml";
 #[derive(Debug)]
 struct Lab {
     topology: Topology,
-    /// Set by `down`: an audit that waited for the lock must not rebuild it.
+    /// What the lab created (see [`crate::manifest`]).
+    manifest: Manifest,
+    /// Set by `down` once the lab is gone: whoever waited for its lock
+    /// (an `up`, an audit) must not build on this entry, which is no longer
+    /// in the registry.
     removed: bool,
+    /// Namespaces with the lab's prefix that are not the lab's, as last
+    /// reported (an audit logs them when they change, not every time).
+    foreign: BTreeSet<String>,
     /// What audits found broken and repaired, newest last (at most
     /// [`REPAIRS_KEPT`]), and how many repairs there were in all.
     repairs: VecDeque<String>,
@@ -75,10 +85,12 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(topology: Topology) -> Self {
+    fn new(topology: Topology, manifest: Manifest) -> Self {
         Lab {
             topology,
+            manifest,
             removed: false,
+            foreign: BTreeSet::new(),
             repairs: VecDeque::new(),
             repair_count: 0,
             restarts: BTreeMap::new(),
@@ -109,26 +121,20 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine that knows the labs whose topology is saved under the run root.
+    /// An engine that knows the labs whose topology is saved under the run
+    /// root (each with its manifest), and finishes the removals a previous
+    /// daemon was killed in.
     pub fn new(config: EngineConfig) -> Self {
         let mut labs = BTreeMap::new();
         if let Ok(dir) = std::fs::read_dir(&config.run_root) {
             for entry in dir.flatten() {
-                let file = entry.path().join(TOPOLOGY_FILE);
-                let Ok(text) = std::fs::read_to_string(&file) else {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !entry.path().is_dir() || ovslab_topology::lab_name_problem(&name).is_some() {
                     continue;
-                };
-                match ovslab_topology::parse(&file.display().to_string(), &text) {
-                    Ok(topology) => {
-                        tracing::info!(lab = topology.lab, "found a lab from a previous run");
-                        labs.insert(
-                            topology.lab.clone(),
-                            Arc::new(Mutex::new(Lab::new(topology))),
-                        );
-                    }
-                    Err(e) => {
-                        tracing::warn!(file = %file.display(), error = %e, "ignoring saved topology")
-                    }
+                }
+                if let Some(lab) = adopt(&entry.path(), &name) {
+                    tracing::info!(lab = name, "found a lab from a previous run");
+                    labs.insert(name, Arc::new(Mutex::new(lab)));
                 }
             }
         }
@@ -152,32 +158,75 @@ impl Engine {
     /// so that the lab can be finished or removed after a restart.
     pub async fn up(&self, topology: Topology, text: &str) -> Result<UpReport, ReconcileError> {
         let name = topology.lab.clone();
-        let entry = {
-            let mut labs = self.labs.lock().await;
-            labs.entry(name.clone())
-                .or_insert_with(|| Arc::new(Mutex::new(Lab::new(topology.clone()))))
-                .clone()
+        if let Some(problem) = ovslab_topology::lab_name_problem(&name) {
+            return Err(ReconcileError::BadName(problem));
+        }
+        let dir = self.lab_dir(&name);
+        // The lab's entry, locked; a `down` that held it while this waited
+        // has taken it out of the registry, so the next one is fresh.
+        let (entry, mut lab, fresh) = loop {
+            let (entry, fresh) = {
+                let mut labs = self.labs.lock().await;
+                match labs.get(&name) {
+                    Some(entry) => (entry.clone(), false),
+                    None => {
+                        let lab = Lab::new(topology.clone(), Manifest::new(&dir, &name));
+                        let entry = Arc::new(Mutex::new(lab));
+                        labs.insert(name.clone(), entry.clone());
+                        (entry, true)
+                    }
+                }
+            };
+            let lab = entry.clone().lock_owned().await;
+            if !lab.removed {
+                break (entry, lab, fresh);
+            }
         };
-        let mut lab = entry.lock().await;
         lab.topology = topology;
         let started = Instant::now();
-        let dir = self.lab_dir(&name);
-        std::fs::create_dir_all(&dir).map_err(|e| ReconcileError::io(&dir, e))?;
+        if fresh {
+            // The manifest before the topology: a lab directory with a
+            // topology always has one.
+            std::fs::create_dir_all(&dir).map_err(|e| ReconcileError::io(&dir, e))?;
+            lab.manifest
+                .save()
+                .map_err(|e| ReconcileError::io(lab.manifest.path(), e))?;
+        }
         let file = dir.join(TOPOLOGY_FILE);
         if std::fs::read_to_string(&file).ok().as_deref() != Some(text) {
             std::fs::write(&file, text).map_err(|e| ReconcileError::io(&file, e))?;
         }
         let mut changes = Vec::new();
         let mut restarted = Vec::new();
+        let mut warnings = Vec::new();
+        let topology = lab.topology.clone();
         let result = self
-            .converge(&lab.topology, &mut changes, &mut restarted)
+            .converge(
+                &topology,
+                &mut lab.manifest,
+                &mut changes,
+                &mut restarted,
+                &mut warnings,
+            )
             .await;
         lab.count_restarts(restarted);
+        if fresh
+            && changes.is_empty()
+            && matches!(result, Err(ReconcileError::ForeignNamespaces { .. }))
+        {
+            // Refused before anything was made: the lab never existed.
+            lab.removed = true;
+            self.unregister(&name, &entry).await;
+            let _ = remove_run_dir(&dir);
+            return result.and(Err(ReconcileError::UnknownLab(name)));
+        }
+        lab.foreign = foreign_names(&warnings);
         self.watch(&lab.topology);
         result?;
         let report = UpReport {
             lab: name,
             changes,
+            warnings,
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
         tracing::info!(
@@ -189,45 +238,95 @@ impl Engine {
         Ok(report)
     }
 
+    /// Takes a lab's entry out of the registry, if it is still this one.
+    async fn unregister(&self, name: &str, entry: &Arc<Mutex<Lab>>) {
+        let mut labs = self.labs.lock().await;
+        if labs.get(name).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            labs.remove(name);
+        }
+    }
+
     /// Converges a lab, adding one line per change made to `changes` (also
     /// those made before an error), and to `restarted` each OVS daemon it
     /// started again after it had died (its pidfile left behind).
     async fn converge(
         &self,
         topo: &Topology,
+        manifest: &mut Manifest,
         changes: &mut Vec<String>,
         restarted: &mut Vec<(String, OvsDaemon)>,
+        warnings: &mut Vec<String>,
     ) -> Result<(), ReconcileError> {
         let lab = topo.lab.as_str();
         let mut clock = Instant::now();
         // What this converge changes is not drift for the audit to chase.
         let _quiet = self.watchers.quiet(&naming::namespace_prefix(lab));
 
-        // 1. Namespaces.
+        // 1. Namespaces: only those of the manifest are the lab's.
         let first = plan(topo, &LocalVlans::new());
         let wanted: BTreeSet<&str> = first.namespaces.iter().map(|n| n.name.as_str()).collect();
         let prefix = naming::namespace_prefix(lab);
         let mut existing = BTreeSet::new();
+        let mut foreign = Vec::new();
+        let save = |manifest: &Manifest| {
+            manifest
+                .save()
+                .map_err(|e| ReconcileError::io(manifest.path(), e))
+        };
         for name in netns::list()
             .map_err(|e| ReconcileError::io(Path::new(netns::NETNS_DIR), e))?
             .into_iter()
             .filter(|n| n.starts_with(&prefix))
         {
-            // A create interrupted between making the file and mounting the
-            // namespace on it (a daemon killed then) leaves a plain file: it
-            // goes, and the namespace is made again.
-            if netns::exists(&name) {
-                existing.insert(name);
-            } else {
-                netns::delete(&name).map_err(ReconcileError::netlink)?;
-                changes.push(format!("remove stale namespace file {name}"));
+            let mounted = netns::exists(&name);
+            let inode = mounted.then(|| netns::inode(&name)).flatten();
+            match (manifest.ownership(&name, inode), inode) {
+                (Ownership::Ours, _) => {
+                    existing.insert(name);
+                }
+                // Made by a converge that was interrupted before it could
+                // write the inode down.
+                (Ownership::Promised, Some(inode)) => {
+                    manifest.made(&name, inode);
+                    save(manifest)?;
+                    changes.push(format!(
+                        "adopt namespace {name} (made before an interruption)"
+                    ));
+                    existing.insert(name);
+                }
+                // A create interrupted between making the file and
+                // mounting the namespace on it, or a delete between
+                // unmounting and removing the file, leaves a plain file:
+                // it goes, and the namespace is made again if wanted.
+                (Ownership::Promised | Ownership::Replaced, None) => {
+                    netns::delete(&name).map_err(ReconcileError::netlink)?;
+                    manifest.forget(&name);
+                    save(manifest)?;
+                    changes.push(format!("remove stale namespace file {name}"));
+                }
+                (Ownership::Replaced | Ownership::Foreign, _) => foreign.push(name),
             }
         }
+        let in_the_way: Vec<String> = foreign
+            .iter()
+            .filter(|n| wanted.contains(n.as_str()))
+            .cloned()
+            .collect();
+        if !in_the_way.is_empty() {
+            return Err(ReconcileError::ForeignNamespaces {
+                lab: lab.to_string(),
+                names: in_the_way,
+            });
+        }
+        warnings.extend(foreign.iter().map(|n| foreign_warning(n)));
         // Nodes no longer wanted: their Open vSwitch goes before their namespace.
         if let Ok(dir) = std::fs::read_dir(self.lab_dir(lab)) {
             for entry in dir.flatten() {
                 let node = entry.file_name().to_string_lossy().into_owned();
-                if entry.path().is_dir() && topo.node(&node).is_none() {
+                if entry.path().is_dir()
+                    && ovslab_topology::object_name_problem(&node).is_none()
+                    && topo.node(&node).is_none()
+                {
                     let ovs = NodeOvs::new(
                         &self.config.run_root,
                         lab,
@@ -241,33 +340,77 @@ impl Engine {
         }
         for ns in existing.iter().filter(|n| !wanted.contains(n.as_str())) {
             netns::delete(ns).map_err(ReconcileError::netlink)?;
+            manifest.forget(ns);
+            save(manifest)?;
             changes.push(format!("delete namespace {ns}"));
         }
         // New namespaces a few at a time: each costs the kernel a
-        // namespace set-up, which runs in parallel on several cores.
-        let creations: Vec<_> = first
+        // namespace set-up, which runs in parallel on several cores. Each
+        // is promised in the manifest before it is made.
+        let missing: Vec<&str> = first
             .namespaces
             .iter()
-            .filter(|ns| !existing.contains(&ns.name))
+            .map(|ns| ns.name.as_str())
+            .filter(|ns| !existing.contains(*ns))
+            .collect();
+        if !missing.is_empty() {
+            manifest.promise(missing.iter().copied());
+            save(manifest)?;
+        }
+        let creations: Vec<_> = missing
+            .iter()
             .map(|ns| {
-                let name = ns.name.clone();
+                let name = ns.to_string();
                 async move {
-                    tokio::task::spawn_blocking(move || netns::create(&name).map(|()| name))
+                    let task = name.clone();
+                    let made = tokio::task::spawn_blocking(move || netns::create(&task))
                         .await
                         .map_err(|e| ReconcileError::Io {
                             path: netns::NETNS_DIR.into(),
                             source: std::io::Error::other(e),
-                        })?
-                        .map_err(ReconcileError::netlink)
+                        })
+                        .and_then(|r| r.map_err(ReconcileError::netlink));
+                    (name, made)
                 }
             })
             .collect();
-        let created: Vec<Result<String, ReconcileError>> = futures::stream::iter(creations)
+        let created: Vec<(String, Result<(), ReconcileError>)> = futures::stream::iter(creations)
             .buffered(NAMESPACE_CREATIONS)
             .collect()
             .await;
-        for name in created {
-            changes.push(format!("create namespace {}", name?));
+        let mut failed = None;
+        for (name, made) in created {
+            match made {
+                Ok(()) => {
+                    // Without an inode it stays promised: the next converge
+                    // adopts it.
+                    if let Some(inode) = netns::inode(&name) {
+                        manifest.made(&name, inode);
+                    }
+                    changes.push(format!("create namespace {name}"));
+                }
+                Err(e) => {
+                    manifest.forget(&name);
+                    // A file there now is someone else's namespace, made
+                    // since the list was read (a failed create removes its
+                    // own).
+                    let e = if netns::path(&name).exists() {
+                        ReconcileError::ForeignNamespaces {
+                            lab: lab.to_string(),
+                            names: vec![name],
+                        }
+                    } else {
+                        e
+                    };
+                    failed = failed.or(Some(e));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            save(manifest)?;
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
 
         phase_done(lab, "namespaces", &mut clock);
@@ -595,19 +738,25 @@ impl Engine {
         Ok(lines)
     }
 
-    /// Removes everything of a lab: its nodes' Open vSwitch processes (by
-    /// their pids), every namespace with the lab's prefix (which takes their
-    /// links along), and its run directory. Continues past errors and
-    /// tolerates what is already gone.
+    /// Removes everything a lab made: its nodes' Open vSwitch processes (by
+    /// their pids), every namespace its manifest names and that is still
+    /// the one it made (which takes their links along), and its run
+    /// directory. A namespace that only has the lab's prefix is left alone
+    /// and reported. A lab this daemon does not know changes nothing.
+    /// Continues past errors and tolerates what is already gone.
     pub async fn down(&self, lab: &str) -> Result<DownReport, ReconcileError> {
+        if let Some(problem) = ovslab_topology::lab_name_problem(lab) {
+            return Err(ReconcileError::BadName(problem));
+        }
         let started = Instant::now();
-        let entry = self.entry(lab).await;
-        let mut guard = match &entry {
-            Some(e) => Some(e.lock().await),
-            None => None,
-        };
-        if let Some(lab) = guard.as_mut() {
-            lab.removed = true;
+        let entry = self
+            .entry(lab)
+            .await
+            .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
+        let mut guard = entry.lock().await;
+        if guard.removed {
+            // Removed by another `down` while this one waited.
+            return Err(ReconcileError::UnknownLab(lab.into()));
         }
         // Our sockets in its namespaces would keep them alive.
         self.watchers.forget(&naming::namespace_prefix(lab));
@@ -618,8 +767,8 @@ impl Engine {
         let mut nodes = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {
-                if entry.path().is_dir() {
-                    let node = entry.file_name().to_string_lossy().into_owned();
+                let node = entry.file_name().to_string_lossy().into_owned();
+                if entry.path().is_dir() && ovslab_topology::object_name_problem(&node).is_none() {
                     let ns = naming::namespace(lab, &node);
                     nodes.push(NodeOvs::new(&self.config.run_root, lab, &node, &ns));
                 }
@@ -629,36 +778,32 @@ impl Engine {
         for stopped in join_all(nodes.iter().map(NodeOvs::stop_and_remove)).await {
             removed.extend(stopped);
         }
-        let prefix = naming::namespace_prefix(lab);
-        match netns::list() {
-            Ok(list) => {
-                for ns in list.into_iter().filter(|n| n.starts_with(&prefix)) {
-                    match netns::delete(&ns) {
-                        Ok(()) => removed.push(format!("deleted namespace {ns}")),
-                        Err(e) => errors.push(format!("namespace {ns}: {e}")),
-                    }
-                }
-            }
-            Err(e) => errors.push(e.to_string()),
-        }
-        if dir.exists() {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => removed.push(format!("removed {}", dir.display())),
+        let (deleted, left_alone, failed) = remove_namespaces(lab, &mut guard.manifest);
+        removed.extend(deleted);
+        errors.extend(failed);
+        if errors.is_empty() {
+            match remove_run_dir(&dir) {
+                Ok(true) => removed.push(format!("removed {}", dir.display())),
+                Ok(false) => {}
                 Err(e) => errors.push(format!("{}: {e}", dir.display())),
             }
         }
-        // Forgotten before the lock goes, so nobody finds it half removed.
-        self.labs.lock().await.remove(lab);
-        drop(guard);
         if !errors.is_empty() {
+            // Still known, so that `down` can be tried again.
             return Err(ReconcileError::Teardown {
                 lab: lab.to_string(),
                 errors,
             });
         }
+        // Forgotten before the lock goes, so nobody finds it half removed;
+        // whoever waited for the lock sees `removed` and starts afresh.
+        guard.removed = true;
+        self.unregister(lab, &entry).await;
+        drop(guard);
         Ok(DownReport {
             lab: lab.to_string(),
             removed,
+            left_alone,
             elapsed_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -689,8 +834,24 @@ impl Engine {
             let started = Instant::now();
             let mut changes = Vec::new();
             let mut restarted = Vec::new();
-            let result = self.converge(&topology, &mut changes, &mut restarted).await;
+            let mut warnings = Vec::new();
+            let result = self
+                .converge(
+                    &topology,
+                    &mut lab.manifest,
+                    &mut changes,
+                    &mut restarted,
+                    &mut warnings,
+                )
+                .await;
             lab.count_restarts(restarted);
+            let foreign = foreign_names(&warnings);
+            if foreign != lab.foreign {
+                for warning in &warnings {
+                    tracing::warn!(lab = name, "audit: {warning}");
+                }
+                lab.foreign = foreign;
+            }
             self.watch(&topology);
             lab.audits += 1;
             lab.last_audit = Some((utc_now(), started.elapsed().as_millis() as u64));
@@ -1059,6 +1220,189 @@ impl Engine {
     pub fn run_root(&self) -> &Path {
         &self.config.run_root
     }
+}
+
+/// A lab from a previous run, found in its run directory `dir`: its saved
+/// topology and its manifest. A lab of an ovslab that kept no manifest
+/// gets one naming the namespaces of its plan that exist. A directory with
+/// a manifest and no topology is a `down` that a killed daemon left
+/// unfinished: it is finished here.
+fn adopt(dir: &Path, name: &str) -> Option<Lab> {
+    let manifest = match Manifest::load(dir, name) {
+        Ok(manifest) => manifest,
+        Err(e) => {
+            tracing::warn!(
+                lab = name,
+                "ignoring {}: {e}",
+                dir.join(crate::manifest::MANIFEST_FILE).display()
+            );
+            return None;
+        }
+    };
+    let file = dir.join(TOPOLOGY_FILE);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(_) => {
+            if let Some(mut manifest) = manifest {
+                tracing::info!(lab = name, "finishing the removal of the lab");
+                let (_, left_alone, errors) = remove_namespaces(name, &mut manifest);
+                for line in left_alone.iter().chain(&errors) {
+                    tracing::warn!(lab = name, "{line}");
+                }
+                if errors.is_empty() {
+                    let _ = remove_run_dir(dir);
+                }
+            } else {
+                // An `up` killed before it wrote anything.
+                let _ = std::fs::remove_dir(dir);
+            }
+            return None;
+        }
+    };
+    let topology = match ovslab_topology::parse(&file.display().to_string(), &text) {
+        Ok(topology) if topology.lab == name => topology,
+        Ok(topology) => {
+            tracing::warn!(file = %file.display(), "ignoring saved topology of lab `{}` in lab `{name}`'s directory", topology.lab);
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "ignoring saved topology");
+            return None;
+        }
+    };
+    let manifest = match manifest {
+        Some(manifest) => manifest,
+        None => {
+            let mut manifest = Manifest::new(dir, name);
+            for ns in plan(&topology, &LocalVlans::new()).namespaces {
+                if let Some(inode) = netns::exists(&ns.name)
+                    .then(|| netns::inode(&ns.name))
+                    .flatten()
+                {
+                    manifest.made(&ns.name, inode);
+                }
+            }
+            if let Err(e) = manifest.save() {
+                tracing::warn!(
+                    lab = name,
+                    "cannot write {}: {e}",
+                    manifest.path().display()
+                );
+                return None;
+            }
+            tracing::info!(
+                lab = name,
+                "wrote the manifest of a lab from before manifests"
+            );
+            manifest
+        }
+    };
+    Some(Lab::new(topology, manifest))
+}
+
+/// Deletes the namespaces of a lab's manifest that are still the ones it
+/// made. Returns what was deleted, what was left alone (the manifest's
+/// namespaces replaced by someone else's, and namespaces with the lab's
+/// prefix it never made), and the errors.
+fn remove_namespaces(
+    lab: &str,
+    manifest: &mut Manifest,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut deleted, mut left_alone, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    let recorded: Vec<(String, Option<u64>)> = manifest
+        .namespaces()
+        .map(|(n, i)| (n.to_string(), i))
+        .collect();
+    for (ns, _) in &recorded {
+        let present = netns::path(ns).exists();
+        let inode = netns::exists(ns).then(|| netns::inode(ns)).flatten();
+        let ownership = manifest.ownership(ns, inode);
+        if !present {
+            manifest.forget(ns);
+            continue;
+        }
+        // The lab's; or, not being a mounted namespace, the plain file that
+        // an interrupted create or delete of the lab's leaves.
+        let ours = match ownership {
+            Ownership::Ours | Ownership::Promised => true,
+            Ownership::Replaced => inode.is_none(),
+            Ownership::Foreign => false,
+        };
+        if ours {
+            match netns::delete(ns) {
+                Ok(()) => {
+                    deleted.push(match inode {
+                        Some(_) => format!("deleted namespace {ns}"),
+                        None => format!("removed stale namespace file {ns}"),
+                    });
+                    manifest.forget(ns);
+                }
+                Err(e) => errors.push(format!("namespace {ns}: {e}")),
+            }
+        } else if ownership == Ownership::Replaced {
+            left_alone.push(format!(
+                "namespace {ns}: not the namespace the lab made (made again by someone else)"
+            ));
+            manifest.forget(ns);
+        }
+    }
+    let prefix = naming::namespace_prefix(lab);
+    match netns::list() {
+        Ok(list) => left_alone.extend(
+            list.iter()
+                .filter(|n| n.starts_with(&prefix) && !recorded.iter().any(|(r, _)| r == *n))
+                .map(|n| foreign_warning(n)),
+        ),
+        Err(e) => errors.push(e.to_string()),
+    }
+    if let Err(e) = manifest.save() {
+        errors.push(format!("{}: {e}", manifest.path().display()));
+    }
+    (deleted, left_alone, errors)
+}
+
+/// Removes a lab's run directory, the manifest last, so that a daemon
+/// killed half-way still finds what the lab was. `false`: it was gone.
+fn remove_run_dir(dir: &Path) -> std::io::Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name() == crate::manifest::MANIFEST_FILE {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    match std::fs::remove_file(dir.join(crate::manifest::MANIFEST_FILE)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::remove_dir(dir)?;
+    Ok(true)
+}
+
+/// How a namespace that has the lab's prefix but is not the lab's is
+/// reported.
+fn foreign_warning(namespace: &str) -> String {
+    format!("namespace {namespace} has the lab's prefix but was not made by it: left alone")
+}
+
+/// The namespaces named by [`foreign_warning`]s.
+fn foreign_names(warnings: &[String]) -> BTreeSet<String> {
+    warnings
+        .iter()
+        .filter_map(|w| w.strip_prefix("namespace "))
+        .filter_map(|w| w.split_once(' '))
+        .map(|(n, _)| n.to_string())
+        .collect()
 }
 
 /// One audit's repairs on one line: the time, how many, the first few.

@@ -13,6 +13,7 @@ pub mod checks;
 pub mod diff;
 pub mod drivers;
 pub mod engine;
+pub mod manifest;
 pub mod ovs_process;
 pub mod probes;
 pub mod trace;
@@ -28,6 +29,18 @@ pub use engine::{Engine, EngineConfig};
 pub enum ReconcileError {
     #[error("lab `{0}` is not known to this daemon")]
     UnknownLab(String),
+    #[error("{0}")]
+    BadName(String),
+    #[error(
+        "lab `{lab}`: namespace{} {} already exist{} and {} not made by this lab; nothing was changed for {}: remove {} or rename the lab",
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", "),
+        if names.len() == 1 { "s" } else { "" },
+        if names.len() == 1 { "was" } else { "were" },
+        if names.len() == 1 { "it" } else { "them" },
+        if names.len() == 1 { "it" } else { "them" }
+    )]
+    ForeignNamespaces { lab: String, names: Vec<String> },
     #[error("lab `{lab}` has no target named `{name}`")]
     UnknownTarget { lab: String, name: String },
     #[error("{path}: {source}")]

@@ -12,9 +12,11 @@ use crate::commands::segment;
 #[command(
     long_about = "Remove every namespace, link, OVS instance, flow and rule of a lab; \
 default: seed.\n\n\
-Removing a lab that is already gone succeeds; parts that cannot be removed are reported \
-(exit 1) after everything else has been.",
-    after_help = "Exit status: 0 removed (or already gone), 1 the daemon is unreachable or parts are left."
+Only what the lab itself created goes: the namespaces, processes and run directory recorded in \
+its manifest. A namespace that merely has the lab's prefix (`LAB.…`) is left alone and listed. \
+A lab the daemon does not know changes nothing and exits 1; parts that cannot be removed are \
+reported (exit 1) after everything else has been.",
+    after_help = "Exit status: 0 removed, 1 the lab is not known, the daemon is unreachable or parts are left."
 )]
 pub struct Args {
     /// The lab to remove.
@@ -34,6 +36,9 @@ pub fn format_report(report: &DownReport) -> String {
     for line in &report.removed {
         out.push_str(line);
         out.push('\n');
+    }
+    for line in &report.left_alone {
+        out.push_str(&format!("left alone: {line}\n"));
     }
     let summary = if report.removed.is_empty() {
         format!(
@@ -57,6 +62,7 @@ mod tests {
         let report = DownReport {
             lab: "seed".into(),
             removed: vec!["deleted namespace seed.network".into()],
+            left_alone: vec![],
             elapsed_ms: 30,
         };
         assert_eq!(
@@ -66,6 +72,7 @@ mod tests {
         let report = DownReport {
             lab: "seed".into(),
             removed: vec![],
+            left_alone: vec![],
             elapsed_ms: 1,
         };
         assert_eq!(

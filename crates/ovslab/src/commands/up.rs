@@ -75,6 +75,9 @@ pub fn format_report(report: &UpReport) -> String {
         out.push_str(change);
         out.push('\n');
     }
+    for warning in &report.warnings {
+        out.push_str(&format!("warning: {warning}\n"));
+    }
     let n = report.changes.len();
     let summary = match n {
         0 => format!(
@@ -133,6 +136,7 @@ mod tests {
         let report = UpReport {
             lab: "seed".into(),
             changes: vec![],
+            warnings: vec![],
             elapsed_ms: 4,
         };
         assert_eq!(
@@ -149,6 +153,7 @@ mod tests {
                 "create namespace seed.network".into(),
                 "start ovsdb-server on network".into(),
             ],
+            warnings: vec![],
             elapsed_ms: 812,
         };
         assert_eq!(

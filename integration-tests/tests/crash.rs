@@ -1,0 +1,201 @@
+//! Crash consistency: `ovslabd` is killed with SIGKILL at random points of
+//! `up` and of `down`, started again, and asked again. Every time the lab
+//! must end up complete and healthy (after an `up`) or entirely gone (after
+//! a `down`), and a decoy namespace with the lab's prefix and a decoy
+//! directory in the run directory must never be touched.
+//!
+//! 30 rounds by default (CI); `OVSLAB_CRASH_ROUNDS` sets more (`make soak`),
+//! `OVSLAB_CRASH_SEED` replays a run (the seed is printed).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ovslab_integration_tests::{Lab, bin, require_root, run, run_raw};
+
+const INSTANCE3: &str = "192.168.1.12";
+const INTERNET: &str = "203.0.113.1";
+
+/// A small deterministic generator (xorshift64*), so a seed replays a run.
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound.max(1)
+    }
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Processes whose command line names the lab's run directory.
+fn processes_of(run_dir: &Path) -> Vec<String> {
+    let needle = run_dir.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&needle) {
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
+}
+
+/// `ovslab ARGS` started in the background.
+fn start_client(lab: &Lab, args: &[&str]) -> std::process::Child {
+    Command::new(bin("ovslab"))
+        .arg("--socket")
+        .arg(&lab.daemon.socket)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn assert_healthy(lab: &Lab, round: u64) {
+    let status: serde_json::Value =
+        serde_json::from_str(&lab.daemon.ovslab_ok(&["status", &lab.name, "--json"])).unwrap();
+    assert_eq!(status["healthy"], true, "round {round}: {status}");
+    assert!(
+        lab.ping("instance1", INSTANCE3, 1),
+        "round {round}: instance1 → instance3"
+    );
+    assert!(
+        lab.ping("instance1", INTERNET, 1),
+        "round {round}: instance1 → the internet"
+    );
+}
+
+#[test]
+fn a_daemon_killed_anywhere_in_up_or_down_loses_nothing() {
+    if !require_root("a_daemon_killed_anywhere_in_up_or_down_loses_nothing") {
+        return;
+    }
+    let rounds = env_number("OVSLAB_CRASH_ROUNDS").unwrap_or(30);
+    let seed = env_number("OVSLAB_CRASH_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1
+    });
+    eprintln!("crash rounds: {rounds}, OVSLAB_CRASH_SEED={seed}");
+    let mut random = Random(seed);
+    let options = ["--audit-interval", "0"];
+    let mut lab = Lab::create(ovslab_topology::SEED_YAML);
+    let file = lab.file.to_str().unwrap().to_string();
+    let lab_dir = lab.daemon.run_dir.join(&lab.name);
+
+    // Decoys: a namespace with the lab's prefix, and a directory beside
+    // the lab's in the run directory.
+    let decoy_ns = lab.ns("decoy");
+    run("ip", &["netns", "add", &decoy_ns]);
+    let decoy_ns_path = Path::new("/run/netns").join(&decoy_ns);
+    let decoy_ns_inode = inode(&decoy_ns_path);
+    let decoy_dir = lab.daemon.run_dir.join("decoy");
+    std::fs::create_dir_all(&decoy_dir).unwrap();
+    std::fs::write(decoy_dir.join("keep"), "not ovslab's").unwrap();
+    let decoys_intact = |round: u64| {
+        assert_eq!(
+            inode(&decoy_ns_path),
+            decoy_ns_inode,
+            "round {round}: decoy namespace"
+        );
+        assert_eq!(
+            std::fs::read_to_string(decoy_dir.join("keep"))
+                .ok()
+                .as_deref(),
+            Some("not ovslab's"),
+            "round {round}: decoy directory"
+        );
+    };
+
+    // How long a whole up and down take: kills land anywhere in them.
+    let started = Instant::now();
+    lab.up();
+    let up_time = started.elapsed();
+    let started = Instant::now();
+    lab.daemon.ovslab_ok(&["down", &lab.name]);
+    let down_time = started.elapsed();
+    lab.up();
+
+    let (mut during_up, mut during_down) = (0, 0);
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            // Killed during an up of a lab being changed: half the rounds
+            // start from nothing, half from the running lab.
+            if random.below(2) == 0 {
+                lab.daemon.ovslab_ok(&["down", &lab.name]);
+            }
+            let mut client = start_client(&lab, &["up", &file]);
+            let after = random.below(up_time.as_millis() as u64 * 6 / 5);
+            std::thread::sleep(Duration::from_millis(after));
+            lab.daemon.kill9();
+            let _ = client.wait();
+            lab.daemon.restart(&options);
+            lab.up();
+            assert_healthy(&lab, round);
+            during_up += 1;
+        } else {
+            let mut client = start_client(&lab, &["down", &lab.name]);
+            let after = random.below(down_time.as_millis() as u64 * 6 / 5);
+            std::thread::sleep(Duration::from_millis(after));
+            lab.daemon.kill9();
+            let _ = client.wait();
+            lab.daemon.restart(&options);
+            // Either the lab is still known (down it again) or the killed
+            // down had finished it.
+            let out = lab.daemon.ovslab(&["down", &lab.name]);
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() || said.contains("not known"),
+                "round {round}: {said}"
+            );
+            assert_eq!(lab.namespaces(), vec![decoy_ns.clone()], "round {round}");
+            assert!(
+                !lab_dir.exists(),
+                "round {round}: {} left",
+                lab_dir.display()
+            );
+            assert_eq!(
+                processes_of(&lab_dir),
+                Vec::<String>::new(),
+                "round {round}"
+            );
+            lab.up();
+            during_down += 1;
+        }
+        decoys_intact(round);
+    }
+    eprintln!("killed ovslabd {during_up} times during up, {during_down} times during down");
+
+    // Still a whole lab: every declared check passes.
+    let check = lab.daemon.ovslab(&["check", &lab.name]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    lab.daemon.ovslab_ok(&["down", &lab.name]);
+    assert_eq!(lab.namespaces(), vec![decoy_ns.clone()]);
+    assert!(!lab_dir.exists());
+    decoys_intact(rounds);
+    let _ = run_raw("ip", &["netns", "del", &decoy_ns]);
+    let _ = std::fs::remove_dir_all(&decoy_dir);
+}
