@@ -279,3 +279,37 @@ fn the_manifest_names_every_namespace_with_its_inode_and_survives_a_killed_daemo
     assert_eq!(lab.namespaces(), Vec::<String>::new());
     assert!(!lab.daemon.run_dir.join(&lab.name).exists());
 }
+
+#[test]
+fn a_run_directory_too_long_for_the_labs_sockets_refuses_up_before_anything_is_made() {
+    if !require_root(
+        "a_run_directory_too_long_for_the_labs_sockets_refuses_up_before_anything_is_made",
+    ) {
+        return;
+    }
+    let daemon = Daemon::start(&unique_name("t"));
+    // 61 characters: with the node `compute1`, its sockets fit under the
+    // default /run/ovslab (so the file is valid), not under this daemon's
+    // longer run directory.
+    let unique = unique_name("t");
+    let name = format!("{unique}{}", "x".repeat(61 - unique.len()));
+    let file = daemon.dir.join("long.yaml");
+    std::fs::write(
+        &file,
+        ovslab_integration_tests::rename_lab(ovslab_topology::SEED_YAML, &name),
+    )
+    .unwrap();
+    daemon.ovslab_ok(&["validate", file.to_str().unwrap()]);
+    let out = daemon.ovslab(&["up", file.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "up of {name} under {}",
+        daemon.run_dir.display()
+    );
+    let said = stderr(&out);
+    assert!(said.contains("socket"), "{said}");
+    let namespaces = run("ip", &["netns", "list"]);
+    assert!(!namespaces.contains(&name), "{namespaces}");
+    assert!(!daemon.run_dir.join(&name).exists());
+    assert!(!known_labs(&daemon).contains(&name));
+}

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ovslab_api::{DEFAULT_SOCKET, SOCKET_ENV};
+use ovslab_topology::printable_lines;
 
 use crate::client::Client;
 use crate::commands::{capture, check, down, exec, generate, graph, status, trace, up, validate};
@@ -54,7 +55,8 @@ pub enum Command {
 }
 
 /// A failure caused by what the user gave (exit status 2); its message is
-/// printed as it is (topology errors already read `file:line:column: …`).
+/// printed as it is (topology errors already read `file:line:column: …`),
+/// control characters escaped.
 #[derive(Debug)]
 pub struct BadInput(pub String);
 
@@ -83,12 +85,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // Errors quote paths, names and the daemon's messages: escaped, so
+        // that none can drive the terminal.
         Err(e) if e.is::<BadInput>() => {
-            eprintln!("{e}");
+            eprintln!("{}", printable_lines(&e.to_string()));
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("ovslab: {e:#}");
+            eprintln!("ovslab: {}", printable_lines(&format!("{e:#}")));
             exec::exit_code(&e).map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }

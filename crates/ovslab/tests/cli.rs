@@ -252,3 +252,60 @@ fn graph_of_a_running_lab_without_a_daemon_exits_1() {
         stderr(&out)
     );
 }
+
+/// Whether `text` holds a character that could act on a terminal.
+fn has_control(text: &str) -> bool {
+    text.chars().any(|c| c.is_control() && c != '\n')
+}
+
+#[test]
+fn validate_shows_escape_sequences_from_the_file_escaped() {
+    let scratch = Scratch::new("escape");
+    // A file name, an instance name and a check name, each with ESC (YAML's
+    // `\e` in a double-quoted string), BEL or CR.
+    let file = scratch.0.join("evil\u{1b}[2J.yaml");
+    let seed = std::fs::read_to_string(seed_file()).unwrap();
+    let text = seed
+        .replace("instance4", "\"inst\\e]0;owned\\a\"")
+        .replace("  - name: snat\n", "  - name: \"snat\\e[1A\\r\"\n");
+    std::fs::write(&file, text).unwrap();
+    let out = ovslab().arg("validate").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        !has_control(&err),
+        "a control character reached the terminal: {err:?}"
+    );
+    assert!(err.contains("evil\\x1b[2J.yaml:"), "{err}");
+    assert!(err.contains("instance `inst\\x1b]0;owned\\x07`"), "{err}");
+    assert!(
+        err.contains("check `snat\\x1b[1A\\x0d`: the name holds a control character"),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_quoting_what_the_user_gave_are_escaped() {
+    // Not a file: the CLI's own message quotes the argument.
+    let out = ovslab()
+        .arg("validate")
+        .arg("/nonexistent/\u{1b}[2Jx.yaml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(!has_control(&err), "{err:?}");
+    assert!(
+        err.contains("/nonexistent/\\x1b[2Jx.yaml: cannot read"),
+        "{err}"
+    );
+    // No daemon: the message quotes the socket.
+    let out = ovslab()
+        .args(["--socket", "/nonexistent/\u{1b}]0;t\u{7}.sock", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(!has_control(&err), "{err:?}");
+    assert!(err.contains("/nonexistent/\\x1b]0;t\\x07.sock"), "{err}");
+}

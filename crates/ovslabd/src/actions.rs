@@ -9,7 +9,7 @@ use ovslab_api::{
     CheckReport, DownReport, LabStatus, Target, TraceReport, TraceRequest, UpReport, UpRequest,
 };
 use ovslab_reconciler::{Engine, ReconcileError};
-use ovslab_topology::Topology;
+use ovslab_topology::{Topology, printable, printable_lines};
 use serde::Serialize;
 
 /// What the daemon can be asked to do.
@@ -52,21 +52,25 @@ pub enum Reply {
 }
 
 impl fmt::Display for Action {
+    /// How the action is logged. Its text (a `source`, a trace's ends)
+    /// comes from a client: control characters are escaped, so that they
+    /// reach neither the journal nor a terminal.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        let text = match self {
             Action::Up { topology, .. } => {
-                write!(f, "up {} (from {})", topology.lab, topology.source)
+                format!("up {} (from {})", topology.lab, topology.source)
             }
-            Action::Down { lab } => write!(f, "down {lab}"),
-            Action::ListLabs => write!(f, "list labs"),
-            Action::Status { lab } => write!(f, "status {lab}"),
-            Action::Target { lab, name } => write!(f, "target {name} of {lab}"),
-            Action::Check { lab } => write!(f, "check {lab}"),
+            Action::Down { lab } => format!("down {lab}"),
+            Action::ListLabs => "list labs".to_string(),
+            Action::Status { lab } => format!("status {lab}"),
+            Action::Target { lab, name } => format!("target {name} of {lab}"),
+            Action::Check { lab } => format!("check {lab}"),
             Action::Trace { lab, request } => {
-                write!(f, "trace {} → {} in {lab}", request.from, request.to)
+                format!("trace {} → {} in {lab}", request.from, request.to)
             }
-            Action::Topology { lab } => write!(f, "topology of {lab}"),
-        }
+            Action::Topology { lab } => format!("topology of {lab}"),
+        };
+        f.write_str(&printable(&text))
     }
 }
 
@@ -126,6 +130,8 @@ pub fn release_freed_memory() {
 
 /// An error with its sources, each one added unless the message above it
 /// already says it.
+/// Control characters are escaped (lines are kept): errors quote names and
+/// text from clients, and end up in the journal and on terminals.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -137,7 +143,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    text
+    printable_lines(&text).into_owned()
 }
 
 #[cfg(test)]
@@ -176,5 +182,21 @@ mod tests {
         assert_eq!(a.to_string(), "target compute1 of seed");
         assert!(!a.changes_something());
         assert!(Action::Down { lab: "seed".into() }.changes_something());
+    }
+
+    #[test]
+    fn what_is_logged_is_escaped() {
+        let mut topology = ovslab_topology::seed();
+        topology.source = "x\u{1b}]0;owned\u{7}.yaml".into();
+        let up = Action::Up {
+            topology: Box::new(topology),
+            text: String::new(),
+        };
+        assert_eq!(up.to_string(), "up seed (from x\\x1b]0;owned\\x07.yaml)");
+        let e = ReconcileError::Io {
+            path: "/run/\u{1b}[2J".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone\r"),
+        };
+        assert_eq!(error_chain(&e), "/run/\\x1b[2J: gone\\x0d");
     }
 }

@@ -36,8 +36,9 @@ pub struct Owned {
     labs: BTreeMap<String, PathBuf>,
 }
 
-/// The file under `--run-dir` that lists [`Owned`] labs.
-pub const OWNED_RECORD: &str = "from-labs-dir";
+/// The file under `--run-dir` that lists [`Owned`] labs. It sits beside
+/// the labs' directories, so validation refuses it as a lab name.
+pub const OWNED_RECORD: &str = ovslab_topology::naming::LABS_DIR_RECORD;
 
 impl Owned {
     /// The record under `run_dir` (none yet: no lab came from a file).

@@ -24,7 +24,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let config = config::Config::parse();
+    let mut config = config::Config::parse();
+    // The labs' sockets live under the run directory, whatever the working
+    // directory of a process that reaches them.
+    if let Ok(absolute) = std::path::absolute(&config.run_dir) {
+        config.run_dir = absolute;
+    }
     logging::init(&config.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -161,6 +161,13 @@ impl Engine {
         if let Some(problem) = ovslab_topology::lab_name_problem(&name) {
             return Err(ReconcileError::BadName(problem));
         }
+        // Validation assumed the default run directory; this one may be
+        // longer.
+        if let Some(problem) =
+            ovslab_topology::socket_paths_problem(&self.config.run_root, &topology)
+        {
+            return Err(ReconcileError::BadName(problem));
+        }
         let dir = self.lab_dir(&name);
         // The lab's entry, locked; a `down` that held it while this waited
         // has taken it out of the registry, so the next one is fresh.

@@ -7,6 +7,8 @@
 //! - [`plan`] turns a topology into the [`plan::DesiredState`]: every
 //!   namespace, link, address, route, Open vSwitch row and flow, as pure data.
 //! - [`graph`] draws a planned lab as DOT, Mermaid or a standalone SVG.
+//! - [`printable`] escapes control characters in text from a file or a
+//!   client before it is shown or logged.
 //!
 //! Nothing in this crate touches the host.
 
@@ -16,11 +18,13 @@ mod model;
 pub mod naming;
 mod parse;
 pub mod plan;
+mod printable;
 mod validate;
 
 pub use model::*;
 pub use parse::{Diagnostic, TopologyError, parse};
-pub use validate::{lab_name_problem, object_name_problem};
+pub use printable::{is_unsafe, printable, printable_lines};
+pub use validate::{lab_name_problem, object_name_problem, socket_paths_problem};
 
 /// The seed lab's topology file, compiled in as the default lab.
 pub const SEED_YAML: &str = include_str!("../../../lab-topologies/seed.yaml");

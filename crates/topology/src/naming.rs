@@ -36,6 +36,67 @@ pub const UPLINK: &str = "eth1";
 pub const EXTERNAL_UPLINK: &str = "eth2";
 /// An instance's or external host's NIC, inside its own namespace.
 pub const GUEST_NIC: &str = "eth0";
+/// Every namespace's loopback device.
+pub const LOOPBACK: &str = "lo";
+/// The tap device `ovs-vswitchd` makes for its userspace datapath, in every
+/// node's namespace.
+pub const USERSPACE_DATAPATH: &str = "ovs-netdev";
+
+/// Interface names that exist in a lab's namespaces whatever the topology
+/// says; an object named so would meet one of them where its name becomes an
+/// interface (a node's, physical or external network's, external host's).
+pub const RESERVED_NAMES: &[&str] = &[
+    LOOPBACK,
+    USERSPACE_DATAPATH,
+    BR_INT,
+    BR_VLAN,
+    BR_EX,
+    INT_BR_VLAN,
+    PHY_BR_VLAN,
+    GUEST_NIC,
+    UPLINK,
+    EXTERNAL_UPLINK,
+];
+
+/// A router's namespace is `<lab>.qrouter-<router uuid>`.
+pub const QROUTER: &str = "qrouter-";
+
+/// Prefixes of generated namespaces: `qrouter-` (legacy routers) now, and
+/// those the DHCP agent (`qdhcp-`) and DVR (`snat-`, `fip-`) will add. An
+/// object named with one would take a generated namespace's name.
+pub const NAMESPACE_PREFIXES: &[&str] = &[QROUTER, "qdhcp-", "snat-", "fip-"];
+
+/// Prefixes of generated router devices: `qr-` and `qg-` now, `ha-` for HA
+/// routers later.
+pub const ROUTER_DEVICE_PREFIXES: &[&str] = &[QR, QG, "ha-"];
+
+/// The record under the daemon's run directory listing the labs that came
+/// from `--labs-dir`; it sits beside the labs' own directories, so no lab may
+/// take its name.
+pub const LABS_DIR_RECORD: &str = "from-labs-dir";
+
+/// Names of entries in the daemon's run directory other than labs' (names
+/// with a `.`, like `ovslabd.sock`, cannot be lab names anyway).
+pub const RESERVED_LAB_NAMES: &[&str] = &[LABS_DIR_RECORD];
+
+/// The daemon's run directory unless `--run-dir` says otherwise.
+pub const DEFAULT_RUN_ROOT: &str = "/run/ovslab";
+
+/// The longest path a unix socket may have: `sun_path` holds 108 bytes,
+/// the terminating NUL included (unix(7)).
+pub const SOCKET_PATH_MAX: usize = 107;
+
+/// The longest name of a socket OVS makes in a node's run directory: the
+/// control socket `ovs-vswitchd.<pid>.ctl` (or `ovsdb-server.<pid>.ctl`)
+/// with a 7-digit pid, `pid_max` being at most 2^22. `db.sock` and the
+/// bridges' `<bridge>.mgmt` are shorter.
+pub const LONGEST_SOCKET_NAME: &str = "ovs-vswitchd.4194304.ctl";
+
+/// Neutron's hybrid firewall names a port's chains `i`/`o`/`s` + the device
+/// name without its prefix, cut to 11 (`MAX_IPTABLES_CHAIN_LEN_WRAP`): so
+/// they keep only this many characters of the port UUID, one fewer than
+/// the device names.
+pub const CHAIN_PORT_CHARS: usize = 10;
 
 /// A stable UUID for an object of a lab (`kind` is e.g. "port", "router").
 pub fn object_uuid(lab: &str, kind: &str, name: &str) -> Uuid {
@@ -90,10 +151,20 @@ pub fn node_rundir(root: &std::path::Path, lab: &str, node: &str) -> std::path::
     root.join(lab).join(node)
 }
 
+/// The longest socket path of a node's Open vSwitch under `root`.
+pub fn longest_socket_path(root: &std::path::Path, lab: &str, node: &str) -> std::path::PathBuf {
+    node_rundir(root, lab, node).join(LONGEST_SOCKET_NAME)
+}
+
 /// `fa:16:3e` + three bytes of the port UUID.
 pub fn derived_mac(port: &Uuid) -> [u8; 6] {
     let b = port.as_bytes();
     [0xfa, 0x16, 0x3e, b[13], b[14], b[15]]
+}
+
+/// The MAC of an external host's NIC.
+pub fn external_host_mac(lab: &str, host: &str) -> [u8; 6] {
+    derived_mac(&object_uuid(lab, "external-host", host))
 }
 
 /// The cookie every flow of the lab carries (never 0, never all ones).

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::model::Topology;
+use crate::printable::printable;
 use crate::validate;
 
 /// One problem in a topology file, located.
@@ -14,6 +15,8 @@ use crate::validate;
 pub struct Diagnostic {
     pub line: u32,
     pub column: u32,
+    /// One line, control characters escaped (see [`printable`]): it quotes
+    /// values from the file.
     pub message: String,
 }
 
@@ -22,7 +25,7 @@ pub struct Diagnostic {
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
     /// The file is not YAML of the expected shape.
-    #[error("{source_name}:{line}:{column}: {message}")]
+    #[error("{}:{line}:{column}: {message}", printable(.source_name))]
     Syntax {
         source_name: String,
         line: u32,
@@ -40,7 +43,15 @@ pub enum TopologyError {
 fn format_invalid(source_name: &str, problems: &[Diagnostic]) -> String {
     problems
         .iter()
-        .map(|p| format!("{source_name}:{}:{}: {}", p.line, p.column, p.message))
+        .map(|p| {
+            format!(
+                "{}:{}:{}: {}",
+                printable(source_name),
+                p.line,
+                p.column,
+                p.message
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -73,9 +84,10 @@ pub fn parse(source_name: &str, text: &str) -> Result<Topology, TopologyError> {
 }
 
 /// serde-saphyr's messages carry a source snippet after the first line; we
-/// print our own `file:line:column` prefix instead.
+/// print our own `file:line:column` prefix instead. What it quotes from the
+/// file is escaped.
 fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or(message).trim().to_string()
+    printable(message.lines().next().unwrap_or(message).trim()).into_owned()
 }
 
 pub(crate) type S<T> = Spanned<T>;

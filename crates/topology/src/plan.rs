@@ -279,7 +279,6 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         let ext = topo
             .external_network(&host.network)
             .expect("validated reference");
-        let port = naming::object_uuid(lab, "external-host", &host.name);
         namespaces.push(NamespaceSpec {
             name: naming::namespace(lab, &host.name),
             object: host.name.clone(),
@@ -292,7 +291,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 peer_namespace: naming::namespace(lab, &ext.name),
             }],
             links: vec![LinkSpec {
-                mac: Some(naming::derived_mac(&port)),
+                mac: Some(naming::external_host_mac(lab, &host.name)),
                 addresses: vec![
                     Ipv4Net::new(host.address, ext.cidr.prefix_len()).expect("valid prefix"),
                 ],
@@ -592,7 +591,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
 pub fn router_namespace(lab: &str, router: &str) -> String {
     naming::namespace(
         lab,
-        &format!("qrouter-{}", naming::object_uuid(lab, "router", router)),
+        &format!("{QROUTER}{}", naming::object_uuid(lab, "router", router)),
     )
 }
 

@@ -3,14 +3,17 @@
 //! All problems are collected (not just the first), each naming the object,
 //! the value and the line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 use ipnet::Ipv4Net;
 
 use crate::model::*;
 use crate::naming::{self, IFNAME_MAX};
 use crate::parse::*;
+use crate::plan::{RouterPort, router_namespace};
+use crate::printable::{is_unsafe, printable};
 
 struct Checker {
     problems: Vec<Diagnostic>,
@@ -23,10 +26,16 @@ fn at<T>(s: &S<T>) -> (u32, u32) {
 impl Checker {
     fn err<T>(&mut self, s: &S<T>, message: impl Into<String>) {
         let (line, column) = at(s);
+        self.err_at(line, column, message.into());
+    }
+
+    /// Messages quote the file's values: whatever they hold is escaped here,
+    /// so that no problem carries a control character to a terminal.
+    fn err_at(&mut self, line: u32, column: u32, message: String) {
         self.problems.push(Diagnostic {
             line,
             column,
-            message: message.into(),
+            message: printable(&message).into_owned(),
         });
     }
 
@@ -109,27 +118,250 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 63
 }
 
+const NAME_RULE: &str =
+    "a name starts with a letter and holds only letters, digits, `-` and `_` (at most 63)";
+
 /// Why `name` cannot be a lab's name, if it cannot: the rule a topology
 /// file's `lab:` obeys, for names that reach the daemon by other ways (an
 /// API path, a query). A name that passes is safe to join to a directory.
 pub fn lab_name_problem(name: &str) -> Option<String> {
-    (!valid_name(name)).then(|| {
-        format!(
-            "lab `{}`: a name starts with a letter and holds only letters, digits, `-` and `_` (at most 63)",
-            name.escape_default()
-        )
-    })
+    lab_problem(name).map(|why| format!("lab `{}`: {why}", printable(name)))
 }
 
 /// Why `name` cannot be the name of an object of a lab (node, instance,
 /// router, network, host), if it cannot.
 pub fn object_name_problem(name: &str) -> Option<String> {
-    (!valid_name(name)).then(|| {
-        format!(
-            "`{}`: a name starts with a letter and holds only letters, digits, `-` and `_` (at most 63)",
-            name.escape_default()
-        )
+    object_problem(name).map(|why| format!("`{}`: {why}", printable(name)))
+}
+
+fn lab_problem(name: &str) -> Option<String> {
+    if !valid_name(name) {
+        return Some(NAME_RULE.to_string());
+    }
+    naming::RESERVED_LAB_NAMES.contains(&name).then(|| {
+        "the name is reserved: the daemon keeps a record of that name in its run directory, beside the labs' directories"
+            .to_string()
     })
+}
+
+fn object_problem(name: &str) -> Option<String> {
+    if !valid_name(name) {
+        return Some(NAME_RULE.to_string());
+    }
+    if name == naming::LOOPBACK {
+        return Some("the name is reserved: it is every namespace's loopback device".to_string());
+    }
+    if naming::RESERVED_NAMES.contains(&name) {
+        return Some(format!(
+            "the name is reserved: the lab's namespaces have interfaces named so ({})",
+            naming::RESERVED_NAMES.join(", ")
+        ));
+    }
+    if let Some(prefix) = naming::NAMESPACE_PREFIXES
+        .iter()
+        .find(|p| name.starts_with(*p))
+    {
+        return Some(format!(
+            "names starting with `{prefix}` are reserved for generated namespaces (`{}` for routers; `qdhcp-` for DHCP, `snat-` and `fip-` for DVR, to come)",
+            naming::QROUTER
+        ));
+    }
+    if let Some(prefix) = naming::ROUTER_DEVICE_PREFIXES
+        .iter()
+        .find(|p| name.starts_with(*p))
+    {
+        return Some(format!(
+            "names starting with `{prefix}` are reserved for router devices (`qr-`, `qg-`; `ha-` for HA routers, to come)"
+        ));
+    }
+    looks_hashed(name).then(|| {
+        "the name has the form of a generated device name (`tap`, `qbr`, `qvb` or `qvo` + 11 characters of a port UUID)"
+            .to_string()
+    })
+}
+
+/// Whether `name` is spelled like a device named after a port:
+/// `tap8c2f1a3b-4d`.
+fn looks_hashed(name: &str) -> bool {
+    [naming::TAP, naming::QBR, naming::QVB, naming::QVO]
+        .iter()
+        .filter_map(|p| name.strip_prefix(p))
+        .any(|rest| {
+            rest.len() == 11
+                && rest.char_indices().all(|(i, c)| match i {
+                    8 => c == '-',
+                    _ => c.is_ascii_hexdigit() && !c.is_ascii_uppercase(),
+                })
+        })
+}
+
+/// Why a lab's Open vSwitch sockets cannot live under `run_root`, if they
+/// cannot: a relative run directory, or a socket path longer than a unix
+/// socket may have ([`naming::SOCKET_PATH_MAX`]). Validation checks the
+/// default run directory; the engine calls this with the one it runs with,
+/// before it creates anything.
+pub fn socket_paths_problem(run_root: &Path, topology: &Topology) -> Option<String> {
+    if !run_root.is_absolute() {
+        return Some(format!(
+            "run directory {}: not an absolute path (the lab's sockets would depend on the working directory)",
+            printable(&run_root.display().to_string())
+        ));
+    }
+    let too_long: Vec<(&str, usize)> = topology
+        .nodes
+        .iter()
+        .map(|n| {
+            let path = naming::longest_socket_path(run_root, &topology.lab, &n.name);
+            (n.name.as_str(), path.as_os_str().len())
+        })
+        .filter(|(_, len)| *len > naming::SOCKET_PATH_MAX)
+        .collect();
+    let (node, len) = too_long.iter().max_by_key(|(_, len)| *len)?;
+    let path = naming::longest_socket_path(run_root, &topology.lab, node);
+    let nodes: Vec<&str> = too_long.iter().map(|(n, _)| *n).collect();
+    Some(format!(
+        "lab `{}`: the Open vSwitch sockets of node(s) {} would not fit a unix socket path \
+         ({} is {len} bytes, at most {} fit); use a shorter run directory, lab name or node name",
+        topology.lab,
+        nodes.join(", "),
+        printable(&path.display().to_string()),
+        naming::SOCKET_PATH_MAX,
+    ))
+}
+
+/// The socket-path rule at validation, with the default run directory:
+/// a node's sockets live in `/run/ovslab/<lab>/<node>/`.
+fn check_socket_path(c: &mut Checker, lab: &str, node: &S<String>) {
+    let path = naming::longest_socket_path(Path::new(naming::DEFAULT_RUN_ROOT), lab, &node.value);
+    let len = path.as_os_str().len();
+    if len > naming::SOCKET_PATH_MAX {
+        c.err(
+            node,
+            format!(
+                "node `{}`: its Open vSwitch sockets would not fit a unix socket path: {} is {len} bytes, at most {} fit; shorten the lab or node name",
+                node.value,
+                path.display(),
+                naming::SOCKET_PATH_MAX
+            ),
+        );
+    }
+}
+
+/// A name the plan derives from a hash of the lab's and an object's names
+/// (a device, a firewall chain, an ipset), and whose it is. Two equal ones
+/// in one scope would be one object where the plan wants two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hashed {
+    /// Where the name must be unique: a namespace, a node's firewall.
+    scope: String,
+    /// `device`, `firewall chains`, `ipset`.
+    what: &'static str,
+    name: String,
+    /// `instance `x``, `router `r``: who the name is derived for.
+    owner: String,
+    line: u32,
+    column: u32,
+}
+
+/// Pairs `(later, earlier)` of hashed names equal in one scope, one pair
+/// per two owners (an instance's tap, qbr, qvb and qvo collide together).
+fn collisions(names: &[Hashed]) -> Vec<(&Hashed, &Hashed)> {
+    let mut first: HashMap<(&str, &str), &Hashed> = HashMap::new();
+    let mut reported: HashSet<(&str, &str)> = HashSet::new();
+    let mut out = Vec::new();
+    for h in names {
+        match first.get(&(h.scope.as_str(), h.name.as_str())) {
+            Some(earlier) if earlier.owner != h.owner => {
+                if reported.insert((h.owner.as_str(), earlier.owner.as_str())) {
+                    out.push((h, *earlier));
+                }
+            }
+            Some(_) => {}
+            None => {
+                first.insert((&h.scope, &h.name), h);
+            }
+        }
+    }
+    out
+}
+
+fn collision_message(later: &Hashed, earlier: &Hashed) -> String {
+    format!(
+        "{}: its {} {} in {} would be the same as {}'s (line {}): both are derived from UUIDs that begin alike; rename one of them",
+        later.owner, later.what, later.name, later.scope, earlier.owner, earlier.line
+    )
+}
+
+/// The hashed names of an instance: its hybrid plug's devices in its node's
+/// namespace, and its firewall chains there.
+fn instance_hashed(lab: &str, instance: &Instance, column: u32) -> Vec<Hashed> {
+    let plug = naming::HybridPlug::new(lab, &instance.name);
+    let scope = naming::namespace(lab, &instance.node);
+    let owner = format!("instance `{}`", instance.name);
+    let entry = |what, name: &str, scope: &str| Hashed {
+        scope: scope.to_string(),
+        what,
+        name: name.to_string(),
+        owner: owner.clone(),
+        line: instance.line,
+        column,
+    };
+    let port = plug.port.hyphenated().to_string();
+    vec![
+        entry("device", &plug.tap, &scope),
+        entry("device", &plug.qbr, &scope),
+        entry("device", &plug.qvb, &scope),
+        entry("device", &plug.qvo, &scope),
+        entry(
+            "firewall chains",
+            &format!("…{}", &port[..naming::CHAIN_PORT_CHARS]),
+            &format!("the firewall of node `{}`", instance.node),
+        ),
+    ]
+}
+
+/// The column of the name `name` among `spans`, where it was declared.
+fn column_of<'a>(mut spans: impl Iterator<Item = &'a S<String>>, name: &str) -> u32 {
+    spans.find(|s| s.value == name).map_or(0, |s| at(s).1)
+}
+
+/// A router's ports, each with how messages call it.
+fn router_ports(lab: &str, router: &Router) -> Vec<(RouterPort, String)> {
+    let internal = router.interfaces.iter().map(|net| {
+        (
+            RouterPort::internal(lab, &router.name, net),
+            format!("router `{}`'s port on `{net}`", router.name),
+        )
+    });
+    let gateway = router.external_gateway.as_ref().map(|_| {
+        (
+            RouterPort::gateway(lab, &router.name),
+            format!("router `{}`'s gateway port", router.name),
+        )
+    });
+    internal.chain(gateway).collect()
+}
+
+/// The hashed names of a router: each port's `tap…` in its node's
+/// namespace and `qr-…`/`qg-…` in the router's.
+fn router_hashed(lab: &str, router: &Router, column: u32) -> Vec<Hashed> {
+    let node_ns = naming::namespace(lab, &router.node);
+    let router_ns = router_namespace(lab, &router.name);
+    let owner = format!("router `{}`", router.name);
+    let mut out = Vec::new();
+    for (port, _) in router_ports(lab, router) {
+        for (name, scope) in [(&port.tap, &node_ns), (&port.device, &router_ns)] {
+            out.push(Hashed {
+                scope: scope.clone(),
+                what: "device",
+                name: name.clone(),
+                owner: owner.clone(),
+                line: router.line,
+                column,
+            });
+        }
+    }
+    out
 }
 
 /// Names that become Linux interface names as they are (a switch port or
@@ -152,27 +384,15 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         problems: Vec::new(),
     };
 
-    if !valid_name(&raw.lab.value) {
-        c.err(
-            &raw.lab,
-            format!(
-                "lab `{}`: a name starts with a letter and holds only letters, digits, `-` and `_`",
-                raw.lab.value
-            ),
-        );
+    if let Some(why) = lab_problem(&raw.lab.value) {
+        c.err(&raw.lab, format!("lab `{}`: {why}", raw.lab.value));
     }
 
     // Names share one space: each becomes `<lab>.<name>` as a namespace.
     let mut names: HashMap<String, (&'static str, u32)> = HashMap::new();
     let mut declare = |c: &mut Checker, kind: &'static str, s: &S<String>| {
-        if !valid_name(&s.value) {
-            c.err(
-                s,
-                format!(
-                    "{kind} `{}`: a name starts with a letter and holds only letters, digits, `-` and `_`",
-                    s.value
-                ),
-            );
+        if let Some(why) = object_problem(&s.value) {
+            c.err(s, format!("{kind} `{}`: {why}", s.value));
         }
         if let Some((other_kind, line)) = names.get(&s.value) {
             c.err(
@@ -220,6 +440,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             &n.name,
             "its port name on the physical switch",
         );
+        check_socket_path(&mut c, &raw.lab.value, &n.name);
         let role = match n.role.value.as_str() {
             "network" => NodeRole::Network,
             "compute" => NodeRole::Compute,
@@ -562,9 +783,36 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         });
     }
 
+    // MACs: every one of the lab is unique, since the physical switch
+    // learns them whatever the VLAN. The planned ones first (external
+    // hosts, router ports), so that a clash lands on the instance, whose
+    // MAC can be given.
+    let lab = raw.lab.value.as_str();
+    let mut macs: HashMap<[u8; 6], String> = HashMap::new();
+    for h in &external_hosts {
+        macs.insert(
+            naming::external_host_mac(lab, &h.name),
+            format!("external host `{}`", h.name),
+        );
+    }
+    for (r, router) in raw.routers.iter().zip(&routers) {
+        for (port, owner) in router_ports(lab, router) {
+            if let Some(other) = macs.get(&port.mac) {
+                c.err(
+                    &r.name,
+                    format!(
+                        "{owner} would have MAC {}, which is {other}'s; rename one of them",
+                        format_mac(&port.mac)
+                    ),
+                );
+            } else {
+                macs.insert(port.mac, owner);
+            }
+        }
+    }
+
     // Instances.
     let mut instances = Vec::new();
-    let mut macs: HashMap<[u8; 6], String> = HashMap::new();
     for i in &raw.instances {
         let name = &i.name.value;
         let mut ok = true;
@@ -626,13 +874,13 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
                 c.err(
                     span,
                     format!(
-                        "instance `{name}`: MAC {} is already used by instance `{other}`",
+                        "instance `{name}`: MAC {} is already used by {other}",
                         format_mac(&mac)
                     ),
                 );
                 ok = false;
             } else {
-                macs.insert(mac, name.clone());
+                macs.insert(mac, format!("instance `{name}`"));
             }
         }
         let Some(net) = net_by_name.get(&i.network.value) else {
@@ -725,6 +973,31 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         }
     }
 
+    // Names derived from hashes: two equal ones in one scope would be one
+    // device, chain or set where the plan wants two.
+    let mut hashed = Vec::new();
+    for router in &routers {
+        let column = column_of(raw.routers.iter().map(|r| &r.name), &router.name);
+        hashed.extend(router_hashed(lab, router, column));
+    }
+    for group in &security_groups {
+        hashed.push(Hashed {
+            scope: "the lab's ipsets".to_string(),
+            what: "ipset",
+            name: naming::ipset_name(lab, &group.name),
+            owner: format!("security group `{}`", group.name),
+            line: group.line,
+            column: column_of(raw.security_groups.iter().map(|g| &g.name), &group.name),
+        });
+    }
+    for instance in &instances {
+        let column = column_of(raw.instances.iter().map(|i| &i.name), &instance.name);
+        hashed.extend(instance_hashed(lab, instance, column));
+    }
+    for (later, earlier) in collisions(&hashed) {
+        c.err_at(later.line, later.column, collision_message(later, earlier));
+    }
+
     let checks = check_checks(&mut c, &raw);
 
     if !c.problems.is_empty() {
@@ -760,6 +1033,13 @@ fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
         let name = k.name.value.clone();
         let what = format!("check `{name}`");
         let mut ok = true;
+        if name.chars().any(is_unsafe) {
+            c.err(
+                &k.name,
+                format!("{what}: the name holds a control character"),
+            );
+            ok = false;
+        }
         if let Some(line) = seen.insert(name.clone(), at(&k.name).0) {
             c.err(
                 &k.name,
@@ -1022,6 +1302,37 @@ fn check_rule(
 #[cfg(test)]
 mod name_rule_tests {
     use super::*;
+
+    fn hashed(scope: &str, name: &str, owner: &str, line: u32) -> Hashed {
+        Hashed {
+            scope: scope.to_string(),
+            what: "device",
+            name: name.to_string(),
+            owner: owner.to_string(),
+            line,
+            column: 5,
+        }
+    }
+
+    #[test]
+    fn equal_hashed_names_in_one_scope_collide_once_per_pair() {
+        let names = [
+            hashed("seed.compute1", "tap6a964ee8-78", "instance `a`", 10),
+            hashed("seed.compute1", "qvo6a964ee8-78", "instance `a`", 10),
+            hashed("seed.compute2", "tap6a964ee8-78", "instance `c`", 20),
+            hashed("seed.compute1", "tap6a964ee8-78", "instance `b`", 30),
+            hashed("seed.compute1", "qvo6a964ee8-78", "instance `b`", 30),
+        ];
+        let found = collisions(&names);
+        assert_eq!(found, vec![(&names[3], &names[0])]);
+        let message = collision_message(found[0].0, found[0].1);
+        assert_eq!(
+            message,
+            "instance `b`: its device tap6a964ee8-78 in seed.compute1 would be the same as \
+             instance `a`'s (line 10): both are derived from UUIDs that begin alike; rename one of them"
+        );
+        assert!(collisions(&names[..3]).is_empty());
+    }
 
     #[test]
     fn names_from_outside_are_held_to_the_file_rule() {

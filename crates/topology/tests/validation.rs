@@ -2,6 +2,8 @@
 //! each must be refused with a message naming the object, the value and the
 //! line.
 
+use std::path::Path;
+
 use ovslab_topology::{SEED_YAML, TopologyError, parse};
 
 /// The seed with `from` replaced by `to` (exactly once).
@@ -554,6 +556,342 @@ fn layer2_checks_need_instances_and_icmp() {
         &[
             "check `same-network-at-layer-2`",
             "needs an instance on both ends",
+        ],
+    );
+}
+
+// Names that would break a lab (issue #11).
+
+use ovslab_topology::naming::{self, RESERVED_NAMES};
+use ovslab_topology::plan::{self, LocalVlans, RouterPort};
+use ovslab_topology::{format_mac, lab_name_problem, object_name_problem, socket_paths_problem};
+
+/// The seed with every `from` replaced by `to`: a rename.
+fn seed_renamed(from: &str, to: &str) -> String {
+    assert!(SEED_YAML.contains(from), "`{from}` is not in the seed");
+    SEED_YAML.replace(from, to)
+}
+
+#[test]
+fn lo_is_reserved() {
+    let text = seed_renamed("compute2", "lo");
+    refused(
+        &text,
+        line_of(&text, "  - name: lo"),
+        &["node `lo`", "reserved", "loopback"],
+    );
+    assert!(object_name_problem("lo").is_some());
+}
+
+#[test]
+fn interface_names_the_lab_makes_are_reserved() {
+    for name in RESERVED_NAMES.iter().filter(|n| **n != "lo") {
+        let text = seed_renamed("physnet1", name);
+        refused(
+            &text,
+            line_of(&text, &format!("  - name: {name}")),
+            &[&format!("physical network `{name}`"), "reserved"],
+        );
+        assert!(object_name_problem(name).is_some(), "{name}");
+    }
+    for name in [
+        "br-int",
+        "eth0",
+        "eth1",
+        "eth2",
+        "int-br-vlan",
+        "ovs-netdev",
+    ] {
+        assert!(RESERVED_NAMES.contains(&name), "{name}");
+    }
+}
+
+#[test]
+fn names_of_generated_namespaces_are_reserved() {
+    // The very name of router1's namespace, without the lab.
+    let router_ns = plan::router_namespace("seed", "router1");
+    let object = router_ns.strip_prefix("seed.").unwrap();
+    let text = seed_renamed("instance4", object);
+    refused(
+        &text,
+        line_of(&text, &format!("  - name: {object}")),
+        &[&format!("instance `{object}`"), "`qrouter-`", "reserved"],
+    );
+    for (name, fragment) in [("qdhcp-a", "DHCP"), ("snat-a", "DVR"), ("fip-a", "DVR")] {
+        let text = seed_renamed("instance4", name);
+        refused(
+            &text,
+            line_of(&text, &format!("  - name: {name}")),
+            &[&format!("instance `{name}`"), "reserved", fragment],
+        );
+        assert!(object_name_problem(name).is_some(), "{name}");
+    }
+}
+
+#[test]
+fn names_of_generated_devices_are_reserved() {
+    for name in ["qr-a", "qg-a", "ha-a"] {
+        let text = seed_renamed("internet", name);
+        refused(
+            &text,
+            line_of(&text, &format!("  - name: {name}")),
+            &[&format!("external host `{name}`"), "router devices"],
+        );
+    }
+    let tap = naming::HybridPlug::new("seed", "instance1").tap;
+    let text = seed_renamed("instance4", &tap);
+    refused(
+        &text,
+        line_of(&text, &format!("  - name: {tap}")),
+        &[&format!("instance `{tap}`"), "generated device name"],
+    );
+    // Only the generated spelling: other names with those prefixes are fine.
+    for name in ["tapestry", "qbr", "qvo-uplink", "taproom-1234"] {
+        assert_eq!(object_name_problem(name), None, "{name}");
+    }
+}
+
+#[test]
+fn a_lab_may_not_take_a_name_of_the_daemons_records() {
+    let text = seed_with("lab: seed", "lab: from-labs-dir");
+    refused(
+        &text,
+        line_of(&text, "lab: from-labs-dir"),
+        &["lab `from-labs-dir`", "reserved", "run directory"],
+    );
+    assert!(lab_name_problem(naming::LABS_DIR_RECORD).is_some());
+    assert_eq!(lab_name_problem("seed"), None);
+}
+
+/// The seed under a lab name of `len` characters.
+fn seed_with_lab_of_length(len: usize) -> String {
+    let lab = format!("l{}", "a".repeat(len - 1));
+    seed_with("lab: seed", &format!("lab: {lab}"))
+}
+
+#[test]
+fn socket_paths_must_fit_sun_path() {
+    // /run/ovslab/<lab>/compute1/ovs-vswitchd.<7-digit pid>.ctl: 46 bytes
+    // besides the lab's name; 107 fit.
+    parse("ok.yaml", &seed_with_lab_of_length(61)).expect("107 bytes fit");
+    let text = seed_with_lab_of_length(62);
+    refused(
+        &text,
+        line_of(&text, "  - name: compute1"),
+        &["node `compute1`", "unix socket path", "108 bytes", "107"],
+    );
+    let TopologyError::Invalid { problems, .. } = parse("bad.yaml", &text).unwrap_err() else {
+        panic!("expected a validation error")
+    };
+    // `network` is one character shorter: its sockets still fit.
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(!problems.iter().any(|p| p.message.contains("`network`")));
+}
+
+#[test]
+fn socket_paths_are_checked_against_the_real_run_directory() {
+    let seed = ovslab_topology::seed();
+    assert_eq!(socket_paths_problem(Path::new("/run/ovslab"), &seed), None);
+    let long = format!("/var/lib/{}", "x".repeat(70));
+    let problem = socket_paths_problem(Path::new(&long), &seed).expect("too long");
+    for fragment in ["compute1", "compute2", "network", "107", &long] {
+        assert!(problem.contains(fragment), "{fragment}: {problem}");
+    }
+    let problem = socket_paths_problem(Path::new("run/ovslab"), &seed).expect("relative");
+    assert!(problem.contains("absolute"), "{problem}");
+}
+
+/// The seed with two more instances on `node1` and `node2`.
+fn seed_with_instances(a: &str, node1: &str, b: &str, node2: &str) -> String {
+    seed_with(
+        "\n# What must hold",
+        &format!(
+            "  - name: {a}\n    node: {node1}\n    network: net1\n    address: 192.168.1.21\n  \
+             - name: {b}\n    node: {node2}\n    network: net1\n    address: 192.168.1.22\n\
+             \n# What must hold"
+        ),
+    )
+}
+
+// Found by search: in lab `seed`, the ports of vm250223 and vm340589 share
+// their first ten hex digits (6a964ee8-78…), so all four devices of their
+// hybrid plugs would have the same names; vm203926 and vm227883 share nine
+// (e374ff74-b…), so their devices differ but their firewall chains do not.
+#[test]
+fn device_names_that_collide_on_one_node_are_refused() {
+    let a = naming::HybridPlug::new("seed", "vm250223");
+    let b = naming::HybridPlug::new("seed", "vm340589");
+    assert_eq!((&a.tap, &a.qvo), (&b.tap, &b.qvo), "the search's result");
+    let text = seed_with_instances("vm250223", "compute1", "vm340589", "compute1");
+    refused(
+        &text,
+        line_of(&text, "  - name: vm340589"),
+        &[
+            "instance `vm340589`",
+            &a.tap,
+            "seed.compute1",
+            "instance `vm250223`",
+        ],
+    );
+    // One problem for the pair, not one per device.
+    let TopologyError::Invalid { problems, .. } = parse("bad.yaml", &text).unwrap_err() else {
+        panic!("expected a validation error")
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    // On two nodes the devices live in two namespaces: no collision.
+    let text = seed_with_instances("vm250223", "compute1", "vm340589", "compute2");
+    parse("ok.yaml", &text).expect("different namespaces");
+}
+
+#[test]
+fn firewall_chains_that_collide_on_one_node_are_refused() {
+    let a = naming::HybridPlug::new("seed", "vm203926");
+    let b = naming::HybridPlug::new("seed", "vm227883");
+    assert_ne!(a.tap, b.tap);
+    assert_eq!(a.tap[..13], b.tap[..13], "the search's result");
+    let text = seed_with_instances("vm203926", "compute2", "vm227883", "compute2");
+    refused(
+        &text,
+        line_of(&text, "  - name: vm227883"),
+        &[
+            "instance `vm227883`",
+            "firewall chains",
+            "node `compute2`",
+            "instance `vm203926`",
+        ],
+    );
+}
+
+#[test]
+fn the_seed_and_a_large_generated_lab_have_no_collisions() {
+    for (name, text) in [
+        ("seed", SEED_YAML.to_string()),
+        ("20x50", ovslab_topology::generate::scale_topology(20, 50)),
+    ] {
+        let topo = parse(name, &text).unwrap_or_else(|e| panic!("{e}"));
+        // What validation promises, seen in the plan: names unique in each
+        // namespace, MACs unique in the lab.
+        let state = plan::plan(&topo, &LocalVlans::new());
+        let mut macs = std::collections::HashSet::new();
+        for ns in &state.namespaces {
+            let mut names = std::collections::HashSet::new();
+            for link in &ns.links {
+                assert!(
+                    names.insert(&link.name),
+                    "{name}: {} twice in {}",
+                    link.name,
+                    ns.name
+                );
+                if let Some(mac) = link.mac {
+                    assert!(macs.insert(mac), "{name}: MAC {} twice", format_mac(&mac));
+                }
+            }
+        }
+        for switch in &state.switches {
+            let mut names = std::collections::HashSet::new();
+            for bridge in &switch.bridges {
+                assert!(names.insert(&bridge.name), "{name}: {}", bridge.name);
+                for port in &bridge.ports {
+                    assert!(names.insert(&port.name), "{name}: {}", port.name);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_given_mac_may_not_be_a_router_or_external_host_mac() {
+    let gateway = format_mac(&RouterPort::gateway("seed", "router1").mac);
+    let text = seed_with(
+        "    address: 192.168.1.12\n",
+        &format!("    address: 192.168.1.12\n    mac: {gateway}\n"),
+    );
+    refused(
+        &text,
+        line_of(&text, &format!("mac: {gateway}")),
+        &["instance3", &gateway, "router `router1`'s gateway port"],
+    );
+    let internal = format_mac(&RouterPort::internal("seed", "router1", "net2").mac);
+    let text = seed_with(
+        "    address: 192.168.1.12\n",
+        &format!("    address: 192.168.1.12\n    mac: {internal}\n"),
+    );
+    refused(
+        &text,
+        line_of(&text, &format!("mac: {internal}")),
+        &["instance3", "router `router1`'s port on `net2`"],
+    );
+    let internet = format_mac(&naming::external_host_mac("seed", "internet"));
+    let text = seed_with(
+        "    address: 192.168.1.12\n",
+        &format!("    address: 192.168.1.12\n    mac: {internet}\n"),
+    );
+    refused(
+        &text,
+        line_of(&text, &format!("mac: {internet}")),
+        &["instance3", "external host `internet`"],
+    );
+}
+
+// Found by search: in lab `seed`, vm148567's derived MAC is router1's
+// gateway port's (both are fa:16:3e + 24 bits of a hash).
+#[test]
+fn a_derived_mac_may_not_be_a_router_mac() {
+    let text = seed_with(
+        "\n# What must hold",
+        "  - name: vm148567\n    node: compute1\n    network: net1\n    address: 192.168.1.21\n\
+         \n# What must hold",
+    );
+    refused(
+        &text,
+        line_of(&text, "  - name: vm148567"),
+        &["instance `vm148567`", "router `router1`'s gateway port"],
+    );
+}
+
+#[test]
+fn check_names_may_not_hold_control_characters() {
+    let text = seed_with("  - name: snat\n", "  - name: \"snat\\e[2J\\r\"\n");
+    refused(
+        &text,
+        line_of(&text, "name: \"snat"),
+        &["check `snat\\x1b[2J\\x0d`", "control character"],
+    );
+}
+
+#[test]
+fn problems_never_carry_control_characters() {
+    // A value with escapes, and a file name with one.
+    let text = seed_renamed("instance4", "\"inst\\e]0;owned\\a\"");
+    let err = parse("bad\u{1b}[1m.yaml", &text).unwrap_err();
+    let rendered = err.to_string();
+    assert!(
+        rendered.contains("instance `inst\\x1b]0;owned\\x07`"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("bad\\x1b[1m.yaml:"), "{rendered}");
+    assert!(
+        !rendered.chars().any(|c| c.is_control() && c != '\n'),
+        "{rendered:?}"
+    );
+    // A raw ESC in the file is a syntax error, shown escaped too.
+    let err = parse("raw\u{7}.yaml", "lab: seed\u{1b}[2J\nnodes: []\n").unwrap_err();
+    let rendered = err.to_string();
+    assert!(matches!(err, TopologyError::Syntax { .. }), "{rendered}");
+    assert!(!rendered.chars().any(|c| c.is_control()), "{rendered:?}");
+}
+
+// Found by search: in lab `seed`, router r563994's port on net2 would have
+// the external host `internet`'s MAC.
+#[test]
+fn a_router_mac_may_not_be_an_external_host_mac() {
+    let text = seed_renamed("router1", "r563994");
+    refused(
+        &text,
+        line_of(&text, "  - name: r563994"),
+        &[
+            "router `r563994`'s port on `net2`",
+            "external host `internet`",
         ],
     );
 }

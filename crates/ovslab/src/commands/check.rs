@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use ovslab_api::CheckReport;
+use ovslab_topology::printable;
 
 use crate::client::Client;
 use crate::commands::segment;
@@ -40,23 +41,23 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// One line per check, then a summary.
+/// One line per check, then a summary. Names and details are escaped: a
+/// check's name is the file's text, a detail may quote what a probe saw.
 pub fn format_report(report: &CheckReport) -> String {
-    let width = report
-        .results
-        .iter()
-        .map(|r| r.name.len())
-        .max()
-        .unwrap_or(0);
+    let names: Vec<_> = report.results.iter().map(|r| printable(&r.name)).collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
-    for r in &report.results {
+    for (r, name) in report.results.iter().zip(&names) {
         let verdict = if r.passed { "PASS" } else { "FAIL" };
-        out.push_str(&format!("{verdict}  {:width$}  {}\n", r.name, r.detail));
+        out.push_str(&format!(
+            "{verdict}  {name:width$}  {}\n",
+            printable(&r.detail)
+        ));
     }
     let failed = report.results.iter().filter(|r| !r.passed).count();
     out.push_str(&format!(
         "lab {}: {} of {} checks passed in {} ms\n",
-        report.lab,
+        printable(&report.lab),
         report.results.len() - failed,
         report.results.len(),
         report.elapsed_ms
@@ -93,5 +94,22 @@ mod tests {
              lab seed: 1 of 2 checks passed in 2100 ms\n"
         );
         assert!(!report.all_passed());
+    }
+
+    #[test]
+    fn names_and_details_are_shown_escaped() {
+        let report = CheckReport {
+            lab: "seed".into(),
+            results: vec![CheckResult {
+                name: "x\u{1b}]0;owned\u{7}".into(),
+                passed: false,
+                detail: "saw\rPASS".into(),
+            }],
+            elapsed_ms: 1,
+        };
+        assert_eq!(
+            format_report(&report),
+            "FAIL  x\\x1b]0;owned\\x07  saw\\x0dPASS\nlab seed: 0 of 1 checks passed in 1 ms\n"
+        );
     }
 }

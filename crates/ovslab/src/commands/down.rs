@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use ovslab_api::DownReport;
+use ovslab_topology::printable;
 
 use crate::client::Client;
 use crate::commands::segment;
@@ -30,23 +31,21 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per object removed, then a summary.
+/// One line per object removed, then a summary, control characters escaped.
 pub fn format_report(report: &DownReport) -> String {
     let mut out = String::new();
     for line in &report.removed {
-        out.push_str(line);
+        out.push_str(&printable(line));
         out.push('\n');
     }
     for line in &report.left_alone {
-        out.push_str(&format!("left alone: {line}\n"));
+        out.push_str(&format!("left alone: {}\n", printable(line)));
     }
+    let lab = printable(&report.lab);
     let summary = if report.removed.is_empty() {
-        format!(
-            "lab {}: nothing to remove ({} ms)",
-            report.lab, report.elapsed_ms
-        )
+        format!("lab {lab}: nothing to remove ({} ms)", report.elapsed_ms)
     } else {
-        format!("lab {}: removed in {} ms", report.lab, report.elapsed_ms)
+        format!("lab {lab}: removed in {} ms", report.elapsed_ms)
     };
     out.push_str(&summary);
     out.push('\n');
@@ -68,6 +67,16 @@ mod tests {
         assert_eq!(
             format_report(&report),
             "deleted namespace seed.network\nlab seed: removed in 30 ms\n"
+        );
+        let report = DownReport {
+            lab: "seed".into(),
+            removed: vec!["deleted\u{7}".into()],
+            left_alone: vec!["namespace x.\u{1b}y".into()],
+            elapsed_ms: 2,
+        };
+        assert_eq!(
+            format_report(&report),
+            "deleted\\x07\nleft alone: namespace x.\\x1by\nlab seed: removed in 2 ms\n"
         );
         let report = DownReport {
             lab: "seed".into(),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use comfy_table::{Table, presets};
 use ovslab_api::{LabStatus, NodeStatus};
+use ovslab_topology::{printable, printable_lines};
 
 use crate::client::Client;
 use crate::commands::segment;
@@ -40,7 +41,7 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&labs)?);
             } else {
-                print!("{}", format_labs(&labs));
+                print!("{}", printable_lines(&format_labs(&labs)));
             }
         }
         Some(lab) => {
@@ -48,7 +49,7 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", format_status(&status));
+                print!("{}", printable_lines(&format_status(&status)));
             }
         }
     }
@@ -98,7 +99,11 @@ fn process_cell(node: &NodeStatus, program: &str, pid: Option<u32>) -> String {
 
 pub fn format_status(s: &LabStatus) -> String {
     let health = if s.healthy { "healthy" } else { "NOT healthy" };
-    let mut out = format!("lab {} (from {}): {health}\n", s.lab, s.source);
+    let mut out = format!(
+        "lab {} (from {}): {health}\n",
+        printable(&s.lab),
+        printable(&s.source)
+    );
     let mut nodes = table(&[
         "NODE",
         "ROLE",
@@ -164,7 +169,7 @@ pub fn format_status(s: &LabStatus) -> String {
             s.repair_count
         ));
         for r in &s.repairs {
-            out.push_str(&format!("  {r}\n"));
+            out.push_str(&format!("  {}\n", printable(r)));
         }
     }
     out
@@ -249,6 +254,17 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_source_and_repairs_are_shown_escaped() {
+        let mut status = sample(false);
+        status.source = "evil\u{1b}[2J.yaml".into();
+        status.repairs = vec!["fixed\u{1b}[1A\rall".into()];
+        let text = format_status(&status);
+        assert!(text.contains("(from evil\\x1b[2J.yaml)"), "{text}");
+        assert!(text.contains("  fixed\\x1b[1A\\x0dall\n"), "{text}");
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
     }
 
     #[test]

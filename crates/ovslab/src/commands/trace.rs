@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use ovslab_api::{TraceHop, TraceProtocol, TraceReport, TraceRequest};
+use ovslab_topology::printable_lines;
 
 use crate::client::Client;
 use crate::commands::segment;
@@ -65,7 +66,7 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", format_report(&report));
+        print!("{}", printable_lines(&format_report(&report)));
     }
     Ok(if report.answered {
         ExitCode::SUCCESS

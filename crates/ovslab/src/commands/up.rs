@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ovslab_api::{UpReport, UpRequest};
+use ovslab_topology::printable;
 
 use crate::BadInput;
 use crate::client::Client;
@@ -68,29 +69,27 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per change, then a summary.
+/// One line per change, then a summary, control characters escaped.
 pub fn format_report(report: &UpReport) -> String {
     let mut out = String::new();
     for change in &report.changes {
-        out.push_str(change);
+        out.push_str(&printable(change));
         out.push('\n');
     }
     for warning in &report.warnings {
-        out.push_str(&format!("warning: {warning}\n"));
+        out.push_str(&format!("warning: {}\n", printable(warning)));
     }
+    let lab = printable(&report.lab);
     let n = report.changes.len();
     let summary = match n {
         0 => format!(
-            "lab {}: no changes (already converged) in {} ms",
-            report.lab, report.elapsed_ms
+            "lab {lab}: no changes (already converged) in {} ms",
+            report.elapsed_ms
         ),
-        1 => format!(
-            "lab {}: converged, 1 change in {} ms",
-            report.lab, report.elapsed_ms
-        ),
+        1 => format!("lab {lab}: converged, 1 change in {} ms", report.elapsed_ms),
         n => format!(
-            "lab {}: converged, {n} changes in {} ms",
-            report.lab, report.elapsed_ms
+            "lab {lab}: converged, {n} changes in {} ms",
+            report.elapsed_ms
         ),
     };
     out.push_str(&summary);
@@ -142,6 +141,20 @@ mod tests {
         assert_eq!(
             format_report(&report),
             "lab seed: no changes (already converged) in 4 ms\n"
+        );
+    }
+
+    #[test]
+    fn changes_are_shown_escaped() {
+        let report = UpReport {
+            lab: "seed".into(),
+            changes: vec!["create\u{1b}[2K\rnothing".into()],
+            warnings: vec![],
+            elapsed_ms: 1,
+        };
+        assert_eq!(
+            format_report(&report),
+            "create\\x1b[2K\\x0dnothing\nlab seed: converged, 1 change in 1 ms\n"
         );
     }
 

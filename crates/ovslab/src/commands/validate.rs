@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ovslab_topology::Topology;
+use ovslab_topology::{Topology, printable};
 
 use crate::BadInput;
 
@@ -33,7 +33,8 @@ pub fn exec(args: Args) -> anyhow::Result<ExitCode> {
 
 pub fn summary(name: &str, topology: &Topology) -> String {
     format!(
-        "{name}: ok (lab {}: {} nodes, {} instances)",
+        "{}: ok (lab {}: {} nodes, {} instances)",
+        printable(name),
         topology.lab,
         topology.nodes.len(),
         topology.instances.len()
