@@ -24,7 +24,7 @@ pub fn vswitchd_socket(rundir: &Path) -> io::Result<PathBuf> {
 
 /// Runs one command; its text answer, or its error text as an error.
 pub fn call(socket: &Path, method: &str, params: &[&str]) -> io::Result<String> {
-    let mut stream = UnixStream::connect(socket)
+    let mut stream = connect_now(socket)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", socket.display())))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
@@ -87,6 +87,28 @@ pub async fn call_async(
         })?
 }
 
+/// Connects without ever blocking: a blocking connect to a socket whose
+/// backlog is full (a stopped daemon asked many times) waits until the
+/// daemon accepts, that is forever; a non-blocking one fails at once
+/// (`EAGAIN`). A Unix stream connect never completes later, so a socket
+/// that connected is made blocking again, with the caller's timeouts.
+fn connect_now(socket: &Path) -> io::Result<UnixStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect};
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &UnixAddr::new(socket)?,
+    )?;
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
 fn answer_text(method: &str, answer: &Value) -> io::Result<String> {
     match (answer.get("result"), answer.get("error")) {
         (_, Some(error)) if !error.is_null() => Err(io::Error::other(format!(
@@ -143,6 +165,44 @@ mod tests {
         assert_eq!(socket, path);
         assert_eq!(call(&socket, "dpif/show", &[]).unwrap(), "br-int:\n");
         server.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_backlog_refuses_at_once_instead_of_blocking() {
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+        };
+        let dir = std::env::temp_dir().join(format!("ovslab-unixctl-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ovs-vswitchd.9.ctl");
+        let _ = std::fs::remove_file(&path);
+        // A listener nobody accepts on, with the smallest backlog.
+        let listener = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&listener),
+            &UnixAddr::new(&path).unwrap(),
+        )
+        .unwrap();
+        listen(&listener, Backlog::new(1).unwrap()).unwrap();
+        let started = std::time::Instant::now();
+        let mut held = Vec::new();
+        let refused = loop {
+            match connect_now(&path) {
+                Ok(stream) => held.push(stream),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 100, "the backlog never filled");
+        };
+        assert_eq!(refused.kind(), io::ErrorKind::WouldBlock, "{refused}");
+        assert!(call(&path, "version", &[]).is_err());
+        assert!(started.elapsed() < Duration::from_secs(2));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
