@@ -368,6 +368,39 @@ fn a_stopped_ovs_vswitchd_is_killed_and_restarted_by_the_audit() {
     stopped_idle_is_killed_and_restarted_by_the_audit(VSWITCHD);
 }
 
+/// Idle, with audits: a daemon killed with `kill -9` is started again by
+/// the next audit (woken by its exit), and the lab works.
+fn killed_idle_is_restarted_by_the_audit(program: &'static str) {
+    let lab = Lab::seed_audited("0.2");
+    let process = Process::expect(&lab, NODE, program);
+    process.signal(libc::SIGKILL);
+    let new = replaced(&lab, program, process);
+    connectivity_returns(&lab);
+    let s = status(&lab);
+    let entry = process_status(&s, NODE, program);
+    assert_eq!(entry["pid"], new.pid, "{entry}");
+    assert_eq!(entry["state"], "running", "{entry}");
+    assert!(entry["restarts"].as_u64().unwrap() >= 1, "{entry}");
+    let processes = all_processes(&lab);
+    down_leaves_nothing(&lab, &processes);
+}
+
+#[test]
+fn a_killed_ovsdb_server_is_restarted_by_the_audit() {
+    if !require_root("a_killed_ovsdb_server_is_restarted_by_the_audit") {
+        return;
+    }
+    killed_idle_is_restarted_by_the_audit(DB);
+}
+
+#[test]
+fn a_killed_ovs_vswitchd_is_restarted_by_the_audit() {
+    if !require_root("a_killed_ovs_vswitchd_is_restarted_by_the_audit") {
+        return;
+    }
+    killed_idle_is_restarted_by_the_audit(VSWITCHD);
+}
+
 /// A stopped daemon, then `down`: bounded, nothing left.
 fn down_with_a_stopped(program: &'static str) {
     let lab = Lab::seed();
@@ -470,6 +503,14 @@ fn fault_during_up(program: &'static str, signal: i32) {
         "the first up took {} s",
         started.elapsed().as_secs()
     );
+    // A failed up names what failed.
+    let said = text(&first);
+    if !first.status.success() {
+        assert!(
+            said.contains(program) && said.contains(NODE),
+            "the failed up does not name {program} of {NODE}: {said}"
+        );
+    }
     let (out, _) = ovslab_within(
         &lab,
         &["up", lab.file.to_str().unwrap()],
