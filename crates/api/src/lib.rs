@@ -99,6 +99,11 @@ pub struct ProcessStatus {
     /// (alive, not a zombie, the right program, in the node's namespace).
     pub pid: Option<u32>,
     pub running: bool,
+    /// `running` (answered a cheap request in time), `not answering`
+    /// (runs, but did not answer within its deadline: stopped or stuck; the
+    /// next audit kills and restarts it) or `dead`.
+    #[serde(default)]
+    pub state: String,
     /// How often the daemon started it again after it had died (found by
     /// an audit or an `up`), since the daemon started.
     pub restarts: u64,

@@ -6,8 +6,9 @@
 //! entered it (cheaper than `setns` between fork and exec: no fork of the
 //! daemon's memory).
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::IptablesError;
 use crate::diff::diff;
@@ -87,40 +88,23 @@ fn restore(ns: &str, batch: &str) -> Result<(), IptablesError> {
     })
 }
 
+/// How long one `iptables-save`, `iptables-restore` or `ipset` may run.
+/// The largest batch of a large lab (the firewall of a compute node of 50
+/// instances) is written in tens of milliseconds; `-w` may wait for the
+/// xtables lock behind other namespaces' commands, so the bound is
+/// generous: a command still running after 10 s is stuck, and is killed.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
 /// Runs `program args` inside `ns` with `input` on its stdin; its output,
-/// and whether all of the input was written.
+/// and whether all of the input was written. Killed (by the pid of our
+/// own, not yet reaped, child) and reaped when it outlives [`DEADLINE`].
 pub(crate) fn run_with_input(
     ns: &str,
     program: &'static str,
     args: &[&str],
     input: &str,
 ) -> Result<(std::process::Output, std::io::Result<()>), IptablesError> {
-    let spawn_err = |source| IptablesError::Spawn {
-        namespace: ns.to_string(),
-        command: program,
-        source,
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = spawn(ns, program, &mut cmd)?;
-    // Write from another thread while this one collects the output, so a
-    // large input cannot deadlock against a child blocked on its stderr.
-    let stdin = child.stdin.take();
-    let (out, written) = std::thread::scope(|s| {
-        let writer = s.spawn(move || match stdin {
-            Some(mut stdin) => stdin.write_all(input.as_bytes()),
-            None => Ok(()),
-        });
-        let out = child.wait_with_output();
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("stdin writer panicked")));
-        (out, written)
-    });
-    Ok((out.map_err(spawn_err)?, written))
+    run(ns, program, args, Some(input), DEADLINE)
 }
 
 /// Runs `program args` inside `ns`; its stdout, or an error with its stderr.
@@ -129,18 +113,7 @@ pub(crate) fn run_for_output(
     program: &'static str,
     args: &[&str],
 ) -> Result<String, IptablesError> {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = spawn(ns, program, &mut cmd)?
-        .wait_with_output()
-        .map_err(|source| IptablesError::Spawn {
-            namespace: ns.to_string(),
-            command: program,
-            source,
-        })?;
+    let (out, _) = run(ns, program, args, None, DEADLINE)?;
     if !out.status.success() {
         return Err(IptablesError::Command {
             namespace: ns.to_string(),
@@ -150,6 +123,106 @@ pub(crate) fn run_for_output(
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `program args` inside `ns`, `input` (if any) on its stdin, for at
+/// most `deadline`.
+fn run(
+    ns: &str,
+    program: &'static str,
+    args: &[&str],
+    input: Option<&str>,
+    deadline: Duration,
+) -> Result<(std::process::Output, std::io::Result<()>), IptablesError> {
+    let spawn_err = |source| IptablesError::Spawn {
+        namespace: ns.to_string(),
+        command: program,
+        source,
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn(ns, program, &mut cmd)?;
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    // Write and read from other threads while this one watches the clock,
+    // so a large input cannot deadlock against a child blocked on its
+    // stderr, and a stuck child cannot hold this thread.
+    std::thread::scope(|s| {
+        let writer = s.spawn(move || match (stdin, input) {
+            (Some(mut stdin), Some(input)) => stdin.write_all(input.as_bytes()),
+            _ => Ok(()),
+        });
+        let read_all = |pipe: Option<Box<dyn Read + Send>>| {
+            move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            }
+        };
+        let stdout = s.spawn(read_all(
+            stdout.map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ));
+        let stderr = s.spawn(read_all(
+            stderr.map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ));
+        let status = wait_until(&mut child, deadline).map_err(spawn_err);
+        let timed_out = matches!(status, Ok(None));
+        if timed_out {
+            // Our child, not yet reaped: its pid is still its own.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("stdin writer panicked")));
+        let stdout = stdout.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
+        match status? {
+            Some(status) => Ok((
+                std::process::Output {
+                    status,
+                    stdout,
+                    stderr,
+                },
+                written,
+            )),
+            None => Err(IptablesError::Timeout {
+                namespace: ns.to_string(),
+                command: program,
+                pid: child.id(),
+                after: deadline,
+            }),
+        }
+    })
+}
+
+/// Waits for `child` to exit, at most `deadline`: its status, or `None`
+/// when it still runs.
+fn wait_until(
+    child: &mut std::process::Child,
+    deadline: Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let end = Instant::now() + deadline;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= end {
+            return Ok(None);
+        }
+        std::thread::sleep(pause);
+        // Short commands are seen soon, long ones without spinning.
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
 }
 
 /// `iptables-restore`'s complaint without its usage hint, on one line.
@@ -195,6 +268,54 @@ mod tests {
     const STDERR: &str = "iptables-restore v1.8.9 (nf_tables): Bad IP address \"203.0.113.300\"\n\
                           Error occurred at line: 3\n\
                           Try `iptables-restore -h' or 'iptables-restore --help' for more information.\n";
+
+    #[test]
+    fn a_child_is_waited_for_at_most_its_deadline() {
+        let mut quick = Command::new("true").spawn().expect("start true");
+        let status = wait_until(&mut quick, Duration::from_secs(5)).unwrap();
+        assert!(status.is_some_and(|s| s.success()));
+        let mut slow = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("start sleep");
+        let started = Instant::now();
+        assert!(
+            wait_until(&mut slow, Duration::from_millis(100))
+                .unwrap()
+                .is_none()
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        slow.kill().unwrap();
+        slow.wait().unwrap();
+    }
+
+    #[test]
+    fn a_stuck_command_in_a_namespace_is_killed_and_reaped_at_its_deadline() {
+        if !ovslab_testkit::require_root(
+            "a_stuck_command_in_a_namespace_is_killed_and_reaped_at_its_deadline",
+        ) {
+            return;
+        }
+        let ns = ovslab_testkit::TestNetns::new();
+        let started = Instant::now();
+        let err = run(&ns.name, "sleep", &["30"], None, Duration::from_millis(300))
+            .expect_err("sleep 30 outlives 0.3 s");
+        let IptablesError::Timeout { pid, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "the killed child was not reaped"
+        );
+        assert!(
+            err.to_string()
+                .contains("`sleep` did not finish within 0.3 s")
+        );
+        let (out, written) = run(&ns.name, "cat", &[], Some("through"), DEADLINE).unwrap();
+        written.unwrap();
+        assert_eq!(out.stdout, b"through");
+    }
 
     #[test]
     fn message_drops_the_usage_hint() {

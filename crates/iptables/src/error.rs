@@ -32,6 +32,14 @@ pub enum IptablesError {
         #[source]
         source: io::Error,
     },
+    /// The program did not finish within its deadline; it was killed.
+    #[error("namespace {namespace}: `{command}` did not finish within {} s; killed (pid {pid})", after.as_secs_f64())]
+    Timeout {
+        namespace: String,
+        command: &'static str,
+        pid: u32,
+        after: std::time::Duration,
+    },
     /// `iptables-save` exited with an error.
     #[error("namespace {namespace}: `{command}` failed ({status}): {stderr}")]
     Command {

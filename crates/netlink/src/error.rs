@@ -19,6 +19,13 @@ pub enum NetlinkError {
     },
     #[error("namespace {namespace}: no link named {link}")]
     NoSuchLink { namespace: String, link: String },
+    /// The kernel did not answer within the caller's deadline.
+    #[error("namespace {namespace}: {what}: no answer from the kernel within {} s", after.as_secs_f64())]
+    Timeout {
+        namespace: String,
+        what: String,
+        after: std::time::Duration,
+    },
 }
 
 impl NetlinkError {

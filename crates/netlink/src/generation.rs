@@ -9,10 +9,9 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 use rtnetlink::sys::Socket;
-use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 
-use crate::NetlinkError;
 use crate::netns;
+use crate::{NetlinkError, nfnetlink};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETGEN: u16 = 16;
@@ -35,11 +34,11 @@ pub struct Generation {
 /// The firewall generation of namespace `name`.
 pub fn generation(name: &str) -> Result<Generation, NetlinkError> {
     netns::run_in(name, || {
-        let socket = Socket::new(NETLINK_NETFILTER)?;
+        let socket = nfnetlink::socket(nfnetlink::DEADLINE)?;
         let cookie = netns_cookie(&socket)?;
-        socket.send(&request(), 0)?;
+        nfnetlink::send(&socket, &request())?;
         let mut buf = vec![0u8; 4096];
-        let n = socket.recv(&mut &mut buf[..], 0)?;
+        let n = nfnetlink::recv(&socket, &mut buf)?;
         let id = parse_reply(&buf[..n])?;
         Ok(Generation { cookie, id })
     })

@@ -8,11 +8,9 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use rtnetlink::sys::Socket;
-use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 
-use crate::NetlinkError;
 use crate::netns;
+use crate::{NetlinkError, nfnetlink};
 
 const NFNL_SUBSYS_IPSET: u16 = 6;
 const IPSET_PROTOCOL: u8 = 7;
@@ -44,14 +42,14 @@ const AF_INET: u8 = 2;
 /// families or kinds come back empty).
 pub fn ipsets(name: &str) -> Result<BTreeMap<String, BTreeSet<Ipv4Net>>, NetlinkError> {
     netns::run_in(name, || {
-        let socket = Socket::new(NETLINK_NETFILTER)?;
+        let socket = nfnetlink::socket(nfnetlink::DEADLINE)?;
         let mut request = Message::new(IPSET_CMD_LIST, NLM_F_REQUEST | NLM_F_DUMP, 1);
         request.attr(IPSET_ATTR_PROTOCOL, &[IPSET_PROTOCOL]);
-        socket.send(&request.finish(), 0)?;
+        nfnetlink::send(&socket, &request.finish())?;
         let mut sets = BTreeMap::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = socket.recv(&mut &mut buf[..], 0)?;
+            let n = nfnetlink::recv(&socket, &mut buf)?;
             for (kind, payload) in messages(&buf[..n])? {
                 match kind {
                     NLMSG_DONE => return Ok(sets),
@@ -81,15 +79,15 @@ pub fn change_ipset(
         return Ok(());
     }
     netns::run_in(name, || {
-        let socket = Socket::new(NETLINK_NETFILTER)?;
+        let socket = nfnetlink::socket(nfnetlink::DEADLINE)?;
         let mut buf = vec![0u8; 64 * 1024];
         // Many requests to one datagram (the kernel handles them in turn),
         // then one acknowledgement each.
         for chunk in requests.chunks(BATCH) {
-            socket.send(&chunk.concat(), 0)?;
+            nfnetlink::send(&socket, &chunk.concat())?;
             let mut acknowledged = 0;
             while acknowledged < chunk.len() {
-                let n = socket.recv(&mut &mut buf[..], 0)?;
+                let n = nfnetlink::recv(&socket, &mut buf)?;
                 for (kind, payload) in messages(&buf[..n])? {
                     if kind == NLMSG_ERROR {
                         check_ack(payload)?;

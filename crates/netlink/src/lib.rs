@@ -15,6 +15,7 @@ mod generation;
 mod handle;
 mod ipset;
 pub mod netns;
+pub mod nfnetlink;
 
 pub use error::NetlinkError;
 pub use generation::{Generation, generation};

@@ -289,7 +289,16 @@ async fn silence_times_out_and_a_closed_switch_is_reported() {
     let client = connecting.await.expect("join").expect("connect");
 
     let err = client.features().await.expect_err("no answer");
-    assert!(matches!(err, OpenflowError::Timeout), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            OpenflowError::Timeout {
+                request: "features request",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // The late reply is ignored and the connection keeps working.
     let (xid, _) = switch.recv().await;
     switch.send(xid, Message::FeaturesReply(features())).await;
@@ -316,4 +325,53 @@ async fn first_message_must_be_hello() {
     switch.send(1, Message::BarrierReply).await;
     let err = connecting.await.expect("join").expect_err("not a hello");
     assert!(matches!(err, OpenflowError::Decode(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_silent_switch_bounds_the_handshake_and_every_batch() {
+    let sock = TempSocket::new("silent");
+    let listener = UnixListener::bind(sock.path()).expect("bind");
+    let path = sock.path();
+    // Accepted, never greeted: a stopped vswitchd's socket still accepts.
+    let connecting = tokio::spawn(async move {
+        Client::connect_with_timeout(&path, Duration::from_millis(200)).await
+    });
+    let _silent = listener.accept().await.expect("accept");
+    let err = connecting.await.expect("join").expect_err("no hello");
+    assert!(
+        matches!(
+            err,
+            OpenflowError::Timeout {
+                request: "hello",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let path = sock.path();
+    let connecting = tokio::spawn(async move {
+        Client::connect_with_timeout(&path, Duration::from_millis(200)).await
+    });
+    let mut switch = FakeSwitch::accept(&listener).await;
+    switch.handshake().await;
+    let client = connecting.await.expect("join").expect("connect");
+    let started = std::time::Instant::now();
+    let err = client.barrier().await.expect_err("no barrier reply");
+    assert!(
+        matches!(
+            err,
+            OpenflowError::Timeout {
+                request: "flow batch and its barrier",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let err = client
+        .dump_flows(FlowStatsRequest::default())
+        .await
+        .expect_err("no stats reply");
+    assert!(err.is_timeout(), "{err:?}");
 }

@@ -1,6 +1,7 @@
 //! The errors of talking OpenFlow to a switch.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error_msg::ErrorMsg;
 use crate::wire::{DecodeError, EncodeError};
@@ -37,9 +38,21 @@ pub enum OpenflowError {
     /// batch given to `apply`; 0 for single requests) and the error.
     #[error("{}", rejected_summary(errors))]
     Rejected { errors: Vec<(usize, ErrorMsg)> },
-    /// The switch did not answer within the client's timeout.
-    #[error("timed out waiting for the switch to answer")]
-    Timeout,
+    /// The switch did not answer `request` within the client's deadline:
+    /// vswitchd is stopped or stuck.
+    #[error("the switch did not answer the {request} within {} s", after.as_secs_f64())]
+    Timeout {
+        request: &'static str,
+        after: Duration,
+    },
+}
+
+impl OpenflowError {
+    /// Whether the switch did not answer in time: the sign of a hung
+    /// `ovs-vswitchd`.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, OpenflowError::Timeout { .. })
+    }
 }
 
 fn rejected_summary(errors: &[(usize, ErrorMsg)]) -> String {
@@ -68,6 +81,19 @@ impl From<EncodeError> for OpenflowError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_name_the_request_and_the_deadline() {
+        let e = OpenflowError::Timeout {
+            request: "flow stats request",
+            after: Duration::from_secs(10),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the switch did not answer the flow stats request within 10 s"
+        );
+        assert!(e.is_timeout());
+    }
 
     #[test]
     fn rejected_names_index_and_error() {

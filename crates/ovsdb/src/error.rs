@@ -7,6 +7,7 @@
 //! without saying anything twice.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -37,6 +38,15 @@ pub enum OvsdbError {
     #[error("OVSDB connection closed")]
     Closed,
 
+    /// The server did not answer within the client's deadline: it is
+    /// stopped, stuck, or far busier than any request of ovslab should
+    /// make it. The connection stays open; a later answer is dropped.
+    #[error("OVSDB did not answer the {method} request within {}", seconds(after))]
+    Timeout {
+        method: &'static str,
+        after: Duration,
+    },
+
     /// The server answered the JSON-RPC request itself with an error
     /// (RFC 7047 §4.1: e.g. `unknown database`).
     #[error("OVSDB {method} request failed: {}", describe(error))]
@@ -57,6 +67,19 @@ pub enum OvsdbError {
         error: String,
         details: Option<String>,
     },
+}
+
+/// A deadline as people say it: `5 s`, `0.2 s`.
+fn seconds(d: &Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+impl OvsdbError {
+    /// Whether the server did not answer in time (rather than refused or
+    /// went away): the sign of a hung `ovsdb-server`.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, OvsdbError::Timeout { .. })
+    }
 }
 
 /// Renders an RPC error value: RFC 7047 errors are objects with an `error`
@@ -108,6 +131,27 @@ mod tests {
             error: json!("bad"),
         };
         assert_eq!(e.to_string(), "OVSDB echo request failed: bad");
+    }
+
+    #[test]
+    fn timeouts_name_the_method_and_the_deadline() {
+        let e = OvsdbError::Timeout {
+            method: "transact",
+            after: Duration::from_secs(5),
+        };
+        assert_eq!(
+            e.to_string(),
+            "OVSDB did not answer the transact request within 5 s"
+        );
+        assert!(e.is_timeout());
+        let e = OvsdbError::Timeout {
+            method: "echo",
+            after: Duration::from_millis(200),
+        };
+        assert_eq!(
+            e.to_string(),
+            "OVSDB did not answer the echo request within 0.2 s"
+        );
     }
 
     #[test]

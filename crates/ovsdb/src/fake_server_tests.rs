@@ -271,3 +271,66 @@ async fn garbage_on_the_stream_closes_the_connection() {
         Err(OvsdbError::Closed)
     ));
 }
+
+#[tokio::test]
+async fn a_server_that_never_answers_fails_each_call_at_its_deadline() {
+    let (client, mut server) = FakeServer::start();
+    let client = client.with_deadline(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let err = client
+        .transact(
+            "Open_vSwitch",
+            vec![json!({"op": "select", "table": "Bridge", "where": []})],
+        )
+        .await
+        .expect_err("no answer");
+    assert!(
+        matches!(
+            err,
+            OvsdbError::Timeout {
+                method: "transact",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        err.to_string(),
+        "OVSDB did not answer the transact request within 0.2 s"
+    );
+    // The late answer goes to nobody, and the connection still serves.
+    let late = server.recv().await;
+    server.reply(&late, json!([{"rows": []}])).await;
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.echo().await }
+    });
+    let echo = server.recv().await;
+    server.reply(&echo, echo["params"].clone()).await;
+    call.await.expect("join").expect("echo after a timeout");
+    // Silence again: echo times out too.
+    assert!(client.echo().await.expect_err("silent").is_timeout());
+}
+
+#[tokio::test]
+async fn connecting_to_a_stopped_server_is_bounded() {
+    // A listening socket nobody accepts on: what a stopped ovsdb-server
+    // leaves. The connect completes (the kernel queues it), the first
+    // request is never answered.
+    let dir = std::env::temp_dir().join(format!("ovslab-ovsdb-stopped-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("db.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    let started = std::time::Instant::now();
+    let outcome = async {
+        let client = Client::connect_with_deadline(&path, Duration::from_millis(200)).await?;
+        client.echo().await
+    }
+    .await;
+    let err = outcome.expect_err("nobody answers");
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}

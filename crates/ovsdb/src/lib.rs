@@ -25,6 +25,6 @@ mod monitor;
 #[cfg(test)]
 mod fake_server_tests;
 
-pub use client::Client;
+pub use client::{Client, DEFAULT_DEADLINE};
 pub use error::OvsdbError;
 pub use monitor::Monitor;

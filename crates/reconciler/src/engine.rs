@@ -39,7 +39,7 @@ use crate::ReconcileError;
 use crate::diff::{LinkChange, diff_flows, diff_namespace, diff_switch};
 use crate::drivers::{flows, links, rulesets, switch};
 use crate::manifest::{Manifest, Ownership};
-use crate::ovs_process::{NodeOvs, OvsDaemon};
+use crate::ovs_process::{Liveness, NodeOvs, OvsDaemon};
 
 /// Where the engine keeps per-node run directories.
 #[derive(Debug, Clone)]
@@ -421,7 +421,8 @@ impl Engine {
         }
 
         phase_done(lab, "namespaces", &mut clock);
-        // 2. Open vSwitch on every node.
+        // 2. Open vSwitch on every node; a daemon that runs but does not
+        // answer is killed first, and started again below like a dead one.
         let nodes: Vec<NodeOvs> = topo
             .nodes
             .iter()
@@ -434,6 +435,9 @@ impl Engine {
                 )
             })
             .collect();
+        for killed in join_all(nodes.iter().map(NodeOvs::kill_hung)).await {
+            changes.extend(killed);
+        }
         // Only the databases for now: ovs-vswitchd re-reads every link
         // and address of its namespace on each link change it hears of, so
         // it starts after the links are made (a compute node of a large lab
@@ -958,18 +962,40 @@ impl Engine {
         let namespaces: BTreeSet<String> = netns::list().unwrap_or_default().into_iter().collect();
         let mut healthy = true;
         let mut nodes = Vec::new();
-        for node in &topo.nodes {
+        // Every node at once, each daemon asked a cheap question with a
+        // short deadline: a hung one is reported, never waited for.
+        let probes = join_all(topo.nodes.iter().map(|node| {
             let ns = naming::namespace(&topo.lab, &node.name);
             let ovs = NodeOvs::new(&self.config.run_root, &topo.lab, &node.name, &ns);
-            let ovsdb = ovs.pid(OvsDaemon::OvsdbServer);
-            let vswitchd = ovs.pid(OvsDaemon::OvsVswitchd);
+            async move {
+                let (ovsdb, vswitchd) = tokio::join!(
+                    ovs.probe(OvsDaemon::OvsdbServer, STATUS_DEADLINE),
+                    ovs.probe(OvsDaemon::OvsVswitchd, STATUS_DEADLINE)
+                );
+                let local_vlans = match &ovsdb {
+                    Liveness::Answering(_) => {
+                        match switch::connect_with_deadline(&ovs, STATUS_DEADLINE).await {
+                            Ok(client) => switch::read(&client).await.ok(),
+                            Err(_) => None,
+                        }
+                    }
+                    _ => None,
+                };
+                (ns, [ovsdb, vswitchd], local_vlans)
+            }
+        }))
+        .await;
+        for (node, (ns, liveness, actual)) in topo.nodes.iter().zip(probes) {
+            let pid = Liveness::pid;
+            let (ovsdb, vswitchd) = (pid(&liveness[0]), pid(&liveness[1]));
             let processes = OvsDaemon::ALL
                 .iter()
-                .zip([ovsdb, vswitchd])
-                .map(|(daemon, pid)| ProcessStatus {
+                .zip(&liveness)
+                .map(|(daemon, l)| ProcessStatus {
                     program: daemon.program().to_string(),
-                    pid,
-                    running: pid.is_some(),
+                    pid: pid(l),
+                    running: pid(l).is_some(),
+                    state: l.state().to_string(),
                     restarts: lab
                         .restarts
                         .get(&(node.name.clone(), daemon.program()))
@@ -978,14 +1004,10 @@ impl Engine {
                 })
                 .collect();
             let exists = namespaces.contains(&ns);
-            healthy &= exists && ovsdb.is_some() && vswitchd.is_some();
-            let local_vlans = match switch::connect(&ovs).await {
-                Ok(client) => match switch::read(&client).await {
-                    Ok(actual) => switch::local_vlans(topo, &actual).into_iter().collect(),
-                    Err(_) => vec![],
-                },
-                Err(_) => vec![],
-            };
+            healthy &= exists && liveness.iter().all(|l| matches!(l, Liveness::Answering(_)));
+            let local_vlans = actual
+                .map(|actual| switch::local_vlans(topo, &actual).into_iter().collect())
+                .unwrap_or_default();
             nodes.push(NodeStatus {
                 name: node.name.clone(),
                 role: format!("{:?}", node.role).to_lowercase(),
@@ -1435,6 +1457,11 @@ fn utc(secs: u64) -> String {
         rest % 60
     )
 }
+
+/// How long `status` waits for each OVS daemon's answer: short, since
+/// a running daemon answers in well under a millisecond and a hung one
+/// must not hold `status` (nor the lab's lock) for long.
+const STATUS_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Namespaces created at the same time.
 const NAMESPACE_CREATIONS: usize = 8;

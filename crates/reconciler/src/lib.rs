@@ -21,6 +21,7 @@ pub mod unixctl;
 pub mod watch;
 
 use std::path::Path;
+use std::time::Duration;
 
 pub use engine::{Engine, EngineConfig};
 
@@ -69,6 +70,15 @@ pub enum ReconcileError {
     },
     #[error("node {node}: {message}")]
     Switch { node: String, message: String },
+    /// An Open vSwitch daemon did not answer a request within its
+    /// deadline: it is stopped or stuck. The audit kills and restarts it.
+    #[error("{program} of {node} did not answer {request} within {} s", after.as_secs_f64())]
+    NotAnswering {
+        node: String,
+        program: &'static str,
+        request: String,
+        after: Duration,
+    },
     #[error("lab `{lab}`: {source}")]
     Trace {
         lab: String,
@@ -93,5 +103,78 @@ impl ReconcileError {
 
     pub(crate) fn ovs_process(e: ovs_process::OvsProcessError) -> Self {
         ReconcileError::OvsProcess(e)
+    }
+
+    /// An OVSDB error of `node`'s `ovsdb-server`; a missed deadline is
+    /// [`ReconcileError::NotAnswering`].
+    pub(crate) fn ovsdb(node: &str, source: ovslab_ovsdb::OvsdbError) -> Self {
+        match source {
+            ovslab_ovsdb::OvsdbError::Timeout { method, after } => ReconcileError::NotAnswering {
+                node: node.to_string(),
+                program: ovs_process::OvsDaemon::OvsdbServer.program(),
+                request: format!("a {method}"),
+                after,
+            },
+            source => ReconcileError::Ovsdb {
+                node: node.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// An OpenFlow error of `node`'s `ovs-vswitchd` on `bridge`; a missed
+    /// deadline is [`ReconcileError::NotAnswering`].
+    pub(crate) fn openflow(
+        node: &str,
+        bridge: &str,
+        source: ovslab_openflow::OpenflowError,
+    ) -> Self {
+        match source {
+            ovslab_openflow::OpenflowError::Timeout { request, after } => {
+                ReconcileError::NotAnswering {
+                    node: node.to_string(),
+                    program: ovs_process::OvsDaemon::OvsVswitchd.program(),
+                    request: format!("the {request} on {bridge}"),
+                    after,
+                }
+            }
+            source => ReconcileError::Openflow {
+                node: node.to_string(),
+                bridge: bridge.to_string(),
+                source,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missed_deadline_names_the_daemon_and_the_node() {
+        let e = ReconcileError::ovsdb(
+            "compute1",
+            ovslab_ovsdb::OvsdbError::Timeout {
+                method: "transact",
+                after: Duration::from_secs(5),
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "ovsdb-server of compute1 did not answer a transact within 5 s"
+        );
+        let e = ReconcileError::openflow(
+            "network1",
+            "br-int",
+            ovslab_openflow::OpenflowError::Timeout {
+                request: "flow stats request",
+                after: Duration::from_secs(10),
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "ovs-vswitchd of network1 did not answer the flow stats request on br-int within 10 s"
+        );
     }
 }

@@ -2,8 +2,12 @@
 //! inside the node's namespace from `<run_root>/<lab>/<node>/`.
 //!
 //! Both write pidfiles there; a process counts as the node's only when its
-//! pid is alive, its command name matches and it lives in the node's
-//! namespace, so a stale pidfile can never make ovslab signal a stranger.
+//! pid is alive, its command name matches, it lives in the node's
+//! namespace and it started when the record ovslab keeps next to the
+//! pidfile (`<program>.start`: pid and start time, written when ovslabd
+//! starts or first adopts it) says, so neither a stale pidfile nor a pid
+//! used again can make ovslab signal a stranger. The start time is checked
+//! again right before every signal.
 //! With `OVS_RUNDIR` pointing at the run directory, `ovs-vsctl`,
 //! `ovs-ofctl` and `ovs-appctl` find the database, the bridges' `.mgmt`
 //! sockets and the control sockets without options.
@@ -44,6 +48,118 @@ pub enum OvsProcessError {
         #[source]
         source: ovslab_netlink::NetlinkError,
     },
+    #[error("{program} for node {node} did not finish within {} s; killed (pid {pid})", after.as_secs_f64())]
+    Timeout {
+        program: String,
+        node: String,
+        pid: u32,
+        after: Duration,
+    },
+}
+
+/// How long `ovsdb-tool create` may take (it writes a small file).
+const TOOL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a daemon may take to answer the cheap request that tells a
+/// hung daemon from a busy one (an OVSDB `echo`, a unixctl `version`).
+/// Both are answered in well under a millisecond by a running daemon,
+/// whatever the size of its lab; 2 s leaves room for a loaded host.
+pub const PROBE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// What the cheap request found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    /// Not running as the node's (no pid, or the pid is not ours).
+    Dead,
+    /// Runs and answered.
+    Answering(u32),
+    /// Runs and did not answer in time: stopped or stuck. The text says
+    /// what it did not answer (`an echo`, `a unixctl version`).
+    NotAnswering(u32, &'static str),
+    /// Runs, but its socket refuses connections or is missing (e.g. it
+    /// was stopped before it made it). Not a sign of a hang while the
+    /// daemon starts; in a probe before a converge, where every daemon
+    /// had its time to start, it is broken. The text is the error.
+    Unreachable(u32, String),
+}
+
+impl Liveness {
+    /// `running`, `not answering` or `dead`, as `ovslab status` shows it.
+    pub fn state(&self) -> &'static str {
+        match self {
+            Liveness::Dead => "dead",
+            Liveness::Answering(_) => "running",
+            Liveness::NotAnswering(..) | Liveness::Unreachable(..) => "not answering",
+        }
+    }
+
+    /// The pid, when the daemon runs.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Liveness::Dead => None,
+            Liveness::Answering(pid)
+            | Liveness::NotAnswering(pid, _)
+            | Liveness::Unreachable(pid, _) => Some(*pid),
+        }
+    }
+}
+
+/// A process as ovslab recorded it: its pid and its start time (field 22
+/// of `/proc/<pid>/stat`, in clock ticks since boot), which together name
+/// one process for the life of the host: a pid used again has another
+/// start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl Identity {
+    /// The process that has `pid` now, if any.
+    pub fn of(pid: u32) -> Option<Identity> {
+        start_time(pid).map(|start| Identity { pid, start })
+    }
+
+    /// Whether `pid` is still this process (not gone, not used again).
+    pub fn is_current(&self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+
+    /// Sends `signal` if the pid is still this process; false if not (then
+    /// nothing is sent).
+    fn signal(&self, signal: nix::sys::signal::Signal) -> bool {
+        if !self.is_current() {
+            return false;
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), signal).is_ok()
+    }
+
+    /// Whether the process still runs (exists and is not a zombie).
+    fn alive(&self) -> bool {
+        self.is_current() && !is_zombie(self.pid)
+    }
+}
+
+/// An error with its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces and
+    // parentheses itself: count fields from the last `)`, which ends it.
+    let (_, rest) = stat.rsplit_once(')')?;
+    // rest starts at field 3 (state): field 22 is the 20th from there.
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Notified whenever an Open vSwitch daemon this process started exits
@@ -100,6 +216,27 @@ impl NodeOvs {
         self.rundir.join(format!("{}.pid", daemon.program()))
     }
 
+    /// The record of the process ovslab started or adopted: `pid start`.
+    fn record(&self, daemon: OvsDaemon) -> PathBuf {
+        self.rundir.join(format!("{}.start", daemon.program()))
+    }
+
+    fn read_record(&self, daemon: OvsDaemon) -> Option<Identity> {
+        let text = std::fs::read_to_string(self.record(daemon)).ok()?;
+        let mut words = text.split_whitespace();
+        Some(Identity {
+            pid: words.next()?.parse().ok()?,
+            start: words.next()?.parse().ok()?,
+        })
+    }
+
+    fn write_record(&self, daemon: OvsDaemon, identity: Identity) {
+        let file = self.record(daemon);
+        if let Err(e) = std::fs::write(&file, format!("{} {}\n", identity.pid, identity.start)) {
+            tracing::warn!(file = %file.display(), error = %e, "cannot record an open vswitch daemon");
+        }
+    }
+
     /// The environment under which the OVS tools find this node's files.
     pub fn env(&self) -> Vec<(String, String)> {
         let dir = self.rundir.display().to_string();
@@ -111,22 +248,133 @@ impl NodeOvs {
 
     /// The daemon's pid, if it runs as this node's (see the module doc).
     pub fn pid(&self, daemon: OvsDaemon) -> Option<u32> {
+        self.identity(daemon).map(|i| i.pid)
+    }
+
+    /// The daemon's pid and start time, if it runs as this node's: the
+    /// pidfile names it, it is the right program in the node's namespace,
+    /// and it is the process recorded when ovslabd started it. A running
+    /// daemon with no record (started by an ovslabd that kept none, or whose
+    /// record was lost) is adopted: recorded now.
+    pub fn identity(&self, daemon: OvsDaemon) -> Option<Identity> {
         let pid: u32 = std::fs::read_to_string(self.pidfile(daemon))
             .ok()?
             .trim()
             .parse()
             .ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let identity = Identity::of(pid)?;
+        match self.read_record(daemon) {
+            Some(recorded) if recorded.pid == pid => {
+                if recorded != identity {
+                    // The pid was used again by a process started later.
+                    return None;
+                }
+            }
+            _ => {
+                if !self.runs_here(daemon, pid) {
+                    return None;
+                }
+                self.write_record(daemon, identity);
+                return Some(identity);
+            }
+        }
+        self.runs_here(daemon, pid).then_some(identity)
+    }
+
+    /// Whether `pid` is a live `daemon` in the node's namespace.
+    fn runs_here(&self, daemon: OvsDaemon, pid: u32) -> bool {
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            return false;
+        };
         // A zombie (dead, and not reaped: PID 1 here does not reap the
         // orphans of an earlier ovslabd) is dead.
         if comm.trim() != daemon.program() || is_zombie(pid) {
-            return None;
+            return false;
         }
-        let ns_inode = std::fs::metadata(ovslab_netlink::netns::path(&self.namespace))
-            .ok()?
-            .ino();
-        let proc_ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
-        (proc_ns.to_string_lossy() == format!("net:[{ns_inode}]")).then_some(pid)
+        let Ok(ns) = std::fs::metadata(ovslab_netlink::netns::path(&self.namespace)) else {
+            return false;
+        };
+        let Ok(proc_ns) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else {
+            return false;
+        };
+        proc_ns.to_string_lossy() == format!("net:[{}]", ns.ino())
+    }
+
+    /// Asks the daemon a cheap question with `deadline`: an OVSDB `echo`
+    /// for `ovsdb-server`, a unixctl `version` for `ovs-vswitchd`.
+    pub async fn probe(&self, daemon: OvsDaemon, deadline: Duration) -> Liveness {
+        let Some(identity) = self.identity(daemon) else {
+            return Liveness::Dead;
+        };
+        let pid = identity.pid;
+        match daemon {
+            OvsDaemon::OvsdbServer => {
+                let client =
+                    ovslab_ovsdb::Client::connect_with_deadline(&self.db_socket(), deadline).await;
+                match client {
+                    Ok(client) => match client.echo().await {
+                        Err(e) if e.is_timeout() => Liveness::NotAnswering(pid, "an echo"),
+                        // An answer, even an odd one, is an answer.
+                        _ => Liveness::Answering(pid),
+                    },
+                    Err(e) if e.is_timeout() => Liveness::NotAnswering(pid, "a connection"),
+                    Err(e) => Liveness::Unreachable(pid, chain(&e)),
+                }
+            }
+            OvsDaemon::OvsVswitchd => {
+                let socket = self.rundir.join(format!("ovs-vswitchd.{pid}.ctl"));
+                match crate::unixctl::call_async(&socket, "version", &[], deadline).await {
+                    Ok(_) => Liveness::Answering(pid),
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        Liveness::NotAnswering(pid, "a unixctl version")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Other => Liveness::Answering(pid),
+                    Err(e) => Liveness::Unreachable(pid, e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Kills (SIGKILL, by its verified pid) each daemon of the node that
+    /// does not answer a cheap request within [`PROBE_DEADLINE`]; its
+    /// pidfile stays, so the converge that follows starts it again and
+    /// counts a restart. Returns one line per daemon killed.
+    pub async fn kill_hung(&self) -> Vec<String> {
+        let probes = OvsDaemon::ALL.map(|d| self.probe(d, PROBE_DEADLINE));
+        let [ovsdb, vswitchd] = probes;
+        let (ovsdb, vswitchd) = tokio::join!(ovsdb, vswitchd);
+        let mut killed = Vec::new();
+        for (daemon, liveness) in OvsDaemon::ALL.into_iter().zip([ovsdb, vswitchd]) {
+            let (pid, why) = match liveness {
+                Liveness::NotAnswering(pid, what) => (
+                    pid,
+                    format!(
+                        "it did not answer {what} within {} s",
+                        PROBE_DEADLINE.as_secs_f64()
+                    ),
+                ),
+                Liveness::Unreachable(pid, error) => {
+                    (pid, format!("it runs but cannot be reached: {error}"))
+                }
+                Liveness::Dead | Liveness::Answering(_) => continue,
+            };
+            let Some(identity) = self.identity(daemon).filter(|i| i.pid == pid) else {
+                continue;
+            };
+            tracing::warn!(
+                node = self.node,
+                program = daemon.program(),
+                pid,
+                "{why}: killing it, to be started again"
+            );
+            kill(identity).await;
+            killed.push(format!(
+                "killed {} of {} (pid {pid}): {why}",
+                daemon.program(),
+                self.node
+            ));
+        }
+        killed
     }
 
     /// Whether the daemon died: its pidfile is left behind (a clean exit
@@ -173,17 +421,34 @@ impl NodeOvs {
         if db.exists() {
             return Ok(());
         }
-        let out = Command::new("ovsdb-tool")
+        let spawn_err = |source| OvsProcessError::Spawn {
+            program: "ovsdb-tool".into(),
+            node: self.node.clone(),
+            source,
+        };
+        let child = Command::new("ovsdb-tool")
             .arg("create")
             .arg(&db)
             .arg(schema)
-            .output()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_err)?;
+        let pid = child.id().unwrap_or(0);
+        // On timeout the child is dropped, and with it killed (by the pid
+        // tokio holds, which cannot have been used again: not yet reaped)
+        // and reaped in the background.
+        let out = tokio::time::timeout(TOOL_DEADLINE, child.wait_with_output())
             .await
-            .map_err(|source| OvsProcessError::Spawn {
-                program: "ovsdb-tool".into(),
+            .map_err(|_| OvsProcessError::Timeout {
+                program: "ovsdb-tool create".into(),
                 node: self.node.clone(),
-                source,
-            })?;
+                pid,
+                after: TOOL_DEADLINE,
+            })?
+            .map_err(spawn_err)?;
         if !out.status.success() {
             return Err(OvsProcessError::Failed {
                 program: "ovsdb-tool create".into(),
@@ -225,6 +490,11 @@ impl NodeOvs {
             node: self.node.clone(),
             source,
         })?;
+        // Our own child: its pid cannot be used again before the task
+        // below reaps it, so its start time read now is its own.
+        if let Some(identity) = child.id().and_then(Identity::of) {
+            self.write_record(daemon, identity);
+        }
         let node = self.node.clone();
         // Reap the child whenever it ends, so it never lingers as a zombie,
         // and wake the audits: a node lost its switch.
@@ -250,6 +520,20 @@ impl NodeOvs {
             if tokio::net::UnixStream::connect(socket).await.is_ok() {
                 return Ok(());
             }
+            // Gone after it wrote its pidfile: no socket will come.
+            if self.died(daemon) {
+                return Err(OvsProcessError::Failed {
+                    program: daemon.program().into(),
+                    node: self.node.clone(),
+                    detail: format!(
+                        "exited before it made {} (see {})",
+                        socket.display(),
+                        self.rundir
+                            .join(format!("{}.log", daemon.program()))
+                            .display()
+                    ),
+                });
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Err(OvsProcessError::Failed {
@@ -268,10 +552,10 @@ impl NodeOvs {
     /// Stops `ovs-vswitchd` if it runs (to be started again with options
     /// it reads only at start); returns its pid.
     pub async fn stop_vswitchd(&self) -> Option<u32> {
-        let pid = self.pid(OvsDaemon::OvsVswitchd)?;
-        terminate(pid).await;
+        let identity = self.identity(OvsDaemon::OvsVswitchd)?;
+        terminate(identity).await;
         let _ = std::fs::remove_file(self.pidfile(OvsDaemon::OvsVswitchd));
-        Some(pid)
+        Some(identity.pid)
     }
 
     /// Stops both daemons (vswitchd first) by the pids they wrote, waiting
@@ -279,12 +563,13 @@ impl NodeOvs {
     pub async fn stop_and_remove(&self) -> Vec<String> {
         let mut stopped = Vec::new();
         for daemon in [OvsDaemon::OvsVswitchd, OvsDaemon::OvsdbServer] {
-            if let Some(pid) = self.pid(daemon) {
-                terminate(pid).await;
+            if let Some(identity) = self.identity(daemon) {
+                terminate(identity).await;
                 stopped.push(format!(
-                    "stopped {} of {} (pid {pid})",
+                    "stopped {} of {} (pid {})",
                     daemon.program(),
-                    self.node
+                    self.node,
+                    identity.pid
                 ));
             }
         }
@@ -293,42 +578,56 @@ impl NodeOvs {
     }
 }
 
-/// SIGTERM, then SIGKILL after 2 s; returns once the process is gone from
-/// the process table (or after 3 more seconds, with a warning).
-async fn terminate(pid: u32) {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-    let pid_t = Pid::from_raw(pid as i32);
-    let _ = kill(pid_t, Signal::SIGTERM);
-    let alive = || Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid);
-    let mut waited = 0;
-    while alive() && waited < 200 {
+/// How long a daemon asked to stop may take before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a killed process may take to leave the process table.
+const REAP_WAIT: Duration = Duration::from_secs(3);
+
+/// SIGTERM (with SIGCONT, so that a stopped process acts on it), then
+/// SIGKILL after [`STOP_GRACE`]; returns once the process is gone from the
+/// process table (or after [`REAP_WAIT`] more, with a warning). Every
+/// signal goes only to the process `identity` names.
+async fn terminate(identity: Identity) {
+    use nix::sys::signal::Signal;
+    identity.signal(Signal::SIGTERM);
+    identity.signal(Signal::SIGCONT);
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    while identity.alive() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        waited += 1;
     }
-    if alive() {
-        let _ = kill(pid_t, Signal::SIGKILL);
-        for _ in 0..100 {
-            if !alive() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    if identity.alive() {
+        tracing::warn!(
+            pid = identity.pid,
+            "did not stop within {} s of SIGTERM: killed",
+            STOP_GRACE.as_secs()
+        );
+    }
+    kill(identity).await;
+}
+
+/// SIGKILL (which works on a stopped process too), then waits until the
+/// process is gone from the process table.
+async fn kill(identity: Identity) {
+    if identity.alive() {
+        identity.signal(nix::sys::signal::Signal::SIGKILL);
     }
     // Dead; wait (briefly) until its parent — our reaper task, or init for
     // a process adopted from an earlier daemon — has reaped it, so that
     // nothing of the lab is left in the process table when `down` returns.
     // ovs-vswitchd's leader can exit before its datapath threads do, so
     // this may take a moment.
-    for _ in 0..600 {
-        if !Path::new(&format!("/proc/{pid}")).exists() || fully_exited_orphan(pid) {
+    let deadline = tokio::time::Instant::now() + REAP_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if !identity.is_current() || fully_exited_orphan(identity.pid) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tracing::warn!(
-        pid,
-        "process still in the process table 3 s after it was stopped"
+        pid = identity.pid,
+        "process still in the process table {} s after it was killed",
+        REAP_WAIT.as_secs()
     );
 }
 
@@ -360,4 +659,108 @@ fn is_zombie(pid: u32) -> bool {
                 .map(|rest| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `sleep` child, reaped by a thread of its own (as the daemon's
+    /// reaper task does for the OVS daemons), so that `kill` sees it go.
+    fn sleeper() -> (Identity, std::thread::JoinHandle<()>) {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("start sleep");
+        let identity = Identity::of(child.id()).expect("its start time");
+        let reaper = std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        (identity, reaper)
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ovslab-ovs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn the_start_time_is_field_22_of_stat() {
+        let me = std::process::id();
+        let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+        let after_name = stat.rsplit_once(')').unwrap().1;
+        let field22: u64 = after_name
+            .split_whitespace()
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(start_time(me), Some(field22));
+        assert_eq!(start_time(u32::MAX), None);
+    }
+
+    #[tokio::test]
+    async fn a_pid_whose_start_time_differs_is_never_signalled() {
+        let (identity, reaper) = sleeper();
+        let stranger = Identity {
+            pid: identity.pid,
+            start: identity.start + 1,
+        };
+        assert!(!stranger.is_current());
+        assert!(!stranger.signal(nix::sys::signal::Signal::SIGKILL));
+        kill(stranger).await;
+        assert!(identity.alive(), "a process of the same pid was signalled");
+
+        // A pidfile naming it with a record that says another start: the
+        // node does not count it as its daemon.
+        let dir = temp_dir("reused");
+        let node = NodeOvs {
+            node: "compute1".into(),
+            namespace: "nonexistent-ns".into(),
+            rundir: dir.clone(),
+        };
+        std::fs::write(
+            node.pidfile(OvsDaemon::OvsdbServer),
+            format!("{}\n", identity.pid),
+        )
+        .unwrap();
+        node.write_record(OvsDaemon::OvsdbServer, stranger);
+        assert_eq!(node.identity(OvsDaemon::OvsdbServer), None);
+        assert_eq!(
+            node.probe(OvsDaemon::OvsdbServer, PROBE_DEADLINE).await,
+            Liveness::Dead
+        );
+        assert!(node.kill_hung().await.is_empty());
+        assert!(identity.alive());
+
+        kill(identity).await;
+        assert!(!identity.alive());
+        reaper.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_process_is_terminated_in_bounded_time() {
+        let (identity, reaper) = sleeper();
+        assert!(identity.signal(nix::sys::signal::Signal::SIGSTOP));
+        let started = std::time::Instant::now();
+        terminate(identity).await;
+        assert!(!identity.is_current(), "still in the process table");
+        // SIGCONT let it act on SIGTERM at once, long before SIGKILL.
+        assert!(started.elapsed() < STOP_GRACE, "{:?}", started.elapsed());
+        reaper.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stopped_process_is_killed_at_once() {
+        let (identity, reaper) = sleeper();
+        assert!(identity.signal(nix::sys::signal::Signal::SIGSTOP));
+        let started = std::time::Instant::now();
+        kill(identity).await;
+        assert!(!identity.is_current());
+        assert!(started.elapsed() < REAP_WAIT);
+        reaper.join().unwrap();
+    }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+/// How long one command may take: `ofproto/trace` and `dpif/show` are
+/// answered in milliseconds by a running vswitchd.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The control socket of the `ovs-vswitchd` whose pidfile is in `rundir`:
@@ -22,7 +24,7 @@ pub fn vswitchd_socket(rundir: &Path) -> io::Result<PathBuf> {
 
 /// Runs one command; its text answer, or its error text as an error.
 pub fn call(socket: &Path, method: &str, params: &[&str]) -> io::Result<String> {
-    let mut stream = UnixStream::connect(socket)
+    let mut stream = connect_now(socket)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", socket.display())))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
@@ -34,6 +36,77 @@ pub fn call(socket: &Path, method: &str, params: &[&str]) -> io::Result<String> 
         .ok_or_else(|| io::Error::other(format!("{method}: no answer")))?
         .map_err(io::Error::other)?;
     answer_text(method, &answer)
+}
+
+/// Like [`call`], from async code, the whole exchange (connect included)
+/// bounded by `deadline`: an error of kind [`io::ErrorKind::TimedOut`]
+/// when the daemon does not answer in time. The connect never blocks: a
+/// socket whose backlog is full (a stopped daemon asked many times)
+/// refuses at once.
+pub async fn call_async(
+    socket: &Path,
+    method: &str,
+    params: &[&str],
+    deadline: Duration,
+) -> io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", socket.display())))?;
+        let request = json!({ "id": 0, "method": method, "params": params });
+        stream.write_all(request.to_string().as_bytes()).await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::Error::other(format!("{method}: no answer")));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut answers = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
+            match answers.next() {
+                Some(Ok(answer)) => return answer_text(method, &answer),
+                Some(Err(e)) if e.is_eof() => continue,
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                None => continue,
+            }
+        }
+    };
+    tokio::time::timeout(deadline, exchange)
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{}: {method} not answered within {} s",
+                    socket.display(),
+                    deadline.as_secs_f64()
+                ),
+            )
+        })?
+}
+
+/// Connects without ever blocking: a blocking connect to a socket whose
+/// backlog is full (a stopped daemon asked many times) waits until the
+/// daemon accepts, that is forever; a non-blocking one fails at once
+/// (`EAGAIN`). A Unix stream connect never completes later, so a socket
+/// that connected is made blocking again, with the caller's timeouts.
+fn connect_now(socket: &Path) -> io::Result<UnixStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect};
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &UnixAddr::new(socket)?,
+    )?;
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 fn answer_text(method: &str, answer: &Value) -> io::Result<String> {
@@ -91,6 +164,84 @@ mod tests {
         let socket = vswitchd_socket(&dir).unwrap();
         assert_eq!(socket, path);
         assert_eq!(call(&socket, "dpif/show", &[]).unwrap(), "br-int:\n");
+        server.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_backlog_refuses_at_once_instead_of_blocking() {
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+        };
+        let dir = std::env::temp_dir().join(format!("ovslab-unixctl-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ovs-vswitchd.9.ctl");
+        let _ = std::fs::remove_file(&path);
+        // A listener nobody accepts on, with the smallest backlog.
+        let listener = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&listener),
+            &UnixAddr::new(&path).unwrap(),
+        )
+        .unwrap();
+        listen(&listener, Backlog::new(1).unwrap()).unwrap();
+        let started = std::time::Instant::now();
+        let mut held = Vec::new();
+        let refused = loop {
+            match connect_now(&path) {
+                Ok(stream) => held.push(stream),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 100, "the backlog never filled");
+        };
+        assert_eq!(refused.kind(), io::ErrorKind::WouldBlock, "{refused}");
+        assert!(call(&path, "version", &[]).is_err());
+        assert!(started.elapsed() < Duration::from_secs(2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_never_answers_times_out() {
+        let dir = std::env::temp_dir().join(format!("ovslab-unixctl-mute-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ovs-vswitchd.7.ctl");
+        let _ = std::fs::remove_file(&path);
+        // Listening, never accepting: what a stopped vswitchd leaves.
+        let _listener = UnixListener::bind(&path).unwrap();
+        let started = std::time::Instant::now();
+        let err = call_async(&path, "version", &[], Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_answer_in_pieces_is_read_whole() {
+        let dir = std::env::temp_dir().join(format!("ovslab-unixctl-async-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ovs-vswitchd.8.ctl");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 512];
+            let _ = conn.read(&mut buf).unwrap();
+            conn.write_all(br#"{"id":0,"result":"ovs-vs"#).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            conn.write_all(br#"witchd 3.1\n","error":null}"#).unwrap();
+        });
+        let answer = call_async(&path, "version", &[], Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(answer, "ovs-vswitchd 3.1\n");
         server.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -16,7 +16,9 @@ use crate::commands::segment;
     long_about = "Show a lab's nodes, instances and health; without LAB, list the labs the \
 daemon manages.\n\n\
 A lab is healthy when every namespace exists and every node's ovsdb-server and ovs-vswitchd run. \
-A node's OVS process that died and was started again shows how often (\"restarted 2×\"). \
+A node's OVS process that died and was started again shows how often (\"restarted 2×\"); \
+one that runs but did not answer within its deadline (stopped or stuck) shows \"NOT ANSWERING\" \
+(the next audit kills it and starts it again). \
 The last lines say how many audits ran and what the last one cost, and list what the daemon's \
 audits found broken and repaired (a dead OVS process, a deleted link, flow or rule). \
 --json prints the daemon's answer as it is (a LabStatus, or a list of lab names).",
@@ -80,14 +82,15 @@ fn pid_cell(pid: Option<u32>) -> String {
     pid.map_or_else(|| "not running".to_string(), |p| format!("pid {p}"))
 }
 
-/// `pid 42`, `not running`, with `, restarted 2×` when it was.
+/// `pid 42`, `not running`, with `, NOT ANSWERING` when it runs but did
+/// not answer, and `, restarted 2×` when it was.
 fn process_cell(node: &NodeStatus, program: &str, pid: Option<u32>) -> String {
-    let restarts = node
-        .processes
-        .iter()
-        .find(|p| p.program == program)
-        .map_or(0, |p| p.restarts);
+    let process = node.processes.iter().find(|p| p.program == program);
+    let restarts = process.map_or(0, |p| p.restarts);
     let mut cell = pid_cell(pid);
+    if pid.is_some() && process.is_some_and(|p| p.state == "not answering") {
+        cell.push_str(", NOT ANSWERING");
+    }
     if restarts > 0 {
         cell.push_str(&format!(", restarted {restarts}×"));
     }
@@ -195,12 +198,14 @@ mod tests {
                         program: "ovsdb-server".into(),
                         pid: Some(42),
                         running: true,
+                        state: if healthy { "running" } else { "not answering" }.into(),
                         restarts: 0,
                     },
                     ProcessStatus {
                         program: "ovs-vswitchd".into(),
                         pid: if healthy { Some(43) } else { None },
                         running: healthy,
+                        state: if healthy { "running" } else { "dead" }.into(),
                         restarts: u64::from(!healthy) * 2,
                     },
                 ],
@@ -228,6 +233,14 @@ mod tests {
                 last_ms: 18,
             }),
         }
+    }
+
+    #[test]
+    fn a_process_that_does_not_answer_is_named() {
+        let text = format_status(&sample(false));
+        assert!(text.contains("pid 42, NOT ANSWERING"), "{text}");
+        assert!(text.contains("not running, restarted 2×"), "{text}");
+        assert!(!format_status(&sample(true)).contains("NOT ANSWERING"));
     }
 
     #[test]

@@ -28,11 +28,7 @@ pub struct FlowClient {
 
 impl FlowClient {
     fn err(&self, source: ovslab_openflow::OpenflowError) -> ReconcileError {
-        ReconcileError::Openflow {
-            node: self.node.clone(),
-            bridge: self.bridge.clone(),
-            source,
-        }
+        ReconcileError::openflow(&self.node, &self.bridge, source)
     }
 }
 
@@ -51,11 +47,7 @@ pub async fn connect(node: &NodeOvs, bridge: &str) -> Result<FlowClient, Reconci
     let path = node.rundir.join(format!("{bridge}.mgmt"));
     let client = Client::connect(&path)
         .await
-        .map_err(|source| ReconcileError::Openflow {
-            node: node.node.clone(),
-            bridge: bridge.to_string(),
-            source,
-        })?;
+        .map_err(|source| ReconcileError::openflow(&node.node, bridge, source))?;
     Ok(FlowClient {
         node: node.node.clone(),
         bridge: bridge.to_string(),
@@ -149,7 +141,17 @@ pub async fn apply(
             })?,
         );
     }
-    client.client.apply(mods).await.map_err(|e| client.err(e))
+    let (count, started) = (mods.len(), std::time::Instant::now());
+    let result = client.client.apply(mods).await.map_err(|e| client.err(e));
+    // How long batches take, against their deadline.
+    tracing::debug!(
+        node = client.node,
+        bridge,
+        flow_mods = count,
+        ms = started.elapsed().as_millis() as u64,
+        "flow batch"
+    );
+    result
 }
 
 fn to_flow_mod(spec: &FlowSpec, cookie: u64, ports: &BTreeMap<String, u32>) -> Option<FlowMod> {

@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
 
-use ovslab_netlink::{Netlink, netns};
+use ovslab_netlink::{Netlink, NetlinkError, netns};
 use ovslab_topology::plan::{NamespaceSpec, RouteSpec};
 
 use crate::ReconcileError;
@@ -59,10 +60,43 @@ impl Handles {
     }
 }
 
+/// How long one namespace's read, or one change, may take. The kernel
+/// answers rtnetlink in microseconds, but holds its rtnl lock for seconds
+/// while it destroys a large lab's namespaces; a request still unanswered
+/// after 10 s is stuck.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs `work` for namespace `namespace` for at most [`DEADLINE`].
+async fn within<T>(
+    namespace: &str,
+    what: impl Fn() -> String,
+    work: impl std::future::Future<Output = Result<T, ReconcileError>>,
+) -> Result<T, ReconcileError> {
+    tokio::time::timeout(DEADLINE, work).await.map_err(|_| {
+        ReconcileError::Netlink(NetlinkError::Timeout {
+            namespace: namespace.to_string(),
+            what: what(),
+            after: DEADLINE,
+        })
+    })?
+}
+
 /// What namespace `spec.name` holds now: every link (with its master by
 /// name and, for links the plan configures, TX checksumming), the gateway
-/// routes, and the sysctls the plan sets.
+/// routes, and the sysctls the plan sets; at most [`DEADLINE`].
 pub async fn read(
+    handles: &Handles,
+    spec: &NamespaceSpec,
+) -> Result<ActualNamespace, ReconcileError> {
+    within(
+        &spec.name,
+        || "read links, addresses and routes".to_string(),
+        read_unbounded(handles, spec),
+    )
+    .await
+}
+
+async fn read_unbounded(
     handles: &Handles,
     spec: &NamespaceSpec,
 ) -> Result<ActualNamespace, ReconcileError> {
@@ -126,8 +160,21 @@ pub async fn read(
     })
 }
 
-/// Applies one change inside namespace `namespace`.
+/// Applies one change inside namespace `namespace`, in at most [`DEADLINE`].
 pub async fn apply(
+    handles: &Handles,
+    namespace: &str,
+    change: &LinkChange,
+) -> Result<(), ReconcileError> {
+    within(
+        namespace,
+        || change.to_string(),
+        apply_unbounded(handles, namespace, change),
+    )
+    .await
+}
+
+async fn apply_unbounded(
     handles: &Handles,
     namespace: &str,
     change: &LinkChange,

@@ -24,33 +24,53 @@ const DB: &str = "Open_vSwitch";
 pub struct SwitchClient {
     pub node: String,
     client: Client,
+    /// The node's processes, to tell a slow vswitchd from a hung one.
+    ovs: NodeOvs,
 }
 
 impl SwitchClient {
     fn err(&self, source: ovslab_ovsdb::OvsdbError) -> ReconcileError {
-        ReconcileError::Ovsdb {
-            node: self.node.clone(),
-            source,
-        }
+        ReconcileError::ovsdb(&self.node, source)
     }
 
     async fn transact(&self, ops: Vec<Value>) -> Result<Vec<Value>, ReconcileError> {
-        self.client.transact(DB, ops).await.map_err(|e| self.err(e))
+        // How long transactions take, against their deadline.
+        let (count, started) = (ops.len(), std::time::Instant::now());
+        let result = self.client.transact(DB, ops).await.map_err(|e| self.err(e));
+        tracing::debug!(
+            node = self.node,
+            ops = count,
+            ms = started.elapsed().as_millis() as u64,
+            "ovsdb transaction"
+        );
+        result
     }
 }
 
+/// Connects to a node's database; the connect and every request of the
+/// client are bounded by [`ovslab_ovsdb::DEFAULT_DEADLINE`].
 pub async fn connect(node: &NodeOvs) -> Result<SwitchClient, ReconcileError> {
-    let client =
-        Client::connect(&node.db_socket())
-            .await
-            .map_err(|source| ReconcileError::Ovsdb {
-                node: node.node.clone(),
-                source,
-            })?;
+    connect_with_deadline(node, ovslab_ovsdb::DEFAULT_DEADLINE).await
+}
+
+/// Like [`connect`], with another deadline (status asks with a short one).
+pub async fn connect_with_deadline(
+    node: &NodeOvs,
+    deadline: Duration,
+) -> Result<SwitchClient, ReconcileError> {
+    let client = Client::connect_with_deadline(&node.db_socket(), deadline)
+        .await
+        .map_err(|source| ReconcileError::ovsdb(&node.node, source))?;
     Ok(SwitchClient {
         node: node.node.clone(),
         client,
+        ovs: node.clone(),
     })
+}
+
+/// Whether the node's `ovsdb-server` answers an `echo` on this connection.
+pub async fn echo(client: &SwitchClient) -> Result<(), ReconcileError> {
+    client.client.echo().await.map_err(|e| client.err(e))
 }
 
 fn select(table: &str, columns: &[&str]) -> Value {
@@ -505,10 +525,39 @@ pub async fn wait_applied(client: &SwitchClient) -> Result<(), ReconcileError> {
 /// waits seconds for the locks every link operation needs.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Waits until vswitchd's `cur_cfg` reaches `next_cfg`.
+/// How often a long wait for vswitchd asks whether it still answers.
+const LIVENESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Waits until vswitchd's `cur_cfg` reaches `next_cfg`. A vswitchd that
+/// stops answering meanwhile (stopped, stuck) ends the wait at once with
+/// [`ReconcileError::NotAnswering`] instead of after [`APPLY_TIMEOUT`].
 async fn wait_cur_cfg(client: &SwitchClient, next_cfg: i64) -> Result<(), ReconcileError> {
+    use crate::ovs_process::{Liveness, OvsDaemon, PROBE_DEADLINE};
     let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
+    let mut next_probe = tokio::time::Instant::now() + LIVENESS_EVERY;
     while tokio::time::Instant::now() < deadline {
+        if tokio::time::Instant::now() >= next_probe {
+            let program = OvsDaemon::OvsVswitchd;
+            if let Liveness::NotAnswering(_, what) = client.ovs.probe(program, PROBE_DEADLINE).await
+            {
+                return Err(ReconcileError::NotAnswering {
+                    node: client.node.clone(),
+                    program: program.program(),
+                    request: format!("{what} (while applying configuration {next_cfg})"),
+                    after: PROBE_DEADLINE,
+                });
+            }
+            // Dead after it wrote its pidfile: it will not apply anything.
+            if client.ovs.died(program) {
+                return Err(ReconcileError::Switch {
+                    node: client.node.clone(),
+                    message: format!(
+                        "ovs-vswitchd exited before it applied configuration {next_cfg}"
+                    ),
+                });
+            }
+            next_probe = tokio::time::Instant::now() + LIVENESS_EVERY;
+        }
         let results = client.transact(vec![select(DB, &["cur_cfg"])]).await?;
         let cur = results
             .first()
