@@ -3,6 +3,7 @@
 //! that calls the [`Engine`].
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ovslab_api::{
@@ -11,6 +12,9 @@ use ovslab_api::{
 use ovslab_reconciler::{Engine, ReconcileError};
 use ovslab_topology::Topology;
 use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::quota::{QuotaError, Quotas, namespaces_of};
 
 /// What the daemon can be asked to do.
 #[derive(Debug)]
@@ -35,6 +39,16 @@ pub enum Action {
     Trace { lab: String, request: TraceRequest },
     /// The lab's saved topology file (`GET /v1/labs/{lab}/topology`).
     Topology { lab: String },
+}
+
+/// Why an action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// An `up` that would pass `--max-labs` or `--max-namespaces`.
+    #[error(transparent)]
+    Refused(#[from] QuotaError),
+    #[error(transparent)]
+    Engine(#[from] ReconcileError),
 }
 
 /// What an action answers; serialised as the bare wire type.
@@ -76,7 +90,8 @@ impl Action {
         matches!(self, Action::Up { .. } | Action::Down { .. })
     }
 
-    pub async fn run(self, engine: &Engine) -> Result<Reply, ReconcileError> {
+    /// Runs the action; an `up` first passes the quotas.
+    pub async fn run(self, engine: &Engine, quotas: &Quotas) -> Result<Reply, ActionError> {
         let what = self.to_string();
         let loud = self.changes_something();
         if loud {
@@ -84,20 +99,44 @@ impl Action {
         }
         let started = Instant::now();
         let result = match self {
-            Action::Up { topology, text } => engine.up(*topology, &text).await.map(Reply::Up),
-            Action::Down { lab } => engine.down(&lab).await.map(Reply::Down),
+            Action::Up { topology, text } => {
+                let namespaces = namespaces_of(&topology);
+                match quotas.admit(&topology.lab, namespaces, &engine.labs().await) {
+                    Ok(_admitted) => engine
+                        .up(*topology, &text)
+                        .await
+                        .map(Reply::Up)
+                        .map_err(ActionError::from),
+                    Err(refused) => Err(refused.into()),
+                }
+            }
+            Action::Down { lab } => engine.down(&lab).await.map(Reply::Down).map_err(Into::into),
             Action::ListLabs => Ok(Reply::Labs(engine.labs().await)),
-            Action::Status { lab } => engine.status(&lab).await.map(Reply::Status),
-            Action::Target { lab, name } => engine.target(&lab, &name).await.map(Reply::Target),
-            Action::Check { lab } => engine.check(&lab).await.map(Reply::Check),
+            Action::Status { lab } => engine
+                .status(&lab)
+                .await
+                .map(Reply::Status)
+                .map_err(Into::into),
+            Action::Target { lab, name } => engine
+                .target(&lab, &name)
+                .await
+                .map(Reply::Target)
+                .map_err(Into::into),
+            Action::Check { lab } => engine
+                .check(&lab)
+                .await
+                .map(Reply::Check)
+                .map_err(Into::into),
             Action::Trace { lab, request } => engine
                 .trace(&lab, request)
                 .await
-                .map(|r| Reply::Trace(Box::new(r))),
+                .map(|r| Reply::Trace(Box::new(r)))
+                .map_err(Into::into),
             Action::Topology { lab } => engine
                 .topology_text(&lab)
                 .await
-                .map(|(source, topology)| Reply::Topology(UpRequest { topology, source })),
+                .map(|(source, topology)| Reply::Topology(UpRequest { topology, source }))
+                .map_err(Into::into),
         };
         if loud {
             release_freed_memory();
@@ -110,6 +149,70 @@ impl Action {
             Err(e) => tracing::info!("{what}: {}", error_chain(e)),
         }
         result
+    }
+}
+
+/// Changes (`up`, `down`) run as tasks of their own: they finish even when
+/// the client that asked goes away (its handler is dropped with its
+/// connection), so a lab is never left half made or half removed by a
+/// Ctrl-C. A stop waits for them, for a bounded time (see [`Changes::finish`]).
+#[derive(Debug, Clone, Default)]
+pub struct Changes(Arc<Mutex<ChangeTasks>>);
+
+#[derive(Debug, Default)]
+struct ChangeTasks {
+    tasks: JoinSet<()>,
+    /// Set by [`Changes::finish`]: the daemon stops, nothing new starts.
+    closed: bool,
+}
+
+impl Changes {
+    fn tasks(&self) -> std::sync::MutexGuard<'_, ChangeTasks> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `work` to its end in a task of its own, whether or not the
+    /// caller still waits for it; `None` when the daemon stopped first
+    /// (the work was abandoned, or never started).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        {
+            let mut tasks = self.tasks();
+            if tasks.closed {
+                return None;
+            }
+            while tasks.tasks.try_join_next().is_some() {}
+            tasks.tasks.spawn(async move {
+                let _ = done.send(work.await);
+            });
+        }
+        result.await.ok()
+    }
+
+    /// Lets the changes in progress finish until `deadline`, then abandons
+    /// those still running (like a crash of the daemon: the next `up`
+    /// finishes such a lab, `down` removes it). Starts no new ones after.
+    /// Returns how many were abandoned.
+    pub async fn finish(&self, deadline: tokio::time::Instant) -> usize {
+        let mut tasks = {
+            let mut tasks = self.tasks();
+            tasks.closed = true;
+            std::mem::take(&mut tasks.tasks)
+        };
+        let finished = tokio::time::timeout_at(deadline, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_ok() {
+            return 0;
+        }
+        let abandoned = tasks.len();
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        abandoned
     }
 }
 
