@@ -19,10 +19,10 @@ It runs in the foreground and serves the ovslab API (JSON over HTTP) on a Unix s
 takes down the labs whose file left --labs-dir while it was away.",
     after_help = "\
 Signals:
-  SIGTERM, SIGINT  stop: remove the socket, let the requests in flight (and the ups and downs they
-                   started) finish for at most 5 s, abandon what is left (like a crash: `ovslab up`
-                   finishes such a lab, `ovslab down` removes it), apply --on-exit, exit 0
-                   (a second signal exits at once)
+  SIGTERM, SIGINT  stop: remove the socket, close idle connections, let the requests in flight
+                   (and the ups and downs they started) finish for at most --stop-grace seconds,
+                   abandon what is left (like a crash: `ovslab up` finishes such a lab, `ovslab
+                   down` removes it), apply --on-exit, exit 0 (a second signal exits at once)
   SIGHUP           reload: bring up every *.yaml under --labs-dir again (in place), and take down
                    the labs that came from a file of --labs-dir which is gone (recorded in
                    <run-dir>/from-labs-dir; labs made with `ovslab up` are never touched)
@@ -77,6 +77,12 @@ pub struct Config {
     #[arg(long, value_name = "SECONDS", default_value_t = 0.5)]
     pub audit_interval: f64,
 
+    /// Seconds a stop (SIGTERM, SIGINT) gives the requests in flight, and
+    /// the ups and downs they started, before it abandons them and applies
+    /// --on-exit.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = seconds)]
+    pub stop_grace: f64,
+
     /// The most connections served at once. A new one beyond closes the
     /// oldest idle connection (waiting for a request), or is refused with
     /// 503 when every connection has a request in progress.
@@ -101,6 +107,15 @@ pub struct Config {
     /// directives such as `info,ovslab_reconciler=debug`.
     #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
+}
+
+/// A number of seconds: finite, not negative.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        Ok(_) => Err("must be a number of seconds, 0 or more".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A count that must not be 0.

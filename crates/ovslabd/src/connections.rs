@@ -268,11 +268,17 @@ async fn serve(
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service);
     let mut connection = pin!(connection);
-    let mut stopping = *stop.borrow();
-    if stopping {
-        connection.as_mut().graceful_shutdown();
-    }
+    let mut stopping = false;
     loop {
+        if !stopping && *stop.borrow_and_update() {
+            // Without a request in progress (also one with half a header)
+            // it closes at once; else after the answer.
+            if slot.swap(IDLE, CLOSING) {
+                return;
+            }
+            stopping = true;
+            connection.as_mut().graceful_shutdown();
+        }
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
@@ -285,9 +291,9 @@ async fn serve(
                 return;
             }
             changed = stop.changed(), if !stopping => {
-                if changed.is_err() || *stop.borrow() {
-                    stopping = true;
-                    connection.as_mut().graceful_shutdown();
+                if changed.is_err() {
+                    // The daemon is gone: nothing will answer.
+                    return;
                 }
             }
         }

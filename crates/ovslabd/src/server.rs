@@ -114,7 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     tracing::info!(
         "{first}: stopping; finishing the requests in flight for at most {} s ({})",
-        STOP_GRACE.as_secs(),
+        config.stop_grace,
         if config.on_exit == "down" {
             "then removing every lab: --on-exit down"
         } else {
@@ -135,7 +135,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // One bound for all that is in flight: requests, the `up`s and `down`s
     // they started (which go on without their client), a labs directory
     // pass. What is not done by then is abandoned, like at a crash.
-    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(config.stop_grace);
     let drain = async {
         let cut = connections.close(deadline).await;
         let abandoned = app.changes.finish(deadline).await;
@@ -172,9 +172,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
-
-/// How long a stop waits for what is in flight before it abandons it.
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What every request handler can reach.
 #[derive(Debug, Clone)]
