@@ -748,10 +748,8 @@ fn raise_fd_limit(n: u64) {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we own.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0);
     if limit.rlim_cur >= n {
         return;
     }

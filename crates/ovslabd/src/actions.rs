@@ -269,6 +269,48 @@ mod tests {
         assert_eq!(error_chain(&e), "/run/x: gone");
     }
 
+    #[tokio::test]
+    async fn a_change_finishes_when_its_caller_goes_away() {
+        let changes = Changes::default();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (finished_tx, finished) = tokio::sync::oneshot::channel();
+        let (go_tx, go) = tokio::sync::oneshot::channel::<()>();
+        let caller = tokio::spawn({
+            let changes = changes.clone();
+            async move {
+                changes
+                    .run(async move {
+                        let _ = started_tx.send(());
+                        let _ = go.await;
+                        let _ = finished_tx.send(());
+                    })
+                    .await
+            }
+        });
+        started.await.unwrap();
+        // The client goes away: its handler is dropped.
+        caller.abort();
+        let _ = caller.await;
+        go_tx.send(()).unwrap();
+        finished
+            .await
+            .expect("the change was dropped with its caller");
+    }
+
+    #[tokio::test]
+    async fn a_stop_abandons_changes_after_the_grace_and_starts_no_new_ones() {
+        let changes = Changes::default();
+        let waiting = tokio::spawn({
+            let changes = changes.clone();
+            async move { changes.run(std::future::pending::<()>()).await }
+        });
+        tokio::task::yield_now().await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        assert_eq!(changes.finish(deadline).await, 1);
+        assert_eq!(waiting.await.unwrap(), None, "abandoned");
+        assert_eq!(changes.run(async { 1 }).await, None, "nothing new starts");
+    }
+
     #[test]
     fn actions_describe_themselves() {
         let a = Action::Target {

@@ -711,6 +711,45 @@ mod tests {
     }
 
     #[test]
+    fn names_are_checked_by_the_topology_rules_and_quoted_escaped_and_short() {
+        assert!(checked("seed-2", lab_name_problem).is_ok());
+        for bad in [
+            "..",
+            ".",
+            "/tmp/x",
+            "a/b",
+            "",
+            "-rf",
+            "a\u{1b}[31m",
+            "seed.blue",
+        ] {
+            let f = checked(bad, lab_name_problem).unwrap_err();
+            assert_eq!(f.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+        let long = "x".repeat(10_000);
+        let f = checked(&long, object_name_problem).unwrap_err();
+        assert!(f.message.len() < 300, "{}", f.message);
+        assert!(f.message.contains("10000 bytes"), "{}", f.message);
+    }
+
+    #[test]
+    fn answers_never_carry_control_characters_but_newlines() {
+        assert_eq!(printable("a\u{1b}[31mb\nc\0"), "a\\u{1b}[31mb\nc\\u{0}");
+        assert_eq!(printable("plain été"), "plain été");
+    }
+
+    #[test]
+    fn a_refused_up_is_409() {
+        let f = Failure::from(ActionError::Refused(crate::quota::QuotaError::Labs {
+            lab: "x".into(),
+            running: 1,
+            max: 1,
+        }));
+        assert_eq!(f.status, StatusCode::CONFLICT);
+        assert!(f.message.contains("--max-labs 1"));
+    }
+
+    #[test]
     fn unknown_labs_and_targets_are_404_other_errors_500() {
         let f = Failure::from(ReconcileError::UnknownLab("x".into()));
         assert_eq!(f.status, StatusCode::NOT_FOUND);
