@@ -159,6 +159,28 @@ impl Action {
 #[derive(Debug, Clone, Default)]
 pub struct Changes(Arc<Mutex<ChangeTasks>>);
 
+/// Why a change has no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unfinished {
+    #[error(
+        "ovslabd is stopping: the change was not finished (`ovslab up` finishes the lab, \
+         `ovslab down` removes it)"
+    )]
+    Stopping,
+    #[error("the change failed unexpectedly (a bug: the daemon's log says where)")]
+    Failed,
+}
+
+/// A change that panicked is a bug: it goes to the log (its client was
+/// answered with [`Unfinished::Failed`]).
+fn log_panic(ended: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = ended
+        && e.is_panic()
+    {
+        tracing::error!("a change panicked: {e}");
+    }
+}
+
 #[derive(Debug, Default)]
 struct ChangeTasks {
     tasks: JoinSet<()>,
@@ -172,24 +194,29 @@ impl Changes {
     }
 
     /// Runs `work` to its end in a task of its own, whether or not the
-    /// caller still waits for it; `None` when the daemon stopped first
-    /// (the work was abandoned, or never started).
+    /// caller still waits for it.
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl Future<Output = T> + Send + 'static,
-    ) -> Option<T> {
+    ) -> Result<T, Unfinished> {
         let (done, result) = tokio::sync::oneshot::channel();
         {
             let mut tasks = self.tasks();
             if tasks.closed {
-                return None;
+                return Err(Unfinished::Stopping);
             }
-            while tasks.tasks.try_join_next().is_some() {}
+            while let Some(ended) = tasks.tasks.try_join_next() {
+                log_panic(ended);
+            }
             tasks.tasks.spawn(async move {
                 let _ = done.send(work.await);
             });
         }
-        result.await.ok()
+        match result.await {
+            Ok(value) => Ok(value),
+            Err(_) if self.tasks().closed => Err(Unfinished::Stopping),
+            Err(_) => Err(Unfinished::Failed),
+        }
     }
 
     /// Lets the changes in progress finish until `deadline`, then abandons
@@ -203,7 +230,9 @@ impl Changes {
             std::mem::take(&mut tasks.tasks)
         };
         let finished = tokio::time::timeout_at(deadline, async {
-            while tasks.join_next().await.is_some() {}
+            while let Some(ended) = tasks.join_next().await {
+                log_panic(ended);
+            }
         })
         .await;
         if finished.is_ok() {
@@ -307,8 +336,16 @@ mod tests {
         tokio::task::yield_now().await;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
         assert_eq!(changes.finish(deadline).await, 1);
-        assert_eq!(waiting.await.unwrap(), None, "abandoned");
-        assert_eq!(changes.run(async { 1 }).await, None, "nothing new starts");
+        assert_eq!(
+            waiting.await.unwrap(),
+            Err(Unfinished::Stopping),
+            "abandoned"
+        );
+        assert_eq!(
+            changes.run(async { 1 }).await,
+            Err(Unfinished::Stopping),
+            "nothing new starts"
+        );
     }
 
     #[test]

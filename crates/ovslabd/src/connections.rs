@@ -91,6 +91,21 @@ impl Slot {
     }
 }
 
+/// Removes a connection from the table when its task ends.
+struct Leave {
+    table: Arc<Mutex<BTreeMap<u64, Arc<Slot>>>>,
+    id: u64,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
 /// Marks a connection busy while a request is answered, also when the
 /// answer is dropped half-way (its client went away).
 struct Busy(Arc<Slot>);
@@ -193,8 +208,10 @@ impl Connections {
         let table = self.table.clone();
         let router = router.clone();
         self.tasks.spawn(async move {
+            // Leaves the table however the task ends (also by a panic or
+            // an abort at the end of a stop).
+            let _leave = Leave { table, id };
             serve(stream, router, slot, stop).await;
-            table.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         });
     }
 

@@ -28,7 +28,7 @@ use tokio::net::UnixStream;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 
-use crate::actions::{Action, ActionError, Changes, Reply, error_chain};
+use crate::actions::{Action, ActionError, Changes, Reply, Unfinished, error_chain};
 use crate::config::Config;
 use crate::connections::Connections;
 use crate::notify::{State as Notify, notify};
@@ -446,12 +446,13 @@ async fn change(app: &App, action: Action) -> Answer {
         .run(async move { action.run(&engine, &quotas).await })
         .await;
     match done {
-        Some(result) => result.map(Json).map_err(Failure::from),
-        None => Err(Failure {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "ovslabd is stopping: the change was not finished (`ovslab up` finishes \
-                      the lab, `ovslab down` removes it)"
-                .into(),
+        Ok(result) => result.map(Json).map_err(Failure::from),
+        Err(unfinished) => Err(Failure {
+            status: match unfinished {
+                Unfinished::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+                Unfinished::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            message: unfinished.to_string(),
         }),
     }
 }
