@@ -189,6 +189,7 @@ fn half_a_header_does_not_hold_up_a_stop() {
     if !require_root("half_a_header_does_not_hold_up_a_stop") {
         return;
     }
+    let decoys = Decoys::new();
     let mut daemon = Daemon::start(&unique_name("half"));
     let mut half = UnixStream::connect(&daemon.socket).unwrap();
     half.write_all(b"GET /v1/labs HTTP/1.1\r\nHost: ovs")
@@ -209,6 +210,7 @@ fn half_a_header_does_not_hold_up_a_stop() {
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
     assert!(!daemon.socket.exists(), "the socket was left behind");
     drop(half);
+    decoys.assert_untouched();
 }
 
 /// A stop while an `up` is in progress (and a client holds half a header):
@@ -273,6 +275,7 @@ fn malformed_oversized_and_slow_bodies_are_refused() {
     if !require_root("malformed_oversized_and_slow_bodies_are_refused") {
         return;
     }
+    let decoys = Decoys::new();
     let daemon = Daemon::start(&unique_name("bodies"));
     let socket = &daemon.socket;
     let quick = Duration::from_secs(5);
@@ -353,6 +356,7 @@ fn malformed_oversized_and_slow_bodies_are_refused() {
     assert_eq!(status, 408, "{answer}");
     assert!(started.elapsed() < Duration::from_secs(20));
     answers(&daemon);
+    decoys.assert_untouched();
 }
 
 /// Names that would leave the run directory or mean something to a
@@ -540,6 +544,7 @@ fn a_full_table_of_busy_connections_refuses_new_ones_at_once() {
     if !require_root("a_full_table_of_busy_connections_refuses_new_ones_at_once") {
         return;
     }
+    let decoys = Decoys::new();
     let daemon = Daemon::start_with(
         &unique_name("full"),
         &["--audit-interval", "0", "--max-connections", "2"],
@@ -578,6 +583,7 @@ fn a_full_table_of_busy_connections_refuses_new_ones_at_once() {
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     }
     answers(&daemon);
+    decoys.assert_untouched();
 }
 
 /// A client that sends its header one byte a second (or nothing) is cut
@@ -587,6 +593,7 @@ fn a_slow_client_is_cut_off_after_the_header_timeout() {
     if !require_root("a_slow_client_is_cut_off_after_the_header_timeout") {
         return;
     }
+    let decoys = Decoys::new();
     let daemon = Daemon::start(&unique_name("slow"));
     let mut silent = UnixStream::connect(&daemon.socket).unwrap();
     let mut slow = UnixStream::connect(&daemon.socket).unwrap();
@@ -616,6 +623,7 @@ fn a_slow_client_is_cut_off_after_the_header_timeout() {
         "the silent connection is still open"
     );
     answers(&daemon);
+    decoys.assert_untouched();
 }
 
 /// A client that goes away in the middle of its `up` (Ctrl-C): the lab is
@@ -690,6 +698,7 @@ fn quotas_refuse_an_up_before_it_creates_anything() {
     if !require_root("quotas_refuse_an_up_before_it_creates_anything") {
         return;
     }
+    let decoys = Decoys::new();
     let per_lab = namespaces_in(ovslab_topology::SEED_YAML).to_string();
     // Room for exactly one seed lab, by both counts.
     let lab = Lab::create_with(
@@ -739,6 +748,7 @@ fn quotas_refuse_an_up_before_it_creates_anything() {
     assert_eq!(namespaces_of(&second), Vec::<String>::new());
     assert!(!daemon.run_dir.join(&second).exists());
     answers(&daemon);
+    decoys.assert_untouched();
 }
 
 /// Lets this test process (and the daemons it starts) open `n` files.
