@@ -37,6 +37,10 @@ use crate::server::Peer;
 /// that sends a header byte by byte, is closed.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a stop lets a connection without a request in progress finish
+/// what it was doing (writing its last answer) before it is cut.
+const IDLE_AT_STOP: Duration = Duration::from_millis(500);
+
 /// The default of `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
@@ -244,6 +248,32 @@ impl Connections {
     }
 }
 
+/// An answer's body, keeping its connection busy until it was all taken.
+struct Answering {
+    body: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Answering {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The answer of a connection closed to make room, to a request that came
 /// at that very moment.
 fn busy_response() -> Response {
@@ -275,9 +305,13 @@ async fn serve(
                 // Chosen to make room just before this request came.
                 return Ok(busy_response());
             };
-            let response: Result<Response, Infallible> = router.call(request).await;
-            drop(busy);
-            response
+            let response: Response = match router.call(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            // Busy until hyper took the whole answer: a connection closed to
+            // make room, or by a stop, never loses an answer half-written.
+            Ok::<_, Infallible>(response.map(|body| Body::new(Answering { body, _busy: busy })))
         }
     });
     let connection = http1::Builder::new()
@@ -286,15 +320,19 @@ async fn serve(
         .serve_connection(TokioIo::new(stream), service);
     let mut connection = pin!(connection);
     let mut stopping = false;
+    // Armed by a stop: the moment an idle connection (one waiting for a
+    // header, or with half of one) is cut.
+    let mut idle_cut = pin!(tokio::time::sleep(Duration::MAX));
     loop {
         if !stopping && *stop.borrow_and_update() {
-            // Without a request in progress (also one with half a header)
-            // it closes at once; else after the answer.
-            if slot.swap(IDLE, CLOSING) {
-                return;
-            }
+            // hyper closes after the answer in progress, or at once when
+            // nothing was read; half a header would hold it until the
+            // header deadline, so idle connections get a moment only.
             stopping = true;
             connection.as_mut().graceful_shutdown();
+            idle_cut
+                .as_mut()
+                .reset(tokio::time::Instant::now() + IDLE_AT_STOP);
         }
         tokio::select! {
             result = connection.as_mut() => {
@@ -312,6 +350,13 @@ async fn serve(
                     // The daemon is gone: nothing will answer.
                     return;
                 }
+            }
+            () = idle_cut.as_mut(), if stopping => {
+                if slot.swap(IDLE, CLOSING) {
+                    return;
+                }
+                // A request came meanwhile: the stop's grace bounds it.
+                idle_cut.as_mut().reset(tokio::time::Instant::now() + HEADER_TIMEOUT);
             }
         }
     }
