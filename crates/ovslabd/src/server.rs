@@ -1,5 +1,6 @@
-//! The API: routes (the table in [`ovslab_api`]), who may call them, and the
-//! serve loop with its graceful stop.
+//! The API: routes (the table in [`ovslab_api`]), who may call them, what
+//! they accept (names by the topology's rules, bodies by size and time), and
+//! the run loop with its bounded stop.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
