@@ -3,6 +3,7 @@
 //! that calls the [`Engine`].
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ovslab_api::{
@@ -11,6 +12,9 @@ use ovslab_api::{
 use ovslab_reconciler::{Engine, ReconcileError};
 use ovslab_topology::{Topology, printable, printable_lines};
 use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::quota::{QuotaError, Quotas, namespaces_of};
 
 /// What the daemon can be asked to do.
 #[derive(Debug)]
@@ -35,6 +39,16 @@ pub enum Action {
     Trace { lab: String, request: TraceRequest },
     /// The lab's saved topology file (`GET /v1/labs/{lab}/topology`).
     Topology { lab: String },
+}
+
+/// Why an action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// An `up` that would pass `--max-labs` or `--max-namespaces`.
+    #[error(transparent)]
+    Refused(#[from] QuotaError),
+    #[error(transparent)]
+    Engine(#[from] ReconcileError),
 }
 
 /// What an action answers; serialised as the bare wire type.
@@ -80,7 +94,8 @@ impl Action {
         matches!(self, Action::Up { .. } | Action::Down { .. })
     }
 
-    pub async fn run(self, engine: &Engine) -> Result<Reply, ReconcileError> {
+    /// Runs the action; an `up` first passes the quotas.
+    pub async fn run(self, engine: &Engine, quotas: &Quotas) -> Result<Reply, ActionError> {
         let what = self.to_string();
         let loud = self.changes_something();
         if loud {
@@ -88,20 +103,44 @@ impl Action {
         }
         let started = Instant::now();
         let result = match self {
-            Action::Up { topology, text } => engine.up(*topology, &text).await.map(Reply::Up),
-            Action::Down { lab } => engine.down(&lab).await.map(Reply::Down),
+            Action::Up { topology, text } => {
+                let namespaces = namespaces_of(&topology);
+                match quotas.admit(&topology.lab, namespaces, &engine.labs().await) {
+                    Ok(_admitted) => engine
+                        .up(*topology, &text)
+                        .await
+                        .map(Reply::Up)
+                        .map_err(ActionError::from),
+                    Err(refused) => Err(refused.into()),
+                }
+            }
+            Action::Down { lab } => engine.down(&lab).await.map(Reply::Down).map_err(Into::into),
             Action::ListLabs => Ok(Reply::Labs(engine.labs().await)),
-            Action::Status { lab } => engine.status(&lab).await.map(Reply::Status),
-            Action::Target { lab, name } => engine.target(&lab, &name).await.map(Reply::Target),
-            Action::Check { lab } => engine.check(&lab).await.map(Reply::Check),
+            Action::Status { lab } => engine
+                .status(&lab)
+                .await
+                .map(Reply::Status)
+                .map_err(Into::into),
+            Action::Target { lab, name } => engine
+                .target(&lab, &name)
+                .await
+                .map(Reply::Target)
+                .map_err(Into::into),
+            Action::Check { lab } => engine
+                .check(&lab)
+                .await
+                .map(Reply::Check)
+                .map_err(Into::into),
             Action::Trace { lab, request } => engine
                 .trace(&lab, request)
                 .await
-                .map(|r| Reply::Trace(Box::new(r))),
+                .map(|r| Reply::Trace(Box::new(r)))
+                .map_err(Into::into),
             Action::Topology { lab } => engine
                 .topology_text(&lab)
                 .await
-                .map(|(source, topology)| Reply::Topology(UpRequest { topology, source })),
+                .map(|(source, topology)| Reply::Topology(UpRequest { topology, source }))
+                .map_err(Into::into),
         };
         if loud {
             release_freed_memory();
@@ -114,6 +153,99 @@ impl Action {
             Err(e) => tracing::info!("{what}: {}", error_chain(e)),
         }
         result
+    }
+}
+
+/// Changes (`up`, `down`) run as tasks of their own: they finish even when
+/// the client that asked goes away (its handler is dropped with its
+/// connection), so a lab is never left half made or half removed by a
+/// Ctrl-C. A stop waits for them, for a bounded time (see [`Changes::finish`]).
+#[derive(Debug, Clone, Default)]
+pub struct Changes(Arc<Mutex<ChangeTasks>>);
+
+/// Why a change has no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unfinished {
+    #[error(
+        "ovslabd is stopping: the change was not finished (`ovslab up` finishes the lab, \
+         `ovslab down` removes it)"
+    )]
+    Stopping,
+    #[error("the change failed unexpectedly (a bug: the daemon's log says where)")]
+    Failed,
+}
+
+/// A change that panicked is a bug: it goes to the log (its client was
+/// answered with [`Unfinished::Failed`]).
+fn log_panic(ended: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = ended
+        && e.is_panic()
+    {
+        tracing::error!("a change panicked: {e}");
+    }
+}
+
+#[derive(Debug, Default)]
+struct ChangeTasks {
+    tasks: JoinSet<()>,
+    /// Set by [`Changes::finish`]: the daemon stops, nothing new starts.
+    closed: bool,
+}
+
+impl Changes {
+    fn tasks(&self) -> std::sync::MutexGuard<'_, ChangeTasks> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `work` to its end in a task of its own, whether or not the
+    /// caller still waits for it.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, Unfinished> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        {
+            let mut tasks = self.tasks();
+            if tasks.closed {
+                return Err(Unfinished::Stopping);
+            }
+            while let Some(ended) = tasks.tasks.try_join_next() {
+                log_panic(ended);
+            }
+            tasks.tasks.spawn(async move {
+                let _ = done.send(work.await);
+            });
+        }
+        match result.await {
+            Ok(value) => Ok(value),
+            Err(_) if self.tasks().closed => Err(Unfinished::Stopping),
+            Err(_) => Err(Unfinished::Failed),
+        }
+    }
+
+    /// Lets the changes in progress finish until `deadline`, then abandons
+    /// those still running (like a crash of the daemon: the next `up`
+    /// finishes such a lab, `down` removes it). Starts no new ones after.
+    /// Returns how many were abandoned.
+    pub async fn finish(&self, deadline: tokio::time::Instant) -> usize {
+        let mut tasks = {
+            let mut tasks = self.tasks();
+            tasks.closed = true;
+            std::mem::take(&mut tasks.tasks)
+        };
+        let finished = tokio::time::timeout_at(deadline, async {
+            while let Some(ended) = tasks.join_next().await {
+                log_panic(ended);
+            }
+        })
+        .await;
+        if finished.is_ok() {
+            return 0;
+        }
+        let abandoned = tasks.len();
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        abandoned
     }
 }
 
@@ -171,6 +303,56 @@ mod tests {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
         };
         assert_eq!(error_chain(&e), "/run/x: gone");
+    }
+
+    #[tokio::test]
+    async fn a_change_finishes_when_its_caller_goes_away() {
+        let changes = Changes::default();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (finished_tx, finished) = tokio::sync::oneshot::channel();
+        let (go_tx, go) = tokio::sync::oneshot::channel::<()>();
+        let caller = tokio::spawn({
+            let changes = changes.clone();
+            async move {
+                changes
+                    .run(async move {
+                        let _ = started_tx.send(());
+                        let _ = go.await;
+                        let _ = finished_tx.send(());
+                    })
+                    .await
+            }
+        });
+        started.await.unwrap();
+        // The client goes away: its handler is dropped.
+        caller.abort();
+        let _ = caller.await;
+        go_tx.send(()).unwrap();
+        finished
+            .await
+            .expect("the change was dropped with its caller");
+    }
+
+    #[tokio::test]
+    async fn a_stop_abandons_changes_after_the_grace_and_starts_no_new_ones() {
+        let changes = Changes::default();
+        let waiting = tokio::spawn({
+            let changes = changes.clone();
+            async move { changes.run(std::future::pending::<()>()).await }
+        });
+        tokio::task::yield_now().await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        assert_eq!(changes.finish(deadline).await, 1);
+        assert_eq!(
+            waiting.await.unwrap(),
+            Err(Unfinished::Stopping),
+            "abandoned"
+        );
+        assert_eq!(
+            changes.run(async { 1 }).await,
+            Err(Unfinished::Stopping),
+            "nothing new starts"
+        );
     }
 
     #[test]

@@ -19,8 +19,10 @@ It runs in the foreground and serves the ovslab API (JSON over HTTP) on a Unix s
 takes down the labs whose file left --labs-dir while it was away.",
     after_help = "\
 Signals:
-  SIGTERM, SIGINT  stop: accept no new request, finish those in flight, remove the socket, exit 0
-                   (a second signal exits at once)
+  SIGTERM, SIGINT  stop: remove the socket, close idle connections, let the requests in flight
+                   (and the ups and downs they started) finish for at most --stop-grace seconds,
+                   abandon what is left (like a crash: `ovslab up` finishes such a lab, `ovslab
+                   down` removes it), apply --on-exit, exit 0 (a second signal exits at once)
   SIGHUP           reload: bring up every *.yaml under --labs-dir again (in place), and take down
                    the labs that came from a file of --labs-dir which is gone (recorded in
                    <run-dir>/from-labs-dir; labs made with `ovslab up` are never touched)
@@ -37,6 +39,11 @@ systemd: with Type=notify ($NOTIFY_SOCKET), READY=1 is sent once every lab of --
 brought up (or failed, logged), STATUS= says how many labs and instances run and whether they are
 healthy (after each up, down and reload, and every 5 s), RELOADING=1 on SIGHUP until READY=1 again,
 STOPPING=1 on a stop. Logs go to the journal when stderr is connected to it ($JOURNAL_STREAM).
+
+Limits: a client must send its whole request header within 5 s of connecting (or of its last
+answer), and its body within 10 s more, at most 4 MiB (else 408 or 413); names in paths and bodies
+must follow the topology file's rules (else 400). An `up` or `down` runs to its end even when its
+client goes away. At most 16 check or trace probes run at once; more wait their turn.
 
 Access: the socket has mode 0660 (group `ovslab` when that group exists); requests from users
 other than root, the daemon's own user and members of group `ovslab` are refused with 403.
@@ -70,10 +77,54 @@ pub struct Config {
     #[arg(long, value_name = "SECONDS", default_value_t = 0.5)]
     pub audit_interval: f64,
 
+    /// Seconds a stop (SIGTERM, SIGINT) gives the requests in flight, and
+    /// the ups and downs they started, before it abandons them and applies
+    /// --on-exit.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = seconds)]
+    pub stop_grace: f64,
+
+    /// The most connections served at once. A new one beyond closes the
+    /// oldest idle connection (waiting for a request), or is refused with
+    /// 503 when every connection has a request in progress.
+    #[arg(long, value_name = "N", default_value_t = crate::connections::DEFAULT_MAX_CONNECTIONS,
+          value_parser = at_least_one)]
+    pub max_connections: usize,
+
+    /// The most labs this daemon runs; an `up` of one more is refused
+    /// (409) before it creates anything.
+    #[arg(long, value_name = "N", default_value_t = crate::quota::DEFAULT_MAX_LABS)]
+    pub max_labs: usize,
+
+    /// The most network namespaces all labs have together (a lab has one
+    /// per node, instance, router, external host and network; the
+    /// 1000-instance lab of `ovslab generate --computes 20
+    /// --instances-per-node 50` has 1025); an `up` past it is refused (409)
+    /// before it creates anything.
+    #[arg(long, value_name = "N", default_value_t = crate::quota::DEFAULT_MAX_NAMESPACES)]
+    pub max_namespaces: usize,
+
     /// What to log: a level (error, warn, info, debug, trace) or tracing
     /// directives such as `info,ovslab_reconciler=debug`.
     #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
+}
+
+/// A number of seconds: finite, not negative.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        Ok(_) => Err("must be a number of seconds, 0 or more".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A count that must not be 0.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

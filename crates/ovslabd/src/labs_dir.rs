@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use ovslab_reconciler::Engine;
 
 use crate::actions::{Action, error_chain};
+use crate::quota::Quotas;
 
 /// The topology files of a labs directory, in name order. A missing directory
 /// has none.
@@ -90,7 +91,13 @@ pub fn orphans(owned: &BTreeMap<String, PathBuf>, files: &[PathBuf]) -> Vec<Stri
 /// Once `stopping` is set, the lab in progress is finished and nothing else
 /// is started or removed. A file that cannot be read or parsed is skipped,
 /// and the lab it described is kept as it is.
-pub async fn sync(engine: &Engine, dir: &Path, owned: &mut Owned, stopping: &AtomicBool) -> usize {
+pub async fn sync(
+    engine: &Engine,
+    quotas: &Quotas,
+    dir: &Path,
+    owned: &mut Owned,
+    stopping: &AtomicBool,
+) -> usize {
     let files = match topology_files(dir) {
         Ok(files) => files,
         Err(e) => {
@@ -131,7 +138,7 @@ pub async fn sync(engine: &Engine, dir: &Path, owned: &mut Owned, stopping: &Ato
             topology: Box::new(topology),
             text,
         };
-        match action.run(engine).await {
+        match action.run(engine, quotas).await {
             Ok(_) => up += 1,
             Err(e) => tracing::error!("{name}: bringing the lab up failed: {}", error_chain(&e)),
         }

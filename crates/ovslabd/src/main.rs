@@ -4,17 +4,22 @@
 //!
 //! - [`config`]: the command line.
 //! - [`actions`]: every action the daemon accepts, and how each one runs.
-//! - [`server`]: the HTTP routes, who may call them, and the serve loop with
-//!   its graceful stop.
+//! - [`server`]: the HTTP routes, who may call them, what they accept, and
+//!   the run loop with its bounded stop.
+//! - [`connections`]: accepting and serving connections, with a limit and
+//!   deadlines.
+//! - [`quota`]: how many labs and namespaces the daemon runs at most.
 //! - [`socket`]: binding the API socket safely, and removing it on exit.
 //! - [`labs_dir`]: bringing up the labs described under `--labs-dir`.
 //! - [`notify`]: telling systemd where the daemon is (`sd_notify`).
 
 mod actions;
 mod config;
+mod connections;
 mod labs_dir;
 mod logging;
 mod notify;
+mod quota;
 mod server;
 mod socket;
 
@@ -41,7 +46,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config)) {
+    let result = runtime.block_on(server::run(config));
+    // A probe or namespace call still running on a blocking thread (its
+    // request abandoned by the stop) must not hold the exit up for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -1,33 +1,39 @@
-//! The API: routes (the table in [`ovslab_api`]), who may call them, and the
-//! serve loop with its graceful stop.
+//! The API: routes (the table in [`ovslab_api`]), who may call them, what
+//! they accept (names by the topology's rules, bodies by size and time), and
+//! the run loop with its bounded stop.
 
-use std::future::IntoFuture;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::connect_info::Connected;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::IncomingStream;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use ovslab_api::{ApiError, TraceRequest, UpRequest};
 use ovslab_reconciler::trace::TraceError;
 use ovslab_reconciler::{Engine, EngineConfig, ReconcileError};
-use tokio::net::UnixListener;
+use ovslab_topology::{lab_name_problem, object_name_problem};
+use tokio::net::UnixStream;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 
-use crate::actions::{Action, Reply, error_chain};
+use crate::actions::{Action, ActionError, Changes, Reply, Unfinished, error_chain};
 use crate::config::Config;
+use crate::connections::Connections;
 use crate::notify::{State as Notify, notify};
+use crate::quota::Quotas;
 use crate::{labs_dir, socket};
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -35,6 +41,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut stop_signals = StopSignals::new()?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let engine = Arc::new(Engine::new(EngineConfig::new(&config.run_dir)));
+    // Before anything else runs: the labs adopted from a previous run.
+    let quotas = Arc::new(Quotas::new(
+        config.max_labs,
+        config.max_namespaces,
+        engine.namespace_counts().await,
+    ));
     let (listener, socket_file) = socket::bind(&config.socket, group_id(API_GROUP))?;
     let status_changed = Arc::new(tokio::sync::Notify::new());
     let status_updates = tokio::spawn(report_status(engine.clone(), status_changed.clone()));
@@ -60,6 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let labs_dir_pass = |why| {
         bring_up_labs_dir(
             engine.clone(),
+            quotas.clone(),
             config.labs_dir.clone(),
             owned.clone(),
             stopping.clone(),
@@ -70,24 +83,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut work = JoinSet::new();
     work.spawn(labs_dir_pass("start"));
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(engine.clone(), Access::for_this_process()).layer(
+    let app = App {
+        engine: engine.clone(),
+        quotas: quotas.clone(),
+        changes: Changes::default(),
+    };
+    let router = router(app.clone(), Access::for_this_process()).layer(
         middleware::from_fn_with_state(status_changed.clone(), status_after_changes),
     );
-    let mut serve = pin!(
-        axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .into_future()
-    );
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = Connections::new(config.max_connections);
+    let mut serve = pin!(async move {
+        connections
+            .accept_until(&listener, &router, &mut stop_rx)
+            .await;
+        (connections, listener)
+    });
 
     let first = loop {
         tokio::select! {
-            result = &mut serve => {
-                result.context("serving the API")?;
-                anyhow::bail!("the API server stopped by itself");
-            }
+            _ = &mut serve => anyhow::bail!("the API server stopped by itself"),
             name = stop_signals.next() => break name,
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: bringing the labs in line with {} again", config.labs_dir.display());
@@ -99,7 +114,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
 
     tracing::info!(
-        "{first}: stopping; finishing the requests in flight ({})",
+        "{first}: stopping; finishing the requests in flight for at most {} s ({})",
+        config.stop_grace,
         if config.on_exit == "down" {
             "then removing every lab: --on-exit down"
         } else {
@@ -112,16 +128,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         audits.abort();
     }
     status_updates.abort();
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
+    let (connections, listener) = serve.await;
     // New clients find no socket (rather than a refusing one) from now on.
+    drop(listener);
     drop(socket_file);
+    // One bound for all that is in flight: requests, the `up`s and `down`s
+    // they started (which go on without their client), a labs directory
+    // pass. What is not done by then is abandoned, like at a crash.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(config.stop_grace);
     let drain = async {
-        let served = serve.await;
-        while work.join_next().await.is_some() {}
-        served
+        let cut = connections.close(deadline).await;
+        let abandoned = app.changes.finish(deadline).await;
+        let passes = tokio::time::timeout_at(deadline, async {
+            while work.join_next().await.is_some() {}
+        })
+        .await;
+        if passes.is_err() {
+            work.abort_all();
+            while work.join_next().await.is_some() {}
+            tracing::warn!("abandoned the pass over the labs directory in progress");
+        }
+        if cut > 0 {
+            tracing::warn!("closed {cut} connection(s) whose request was not answered in time");
+        }
+        if abandoned > 0 {
+            tracing::warn!(
+                "abandoned {abandoned} up/down in progress (`ovslab up` finishes such a lab, `ovslab down` removes it)"
+            );
+        }
     };
     tokio::select! {
-        result = drain => result.context("serving the API")?,
+        () = drain => {}
         again = stop_signals.next() => tracing::warn!("{again} again: exiting without waiting"),
     }
     if config.on_exit == "down" {
@@ -136,10 +174,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What every request handler can reach.
+#[derive(Debug, Clone)]
+pub struct App {
+    engine: Arc<Engine>,
+    quotas: Arc<Quotas>,
+    changes: Changes,
+}
+
 /// One pass over the labs directory (at start, and on each SIGHUP; one at a
 /// time), then `READY=1` with the new status.
 async fn bring_up_labs_dir(
     engine: Arc<Engine>,
+    quotas: Arc<Quotas>,
     dir: PathBuf,
     owned: Arc<tokio::sync::Mutex<labs_dir::Owned>>,
     stopping: Arc<AtomicBool>,
@@ -147,7 +194,7 @@ async fn bring_up_labs_dir(
     why: &'static str,
 ) {
     let mut owned = owned.lock().await;
-    let up = labs_dir::sync(&engine, &dir, &mut owned, &stopping).await;
+    let up = labs_dir::sync(&engine, &quotas, &dir, &mut owned, &stopping).await;
     drop(owned);
     let status = status_line(&engine).await;
     tracing::info!("{why}: {up} lab(s) of {} up; {status}", dir.display());
@@ -248,9 +295,10 @@ pub struct Peer {
     pub pid: Option<i32>,
 }
 
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        match stream.io().peer_cred() {
+impl Peer {
+    /// The credentials of a connection's other end.
+    pub fn of(stream: &UnixStream) -> Self {
+        match stream.peer_cred() {
             Ok(cred) => Peer {
                 uid: Some(cred.uid()),
                 gid: Some(cred.gid()),
@@ -358,7 +406,7 @@ async fn authorize(
 }
 
 /// The routes of the API; see [`ovslab_api`] for the table.
-pub fn router(engine: Arc<Engine>, access: Access) -> Router {
+pub fn router(app: App, access: Access) -> Router {
     Router::new()
         .route("/v1/labs", get(list_labs).post(up))
         .route("/v1/labs/{lab}", get(status).delete(down))
@@ -368,65 +416,193 @@ pub fn router(engine: Arc<Engine>, access: Access) -> Router {
         .route("/v1/labs/{lab}/topology", get(topology))
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(engine)
+        .with_state(app)
         .layer(middleware::from_fn_with_state(access, authorize))
 }
 
+/// The largest request body: a topology file, as JSON. The 1000-instance
+/// lab's file is 122 KiB.
+pub const MAX_BODY: usize = 4 << 20;
+
+/// How long a client has to send the whole body of its request, once its
+/// header arrived.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 type Answer = Result<Json<Reply>, Failure>;
 
-async fn perform(engine: &Engine, action: Action) -> Answer {
-    action.run(engine).await.map(Json).map_err(Failure::from)
+/// Runs a query; it is dropped, and stops, when its client goes away.
+async fn perform(app: &App, action: Action) -> Answer {
+    action
+        .run(&app.engine, &app.quotas)
+        .await
+        .map(Json)
+        .map_err(Failure::from)
 }
 
-async fn up(State(engine): State<Arc<Engine>>, body: Bytes) -> Answer {
+/// Runs a change to its end, even when its client goes away meanwhile.
+async fn change(app: &App, action: Action) -> Answer {
+    let (engine, quotas) = (app.engine.clone(), app.quotas.clone());
+    let done = app
+        .changes
+        .run(async move { action.run(&engine, &quotas).await })
+        .await;
+    match done {
+        Ok(result) => result.map(Json).map_err(Failure::from),
+        Err(unfinished) => Err(Failure {
+            status: match unfinished {
+                Unfinished::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+                Unfinished::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            message: unfinished.to_string(),
+        }),
+    }
+}
+
+async fn up(State(app): State<App>, request: Request) -> Answer {
+    let body = read_body(request).await?;
     let request: UpRequest = serde_json::from_slice(&body).map_err(|e| {
         Failure::bad_request(format!(
             "malformed request body (expected an UpRequest): {e}"
         ))
     })?;
-    let topology = ovslab_topology::parse(&request.source, &request.topology)
+    let source = printable(&request.source);
+    let topology = ovslab_topology::parse(&source, &request.topology)
         .map_err(|e| Failure::bad_request(e.to_string()))?;
+    checked(&topology.lab, lab_name_problem)?;
     let action = Action::Up {
         topology: Box::new(topology),
         text: request.topology,
     };
-    perform(&engine, action).await
+    change(&app, action).await
 }
 
-async fn down(State(engine): State<Arc<Engine>>, Path(lab): Path<String>) -> Answer {
-    perform(&engine, Action::Down { lab }).await
+async fn down(State(app): State<App>, lab: Result<Path<String>, PathRejection>) -> Answer {
+    let lab = lab_of(lab)?;
+    change(&app, Action::Down { lab }).await
 }
 
-async fn list_labs(State(engine): State<Arc<Engine>>) -> Answer {
-    perform(&engine, Action::ListLabs).await
+async fn list_labs(State(app): State<App>) -> Answer {
+    perform(&app, Action::ListLabs).await
 }
 
-async fn status(State(engine): State<Arc<Engine>>, Path(lab): Path<String>) -> Answer {
-    perform(&engine, Action::Status { lab }).await
+async fn status(State(app): State<App>, lab: Result<Path<String>, PathRejection>) -> Answer {
+    let lab = lab_of(lab)?;
+    perform(&app, Action::Status { lab }).await
 }
 
 async fn target(
-    State(engine): State<Arc<Engine>>,
-    Path((lab, name)): Path<(String, String)>,
+    State(app): State<App>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Answer {
-    perform(&engine, Action::Target { lab, name }).await
+    let Path((lab, name)) = path.map_err(|e| Failure::bad_request(e.body_text()))?;
+    checked(&lab, lab_name_problem)?;
+    checked(&name, object_name_problem)?;
+    perform(&app, Action::Target { lab, name }).await
 }
 
-async fn check(State(engine): State<Arc<Engine>>, Path(lab): Path<String>) -> Answer {
-    perform(&engine, Action::Check { lab }).await
+async fn check(State(app): State<App>, lab: Result<Path<String>, PathRejection>) -> Answer {
+    let lab = lab_of(lab)?;
+    perform(&app, Action::Check { lab }).await
 }
 
-async fn trace(State(engine): State<Arc<Engine>>, Path(lab): Path<String>, body: Bytes) -> Answer {
+async fn trace(
+    State(app): State<App>,
+    lab: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Answer {
+    let lab = lab_of(lab)?;
+    let body = read_body(request).await?;
     let request: TraceRequest = serde_json::from_slice(&body).map_err(|e| {
         Failure::bad_request(format!(
             "malformed request body (expected a TraceRequest): {e}"
         ))
     })?;
-    perform(&engine, Action::Trace { lab, request }).await
+    checked(&request.from, object_name_problem)?;
+    // An address, or the name of what has one.
+    if request.to.parse::<Ipv4Addr>().is_err() {
+        checked(&request.to, object_name_problem)?;
+    }
+    perform(&app, Action::Trace { lab, request }).await
 }
 
-async fn topology(State(engine): State<Arc<Engine>>, Path(lab): Path<String>) -> Answer {
-    perform(&engine, Action::Topology { lab }).await
+async fn topology(State(app): State<App>, lab: Result<Path<String>, PathRejection>) -> Answer {
+    let lab = lab_of(lab)?;
+    perform(&app, Action::Topology { lab }).await
+}
+
+/// The `{lab}` of a path, checked by the topology's rule for lab names
+/// before it is used for anything (a path, a namespace name, a log line).
+fn lab_of(path: Result<Path<String>, PathRejection>) -> Result<String, Failure> {
+    let Path(lab) = path.map_err(|e| Failure::bad_request(e.body_text()))?;
+    checked(&lab, lab_name_problem)?;
+    Ok(lab)
+}
+
+/// Names longer than this are quoted only in part in an answer.
+const NAME_SHOWN: usize = 80;
+
+/// `Ok` when `rule` finds no problem with `name`, else a 400 saying it.
+fn checked(name: &str, rule: fn(&str) -> Option<String>) -> Result<(), Failure> {
+    let problem = if name.chars().count() > NAME_SHOWN {
+        let start: String = name.chars().take(NAME_SHOWN).chain(['…']).collect();
+        rule(&start).map(|p| format!("{p} ({} bytes given)", name.len()))
+    } else {
+        rule(name)
+    };
+    match problem {
+        Some(problem) => Err(Failure::bad_request(problem)),
+        None => Ok(()),
+    }
+}
+
+/// The body of a request, refused when longer than [`MAX_BODY`] (413) or
+/// slower than [`BODY_TIMEOUT`] (408).
+async fn read_body(request: Request) -> Result<Bytes, Failure> {
+    let too_large = || Failure {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!(
+            "the request body is larger than {} MiB, the most ovslabd reads",
+            MAX_BODY >> 20
+        ),
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(request.into_body(), MAX_BODY);
+    match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(Failure::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
+        Err(_) => Err(Failure {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        }),
+    }
+}
+
+/// `text` with control characters (but newlines) escaped: what a client
+/// sends is shown in logs and on terminals, where an escape sequence must
+/// stay text.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 async fn no_such_route(method: Method, uri: Uri) -> Failure {
@@ -459,6 +635,18 @@ impl Failure {
     }
 }
 
+impl From<ActionError> for Failure {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::Refused(refused) => Failure {
+                status: StatusCode::CONFLICT,
+                message: refused.to_string(),
+            },
+            ActionError::Engine(e) => e.into(),
+        }
+    }
+}
+
 impl From<ReconcileError> for Failure {
     fn from(e: ReconcileError) -> Self {
         let status = match e {
@@ -485,7 +673,7 @@ impl IntoResponse for Failure {
         (
             self.status,
             Json(ApiError {
-                error: self.message,
+                error: printable(&self.message),
             }),
         )
             .into_response()
@@ -524,6 +712,45 @@ mod tests {
             gid: None,
             pid: None
         }));
+    }
+
+    #[test]
+    fn names_are_checked_by_the_topology_rules_and_quoted_escaped_and_short() {
+        assert!(checked("seed-2", lab_name_problem).is_ok());
+        for bad in [
+            "..",
+            ".",
+            "/tmp/x",
+            "a/b",
+            "",
+            "-rf",
+            "a\u{1b}[31m",
+            "seed.blue",
+        ] {
+            let f = checked(bad, lab_name_problem).unwrap_err();
+            assert_eq!(f.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+        let long = "x".repeat(10_000);
+        let f = checked(&long, object_name_problem).unwrap_err();
+        assert!(f.message.len() < 300, "{}", f.message);
+        assert!(f.message.contains("10000 bytes"), "{}", f.message);
+    }
+
+    #[test]
+    fn answers_never_carry_control_characters_but_newlines() {
+        assert_eq!(printable("a\u{1b}[31mb\nc\0"), "a\\u{1b}[31mb\nc\\u{0}");
+        assert_eq!(printable("plain été"), "plain été");
+    }
+
+    #[test]
+    fn a_refused_up_is_409() {
+        let f = Failure::from(ActionError::Refused(crate::quota::QuotaError::Labs {
+            lab: "x".into(),
+            running: 1,
+            max: 1,
+        }));
+        assert_eq!(f.status, StatusCode::CONFLICT);
+        assert!(f.message.contains("--max-labs 1"));
     }
 
     #[test]

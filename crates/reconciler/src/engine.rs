@@ -106,6 +106,13 @@ impl Lab {
     }
 }
 
+/// Check and trace probes running at once, over all requests: each holds
+/// a blocking thread and sockets in the lab's namespaces for up to seconds,
+/// so many `ovslab check` at once must queue, not exhaust threads and
+/// file descriptors.
+static PROBES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PROBES_AT_ONCE);
+const PROBES_AT_ONCE: usize = 16;
+
 /// Audits whose repairs `ovslab status` lists.
 const REPAIRS_KEPT: usize = 20;
 
@@ -952,6 +959,27 @@ impl Engine {
         self.labs.lock().await.keys().cloned().collect()
     }
 
+    /// How many namespaces each lab's plan has (the daemon's quotas count
+    /// them). Waits for a lab busy with an `up` or `down`.
+    pub async fn namespace_counts(&self) -> BTreeMap<String, usize> {
+        let entries: Vec<(String, Arc<Mutex<Lab>>)> = self
+            .labs
+            .lock()
+            .await
+            .iter()
+            .map(|(name, e)| (name.clone(), e.clone()))
+            .collect();
+        let mut counts = BTreeMap::new();
+        for (name, entry) in entries {
+            let lab = entry.lock().await;
+            counts.insert(
+                name,
+                plan(&lab.topology, &LocalVlans::new()).namespaces.len(),
+            );
+        }
+        counts
+    }
+
     pub async fn status(&self, lab: &str) -> Result<LabStatus, ReconcileError> {
         let entry = self
             .entry(lab)
@@ -1080,7 +1108,8 @@ impl Engine {
         })
     }
 
-    /// Runs the lab's declared checks, all at once, each with its own probe.
+    /// Runs the lab's declared checks, each with its own probe, all at once
+    /// (up to [`PROBES_AT_ONCE`] probes over all requests).
     pub async fn check(&self, lab: &str) -> Result<CheckReport, ReconcileError> {
         let entry = self
             .entry(lab)
@@ -1108,13 +1137,22 @@ impl Engine {
         let runs = batches.into_iter().map(|batch| {
             let topology = topology.clone();
             let tags: Vec<u16> = batch.iter().map(|_| crate::checks::next_tag()).collect();
-            tokio::task::spawn_blocking(move || {
-                batch
-                    .into_iter()
-                    .zip(tags)
-                    .map(|(i, tag)| (i, crate::checks::run(&topology, &topology.checks[i], tag)))
-                    .collect::<Vec<_>>()
-            })
+            async move {
+                // Held by the probe's thread, so a request that goes away
+                // does not free it early.
+                let permit = PROBES.acquire().await;
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    batch
+                        .into_iter()
+                        .zip(tags)
+                        .map(|(i, tag)| {
+                            (i, crate::checks::run(&topology, &topology.checks[i], tag))
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+            }
         });
         let mut indexed = Vec::new();
         for joined in join_all(runs).await {
@@ -1156,16 +1194,20 @@ impl Engine {
         let run_root = self.config.run_root.clone();
         let tag = crate::checks::next_tag();
         let lab_name = lab.to_string();
-        tokio::task::spawn_blocking(move || crate::trace::run(&topology, &run_root, &request, tag))
-            .await
-            .map_err(|e| ReconcileError::Io {
-                path: "trace".into(),
-                source: std::io::Error::other(e),
-            })?
-            .map_err(|source| ReconcileError::Trace {
-                lab: lab_name,
-                source,
-            })
+        let permit = PROBES.acquire().await;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            crate::trace::run(&topology, &run_root, &request, tag)
+        })
+        .await
+        .map_err(|e| ReconcileError::Io {
+            path: "trace".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| ReconcileError::Trace {
+            lab: lab_name,
+            source,
+        })
     }
 
     /// Resolves a node, instance or physical network to its namespace.
