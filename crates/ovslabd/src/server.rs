@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use ovslab_api::{ApiError, TraceRequest, UpRequest};
 use ovslab_reconciler::trace::TraceError;
 use ovslab_reconciler::{Engine, EngineConfig, ReconcileError};
-use ovslab_topology::{lab_name_problem, object_name_problem};
+use ovslab_topology::{lab_name_problem, object_name_problem, printable_lines as printable};
 use tokio::net::UnixStream;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
@@ -590,21 +590,6 @@ async fn read_body(request: Request) -> Result<Bytes, Failure> {
     }
 }
 
-/// `text` with control characters (but newlines) escaped: what a client
-/// sends is shown in logs and on terminals, where an escape sequence must
-/// stay text.
-pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() && c != '\n' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 async fn no_such_route(method: Method, uri: Uri) -> Failure {
     Failure {
         status: StatusCode::NOT_FOUND,
@@ -659,6 +644,9 @@ impl From<ReconcileError> for Failure {
                 ..
             } => StatusCode::BAD_REQUEST,
             ReconcileError::ForeignNamespaces { .. } => StatusCode::CONFLICT,
+            // A lab's component missed its deadline: the lab is there, but
+            // cannot answer now (the audit restarts it).
+            ReconcileError::NotAnswering { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Failure {
@@ -673,7 +661,7 @@ impl IntoResponse for Failure {
         (
             self.status,
             Json(ApiError {
-                error: printable(&self.message),
+                error: printable(&self.message).into_owned(),
             }),
         )
             .into_response()
@@ -738,7 +726,7 @@ mod tests {
 
     #[test]
     fn answers_never_carry_control_characters_but_newlines() {
-        assert_eq!(printable("a\u{1b}[31mb\nc\0"), "a\\u{1b}[31mb\nc\\u{0}");
+        assert_eq!(printable("a\u{1b}[31mb\nc\0"), "a\\x1b[31mb\nc\\x00");
         assert_eq!(printable("plain été"), "plain été");
     }
 
@@ -768,5 +756,23 @@ mod tests {
             message: "m".into(),
         });
         assert_eq!(f.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let f = Failure::from(ReconcileError::BadName("`..`: bad".into()));
+        assert_eq!(f.status, StatusCode::BAD_REQUEST);
+        let f = Failure::from(ReconcileError::ForeignNamespaces {
+            lab: "x".into(),
+            names: vec!["x.blue".into()],
+        });
+        assert_eq!(f.status, StatusCode::CONFLICT);
+        let f = Failure::from(ReconcileError::NotAnswering {
+            node: "n".into(),
+            program: "ovsdb-server",
+            request: "echo".into(),
+            after: std::time::Duration::from_secs(2),
+        });
+        assert_eq!(f.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            f.message,
+            "ovsdb-server of n did not answer echo within 2 s"
+        );
     }
 }
