@@ -194,7 +194,7 @@ for want in LimitNOFILE=16384 TasksMax=4096 UMask=0077 NoNewPrivileges=yes \
 done
 # The daemon and the OVS processes it started (inherited): the capability
 # bounding set, a seccomp filter, no new privileges, the descriptor limit.
-caps="cap_chown,cap_net_bind_service,cap_net_admin,cap_net_raw,cap_sys_ptrace,cap_sys_admin"
+caps="cap_chown,cap_net_bind_service,cap_net_admin,cap_net_raw,cap_sys_admin"
 main=$(inside systemctl show -p MainPID --value ovslabd)
 vswitchd=$(inside cat /run/ovslab/seed/compute1/ovs-vswitchd.pid)
 dbserver=$(inside cat /run/ovslab/seed/compute1/ovsdb-server.pid)

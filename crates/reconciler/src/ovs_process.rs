@@ -12,7 +12,6 @@
 //! `ovs-ofctl` and `ovs-appctl` find the database, the bridges' `.mgmt`
 //! sockets and the control sockets without options.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -281,7 +280,12 @@ impl NodeOvs {
         self.runs_here(daemon, pid).then_some(identity)
     }
 
-    /// Whether `pid` is a live `daemon` in the node's namespace.
+    /// Whether `pid` is a live `daemon` of this node: the right program,
+    /// not a zombie, and started on this node's database socket (its
+    /// command line names it; the run directory is the node's own). The
+    /// command line, unlike `/proc/<pid>/ns/net`, is readable for any
+    /// process without `CAP_SYS_PTRACE`, so that the service can recognise
+    /// switches started by an ovslabd with more capabilities (run by hand).
     fn runs_here(&self, daemon: OvsDaemon, pid: u32) -> bool {
         let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
             return false;
@@ -291,13 +295,17 @@ impl NodeOvs {
         if comm.trim() != daemon.program() || is_zombie(pid) {
             return false;
         }
-        let Ok(ns) = std::fs::metadata(ovslab_netlink::netns::path(&self.namespace)) else {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             return false;
         };
-        let Ok(proc_ns) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else {
-            return false;
+        let socket = self.db_socket().display().to_string();
+        let wanted = match daemon {
+            OvsDaemon::OvsdbServer => format!("--remote=punix:{socket}"),
+            OvsDaemon::OvsVswitchd => format!("unix:{socket}"),
         };
-        proc_ns.to_string_lossy() == format!("net:[{}]", ns.ino())
+        cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == wanted.as_bytes())
     }
 
     /// Asks the daemon a cheap question with `deadline`: an OVSDB `echo`
