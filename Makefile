@@ -53,13 +53,13 @@ lint:
 # end-to-end lab tests driving the real ovslabd and ovslab binaries.
 test: deps lint
 	$(CARGO) build --workspace --bins
-	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) nextest run --workspace --no-fail-fast --run-ignored all
 
 # The crash-consistency test of integration-tests/tests/crash.rs, more rounds.
 SOAK_ROUNDS ?= 300
 soak: deps
 	$(CARGO) build --workspace --bins
-	OVSLAB_CRASH_ROUNDS=$(SOAK_ROUNDS) $(CARGO) nextest run -p ovslab-integration-tests --test crash --no-capture
+	OVSLAB_CRASH_ROUNDS=$(SOAK_ROUNDS) $(CARGO) nextest run -p ovslab-integration-tests --test crash --run-ignored all --no-capture
 
 # Start a daemon in the background (if none answers), bring the seed lab up,
 # and show it working.

@@ -23,10 +23,9 @@ fn tso_enabled_in_log(lab: &Lab, node: &str) -> usize {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn every_node_runs_userspace_tso_with_offloads_on() {
-    if !require_root("every_node_runs_userspace_tso_with_offloads_on") {
-        return;
-    }
+    require_root("every_node_runs_userspace_tso_with_offloads_on");
     let lab = Lab::seed();
     for node in NODES {
         let config = tso_option(&lab, node);
@@ -148,10 +147,9 @@ fn tcp_transfer(
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bulk_tcp_arrives_intact_across_nodes_routed_and_through_nat() {
-    if !require_root("bulk_tcp_arrives_intact_across_nodes_routed_and_through_nat") {
-        return;
-    }
+    require_root("bulk_tcp_arrives_intact_across_nodes_routed_and_through_nat");
     let lab = Lab::seed();
     let data = payload(16 << 20);
     for (what, from, server, addr) in [
@@ -186,10 +184,9 @@ fn bulk_tcp_arrives_intact_across_nodes_routed_and_through_nat() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn udp_datagrams_arrive_intact_across_nodes_and_routed() {
-    if !require_root("udp_datagrams_arrive_intact_across_nodes_and_routed") {
-        return;
-    }
+    require_root("udp_datagrams_arrive_intact_across_nodes_and_routed");
     let lab = Lab::seed();
     let data = payload(1400);
     for (what, server, addr) in [

@@ -301,18 +301,16 @@ fn stopped_is_reported_and_up_restarts_it(program: &'static str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_stopped_ovsdb_server_is_reported_and_up_restarts_it() {
-    if !require_root("a_stopped_ovsdb_server_is_reported_and_up_restarts_it") {
-        return;
-    }
+    require_root("a_stopped_ovsdb_server_is_reported_and_up_restarts_it");
     stopped_is_reported_and_up_restarts_it(DB);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_stopped_ovs_vswitchd_is_reported_and_up_restarts_it() {
-    if !require_root("a_stopped_ovs_vswitchd_is_reported_and_up_restarts_it") {
-        return;
-    }
+    require_root("a_stopped_ovs_vswitchd_is_reported_and_up_restarts_it");
     stopped_is_reported_and_up_restarts_it(VSWITCHD);
 }
 
@@ -353,18 +351,16 @@ fn stopped_idle_is_killed_and_restarted_by_the_audit(program: &'static str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_stopped_ovsdb_server_is_killed_and_restarted_by_the_audit() {
-    if !require_root("a_stopped_ovsdb_server_is_killed_and_restarted_by_the_audit") {
-        return;
-    }
+    require_root("a_stopped_ovsdb_server_is_killed_and_restarted_by_the_audit");
     stopped_idle_is_killed_and_restarted_by_the_audit(DB);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_stopped_ovs_vswitchd_is_killed_and_restarted_by_the_audit() {
-    if !require_root("a_stopped_ovs_vswitchd_is_killed_and_restarted_by_the_audit") {
-        return;
-    }
+    require_root("a_stopped_ovs_vswitchd_is_killed_and_restarted_by_the_audit");
     stopped_idle_is_killed_and_restarted_by_the_audit(VSWITCHD);
 }
 
@@ -386,18 +382,16 @@ fn killed_idle_is_restarted_by_the_audit(program: &'static str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_killed_ovsdb_server_is_restarted_by_the_audit() {
-    if !require_root("a_killed_ovsdb_server_is_restarted_by_the_audit") {
-        return;
-    }
+    require_root("a_killed_ovsdb_server_is_restarted_by_the_audit");
     killed_idle_is_restarted_by_the_audit(DB);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_killed_ovs_vswitchd_is_restarted_by_the_audit() {
-    if !require_root("a_killed_ovs_vswitchd_is_restarted_by_the_audit") {
-        return;
-    }
+    require_root("a_killed_ovs_vswitchd_is_restarted_by_the_audit");
     killed_idle_is_restarted_by_the_audit(VSWITCHD);
 }
 
@@ -411,18 +405,16 @@ fn down_with_a_stopped(program: &'static str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn down_with_a_stopped_ovsdb_server_is_bounded_and_leaves_nothing() {
-    if !require_root("down_with_a_stopped_ovsdb_server_is_bounded_and_leaves_nothing") {
-        return;
-    }
+    require_root("down_with_a_stopped_ovsdb_server_is_bounded_and_leaves_nothing");
     down_with_a_stopped(DB);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn down_with_a_stopped_ovs_vswitchd_is_bounded_and_leaves_nothing() {
-    if !require_root("down_with_a_stopped_ovs_vswitchd_is_bounded_and_leaves_nothing") {
-        return;
-    }
+    require_root("down_with_a_stopped_ovs_vswitchd_is_bounded_and_leaves_nothing");
     down_with_a_stopped(VSWITCHD);
 }
 
@@ -430,10 +422,9 @@ fn down_with_a_stopped_ovs_vswitchd_is_bounded_and_leaves_nothing() {
 /// `status` and `down` forever. Both are bounded here (a hang fails the
 /// test at the bound instead of hanging it).
 #[test]
+#[ignore = "needs root"]
 fn reproduction_4_a_stopped_ovsdb_server_blocks_neither_status_nor_down() {
-    if !require_root("reproduction_4_a_stopped_ovsdb_server_blocks_neither_status_nor_down") {
-        return;
-    }
+    require_root("reproduction_4_a_stopped_ovsdb_server_blocks_neither_status_nor_down");
     let lab = Lab::seed();
     let processes = all_processes(&lab);
     let mut stopped = Stopped::default();
@@ -526,34 +517,30 @@ fn fault_during_up(program: &'static str, signal: i32) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ovsdb_server_killed_during_up() {
-    if !require_root("ovsdb_server_killed_during_up") {
-        return;
-    }
+    require_root("ovsdb_server_killed_during_up");
     fault_during_up(DB, libc::SIGKILL);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ovs_vswitchd_killed_during_up() {
-    if !require_root("ovs_vswitchd_killed_during_up") {
-        return;
-    }
+    require_root("ovs_vswitchd_killed_during_up");
     fault_during_up(VSWITCHD, libc::SIGKILL);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ovsdb_server_stopped_during_up() {
-    if !require_root("ovsdb_server_stopped_during_up") {
-        return;
-    }
+    require_root("ovsdb_server_stopped_during_up");
     fault_during_up(DB, libc::SIGSTOP);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ovs_vswitchd_stopped_during_up() {
-    if !require_root("ovs_vswitchd_stopped_during_up") {
-        return;
-    }
+    require_root("ovs_vswitchd_stopped_during_up");
     fault_during_up(VSWITCHD, libc::SIGSTOP);
 }
 
@@ -594,17 +581,15 @@ fn fault_during_down(signal: i32) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn daemons_stopped_during_down() {
-    if !require_root("daemons_stopped_during_down") {
-        return;
-    }
+    require_root("daemons_stopped_during_down");
     fault_during_down(libc::SIGSTOP);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn daemons_killed_during_down() {
-    if !require_root("daemons_killed_during_down") {
-        return;
-    }
+    require_root("daemons_killed_during_down");
     fault_during_down(libc::SIGKILL);
 }

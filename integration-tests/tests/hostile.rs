@@ -185,10 +185,9 @@ fn assert_gone(lab: &Lab) {
 /// Reproduction 5 of issue #11: half a request header kept `ovslabd` from
 /// exiting on SIGTERM (still alive after 30 s).
 #[test]
+#[ignore = "needs root"]
 fn half_a_header_does_not_hold_up_a_stop() {
-    if !require_root("half_a_header_does_not_hold_up_a_stop") {
-        return;
-    }
+    require_root("half_a_header_does_not_hold_up_a_stop");
     let decoys = Decoys::new();
     let mut daemon = Daemon::start(&unique_name("half"));
     let mut half = UnixStream::connect(&daemon.socket).unwrap();
@@ -218,10 +217,9 @@ fn half_a_header_does_not_hold_up_a_stop() {
 /// surely abandoned), and `--on-exit down` still runs and removes
 /// everything.
 #[test]
+#[ignore = "needs root"]
 fn a_stop_during_an_up_is_bounded_and_on_exit_down_still_cleans() {
-    if !require_root("a_stop_during_an_up_is_bounded_and_on_exit_down_still_cleans") {
-        return;
-    }
+    require_root("a_stop_during_an_up_is_bounded_and_on_exit_down_still_cleans");
     let decoys = Decoys::new();
     let (mut lab, _) = medium_lab(&[
         "--audit-interval",
@@ -271,10 +269,9 @@ fn a_stop_during_an_up_is_bounded_and_on_exit_down_still_cleans() {
 /// Bodies that are not what the route wants, too large, or too slow: an
 /// error answer each, and the daemon carries on.
 #[test]
+#[ignore = "needs root"]
 fn malformed_oversized_and_slow_bodies_are_refused() {
-    if !require_root("malformed_oversized_and_slow_bodies_are_refused") {
-        return;
-    }
+    require_root("malformed_oversized_and_slow_bodies_are_refused");
     let decoys = Decoys::new();
     let daemon = Daemon::start(&unique_name("bodies"));
     let socket = &daemon.socket;
@@ -363,10 +360,9 @@ fn malformed_oversized_and_slow_bodies_are_refused() {
 /// terminal, in every route that takes a name: 400, and nothing outside
 /// is touched.
 #[test]
+#[ignore = "needs root"]
 fn names_that_escape_are_refused_in_every_route() {
-    if !require_root("names_that_escape_are_refused_in_every_route") {
-        return;
-    }
+    require_root("names_that_escape_are_refused_in_every_route");
     let decoys = Decoys::new();
     let daemon = Daemon::start(&unique_name("names"));
     let decoy_dir = decoys.dir.display().to_string();
@@ -495,10 +491,9 @@ fn names_that_escape_are_refused_in_every_route() {
 /// request is answered meanwhile (idle connections make room), and the
 /// descriptors come back once the clients go.
 #[test]
+#[ignore = "needs root"]
 fn a_thousand_connections_do_not_lock_others_out() {
-    if !require_root("a_thousand_connections_do_not_lock_others_out") {
-        return;
-    }
+    require_root("a_thousand_connections_do_not_lock_others_out");
     raise_fd_limit(4096);
     let decoys = Decoys::new();
     let daemon = Daemon::start(&unique_name("conns"));
@@ -540,10 +535,9 @@ fn a_thousand_connections_do_not_lock_others_out() {
 /// With every connection busy (a request whose body is still coming), a
 /// new one is refused at once with 503, and the busy ones are not hurt.
 #[test]
+#[ignore = "needs root"]
 fn a_full_table_of_busy_connections_refuses_new_ones_at_once() {
-    if !require_root("a_full_table_of_busy_connections_refuses_new_ones_at_once") {
-        return;
-    }
+    require_root("a_full_table_of_busy_connections_refuses_new_ones_at_once");
     let decoys = Decoys::new();
     let daemon = Daemon::start_with(
         &unique_name("full"),
@@ -589,10 +583,9 @@ fn a_full_table_of_busy_connections_refuses_new_ones_at_once() {
 /// A client that sends its header one byte a second (or nothing) is cut
 /// off after the header deadline (5 s), and others are served meanwhile.
 #[test]
+#[ignore = "needs root"]
 fn a_slow_client_is_cut_off_after_the_header_timeout() {
-    if !require_root("a_slow_client_is_cut_off_after_the_header_timeout") {
-        return;
-    }
+    require_root("a_slow_client_is_cut_off_after_the_header_timeout");
     let decoys = Decoys::new();
     let daemon = Daemon::start(&unique_name("slow"));
     let mut silent = UnixStream::connect(&daemon.socket).unwrap();
@@ -629,10 +622,9 @@ fn a_slow_client_is_cut_off_after_the_header_timeout() {
 /// A client that goes away in the middle of its `up` (Ctrl-C): the lab is
 /// still built to the end.
 #[test]
+#[ignore = "needs root"]
 fn a_client_gone_mid_up_leaves_a_complete_lab() {
-    if !require_root("a_client_gone_mid_up_leaves_a_complete_lab") {
-        return;
-    }
+    require_root("a_client_gone_mid_up_leaves_a_complete_lab");
     let decoys = Decoys::new();
     let (lab, expected) = medium_lab(&["--audit-interval", "0"]);
     let mut client = UnixStream::connect(&lab.daemon.socket).unwrap();
@@ -662,10 +654,9 @@ fn a_client_gone_mid_up_leaves_a_complete_lab() {
 /// A client that goes away in the middle of its `down`: the lab is still
 /// removed completely.
 #[test]
+#[ignore = "needs root"]
 fn a_client_gone_mid_down_leaves_nothing() {
-    if !require_root("a_client_gone_mid_down_leaves_nothing") {
-        return;
-    }
+    require_root("a_client_gone_mid_down_leaves_nothing");
     let decoys = Decoys::new();
     let (lab, expected) = medium_lab(&["--audit-interval", "0"]);
     lab.up();
@@ -694,10 +685,9 @@ fn a_client_gone_mid_down_leaves_nothing() {
 /// --max-labs and --max-namespaces refuse an `up` (409) before it creates
 /// anything; a lab brought up again counts once.
 #[test]
+#[ignore = "needs root"]
 fn quotas_refuse_an_up_before_it_creates_anything() {
-    if !require_root("quotas_refuse_an_up_before_it_creates_anything") {
-        return;
-    }
+    require_root("quotas_refuse_an_up_before_it_creates_anything");
     let decoys = Decoys::new();
     let per_lab = namespaces_in(ovslab_topology::SEED_YAML).to_string();
     // Room for exactly one seed lab, by both counts.

@@ -13,10 +13,9 @@ fn icmp_lines(lines: &[String]) -> Vec<&String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn same_network_same_node_stays_on_br_int() {
-    if !require_root("same_network_same_node_stays_on_br_int") {
-        return;
-    }
+    require_root("same_network_same_node_stays_on_br_int");
     let lab = Lab::seed();
     // Learn MACs first, so that only unicast ICMP is left to observe.
     assert!(lab.ping("instance1", INSTANCE4, 1));
@@ -43,10 +42,9 @@ fn same_network_same_node_stays_on_br_int() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn same_network_across_nodes_carries_the_segmentation_id() {
-    if !require_root("same_network_across_nodes_carries_the_segmentation_id") {
-        return;
-    }
+    require_root("same_network_across_nodes_carries_the_segmentation_id");
     let lab = Lab::seed();
     assert!(lab.ping("instance1", INSTANCE3, 1));
     // The physical wire: compute1's cable, seen from the switch's side.
@@ -82,10 +80,9 @@ fn same_network_across_nodes_carries_the_segmentation_id() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn net1_and_net2_are_isolated_at_layer_2() {
-    if !require_root("net1_and_net2_are_isolated_at_layer_2") {
-        return;
-    }
+    require_root("net1_and_net2_are_isolated_at_layer_2");
     let lab = Lab::seed();
     // Send frames from instance1 (net1, its own address, so no anti-spoofing
     // rule is involved) straight to instance2's MAC (net2), bypassing the
@@ -128,10 +125,9 @@ fn net1_and_net2_are_isolated_at_layer_2() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tcp_works_across_nodes() {
-    if !require_root("tcp_works_across_nodes") {
-        return;
-    }
+    require_root("tcp_works_across_nodes");
     let lab = Lab::seed();
     let ns3 = lab.ns("instance3");
     let server = std::process::Command::new("ip")
@@ -201,10 +197,9 @@ fn fingerprint(lab: &Lab) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_second_up_changes_nothing() {
-    if !require_root("a_second_up_changes_nothing") {
-        return;
-    }
+    require_root("a_second_up_changes_nothing");
     let lab = Lab::seed();
     let before = fingerprint(&lab);
     let out = lab.up();
@@ -216,10 +211,9 @@ fn a_second_up_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_wiring_is_neutrons() {
-    if !require_root("the_wiring_is_neutrons") {
-        return;
-    }
+    require_root("the_wiring_is_neutrons");
     let lab = Lab::seed();
     let show = lab.vsctl("compute1", &["show"]);
     for expected in [
@@ -335,10 +329,9 @@ fn the_wiring_is_neutrons() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn down_leaves_nothing() {
-    if !require_root("down_leaves_nothing") {
-        return;
-    }
+    require_root("down_leaves_nothing");
     let lab = Lab::seed();
     let pids: Vec<String> = ["network", "compute1", "compute2"]
         .iter()
@@ -373,10 +366,9 @@ fn down_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn down_after_a_failed_up_leaves_nothing() {
-    if !require_root("down_after_a_failed_up_leaves_nothing") {
-        return;
-    }
+    require_root("down_after_a_failed_up_leaves_nothing");
     let lab = Lab::create(ovslab_topology::SEED_YAML);
     // compute2's run directory cannot be made: a file stands in its way.
     let lab_dir = lab.daemon.run_dir.join(&lab.name);
@@ -405,10 +397,9 @@ fn down_after_a_failed_up_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_next_up_finishes_a_failed_one() {
-    if !require_root("the_next_up_finishes_a_failed_one") {
-        return;
-    }
+    require_root("the_next_up_finishes_a_failed_one");
     let lab = Lab::create(ovslab_topology::SEED_YAML);
     let lab_dir = lab.daemon.run_dir.join(&lab.name);
     std::fs::create_dir_all(&lab_dir).unwrap();

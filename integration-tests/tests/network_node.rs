@@ -73,10 +73,9 @@ fn tcp_connects(lab: &Lab, server: &str, port: u16, from: &str, to: &str) -> boo
 }
 
 #[test]
+#[ignore = "needs root"]
 fn east_west_crosses_the_network_node_with_both_tags() {
-    if !require_root("east_west_crosses_the_network_node_with_both_tags") {
-        return;
-    }
+    require_root("east_west_crosses_the_network_node_with_both_tags");
     let lab = Lab::seed();
     assert!(
         lab.ping("instance1", "192.168.2.11", 1),
@@ -120,10 +119,9 @@ fn east_west_crosses_the_network_node_with_both_tags() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn snat_hides_instances_behind_the_gateway_address() {
-    if !require_root("snat_hides_instances_behind_the_gateway_address") {
-        return;
-    }
+    require_root("snat_hides_instances_behind_the_gateway_address");
     let lab = Lab::seed();
     let outside = lab.capture("internet", "eth0", "icmp");
     assert!(lab.ping("instance3", INTERNET, 3), "instance3 → internet");
@@ -143,10 +141,9 @@ fn snat_hides_instances_behind_the_gateway_address() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn floating_ip_is_the_instances_face_both_ways() {
-    if !require_root("floating_ip_is_the_instances_face_both_ways") {
-        return;
-    }
+    require_root("floating_ip_is_the_instances_face_both_ways");
     let lab = Lab::seed();
     // Outbound: instance1 appears as its floating IP.
     let outside = lab.capture("internet", "eth0", "icmp");
@@ -173,10 +170,9 @@ fn floating_ip_is_the_instances_face_both_ways() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_router_namespace_looks_like_a_liberty_router() {
-    if !require_root("the_router_namespace_looks_like_a_liberty_router") {
-        return;
-    }
+    require_root("the_router_namespace_looks_like_a_liberty_router");
     let lab = Lab::seed();
     let ns = lab.router_ns("router1");
     assert!(ns.contains(".qrouter-"), "{ns}");
@@ -267,10 +263,9 @@ fn counted_rules(save: &str) -> Vec<(String, u64, u64)> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_security_group_filters_inbound_and_lets_answers_back() {
-    if !require_root("the_security_group_filters_inbound_and_lets_answers_back") {
-        return;
-    }
+    require_root("the_security_group_filters_inbound_and_lets_answers_back");
     let lab = Lab::seed();
     // Members of the same group may connect (remote group rule)…
     assert!(
@@ -313,10 +308,9 @@ fn the_security_group_filters_inbound_and_lets_answers_back() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_spoofed_source_goes_nowhere() {
-    if !require_root("a_spoofed_source_goes_nowhere") {
-        return;
-    }
+    require_root("a_spoofed_source_goes_nowhere");
     let lab = Lab::seed();
     assert!(lab.ping("instance1", "192.168.1.13", 1));
     let at_instance4 = lab.capture("instance4", "eth0", "icmp or arp");
@@ -344,10 +338,9 @@ fn a_spoofed_source_goes_nowhere() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn full_size_packets_cross_fabric_and_router() {
-    if !require_root("full_size_packets_cross_fabric_and_router") {
-        return;
-    }
+    require_root("full_size_packets_cross_fabric_and_router");
     let lab = Lab::seed();
     for (from, to) in [
         ("instance1", "192.168.1.12"),
@@ -383,10 +376,9 @@ fn line_of<'a>(report: &'a str, name: &str) -> &'a str {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn every_declared_check_passes_and_can_fail() {
-    if !require_root("every_declared_check_passes_and_can_fail") {
-        return;
-    }
+    require_root("every_declared_check_passes_and_can_fail");
     let lab = Lab::seed();
     let (ok, report) = check(&lab);
     assert!(ok, "ovslab check failed on a healthy lab:\n{report}");

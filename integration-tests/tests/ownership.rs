@@ -62,10 +62,9 @@ fn known_labs(daemon: &Daemon) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn down_acts_on_no_path_and_no_unknown_name() {
-    if !require_root("down_acts_on_no_path_and_no_unknown_name") {
-        return;
-    }
+    require_root("down_acts_on_no_path_and_no_unknown_name");
     let outside = DecoyDir::new(std::env::temp_dir().join(unique_name("decoy-dir")));
     let daemon = Daemon::start(&unique_name("t"));
     // A directory in the run directory that no lab made.
@@ -97,10 +96,9 @@ fn down_acts_on_no_path_and_no_unknown_name() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn namespaces_with_the_labs_prefix_that_it_did_not_make_are_left_alone() {
-    if !require_root("namespaces_with_the_labs_prefix_that_it_did_not_make_are_left_alone") {
-        return;
-    }
+    require_root("namespaces_with_the_labs_prefix_that_it_did_not_make_are_left_alone");
     let lab = Lab::create(ovslab_topology::SEED_YAML);
     // `<lab>.blue` looks like a node of the lab, but the host made it.
     let decoy = Decoy::new(&lab.ns("blue"));
@@ -123,10 +121,9 @@ fn namespaces_with_the_labs_prefix_that_it_did_not_make_are_left_alone() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_up_never_adopts_a_namespace_it_did_not_make() {
-    if !require_root("an_up_never_adopts_a_namespace_it_did_not_make") {
-        return;
-    }
+    require_root("an_up_never_adopts_a_namespace_it_did_not_make");
     let lab = Lab::create(ovslab_topology::SEED_YAML);
     // The namespace a node of the lab would have, made by someone else.
     let decoy = Decoy::new(&lab.ns("compute1"));
@@ -161,10 +158,9 @@ fn pid_of(lab: &Lab, node: &str, program: &str) -> i32 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_up_that_waited_behind_a_down_makes_a_lab_the_daemon_knows() {
-    if !require_root("an_up_that_waited_behind_a_down_makes_a_lab_the_daemon_knows") {
-        return;
-    }
+    require_root("an_up_that_waited_behind_a_down_makes_a_lab_the_daemon_knows");
     let lab = Lab::seed_audited("0.2");
     // A stopped vswitchd makes the `down` wait for it, so that the `up`
     // arrives while the `down` holds the lab.
@@ -218,12 +214,9 @@ fn write_manifest(lab: &Lab, value: &serde_json::Value) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_manifest_names_every_namespace_with_its_inode_and_survives_a_killed_daemon() {
-    if !require_root(
-        "the_manifest_names_every_namespace_with_its_inode_and_survives_a_killed_daemon",
-    ) {
-        return;
-    }
+    require_root("the_manifest_names_every_namespace_with_its_inode_and_survives_a_killed_daemon");
     let mut lab = Lab::seed();
     let recorded = manifest(&lab)["namespaces"].clone();
     let mut namespaces = lab.namespaces();
@@ -281,12 +274,11 @@ fn the_manifest_names_every_namespace_with_its_inode_and_survives_a_killed_daemo
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_run_directory_too_long_for_the_labs_sockets_refuses_up_before_anything_is_made() {
-    if !require_root(
+    require_root(
         "a_run_directory_too_long_for_the_labs_sockets_refuses_up_before_anything_is_made",
-    ) {
-        return;
-    }
+    );
     let daemon = Daemon::start(&unique_name("t"));
     // 61 characters: with the node `compute1`, its sockets fit under the
     // default /run/ovslab (so the file is valid), not under this daemon's

@@ -129,18 +129,16 @@ fn ovs_process_comes_back(program: &str, node: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_killed_vswitchd_is_restarted_with_its_flows() {
-    if !require_root("a_killed_vswitchd_is_restarted_with_its_flows") {
-        return;
-    }
+    require_root("a_killed_vswitchd_is_restarted_with_its_flows");
     ovs_process_comes_back("ovs-vswitchd", "compute1");
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_killed_ovsdb_server_is_restarted() {
-    if !require_root("a_killed_ovsdb_server_is_restarted") {
-        return;
-    }
+    require_root("a_killed_ovsdb_server_is_restarted");
     ovs_process_comes_back("ovsdb-server", "compute2");
 }
 
@@ -149,10 +147,9 @@ fn a_killed_ovsdb_server_is_restarted() {
 const ONLY_NOTICES: &str = "60";
 
 #[test]
+#[ignore = "needs root"]
 fn a_deleted_qvo_is_put_back() {
-    if !require_root("a_deleted_qvo_is_put_back") {
-        return;
-    }
+    require_root("a_deleted_qvo_is_put_back");
     let lab = Lab::seed_audited(ONLY_NOTICES);
     assert!(reaches(&lab, "instance1", INSTANCE3));
     let qvo = ovslab_topology::naming::HybridPlug::new(&lab.name, "instance3").qvo;
@@ -167,10 +164,9 @@ fn a_deleted_qvo_is_put_back() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_flushed_nat_table_is_restored() {
-    if !require_root("a_flushed_nat_table_is_restored") {
-        return;
-    }
+    require_root("a_flushed_nat_table_is_restored");
     let lab = Lab::seed_audited("0.2");
     assert!(reaches(&lab, "instance3", INTERNET));
     let ns = lab.router_ns("router1");
@@ -186,10 +182,9 @@ fn a_flushed_nat_table_is_restored() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_deleted_flow_is_put_back() {
-    if !require_root("a_deleted_flow_is_put_back") {
-        return;
-    }
+    require_root("a_deleted_flow_is_put_back");
     let lab = Lab::seed_audited("0.2");
     let dump = || lab.flows("compute1", "br-vlan");
     assert!(dump().contains("dl_vlan=1"), "{}", dump());
@@ -204,10 +199,9 @@ fn a_deleted_flow_is_put_back() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_deleted_instance_namespace_is_rebuilt() {
-    if !require_root("a_deleted_instance_namespace_is_rebuilt") {
-        return;
-    }
+    require_root("a_deleted_instance_namespace_is_rebuilt");
     let lab = Lab::seed_audited(ONLY_NOTICES);
     run("ip", &["netns", "del", &lab.ns("instance3")]);
     wait_until(BACK, "instance1 → instance3 again", || {
@@ -220,10 +214,9 @@ fn a_deleted_instance_namespace_is_rebuilt() {
 /// so no child exit tells of its death) is restarted too: its bridges'
 /// devices vanish with it, and the node's link notices wake the audit.
 #[test]
+#[ignore = "needs root"]
 fn an_adopted_vswitchd_killed_is_restarted() {
-    if !require_root("an_adopted_vswitchd_killed_is_restarted") {
-        return;
-    }
+    require_root("an_adopted_vswitchd_killed_is_restarted");
     let mut lab = Lab::seed_audited(ONLY_NOTICES);
     lab.daemon.kill9();
     lab.daemon.restart(&["--audit-interval", ONLY_NOTICES]);
@@ -297,18 +290,16 @@ fn daemon_replaced_without_a_lost_packet(stop: Stop) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_daemon_killed_between_applies_is_replaced_without_a_lost_packet() {
-    if !require_root("a_daemon_killed_between_applies_is_replaced_without_a_lost_packet") {
-        return;
-    }
+    require_root("a_daemon_killed_between_applies_is_replaced_without_a_lost_packet");
     daemon_replaced_without_a_lost_packet(Stop::Kill9);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_daemon_stopped_with_keep_is_replaced_without_a_lost_packet() {
-    if !require_root("a_daemon_stopped_with_keep_is_replaced_without_a_lost_packet") {
-        return;
-    }
+    require_root("a_daemon_stopped_with_keep_is_replaced_without_a_lost_packet");
     daemon_replaced_without_a_lost_packet(Stop::CleanKeep);
 }
 
@@ -413,44 +404,39 @@ fn killed_during_up(point: KillPoint, next: Next) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_daemon_killed_once_namespaces_exist_is_finished_by_the_next_up() {
-    if !require_root("a_daemon_killed_once_namespaces_exist_is_finished_by_the_next_up") {
-        return;
-    }
+    require_root("a_daemon_killed_once_namespaces_exist_is_finished_by_the_next_up");
     killed_during_up(KillPoint::Namespaces, Next::Up);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_daemon_killed_once_vswitchd_runs_is_finished_by_the_next_up() {
-    if !require_root("a_daemon_killed_once_vswitchd_runs_is_finished_by_the_next_up") {
-        return;
-    }
+    require_root("a_daemon_killed_once_vswitchd_runs_is_finished_by_the_next_up");
     killed_during_up(KillPoint::Vswitchd, Next::Up);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_daemon_killed_during_an_up_is_cleaned_up_by_the_next_down() {
-    if !require_root("a_daemon_killed_during_an_up_is_cleaned_up_by_the_next_down") {
-        return;
-    }
+    require_root("a_daemon_killed_during_an_up_is_cleaned_up_by_the_next_down");
     killed_during_up(KillPoint::Vswitchd, Next::Down);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_daemon_killed_during_an_up_is_finished_by_the_next_daemons_audit() {
-    if !require_root("a_daemon_killed_during_an_up_is_finished_by_the_next_daemons_audit") {
-        return;
-    }
+    require_root("a_daemon_killed_during_an_up_is_finished_by_the_next_daemons_audit");
     killed_during_up(KillPoint::Namespaces, Next::Audit);
 }
 
 /// The file a namespace create makes before it mounts the namespace on it:
 /// a daemon killed between the two leaves it, and the next `up` replaces it.
 #[test]
+#[ignore = "needs root"]
 fn a_stale_namespace_file_left_by_a_killed_up_is_replaced() {
-    if !require_root("a_stale_namespace_file_left_by_a_killed_up_is_replaced") {
-        return;
-    }
+    require_root("a_stale_namespace_file_left_by_a_killed_up_is_replaced");
     let mut lab = Lab::create(ovslab_topology::SEED_YAML);
     let compute1 = lab.ns("compute1");
     let stale = std::path::Path::new("/run/netns").join(&compute1);

@@ -33,10 +33,9 @@ fn ours(socket: &PacketSocket) -> Option<ovslab_capture::Packet> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn vlan_tags_survive_capture_on_both_ends_of_a_veth() {
-    if !require_root("vlan_tags_survive_capture_on_both_ends_of_a_veth") {
-        return;
-    }
+    require_root("vlan_tags_survive_capture_on_both_ends_of_a_veth");
     let ns = TestNetns::new();
     ns.exec(&[
         "ip", "link", "add", "cap-a", "type", "veth", "peer", "name", "cap-b",
@@ -83,10 +82,9 @@ fn vlan_tags_survive_capture_on_both_ends_of_a_veth() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_unknown_interface_is_named_in_the_error() {
-    if !require_root("an_unknown_interface_is_named_in_the_error") {
-        return;
-    }
+    require_root("an_unknown_interface_is_named_in_the_error");
     let ns = TestNetns::new();
     let e = PacketSocket::open(&ns.name, "nope0", false).unwrap_err();
     assert!(e.to_string().contains("nope0"), "{e}");

@@ -145,10 +145,9 @@ fn packets(save_c: &str, table: &str, line: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn router_rules_are_canonical_idempotent_and_keep_counters() {
-    if !require_root("router_rules_are_canonical_idempotent_and_keep_counters") {
-        return;
-    }
+    require_root("router_rules_are_canonical_idempotent_and_keep_counters");
     let ns = TestNetns::new();
     let ruleset = router_ruleset(&seed_router());
 
@@ -231,10 +230,9 @@ fn router_rules_are_canonical_idempotent_and_keep_counters() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn firewall_rules_are_canonical_idempotent_and_remove_ports() {
-    if !require_root("firewall_rules_are_canonical_idempotent_and_remove_ports") {
-        return;
-    }
+    require_root("firewall_rules_are_canonical_idempotent_and_remove_ports");
     let ns = TestNetns::new();
     let ports = two_ports();
     let ruleset = firewall_ruleset(&ports);
@@ -281,10 +279,9 @@ fn firewall_rules_are_canonical_idempotent_and_remove_ports() {
 /// A port added between two others: the shared chains are edited in place
 /// (`-I <chain> N` through the real iptables-restore), not rewritten.
 #[test]
+#[ignore = "needs root"]
 fn a_port_added_in_the_middle_is_inserted_in_place() {
-    if !require_root("a_port_added_in_the_middle_is_inserted_in_place") {
-        return;
-    }
+    require_root("a_port_added_in_the_middle_is_inserted_in_place");
     let ns = TestNetns::new();
     let a = port("11111111-11", 11, 1, default_group());
     let b = port("22222222-22", 12, 1, default_group());
@@ -316,10 +313,9 @@ fn a_port_added_in_the_middle_is_inserted_in_place() {
 
 /// Every kind of rule the generator can write, through the real tools.
 #[test]
+#[ignore = "needs root"]
 fn every_rule_shape_is_canonical() {
-    if !require_root("every_rule_shape_is_canonical") {
-        return;
-    }
+    require_root("every_rule_shape_is_canonical");
     let ns = TestNetns::new();
     let rules = vec![
         sg(
@@ -390,10 +386,9 @@ fn every_rule_shape_is_canonical() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn stale_chains_of_another_ruleset_are_removed() {
-    if !require_root("stale_chains_of_another_ruleset_are_removed") {
-        return;
-    }
+    require_root("stale_chains_of_another_ruleset_are_removed");
     let ns = TestNetns::new();
     apply(&ns.name, &firewall_ruleset(&two_ports())).expect("firewall");
     let router = router_ruleset(&seed_router());
@@ -412,10 +407,9 @@ fn stale_chains_of_another_ruleset_are_removed() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn invalid_rule_errors_and_leaves_previous_rules() {
-    if !require_root("invalid_rule_errors_and_leaves_previous_rules") {
-        return;
-    }
+    require_root("invalid_rule_errors_and_leaves_previous_rules");
     let ns = TestNetns::new();
     let good = router_ruleset(&seed_router());
     apply(&ns.name, &good).expect("good apply");
@@ -443,10 +437,9 @@ fn invalid_rule_errors_and_leaves_previous_rules() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn missing_namespace_is_named() {
-    if !require_root("missing_namespace_is_named") {
-        return;
-    }
+    require_root("missing_namespace_is_named");
     let err = read("ovslab-no-such-namespace").expect_err("no namespace");
     assert!(
         err.to_string().contains("ovslab-no-such-namespace"),
@@ -455,10 +448,9 @@ fn missing_namespace_is_named() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn remote_groups_match_an_ipset_that_is_kept_in_step() {
-    if !require_root("remote_groups_match_an_ipset_that_is_kept_in_step") {
-        return;
-    }
+    require_root("remote_groups_match_an_ipset_that_is_kept_in_step");
     let ns = TestNetns::new();
     let set = |members: &[&str]| IpSet {
         name: "NIPv4default".into(),

@@ -28,10 +28,9 @@ impl Drop for Ns {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn create_and_delete_namespace_seen_by_ip_netns() {
-    if !require_root("create_and_delete_namespace_seen_by_ip_netns") {
-        return;
-    }
+    require_root("create_and_delete_namespace_seen_by_ip_netns");
     let ns = Ns::new();
     assert!(run("ip", &["netns", "list"]).contains(&ns.0));
     assert!(netns::exists(&ns.0));
@@ -50,10 +49,9 @@ fn create_and_delete_namespace_seen_by_ip_netns() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn sysctls_are_per_namespace() {
-    if !require_root("sysctls_are_per_namespace") {
-        return;
-    }
+    require_root("sysctls_are_per_namespace");
     let ns = Ns::new();
     let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     netns::write_sysctl(&ns.0, "net.ipv4.ip_forward", "1").unwrap();
@@ -83,10 +81,9 @@ fn sysctls_are_per_namespace() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_connection_reads_the_namespaces_sysctls_on_the_way() {
-    if !require_root("a_connection_reads_the_namespaces_sysctls_on_the_way") {
-        return;
-    }
+    require_root("a_connection_reads_the_namespaces_sysctls_on_the_way");
     let (on, off) = (Ns::new(), Ns::new());
     netns::write_sysctl(&on.0, "net.ipv4.ip_forward", "1").unwrap();
     netns::write_sysctl(&off.0, "net.ipv4.ip_forward", "0").unwrap();
@@ -104,10 +101,9 @@ async fn a_connection_reads_the_namespaces_sysctls_on_the_way() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn commands_start_inside_the_namespace() {
-    if !require_root("commands_start_inside_the_namespace") {
-        return;
-    }
+    require_root("commands_start_inside_the_namespace");
     let ns = Ns::new();
     let mut cmd = std::process::Command::new("ip");
     cmd.args(["netns", "identify"]);
@@ -117,10 +113,9 @@ fn commands_start_inside_the_namespace() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn spawned_children_run_inside_the_namespace() {
-    if !require_root("spawned_children_run_inside_the_namespace") {
-        return;
-    }
+    require_root("spawned_children_run_inside_the_namespace");
     let ns = Ns::new();
     let mut cmd = std::process::Command::new("ip");
     cmd.args(["netns", "identify"])
@@ -136,10 +131,9 @@ fn spawned_children_run_inside_the_namespace() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_firewall_generation_moves_with_every_change_and_only_then() {
-    if !require_root("the_firewall_generation_moves_with_every_change_and_only_then") {
-        return;
-    }
+    require_root("the_firewall_generation_moves_with_every_change_and_only_then");
     let (a, b) = (Ns::new(), Ns::new());
     let first = ovslab_netlink::generation(&a.0).unwrap();
     assert_eq!(
@@ -209,10 +203,9 @@ fn the_firewall_generation_moves_with_every_change_and_only_then() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ipset_members_are_listed_added_and_deleted_over_netlink() {
-    if !require_root("ipset_members_are_listed_added_and_deleted_over_netlink") {
-        return;
-    }
+    require_root("ipset_members_are_listed_added_and_deleted_over_netlink");
     let ns = Ns::new();
     let ipset = |args: &[&str]| {
         let out = std::process::Command::new("ip")
@@ -259,10 +252,9 @@ fn ipset_members_are_listed_added_and_deleted_over_netlink() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn hybrid_plug_wiring_across_namespaces() {
-    if !require_root("hybrid_plug_wiring_across_namespaces") {
-        return;
-    }
+    require_root("hybrid_plug_wiring_across_namespaces");
     let node = Ns::new();
     let instance = Ns::new();
     let nl = Netlink::connect(&node.0).await.unwrap();
@@ -368,10 +360,9 @@ fn connect_to_a_missing_namespace_names_it() {
 /// delays the carrier change by up to a second, and a Linux bridge keeps
 /// the port disabled (dropping what it should forward) until then.
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_bridge_port_forwards_as_soon_as_its_veth_is_up() {
-    if !require_root("a_bridge_port_forwards_as_soon_as_its_veth_is_up") {
-        return;
-    }
+    require_root("a_bridge_port_forwards_as_soon_as_its_veth_is_up");
     let switch = Ns::new();
     let node = Ns::new();
     let nl = Netlink::connect(&switch.0).await.unwrap();

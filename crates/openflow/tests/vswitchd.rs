@@ -95,10 +95,9 @@ fn wanted_keys(mods: &[FlowMod]) -> BTreeSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn connect_and_features() {
-    if !require_root("connect_and_features") {
-        return;
-    }
+    require_root("connect_and_features");
     let sb = sandbox();
     let c = client(&sb).await;
     let f = c.features().await.expect("features");
@@ -114,10 +113,9 @@ async fn connect_and_features() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn bridge_without_openflow13_is_refused_clearly() {
-    if !require_root("bridge_without_openflow13_is_refused_clearly") {
-        return;
-    }
+    require_root("bridge_without_openflow13_is_refused_clearly");
     let sb = sandbox();
     sb.vsctl(&["set", "bridge", BRIDGE, "protocols=OpenFlow10"]);
     let mgmt = sb.mgmt_socket(BRIDGE);
@@ -153,10 +151,9 @@ async fn connect_to_missing_socket_names_the_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn neutron_flows_are_installed_and_dumped_back_equal() {
-    if !require_root("neutron_flows_are_installed_and_dumped_back_equal") {
-        return;
-    }
+    require_root("neutron_flows_are_installed_and_dumped_back_equal");
     let sb = sandbox();
     let c = client(&sb).await;
     let mods = neutron_flows(0x1234);
@@ -216,10 +213,9 @@ async fn neutron_flows_are_installed_and_dumped_back_equal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn delete_strict_removes_exactly_one() {
-    if !require_root("delete_strict_removes_exactly_one") {
-        return;
-    }
+    require_root("delete_strict_removes_exactly_one");
     let sb = sandbox();
     let c = client(&sb).await;
     c.apply(neutron_flows(0x1)).await.expect("apply");
@@ -243,10 +239,9 @@ async fn delete_strict_removes_exactly_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn delete_by_cookie_removes_only_that_cookie() {
-    if !require_root("delete_by_cookie_removes_only_that_cookie") {
-        return;
-    }
+    require_root("delete_by_cookie_removes_only_that_cookie");
     let sb = sandbox();
     let c = client(&sb).await;
     let ours = neutron_flows(0xaaaa);
@@ -286,10 +281,9 @@ async fn delete_by_cookie_removes_only_that_cookie() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn bad_flow_mod_is_rejected_with_its_index() {
-    if !require_root("bad_flow_mod_is_rejected_with_its_index") {
-        return;
-    }
+    require_root("bad_flow_mod_is_rejected_with_its_index");
     let sb = sandbox();
     let c = client(&sb).await;
     let good1 = FlowMod::add(0, 1, Match::new().in_port(1), vec![Action::normal()]);
@@ -330,10 +324,9 @@ async fn bad_flow_mod_is_rejected_with_its_index() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn thousands_of_flows_in_one_apply_and_one_multipart_dump() {
-    if !require_root("thousands_of_flows_in_one_apply_and_one_multipart_dump") {
-        return;
-    }
+    require_root("thousands_of_flows_in_one_apply_and_one_multipart_dump");
     let sb = sandbox();
     let c = client(&sb).await;
     // 1200 entries of 88 bytes each do not fit one 64 KiB reply, so OVS

@@ -10,23 +10,19 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// Returns true when the test may run; otherwise prints a loud skip message.
+/// Fails the test unless it runs as root.
 ///
-/// Root tests never pass silently: without root they say so on stderr.
-pub fn require_root(test: &str) -> bool {
+/// Root tests are marked `#[ignore = "needs root"]`, so a plain `cargo
+/// test` reports them as ignored, never as passed; `make test` runs them
+/// (`--run-ignored all`) and needs root. One asked for without root fails
+/// here, saying why, instead of failing somewhere less clear.
+pub fn require_root(test: &str) {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        // Written to the real stderr, not through `eprintln!`, so that the
-        // test harness's output capture cannot hide it.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "\n*** SKIP {test}: needs root — this root test did NOT run (run `make test` as root) ***"
-        );
-        return false;
-    }
-    true
+    assert_eq!(
+        euid, 0,
+        "{test} needs root: run it as root (`make test` does), or leave it ignored"
+    );
 }
 
 /// A name unique to this process and call, short enough for interface and
