@@ -1,0 +1,177 @@
+//! Audits: the converge of `up` run again on every lab, on a timer and when
+//! the kernel or an OVS daemon says something changed (see [`crate::watch`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ovslab_topology::Topology;
+use ovslab_topology::naming;
+use tokio::sync::Mutex;
+
+use super::converge::Outcome;
+use super::{Engine, Lab, REPAIRS_KEPT, foreign_names, utc_now};
+use crate::ovs_process::{NodeOvs, OvsDaemon};
+
+impl Engine {
+    /// Checks every lab against its plan and repairs what differs: a dead
+    /// `ovsdb-server` or `ovs-vswitchd` is restarted (and its bridges,
+    /// ports and flows re-installed), a deleted namespace, link, flow or
+    /// iptables rule is put back. It is the same converge as `up`, so it
+    /// finds anything `up` would fix. A lab busy with a user's request is
+    /// skipped this time. Returns the labs repaired.
+    pub async fn audit(&self) -> Vec<String> {
+        let entries: Vec<(String, Arc<Mutex<Lab>>)> = self
+            .labs
+            .lock()
+            .await
+            .iter()
+            .map(|(name, e)| (name.clone(), e.clone()))
+            .collect();
+        let mut repaired = Vec::new();
+        for (name, entry) in entries {
+            let Ok(mut lab) = entry.try_lock() else {
+                continue;
+            };
+            if lab.removed {
+                continue;
+            }
+            let topology = lab.topology.clone();
+            let started = Instant::now();
+            let mut outcome = Outcome::default();
+            let result = self
+                .converge(&topology, &mut lab.manifest, &mut outcome)
+                .await;
+            let Outcome {
+                changes,
+                restarted,
+                warnings,
+            } = outcome;
+            lab.count_restarts(restarted);
+            let foreign = foreign_names(&warnings);
+            if foreign != lab.foreign {
+                for warning in &warnings {
+                    tracing::warn!(lab = name, "audit: {warning}");
+                }
+                lab.foreign = foreign;
+            }
+            self.watch(&topology);
+            lab.audits += 1;
+            lab.last_audit = Some((utc_now(), started.elapsed().as_millis() as u64));
+            if let Err(e) = &result {
+                tracing::warn!(lab = name, "audit: cannot repair the lab yet: {e}");
+            }
+            if changes.is_empty() {
+                continue;
+            }
+            tracing::warn!(
+                lab = name,
+                repairs = changes.len(),
+                "repaired lab {name}, which differed from its plan: {}",
+                changes.join("; ")
+            );
+            lab.repair_count += changes.len() as u64;
+            lab.repairs.push_back(repair_summary(&utc_now(), &changes));
+            while lab.repairs.len() > REPAIRS_KEPT {
+                lab.repairs.pop_front();
+            }
+            repaired.push(name);
+        }
+        repaired
+    }
+
+    /// Audits every `every` (see [`Engine::audit`]), or less often when an
+    /// audit takes long: the pause is at least five times the last audit's
+    /// duration, so a large lab never costs more than a fifth of a core.
+    /// The next audit starts at once when an Open vSwitch daemon this
+    /// process started exits, and when the kernel says a link of a node
+    /// or a namespace was deleted (see [`crate::watch`]) — then still
+    /// spending at most a fifth of the time auditing.
+    ///
+    /// `after_each` runs after every audit (the daemon hands the memory an
+    /// audit of a large lab freed back to the system there).
+    pub fn spawn_audits(
+        self: &Arc<Self>,
+        every: Duration,
+        after_each: fn(),
+    ) -> tokio::task::JoinHandle<()> {
+        self.watchers.enable();
+        let drift = self.watchers.drift();
+        let engine = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut pause = every;
+            let mut last = Duration::ZERO;
+            let mut ended = Instant::now();
+            loop {
+                let noticed = tokio::select! {
+                    () = tokio::time::sleep(pause) => false,
+                    () = crate::ovs_process::exited().notified() => false,
+                    () = drift.notified() => true,
+                };
+                if noticed {
+                    let gap = last * 4;
+                    if ended.elapsed() < gap {
+                        tokio::time::sleep(gap - ended.elapsed()).await;
+                    }
+                }
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                let started = Instant::now();
+                engine.audit().await;
+                after_each();
+                ended = Instant::now();
+                last = ended - started;
+                pause = every.max(last * 5);
+            }
+        })
+    }
+
+    /// Watches the node namespaces of a lab for lost links, and its OVS
+    /// daemons for their exit (when audits run).
+    pub(super) fn watch(&self, topology: &Topology) {
+        let namespaces: Vec<String> = topology
+            .nodes
+            .iter()
+            .map(|n| naming::namespace(&topology.lab, &n.name))
+            .collect();
+        self.watchers.watch(namespaces.iter().map(String::as_str));
+        let pids = topology.nodes.iter().zip(&namespaces).flat_map(|(n, ns)| {
+            let ovs = NodeOvs::new(&self.config.run_root, &topology.lab, &n.name, ns);
+            OvsDaemon::ALL.map(|d| ovs.pid(d))
+        });
+        self.watchers.watch_processes(pids.flatten());
+    }
+}
+
+/// One audit's repairs on one line: the time, how many, the first few.
+fn repair_summary(at: &str, changes: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = format!("{at} {} repaired: ", changes.len());
+    text.push_str(
+        &changes
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    if changes.len() > SHOWN {
+        text.push_str(&format!("; … {} more", changes.len() - SHOWN));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audit_is_summed_up_in_one_line() {
+        let changes: Vec<String> = (1..=6).map(|i| format!("change {i}")).collect();
+        assert_eq!(
+            repair_summary("T", &changes),
+            "T 6 repaired: change 1; change 2; change 3; change 4; … 2 more"
+        );
+        assert_eq!(repair_summary("T", &changes[..1]), "T 1 repaired: change 1");
+    }
+}

@@ -1,0 +1,659 @@
+//! One converge of one lab: the phases of `up` (and of every audit), in the
+//! order [`Engine::converge`] runs them. Each phase diffs what it wants
+//! against what exists, so a converged lab sees no change at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use futures::future::join_all;
+use ovslab_netlink::netns;
+use ovslab_topology::Topology;
+use ovslab_topology::naming;
+use ovslab_topology::plan::{DesiredState, LocalVlans, SwitchSpec, plan};
+
+use super::{Engine, foreign_warning};
+use crate::ReconcileError;
+use crate::actual::ActualSwitch;
+use crate::diff::{LinkChange, diff_flows, diff_namespace, diff_switch};
+use crate::drivers::switch::SwitchClient;
+use crate::drivers::{flows, links, rulesets, switch};
+use crate::manifest::{Manifest, Ownership};
+use crate::ovs_process::{NodeOvs, OvsDaemon};
+
+/// What a converge did, also when it failed half-way.
+#[derive(Debug, Default)]
+pub(super) struct Outcome {
+    /// One line per change made.
+    pub changes: Vec<String>,
+    /// Each OVS daemon started again after it had died (its pidfile left
+    /// behind), by node.
+    pub restarted: Vec<(String, OvsDaemon)>,
+    /// Namespaces with the lab's prefix that are not the lab's.
+    pub warnings: Vec<String>,
+}
+
+impl Engine {
+    /// Converges a lab, phase by phase; `outcome` gets what was done, also
+    /// the changes made before an error.
+    pub(super) async fn converge(
+        &self,
+        topo: &Topology,
+        manifest: &mut Manifest,
+        outcome: &mut Outcome,
+    ) -> Result<(), ReconcileError> {
+        // What this converge changes is not drift for the audit to chase.
+        let _quiet = self.watchers.quiet(&naming::namespace_prefix(&topo.lab));
+        let mut run = Run {
+            engine: self,
+            topo,
+            lab: &topo.lab,
+            manifest,
+            out: outcome,
+            clock: Instant::now(),
+        };
+        run.namespaces().await?;
+        run.done("namespaces");
+        let mut nodes = run.ovs_databases().await?;
+        run.done("ovs databases");
+        let (desired, mut switches) = run.plan(&nodes).await?;
+        run.done("ovsdb read and plan");
+        let created = run.links(&desired).await?;
+        run.done("links");
+        run.vswitchd(&mut nodes, &switches).await?;
+        run.done("ovs-vswitchd");
+        run.ovsdb_transactions(&desired, &mut switches, &created)
+            .await?;
+        run.done("ovsdb transactions");
+        run.flows(&desired, &nodes, &switches).await?;
+        run.done("flows");
+        run.rulesets(&desired).await?;
+        run.done("iptables");
+        Ok(())
+    }
+}
+
+/// The context every phase of one converge shares.
+struct Run<'a> {
+    engine: &'a Engine,
+    topo: &'a Topology,
+    lab: &'a str,
+    manifest: &'a mut Manifest,
+    out: &'a mut Outcome,
+    /// When the current phase started.
+    clock: Instant,
+}
+
+/// Each node's Open vSwitch, as the database phase left it.
+struct Nodes {
+    ovs: Vec<NodeOvs>,
+    /// Nodes (by index) whose vswitchd must be waited for: a database
+    /// started under a running vswitchd is reconnected to only after its
+    /// back-off (up to 8 s), and until then vswitchd answers no OpenFlow
+    /// request.
+    wait_for_vswitchd: BTreeSet<usize>,
+}
+
+/// Each node's OVSDB connection and what its database held when planned.
+struct Switches {
+    clients: Vec<SwitchClient>,
+    actual: Vec<ActualSwitch>,
+}
+
+impl Run<'_> {
+    /// Logs (at debug) how long a phase took, for profiling.
+    fn done(&mut self, phase: &str) {
+        tracing::debug!(
+            lab = self.lab,
+            phase,
+            ms = self.clock.elapsed().as_millis() as u64,
+            "up phase done"
+        );
+        self.clock = Instant::now();
+    }
+
+    fn save_manifest(&self) -> Result<(), ReconcileError> {
+        self.manifest
+            .save()
+            .map_err(|e| ReconcileError::io(self.manifest.path(), e))
+    }
+
+    /// 1. Namespaces: stale ones of the lab removed (with the Open vSwitch
+    ///    of nodes no longer wanted), missing ones created. Only those of
+    ///    the manifest are the lab's.
+    async fn namespaces(&mut self) -> Result<(), ReconcileError> {
+        let lab = self.lab;
+        let first = plan(self.topo, &LocalVlans::new());
+        let wanted: BTreeSet<&str> = first.namespaces.iter().map(|n| n.name.as_str()).collect();
+        let prefix = naming::namespace_prefix(lab);
+        let mut existing = BTreeSet::new();
+        let mut foreign = Vec::new();
+        for name in netns::list()
+            .map_err(|e| ReconcileError::io(Path::new(netns::NETNS_DIR), e))?
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+        {
+            let mounted = netns::exists(&name);
+            let inode = mounted.then(|| netns::inode(&name)).flatten();
+            match (self.manifest.ownership(&name, inode), inode) {
+                (Ownership::Ours, _) => {
+                    existing.insert(name);
+                }
+                // Made by a converge that was interrupted before it could
+                // write the inode down.
+                (Ownership::Promised, Some(inode)) => {
+                    self.manifest.made(&name, inode);
+                    self.save_manifest()?;
+                    self.out.changes.push(format!(
+                        "adopt namespace {name} (made before an interruption)"
+                    ));
+                    existing.insert(name);
+                }
+                // A create interrupted between making the file and
+                // mounting the namespace on it, or a delete between
+                // unmounting and removing the file, leaves a plain file:
+                // it goes, and the namespace is made again if wanted.
+                (Ownership::Promised | Ownership::Replaced, None) => {
+                    netns::delete(&name).map_err(ReconcileError::netlink)?;
+                    self.manifest.forget(&name);
+                    self.save_manifest()?;
+                    self.out
+                        .changes
+                        .push(format!("remove stale namespace file {name}"));
+                }
+                (Ownership::Replaced | Ownership::Foreign, _) => foreign.push(name),
+            }
+        }
+        let in_the_way: Vec<String> = foreign
+            .iter()
+            .filter(|n| wanted.contains(n.as_str()))
+            .cloned()
+            .collect();
+        if !in_the_way.is_empty() {
+            return Err(ReconcileError::ForeignNamespaces {
+                lab: lab.to_string(),
+                names: in_the_way,
+            });
+        }
+        self.out
+            .warnings
+            .extend(foreign.iter().map(|n| foreign_warning(n)));
+        // Nodes no longer wanted: their Open vSwitch goes before their namespace.
+        if let Ok(dir) = std::fs::read_dir(self.engine.lab_dir(lab)) {
+            for entry in dir.flatten() {
+                let node = entry.file_name().to_string_lossy().into_owned();
+                if entry.path().is_dir()
+                    && ovslab_topology::object_name_problem(&node).is_none()
+                    && self.topo.node(&node).is_none()
+                {
+                    let ovs = NodeOvs::new(
+                        &self.engine.config.run_root,
+                        lab,
+                        &node,
+                        &naming::namespace(lab, &node),
+                    );
+                    self.out.changes.extend(ovs.stop_and_remove().await);
+                    self.out
+                        .changes
+                        .push(format!("removed run directory of node {node}"));
+                }
+            }
+        }
+        for ns in existing.iter().filter(|n| !wanted.contains(n.as_str())) {
+            netns::delete(ns).map_err(ReconcileError::netlink)?;
+            self.manifest.forget(ns);
+            self.save_manifest()?;
+            self.out.changes.push(format!("delete namespace {ns}"));
+        }
+        let missing: Vec<&str> = first
+            .namespaces
+            .iter()
+            .map(|ns| ns.name.as_str())
+            .filter(|ns| !existing.contains(*ns))
+            .collect();
+        self.create_namespaces(&missing).await
+    }
+
+    /// New namespaces a few at a time: each costs the kernel a namespace
+    /// set-up, which runs in parallel on several cores. Each is promised in
+    /// the manifest before it is made.
+    async fn create_namespaces(&mut self, missing: &[&str]) -> Result<(), ReconcileError> {
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.manifest.promise(missing.iter().copied());
+        self.save_manifest()?;
+        let creations: Vec<_> = missing
+            .iter()
+            .map(|ns| {
+                let name = ns.to_string();
+                async move {
+                    let task = name.clone();
+                    let made = tokio::task::spawn_blocking(move || netns::create(&task))
+                        .await
+                        .map_err(|e| ReconcileError::Io {
+                            path: netns::NETNS_DIR.into(),
+                            source: std::io::Error::other(e),
+                        })
+                        .and_then(|r| r.map_err(ReconcileError::netlink));
+                    (name, made)
+                }
+            })
+            .collect();
+        let created: Vec<(String, Result<(), ReconcileError>)> = futures::stream::iter(creations)
+            .buffered(NAMESPACE_CREATIONS)
+            .collect()
+            .await;
+        let mut failed = None;
+        for (name, made) in created {
+            match made {
+                Ok(()) => {
+                    // Without an inode it stays promised: the next converge
+                    // adopts it.
+                    if let Some(inode) = netns::inode(&name) {
+                        self.manifest.made(&name, inode);
+                    }
+                    self.out.changes.push(format!("create namespace {name}"));
+                }
+                Err(e) => {
+                    self.manifest.forget(&name);
+                    // A file there now is someone else's namespace, made
+                    // since the list was read (a failed create removes its
+                    // own).
+                    let e = if netns::path(&name).exists() {
+                        ReconcileError::ForeignNamespaces {
+                            lab: self.lab.to_string(),
+                            names: vec![name],
+                        }
+                    } else {
+                        e
+                    };
+                    failed = failed.or(Some(e));
+                }
+            }
+        }
+        self.save_manifest()?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// 2. Each node's `ovsdb-server`; a daemon that runs but does not
+    ///    answer is killed first, and started again like a dead one.
+    ///
+    /// Only the databases for now: ovs-vswitchd re-reads every link and
+    /// address of its namespace on each link change it hears of, so it
+    /// starts after the links are made (a compute node of a large lab has
+    /// hundreds), and sees them once.
+    async fn ovs_databases(&mut self) -> Result<Nodes, ReconcileError> {
+        let ovs: Vec<NodeOvs> = self
+            .topo
+            .nodes
+            .iter()
+            .map(|n| {
+                NodeOvs::new(
+                    &self.engine.config.run_root,
+                    self.lab,
+                    &n.name,
+                    &naming::namespace(self.lab, &n.name),
+                )
+            })
+            .collect();
+        for killed in join_all(ovs.iter().map(NodeOvs::kill_hung)).await {
+            self.out.changes.extend(killed);
+        }
+        let died: Vec<bool> = ovs.iter().map(|n| n.died(OvsDaemon::OvsdbServer)).collect();
+        let schema = &self.engine.config.schema;
+        let results = join_all(ovs.iter().map(|n| n.ensure_database(schema))).await;
+        let mut wait_for_vswitchd = BTreeSet::new();
+        for (i, ((node, result), died)) in ovs.iter().zip(results).zip(died).enumerate() {
+            for daemon in result.map_err(ReconcileError::ovs_process)? {
+                wait_for_vswitchd.insert(i);
+                self.started(node, daemon, died);
+            }
+        }
+        Ok(Nodes {
+            ovs,
+            wait_for_vswitchd,
+        })
+    }
+
+    /// Notes that `daemon` was started on `node`, again if it had `died`.
+    fn started(&mut self, node: &NodeOvs, daemon: OvsDaemon, died: bool) {
+        self.out
+            .changes
+            .push(format!("start {} on {}", daemon.program(), node.node));
+        if died {
+            self.out.restarted.push((node.node.clone(), daemon));
+        }
+    }
+
+    /// 3. The plan, made with the local VLAN ids the running switches use.
+    ///    The datapath options are set here too, before vswitchd starts
+    ///    (it reads them once, at start): a vswitchd running without them
+    ///    is stopped, to be started again in phase 5.
+    async fn plan(&mut self, nodes: &Nodes) -> Result<(DesiredState, Switches), ReconcileError> {
+        let clients = join_all(nodes.ovs.iter().map(switch::connect)).await;
+        let clients: Vec<_> = clients.into_iter().collect::<Result<_, _>>()?;
+        let actual = join_all(clients.iter().map(switch::read)).await;
+        let mut actual: Vec<_> = actual.into_iter().collect::<Result<_, _>>()?;
+        for ((node, client), actual) in nodes.ovs.iter().zip(&clients).zip(&mut actual) {
+            let missing = switch::missing_root_config(actual);
+            if missing.is_empty() {
+                continue;
+            }
+            switch::ensure_root_config(client, actual).await?;
+            self.out.changes.push(format!(
+                "{}: set other_config {}",
+                node.node,
+                missing.join(" ")
+            ));
+            if let Some(pid) = node.stop_vswitchd().await {
+                self.out.changes.push(format!(
+                    "stopped ovs-vswitchd of {} (pid {pid}) to apply other_config",
+                    node.node
+                ));
+            }
+        }
+        let mut previous = LocalVlans::new();
+        for (node, actual) in nodes.ovs.iter().zip(&actual) {
+            for (network, tag) in switch::local_vlans(self.topo, actual) {
+                previous.insert((node.node.clone(), network), tag);
+            }
+        }
+        let desired = plan(self.topo, &previous);
+        Ok((desired, Switches { clients, actual }))
+    }
+
+    /// 4. Links, addresses, routes and sysctls, phase by phase across
+    ///    namespaces. Returns the devices created, (namespace, name).
+    async fn links(
+        &mut self,
+        desired: &DesiredState,
+    ) -> Result<BTreeSet<(String, String)>, ReconcileError> {
+        let (lines, created) = converge_links(desired).await?;
+        self.out.changes.extend(lines);
+        Ok(created)
+    }
+
+    /// 5. Each node's `ovs-vswitchd`, then a wait for those started (a
+    ///    vswitchd started over an existing database first rebuilds its
+    ///    bridges, and their flow sockets, from it).
+    async fn vswitchd(
+        &mut self,
+        nodes: &mut Nodes,
+        switches: &Switches,
+    ) -> Result<(), ReconcileError> {
+        for (i, node) in nodes.ovs.iter().enumerate() {
+            let died = node.died(OvsDaemon::OvsVswitchd);
+            for daemon in node
+                .ensure_vswitchd()
+                .map_err(ReconcileError::ovs_process)?
+            {
+                nodes.wait_for_vswitchd.insert(i);
+                self.started(node, daemon, died);
+            }
+        }
+        let waits = join_all(
+            nodes
+                .wait_for_vswitchd
+                .iter()
+                .map(|&i| switch::wait_applied(&switches.clients[i])),
+        )
+        .await;
+        waits.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(())
+    }
+
+    /// 6. OVSDB, one transaction per node; `switches` is left with each
+    ///    node's switch as it is now.
+    async fn ovsdb_transactions(
+        &mut self,
+        desired: &DesiredState,
+        switches: &mut Switches,
+        created: &BTreeSet<(String, String)>,
+    ) -> Result<(), ReconcileError> {
+        let lab = self.lab;
+        let results = join_all(
+            desired
+                .switches
+                .iter()
+                .zip(&switches.clients)
+                .zip(&switches.actual)
+                .map(|((spec, client), actual)| {
+                    converge_switch(lab, spec, client, actual, created)
+                }),
+        )
+        .await;
+        for (result, actual) in results.into_iter().zip(&mut switches.actual) {
+            let (lines, after) = result?;
+            self.out.changes.extend(lines);
+            if let Some(after) = after {
+                *actual = after;
+            }
+        }
+        Ok(())
+    }
+
+    /// 7. Flows, one batch per bridge, ended by a barrier.
+    async fn flows(
+        &mut self,
+        desired: &DesiredState,
+        nodes: &Nodes,
+        switches: &Switches,
+    ) -> Result<(), ReconcileError> {
+        let results = join_all(
+            desired
+                .switches
+                .iter()
+                .zip(&nodes.ovs)
+                .zip(&switches.clients)
+                .zip(&switches.actual)
+                .map(|(((spec, node), client), actual)| {
+                    converge_flows(desired, spec, node, client, actual)
+                }),
+        )
+        .await;
+        for result in results {
+            self.out.changes.extend(result?);
+        }
+        Ok(())
+    }
+
+    /// 8. iptables: each router's NAT, each compute node's firewall, one
+    ///    `iptables-restore` per namespace, only where they differ.
+    async fn rulesets(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
+        let rulesets = desired
+            .routers
+            .iter()
+            .map(|r| (r.namespace.as_str(), rulesets::router(r), None))
+            .chain(desired.firewalls.iter().map(|f| {
+                (
+                    f.namespace.as_str(),
+                    rulesets::firewall(f),
+                    Some(rulesets::ipsets(f)),
+                )
+            }));
+        let verified = &self.engine.rulesets;
+        let results =
+            join_all(rulesets.map(|(ns, ruleset, sets)| {
+                rulesets::converge(ns, ruleset, sets, verified.clone())
+            }))
+            .await;
+        for result in results {
+            self.out.changes.extend(result?);
+        }
+        Ok(())
+    }
+}
+
+/// Converges every namespace's links; returns what it did, and the devices
+/// it created (namespace, name).
+async fn converge_links(
+    desired: &DesiredState,
+) -> Result<(Vec<String>, BTreeSet<(String, String)>), ReconcileError> {
+    let handles = Arc::new(links::Handles::default());
+    // Bounded: every namespace read holds a netlink connection. Each read
+    // is a task of its own, so that every core of the runtime takes part.
+    let reads: Vec<_> = desired
+        .namespaces
+        .iter()
+        .map(|ns| {
+            let (handles, ns) = (handles.clone(), ns.clone());
+            async move {
+                tokio::spawn(async move { links::read(&handles, &ns).await })
+                    .await
+                    .map_err(|e| ReconcileError::Io {
+                        path: netns::NETNS_DIR.into(),
+                        source: std::io::Error::other(e),
+                    })?
+            }
+        })
+        .collect();
+    let actual: Vec<_> = futures::stream::iter(reads)
+        .buffered(links::Handles::KEPT / 2)
+        .collect()
+        .await;
+    let mut all: Vec<(&str, LinkChange)> = Vec::new();
+    for (ns, actual) in desired.namespaces.iter().zip(actual) {
+        let actual = actual?;
+        all.extend(
+            diff_namespace(ns, Some(&actual))
+                .into_iter()
+                .map(|c| (ns.name.as_str(), c)),
+        );
+    }
+    all.sort_by_key(|(_, c)| c.phase());
+    let mut created = BTreeSet::new();
+    for (ns, change) in &all {
+        if let LinkChange::CreateVeth {
+            name,
+            peer,
+            peer_namespace,
+        } = change
+        {
+            created.insert((ns.to_string(), name.clone()));
+            created.insert((peer_namespace.clone(), peer.clone()));
+        }
+    }
+    let lines = all
+        .iter()
+        .map(|(ns, change)| format!("{ns}: {change}"))
+        .collect();
+    // Phase by phase; within a phase, namespaces in parallel and each
+    // namespace's changes in order.
+    for phase in all.chunk_by(|a, b| a.1.phase() == b.1.phase()) {
+        let mut by_ns: BTreeMap<&str, Vec<&LinkChange>> = BTreeMap::new();
+        for (ns, change) in phase {
+            by_ns.entry(ns).or_default().push(change);
+        }
+        let applies: Vec<_> = by_ns
+            .into_iter()
+            .map(|(ns, changes)| {
+                let handles = &*handles;
+                async move {
+                    for change in changes {
+                        links::apply(handles, ns, change).await?;
+                    }
+                    Ok::<_, ReconcileError>(())
+                }
+            })
+            .collect();
+        let results: Vec<_> = futures::stream::iter(applies)
+            .buffer_unordered(links::Handles::KEPT / 2)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    }
+    Ok((lines, created))
+}
+
+/// Converges one node's database in one transaction. Returns what it did,
+/// and the switch read again if it changed anything.
+///
+/// A port whose device was just made again (deleted behind our back) has a
+/// datapath port that still reads the old one, so its row goes in a first
+/// transaction and comes back in the second.
+async fn converge_switch(
+    lab: &str,
+    spec: &SwitchSpec,
+    client: &SwitchClient,
+    actual: &ActualSwitch,
+    created: &BTreeSet<(String, String)>,
+) -> Result<(Vec<String>, Option<ActualSwitch>), ReconcileError> {
+    let remade: BTreeSet<&str> = spec
+        .bridges
+        .iter()
+        .flat_map(|b| &b.ports)
+        .filter(|p| p.patch_peer.is_none())
+        .map(|p| p.name.as_str())
+        .filter(|p| created.contains(&(spec.namespace.clone(), p.to_string())))
+        .collect();
+    let mut lines = Vec::new();
+    let mut reread = None;
+    if !remade.is_empty() {
+        let mut without = spec.clone();
+        for b in &mut without.bridges {
+            b.ports.retain(|p| !remade.contains(p.name.as_str()));
+        }
+        let ops = diff_switch(lab, &without, actual);
+        if !ops.is_empty() {
+            lines.extend(ops.iter().map(|o| format!("{}: {o}", spec.node)));
+            switch::apply(client, lab, &ops).await?;
+            reread = Some(switch::read(client).await?);
+        }
+    }
+    let ops = diff_switch(lab, spec, reread.as_ref().unwrap_or(actual));
+    if ops.is_empty() {
+        return Ok((lines, reread));
+    }
+    lines.extend(ops.iter().map(|o| format!("{}: {o}", spec.node)));
+    switch::apply(client, lab, &ops).await?;
+    Ok((lines, Some(switch::read(client).await?)))
+}
+
+/// Converges the flows of one node's bridges, one batch per bridge.
+async fn converge_flows(
+    desired: &DesiredState,
+    spec: &SwitchSpec,
+    node: &NodeOvs,
+    switch: &SwitchClient,
+    actual: &ActualSwitch,
+) -> Result<Vec<String>, ReconcileError> {
+    switch::still_connected(switch).await?;
+    let mut lines = Vec::new();
+    for bridge in &spec.bridges {
+        let wanted: Vec<_> = spec
+            .flows
+            .iter()
+            .filter(|f| f.bridge == bridge.name)
+            .cloned()
+            .collect();
+        let client = flows::connect(node, &bridge.name).await?;
+        let ports = switch::ofports(actual, &bridge.name);
+        let present = flows::read(&client, &bridge.name, &ports).await?;
+        let (add, delete) = diff_flows(&wanted, desired.cookie, &present);
+        if add.is_empty() && delete.is_empty() {
+            continue;
+        }
+        for f in &delete {
+            lines.push(format!("{}: {}: delete flow {f}", spec.node, bridge.name));
+        }
+        for f in &add {
+            lines.push(format!(
+                "{}: {}: add flow {}",
+                spec.node,
+                bridge.name,
+                flows::describe(f)
+            ));
+        }
+        flows::apply(&client, &bridge.name, desired.cookie, &ports, &add, &delete).await?;
+    }
+    Ok(lines)
+}
+
+/// Namespaces created at the same time.
+const NAMESPACE_CREATIONS: usize = 8;

@@ -1,0 +1,316 @@
+//! What the engine answers about a lab without changing it: its status, its
+//! checks, a trace, where a name lives, its saved topology.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use ovslab_api::{
+    AuditStatus, CheckReport, CheckResult, InstanceStatus, LabStatus, NodeStatus, ProcessStatus,
+    RouterStatus, Target, TraceReport, TraceRequest,
+};
+use ovslab_netlink::netns;
+use ovslab_topology::format_mac;
+use ovslab_topology::naming;
+use ovslab_topology::plan::{LocalVlans, plan};
+
+use super::{Engine, TOPOLOGY_FILE};
+use crate::ReconcileError;
+use crate::drivers::switch;
+use crate::ovs_process::{Liveness, NodeOvs, OvsDaemon};
+
+impl Engine {
+    pub async fn status(&self, lab: &str) -> Result<LabStatus, ReconcileError> {
+        let entry = self
+            .entry(lab)
+            .await
+            .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
+        let lab = entry.lock().await;
+        let topo = &lab.topology;
+        let namespaces: BTreeSet<String> = netns::list().unwrap_or_default().into_iter().collect();
+        let mut healthy = true;
+        let mut nodes = Vec::new();
+        // Every node at once, each daemon asked a cheap question with a
+        // short deadline: a hung one is reported, never waited for.
+        let probes = join_all(topo.nodes.iter().map(|node| {
+            let ns = naming::namespace(&topo.lab, &node.name);
+            let ovs = NodeOvs::new(&self.config.run_root, &topo.lab, &node.name, &ns);
+            async move {
+                let (ovsdb, vswitchd) = tokio::join!(
+                    ovs.probe(OvsDaemon::OvsdbServer, STATUS_DEADLINE),
+                    ovs.probe(OvsDaemon::OvsVswitchd, STATUS_DEADLINE)
+                );
+                let local_vlans = match &ovsdb {
+                    Liveness::Answering(_) => {
+                        match switch::connect_with_deadline(&ovs, STATUS_DEADLINE).await {
+                            Ok(client) => switch::read(&client).await.ok(),
+                            Err(_) => None,
+                        }
+                    }
+                    _ => None,
+                };
+                (ns, [ovsdb, vswitchd], local_vlans)
+            }
+        }))
+        .await;
+        for (node, (ns, liveness, actual)) in topo.nodes.iter().zip(probes) {
+            let pid = Liveness::pid;
+            let (ovsdb, vswitchd) = (pid(&liveness[0]), pid(&liveness[1]));
+            let processes = OvsDaemon::ALL
+                .iter()
+                .zip(&liveness)
+                .map(|(daemon, l)| ProcessStatus {
+                    program: daemon.program().to_string(),
+                    pid: pid(l),
+                    running: pid(l).is_some(),
+                    state: l.state().to_string(),
+                    restarts: lab
+                        .restarts
+                        .get(&(node.name.clone(), daemon.program()))
+                        .copied()
+                        .unwrap_or(0),
+                })
+                .collect();
+            let exists = namespaces.contains(&ns);
+            healthy &= exists && liveness.iter().all(|l| matches!(l, Liveness::Answering(_)));
+            let local_vlans = actual
+                .map(|actual| switch::local_vlans(topo, &actual).into_iter().collect())
+                .unwrap_or_default();
+            nodes.push(NodeStatus {
+                name: node.name.clone(),
+                role: format!("{:?}", node.role).to_lowercase(),
+                namespace: ns,
+                namespace_exists: exists,
+                ovsdb_server_pid: ovsdb,
+                ovs_vswitchd_pid: vswitchd,
+                local_vlans,
+                processes,
+            });
+        }
+        let instances = topo
+            .instances
+            .iter()
+            .map(|i| {
+                let ns = naming::namespace(&topo.lab, &i.name);
+                let exists = namespaces.contains(&ns);
+                healthy &= exists;
+                InstanceStatus {
+                    name: i.name.clone(),
+                    node: i.node.clone(),
+                    network: i.network.clone(),
+                    address: i.address.to_string(),
+                    mac: format_mac(&i.mac),
+                    namespace: ns,
+                    namespace_exists: exists,
+                }
+            })
+            .collect();
+        let desired = plan(topo, &LocalVlans::new());
+        let routers = topo
+            .routers
+            .iter()
+            .map(|r| {
+                let ns = ovslab_topology::plan::router_namespace(&topo.lab, &r.name);
+                let exists = namespaces.contains(&ns);
+                healthy &= exists;
+                let addresses = desired
+                    .namespace(&ns)
+                    .map(|n| {
+                        n.links
+                            .iter()
+                            .flat_map(|l| l.addresses.iter().map(|a| format!("{} {a}", l.name)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                RouterStatus {
+                    name: r.name.clone(),
+                    node: r.node.clone(),
+                    addresses,
+                    namespace: ns,
+                    namespace_exists: exists,
+                }
+            })
+            .collect();
+        Ok(LabStatus {
+            routers,
+            lab: topo.lab.clone(),
+            source: topo.source.clone(),
+            nodes,
+            instances,
+            healthy,
+            repairs: lab.repairs.iter().cloned().collect(),
+            repair_count: lab.repair_count,
+            audits: lab.last_audit.as_ref().map(|(at, ms)| AuditStatus {
+                count: lab.audits,
+                last_at: at.clone(),
+                last_ms: *ms,
+            }),
+        })
+    }
+
+    /// Runs the lab's declared checks, each with its own probe, all at once
+    /// (up to [`PROBES_AT_ONCE`] probes over all requests).
+    pub async fn check(&self, lab: &str) -> Result<CheckReport, ReconcileError> {
+        let entry = self
+            .entry(lab)
+            .await
+            .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
+        let topology = entry.lock().await.topology.clone();
+        let started = Instant::now();
+        let topology = Arc::new(topology);
+        // Checks run at once, except those that listen on the same port in
+        // the same namespace, which run one after the other.
+        let mut groups: BTreeMap<Option<(String, u16)>, Vec<usize>> = BTreeMap::new();
+        for (i, check) in topology.checks.iter().enumerate() {
+            match crate::checks::listen_key(&topology, check) {
+                Some(key) => groups.entry(Some(key)).or_default().push(i),
+                None => groups.entry(None).or_default().push(i),
+            }
+        }
+        let mut batches: Vec<Vec<usize>> = groups
+            .remove(&None)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| vec![i])
+            .collect();
+        batches.extend(groups.into_values());
+        let runs = batches.into_iter().map(|batch| {
+            let topology = topology.clone();
+            let tags: Vec<u16> = batch.iter().map(|_| crate::checks::next_tag()).collect();
+            async move {
+                // Held by the probe's thread, so a request that goes away
+                // does not free it early.
+                let permit = PROBES.acquire().await;
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    batch
+                        .into_iter()
+                        .zip(tags)
+                        .map(|(i, tag)| {
+                            (i, crate::checks::run(&topology, &topology.checks[i], tag))
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+            }
+        });
+        let mut indexed = Vec::new();
+        for joined in join_all(runs).await {
+            match joined {
+                Ok(done) => indexed.extend(done),
+                Err(e) => tracing::error!(error = %e, "a check task failed"),
+            }
+        }
+        indexed.sort_by_key(|(i, _)| *i);
+        let mut results: Vec<CheckResult> = Vec::new();
+        for (i, check) in topology.checks.iter().enumerate() {
+            match indexed.iter().position(|(j, _)| *j == i) {
+                Some(pos) => results.push(indexed[pos].1.clone()),
+                None => results.push(CheckResult {
+                    name: check.name.clone(),
+                    passed: false,
+                    detail: "the check's task failed".into(),
+                }),
+            }
+        }
+        Ok(CheckReport {
+            lab: lab.to_string(),
+            results,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Follows one probe through the lab (see [`crate::trace`]).
+    pub async fn trace(
+        &self,
+        lab: &str,
+        request: TraceRequest,
+    ) -> Result<TraceReport, ReconcileError> {
+        let entry = self
+            .entry(lab)
+            .await
+            .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
+        let topology = entry.lock().await.topology.clone();
+        let run_root = self.config.run_root.clone();
+        let tag = crate::checks::next_tag();
+        let lab_name = lab.to_string();
+        let permit = PROBES.acquire().await;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            crate::trace::run(&topology, &run_root, &request, tag)
+        })
+        .await
+        .map_err(|e| ReconcileError::Io {
+            path: "trace".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| ReconcileError::Trace {
+            lab: lab_name,
+            source,
+        })
+    }
+
+    /// Resolves a node, instance or physical network to its namespace.
+    pub async fn target(&self, lab: &str, name: &str) -> Result<Target, ReconcileError> {
+        let entry = self
+            .entry(lab)
+            .await
+            .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
+        let guard = entry.lock().await;
+        let topo = &guard.topology;
+        let mut namespace = naming::namespace(lab, name);
+        let (kind, env) = if topo.node(name).is_some() {
+            let ovs = NodeOvs::new(&self.config.run_root, lab, name, &namespace);
+            ("node", ovs.env())
+        } else if topo.instance(name).is_some() {
+            ("instance", vec![])
+        } else if topo.routers.iter().any(|r| r.name == name) {
+            namespace = ovslab_topology::plan::router_namespace(lab, name);
+            ("router", vec![])
+        } else if topo.external_hosts.iter().any(|h| h.name == name) {
+            ("external-host", vec![])
+        } else if topo.external_networks.iter().any(|e| e.name == name) {
+            ("external-network", vec![])
+        } else if topo.physical_networks.iter().any(|p| p.name == name) {
+            ("physical-network", vec![])
+        } else {
+            return Err(ReconcileError::UnknownTarget {
+                lab: lab.into(),
+                name: name.into(),
+            });
+        };
+        Ok(Target {
+            lab: lab.into(),
+            name: name.into(),
+            kind: kind.into(),
+            namespace,
+            env,
+        })
+    }
+
+    /// The saved topology file of a lab as `(source, text)`, so that a client
+    /// can draw or inspect exactly what the daemon built.
+    pub async fn topology_text(&self, lab: &str) -> Result<(String, String), ReconcileError> {
+        let entry = self
+            .entry(lab)
+            .await
+            .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
+        let source = entry.lock().await.topology.source.clone();
+        let file = self.lab_dir(lab).join(TOPOLOGY_FILE);
+        let text = std::fs::read_to_string(&file).map_err(|e| ReconcileError::io(&file, e))?;
+        Ok((source, text))
+    }
+}
+
+/// Check and trace probes running at once, over all requests: each holds
+/// a blocking thread and sockets in the lab's namespaces for up to seconds,
+/// so many `ovslab check` at once must queue, not exhaust threads and
+/// file descriptors.
+static PROBES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PROBES_AT_ONCE);
+const PROBES_AT_ONCE: usize = 16;
+
+/// How long `status` waits for each OVS daemon's answer: short, since
+/// a running daemon answers in well under a millisecond and a hung one
+/// must not hold `status` (nor the lab's lock) for long.
+const STATUS_DEADLINE: Duration = Duration::from_secs(1);

@@ -1,0 +1,177 @@
+//! Finding the labs of a previous run and removing what a lab made.
+
+use std::path::Path;
+
+use ovslab_netlink::netns;
+use ovslab_topology::naming;
+use ovslab_topology::plan::{LocalVlans, plan};
+
+use super::{Lab, TOPOLOGY_FILE, foreign_warning};
+use crate::manifest::{Manifest, Ownership};
+
+/// A lab from a previous run, found in its run directory `dir`: its saved
+/// topology and its manifest. A lab of an ovslab that kept no manifest
+/// gets one naming the namespaces of its plan that exist. A directory with
+/// a manifest and no topology is a `down` that a killed daemon left
+/// unfinished: it is finished here.
+pub(super) fn adopt(dir: &Path, name: &str) -> Option<Lab> {
+    let manifest = match Manifest::load(dir, name) {
+        Ok(manifest) => manifest,
+        Err(e) => {
+            tracing::warn!(
+                lab = name,
+                "ignoring {}: {e}",
+                dir.join(crate::manifest::MANIFEST_FILE).display()
+            );
+            return None;
+        }
+    };
+    let file = dir.join(TOPOLOGY_FILE);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(_) => {
+            if let Some(mut manifest) = manifest {
+                tracing::info!(lab = name, "finishing the removal of the lab");
+                let (_, left_alone, errors) = remove_namespaces(name, &mut manifest);
+                for line in left_alone.iter().chain(&errors) {
+                    tracing::warn!(lab = name, "{line}");
+                }
+                if errors.is_empty() {
+                    let _ = remove_run_dir(dir);
+                }
+            } else {
+                // An `up` killed before it wrote anything.
+                let _ = std::fs::remove_dir(dir);
+            }
+            return None;
+        }
+    };
+    let topology = match ovslab_topology::parse(&file.display().to_string(), &text) {
+        Ok(topology) if topology.lab == name => topology,
+        Ok(topology) => {
+            tracing::warn!(file = %file.display(), "ignoring saved topology of lab `{}` in lab `{name}`'s directory", topology.lab);
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "ignoring saved topology");
+            return None;
+        }
+    };
+    let manifest = match manifest {
+        Some(manifest) => manifest,
+        None => {
+            let mut manifest = Manifest::new(dir, name);
+            for ns in plan(&topology, &LocalVlans::new()).namespaces {
+                if let Some(inode) = netns::exists(&ns.name)
+                    .then(|| netns::inode(&ns.name))
+                    .flatten()
+                {
+                    manifest.made(&ns.name, inode);
+                }
+            }
+            if let Err(e) = manifest.save() {
+                tracing::warn!(
+                    lab = name,
+                    "cannot write {}: {e}",
+                    manifest.path().display()
+                );
+                return None;
+            }
+            tracing::info!(
+                lab = name,
+                "wrote the manifest of a lab from before manifests"
+            );
+            manifest
+        }
+    };
+    Some(Lab::new(topology, manifest))
+}
+
+/// Deletes the namespaces of a lab's manifest that are still the ones it
+/// made. Returns what was deleted, what was left alone (the manifest's
+/// namespaces replaced by someone else's, and namespaces with the lab's
+/// prefix it never made), and the errors.
+pub(super) fn remove_namespaces(
+    lab: &str,
+    manifest: &mut Manifest,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut deleted, mut left_alone, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    let recorded: Vec<(String, Option<u64>)> = manifest
+        .namespaces()
+        .map(|(n, i)| (n.to_string(), i))
+        .collect();
+    for (ns, _) in &recorded {
+        let present = netns::path(ns).exists();
+        let inode = netns::exists(ns).then(|| netns::inode(ns)).flatten();
+        let ownership = manifest.ownership(ns, inode);
+        if !present {
+            manifest.forget(ns);
+            continue;
+        }
+        // The lab's; or, not being a mounted namespace, the plain file that
+        // an interrupted create or delete of the lab's leaves.
+        let ours = match ownership {
+            Ownership::Ours | Ownership::Promised => true,
+            Ownership::Replaced => inode.is_none(),
+            Ownership::Foreign => false,
+        };
+        if ours {
+            match netns::delete(ns) {
+                Ok(()) => {
+                    deleted.push(match inode {
+                        Some(_) => format!("deleted namespace {ns}"),
+                        None => format!("removed stale namespace file {ns}"),
+                    });
+                    manifest.forget(ns);
+                }
+                Err(e) => errors.push(format!("namespace {ns}: {e}")),
+            }
+        } else if ownership == Ownership::Replaced {
+            left_alone.push(format!(
+                "namespace {ns}: not the namespace the lab made (made again by someone else)"
+            ));
+            manifest.forget(ns);
+        }
+    }
+    let prefix = naming::namespace_prefix(lab);
+    match netns::list() {
+        Ok(list) => left_alone.extend(
+            list.iter()
+                .filter(|n| n.starts_with(&prefix) && !recorded.iter().any(|(r, _)| r == *n))
+                .map(|n| foreign_warning(n)),
+        ),
+        Err(e) => errors.push(e.to_string()),
+    }
+    if let Err(e) = manifest.save() {
+        errors.push(format!("{}: {e}", manifest.path().display()));
+    }
+    (deleted, left_alone, errors)
+}
+
+/// Removes a lab's run directory, the manifest last, so that a daemon
+/// killed half-way still finds what the lab was. `false`: it was gone.
+pub(super) fn remove_run_dir(dir: &Path) -> std::io::Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name() == crate::manifest::MANIFEST_FILE {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    match std::fs::remove_file(dir.join(crate::manifest::MANIFEST_FILE)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::remove_dir(dir)?;
+    Ok(true)
+}
