@@ -76,6 +76,10 @@ pub struct LabStatus {
     /// has not audited it (audits off, or none yet).
     #[serde(default)]
     pub audits: Option<AuditStatus>,
+    /// Why the last audit could not repair the lab; `None` when it could
+    /// (or none ran).
+    #[serde(default)]
+    pub audit_error: Option<String>,
 }
 
 /// How a lab's audits went: each converges the lab against its plan and

@@ -19,7 +19,8 @@ A lab is healthy when every namespace exists and every node's ovsdb-server and o
 A node's OVS process that died and was started again shows how often (\"restarted 2×\"); \
 one that runs but did not answer within its deadline (stopped or stuck) shows \"NOT ANSWERING\" \
 (the next audit kills it and starts it again). \
-The last lines say how many audits ran and what the last one cost, and list what the daemon's \
+The last lines say how many audits ran and what the last one cost, why the last one could not \
+repair the lab (if it could not), and list what the daemon's \
 audits found broken and repaired (a dead OVS process, a deleted link, flow or rule). \
 --json prints the daemon's answer as it is (a LabStatus, or a list of lab names).",
     after_help = "Exit status: 0 shown (healthy or not), 1 the daemon is unreachable or does not know LAB."
@@ -161,6 +162,9 @@ pub fn format_status(s: &LabStatus) -> String {
         )),
         None => out.push_str("audits: none yet\n"),
     }
+    if let Some(e) = &s.audit_error {
+        out.push_str(&format!("audit error: {}\n", printable(e)));
+    }
     if s.repair_count == 0 {
         out.push_str("repairs: none\n");
     } else {
@@ -232,6 +236,7 @@ mod tests {
                 last_at: "2026-11-25T03:59:01Z".into(),
                 last_ms: 18,
             }),
+            audit_error: (!healthy).then(|| "namespace seed.compute1: no such file".into()),
         }
     }
 
@@ -298,6 +303,7 @@ mod tests {
         }
         assert!(!text.contains("missing"), "{text}");
         assert!(!text.contains("restarted"), "{text}");
+        assert!(!text.contains("audit error"), "{text}");
         assert!(
             text.contains("audits: 7 since the daemon started; the last ended 2026-11-25T03:59:01Z and took 18 ms"),
             "{text}"
@@ -310,6 +316,10 @@ mod tests {
         assert!(text.contains(": NOT healthy"), "{text}");
         assert!(text.contains("not running, restarted 2×"), "{text}");
         assert!(text.contains("audits: none yet"), "{text}");
+        assert!(
+            text.contains("audit error: namespace seed.compute1: no such file"),
+            "{text}"
+        );
         assert!(text.contains("seed.instance1 (missing)"), "{text}");
     }
 }

@@ -57,8 +57,22 @@ impl Engine {
             self.watch(&topology);
             lab.audits += 1;
             lab.last_audit = Some((utc_now(), started.elapsed().as_millis() as u64));
-            if let Err(e) = &result {
-                tracing::warn!(lab = name, "audit: cannot repair the lab yet: {e}");
+            let failure = result.as_ref().err().map(ToString::to_string);
+            match Failure::note(&mut lab.audit_failure, failure, Instant::now()) {
+                Some(Log::Fails(e)) => {
+                    tracing::warn!(lab = name, "audit: cannot repair the lab yet: {e}")
+                }
+                Some(Log::StillFails { error, audits }) => tracing::warn!(
+                    lab = name,
+                    "audit: still cannot repair the lab ({audits} audits in a row): {error}"
+                ),
+                Some(Log::Recovered(e)) => {
+                    tracing::info!(
+                        lab = name,
+                        "audit: the lab can be repaired again (was: {e})"
+                    )
+                }
+                None => {}
             }
             if changes.is_empty() {
                 continue;
@@ -161,6 +175,63 @@ fn repair_summary(at: &str, changes: &[String]) -> String {
     text
 }
 
+/// How often a failure that lasts is logged again: an audit runs up to
+/// twice a second, and a lab that cannot be repaired must not fill the log
+/// with the same line.
+const FAILURE_LOGGED_EVERY: Duration = Duration::from_secs(60);
+
+/// Why a lab's audits cannot repair it, since how many audits, and when
+/// that was last logged.
+#[derive(Debug)]
+pub(super) struct Failure {
+    pub(super) error: String,
+    audits: u64,
+    logged: Instant,
+}
+
+/// What an audit's outcome is worth a log line for.
+#[derive(Debug, PartialEq, Eq)]
+enum Log {
+    /// A new failure, or another than the last.
+    Fails(String),
+    /// The same failure, once every [`FAILURE_LOGGED_EVERY`].
+    StillFails { error: String, audits: u64 },
+    /// The audit succeeded after this failure.
+    Recovered(String),
+}
+
+impl Failure {
+    /// Records an audit's `error` (`None`: it succeeded) in `last`, and
+    /// says what to log: a failure when it is new or changed, again only
+    /// after [`FAILURE_LOGGED_EVERY`], and the end of one.
+    fn note(last: &mut Option<Failure>, error: Option<String>, now: Instant) -> Option<Log> {
+        let Some(error) = error else {
+            return last.take().map(|f| Log::Recovered(f.error));
+        };
+        match last {
+            Some(f) if f.error == error => {
+                f.audits += 1;
+                if now.duration_since(f.logged) < FAILURE_LOGGED_EVERY {
+                    return None;
+                }
+                f.logged = now;
+                Some(Log::StillFails {
+                    error,
+                    audits: f.audits,
+                })
+            }
+            _ => {
+                *last = Some(Failure {
+                    error: error.clone(),
+                    audits: 1,
+                    logged: now,
+                });
+                Some(Log::Fails(error))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +244,41 @@ mod tests {
             "T 6 repaired: change 1; change 2; change 3; change 4; … 2 more"
         );
         assert_eq!(repair_summary("T", &changes[..1]), "T 1 repaired: change 1");
+    }
+
+    #[test]
+    fn the_same_failure_is_logged_once_then_after_a_back_off() {
+        let t0 = Instant::now();
+        let mut last = None;
+        let fail = |e: &str| Some(e.to_string());
+        assert_eq!(
+            Failure::note(&mut last, fail("a"), t0),
+            Some(Log::Fails("a".into()))
+        );
+        for s in 1..60 {
+            let at = t0 + Duration::from_secs(s);
+            assert_eq!(Failure::note(&mut last, fail("a"), at), None, "{s} s");
+        }
+        assert_eq!(
+            Failure::note(&mut last, fail("a"), t0 + FAILURE_LOGGED_EVERY),
+            Some(Log::StillFails {
+                error: "a".into(),
+                audits: 61
+            })
+        );
+        let t1 = t0 + FAILURE_LOGGED_EVERY + Duration::from_secs(1);
+        assert_eq!(Failure::note(&mut last, fail("a"), t1), None);
+        assert_eq!(
+            Failure::note(&mut last, fail("b"), t1),
+            Some(Log::Fails("b".into())),
+            "another failure is logged at once"
+        );
+        assert_eq!(last.as_ref().map(|f| f.error.as_str()), Some("b"));
+        assert_eq!(
+            Failure::note(&mut last, None, t1),
+            Some(Log::Recovered("b".into()))
+        );
+        assert!(last.is_none());
+        assert_eq!(Failure::note(&mut last, None, t1), None);
     }
 }

@@ -89,6 +89,8 @@ struct Lab {
     /// Audits run, and when the last ended and how long it took.
     audits: u64,
     last_audit: Option<(String, u64)>,
+    /// Why the last audit could not repair the lab (`None`: it could).
+    audit_failure: Option<audit::Failure>,
 }
 
 impl Lab {
@@ -103,6 +105,7 @@ impl Lab {
             restarts: BTreeMap::new(),
             audits: 0,
             last_audit: None,
+            audit_failure: None,
         }
     }
 

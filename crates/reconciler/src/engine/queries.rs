@@ -141,6 +141,7 @@ impl Engine {
             healthy,
             repairs: lab.repairs.iter().cloned().collect(),
             repair_count: lab.repair_count,
+            audit_error: lab.audit_failure.as_ref().map(|f| f.error.clone()),
             audits: lab.last_audit.as_ref().map(|(at, ms)| AuditStatus {
                 count: lab.audits,
                 last_at: at.clone(),
