@@ -4,18 +4,31 @@
 //!
 //! - [`diff`]: pure diffs, unit-tested without root.
 //! - [`actual`]: what exists, as data.
+//! - [`host`]: the seam between the engine and the host: the [`Host`]
+//!   trait and [`RealHost`], which calls the drivers; `testing` (feature
+//!   `testing`) has the in-memory `FakeHost` the tests under `tests/` use.
 //! - [`drivers`]: reading and applying through netlink, OVSDB and OpenFlow.
 //! - [`ovs_process`]: each node's `ovsdb-server` and `ovs-vswitchd`.
-//! - [`engine`]: `up`, `down`, `status` for every lab of the daemon.
+//! - [`manifest`]: what a lab made, so that only that is adopted or removed.
+//! - [`engine`]: the registry of labs, `up` and `down` (`engine/mod.rs`);
+//!   the converge's phases (`converge.rs`); audits (`audit.rs`); `status`,
+//!   `check`, `trace`, `target` (`queries.rs`); finding and removing labs
+//!   (`removal.rs`).
+//! - [`watch`]: kernel notices that wake the audits.
+//! - [`checks`], [`probes`], [`trace`], [`unixctl`]: real probes through a
+//!   running lab.
 
 pub mod actual;
 pub mod checks;
 pub mod diff;
 pub mod drivers;
 pub mod engine;
+pub mod host;
 pub mod manifest;
 pub mod ovs_process;
 pub mod probes;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod trace;
 pub mod unixctl;
 pub mod watch;
@@ -24,6 +37,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use engine::{Engine, EngineConfig};
+pub use host::{Host, RealHost};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {

@@ -10,9 +10,10 @@ use tokio::sync::Mutex;
 
 use super::converge::Outcome;
 use super::{Engine, Lab, REPAIRS_KEPT, foreign_names, utc_now};
+use crate::host::Host;
 use crate::ovs_process::{NodeOvs, OvsDaemon};
 
-impl Engine {
+impl<H: Host> Engine<H> {
     /// Checks every lab against its plan and repairs what differs: a dead
     /// `ovsdb-server` or `ovs-vswitchd` is restarted (and its bridges,
     /// ports and flows re-installed), a deleted namespace, link, flow or

@@ -18,8 +18,8 @@ use super::{Engine, foreign_warning};
 use crate::ReconcileError;
 use crate::actual::ActualSwitch;
 use crate::diff::{LinkChange, diff_flows, diff_namespace, diff_switch};
-use crate::drivers::switch::SwitchClient;
-use crate::drivers::{flows, links, rulesets, switch};
+use crate::drivers::{flows, rulesets, switch};
+use crate::host::Host;
 use crate::manifest::{Manifest, Ownership};
 use crate::ovs_process::{NodeOvs, OvsDaemon};
 
@@ -35,7 +35,7 @@ pub(super) struct Outcome {
     pub warnings: Vec<String>,
 }
 
-impl Engine {
+impl<H: Host> Engine<H> {
     /// Converges a lab, phase by phase; `outcome` gets what was done, also
     /// the changes made before an error.
     pub(super) async fn converge(
@@ -48,6 +48,7 @@ impl Engine {
         let _quiet = self.watchers.quiet(&naming::namespace_prefix(&topo.lab));
         let mut run = Run {
             engine: self,
+            host: &self.host,
             topo,
             lab: &topo.lab,
             manifest,
@@ -76,8 +77,9 @@ impl Engine {
 }
 
 /// The context every phase of one converge shares.
-struct Run<'a> {
-    engine: &'a Engine,
+struct Run<'a, H: Host> {
+    engine: &'a Engine<H>,
+    host: &'a Arc<H>,
     topo: &'a Topology,
     lab: &'a str,
     manifest: &'a mut Manifest,
@@ -97,12 +99,12 @@ struct Nodes {
 }
 
 /// Each node's OVSDB connection and what its database held when planned.
-struct Switches {
-    clients: Vec<SwitchClient>,
+struct Switches<S> {
+    clients: Vec<S>,
     actual: Vec<ActualSwitch>,
 }
 
-impl Run<'_> {
+impl<H: Host> Run<'_, H> {
     /// Logs (at debug) how long a phase took, for profiling.
     fn done(&mut self, phase: &str) {
         tracing::debug!(
@@ -130,13 +132,14 @@ impl Run<'_> {
         let prefix = naming::namespace_prefix(lab);
         let mut existing = BTreeSet::new();
         let mut foreign = Vec::new();
-        for name in netns::list()
+        for name in self
+            .host
+            .list_namespaces()
             .map_err(|e| ReconcileError::io(Path::new(netns::NETNS_DIR), e))?
             .into_iter()
             .filter(|n| n.starts_with(&prefix))
         {
-            let mounted = netns::exists(&name);
-            let inode = mounted.then(|| netns::inode(&name)).flatten();
+            let inode = self.host.namespace_inode(&name);
             match (self.manifest.ownership(&name, inode), inode) {
                 (Ownership::Ours, _) => {
                     existing.insert(name);
@@ -156,7 +159,7 @@ impl Run<'_> {
                 // unmounting and removing the file, leaves a plain file:
                 // it goes, and the namespace is made again if wanted.
                 (Ownership::Promised | Ownership::Replaced, None) => {
-                    netns::delete(&name).map_err(ReconcileError::netlink)?;
+                    self.host.delete_namespace(&name)?;
                     self.manifest.forget(&name);
                     self.save_manifest()?;
                     self.out
@@ -194,7 +197,9 @@ impl Run<'_> {
                         &node,
                         &naming::namespace(lab, &node),
                     );
-                    self.out.changes.extend(ovs.stop_and_remove().await);
+                    self.out
+                        .changes
+                        .extend(self.host.stop_and_remove(&ovs).await);
                     self.out
                         .changes
                         .push(format!("removed run directory of node {node}"));
@@ -202,7 +207,7 @@ impl Run<'_> {
             }
         }
         for ns in existing.iter().filter(|n| !wanted.contains(n.as_str())) {
-            netns::delete(ns).map_err(ReconcileError::netlink)?;
+            self.host.delete_namespace(ns)?;
             self.manifest.forget(ns);
             self.save_manifest()?;
             self.out.changes.push(format!("delete namespace {ns}"));
@@ -229,15 +234,16 @@ impl Run<'_> {
             .iter()
             .map(|ns| {
                 let name = ns.to_string();
+                let host = self.host.clone();
                 async move {
                     let task = name.clone();
-                    let made = tokio::task::spawn_blocking(move || netns::create(&task))
+                    let made = tokio::task::spawn_blocking(move || host.create_namespace(&task))
                         .await
                         .map_err(|e| ReconcileError::Io {
                             path: netns::NETNS_DIR.into(),
                             source: std::io::Error::other(e),
                         })
-                        .and_then(|r| r.map_err(ReconcileError::netlink));
+                        .and_then(|r| r);
                     (name, made)
                 }
             })
@@ -252,7 +258,7 @@ impl Run<'_> {
                 Ok(()) => {
                     // Without an inode it stays promised: the next converge
                     // adopts it.
-                    if let Some(inode) = netns::inode(&name) {
+                    if let Some(inode) = self.host.namespace_inode(&name) {
                         self.manifest.made(&name, inode);
                     }
                     self.out.changes.push(format!("create namespace {name}"));
@@ -262,7 +268,7 @@ impl Run<'_> {
                     // A file there now is someone else's namespace, made
                     // since the list was read (a failed create removes its
                     // own).
-                    let e = if netns::path(&name).exists() {
+                    let e = if self.host.namespace_file_exists(&name) {
                         ReconcileError::ForeignNamespaces {
                             lab: self.lab.to_string(),
                             names: vec![name],
@@ -302,15 +308,19 @@ impl Run<'_> {
                 )
             })
             .collect();
-        for killed in join_all(ovs.iter().map(NodeOvs::kill_hung)).await {
+        let host = &**self.host;
+        for killed in join_all(ovs.iter().map(|n| host.kill_hung(n))).await {
             self.out.changes.extend(killed);
         }
-        let died: Vec<bool> = ovs.iter().map(|n| n.died(OvsDaemon::OvsdbServer)).collect();
+        let died: Vec<bool> = ovs
+            .iter()
+            .map(|n| host.died(n, OvsDaemon::OvsdbServer))
+            .collect();
         let schema = &self.engine.config.schema;
-        let results = join_all(ovs.iter().map(|n| n.ensure_database(schema))).await;
+        let results = join_all(ovs.iter().map(|n| host.ensure_database(n, schema))).await;
         let mut wait_for_vswitchd = BTreeSet::new();
         for (i, ((node, result), died)) in ovs.iter().zip(results).zip(died).enumerate() {
-            for daemon in result.map_err(ReconcileError::ovs_process)? {
+            for daemon in result? {
                 wait_for_vswitchd.insert(i);
                 self.started(node, daemon, died);
             }
@@ -335,23 +345,27 @@ impl Run<'_> {
     ///    The datapath options are set here too, before vswitchd starts
     ///    (it reads them once, at start): a vswitchd running without them
     ///    is stopped, to be started again in phase 5.
-    async fn plan(&mut self, nodes: &Nodes) -> Result<(DesiredState, Switches), ReconcileError> {
-        let clients = join_all(nodes.ovs.iter().map(switch::connect)).await;
+    async fn plan(
+        &mut self,
+        nodes: &Nodes,
+    ) -> Result<(DesiredState, Switches<H::Switch>), ReconcileError> {
+        let host = &**self.host;
+        let clients = join_all(nodes.ovs.iter().map(|n| host.connect_switch(n))).await;
         let clients: Vec<_> = clients.into_iter().collect::<Result<_, _>>()?;
-        let actual = join_all(clients.iter().map(switch::read)).await;
+        let actual = join_all(clients.iter().map(|c| host.read_switch(c))).await;
         let mut actual: Vec<_> = actual.into_iter().collect::<Result<_, _>>()?;
         for ((node, client), actual) in nodes.ovs.iter().zip(&clients).zip(&mut actual) {
             let missing = switch::missing_root_config(actual);
             if missing.is_empty() {
                 continue;
             }
-            switch::ensure_root_config(client, actual).await?;
+            host.ensure_root_config(client, actual).await?;
             self.out.changes.push(format!(
                 "{}: set other_config {}",
                 node.node,
                 missing.join(" ")
             ));
-            if let Some(pid) = node.stop_vswitchd().await {
+            if let Some(pid) = host.stop_vswitchd(node).await {
                 self.out.changes.push(format!(
                     "stopped ovs-vswitchd of {} (pid {pid}) to apply other_config",
                     node.node
@@ -374,7 +388,7 @@ impl Run<'_> {
         &mut self,
         desired: &DesiredState,
     ) -> Result<BTreeSet<(String, String)>, ReconcileError> {
-        let (lines, created) = converge_links(desired).await?;
+        let (lines, created) = converge_links(self.host, desired).await?;
         self.out.changes.extend(lines);
         Ok(created)
     }
@@ -385,14 +399,12 @@ impl Run<'_> {
     async fn vswitchd(
         &mut self,
         nodes: &mut Nodes,
-        switches: &Switches,
+        switches: &Switches<H::Switch>,
     ) -> Result<(), ReconcileError> {
+        let host = &**self.host;
         for (i, node) in nodes.ovs.iter().enumerate() {
-            let died = node.died(OvsDaemon::OvsVswitchd);
-            for daemon in node
-                .ensure_vswitchd()
-                .map_err(ReconcileError::ovs_process)?
-            {
+            let died = host.died(node, OvsDaemon::OvsVswitchd);
+            for daemon in host.ensure_vswitchd(node)? {
                 nodes.wait_for_vswitchd.insert(i);
                 self.started(node, daemon, died);
             }
@@ -401,7 +413,7 @@ impl Run<'_> {
             nodes
                 .wait_for_vswitchd
                 .iter()
-                .map(|&i| switch::wait_applied(&switches.clients[i])),
+                .map(|&i| host.wait_applied(&switches.clients[i])),
         )
         .await;
         waits.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -413,10 +425,10 @@ impl Run<'_> {
     async fn ovsdb_transactions(
         &mut self,
         desired: &DesiredState,
-        switches: &mut Switches,
+        switches: &mut Switches<H::Switch>,
         created: &BTreeSet<(String, String)>,
     ) -> Result<(), ReconcileError> {
-        let lab = self.lab;
+        let (lab, host) = (self.lab, &**self.host);
         let results = join_all(
             desired
                 .switches
@@ -424,7 +436,7 @@ impl Run<'_> {
                 .zip(&switches.clients)
                 .zip(&switches.actual)
                 .map(|((spec, client), actual)| {
-                    converge_switch(lab, spec, client, actual, created)
+                    converge_switch(host, lab, spec, client, actual, created)
                 }),
         )
         .await;
@@ -443,8 +455,9 @@ impl Run<'_> {
         &mut self,
         desired: &DesiredState,
         nodes: &Nodes,
-        switches: &Switches,
+        switches: &Switches<H::Switch>,
     ) -> Result<(), ReconcileError> {
+        let host = &**self.host;
         let results = join_all(
             desired
                 .switches
@@ -453,7 +466,7 @@ impl Run<'_> {
                 .zip(&switches.clients)
                 .zip(&switches.actual)
                 .map(|(((spec, node), client), actual)| {
-                    converge_flows(desired, spec, node, client, actual)
+                    converge_flows(host, desired, spec, node, client, actual)
                 }),
         )
         .await;
@@ -477,12 +490,10 @@ impl Run<'_> {
                     Some(rulesets::ipsets(f)),
                 )
             }));
-        let verified = &self.engine.rulesets;
+        let host = &**self.host;
         let results =
-            join_all(rulesets.map(|(ns, ruleset, sets)| {
-                rulesets::converge(ns, ruleset, sets, verified.clone())
-            }))
-            .await;
+            join_all(rulesets.map(|(ns, ruleset, sets)| host.converge_ruleset(ns, ruleset, sets)))
+                .await;
         for result in results {
             self.out.changes.extend(result?);
         }
@@ -492,19 +503,21 @@ impl Run<'_> {
 
 /// Converges every namespace's links; returns what it did, and the devices
 /// it created (namespace, name).
-async fn converge_links(
+async fn converge_links<H: Host>(
+    host: &Arc<H>,
     desired: &DesiredState,
 ) -> Result<(Vec<String>, BTreeSet<(String, String)>), ReconcileError> {
-    let handles = Arc::new(links::Handles::default());
+    let handles = Arc::new(H::Links::default());
+    let at_once = host.links_at_once();
     // Bounded: every namespace read holds a netlink connection. Each read
     // is a task of its own, so that every core of the runtime takes part.
     let reads: Vec<_> = desired
         .namespaces
         .iter()
         .map(|ns| {
-            let (handles, ns) = (handles.clone(), ns.clone());
+            let (host, handles, ns) = (host.clone(), handles.clone(), ns.clone());
             async move {
-                tokio::spawn(async move { links::read(&handles, &ns).await })
+                tokio::spawn(async move { host.read_links(&handles, &ns).await })
                     .await
                     .map_err(|e| ReconcileError::Io {
                         path: netns::NETNS_DIR.into(),
@@ -514,7 +527,7 @@ async fn converge_links(
         })
         .collect();
     let actual: Vec<_> = futures::stream::iter(reads)
-        .buffered(links::Handles::KEPT / 2)
+        .buffered(at_once)
         .collect()
         .await;
     let mut all: Vec<(&str, LinkChange)> = Vec::new();
@@ -556,14 +569,14 @@ async fn converge_links(
                 let handles = &*handles;
                 async move {
                     for change in changes {
-                        links::apply(handles, ns, change).await?;
+                        host.apply_link(handles, ns, change).await?;
                     }
                     Ok::<_, ReconcileError>(())
                 }
             })
             .collect();
         let results: Vec<_> = futures::stream::iter(applies)
-            .buffer_unordered(links::Handles::KEPT / 2)
+            .buffer_unordered(at_once)
             .collect()
             .await;
         results.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -577,10 +590,11 @@ async fn converge_links(
 /// A port whose device was just made again (deleted behind our back) has a
 /// datapath port that still reads the old one, so its row goes in a first
 /// transaction and comes back in the second.
-async fn converge_switch(
+async fn converge_switch<H: Host>(
+    host: &H,
     lab: &str,
     spec: &SwitchSpec,
-    client: &SwitchClient,
+    client: &H::Switch,
     actual: &ActualSwitch,
     created: &BTreeSet<(String, String)>,
 ) -> Result<(Vec<String>, Option<ActualSwitch>), ReconcileError> {
@@ -602,8 +616,8 @@ async fn converge_switch(
         let ops = diff_switch(lab, &without, actual);
         if !ops.is_empty() {
             lines.extend(ops.iter().map(|o| format!("{}: {o}", spec.node)));
-            switch::apply(client, lab, &ops).await?;
-            reread = Some(switch::read(client).await?);
+            host.apply_switch(client, lab, &ops).await?;
+            reread = Some(host.read_switch(client).await?);
         }
     }
     let ops = diff_switch(lab, spec, reread.as_ref().unwrap_or(actual));
@@ -611,19 +625,20 @@ async fn converge_switch(
         return Ok((lines, reread));
     }
     lines.extend(ops.iter().map(|o| format!("{}: {o}", spec.node)));
-    switch::apply(client, lab, &ops).await?;
-    Ok((lines, Some(switch::read(client).await?)))
+    host.apply_switch(client, lab, &ops).await?;
+    Ok((lines, Some(host.read_switch(client).await?)))
 }
 
 /// Converges the flows of one node's bridges, one batch per bridge.
-async fn converge_flows(
+async fn converge_flows<H: Host>(
+    host: &H,
     desired: &DesiredState,
     spec: &SwitchSpec,
     node: &NodeOvs,
-    switch: &SwitchClient,
+    switch: &H::Switch,
     actual: &ActualSwitch,
 ) -> Result<Vec<String>, ReconcileError> {
-    switch::still_connected(switch).await?;
+    host.still_connected(switch).await?;
     let mut lines = Vec::new();
     for bridge in &spec.bridges {
         let wanted: Vec<_> = spec
@@ -632,9 +647,9 @@ async fn converge_flows(
             .filter(|f| f.bridge == bridge.name)
             .cloned()
             .collect();
-        let client = flows::connect(node, &bridge.name).await?;
+        let client = host.connect_flows(node, &bridge.name).await?;
         let ports = switch::ofports(actual, &bridge.name);
-        let present = flows::read(&client, &bridge.name, &ports).await?;
+        let present = host.read_flows(&client, &bridge.name, &ports).await?;
         let (add, delete) = diff_flows(&wanted, desired.cookie, &present);
         if add.is_empty() && delete.is_empty() {
             continue;
@@ -650,7 +665,8 @@ async fn converge_flows(
                 flows::describe(f)
             ));
         }
-        flows::apply(&client, &bridge.name, desired.cookie, &ports, &add, &delete).await?;
+        host.apply_flows(&client, &bridge.name, desired.cookie, &ports, &add, &delete)
+            .await?;
     }
     Ok(lines)
 }

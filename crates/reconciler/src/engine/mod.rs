@@ -42,7 +42,7 @@ use ovslab_topology::plan::{LocalVlans, plan};
 use tokio::sync::Mutex;
 
 use crate::ReconcileError;
-use crate::drivers::rulesets;
+use crate::host::{Host, RealHost};
 use crate::manifest::Manifest;
 use crate::ovs_process::{NodeOvs, OvsDaemon};
 use converge::Outcome;
@@ -119,22 +119,29 @@ impl Lab {
 /// Audits whose repairs `ovslab status` lists.
 const REPAIRS_KEPT: usize = 20;
 
-/// Owns every lab of the daemon; all changes go through it.
+/// Owns every lab of the daemon; all changes go through it, and reach the
+/// host through `H` (see [`crate::host`]).
 #[derive(Debug)]
-pub struct Engine {
+pub struct Engine<H: Host = RealHost> {
     config: EngineConfig,
     labs: Mutex<BTreeMap<String, Arc<Mutex<Lab>>>>,
     /// Kernel notices that wake the audits (only while audits run).
     watchers: crate::watch::Watchers,
-    /// Rulesets known to be as wanted, not read again while unchanged.
-    rulesets: Arc<rulesets::Verified>,
+    host: Arc<H>,
 }
 
 impl Engine {
-    /// An engine that knows the labs whose topology is saved under the run
-    /// root (each with its manifest), and finishes the removals a previous
-    /// daemon was killed in.
+    /// An engine over the host itself that knows the labs whose topology
+    /// is saved under the run root (each with its manifest), and finishes
+    /// the removals a previous daemon was killed in.
     pub fn new(config: EngineConfig) -> Self {
+        Engine::with_host(config, RealHost::default())
+    }
+}
+
+impl<H: Host> Engine<H> {
+    /// An engine over `host` (see [`Engine::new`]).
+    pub fn with_host(config: EngineConfig, host: H) -> Self {
         let mut labs = BTreeMap::new();
         if let Ok(dir) = std::fs::read_dir(&config.run_root) {
             for entry in dir.flatten() {
@@ -142,7 +149,7 @@ impl Engine {
                 if !entry.path().is_dir() || ovslab_topology::lab_name_problem(&name).is_some() {
                     continue;
                 }
-                if let Some(lab) = adopt(&entry.path(), &name) {
+                if let Some(lab) = adopt(&host, &entry.path(), &name) {
                     tracing::info!(lab = name, "found a lab from a previous run");
                     labs.insert(name, Arc::new(Mutex::new(lab)));
                 }
@@ -152,8 +159,13 @@ impl Engine {
             config,
             labs: Mutex::new(labs),
             watchers: crate::watch::Watchers::default(),
-            rulesets: Arc::default(),
+            host: Arc::new(host),
         }
+    }
+
+    /// The host the engine changes.
+    pub fn host(&self) -> &H {
+        &self.host
     }
 
     fn lab_dir(&self, lab: &str) -> PathBuf {
@@ -282,7 +294,7 @@ impl Engine {
         }
         // Our sockets in its namespaces would keep them alive.
         self.watchers.forget(&naming::namespace_prefix(lab));
-        self.rulesets.forget(&naming::namespace_prefix(lab));
+        self.host.forget(&naming::namespace_prefix(lab));
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         let dir = self.lab_dir(lab);
@@ -297,10 +309,11 @@ impl Engine {
             }
         }
         // Every node's processes stop at once.
-        for stopped in join_all(nodes.iter().map(NodeOvs::stop_and_remove)).await {
+        for stopped in join_all(nodes.iter().map(|n| self.host.stop_and_remove(n))).await {
             removed.extend(stopped);
         }
-        let (deleted, left_alone, failed) = remove_namespaces(lab, &mut guard.manifest);
+        let (deleted, left_alone, failed) =
+            remove_namespaces(&*self.host, lab, &mut guard.manifest);
         removed.extend(deleted);
         errors.extend(failed);
         if errors.is_empty() {

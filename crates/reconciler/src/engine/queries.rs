@@ -18,9 +18,12 @@ use ovslab_topology::plan::{LocalVlans, plan};
 use super::{Engine, TOPOLOGY_FILE};
 use crate::ReconcileError;
 use crate::drivers::switch;
+use crate::host::Host;
 use crate::ovs_process::{Liveness, NodeOvs, OvsDaemon};
 
-impl Engine {
+/// Queries read the host itself, whatever the engine's host: they move to
+/// a crate of their own (issue #12).
+impl<H: Host> Engine<H> {
     pub async fn status(&self, lab: &str) -> Result<LabStatus, ReconcileError> {
         let entry = self
             .entry(lab)

@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use ovslab_netlink::netns;
 use ovslab_topology::naming;
 use ovslab_topology::plan::{LocalVlans, plan};
 
 use super::{Lab, TOPOLOGY_FILE, foreign_warning};
+use crate::host::Host;
 use crate::manifest::{Manifest, Ownership};
 
 /// A lab from a previous run, found in its run directory `dir`: its saved
@@ -14,7 +14,7 @@ use crate::manifest::{Manifest, Ownership};
 /// gets one naming the namespaces of its plan that exist. A directory with
 /// a manifest and no topology is a `down` that a killed daemon left
 /// unfinished: it is finished here.
-pub(super) fn adopt(dir: &Path, name: &str) -> Option<Lab> {
+pub(super) fn adopt(host: &impl Host, dir: &Path, name: &str) -> Option<Lab> {
     let manifest = match Manifest::load(dir, name) {
         Ok(manifest) => manifest,
         Err(e) => {
@@ -32,7 +32,7 @@ pub(super) fn adopt(dir: &Path, name: &str) -> Option<Lab> {
         Err(_) => {
             if let Some(mut manifest) = manifest {
                 tracing::info!(lab = name, "finishing the removal of the lab");
-                let (_, left_alone, errors) = remove_namespaces(name, &mut manifest);
+                let (_, left_alone, errors) = remove_namespaces(host, name, &mut manifest);
                 for line in left_alone.iter().chain(&errors) {
                     tracing::warn!(lab = name, "{line}");
                 }
@@ -62,10 +62,7 @@ pub(super) fn adopt(dir: &Path, name: &str) -> Option<Lab> {
         None => {
             let mut manifest = Manifest::new(dir, name);
             for ns in plan(&topology, &LocalVlans::new()).namespaces {
-                if let Some(inode) = netns::exists(&ns.name)
-                    .then(|| netns::inode(&ns.name))
-                    .flatten()
-                {
+                if let Some(inode) = host.namespace_inode(&ns.name) {
                     manifest.made(&ns.name, inode);
                 }
             }
@@ -92,6 +89,7 @@ pub(super) fn adopt(dir: &Path, name: &str) -> Option<Lab> {
 /// namespaces replaced by someone else's, and namespaces with the lab's
 /// prefix it never made), and the errors.
 pub(super) fn remove_namespaces(
+    host: &impl Host,
     lab: &str,
     manifest: &mut Manifest,
 ) -> (Vec<String>, Vec<String>, Vec<String>) {
@@ -101,8 +99,8 @@ pub(super) fn remove_namespaces(
         .map(|(n, i)| (n.to_string(), i))
         .collect();
     for (ns, _) in &recorded {
-        let present = netns::path(ns).exists();
-        let inode = netns::exists(ns).then(|| netns::inode(ns)).flatten();
+        let present = host.namespace_file_exists(ns);
+        let inode = host.namespace_inode(ns);
         let ownership = manifest.ownership(ns, inode);
         if !present {
             manifest.forget(ns);
@@ -116,7 +114,7 @@ pub(super) fn remove_namespaces(
             Ownership::Foreign => false,
         };
         if ours {
-            match netns::delete(ns) {
+            match host.delete_namespace(ns) {
                 Ok(()) => {
                     deleted.push(match inode {
                         Some(_) => format!("deleted namespace {ns}"),
@@ -134,7 +132,7 @@ pub(super) fn remove_namespaces(
         }
     }
     let prefix = naming::namespace_prefix(lab);
-    match netns::list() {
+    match host.list_namespaces() {
         Ok(list) => left_alone.extend(
             list.iter()
                 .filter(|n| n.starts_with(&prefix) && !recorded.iter().any(|(r, _)| r == *n))

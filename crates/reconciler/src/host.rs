@@ -1,0 +1,330 @@
+//! The seam between the engine and the host: everything a converge, an
+//! audit or a `down` does to namespaces, links, OVS processes, OVSDB, flows
+//! and iptables goes through [`Host`]. [`RealHost`] is the daemon's (the
+//! drivers of [`crate::drivers`] and [`crate::ovs_process`]);
+//! `ovslab_reconciler::testing::FakeHost` (feature `testing`) keeps the same
+//! "actual state" types in memory, so the engine runs without root.
+//!
+//! The engine is generic over its host (`Engine<H = RealHost>`), not a
+//! `dyn Host`: the set is closed, and the daemon's converge calls the
+//! drivers as directly as before.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use ovslab_iptables::{IpSet, Ruleset};
+use ovslab_netlink::netns;
+use ovslab_topology::plan::{FlowSpec, NamespaceSpec};
+
+use crate::ReconcileError;
+use crate::actual::{ActualNamespace, ActualSwitch};
+use crate::diff::{LinkChange, OvsChange};
+use crate::drivers::{flows, links, rulesets, switch};
+use crate::ovs_process::{NodeOvs, OvsDaemon};
+
+/// A flow read from a bridge: as the planner would have made it (with its
+/// cookie) when it is one, and the host's own handle to delete it by.
+pub type ReadFlow<F> = (Option<(FlowSpec, u64)>, F);
+
+/// What the engine does to the host. Every change is idempotent on the
+/// host's side or diffed by the engine first; reads return the types of
+/// [`crate::actual`] that [`crate::diff`] compares.
+pub trait Host: Send + Sync + 'static {
+    /// Connections to one converge's namespaces (one per namespace, kept
+    /// for the converge).
+    type Links: Default + Send + Sync + 'static;
+    /// A connection to one node's database.
+    type Switch: Send + Sync;
+    /// A connection to one bridge's OpenFlow socket.
+    type Flows: Send + Sync;
+    /// A flow as read, kept whole to be deleted exactly.
+    type Flow: Display + Send + Sync;
+
+    // Namespaces.
+
+    /// The names of every named network namespace.
+    fn list_namespaces(&self) -> std::io::Result<Vec<String>>;
+    /// The inode of a mounted namespace; `None` when there is none (or only
+    /// a plain file where it would be mounted).
+    fn namespace_inode(&self, name: &str) -> Option<u64>;
+    /// Whether anything (a namespace or a plain file) is at its path.
+    fn namespace_file_exists(&self, name: &str) -> bool;
+    /// Blocking: runs on a blocking thread.
+    fn create_namespace(&self, name: &str) -> Result<(), ReconcileError>;
+    fn delete_namespace(&self, name: &str) -> Result<(), ReconcileError>;
+
+    // Links, addresses, routes and sysctls.
+
+    fn read_links(
+        &self,
+        links: &Self::Links,
+        spec: &NamespaceSpec,
+    ) -> impl Future<Output = Result<ActualNamespace, ReconcileError>> + Send;
+    fn apply_link(
+        &self,
+        links: &Self::Links,
+        namespace: &str,
+        change: &LinkChange,
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+    /// How many namespaces' links are read or changed at once.
+    fn links_at_once(&self) -> usize;
+
+    // Each node's OVS processes.
+
+    /// Kills a daemon that runs but does not answer; what it did.
+    fn kill_hung(&self, node: &NodeOvs) -> impl Future<Output = Vec<String>> + Send;
+    /// Whether the daemon died (rather than was never started or stopped).
+    fn died(&self, node: &NodeOvs, daemon: OvsDaemon) -> bool;
+    /// Starts `ovsdb-server` (its database made first) unless it runs.
+    fn ensure_database(
+        &self,
+        node: &NodeOvs,
+        schema: &Path,
+    ) -> impl Future<Output = Result<Vec<OvsDaemon>, ReconcileError>> + Send;
+    /// Starts `ovs-vswitchd` unless it runs.
+    fn ensure_vswitchd(&self, node: &NodeOvs) -> Result<Vec<OvsDaemon>, ReconcileError>;
+    /// Stops `ovs-vswitchd`; the pid it had, if it ran.
+    fn stop_vswitchd(&self, node: &NodeOvs) -> impl Future<Output = Option<u32>> + Send;
+    /// Stops both daemons and removes the node's run directory.
+    fn stop_and_remove(&self, node: &NodeOvs) -> impl Future<Output = Vec<String>> + Send;
+
+    // Each node's database.
+
+    fn connect_switch(
+        &self,
+        node: &NodeOvs,
+    ) -> impl Future<Output = Result<Self::Switch, ReconcileError>> + Send;
+    fn read_switch(
+        &self,
+        switch: &Self::Switch,
+    ) -> impl Future<Output = Result<ActualSwitch, ReconcileError>> + Send;
+    /// Commits `ops` in one transaction.
+    fn apply_switch(
+        &self,
+        switch: &Self::Switch,
+        lab: &str,
+        ops: &[OvsChange],
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+    /// Sets the root row's datapath options (made if missing); updates
+    /// `actual`.
+    fn ensure_root_config(
+        &self,
+        switch: &Self::Switch,
+        actual: &mut ActualSwitch,
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+    /// Waits until vswitchd applied the database.
+    fn wait_applied(
+        &self,
+        switch: &Self::Switch,
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+    fn still_connected(
+        &self,
+        switch: &Self::Switch,
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+
+    // Each bridge's flows.
+
+    fn connect_flows(
+        &self,
+        node: &NodeOvs,
+        bridge: &str,
+    ) -> impl Future<Output = Result<Self::Flows, ReconcileError>> + Send;
+    fn read_flows(
+        &self,
+        flows: &Self::Flows,
+        bridge: &str,
+        ports: &BTreeMap<String, u32>,
+    ) -> impl Future<Output = Result<Vec<ReadFlow<Self::Flow>>, ReconcileError>> + Send;
+    /// Deletes `delete` and adds `add` (with `cookie`) in one batch.
+    fn apply_flows(
+        &self,
+        flows: &Self::Flows,
+        bridge: &str,
+        cookie: u64,
+        ports: &BTreeMap<String, u32>,
+        add: &[FlowSpec],
+        delete: &[&Self::Flow],
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+
+    // iptables.
+
+    /// Makes the namespace's rules of ours `ruleset` (and its ipsets
+    /// `sets`); one line per change.
+    fn converge_ruleset(
+        &self,
+        namespace: &str,
+        ruleset: Ruleset,
+        sets: Option<Vec<IpSet>>,
+    ) -> impl Future<Output = Result<Vec<String>, ReconcileError>> + Send;
+    /// Forgets what it knows of the namespaces starting with `prefix` (a
+    /// lab going down).
+    fn forget(&self, prefix: &str);
+}
+
+/// The host itself: netlink, the OVS processes, OVSDB, OpenFlow and
+/// iptables, through the drivers.
+#[derive(Debug, Default)]
+pub struct RealHost {
+    /// Rulesets known to be as wanted, not read again while unchanged.
+    rulesets: Arc<rulesets::Verified>,
+}
+
+impl Host for RealHost {
+    type Links = links::Handles;
+    type Switch = switch::SwitchClient;
+    type Flows = flows::FlowClient;
+    type Flow = flows::PresentFlow;
+
+    fn list_namespaces(&self) -> std::io::Result<Vec<String>> {
+        netns::list()
+    }
+
+    fn namespace_inode(&self, name: &str) -> Option<u64> {
+        netns::exists(name).then(|| netns::inode(name)).flatten()
+    }
+
+    fn namespace_file_exists(&self, name: &str) -> bool {
+        netns::path(name).exists()
+    }
+
+    fn create_namespace(&self, name: &str) -> Result<(), ReconcileError> {
+        netns::create(name).map_err(ReconcileError::netlink)
+    }
+
+    fn delete_namespace(&self, name: &str) -> Result<(), ReconcileError> {
+        netns::delete(name).map_err(ReconcileError::netlink)
+    }
+
+    async fn read_links(
+        &self,
+        links: &links::Handles,
+        spec: &NamespaceSpec,
+    ) -> Result<ActualNamespace, ReconcileError> {
+        links::read(links, spec).await
+    }
+
+    async fn apply_link(
+        &self,
+        links: &links::Handles,
+        namespace: &str,
+        change: &LinkChange,
+    ) -> Result<(), ReconcileError> {
+        links::apply(links, namespace, change).await
+    }
+
+    fn links_at_once(&self) -> usize {
+        // Every namespace read holds a netlink connection.
+        links::Handles::KEPT / 2
+    }
+
+    async fn kill_hung(&self, node: &NodeOvs) -> Vec<String> {
+        node.kill_hung().await
+    }
+
+    fn died(&self, node: &NodeOvs, daemon: OvsDaemon) -> bool {
+        node.died(daemon)
+    }
+
+    async fn ensure_database(
+        &self,
+        node: &NodeOvs,
+        schema: &Path,
+    ) -> Result<Vec<OvsDaemon>, ReconcileError> {
+        node.ensure_database(schema)
+            .await
+            .map_err(ReconcileError::ovs_process)
+    }
+
+    fn ensure_vswitchd(&self, node: &NodeOvs) -> Result<Vec<OvsDaemon>, ReconcileError> {
+        node.ensure_vswitchd().map_err(ReconcileError::ovs_process)
+    }
+
+    async fn stop_vswitchd(&self, node: &NodeOvs) -> Option<u32> {
+        node.stop_vswitchd().await
+    }
+
+    async fn stop_and_remove(&self, node: &NodeOvs) -> Vec<String> {
+        node.stop_and_remove().await
+    }
+
+    async fn connect_switch(&self, node: &NodeOvs) -> Result<switch::SwitchClient, ReconcileError> {
+        switch::connect(node).await
+    }
+
+    async fn read_switch(
+        &self,
+        client: &switch::SwitchClient,
+    ) -> Result<ActualSwitch, ReconcileError> {
+        switch::read(client).await
+    }
+
+    async fn apply_switch(
+        &self,
+        client: &switch::SwitchClient,
+        lab: &str,
+        ops: &[OvsChange],
+    ) -> Result<(), ReconcileError> {
+        switch::apply(client, lab, ops).await
+    }
+
+    async fn ensure_root_config(
+        &self,
+        client: &switch::SwitchClient,
+        actual: &mut ActualSwitch,
+    ) -> Result<(), ReconcileError> {
+        switch::ensure_root_config(client, actual).await
+    }
+
+    async fn wait_applied(&self, client: &switch::SwitchClient) -> Result<(), ReconcileError> {
+        switch::wait_applied(client).await
+    }
+
+    async fn still_connected(&self, client: &switch::SwitchClient) -> Result<(), ReconcileError> {
+        switch::still_connected(client).await
+    }
+
+    async fn connect_flows(
+        &self,
+        node: &NodeOvs,
+        bridge: &str,
+    ) -> Result<flows::FlowClient, ReconcileError> {
+        flows::connect(node, bridge).await
+    }
+
+    async fn read_flows(
+        &self,
+        client: &flows::FlowClient,
+        bridge: &str,
+        ports: &BTreeMap<String, u32>,
+    ) -> Result<Vec<ReadFlow<flows::PresentFlow>>, ReconcileError> {
+        flows::read(client, bridge, ports).await
+    }
+
+    async fn apply_flows(
+        &self,
+        client: &flows::FlowClient,
+        bridge: &str,
+        cookie: u64,
+        ports: &BTreeMap<String, u32>,
+        add: &[FlowSpec],
+        delete: &[&flows::PresentFlow],
+    ) -> Result<(), ReconcileError> {
+        flows::apply(client, bridge, cookie, ports, add, delete).await
+    }
+
+    async fn converge_ruleset(
+        &self,
+        namespace: &str,
+        ruleset: Ruleset,
+        sets: Option<Vec<IpSet>>,
+    ) -> Result<Vec<String>, ReconcileError> {
+        rulesets::converge(namespace, ruleset, sets, self.rulesets.clone()).await
+    }
+
+    fn forget(&self, prefix: &str) {
+        self.rulesets.forget(prefix);
+    }
+}

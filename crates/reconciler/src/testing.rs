@@ -1,0 +1,690 @@
+//! An in-memory [`Host`] for tests without root (feature `testing`): it
+//! keeps each namespace's links as an [`ActualNamespace`], each node's
+//! database as an [`ActualSwitch`], its bridges' flows and each namespace's
+//! ruleset, applies the engine's changes to them as the host would, records
+//! every call, and fails a step when told to. Tests break it behind the
+//! engine's back (a namespace, a port, the flows, the rules, a daemon) and
+//! check that a converge or an audit puts it back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use ovslab_iptables::{IpSet, Ruleset};
+use ovslab_topology::plan::{FlowSpec, NamespaceSpec, OvsPort};
+
+use crate::ReconcileError;
+use crate::actual::{ActualBridge, ActualLink, ActualNamespace, ActualPort, ActualSwitch};
+use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, LinkChange, OvsChange, PROTOCOL};
+use crate::drivers::flows::describe;
+use crate::host::{Host, ReadFlow};
+use crate::ovs_process::{NodeOvs, OvsDaemon};
+
+/// What the engine asked of the host, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    CreateNamespace,
+    DeleteNamespace,
+    ReadLinks,
+    ApplyLink,
+    EnsureDatabase,
+    EnsureVswitchd,
+    StopVswitchd,
+    StopAndRemove,
+    ConnectSwitch,
+    ReadSwitch,
+    ApplySwitch,
+    ReadFlows,
+    ApplyFlows,
+    ConvergeRuleset,
+}
+
+/// One call: its kind and what it was about (a namespace, a node's
+/// namespace, `node/bridge`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub step: Step,
+    pub target: String,
+}
+
+/// One namespace as the fake holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FakeNamespace {
+    pub inode: u64,
+    pub links: ActualNamespace,
+    pub ruleset: Option<Ruleset>,
+    pub ipsets: Option<Vec<IpSet>>,
+}
+
+/// One node's Open vSwitch as the fake holds it. The database outlives its
+/// server (it is a file); the flows live in `ovs-vswitchd` and die with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FakeNode {
+    pub ovsdb_server: bool,
+    pub ovs_vswitchd: bool,
+    /// Killed behind the engine's back (its pidfile left behind).
+    pub died: Vec<&'static str>,
+    pub switch: ActualSwitch,
+    /// `(spec, cookie)` by bridge.
+    pub flows: BTreeMap<String, Vec<(FlowSpec, u64)>>,
+}
+
+/// Everything the fake holds.
+#[derive(Debug, Default)]
+pub struct State {
+    /// By name.
+    pub namespaces: BTreeMap<String, FakeNamespace>,
+    /// By the node's namespace.
+    pub nodes: BTreeMap<String, FakeNode>,
+    pub calls: Vec<Call>,
+    /// Steps that fail the next time they are asked for.
+    failing: BTreeSet<Step>,
+    /// veth ends by (namespace, name): the other end.
+    peers: BTreeMap<(String, String), (String, String)>,
+    /// Inodes, ifindexes, uuids, ofports, pids.
+    counter: u64,
+}
+
+impl State {
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// Records a call; fails it if it was told to.
+    fn call(&mut self, step: Step, target: &str) -> Result<(), ReconcileError> {
+        self.calls.push(Call {
+            step,
+            target: target.to_string(),
+        });
+        if self.failing.remove(&step) {
+            return Err(ReconcileError::Io {
+                path: format!("fake host: {step:?} {target}"),
+                source: std::io::Error::other("failure injected by the test"),
+            });
+        }
+        Ok(())
+    }
+
+    fn namespace(&mut self, name: &str) -> Result<&mut FakeNamespace, ReconcileError> {
+        self.namespaces.get_mut(name).ok_or_else(|| missing(name))
+    }
+
+    fn node(&mut self, namespace: &str) -> Result<&mut FakeNode, ReconcileError> {
+        self.nodes
+            .get_mut(namespace)
+            .ok_or_else(|| missing(namespace))
+    }
+
+    /// Deletes a link and, for a veth, its other end (as the kernel does);
+    /// ports of a deleted bridge lose their master.
+    fn delete_link(&mut self, namespace: &str, name: &str) {
+        if let Some(ns) = self.namespaces.get_mut(namespace) {
+            ns.links.links.retain(|l| l.name != name);
+            for l in &mut ns.links.links {
+                if l.master.as_deref() == Some(name) {
+                    l.master = None;
+                }
+            }
+        }
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(peer) = self.peers.remove(&key) {
+            self.peers.remove(&peer);
+            if let Some(ns) = self.namespaces.get_mut(&peer.0) {
+                ns.links.links.retain(|l| l.name != peer.1);
+            }
+        }
+    }
+
+    fn add_link(&mut self, namespace: &str, name: &str, kind: &str) -> Result<(), ReconcileError> {
+        let n = self.next();
+        let ns = self.namespace(namespace)?;
+        if ns.links.link(name).is_some() {
+            return Err(ReconcileError::Io {
+                path: format!("{namespace}: {name}"),
+                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            });
+        }
+        ns.links.links.push(ActualLink {
+            name: name.to_string(),
+            ifindex: n as u32,
+            kind: kind.to_string(),
+            master: None,
+            up: false,
+            mac: Some([2, 0, 0, 0, (n >> 8) as u8, n as u8]),
+            addresses: Vec::new(),
+            tx_checksum: true,
+        });
+        Ok(())
+    }
+
+    fn link(&mut self, namespace: &str, name: &str) -> Result<&mut ActualLink, ReconcileError> {
+        self.namespace(namespace)?
+            .links
+            .links
+            .iter_mut()
+            .find(|l| l.name == name)
+            .ok_or_else(|| missing(&format!("{namespace}: {name}")))
+    }
+
+    fn apply_link(&mut self, namespace: &str, change: &LinkChange) -> Result<(), ReconcileError> {
+        match change {
+            LinkChange::WriteSysctl { key, value } => {
+                self.namespace(namespace)?
+                    .links
+                    .sysctls
+                    .insert(key.clone(), value.clone());
+            }
+            LinkChange::DeleteLink { name } => self.delete_link(namespace, name),
+            LinkChange::CreateBridge { name } => self.add_link(namespace, name, "bridge")?,
+            LinkChange::CreateVeth {
+                name,
+                peer,
+                peer_namespace,
+            } => {
+                self.namespace(peer_namespace)?;
+                self.add_link(namespace, name, "veth")?;
+                self.add_link(peer_namespace, peer, "veth")?;
+                let (a, b) = (
+                    (namespace.to_string(), name.clone()),
+                    (peer_namespace.clone(), peer.clone()),
+                );
+                self.peers.insert(a.clone(), b.clone());
+                self.peers.insert(b, a);
+            }
+            LinkChange::SetMac { name, mac } => self.link(namespace, name)?.mac = Some(*mac),
+            LinkChange::SetMaster { name, master } => {
+                self.link(namespace, name)?.master = master.clone()
+            }
+            LinkChange::SetTxChecksum { name, on } => self.link(namespace, name)?.tx_checksum = *on,
+            LinkChange::DelAddress { name, address } => {
+                self.link(namespace, name)?
+                    .addresses
+                    .retain(|a| a != address);
+            }
+            LinkChange::AddAddress { name, address } => {
+                self.link(namespace, name)?.addresses.push(*address)
+            }
+            LinkChange::SetUp { name } => self.link(namespace, name)?.up = true,
+            LinkChange::AddRoute { route } => {
+                self.namespace(namespace)?.links.routes.push(route.clone())
+            }
+        }
+        Ok(())
+    }
+
+    fn port(&mut self, port: &OvsPort) -> ActualPort {
+        ActualPort {
+            uuid: format!("port-{}", self.next()),
+            interface_uuid: format!("interface-{}", self.next()),
+            name: port.name.clone(),
+            tag: port.tag,
+            kind: if port.patch_peer.is_some() {
+                "patch"
+            } else {
+                ""
+            }
+            .to_string(),
+            patch_peer: port.patch_peer.clone(),
+            interface_external_ids: port.interface_external_ids.clone(),
+            port_other_config: port.port_other_config.clone(),
+            ofport: Some(self.next() as i64),
+        }
+    }
+
+    fn apply_switch(
+        &mut self,
+        node: &str,
+        lab: &str,
+        ops: &[OvsChange],
+    ) -> Result<(), ReconcileError> {
+        // One transaction: worked on a copy, kept only whole.
+        let mut switch = self.node(node)?.switch.clone();
+        for op in ops {
+            match op {
+                OvsChange::EnsureRoot => {
+                    switch.root_uuid = Some(format!("root-{}", self.next()));
+                }
+                OvsChange::AddBridge { bridge } => {
+                    let internal = OvsPort {
+                        name: bridge.name.clone(),
+                        tag: None,
+                        patch_peer: None,
+                        interface_external_ids: BTreeMap::new(),
+                        port_other_config: BTreeMap::new(),
+                    };
+                    let mut own = self.port(&internal);
+                    own.kind = "internal".into();
+                    let mut ports = vec![own];
+                    ports.extend(bridge.ports.iter().map(|p| self.port(p)));
+                    let mut new = ActualBridge {
+                        uuid: format!("bridge-{}", self.next()),
+                        name: bridge.name.clone(),
+                        ports,
+                        ..ActualBridge::default()
+                    };
+                    set_bridge(&mut new, lab);
+                    switch.bridges.push(new);
+                }
+                OvsChange::UpdateBridge { uuid, .. } => {
+                    let b = bridge_mut(&mut switch, uuid)?;
+                    set_bridge(b, lab);
+                }
+                OvsChange::DeleteBridge { uuid, .. } => switch.bridges.retain(|b| &b.uuid != uuid),
+                OvsChange::AddPort {
+                    bridge_uuid, port, ..
+                } => {
+                    let port = self.port(port);
+                    bridge_mut(&mut switch, bridge_uuid)?.ports.push(port);
+                }
+                OvsChange::UpdatePort {
+                    port_uuid, port, ..
+                } => {
+                    let mut fresh = self.port(port);
+                    let current = switch
+                        .bridges
+                        .iter_mut()
+                        .flat_map(|b| &mut b.ports)
+                        .find(|p| &p.uuid == port_uuid)
+                        .ok_or_else(|| missing(port_uuid))?;
+                    fresh.uuid = current.uuid.clone();
+                    fresh.interface_uuid = current.interface_uuid.clone();
+                    fresh.ofport = current.ofport;
+                    *current = fresh;
+                }
+                OvsChange::DeletePort {
+                    bridge_uuid,
+                    port_uuid,
+                    ..
+                } => bridge_mut(&mut switch, bridge_uuid)?
+                    .ports
+                    .retain(|p| &p.uuid != port_uuid),
+            }
+        }
+        self.node(node)?.switch = switch;
+        Ok(())
+    }
+}
+
+fn set_bridge(bridge: &mut ActualBridge, lab: &str) {
+    bridge.datapath_type = DATAPATH_TYPE.into();
+    bridge.fail_mode = Some(FAIL_MODE.into());
+    bridge.protocols = vec![PROTOCOL.into()];
+    bridge.external_ids.insert(LAB_MARK.into(), lab.into());
+}
+
+fn bridge_mut<'a>(
+    switch: &'a mut ActualSwitch,
+    uuid: &str,
+) -> Result<&'a mut ActualBridge, ReconcileError> {
+    switch
+        .bridges
+        .iter_mut()
+        .find(|b| b.uuid == uuid)
+        .ok_or_else(|| missing(uuid))
+}
+
+fn missing(what: &str) -> ReconcileError {
+    ReconcileError::Io {
+        path: what.to_string(),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    }
+}
+
+/// A flow as the fake holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeFlow {
+    pub spec: FlowSpec,
+    pub cookie: u64,
+}
+
+impl fmt::Display for FakeFlow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", describe(&self.spec))
+    }
+}
+
+/// The in-memory host (see the module's documentation).
+#[derive(Debug, Default)]
+pub struct FakeHost {
+    state: Mutex<State>,
+}
+
+impl FakeHost {
+    /// Everything the fake holds, locked.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the next call of `step` fail.
+    pub fn fail_once(&self, step: Step) {
+        self.state().failing.insert(step);
+    }
+
+    /// The calls so far, and forgets them.
+    pub fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut self.state().calls)
+    }
+
+    /// Whether the fake holds nothing: no namespace, no node.
+    pub fn is_empty(&self) -> bool {
+        let state = self.state();
+        state.namespaces.is_empty() && state.nodes.is_empty()
+    }
+
+    /// Deletes a namespace behind the engine's back (its veths' other ends
+    /// go with it).
+    pub fn delete_namespace_behind(&self, name: &str) {
+        let mut state = self.state();
+        let links: Vec<String> = state
+            .namespaces
+            .get(name)
+            .map(|ns| ns.links.links.iter().map(|l| l.name.clone()).collect())
+            .unwrap_or_default();
+        for link in links {
+            state.delete_link(name, &link);
+        }
+        state.namespaces.remove(name);
+    }
+
+    /// Deletes a port from a node's database behind the engine's back.
+    pub fn delete_port_behind(&self, node_namespace: &str, bridge: &str, port: &str) {
+        if let Some(node) = self.state().nodes.get_mut(node_namespace) {
+            for b in node.switch.bridges.iter_mut().filter(|b| b.name == bridge) {
+                b.ports.retain(|p| p.name != port);
+            }
+        }
+    }
+
+    /// Deletes every flow of a bridge behind the engine's back.
+    pub fn delete_flows_behind(&self, node_namespace: &str, bridge: &str) {
+        if let Some(node) = self.state().nodes.get_mut(node_namespace) {
+            node.flows.remove(bridge);
+        }
+    }
+
+    /// Empties a namespace's rules behind the engine's back.
+    pub fn flush_rules_behind(&self, namespace: &str) {
+        if let Some(ns) = self.state().namespaces.get_mut(namespace) {
+            ns.ruleset = Some(Ruleset::new());
+        }
+    }
+
+    /// Kills a node's daemon behind the engine's back (its flows die with
+    /// `ovs-vswitchd`).
+    pub fn kill_behind(&self, node_namespace: &str, daemon: OvsDaemon) {
+        if let Some(node) = self.state().nodes.get_mut(node_namespace) {
+            match daemon {
+                OvsDaemon::OvsdbServer => node.ovsdb_server = false,
+                OvsDaemon::OvsVswitchd => {
+                    node.ovs_vswitchd = false;
+                    node.flows.clear();
+                }
+            }
+            node.died.push(daemon.program());
+        }
+    }
+}
+
+impl Host for FakeHost {
+    type Links = ();
+    type Switch = String;
+    type Flows = (String, String);
+    type Flow = FakeFlow;
+
+    fn list_namespaces(&self) -> std::io::Result<Vec<String>> {
+        Ok(self.state().namespaces.keys().cloned().collect())
+    }
+
+    fn namespace_inode(&self, name: &str) -> Option<u64> {
+        self.state().namespaces.get(name).map(|ns| ns.inode)
+    }
+
+    fn namespace_file_exists(&self, name: &str) -> bool {
+        self.state().namespaces.contains_key(name)
+    }
+
+    fn create_namespace(&self, name: &str) -> Result<(), ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::CreateNamespace, name)?;
+        if state.namespaces.contains_key(name) {
+            return Err(ReconcileError::Io {
+                path: name.to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            });
+        }
+        let inode = state.next();
+        state.namespaces.insert(
+            name.to_string(),
+            FakeNamespace {
+                inode,
+                ..FakeNamespace::default()
+            },
+        );
+        Ok(())
+    }
+
+    fn delete_namespace(&self, name: &str) -> Result<(), ReconcileError> {
+        self.state().call(Step::DeleteNamespace, name)?;
+        self.delete_namespace_behind(name);
+        Ok(())
+    }
+
+    async fn read_links(
+        &self,
+        _links: &(),
+        spec: &NamespaceSpec,
+    ) -> Result<ActualNamespace, ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::ReadLinks, &spec.name)?;
+        Ok(state.namespace(&spec.name)?.links.clone())
+    }
+
+    async fn apply_link(
+        &self,
+        _links: &(),
+        namespace: &str,
+        change: &LinkChange,
+    ) -> Result<(), ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::ApplyLink, namespace)?;
+        state.apply_link(namespace, change)
+    }
+
+    fn links_at_once(&self) -> usize {
+        4
+    }
+
+    async fn kill_hung(&self, _node: &NodeOvs) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn died(&self, node: &NodeOvs, daemon: OvsDaemon) -> bool {
+        self.state()
+            .nodes
+            .get(&node.namespace)
+            .is_some_and(|n| n.died.contains(&daemon.program()))
+    }
+
+    async fn ensure_database(
+        &self,
+        node: &NodeOvs,
+        _schema: &Path,
+    ) -> Result<Vec<OvsDaemon>, ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::EnsureDatabase, &node.namespace)?;
+        // The engine finds a lab's nodes by their run directories.
+        std::fs::create_dir_all(&node.rundir).map_err(|e| ReconcileError::io(&node.rundir, e))?;
+        let n = state.nodes.entry(node.namespace.clone()).or_default();
+        if n.ovsdb_server {
+            return Ok(Vec::new());
+        }
+        n.ovsdb_server = true;
+        n.died.retain(|d| *d != OvsDaemon::OvsdbServer.program());
+        Ok(vec![OvsDaemon::OvsdbServer])
+    }
+
+    fn ensure_vswitchd(&self, node: &NodeOvs) -> Result<Vec<OvsDaemon>, ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::EnsureVswitchd, &node.namespace)?;
+        let n = state.node(&node.namespace)?;
+        if n.ovs_vswitchd {
+            return Ok(Vec::new());
+        }
+        n.ovs_vswitchd = true;
+        n.died.retain(|d| *d != OvsDaemon::OvsVswitchd.program());
+        Ok(vec![OvsDaemon::OvsVswitchd])
+    }
+
+    async fn stop_vswitchd(&self, node: &NodeOvs) -> Option<u32> {
+        let mut state = self.state();
+        state.call(Step::StopVswitchd, &node.namespace).ok()?;
+        let pid = state.next() as u32;
+        let n = state.nodes.get_mut(&node.namespace)?;
+        if !n.ovs_vswitchd {
+            return None;
+        }
+        n.ovs_vswitchd = false;
+        n.flows.clear();
+        Some(pid)
+    }
+
+    async fn stop_and_remove(&self, node: &NodeOvs) -> Vec<String> {
+        let mut state = self.state();
+        if state.call(Step::StopAndRemove, &node.namespace).is_err() {
+            return Vec::new();
+        }
+        let mut lines = Vec::new();
+        if let Some(n) = state.nodes.remove(&node.namespace) {
+            for (running, program) in [
+                (n.ovsdb_server, "ovsdb-server"),
+                (n.ovs_vswitchd, "ovs-vswitchd"),
+            ] {
+                if running {
+                    lines.push(format!("stopped {program} of {}", node.node));
+                }
+            }
+        }
+        if std::fs::remove_dir_all(&node.rundir).is_ok() {
+            lines.push(format!("removed {}", node.rundir.display()));
+        }
+        lines
+    }
+
+    async fn connect_switch(&self, node: &NodeOvs) -> Result<String, ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::ConnectSwitch, &node.namespace)?;
+        if !state.node(&node.namespace)?.ovsdb_server {
+            return Err(missing(&format!("{}: db.sock", node.namespace)));
+        }
+        Ok(node.namespace.clone())
+    }
+
+    async fn read_switch(&self, node: &String) -> Result<ActualSwitch, ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::ReadSwitch, node)?;
+        Ok(state.node(node)?.switch.clone())
+    }
+
+    async fn apply_switch(
+        &self,
+        node: &String,
+        lab: &str,
+        ops: &[OvsChange],
+    ) -> Result<(), ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::ApplySwitch, node)?;
+        state.apply_switch(node, lab, ops)
+    }
+
+    async fn ensure_root_config(
+        &self,
+        node: &String,
+        actual: &mut ActualSwitch,
+    ) -> Result<(), ReconcileError> {
+        let mut state = self.state();
+        let root = format!("root-{}", state.next());
+        let switch = &mut state.node(node)?.switch;
+        switch.root_uuid.get_or_insert(root);
+        for (k, v) in crate::diff::ROOT_OTHER_CONFIG {
+            switch
+                .root_other_config
+                .insert(k.to_string(), v.to_string());
+        }
+        *actual = switch.clone();
+        Ok(())
+    }
+
+    async fn wait_applied(&self, _node: &String) -> Result<(), ReconcileError> {
+        Ok(())
+    }
+
+    async fn still_connected(&self, _node: &String) -> Result<(), ReconcileError> {
+        Ok(())
+    }
+
+    async fn connect_flows(
+        &self,
+        node: &NodeOvs,
+        bridge: &str,
+    ) -> Result<(String, String), ReconcileError> {
+        let mut state = self.state();
+        if !state.node(&node.namespace)?.ovs_vswitchd {
+            return Err(missing(&format!("{}: {bridge}.mgmt", node.namespace)));
+        }
+        Ok((node.namespace.clone(), bridge.to_string()))
+    }
+
+    async fn read_flows(
+        &self,
+        (node, bridge): &(String, String),
+        _bridge: &str,
+        _ports: &BTreeMap<String, u32>,
+    ) -> Result<Vec<ReadFlow<FakeFlow>>, ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::ReadFlows, &format!("{node}/{bridge}"))?;
+        let flows = state.node(node)?.flows.get(bridge).cloned();
+        Ok(flows
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(spec, cookie)| (Some((spec.clone(), cookie)), FakeFlow { spec, cookie }))
+            .collect())
+    }
+
+    async fn apply_flows(
+        &self,
+        (node, bridge): &(String, String),
+        _bridge: &str,
+        cookie: u64,
+        _ports: &BTreeMap<String, u32>,
+        add: &[FlowSpec],
+        delete: &[&FakeFlow],
+    ) -> Result<(), ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::ApplyFlows, &format!("{node}/{bridge}"))?;
+        let flows = state.node(node)?.flows.entry(bridge.clone()).or_default();
+        flows.retain(|(spec, c)| !delete.iter().any(|d| &d.spec == spec && d.cookie == *c));
+        flows.extend(add.iter().map(|spec| (spec.clone(), cookie)));
+        Ok(())
+    }
+
+    async fn converge_ruleset(
+        &self,
+        namespace: &str,
+        ruleset: Ruleset,
+        sets: Option<Vec<IpSet>>,
+    ) -> Result<Vec<String>, ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::ConvergeRuleset, namespace)?;
+        let ns = state.namespace(namespace)?;
+        if ns.ruleset.as_ref() == Some(&ruleset) && ns.ipsets == sets {
+            return Ok(Vec::new());
+        }
+        ns.ruleset = Some(ruleset);
+        ns.ipsets = sets;
+        Ok(vec![format!("{namespace}: iptables: restored")])
+    }
+
+    fn forget(&self, _prefix: &str) {}
+}

@@ -1,0 +1,319 @@
+//! The engine over the in-memory host: converge, audit and `down` without
+//! root. The fake applies the engine's changes to the same "actual state"
+//! types the diff reads, so what a second converge, an audit or a failed
+//! step leaves is checked on what the host holds.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use ovslab_reconciler::testing::{FakeHost, Step};
+use ovslab_reconciler::{Engine, EngineConfig, ReconcileError};
+use ovslab_topology::naming;
+use ovslab_topology::plan::{LocalVlans, plan};
+
+/// A run root of its own for each test, removed at the end.
+struct Root(PathBuf);
+
+impl Root {
+    fn new(test: &str) -> Root {
+        let dir = std::env::temp_dir().join(format!("ovslab-fake-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Root(dir)
+    }
+
+    fn engine(&self) -> Engine<FakeHost> {
+        Engine::with_host(EngineConfig::new(&self.0), FakeHost::default())
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn up(engine: &Engine<FakeHost>) -> Result<Vec<String>, ReconcileError> {
+    let topology = ovslab_topology::seed();
+    let report = engine.up(topology, ovslab_topology::SEED_YAML).await?;
+    Ok(report.changes)
+}
+
+const LAB: &str = "seed";
+
+fn node(name: &str) -> String {
+    naming::namespace(LAB, name)
+}
+
+/// What the host holds, without the names it makes up (inodes, uuids,
+/// ifindexes, MACs it chose): two hosts that hold the same lab print the
+/// same.
+fn summary(host: &FakeHost) -> String {
+    let state = host.state();
+    let mut out = String::new();
+    for (name, ns) in &state.namespaces {
+        let _ = writeln!(out, "namespace {name}");
+        let mut links: Vec<_> = ns.links.links.iter().collect();
+        links.sort_by(|a, b| a.name.cmp(&b.name));
+        for l in links {
+            let _ = writeln!(
+                out,
+                "  link {} {} master={:?} up={} tx={} {:?}",
+                l.name, l.kind, l.master, l.up, l.tx_checksum, l.addresses
+            );
+        }
+        let _ = writeln!(out, "  routes {:?}", ns.links.routes);
+        let _ = writeln!(out, "  sysctls {:?}", ns.links.sysctls);
+        let _ = writeln!(out, "  rules {:?} {:?}", ns.ruleset, ns.ipsets);
+    }
+    for (name, node) in &state.nodes {
+        let _ = writeln!(
+            out,
+            "node {name} ovsdb={} vswitchd={} root={:?}",
+            node.ovsdb_server, node.ovs_vswitchd, node.switch.root_other_config
+        );
+        let mut bridges: Vec<_> = node.switch.bridges.iter().collect();
+        bridges.sort_by(|a, b| a.name.cmp(&b.name));
+        for b in bridges {
+            let _ = writeln!(
+                out,
+                "  bridge {} {} {:?} {:?} {:?}",
+                b.name, b.datapath_type, b.fail_mode, b.protocols, b.external_ids
+            );
+            let mut ports: Vec<_> = b.ports.iter().collect();
+            ports.sort_by(|a, b| a.name.cmp(&b.name));
+            for p in ports {
+                let _ = writeln!(
+                    out,
+                    "    port {} tag={:?} kind={} peer={:?} {:?} {:?}",
+                    p.name,
+                    p.tag,
+                    p.kind,
+                    p.patch_peer,
+                    p.interface_external_ids,
+                    p.port_other_config
+                );
+            }
+        }
+        for (bridge, flows) in &node.flows {
+            let mut flows = flows.clone();
+            flows.sort();
+            let _ = writeln!(out, "  flows {bridge} {flows:?}");
+        }
+    }
+    out
+}
+
+/// The host after one clean `up` of the seed lab.
+async fn converged() -> String {
+    let root = Root::new("reference");
+    let engine = root.engine();
+    up(&engine).await.expect("a clean up");
+    summary(engine.host())
+}
+
+#[tokio::test]
+async fn a_second_converge_changes_nothing() {
+    let root = Root::new("second");
+    let engine = root.engine();
+    let first = up(&engine).await.unwrap();
+    assert!(!first.is_empty());
+    let built = summary(engine.host());
+    assert!(built.contains("flows br-int"), "{built}");
+    assert!(built.contains("rules Some("), "{built}");
+    engine.host().take_calls();
+
+    let second = up(&engine).await.unwrap();
+    assert_eq!(second, Vec::<String>::new());
+    let changing = [
+        Step::CreateNamespace,
+        Step::DeleteNamespace,
+        Step::ApplyLink,
+        Step::StopVswitchd,
+        Step::StopAndRemove,
+        Step::ApplySwitch,
+        Step::ApplyFlows,
+    ];
+    let calls = engine.host().take_calls();
+    assert!(
+        !calls.iter().any(|c| changing.contains(&c.step)),
+        "{calls:?}"
+    );
+    assert_eq!(summary(engine.host()), built);
+    assert_eq!(engine.audit().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_phases_run_in_order() {
+    let root = Root::new("order");
+    let engine = root.engine();
+    up(&engine).await.unwrap();
+    let calls = engine.host().take_calls();
+    let phases = [
+        Step::CreateNamespace,
+        Step::EnsureDatabase,
+        Step::ApplyLink,
+        Step::EnsureVswitchd,
+        Step::ApplySwitch,
+        Step::ApplyFlows,
+        Step::ConvergeRuleset,
+    ];
+    let span = |step: Step| {
+        let at: Vec<usize> = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.step == step)
+            .map(|(i, _)| i)
+            .collect();
+        assert!(!at.is_empty(), "no {step:?} in {calls:?}");
+        (at[0], at[at.len() - 1])
+    };
+    for pair in phases.windows(2) {
+        let (_, last) = span(pair[0]);
+        let (first, _) = span(pair[1]);
+        assert!(
+            last < first,
+            "every {:?} comes before any {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+/// Breaks the lab behind the engine's back, then checks that one audit
+/// repairs it and the next finds nothing.
+async fn repaired_by_an_audit(test: &str, break_it: impl FnOnce(&FakeHost)) {
+    let reference = converged().await;
+    let root = Root::new(test);
+    let engine = root.engine();
+    up(&engine).await.unwrap();
+    break_it(engine.host());
+    assert_ne!(summary(engine.host()), reference, "nothing was broken");
+    assert_eq!(engine.audit().await, vec![LAB.to_string()]);
+    assert_eq!(summary(engine.host()), reference);
+    assert_eq!(engine.audit().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_audit_puts_back_a_deleted_namespace() {
+    repaired_by_an_audit("namespace", |host| {
+        host.delete_namespace_behind(&node("instance1"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_audit_puts_back_a_deleted_node_namespace() {
+    repaired_by_an_audit("node-namespace", |host| {
+        host.delete_namespace_behind(&node("compute1"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_audit_puts_back_a_deleted_port() {
+    repaired_by_an_audit("port", |host| {
+        let compute1 = node("compute1");
+        let port = {
+            let state = host.state();
+            let br_int = state.nodes[&compute1]
+                .switch
+                .bridge(naming::BR_INT)
+                .cloned()
+                .unwrap();
+            br_int
+                .ports
+                .iter()
+                .find(|p| p.name != naming::BR_INT && p.patch_peer.is_none())
+                .map(|p| p.name.clone())
+                .unwrap()
+        };
+        host.delete_port_behind(&compute1, naming::BR_INT, &port);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_audit_puts_back_deleted_flows() {
+    repaired_by_an_audit("flows", |host| {
+        host.delete_flows_behind(&node("compute1"), naming::BR_INT)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_audit_puts_back_deleted_rules() {
+    let desired = plan(&ovslab_topology::seed(), &LocalVlans::new());
+    let router = desired.routers[0].namespace.clone();
+    repaired_by_an_audit("rules", move |host| host.flush_rules_behind(&router)).await;
+}
+
+#[tokio::test]
+async fn an_audit_restarts_a_killed_vswitchd_and_its_flows() {
+    repaired_by_an_audit("vswitchd", |host| {
+        host.kill_behind(
+            &node("compute1"),
+            ovslab_reconciler::ovs_process::OvsDaemon::OvsVswitchd,
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_step_leaves_what_the_next_converge_finishes() {
+    let reference = converged().await;
+    for step in [
+        Step::CreateNamespace,
+        Step::EnsureDatabase,
+        Step::ReadLinks,
+        Step::ApplyLink,
+        Step::EnsureVswitchd,
+        Step::ConnectSwitch,
+        Step::ApplySwitch,
+        Step::ReadFlows,
+        Step::ApplyFlows,
+        Step::ConvergeRuleset,
+    ] {
+        let root = Root::new(&format!("fail-{step:?}"));
+        let engine = root.engine();
+        engine.host().fail_once(step);
+        let failed = up(&engine).await;
+        assert!(failed.is_err(), "{step:?}: the up did not fail");
+        up(&engine)
+            .await
+            .unwrap_or_else(|e| panic!("{step:?}: the next up failed: {e}"));
+        assert_eq!(summary(engine.host()), reference, "{step:?}");
+        assert_eq!(
+            up(&engine).await.unwrap(),
+            Vec::<String>::new(),
+            "{step:?}: the lab was not converged"
+        );
+    }
+}
+
+#[tokio::test]
+async fn down_removes_everything_the_host_holds() {
+    let root = Root::new("down");
+    let engine = root.engine();
+    up(&engine).await.unwrap();
+    assert!(!engine.host().is_empty());
+    let report = engine.down(LAB).await.unwrap();
+    assert!(!report.removed.is_empty());
+    assert!(engine.host().is_empty(), "{}", summary(engine.host()));
+    assert!(!root.0.join(LAB).exists());
+    assert!(engine.labs().await.is_empty());
+    assert!(matches!(
+        engine.down(LAB).await,
+        Err(ReconcileError::UnknownLab(_))
+    ));
+}
+
+#[tokio::test]
+async fn down_after_a_failed_up_removes_what_it_made() {
+    let root = Root::new("down-failed");
+    let engine = root.engine();
+    engine.host().fail_once(Step::ApplySwitch);
+    assert!(up(&engine).await.is_err());
+    assert!(!engine.host().is_empty());
+    engine.down(LAB).await.unwrap();
+    assert!(engine.host().is_empty(), "{}", summary(engine.host()));
+}
