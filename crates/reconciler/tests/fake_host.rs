@@ -317,3 +317,22 @@ async fn down_after_a_failed_up_removes_what_it_made() {
     engine.down(LAB).await.unwrap();
     assert!(engine.host().is_empty(), "{}", summary(engine.host()));
 }
+
+#[tokio::test]
+async fn status_shows_why_the_last_audit_could_not_repair_the_lab() {
+    let root = Root::new("audit-error");
+    let engine = root.engine();
+    up(&engine).await.unwrap();
+    engine
+        .host()
+        .delete_flows_behind(&node("compute1"), naming::BR_INT);
+    engine.host().fail_once(Step::ApplyFlows);
+    assert_eq!(engine.audit().await, Vec::<String>::new());
+    let error = engine.status(LAB).await.unwrap().audit_error;
+    assert!(
+        error.as_deref().is_some_and(|e| e.contains("ApplyFlows")),
+        "{error:?}"
+    );
+    assert_eq!(engine.audit().await, vec![LAB.to_string()]);
+    assert_eq!(engine.status(LAB).await.unwrap().audit_error, None);
+}
