@@ -1,7 +1,7 @@
 //! The engine: owns every lab of the daemon and runs `up`, `down`, `status`
 //! for them, one operation at a time per lab.
 //!
-//! `up` converges in phases (see [`converge`]), each one diffed against what
+//! `up` converges in phases (see `converge.rs`), each one diffed against what
 //! exists so that a converged lab sees no change at all, in this order:
 //! 1. namespaces (stale ones of the lab removed, missing ones created);
 //! 2. each node's `ovsdb-server` (a hung one killed and restarted);
@@ -14,8 +14,8 @@
 //! 8. iptables rulesets (router NAT, compute-node firewalls), one
 //!    `iptables-restore` per namespace, only where they differ.
 //!
-//! Audits run the same converge again ([`audit`]); queries read a lab
-//! without changing it ([`queries`]); [`removal`] finds the labs of a
+//! Audits run the same converge again (`audit.rs`); queries read a lab
+//! without changing it (`queries.rs`); `removal.rs` finds the labs of a
 //! previous run and takes a lab's namespaces and run directory away.
 //!
 //! The topology is saved to `<run_root>/<lab>/topology.yaml` before anything
