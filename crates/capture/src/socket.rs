@@ -55,8 +55,14 @@ impl PacketSocket {
     /// forwards (needed on a Linux bridge).
     pub fn open(ns: &str, interface: &str, promiscuous: bool) -> io::Result<Self> {
         let name = interface.to_string();
-        netns::run_in(ns, move || Self::open_here(&name, promiscuous))
-            .map_err(|e| io::Error::other(format!("{interface} in {ns}: {e}")))
+        // The kind follows the errno (EPERM: PermissionDenied), so that a
+        // caller can tell a missing privilege from the rest.
+        netns::run_in(ns, move || Self::open_here(&name, promiscuous)).map_err(|e| {
+            let kind = e.errno().map_or(io::ErrorKind::Other, |n| {
+                io::Error::from_raw_os_error(n).kind()
+            });
+            io::Error::new(kind, format!("{interface} in {ns}: {e}"))
+        })
     }
 
     /// Opens a socket on `interface` in the calling thread's namespace.
