@@ -354,12 +354,10 @@ impl Access {
 
 /// The gid of a group, if it exists.
 pub fn group_id(name: &str) -> Option<u32> {
-    let name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: a valid C string; the result is read at once, before any
-    // other getgr* call on this thread could reuse the buffer.
-    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
-    // SAFETY: non-null pointers from getgrnam point to a valid group.
-    (!entry.is_null()).then(|| unsafe { (*entry).gr_gid })
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
 /// A process's supplementary groups (empty when it is gone).
@@ -678,6 +676,13 @@ mod tests {
             gid: Some(uid),
             pid: Some(1),
         }
+    }
+
+    #[test]
+    fn groups_are_found_by_name() {
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_id("no-such-group-of-ovslab"), None);
+        assert_eq!(group_id("bad\0name"), None);
     }
 
     #[test]
