@@ -13,12 +13,12 @@ use rtnetlink::sys::Socket;
 use crate::netns;
 use crate::{NetlinkError, nfnetlink};
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_GETGEN: u16 = 16;
-const NFT_MSG_NEWGEN: u16 = 15;
+const NFNL_SUBSYS_NFTABLES: u16 = libc::NFNL_SUBSYS_NFTABLES as u16;
+const NFT_MSG_GETGEN: u16 = libc::NFT_MSG_GETGEN as u16;
+const NFT_MSG_NEWGEN: u16 = libc::NFT_MSG_NEWGEN as u16;
 const NFTA_GEN_ID: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
 /// `SO_NETNS_COOKIE` (Linux 5.14), not in every libc yet.
 const SO_NETNS_COOKIE: libc::c_int = 71;
 

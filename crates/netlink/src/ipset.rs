@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 use crate::netns;
 use crate::{NetlinkError, nfnetlink};
 
-const NFNL_SUBSYS_IPSET: u16 = 6;
+const NFNL_SUBSYS_IPSET: u16 = libc::NFNL_SUBSYS_IPSET as u16;
 const IPSET_PROTOCOL: u8 = 7;
 const IPSET_CMD_LIST: u16 = 7;
 const IPSET_CMD_ADD: u16 = 9;
@@ -28,15 +28,15 @@ const IPSET_ATTR_CIDR: u16 = 3;
 // Attributes of an address (inside IP).
 const IPSET_ATTR_IPADDR_IPV4: u16 = 1;
 
-const NLA_F_NESTED: u16 = 1 << 15;
-const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
+const NLA_F_NESTED: u16 = libc::NLA_F_NESTED as u16;
+const NLA_F_NET_BYTEORDER: u16 = libc::NLA_F_NET_BYTEORDER as u16;
 const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLM_F_DUMP: u16 = 0x300;
-const AF_INET: u8 = 2;
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
+const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
+const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
+const NLM_F_DUMP: u16 = libc::NLM_F_DUMP as u16;
+const AF_INET: u8 = libc::AF_INET as u8;
 
 /// Every set of namespace `name` with its IPv4 members (sets of other
 /// families or kinds come back empty).
