@@ -756,9 +756,9 @@ mod tests {
             name: "y".into(),
         });
         assert_eq!(f.status, StatusCode::NOT_FOUND);
-        let f = Failure::from(ReconcileError::Switch {
+        let f = Failure::from(ReconcileError::VswitchdExited {
             node: "n".into(),
-            message: "m".into(),
+            cfg: 3,
         });
         assert_eq!(f.status, StatusCode::INTERNAL_SERVER_ERROR);
         let f = Failure::from(ReconcileError::BadName("`..`: bad".into()));
