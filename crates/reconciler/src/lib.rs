@@ -7,6 +7,11 @@
 //! - [`drivers`]: reading and applying through netlink, OVSDB and OpenFlow.
 //! - [`ovs_process`]: each node's `ovsdb-server` and `ovs-vswitchd`.
 //! - [`engine`]: `up`, `down`, `status` for every lab of the daemon.
+//! - [`manifest`]: what a lab created (its namespaces with their inodes),
+//!   so that nothing else is ever taken for the lab's.
+//! - [`watch`]: kernel notices that wake the audits.
+//! - [`checks`], [`probes`], [`trace`], [`unixctl`]: the lab's declared
+//!   checks, their probes, `ovslab trace`, and OVS's control sockets.
 
 pub mod actual;
 pub mod checks;
