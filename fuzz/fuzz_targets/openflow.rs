@@ -27,6 +27,9 @@ fuzz_target!(|data: &[u8]| {
 
 fn check(xid: u32, message: &Message) {
     match message {
+        Message::Error(error) => {
+            let _ = (error.to_string(), error.failed_xid(), error.failed_type());
+        }
         Message::FlowMod(flow_mod) => {
             let _ = flow_mod.to_string();
         }
@@ -39,10 +42,17 @@ fn check(xid: u32, message: &Message) {
         }
         _ => {}
     }
-    // A message too large to encode again (padding can grow it) is fine;
-    // one that encodes must read back the same.
-    if let Ok(bytes) = message.encode(xid) {
-        let again = Message::decode(&bytes).expect("our own encoding decodes");
-        assert_eq!(again, (xid, message.clone()), "decode(encode(m)) == m");
-    }
+    // A message too large to encode again (padding can grow it) is fine.
+    // One that encodes must decode, and from then on encoding and decoding
+    // must be each other's inverse. Not decode(encode(m)) == m for the
+    // message read first: a peer may send an action or instruction whose
+    // length is not padded to 8 (§7.2.5 asks for it; OVS always pads), and
+    // its decoded body then gains the padding our encoder adds.
+    let Ok(bytes) = message.encode(xid) else {
+        return;
+    };
+    let again = Message::decode(&bytes).expect("our own encoding decodes");
+    assert_eq!(again.0, xid);
+    let bytes_again = again.1.encode(xid).expect("a decoded encoding encodes");
+    assert_eq!(bytes_again, bytes, "encode(decode(encode(m))) == encode(m)");
 }
