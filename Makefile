@@ -10,6 +10,8 @@
 #                up and down SOAK_ROUNDS times (300 by default; make test runs 30)
 #   make bench   the performance table of docs/performance.md: up / no-op / down / add-one times,
 #                peak memory, iperf3 throughput (BIG=20x50 by default; BIG= skips the large lab)
+#   make fuzz    each fuzz target of fuzz/ for FUZZ_SECONDS (nightly Rust and cargo-fuzz,
+#                installed if missing); not part of `make test`, which needs stable only
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -18,7 +20,7 @@ PACKAGES := openvswitch-switch openvswitch-common iproute2 iptables ipset tcpdum
 RUN_DIR ?= /run/ovslab
 SOCKET ?= $(RUN_DIR)/ovslabd.sock
 
-.PHONY: all build deps test lint unit bench up down clean install uninstall test-container soak
+.PHONY: all build deps test lint unit bench up down clean install uninstall test-container soak fuzz
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -113,3 +115,22 @@ uninstall:
 
 test-container:
 	scripts/test-container.sh
+
+# The parsers that meet outside input, each under libFuzzer for
+# FUZZ_SECONDS. Seeds come from fuzz/corpus/<target> (committed); what the
+# fuzzer learns goes to fuzz/corpus-generated/<target> (ignored), and a
+# crash stops the run with its input in fuzz/artifacts/<target>. The parsers
+# are safe Rust, so AddressSanitizer (cargo-fuzz's default) would only halve
+# the speed: FUZZ_FLAGS turns it off; overflow checks and debug assertions
+# stay on. One process per target (the default), one target at a time.
+FUZZ_TARGETS ?= topology ovsdb_codec openflow iptables_save netlink_replies frames
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS ?= --sanitizer none
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus-generated/$$t && \
+	  $(CARGO) +nightly fuzz run $(FUZZ_FLAGS) $$t corpus-generated/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done

@@ -339,15 +339,7 @@ fn stopped_idle_is_killed_and_restarted_by_the_audit(program: &'static str) {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!process.alive(), "the stopped {program} still runs");
-    let new = replaced(&lab, program, process);
-    connectivity_returns(&lab);
-    let s = status(&lab);
-    let entry = process_status(&s, NODE, program);
-    assert_eq!(entry["pid"], new.pid, "{entry}");
-    assert_eq!(entry["state"], "running", "{entry}");
-    assert!(entry["restarts"].as_u64().unwrap() >= 1, "{entry}");
-    let processes = all_processes(&lab);
-    down_leaves_nothing(&lab, &processes);
+    back_to_work_then_down(&lab, program, process);
 }
 
 #[test]
@@ -364,21 +356,27 @@ fn a_stopped_ovs_vswitchd_is_killed_and_restarted_by_the_audit() {
     stopped_idle_is_killed_and_restarted_by_the_audit(VSWITCHD);
 }
 
+/// After `process` of `program` went: a new one runs, counted as a restart,
+/// the lab works again, and `down` then leaves nothing.
+fn back_to_work_then_down(lab: &Lab, program: &'static str, process: Process) {
+    let new = replaced(lab, program, process);
+    connectivity_returns(lab);
+    let s = status(lab);
+    let entry = process_status(&s, NODE, program);
+    assert_eq!(entry["pid"], new.pid, "{entry}");
+    assert_eq!(entry["state"], "running", "{entry}");
+    assert!(entry["restarts"].as_u64().unwrap() >= 1, "{entry}");
+    let processes = all_processes(lab);
+    down_leaves_nothing(lab, &processes);
+}
+
 /// Idle, with audits: a daemon killed with `kill -9` is started again by
 /// the next audit (woken by its exit), and the lab works.
 fn killed_idle_is_restarted_by_the_audit(program: &'static str) {
     let lab = Lab::seed_audited("0.2");
     let process = Process::expect(&lab, NODE, program);
     process.signal(libc::SIGKILL);
-    let new = replaced(&lab, program, process);
-    connectivity_returns(&lab);
-    let s = status(&lab);
-    let entry = process_status(&s, NODE, program);
-    assert_eq!(entry["pid"], new.pid, "{entry}");
-    assert_eq!(entry["state"], "running", "{entry}");
-    assert!(entry["restarts"].as_u64().unwrap() >= 1, "{entry}");
-    let processes = all_processes(&lab);
-    down_leaves_nothing(&lab, &processes);
+    back_to_work_then_down(&lab, program, process);
 }
 
 #[test]

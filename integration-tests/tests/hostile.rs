@@ -72,17 +72,7 @@ fn raw(socket: &Path, request: &[u8], within: Duration) -> (u16, String) {
     let _ = stream.write_all(request);
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    ovslab_testkit::http_answer(&String::from_utf8_lossy(&answer))
 }
 
 /// A whole request with `Connection: close`.

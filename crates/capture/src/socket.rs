@@ -55,8 +55,14 @@ impl PacketSocket {
     /// forwards (needed on a Linux bridge).
     pub fn open(ns: &str, interface: &str, promiscuous: bool) -> io::Result<Self> {
         let name = interface.to_string();
-        netns::run_in(ns, move || Self::open_here(&name, promiscuous))
-            .map_err(|e| io::Error::other(format!("{interface} in {ns}: {e}")))
+        // The kind follows the errno (EPERM: PermissionDenied), so that a
+        // caller can tell a missing privilege from the rest.
+        netns::run_in(ns, move || Self::open_here(&name, promiscuous)).map_err(|e| {
+            let kind = e.errno().map_or(io::ErrorKind::Other, |n| {
+                io::Error::from_raw_os_error(n).kind()
+            });
+            io::Error::new(kind, format!("{interface} in {ns}: {e}"))
+        })
     }
 
     /// Opens a socket on `interface` in the calling thread's namespace.
@@ -200,36 +206,9 @@ impl PacketSocket {
         }
         let wire_len = n as usize;
         buf.truncate(wire_len.min(SNAPLEN));
-        let mut tag = None;
-        let mut time = None;
-        // SAFETY: walking the control messages the kernel just wrote, each
-        // read as the type its level and kind say it holds.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                let data = libc::CMSG_DATA(cmsg);
-                match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
-                    (libc::SOL_PACKET, libc::PACKET_AUXDATA) => {
-                        let aux = std::ptr::read_unaligned(data as *const libc::tpacket_auxdata);
-                        if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
-                            let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                                aux.tp_vlan_tpid
-                            } else {
-                                TPID_8021Q
-                            };
-                            tag = Some((tpid, aux.tp_vlan_tci));
-                        }
-                    }
-                    (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
-                        let ts = std::ptr::read_unaligned(data as *const libc::timespec);
-                        time =
-                            Some(UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
-                    }
-                    _ => {}
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
+        // SAFETY: recvmsg(2) just filled `msg`'s control buffer, which
+        // outlives the call.
+        let (tag, time) = unsafe { control_messages(&msg) };
         let mut wire_len = wire_len;
         if let Some((tpid, tci)) = tag {
             restore_tag(&mut buf, tpid, tci);
@@ -246,6 +225,73 @@ impl PacketSocket {
             time: time.unwrap_or_else(SystemTime::now),
         }))
     }
+}
+
+/// The VLAN tag (TPID, TCI) and the receive time in the control messages
+/// of `msg`. A control message too short for the structure its kind names,
+/// or running past the buffer, is skipped rather than read past; a time
+/// that does not fit a `SystemTime` is no time.
+///
+/// # Safety
+///
+/// `msg.msg_control` points at `msg.msg_controllen` readable bytes, as
+/// after recvmsg(2).
+unsafe fn control_messages(msg: &libc::msghdr) -> (Option<(u16, u16)>, Option<SystemTime>) {
+    let mut tag = None;
+    let mut time = None;
+    let start = msg.msg_control as usize;
+    // `msg_controllen` is a usize with glibc, a u32 with musl.
+    #[allow(clippy::unnecessary_cast)]
+    let end = start + msg.msg_controllen as usize;
+    // SAFETY: CMSG_FIRSTHDR and CMSG_NXTHDR only return headers that lie
+    // inside the control buffer, which the caller vouches for; each data
+    // read is first checked to lie inside the message and the buffer, and
+    // is unaligned, as the kernel's layout does not promise alignment.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let len = (*cmsg).cmsg_len as usize;
+            let holds = |size: usize| {
+                let needed = libc::CMSG_LEN(size as u32) as usize;
+                len >= needed && (cmsg as usize).saturating_add(needed) <= end
+            };
+            let data = libc::CMSG_DATA(cmsg);
+            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                (libc::SOL_PACKET, libc::PACKET_AUXDATA)
+                    if holds(std::mem::size_of::<libc::tpacket_auxdata>()) =>
+                {
+                    let aux = std::ptr::read_unaligned(data as *const libc::tpacket_auxdata);
+                    if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                        let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                            aux.tp_vlan_tpid
+                        } else {
+                            TPID_8021Q
+                        };
+                        tag = Some((tpid, aux.tp_vlan_tci));
+                    }
+                }
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)
+                    if holds(std::mem::size_of::<libc::timespec>()) =>
+                {
+                    let ts = std::ptr::read_unaligned(data as *const libc::timespec);
+                    time = since_epoch(ts.tv_sec, ts.tv_nsec);
+                }
+                _ => {}
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    (tag, time)
+}
+
+/// A kernel timestamp as a `SystemTime`; `None` for one before the epoch or
+/// too large (adding it to the epoch would panic).
+fn since_epoch(seconds: libc::time_t, nanoseconds: libc::c_long) -> Option<SystemTime> {
+    let seconds = u64::try_from(seconds).ok()?;
+    let nanoseconds = u32::try_from(nanoseconds)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)?;
+    UNIX_EPOCH.checked_add(Duration::new(seconds, nanoseconds))
 }
 
 /// Puts an 802.1Q tag back after the two MAC addresses.
@@ -292,5 +338,71 @@ mod tests {
         assert_eq!(&f[12..16], &[0x81, 0x00, 0x00, 101]);
         assert_eq!(&f[16..], &[0x08, 0x00, 0x45]);
         assert_eq!(&f[..12], &(0..12).collect::<Vec<u8>>()[..]);
+    }
+
+    /// A msghdr whose control buffer holds one control message of `level`
+    /// and `kind` claiming `claimed` data bytes (the buffer's length says
+    /// the same), with `data` written after its header.
+    fn with_control(
+        buf: &mut [u64; 16],
+        level: libc::c_int,
+        kind: libc::c_int,
+        claimed: usize,
+        data: &[u8],
+    ) -> libc::msghdr {
+        let header = std::mem::size_of::<libc::cmsghdr>();
+        let bytes: &mut [u8; 128] =
+            // SAFETY: [u64; 16] and [u8; 128] have the same size, and any
+            // bytes are valid u8s.
+            unsafe { &mut *(buf as *mut [u64; 16]).cast::<[u8; 128]>() };
+        // SAFETY: a cmsghdr is plain data; all zeroes is valid.
+        let mut cmsg: libc::cmsghdr = unsafe { std::mem::zeroed() };
+        // SAFETY: CMSG_LEN only computes a length.
+        cmsg.cmsg_len = unsafe { libc::CMSG_LEN(claimed as u32) } as _;
+        cmsg.cmsg_level = level;
+        cmsg.cmsg_type = kind;
+        // SAFETY: the buffer is 128 bytes, larger than a cmsghdr, and
+        // aligned for it (it is made of u64s).
+        unsafe { std::ptr::write(bytes.as_mut_ptr().cast::<libc::cmsghdr>(), cmsg) };
+        bytes[header..header + data.len()].copy_from_slice(data);
+        // SAFETY: msghdr is plain data; all zeroes is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_control = buf.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE only computes a length.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(claimed as u32) } as _;
+        msg
+    }
+
+    #[test]
+    fn a_timestamp_out_of_range_is_no_time_not_a_panic() {
+        let mut buf = [0u64; 16];
+        let mut ts = Vec::new();
+        ts.extend_from_slice(&(-1 as libc::time_t).to_ne_bytes());
+        ts.extend_from_slice(&(999_999_999 as libc::c_long).to_ne_bytes());
+        let size = ts.len();
+        let msg = with_control(&mut buf, libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, size, &ts);
+        // SAFETY: `msg` points at `buf`, alive and as long as it says.
+        assert_eq!(unsafe { control_messages(&msg) }, (None, None));
+        assert_eq!(since_epoch(-5, 0), None);
+        assert_eq!(since_epoch(1, 2_000_000_000), None);
+        assert_eq!(since_epoch(5, 6), Some(UNIX_EPOCH + Duration::new(5, 6)));
+    }
+
+    #[test]
+    fn a_short_auxdata_message_is_not_read_past() {
+        // tp_status says "VLAN valid", but the message claims 4 data bytes
+        // only: the rest of a tpacket_auxdata (and its TCI) is not there.
+        let mut buf = [0u64; 16];
+        let mut aux = libc::TP_STATUS_VLAN_VALID.to_ne_bytes().to_vec();
+        aux.extend_from_slice(&[0xff; 20]);
+        let msg = with_control(&mut buf, libc::SOL_PACKET, libc::PACKET_AUXDATA, 4, &aux);
+        // SAFETY: as above.
+        assert_eq!(unsafe { control_messages(&msg) }.0, None);
+        // The same message whole carries the tag.
+        let size = std::mem::size_of::<libc::tpacket_auxdata>();
+        let msg = with_control(&mut buf, libc::SOL_PACKET, libc::PACKET_AUXDATA, size, &aux);
+        // SAFETY: as above.
+        let (tag, _) = unsafe { control_messages(&msg) };
+        assert_eq!(tag, Some((TPID_8021Q, 0xffff)));
     }
 }

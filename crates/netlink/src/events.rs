@@ -10,9 +10,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use crate::{NetlinkError, netns};
 
 /// `RTMGRP_LINK`: the legacy group bit of `RTNLGRP_LINK` (rtnetlink(7)).
-const RTMGRP_LINK: u32 = 1;
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
+const RTMGRP_LINK: u32 = libc::RTMGRP_LINK as u32;
+const RTM_NEWLINK: u16 = libc::RTM_NEWLINK;
+const RTM_DELLINK: u16 = libc::RTM_DELLINK;
 /// `struct nlmsghdr` is 16 bytes; `ifinfomsg.ifi_flags` is at offset 8 of
 /// the payload (family, pad, type: 4 bytes; index: 4 bytes).
 const NLMSG_HDRLEN: usize = 16;

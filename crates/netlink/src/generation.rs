@@ -13,12 +13,12 @@ use rtnetlink::sys::Socket;
 use crate::netns;
 use crate::{NetlinkError, nfnetlink};
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_GETGEN: u16 = 16;
-const NFT_MSG_NEWGEN: u16 = 15;
+const NFNL_SUBSYS_NFTABLES: u16 = libc::NFNL_SUBSYS_NFTABLES as u16;
+const NFT_MSG_GETGEN: u16 = libc::NFT_MSG_GETGEN as u16;
+const NFT_MSG_NEWGEN: u16 = libc::NFT_MSG_NEWGEN as u16;
 const NFTA_GEN_ID: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
 /// `SO_NETNS_COOKIE` (Linux 5.14), not in every libc yet.
 const SO_NETNS_COOKIE: libc::c_int = 71;
 
@@ -76,8 +76,10 @@ fn request() -> Vec<u8> {
     msg
 }
 
-/// The generation id in a `NFT_MSG_NEWGEN` reply.
-fn parse_reply(reply: &[u8]) -> io::Result<u32> {
+/// The generation id in a `NFT_MSG_NEWGEN` reply. Public (hidden) for the
+/// fuzz target in `fuzz/`: whatever the kernel sends, this must not panic.
+#[doc(hidden)]
+pub fn parse_reply(reply: &[u8]) -> io::Result<u32> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     if reply.len() < 16 {
         return Err(bad("short nfnetlink reply"));
@@ -90,7 +92,8 @@ fn parse_reply(reply: &[u8]) -> io::Result<u32> {
             .get(16..20)
             .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
             .ok_or_else(|| bad("truncated error"))?;
-        return Err(io::Error::from_raw_os_error(-code));
+        // `wrapping_neg`: a lying i32::MIN must not overflow.
+        return Err(io::Error::from_raw_os_error(code.wrapping_neg()));
     }
     if kind != (NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN) {
         return Err(bad("unexpected nfnetlink reply"));
@@ -106,7 +109,8 @@ fn parse_reply(reply: &[u8]) -> io::Result<u32> {
         if attr_kind == NFTA_GEN_ID && attr_len >= 8 {
             return Ok(u32::from_be_bytes(attrs[4..8].try_into().unwrap()));
         }
-        attrs = &attrs[(attr_len + 3) & !3..];
+        // NLA_ALIGN: the last attribute's padding may be missing.
+        attrs = attrs.get((attr_len + 3) & !3..).unwrap_or_default();
     }
     Err(bad("no generation id in the reply"))
 }
@@ -156,5 +160,23 @@ mod tests {
         assert!(parse_reply(&reply(10 << 8 | 15, &[])).is_err());
         assert!(parse_reply(&reply(99, &[])).is_err());
         assert!(parse_reply(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn an_unpadded_last_attribute_is_not_read_past() {
+        // NFTA_GEN_PROC_NAME of 5 bytes, unpadded, at the very end: its
+        // aligned length (8) runs past the reply.
+        let mut attrs = Vec::new();
+        attrs.extend_from_slice(&5u16.to_ne_bytes());
+        attrs.extend_from_slice(&3u16.to_ne_bytes());
+        attrs.push(b'n');
+        assert!(parse_reply(&reply(10 << 8 | 15, &attrs)).is_err());
+    }
+
+    #[test]
+    fn an_error_code_of_i32_min_is_an_error_not_an_overflow() {
+        let mut err = reply(NLMSG_ERROR, &[]);
+        err[16..20].copy_from_slice(&i32::MIN.to_ne_bytes());
+        assert!(parse_reply(&err).is_err());
     }
 }

@@ -408,7 +408,7 @@ impl Netlink {
         ethtool::tx_checksum(&self.control, name).map_err(|e| NetlinkError::Request {
             namespace: self.namespace.clone(),
             what: format!("read tx-checksumming of {name}"),
-            message: e.to_string(),
+            source: e,
         })
     }
 
@@ -416,7 +416,7 @@ impl Netlink {
         ethtool::set_tx_checksum(&self.control, name, on).map_err(|e| NetlinkError::Request {
             namespace: self.namespace.clone(),
             what: format!("set tx-checksumming of {name}"),
-            message: e.to_string(),
+            source: e,
         })
     }
 }

@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 use crate::netns;
 use crate::{NetlinkError, nfnetlink};
 
-const NFNL_SUBSYS_IPSET: u16 = 6;
+const NFNL_SUBSYS_IPSET: u16 = libc::NFNL_SUBSYS_IPSET as u16;
 const IPSET_PROTOCOL: u8 = 7;
 const IPSET_CMD_LIST: u16 = 7;
 const IPSET_CMD_ADD: u16 = 9;
@@ -28,15 +28,15 @@ const IPSET_ATTR_CIDR: u16 = 3;
 // Attributes of an address (inside IP).
 const IPSET_ATTR_IPADDR_IPV4: u16 = 1;
 
-const NLA_F_NESTED: u16 = 1 << 15;
-const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
+const NLA_F_NESTED: u16 = libc::NLA_F_NESTED as u16;
+const NLA_F_NET_BYTEORDER: u16 = libc::NLA_F_NET_BYTEORDER as u16;
 const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLM_F_DUMP: u16 = 0x300;
-const AF_INET: u8 = 2;
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
+const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
+const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
+const NLM_F_DUMP: u16 = libc::NLM_F_DUMP as u16;
+const AF_INET: u8 = libc::AF_INET as u8;
 
 /// Every set of namespace `name` with its IPv4 members (sets of other
 /// families or kinds come back empty).
@@ -50,15 +50,43 @@ pub fn ipsets(name: &str) -> Result<BTreeMap<String, BTreeSet<Ipv4Net>>, Netlink
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = nfnetlink::recv(&socket, &mut buf)?;
-            for (kind, payload) in messages(&buf[..n])? {
-                match kind {
-                    NLMSG_DONE => return Ok(sets),
-                    NLMSG_ERROR => check_ack(payload)?,
-                    _ => parse_set(payload, &mut sets)?,
-                }
+            if read_dump(&buf[..n], &mut sets)? {
+                return Ok(sets);
             }
         }
     })
+}
+
+/// Reads one datagram of a list dump into `sets`; `true` when it ends the
+/// dump. Public (hidden) for the fuzz target in `fuzz/`: whatever the
+/// kernel sends, this must not panic.
+#[doc(hidden)]
+pub fn read_dump(
+    datagram: &[u8],
+    sets: &mut BTreeMap<String, BTreeSet<Ipv4Net>>,
+) -> io::Result<bool> {
+    for (kind, payload) in messages(datagram)? {
+        match kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => check_ack(payload)?,
+            _ => parse_set(payload, sets)?,
+        }
+    }
+    Ok(false)
+}
+
+/// How many acknowledgements one datagram of replies to member requests
+/// holds; a refusal is an error. Public (hidden) for the fuzz target.
+#[doc(hidden)]
+pub fn count_acks(datagram: &[u8]) -> io::Result<usize> {
+    let mut acknowledged = 0;
+    for (kind, payload) in messages(datagram)? {
+        if kind == NLMSG_ERROR {
+            check_ack(payload)?;
+            acknowledged += 1;
+        }
+    }
+    Ok(acknowledged)
 }
 
 /// Adds `add` to and deletes `delete` from set `set` of namespace `name`.
@@ -88,12 +116,7 @@ pub fn change_ipset(
             let mut acknowledged = 0;
             while acknowledged < chunk.len() {
                 let n = nfnetlink::recv(&socket, &mut buf)?;
-                for (kind, payload) in messages(&buf[..n])? {
-                    if kind == NLMSG_ERROR {
-                        check_ack(payload)?;
-                        acknowledged += 1;
-                    }
-                }
+                acknowledged += count_acks(&buf[..n])?;
             }
         }
         Ok(())
@@ -189,11 +212,12 @@ fn check_ack(payload: &[u8]) -> io::Result<()> {
         .get(0..4)
         .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
         .ok_or_else(|| invalid("short error message"))?;
-    match code {
+    // `wrapping_neg`: a lying i32::MIN must not overflow.
+    match code.wrapping_neg() {
         0 => Ok(()),
         // ipset's own codes (4096 and up) have no errno text.
-        c if -c >= 4096 => Err(io::Error::other(format!("ipset error {}", -c))),
-        c => Err(io::Error::from_raw_os_error(-c)),
+        c if c >= 4096 => Err(io::Error::other(format!("ipset error {c}"))),
+        c => Err(io::Error::from_raw_os_error(c)),
     }
 }
 
@@ -341,5 +365,50 @@ mod tests {
         );
         assert!(check_ack(&(-4097i32).to_ne_bytes()).is_err());
         assert!(check_ack(&[1]).is_err());
+        assert!(check_ack(&i32::MIN.to_ne_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_dump_ends_at_done_and_lists_its_sets() {
+        let mut part = vec![AF_INET, 0, 0, 0];
+        push_attr(&mut part, IPSET_ATTR_SETNAME, b"NIPv4y\0");
+        let mut datagram = header(NFNL_SUBSYS_IPSET << 8 | IPSET_CMD_LIST, &part);
+        let mut sets = BTreeMap::new();
+        assert!(!read_dump(&datagram, &mut sets).unwrap());
+        assert!(sets["NIPv4y"].is_empty());
+        datagram.extend(header(NLMSG_DONE, &[0; 4]));
+        assert!(read_dump(&datagram, &mut sets).unwrap());
+        assert_eq!(
+            count_acks(&[header(NLMSG_ERROR, &[0; 4]), header(NLMSG_ERROR, &[0; 4])].concat())
+                .unwrap(),
+            2
+        );
+    }
+
+    #[test]
+    fn lying_lengths_in_a_datagram_are_errors_not_panics() {
+        // A header whose length covers the datagram's end, then a second
+        // message's header claiming less than a header.
+        let mut datagram = header(NLMSG_ERROR, &[0; 4]);
+        datagram.extend_from_slice(&8u32.to_ne_bytes());
+        datagram.extend_from_slice(&[0; 12]);
+        assert!(count_acks(&datagram).is_err());
+        let mut sets = BTreeMap::new();
+        assert!(read_dump(&[0xff; 16], &mut sets).is_err());
+        assert!(read_dump(&[], &mut sets).is_ok());
+    }
+
+    /// A netlink message: 16-byte header of type `kind`, then `payload`,
+    /// padded to 4 bytes.
+    fn header(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(payload);
+        while m.len() % 4 != 0 {
+            m.push(0);
+        }
+        m
     }
 }

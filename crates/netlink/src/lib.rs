@@ -21,3 +21,10 @@ pub use error::NetlinkError;
 pub use generation::{Generation, generation};
 pub use handle::{LinkInfo, Netlink, Route};
 pub use ipset::{change_ipset, ipsets};
+
+/// The parsers of kernel replies, for the fuzz targets in `fuzz/` only.
+#[doc(hidden)]
+pub mod replies {
+    pub use crate::generation::parse_reply as generation;
+    pub use crate::ipset::{count_acks as ipset_acks, read_dump as ipset_dump};
+}

@@ -53,7 +53,7 @@ pub fn open(name: &str) -> Result<OwnedFd, NetlinkError> {
     let fd = OwnedFd::from(file);
     // NS_GET_NSTYPE answers only for namespace files.
     // SAFETY: the ioctl takes no argument and only reads the fd.
-    let kind = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
+    let kind = unsafe { libc::ioctl(fd.as_raw_fd(), libc::NS_GET_NSTYPE) };
     if kind != libc::CLONE_NEWNET {
         return Err(NetlinkError::namespace(
             name,
@@ -63,9 +63,6 @@ pub fn open(name: &str) -> Result<OwnedFd, NetlinkError> {
     }
     Ok(fd)
 }
-
-/// `_IO(0xb7, 0x3)` from `linux/nsfs.h`.
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
 /// Makes `/run/netns` a shared mount point, as `ip netns add` does, so that
 /// namespace mounts made later are seen by every mount namespace.

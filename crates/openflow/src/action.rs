@@ -329,4 +329,20 @@ mod tests {
         let bytes = [0, 0, 0, 2];
         assert!(Action::decode(&mut Reader::new(&bytes, "t")).is_err());
     }
+
+    /// Found by the `openflow` fuzz target: an unknown action of length 12
+    /// (not padded to 8, as §7.2.5 asks) decodes with its 8 body bytes;
+    /// encoding pads it to 16, and that encoding is then a fixed point.
+    #[test]
+    fn an_unpadded_unknown_action_is_padded_once_then_stable() {
+        let bytes = [4, 10, 0, 12, 0, 0, 0, 32, 1, 2, 3, 4];
+        let mut r = Reader::new(&bytes, "t");
+        let action = Action::decode(&mut r).expect("decode");
+        assert!(r.is_empty());
+        let (padded, back) = round_trip(&action);
+        assert_eq!(padded.len(), 16);
+        assert_eq!(&padded[..12], &[4, 10, 0, 16, 0, 0, 0, 32, 1, 2, 3, 4]);
+        let (again, _) = round_trip(&back);
+        assert_eq!(again, padded);
+    }
 }

@@ -28,3 +28,11 @@ mod fake_server_tests;
 pub use client::{Client, DEFAULT_DEADLINE};
 pub use error::OvsdbError;
 pub use monitor::Monitor;
+
+/// The stream splitter and message parser, for the fuzz targets in `fuzz/`
+/// only: whatever a server sends, they must not panic.
+#[doc(hidden)]
+pub mod decode {
+    pub use crate::codec::{FrameError, MessageSplitter};
+    pub use crate::message::Incoming;
+}

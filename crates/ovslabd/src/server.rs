@@ -354,12 +354,10 @@ impl Access {
 
 /// The gid of a group, if it exists.
 pub fn group_id(name: &str) -> Option<u32> {
-    let name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: a valid C string; the result is read at once, before any
-    // other getgr* call on this thread could reuse the buffer.
-    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
-    // SAFETY: non-null pointers from getgrnam point to a valid group.
-    (!entry.is_null()).then(|| unsafe { (*entry).gr_gid })
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
 /// A process's supplementary groups (empty when it is gone).
@@ -681,6 +679,13 @@ mod tests {
     }
 
     #[test]
+    fn groups_are_found_by_name() {
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_id("no-such-group-of-ovslab"), None);
+        assert_eq!(group_id("bad\0name"), None);
+    }
+
+    #[test]
     fn root_and_the_daemons_user_are_allowed_others_are_not() {
         let access = Access {
             daemon_uid: 1000,
@@ -751,9 +756,9 @@ mod tests {
             name: "y".into(),
         });
         assert_eq!(f.status, StatusCode::NOT_FOUND);
-        let f = Failure::from(ReconcileError::Switch {
+        let f = Failure::from(ReconcileError::VswitchdExited {
             node: "n".into(),
-            message: "m".into(),
+            cfg: 3,
         });
         assert_eq!(f.status, StatusCode::INTERNAL_SERVER_ERROR);
         let f = Failure::from(ReconcileError::BadName("`..`: bad".into()));

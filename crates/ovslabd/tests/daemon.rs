@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ovslab_testkit::{require_root, unique_name, wait_until};
+use ovslab_testkit::{http_answer, require_root, unique_name, wait_until};
 
 const START: Duration = Duration::from_secs(20);
 
@@ -148,16 +148,7 @@ fn http(socket: &Path, request: &str) -> (u16, String) {
     stream.write_all(request.as_bytes()).unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    http_answer(&answer)
 }
 
 fn text(bytes: &[u8]) -> String {

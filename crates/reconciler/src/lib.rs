@@ -9,14 +9,15 @@
 //!   `testing`) has the in-memory `FakeHost` the tests under `tests/` use.
 //! - [`drivers`]: reading and applying through netlink, OVSDB and OpenFlow.
 //! - [`ovs_process`]: each node's `ovsdb-server` and `ovs-vswitchd`.
-//! - [`manifest`]: what a lab made, so that only that is adopted or removed.
+//! - [`manifest`]: what a lab created (its namespaces with their inodes),
+//!   so that nothing else is ever taken for the lab's.
 //! - [`engine`]: the registry of labs, `up` and `down` (`engine/mod.rs`);
 //!   the converge's phases (`converge.rs`); audits (`audit.rs`); `status`,
 //!   `check`, `trace`, `target` (`queries.rs`); finding and removing labs
 //!   (`removal.rs`).
 //! - [`watch`]: kernel notices that wake the audits.
-//! - [`checks`], [`probes`], [`trace`], [`unixctl`]: real probes through a
-//!   running lab.
+//! - [`checks`], [`probes`], [`trace`], [`unixctl`]: the lab's declared
+//!   checks, their probes, `ovslab trace`, and OVS's control sockets.
 
 pub mod actual;
 pub mod checks;
@@ -82,8 +83,37 @@ pub enum ReconcileError {
         #[source]
         source: ovslab_openflow::OpenflowError,
     },
-    #[error("node {node}: {message}")]
-    Switch { node: String, message: String },
+    /// OVSDB answered, but not with what was asked for.
+    #[error("node {node}: {what}")]
+    UnexpectedReply { node: String, what: String },
+    /// `ovs-vswitchd` died before it applied the configuration written.
+    #[error("node {node}: ovs-vswitchd exited before it applied configuration {cfg}")]
+    VswitchdExited { node: String, cfg: i64 },
+    /// `ovs-vswitchd` answers but has not applied the configuration written.
+    #[error("node {node}: ovs-vswitchd did not apply configuration {cfg} within {} s", after.as_secs())]
+    NotApplied {
+        node: String,
+        cfg: i64,
+        after: Duration,
+    },
+    /// A flow of the plan names a port that has no OpenFlow number yet.
+    #[error(
+        "node {node}: {bridge}: flow {flow} names port {port}, which has no OpenFlow number yet"
+    )]
+    PortWithoutNumber {
+        node: String,
+        bridge: String,
+        flow: String,
+        port: String,
+    },
+    /// A task the work was handed to panicked or was cancelled.
+    #[error("namespace {namespace}: the {what} task failed: {source}")]
+    Task {
+        namespace: String,
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// An Open vSwitch daemon did not answer a request within its
     /// deadline: it is stopped or stuck. The audit kills and restarts it.
     #[error("{program} of {node} did not answer {request} within {} s", after.as_secs_f64())]
@@ -164,6 +194,44 @@ impl ReconcileError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn failures_keep_their_kind_and_their_source() {
+        let e = ReconcileError::NotApplied {
+            node: "compute1".into(),
+            cfg: 7,
+            after: Duration::from_secs(30),
+        };
+        assert_eq!(
+            e.to_string(),
+            "node compute1: ovs-vswitchd did not apply configuration 7 within 30 s"
+        );
+        let e = ReconcileError::PortWithoutNumber {
+            node: "compute1".into(),
+            bridge: "br-int".into(),
+            flow: "table=0, priority=3".into(),
+            port: "int-br-vlan".into(),
+        };
+        assert!(e.to_string().contains("names port int-br-vlan"), "{e}");
+        // A task that panicked is carried as such, its JoinError the source.
+        let join = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
+        let e = ReconcileError::Task {
+            namespace: "lab.compute1".into(),
+            what: "iptables",
+            source: join,
+        };
+        assert!(
+            e.to_string()
+                .starts_with("namespace lab.compute1: the iptables task failed"),
+            "{e}"
+        );
+        let source = std::error::Error::source(&e).expect("the JoinError");
+        assert!(
+            source
+                .downcast_ref::<tokio::task::JoinError>()
+                .is_some_and(|j| j.is_panic())
+        );
+    }
 
     #[test]
     fn a_missed_deadline_names_the_daemon_and_the_node() {

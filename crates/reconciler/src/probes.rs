@@ -163,22 +163,29 @@ fn ping(ns: &str, dest: Ipv4Addr, id: u16, count: u16) -> io::Result<bool> {
         if n <= 0 {
             continue;
         }
-        let packet = &buf[..n as usize];
-        // A raw ICMP socket receives the IPv4 header too.
-        let ihl = usize::from(packet[0] & 0x0f) * 4;
-        let Some(icmp) = packet.get(ihl..) else {
-            continue;
-        };
-        let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
-        if icmp.len() >= 8
-            && icmp[0] == 0
-            && u16::from_be_bytes([icmp[4], icmp[5]]) == id
-            && src == dest
-        {
+        if is_echo_reply(&buf[..n as usize], id, dest) {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// Whether `packet`, as a raw ICMP socket receives it (IPv4 header
+/// included), is an echo reply with identifier `id` from `from`. Anything
+/// short or malformed is not. Public (hidden) for the fuzz target in `fuzz/`.
+#[doc(hidden)]
+pub fn is_echo_reply(packet: &[u8], id: u16, from: Ipv4Addr) -> bool {
+    let Some(&[version_ihl]) = packet.get(..1) else {
+        return false;
+    };
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    let (Some(src), Some(icmp)) = (packet.get(12..16), packet.get(ihl.max(20)..)) else {
+        return false;
+    };
+    icmp.len() >= 8
+        && icmp[0] == 0
+        && u16::from_be_bytes([icmp[4], icmp[5]]) == id
+        && src == from.octets()
 }
 
 pub fn echo_request(id: u16, seq: u16) -> Vec<u8> {
@@ -387,6 +394,24 @@ mod tests {
         h[12] = 0x50;
         h[13] = flags;
         frame(6, &h)
+    }
+
+    #[test]
+    fn echo_replies_are_told_by_id_and_source_and_short_packets_are_not() {
+        let from: Ipv4Addr = "192.168.1.11".parse().unwrap();
+        let mut reply = vec![
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 192, 168, 1, 11, 10, 0, 0, 1,
+        ];
+        reply.extend_from_slice(&[0, 0, 0, 0, 0x10, 0x92, 0, 1]);
+        assert!(is_echo_reply(&reply, 4242, from));
+        assert!(!is_echo_reply(&reply, 4243, from));
+        assert!(!is_echo_reply(&reply, 4242, "10.0.0.1".parse().unwrap()));
+        // Shorter than an IPv4 header, with an IHL of 0 so the ICMP part
+        // seemed to start at once: once an out-of-bounds read of the source.
+        assert!(!is_echo_reply(&[0x40, 0, 0, 0, 0, 0, 0, 0, 0], 0, from));
+        for len in 0..reply.len() {
+            assert!(!is_echo_reply(&reply[..len], 4242, from), "{len} bytes");
+        }
     }
 
     #[test]

@@ -250,3 +250,18 @@ impl Drop for OvsSandbox {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The status code and body of a raw HTTP/1.1 answer read whole from a
+/// socket (0 and an empty body when there was none).
+pub fn http_answer(answer: &str) -> (u16, String) {
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

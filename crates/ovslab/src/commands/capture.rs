@@ -56,14 +56,20 @@ extern "C" fn request_stop(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
+/// What to add to an error opening the capture: why, when the kernel
+/// refused for want of privilege (EPERM or EACCES).
+fn privilege_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (capturing needs root: CAP_SYS_ADMIN and CAP_NET_RAW)"
+    } else {
+        ""
+    }
+}
+
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     let target = client.target(&args.lab, &args.target)?;
     let socket = PacketSocket::open(&target.namespace, &args.interface, true).map_err(|e| {
-        let hint = if e.to_string().contains("Operation not permitted") {
-            " (capturing needs root: CAP_SYS_ADMIN and CAP_NET_RAW)"
-        } else {
-            ""
-        };
+        let hint = privilege_hint(&e);
         anyhow!(
             "{} {} of lab {}: {e}{hint}",
             target.kind,
@@ -128,4 +134,23 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("{captured} frames written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_privilege_is_told_by_its_errno_not_its_text() {
+        let denied = std::io::Error::new(
+            std::io::Error::from_raw_os_error(libc::EPERM).kind(),
+            "eth1 in lab.node: run inside: refused",
+        );
+        assert!(privilege_hint(&denied).contains("needs root"));
+        let missing = std::io::Error::from_raw_os_error(libc::ENODEV);
+        assert_eq!(privilege_hint(&missing), "");
+        // The words alone are not enough.
+        let text = std::io::Error::other("Operation not permitted");
+        assert_eq!(privilege_hint(&text), "");
+    }
 }

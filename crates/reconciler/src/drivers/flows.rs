@@ -130,16 +130,14 @@ pub async fn apply(
         ));
     }
     for spec in add {
-        mods.push(
-            to_flow_mod(spec, cookie, ports).ok_or_else(|| ReconcileError::Switch {
+        mods.push(to_flow_mod(spec, cookie, ports).ok_or_else(|| {
+            ReconcileError::PortWithoutNumber {
                 node: client.node.clone(),
-                message: format!(
-                    "{bridge}: flow {} names port {} which has no OpenFlow number yet",
-                    describe(spec),
-                    spec.in_port.as_deref().unwrap_or("?")
-                ),
-            })?,
-        );
+                bridge: bridge.to_string(),
+                flow: describe(spec),
+                port: spec.in_port.clone().unwrap_or_default(),
+            }
+        })?);
     }
     let (count, started) = (mods.len(), std::time::Instant::now());
     let result = client.client.apply(mods).await.map_err(|e| client.err(e));

@@ -185,9 +185,10 @@ async fn apply_unbounded(
             let (ns, key, value) = (namespace.to_string(), key.clone(), value.clone());
             tokio::task::spawn_blocking(move || netns::write_sysctl(&ns, &key, &value))
                 .await
-                .map_err(|e| ReconcileError::Switch {
-                    node: namespace.to_string(),
-                    message: format!("sysctl task failed: {e}"),
+                .map_err(|source| ReconcileError::Task {
+                    namespace: namespace.to_string(),
+                    what: "sysctl",
+                    source,
                 })??;
         }
         LinkChange::DeleteLink { name } => nl.del_link(name).await?,

@@ -181,9 +181,10 @@ pub async fn converge(
         Ok::<_, ovslab_iptables::IptablesError>(changes)
     })
     .await
-    .map_err(|e| ReconcileError::Switch {
-        node: namespace.to_string(),
-        message: format!("iptables task failed: {e}"),
+    .map_err(|source| ReconcileError::Task {
+        namespace: namespace.to_string(),
+        what: "iptables",
+        source,
     })??;
     Ok(changes
         .into_iter()

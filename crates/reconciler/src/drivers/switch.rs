@@ -165,9 +165,9 @@ pub async fn read(client: &SwitchClient) -> Result<ActualSwitch, ReconcileError>
         ])
         .await?;
     let [root, bridges, ports, interfaces] = results.as_slice() else {
-        return Err(ReconcileError::Switch {
+        return Err(ReconcileError::UnexpectedReply {
             node: client.node.clone(),
-            message: format!("expected 4 results from the read, got {}", results.len()),
+            what: format!("expected 4 results from the read, got {}", results.len()),
         });
     };
     let interfaces: BTreeMap<String, &Value> = rows(interfaces)
@@ -549,11 +549,9 @@ async fn wait_cur_cfg(client: &SwitchClient, next_cfg: i64) -> Result<(), Reconc
             }
             // Dead after it wrote its pidfile: it will not apply anything.
             if client.ovs.died(program) {
-                return Err(ReconcileError::Switch {
+                return Err(ReconcileError::VswitchdExited {
                     node: client.node.clone(),
-                    message: format!(
-                        "ovs-vswitchd exited before it applied configuration {next_cfg}"
-                    ),
+                    cfg: next_cfg,
                 });
             }
             next_probe = tokio::time::Instant::now() + LIVENESS_EVERY;
@@ -569,11 +567,9 @@ async fn wait_cur_cfg(client: &SwitchClient, next_cfg: i64) -> Result<(), Reconc
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Err(ReconcileError::Switch {
+    Err(ReconcileError::NotApplied {
         node: client.node.clone(),
-        message: format!(
-            "ovs-vswitchd did not apply configuration {next_cfg} within {} s",
-            APPLY_TIMEOUT.as_secs()
-        ),
+        cfg: next_cfg,
+        after: APPLY_TIMEOUT,
     })
 }
