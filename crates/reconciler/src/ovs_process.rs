@@ -65,6 +65,11 @@ const TOOL_DEADLINE: Duration = Duration::from_secs(10);
 /// whatever the size of its lab; 2 s leaves room for a loaded host.
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(2);
 
+/// How long a daemon that is not stopped, but missed [`PROBE_DEADLINE`],
+/// is given before it is taken for hung: one just started, or applying a
+/// large configuration on a loaded host, answers within this.
+pub const HUNG_DEADLINE: Duration = Duration::from_secs(10);
+
 /// What the cheap request found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Liveness {
@@ -344,7 +349,9 @@ impl NodeOvs {
     }
 
     /// Kills (SIGKILL, by its verified pid) each daemon of the node that
-    /// does not answer a cheap request within [`PROBE_DEADLINE`]; its
+    /// is hung: stopped (SIGSTOP) and not answering a cheap request within
+    /// [`PROBE_DEADLINE`], or not answering it within [`HUNG_DEADLINE`]
+    /// either (a busy daemon is not killed for being slow); its
     /// pidfile stays, so the converge that follows starts it again and
     /// counts a restart. Returns one line per daemon killed.
     pub async fn kill_hung(&self) -> Vec<String> {
@@ -354,17 +361,31 @@ impl NodeOvs {
         let mut killed = Vec::new();
         for (daemon, liveness) in OvsDaemon::ALL.into_iter().zip([ovsdb, vswitchd]) {
             let (pid, why) = match liveness {
-                Liveness::NotAnswering(pid, what) => (
+                Liveness::NotAnswering(pid, what) if is_stopped(pid) => (
                     pid,
                     format!(
-                        "it did not answer {what} within {} s",
+                        "it is stopped and did not answer {what} within {} s",
                         PROBE_DEADLINE.as_secs_f64()
                     ),
                 ),
-                Liveness::Unreachable(pid, error) => {
-                    (pid, format!("it runs but cannot be reached: {error}"))
+                Liveness::Unreachable(pid, error) if is_stopped(pid) => {
+                    (pid, format!("it is stopped and cannot be reached: {error}"))
                 }
-                Liveness::Dead | Liveness::Answering(_) => continue,
+                // Slow, perhaps busy: a second, longer chance.
+                Liveness::NotAnswering(..) => match self.probe(daemon, HUNG_DEADLINE).await {
+                    Liveness::NotAnswering(pid, what) => (
+                        pid,
+                        format!(
+                            "it did not answer {what} within {} s",
+                            HUNG_DEADLINE.as_secs_f64()
+                        ),
+                    ),
+                    _ => continue,
+                },
+                // Running, but its socket refuses or is not there yet (a
+                // daemon just started makes it): reported by `status`,
+                // and whatever needs the socket fails and is tried again.
+                Liveness::Unreachable(..) | Liveness::Dead | Liveness::Answering(_) => continue,
             };
             let Some(identity) = self.identity(daemon).filter(|i| i.pid == pid) else {
                 continue;
@@ -658,6 +679,18 @@ fn fully_exited_orphan(pid: u32) -> bool {
         && field("PPid:") != std::process::id().to_string()
 }
 
+/// Whether `pid` is stopped (SIGSTOP, or a debugger): it answers nothing
+/// until it is continued, however long one waits.
+pub fn is_stopped(pid: u32) -> bool {
+    process_state(pid).is_some_and(|s| s == 'T' || s == 't')
+}
+
+/// The state letter of field 3 of `/proc/<pid>/stat`.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
+}
+
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -770,5 +803,31 @@ mod tests {
         assert!(!identity.is_current());
         assert!(started.elapsed() < REAP_WAIT);
         reaper.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stopped_process_is_told_from_a_running_one() {
+        let (identity, reaper) = sleeper();
+        assert!(!is_stopped(identity.pid));
+        assert!(identity.signal(nix::sys::signal::Signal::SIGSTOP));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !is_stopped(identity.pid) {
+            assert!(std::time::Instant::now() < deadline, "never seen stopped");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(identity.signal(nix::sys::signal::Signal::SIGCONT));
+        while is_stopped(identity.pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never seen running again"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        kill(identity).await;
+        reaper.join().unwrap();
+        assert!(
+            !is_stopped(identity.pid),
+            "a process that is gone is not stopped"
+        );
     }
 }

@@ -528,17 +528,23 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a long wait for vswitchd asks whether it still answers.
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
-/// Waits until vswitchd's `cur_cfg` reaches `next_cfg`. A vswitchd that
-/// stops answering meanwhile (stopped, stuck) ends the wait at once with
-/// [`ReconcileError::NotAnswering`] instead of after [`APPLY_TIMEOUT`].
+/// Waits until vswitchd's `cur_cfg` reaches `next_cfg`. A vswitchd that is
+/// stopped (SIGSTOP) meanwhile ends the wait at once with
+/// [`ReconcileError::NotAnswering`], one that died with
+/// [`ReconcileError::VswitchdExited`], instead of after [`APPLY_TIMEOUT`].
 async fn wait_cur_cfg(client: &SwitchClient, next_cfg: i64) -> Result<(), ReconcileError> {
-    use crate::ovs_process::{Liveness, OvsDaemon, PROBE_DEADLINE};
+    use crate::ovs_process::{Liveness, OvsDaemon, PROBE_DEADLINE, is_stopped};
     let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
     let mut next_probe = tokio::time::Instant::now() + LIVENESS_EVERY;
     while tokio::time::Instant::now() < deadline {
         if tokio::time::Instant::now() >= next_probe {
             let program = OvsDaemon::OvsVswitchd;
-            if let Liveness::NotAnswering(_, what) = client.ovs.probe(program, PROBE_DEADLINE).await
+            // Only a stopped one: a vswitchd just started, or applying a
+            // large configuration on a loaded host, may be slow to answer,
+            // and APPLY_TIMEOUT bounds the wait anyway.
+            if let Liveness::NotAnswering(pid, what) =
+                client.ovs.probe(program, PROBE_DEADLINE).await
+                && is_stopped(pid)
             {
                 return Err(ReconcileError::NotAnswering {
                     node: client.node.clone(),
