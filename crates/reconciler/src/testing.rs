@@ -6,7 +6,7 @@
 //! engine's back (a namespace, a port, the flows, the rules, a daemon) and
 //! check that a converge or an audit puts it back.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -78,8 +78,9 @@ pub struct State {
     /// By the node's namespace.
     pub nodes: BTreeMap<String, FakeNode>,
     pub calls: Vec<Call>,
-    /// Steps that fail the next time they are asked for.
-    failing: BTreeSet<Step>,
+    /// Steps that fail the next times they are asked for, with how many
+    /// more times.
+    failing: BTreeMap<Step, u32>,
     /// veth ends by (namespace, name): the other end.
     peers: BTreeMap<(String, String), (String, String)>,
     /// Inodes, ifindexes, uuids, ofports, pids.
@@ -98,7 +99,11 @@ impl State {
             step,
             target: target.to_string(),
         });
-        if self.failing.remove(&step) {
+        if let Some(left) = self.failing.get_mut(&step) {
+            *left -= 1;
+            if *left == 0 {
+                self.failing.remove(&step);
+            }
             return Err(ReconcileError::Io {
                 path: format!("fake host: {step:?} {target}"),
                 source: std::io::Error::other("failure injected by the test"),
@@ -359,7 +364,25 @@ impl FakeHost {
 
     /// Makes the next call of `step` fail.
     pub fn fail_once(&self, step: Step) {
-        self.state().failing.insert(step);
+        self.fail_times(step, 1);
+    }
+
+    /// Makes the next `times` calls of `step` fail.
+    pub fn fail_times(&self, step: Step, times: u32) {
+        *self.state().failing.entry(step).or_default() += times;
+    }
+
+    /// Makes every call of `step` fail until [`FakeHost::stop_failing`]: a
+    /// converge that fails is tried once more (after looking for hung
+    /// daemons), and nodes are converged in parallel, so an `up` surely
+    /// fails at `step` only when every call does.
+    pub fn fail_always(&self, step: Step) {
+        self.state().failing.insert(step, u32::MAX);
+    }
+
+    /// Calls fail no more.
+    pub fn stop_failing(&self) {
+        self.state().failing.clear();
     }
 
     /// The calls so far, and forgets them.

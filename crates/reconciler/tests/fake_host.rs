@@ -275,9 +275,10 @@ async fn a_failed_step_leaves_what_the_next_converge_finishes() {
     ] {
         let root = Root::new(&format!("fail-{step:?}"));
         let engine = root.engine();
-        engine.host().fail_once(step);
+        engine.host().fail_always(step);
         let failed = up(&engine).await;
         assert!(failed.is_err(), "{step:?}: the up did not fail");
+        engine.host().stop_failing();
         up(&engine)
             .await
             .unwrap_or_else(|e| panic!("{step:?}: the next up failed: {e}"));
@@ -311,8 +312,9 @@ async fn down_removes_everything_the_host_holds() {
 async fn down_after_a_failed_up_removes_what_it_made() {
     let root = Root::new("down-failed");
     let engine = root.engine();
-    engine.host().fail_once(Step::ApplySwitch);
+    engine.host().fail_always(Step::ApplySwitch);
     assert!(up(&engine).await.is_err());
+    engine.host().stop_failing();
     assert!(!engine.host().is_empty());
     engine.down(LAB).await.unwrap();
     assert!(engine.host().is_empty(), "{}", summary(engine.host()));
@@ -326,7 +328,7 @@ async fn status_shows_why_the_last_audit_could_not_repair_the_lab() {
     engine
         .host()
         .delete_flows_behind(&node("compute1"), naming::BR_INT);
-    engine.host().fail_once(Step::ApplyFlows);
+    engine.host().fail_times(Step::ApplyFlows, 2);
     assert_eq!(engine.audit().await, Vec::<String>::new());
     let error = engine.status(LAB).await.unwrap().audit_error;
     assert!(
