@@ -106,10 +106,11 @@ pub enum ReconcileError {
         flow: String,
         port: String,
     },
-    /// A task the work was handed to panicked or was cancelled.
-    #[error("namespace {namespace}: the {what} task failed: {source}")]
+    /// A task the work was handed to panicked or was cancelled; `of`
+    /// says whose (`namespace seed.compute1`, `lab seed`).
+    #[error("{of}: the {what} task failed: {source}")]
     Task {
-        namespace: String,
+        of: String,
         what: &'static str,
         #[source]
         source: tokio::task::JoinError,
@@ -216,7 +217,7 @@ mod tests {
         // A task that panicked is carried as such, its JoinError the source.
         let join = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
         let e = ReconcileError::Task {
-            namespace: "lab.compute1".into(),
+            of: "namespace lab.compute1".into(),
             what: "iptables",
             source: join,
         };

@@ -186,7 +186,7 @@ async fn apply_unbounded(
             tokio::task::spawn_blocking(move || netns::write_sysctl(&ns, &key, &value))
                 .await
                 .map_err(|source| ReconcileError::Task {
-                    namespace: namespace.to_string(),
+                    of: format!("namespace {namespace}"),
                     what: "sysctl",
                     source,
                 })??;

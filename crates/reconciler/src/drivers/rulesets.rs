@@ -182,7 +182,7 @@ pub async fn converge(
     })
     .await
     .map_err(|source| ReconcileError::Task {
-        namespace: namespace.to_string(),
+        of: format!("namespace {namespace}"),
         what: "iptables",
         source,
     })??;

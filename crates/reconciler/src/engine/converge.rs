@@ -273,9 +273,10 @@ impl<H: Host> Run<'_, H> {
                     let task = name.clone();
                     let made = tokio::task::spawn_blocking(move || host.create_namespace(&task))
                         .await
-                        .map_err(|e| ReconcileError::Io {
-                            path: netns::NETNS_DIR.into(),
-                            source: std::io::Error::other(e),
+                        .map_err(|source| ReconcileError::Task {
+                            of: format!("namespace {name}"),
+                            what: "namespace creation",
+                            source,
                         })
                         .and_then(|r| r);
                     (name, made)
@@ -552,12 +553,14 @@ async fn converge_links<H: Host>(
         .iter()
         .map(|ns| {
             let (host, handles, ns) = (host.clone(), handles.clone(), ns.clone());
+            let namespace = ns.name.clone();
             async move {
                 tokio::spawn(async move { host.read_links(&handles, &ns).await })
                     .await
-                    .map_err(|e| ReconcileError::Io {
-                        path: netns::NETNS_DIR.into(),
-                        source: std::io::Error::other(e),
+                    .map_err(|source| ReconcileError::Task {
+                        of: format!("namespace {namespace}"),
+                        what: "link read",
+                        source,
                     })?
             }
         })

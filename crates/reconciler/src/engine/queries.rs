@@ -245,9 +245,10 @@ impl<H: Host> Engine<H> {
             crate::trace::run(&topology, &run_root, &request, tag)
         })
         .await
-        .map_err(|e| ReconcileError::Io {
-            path: "trace".into(),
-            source: std::io::Error::other(e),
+        .map_err(|source| ReconcileError::Task {
+            of: format!("lab {lab}"),
+            what: "trace",
+            source,
         })?
         .map_err(|source| ReconcileError::Trace {
             lab: lab_name,
