@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use ovslab_topology::Topology;
 use ovslab_topology::naming;
-use tokio::sync::Mutex;
 
 use super::converge::Outcome;
-use super::{Engine, Lab, REPAIRS_KEPT, foreign_names, utc_now};
+use super::{Engine, REPAIRS_KEPT, foreign_names, utc_now};
 use crate::host::Host;
 use crate::ovs_process::{NodeOvs, OvsDaemon};
 
@@ -21,15 +20,8 @@ impl<H: Host> Engine<H> {
     /// finds anything `up` would fix. A lab busy with a user's request is
     /// skipped this time. Returns the labs repaired.
     pub async fn audit(&self) -> Vec<String> {
-        let entries: Vec<(String, Arc<Mutex<Lab>>)> = self
-            .labs
-            .lock()
-            .await
-            .iter()
-            .map(|(name, e)| (name.clone(), e.clone()))
-            .collect();
         let mut repaired = Vec::new();
-        for (name, entry) in entries {
+        for (name, entry) in self.entries().await {
             let Ok(mut lab) = entry.try_lock() else {
                 continue;
             };

@@ -343,6 +343,15 @@ impl<H: Host> Engine<H> {
         })
     }
 
+    /// Every lab's entry as the registry holds them now (the registry is
+    /// not held while they are used).
+    async fn entries(&self) -> Vec<(String, Arc<Mutex<Lab>>)> {
+        let labs = self.labs.lock().await;
+        labs.iter()
+            .map(|(name, e)| (name.clone(), e.clone()))
+            .collect()
+    }
+
     /// Labs this daemon manages.
     pub async fn labs(&self) -> Vec<String> {
         self.labs.lock().await.keys().cloned().collect()
@@ -351,15 +360,8 @@ impl<H: Host> Engine<H> {
     /// How many namespaces each lab's plan has (the daemon's quotas count
     /// them). Waits for a lab busy with an `up` or `down`.
     pub async fn namespace_counts(&self) -> BTreeMap<String, usize> {
-        let entries: Vec<(String, Arc<Mutex<Lab>>)> = self
-            .labs
-            .lock()
-            .await
-            .iter()
-            .map(|(name, e)| (name.clone(), e.clone()))
-            .collect();
         let mut counts = BTreeMap::new();
-        for (name, entry) in entries {
+        for (name, entry) in self.entries().await {
             let lab = entry.lock().await;
             counts.insert(
                 name,
