@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
 use ovslab_capture::Frame;
-use ovslab_reconciler::probes::{Probe, is_echo_reply, is_probe_frame, leg};
+use ovslab_probe::probes::{Probe, is_echo_reply, is_probe_frame, leg};
 
 fuzz_target!(|data: &[u8]| {
     let Some((tag, packet)) = data.split_first_chunk::<2>() else {

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use ovslab_api::{ApiError, TraceRequest, UpRequest};
-use ovslab_reconciler::trace::TraceError;
+use ovslab_probe::trace::TraceError;
 use ovslab_reconciler::{Engine, EngineConfig, ReconcileError};
 use ovslab_topology::{lab_name_problem, object_name_problem, printable_lines as printable};
 use tokio::net::UnixStream;

@@ -16,22 +16,20 @@
 //!   `check`, `trace`, `target` (`queries.rs`); finding and removing labs
 //!   (`removal.rs`).
 //! - [`watch`]: kernel notices that wake the audits.
-//! - [`checks`], [`probes`], [`trace`], [`unixctl`]: the lab's declared
-//!   checks, their probes, `ovslab trace`, and OVS's control sockets.
+//!
+//! A lab's checks and traces (`ovslab-probe`) and OVS's control socket
+//! (`ovslab-unixctl`) are crates of their own: they read the lab's state,
+//! not the reconciler's internals.
 
 pub mod actual;
-pub mod checks;
 pub mod diff;
 pub mod drivers;
 pub mod engine;
 pub mod host;
 pub mod manifest;
 pub mod ovs_process;
-pub mod probes;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod trace;
-pub mod unixctl;
 pub mod watch;
 
 use std::path::Path;
@@ -128,10 +126,42 @@ pub enum ReconcileError {
     Trace {
         lab: String,
         #[source]
-        source: trace::TraceError,
+        source: ovslab_probe::trace::TraceError,
     },
-    #[error("removing lab `{lab}` left errors: {}", errors.join("; "))]
-    Teardown { lab: String, errors: Vec<String> },
+    #[error(
+        "removing lab `{lab}` left errors: {}",
+        failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    Teardown {
+        lab: String,
+        failures: Vec<TeardownFailure>,
+    },
+}
+
+/// One thing a `down` could not remove; the lab stays known, so that
+/// `down` can be tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownFailure {
+    #[error("namespace {name}: {source}")]
+    Namespace {
+        name: String,
+        #[source]
+        source: Box<ReconcileError>,
+    },
+    #[error("listing namespaces: {0}")]
+    ListNamespaces(#[source] std::io::Error),
+    #[error("{}: {source}", path.display())]
+    Manifest {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    RunDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ReconcileError {

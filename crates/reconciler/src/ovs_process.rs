@@ -336,7 +336,7 @@ impl NodeOvs {
             }
             OvsDaemon::OvsVswitchd => {
                 let socket = self.rundir.join(format!("ovs-vswitchd.{pid}.ctl"));
-                match crate::unixctl::call_async(&socket, "version", &[], deadline).await {
+                match ovslab_unixctl::call_async(&socket, "version", &[], deadline).await {
                     Ok(_) => Liveness::Answering(pid),
                     Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                         Liveness::NotAnswering(pid, "a unixctl version")

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use ovslab_reconciler::testing::{FakeHost, Step};
-use ovslab_reconciler::{Engine, EngineConfig, ReconcileError};
+use ovslab_reconciler::{Engine, EngineConfig, ReconcileError, TeardownFailure};
 use ovslab_topology::naming;
 use ovslab_topology::plan::{LocalVlans, plan};
 
@@ -318,6 +318,31 @@ async fn down_after_a_failed_up_removes_what_it_made() {
     assert!(!engine.host().is_empty());
     engine.down(LAB).await.unwrap();
     assert!(engine.host().is_empty(), "{}", summary(engine.host()));
+}
+
+#[tokio::test]
+async fn a_namespace_down_could_not_delete_is_named_and_the_next_down_finishes() {
+    let root = Root::new("down-fails");
+    let engine = root.engine();
+    up(&engine).await.unwrap();
+    engine.host().fail_once(Step::DeleteNamespace);
+    match engine.down(LAB).await {
+        Err(ReconcileError::Teardown { lab, failures }) => {
+            assert_eq!(lab, LAB);
+            assert!(
+                matches!(failures.as_slice(), [TeardownFailure::Namespace { name, .. }]
+                    if name.starts_with(&naming::namespace_prefix(LAB))),
+                "{failures:?}"
+            );
+        }
+        other => panic!("expected a teardown failure, got {other:?}"),
+    }
+    // Still known, its run directory kept, and the next `down` finishes.
+    assert_eq!(engine.labs().await.len(), 1);
+    assert!(root.0.join(LAB).exists());
+    engine.down(LAB).await.unwrap();
+    assert!(engine.host().is_empty(), "{}", summary(engine.host()));
+    assert!(!root.0.join(LAB).exists());
 }
 
 #[tokio::test]

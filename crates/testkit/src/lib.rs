@@ -103,21 +103,24 @@ impl Drop for TestNetns {
     }
 }
 
-/// A private `ovsdb-server` (and optionally `ovs-vswitchd`) in its own
-/// namespace and run directory.
+/// A private `ovsdb-server` (and optionally `ovs-vswitchd`) in its own run
+/// directory; with vswitchd, in its own namespace too.
 ///
 /// The userspace datapath creates tap devices in the namespace vswitchd runs
-/// in, so vswitchd never runs in the host's namespace. Processes are stopped
-/// by the pids they wrote, never by name.
+/// in, so vswitchd never runs in the host's namespace, and needs root. A
+/// database alone needs neither: `ovsdb-server` only listens on a socket in
+/// the run directory, so `start_ovsdb` works for any user. Processes are
+/// stopped by the pids they wrote, never by name.
 #[derive(Debug)]
 pub struct OvsSandbox {
     pub dir: PathBuf,
-    pub netns: TestNetns,
+    pub netns: Option<TestNetns>,
     with_vswitchd: bool,
 }
 
 impl OvsSandbox {
-    /// Starts `ovsdb-server` only.
+    /// Starts `ovsdb-server` only, in the caller's namespace, as the
+    /// caller (no root needed).
     pub fn start_ovsdb() -> Self {
         Self::start_inner(false)
     }
@@ -128,8 +131,8 @@ impl OvsSandbox {
     }
 
     fn start_inner(with_vswitchd: bool) -> Self {
-        let netns = TestNetns::new();
-        let dir = std::env::temp_dir().join(format!("{}-ovs", netns.name));
+        let netns = with_vswitchd.then(TestNetns::new);
+        let dir = std::env::temp_dir().join(format!("{}-ovs", unique_name("ovslab-t-")));
         std::fs::create_dir_all(&dir).expect("create sandbox dir");
         let sandbox = OvsSandbox {
             dir,
@@ -145,7 +148,7 @@ impl OvsSandbox {
                 "/usr/share/openvswitch/vswitch.ovsschema",
             ],
         );
-        sandbox.netns.exec(&[
+        sandbox.exec(&[
             "ovsdb-server",
             &format!("{d}/conf.db"),
             &format!("--remote=punix:{d}/db.sock"),
@@ -156,7 +159,7 @@ impl OvsSandbox {
             "--no-chdir",
         ]);
         if with_vswitchd {
-            sandbox.netns.exec(&[
+            sandbox.exec(&[
                 "env",
                 &format!("OVS_RUNDIR={d}"),
                 "ovs-vswitchd",
@@ -170,6 +173,15 @@ impl OvsSandbox {
             sandbox.vsctl(&["init"]);
         }
         sandbox
+    }
+
+    /// Runs `args` in the sandbox's namespace (the caller's when it has
+    /// none); panics on failure.
+    fn exec(&self, args: &[&str]) -> String {
+        match &self.netns {
+            Some(netns) => netns.exec(args),
+            None => run(args[0], &args[1..]),
+        }
     }
 
     /// `unix:` path of the database socket.

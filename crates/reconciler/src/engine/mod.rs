@@ -41,10 +41,10 @@ use ovslab_topology::naming;
 use ovslab_topology::plan::{LocalVlans, plan};
 use tokio::sync::Mutex;
 
-use crate::ReconcileError;
 use crate::host::{Host, RealHost};
 use crate::manifest::Manifest;
 use crate::ovs_process::{NodeOvs, OvsDaemon};
+use crate::{ReconcileError, TeardownFailure};
 use converge::Outcome;
 use removal::{adopt, remove_namespaces, remove_run_dir};
 
@@ -296,7 +296,6 @@ impl<H: Host> Engine<H> {
         self.watchers.forget(&naming::namespace_prefix(lab));
         self.host.forget(&naming::namespace_prefix(lab));
         let mut removed = Vec::new();
-        let mut errors = Vec::new();
         let dir = self.lab_dir(lab);
         let mut nodes = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -312,22 +311,21 @@ impl<H: Host> Engine<H> {
         for stopped in join_all(nodes.iter().map(|n| self.host.stop_and_remove(n))).await {
             removed.extend(stopped);
         }
-        let (deleted, left_alone, failed) =
+        let (deleted, left_alone, mut failures) =
             remove_namespaces(&*self.host, lab, &mut guard.manifest);
         removed.extend(deleted);
-        errors.extend(failed);
-        if errors.is_empty() {
+        if failures.is_empty() {
             match remove_run_dir(&dir) {
                 Ok(true) => removed.push(format!("removed {}", dir.display())),
                 Ok(false) => {}
-                Err(e) => errors.push(format!("{}: {e}", dir.display())),
+                Err(source) => failures.push(TeardownFailure::RunDir { path: dir, source }),
             }
         }
-        if !errors.is_empty() {
+        if !failures.is_empty() {
             // Still known, so that `down` can be tried again.
             return Err(ReconcileError::Teardown {
                 lab: lab.to_string(),
-                errors,
+                failures,
             });
         }
         // Forgotten before the lock goes, so nobody finds it half removed;

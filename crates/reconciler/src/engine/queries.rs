@@ -167,7 +167,7 @@ impl<H: Host> Engine<H> {
         // the same namespace, which run one after the other.
         let mut groups: BTreeMap<Option<(String, u16)>, Vec<usize>> = BTreeMap::new();
         for (i, check) in topology.checks.iter().enumerate() {
-            match crate::checks::listen_key(&topology, check) {
+            match ovslab_probe::checks::listen_key(&topology, check) {
                 Some(key) => groups.entry(Some(key)).or_default().push(i),
                 None => groups.entry(None).or_default().push(i),
             }
@@ -181,7 +181,10 @@ impl<H: Host> Engine<H> {
         batches.extend(groups.into_values());
         let runs = batches.into_iter().map(|batch| {
             let topology = topology.clone();
-            let tags: Vec<u16> = batch.iter().map(|_| crate::checks::next_tag()).collect();
+            let tags: Vec<u16> = batch
+                .iter()
+                .map(|_| ovslab_probe::checks::next_tag())
+                .collect();
             async move {
                 // Held by the probe's thread, so a request that goes away
                 // does not free it early.
@@ -192,7 +195,10 @@ impl<H: Host> Engine<H> {
                         .into_iter()
                         .zip(tags)
                         .map(|(i, tag)| {
-                            (i, crate::checks::run(&topology, &topology.checks[i], tag))
+                            (
+                                i,
+                                ovslab_probe::checks::run(&topology, &topology.checks[i], tag),
+                            )
                         })
                         .collect::<Vec<_>>()
                 })
@@ -237,12 +243,12 @@ impl<H: Host> Engine<H> {
             .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
         let topology = entry.lock().await.topology.clone();
         let run_root = self.config.run_root.clone();
-        let tag = crate::checks::next_tag();
+        let tag = ovslab_probe::checks::next_tag();
         let lab_name = lab.to_string();
         let permit = PROBES.acquire().await;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            crate::trace::run(&topology, &run_root, &request, tag)
+            ovslab_probe::trace::run(&topology, &run_root, &request, tag)
         })
         .await
         .map_err(|source| ReconcileError::Task {

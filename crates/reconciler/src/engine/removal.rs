@@ -6,6 +6,7 @@ use ovslab_topology::naming;
 use ovslab_topology::plan::{LocalVlans, plan};
 
 use super::{Lab, TOPOLOGY_FILE, foreign_warning};
+use crate::TeardownFailure;
 use crate::host::Host;
 use crate::manifest::{Manifest, Ownership};
 
@@ -32,11 +33,14 @@ pub(super) fn adopt(host: &impl Host, dir: &Path, name: &str) -> Option<Lab> {
         Err(_) => {
             if let Some(mut manifest) = manifest {
                 tracing::info!(lab = name, "finishing the removal of the lab");
-                let (_, left_alone, errors) = remove_namespaces(host, name, &mut manifest);
-                for line in left_alone.iter().chain(&errors) {
+                let (_, left_alone, failures) = remove_namespaces(host, name, &mut manifest);
+                for line in &left_alone {
                     tracing::warn!(lab = name, "{line}");
                 }
-                if errors.is_empty() {
+                for failure in &failures {
+                    tracing::warn!(lab = name, "{failure}");
+                }
+                if failures.is_empty() {
                     let _ = remove_run_dir(dir);
                 }
             } else {
@@ -87,13 +91,13 @@ pub(super) fn adopt(host: &impl Host, dir: &Path, name: &str) -> Option<Lab> {
 /// Deletes the namespaces of a lab's manifest that are still the ones it
 /// made. Returns what was deleted, what was left alone (the manifest's
 /// namespaces replaced by someone else's, and namespaces with the lab's
-/// prefix it never made), and the errors.
+/// prefix it never made), and what failed.
 pub(super) fn remove_namespaces(
     host: &impl Host,
     lab: &str,
     manifest: &mut Manifest,
-) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let (mut deleted, mut left_alone, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+) -> (Vec<String>, Vec<String>, Vec<TeardownFailure>) {
+    let (mut deleted, mut left_alone, mut failures) = (Vec::new(), Vec::new(), Vec::new());
     let recorded: Vec<(String, Option<u64>)> = manifest
         .namespaces()
         .map(|(n, i)| (n.to_string(), i))
@@ -122,7 +126,10 @@ pub(super) fn remove_namespaces(
                     });
                     manifest.forget(ns);
                 }
-                Err(e) => errors.push(format!("namespace {ns}: {e}")),
+                Err(e) => failures.push(TeardownFailure::Namespace {
+                    name: ns.clone(),
+                    source: Box::new(e),
+                }),
             }
         } else if ownership == Ownership::Replaced {
             left_alone.push(format!(
@@ -138,12 +145,15 @@ pub(super) fn remove_namespaces(
                 .filter(|n| n.starts_with(&prefix) && !recorded.iter().any(|(r, _)| r == *n))
                 .map(|n| foreign_warning(n)),
         ),
-        Err(e) => errors.push(e.to_string()),
+        Err(e) => failures.push(TeardownFailure::ListNamespaces(e)),
     }
-    if let Err(e) = manifest.save() {
-        errors.push(format!("{}: {e}", manifest.path().display()));
+    if let Err(source) = manifest.save() {
+        failures.push(TeardownFailure::Manifest {
+            path: manifest.path().to_path_buf(),
+            source,
+        });
     }
-    (deleted, left_alone, errors)
+    (deleted, left_alone, failures)
 }
 
 /// Removes a lab's run directory, the manifest last, so that a daemon

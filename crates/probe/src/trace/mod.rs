@@ -29,10 +29,10 @@ use ovslab_netlink::netns;
 use ovslab_topology::naming::{self, HybridPlug};
 use ovslab_topology::plan::{self, DesiredState, NamespaceKind};
 use ovslab_topology::{CheckTarget, NodeRole, Topology};
+use ovslab_unixctl as unixctl;
 
 use crate::checks;
 use crate::probes::{self, Leg, Probe};
-use crate::unixctl;
 use wiring::{Device, Seen, Wiring};
 
 /// Why a trace could not run.
