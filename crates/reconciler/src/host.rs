@@ -162,6 +162,10 @@ pub trait Host: Send + Sync + 'static {
     /// Forgets what it knows of the namespaces starting with `prefix` (a
     /// lab going down).
     fn forget(&self, prefix: &str);
+
+    /// Notified whenever an Open vSwitch daemon this host started exits
+    /// (on purpose or not): the audits wake on it.
+    fn exited(&self) -> &tokio::sync::Notify;
 }
 
 /// The host itself: netlink, the OVS processes, OVSDB, OpenFlow and
@@ -326,5 +330,11 @@ impl Host for RealHost {
 
     fn forget(&self, prefix: &str) {
         self.rulesets.forget(prefix);
+    }
+
+    fn exited(&self) -> &tokio::sync::Notify {
+        // The reaper of each child notifies the process-wide one: the
+        // daemons outlive any one `NodeOvs` value.
+        crate::ovs_process::exited()
     }
 }

@@ -354,6 +354,7 @@ impl fmt::Display for FakeFlow {
 #[derive(Debug, Default)]
 pub struct FakeHost {
     state: Mutex<State>,
+    exited: tokio::sync::Notify,
 }
 
 impl FakeHost {
@@ -447,6 +448,7 @@ impl FakeHost {
             }
             node.died.push(daemon.program());
         }
+        self.exited.notify_one();
     }
 }
 
@@ -710,4 +712,8 @@ impl Host for FakeHost {
     }
 
     fn forget(&self, _prefix: &str) {}
+
+    fn exited(&self) -> &tokio::sync::Notify {
+        &self.exited
+    }
 }

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ovslab_reconciler::testing::{FakeHost, Step};
 use ovslab_reconciler::{Engine, EngineConfig, ReconcileError, TeardownFailure};
@@ -256,6 +257,30 @@ async fn an_audit_restarts_a_killed_vswitchd_and_its_flows() {
         )
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_daemon_that_exits_wakes_the_audits_at_once() {
+    let reference = converged().await;
+    let root = Root::new("wake");
+    let engine = std::sync::Arc::new(root.engine());
+    up(&engine).await.unwrap();
+    // An hour between audits: only the exit can start one in time.
+    let audits = engine.spawn_audits(Duration::from_secs(3600), || {});
+    engine.host().kill_behind(
+        &node("compute1"),
+        ovslab_reconciler::ovs_process::OvsDaemon::OvsVswitchd,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while summary(engine.host()) != reference {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not repaired 10 s after the exit:\n{}",
+            summary(engine.host())
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    audits.abort();
 }
 
 #[tokio::test]

@@ -103,6 +103,8 @@ impl<H: Host> Engine<H> {
     ) -> tokio::task::JoinHandle<()> {
         self.watchers.enable();
         let drift = self.watchers.drift();
+        // The host, not the engine: the loop must not keep the engine alive.
+        let host = Arc::clone(&self.host);
         let engine = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut pause = every;
@@ -111,7 +113,7 @@ impl<H: Host> Engine<H> {
             loop {
                 let noticed = tokio::select! {
                     () = tokio::time::sleep(pause) => false,
-                    () = crate::ovs_process::exited().notified() => false,
+                    () = host.exited().notified() => false,
                     () = drift.notified() => true,
                 };
                 if noticed {
