@@ -192,30 +192,102 @@ pub struct OvsPort {
     pub port_other_config: BTreeMap<String, String>,
 }
 
-/// One flow, with ports named rather than numbered.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// One flow, with ports named rather than numbered. Unset matches are
+/// wildcards; `FlowSpec::default()` is a table-0, priority-0 drop on no
+/// bridge, to be filled in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct FlowSpec {
     pub bridge: String,
     pub table: u8,
     pub priority: u16,
     pub in_port: Option<String>,
-    pub dl_vlan: Option<u16>,
+    /// The frame's VLAN: a tag, or none at all (`vlan_tci=0x0000`).
+    pub dl_vlan: Option<VlanMatch>,
+    /// The destination MAC, exactly or by its multicast bit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dl_dst: Option<MacMatch>,
+    /// The tunnel key the frame arrived with (VXLAN VNI, GRE key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tun_id: Option<u32>,
     /// Matches ARP only (`arp` in ovs-ofctl).
     pub arp: bool,
     /// ARP sender address (`arp_spa`), with `arp`.
     pub arp_spa: Option<Ipv4Addr>,
+    /// ARP target address (`arp_tpa`), with `arp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arp_tpa: Option<Ipv4Addr>,
     pub actions: Vec<FlowAction>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
+pub enum VlanMatch {
+    /// `dl_vlan=<id>`: tagged with this id.
+    Id(u16),
+    /// `vlan_tci=0x0000`: no tag (a flat network's frames).
+    Untagged,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MacMatch {
+    /// `dl_dst=<mac>`.
+    Exact([u8; 6]),
+    /// `dl_dst=00:00:00:00:00:00/01:00:00:00:00:00`.
+    Unicast,
+    /// `dl_dst=01:00:00:00:00:00/01:00:00:00:00:00` (broadcast too).
+    Multicast,
+}
+
+/// A header field an action copies from or to (`move:` in ovs-ofctl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveField {
+    EthSrc,
+    EthDst,
+    ArpSha,
+    ArpTha,
+    ArpSpa,
+    ArpTpa,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FlowAction {
-    /// `mod_vlan_vid:<id>` (OpenFlow 1.3 `set_field:vlan_vid`).
+    /// `mod_vlan_vid:<id>` on a tagged frame (OpenFlow 1.3
+    /// `set_field:vlan_vid`).
     ModVlanVid(u16),
+    /// `push_vlan:0x8100`: before a `ModVlanVid` on an untagged frame,
+    /// which OpenFlow 1.0's `mod_vlan_vid` did in one step.
+    PushVlan,
+    /// `strip_vlan` (`pop_vlan`).
+    StripVlan,
+    /// `set_tunnel:<key>` (`set_field:<key>->tun_id`).
+    SetTunnel(u32),
+    /// `output:<port>`.
+    Output(String),
+    /// `IN_PORT`: back out of the port the frame came in on.
+    InPort,
     /// `NORMAL`: the bridge's own MAC learning.
     Normal,
     /// `resubmit(,<table>)`: continue in another table and come back.
     Resubmit(u8),
+    /// br-tun's table 10: learn where a MAC lives from a frame that came
+    /// out of a tunnel, as `br_tun.py` writes it:
+    /// `learn(table=20,hard_timeout=300,priority=1,NXM_OF_VLAN_TCI[0..11],
+    /// NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:0->NXM_OF_VLAN_TCI[],
+    /// load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],output:NXM_OF_IN_PORT[])`.
+    LearnFromTunnel,
+    /// `move:<from>-><to>` (NXAST_REG_MOVE), whole fields.
+    Move(MoveField, MoveField),
+    /// `mod_dl_src:<mac>`.
+    SetEthSrc([u8; 6]),
+    /// `load:<op>->NXM_OF_ARP_OP[]`.
+    SetArpOp(u16),
+    /// `load:<mac>->NXM_NX_ARP_SHA[]`.
+    SetArpSha([u8; 6]),
+    /// `load:<ip>->NXM_OF_ARP_SPA[]`.
+    SetArpSpa(Ipv4Addr),
 }
 
 /// Node-local VLAN ids already in use, `(node, network) → tag`; kept so that
@@ -442,10 +514,10 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 table,
                 priority,
                 in_port: Some(qvo.clone()),
-                dl_vlan: None,
                 arp: true,
                 arp_spa,
                 actions,
+                ..FlowSpec::default()
             };
             flows.push(arp(0, 10, None, vec![FlowAction::Resubmit(24)]));
             flows.push(arp(24, 2, Some(inst.address), vec![FlowAction::Normal]));
@@ -458,13 +530,8 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             });
             flows.push(FlowSpec {
                 bridge: BR_EX.to_string(),
-                table: 0,
-                priority: 0,
-                in_port: None,
-                dl_vlan: None,
-                arp: false,
-                arp_spa: None,
                 actions: vec![FlowAction::Normal],
+                ..FlowSpec::default()
             });
             flows.sort();
         }
@@ -822,16 +889,15 @@ fn agent_flows(topo: &Topology, local_vlans: &BTreeMap<String, u16>) -> Vec<Flow
                 table,
                 priority,
                 in_port: Option<&str>,
-                dl_vlan,
+                dl_vlan: Option<u16>,
                 actions: Vec<FlowAction>| FlowSpec {
         bridge: bridge.to_string(),
         table,
         priority,
         in_port: in_port.map(str::to_string),
-        dl_vlan,
-        arp: false,
-        arp_spa: None,
+        dl_vlan: dl_vlan.map(VlanMatch::Id),
         actions,
+        ..FlowSpec::default()
     };
     let mut flows = vec![
         flow(BR_INT, 0, 0, None, None, vec![FlowAction::Normal]),
@@ -896,10 +962,10 @@ mod tests {
         );
         // The wire carries the segment: br-vlan rewrites local → 101.
         assert!(c1.flows.iter().any(|f| f.bridge == BR_VLAN
-            && f.dl_vlan == Some(1)
+            && f.dl_vlan == Some(VlanMatch::Id(1))
             && f.actions == vec![FlowAction::ModVlanVid(101), FlowAction::Normal]));
         assert!(c1.flows.iter().any(|f| f.bridge == BR_INT
-            && f.dl_vlan == Some(101)
+            && f.dl_vlan == Some(VlanMatch::Id(101))
             && f.actions == vec![FlowAction::ModVlanVid(1), FlowAction::Normal]));
     }
 

@@ -13,7 +13,7 @@ use ovslab_openflow::{
     Action, Client, ETH_TYPE_ARP, FlowMod, FlowStats, FlowStatsRequest, Instruction, Match,
     OFPP_NORMAL, OFPVID_PRESENT, OxmField,
 };
-use ovslab_topology::plan::{FlowAction, FlowSpec};
+use ovslab_topology::plan::{FlowAction, FlowSpec, VlanMatch};
 
 use crate::ReconcileError;
 use crate::ovs_process::NodeOvs;
@@ -85,8 +85,10 @@ pub fn describe(spec: &FlowSpec) -> String {
     if let Some(p) = &spec.in_port {
         s.push_str(&format!(",in_port={p}"));
     }
-    if let Some(v) = spec.dl_vlan {
-        s.push_str(&format!(",dl_vlan={v}"));
+    match spec.dl_vlan {
+        Some(VlanMatch::Id(v)) => s.push_str(&format!(",dl_vlan={v}")),
+        Some(VlanMatch::Untagged) => s.push_str(",vlan_tci=0x0000"),
+        None => {}
     }
     if spec.arp {
         s.push_str(",arp");
@@ -105,6 +107,7 @@ pub fn describe(spec: &FlowSpec) -> String {
             FlowAction::ModVlanVid(v) => format!("mod_vlan_vid:{v}"),
             FlowAction::Normal => "NORMAL".to_string(),
             FlowAction::Resubmit(t) => format!("resubmit(,{t})"),
+            other => format!("{other:?}"),
         })
         .collect();
     s.push_str(&actions.join(","));
@@ -157,8 +160,14 @@ fn to_flow_mod(spec: &FlowSpec, cookie: u64, ports: &BTreeMap<String, u32>) -> O
     if let Some(p) = &spec.in_port {
         m = m.in_port(*ports.get(p)?);
     }
-    if let Some(v) = spec.dl_vlan {
-        m = m.vlan_vid(Some(v));
+    match spec.dl_vlan {
+        Some(VlanMatch::Id(v)) => m = m.vlan_vid(Some(v)),
+        Some(VlanMatch::Untagged) => m = m.vlan_vid(None),
+        None => {}
+    }
+    // Not planned yet: br-tun's matches and actions.
+    if spec.dl_dst.is_some() || spec.tun_id.is_some() || spec.arp_tpa.is_some() {
+        return None;
     }
     if spec.arp {
         m = m.eth_type(ETH_TYPE_ARP);
@@ -170,11 +179,12 @@ fn to_flow_mod(spec: &FlowSpec, cookie: u64, ports: &BTreeMap<String, u32>) -> O
         .actions
         .iter()
         .map(|a| match a {
-            FlowAction::ModVlanVid(v) => Action::set_vlan_vid(*v),
-            FlowAction::Normal => Action::normal(),
-            FlowAction::Resubmit(t) => Action::resubmit_table(*t),
+            FlowAction::ModVlanVid(v) => Some(Action::set_vlan_vid(*v)),
+            FlowAction::Normal => Some(Action::normal()),
+            FlowAction::Resubmit(t) => Some(Action::resubmit_table(*t)),
+            _ => None,
         })
-        .collect();
+        .collect::<Option<Vec<_>>>()?;
     Some(FlowMod::add(spec.table, spec.priority, m, actions).with_cookie(cookie))
 }
 
@@ -190,7 +200,10 @@ fn to_spec(bridge: &str, stats: &FlowStats, names: &BTreeMap<u32, &str>) -> Opti
             OxmField::EthType(ETH_TYPE_ARP) => arp = true,
             OxmField::ArpSpa(ip, None) => arp_spa = Some(*ip),
             OxmField::InPort(p) => in_port = Some(names.get(p)?.to_string()),
-            OxmField::VlanVid(v, None) if v & OFPVID_PRESENT != 0 => dl_vlan = Some(v & 0x0fff),
+            OxmField::VlanVid(v, None) if v & OFPVID_PRESENT != 0 => {
+                dl_vlan = Some(VlanMatch::Id(v & 0x0fff))
+            }
+            OxmField::VlanVid(0, None) => dl_vlan = Some(VlanMatch::Untagged),
             _ => return None,
         }
     }
@@ -219,6 +232,7 @@ fn to_spec(bridge: &str, stats: &FlowStats, names: &BTreeMap<u32, &str>) -> Opti
         arp,
         arp_spa,
         actions,
+        ..FlowSpec::default()
     })
 }
 
@@ -257,10 +271,11 @@ mod tests {
                 table: 0,
                 priority: 3,
                 in_port: Some("int-br-vlan".into()),
-                dl_vlan: Some(101),
+                dl_vlan: Some(VlanMatch::Id(101)),
                 arp: false,
                 arp_spa: None,
                 actions: vec![FlowAction::ModVlanVid(1), FlowAction::Normal],
+                ..FlowSpec::default()
             },
             FlowSpec {
                 bridge: "br-int".into(),
@@ -271,6 +286,7 @@ mod tests {
                 arp: false,
                 arp_spa: None,
                 actions: vec![],
+                ..FlowSpec::default()
             },
             FlowSpec {
                 bridge: "br-int".into(),
@@ -281,6 +297,7 @@ mod tests {
                 arp: true,
                 arp_spa: Some("192.168.1.11".parse().unwrap()),
                 actions: vec![FlowAction::Normal],
+                ..FlowSpec::default()
             },
             FlowSpec {
                 bridge: "br-int".into(),
@@ -291,6 +308,7 @@ mod tests {
                 arp: true,
                 arp_spa: None,
                 actions: vec![FlowAction::Resubmit(24)],
+                ..FlowSpec::default()
             },
             FlowSpec {
                 bridge: "br-int".into(),
@@ -301,6 +319,7 @@ mod tests {
                 arp: false,
                 arp_spa: None,
                 actions: vec![],
+                ..FlowSpec::default()
             },
         ];
         let ports = ports();
@@ -333,6 +352,7 @@ mod tests {
             arp: false,
             arp_spa: None,
             actions: vec![],
+            ..FlowSpec::default()
         };
         assert!(to_flow_mod(&spec, 1, &ports()).is_none());
         assert_eq!(
