@@ -370,6 +370,7 @@ mod tests {
             crosses: vec!["compute1".into()],
             avoids: vec!["network".into()],
             wire_vlan: Some(101),
+            wire_vni: None,
             arrives_from: None,
             layer2: false,
             line: 1,

@@ -173,6 +173,9 @@ pub struct Check {
     pub avoids: Vec<String>,
     /// The VLAN id the probe must carry wherever it crosses a physical uplink.
     pub wire_vlan: Option<u16>,
+    /// The tunnel key (VXLAN VNI, GRE key) the probe must carry wherever it
+    /// crosses an overlay uplink.
+    pub wire_vni: Option<u32>,
     /// The source address the probe must arrive with at its destination.
     pub arrives_from: Option<Ipv4Addr>,
     /// Send the probe as a raw frame straight to the destination

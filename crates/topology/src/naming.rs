@@ -34,6 +34,18 @@ pub const PHY_BR_VLAN: &str = "phy-br-vlan";
 pub const UPLINK: &str = "eth1";
 /// The network node's uplink to the external network (a port of br-ex).
 pub const EXTERNAL_UPLINK: &str = "eth2";
+/// A node's uplink to the overlay network, where its tunnels run (a port of
+/// [`BR_OVERLAY`]).
+pub const OVERLAY_UPLINK: &str = "eth3";
+/// The bridge that holds a node's tunnel endpoint address (the agent's
+/// `local_ip`) on its internal port and the overlay uplink: the userspace
+/// datapath routes and encapsulates tunnel traffic itself, from addresses
+/// on its own bridges.
+pub const BR_OVERLAY: &str = "br-overlay";
+/// br-tun and its patch pair with br-int.
+pub const BR_TUN: &str = "br-tun";
+pub const PATCH_TUN: &str = "patch-tun";
+pub const PATCH_INT: &str = "patch-int";
 /// An instance's or external host's NIC, inside its own namespace.
 pub const GUEST_NIC: &str = "eth0";
 /// Every namespace's loopback device.
@@ -56,6 +68,11 @@ pub const RESERVED_NAMES: &[&str] = &[
     GUEST_NIC,
     UPLINK,
     EXTERNAL_UPLINK,
+    OVERLAY_UPLINK,
+    BR_OVERLAY,
+    BR_TUN,
+    PATCH_TUN,
+    PATCH_INT,
 ];
 
 /// A router's namespace is `<lab>.qrouter-<router uuid>`.

@@ -134,6 +134,8 @@ pub(crate) struct RawCheck {
     #[serde(default)]
     pub wire_vlan: Option<S<i64>>,
     #[serde(default)]
+    pub wire_vni: Option<S<i64>>,
+    #[serde(default)]
     pub arrives_from: Option<S<String>>,
     #[serde(default)]
     pub layer2: Option<S<bool>>,

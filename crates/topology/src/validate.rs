@@ -1140,6 +1140,18 @@ fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
             }
             None => None,
         };
+        let wire_vni = match &k.wire_vni {
+            Some(v) if (1..=u32::MAX as i64).contains(&v.value) => Some(v.value as u32),
+            Some(v) => {
+                c.err(
+                    v,
+                    format!("{what}: wire_vni {} is outside 1–4294967295", v.value),
+                );
+                ok = false;
+                None
+            }
+            None => None,
+        };
         let arrives_from = match &k.arrives_from {
             Some(a) => {
                 let ip = c.ipv4(&format!("{what}: arrives_from"), a);
@@ -1174,6 +1186,7 @@ fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
                 crosses: k.crosses.iter().map(|n| n.value.clone()).collect(),
                 avoids: k.avoids.iter().map(|n| n.value.clone()).collect(),
                 wire_vlan,
+                wire_vni,
                 arrives_from,
                 line: at(&k.name).0,
             });
