@@ -32,6 +32,7 @@ pub struct LinkInfo {
     pub up: bool,
     pub mac: Option<[u8; 6]>,
     pub addresses: Vec<Ipv4Net>,
+    pub mtu: u32,
 }
 
 /// An IPv4 route with a gateway, in the main table.
@@ -278,6 +279,13 @@ impl Netlink {
         self.change_link(message, format!("set {name} up")).await
     }
 
+    pub async fn set_mtu(&self, name: &str, mtu: u32) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        let message = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.change_link(message, format!("set {name} mtu {mtu}"))
+            .await
+    }
+
     pub async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<(), NetlinkError> {
         let index = self.index(name).await?;
         let message = LinkUnspec::new_with_index(index)
@@ -443,6 +451,7 @@ fn link_info(message: &LinkMessage) -> LinkInfo {
     for attr in &message.attributes {
         match attr {
             LinkAttribute::IfName(name) => info.name = name.clone(),
+            LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
             LinkAttribute::Controller(master) => info.master = Some(*master),
             LinkAttribute::Address(bytes) => info.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
             LinkAttribute::LinkInfo(infos) => {

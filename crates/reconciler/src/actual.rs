@@ -17,6 +17,7 @@ pub struct ActualLink {
     pub mac: Option<[u8; 6]>,
     pub addresses: Vec<Ipv4Net>,
     pub tx_checksum: bool,
+    pub mtu: u32,
 }
 
 /// One namespace's links and routes.
@@ -42,7 +43,9 @@ pub struct ActualPort {
     pub tag: Option<u16>,
     /// The interface's `type` ("" for a system port).
     pub kind: String,
-    pub patch_peer: Option<String>,
+    /// The interface's `options` (a patch port's `peer`, a tunnel's
+    /// endpoints and keys).
+    pub options: BTreeMap<String, String>,
     pub interface_external_ids: BTreeMap<String, String>,
     pub port_other_config: BTreeMap<String, String>,
     /// OpenFlow port number, once vswitchd has assigned one.

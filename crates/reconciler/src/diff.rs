@@ -18,6 +18,9 @@ pub const PROTOCOL: &str = "OpenFlow13";
 /// headers, so their checksum and segmentation offloads can stay on (see
 /// docs/design.md, "The data path").
 pub const ROOT_OTHER_CONFIG: &[(&str, &str)] = &[("userspace-tso-enable", "true")];
+/// The kind netlink reports for the tap device of an OVS internal port in
+/// the userspace datapath.
+pub const OVS_INTERNAL_KIND: &str = "tun";
 /// `external_ids` key marking a bridge as a lab's.
 pub const LAB_MARK: &str = "ovslab-lab";
 
@@ -42,6 +45,10 @@ pub enum LinkChange {
     SetMac {
         name: String,
         mac: [u8; 6],
+    },
+    SetMtu {
+        name: String,
+        mtu: u32,
     },
     SetMaster {
         name: String,
@@ -77,6 +84,7 @@ impl LinkChange {
             LinkChange::CreateBridge { .. } => 2,
             LinkChange::CreateVeth { .. } => 3,
             LinkChange::SetMac { .. }
+            | LinkChange::SetMtu { .. }
             | LinkChange::SetMaster { .. }
             | LinkChange::SetTxChecksum { .. }
             | LinkChange::DelAddress { .. }
@@ -101,6 +109,7 @@ impl std::fmt::Display for LinkChange {
             LinkChange::SetMac { name, mac } => {
                 write!(f, "set {name} address {}", ovslab_topology::format_mac(mac))
             }
+            LinkChange::SetMtu { name, mtu } => write!(f, "set {name} mtu {mtu}"),
             LinkChange::SetMaster {
                 name,
                 master: Some(m),
@@ -158,6 +167,10 @@ pub fn diff_namespace(
     for b in &desired.bridges {
         wanted_kind.insert(b, "bridge");
     }
+    // Made by ovs-vswitchd (a tap), configured here once it exists.
+    for port in &desired.ovs_internal {
+        wanted_kind.insert(port, OVS_INTERNAL_KIND);
+    }
     let veth_names: BTreeSet<&str> = desired.links.iter().map(|l| l.name.as_str()).collect();
     for name in veth_names {
         wanted_kind.entry(name).or_insert("veth");
@@ -199,6 +212,11 @@ pub fn diff_namespace(
 
     for spec in &desired.links {
         let current = actual.link(&spec.name).filter(|_| exists(&spec.name));
+        if current.is_none() && desired.ovs_internal.contains(&spec.name) {
+            // Not there until ovs-vswitchd makes it; the converge comes
+            // back to it after the switch's transaction.
+            continue;
+        }
         if let Some(mac) = spec.mac
             && current.and_then(|c| c.mac) != Some(mac)
         {
@@ -212,6 +230,14 @@ pub fn diff_namespace(
             out.push(LinkChange::SetMaster {
                 name: spec.name.clone(),
                 master: spec.master.clone(),
+            });
+        }
+        if let Some(mtu) = spec.mtu
+            && current.map(|c| c.mtu) != Some(mtu)
+        {
+            out.push(LinkChange::SetMtu {
+                name: spec.name.clone(),
+                mtu,
             });
         }
         if let Some(on) = spec.tx_checksum
@@ -327,14 +353,9 @@ fn bridge_settings_match(b: &ActualBridge, lab: &str) -> bool {
 }
 
 fn port_matches(actual: &ActualPort, desired: &OvsPort) -> bool {
-    let kind = if desired.patch_peer.is_some() {
-        "patch"
-    } else {
-        ""
-    };
     actual.tag == desired.tag
-        && actual.kind == kind
-        && actual.patch_peer == desired.patch_peer
+        && actual.kind == desired.interface_type()
+        && actual.options == desired.interface_options()
         && actual.interface_external_ids == desired.interface_external_ids
         && actual.port_other_config == desired.port_other_config
 }
@@ -447,6 +468,7 @@ mod tests {
                 mac: spec.mac.or(Some([2, 0, 0, 0, 0, 1])),
                 addresses: spec.addresses.clone(),
                 tx_checksum: spec.tx_checksum.unwrap_or(true),
+                mtu: spec.mtu.unwrap_or(1500),
             });
         }
         links.push(crate::actual::ActualLink {
@@ -584,8 +606,8 @@ mod tests {
                         interface_uuid: format!("iface-{}", p.name),
                         name: p.name.clone(),
                         tag: p.tag,
-                        kind: if p.patch_peer.is_some() { "patch" } else { "" }.into(),
-                        patch_peer: p.patch_peer.clone(),
+                        kind: p.interface_type().into(),
+                        options: p.interface_options(),
                         interface_external_ids: p.interface_external_ids.clone(),
                         port_other_config: p.port_other_config.clone(),
                         ofport: Some(1),

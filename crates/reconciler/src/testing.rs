@@ -160,6 +160,7 @@ impl State {
             mac: Some([2, 0, 0, 0, (n >> 8) as u8, n as u8]),
             addresses: Vec::new(),
             tx_checksum: true,
+            mtu: 1500,
         });
         Ok(())
     }
@@ -199,6 +200,7 @@ impl State {
                 self.peers.insert(b, a);
             }
             LinkChange::SetMac { name, mac } => self.link(namespace, name)?.mac = Some(*mac),
+            LinkChange::SetMtu { name, mtu } => self.link(namespace, name)?.mtu = *mtu,
             LinkChange::SetMaster { name, master } => {
                 self.link(namespace, name)?.master = master.clone()
             }
@@ -225,13 +227,8 @@ impl State {
             interface_uuid: format!("interface-{}", self.next()),
             name: port.name.clone(),
             tag: port.tag,
-            kind: if port.patch_peer.is_some() {
-                "patch"
-            } else {
-                ""
-            }
-            .to_string(),
-            patch_peer: port.patch_peer.clone(),
+            kind: port.interface_type().to_string(),
+            options: port.interface_options(),
             interface_external_ids: port.interface_external_ids.clone(),
             port_other_config: port.port_other_config.clone(),
             ofport: Some(self.next() as i64),
@@ -256,6 +253,7 @@ impl State {
                         name: bridge.name.clone(),
                         tag: None,
                         patch_peer: None,
+                        tunnel: None,
                         interface_external_ids: BTreeMap::new(),
                         port_other_config: BTreeMap::new(),
                     };

@@ -17,7 +17,13 @@ struct Root(PathBuf);
 
 impl Root {
     fn new(test: &str) -> Root {
-        let dir = std::env::temp_dir().join(format!("ovslab-fake-{}-{test}", std::process::id()));
+        // Unique per call: tests run in parallel and some build twice.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "ovslab-fake-{}-{n}-{test}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         Root(dir)
     }
@@ -85,13 +91,8 @@ fn summary(host: &FakeHost) -> String {
             for p in ports {
                 let _ = writeln!(
                     out,
-                    "    port {} tag={:?} kind={} peer={:?} {:?} {:?}",
-                    p.name,
-                    p.tag,
-                    p.kind,
-                    p.patch_peer,
-                    p.interface_external_ids,
-                    p.port_other_config
+                    "    port {} tag={:?} kind={} options={:?} {:?} {:?}",
+                    p.name, p.tag, p.kind, p.options, p.interface_external_ids, p.port_other_config
                 );
             }
         }
@@ -224,7 +225,7 @@ async fn an_audit_puts_back_a_deleted_port() {
             br_int
                 .ports
                 .iter()
-                .find(|p| p.name != naming::BR_INT && p.patch_peer.is_none())
+                .find(|p| p.name != naming::BR_INT && p.kind.is_empty())
                 .map(|p| p.name.clone())
                 .unwrap()
         };

@@ -12,6 +12,7 @@ mod svg;
 use std::collections::BTreeMap;
 
 use crate::Topology;
+use crate::model::NetworkType;
 use crate::naming::UPLINK;
 use crate::plan::{DesiredState, NamespaceKind, NamespaceSpec};
 
@@ -307,8 +308,11 @@ impl<'a> Builder<'a> {
             .filter(|s| s.namespace == node_namespace)
             .flat_map(|s| s.local_vlans.keys())
             .filter_map(|n| self.topo.network(n))
-            .filter(|n| n.physical_network == physnet)
-            .map(|n| n.segmentation_id)
+            .filter(|n| n.physical_network.as_deref() == Some(physnet))
+            .filter_map(|n| match n.network_type {
+                NetworkType::Vlan(id) => Some(id),
+                _ => None,
+            })
             .collect();
         ids.sort_unstable();
         ids.dedup();

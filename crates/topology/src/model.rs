@@ -18,6 +18,12 @@ pub struct Topology {
     pub source: String,
     pub nodes: Vec<Node>,
     pub physical_networks: Vec<PhysicalNetwork>,
+    /// The network the nodes' tunnels run over, when the lab has tunnel
+    /// (VXLAN, GRE) networks.
+    pub overlay: Option<Overlay>,
+    /// The OVS agent's options (`openvswitch_agent.ini`), the same on
+    /// every node.
+    pub agent: Agent,
     pub networks: Vec<Network>,
     pub external_networks: Vec<ExternalNetwork>,
     pub external_hosts: Vec<ExternalHost>,
@@ -52,16 +58,133 @@ pub struct PhysicalNetwork {
     pub line: u32,
 }
 
-/// A project network of type VLAN.
+/// The overlay network (the Networking Guide's "overlay" interface): a
+/// switch (a Linux bridge in its own namespace) joining every node's
+/// [`OVERLAY_UPLINK`](crate::naming::OVERLAY_UPLINK). Each node's tunnel
+/// endpoint address (the agent's `local_ip`) is in `cidr`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Overlay {
+    pub name: String,
+    pub cidr: Ipv4Net,
+    /// Each node's tunnel endpoint, in node order.
+    pub endpoints: Vec<(String, Ipv4Addr)>,
+    pub line: u32,
+}
+
+impl Overlay {
+    /// The tunnel endpoint address of `node`.
+    pub fn endpoint(&self, node: &str) -> Option<Ipv4Addr> {
+        self.endpoints
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, ip)| *ip)
+    }
+}
+
+/// `[agent]` of `openvswitch_agent.ini`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Agent {
+    /// The tunnel types the agents serve (`tunnel_types`).
+    pub tunnel_types: Vec<TunnelType>,
+    /// `l2_population`: tunnels only towards nodes with ports on a network,
+    /// and unicast flows per remote port.
+    pub l2_population: bool,
+    /// `arp_responder`: br-tun answers ARP for remote ports (needs
+    /// `l2_population`).
+    pub arp_responder: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelType {
+    Vxlan,
+    Gre,
+}
+
+impl TunnelType {
+    /// `vxlan`, `gre`: the OVS interface type and the tunnel port prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            TunnelType::Vxlan => "vxlan",
+            TunnelType::Gre => "gre",
+        }
+    }
+
+    /// The br-tun table a tunnel's frames go to (`GRE_TUN_TO_LV` 3,
+    /// `VXLAN_TUN_TO_LV` 4).
+    pub fn table(self) -> u8 {
+        match self {
+            TunnelType::Vxlan => 4,
+            TunnelType::Gre => 3,
+        }
+    }
+
+    /// Bytes the encapsulation adds (outer Ethernet, IPv4, UDP + VXLAN or
+    /// GRE with a key): the instance MTU is 1500 less this.
+    pub fn overhead(self) -> u32 {
+        match self {
+            TunnelType::Vxlan => 50,
+            TunnelType::Gre => 42,
+        }
+    }
+}
+
+/// A network's type (ML2 `provider:network_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "type", content = "segmentation_id")]
+pub enum NetworkType {
+    /// Tagged with this VLAN id on its physical network.
+    Vlan(u16),
+    /// Untagged on its physical network.
+    Flat,
+    /// Carried in tunnels with this key (VNI, GRE key).
+    Tunnel(TunnelType, u32),
+}
+
+/// A project or provider network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Network {
     pub name: String,
-    pub physical_network: String,
-    /// The real VLAN id carried on the physical wire.
-    pub segmentation_id: u16,
+    pub network_type: NetworkType,
+    /// For VLAN and flat networks.
+    pub physical_network: Option<String>,
     pub cidr: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub line: u32,
+}
+
+impl Network {
+    /// The VLAN id on the physical wire, or the tunnel key; none when flat.
+    pub fn segmentation_id(&self) -> Option<u32> {
+        match self.network_type {
+            NetworkType::Vlan(id) => Some(id.into()),
+            NetworkType::Flat => None,
+            NetworkType::Tunnel(_, key) => Some(key),
+        }
+    }
+
+    /// The tunnel type, for a tunnel network.
+    pub fn tunnel(&self) -> Option<TunnelType> {
+        match self.network_type {
+            NetworkType::Tunnel(t, _) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The MTU of the network's ports: 1500, less the encapsulation for a
+    /// tunnel network (Neutron's `path_mtu` minus overhead).
+    pub fn mtu(&self) -> u32 {
+        1500 - self.tunnel().map_or(0, TunnelType::overhead)
+    }
+
+    /// ML2's name of the type: `vlan`, `flat`, `vxlan`, `gre`.
+    pub fn type_name(&self) -> &'static str {
+        match self.network_type {
+            NetworkType::Vlan(_) => "vlan",
+            NetworkType::Flat => "flat",
+            NetworkType::Tunnel(t, _) => t.name(),
+        }
+    }
 }
 
 /// The external (provider, flat) network behind the network node's `br-ex`.

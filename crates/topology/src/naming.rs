@@ -42,6 +42,8 @@ pub const OVERLAY_UPLINK: &str = "eth3";
 /// datapath routes and encapsulates tunnel traffic itself, from addresses
 /// on its own bridges.
 pub const BR_OVERLAY: &str = "br-overlay";
+/// The overlay's name (its namespace and switch) when the file gives none.
+pub const DEFAULT_OVERLAY: &str = "overlay";
 /// br-tun and its patch pair with br-int.
 pub const BR_TUN: &str = "br-tun";
 pub const PATCH_TUN: &str = "patch-tun";

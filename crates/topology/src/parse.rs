@@ -100,6 +100,10 @@ pub(crate) struct RawTopology {
     #[serde(default)]
     pub physical_networks: Vec<RawPhysicalNetwork>,
     #[serde(default)]
+    pub overlay: Option<RawOverlay>,
+    #[serde(default)]
+    pub agent: Option<S<RawAgent>>,
+    #[serde(default)]
     pub networks: Vec<RawNetwork>,
     #[serde(default)]
     pub external_networks: Vec<RawExternalNetwork>,
@@ -146,6 +150,28 @@ pub(crate) struct RawCheck {
 pub(crate) struct RawNode {
     pub name: S<String>,
     pub role: S<String>,
+    /// The node's tunnel endpoint on the overlay (the agent's `local_ip`).
+    #[serde(default)]
+    pub local_ip: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOverlay {
+    #[serde(default)]
+    pub name: Option<S<String>>,
+    pub cidr: S<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAgent {
+    #[serde(default)]
+    pub tunnel_types: Vec<S<String>>,
+    #[serde(default)]
+    pub l2_population: Option<S<bool>>,
+    #[serde(default)]
+    pub arp_responder: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,8 +184,13 @@ pub(crate) struct RawPhysicalNetwork {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawNetwork {
     pub name: S<String>,
-    pub physical_network: S<String>,
-    pub segmentation_id: S<i64>,
+    /// `vlan` (the default), `flat`, `vxlan` or `gre`.
+    #[serde(default, rename = "type")]
+    pub network_type: Option<S<String>>,
+    #[serde(default)]
+    pub physical_network: Option<S<String>>,
+    #[serde(default)]
+    pub segmentation_id: Option<S<i64>>,
     pub cidr: S<String>,
     pub gateway: S<String>,
 }

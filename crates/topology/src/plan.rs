@@ -107,6 +107,7 @@ pub enum NamespaceKind {
     Node,
     Instance,
     PhysicalNetwork,
+    Overlay,
     ExternalNetwork,
     ExternalHost,
     Router,
@@ -126,6 +127,11 @@ pub struct NamespaceSpec {
     pub bridges: Vec<String>,
     /// veth pairs created from this namespace.
     pub veths: Vec<VethSpec>,
+    /// Internal ports of Open vSwitch bridges (tap devices `ovs-vswitchd`
+    /// makes): configured by `links`, never created or deleted by the
+    /// links phase.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ovs_internal: Vec<String>,
     /// Configuration of every link that lives here.
     pub links: Vec<LinkSpec>,
     pub routes: Vec<RouteSpec>,
@@ -150,8 +156,14 @@ pub struct LinkSpec {
     /// TX checksum offload (and with it TSO): `Some(true)` on every veth
     /// end. The userspace datapath runs with userspace TSO, so it reads and
     /// writes veths with virtio-net headers and carries partial checksums and
-    /// TSO frames across; `None` where it does not matter.
+    /// TSO frames across; `None` where it does not matter. Off on the
+    /// ends that send into a tunnel network: the netdev datapath drops
+    /// offloaded TCP it would have to encapsulate.
     pub tx_checksum: Option<bool>,
+    /// The MTU, where it is not the default 1500 (ports of a tunnel
+    /// network: 1500 less the encapsulation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -186,10 +198,51 @@ pub struct OvsPort {
     pub tag: Option<u16>,
     /// `type=patch, options:peer=<peer>` when set; a system port otherwise.
     pub patch_peer: Option<String>,
+    /// A tunnel port (`type=vxlan|gre` and the agent's options).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelInterface>,
     /// Interface `external_ids`, as Nova/os-vif write them.
     pub interface_external_ids: BTreeMap<String, String>,
     /// Port `other_config`, as the OVS agent writes it (`net_uuid`, `tag`…).
     pub port_other_config: BTreeMap<String, String>,
+}
+
+/// A tunnel port as the agent adds it (`ovs_lib.add_tunnel_port`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TunnelInterface {
+    pub kind: TunnelType,
+    pub remote_ip: Ipv4Addr,
+    pub local_ip: Ipv4Addr,
+}
+
+impl OvsPort {
+    /// The interface's `type`: "" for a system port.
+    pub fn interface_type(&self) -> &'static str {
+        match (&self.patch_peer, &self.tunnel) {
+            (Some(_), _) => "patch",
+            (None, Some(t)) => t.kind.name(),
+            (None, None) => "",
+        }
+    }
+
+    /// The interface's `options`.
+    pub fn interface_options(&self) -> BTreeMap<String, String> {
+        let mut options = BTreeMap::new();
+        if let Some(peer) = &self.patch_peer {
+            options.insert("peer".into(), peer.clone());
+        } else if let Some(t) = &self.tunnel {
+            for (k, v) in [
+                ("df_default", "true".to_string()),
+                ("in_key", "flow".to_string()),
+                ("local_ip", t.local_ip.to_string()),
+                ("out_key", "flow".to_string()),
+                ("remote_ip", t.remote_ip.to_string()),
+            ] {
+                options.insert(k.to_string(), v);
+            }
+        }
+        options
+    }
 }
 
 /// One flow, with ports named rather than numbered. Unset matches are
@@ -318,11 +371,34 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             sysctls: ipv6_off.clone(),
             bridges: vec![physnet.name.clone()],
             veths: vec![],
+            ovs_internal: vec![],
             links: std::iter::once(bridge_link(&physnet.name))
                 .chain(
                     topo.nodes
                         .iter()
                         .map(|n| plain_link(&n.name, Some(&physnet.name))),
+                )
+                .collect(),
+            routes: vec![],
+        });
+    }
+
+    // The overlay: a Linux bridge named after it, with a port per node
+    // (peer of that node's eth3).
+    if let Some(overlay) = &topo.overlay {
+        namespaces.push(NamespaceSpec {
+            name: naming::namespace(lab, &overlay.name),
+            object: overlay.name.clone(),
+            kind: NamespaceKind::Overlay,
+            sysctls: ipv6_off.clone(),
+            bridges: vec![overlay.name.clone()],
+            veths: vec![],
+            ovs_internal: vec![],
+            links: std::iter::once(bridge_link(&overlay.name))
+                .chain(
+                    topo.nodes
+                        .iter()
+                        .map(|n| plain_link(&n.name, Some(&overlay.name))),
                 )
                 .collect(),
             routes: vec![],
@@ -340,6 +416,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             sysctls: ipv6_off.clone(),
             bridges: vec![ext.name.clone()],
             veths: vec![],
+            ovs_internal: vec![],
             links: std::iter::once(bridge_link(&ext.name))
                 .chain(external_nodes(topo).map(|n| plain_link(&n.name, Some(&ext.name))))
                 .chain(hosts.map(|h| plain_link(&h.name, Some(&ext.name))))
@@ -362,6 +439,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 peer: host.name.clone(),
                 peer_namespace: naming::namespace(lab, &ext.name),
             }],
+            ovs_internal: vec![],
             links: vec![LinkSpec {
                 mac: Some(naming::external_host_mac(lab, &host.name)),
                 addresses: vec![
@@ -396,6 +474,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             sysctls,
             bridges: vec![],
             veths: vec![],
+            ovs_internal: vec![],
             links: vec![],
             routes: vec![],
         };
@@ -407,8 +486,39 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             });
             spec.links.push(plain_link(UPLINK, None));
         }
+        let endpoint = topo.overlay.as_ref().and_then(|o| {
+            o.endpoint(&node.name).map(|ip| {
+                (
+                    o,
+                    Ipv4Net::new(ip, o.cidr.prefix_len()).expect("valid prefix"),
+                )
+            })
+        });
+        if let Some((overlay, address)) = endpoint {
+            spec.veths.push(VethSpec {
+                name: OVERLAY_UPLINK.to_string(),
+                peer: node.name.clone(),
+                peer_namespace: naming::namespace(lab, &overlay.name),
+            });
+            spec.links.push(plain_link(OVERLAY_UPLINK, None));
+            // The tunnel endpoint lives on br-overlay's internal port: the
+            // datapath routes and answers ARP for it itself, so the
+            // kernel must not answer for it on eth3 as well.
+            spec.ovs_internal.push(BR_OVERLAY.to_string());
+            spec.links.push(LinkSpec {
+                addresses: vec![address],
+                tx_checksum: None,
+                ..plain_link(BR_OVERLAY, None)
+            });
+            spec.sysctls
+                .push(("net/ipv4/conf/all/arp_ignore".to_string(), "1".to_string()));
+        }
+        let tunnels = endpoint.is_some() && !topo.agent.tunnel_types.is_empty();
         let local_vlans = allocate_local_vlans(topo, node, previous);
         let mut br_int_ports = vec![patch_port(INT_BR_VLAN, PHY_BR_VLAN)];
+        if tunnels {
+            br_int_ports.push(patch_port(PATCH_TUN, PATCH_INT));
+        }
         for inst in topo.instances_on(&node.name) {
             let plug = HybridPlug::new(lab, &inst.name);
             spec.bridges.push(plug.qbr.clone());
@@ -427,6 +537,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 name: plug.qvo.clone(),
                 tag: Some(tag),
                 patch_peer: None,
+                tunnel: None,
                 interface_external_ids: BTreeMap::from([
                     ("attached-mac".into(), format_mac(&inst.mac)),
                     ("iface-id".into(), plug.port.to_string()),
@@ -455,6 +566,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                     name: port.tap.clone(),
                     tag: Some(tag),
                     patch_peer: None,
+                    tunnel: None,
                     interface_external_ids: router_port_ids(&port),
                     port_other_config: agent_port_config(lab, net, tag),
                 });
@@ -471,6 +583,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                     name: port.tap.clone(),
                     tag: None,
                     patch_peer: None,
+                    tunnel: None,
                     interface_external_ids: router_port_ids(&port),
                     port_other_config: BTreeMap::new(),
                 });
@@ -505,6 +618,27 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             },
         ];
         let mut flows = agent_flows(topo, &local_vlans);
+        if let Some((_, address)) = endpoint {
+            bridges.push(OvsBridge {
+                name: BR_OVERLAY.to_string(),
+                ports: vec![plain_port(OVERLAY_UPLINK)],
+            });
+            flows.push(FlowSpec {
+                bridge: BR_OVERLAY.to_string(),
+                actions: vec![FlowAction::Normal],
+                ..FlowSpec::default()
+            });
+            if tunnels {
+                let (ports, tun) = br_tun(topo, node, address.addr(), &local_vlans);
+                bridges.push(OvsBridge {
+                    name: BR_TUN.to_string(),
+                    ports: std::iter::once(patch_port(PATCH_INT, PATCH_TUN))
+                        .chain(ports)
+                        .collect(),
+                });
+                flows.extend(tun);
+            }
+        }
         // ARP spoofing protection (`prevent_arp_spoofing`, on in Liberty):
         // an instance's ARP goes to table 24, which passes only its own address.
         for inst in topo.instances_on(&node.name) {
@@ -562,14 +696,13 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 peer: plug.tap.clone(),
                 peer_namespace: naming::namespace(lab, &inst.node),
             }],
+            ovs_internal: vec![],
             links: vec![LinkSpec {
-                name: GUEST_NIC.to_string(),
-                master: None,
                 mac: Some(inst.mac),
                 addresses: vec![
                     Ipv4Net::new(inst.address, net.cidr.prefix_len()).expect("valid prefix"),
                 ],
-                tx_checksum: Some(true),
+                ..sending_link(net, GUEST_NIC)
             }],
             routes: vec![RouteSpec {
                 destination: Ipv4Net::default(),
@@ -590,7 +723,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 addresses: vec![
                     Ipv4Net::new(net.gateway, net.cidr.prefix_len()).expect("valid prefix"),
                 ],
-                ..plain_link(&port.device, None)
+                ..sending_link(net, &port.device)
             });
             internal_cidrs.push(net.cidr);
         }
@@ -630,6 +763,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             sysctls,
             bridges: vec![],
             veths: vec![],
+            ovs_internal: vec![],
             links,
             routes,
         });
@@ -715,6 +849,7 @@ fn plain_port(name: &str) -> OvsPort {
         name: name.to_string(),
         tag: None,
         patch_peer: None,
+        tunnel: None,
         interface_external_ids: BTreeMap::new(),
         port_other_config: BTreeMap::new(),
     }
@@ -796,6 +931,19 @@ fn plain_link(name: &str, master: Option<&str>) -> LinkSpec {
         mac: None,
         addresses: vec![],
         tx_checksum: Some(true),
+        mtu: None,
+    }
+}
+
+/// The NIC an instance or router sends onto `net` from: on a tunnel
+/// network, the network's MTU and no TX offload (the netdev datapath drops
+/// offloaded TCP it would have to encapsulate).
+fn sending_link(net: &Network, name: &str) -> LinkSpec {
+    let tunnel = net.tunnel().is_some();
+    LinkSpec {
+        tx_checksum: Some(!tunnel),
+        mtu: tunnel.then(|| net.mtu()),
+        ..plain_link(name, None)
     }
 }
 
@@ -812,6 +960,7 @@ fn patch_port(name: &str, peer: &str) -> OvsPort {
         name: name.to_string(),
         tag: None,
         patch_peer: Some(peer.to_string()),
+        tunnel: None,
         interface_external_ids: BTreeMap::new(),
         port_other_config: BTreeMap::new(),
     }
@@ -819,16 +968,247 @@ fn patch_port(name: &str, peer: &str) -> OvsPort {
 
 /// What the OVS agent records in a port's `other_config`.
 fn agent_port_config(lab: &str, net: &Network, tag: u16) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut config = BTreeMap::from([
         (
             "net_uuid".into(),
             naming::network_uuid(lab, &net.name).to_string(),
         ),
-        ("network_type".into(), "vlan".into()),
-        ("physical_network".into(), net.physical_network.clone()),
-        ("segmentation_id".into(), net.segmentation_id.to_string()),
+        ("network_type".into(), net.type_name().into()),
         ("tag".into(), tag.to_string()),
-    ])
+    ]);
+    if let Some(physnet) = &net.physical_network {
+        config.insert("physical_network".into(), physnet.clone());
+    }
+    if let Some(segment) = net.segmentation_id() {
+        config.insert("segmentation_id".into(), segment.to_string());
+    }
+    config
+}
+
+/// A tunnel port's name as the agent makes it: `<type>-<remote IPv4 in 8
+/// hex digits>`, e.g. `vxlan-ac10000b`.
+pub fn tunnel_port_name(kind: TunnelType, remote: Ipv4Addr) -> String {
+    format!("{}-{:08x}", kind.name(), u32::from(remote))
+}
+
+/// The ports of `network` on `node` that l2population announces: each
+/// instance and router interface, by MAC and address.
+fn ports_on(topo: &Topology, node: &str, network: &str) -> Vec<([u8; 6], Ipv4Addr)> {
+    let lab = topo.lab.as_str();
+    let net = topo.network(network).expect("validated reference");
+    let instances = topo
+        .instances_on(node)
+        .filter(|i| i.network == network)
+        .map(|i| (i.mac, i.address));
+    let routers = topo
+        .routers
+        .iter()
+        .filter(|r| r.node == node && r.interfaces.iter().any(|n| n == network))
+        .map(|r| (RouterPort::internal(lab, &r.name, network).mac, net.gateway));
+    instances.chain(routers).collect()
+}
+
+/// br-tun of `node`, whose tunnel endpoint is `local_ip`: its tunnel ports
+/// and the flows of Liberty's `br_tun.py` (tables 0, 2, 3, 4, 6, 10, 20,
+/// 21, 22).
+///
+/// Without l2population a node has a tunnel to every other node, for each
+/// tunnel type, and floods a network's broadcasts into all of that type's;
+/// with it, only towards nodes that have ports on a network the node also
+/// has, flooding only to those, with a unicast flow (table 20) and, with
+/// the ARP responder, an ARP reply (table 21) per remote port.
+fn br_tun(
+    topo: &Topology,
+    node: &Node,
+    local_ip: Ipv4Addr,
+    local_vlans: &BTreeMap<String, u16>,
+) -> (Vec<OvsPort>, Vec<FlowSpec>) {
+    let overlay = topo.overlay.as_ref().expect("br-tun needs the overlay");
+    let agent = &topo.agent;
+    let flow = |table: u8, priority: u16, actions: Vec<FlowAction>| FlowSpec {
+        bridge: BR_TUN.to_string(),
+        table,
+        priority,
+        actions,
+        ..FlowSpec::default()
+    };
+    // Networks of `node` carried in tunnels, with their local VLAN.
+    let here: Vec<(&Network, TunnelType, u32, u16)> = local_vlans
+        .iter()
+        .filter_map(|(name, &local)| {
+            let net = topo.network(name)?;
+            match net.network_type {
+                NetworkType::Tunnel(kind, key) => Some((net, kind, key, local)),
+                _ => None,
+            }
+        })
+        .collect();
+    // Which remote nodes a tunnel of each type goes to, in node order.
+    let remotes: Vec<(&Node, Ipv4Addr)> = topo
+        .nodes
+        .iter()
+        .filter(|n| n.name != node.name)
+        .filter_map(|n| overlay.endpoint(&n.name).map(|ip| (n, ip)))
+        .collect();
+    let has_ports =
+        |remote: &Node, network: &str| !ports_on(topo, &remote.name, network).is_empty();
+    let mut ports = Vec::new();
+    let mut tunnel_of: BTreeMap<(TunnelType, String), String> = BTreeMap::new();
+    for &kind in &agent.tunnel_types {
+        for (remote, ip) in &remotes {
+            let wanted = !agent.l2_population
+                || here
+                    .iter()
+                    .any(|(net, k, _, _)| *k == kind && has_ports(remote, &net.name));
+            if !wanted {
+                continue;
+            }
+            let name = tunnel_port_name(kind, *ip);
+            tunnel_of.insert((kind, remote.name.clone()), name.clone());
+            ports.push(OvsPort {
+                tunnel: Some(TunnelInterface {
+                    kind,
+                    remote_ip: *ip,
+                    local_ip,
+                }),
+                ..plain_port(&name)
+            });
+        }
+    }
+
+    let mut flows = vec![
+        FlowSpec {
+            in_port: Some(PATCH_INT.to_string()),
+            ..flow(0, 1, vec![FlowAction::Resubmit(2)])
+        },
+        flow(0, 0, vec![]),
+        FlowSpec {
+            dl_dst: Some(MacMatch::Unicast),
+            ..flow(2, 0, vec![FlowAction::Resubmit(20)])
+        },
+        FlowSpec {
+            dl_dst: Some(MacMatch::Multicast),
+            ..flow(2, 0, vec![FlowAction::Resubmit(22)])
+        },
+        flow(3, 0, vec![]),
+        flow(4, 0, vec![]),
+        flow(6, 0, vec![]),
+        flow(
+            10,
+            1,
+            vec![
+                FlowAction::LearnFromTunnel,
+                FlowAction::Output(PATCH_INT.to_string()),
+            ],
+        ),
+        flow(20, 0, vec![FlowAction::Resubmit(22)]),
+        flow(22, 0, vec![]),
+    ];
+    if agent.arp_responder {
+        flows.push(FlowSpec {
+            arp: true,
+            dl_dst: Some(MacMatch::Exact([0xff; 6])),
+            ..flow(2, 1, vec![FlowAction::Resubmit(21)])
+        });
+        flows.push(flow(21, 0, vec![FlowAction::Resubmit(22)]));
+    }
+    for port in &ports {
+        let kind = port.tunnel.as_ref().expect("a tunnel port").kind;
+        flows.push(FlowSpec {
+            in_port: Some(port.name.clone()),
+            ..flow(0, 1, vec![FlowAction::Resubmit(kind.table())])
+        });
+    }
+    for &(net, kind, key, local) in &here {
+        flows.push(FlowSpec {
+            tun_id: Some(key),
+            ..flow(
+                kind.table(),
+                1,
+                vec![
+                    FlowAction::PushVlan,
+                    FlowAction::ModVlanVid(local),
+                    FlowAction::Resubmit(10),
+                ],
+            )
+        });
+        let to_remote = |remote: &Node| tunnel_of.get(&(kind, remote.name.clone()));
+        // Flooding: to every tunnel of the type (to those with ports on the
+        // network, with l2population); `mod_flow` leaves it at the default
+        // priority. None when there is no tunnel to flood to.
+        let flood: Vec<FlowAction> = remotes
+            .iter()
+            .filter(|(r, _)| !agent.l2_population || has_ports(r, &net.name))
+            .filter_map(|(r, _)| to_remote(r))
+            .map(|name| FlowAction::Output(name.clone()))
+            .collect();
+        if !flood.is_empty() {
+            flows.push(FlowSpec {
+                dl_vlan: Some(VlanMatch::Id(local)),
+                ..flow(
+                    22,
+                    FLOOD_PRIORITY,
+                    [FlowAction::StripVlan, FlowAction::SetTunnel(key)]
+                        .into_iter()
+                        .chain(flood)
+                        .collect(),
+                )
+            });
+        }
+        if !agent.l2_population {
+            continue;
+        }
+        for (remote, _) in &remotes {
+            let Some(tunnel) = to_remote(remote) else {
+                continue;
+            };
+            for (mac, ip) in ports_on(topo, &remote.name, &net.name) {
+                flows.push(FlowSpec {
+                    dl_vlan: Some(VlanMatch::Id(local)),
+                    dl_dst: Some(MacMatch::Exact(mac)),
+                    ..flow(
+                        20,
+                        2,
+                        vec![
+                            FlowAction::StripVlan,
+                            FlowAction::SetTunnel(key),
+                            FlowAction::Output(tunnel.clone()),
+                        ],
+                    )
+                });
+                if agent.arp_responder {
+                    flows.push(FlowSpec {
+                        arp: true,
+                        dl_vlan: Some(VlanMatch::Id(local)),
+                        arp_tpa: Some(ip),
+                        ..flow(21, 1, arp_reply(mac, ip))
+                    });
+                }
+            }
+        }
+    }
+    flows.sort();
+    (ports, flows)
+}
+
+/// `ovs-ofctl mod-flows` without a priority: OpenFlow's default.
+const FLOOD_PRIORITY: u16 = 0x8000;
+
+/// The ARP responder's answer for `ip` at `mac` (`br_tun.py`
+/// `install_arp_responder`): the request turned into a reply and sent back
+/// out of the port it came in on.
+fn arp_reply(mac: [u8; 6], ip: Ipv4Addr) -> Vec<FlowAction> {
+    use MoveField::*;
+    vec![
+        FlowAction::Move(EthSrc, EthDst),
+        FlowAction::SetEthSrc(mac),
+        FlowAction::SetArpOp(2),
+        FlowAction::Move(ArpSha, ArpTha),
+        FlowAction::Move(ArpSpa, ArpTpa),
+        FlowAction::SetArpSha(mac),
+        FlowAction::SetArpSpa(ip),
+        FlowAction::InPort,
+    ]
 }
 
 /// Networks that need a local VLAN on `node`, in topology order.
@@ -908,23 +1288,54 @@ fn agent_flows(topo: &Topology, local_vlans: &BTreeMap<String, u16>) -> Vec<Flow
         flow(BR_VLAN, 0, 2, Some(PHY_BR_VLAN), None, vec![]),
     ];
     for (network, &local) in local_vlans {
-        let segment = topo.network(network).expect("validated").segmentation_id;
-        flows.push(flow(
-            BR_INT,
-            0,
-            3,
-            Some(INT_BR_VLAN),
-            Some(segment),
-            vec![FlowAction::ModVlanVid(local), FlowAction::Normal],
-        ));
-        flows.push(flow(
-            BR_VLAN,
-            0,
-            4,
-            Some(PHY_BR_VLAN),
-            Some(local),
-            vec![FlowAction::ModVlanVid(segment), FlowAction::Normal],
-        ));
+        match topo.network(network).expect("validated").network_type {
+            NetworkType::Vlan(segment) => {
+                flows.push(flow(
+                    BR_INT,
+                    0,
+                    3,
+                    Some(INT_BR_VLAN),
+                    Some(segment),
+                    vec![FlowAction::ModVlanVid(local), FlowAction::Normal],
+                ));
+                flows.push(flow(
+                    BR_VLAN,
+                    0,
+                    4,
+                    Some(PHY_BR_VLAN),
+                    Some(local),
+                    vec![FlowAction::ModVlanVid(segment), FlowAction::Normal],
+                ));
+            }
+            // Untagged on the wire (`dl_vlan=0xffff` in the agent's words).
+            NetworkType::Flat => {
+                flows.push(FlowSpec {
+                    dl_vlan: Some(VlanMatch::Untagged),
+                    ..flow(
+                        BR_INT,
+                        0,
+                        3,
+                        Some(INT_BR_VLAN),
+                        None,
+                        vec![
+                            FlowAction::PushVlan,
+                            FlowAction::ModVlanVid(local),
+                            FlowAction::Normal,
+                        ],
+                    )
+                });
+                flows.push(flow(
+                    BR_VLAN,
+                    0,
+                    4,
+                    Some(PHY_BR_VLAN),
+                    Some(local),
+                    vec![FlowAction::StripVlan, FlowAction::Normal],
+                ));
+            }
+            // br-tun's, below.
+            NetworkType::Tunnel(..) => {}
+        }
     }
     flows.sort();
     flows

@@ -10,7 +10,7 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 
 use crate::model::*;
-use crate::naming::{self, IFNAME_MAX};
+use crate::naming::{self, DEFAULT_OVERLAY, IFNAME_MAX};
 use crate::parse::*;
 use crate::plan::{RouterPort, router_namespace};
 use crate::printable::{is_unsafe, printable};
@@ -412,6 +412,9 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
     for p in &raw.physical_networks {
         declare(&mut c, "physical network", &p.name);
     }
+    if let Some(name) = raw.overlay.as_ref().and_then(|o| o.name.as_ref()) {
+        declare(&mut c, "overlay", name);
+    }
     for n in &raw.networks {
         declare(&mut c, "network", &n.name);
     }
@@ -429,6 +432,17 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
     }
     for i in &raw.instances {
         declare(&mut c, "instance", &i.name);
+    }
+
+    if let Some(o) = raw.overlay.as_ref().filter(|o| o.name.is_none())
+        && let Some((kind, line)) = names.get(DEFAULT_OVERLAY)
+    {
+        c.err(
+            &o.cidr,
+            format!(
+                "overlay: its default name `{DEFAULT_OVERLAY}` is the {kind}'s on line {line}; give the overlay a `name`"
+            ),
+        );
     }
 
     // Nodes.
@@ -494,42 +508,18 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         });
     }
 
-    // Project networks.
+    // The agent's options.
+    let agent = check_agent(&mut c, &raw);
+
+    // Project and provider networks.
     let mut networks = Vec::new();
-    let mut vlans: HashMap<(String, i64), String> = HashMap::new();
+    let mut segments: HashMap<(String, i64), String> = HashMap::new();
     let mut subnets: Vec<(Ipv4Net, String, String)> = Vec::new(); // (net, kind, name)
     for n in &raw.networks {
         let name = &n.name.value;
-        if !raw
-            .physical_networks
-            .iter()
-            .any(|p| p.name.value == n.physical_network.value)
-        {
-            c.err(
-                &n.physical_network,
-                format!(
-                    "network `{name}`: unknown physical network `{}`",
-                    n.physical_network.value
-                ),
-            );
-        }
-        let seg = n.segmentation_id.value;
-        if !(1..=4094).contains(&seg) {
-            c.err(
-                &n.segmentation_id,
-                format!("network `{name}`: VLAN id {seg} is outside 1–4094"),
-            );
-        } else if let Some(other) = vlans.get(&(n.physical_network.value.clone(), seg)) {
-            c.err(
-                &n.segmentation_id,
-                format!(
-                    "network `{name}`: VLAN id {seg} is already used by network `{other}` on physical network `{}`",
-                    n.physical_network.value
-                ),
-            );
-        } else {
-            vlans.insert((n.physical_network.value.clone(), seg), name.clone());
-        }
+        let Some(network_type) = check_network_type(&mut c, &raw, &agent, n, &mut segments) else {
+            continue;
+        };
         let Some(cidr) = c.cidr(&format!("network `{name}`"), &n.cidr) else {
             continue;
         };
@@ -551,8 +541,8 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         };
         networks.push(Network {
             name: name.clone(),
-            physical_network: n.physical_network.value.clone(),
-            segmentation_id: seg.clamp(1, 4094) as u16,
+            network_type,
+            physical_network: n.physical_network.as_ref().map(|p| p.value.clone()),
             cidr,
             gateway,
             line: at(&n.name).0,
@@ -617,6 +607,9 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         .iter()
         .map(|n| (n.name.clone(), n.clone()))
         .collect();
+
+    // The overlay and each node's tunnel endpoint on it.
+    let overlay = check_overlay(&mut c, &raw, &mut subnets);
 
     // Addresses in use, per network: who holds them.
     let mut used: HashMap<(String, Ipv4Addr), String> = HashMap::new();
@@ -1009,6 +1002,8 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         source: source.to_string(),
         nodes,
         physical_networks,
+        overlay,
+        agent,
         networks,
         external_networks,
         external_hosts,
@@ -1016,6 +1011,281 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         security_groups,
         instances,
         checks,
+    })
+}
+
+/// `agent:`: known tunnel types, and `arp_responder` only with
+/// `l2_population` (the agent refuses it otherwise). Without
+/// `tunnel_types`, the agents serve the tunnel types the networks use.
+fn check_agent(c: &mut Checker, raw: &RawTopology) -> Agent {
+    let default = RawAgent::default();
+    let given = raw.agent.as_ref().map_or(&default, |a| &a.value);
+    let mut agent = Agent {
+        l2_population: given.l2_population.as_ref().is_some_and(|l| l.value),
+        arp_responder: given.arp_responder.as_ref().is_some_and(|a| a.value),
+        tunnel_types: Vec::new(),
+    };
+    for t in &given.tunnel_types {
+        match tunnel_type(&t.value) {
+            Some(kind) if !agent.tunnel_types.contains(&kind) => agent.tunnel_types.push(kind),
+            Some(_) => c.err(
+                t,
+                format!("agent: tunnel type `{}` is listed twice", t.value),
+            ),
+            None => c.err(
+                t,
+                format!(
+                    "agent: tunnel type `{}` is neither `vxlan` nor `gre`",
+                    printable(&t.value)
+                ),
+            ),
+        }
+    }
+    if given.tunnel_types.is_empty() {
+        for n in &raw.networks {
+            if let Some(kind) = n.network_type.as_ref().and_then(|t| tunnel_type(&t.value))
+                && !agent.tunnel_types.contains(&kind)
+            {
+                agent.tunnel_types.push(kind);
+            }
+        }
+    }
+    if let Some(a) = given.arp_responder.as_ref().filter(|a| a.value)
+        && !agent.l2_population
+    {
+        c.err(
+            a,
+            "agent: `arp_responder: true` needs `l2_population: true` (the responder's entries come from l2population)",
+        );
+    }
+    if !agent.tunnel_types.is_empty()
+        && raw.overlay.is_none()
+        && let Some(a) = &raw.agent
+    {
+        c.err(
+            a,
+            "agent: tunnel types need an `overlay:` for the tunnels to run over",
+        );
+    }
+    agent
+}
+
+fn tunnel_type(name: &str) -> Option<TunnelType> {
+    match name {
+        "vxlan" => Some(TunnelType::Vxlan),
+        "gre" => Some(TunnelType::Gre),
+        _ => None,
+    }
+}
+
+/// A network's type and segment: a known type, a segment in its range and
+/// not used by another network of the same kind, the physical network a
+/// VLAN or flat network needs, the overlay a tunnel network needs.
+fn check_network_type(
+    c: &mut Checker,
+    raw: &RawTopology,
+    agent: &Agent,
+    n: &RawNetwork,
+    segments: &mut HashMap<(String, i64), String>,
+) -> Option<NetworkType> {
+    let name = &n.name.value;
+    let type_name = n.network_type.as_ref().map_or("vlan", |t| t.value.as_str());
+    let type_span = n.network_type.as_ref().map_or(&n.name, |t| t);
+    let tunnel = tunnel_type(type_name);
+    if !matches!(type_name, "vlan" | "flat") && tunnel.is_none() {
+        c.err(
+            type_span,
+            format!(
+                "network `{name}`: type `{}` is not one of vlan, flat, vxlan, gre",
+                printable(type_name)
+            ),
+        );
+        return None;
+    }
+    let mut ok = true;
+    // The physical network: needed by VLAN and flat, meaningless for tunnels.
+    match (&n.physical_network, tunnel) {
+        (Some(p), Some(_)) => {
+            c.err(
+                p,
+                format!("network `{name}`: a {type_name} network has no physical network"),
+            );
+            ok = false;
+        }
+        (Some(p), None) => {
+            if !raw
+                .physical_networks
+                .iter()
+                .any(|q| q.name.value == p.value)
+            {
+                c.err(
+                    p,
+                    format!("network `{name}`: unknown physical network `{}`", p.value),
+                );
+                ok = false;
+            }
+        }
+        (None, None) => {
+            c.err(
+                &n.name,
+                format!("network `{name}`: a {type_name} network needs `physical_network`"),
+            );
+            ok = false;
+        }
+        (None, Some(_)) => {}
+    }
+    if tunnel.is_some() && raw.overlay.is_none() {
+        c.err(
+            type_span,
+            format!("network `{name}`: a {type_name} network needs an `overlay:` for its tunnels"),
+        );
+        ok = false;
+    }
+    if let Some(kind) = tunnel
+        && !agent.tunnel_types.contains(&kind)
+    {
+        c.err(
+            type_span,
+            format!("network `{name}`: the agents' `tunnel_types` do not include {type_name}"),
+        );
+        ok = false;
+    }
+    let physnet = n.physical_network.as_ref().map_or("", |p| p.value.as_str());
+    // The segment: its range per type, unique per physical network (VLAN,
+    // flat) or per tunnel type.
+    let (range, scope, what) = match type_name {
+        "vlan" => (1..=4094, format!("vlan:{physnet}"), "VLAN id"),
+        "vxlan" => (1..=16_777_215, "vxlan".to_string(), "VNI"),
+        "gre" => (1..=u32::MAX as i64, "gre".to_string(), "GRE key"),
+        _ => (0..=0, format!("flat:{physnet}"), "flat network"),
+    };
+    let seg = match (&n.segmentation_id, type_name) {
+        (Some(s), "flat") => {
+            c.err(
+                s,
+                format!("network `{name}`: a flat network has no segmentation_id"),
+            );
+            return None;
+        }
+        (None, "flat") => 0,
+        (None, _) => {
+            c.err(
+                &n.name,
+                format!("network `{name}`: a {type_name} network needs `segmentation_id`"),
+            );
+            return None;
+        }
+        (Some(s), _) if !range.contains(&s.value) => {
+            c.err(
+                s,
+                format!(
+                    "network `{name}`: {what} {} is outside {}–{}",
+                    s.value,
+                    range.start(),
+                    range.end()
+                ),
+            );
+            return None;
+        }
+        (Some(s), _) => s.value,
+    };
+    let span = n.segmentation_id.as_ref().map_or(at(&n.name), |s| at(s));
+    if let Some(other) = segments.get(&(scope.clone(), seg)) {
+        let message = if type_name == "flat" {
+            format!(
+                "network `{name}`: physical network `{physnet}` already carries flat network `{other}` (untagged frames would mix)"
+            )
+        } else if tunnel.is_some() {
+            format!("network `{name}`: {what} {seg} is already used by network `{other}`")
+        } else {
+            format!(
+                "network `{name}`: VLAN id {seg} is already used by network `{other}` on physical network `{physnet}`"
+            )
+        };
+        c.err_at(span.0, span.1, message);
+        return None;
+    }
+    segments.insert((scope, seg), name.clone());
+    if !ok {
+        return None;
+    }
+    Some(match (type_name, tunnel) {
+        (_, Some(kind)) => NetworkType::Tunnel(kind, seg as u32),
+        ("flat", _) => NetworkType::Flat,
+        _ => NetworkType::Vlan(seg as u16),
+    })
+}
+
+/// `overlay:`: its subnet apart from every other, a switch name fit for an
+/// interface, and each node's `local_ip` a distinct host address in it
+/// (by default the subnet's hosts in node order).
+fn check_overlay(
+    c: &mut Checker,
+    raw: &RawTopology,
+    subnets: &mut Vec<(Ipv4Net, String, String)>,
+) -> Option<Overlay> {
+    let Some(o) = &raw.overlay else {
+        for n in &raw.nodes {
+            if let Some(ip) = &n.local_ip {
+                c.err(
+                    ip,
+                    format!("node `{}`: `local_ip` needs an `overlay:`", n.name.value),
+                );
+            }
+        }
+        return None;
+    };
+    let name = o
+        .name
+        .as_ref()
+        .map_or(DEFAULT_OVERLAY, |n| n.value.as_str());
+    if let Some(n) = &o.name {
+        check_ifname(c, "overlay", n, "the name of its switch bridge");
+    }
+    let cidr = c.cidr("overlay", &o.cidr)?;
+    check_overlap(c, subnets, cidr, "overlay", name, &o.cidr);
+    let mut hosts = cidr.hosts();
+    let mut endpoints: Vec<(String, Ipv4Addr)> = Vec::new();
+    let mut ok = true;
+    for n in &raw.nodes {
+        let ip = match &n.local_ip {
+            Some(s) => c.host_address(&format!("node `{}` local_ip", n.name.value), s, &cidr, name),
+            None => {
+                let next = hosts.next();
+                if next.is_none() {
+                    c.err(
+                        &o.cidr,
+                        format!(
+                            "overlay: subnet {cidr} has no address left for node `{}`",
+                            n.name.value
+                        ),
+                    );
+                }
+                next
+            }
+        };
+        let Some(ip) = ip else {
+            ok = false;
+            continue;
+        };
+        if let Some((other, _)) = endpoints.iter().find(|(_, e)| *e == ip) {
+            let span = n.local_ip.as_ref().unwrap_or(&n.name);
+            c.err(
+                span,
+                format!(
+                    "node `{}`: tunnel endpoint {ip} is already node `{other}`'s",
+                    n.name.value
+                ),
+            );
+            ok = false;
+        }
+        endpoints.push((n.name.value.clone(), ip));
+    }
+    ok.then(|| Overlay {
+        name: name.to_string(),
+        cidr,
+        endpoints,
+        line: at(&o.cidr).0,
     })
 }
 

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use ovslab_capture::{Direction, Frame};
 use ovslab_topology::naming::{self, HybridPlug};
 use ovslab_topology::plan::{DesiredState, RouterPort, router_namespace};
-use ovslab_topology::{NodeRole, Topology};
+use ovslab_topology::{Network, NodeRole, Topology};
 
 /// A device in a namespace.
 pub type Device = (String, String);
@@ -229,30 +229,30 @@ pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>>
     let network_node = topo.nodes.iter().find(|n| n.role == NodeRole::Network)?;
     let mut path = Vec::new();
     let here = |ns: String, dev: &str, dir| ((ns, dev.to_string()), dir);
-    let wire = |path: &mut Vec<Step>, a: &str, b: &str, physnet: &str| {
+    // The wire a network's frames cross between nodes: the physical
+    // network's switch on eth1, or the overlay's on eth3 for a tunnel
+    // network.
+    let wire = |path: &mut Vec<Step>, a: &str, b: &str, network: &Network| {
         if a == b {
             return;
         }
-        let pns = naming::namespace(lab, physnet);
-        path.push(here(
-            naming::namespace(lab, a),
-            naming::UPLINK,
-            Direction::Out,
-        ));
+        let (switch, uplink) = match (&network.physical_network, &topo.overlay) {
+            (Some(physnet), _) => (physnet.as_str(), naming::UPLINK),
+            (None, Some(overlay)) => (overlay.name.as_str(), naming::OVERLAY_UPLINK),
+            (None, None) => return,
+        };
+        let pns = naming::namespace(lab, switch);
+        path.push(here(naming::namespace(lab, a), uplink, Direction::Out));
         path.push(here(pns.clone(), a, Direction::In));
         path.push(here(pns, b, Direction::Out));
-        path.push(here(
-            naming::namespace(lab, b),
-            naming::UPLINK,
-            Direction::In,
-        ));
+        path.push(here(naming::namespace(lab, b), uplink, Direction::In));
     };
     let plug = |name: &str| {
         let i = topo.instance(name)?;
         let p = HybridPlug::new(lab, name);
         let node = naming::namespace(lab, &i.node);
-        let physnet = topo.network(&i.network)?.physical_network.clone();
-        Some((i, p, node, physnet))
+        let network = topo.network(&i.network)?;
+        Some((i, p, node, network))
     };
     let router_of = |network: &str| {
         topo.routers
@@ -301,7 +301,7 @@ pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>>
     };
 
     // Reaching the destination.
-    if let Some((dst, p, node, physnet)) = plug(to) {
+    if let Some((dst, p, node, network)) = plug(to) {
         let arrive = |path: &mut Vec<Step>| {
             path.push(here(node.clone(), &p.qvo, Direction::Out));
             path.push(here(node.clone(), &p.qvb, Direction::In));
@@ -314,7 +314,7 @@ pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>>
             ));
         };
         if src_net.as_deref() == Some(dst.network.as_str()) {
-            wire(&mut path, &src_node, &dst.node, &physnet);
+            wire(&mut path, &src_node, &dst.node, network);
             arrive(&mut path);
             return Some(path);
         }
@@ -323,8 +323,7 @@ pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>>
         let nn = naming::namespace(lab, &router.node);
         match &src_net {
             Some(net) => {
-                let from_physnet = topo.network(net)?.physical_network.clone();
-                wire(&mut path, &src_node, &router.node, &from_physnet);
+                wire(&mut path, &src_node, &router.node, topo.network(net)?);
                 let port = RouterPort::internal(lab, &router.name, net);
                 path.push(here(nn.clone(), &port.tap, Direction::Out));
                 path.push(here(rns.clone(), &port.device, Direction::In));
@@ -338,7 +337,7 @@ pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>>
         let port = RouterPort::internal(lab, &router.name, &dst.network);
         path.push(here(rns, &port.device, Direction::Out));
         path.push(here(nn, &port.tap, Direction::In));
-        wire(&mut path, &router.node, &dst.node, &physnet);
+        wire(&mut path, &router.node, &dst.node, network);
         arrive(&mut path);
         return Some(path);
     }
@@ -348,8 +347,7 @@ pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>>
     let router = router_of(&net)?;
     let rns = router_namespace(lab, &router.name);
     let nn = naming::namespace(lab, &router.node);
-    let physnet = topo.network(&net)?.physical_network.clone();
-    wire(&mut path, &src_node, &router.node, &physnet);
+    wire(&mut path, &src_node, &router.node, topo.network(&net)?);
     let inside = RouterPort::internal(lab, &router.name, &net);
     let gateway = RouterPort::gateway(lab, &router.name);
     path.push(here(nn.clone(), &inside.tap, Direction::Out));

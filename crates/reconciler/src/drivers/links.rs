@@ -124,6 +124,7 @@ async fn read_unbounded(
             mac: l.mac,
             addresses: l.addresses,
             tx_checksum,
+            mtu: l.mtu,
         });
     }
     let routes = nl
@@ -199,6 +200,7 @@ async fn apply_unbounded(
             peer_namespace,
         } => nl.add_veth(name, peer, peer_namespace).await?,
         LinkChange::SetMac { name, mac } => nl.set_mac(name, *mac).await?,
+        LinkChange::SetMtu { name, mtu } => nl.set_mtu(name, *mtu).await?,
         LinkChange::SetMaster { name, master } => nl.set_master(name, master.as_deref()).await?,
         LinkChange::SetTxChecksum { name, on } => nl.set_tx_checksum(name, *on)?,
         LinkChange::DelAddress { name, address } => nl.del_address(name, *address).await?,

@@ -194,7 +194,7 @@ pub async fn read(client: &SwitchClient) -> Result<ActualSwitch, ReconcileError>
                         .and_then(|v| v.as_u64())
                         .map(|t| t as u16),
                     kind: iface["type"].as_str().unwrap_or_default().to_string(),
-                    patch_peer: options.get("peer").cloned(),
+                    options,
                     interface_external_ids: string_map(&iface["external_ids"]),
                     port_other_config: string_map(&r["other_config"]),
                     ofport: set_members(&iface["ofport"])
@@ -299,9 +299,10 @@ impl TxBuilder {
             "name": port.name,
             "external_ids": map_value(&port.interface_external_ids),
         });
-        if let Some(peer) = &port.patch_peer {
-            iface_row["type"] = json!("patch");
-            iface_row["options"] = json!(["map", [["peer", peer]]]);
+        let kind = port.interface_type();
+        if !kind.is_empty() {
+            iface_row["type"] = json!(kind);
+            iface_row["options"] = map_value(&port.interface_options());
         }
         self.ops.push(
             json!({"op": "insert", "table": "Interface", "row": iface_row, "uuid-name": iface}),
@@ -407,10 +408,7 @@ pub async fn apply(
                     "op": "update", "table": "Port", "where": [["_uuid", "==", ["uuid", port_uuid]]],
                     "row": {"tag": tag, "other_config": map_value(&port.port_other_config)},
                 }));
-                let (kind, options) = match &port.patch_peer {
-                    Some(peer) => ("patch", json!(["map", [["peer", peer]]])),
-                    None => ("", json!(["map", []])),
-                };
+                let (kind, options) = (port.interface_type(), map_value(&port.interface_options()));
                 tx.ops.push(json!({
                     "op": "update", "table": "Interface", "where": [["_uuid", "==", ["uuid", interface_uuid]]],
                     "row": {"type": kind, "options": options, "external_ids": map_value(&port.interface_external_ids)},

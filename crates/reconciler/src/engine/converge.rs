@@ -99,6 +99,8 @@ impl<H: Host> Engine<H> {
         run.ovsdb_transactions(&desired, &mut switches, &created)
             .await?;
         run.done("ovsdb transactions");
+        run.internal_ports(&desired).await?;
+        run.done("internal ports");
         run.flows(&desired, &nodes, &switches).await?;
         run.done("flows");
         run.rulesets(&desired).await?;
@@ -428,6 +430,36 @@ impl<H: Host> Run<'_, H> {
         let (lines, created) = converge_links(self.host, desired).await?;
         self.out.changes.extend(lines);
         Ok(created)
+    }
+
+    /// 6b. The internal ports of OVS bridges that carry an address (a
+    ///     node's tunnel endpoint on br-overlay): `ovs-vswitchd` makes
+    ///     their tap devices when the transaction is applied, so they are
+    ///     configured after it.
+    async fn internal_ports(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
+        if desired
+            .namespaces
+            .iter()
+            .all(|ns| ns.ovs_internal.is_empty())
+        {
+            return Ok(());
+        }
+        let only = DesiredState {
+            namespaces: desired
+                .namespaces
+                .iter()
+                .filter(|ns| !ns.ovs_internal.is_empty())
+                .cloned()
+                .collect(),
+            lab: desired.lab.clone(),
+            cookie: desired.cookie,
+            switches: Vec::new(),
+            routers: Vec::new(),
+            firewalls: Vec::new(),
+        };
+        let (lines, _) = converge_links(self.host, &only).await?;
+        self.out.changes.extend(lines);
+        Ok(())
     }
 
     /// 5. Each node's `ovs-vswitchd`, then a wait for those started (a
