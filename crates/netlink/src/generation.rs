@@ -136,6 +136,18 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([r[4], r[5]]), 10 << 8 | 16);
     }
 
+    /// The request byte for byte, as `nft` sends it (and as this module
+    /// sent it before it was built on netlink-packet-core).
+    #[test]
+    #[cfg(target_endian = "little")]
+    #[rustfmt::skip]
+    fn the_request_on_the_wire() {
+        assert_eq!(request(), [
+            20, 0, 0, 0, 16, 10, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, // GETGEN, REQUEST, seq 1
+            0, 0, 0, 0, // nfgenmsg: AF_UNSPEC, NFNETLINK_V0, resource 0
+        ]);
+    }
+
     #[test]
     fn the_id_is_read_past_other_attributes() {
         let mut attrs = Vec::new();

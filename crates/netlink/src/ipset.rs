@@ -43,9 +43,7 @@ const AF_INET: u8 = libc::AF_INET as u8;
 pub fn ipsets(name: &str) -> Result<BTreeMap<String, BTreeSet<Ipv4Net>>, NetlinkError> {
     netns::run_in(name, || {
         let socket = nfnetlink::socket(nfnetlink::DEADLINE)?;
-        let mut request = Message::new(IPSET_CMD_LIST, NLM_F_REQUEST | NLM_F_DUMP, 1);
-        request.attr(IPSET_ATTR_PROTOCOL, &[IPSET_PROTOCOL]);
-        nfnetlink::send(&socket, &request.finish())?;
+        nfnetlink::send(&socket, &list_request())?;
         let mut sets = BTreeMap::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -55,6 +53,13 @@ pub fn ipsets(name: &str) -> Result<BTreeMap<String, BTreeSet<Ipv4Net>>, Netlink
             }
         }
     })
+}
+
+/// The dump of every set: `LIST` with nothing but the protocol version.
+fn list_request() -> Vec<u8> {
+    let mut request = Message::new(IPSET_CMD_LIST, NLM_F_REQUEST | NLM_F_DUMP, 1);
+    request.attr(IPSET_ATTR_PROTOCOL, &[IPSET_PROTOCOL]);
+    request.finish()
 }
 
 /// Reads one datagram of a list dump into `sets`; `true` when it ends the
@@ -310,6 +315,41 @@ mod tests {
         assert_eq!(
             raw(&r[data_at + 8..]) & NLA_F_NET_BYTEORDER,
             NLA_F_NET_BYTEORDER
+        );
+    }
+
+    /// The requests byte for byte, as the `ipset` tool sends them (and as
+    /// this module sent them before it was built on netlink-packet-core).
+    #[test]
+    #[cfg(target_endian = "little")]
+    #[rustfmt::skip]
+    fn the_requests_on_the_wire() {
+        assert_eq!(list_request(), [
+            28, 0, 0, 0, 7, 6, 1, 3, 1, 0, 0, 0, 0, 0, 0, 0, // LIST, REQUEST|DUMP, seq 1
+            2, 0, 0, 0,                                      // nfgenmsg: AF_INET
+            5, 0, 1, 0, 7, 0, 0, 0,                          // PROTOCOL 7, padded
+        ]);
+        assert_eq!(
+            member_request(IPSET_CMD_ADD, "NIPv4abc", Ipv4Addr::new(192, 168, 1, 11), 3),
+            [
+                60, 0, 0, 0, 9, 6, 5, 0, 3, 0, 0, 0, 0, 0, 0, 0, // ADD, REQUEST|ACK, seq 3
+                2, 0, 0, 0,                                      // AF_INET
+                5, 0, 1, 0, 7, 0, 0, 0,                          // PROTOCOL 7
+                13, 0, 2, 0, b'N', b'I', b'P', b'v', b'4', b'a', b'b', b'c', 0, 0, 0, 0, // SETNAME
+                16, 0, 7, 128,                                   // DATA, nested
+                12, 0, 1, 128,                                   // IP, nested
+                8, 0, 1, 64, 192, 168, 1, 11,                    // IPADDR_IPV4, network order
+            ]
+        );
+        assert_eq!(
+            member_request(IPSET_CMD_DEL, "NIPv4-x", Ipv4Addr::new(10, 0, 0, 255), 70000),
+            [
+                56, 0, 0, 0, 10, 6, 5, 0, 112, 17, 1, 0, 0, 0, 0, 0, // DEL, seq 70000
+                2, 0, 0, 0,
+                5, 0, 1, 0, 7, 0, 0, 0,
+                12, 0, 2, 0, b'N', b'I', b'P', b'v', b'4', b'-', b'x', 0, // SETNAME, unpadded
+                16, 0, 7, 128, 12, 0, 1, 128, 8, 0, 1, 64, 10, 0, 0, 255,
+            ]
         );
     }
 
