@@ -1,7 +1,7 @@
-//! Datagrams from the kernel, read by hand rather than by a netlink crate:
-//! the nf_tables generation reply, ipset list dumps and acknowledgements,
-//! rtnetlink link notifications and inotify events. Each parser gets the
-//! same bytes; none may panic.
+//! Datagrams from the kernel: the nf_tables generation reply, ipset list
+//! dumps and acknowledgements (nfnetlink on netlink-packet-core), and,
+//! read by hand, rtnetlink link notifications and inotify events. Each
+//! parser gets the same bytes; none may panic.
 #![no_main]
 
 use std::collections::BTreeMap;

@@ -8,17 +8,18 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
+use netlink_packet_core::{NLM_F_REQUEST, NetlinkPayload};
 use rtnetlink::sys::Socket;
 
+use crate::NetlinkError;
 use crate::netns;
-use crate::{NetlinkError, nfnetlink};
+use crate::nfnetlink::{self, Body};
 
 const NFNL_SUBSYS_NFTABLES: u16 = libc::NFNL_SUBSYS_NFTABLES as u16;
 const NFT_MSG_GETGEN: u16 = libc::NFT_MSG_GETGEN as u16;
 const NFT_MSG_NEWGEN: u16 = libc::NFT_MSG_NEWGEN as u16;
 const NFTA_GEN_ID: u16 = 1;
-const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
-const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
+const AF_UNSPEC: u8 = libc::AF_UNSPEC as u8;
 /// `SO_NETNS_COOKIE` (Linux 5.14), not in every libc yet.
 const SO_NETNS_COOKIE: libc::c_int = 71;
 
@@ -65,15 +66,12 @@ fn netns_cookie(socket: &Socket) -> io::Result<u64> {
 
 /// `NFT_MSG_GETGEN`: a netlink header and an empty `nfgenmsg`.
 fn request() -> Vec<u8> {
-    let mut msg = Vec::with_capacity(20);
-    msg.extend_from_slice(&20u32.to_ne_bytes());
-    msg.extend_from_slice(&(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETGEN).to_ne_bytes());
-    msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel's
-    // nfgenmsg: family AF_UNSPEC, version NFNETLINK_V0, resource id 0.
-    msg.extend_from_slice(&[0, 0, 0, 0]);
-    msg
+    let body = Body {
+        message_type: NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETGEN,
+        family: AF_UNSPEC,
+        attributes: Vec::new(),
+    };
+    nfnetlink::encode(body, NLM_F_REQUEST, 1)
 }
 
 /// The generation id in a `NFT_MSG_NEWGEN` reply. Public (hidden) for the
@@ -81,42 +79,25 @@ fn request() -> Vec<u8> {
 #[doc(hidden)]
 pub fn parse_reply(reply: &[u8]) -> io::Result<u32> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-    if reply.len() < 16 {
-        return Err(bad("short nfnetlink reply"));
-    }
-    let len = u32::from_ne_bytes(reply[0..4].try_into().unwrap()) as usize;
-    let kind = u16::from_ne_bytes(reply[4..6].try_into().unwrap());
-    let message = reply.get(..len).ok_or_else(|| bad("truncated reply"))?;
-    if kind == NLMSG_ERROR {
-        let code = message
-            .get(16..20)
-            .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
-            .ok_or_else(|| bad("truncated error"))?;
-        // `wrapping_neg`: a lying i32::MIN must not overflow.
-        return Err(io::Error::from_raw_os_error(code.wrapping_neg()));
-    }
-    if kind != (NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN) {
-        return Err(bad("unexpected nfnetlink reply"));
-    }
-    // Attributes follow the 16-byte header and the 4-byte nfgenmsg.
-    let mut attrs = message.get(20..).unwrap_or_default();
-    while attrs.len() >= 4 {
-        let attr_len = u16::from_ne_bytes(attrs[0..2].try_into().unwrap()) as usize;
-        let attr_kind = u16::from_ne_bytes(attrs[2..4].try_into().unwrap()) & 0x3fff;
-        if attr_len < 4 || attr_len > attrs.len() {
-            break;
+    match nfnetlink::parse(reply)?.payload {
+        NetlinkPayload::Error(error) => Err(io::Error::from_raw_os_error(nfnetlink::errno(&error))),
+        NetlinkPayload::InnerMessage(body)
+            if body.message_type == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN =>
+        {
+            // Big endian; a value longer than 4 bytes is read for its first 4.
+            nfnetlink::nlas(&body.attributes)
+                .filter(|a| a.kind() == NFTA_GEN_ID)
+                .find_map(|a| a.value().first_chunk().copied().map(u32::from_be_bytes))
+                .ok_or_else(|| bad("no generation id in the reply"))
         }
-        if attr_kind == NFTA_GEN_ID && attr_len >= 8 {
-            return Ok(u32::from_be_bytes(attrs[4..8].try_into().unwrap()));
-        }
-        // NLA_ALIGN: the last attribute's padding may be missing.
-        attrs = attrs.get((attr_len + 3) & !3..).unwrap_or_default();
+        _ => Err(bad("unexpected nfnetlink reply")),
     }
-    Err(bad("no generation id in the reply"))
 }
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::NLMSG_ERROR;
+
     use super::*;
 
     fn reply(kind: u16, attrs: &[u8]) -> Vec<u8> {
@@ -134,6 +115,18 @@ mod tests {
         let r = request();
         assert_eq!(r.len(), 20);
         assert_eq!(u16::from_ne_bytes([r[4], r[5]]), 10 << 8 | 16);
+    }
+
+    /// The request byte for byte, as `nft` sends it (and as this module
+    /// sent it before it was built on netlink-packet-core).
+    #[test]
+    #[cfg(target_endian = "little")]
+    #[rustfmt::skip]
+    fn the_request_on_the_wire() {
+        assert_eq!(request(), [
+            20, 0, 0, 0, 16, 10, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, // GETGEN, REQUEST, seq 1
+            0, 0, 0, 0, // nfgenmsg: AF_UNSPEC, NFNETLINK_V0, resource 0
+        ]);
     }
 
     #[test]

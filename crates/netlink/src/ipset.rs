@@ -8,12 +8,19 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use netlink_packet_core::{
+    DefaultNla, ErrorMessage, NLA_F_NESTED, NLA_F_NET_BYTEORDER, NLM_F_ACK, NLM_F_DUMP,
+    NLM_F_REQUEST, NetlinkPayload,
+};
 
+use crate::NetlinkError;
 use crate::netns;
-use crate::{NetlinkError, nfnetlink};
+use crate::nfnetlink::{self, Body, nlas};
 
 const NFNL_SUBSYS_IPSET: u16 = libc::NFNL_SUBSYS_IPSET as u16;
 const IPSET_PROTOCOL: u8 = 7;
+/// The longest set name and its NUL.
+const IPSET_MAXNAMELEN: usize = 32;
 const IPSET_CMD_LIST: u16 = 7;
 const IPSET_CMD_ADD: u16 = 9;
 const IPSET_CMD_DEL: u16 = 10;
@@ -28,14 +35,6 @@ const IPSET_ATTR_CIDR: u16 = 3;
 // Attributes of an address (inside IP).
 const IPSET_ATTR_IPADDR_IPV4: u16 = 1;
 
-const NLA_F_NESTED: u16 = libc::NLA_F_NESTED as u16;
-const NLA_F_NET_BYTEORDER: u16 = libc::NLA_F_NET_BYTEORDER as u16;
-const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
-const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
-const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
-const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
-const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
-const NLM_F_DUMP: u16 = libc::NLM_F_DUMP as u16;
 const AF_INET: u8 = libc::AF_INET as u8;
 
 /// Every set of namespace `name` with its IPv4 members (sets of other
@@ -43,9 +42,7 @@ const AF_INET: u8 = libc::AF_INET as u8;
 pub fn ipsets(name: &str) -> Result<BTreeMap<String, BTreeSet<Ipv4Net>>, NetlinkError> {
     netns::run_in(name, || {
         let socket = nfnetlink::socket(nfnetlink::DEADLINE)?;
-        let mut request = Message::new(IPSET_CMD_LIST, NLM_F_REQUEST | NLM_F_DUMP, 1);
-        request.attr(IPSET_ATTR_PROTOCOL, &[IPSET_PROTOCOL]);
-        nfnetlink::send(&socket, &request.finish())?;
+        nfnetlink::send(&socket, &list_request())?;
         let mut sets = BTreeMap::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -57,6 +54,11 @@ pub fn ipsets(name: &str) -> Result<BTreeMap<String, BTreeSet<Ipv4Net>>, Netlink
     })
 }
 
+/// The dump of every set: `LIST` with nothing but the protocol version.
+fn list_request() -> Vec<u8> {
+    request(IPSET_CMD_LIST, NLM_F_REQUEST | NLM_F_DUMP, 1, &[protocol()])
+}
+
 /// Reads one datagram of a list dump into `sets`; `true` when it ends the
 /// dump. Public (hidden) for the fuzz target in `fuzz/`: whatever the
 /// kernel sends, this must not panic.
@@ -65,11 +67,12 @@ pub fn read_dump(
     datagram: &[u8],
     sets: &mut BTreeMap<String, BTreeSet<Ipv4Net>>,
 ) -> io::Result<bool> {
-    for (kind, payload) in messages(datagram)? {
-        match kind {
-            NLMSG_DONE => return Ok(true),
-            NLMSG_ERROR => check_ack(payload)?,
-            _ => parse_set(payload, sets)?,
+    for message in nfnetlink::messages(datagram)? {
+        match message?.payload {
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::Error(error) => acknowledged(&error)?,
+            NetlinkPayload::InnerMessage(body) => parse_set(&body, sets)?,
+            _ => return Err(invalid("neither a set nor the end of the dump")),
         }
     }
     Ok(false)
@@ -79,14 +82,14 @@ pub fn read_dump(
 /// holds; a refusal is an error. Public (hidden) for the fuzz target.
 #[doc(hidden)]
 pub fn count_acks(datagram: &[u8]) -> io::Result<usize> {
-    let mut acknowledged = 0;
-    for (kind, payload) in messages(datagram)? {
-        if kind == NLMSG_ERROR {
-            check_ack(payload)?;
-            acknowledged += 1;
+    let mut acknowledgements = 0;
+    for message in nfnetlink::messages(datagram)? {
+        if let NetlinkPayload::Error(error) = message?.payload {
+            acknowledged(&error)?;
+            acknowledgements += 1;
         }
     }
-    Ok(acknowledged)
+    Ok(acknowledgements)
 }
 
 /// Adds `add` to and deletes `delete` from set `set` of namespace `name`.
@@ -97,16 +100,22 @@ pub fn change_ipset(
     add: &[Ipv4Addr],
     delete: &[Ipv4Addr],
 ) -> Result<(), NetlinkError> {
-    let requests: Vec<Vec<u8>> = [(IPSET_CMD_ADD, add), (IPSET_CMD_DEL, delete)]
-        .into_iter()
-        .flat_map(|(command, members)| members.iter().map(move |ip| (command, *ip)))
-        .enumerate()
-        .map(|(seq, (command, ip))| member_request(command, set, ip, seq as u32 + 1))
-        .collect();
-    if requests.is_empty() {
+    if add.is_empty() && delete.is_empty() {
         return Ok(());
     }
     netns::run_in(name, || {
+        // The kernel's answer to a name too long, given without asking:
+        // netlink-packet-core would not check that the attribute's length
+        // fits its 16 bits.
+        if set.len() >= IPSET_MAXNAMELEN {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let requests: Vec<Vec<u8>> = [(IPSET_CMD_ADD, add), (IPSET_CMD_DEL, delete)]
+            .into_iter()
+            .flat_map(|(command, members)| members.iter().map(move |ip| (command, *ip)))
+            .enumerate()
+            .map(|(seq, (command, ip))| member_request(command, set, ip, seq as u32 + 1))
+            .collect();
         let socket = nfnetlink::socket(nfnetlink::DEADLINE)?;
         let mut buf = vec![0u8; 64 * 1024];
         // Many requests to one datagram (the kernel handles them in turn),
@@ -130,90 +139,47 @@ const BATCH: usize = 64;
 /// One member added to or deleted from a set: the entry is
 /// `DATA { IP { IPADDR_IPV4 } }`, the address in network byte order.
 fn member_request(command: u16, set: &str, ip: Ipv4Addr, seq: u32) -> Vec<u8> {
-    let mut m = Message::new(command, NLM_F_REQUEST | NLM_F_ACK, seq);
-    m.attr(IPSET_ATTR_PROTOCOL, &[IPSET_PROTOCOL]);
-    m.attr(IPSET_ATTR_SETNAME, &nul_terminated(set));
-    let mut address = Vec::new();
-    push_attr(
-        &mut address,
+    let mut name = set.as_bytes().to_vec();
+    name.push(0);
+    let address = DefaultNla::new(
         IPSET_ATTR_IPADDR_IPV4 | NLA_F_NET_BYTEORDER,
-        &ip.octets(),
+        ip.octets().to_vec(),
     );
-    let mut entry = Vec::new();
-    push_attr(&mut entry, IPSET_ATTR_IP | NLA_F_NESTED, &address);
-    m.attr(IPSET_ATTR_DATA | NLA_F_NESTED, &entry);
-    m.finish()
+    let entry = nested(IPSET_ATTR_IP, &[address]);
+    let attributes = [
+        protocol(),
+        DefaultNla::new(IPSET_ATTR_SETNAME, name),
+        nested(IPSET_ATTR_DATA, &[entry]),
+    ];
+    request(command, NLM_F_REQUEST | NLM_F_ACK, seq, &attributes)
 }
 
-fn nul_terminated(text: &str) -> Vec<u8> {
-    let mut bytes = text.as_bytes().to_vec();
-    bytes.push(0);
-    bytes
+/// An ipset request: IPv4, the command in the ipset subsystem.
+fn request(command: u16, flags: u16, seq: u32, attributes: &[DefaultNla]) -> Vec<u8> {
+    let body = Body {
+        message_type: NFNL_SUBSYS_IPSET << 8 | command,
+        family: AF_INET,
+        attributes: nfnetlink::attributes(attributes),
+    };
+    nfnetlink::encode(body, flags, seq)
 }
 
-/// A netfilter netlink request: header, `nfgenmsg` (IPv4), attributes.
-struct Message(Vec<u8>);
-
-impl Message {
-    fn new(command: u16, flags: u16, seq: u32) -> Self {
-        let mut b = Vec::with_capacity(64);
-        b.extend_from_slice(&0u32.to_ne_bytes()); // length, set by finish
-        b.extend_from_slice(&(NFNL_SUBSYS_IPSET << 8 | command).to_ne_bytes());
-        b.extend_from_slice(&flags.to_ne_bytes());
-        b.extend_from_slice(&seq.to_ne_bytes());
-        b.extend_from_slice(&0u32.to_ne_bytes());
-        b.extend_from_slice(&[AF_INET, 0, 0, 0]);
-        Message(b)
-    }
-
-    fn attr(&mut self, kind: u16, value: &[u8]) {
-        push_attr(&mut self.0, kind, value);
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        let len = self.0.len() as u32;
-        self.0[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.0
-    }
+/// The protocol version every request starts with.
+fn protocol() -> DefaultNla {
+    DefaultNla::new(IPSET_ATTR_PROTOCOL, vec![IPSET_PROTOCOL])
 }
 
-fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    buf.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(value);
-    while !buf.len().is_multiple_of(4) {
-        buf.push(0);
-    }
+fn nested(kind: u16, inner: &[DefaultNla]) -> DefaultNla {
+    DefaultNla::new(kind | NLA_F_NESTED, nfnetlink::attributes(inner))
 }
 
 fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("ipset netlink: {what}"))
 }
 
-/// The messages in one datagram: (type, payload after the 16-byte header).
-fn messages(datagram: &[u8]) -> io::Result<Vec<(u16, &[u8])>> {
-    let mut out = Vec::new();
-    let mut rest = datagram;
-    while rest.len() >= 16 {
-        let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
-        if len < 16 || len > rest.len() {
-            return Err(invalid("bad message length"));
-        }
-        let kind = u16::from_ne_bytes(rest[4..6].try_into().unwrap());
-        out.push((kind, &rest[16..len]));
-        rest = &rest[((len + 3) & !3).min(rest.len())..];
-    }
-    Ok(out)
-}
-
 /// An `NLMSG_ERROR`: an acknowledgement (0) or the kernel's refusal.
-fn check_ack(payload: &[u8]) -> io::Result<()> {
-    let code = payload
-        .get(0..4)
-        .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
-        .ok_or_else(|| invalid("short error message"))?;
-    // `wrapping_neg`: a lying i32::MIN must not overflow.
-    match code.wrapping_neg() {
+fn acknowledged(error: &ErrorMessage) -> io::Result<()> {
+    match nfnetlink::errno(error) {
         0 => Ok(()),
         // ipset's own codes (4096 and up) have no errno text.
         c if c >= 4096 => Err(io::Error::other(format!("ipset error {c}"))),
@@ -221,67 +187,44 @@ fn check_ack(payload: &[u8]) -> io::Result<()> {
     }
 }
 
-/// The attributes of `data`: (type without flags, value).
-fn attributes(mut data: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while data.len() >= 4 {
-        let len = u16::from_ne_bytes(data[0..2].try_into().unwrap()) as usize;
-        let kind = u16::from_ne_bytes(data[2..4].try_into().unwrap()) & NLA_TYPE_MASK;
-        if len < 4 || len > data.len() {
-            break;
-        }
-        out.push((kind, &data[4..len]));
-        data = &data[((len + 3) & !3).min(data.len())..];
-    }
-    out
-}
-
 /// One listed set (or a further part of a large one): its name and, in
 /// `ADT`, its entries.
-fn parse_set(payload: &[u8], sets: &mut BTreeMap<String, BTreeSet<Ipv4Net>>) -> io::Result<()> {
-    // Past the 4-byte nfgenmsg.
-    let attrs = attributes(payload.get(4..).unwrap_or_default());
-    let name = attrs
-        .iter()
-        .find(|(k, _)| *k == IPSET_ATTR_SETNAME)
-        .map(|(_, v)| {
-            String::from_utf8_lossy(v)
+fn parse_set(body: &Body, sets: &mut BTreeMap<String, BTreeSet<Ipv4Net>>) -> io::Result<()> {
+    let name = nlas(&body.attributes)
+        .find(|a| a.kind() == IPSET_ATTR_SETNAME)
+        .map(|a| {
+            String::from_utf8_lossy(a.value())
                 .trim_end_matches('\0')
                 .to_string()
         })
         .ok_or_else(|| invalid("a listed set without a name"))?;
     let members = sets.entry(name).or_default();
-    for (_, adt) in attrs.iter().filter(|(k, _)| *k == IPSET_ATTR_ADT) {
-        for (_, entry) in attributes(adt)
-            .into_iter()
-            .filter(|(k, _)| *k == IPSET_ATTR_DATA)
-        {
-            let entry = attributes(entry);
-            let ip = entry
-                .iter()
-                .find(|(k, _)| *k == IPSET_ATTR_IP)
-                .and_then(|(_, ip)| {
-                    attributes(ip)
-                        .into_iter()
-                        .find(|(k, v)| *k == IPSET_ATTR_IPADDR_IPV4 && v.len() == 4)
-                })
-                .map(|(_, v)| Ipv4Addr::new(v[0], v[1], v[2], v[3]));
-            let cidr = entry
-                .iter()
-                .find(|(k, v)| *k == IPSET_ATTR_CIDR && !v.is_empty())
-                .map_or(32, |(_, v)| v[0]);
-            if let Some(ip) = ip
-                && let Ok(net) = Ipv4Net::new(ip, cidr)
-            {
-                members.insert(net);
-            }
+    for adt in nlas(&body.attributes).filter(|a| a.kind() == IPSET_ATTR_ADT) {
+        for data in nlas(adt.value()).filter(|a| a.kind() == IPSET_ATTR_DATA) {
+            members.extend(entry(data.value()));
         }
     }
     Ok(())
 }
 
+/// A listed entry, `IP { IPADDR_IPV4 }` and `CIDR` (32 when missing), as
+/// a network; `None` for an entry of another family or kind.
+fn entry(data: &[u8]) -> Option<Ipv4Net> {
+    let ip = nlas(data).find(|a| a.kind() == IPSET_ATTR_IP)?;
+    let address =
+        nlas(ip.value()).find(|a| a.kind() == IPSET_ATTR_IPADDR_IPV4 && a.value_length() == 4)?;
+    let octets: [u8; 4] = address.value().try_into().ok()?;
+    let cidr = nlas(data)
+        .filter(|a| a.kind() == IPSET_ATTR_CIDR)
+        .find_map(|a| a.value().first().copied())
+        .unwrap_or(32);
+    Ipv4Net::new(Ipv4Addr::from(octets), cidr).ok()
+}
+
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::{NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP};
+
     use super::*;
 
     #[test]
@@ -313,6 +256,41 @@ mod tests {
         );
     }
 
+    /// The requests byte for byte, as the `ipset` tool sends them (and as
+    /// this module sent them before it was built on netlink-packet-core).
+    #[test]
+    #[cfg(target_endian = "little")]
+    #[rustfmt::skip]
+    fn the_requests_on_the_wire() {
+        assert_eq!(list_request(), [
+            28, 0, 0, 0, 7, 6, 1, 3, 1, 0, 0, 0, 0, 0, 0, 0, // LIST, REQUEST|DUMP, seq 1
+            2, 0, 0, 0,                                      // nfgenmsg: AF_INET
+            5, 0, 1, 0, 7, 0, 0, 0,                          // PROTOCOL 7, padded
+        ]);
+        assert_eq!(
+            member_request(IPSET_CMD_ADD, "NIPv4abc", Ipv4Addr::new(192, 168, 1, 11), 3),
+            [
+                60, 0, 0, 0, 9, 6, 5, 0, 3, 0, 0, 0, 0, 0, 0, 0, // ADD, REQUEST|ACK, seq 3
+                2, 0, 0, 0,                                      // AF_INET
+                5, 0, 1, 0, 7, 0, 0, 0,                          // PROTOCOL 7
+                13, 0, 2, 0, b'N', b'I', b'P', b'v', b'4', b'a', b'b', b'c', 0, 0, 0, 0, // SETNAME
+                16, 0, 7, 128,                                   // DATA, nested
+                12, 0, 1, 128,                                   // IP, nested
+                8, 0, 1, 64, 192, 168, 1, 11,                    // IPADDR_IPV4, network order
+            ]
+        );
+        assert_eq!(
+            member_request(IPSET_CMD_DEL, "NIPv4-x", Ipv4Addr::new(10, 0, 0, 255), 70000),
+            [
+                56, 0, 0, 0, 10, 6, 5, 0, 112, 17, 1, 0, 0, 0, 0, 0, // DEL, seq 70000
+                2, 0, 0, 0,
+                5, 0, 1, 0, 7, 0, 0, 0,
+                12, 0, 2, 0, b'N', b'I', b'P', b'v', b'4', b'-', b'x', 0, // SETNAME, unpadded
+                16, 0, 7, 128, 12, 0, 1, 128, 8, 0, 1, 64, 10, 0, 0, 255,
+            ]
+        );
+    }
+
     #[test]
     fn listed_entries_become_networks() {
         let entry = |ip: [u8; 4], cidr: Option<u8>| {
@@ -337,7 +315,7 @@ mod tests {
         push_attr(&mut payload, IPSET_ATTR_SETNAME, b"NIPv4x\0");
         push_attr(&mut payload, IPSET_ATTR_ADT | NLA_F_NESTED, &adt);
         let mut sets = BTreeMap::new();
-        parse_set(&payload, &mut sets).unwrap();
+        listed(&payload, &mut sets).unwrap();
         // A second part of the same set adds to it.
         let mut more = vec![AF_INET, 0, 0, 0];
         push_attr(&mut more, IPSET_ATTR_SETNAME, b"NIPv4x\0");
@@ -346,7 +324,7 @@ mod tests {
             IPSET_ATTR_ADT | NLA_F_NESTED,
             &entry([10, 0, 0, 2], Some(32)),
         );
-        parse_set(&more, &mut sets).unwrap();
+        listed(&more, &mut sets).unwrap();
         let want: BTreeSet<Ipv4Net> = ["10.0.0.1/32", "10.1.0.0/16", "10.0.0.2/32"]
             .iter()
             .map(|n| n.parse().unwrap())
@@ -356,16 +334,16 @@ mod tests {
 
     #[test]
     fn kernel_refusals_are_errors() {
-        assert!(check_ack(&0i32.to_ne_bytes()).is_ok());
+        assert!(ack(&0i32.to_ne_bytes()).is_ok());
         assert_eq!(
-            check_ack(&(-libc::ENOENT).to_ne_bytes())
+            ack(&(-libc::ENOENT).to_ne_bytes())
                 .unwrap_err()
                 .raw_os_error(),
             Some(libc::ENOENT)
         );
-        assert!(check_ack(&(-4097i32).to_ne_bytes()).is_err());
-        assert!(check_ack(&[1]).is_err());
-        assert!(check_ack(&i32::MIN.to_ne_bytes()).is_err());
+        assert!(ack(&(-4097i32).to_ne_bytes()).is_err());
+        assert!(ack(&[1]).is_err());
+        assert!(ack(&i32::MIN.to_ne_bytes()).is_err());
     }
 
     #[test]
@@ -386,6 +364,29 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_end_or_a_stranger_in_a_dump_is_an_error() {
+        // NLMSG_DONE carries an int: 2 bytes are no end (netlink-packet-core
+        // reads no bytes as 0, and more as an extended ack).
+        let mut sets = BTreeMap::new();
+        assert!(read_dump(&header(NLMSG_DONE, &[0; 2]), &mut sets).is_err());
+        assert!(count_acks(&header(NLMSG_DONE, &[0; 2])).is_err());
+        assert!(read_dump(&header(NLMSG_DONE, &[]), &mut sets).unwrap());
+        assert!(read_dump(&header(NLMSG_DONE, &[0; 12]), &mut sets).unwrap());
+        // A NOOP is neither a set, whatever it holds, nor the end.
+        let mut noop = vec![AF_INET, 0, 0, 0];
+        push_attr(&mut noop, IPSET_ATTR_SETNAME, b"NIPv4z\0");
+        assert!(read_dump(&header(NLMSG_NOOP, &noop), &mut sets).is_err());
+        assert!(sets.is_empty());
+        // Among acknowledgements it is ignored, as is a whole NLMSG_DONE.
+        let acks = [
+            header(NLMSG_NOOP, &noop),
+            header(NLMSG_ERROR, &[0; 4]),
+            header(NLMSG_DONE, &[0; 4]),
+        ];
+        assert_eq!(count_acks(&acks.concat()).unwrap(), 1);
+    }
+
+    #[test]
     fn lying_lengths_in_a_datagram_are_errors_not_panics() {
         // A header whose length covers the datagram's end, then a second
         // message's header claiming less than a header.
@@ -396,6 +397,48 @@ mod tests {
         let mut sets = BTreeMap::new();
         assert!(read_dump(&[0xff; 16], &mut sets).is_err());
         assert!(read_dump(&[], &mut sets).is_ok());
+    }
+
+    /// `payload` (nfgenmsg and attributes) as one message of a list dump.
+    fn listed(payload: &[u8], sets: &mut BTreeMap<String, BTreeSet<Ipv4Net>>) -> io::Result<()> {
+        let more = read_dump(
+            &header(NFNL_SUBSYS_IPSET << 8 | IPSET_CMD_LIST, payload),
+            sets,
+        )?;
+        assert!(!more, "a set is not the end of the dump");
+        Ok(())
+    }
+
+    /// An `NLMSG_ERROR` with `payload`, read as replies to member requests.
+    fn ack(payload: &[u8]) -> io::Result<()> {
+        count_acks(&header(NLMSG_ERROR, payload)).map(|n| assert_eq!(n, 1))
+    }
+
+    /// An attribute of type `kind` (flags included) and value `value`,
+    /// padded to 4 bytes: encoded by hand, a witness independent of
+    /// netlink-packet-core.
+    fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+        buf.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(value);
+        while !buf.len().is_multiple_of(4) {
+            buf.push(0);
+        }
+    }
+
+    /// The attributes of `data`, (type without flags, value), read by hand.
+    fn attributes(mut data: &[u8]) -> Vec<(u16, &[u8])> {
+        let mut out = Vec::new();
+        while data.len() >= 4 {
+            let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+            let kind = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff;
+            if len < 4 || len > data.len() {
+                break;
+            }
+            out.push((kind, &data[4..len]));
+            data = &data[((len + 3) & !3).min(data.len())..];
+        }
+        out
     }
 
     /// A netlink message: 16-byte header of type `kind`, then `payload`,

@@ -249,6 +249,15 @@ fn ipset_members_are_listed_added_and_deleted_over_netlink() {
         ovslab_netlink::change_ipset(&ns.0, "NIPv4missing", &[one], &[]).is_err(),
         "a missing set is an error"
     );
+    // A name longer than ipset's 31 bytes is the kernel's EINVAL, however
+    // long (even past what one attribute can hold).
+    for len in [32, 70_000] {
+        let err = ovslab_netlink::change_ipset(&ns.0, &"N".repeat(len), &[one], &[]).unwrap_err();
+        let errno = std::error::Error::source(&err)
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error);
+        assert_eq!(errno, Some(libc::EINVAL), "{len}: {err}");
+    }
 }
 
 #[tokio::test]
