@@ -1189,7 +1189,7 @@ fn check_network_type(
         }
         (Some(s), _) => s.value,
     };
-    let span = n.segmentation_id.as_ref().map_or(at(&n.name), |s| at(s));
+    let span = n.segmentation_id.as_ref().map_or(at(&n.name), at);
     if let Some(other) = segments.get(&(scope.clone(), seg)) {
         let message = if type_name == "flat" {
             format!(
