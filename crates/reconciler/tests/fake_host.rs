@@ -20,10 +20,8 @@ impl Root {
         // Unique per call: tests run in parallel and some build twice.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "ovslab-fake-{}-{n}-{test}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("ovslab-fake-{}-{n}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         Root(dir)
     }

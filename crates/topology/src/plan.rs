@@ -1361,6 +1361,137 @@ mod tests {
         insta::assert_yaml_snapshot!(state);
     }
 
+    const SELFSERVICE: &str = include_str!("../../../lab-topologies/selfservice-vxlan.yaml");
+
+    fn selfservice(edit: impl FnOnce(String) -> String) -> DesiredState {
+        let text = edit(SELFSERVICE.to_string());
+        plan(
+            &crate::parse("selfservice", &text).unwrap(),
+            &LocalVlans::new(),
+        )
+    }
+
+    fn br_tun_flows(state: &DesiredState, node: &str) -> Vec<FlowSpec> {
+        let sw = state.switch(node).unwrap();
+        sw.flows
+            .iter()
+            .filter(|f| f.bridge == BR_TUN)
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn selfservice_desired_state_snapshot() {
+        insta::assert_yaml_snapshot!(selfservice(|t| t));
+    }
+
+    #[test]
+    fn without_l2population_every_node_tunnels_to_every_other() {
+        let state = selfservice(|t| t);
+        let c1 = state.switch("compute1").unwrap();
+        let br_tun = c1.bridges.iter().find(|b| b.name == BR_TUN).unwrap();
+        let names: Vec<&str> = br_tun.ports.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["patch-int", "vxlan-0a000101", "vxlan-0a000103"]);
+        let port = &br_tun.ports[1];
+        assert_eq!(port.interface_type(), "vxlan");
+        let options = port.interface_options();
+        assert_eq!(options["remote_ip"], "10.0.1.1");
+        assert_eq!(options["local_ip"], "10.0.1.2");
+        assert_eq!(options["in_key"], "flow");
+        let flows = br_tun_flows(&state, "compute1");
+        // VNI 101 → local VLAN 1, then learn; flood to both tunnels.
+        assert!(flows.contains(&FlowSpec {
+            bridge: BR_TUN.into(),
+            table: 4,
+            priority: 1,
+            tun_id: Some(101),
+            actions: vec![
+                FlowAction::PushVlan,
+                FlowAction::ModVlanVid(1),
+                FlowAction::Resubmit(10)
+            ],
+            ..FlowSpec::default()
+        }));
+        assert!(flows.contains(&FlowSpec {
+            bridge: BR_TUN.into(),
+            table: 22,
+            priority: FLOOD_PRIORITY,
+            dl_vlan: Some(VlanMatch::Id(1)),
+            actions: vec![
+                FlowAction::StripVlan,
+                FlowAction::SetTunnel(101),
+                FlowAction::Output("vxlan-0a000101".into()),
+                FlowAction::Output("vxlan-0a000103".into()),
+            ],
+            ..FlowSpec::default()
+        }));
+        assert!(!flows.iter().any(|f| f.table == 20 && f.priority == 2));
+        assert!(!flows.iter().any(|f| f.table == 21));
+        // Instances on a VXLAN network send with its MTU and no offload.
+        let i1 = state
+            .namespace(&naming::namespace("selfservice", "instance1"))
+            .unwrap();
+        assert_eq!(i1.links[0].mtu, Some(1450));
+        assert_eq!(i1.links[0].tx_checksum, Some(false));
+    }
+
+    #[test]
+    fn with_l2population_tunnels_go_only_where_the_networks_have_ports() {
+        // compute2 keeps only selfservice2 (instance2), which compute1 lacks.
+        let state = selfservice(|t| {
+            let t = t
+                .replace("l2_population: false", "l2_population: true")
+                .replace("arp_responder: false", "arp_responder: true");
+            // instance3 is the last instance; the checks go with it.
+            let cut = t.find("  - name: instance3").unwrap();
+            t[..cut].to_string()
+        });
+        let c1 = state.switch("compute1").unwrap();
+        let br_tun = c1.bridges.iter().find(|b| b.name == BR_TUN).unwrap();
+        let names: Vec<&str> = br_tun.ports.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["patch-int", "vxlan-0a000101"],
+            "no tunnel to compute2"
+        );
+        let flows = br_tun_flows(&state, "compute1");
+        let router = RouterPort::internal("selfservice", "router1", "selfservice1");
+        assert!(flows.contains(&FlowSpec {
+            bridge: BR_TUN.into(),
+            table: 20,
+            priority: 2,
+            dl_vlan: Some(VlanMatch::Id(1)),
+            dl_dst: Some(MacMatch::Exact(router.mac)),
+            actions: vec![
+                FlowAction::StripVlan,
+                FlowAction::SetTunnel(101),
+                FlowAction::Output("vxlan-0a000101".into()),
+            ],
+            ..FlowSpec::default()
+        }));
+        assert!(flows.contains(&FlowSpec {
+            bridge: BR_TUN.into(),
+            table: 21,
+            priority: 1,
+            arp: true,
+            dl_vlan: Some(VlanMatch::Id(1)),
+            arp_tpa: Some("192.168.1.1".parse().unwrap()),
+            actions: arp_reply(router.mac, "192.168.1.1".parse().unwrap()),
+            ..FlowSpec::default()
+        }));
+        // compute2 floods selfservice2 only to the network node.
+        let c2 = br_tun_flows(&state, "compute2");
+        let flood: Vec<_> = c2
+            .iter()
+            .filter(|f| f.table == 22 && f.priority > 0)
+            .collect();
+        assert_eq!(flood.len(), 1);
+        assert_eq!(
+            flood[0].actions.last(),
+            Some(&FlowAction::Output("vxlan-0a000101".into()))
+        );
+    }
+
     #[test]
     fn local_vlans_are_node_local_and_not_the_segment() {
         let state = plan(&crate::seed(), &LocalVlans::new());

@@ -1102,7 +1102,9 @@ fn check_network_type(
         );
         return None;
     }
-    let mut ok = true;
+    // Problems past the type are reported, and the network is still kept
+    // (its segment clamped into range), so that what refers to it is
+    // checked too.
     // The physical network: needed by VLAN and flat, meaningless for tunnels.
     match (&n.physical_network, tunnel) {
         (Some(p), Some(_)) => {
@@ -1110,7 +1112,6 @@ fn check_network_type(
                 p,
                 format!("network `{name}`: a {type_name} network has no physical network"),
             );
-            ok = false;
         }
         (Some(p), None) => {
             if !raw
@@ -1122,7 +1123,6 @@ fn check_network_type(
                     p,
                     format!("network `{name}`: unknown physical network `{}`", p.value),
                 );
-                ok = false;
             }
         }
         (None, None) => {
@@ -1130,7 +1130,6 @@ fn check_network_type(
                 &n.name,
                 format!("network `{name}`: a {type_name} network needs `physical_network`"),
             );
-            ok = false;
         }
         (None, Some(_)) => {}
     }
@@ -1139,7 +1138,6 @@ fn check_network_type(
             type_span,
             format!("network `{name}`: a {type_name} network needs an `overlay:` for its tunnels"),
         );
-        ok = false;
     }
     if let Some(kind) = tunnel
         && !agent.tunnel_types.contains(&kind)
@@ -1148,7 +1146,6 @@ fn check_network_type(
             type_span,
             format!("network `{name}`: the agents' `tunnel_types` do not include {type_name}"),
         );
-        ok = false;
     }
     let physnet = n.physical_network.as_ref().map_or("", |p| p.value.as_str());
     // The segment: its range per type, unique per physical network (VLAN,
@@ -1165,7 +1162,7 @@ fn check_network_type(
                 s,
                 format!("network `{name}`: a flat network has no segmentation_id"),
             );
-            return None;
+            0
         }
         (None, "flat") => 0,
         (None, _) => {
@@ -1173,7 +1170,7 @@ fn check_network_type(
                 &n.name,
                 format!("network `{name}`: a {type_name} network needs `segmentation_id`"),
             );
-            return None;
+            *range.start()
         }
         (Some(s), _) if !range.contains(&s.value) => {
             c.err(
@@ -1185,7 +1182,7 @@ fn check_network_type(
                     range.end()
                 ),
             );
-            return None;
+            s.value.clamp(*range.start(), *range.end())
         }
         (Some(s), _) => s.value,
     };
@@ -1203,11 +1200,8 @@ fn check_network_type(
             )
         };
         c.err_at(span.0, span.1, message);
-        return None;
-    }
-    segments.insert((scope, seg), name.clone());
-    if !ok {
-        return None;
+    } else {
+        segments.insert((scope, seg), name.clone());
     }
     Some(match (type_name, tunnel) {
         (_, Some(kind)) => NetworkType::Tunnel(kind, seg as u32),

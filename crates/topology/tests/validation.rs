@@ -895,3 +895,194 @@ fn a_router_mac_may_not_be_an_external_host_mac() {
         ],
     );
 }
+
+// Tunnel and provider networks, from the self-service lab.
+
+const SELFSERVICE: &str = include_str!("../../../lab-topologies/selfservice-vxlan.yaml");
+
+/// The self-service lab with `from` replaced by `to` (exactly once).
+fn selfservice_with(from: &str, to: &str) -> String {
+    assert_eq!(
+        SELFSERVICE.matches(from).count(),
+        1,
+        "`{from}` must occur once in the self-service lab"
+    );
+    SELFSERVICE.replacen(from, to, 1)
+}
+
+#[test]
+fn the_selfservice_lab_is_valid() {
+    let topo = parse("selfservice-vxlan.yaml", SELFSERVICE).unwrap();
+    let overlay = topo.overlay.as_ref().unwrap();
+    assert_eq!(
+        overlay.endpoint("compute2"),
+        Some("10.0.1.3".parse().unwrap())
+    );
+    assert_eq!(
+        topo.agent.tunnel_types,
+        vec![ovslab_topology::TunnelType::Vxlan]
+    );
+    let net = topo.network("selfservice1").unwrap();
+    assert_eq!(net.segmentation_id(), Some(101));
+    assert_eq!(net.mtu(), 1450);
+}
+
+#[test]
+fn a_vni_out_of_range() {
+    let text = selfservice_with("segmentation_id: 101", "segmentation_id: 16777216");
+    refused(
+        &text,
+        line_of(&text, "16777216"),
+        &["selfservice1", "VNI 16777216", "1–16777215"],
+    );
+}
+
+#[test]
+fn a_vni_reused() {
+    let text = selfservice_with("segmentation_id: 102", "segmentation_id: 101");
+    refused(
+        &text,
+        line_of_nth(&text, "segmentation_id: 101", 1),
+        &["selfservice2", "VNI 101", "selfservice1"],
+    );
+}
+
+#[test]
+fn a_gre_key_of_zero() {
+    let text = selfservice_with("segmentation_id: 101", "segmentation_id: 0")
+        .replace("type: vxlan", "type: gre")
+        .replace("[vxlan]", "[gre]");
+    refused(&text, line_of(&text, "segmentation_id: 0"), &["GRE key 0"]);
+}
+
+#[test]
+fn a_tunnel_network_without_an_overlay() {
+    let text = selfservice_with("overlay:\n  cidr: 10.0.1.0/24\n", "");
+    refused(
+        &text,
+        line_of(&text, "    type: vxlan"),
+        &["selfservice1", "needs an `overlay:`"],
+    );
+}
+
+#[test]
+fn a_tunnel_type_the_agents_do_not_serve() {
+    let text = selfservice_with("tunnel_types: [vxlan]", "tunnel_types: [gre]");
+    refused(
+        &text,
+        line_of(&text, "    type: vxlan"),
+        &["selfservice1", "`tunnel_types` do not include vxlan"],
+    );
+}
+
+#[test]
+fn an_unknown_network_type() {
+    let text = selfservice_with(
+        "    type: vxlan\n    segmentation_id: 102",
+        "    type: geneve\n    segmentation_id: 102",
+    );
+    refused(
+        &text,
+        line_of(&text, "geneve"),
+        &["selfservice2", "type `geneve`"],
+    );
+}
+
+#[test]
+fn the_arp_responder_without_l2_population() {
+    let text = selfservice_with("arp_responder: false", "arp_responder: true");
+    refused(
+        &text,
+        line_of(&text, "arp_responder: true"),
+        &["arp_responder", "l2_population"],
+    );
+}
+
+#[test]
+fn an_overlay_overlapping_a_network() {
+    let text = selfservice_with("cidr: 10.0.1.0/24", "cidr: 192.168.0.0/16");
+    refused(
+        &text,
+        line_of(&text, "192.168.0.0/16"),
+        &["overlay", "overlaps network `selfservice1`"],
+    );
+}
+
+#[test]
+fn a_local_ip_outside_the_overlay() {
+    let text = selfservice_with(
+        "  - name: compute1\n    role: compute\n",
+        "  - name: compute1\n    role: compute\n    local_ip: 10.0.2.5\n",
+    );
+    refused(
+        &text,
+        line_of(&text, "10.0.2.5"),
+        &["compute1", "local_ip", "10.0.2.5"],
+    );
+}
+
+#[test]
+fn two_nodes_on_one_tunnel_endpoint() {
+    let text = selfservice_with(
+        "  - name: compute1\n    role: compute\n",
+        "  - name: compute1\n    role: compute\n    local_ip: 10.0.1.1\n",
+    );
+    refused(
+        &text,
+        line_of(&text, "local_ip: 10.0.1.1"),
+        &["compute1", "10.0.1.1", "`network`"],
+    );
+}
+
+#[test]
+fn a_tunnel_network_on_a_physical_network() {
+    let text = selfservice_with(
+        "    type: vxlan\n    segmentation_id: 102",
+        "    type: vxlan\n    physical_network: physnet1\n    segmentation_id: 102",
+    );
+    refused(
+        &text,
+        line_of(&text, "physical_network: physnet1"),
+        &["selfservice2", "has no physical network"],
+    );
+}
+
+#[test]
+fn two_flat_networks_on_one_physical_network() {
+    let text = seed_with(
+        "    physical_network: physnet1\n    segmentation_id: 101",
+        "    type: flat\n    physical_network: physnet1",
+    );
+    let text = text.replacen(
+        "    physical_network: physnet1\n    segmentation_id: 102",
+        "    type: flat\n    physical_network: physnet1",
+        1,
+    );
+    refused(
+        &text,
+        line_of(&text, "- name: net2"),
+        &["net2", "already carries flat network `net1`"],
+    );
+}
+
+#[test]
+fn a_flat_network_with_a_segmentation_id() {
+    let text = seed_with(
+        "    physical_network: physnet1\n    segmentation_id: 101",
+        "    type: flat\n    physical_network: physnet1\n    segmentation_id: 101",
+    );
+    refused(
+        &text,
+        line_of(&text, "segmentation_id: 101"),
+        &["net1", "flat network has no segmentation_id"],
+    );
+}
+
+#[test]
+fn a_wire_vni_out_of_range() {
+    let text = selfservice_with(
+        "    avoids: [compute1]\n    wire_vni: 101",
+        "    avoids: [compute1]\n    wire_vni: 0",
+    );
+    refused(&text, line_of(&text, "wire_vni: 0"), &["wire_vni 0"]);
+}
