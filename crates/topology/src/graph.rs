@@ -147,6 +147,7 @@ impl<'a> Builder<'a> {
         self.boxes();
         self.veth_edges();
         self.patch_edges();
+        self.tunnel_edges();
         self.graph
     }
 
@@ -156,6 +157,7 @@ impl<'a> Builder<'a> {
             (NamespaceKind::ExternalNetwork, ClusterKind::ExternalNetwork),
             (NamespaceKind::Node, ClusterKind::Node),
             (NamespaceKind::PhysicalNetwork, ClusterKind::PhysicalNetwork),
+            (NamespaceKind::Overlay, ClusterKind::PhysicalNetwork),
         ];
         for (ns_kind, kind) in order {
             for ns in self.state.namespaces.iter().filter(|n| n.kind == ns_kind) {
@@ -386,6 +388,61 @@ impl<'a> Builder<'a> {
     }
 }
 
+impl Builder<'_> {
+    /// Tunnels between br-tun bridges, one line per pair of nodes and type,
+    /// labelled with both ports and the keys of the networks they carry.
+    fn tunnel_edges(&mut self) {
+        let keys: Vec<String> = self
+            .topo
+            .networks
+            .iter()
+            .filter_map(|n| match n.network_type {
+                NetworkType::Tunnel(kind, key) => Some(format!("{} {key}", kind.name())),
+                _ => None,
+            })
+            .collect();
+        for switch in &self.state.switches {
+            for bridge in &switch.bridges {
+                for port in &bridge.ports {
+                    let Some(tunnel) = &port.tunnel else {
+                        continue;
+                    };
+                    // The switch whose endpoint is the remote one, once per
+                    // pair: from the side with the lower address.
+                    if tunnel.local_ip > tunnel.remote_ip {
+                        continue;
+                    }
+                    let Some((remote_ns, remote_port)) = self.state.switches.iter().find_map(|s| {
+                        s.bridges.iter().flat_map(|b| &b.ports).find_map(|p| {
+                            let t = p.tunnel.as_ref()?;
+                            (t.kind == tunnel.kind
+                                && t.local_ip == tunnel.remote_ip
+                                && t.remote_ip == tunnel.local_ip)
+                                .then(|| (s.namespace.clone(), p.name.clone()))
+                        })
+                    }) else {
+                        continue;
+                    };
+                    let (Some(&from), Some(&to)) = (
+                        self.bridges
+                            .get(&(switch.namespace.clone(), bridge.name.clone())),
+                        self.bridges.get(&(remote_ns, bridge.name.clone())),
+                    ) else {
+                        continue;
+                    };
+                    let mut label = vec![port.name.clone(), remote_port];
+                    label.extend(
+                        keys.iter()
+                            .filter(|k| k.starts_with(tunnel.kind.name()))
+                            .cloned(),
+                    );
+                    self.graph.edges.push(Edge { from, to, label });
+                }
+            }
+        }
+    }
+}
+
 impl Cluster {
     /// Its title lines: the object, then the namespace.
     pub fn label(&self) -> Vec<String> {
@@ -588,6 +645,28 @@ mod tests {
         };
         assert_eq!(bridges("network"), [BR_INT, BR_VLAN, BR_EX]);
         assert_eq!(bridges("compute1"), [BR_INT, BR_VLAN]);
+    }
+
+    #[test]
+    fn tunnels_are_drawn_between_br_tuns_with_their_keys() {
+        let text = include_str!("../../../lab-topologies/selfservice-vxlan.yaml");
+        let topo = crate::parse("selfservice", text).unwrap();
+        let state = plan(&topo, &LocalVlans::new());
+        let graph = Graph::new(&state, &topo);
+        let tunnels: Vec<&Edge> = graph
+            .edges
+            .iter()
+            .filter(|e| e.label[0].starts_with("vxlan-"))
+            .collect();
+        // Three nodes: three pairs, each drawn once.
+        assert_eq!(tunnels.len(), 3, "{tunnels:?}");
+        for edge in tunnels {
+            assert!(edge.label.contains(&"vxlan 101".to_string()));
+            assert_eq!(graph.nodes[edge.from].label, ["br-tun"]);
+            assert_eq!(graph.nodes[edge.to].label, ["br-tun"]);
+        }
+        // The overlay is a frame of its own, like the physical network.
+        assert!(graph.clusters.iter().any(|c| c.object == "overlay"));
     }
 
     #[test]
