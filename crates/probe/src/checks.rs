@@ -206,10 +206,12 @@ fn uplinks(lab: &str, node: &str) -> io::Result<Vec<Watch>> {
         local: None,
         socket,
     };
+    let physical = PacketSocket::open_if_present(&ns, naming::UPLINK, false)?;
     let overlay = PacketSocket::open_if_present(&ns, naming::OVERLAY_UPLINK, false)?;
-    let physical = match overlay {
-        Some(_) => PacketSocket::open_if_present(&ns, naming::UPLINK, false)?,
-        None => Some(PacketSocket::open(&ns, naming::UPLINK, false)?),
+    let physical = match (physical, &overlay) {
+        // Neither: the error of a missing eth1, as without tunnels.
+        (None, None) => Some(PacketSocket::open(&ns, naming::UPLINK, false)?),
+        (physical, _) => physical,
     };
     let physical = physical.map(|s| watch(Wire::Physical(node.to_string()), naming::UPLINK, s));
     let overlay =
@@ -831,7 +833,9 @@ mod tests {
             ["compute1 eth1"]
         );
         let e = uplinks(&lab, "compute3").err().expect("no uplink at all");
-        assert!(e.to_string().contains("eth1"), "{e}");
+        assert!(e.to_string().contains("no interface eth1"), "{e}");
+        let e = uplinks(&lab, "compute4").err().expect("no namespace");
+        assert!(e.to_string().starts_with("eth1 in "), "{e}");
         let watches = uplinks(&lab, "compute2").unwrap();
         assert_eq!(places(&watches), ["compute2 eth1", "compute2 eth3"]);
         assert_eq!(watches[1].wire, Wire::Overlay("compute2".into()));
