@@ -1,6 +1,8 @@
 //! Packets received in a lab: Ethernet frames from packet sockets (capture,
 //! check, trace) and what a raw ICMP socket returns to a ping probe. The
-//! first two bytes are the probe's tag. Must never panic.
+//! first two bytes are the probe's tag. Tunnel packets (VXLAN, GRE) are
+//! decapsulated, and the frames inside them decoded in turn. Must never
+//! panic.
 #![no_main]
 
 use std::net::Ipv4Addr;
@@ -19,6 +21,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = frame.to_string();
+    // Every tunnel level: each carried frame is a frame like any other.
+    let mut at = &frame;
+    while let Some(e) = at.encapsulation() {
+        let _ = (e.tunnel.to_string(), e.outer_src, e.outer_dst);
+        assert_eq!(at.inner(), Some(&e.inner));
+        at = &e.inner;
+    }
+    assert_eq!(frame.innermost(), at);
     for probe in [Probe::Icmp, Probe::Tcp(22), Probe::Udp(53)] {
         let _ = leg(&frame, probe, tag);
         let _ = is_probe_frame(&frame, probe, tag);

@@ -237,12 +237,18 @@ pub struct TraceHop {
     pub device: String,
     /// "in" (received by the device) or "out" (sent by it).
     pub direction: String,
-    /// The 802.1Q VLAN id on this device, if the frame was tagged.
+    /// The 802.1Q VLAN id on this device, if the frame was tagged. This and
+    /// the addresses are the probe's frame: on an overlay uplink, the one
+    /// inside the tunnel (see `encapsulation`).
     pub vlan: Option<u16>,
     pub src_mac: String,
     pub dst_mac: String,
     pub src_ip: String,
     pub dst_ip: String,
+    /// When the frame crossed this device inside a tunnel (VXLAN, GRE, on
+    /// a node's overlay uplink): the tunnel and its outer addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encapsulation: Option<TraceEncapsulation>,
     /// Microseconds since the probe was sent (the kernel's receive clock;
     /// devices joined by a veth may differ by some microseconds either way).
     pub time_us: i64,
@@ -254,6 +260,30 @@ pub struct TraceHop {
     /// A copy that a switch flooded away from the path to the destination.
     #[serde(default)]
     pub flooded: bool,
+}
+
+/// The tunnel a hop's frame travelled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEncapsulation {
+    /// "vxlan" or "gre".
+    pub kind: String,
+    /// The VXLAN network identifier or the GRE key (Open vSwitch's
+    /// `tun_id`, Neutron's segmentation id); `None` for GRE without a key.
+    pub key: Option<u32>,
+    /// The outer IPv4 source and destination: the tunnel endpoints.
+    pub src_ip: String,
+    pub dst_ip: String,
+}
+
+impl std::fmt::Display for TraceEncapsulation {
+    /// `vxlan 101, 172.16.0.11 → 172.16.0.12`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.key {
+            Some(key) => write!(f, "{} {key}", self.kind)?,
+            None => write!(f, "{} without key", self.kind)?,
+        }
+        write!(f, ", {} → {}", self.src_ip, self.dst_ip)
+    }
 }
 
 /// The flows an Open vSwitch took for a frame, bridge by bridge (patch
@@ -308,4 +338,46 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop_json(encapsulation: &str) -> String {
+        format!(
+            r#"{{"number":1,"leg":"request","place":"compute1","namespace":"seed.compute1",
+            "device":"eth3","direction":"out","vlan":null,"src_mac":"fa:16:3e:00:00:01",
+            "dst_mac":"fa:16:3e:00:00:02","src_ip":"192.168.1.11","dst_ip":"192.168.1.12",
+            "time_us":10,"bridge":null,"notes":[]{encapsulation}}}"#
+        )
+    }
+
+    #[test]
+    fn a_hop_without_a_tunnel_reads_and_writes_as_before() {
+        // What an older daemon sends: no `encapsulation`.
+        let hop: TraceHop = serde_json::from_str(&hop_json("")).unwrap();
+        assert_eq!(hop.encapsulation, None);
+        let written = serde_json::to_string(&hop).unwrap();
+        assert!(!written.contains("encapsulation"), "{written}");
+    }
+
+    #[test]
+    fn a_hop_in_a_tunnel_carries_its_kind_key_and_endpoints() {
+        let tunnel = r#","encapsulation":{"kind":"vxlan","key":101,"src_ip":"172.16.0.11","dst_ip":"172.16.0.12"}"#;
+        let hop: TraceHop = serde_json::from_str(&hop_json(tunnel)).unwrap();
+        let e = hop.encapsulation.clone().unwrap();
+        assert_eq!(e.to_string(), "vxlan 101, 172.16.0.11 → 172.16.0.12");
+        let again: TraceHop = serde_json::from_str(&serde_json::to_string(&hop).unwrap()).unwrap();
+        assert_eq!(again, hop);
+        let keyless = TraceEncapsulation {
+            kind: "gre".into(),
+            key: None,
+            ..e
+        };
+        assert_eq!(
+            keyless.to_string(),
+            "gre without key, 172.16.0.11 → 172.16.0.12"
+        );
+    }
 }

@@ -1,5 +1,8 @@
 //! What a frame carries: its MAC addresses, its 802.1Q tag, and for IPv4
 //! the addresses and the ICMP, TCP or UDP header; for ARP who asks for whom.
+//! A frame that is a tunnel packet (VXLAN, or GRE carrying Ethernet, as on
+//! a node's overlay uplink) also carries the frame inside it, decoded in
+//! turn: [`Frame::encapsulation`], [`Frame::innermost`].
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -13,6 +16,41 @@ pub struct Frame {
     pub vlan: Option<u16>,
     pub ethertype: u16,
     pub payload: Payload,
+    /// The tunnel this frame is, with the frame it carries (boxed: a frame
+    /// inside a frame).
+    encapsulation: Option<Box<Encapsulation>>,
+}
+
+/// A tunnel protocol that carries Ethernet frames over IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TunnelKind {
+    /// VXLAN (RFC 7348): UDP to port 4789, an 8-byte header with a 24-bit
+    /// VXLAN network identifier (VNI).
+    Vxlan,
+    /// GRE (RFC 2784, with the key and sequence number of RFC 2890),
+    /// protocol type 0x6558 (transparent Ethernet bridging).
+    Gre,
+}
+
+/// Which tunnel a frame travelled in: the protocol and the key, which is
+/// what Open vSwitch calls the tunnel id (`tun_id`) and Neutron the
+/// network's segmentation id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tunnel {
+    pub kind: TunnelKind,
+    /// The VNI (VXLAN), or the GRE key; `None` for GRE without the key bit.
+    pub key: Option<u32>,
+}
+
+/// The outer headers of a tunnel packet, and the frame it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encapsulation {
+    pub tunnel: Tunnel,
+    /// The tunnel endpoints: the outer IPv4 source and destination.
+    pub outer_src: Ipv4Addr,
+    pub outer_dst: Ipv4Addr,
+    /// The carried frame, decoded (it may be cut short, like any frame).
+    pub inner: Frame,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +93,17 @@ pub enum L4 {
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 const ETHERTYPE_VLAN: u16 = 0x8100;
+/// GRE's protocol type for an Ethernet frame (transparent Ethernet
+/// bridging), what OVS's `gre` ports and Linux `gretap` send.
+pub const ETHERTYPE_TEB: u16 = 0x6558;
+/// The IANA port of VXLAN (RFC 7348 §5), Neutron's and OVS's default.
+pub const VXLAN_PORT: u16 = 4789;
+const IPPROTO_GRE: u8 = 47;
+const IPPROTO_UDP: u8 = 17;
+/// Tunnels inside tunnels are decoded this deep and no deeper: a lab has
+/// one level, and a hostile packet of nested headers must not recurse
+/// without end.
+const MAX_TUNNEL_DEPTH: usize = 4;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_ACK: u8 = 0x10;
 pub const TCP_RST: u8 = 0x04;
@@ -62,8 +111,16 @@ pub const TCP_FIN: u8 = 0x01;
 
 impl Frame {
     /// Decodes a frame; `None` when it is shorter than an Ethernet header.
-    /// A truncated IPv4 or ARP packet decodes as [`Payload::Other`].
+    /// A truncated IPv4 or ARP packet decodes as [`Payload::Other`]. A
+    /// VXLAN packet (UDP to port 4789 with the VNI flag set) or a GRE
+    /// packet carrying Ethernet is decapsulated too, when the carried
+    /// frame's Ethernet header is there; a truncated or unknown tunnel
+    /// header leaves the frame as a plain UDP or GRE packet.
     pub fn parse(data: &[u8]) -> Option<Frame> {
+        Self::parse_nested(data, 0)
+    }
+
+    fn parse_nested(data: &[u8], depth: usize) -> Option<Frame> {
         let mac = |at: usize| -> Option<[u8; 6]> { data.get(at..at + 6)?.try_into().ok() };
         let be16 = |at: usize| -> Option<u16> {
             Some(u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]))
@@ -85,13 +142,48 @@ impl Frame {
             _ => None,
         }
         .unwrap_or(Payload::Other);
+        let encapsulation = match (&payload, ethertype) {
+            (Payload::Ipv4 { src, dst, .. }, ETHERTYPE_IPV4) if depth < MAX_TUNNEL_DEPTH => {
+                tunnel_payload(rest).and_then(|(tunnel, inner)| {
+                    Some(Box::new(Encapsulation {
+                        tunnel,
+                        outer_src: *src,
+                        outer_dst: *dst,
+                        inner: Frame::parse_nested(inner, depth + 1)?,
+                    }))
+                })
+            }
+            _ => None,
+        };
         Some(Frame {
             dst_mac,
             src_mac,
             vlan,
             ethertype,
             payload,
+            encapsulation,
         })
+    }
+
+    /// The tunnel this frame is and the frame it carries, if it is a
+    /// VXLAN or GRE packet.
+    pub fn encapsulation(&self) -> Option<&Encapsulation> {
+        self.encapsulation.as_deref()
+    }
+
+    /// The frame this one carries, if it is a tunnel packet.
+    pub fn inner(&self) -> Option<&Frame> {
+        self.encapsulation().map(|e| &e.inner)
+    }
+
+    /// The frame at the bottom of every tunnel: this one when it is not a
+    /// tunnel packet. What a probe is recognised by wherever it is seen.
+    pub fn innermost(&self) -> &Frame {
+        let mut frame = self;
+        while let Some(inner) = frame.inner() {
+            frame = inner;
+        }
+        frame
     }
 
     /// IPv4 source and destination, if this is IPv4.
@@ -153,6 +245,76 @@ fn ipv4(ip: &[u8]) -> Option<Payload> {
     })
 }
 
+/// The tunnel and the carried frame's bytes, when the IPv4 packet `ip` is
+/// a VXLAN or GRE packet carrying Ethernet with at least a whole Ethernet
+/// header inside. A later fragment (no transport header) is none.
+fn tunnel_payload(ip: &[u8]) -> Option<(Tunnel, &[u8])> {
+    let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+    let fragment_offset = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff;
+    if ihl < 20 || fragment_offset != 0 {
+        return None;
+    }
+    let l4 = ip.get(ihl..)?;
+    let (tunnel, inner) = match *ip.get(9)? {
+        IPPROTO_UDP => vxlan(l4)?,
+        IPPROTO_GRE => gre(l4)?,
+        _ => return None,
+    };
+    // A carried frame without a whole Ethernet header is no frame.
+    (inner.len() >= 14).then_some((tunnel, inner))
+}
+
+/// RFC 7348 §5: after the UDP header (destination port 4789), flags (the
+/// I bit 0x08 says the VNI is valid) and 3 reserved bytes, the VNI in 3
+/// bytes and a reserved byte. Without the I bit this is no VXLAN packet
+/// of ours.
+fn vxlan(udp: &[u8]) -> Option<(Tunnel, &[u8])> {
+    let dport = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
+    let header = udp.get(8..16)?;
+    if dport != VXLAN_PORT || header[0] & 0x08 == 0 {
+        return None;
+    }
+    let vni = u32::from_be_bytes([0, header[4], header[5], header[6]]);
+    let tunnel = Tunnel {
+        kind: TunnelKind::Vxlan,
+        key: Some(vni),
+    };
+    Some((tunnel, udp.get(16..)?))
+}
+
+/// RFC 2784 §2 and RFC 2890 §2: flags C (checksum, 0x80), R (routing,
+/// 0x40, RFC 1701), K (key, 0x20), S (sequence number, 0x10) in the first
+/// byte, the version in the low 3 bits of the second, then the protocol
+/// type; then checksum and offset (4 bytes, with C or R), key (4, with K),
+/// sequence number (4, with S). Version 0 carrying Ethernet (0x6558) only;
+/// a routing field (RFC 1701's source routes, deprecated) is not decoded.
+fn gre(gre: &[u8]) -> Option<(Tunnel, &[u8])> {
+    let (flags, version) = (*gre.first()?, *gre.get(1)? & 0x07);
+    let protocol = u16::from_be_bytes([*gre.get(2)?, *gre.get(3)?]);
+    if version != 0 || flags & 0x40 != 0 || protocol != ETHERTYPE_TEB {
+        return None;
+    }
+    let mut at = 4;
+    if flags & 0x80 != 0 {
+        at += 4;
+    }
+    let key = if flags & 0x20 != 0 {
+        let k = gre.get(at..at + 4)?;
+        at += 4;
+        Some(u32::from_be_bytes([k[0], k[1], k[2], k[3]]))
+    } else {
+        None
+    };
+    if flags & 0x10 != 0 {
+        at += 4;
+    }
+    let tunnel = Tunnel {
+        kind: TunnelKind::Gre,
+        key,
+    };
+    Some((tunnel, gre.get(at..)?))
+}
+
 fn arp(a: &[u8]) -> Option<Payload> {
     if a.len() < 28 {
         return None;
@@ -184,6 +346,25 @@ pub fn format_tcp_flags(flags: u8) -> String {
         s.push('.');
     }
     s
+}
+
+impl fmt::Display for TunnelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TunnelKind::Vxlan => "vxlan",
+            TunnelKind::Gre => "gre",
+        })
+    }
+}
+
+/// `vxlan 101`, `gre 101`, `gre without key`.
+impl fmt::Display for Tunnel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.key {
+            Some(key) => write!(f, "{} {key}", self.kind),
+            None => write!(f, "{} without key", self.kind),
+        }
+    }
 }
 
 impl fmt::Display for L4 {
@@ -234,7 +415,11 @@ impl fmt::Display for Frame {
                 )
             }
             Payload::Other => write!(f, ", ethertype 0x{:04x}", self.ethertype),
+        }?;
+        if let Some(e) = self.encapsulation() {
+            write!(f, ", {}: {}", e.tunnel, e.inner)?;
         }
+        Ok(())
     }
 }
 
@@ -340,6 +525,257 @@ mod tests {
         assert!(
             f.to_string()
                 .ends_with("ARP who-has 10.0.0.2 tell 10.0.0.1")
+        );
+    }
+
+    // --- tunnels ---------------------------------------------------------
+
+    /// An untagged frame between two tunnel endpoints (172.16.0.11 →
+    /// 172.16.0.12) carrying an IPv4 packet of protocol `proto`.
+    fn outer(proto: u8, fragment: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 0x12, 2, 0, 0, 0, 0, 0x11, 0x08, 0x00];
+        let total = (20 + payload.len()) as u16;
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&fragment.to_be_bytes());
+        f.extend_from_slice(&[64, proto, 0, 0, 172, 16, 0, 11, 172, 16, 0, 12]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A VXLAN packet (source port 51234) with `flags` and `vni`, carrying `inner`.
+    pub(crate) fn vxlan_packet(flags: u8, vni: u32, inner: &[u8]) -> Vec<u8> {
+        let mut udp = vec![0xc8, 0x22, 0x12, 0xb5];
+        udp.extend_from_slice(&((16 + inner.len()) as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0, flags, 0, 0, 0]);
+        udp.extend_from_slice(&vni.to_be_bytes()[1..]);
+        udp.push(0);
+        udp.extend_from_slice(inner);
+        outer(17, 0x4000, &udp)
+    }
+
+    /// A GRE packet with the C, K and S bits as asked, carrying `inner`.
+    fn gre_packet(checksum: bool, key: Option<u32>, sequence: bool, inner: &[u8]) -> Vec<u8> {
+        let flags =
+            u8::from(checksum) << 7 | u8::from(key.is_some()) << 5 | u8::from(sequence) << 4;
+        let mut gre = vec![flags, 0, 0x65, 0x58];
+        if checksum {
+            gre.extend_from_slice(&[0xab, 0xcd, 0, 0]);
+        }
+        if let Some(k) = key {
+            gre.extend_from_slice(&k.to_be_bytes());
+        }
+        if sequence {
+            gre.extend_from_slice(&7u32.to_be_bytes());
+        }
+        gre.extend_from_slice(inner);
+        outer(47, 0x4000, &gre)
+    }
+
+    fn echo(vlan: Option<u16>) -> Vec<u8> {
+        ipv4_frame(vlan, 1, &[8, 0, 0, 0, 0x10, 0x92, 0, 1])
+    }
+
+    #[test]
+    fn a_vxlan_packet_shows_its_endpoints_vni_and_the_frame_inside() {
+        let f = Frame::parse(&vxlan_packet(0x08, 101, &echo(None))).unwrap();
+        assert_eq!(
+            f.l4(),
+            Some(L4::Udp {
+                sport: 51234,
+                dport: 4789
+            })
+        );
+        let e = f.encapsulation().unwrap();
+        assert_eq!(
+            e.tunnel,
+            Tunnel {
+                kind: TunnelKind::Vxlan,
+                key: Some(101)
+            }
+        );
+        assert_eq!(e.outer_src, Ipv4Addr::new(172, 16, 0, 11));
+        assert_eq!(e.outer_dst, Ipv4Addr::new(172, 16, 0, 12));
+        assert_eq!(e.inner, Frame::parse(&echo(None)).unwrap());
+        assert_eq!(f.inner(), Some(&e.inner));
+        assert_eq!(f.innermost(), &e.inner);
+        assert_eq!(e.inner.vlan, None);
+        assert_eq!(
+            f.to_string(),
+            "02:00:00:00:00:11 > 02:00:00:00:00:12, IPv4 172.16.0.11 > 172.16.0.12: \
+             UDP 51234 > 4789, vxlan 101: fa:16:3e:00:00:02 > fa:16:3e:00:00:01, \
+             IPv4 192.168.1.11 > 203.0.113.1: ICMP echo request, id 4242, seq 1"
+        );
+        // All 24 bits of the VNI.
+        let f = Frame::parse(&vxlan_packet(0x08, 0xab_cdef, &echo(None))).unwrap();
+        assert_eq!(f.encapsulation().unwrap().tunnel.key, Some(0xab_cdef));
+    }
+
+    #[test]
+    fn a_gre_packet_with_a_key_shows_it_whatever_other_fields_come_first() {
+        for (checksum, sequence) in [(false, false), (true, false), (false, true), (true, true)] {
+            let f = Frame::parse(&gre_packet(checksum, Some(0x64), sequence, &echo(None))).unwrap();
+            assert_eq!(f.l4(), Some(L4::Other(47)));
+            let e = f.encapsulation().unwrap();
+            assert_eq!(
+                e.tunnel,
+                Tunnel {
+                    kind: TunnelKind::Gre,
+                    key: Some(100)
+                },
+                "checksum {checksum} sequence {sequence}"
+            );
+            assert_eq!(
+                (e.outer_src, e.outer_dst),
+                (
+                    "172.16.0.11".parse().unwrap(),
+                    "172.16.0.12".parse().unwrap()
+                )
+            );
+            assert_eq!(f.innermost(), &Frame::parse(&echo(None)).unwrap());
+        }
+        let f = Frame::parse(&gre_packet(false, Some(0xffff_ffff), false, &echo(None))).unwrap();
+        assert_eq!(f.encapsulation().unwrap().tunnel.key, Some(u32::MAX));
+        assert!(
+            f.to_string()
+                .contains("IP protocol 47, gre 4294967295: fa:16:3e"),
+            "{f}"
+        );
+    }
+
+    #[test]
+    fn a_gre_packet_without_a_key_has_none() {
+        for checksum in [false, true] {
+            let f = Frame::parse(&gre_packet(checksum, None, false, &echo(None))).unwrap();
+            let e = f.encapsulation().unwrap();
+            assert_eq!(
+                e.tunnel,
+                Tunnel {
+                    kind: TunnelKind::Gre,
+                    key: None
+                }
+            );
+            assert_eq!(e.tunnel.to_string(), "gre without key");
+            assert_eq!(f.innermost().l4(), Frame::parse(&echo(None)).unwrap().l4());
+        }
+    }
+
+    #[test]
+    fn a_tagged_frame_inside_a_tunnel_keeps_its_tag() {
+        let f = Frame::parse(&vxlan_packet(0x08, 101, &echo(Some(5)))).unwrap();
+        assert_eq!(f.vlan, None);
+        assert_eq!(f.innermost().vlan, Some(5));
+        assert_eq!(
+            f.innermost().ipv4(),
+            Frame::parse(&echo(None)).unwrap().ipv4()
+        );
+        let f = Frame::parse(&gre_packet(false, Some(7), true, &echo(Some(4094)))).unwrap();
+        assert_eq!(f.innermost().vlan, Some(4094));
+        assert!(matches!(
+            f.innermost().l4(),
+            Some(L4::Icmp { id: 4242, .. })
+        ));
+        // And a tagged tunnel packet (the outer frame tagged) decodes too.
+        let mut tagged = vxlan_packet(0x08, 101, &echo(None));
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x0c]);
+        let f = Frame::parse(&tagged).unwrap();
+        assert_eq!(
+            (f.vlan, f.encapsulation().unwrap().tunnel.key),
+            (Some(12), Some(101))
+        );
+    }
+
+    #[test]
+    fn truncated_tunnel_headers_leave_a_plain_packet_and_never_panic() {
+        for packet in [
+            vxlan_packet(0x08, 101, &echo(Some(5))),
+            gre_packet(true, Some(1), true, &echo(Some(5))),
+            gre_packet(false, None, false, &echo(None)),
+        ] {
+            let whole = Frame::parse(&packet).unwrap();
+            // 14 (Ethernet) + 20 (IPv4) + the tunnel headers + 14 (Ethernet inside).
+            let headers = packet.len() - echo(None).len() + 14;
+            for len in 0..packet.len() {
+                let Some(f) = Frame::parse(&packet[..len]) else {
+                    assert!(len < 14);
+                    continue;
+                };
+                assert_eq!(
+                    f.encapsulation().is_some(),
+                    len >= headers,
+                    "{len} of {}",
+                    packet.len()
+                );
+                if let Some(inner) = f.inner() {
+                    // Cut short inside: the frame's headers are there, its
+                    // payload only partly.
+                    assert_eq!(inner.src_mac, whole.innermost().src_mac);
+                }
+                let _ = f.to_string();
+            }
+        }
+        // The carried frame shorter than an Ethernet header.
+        let f = Frame::parse(&vxlan_packet(0x08, 101, &[0xfa; 13])).unwrap();
+        assert_eq!(f.encapsulation(), None);
+        assert_eq!(f.innermost(), &f);
+    }
+
+    #[test]
+    fn what_is_not_a_tunnel_of_ours_is_not_decapsulated() {
+        let inner = echo(None);
+        // VXLAN without the I flag (the VNI is not valid).
+        let no_vni = Frame::parse(&vxlan_packet(0x00, 101, &inner)).unwrap();
+        assert_eq!(no_vni.encapsulation(), None);
+        // UDP to another port.
+        let mut other_port = vxlan_packet(0x08, 101, &inner);
+        other_port[14 + 20 + 3] = 0xb6; // 4790, VXLAN-GPE
+        assert_eq!(Frame::parse(&other_port).unwrap().encapsulation(), None);
+        let gre_offset = 14 + 20;
+        // GRE version 1 (PPTP), the routing bit, or not carrying Ethernet.
+        let mut v1 = gre_packet(false, Some(1), false, &inner);
+        v1[gre_offset + 1] = 1;
+        let mut routing = gre_packet(false, Some(1), false, &inner);
+        routing[gre_offset] |= 0x40;
+        let mut ip_in_gre = gre_packet(false, Some(1), false, &inner);
+        ip_in_gre[gre_offset + 2..gre_offset + 4].copy_from_slice(&[0x08, 0x00]);
+        for p in [v1, routing, ip_in_gre] {
+            let f = Frame::parse(&p).unwrap();
+            assert_eq!((f.encapsulation(), f.l4()), (None, Some(L4::Other(47))));
+        }
+        // A later fragment holds no UDP header, whatever its bytes look like.
+        let mut fragment = vxlan_packet(0x08, 101, &inner);
+        fragment[14 + 7] = 0xb9;
+        assert_eq!(Frame::parse(&fragment).unwrap().encapsulation(), None);
+        // An IPv4 header claiming fewer than 20 bytes.
+        let mut short_ihl = vxlan_packet(0x08, 101, &inner);
+        short_ihl[14] = 0x44;
+        assert_eq!(Frame::parse(&short_ihl).unwrap().encapsulation(), None);
+    }
+
+    #[test]
+    fn tunnels_inside_tunnels_are_decoded_to_a_bounded_depth() {
+        let mut packet = echo(None);
+        for vni in 1..=10 {
+            packet = vxlan_packet(0x08, vni, &packet);
+        }
+        let f = Frame::parse(&packet).unwrap();
+        let mut depth = 0;
+        let mut at = &f;
+        while let Some(e) = at.encapsulation() {
+            depth += 1;
+            assert_eq!(e.tunnel.key, Some(11 - depth));
+            at = &e.inner;
+        }
+        assert_eq!(depth, MAX_TUNNEL_DEPTH as u32);
+        assert_eq!(f.innermost(), at);
+        // The deepest decoded frame is still a VXLAN packet, left whole.
+        assert_eq!(
+            at.l4(),
+            Some(L4::Udp {
+                sport: 51234,
+                dport: 4789
+            })
         );
     }
 }

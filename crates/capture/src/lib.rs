@@ -6,13 +6,14 @@
 //! `ovslab check` and `ovslab trace` (in the daemon) and `ovslab capture`.
 //!
 //! - [`socket`]: an AF_PACKET socket on one interface of one namespace.
-//! - [`frame`]: what a frame carries (MACs, tag, IPv4, ICMP/TCP/UDP/ARP).
+//! - [`frame`]: what a frame carries (MACs, tag, IPv4, ICMP/TCP/UDP/ARP,
+//!   and inside a VXLAN or GRE tunnel, the frame it carries).
 //! - [`pcap`]: writing captures for Wireshark and tcpdump.
 
 pub mod frame;
 pub mod pcap;
 pub mod socket;
 
-pub use frame::{Frame, L4, Payload};
+pub use frame::{Encapsulation, Frame, L4, Payload, Tunnel, TunnelKind};
 pub use pcap::PcapWriter;
 pub use socket::{Direction, Packet, PacketSocket};

@@ -55,19 +55,41 @@ impl PacketSocket {
     /// forwards (needed on a Linux bridge).
     pub fn open(ns: &str, interface: &str, promiscuous: bool) -> io::Result<Self> {
         let name = interface.to_string();
-        // The kind follows the errno (EPERM: PermissionDenied), so that a
-        // caller can tell a missing privilege from the rest.
-        netns::run_in(ns, move || Self::open_here(&name, promiscuous)).map_err(|e| {
-            let kind = e.errno().map_or(io::ErrorKind::Other, |n| {
-                io::Error::from_raw_os_error(n).kind()
-            });
-            io::Error::new(kind, format!("{interface} in {ns}: {e}"))
-        })
+        netns::run_in(ns, move || Self::open_here(&name, promiscuous))
+            .map_err(|e| in_namespace(ns, interface, e))
     }
 
-    /// Opens a socket on `interface` in the calling thread's namespace.
+    /// Opens a socket on `interface` inside namespace `ns` if the namespace
+    /// has an interface of that name; `None` when it has not (an optional
+    /// device, such as a node's overlay uplink in a lab without tunnels).
+    /// A namespace that does not exist is an error, as for [`Self::open`].
+    pub fn open_if_present(
+        ns: &str,
+        interface: &str,
+        promiscuous: bool,
+    ) -> io::Result<Option<Self>> {
+        let name = interface.to_string();
+        netns::run_in(ns, move || match Self::open_here(&name, promiscuous) {
+            Ok(socket) => Ok(Some(socket)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .map_err(|e| in_namespace(ns, interface, e))
+    }
+
+    /// Opens a socket on `interface` in the calling thread's namespace. An
+    /// interface that does not exist is an error of kind `NotFound`.
     pub fn open_here(interface: &str, promiscuous: bool) -> io::Result<Self> {
         let proto = ETH_P_ALL.to_be() as libc::c_int;
+        let c_name = std::ffi::CString::new(interface).map_err(io::Error::other)?;
+        // SAFETY: a valid C string.
+        let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+        if index == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no interface {interface}"),
+            ));
+        }
         // SAFETY: plain socket(2); the fd is owned at once.
         let fd =
             unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
@@ -76,12 +98,6 @@ impl PacketSocket {
         }
         // SAFETY: a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let c_name = std::ffi::CString::new(interface).map_err(io::Error::other)?;
-        // SAFETY: a valid C string.
-        let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-        if index == 0 {
-            return Err(io::Error::other(format!("no interface {interface}")));
-        }
         // SAFETY: sockaddr_ll is plain data; zeroes are valid.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -225,6 +241,16 @@ impl PacketSocket {
             time: time.unwrap_or_else(SystemTime::now),
         }))
     }
+}
+
+/// A failure to open a socket on `interface` in `ns`, named so. The kind
+/// follows the errno (EPERM: PermissionDenied), so that a caller can tell
+/// a missing privilege from the rest.
+fn in_namespace(ns: &str, interface: &str, e: ovslab_netlink::NetlinkError) -> io::Error {
+    let kind = e.errno().map_or(io::ErrorKind::Other, |n| {
+        io::Error::from_raw_os_error(n).kind()
+    });
+    io::Error::new(kind, format!("{interface} in {ns}: {e}"))
 }
 
 /// The VLAN tag (TPID, TCI) and the receive time in the control messages

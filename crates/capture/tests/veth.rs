@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ovslab_capture::{Direction, Frame, L4, PacketSocket, PcapWriter};
+use ovslab_capture::{Direction, Frame, L4, PacketSocket, PcapWriter, Tunnel, TunnelKind};
 use ovslab_testkit::{TestNetns, require_root};
 
 /// A tagged ICMP echo request from fa:16:3e:00:00:01 to ff:ff:ff:ff:ff:ff.
@@ -88,4 +88,146 @@ fn an_unknown_interface_is_named_in_the_error() {
     let ns = TestNetns::new();
     let e = PacketSocket::open(&ns.name, "nope0", false).unwrap_err();
     assert!(e.to_string().contains("nope0"), "{e}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_optional_interface_that_is_not_there_is_none_but_a_missing_namespace_is_an_error() {
+    require_root(
+        "an_optional_interface_that_is_not_there_is_none_but_a_missing_namespace_is_an_error",
+    );
+    let ns = TestNetns::new();
+    assert!(
+        PacketSocket::open_if_present(&ns.name, "eth3", false)
+            .unwrap()
+            .is_none()
+    );
+    ns.exec(&[
+        "ip", "link", "add", "eth3", "type", "veth", "peer", "name", "p3",
+    ]);
+    let socket = PacketSocket::open_if_present(&ns.name, "eth3", false).unwrap();
+    assert_eq!(
+        socket.map(|s| s.interface().to_string()).as_deref(),
+        Some("eth3")
+    );
+    let gone = ovslab_testkit::unique_name("ovslab-gone-");
+    assert!(PacketSocket::open_if_present(&gone, "eth3", false).is_err());
+}
+
+/// Two namespaces joined by a veth, `tun-a` 172.16.0.11/24 and `tun-b`
+/// 172.16.0.12/24, as two nodes' tunnel endpoints.
+fn endpoints() -> (TestNetns, TestNetns) {
+    let (a, b) = (TestNetns::new(), TestNetns::new());
+    ovslab_testkit::run(
+        "ip",
+        &[
+            "-n", &a.name, "link", "add", "tun-a", "type", "veth", "peer", "name", "tun-b",
+            "netns", &b.name,
+        ],
+    );
+    a.exec(&["ip", "addr", "add", "172.16.0.11/24", "dev", "tun-a"]);
+    b.exec(&["ip", "addr", "add", "172.16.0.12/24", "dev", "tun-b"]);
+    a.exec(&["ip", "link", "set", "tun-a", "up"]);
+    b.exec(&["ip", "link", "set", "tun-b", "up"]);
+    (a, b)
+}
+
+/// The first frame on `socket` whose innermost frame is our echo.
+fn tunnelled(socket: &PacketSocket) -> Option<Frame> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if let Some(p) = socket.recv_timeout(Duration::from_millis(100)).unwrap()
+            && let Some(f) = Frame::parse(&p.data)
+            && f.encapsulation().is_some()
+            && matches!(f.innermost().l4(), Some(L4::Icmp { id: 0x1234, .. }))
+        {
+            return Some(f);
+        }
+    }
+    None
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_vxlan_datagram_is_decapsulated_as_captured_on_the_far_end() {
+    require_root("a_vxlan_datagram_is_decapsulated_as_captured_on_the_far_end");
+    let (a, b) = endpoints();
+    let watch = PacketSocket::open(&b.name, "tun-b", false).unwrap();
+    let mut datagram = vec![0x08, 0, 0, 0, 0, 0, 101, 0];
+    datagram.extend_from_slice(&tagged_echo(5));
+    ovslab_netlink::netns::run_in(&a.name, move || {
+        let socket = std::net::UdpSocket::bind("172.16.0.11:0")?;
+        socket.send_to(&datagram, "172.16.0.12:4789").map(drop)
+    })
+    .unwrap();
+    let f = tunnelled(&watch).expect("the VXLAN datagram arrived");
+    let e = f.encapsulation().unwrap();
+    assert_eq!(
+        e.tunnel,
+        Tunnel {
+            kind: TunnelKind::Vxlan,
+            key: Some(101)
+        }
+    );
+    assert_eq!(
+        (e.outer_src.to_string(), e.outer_dst.to_string()),
+        ("172.16.0.11".into(), "172.16.0.12".into())
+    );
+    assert_eq!(e.inner, Frame::parse(&tagged_echo(5)).unwrap());
+    assert_eq!(f.innermost().vlan, Some(5));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_gre_packet_is_decapsulated_as_captured_on_the_far_end() {
+    require_root("a_gre_packet_is_decapsulated_as_captured_on_the_far_end");
+    let (a, b) = endpoints();
+    let watch = PacketSocket::open(&b.name, "tun-b", false).unwrap();
+    // Key bit, protocol 0x6558, key 0x64.
+    let mut packet = vec![0x20, 0, 0x65, 0x58, 0, 0, 0, 0x64];
+    packet.extend_from_slice(&tagged_echo(5));
+    ovslab_netlink::netns::run_in(&a.name, move || {
+        // SAFETY: plain socket(2); the fd is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 47) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let to = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([172, 16, 0, 12]),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: the buffer and address outlive the call.
+        let n = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&to as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    })
+    .unwrap();
+    let f = tunnelled(&watch).expect("the GRE packet arrived");
+    let e = f.encapsulation().unwrap();
+    assert_eq!(
+        e.tunnel,
+        Tunnel {
+            kind: TunnelKind::Gre,
+            key: Some(100)
+        }
+    );
+    assert_eq!(e.outer_dst.to_string(), "172.16.0.12");
+    assert_eq!(f.innermost(), &Frame::parse(&tagged_echo(5)).unwrap());
 }

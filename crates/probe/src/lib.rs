@@ -2,7 +2,7 @@
 //! the lab's namespaces and watched on its wires by packet sockets.
 //!
 //! - [`checks`]: the checks a topology declares (reach, refuse, the wires a
-//!   probe must cross or avoid, the VLAN it must carry).
+//!   probe must cross or avoid, the VLAN or tunnel key it must carry).
 //! - [`probes`]: ICMP, TCP and UDP probes sent from a namespace, each
 //!   carrying a tag that tells it apart on the wire.
 //! - [`trace`]: `ovslab trace`: one probe followed hop by hop, with each

@@ -29,10 +29,12 @@ pub enum Leg {
 }
 
 /// Whether `frame` belongs to the probe tagged `tag`, and which way it goes.
-/// TCP counts the handshake only (SYN out, SYN+ACK or RST back).
+/// TCP counts the handshake only (SYN out, SYN+ACK or RST back). A tunnel
+/// packet is judged by the frame it carries (its outer UDP source port is
+/// a hash that may equal any tag).
 pub fn leg(frame: &Frame, probe: Probe, tag: u16) -> Option<Leg> {
     use ovslab_capture::frame::{TCP_ACK, TCP_RST, TCP_SYN};
-    match (frame.l4()?, probe) {
+    match (frame.innermost().l4()?, probe) {
         (L4::Icmp { kind: 8, id, .. }, Probe::Icmp) if id == tag => Some(Leg::Request),
         (L4::Icmp { kind: 0, id, .. }, Probe::Icmp) if id == tag => Some(Leg::Reply),
         (L4::Tcp { sport, flags, .. }, Probe::Tcp(_))
@@ -51,9 +53,10 @@ pub fn leg(frame: &Frame, probe: Probe, tag: u16) -> Option<Leg> {
     }
 }
 
-/// Any frame of the probe, in either direction (all TCP segments count).
+/// Any frame of the probe, in either direction (all TCP segments count);
+/// inside a tunnel packet, the frame it carries.
 pub fn is_probe_frame(frame: &Frame, probe: Probe, tag: u16) -> bool {
-    match (frame.l4(), probe) {
+    match (frame.innermost().l4(), probe) {
         (
             Some(L4::Icmp {
                 kind: 0 | 8, id, ..
@@ -450,6 +453,41 @@ mod tests {
             leg(&frame(17, &[0, 53, 0x9c, 0x40, 0, 8, 0, 0]), u, 40000),
             Some(Leg::Reply)
         );
+    }
+
+    /// `inner` in a VXLAN packet from 172.16.0.11:`sport` to 172.16.0.12:4789.
+    fn vxlan(sport: u16, vni: u32, inner: &[u8]) -> Frame {
+        let mut f = vec![2, 0, 0, 0, 0, 0x12, 2, 0, 0, 0, 0, 0x11, 0x08, 0x00];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 172, 16, 0, 11, 172, 16, 0, 12,
+        ]);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&[0x12, 0xb5, 0, 0, 0, 0, 0x08, 0, 0, 0]);
+        f.extend_from_slice(&vni.to_be_bytes()[1..]);
+        f.push(0);
+        f.extend_from_slice(inner);
+        Frame::parse(&f).unwrap()
+    }
+
+    #[test]
+    fn a_probe_in_a_tunnel_is_told_by_the_frame_inside() {
+        let echo = icmp_frame(
+            [2; 6],
+            [4; 6],
+            "192.168.1.11".parse().unwrap(),
+            "192.168.1.12".parse().unwrap(),
+            40000,
+            1,
+        );
+        let outer = vxlan(51234, 101, &echo);
+        assert_eq!(leg(&outer, Probe::Icmp, 40000), Some(Leg::Request));
+        assert!(is_probe_frame(&outer, Probe::Icmp, 40000));
+        assert!(!is_probe_frame(&outer, Probe::Icmp, 40001));
+        // The outer source port is a hash: equal to a UDP probe's tag, it
+        // still does not make the tunnel packet a frame of that probe.
+        let other = vxlan(40000, 101, &echo);
+        assert_eq!(leg(&other, Probe::Udp(53), 40000), None);
+        assert!(!is_probe_frame(&other, Probe::Udp(4789), 40000));
     }
 
     #[test]

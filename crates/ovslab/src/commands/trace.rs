@@ -15,8 +15,9 @@ use crate::commands::segment;
 #[command(
     long_about = "Send one real probe from SRC to DST and follow it, and its answer, through the \
 lab: every device it crossed (instance NIC, tap, qbr, qvb, qvo, the nodes' eth1 and the physical \
-network, qr-/qg- in the router, eth2 and the external network), with the direction, VLAN tag, \
-MACs and addresses seen there. Where it entered an Open vSwitch bridge, the bridge's own \
+network, qr-/qg- in the router, eth2 and the external network, eth3 where tunnels run), with \
+the direction, VLAN tag, MACs and addresses seen there, and on eth3 the VXLAN or GRE tunnel the \
+probe travelled in (its key and endpoints). Where it entered an Open vSwitch bridge, the bridge's own \
 ofproto/trace shows which flows it took (VLAN rewrites spelled mod_vlan_vid:N). Conclusions \
 follow: whether the network node was crossed, the tags on the physical network, the NAT done \
 by the router. A lost probe is reported where it was last seen, with the next device on the \
@@ -134,6 +135,9 @@ fn hop_lines(out: &mut String, h: &TraceHop, width: usize) {
         h.number, h.device, h.direction, tag, h.src_mac, h.dst_mac, h.src_ip, h.dst_ip
     );
     let indent = " ".repeat(9);
+    if let Some(e) = &h.encapsulation {
+        let _ = writeln!(out, "{indent}in tunnel {e}");
+    }
     if let Some(b) = &h.bridge {
         for f in &b.flows {
             let priority = f
@@ -165,7 +169,7 @@ fn hop_lines(out: &mut String, h: &TraceHop, width: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ovslab_api::{BridgeTrace, FlowStep, TraceLoss};
+    use ovslab_api::{BridgeTrace, FlowStep, TraceEncapsulation, TraceLoss};
 
     fn hop(number: usize, leg: &str, place: &str, device: &str, vlan: Option<u16>) -> TraceHop {
         TraceHop {
@@ -181,6 +185,7 @@ mod tests {
             src_ip: "192.168.1.11".into(),
             dst_ip: "192.168.1.12".into(),
             time_us: 10,
+            encapsulation: None,
             bridge: None,
             notes: vec![],
             flooded: false,
@@ -247,5 +252,27 @@ LOST: last seen at compute1 eth1 (out); next on the expected path: physnet1 comp
 crossed the network node: no
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_hop_in_a_tunnel_shows_the_tunnel_under_the_probe() {
+        let mut eth3 = hop(2, "request", "compute1", "eth3", None);
+        eth3.encapsulation = Some(TraceEncapsulation {
+            kind: "vxlan".into(),
+            key: Some(101),
+            src_ip: "172.16.0.11".into(),
+            dst_ip: "172.16.0.12".into(),
+        });
+        eth3.notes = vec!["encapsulated: vxlan 101, 172.16.0.11 → 172.16.0.12".into()];
+        let mut out = String::new();
+        hop_lines(&mut out, &eth3, 4);
+        assert_eq!(
+            out,
+            "    2  eth3  out  untagged  fa:16:3e:00:00:01 → fa:16:3e:00:00:02  \
+             192.168.1.11 → 192.168.1.12
+         in tunnel vxlan 101, 172.16.0.11 → 172.16.0.12
+         » encapsulated: vxlan 101, 172.16.0.11 → 172.16.0.12
+"
+        );
     }
 }

@@ -9,9 +9,12 @@
 //! ([`wiring`]). Where a frame entered an Open vSwitch port, the node's
 //! vswitchd is asked what its bridges did with it (`ofproto/trace`, which
 //! follows patch ports; [`ofproto`]). Comparing neighbouring hops shows
-//! the VLAN rewrites and the router's NAT. Nothing in the lab is changed:
-//! the sockets close when the trace ends, and a promiscuous membership (on
-//! a Linux bridge) goes with its socket.
+//! the VLAN rewrites and the router's NAT. On a node's overlay uplink the
+//! probe travels inside a VXLAN or GRE tunnel: the hop shows the probe's
+//! own frame (inside the tunnel) and the tunnel (its key and endpoints),
+//! and where the probe went into and came out of it. Nothing in the lab is
+//! changed: the sockets close when the trace ends, and a promiscuous
+//! membership (on a Linux bridge) goes with its socket.
 
 pub mod ofproto;
 pub mod wiring;
@@ -22,9 +25,11 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ovslab_api::{BridgeTrace, TraceHop, TraceLoss, TraceProtocol, TraceReport, TraceRequest};
+use ovslab_api::{
+    BridgeTrace, TraceEncapsulation, TraceHop, TraceLoss, TraceProtocol, TraceReport, TraceRequest,
+};
 use ovslab_capture::frame::format_mac;
-use ovslab_capture::{Direction, Frame, PacketSocket};
+use ovslab_capture::{Direction, Encapsulation, Frame, PacketSocket};
 use ovslab_netlink::netns;
 use ovslab_topology::naming::{self, HybridPlug};
 use ovslab_topology::plan::{self, DesiredState, NamespaceKind};
@@ -234,7 +239,9 @@ fn watch_list(
                 continue;
             }
             // The networks' own bridges only repeat what their ports show.
-            NamespaceKind::PhysicalNetwork | NamespaceKind::ExternalNetwork => false,
+            NamespaceKind::PhysicalNetwork
+            | NamespaceKind::Overlay
+            | NamespaceKind::ExternalNetwork => false,
             _ => true,
         };
         for link in &ns.links {
@@ -340,31 +347,14 @@ fn hop(
     vswitchds: &mut Vswitchds,
 ) -> TraceHop {
     let (ns, device) = &o.device;
-    let (src, dst) = o
-        .frame
+    // The probe's own frame: inside the tunnel on an overlay uplink.
+    let frame = o.frame.innermost();
+    let (src, dst) = frame
         .ipv4()
         .unwrap_or((Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED));
     let mut notes = Vec::new();
     if let Some(p) = previous {
-        if p.frame.vlan != o.frame.vlan {
-            notes.push(match (p.frame.vlan, o.frame.vlan) {
-                (None, Some(v)) => format!("tagged VLAN {v}"),
-                (Some(v), None) => format!("VLAN {v} tag removed"),
-                (Some(a), Some(b)) => format!("VLAN {a} → {b}"),
-                (None, None) => unreachable!(),
-            });
-        }
-        if (p.frame.src_mac, p.frame.dst_mac) != (o.frame.src_mac, o.frame.dst_mac) {
-            notes.push("routed: new MAC addresses".to_string());
-        }
-        if let Some((psrc, pdst)) = p.frame.ipv4() {
-            if psrc != src {
-                notes.push(format!("SNAT {psrc} → {src}"));
-            }
-            if pdst != dst {
-                notes.push(format!("DNAT {pdst} → {dst}"));
-            }
-        }
+        notes.extend(changes(&p.frame, &o.frame));
     }
     let bridge = match (o.direction, wiring.ovs_port(&o.device)) {
         (Direction::In, Some((node, bridge))) => {
@@ -373,6 +363,9 @@ fn hop(
             if let Some(t) = &trace {
                 for step in &t.flows {
                     for action in &step.actions {
+                        if let Some(id) = action.strip_prefix("set_tunnel:") {
+                            notes.push(format!("{} sends it into tunnel {id}", step.bridge));
+                        }
                         if let Some(vid) = action.strip_prefix("mod_vlan_vid:") {
                             let from = step
                                 .matches
@@ -406,15 +399,62 @@ fn hop(
             Direction::Out => "out",
         }
         .into(),
-        vlan: o.frame.vlan,
-        src_mac: format_mac(&o.frame.src_mac),
-        dst_mac: format_mac(&o.frame.dst_mac),
+        vlan: frame.vlan,
+        src_mac: format_mac(&frame.src_mac),
+        dst_mac: format_mac(&frame.dst_mac),
         src_ip: src.to_string(),
         dst_ip: dst.to_string(),
+        encapsulation: o.frame.encapsulation().map(trace_encapsulation),
         time_us: (o.time_ns / 1000) as i64,
         bridge,
         notes,
         flooded: false,
+    }
+}
+
+/// What changed between a frame seen at one hop and at the next: the
+/// probe's VLAN tag, MACs (routing) and addresses (NAT), compared inside
+/// any tunnel, and the tunnel itself.
+fn changes(before: &Frame, after: &Frame) -> Vec<String> {
+    let mut notes = Vec::new();
+    let (p, o) = (before.innermost(), after.innermost());
+    match (p.vlan, o.vlan) {
+        (None, Some(v)) => notes.push(format!("tagged VLAN {v}")),
+        (Some(v), None) => notes.push(format!("VLAN {v} tag removed")),
+        (Some(a), Some(b)) if a != b => notes.push(format!("VLAN {a} → {b}")),
+        _ => {}
+    }
+    if (p.src_mac, p.dst_mac) != (o.src_mac, o.dst_mac) {
+        notes.push("routed: new MAC addresses".to_string());
+    }
+    if let (Some((psrc, pdst)), Some((src, dst))) = (p.ipv4(), o.ipv4()) {
+        if psrc != src {
+            notes.push(format!("SNAT {psrc} → {src}"));
+        }
+        if pdst != dst {
+            notes.push(format!("DNAT {pdst} → {dst}"));
+        }
+    }
+    let outer = |e: &Encapsulation| (e.tunnel, e.outer_src, e.outer_dst);
+    match (before.encapsulation(), after.encapsulation()) {
+        (None, Some(e)) => notes.push(format!("encapsulated: {}", trace_encapsulation(e))),
+        (Some(e), None) => notes.push(format!("decapsulated from {}", e.tunnel)),
+        (Some(a), Some(b)) if outer(a) != outer(b) => notes.push(format!(
+            "tunnel {} → {}",
+            trace_encapsulation(a),
+            trace_encapsulation(b)
+        )),
+        _ => {}
+    }
+    notes
+}
+
+fn trace_encapsulation(e: &Encapsulation) -> TraceEncapsulation {
+    TraceEncapsulation {
+        kind: e.tunnel.kind.to_string(),
+        key: e.tunnel.key,
+        src_ip: e.outer_src.to_string(),
+        dst_ip: e.outer_dst.to_string(),
     }
 }
 
@@ -509,6 +549,16 @@ fn conclusions(topo: &Topology, hops: &[TraceHop], answered: bool, arrived: bool
     } else {
         format!("physical network: {}", wire_vlans.join(", "))
     });
+    let mut tunnels: Vec<String> = Vec::new();
+    for e in request.iter().filter_map(|h| h.encapsulation.as_ref()) {
+        let t = e.to_string();
+        if !tunnels.contains(&t) {
+            tunnels.push(t);
+        }
+    }
+    if !tunnels.is_empty() {
+        out.push(format!("tunnels: {}", tunnels.join("; ")));
+    }
     let floods: Vec<String> = hops
         .iter()
         .filter(|h| h.flooded)
@@ -543,4 +593,123 @@ fn conclusions(topo: &Topology, hops: &[TraceHop], answered: bool, arrived: bool
         (false, false) => "answered: no (the request did not arrive)".to_string(),
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo from instance1 to instance3, tagged `vlan`.
+    fn echo(vlan: Option<u16>) -> Vec<u8> {
+        let mut f = probes::icmp_frame(
+            [0xfa, 0x16, 0x3e, 0, 0, 1],
+            [0xfa, 0x16, 0x3e, 0, 0, 3],
+            "192.168.1.11".parse().unwrap(),
+            "192.168.1.12".parse().unwrap(),
+            40000,
+            1,
+        );
+        if let Some(v) = vlan {
+            let mut tag = vec![0x81, 0x00];
+            tag.extend_from_slice(&v.to_be_bytes());
+            f.splice(12..12, tag);
+        }
+        f
+    }
+
+    /// `inner` in VXLAN `vni` from 172.16.0.11 to 172.16.0.12.
+    fn in_vxlan(vni: u8, inner: &[u8]) -> Frame {
+        let mut f = vec![2, 0, 0, 0, 0, 0x12, 2, 0, 0, 0, 0, 0x11, 0x08, 0x00];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 172, 16, 0, 11, 172, 16, 0, 12,
+        ]);
+        f.extend_from_slice(&[
+            0xc8, 0x22, 0x12, 0xb5, 0, 0, 0, 0, 0x08, 0, 0, 0, 0, 0, vni, 0,
+        ]);
+        f.extend_from_slice(inner);
+        Frame::parse(&f).unwrap()
+    }
+
+    #[test]
+    fn hops_say_where_the_probe_entered_and_left_a_tunnel() {
+        let plain = Frame::parse(&echo(None)).unwrap();
+        let tunnelled = in_vxlan(101, &echo(None));
+        // Into the tunnel: the probe is the same inside, so nothing else
+        // changed (not "routed", though the outer MACs are new).
+        assert_eq!(
+            changes(&plain, &tunnelled),
+            ["encapsulated: vxlan 101, 172.16.0.11 → 172.16.0.12"]
+        );
+        assert_eq!(changes(&tunnelled, &tunnelled), Vec::<String>::new());
+        assert_eq!(changes(&tunnelled, &plain), ["decapsulated from vxlan 101"]);
+        // Out of the tunnel onto a physical wire, tagged.
+        let tagged = Frame::parse(&echo(Some(101))).unwrap();
+        assert_eq!(
+            changes(&tunnelled, &tagged),
+            ["tagged VLAN 101", "decapsulated from vxlan 101"]
+        );
+        assert_eq!(
+            changes(&in_vxlan(101, &echo(None)), &in_vxlan(102, &echo(None))),
+            ["tunnel vxlan 101, 172.16.0.11 → 172.16.0.12 → vxlan 102, 172.16.0.11 → 172.16.0.12"]
+        );
+        // Without tunnels, as before.
+        assert_eq!(changes(&plain, &tagged), ["tagged VLAN 101"]);
+    }
+
+    #[test]
+    fn a_hop_on_an_overlay_uplink_shows_the_probe_and_its_tunnel() {
+        let topo = ovslab_topology::seed();
+        let desired = plan::plan(&topo, &Default::default());
+        let wiring = Wiring::new(&desired);
+        let mut vswitchds = Vswitchds::new(Path::new("/nonexistent"), &topo.lab);
+        let compute1 = naming::namespace(&topo.lab, "compute1");
+        let before = Observation {
+            device: (compute1.clone(), "qvo1".into()),
+            leg: Leg::Request,
+            direction: Direction::In,
+            time_ns: 10_000,
+            frame: Frame::parse(&echo(None)).unwrap(),
+        };
+        let on_eth3 = Observation {
+            device: (compute1, "eth3".into()),
+            leg: Leg::Request,
+            direction: Direction::Out,
+            time_ns: 30_000,
+            frame: in_vxlan(101, &echo(None)),
+        };
+        let h = hop(2, &on_eth3, Some(&before), &wiring, &mut vswitchds);
+        assert_eq!((h.place.as_str(), h.device.as_str()), ("compute1", "eth3"));
+        assert_eq!(
+            (h.src_mac.as_str(), h.dst_mac.as_str()),
+            ("fa:16:3e:00:00:01", "fa:16:3e:00:00:03")
+        );
+        assert_eq!(
+            (h.src_ip.as_str(), h.dst_ip.as_str(), h.vlan),
+            ("192.168.1.11", "192.168.1.12", None)
+        );
+        assert_eq!(
+            h.encapsulation,
+            Some(TraceEncapsulation {
+                kind: "vxlan".into(),
+                key: Some(101),
+                src_ip: "172.16.0.11".into(),
+                dst_ip: "172.16.0.12".into(),
+            })
+        );
+        assert_eq!(
+            h.notes,
+            ["encapsulated: vxlan 101, 172.16.0.11 → 172.16.0.12"]
+        );
+        assert_eq!(h.time_us, 30);
+
+        // The conclusions name the tunnel the request took.
+        let plain_hop = hop(1, &before, None, &wiring, &mut vswitchds);
+        assert_eq!(plain_hop.encapsulation, None);
+        let said = conclusions(&topo, &[plain_hop, h], true, true);
+        assert!(
+            said.contains(&"tunnels: vxlan 101, 172.16.0.11 → 172.16.0.12".to_string()),
+            "{said:?}"
+        );
+        assert!(said.contains(&"physical network: not crossed".to_string()));
+    }
 }

@@ -70,7 +70,8 @@ pub fn flow_of(in_port: &str, frame: &Frame) -> Option<String> {
             flags,
         } => format!("tcp,tp_src={sport},tp_dst={dport},tcp_flags=0x{flags:03x}"),
         L4::Udp { sport, dport } => format!("udp,tp_src={sport},tp_dst={dport}"),
-        L4::Other(_) => return None,
+        // A GRE packet, as on an overlay uplink.
+        L4::Other(proto) => format!("ip,nw_proto={proto}"),
     };
     flow.push_str(&format!(",in_port={in_port}"));
     if let Some(vlan) = frame.vlan {
@@ -180,7 +181,8 @@ fn name_in_port(matches: &str, bridge: &str, names: &PortNames) -> String {
 }
 
 /// The agent's spelling of VLAN rewrites (`set_field:4197->vlan_vid` is
-/// `mod_vlan_vid:101`), output ports named.
+/// `mod_vlan_vid:101`) and tunnel ids (`set_field:0x64->tun_id` is
+/// `set_tunnel:0x64`), output ports named.
 fn action_text(action: &str, bridge: &str, names: &PortNames) -> String {
     if let Some(value) = action
         .strip_prefix("set_field:")
@@ -188,6 +190,12 @@ fn action_text(action: &str, bridge: &str, names: &PortNames) -> String {
         && let Ok(vid) = value.parse::<u32>()
     {
         return format!("mod_vlan_vid:{}", vid & 0x0fff);
+    }
+    if let Some(id) = action
+        .strip_prefix("set_field:")
+        .and_then(|a| a.strip_suffix("->tun_id"))
+    {
+        return format!("set_tunnel:{id}");
     }
     if let Some(port) = action.strip_prefix("output:")
         && let Some(name) = names.openflow(bridge, port)
@@ -341,6 +349,36 @@ Datapath actions: pop_vlan,3
             flow_of("eth1", &frame).unwrap(),
             "icmp,icmp_type=8,icmp_code=0,in_port=eth1,dl_vlan=101,dl_src=02:00:00:00:00:01,\
              dl_dst=02:00:00:00:00:02,nw_src=192.168.1.11,nw_dst=192.168.1.12,nw_ttl=64"
+        );
+    }
+
+    #[test]
+    fn tunnel_ids_are_spelled_as_the_agent_does() {
+        let names = PortNames::default();
+        assert_eq!(
+            action_text("set_field:0x64->tun_id", "br-tun", &names),
+            "set_tunnel:0x64"
+        );
+        assert_eq!(
+            action_text("set_tunnel:0x64", "br-tun", &names),
+            "set_tunnel:0x64"
+        );
+    }
+
+    #[test]
+    fn a_gre_packet_is_asked_about_by_its_protocol() {
+        let mut f = vec![2, 0, 0, 0, 0, 0x12, 2, 0, 0, 0, 0, 0x11, 8, 0];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 47, 0, 0, 172, 16, 0, 11, 172, 16, 0, 12,
+        ]);
+        f.extend_from_slice(&[0x20, 0, 0x65, 0x58, 0, 0, 0, 0x64]);
+        f.extend_from_slice(&[0xfa; 14]);
+        let frame = Frame::parse(&f).unwrap();
+        assert!(frame.encapsulation().is_some());
+        assert_eq!(
+            flow_of("eth3", &frame).unwrap(),
+            "ip,nw_proto=47,in_port=eth3,dl_src=02:00:00:00:00:11,dl_dst=02:00:00:00:00:12,\
+             nw_src=172.16.0.11,nw_dst=172.16.0.12,nw_ttl=64"
         );
     }
 }

@@ -110,8 +110,10 @@ impl Wiring {
 
     /// Whether a frame seen at `a` is next seen at `b`: the devices are
     /// joined, and the frame is what that joint can make of it — the same
-    /// across a veth or a Linux bridge, the same but for its VLAN tag across
-    /// an Open vSwitch, and anything (routing, NAT) across an IP stack.
+    /// across a veth or a Linux bridge, the same but for its VLAN tag and
+    /// a tunnel around it across an Open vSwitch (which encapsulates onto
+    /// an overlay uplink and decapsulates from it), and anything (routing,
+    /// NAT) across an IP stack.
     pub fn follows(
         &self,
         a: (&Device, Direction, &Frame),
@@ -121,13 +123,16 @@ impl Wiring {
             let d = self.domains.get(a.0)?;
             (a.0 != b.0 && self.domains.get(b.0) == Some(d)).then_some(d)
         };
-        let same_l2 =
-            a.2.src_mac == b.2.src_mac && a.2.dst_mac == b.2.dst_mac && a.2.ipv4() == b.2.ipv4();
+        let same_l2 = |x: &Frame, y: &Frame| {
+            x.src_mac == y.src_mac && x.dst_mac == y.dst_mac && x.ipv4() == y.ipv4()
+        };
+        let same_inside = || same_l2(a.2.innermost(), b.2.innermost());
+        let same_l2 = same_l2(a.2, b.2);
         match (a.1, b.1) {
             (Direction::Out, Direction::In) => self.peers.get(a.0) == Some(b.0) && a.2 == b.2,
             (Direction::In, Direction::Out) => match domain() {
                 Some(Domain::Stack(_)) => true,
-                Some(Domain::Switch(_)) => same_l2,
+                Some(Domain::Switch(_)) => same_inside(),
                 Some(Domain::Bridge(..)) => same_l2 && a.2.vlan == b.2.vlan,
                 None => false,
             },
@@ -378,5 +383,158 @@ fn flip(d: Direction) -> Direction {
     match d {
         Direction::In => Direction::Out,
         Direction::Out => Direction::In,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ovslab_topology::plan::{self, NamespaceKind};
+
+    /// The seed lab's plan with an overlay as the planner is to add it:
+    /// each node's `eth3`, a port of its `br-overlay`, joined by a veth to a
+    /// port named after the node on a Linux bridge in an overlay namespace.
+    /// Made by copying the physical network's pieces, so that it follows
+    /// the plan's types as they grow.
+    fn seed_with_overlay() -> DesiredState {
+        let topo = ovslab_topology::seed();
+        let mut plan = plan::plan(&topo, &Default::default());
+        let mut overlay = plan
+            .namespaces
+            .iter()
+            .find(|n| n.kind == NamespaceKind::PhysicalNetwork)
+            .expect("the seed has a physical network")
+            .clone();
+        overlay.name = naming::namespace(&plan.lab, "overlay");
+        overlay.object = "overlay".into();
+        for ns in plan
+            .namespaces
+            .iter_mut()
+            .filter(|n| n.kind == NamespaceKind::Node)
+        {
+            let mut veth = ns
+                .veths
+                .iter()
+                .find(|v| v.name == naming::UPLINK)
+                .unwrap()
+                .clone();
+            veth.name = naming::OVERLAY_UPLINK.into();
+            veth.peer_namespace = overlay.name.clone();
+            ns.veths.push(veth);
+            let mut link = ns
+                .links
+                .iter()
+                .find(|l| l.name == naming::UPLINK)
+                .unwrap()
+                .clone();
+            link.name = naming::OVERLAY_UPLINK.into();
+            ns.links.push(link);
+        }
+        for switch in &mut plan.switches {
+            let mut bridge = switch
+                .bridges
+                .iter()
+                .find(|b| b.ports.iter().any(|p| p.name == naming::UPLINK))
+                .unwrap()
+                .clone();
+            bridge.name = naming::BR_OVERLAY.into();
+            bridge.ports.retain(|p| p.name == naming::UPLINK);
+            bridge.ports[0].name = naming::OVERLAY_UPLINK.into();
+            switch.bridges.push(bridge);
+        }
+        plan.namespaces.push(overlay);
+        plan
+    }
+
+    struct Sighting {
+        device: Device,
+        direction: Direction,
+        time_ns: i128,
+        frame: Frame,
+    }
+
+    impl Seen for Sighting {
+        fn device(&self) -> &Device {
+            &self.device
+        }
+        fn direction(&self) -> Direction {
+            self.direction
+        }
+        fn time_ns(&self) -> i128 {
+            self.time_ns
+        }
+        fn frame(&self) -> &Frame {
+            &self.frame
+        }
+    }
+
+    /// `inner` in VXLAN 101 from 172.16.0.11 to 172.16.0.12.
+    fn in_vxlan(inner: &[u8]) -> Frame {
+        let mut f = vec![2, 0, 0, 0, 0, 0x12, 2, 0, 0, 0, 0, 0x11, 0x08, 0x00];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 172, 16, 0, 11, 172, 16, 0, 12,
+        ]);
+        f.extend_from_slice(&[
+            0xc8, 0x22, 0x12, 0xb5, 0, 0, 0, 0, 0x08, 0, 0, 0, 0, 0, 101, 0,
+        ]);
+        f.extend_from_slice(inner);
+        Frame::parse(&f).unwrap()
+    }
+
+    #[test]
+    fn a_frame_is_followed_into_a_tunnel_across_the_overlay_and_out_of_it() {
+        let topo = ovslab_topology::seed();
+        let wiring = Wiring::new(&seed_with_overlay());
+        let (i1, i3) = (
+            topo.instance("instance1").unwrap(),
+            topo.instance("instance3").unwrap(),
+        );
+        let echo = crate::probes::icmp_frame(i1.mac, i3.mac, i1.address, i3.address, 40000, 1);
+        let (plain, tunnelled) = (Frame::parse(&echo).unwrap(), in_vxlan(&echo));
+        let node = |n: &str| naming::namespace(&topo.lab, n);
+        let at = |ns: String, dev: &str, direction, time_ns, frame: &Frame| Sighting {
+            device: (ns, dev.to_string()),
+            direction,
+            time_ns,
+            frame: frame.clone(),
+        };
+        let (qvo1, qvo3) = (
+            HybridPlug::new(&topo.lab, "instance1").qvo,
+            HybridPlug::new(&topo.lab, "instance3").qvo,
+        );
+        use Direction::{In, Out};
+        // In order of the path; the kernel's times disagree across a veth.
+        let path = vec![
+            at(node("compute1"), &qvo1, In, 10, &plain),
+            at(node("compute1"), "eth3", Out, 30, &tunnelled),
+            at(node("overlay"), "compute1", In, 29, &tunnelled),
+            at(node("overlay"), "compute2", Out, 40, &tunnelled),
+            at(node("compute2"), "eth3", In, 41, &tunnelled),
+            at(node("compute2"), &qvo3, Out, 50, &plain),
+        ];
+        let expected: Vec<Device> = path.iter().map(|s| s.device.clone()).collect();
+        let mut shuffled = path;
+        shuffled.reverse();
+        let ordered = wiring.order(shuffled);
+        let devices: Vec<Device> = ordered.iter().map(|(s, _)| s.device.clone()).collect();
+        assert_eq!(devices, expected);
+        // Each step comes from the one before: one chain.
+        let parents: Vec<Option<usize>> = ordered.iter().map(|(_, p)| *p).collect();
+        assert_eq!(parents, [None, Some(0), Some(1), Some(2), Some(3), Some(4)]);
+        // eth3 is an Open vSwitch port (of br-overlay), asked about by trace.
+        assert_eq!(
+            wiring.ovs_port(&(node("compute2"), "eth3".into())),
+            Some(&("compute2".to_string(), naming::BR_OVERLAY.to_string()))
+        );
+        assert_eq!(wiring.object(&node("overlay")), "overlay");
+
+        // A switch does not turn one frame into another inside a tunnel.
+        let mut other = echo.clone();
+        other[0] ^= 1;
+        let stranger = in_vxlan(&other);
+        let qvo = (node("compute1"), qvo1.clone());
+        let eth3 = (node("compute1"), "eth3".to_string());
+        assert!(wiring.follows((&qvo, In, &plain), (&eth3, Out, &tunnelled)));
+        assert!(!wiring.follows((&qvo, In, &plain), (&eth3, Out, &stranger)));
     }
 }
