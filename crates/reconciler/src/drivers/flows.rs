@@ -27,7 +27,7 @@ use std::net::Ipv4Addr;
 use ovslab_openflow::{
     Action, Client, ETH_TYPE_ARP, ETH_TYPE_VLAN, FlowMod, FlowStats, FlowStatsRequest, Instruction,
     Learn, LearnDst, LearnSpec, LearnSrc, MacAddr, Match, NxmField, OFPP_IN_PORT, OFPP_MAX,
-    OFPP_NORMAL, OFPVID_PRESENT, OxmField, RegMove, Subfield,
+    OFPP_NORMAL, OFPVID_PRESENT, OxmField, RegLoad, RegMove, Subfield,
 };
 use ovslab_topology::plan::{FlowAction, FlowSpec, MacMatch, MoveField, VlanMatch};
 
@@ -252,6 +252,10 @@ pub fn describe(spec: &FlowSpec) -> String {
         s.push_str("drop");
     }
     let whole = |f: MoveField| Subfield::whole(nxm_field(f));
+    let load = |field, value| {
+        let dst = Subfield::whole(field);
+        RegLoad { dst, value }.to_string()
+    };
     let actions: Vec<String> = spec
         .actions
         .iter()
@@ -267,11 +271,9 @@ pub fn describe(spec: &FlowSpec) -> String {
             FlowAction::LearnFromTunnel => learn_from_tunnel().to_string(),
             FlowAction::Move(from, to) => format!("move:{}->{}", whole(*from), whole(*to)),
             FlowAction::SetEthSrc(mac) => format!("mod_dl_src:{}", MacAddr(*mac)),
-            FlowAction::SetArpOp(op) => format!("load:{op:#x}->NXM_OF_ARP_OP[]"),
-            FlowAction::SetArpSha(mac) => {
-                format!("load:{:#x}->NXM_NX_ARP_SHA[]", mac_number(*mac))
-            }
-            FlowAction::SetArpSpa(ip) => format!("load:{:#x}->NXM_OF_ARP_SPA[]", ip.to_bits()),
+            FlowAction::SetArpOp(op) => load(NxmField::ARP_OP, u64::from(*op)),
+            FlowAction::SetArpSha(mac) => load(NxmField::ARP_SHA, mac_number(*mac)),
+            FlowAction::SetArpSpa(ip) => load(NxmField::ARP_SPA, u64::from(ip.to_bits())),
         })
         .collect();
     s.push_str(&actions.join(","));
@@ -337,7 +339,7 @@ pub async fn apply(
 
 /// Why a planned flow cannot become a flow_mod.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Unbuildable {
+enum Unbuildable {
     /// It matches on or outputs to a port that has no OpenFlow number yet.
     PortWithoutNumber(String),
     /// A `move:` between fields of different widths, which OVS refuses.
@@ -345,7 +347,7 @@ pub(crate) enum Unbuildable {
 }
 
 /// The flow_mod that installs `spec` with `cookie`.
-pub(crate) fn to_flow_mod(
+fn to_flow_mod(
     spec: &FlowSpec,
     cookie: u64,
     ports: &BTreeMap<String, u32>,
