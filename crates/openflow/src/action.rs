@@ -1,10 +1,12 @@
 //! Actions (OpenFlow 1.3.5 §7.2.5).
 //!
-//! Only the actions ovslab writes are typed. Everything else, notably OVS's
-//! Nicira extensions (NXAST resubmit, ct, learn, …) that another agent may
-//! have installed, decodes as [`Action::Experimenter`] or
+//! Only the standard actions ovslab writes are typed. Everything else,
+//! notably OVS's Nicira extensions (NXAST resubmit, ct, learn, …) that
+//! another agent may have installed, decodes as [`Action::Experimenter`] or
 //! [`Action::Unknown`] with its bytes kept, so a dump never fails on them
-//! and re-encoding reproduces them.
+//! and re-encoding reproduces them. The Nicira actions ovslab writes have
+//! typed views over those bytes: `resubmit` here, `learn`, `move` and
+//! `load` in [`crate::nicira`].
 
 use bytes::BufMut;
 
@@ -75,6 +77,12 @@ impl Action {
     /// Set an arbitrary field.
     pub fn set_field(field: OxmField) -> Action {
         Action::SetField(field)
+    }
+
+    /// ovs-ofctl's `set_tunnel:<key>` as OpenFlow 1.3 has it: set_field
+    /// `tunnel_id` (OVS itself sends `set_tunnel` back in this form).
+    pub fn set_tunnel(tun_id: u64) -> Action {
+        Action::SetField(OxmField::TunnelId(tun_id, None))
     }
 
     /// OVS's `resubmit(,table)`: run the packet through `table` and come
@@ -249,6 +257,7 @@ mod tests {
             Action::PushVlan(0x8100),
             Action::PopVlan,
             Action::set_vlan_vid(101),
+            Action::set_tunnel(0x64),
             Action::set_field(OxmField::EthDst(MacAddr([0xfa, 0x16, 0x3e, 0, 0, 1]), None)),
             Action::set_field(OxmField::Raw(RawOxm {
                 class: 1,
@@ -285,6 +294,12 @@ mod tests {
             [0, 25, 0, 16, 0x80, 0, 0x0c, 2, 0x10, 0x65, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(round_trip(&Action::PopVlan).0, [0, 18, 0, 8, 0, 0, 0, 0]);
+        // set_field tunnel_id=0x64: 4 header + 12 OXM, padded to 16; what
+        // OVS 3.1 sends back for `set_tunnel:0x64` over OpenFlow 1.3.
+        assert_eq!(
+            round_trip(&Action::set_tunnel(0x64)).0,
+            [0, 25, 0, 16, 0x80, 0, 0x4c, 8, 0, 0, 0, 0, 0, 0, 0, 0x64]
+        );
         assert_eq!(
             round_trip(&Action::resubmit_table(24)).0,
             [

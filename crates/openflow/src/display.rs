@@ -11,6 +11,7 @@ use crate::action::Action;
 use crate::consts::*;
 use crate::flow::{FlowMod, FlowModCommand, FlowStats};
 use crate::instruction::Instruction;
+use crate::nicira::{Learn, LearnDst, LearnSrc, NxmField, RegLoad, RegMove, Subfield};
 use crate::oxm::{Match, OxmField};
 
 /// `OFPP_*` names as ovs-ofctl prints them, numbers otherwise.
@@ -50,6 +51,38 @@ fn masked<T: Display>(v: T, m: Option<T>) -> String {
     }
 }
 
+/// `0x64`, `0x64/0xff`: how ovs-ofctl writes a tunnel key.
+fn hex_masked(v: u64, m: Option<u64>) -> String {
+    match m {
+        None => format!("{v:#x}"),
+        Some(m) => format!("{v:#x}/{m:#x}"),
+    }
+}
+
+/// A number as OVS's `%#x` prints it: `0` for zero, `0x64` otherwise.
+fn c_hex(v: u64) -> String {
+    if v == 0 {
+        "0".into()
+    } else {
+        format!("{v:#x}")
+    }
+}
+
+/// Big-endian bytes as OVS's `ds_put_hex` prints them: leading zero
+/// bytes skipped, `0` when all are zero.
+fn ovs_hex(bytes: &[u8]) -> String {
+    match bytes.iter().position(|b| *b != 0) {
+        None => "0".into(),
+        Some(first) => {
+            let mut s = format!("{:#x}", bytes[first]);
+            for b in &bytes[first + 1..] {
+                let _ = write!(s, "{b:02x}");
+            }
+            s
+        }
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::from("0x"), |mut s, b| {
         let _ = write!(s, "{b:02x}");
@@ -83,7 +116,11 @@ impl OxmField {
             ArpTpa(v, m) => ("arp_tpa", ip_masked(*v, *m)),
             ArpSha(v, m) => ("arp_sha", masked(v, m.as_ref())),
             ArpTha(v, m) => ("arp_tha", masked(v, m.as_ref())),
+            TunnelId(v, m) => ("tun_id", hex_masked(*v, *m)),
             Raw(raw) => {
+                if let Some((v, m)) = self.tunnel_id() {
+                    return ("tun_id".into(), hex_masked(v, m));
+                }
                 let name = format!(
                     "oxm({:#06x}:{}{})",
                     raw.class,
@@ -183,21 +220,128 @@ impl Display for Action {
             }
             Action::Group(id) => write!(f, "group:{id}"),
             Action::SetQueue(id) => write!(f, "set_queue:{id}"),
-            Action::Experimenter { experimenter, data } => match self.as_resubmit() {
-                Some((port, table)) => {
+            Action::Experimenter { experimenter, data } => {
+                if let Some((port, table)) = self.as_resubmit() {
                     let port = port.map(|p| p.to_string()).unwrap_or_default();
-                    write!(f, "resubmit({port},{table})")
+                    return write!(f, "resubmit({port},{table})");
                 }
-                None => {
-                    let subtype = data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-                    match subtype {
-                        Some(s) => write!(f, "experimenter({experimenter:#x}:{s})"),
-                        None => write!(f, "experimenter({experimenter:#x})"),
-                    }
+                if let Some(learn) = self.as_learn() {
+                    return write!(f, "{learn}");
                 }
-            },
+                if let Some(m) = self.as_reg_move() {
+                    return write!(f, "{m}");
+                }
+                if let Some(l) = self.as_reg_load() {
+                    return write!(f, "{l}");
+                }
+                let subtype = data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                match subtype {
+                    Some(s) => write!(f, "experimenter({experimenter:#x}:{s})"),
+                    None => write!(f, "experimenter({experimenter:#x})"),
+                }
+            }
             Action::Unknown { action_type, .. } => write!(f, "action(type={action_type})"),
         }
+    }
+}
+
+/// `NXM_OF_ETH_SRC`, or `nxm(0x0001:40)` for a field without a name here.
+impl Display for NxmField {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "nxm({:#06x}:{})", self.class, self.field),
+        }
+    }
+}
+
+/// `NXM_OF_ETH_SRC[]`, `NXM_OF_VLAN_TCI[0..11]`, `NXM_NX_REG0[5]`.
+impl Display for Subfield {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        if self.is_whole() {
+            write!(f, "{}[]", self.field)
+        } else if self.n_bits == 1 {
+            write!(f, "{}[{}]", self.field, self.ofs)
+        } else {
+            let last = u32::from(self.ofs) + u32::from(self.n_bits).max(1) - 1;
+            write!(f, "{}[{}..{last}]", self.field, self.ofs)
+        }
+    }
+}
+
+/// `move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[]`.
+impl Display for RegMove {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "move:{}->{}", self.src(), self.dst())
+    }
+}
+
+/// `load:0x64->NXM_NX_TUN_ID[]`.
+impl Display for RegLoad {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "load:{}->{}", c_hex(self.value), self.dst)
+    }
+}
+
+/// As ovs-ofctl writes it (`lib/learn.c` `learn_format`): the
+/// parameters that differ from their defaults, then each spec. A constant
+/// matched against a whole field is written `FIELD[]=0x…`, where
+/// ovs-ofctl would write the field's own name and value syntax.
+impl Display for Learn {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "learn(table={}", self.table_id)?;
+        for (name, value) in [
+            ("idle_timeout", self.idle_timeout),
+            ("hard_timeout", self.hard_timeout),
+            ("fin_idle_timeout", self.fin_idle_timeout),
+            ("fin_hard_timeout", self.fin_hard_timeout),
+        ] {
+            if value != 0 {
+                write!(f, ",{name}={value}")?;
+            }
+        }
+        // OFP_DEFAULT_PRIORITY is left out.
+        if self.priority != 0x8000 {
+            write!(f, ",priority={}", self.priority)?;
+        }
+        if self.flags & crate::nicira::NX_LEARN_F_SEND_FLOW_REM != 0 {
+            f.write_str(",send_flow_rem")?;
+        }
+        if self.flags & crate::nicira::NX_LEARN_F_DELETE_LEARNED != 0 {
+            f.write_str(",delete_learned")?;
+        }
+        if self.cookie != 0 {
+            write!(f, ",cookie={:#x}", self.cookie)?;
+        }
+        for spec in &self.specs {
+            let imm = match &spec.src {
+                LearnSrc::Immediate(v) => {
+                    let n_bytes = usize::from(spec.n_bits).div_ceil(8);
+                    Some(ovs_hex(&v[v.len().saturating_sub(n_bytes)..]))
+                }
+                LearnSrc::Field { .. } => None,
+            };
+            let src = spec.src_subfield();
+            let dst = spec.dst_subfield();
+            f.write_str(",")?;
+            match (spec.dst, imm, src, dst) {
+                (LearnDst::Match { .. }, Some(imm), _, Some(dst)) => write!(f, "{dst}={imm}")?,
+                (LearnDst::Match { .. }, None, Some(src), Some(dst)) => {
+                    write!(f, "{dst}")?;
+                    if (src.field, src.ofs) != (dst.field, dst.ofs) {
+                        write!(f, "={src}")?;
+                    }
+                }
+                (LearnDst::Load { .. }, Some(imm), _, Some(dst)) => write!(f, "load:{imm}->{dst}")?,
+                (LearnDst::Load { .. }, None, Some(src), Some(dst)) => {
+                    write!(f, "load:{src}->{dst}")?
+                }
+                (LearnDst::Output, _, Some(src), _) => write!(f, "output:{src}")?,
+                // Not built by as_learn (an output from a constant).
+                _ => f.write_str("?")?,
+            }
+        }
+        f.write_str(")")
     }
 }
 
@@ -409,6 +553,147 @@ mod tests {
             "cookie=0x0, table=24, priority=2,dl_dst=fa:16:3e:00:00:01 \
              actions=push_vlan:0x8100,pop_vlan,output:3,CONTROLLER:65535,resubmit(,24),group:1,\
              clear_actions,goto_table:60"
+        );
+    }
+
+    /// The actions of Liberty's br-tun flows read exactly as
+    /// `ovs-ofctl -O OpenFlow13 dump-flows` (OVS 3.1) prints them.
+    #[test]
+    fn br_tun_actions_read_like_ofctl() {
+        use crate::nicira::{NxmField, RegLoad, RegMove, Subfield};
+        let mac = MacAddr([0xfa, 0x16, 0x3e, 0, 0, 0x22]);
+        let ip = Ipv4Addr::new(192, 168, 1, 22);
+        let mv = |a, b| Action::reg_move(&RegMove::whole(a, b).expect("same width"));
+        let cases: Vec<(Vec<Action>, &str)> = vec![
+            (
+                vec![
+                    Action::learn(&crate::nicira::tests::liberty_learn()),
+                    Action::output(1),
+                ],
+                "learn(table=20,hard_timeout=300,priority=1,NXM_OF_VLAN_TCI[0..11],\
+                 NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:0->NXM_OF_VLAN_TCI[],\
+                 load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],output:NXM_OF_IN_PORT[]),output:1",
+            ),
+            (
+                vec![
+                    Action::PushVlan(ETH_TYPE_VLAN),
+                    Action::set_vlan_vid(1),
+                    Action::resubmit_table(10),
+                ],
+                "push_vlan:0x8100,set_field:4097->vlan_vid,resubmit(,10)",
+            ),
+            (
+                vec![Action::PopVlan, Action::set_tunnel(0x64), Action::output(2)],
+                "pop_vlan,set_field:0x64->tun_id,output:2",
+            ),
+            (
+                vec![
+                    mv(NxmField::ETH_SRC, NxmField::ETH_DST),
+                    Action::set_field(OxmField::EthSrc(mac, None)),
+                    Action::set_field(OxmField::ArpOp(2)),
+                    mv(NxmField::ARP_SHA, NxmField::ARP_THA),
+                    mv(NxmField::ARP_SPA, NxmField::ARP_TPA),
+                    Action::set_field(OxmField::ArpSha(mac, None)),
+                    Action::set_field(OxmField::ArpSpa(ip, None)),
+                    Action::output(OFPP_IN_PORT),
+                ],
+                "move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:fa:16:3e:00:00:22->eth_src,\
+                 set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],\
+                 move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:fa:16:3e:00:00:22->arp_sha,\
+                 set_field:192.168.1.22->arp_spa,IN_PORT",
+            ),
+            // What a flow learned by the first one does.
+            (
+                vec![
+                    Action::reg_load(&RegLoad {
+                        dst: Subfield::whole(NxmField::VLAN_TCI),
+                        value: 0,
+                    }),
+                    Action::reg_load(&RegLoad {
+                        dst: Subfield::whole(NxmField::TUN_ID),
+                        value: 0x64,
+                    }),
+                    Action::output(2),
+                ],
+                "load:0->NXM_OF_VLAN_TCI[],load:0x64->NXM_NX_TUN_ID[],output:2",
+            ),
+        ];
+        for (actions, text) in cases {
+            assert_eq!(Instruction::ApplyActions(actions).to_string(), text);
+        }
+    }
+
+    #[test]
+    fn br_tun_matches_read_like_ofctl() {
+        assert_eq!(Match::new().tunnel_id(0x64).to_string(), "tun_id=0x64");
+        assert_eq!(
+            Match::new().tunnel_id_masked(0x64, 0xff).to_string(),
+            "tun_id=0x64/0xff"
+        );
+        let nxm = OxmField::Raw(crate::oxm::RawOxm {
+            class: crate::oxm::OFPXMC_NXM_1,
+            field: crate::oxm::NXM_NX_TUN_ID,
+            has_mask: false,
+            payload: vec![0, 0, 0, 0, 0, 0, 0, 0x64],
+        });
+        assert_eq!(nxm.to_string(), "tun_id=0x64");
+        assert_eq!(
+            Match::new()
+                .eth_dst_masked(MacAddr([1, 0, 0, 0, 0, 0]), MacAddr([1, 0, 0, 0, 0, 0]))
+                .to_string(),
+            "dl_dst=01:00:00:00:00:00/01:00:00:00:00:00"
+        );
+        let arp = Match::new()
+            .eth_type(ETH_TYPE_ARP)
+            .vlan_vid(Some(1))
+            .arp_tpa(Ipv4Addr::new(192, 168, 1, 22));
+        assert_eq!(arp.to_string(), "arp,dl_vlan=1,arp_tpa=192.168.1.22");
+    }
+
+    #[test]
+    fn subfields_and_odd_learn_specs() {
+        use crate::nicira::{LearnDst, LearnSpec, LearnSrc, NxmField, Subfield};
+        let reg0 = NxmField {
+            class: 1,
+            field: 0,
+            len: 4,
+        };
+        assert_eq!(Subfield::whole(reg0).to_string(), "nxm(0x0001:0)[]");
+        let bit = Subfield {
+            field: reg0,
+            ofs: 5,
+            n_bits: 1,
+        };
+        assert_eq!(bit.to_string(), "nxm(0x0001:0)[5]");
+        let mut learn = crate::nicira::tests::liberty_learn();
+        learn.priority = 0x8000;
+        learn.cookie = 0x99;
+        learn.idle_timeout = 10;
+        learn.specs = vec![
+            LearnSpec {
+                n_bits: 16,
+                src: LearnSrc::Immediate(vec![0, 99]),
+                dst: LearnDst::Match {
+                    field: NxmField::IN_PORT,
+                    ofs: 0,
+                },
+            },
+            LearnSpec {
+                n_bits: 32,
+                src: LearnSrc::Field {
+                    field: NxmField::ARP_SPA,
+                    ofs: 0,
+                },
+                dst: LearnDst::Match {
+                    field: NxmField::ARP_SPA,
+                    ofs: 0,
+                },
+            },
+        ];
+        assert_eq!(
+            Action::learn(&learn).to_string(),
+            "learn(table=20,idle_timeout=10,hard_timeout=300,cookie=0x99,\
+             NXM_OF_IN_PORT[]=0x63,NXM_OF_ARP_SPA[])"
         );
     }
 

@@ -9,6 +9,8 @@
 //!   deterministic and comparison ignores field order.
 //! - [`action`], [`instruction`]: what a flow does; OVS's own Nicira
 //!   extensions are kept as raw bytes, never an error.
+//! - [`nicira`]: typed views of the Nicira actions br-tun needs (`learn`,
+//!   `move`, `load`), built and read over those raw bytes.
 //! - [`flow`]: [`FlowMod`], [`FlowStatsRequest`], [`FlowStats`].
 //! - [`message`]: whole messages and their header; [`framing`] cuts a byte
 //!   stream into them.
@@ -27,6 +29,7 @@ pub mod flow;
 pub mod framing;
 pub mod instruction;
 pub mod message;
+pub mod nicira;
 pub mod oxm;
 pub mod wire;
 
@@ -45,5 +48,6 @@ pub use message::{
     FeaturesReply, Hello, HelloElement, Message, MultipartReply, MultipartReplyBody,
     MultipartRequest, MultipartRequestBody,
 };
+pub use nicira::{Learn, LearnDst, LearnSpec, LearnSrc, NxmField, RegLoad, RegMove, Subfield};
 pub use oxm::{MacAddr, Match, OxmField, RawOxm};
 pub use wire::{DecodeError, EncodeError};

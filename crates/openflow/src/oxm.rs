@@ -22,6 +22,11 @@ use crate::wire::{DecodeError, EncodeError, Reader, pad_to_8, patch_len};
 pub const OFPXMC_OPENFLOW_BASIC: u16 = 0x8000;
 /// OXM class whose payload starts with a 32-bit experimenter id.
 pub const OFPXMC_EXPERIMENTER: u16 = 0xffff;
+/// OXM class `NXM_1`: Nicira's own fields, e.g. `NXM_NX_TUN_ID`.
+pub const OFPXMC_NXM_1: u16 = 0x0001;
+/// Field number of `NXM_NX_TUN_ID` in class [`OFPXMC_NXM_1`]: the tunnel
+/// key under its pre-OpenFlow-1.3 name, 8 bytes, maskable.
+pub const NXM_NX_TUN_ID: u8 = 16;
 /// `ofp_match.type` of an OXM match, the only kind OpenFlow 1.3 uses.
 const OFPMT_OXM: u16 = 1;
 
@@ -48,6 +53,7 @@ pub mod field {
     pub const ARP_TPA: u8 = 23;
     pub const ARP_SHA: u8 = 24;
     pub const ARP_THA: u8 = 25;
+    pub const TUNNEL_ID: u8 = 38;
 }
 
 /// An Ethernet address.
@@ -147,6 +153,8 @@ pub enum OxmField {
     ArpTpa(Ipv4Addr, Option<Ipv4Addr>),
     ArpSha(MacAddr, Option<MacAddr>),
     ArpTha(MacAddr, Option<MacAddr>),
+    /// The tunnel key (VXLAN VNI, GRE key): OVS's `tun_id`, 64 bits.
+    TunnelId(u64, Option<u64>),
     Raw(RawOxm),
 }
 
@@ -252,6 +260,13 @@ impl OxmField {
             ArpTpa(v, m) => (field::ARP_TPA, ip_mask(v, m)),
             ArpSha(v, m) => (field::ARP_SHA, mac_mask(v, m)),
             ArpTha(v, m) => (field::ARP_THA, mac_mask(v, m)),
+            TunnelId(v, m) => (
+                field::TUNNEL_ID,
+                (
+                    v.to_be_bytes().to_vec(),
+                    m.map(|m| m.to_be_bytes().to_vec()),
+                ),
+            ),
             Raw(ref raw) => (raw.field, (raw.payload.clone(), None)),
         };
         Encoded { field, value, mask }
@@ -313,6 +328,7 @@ impl OxmField {
                 (1, false)
             }
             field::IPV4_SRC | field::IPV4_DST | field::ARP_SPA | field::ARP_TPA => (4, true),
+            field::TUNNEL_ID => (8, true),
             _ => {
                 return Ok(OxmField::Raw(RawOxm {
                     class,
@@ -387,9 +403,42 @@ impl OxmField {
                 Some(0) => return None,
                 Some(m) => VlanVid(v & m, Some(m)),
             },
+            TunnelId(v, m) => match m {
+                None | Some(u64::MAX) => TunnelId(v, None),
+                Some(0) => return None,
+                Some(m) => TunnelId(v & m, Some(m)),
+            },
             other => other,
         })
     }
+}
+
+impl OxmField {
+    /// The tunnel key and its mask, in either of the two forms OVS knows
+    /// it by: `OXM_OF_TUNNEL_ID` ([`OxmField::TunnelId`], what OVS sends
+    /// over OpenFlow 1.3) or `NXM_NX_TUN_ID` (class [`OFPXMC_NXM_1`], field
+    /// [`NXM_NX_TUN_ID`], kept as [`RawOxm`] so its bytes survive a round
+    /// trip), which an older switch may answer with.
+    pub fn tunnel_id(&self) -> Option<(u64, Option<u64>)> {
+        match self {
+            OxmField::TunnelId(v, m) => Some((*v, *m)),
+            OxmField::Raw(raw) if raw.class == OFPXMC_NXM_1 && raw.field == NXM_NX_TUN_ID => {
+                let p = &raw.payload;
+                match (raw.has_mask, p.len()) {
+                    (false, 8) => Some((u64_from(p), None)),
+                    (true, 16) => Some((u64_from(&p[..8]), Some(u64_from(&p[8..])))),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+fn u64_from(b: &[u8]) -> u64 {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(out)
 }
 
 fn mac_from(b: &[u8]) -> MacAddr {
@@ -430,6 +479,7 @@ fn typed(f: u8, v: &[u8], m: Option<&[u8]>) -> OxmField {
         field::ARP_TPA => ArpTpa(ip_from(v), m.map(ip_from)),
         field::ARP_SHA => ArpSha(mac_from(v), m.map(mac_from)),
         field::ARP_THA => ArpTha(mac_from(v), m.map(mac_from)),
+        field::TUNNEL_ID => TunnelId(u64_from(v), m.map(u64_from)),
         _ => {
             let mut payload = v.to_vec();
             payload.extend(m.unwrap_or_default());
@@ -598,6 +648,13 @@ impl Match {
     pub fn arp_tha_masked(self, addr: MacAddr, mask: MacAddr) -> Match {
         self.with(OxmField::ArpTha(addr, Some(mask)))
     }
+    /// The tunnel key a packet arrived with (`tun_id` in ovs-ofctl).
+    pub fn tunnel_id(self, tun_id: u64) -> Match {
+        self.with(OxmField::TunnelId(tun_id, None))
+    }
+    pub fn tunnel_id_masked(self, tun_id: u64, mask: u64) -> Match {
+        self.with(OxmField::TunnelId(tun_id, Some(mask)))
+    }
 
     /// Appends `ofp_match` (§7.2.3.1): type, length without padding, the
     /// OXM fields, then zeros up to a multiple of 8.
@@ -708,6 +765,8 @@ mod tests {
             OxmField::ArpSha(mac("fa:16:3e:00:00:00"), Some(mm)),
             OxmField::ArpTha(a, None),
             OxmField::ArpTha(mac("fa:16:3e:00:00:00"), Some(mm)),
+            OxmField::TunnelId(0x64, None),
+            OxmField::TunnelId(0x60, Some(0xf0)),
             OxmField::Raw(RawOxm {
                 class: OFPXMC_OPENFLOW_BASIC,
                 field: 26,
@@ -748,6 +807,46 @@ mod tests {
                 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // pad to 24
             ]
         );
+    }
+
+    /// As OVS 3.1 sends `tun_id=0x64` in an OpenFlow 1.3 flow stats reply
+    /// (captured from a dump): `OXM_OF_TUNNEL_ID`, not `NXM_NX_TUN_ID`.
+    #[test]
+    fn known_bytes_of_tunnel_id() {
+        let m = Match::new().tunnel_id(0x64);
+        let mut out = Vec::new();
+        m.encode(&mut out).expect("encode");
+        let bytes = [
+            0x00, 0x01, 0x00, 0x10, // OXM match, length 4 + 12
+            0x80, 0x00, 0x4c, 0x08, 0, 0, 0, 0, 0, 0, 0, 0x64, // tunnel_id=0x64
+        ];
+        assert_eq!(out, bytes);
+        assert_eq!(Match::decode(&mut Reader::new(&bytes, "t")), Ok(m.clone()));
+        assert_eq!(m.fields()[0].tunnel_id(), Some((0x64, None)));
+    }
+
+    #[test]
+    fn nicira_tun_id_is_kept_raw_and_still_read_as_the_tunnel_key() {
+        let bytes = [
+            0x00, 0x01, 0x00, 0x18, // OXM match, length 4 + 20
+            0x00, 0x01, 0x21, 0x10, // NXM_NX_TUN_ID_W
+            0, 0, 0, 0, 0, 0, 0, 0x64, 0, 0, 0, 0, 0, 0, 0, 0xff,
+        ];
+        let m = Match::decode(&mut Reader::new(&bytes, "t")).expect("decode");
+        assert!(matches!(m.fields(), [OxmField::Raw(_)]));
+        assert_eq!(m.fields()[0].tunnel_id(), Some((0x64, Some(0xff))));
+        let mut out = Vec::new();
+        m.encode(&mut out).expect("encode");
+        assert_eq!(out, bytes, "re-encoded as it came");
+        // The same class and field with a payload of the wrong size is not
+        // a tunnel key.
+        let odd = OxmField::Raw(RawOxm {
+            class: OFPXMC_NXM_1,
+            field: NXM_NX_TUN_ID,
+            has_mask: false,
+            payload: vec![0; 4],
+        });
+        assert_eq!(odd.tunnel_id(), None);
     }
 
     #[test]
@@ -816,6 +915,15 @@ mod tests {
         assert_eq!(
             Match::new().vlan_vid_masked(0x1001, 0x1fff),
             Match::new().vlan_vid(Some(1))
+        );
+        assert_eq!(
+            Match::new().tunnel_id_masked(0x64, u64::MAX),
+            Match::new().tunnel_id(0x64)
+        );
+        assert!(Match::new().tunnel_id_masked(0x64, 0).is_empty());
+        assert_eq!(
+            Match::new().tunnel_id_masked(0x1ff, 0xff).fields(),
+            [OxmField::TunnelId(0xff, Some(0xff))]
         );
     }
 

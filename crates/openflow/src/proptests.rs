@@ -11,6 +11,7 @@ use crate::flow::{FlowMod, FlowModCommand, FlowStats};
 use crate::framing::FrameDecoder;
 use crate::instruction::{Instruction, sort_instructions};
 use crate::message::{Message, MultipartReply, MultipartReplyBody};
+use crate::nicira::{Learn, LearnDst, LearnSpec, LearnSrc, NxmField, RegLoad, RegMove, Subfield};
 use crate::oxm::{MacAddr, Match, OFPXMC_EXPERIMENTER, OFPXMC_OPENFLOW_BASIC, OxmField, RawOxm};
 
 fn mac() -> impl Strategy<Value = MacAddr> {
@@ -23,7 +24,7 @@ fn ip() -> impl Strategy<Value = Ipv4Addr> {
 
 fn raw_oxm() -> impl Strategy<Value = RawOxm> {
     // Basic fields this crate does not type, other classes, experimenter.
-    let unknown_basic = prop::sample::select(vec![1u8, 2, 8, 9, 17, 18, 26, 27, 38, 39, 100]);
+    let unknown_basic = prop::sample::select(vec![1u8, 2, 8, 9, 17, 18, 26, 27, 39, 100]);
     prop_oneof![
         (unknown_basic, any::<bool>(), vec(any::<u8>(), 0..24)).prop_map(
             |(field, has_mask, payload)| RawOxm {
@@ -75,12 +76,124 @@ fn oxm_field() -> impl Strategy<Value = OxmField> {
         (ip(), prop::option::of(ip())).prop_map(|(v, m)| ArpTpa(v, m)),
         (mac(), prop::option::of(mac())).prop_map(|(v, m)| ArpSha(v, m)),
         (mac(), prop::option::of(mac())).prop_map(|(v, m)| ArpTha(v, m)),
+        (any::<u64>(), prop::option::of(any::<u64>())).prop_map(|(v, m)| TunnelId(v, m)),
         raw_oxm().prop_map(Raw),
     ]
 }
 
 fn a_match() -> impl Strategy<Value = Match> {
     vec(oxm_field(), 0..10).prop_map(Match::from_iter)
+}
+
+fn nxm_field() -> impl Strategy<Value = NxmField> {
+    prop_oneof![
+        prop::sample::select(vec![
+            NxmField::IN_PORT,
+            NxmField::ETH_DST,
+            NxmField::ETH_SRC,
+            NxmField::VLAN_TCI,
+            NxmField::ARP_OP,
+            NxmField::ARP_SPA,
+            NxmField::ARP_TPA,
+            NxmField::TUN_ID,
+            NxmField::ARP_SHA,
+            NxmField::ARP_THA,
+        ]),
+        // Any class but the experimenter one, whose headers are 8 bytes.
+        (0u16..0xffff, 0u8..128, any::<u8>()).prop_map(|(class, field, len)| NxmField {
+            class,
+            field,
+            len,
+        }),
+    ]
+}
+
+fn learn_spec() -> impl Strategy<Value = LearnSpec> {
+    // n_bits 0 with a field source matched would be a zero header, which
+    // ends the specs; OVS has the same ambiguity.
+    (
+        1u16..1024,
+        any::<bool>(),
+        0u8..3,
+        nxm_field(),
+        any::<u16>(),
+        nxm_field(),
+        any::<u16>(),
+        any::<u8>(),
+    )
+        .prop_map(
+            |(n_bits, immediate, dst, src_f, src_ofs, dst_f, dst_ofs, b)| {
+                let src = if immediate && dst != 2 {
+                    LearnSrc::Immediate(vec![b; usize::from(n_bits).div_ceil(16) * 2])
+                } else {
+                    LearnSrc::Field {
+                        field: src_f,
+                        ofs: src_ofs,
+                    }
+                };
+                let dst = match dst {
+                    0 => LearnDst::Match {
+                        field: dst_f,
+                        ofs: dst_ofs,
+                    },
+                    1 => LearnDst::Load {
+                        field: dst_f,
+                        ofs: dst_ofs,
+                    },
+                    _ => LearnDst::Output,
+                };
+                LearnSpec { n_bits, src, dst }
+            },
+        )
+}
+
+prop_compose! {
+    fn learn()(
+        timeouts in any::<(u16, u16, u16, u16)>(),
+        priority in any::<u16>(),
+        cookie in any::<u64>(),
+        flags in any::<u16>(),
+        table_id in any::<u8>(),
+        specs in vec(learn_spec(), 0..6),
+    ) -> Learn {
+        Learn {
+            idle_timeout: timeouts.0,
+            hard_timeout: timeouts.1,
+            priority,
+            cookie,
+            flags,
+            table_id,
+            fin_idle_timeout: timeouts.2,
+            fin_hard_timeout: timeouts.3,
+            specs,
+        }
+    }
+}
+
+fn reg_move() -> impl Strategy<Value = RegMove> {
+    (
+        any::<u16>(),
+        nxm_field(),
+        any::<u16>(),
+        nxm_field(),
+        any::<u16>(),
+    )
+        .prop_map(|(n_bits, src, src_ofs, dst, dst_ofs)| RegMove {
+            n_bits,
+            src,
+            src_ofs,
+            dst,
+            dst_ofs,
+        })
+}
+
+fn reg_load() -> impl Strategy<Value = RegLoad> {
+    (nxm_field(), 0u16..1024, 1u16..=64, any::<u64>()).prop_map(|(field, ofs, n_bits, value)| {
+        RegLoad {
+            dst: Subfield { field, ofs, n_bits },
+            value,
+        }
+    })
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -91,6 +204,9 @@ fn action() -> impl Strategy<Value = Action> {
         any::<u16>().prop_map(Action::PushVlan),
         Just(Action::PopVlan),
         oxm_field().prop_map(Action::SetField),
+        learn().prop_map(|l| Action::learn(&l)),
+        reg_move().prop_map(|m| Action::reg_move(&m)),
+        reg_load().prop_map(|l| Action::reg_load(&l)),
         any::<u32>().prop_map(Action::Group),
         any::<u32>().prop_map(Action::SetQueue),
         (any::<u32>(), 0usize..4, any::<u8>()).prop_map(|(experimenter, words, b)| {
@@ -267,6 +383,21 @@ proptest! {
         }
         let want: Vec<Message> = mods.into_iter().map(Message::FlowMod).collect();
         prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn nicira_views_round_trip(l in learn(), m in reg_move(), r in reg_load()) {
+        prop_assert_eq!(Action::learn(&l).as_learn(), Some(l));
+        prop_assert_eq!(Action::reg_move(&m).as_reg_move(), Some(m));
+        prop_assert_eq!(Action::reg_load(&r).as_reg_load(), Some(r));
+    }
+
+    #[test]
+    fn nicira_views_of_garbage_never_panic(subtype in prop::sample::select(vec![6u16, 7, 16]), body in vec(any::<u8>(), 0..120)) {
+        let mut data = subtype.to_be_bytes().to_vec();
+        data.extend(body);
+        let a = Action::Experimenter { experimenter: crate::consts::NX_VENDOR_ID, data };
+        let _ = (a.as_learn(), a.as_reg_move(), a.as_reg_load(), a.to_string());
     }
 
     #[test]

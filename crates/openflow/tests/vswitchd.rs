@@ -368,3 +368,126 @@ async fn thousands_of_flows_in_one_apply_and_one_multipart_dump() {
         .expect("delete all");
     assert!(ofctl_flows(&sb, &[]).is_empty());
 }
+
+/// Neutron's br-tun actions written by ovs-ofctl from the agent's text
+/// come back over OpenFlow 1.3 as exactly the actions our helpers build:
+/// OVS's encoding of learn, move and set_field tunnel_id is ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn ovs_encodes_br_tun_actions_as_our_helpers_do() {
+    use ovslab_openflow::{Learn, LearnDst, LearnSpec, LearnSrc, NxmField, OxmField, RegMove};
+    require_root("ovs_encodes_br_tun_actions_as_our_helpers_do");
+    let sb = sandbox();
+    let target = format!("unix:{}", sb.mgmt_socket(BRIDGE).display());
+    for flow in [
+        "table=4,priority=1,tun_id=0x64 actions=set_tunnel:0x64,output:1",
+        "table=10,priority=1 actions=learn(table=20,hard_timeout=300,priority=1,\
+         NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:0->NXM_OF_VLAN_TCI[],\
+         load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],output:NXM_OF_IN_PORT[]),output:1",
+        "table=21,priority=1,arp actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],\
+         move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],IN_PORT",
+    ] {
+        ovslab_testkit::run(
+            "ovs-ofctl",
+            &["-O", "OpenFlow13", "add-flow", &target, flow],
+        );
+    }
+    let c = client(&sb).await;
+    let flows = c
+        .dump_flows(FlowStatsRequest::default())
+        .await
+        .expect("dump");
+    let actions = |table: u8| -> Vec<Action> {
+        let f = flows
+            .iter()
+            .find(|f| f.table_id == table)
+            .expect("the flow");
+        match f.instructions.as_slice() {
+            [Instruction::ApplyActions(a)] => a.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+
+    let t4 = flows.iter().find(|f| f.table_id == 4).expect("table 4");
+    assert_eq!(t4.match_, Match::new().tunnel_id(0x64));
+    assert_eq!(t4.match_.fields()[0], OxmField::TunnelId(0x64, None));
+    assert_eq!(actions(4), [Action::set_tunnel(0x64), Action::output(1)]);
+
+    let field = |field| LearnSrc::Field { field, ofs: 0 };
+    let learn = Learn {
+        idle_timeout: 0,
+        hard_timeout: 300,
+        priority: 1,
+        cookie: 0,
+        flags: 0,
+        table_id: 20,
+        fin_idle_timeout: 0,
+        fin_hard_timeout: 0,
+        specs: vec![
+            LearnSpec {
+                n_bits: 12,
+                src: field(NxmField::VLAN_TCI),
+                dst: LearnDst::Match {
+                    field: NxmField::VLAN_TCI,
+                    ofs: 0,
+                },
+            },
+            LearnSpec {
+                n_bits: 48,
+                src: field(NxmField::ETH_SRC),
+                dst: LearnDst::Match {
+                    field: NxmField::ETH_DST,
+                    ofs: 0,
+                },
+            },
+            LearnSpec {
+                n_bits: 16,
+                src: LearnSrc::Immediate(vec![0, 0]),
+                dst: LearnDst::Load {
+                    field: NxmField::VLAN_TCI,
+                    ofs: 0,
+                },
+            },
+            LearnSpec {
+                n_bits: 64,
+                src: field(NxmField::TUN_ID),
+                dst: LearnDst::Load {
+                    field: NxmField::TUN_ID,
+                    ofs: 0,
+                },
+            },
+            LearnSpec {
+                n_bits: 16,
+                src: field(NxmField::IN_PORT),
+                dst: LearnDst::Output,
+            },
+        ],
+    };
+    let t10 = actions(10);
+    assert_eq!(t10, [Action::learn(&learn), Action::output(1)]);
+    assert_eq!(t10[0].as_learn(), Some(learn));
+
+    let mv = |a, b| Action::reg_move(&RegMove::whole(a, b).expect("same width"));
+    assert_eq!(
+        actions(21),
+        [
+            mv(NxmField::ETH_SRC, NxmField::ETH_DST),
+            mv(NxmField::ARP_SHA, NxmField::ARP_THA),
+            mv(NxmField::ARP_SPA, NxmField::ARP_TPA),
+            Action::output(ovslab_openflow::OFPP_IN_PORT),
+        ]
+    );
+
+    // And what we send, OVS stores: a second add of the same flows from
+    // our helpers leaves the dump as it was.
+    let ours: Vec<FlowMod> = flows
+        .iter()
+        .map(|f| {
+            FlowMod::add(f.table_id, f.priority, f.match_.clone(), vec![])
+                .with_instructions(f.instructions.clone())
+        })
+        .collect();
+    let before = ofctl_flows(&sb, &[]);
+    c.apply(ours).await.expect("apply");
+    assert_eq!(ofctl_flows(&sb, &[]), before);
+}

@@ -104,6 +104,15 @@ pub enum ReconcileError {
         flow: String,
         port: String,
     },
+    /// A flow of the plan that OpenFlow cannot express, e.g. a `move:`
+    /// between fields of different widths.
+    #[error("node {node}: {bridge}: flow {flow} cannot be installed: {reason}")]
+    FlowNotBuildable {
+        node: String,
+        bridge: String,
+        flow: String,
+        reason: String,
+    },
     /// A task the work was handed to panicked or was cancelled; `of`
     /// says whose (`namespace seed.compute1`, `lab seed`).
     #[error("{of}: the {what} task failed: {source}")]
@@ -244,6 +253,17 @@ mod tests {
             port: "int-br-vlan".into(),
         };
         assert!(e.to_string().contains("names port int-br-vlan"), "{e}");
+        let e = ReconcileError::FlowNotBuildable {
+            node: "network".into(),
+            bridge: "br-tun".into(),
+            flow: "table=21, priority=1,arp".into(),
+            reason: "move from NXM_OF_ETH_SRC to NXM_OF_ARP_SPA: the fields differ in width".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "node network: br-tun: flow table=21, priority=1,arp cannot be installed: \
+             move from NXM_OF_ETH_SRC to NXM_OF_ARP_SPA: the fields differ in width"
+        );
         // A task that panicked is carried as such, its JoinError the source.
         let join = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
         let e = ReconcileError::Task {

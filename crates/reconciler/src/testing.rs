@@ -8,11 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use ovslab_iptables::{IpSet, Ruleset};
-use ovslab_topology::plan::{FlowSpec, NamespaceSpec, OvsPort};
+use ovslab_topology::plan::{
+    FlowAction, FlowSpec, MacMatch, MoveField, NamespaceSpec, OvsPort, VlanMatch,
+};
 
 use crate::ReconcileError;
 use crate::actual::{ActualBridge, ActualLink, ActualNamespace, ActualPort, ActualSwitch};
@@ -714,4 +717,108 @@ impl Host for FakeHost {
     fn exited(&self) -> &tokio::sync::Notify {
         &self.exited
     }
+}
+
+/// Liberty's br-tun (`br_tun.py`, the reference's listing) with the ARP
+/// responder and l2population, for the flow driver's tests with and
+/// without a real vswitchd: patch-int is port 1, two VXLAN tunnels ports 2
+/// and 3, VNI 0x64 is local VLAN 1, and a remote port fa:16:3e:00:00:22 /
+/// 192.168.1.22 sits behind vxlan-0a000002.
+pub fn liberty_br_tun() -> Vec<FlowSpec> {
+    let remote_mac = [0xfa, 0x16, 0x3e, 0x00, 0x00, 0x22];
+    let remote_ip: Ipv4Addr = "192.168.1.22".parse().expect("ip");
+    let flow = |table, priority, actions| FlowSpec {
+        bridge: "br-tun".into(),
+        table,
+        priority,
+        actions,
+        ..FlowSpec::default()
+    };
+    let from = |port: &str, table| FlowSpec {
+        in_port: Some(port.into()),
+        ..flow(0, 1, vec![FlowAction::Resubmit(table)])
+    };
+    let to_tunnels = |ports: &[&str]| {
+        let mut a = vec![FlowAction::StripVlan, FlowAction::SetTunnel(0x64)];
+        a.extend(ports.iter().map(|p| FlowAction::Output(p.to_string())));
+        a
+    };
+    vec![
+        from("patch-int", 2),
+        from("vxlan-0a000002", 4),
+        from("vxlan-0a000003", 4),
+        flow(0, 0, vec![]),
+        FlowSpec {
+            arp: true,
+            dl_dst: Some(MacMatch::Exact([0xff; 6])),
+            ..flow(2, 1, vec![FlowAction::Resubmit(21)])
+        },
+        FlowSpec {
+            dl_dst: Some(MacMatch::Unicast),
+            ..flow(2, 0, vec![FlowAction::Resubmit(20)])
+        },
+        FlowSpec {
+            dl_dst: Some(MacMatch::Multicast),
+            ..flow(2, 0, vec![FlowAction::Resubmit(22)])
+        },
+        flow(3, 0, vec![]),
+        FlowSpec {
+            tun_id: Some(0x64),
+            ..flow(
+                4,
+                1,
+                vec![
+                    FlowAction::PushVlan,
+                    FlowAction::ModVlanVid(1),
+                    FlowAction::Resubmit(10),
+                ],
+            )
+        },
+        flow(4, 0, vec![]),
+        flow(6, 0, vec![]),
+        flow(
+            10,
+            1,
+            vec![
+                FlowAction::LearnFromTunnel,
+                FlowAction::Output("patch-int".into()),
+            ],
+        ),
+        FlowSpec {
+            dl_vlan: Some(VlanMatch::Id(1)),
+            dl_dst: Some(MacMatch::Exact(remote_mac)),
+            ..flow(20, 2, to_tunnels(&["vxlan-0a000002"]))
+        },
+        flow(20, 0, vec![FlowAction::Resubmit(22)]),
+        FlowSpec {
+            arp: true,
+            dl_vlan: Some(VlanMatch::Id(1)),
+            arp_tpa: Some(remote_ip),
+            ..flow(
+                21,
+                1,
+                vec![
+                    FlowAction::Move(MoveField::EthSrc, MoveField::EthDst),
+                    FlowAction::SetEthSrc(remote_mac),
+                    FlowAction::SetArpOp(2),
+                    FlowAction::Move(MoveField::ArpSha, MoveField::ArpTha),
+                    FlowAction::Move(MoveField::ArpSpa, MoveField::ArpTpa),
+                    FlowAction::SetArpSha(remote_mac),
+                    FlowAction::SetArpSpa(remote_ip),
+                    FlowAction::InPort,
+                ],
+            )
+        },
+        flow(21, 0, vec![FlowAction::Resubmit(22)]),
+        // mod-flows left it at OpenFlow's default priority.
+        FlowSpec {
+            dl_vlan: Some(VlanMatch::Id(1)),
+            ..flow(
+                22,
+                0x8000,
+                to_tunnels(&["vxlan-0a000002", "vxlan-0a000003"]),
+            )
+        },
+        flow(22, 0, vec![]),
+    ]
 }
