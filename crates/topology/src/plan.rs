@@ -1387,7 +1387,7 @@ mod tests {
 
     #[test]
     fn without_l2population_every_node_tunnels_to_every_other() {
-        let state = selfservice(|t| t);
+        let state = selfservice(|t| t.replace("l2_population: true", "l2_population: false"));
         let c1 = state.switch("compute1").unwrap();
         let br_tun = c1.bridges.iter().find(|b| b.name == BR_TUN).unwrap();
         let names: Vec<&str> = br_tun.ports.iter().map(|p| p.name.as_str()).collect();
@@ -1439,9 +1439,7 @@ mod tests {
     fn with_l2population_tunnels_go_only_where_the_networks_have_ports() {
         // compute2 keeps only selfservice2 (instance2), which compute1 lacks.
         let state = selfservice(|t| {
-            let t = t
-                .replace("l2_population: false", "l2_population: true")
-                .replace("arp_responder: false", "arp_responder: true");
+            let t = t.replace("arp_responder: false", "arp_responder: true");
             // instance3 is the last instance; the checks go with it.
             let cut = t.find("  - name: instance3").unwrap();
             t[..cut].to_string()

@@ -990,7 +990,8 @@ fn an_unknown_network_type() {
 
 #[test]
 fn the_arp_responder_without_l2_population() {
-    let text = selfservice_with("arp_responder: false", "arp_responder: true");
+    let text = selfservice_with("l2_population: true", "l2_population: false")
+        .replace("arp_responder: false", "arp_responder: true");
     refused(
         &text,
         line_of(&text, "arp_responder: true"),
