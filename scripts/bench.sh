@@ -118,6 +118,15 @@ sed '/^checks:/i\  - name: instance101\n    node: compute1\n    network: net1\n 
 bench_lab "seed" "$dir/seed.yaml" benchseed 500 50 300
 bench_lab "10 × 10" "$dir/scale-10-10.yaml" scale-10-10 2000 300 ""
 
+# Self-service networks over VXLAN (issue #13): the Guide's lab, and the
+# generated 10 × 10 lab with its networks in VXLAN and l2population.
+sed 's/^lab: selfservice$/lab: benchvxlan/' lab-topologies/selfservice-vxlan.yaml >"$dir/selfservice.yaml"
+ovslab generate --computes 10 --instances-per-node 10 --network-type vxlan >"$dir/scale-vxlan-10-10.yaml"
+sed '/^checks:/i\  - name: instance101\n    node: compute1\n    network: net1\n    address: 192.168.0.250\n    security_groups: [default]\n' \
+  "$dir/scale-vxlan-10-10.yaml" >"$dir/scale-vxlan-10-10-plus1.yaml"
+bench_lab "self-service (VXLAN)" "$dir/selfservice.yaml" benchvxlan 300 20 ""
+bench_lab "10 × 10 VXLAN, l2population" "$dir/scale-vxlan-10-10.yaml" scale-vxlan-10-10 1500 300 ""
+
 # kill -9 of compute1's ovs-vswitchd in the seed lab, to instance1 reaching
 # instance3 (through compute1's switch) again: the daemon's audit restarts
 # it and puts its flows back.
@@ -172,6 +181,18 @@ done
 row "10 × 10: one instance added" 100 "${add[@]}"
 ovslab check scale-10-10 >/dev/null || { echo "checks of the 10 × 10 lab failed" >&2; exit 1; }
 
+# The same over VXLAN: the new port is announced to every node's br-tun.
+ovslab up "$dir/scale-vxlan-10-10.yaml" >/dev/null
+add=()
+for _ in $(seq "$RUNS"); do
+  sleep 1
+  add+=("$(time_ms ovslab up "$dir/scale-vxlan-10-10-plus1.yaml")")
+  ovslab up "$dir/scale-vxlan-10-10.yaml" >/dev/null
+done
+row "10 × 10 VXLAN: one instance added" 100 "${add[@]}"
+ovslab check scale-vxlan-10-10 >/dev/null || { echo "checks of the 10 × 10 VXLAN lab failed" >&2; exit 1; }
+ovslab down scale-vxlan-10-10 >/dev/null
+
 # What watching costs: the daemon's CPU time while it audits the intact
 # 10 × 10 lab, with its default --audit-interval, over AUDIT_SECONDS.
 AUDIT_SECONDS=${AUDIT_SECONDS:-10}
@@ -207,6 +228,20 @@ if [ -n "$BIG" ]; then
   ovslab check "$lab" >/dev/null || { echo "checks of the $lab lab failed" >&2; exit 1; }
   ovslab down "$lab" >/dev/null
   big_note="its $((computes * 2 + 2)) OVS processes: $ovs_mib MiB RSS in all"
+  # The same over VXLAN with l2population.
+  lab="scale-vxlan-$computes-$per"
+  ovslab generate --computes "$computes" --instances-per-node "$per" --network-type vxlan >"$dir/big-vxlan.yaml"
+  labs+=("$lab")
+  big=()
+  for _ in $(seq "$RUNS"); do
+    settle
+    big+=("$(time_ms ovslab up "$dir/big-vxlan.yaml")")
+    ovslab down "$lab" >/dev/null
+  done
+  row "$computes × $per VXLAN, l2population, up" 10000 "${big[@]}"
+  ovslab up "$dir/big-vxlan.yaml" >/dev/null
+  ovslab check "$lab" >/dev/null || { echo "checks of the $lab lab failed" >&2; exit 1; }
+  ovslab down "$lab" >/dev/null
 fi
 daemon_peak=$(($(kib "$daemon" VmHWM) / 1024))
 
@@ -219,7 +254,7 @@ if command -v iperf3 >/dev/null; then
   iperf_pid=$!
   gbps() {
     local to=$1 bps
-    bps=$(ip netns exec benchseed.instance1 iperf3 -c "$to" -t "$IPERF_SECONDS" -J 2>/dev/null |
+    bps=$(ip netns exec "${ns:-benchseed.instance1}" iperf3 -c "$to" -t "$IPERF_SECONDS" -J 2>/dev/null |
       awk -F: '/"bits_per_second"/ { gsub(/[ ,]/, "", $2); v = $2 } END { print v + 0 }')
     awk -v b="$bps" 'BEGIN { printf "%.2f Gbit/s", b / 1e9 }'
   }
@@ -233,7 +268,16 @@ if command -v iperf3 >/dev/null; then
   wait "$iperf_pid" 2>/dev/null || true
   iperf_pid=""
   ovslab down benchseed >/dev/null
-  iperf="instance1 → instance3 (net1, across nodes): $across; instance1 → instance2 (routed by the network node): $routed"
+  # Across nodes over VXLAN, in the self-service lab.
+  ovslab up "$dir/selfservice.yaml" >/dev/null
+  ip netns exec benchvxlan.instance3 iperf3 -s -1 >/dev/null 2>&1 &
+  iperf_pid=$!
+  sleep 0.3
+  vxlan=$(ns=benchvxlan.instance1 gbps 192.168.1.12)
+  wait "$iperf_pid" 2>/dev/null || true
+  iperf_pid=""
+  ovslab down benchvxlan >/dev/null
+  iperf="instance1 → instance3 (net1, across nodes): $across; instance1 → instance2 (routed by the network node): $routed; across nodes over VXLAN (self-service lab, MTU 1450, no TX offload at the instance): $vxlan"
 fi
 
 echo "ovslab benchmark: $(nproc) cores, $(free -g | awk '/Mem:/ { print $2 }') GiB, kernel $(uname -r), $RUNS runs per row"

@@ -200,3 +200,189 @@ fn the_gre_variant_carries_the_key() {
     let (ok, report) = check(&lab);
     assert!(ok, "ovslab check failed on GRE:\n{report}");
 }
+
+/// The self-service lab with a third compute node holding only a port on
+/// selfservice2, which compute1 does not have; `l2pop` sets
+/// `l2_population`.
+fn with_compute3(l2pop: bool) -> String {
+    SELFSERVICE
+        .replace(
+            "  - name: compute2\n    role: compute\n",
+            "  - name: compute2\n    role: compute\n  - name: compute3\n    role: compute\n",
+        )
+        .replace(
+            "\n# The Guide's four walkthroughs",
+            "  - name: instance5\n    node: compute3\n    network: selfservice2\n    address: 192.168.2.15\n    security_groups: [default]\n\n# The Guide's four walkthroughs",
+        )
+        .replace(
+            "l2_population: true",
+            &format!("l2_population: {l2pop}"),
+        )
+}
+
+/// Whether a broadcast on selfservice1 from compute1 (instance1's ARP
+/// for instance3) reaches compute3's overlay cable.
+fn broadcast_reaches_compute3(l2pop: bool) -> bool {
+    let lab = Lab::from_yaml(&with_compute3(l2pop));
+    let wire = lab.capture("overlay", "compute3", "udp port 4789");
+    lab.in_ns("instance1", &["ip", "neigh", "flush", "all"]);
+    assert!(lab.ping("instance1", INSTANCE3, 2), "instance1 → instance3");
+    let wire = wire.finish();
+    wire.iter()
+        .any(|l| l.contains("vni 101") || l.contains("ARP, Request who-has 192.168.1.12"))
+}
+
+#[test]
+#[ignore = "needs root"]
+fn with_l2population_no_flood_reaches_a_node_without_ports_on_the_network() {
+    require_root("with_l2population_no_flood_reaches_a_node_without_ports_on_the_network");
+    assert!(
+        !broadcast_reaches_compute3(true),
+        "with l2population, selfservice1's broadcast reached compute3"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn without_l2population_a_broadcast_floods_every_tunnel() {
+    require_root("without_l2population_a_broadcast_floods_every_tunnel");
+    assert!(
+        broadcast_reaches_compute3(false),
+        "without l2population, selfservice1's broadcast should reach compute3 too"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn vlan_and_vxlan_networks_mix_in_one_lab() {
+    require_root("vlan_and_vxlan_networks_mix_in_one_lab");
+    // selfservice2 becomes a VLAN network on physnet1.
+    let yaml = SELFSERVICE
+        .replace(
+            "\nnetworks:\n",
+            "\nphysical_networks:\n  - name: physnet1\n\nnetworks:\n",
+        )
+        .replace(
+            "    type: vxlan\n    segmentation_id: 102",
+            "    type: vlan\n    physical_network: physnet1\n    segmentation_id: 102",
+        );
+    let lab = Lab::from_yaml(&yaml);
+    assert!(lab.ping("instance1", "192.168.2.11", 1), "first ping");
+    let overlay = lab.capture("overlay", "compute2", "udp port 4789");
+    let physnet = lab.capture("physnet1", "compute2", "vlan");
+    assert!(
+        lab.ping("instance1", "192.168.2.11", 3),
+        "instance1 (VXLAN) → instance2 (VLAN), through the router"
+    );
+    let overlay = overlay.finish();
+    let physnet = physnet.finish();
+    assert!(
+        physnet
+            .iter()
+            .any(|l| l.contains("vlan 102") && l.contains("ICMP echo request")),
+        "the routed request did not reach compute2 on VLAN 102: {physnet:#?}"
+    );
+    assert!(
+        !overlay.iter().any(|l| l.contains("vni 102")),
+        "VNI 102 does not exist any more: {overlay:#?}"
+    );
+    let (ok, report) = check(&lab);
+    // The file's checks still name wire_vni 101 on selfservice1 only.
+    assert!(ok, "ovslab check failed on the mixed lab:\n{report}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn nodes_networks_and_ports_added_in_place_bring_their_tunnels_and_flows() {
+    require_root("nodes_networks_and_ports_added_in_place_bring_their_tunnels_and_flows");
+    let lab = Lab::from_yaml(SELFSERVICE);
+    let before = lab.flows("compute1", "br-tun");
+    let learn_before: Vec<String> = before
+        .lines()
+        .filter(|l| l.contains("table=10"))
+        .map(str::to_string)
+        .collect();
+    // A node with a port on selfservice1: every node gets a tunnel to it,
+    // and compute1 floods selfservice1 to it and knows its port.
+    std::fs::write(
+        &lab.file,
+        ovslab_integration_tests::rename_lab(
+            &with_compute3(true).replace(
+                "network: selfservice2\n    address: 192.168.2.15",
+                "network: selfservice1\n    address: 192.168.1.15",
+            ),
+            &lab.name,
+        ),
+    )
+    .unwrap();
+    lab.up();
+    let ports = lab.vsctl("compute1", &["list-ports", "br-tun"]);
+    assert!(
+        ports.contains("vxlan-0a000104"),
+        "no tunnel to compute3: {ports}"
+    );
+    let after = lab.flows("compute1", "br-tun");
+    assert!(
+        after
+            .lines()
+            .any(|l| l.contains("table=22") && l.contains("output:\"vxlan-0a000104\"")),
+        "compute1 does not flood to compute3:\n{after}"
+    );
+    assert!(
+        lab.ping("instance1", "192.168.1.15", 2),
+        "instance1 → instance5"
+    );
+    // Untouched flows keep their counters: the learn flow was not replaced.
+    let learn_after: Vec<String> = lab
+        .flows("compute1", "br-tun")
+        .lines()
+        .filter(|l| l.contains("table=10"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(learn_before.len(), 1);
+    assert_eq!(learn_after, learn_before, "the learn flow was replaced");
+    // And taken away again: the tunnel and its flows go.
+    std::fs::write(
+        &lab.file,
+        ovslab_integration_tests::rename_lab(SELFSERVICE, &lab.name),
+    )
+    .unwrap();
+    lab.up();
+    let ports = lab.vsctl("compute1", &["list-ports", "br-tun"]);
+    assert!(
+        !ports.contains("vxlan-0a000104"),
+        "tunnel to compute3 left: {ports}"
+    );
+    assert!(
+        !lab.flows("compute1", "br-tun").contains("vxlan-0a000104"),
+        "flows to compute3 left"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_deleted_tunnel_port_and_br_tun_flows_are_repaired() {
+    require_root("a_deleted_tunnel_port_and_br_tun_flows_are_repaired");
+    let lab = Lab::create_with(SELFSERVICE, &["--audit-interval", "0.5"]);
+    lab.up();
+    assert!(lab.ping("instance1", INSTANCE3, 1));
+    lab.vsctl("compute1", &["del-port", "br-tun", "vxlan-0a000103"]);
+    lab.del_flows("compute2", "br-tun", "table=4");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ports = lab.vsctl("compute1", &["list-ports", "br-tun"]);
+        let flows = lab.flows("compute2", "br-tun");
+        if ports.contains("vxlan-0a000103") && flows.contains("tun_id=0x65") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not repaired in 20 s:\n{ports}\n{flows}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        lab.ping("instance1", INSTANCE3, 2),
+        "instance1 → instance3 after repair"
+    );
+}
