@@ -386,3 +386,72 @@ fn a_deleted_tunnel_port_and_br_tun_flows_are_repaired() {
         "instance1 → instance3 after repair"
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn trace_shows_the_encapsulation_and_br_tun_on_both_ends() {
+    require_root("trace_shows_the_encapsulation_and_br_tun_on_both_ends");
+    let lab = Lab::from_yaml(SELFSERVICE);
+    let out = lab.daemon.ovslab_ok(&[
+        "trace",
+        "--lab",
+        &lab.name,
+        "instance1",
+        "instance3",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["answered"], true, "{out}");
+    let hops = report["hops"].as_array().unwrap();
+    let on_eth3: Vec<&serde_json::Value> = hops
+        .iter()
+        .filter(|h| h["device"] == "eth3" && h["leg"] == "request")
+        .collect();
+    assert_eq!(on_eth3.len(), 2, "out of compute1, into compute2: {out}");
+    for hop in &on_eth3 {
+        let e = &hop["encapsulation"];
+        assert_eq!(e["kind"], "vxlan", "{hop}");
+        assert_eq!(e["key"], 101, "{hop}");
+        assert_eq!(e["src_ip"], "10.0.1.2", "{hop}");
+        assert_eq!(e["dst_ip"], "10.0.1.3", "{hop}");
+        // The probe's own addresses, inside the tunnel.
+        assert_eq!(hop["src_ip"], "192.168.1.11", "{hop}");
+    }
+    // Into compute2: br-tun takes it from the tunnel port to the network's
+    // local VLAN (table 4) and learns where instance1 is (table 10).
+    let arriving = on_eth3.iter().find(|h| h["direction"] == "in").unwrap();
+    let tables: Vec<(String, u64)> = arriving["bridge"]["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["bridge"].as_str().unwrap().to_string(),
+                f["table"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for want in [("br-tun", 0), ("br-tun", 4), ("br-tun", 10), ("br-int", 0)] {
+        assert!(
+            tables.contains(&(want.0.to_string(), want.1)),
+            "no {want:?} on the way in: {arriving}"
+        );
+    }
+    // Out of compute1: l2population's unicast flow (table 20) into the tunnel.
+    let leaving = hops
+        .iter()
+        .find(|h| {
+            h["leg"] == "request"
+                && h["bridge"]["flows"].as_array().is_some_and(|f| {
+                    f.iter()
+                        .any(|s| s["bridge"] == "br-tun" && s["table"] == 20)
+                })
+        })
+        .expect("a hop through compute1's br-tun table 20");
+    assert!(
+        leaving["bridge"]["flows"]
+            .to_string()
+            .contains("set_tunnel:0x65"),
+        "{leaving}"
+    );
+}

@@ -29,11 +29,11 @@ use ovslab_api::{
     BridgeTrace, TraceEncapsulation, TraceHop, TraceLoss, TraceProtocol, TraceReport, TraceRequest,
 };
 use ovslab_capture::frame::format_mac;
-use ovslab_capture::{Direction, Encapsulation, Frame, PacketSocket};
+use ovslab_capture::{Direction, Encapsulation, Frame, PacketSocket, TunnelKind};
 use ovslab_netlink::netns;
 use ovslab_topology::naming::{self, HybridPlug};
 use ovslab_topology::plan::{self, DesiredState, NamespaceKind};
-use ovslab_topology::{CheckTarget, NodeRole, Topology};
+use ovslab_topology::{CheckTarget, NodeRole, Topology, TunnelType};
 use ovslab_unixctl as unixctl;
 
 use crate::checks;
@@ -308,7 +308,20 @@ impl<'a> Vswitchds<'a> {
         port: &str,
         frame: &Frame,
     ) -> Option<BridgeTrace> {
-        let flow = ofproto::flow_of(port, frame)?;
+        // A frame that came in on the overlay uplink in a tunnel is
+        // decapsulated by the datapath (`tnl_pop`) and meets br-tun on the
+        // tunnel port from its sender: that is what is asked about.
+        let (bridge, flow) = match frame.encapsulation() {
+            Some(e) if port == naming::OVERLAY_UPLINK => {
+                let kind = match e.tunnel.kind {
+                    TunnelKind::Vxlan => TunnelType::Vxlan,
+                    TunnelKind::Gre => TunnelType::Gre,
+                };
+                let tunnel_port = plan::tunnel_port_name(kind, e.outer_src);
+                (naming::BR_TUN, ofproto::tunnel_flow_of(&tunnel_port, e)?)
+            }
+            _ => (bridge, ofproto::flow_of(port, frame)?),
+        };
         let names = self
             .ports
             .entry(node.to_string())
@@ -367,11 +380,20 @@ fn hop(
                             notes.push(format!("{} sends it into tunnel {id}", step.bridge));
                         }
                         if let Some(vid) = action.strip_prefix("mod_vlan_vid:") {
+                            // From a tag, or from a tunnel's key (br-tun's
+                            // table 3/4: the network's local VLAN).
                             let from = step
                                 .matches
                                 .split(',')
-                                .find_map(|m| m.strip_prefix("dl_vlan="))
-                                .map_or_else(String::new, |v| format!("{v} → "));
+                                .find_map(|m| {
+                                    m.strip_prefix("dl_vlan=")
+                                        .map(|v| format!("{v} → "))
+                                        .or_else(|| {
+                                            m.strip_prefix("tun_id=")
+                                                .map(|t| format!("tunnel {t} → "))
+                                        })
+                                })
+                                .unwrap_or_default();
                             notes.push(format!("{} rewrites VLAN {from}{vid}", step.bridge));
                         }
                     }

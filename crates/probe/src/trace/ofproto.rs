@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use ovslab_api::FlowStep;
 use ovslab_capture::frame::format_mac;
-use ovslab_capture::{Frame, L4};
+use ovslab_capture::{Encapsulation, Frame, L4};
 
 /// Port numbers of one vswitchd: OpenFlow numbers per bridge, and the
 /// datapath numbers that `Datapath actions:` use.
@@ -69,7 +69,8 @@ pub fn flow_of(in_port: &str, frame: &Frame) -> Option<String> {
             dport,
             flags,
         } => format!("tcp,tp_src={sport},tp_dst={dport},tcp_flags=0x{flags:03x}"),
-        L4::Udp { sport, dport } => format!("udp,tp_src={sport},tp_dst={dport}"),
+        // `ofproto/trace` wants UDP's own field names.
+        L4::Udp { sport, dport } => format!("udp,udp_src={sport},udp_dst={dport}"),
         // A GRE packet, as on an overlay uplink.
         L4::Other(proto) => format!("ip,nw_proto={proto}"),
     };
@@ -83,6 +84,18 @@ pub fn flow_of(in_port: &str, frame: &Frame) -> Option<String> {
         format_mac(&frame.dst_mac)
     ));
     Some(flow)
+}
+
+/// The flow of a frame that arrived in a tunnel, as br-tun sees it once
+/// the datapath has taken the encapsulation off: the inner frame entering
+/// the tunnel port `in_port`, with the tunnel's key and endpoints.
+pub fn tunnel_flow_of(in_port: &str, encapsulation: &Encapsulation) -> Option<String> {
+    let key = encapsulation.tunnel.key?;
+    let flow = flow_of(in_port, &encapsulation.inner)?;
+    Some(format!(
+        "{flow},tun_id={key:#x},tun_src={},tun_dst={}",
+        encapsulation.outer_src, encapsulation.outer_dst
+    ))
 }
 
 /// The flows of an `ofproto/trace` answer, bridge by bridge, and its
@@ -253,6 +266,30 @@ pub fn vlan_rewrites(steps: &[FlowStep]) -> Vec<(String, u16)> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_frame_from_a_tunnel_is_asked_about_on_its_tunnel_port_with_its_key() {
+        // GRE with key 101 from 10.0.1.2 to 10.0.1.3, carrying an ICMP echo.
+        let mut f = vec![2, 0, 0, 0, 0, 0x12, 2, 0, 0, 0, 0, 0x11, 8, 0];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 47, 0, 0, 10, 0, 1, 2, 10, 0, 1, 3,
+        ]);
+        f.extend_from_slice(&[0x20, 0, 0x65, 0x58, 0, 0, 0, 101]);
+        f.extend_from_slice(&[0xfa, 0x16, 0x3e, 0, 0, 2, 0xfa, 0x16, 0x3e, 0, 0, 1, 8, 0]);
+        f.extend_from_slice(&[
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 192, 168, 1, 11, 192, 168, 1, 12,
+        ]);
+        f.extend_from_slice(&[8, 0, 0, 0, 0, 7, 0, 1]);
+        let frame = Frame::parse(&f).unwrap();
+        let e = frame.encapsulation().unwrap();
+        assert_eq!(
+            tunnel_flow_of("gre-0a000102", e).unwrap(),
+            "icmp,icmp_type=8,icmp_code=0,in_port=gre-0a000102,dl_src=fa:16:3e:00:00:01,\
+             dl_dst=fa:16:3e:00:00:02,nw_src=192.168.1.11,nw_dst=192.168.1.12,nw_ttl=64,\
+             tun_id=0x65,tun_src=10.0.1.2,tun_dst=10.0.1.3"
+        );
+    }
+
     use super::*;
 
     const DPIF_SHOW: &str = "netdev@ovs-netdev: hit:39 missed:36
