@@ -90,6 +90,12 @@ settle() {
   done
 }
 
+# checked LAB WHAT → the lab's checks pass, or the run stops with what failed.
+checked() {
+  local out
+  out=$(ovslab check "$1") || { printf 'checks of the %s failed:\n%s\n' "$2" "$out" >&2; exit 1; }
+}
+
 # up, no-op up (which must change nothing) and down of one lab, RUNS times.
 bench_lab() {
   local label=$1 file=$2 lab=$3 up_target=$4 noop_target=$5 down_target=$6
@@ -179,7 +185,7 @@ for _ in $(seq "$RUNS"); do
   ovslab up "$dir/scale-10-10.yaml" >/dev/null
 done
 row "10 × 10: one instance added" 100 "${add[@]}"
-ovslab check scale-10-10 >/dev/null || { echo "checks of the 10 × 10 lab failed" >&2; exit 1; }
+checked scale-10-10 "10 × 10 lab"
 
 # The same over VXLAN: the new port is announced to every node's br-tun.
 ovslab up "$dir/scale-vxlan-10-10.yaml" >/dev/null
@@ -190,7 +196,7 @@ for _ in $(seq "$RUNS"); do
   ovslab up "$dir/scale-vxlan-10-10.yaml" >/dev/null
 done
 row "10 × 10 VXLAN: one instance added" 100 "${add[@]}"
-ovslab check scale-vxlan-10-10 >/dev/null || { echo "checks of the 10 × 10 VXLAN lab failed" >&2; exit 1; }
+checked scale-vxlan-10-10 "10 × 10 VXLAN lab"
 ovslab down scale-vxlan-10-10 >/dev/null
 
 # What watching costs: the daemon's CPU time while it audits the intact
@@ -225,7 +231,7 @@ if [ -n "$BIG" ]; then
   done
   row "$computes × $per ($((computes * per)) instances) up" 20000 "${big[@]}"
   ovslab up "$dir/big.yaml" >/dev/null
-  ovslab check "$lab" >/dev/null || { echo "checks of the $lab lab failed" >&2; exit 1; }
+  checked "$lab" "$lab lab"
   ovslab down "$lab" >/dev/null
   big_note="its $((computes * 2 + 2)) OVS processes: $ovs_mib MiB RSS in all"
   # The same over VXLAN with l2population.
@@ -240,7 +246,7 @@ if [ -n "$BIG" ]; then
   done
   row "$computes × $per VXLAN, l2population, up" 10000 "${big[@]}"
   ovslab up "$dir/big-vxlan.yaml" >/dev/null
-  ovslab check "$lab" >/dev/null || { echo "checks of the $lab lab failed" >&2; exit 1; }
+  checked "$lab" "$lab lab"
   ovslab down "$lab" >/dev/null
 fi
 daemon_peak=$(($(kib "$daemon" VmHWM) / 1024))

@@ -296,6 +296,18 @@ impl Lab {
         run("ovs-vsctl", &full)
     }
 
+    /// `ovs-appctl` against a node's `ovs-vswitchd` (its control socket in
+    /// the node's run directory); returns stdout.
+    pub fn appctl(&self, node: &str, args: &[&str]) -> String {
+        let rundir = self.rundir(node);
+        let pid = std::fs::read_to_string(rundir.join("ovs-vswitchd.pid")).unwrap();
+        let target = rundir.join(format!("ovs-vswitchd.{}.ctl", pid.trim()));
+        let target = target.to_str().unwrap();
+        let mut full = vec!["-t", target];
+        full.extend_from_slice(args);
+        run("ovs-appctl", &full)
+    }
+
     /// `ovs-ofctl -O OpenFlow13 dump-flows` of a node's bridge, ports by
     /// name, without statistics.
     pub fn flows(&self, node: &str, bridge: &str) -> String {

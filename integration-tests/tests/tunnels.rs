@@ -102,6 +102,24 @@ fn same_network_across_compute_nodes_is_vxlan_with_its_vni() {
 fn br_tun_holds_liberty_flows_and_learns_from_tunnels() {
     require_root("br_tun_holds_liberty_flows_and_learns_from_tunnels");
     let lab = Lab::from_yaml(SELFSERVICE);
+    // The node resolved its tunnel endpoints when the lab came up, not on
+    // the first packet (which the userspace datapath would drop); the
+    // kernel's answers may take a moment to reach vswitchd.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let neighbours = lab.appctl("compute1", &["tnl/neigh/show"]);
+        if ["10.0.1.1", "10.0.1.3"]
+            .iter()
+            .all(|e| neighbours.contains(e))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "endpoints not resolved: {neighbours}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     // Tunnel ports named and configured as the agent does.
     let port = "vxlan-0a000103";
     assert_eq!(
@@ -454,4 +472,48 @@ fn trace_shows_the_encapsulation_and_br_tun_on_both_ends() {
             .contains("set_tunnel:0x65"),
         "{leaving}"
     );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_flat_network_is_untagged_on_the_wire_and_routed_like_any_other() {
+    require_root("a_flat_network_is_untagged_on_the_wire_and_routed_like_any_other");
+    // The seed lab with net1 flat on physnet1 (net2 stays VLAN 102).
+    let yaml = ovslab_topology::SEED_YAML
+        .replacen(
+            "    physical_network: physnet1\n    segmentation_id: 101",
+            "    type: flat\n    physical_network: physnet1",
+            1,
+        )
+        .replace("    wire_vlan: 101\n", "");
+    let lab = Lab::from_yaml(&yaml);
+    assert!(lab.ping("instance1", INSTANCE3, 1), "first ping");
+    let wire = lab.capture("physnet1", "compute1", "icmp or (vlan and icmp)");
+    assert!(
+        lab.ping("instance1", INSTANCE3, 3),
+        "instance1 → instance3 on the flat network"
+    );
+    let wire = wire.finish();
+    let icmp: Vec<&String> = wire.iter().filter(|l| l.contains("ICMP")).collect();
+    assert!(
+        icmp.iter().any(|l| l.contains("echo request")),
+        "no echo on compute1's cable: {wire:#?}"
+    );
+    for line in &icmp {
+        assert!(!line.contains("vlan"), "tagged on a flat network: {line}");
+    }
+    // br-int tags it with the local VLAN coming in, br-vlan strips it going out.
+    let br_int = lab.flows("compute1", "br-int");
+    assert!(
+        br_int.contains("priority=3,in_port=\"int-br-vlan\",vlan_tci=0x0000/0x1fff actions=push_vlan:0x8100,set_field:4097->vlan_vid,NORMAL")
+            || br_int.contains("priority=3,in_port=\"int-br-vlan\",vlan_tci=0x0000 actions=push_vlan:0x8100,set_field:4097->vlan_vid,NORMAL"),
+        "no flat flow on br-int:\n{br_int}"
+    );
+    let br_vlan = lab.flows("compute1", "br-vlan");
+    assert!(
+        br_vlan.contains("priority=4,in_port=\"phy-br-vlan\",dl_vlan=1 actions=pop_vlan,NORMAL"),
+        "no flat flow on br-vlan:\n{br_vlan}"
+    );
+    let (ok, report) = check(&lab);
+    assert!(ok, "ovslab check failed with a flat net1:\n{report}");
 }

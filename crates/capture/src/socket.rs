@@ -36,6 +36,9 @@ pub struct Packet {
     pub time: SystemTime,
 }
 
+/// Each socket's receive buffer: 8 MiB, thousands of frames.
+const RECEIVE_BUFFER: libc::c_int = 8 << 20;
+
 /// An AF_PACKET socket on one interface.
 #[derive(Debug)]
 pub struct PacketSocket {
@@ -116,6 +119,14 @@ impl PacketSocket {
         }
         set_int_option(&fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)?;
         set_int_option(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+        // Room for a burst: a frame costs its buffer's whole truesize (about
+        // 1 KiB for a small one), so the default 208 KiB overflows at a few
+        // hundred, as when a large lab's nodes first resolve their tunnel
+        // endpoints and flood their first ARPs while a check watches. Root
+        // may go past rmem_max; anyone else gets what the limit allows.
+        if set_int_option(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RECEIVE_BUFFER).is_err() {
+            let _ = set_int_option(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RECEIVE_BUFFER);
+        }
         if promiscuous {
             // SAFETY: packet_mreq is plain data; zeroes are valid.
             let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };

@@ -159,6 +159,15 @@ pub trait Host: Send + Sync + 'static {
         ruleset: Ruleset,
         sets: Option<Vec<IpSet>>,
     ) -> impl Future<Output = Result<Vec<String>, ReconcileError>> + Send;
+    /// Has the node in `namespace` resolve the tunnel endpoints `remotes`
+    /// now, rather than on the first packet to each (see
+    /// [`RealHost`]'s implementation).
+    fn resolve_tunnel_endpoints(
+        &self,
+        namespace: &str,
+        remotes: Vec<std::net::Ipv4Addr>,
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+
     /// Forgets what it knows of the namespaces starting with `prefix` (a
     /// lab going down).
     fn forget(&self, prefix: &str);
@@ -167,6 +176,10 @@ pub trait Host: Send + Sync + 'static {
     /// (on purpose or not): the audits wake on it.
     fn exited(&self) -> &tokio::sync::Notify;
 }
+
+/// The discard service (RFC 863): what the datagrams that make a node
+/// resolve its tunnel endpoints are sent to.
+const DISCARD_PORT: u16 = 9;
 
 /// The host itself: netlink, the OVS processes, OVSDB, OpenFlow and
 /// iptables, through the drivers.
@@ -326,6 +339,39 @@ impl Host for RealHost {
         sets: Option<Vec<IpSet>>,
     ) -> Result<Vec<String>, ReconcileError> {
         rulesets::converge(namespace, ruleset, sets, self.rulesets.clone()).await
+    }
+
+    /// The userspace datapath resolves a tunnel's remote endpoint with its
+    /// own ARP when a packet first needs it, and drops that packet
+    /// meanwhile (the kernel would queue it). A datagram from the node's
+    /// kernel to each endpoint's discard port makes the kernel ARP for it
+    /// through br-overlay, and vswitchd learns the answer on the way
+    /// (`tnl/neigh/show`), so a lab's first probes are not lost. The
+    /// remote kernel answers "port unreachable".
+    async fn resolve_tunnel_endpoints(
+        &self,
+        namespace: &str,
+        remotes: Vec<std::net::Ipv4Addr>,
+    ) -> Result<(), ReconcileError> {
+        let ns = namespace.to_string();
+        tokio::task::spawn_blocking(move || {
+            netns::run_in(&ns, || {
+                let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                for remote in remotes {
+                    // Best effort: an endpoint not answering is the
+                    // audit's business, not this one's.
+                    let _ = socket.send_to(&[], (remote, DISCARD_PORT));
+                }
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|source| ReconcileError::Task {
+            of: format!("namespace {namespace}"),
+            what: "tunnel endpoint resolution",
+            source,
+        })?
+        .map_err(ReconcileError::netlink)
     }
 
     fn forget(&self, prefix: &str) {

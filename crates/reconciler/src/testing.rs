@@ -41,6 +41,7 @@ pub enum Step {
     ReadFlows,
     ApplyFlows,
     ConvergeRuleset,
+    ResolveTunnelEndpoints,
 }
 
 /// One call: its kind and what it was about (a namespace, a node's
@@ -710,6 +711,16 @@ impl Host for FakeHost {
         ns.ruleset = Some(ruleset);
         ns.ipsets = sets;
         Ok(vec![format!("{namespace}: iptables: restored")])
+    }
+
+    async fn resolve_tunnel_endpoints(
+        &self,
+        namespace: &str,
+        _remotes: Vec<std::net::Ipv4Addr>,
+    ) -> Result<(), ReconcileError> {
+        self.state()
+            .call(Step::ResolveTunnelEndpoints, namespace)
+            .map(|_| ())
     }
 
     fn forget(&self, _prefix: &str) {}

@@ -344,6 +344,63 @@ async fn down_after_a_failed_up_removes_what_it_made() {
     assert!(engine.host().is_empty(), "{}", summary(engine.host()));
 }
 
+/// The engine over the fake with the self-service (VXLAN) lab.
+async fn up_selfservice(engine: &Engine<FakeHost>) -> Result<Vec<String>, ReconcileError> {
+    let text = include_str!("../../../lab-topologies/selfservice-vxlan.yaml");
+    let topology = ovslab_topology::parse("selfservice", text).unwrap();
+    Ok(engine.up(topology, text).await?.changes)
+}
+
+#[tokio::test]
+async fn nodes_resolve_their_tunnel_endpoints_last_and_only_after_a_change() {
+    let root = Root::new("endpoints");
+    let engine = root.engine();
+    up_selfservice(&engine).await.unwrap();
+    let calls = engine.host().take_calls();
+    let resolved: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.step == Step::ResolveTunnelEndpoints)
+        .map(|c| c.target.as_str())
+        .collect();
+    assert_eq!(
+        resolved.len(),
+        3,
+        "each of the three nodes resolves its endpoints: {calls:?}"
+    );
+    let last_rules = calls
+        .iter()
+        .rposition(|c| c.step == Step::ConvergeRuleset)
+        .unwrap();
+    let first_resolve = calls
+        .iter()
+        .position(|c| c.step == Step::ResolveTunnelEndpoints)
+        .unwrap();
+    assert!(
+        last_rules < first_resolve,
+        "after every other phase: {calls:?}"
+    );
+    // A converge that changes nothing sends nothing.
+    assert!(up_selfservice(&engine).await.unwrap().is_empty());
+    assert!(
+        !engine
+            .host()
+            .take_calls()
+            .iter()
+            .any(|c| c.step == Step::ResolveTunnelEndpoints)
+    );
+    // The seed lab has no tunnels: no node resolves anything.
+    let seed = Root::new("endpoints-seed");
+    let engine = seed.engine();
+    up(&engine).await.unwrap();
+    assert!(
+        !engine
+            .host()
+            .take_calls()
+            .iter()
+            .any(|c| c.step == Step::ResolveTunnelEndpoints)
+    );
+}
+
 #[tokio::test]
 async fn a_namespace_down_could_not_delete_is_named_and_the_next_down_finishes() {
     let root = Root::new("down-fails");

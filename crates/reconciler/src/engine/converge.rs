@@ -105,6 +105,8 @@ impl<H: Host> Engine<H> {
         run.done("flows");
         run.rulesets(&desired).await?;
         run.done("iptables");
+        run.tunnel_endpoints(&desired).await?;
+        run.done("tunnel endpoints");
         Ok(())
     }
 }
@@ -541,6 +543,32 @@ impl<H: Host> Run<'_, H> {
         .await;
         for result in results {
             self.out.changes.extend(result?);
+        }
+        Ok(())
+    }
+
+    /// 9. When this converge changed anything: each node with tunnels
+    ///    resolves its remote endpoints now (see
+    ///    [`Host::resolve_tunnel_endpoints`]), so that the first packets
+    ///    through a new tunnel are not dropped.
+    async fn tunnel_endpoints(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
+        if self.out.changes.is_empty() {
+            return Ok(());
+        }
+        let host = &**self.host;
+        let resolves = desired.switches.iter().filter_map(|s| {
+            let mut remotes: Vec<std::net::Ipv4Addr> = s
+                .bridges
+                .iter()
+                .flat_map(|b| &b.ports)
+                .filter_map(|p| p.tunnel.as_ref().map(|t| t.remote_ip))
+                .collect();
+            remotes.sort();
+            remotes.dedup();
+            (!remotes.is_empty()).then(|| host.resolve_tunnel_endpoints(&s.namespace, remotes))
+        });
+        for result in join_all(resolves).await {
+            result?;
         }
         Ok(())
     }
