@@ -85,6 +85,8 @@ impl<H: Host> Engine<H> {
             out: outcome,
             clock: Instant::now(),
             look_for_hung,
+            deferred: BTreeSet::new(),
+            resolve: BTreeSet::new(),
         };
         run.namespaces().await?;
         run.done("namespaces");
@@ -124,6 +126,12 @@ struct Run<'a, H: Host> {
     /// Whether to ask each OVS daemon whether it is hung first (after a
     /// missed deadline).
     look_for_hung: bool,
+    /// Namespaces whose OVS internal ports the links phase could not
+    /// configure yet (vswitchd had not made them).
+    deferred: BTreeSet<String>,
+    /// Node namespaces that must resolve their tunnel endpoints: a new
+    /// tunnel, or a vswitchd (re)started, whose neighbour cache is empty.
+    resolve: BTreeSet<String>,
 }
 
 /// Each node's Open vSwitch, as the database phase left it.
@@ -429,8 +437,9 @@ impl<H: Host> Run<'_, H> {
         &mut self,
         desired: &DesiredState,
     ) -> Result<BTreeSet<(String, String)>, ReconcileError> {
-        let (lines, created) = converge_links(self.host, desired).await?;
+        let (lines, created, deferred) = converge_links(self.host, desired).await?;
         self.out.changes.extend(lines);
+        self.deferred = deferred;
         Ok(created)
     }
 
@@ -439,18 +448,14 @@ impl<H: Host> Run<'_, H> {
     ///     their tap devices when the transaction is applied, so they are
     ///     configured after it.
     async fn internal_ports(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
-        if desired
-            .namespaces
-            .iter()
-            .all(|ns| ns.ovs_internal.is_empty())
-        {
+        if self.deferred.is_empty() {
             return Ok(());
         }
         let only = DesiredState {
             namespaces: desired
                 .namespaces
                 .iter()
-                .filter(|ns| !ns.ovs_internal.is_empty())
+                .filter(|ns| self.deferred.contains(&ns.name))
                 .cloned()
                 .collect(),
             lab: desired.lab.clone(),
@@ -459,7 +464,7 @@ impl<H: Host> Run<'_, H> {
             routers: Vec::new(),
             firewalls: Vec::new(),
         };
-        let (lines, _) = converge_links(self.host, &only).await?;
+        let (lines, _, _) = converge_links(self.host, &only).await?;
         self.out.changes.extend(lines);
         Ok(())
     }
@@ -477,6 +482,7 @@ impl<H: Host> Run<'_, H> {
             let died = host.died(node, OvsDaemon::OvsVswitchd);
             for daemon in host.ensure_vswitchd(node)? {
                 nodes.wait_for_vswitchd.insert(i);
+                self.resolve.insert(node.namespace.clone());
                 self.started(node, daemon, died);
             }
         }
@@ -500,6 +506,20 @@ impl<H: Host> Run<'_, H> {
         created: &BTreeSet<(String, String)>,
     ) -> Result<(), ReconcileError> {
         let (lab, host) = (self.lab, &**self.host);
+        for (spec, actual) in desired.switches.iter().zip(&switches.actual) {
+            let new_tunnel = spec.bridges.iter().any(|b| {
+                b.ports.iter().any(|p| {
+                    p.tunnel.is_some()
+                        && actual
+                            .bridge(&b.name)
+                            .and_then(|a| a.port(&p.name))
+                            .is_none()
+                })
+            });
+            if new_tunnel {
+                self.resolve.insert(spec.namespace.clone());
+            }
+        }
         let results = join_all(
             desired
                 .switches
@@ -547,26 +567,27 @@ impl<H: Host> Run<'_, H> {
         Ok(())
     }
 
-    /// 9. When this converge changed anything: each node with tunnels
-    ///    resolves its remote endpoints now (see
-    ///    [`Host::resolve_tunnel_endpoints`]), so that the first packets
-    ///    through a new tunnel are not dropped.
+    /// 9. Each node with a new tunnel, or a vswitchd (re)started, resolves
+    ///    its remote endpoints now (see [`Host::resolve_tunnel_endpoints`]),
+    ///    so that the first packets through a tunnel are not dropped.
     async fn tunnel_endpoints(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
-        if self.out.changes.is_empty() {
-            return Ok(());
-        }
         let host = &**self.host;
-        let resolves = desired.switches.iter().filter_map(|s| {
-            let mut remotes: Vec<std::net::Ipv4Addr> = s
-                .bridges
-                .iter()
-                .flat_map(|b| &b.ports)
-                .filter_map(|p| p.tunnel.as_ref().map(|t| t.remote_ip))
-                .collect();
-            remotes.sort();
-            remotes.dedup();
-            (!remotes.is_empty()).then(|| host.resolve_tunnel_endpoints(&s.namespace, remotes))
-        });
+        let wanted = &self.resolve;
+        let resolves = desired
+            .switches
+            .iter()
+            .filter(|s| wanted.contains(&s.namespace))
+            .filter_map(|s| {
+                let mut remotes: Vec<std::net::Ipv4Addr> = s
+                    .bridges
+                    .iter()
+                    .flat_map(|b| &b.ports)
+                    .filter_map(|p| p.tunnel.as_ref().map(|t| t.remote_ip))
+                    .collect();
+                remotes.sort();
+                remotes.dedup();
+                (!remotes.is_empty()).then(|| host.resolve_tunnel_endpoints(&s.namespace, remotes))
+            });
         for result in join_all(resolves).await {
             result?;
         }
@@ -603,7 +624,7 @@ impl<H: Host> Run<'_, H> {
 async fn converge_links<H: Host>(
     host: &Arc<H>,
     desired: &DesiredState,
-) -> Result<(Vec<String>, BTreeSet<(String, String)>), ReconcileError> {
+) -> Result<(Vec<String>, BTreeSet<(String, String)>, BTreeSet<String>), ReconcileError> {
     let handles = Arc::new(H::Links::default());
     let at_once = host.links_at_once();
     // Bounded: every namespace read holds a netlink connection. Each read
@@ -630,8 +651,12 @@ async fn converge_links<H: Host>(
         .collect()
         .await;
     let mut all: Vec<(&str, LinkChange)> = Vec::new();
+    let mut deferred = BTreeSet::new();
     for (ns, actual) in desired.namespaces.iter().zip(actual) {
         let actual = actual?;
+        if ns.ovs_internal.iter().any(|p| actual.link(p).is_none()) {
+            deferred.insert(ns.name.clone());
+        }
         all.extend(
             diff_namespace(ns, Some(&actual))
                 .into_iter()
@@ -680,7 +705,7 @@ async fn converge_links<H: Host>(
             .await;
         results.into_iter().collect::<Result<Vec<_>, _>>()?;
     }
-    Ok((lines, created))
+    Ok((lines, created, deferred))
 }
 
 /// Converges one node's database in one transaction. Returns what it did,
