@@ -159,12 +159,12 @@ pub trait Host: Send + Sync + 'static {
         ruleset: Ruleset,
         sets: Option<Vec<IpSet>>,
     ) -> impl Future<Output = Result<Vec<String>, ReconcileError>> + Send;
-    /// Has the node in `namespace` resolve the tunnel endpoints `remotes`
-    /// now, rather than on the first packet to each (see
-    /// [`RealHost`]'s implementation).
+    /// Has `node` resolve the tunnel endpoints `remotes` now, rather than
+    /// on the first packet to each, and waits (a bounded while) until its
+    /// vswitchd knows them all (see [`RealHost`]'s implementation).
     fn resolve_tunnel_endpoints(
         &self,
-        namespace: &str,
+        node: &NodeOvs,
         remotes: Vec<std::net::Ipv4Addr>,
     ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
 
@@ -176,6 +176,9 @@ pub trait Host: Send + Sync + 'static {
     /// (on purpose or not): the audits wake on it.
     fn exited(&self) -> &tokio::sync::Notify;
 }
+
+/// How long a converge waits for a node to resolve its tunnel endpoints.
+const RESOLVE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The discard service (RFC 863): what the datagrams that make a node
 /// resolve its tunnel endpoints are sent to.
@@ -348,16 +351,22 @@ impl Host for RealHost {
     /// through br-overlay, and vswitchd learns the answer on the way
     /// (`tnl/neigh/show`), so a lab's first probes are not lost. The
     /// remote kernel answers "port unreachable".
+    ///
+    /// Then it asks vswitchd (`tnl/neigh/show`) until every endpoint is
+    /// listed, for at most [`RESOLVE_DEADLINE`]: an endpoint still
+    /// unresolved then is left to the first packet (and the audit), not
+    /// held against the converge.
     async fn resolve_tunnel_endpoints(
         &self,
-        namespace: &str,
+        node: &NodeOvs,
         remotes: Vec<std::net::Ipv4Addr>,
     ) -> Result<(), ReconcileError> {
-        let ns = namespace.to_string();
+        let ns = node.namespace.clone();
+        let sent = remotes.clone();
         tokio::task::spawn_blocking(move || {
             netns::run_in(&ns, || {
                 let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-                for remote in remotes {
+                for remote in sent {
                     // Best effort: an endpoint not answering is the
                     // audit's business, not this one's.
                     let _ = socket.send_to(&[], (remote, DISCARD_PORT));
@@ -367,11 +376,37 @@ impl Host for RealHost {
         })
         .await
         .map_err(|source| ReconcileError::Task {
-            of: format!("namespace {namespace}"),
+            of: format!("namespace {}", node.namespace),
             what: "tunnel endpoint resolution",
             source,
         })?
-        .map_err(ReconcileError::netlink)
+        .map_err(ReconcileError::netlink)?;
+        let Ok(socket) = ovslab_unixctl::vswitchd_socket(&node.rundir) else {
+            return Ok(());
+        };
+        let until = tokio::time::Instant::now() + RESOLVE_DEADLINE;
+        while tokio::time::Instant::now() < until {
+            let known =
+                ovslab_unixctl::call_async(&socket, "tnl/neigh/show", &[], RESOLVE_DEADLINE)
+                    .await
+                    .unwrap_or_default();
+            let listed: Vec<&str> = known
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            if remotes
+                .iter()
+                .all(|r| listed.contains(&r.to_string().as_str()))
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tracing::debug!(
+            node = node.node,
+            "tunnel endpoints not all resolved in time"
+        );
+        Ok(())
     }
 
     fn forget(&self, prefix: &str) {

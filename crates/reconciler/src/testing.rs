@@ -715,11 +715,11 @@ impl Host for FakeHost {
 
     async fn resolve_tunnel_endpoints(
         &self,
-        namespace: &str,
+        node: &NodeOvs,
         _remotes: Vec<std::net::Ipv4Addr>,
     ) -> Result<(), ReconcileError> {
         self.state()
-            .call(Step::ResolveTunnelEndpoints, namespace)
+            .call(Step::ResolveTunnelEndpoints, &node.namespace)
             .map(|_| ())
     }
 

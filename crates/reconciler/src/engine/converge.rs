@@ -573,7 +573,8 @@ impl<H: Host> Run<'_, H> {
     async fn tunnel_endpoints(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
         let host = &**self.host;
         let wanted = &self.resolve;
-        let resolves = desired
+        let run_root = &self.engine.config.run_root;
+        let nodes: Vec<(NodeOvs, Vec<std::net::Ipv4Addr>)> = desired
             .switches
             .iter()
             .filter(|s| wanted.contains(&s.namespace))
@@ -586,8 +587,13 @@ impl<H: Host> Run<'_, H> {
                     .collect();
                 remotes.sort();
                 remotes.dedup();
-                (!remotes.is_empty()).then(|| host.resolve_tunnel_endpoints(&s.namespace, remotes))
-            });
+                let node = NodeOvs::new(run_root, self.lab, &s.node, &s.namespace);
+                (!remotes.is_empty()).then_some((node, remotes))
+            })
+            .collect();
+        let resolves = nodes
+            .iter()
+            .map(|(node, remotes)| host.resolve_tunnel_endpoints(node, remotes.clone()));
         for result in join_all(resolves).await {
             result?;
         }
