@@ -457,6 +457,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         .map(|p| naming::namespace(lab, &p.name));
     let mut switches = Vec::new();
     let mut firewalls = Vec::new();
+    let l2pop = l2pop_ports(topo);
     for node in &topo.nodes {
         let ns = naming::namespace(lab, &node.name);
         let mut sysctls = ipv6_off.clone();
@@ -629,7 +630,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 ..FlowSpec::default()
             });
             if tunnels {
-                let (ports, tun) = br_tun(topo, node, address.addr(), &local_vlans);
+                let (ports, tun) = br_tun(topo, node, address.addr(), &local_vlans, &l2pop);
                 bridges.push(OvsBridge {
                     name: BR_TUN.to_string(),
                     ports: std::iter::once(patch_port(PATCH_INT, PATCH_TUN))
@@ -991,21 +992,34 @@ pub fn tunnel_port_name(kind: TunnelType, remote: Ipv4Addr) -> String {
     format!("{}-{:08x}", kind.name(), u32::from(remote))
 }
 
-/// The ports of `network` on `node` that l2population announces: each
-/// instance and router interface, by MAC and address.
-fn ports_on(topo: &Topology, node: &str, network: &str) -> Vec<([u8; 6], Ipv4Addr)> {
+/// The ports l2population announces, by (node, network): each instance
+/// and router interface, by MAC and address. Made once per plan: every
+/// node's br-tun looks up every other node's.
+type Ports<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Vec<([u8; 6], Ipv4Addr)>>>;
+
+fn l2pop_ports(topo: &Topology) -> Ports<'_> {
     let lab = topo.lab.as_str();
-    let net = topo.network(network).expect("validated reference");
-    let instances = topo
-        .instances_on(node)
-        .filter(|i| i.network == network)
-        .map(|i| (i.mac, i.address));
-    let routers = topo
-        .routers
-        .iter()
-        .filter(|r| r.node == node && r.interfaces.iter().any(|n| n == network))
-        .map(|r| (RouterPort::internal(lab, &r.name, network).mac, net.gateway));
-    instances.chain(routers).collect()
+    let mut ports: Ports<'_> = BTreeMap::new();
+    for i in &topo.instances {
+        ports
+            .entry(i.node.as_str())
+            .or_default()
+            .entry(i.network.as_str())
+            .or_default()
+            .push((i.mac, i.address));
+    }
+    for r in &topo.routers {
+        for network in &r.interfaces {
+            let net = topo.network(network).expect("validated reference");
+            ports
+                .entry(r.node.as_str())
+                .or_default()
+                .entry(network.as_str())
+                .or_default()
+                .push((RouterPort::internal(lab, &r.name, network).mac, net.gateway));
+        }
+    }
+    ports
 }
 
 /// br-tun of `node`, whose tunnel endpoint is `local_ip`: its tunnel ports
@@ -1022,6 +1036,7 @@ fn br_tun(
     node: &Node,
     local_ip: Ipv4Addr,
     local_vlans: &BTreeMap<String, u16>,
+    l2pop: &Ports<'_>,
 ) -> (Vec<OvsPort>, Vec<FlowSpec>) {
     let overlay = topo.overlay.as_ref().expect("br-tun needs the overlay");
     let agent = &topo.agent;
@@ -1050,8 +1065,17 @@ fn br_tun(
         .filter(|n| n.name != node.name)
         .filter_map(|n| overlay.endpoint(&n.name).map(|ip| (n, ip)))
         .collect();
-    let has_ports =
-        |remote: &Node, network: &str| !ports_on(topo, &remote.name, network).is_empty();
+    fn ports_on<'p>(
+        l2pop: &'p Ports<'_>,
+        remote: &Node,
+        network: &str,
+    ) -> &'p [([u8; 6], Ipv4Addr)] {
+        l2pop
+            .get(remote.name.as_str())
+            .and_then(|networks| networks.get(network))
+            .map_or(&[][..], Vec::as_slice)
+    }
+    let has_ports = |remote: &Node, network: &str| !ports_on(l2pop, remote, network).is_empty();
     let mut ports = Vec::new();
     let mut tunnel_of: BTreeMap<(TunnelType, String), String> = BTreeMap::new();
     for &kind in &agent.tunnel_types {
@@ -1162,7 +1186,7 @@ fn br_tun(
             let Some(tunnel) = to_remote(remote) else {
                 continue;
             };
-            for (mac, ip) in ports_on(topo, &remote.name, &net.name) {
+            for &(mac, ip) in ports_on(l2pop, remote, &net.name) {
                 flows.push(FlowSpec {
                     dl_vlan: Some(VlanMatch::Id(local)),
                     dl_dst: Some(MacMatch::Exact(mac)),
