@@ -88,7 +88,7 @@ impl Client {
         self.call(Method::GET, path, None)
     }
 
-    /// Where a lab's node, instance, router or external host lives
+    /// Where a lab's node, instance, router, physical router or external host lives
     /// (`exec` and `capture` enter its namespace).
     pub fn target(&self, lab: &str, name: &str) -> Result<ovslab_api::Target, ClientError> {
         self.get(&format!(

@@ -258,12 +258,11 @@ impl State {
                         tag: None,
                         patch_peer: None,
                         tunnel: None,
+                        internal: true,
                         interface_external_ids: BTreeMap::new(),
                         port_other_config: BTreeMap::new(),
                     };
-                    let mut own = self.port(&internal);
-                    own.kind = "internal".into();
-                    let mut ports = vec![own];
+                    let mut ports = vec![self.port(&internal)];
                     ports.extend(bridge.ports.iter().map(|p| self.port(p)));
                     let mut new = ActualBridge {
                         uuid: format!("bridge-{}", self.next()),

@@ -207,7 +207,9 @@ impl<'a> Builder<'a> {
         for ns in &self.state.namespaces {
             let kind = match ns.kind {
                 NamespaceKind::Instance => NodeKind::Instance,
-                NamespaceKind::Router => NodeKind::Router,
+                // A physical router's Open vSwitch only stands in for its
+                // 802.1Q sub-interfaces, listed with their addresses.
+                NamespaceKind::Router | NamespaceKind::PhysicalRouter => NodeKind::Router,
                 NamespaceKind::ExternalHost => NodeKind::ExternalHost,
                 _ => continue,
             };
@@ -301,13 +303,21 @@ impl<'a> Builder<'a> {
             .and_then(|p| p.tag)
     }
 
-    /// The VLAN ids a node's uplink carries onto a physical network.
+    /// The VLAN ids a node's uplink carries onto a physical network (a
+    /// physical router's trunk: the tags of its sub-interfaces).
     fn wire_vlans(&self, node_namespace: &str, physnet: &str) -> Vec<u16> {
-        let mut ids: Vec<u16> = self
+        let switches = self
             .state
             .switches
             .iter()
-            .filter(|s| s.namespace == node_namespace)
+            .filter(|s| s.namespace == node_namespace);
+        let trunk_tags = switches
+            .clone()
+            .flat_map(|s| &s.bridges)
+            .flat_map(|b| &b.ports)
+            .filter(|p| p.internal)
+            .filter_map(|p| p.tag);
+        let mut ids: Vec<u16> = switches
             .flat_map(|s| s.local_vlans.keys())
             .filter_map(|n| self.topo.network(n))
             .filter(|n| n.physical_network.as_deref() == Some(physnet))
@@ -315,6 +325,7 @@ impl<'a> Builder<'a> {
                 NetworkType::Vlan(id) => Some(id),
                 _ => None,
             })
+            .chain(trunk_tags)
             .collect();
         ids.sort_unstable();
         ids.dedup();

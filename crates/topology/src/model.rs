@@ -27,6 +27,8 @@ pub struct Topology {
     pub networks: Vec<Network>,
     pub external_networks: Vec<ExternalNetwork>,
     pub external_hosts: Vec<ExternalHost>,
+    /// Routers outside OpenStack: the provider networks' gateways.
+    pub physical_routers: Vec<PhysicalRouter>,
     pub routers: Vec<Router>,
     pub security_groups: Vec<SecurityGroup>,
     pub instances: Vec<Instance>,
@@ -194,8 +196,8 @@ pub struct ExternalNetwork {
     pub cidr: Ipv4Net,
     /// The upstream gateway routers send their default route to.
     pub gateway: Ipv4Addr,
-    pub pool_start: Ipv4Addr,
-    pub pool_end: Ipv4Addr,
+    /// The floating IP range `(start, end)`, when the network has one.
+    pub pool: Option<(Ipv4Addr, Ipv4Addr)>,
     pub line: u32,
 }
 
@@ -208,6 +210,30 @@ pub struct ExternalHost {
     pub line: u32,
 }
 
+/// A router outside OpenStack, as the Networking Guide's provider scenario
+/// has one: the gateway of provider (flat, VLAN) networks, routing between
+/// them and an external network. A namespace with IP forwarding; its
+/// provider interfaces sit on an Open vSwitch of its own whose trunk port
+/// `eth1` joins the physical network (the kernel here has no 802.1Q
+/// driver to make `eth1.101` from).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhysicalRouter {
+    pub name: String,
+    /// Provider networks first, then the external network, if any.
+    pub interfaces: Vec<NetworkAddress>,
+    pub line: u32,
+}
+
+impl PhysicalRouter {
+    /// Whether it has an interface on a provider network (and so a trunk
+    /// to the physical network, and an Open vSwitch).
+    pub fn on_physical_network(&self, topo: &Topology) -> bool {
+        self.interfaces
+            .iter()
+            .any(|i| topo.network(&i.network).is_some())
+    }
+}
+
 /// A legacy (centralised) Neutron router on the network node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Router {
@@ -215,13 +241,15 @@ pub struct Router {
     pub node: String,
     /// Project networks with a `qr-` port holding the network's gateway address.
     pub interfaces: Vec<String>,
-    pub external_gateway: Option<RouterGateway>,
+    pub external_gateway: Option<NetworkAddress>,
     pub snat: bool,
     pub line: u32,
 }
 
+/// An address on a network: a router's gateway port, a physical router's
+/// interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RouterGateway {
+pub struct NetworkAddress {
     pub network: String,
     pub address: Ipv4Addr,
 }
@@ -330,6 +358,21 @@ impl Topology {
 
     pub fn network(&self, name: &str) -> Option<&Network> {
         self.networks.iter().find(|n| n.name == name)
+    }
+
+    pub fn physical_router(&self, name: &str) -> Option<&PhysicalRouter> {
+        self.physical_routers.iter().find(|r| r.name == name)
+    }
+
+    /// Everything that runs an Open vSwitch of its own, in plan order:
+    /// every node, then each physical router on the physical network.
+    pub fn switch_hosts(&self) -> impl Iterator<Item = &str> + '_ {
+        self.nodes.iter().map(|n| n.name.as_str()).chain(
+            self.physical_routers
+                .iter()
+                .filter(|r| r.on_physical_network(self))
+                .map(|r| r.name.as_str()),
+        )
     }
 
     pub fn external_network(&self, name: &str) -> Option<&ExternalNetwork> {

@@ -32,6 +32,9 @@ pub const INT_BR_VLAN: &str = "int-br-vlan";
 pub const PHY_BR_VLAN: &str = "phy-br-vlan";
 /// A node's uplink to the physical network (a port of br-vlan).
 pub const UPLINK: &str = "eth1";
+/// A physical router's Open vSwitch bridge: its trunk to the physical
+/// network ([`UPLINK`]) and an internal port per provider network.
+pub const BR_TRUNK: &str = "br-eth1";
 /// The network node's uplink to the external network (a port of br-ex).
 pub const EXTERNAL_UPLINK: &str = "eth2";
 /// A node's uplink to the overlay network, where its tunnels run (a port of
@@ -73,6 +76,7 @@ pub const RESERVED_NAMES: &[&str] = &[
     OVERLAY_UPLINK,
     BR_OVERLAY,
     BR_TUN,
+    BR_TRUNK,
     PATCH_TUN,
     PATCH_INT,
 ];
@@ -184,6 +188,25 @@ pub fn derived_mac(port: &Uuid) -> [u8; 6] {
 /// The MAC of an external host's NIC.
 pub fn external_host_mac(lab: &str, host: &str) -> [u8; 6] {
     derived_mac(&object_uuid(lab, "external-host", host))
+}
+
+/// The MAC of a physical router's interface on a network.
+pub fn physical_router_mac(lab: &str, router: &str, network: &str) -> [u8; 6] {
+    derived_mac(&object_uuid(
+        lab,
+        "physical-router-interface",
+        &format!("{router}:{network}"),
+    ))
+}
+
+/// A physical router's interface on a provider network: an internal port
+/// of its [`BR_TRUNK`], as the 802.1Q sub-interface would be named
+/// (`eth1.101`), or `eth1.flat` for the untagged (flat) network.
+pub fn trunk_interface(vlan: Option<u16>) -> String {
+    match vlan {
+        Some(id) => format!("{UPLINK}.{id}"),
+        None => format!("{UPLINK}.flat"),
+    }
 }
 
 /// The cookie every flow of the lab carries (never 0, never all ones).

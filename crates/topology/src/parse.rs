@@ -110,6 +110,8 @@ pub(crate) struct RawTopology {
     #[serde(default)]
     pub external_hosts: Vec<RawExternalHost>,
     #[serde(default)]
+    pub physical_routers: Vec<RawPhysicalRouter>,
+    #[serde(default)]
     pub routers: Vec<RawRouter>,
     #[serde(default)]
     pub security_groups: Vec<RawSecurityGroup>,
@@ -208,7 +210,8 @@ pub(crate) struct RawExternalNetwork {
     pub name: S<String>,
     pub cidr: S<String>,
     pub gateway: S<String>,
-    pub pool: RawPool,
+    #[serde(default)]
+    pub pool: Option<RawPool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +220,13 @@ pub(crate) struct RawExternalHost {
     pub name: S<String>,
     pub network: S<String>,
     pub address: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPhysicalRouter {
+    pub name: S<String>,
+    pub interfaces: Vec<RawGateway>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -111,6 +111,7 @@ pub enum NamespaceKind {
     ExternalNetwork,
     ExternalHost,
     Router,
+    PhysicalRouter,
 }
 
 /// One named network namespace and what lives in it.
@@ -201,6 +202,10 @@ pub struct OvsPort {
     /// A tunnel port (`type=vxlan|gre` and the agent's options).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelInterface>,
+    /// An internal port (`type=internal`): a device `ovs-vswitchd` makes
+    /// in the namespace, for the kernel to send and receive on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
     /// Interface `external_ids`, as Nova/os-vif write them.
     pub interface_external_ids: BTreeMap<String, String>,
     /// Port `other_config`, as the OVS agent writes it (`net_uuid`, `tag`…).
@@ -221,6 +226,7 @@ impl OvsPort {
         match (&self.patch_peer, &self.tunnel) {
             (Some(_), _) => "patch",
             (None, Some(t)) => t.kind.name(),
+            (None, None) if self.internal => "internal",
             (None, None) => "",
         }
     }
@@ -378,6 +384,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                         .iter()
                         .map(|n| plain_link(&n.name, Some(&physnet.name))),
                 )
+                .chain(trunked_routers(topo).map(|r| plain_link(&r.name, Some(&physnet.name))))
                 .collect(),
             routes: vec![],
         });
@@ -409,6 +416,10 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
     // network node (peer of that node's eth2) and per external host.
     for ext in &topo.external_networks {
         let hosts = topo.external_hosts.iter().filter(|h| h.network == ext.name);
+        let routers = topo
+            .physical_routers
+            .iter()
+            .filter(|r| r.interfaces.iter().any(|i| i.network == ext.name));
         namespaces.push(NamespaceSpec {
             name: naming::namespace(lab, &ext.name),
             object: ext.name.clone(),
@@ -420,6 +431,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             links: std::iter::once(bridge_link(&ext.name))
                 .chain(external_nodes(topo).map(|n| plain_link(&n.name, Some(&ext.name))))
                 .chain(hosts.map(|h| plain_link(&h.name, Some(&ext.name))))
+                .chain(routers.map(|r| plain_link(&r.name, Some(&ext.name))))
                 .collect(),
             routes: vec![],
         });
@@ -447,7 +459,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 ],
                 ..plain_link(GUEST_NIC, None)
             }],
-            routes: vec![],
+            routes: routes_behind_physical_routers(topo, &host.network),
         });
     }
 
@@ -539,6 +551,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 tag: Some(tag),
                 patch_peer: None,
                 tunnel: None,
+                internal: false,
                 interface_external_ids: BTreeMap::from([
                     ("attached-mac".into(), format_mac(&inst.mac)),
                     ("iface-id".into(), plug.port.to_string()),
@@ -568,6 +581,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                     tag: Some(tag),
                     patch_peer: None,
                     tunnel: None,
+                    internal: false,
                     interface_external_ids: router_port_ids(&port),
                     port_other_config: agent_port_config(lab, net, tag),
                 });
@@ -585,6 +599,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                     tag: None,
                     patch_peer: None,
                     tunnel: None,
+                    internal: false,
                     interface_external_ids: router_port_ids(&port),
                     port_other_config: BTreeMap::new(),
                 });
@@ -712,6 +727,12 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         });
     }
 
+    for router in &topo.physical_routers {
+        let (namespace, switch) = physical_router(topo, router, &ipv6_off);
+        namespaces.push(namespace);
+        switches.extend(switch);
+    }
+
     let mut routers = Vec::new();
     for router in &topo.routers {
         let mut links = Vec::new();
@@ -797,12 +818,144 @@ pub fn router_namespace(lab: &str, router: &str) -> String {
     )
 }
 
-/// Network nodes that reach the external network (each gets br-ex + eth2).
+/// Network nodes that reach the external network (each gets br-ex + eth2):
+/// all of them, when a router has an external gateway.
 fn external_nodes(topo: &Topology) -> impl Iterator<Item = &Node> {
-    let wanted = !topo.external_networks.is_empty();
+    let wanted = !topo.external_networks.is_empty()
+        && topo.routers.iter().any(|r| r.external_gateway.is_some());
     topo.nodes
         .iter()
         .filter(move |n| wanted && n.role == NodeRole::Network)
+}
+
+/// Physical routers with a trunk into the physical network.
+fn trunked_routers(topo: &Topology) -> impl Iterator<Item = &PhysicalRouter> {
+    topo.physical_routers
+        .iter()
+        .filter(|r| r.on_physical_network(topo))
+}
+
+/// A physical router: a namespace that forwards, with its provider
+/// interfaces on an Open vSwitch of its own (`br-eth1`: the trunk `eth1`
+/// into the physical network, and an internal port per network, tagged
+/// with the network's VLAN id or untagged for a flat one) and its external
+/// interface (`eth2`) on the external network's switch. Open vSwitch
+/// stands in for the 802.1Q driver this kernel lacks; the addresses live
+/// on its internal ports as they would on `eth1.101`.
+fn physical_router(
+    topo: &Topology,
+    router: &PhysicalRouter,
+    base_sysctls: &[(String, String)],
+) -> (NamespaceSpec, Option<SwitchSpec>) {
+    let lab = topo.lab.as_str();
+    let ns = naming::namespace(lab, &router.name);
+    let mut sysctls = base_sysctls.to_vec();
+    sysctls.push(("net/ipv4/ip_forward".to_string(), "1".to_string()));
+    let mut spec = NamespaceSpec {
+        name: ns.clone(),
+        object: router.name.clone(),
+        kind: NamespaceKind::PhysicalRouter,
+        sysctls,
+        bridges: vec![],
+        veths: vec![],
+        ovs_internal: vec![],
+        links: vec![],
+        routes: vec![],
+    };
+    let mut trunk = vec![plain_port(UPLINK)];
+    for i in &router.interfaces {
+        let mac = Some(naming::physical_router_mac(lab, &router.name, &i.network));
+        if let Some(net) = topo.network(&i.network) {
+            let vlan = match net.network_type {
+                NetworkType::Vlan(id) => Some(id),
+                _ => None,
+            };
+            let name = naming::trunk_interface(vlan);
+            trunk.push(OvsPort {
+                tag: vlan,
+                internal: true,
+                ..plain_port(&name)
+            });
+            spec.ovs_internal.push(name.clone());
+            spec.links.push(LinkSpec {
+                mac,
+                addresses: vec![
+                    Ipv4Net::new(i.address, net.cidr.prefix_len()).expect("valid prefix"),
+                ],
+                tx_checksum: None,
+                ..plain_link(&name, None)
+            });
+        } else if let Some(ext) = topo.external_network(&i.network) {
+            spec.veths.push(VethSpec {
+                name: EXTERNAL_UPLINK.to_string(),
+                peer: router.name.clone(),
+                peer_namespace: naming::namespace(lab, &ext.name),
+            });
+            spec.links.push(LinkSpec {
+                mac,
+                addresses: vec![
+                    Ipv4Net::new(i.address, ext.cidr.prefix_len()).expect("valid prefix"),
+                ],
+                ..plain_link(EXTERNAL_UPLINK, None)
+            });
+            if ext.gateway != i.address {
+                spec.routes.push(RouteSpec {
+                    destination: Ipv4Net::default(),
+                    gateway: ext.gateway,
+                });
+            }
+        }
+    }
+    if trunk.len() == 1 {
+        return (spec, None);
+    }
+    let physnet = topo
+        .physical_networks
+        .first()
+        .expect("validated: a provider network has one");
+    spec.veths.push(VethSpec {
+        name: UPLINK.to_string(),
+        peer: router.name.clone(),
+        peer_namespace: naming::namespace(lab, &physnet.name),
+    });
+    spec.links.push(plain_link(UPLINK, None));
+    let switch = SwitchSpec {
+        node: router.name.clone(),
+        namespace: ns,
+        bridges: vec![OvsBridge {
+            name: BR_TRUNK.to_string(),
+            ports: trunk,
+        }],
+        flows: vec![FlowSpec {
+            bridge: BR_TRUNK.to_string(),
+            actions: vec![FlowAction::Normal],
+            ..FlowSpec::default()
+        }],
+        local_vlans: BTreeMap::new(),
+    };
+    (spec, Some(switch))
+}
+
+/// What a host on an external network knows of the networks behind the
+/// physical routers on it: a route to each, through the router.
+fn routes_behind_physical_routers(topo: &Topology, network: &str) -> Vec<RouteSpec> {
+    let mut routes = Vec::new();
+    for router in &topo.physical_routers {
+        let Some(here) = router.interfaces.iter().find(|i| i.network == network) else {
+            continue;
+        };
+        for net in router
+            .interfaces
+            .iter()
+            .filter_map(|i| topo.network(&i.network))
+        {
+            routes.push(RouteSpec {
+                destination: net.cidr,
+                gateway: here.address,
+            });
+        }
+    }
+    routes
 }
 
 /// A router port as the L3 agent plugs it with `ovs_use_veth`: `qr-…` or
@@ -851,6 +1004,7 @@ fn plain_port(name: &str) -> OvsPort {
         tag: None,
         patch_peer: None,
         tunnel: None,
+        internal: false,
         interface_external_ids: BTreeMap::new(),
         port_other_config: BTreeMap::new(),
     }
@@ -962,6 +1116,7 @@ fn patch_port(name: &str, peer: &str) -> OvsPort {
         tag: None,
         patch_peer: Some(peer.to_string()),
         tunnel: None,
+        internal: false,
         interface_external_ids: BTreeMap::new(),
         port_other_config: BTreeMap::new(),
     }
@@ -1407,6 +1562,93 @@ mod tests {
     #[test]
     fn selfservice_desired_state_snapshot() {
         insta::assert_yaml_snapshot!(selfservice(|t| t));
+    }
+
+    const PROVIDER: &str = include_str!("../../../lab-topologies/provider.yaml");
+
+    #[test]
+    fn provider_desired_state_snapshot() {
+        let topo = crate::parse("provider", PROVIDER).unwrap();
+        insta::assert_yaml_snapshot!(plan(&topo, &LocalVlans::new()));
+    }
+
+    #[test]
+    fn a_physical_router_trunks_its_provider_networks_on_its_own_switch() {
+        let topo = crate::parse("provider", PROVIDER).unwrap();
+        let state = plan(&topo, &LocalVlans::new());
+        let sw = state.switch("physrouter").expect("the router's switch");
+        assert_eq!(sw.namespace, "provider.physrouter");
+        let ports: Vec<(&str, Option<u16>, &str)> = sw.bridges[0]
+            .ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.tag, p.interface_type()))
+            .collect();
+        assert_eq!(sw.bridges[0].name, BR_TRUNK);
+        assert_eq!(
+            ports,
+            [
+                ("eth1", None, ""),
+                ("eth1.flat", None, "internal"),
+                ("eth1.101", Some(101), "internal")
+            ]
+        );
+        let ns = state.namespace("provider.physrouter").unwrap();
+        assert_eq!(ns.kind, NamespaceKind::PhysicalRouter);
+        assert!(
+            ns.sysctls
+                .contains(&("net/ipv4/ip_forward".into(), "1".into()))
+        );
+        assert_eq!(ns.ovs_internal, ["eth1.flat", "eth1.101"]);
+        let addresses: Vec<(String, String)> = ns
+            .links
+            .iter()
+            .flat_map(|l| l.addresses.iter().map(|a| (l.name.clone(), a.to_string())))
+            .collect();
+        assert_eq!(
+            addresses,
+            [
+                ("eth1.flat".to_string(), "203.0.113.1/24".to_string()),
+                ("eth1.101".into(), "192.0.2.1/24".into()),
+                ("eth2".into(), "198.51.100.1/24".into())
+            ]
+        );
+        // Its own address is the internet's gateway: no default route.
+        assert!(ns.routes.is_empty());
+        // The trunk and the external NIC are ports of the two switches.
+        let physnet = state.namespace("provider.provider").unwrap();
+        assert!(physnet.links.iter().any(|l| l.name == "physrouter"));
+        let internet = state.namespace("provider.internet").unwrap();
+        assert!(internet.links.iter().any(|l| l.name == "physrouter"));
+        // The internet's host routes both provider networks through it.
+        let server = state.namespace("provider.server").unwrap();
+        let routes: Vec<String> = server
+            .routes
+            .iter()
+            .map(|r| format!("{} via {}", r.destination, r.gateway))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "203.0.113.0/24 via 198.51.100.1",
+                "192.0.2.0/24 via 198.51.100.1"
+            ]
+        );
+        // No Neutron router has a gateway: no br-ex, no eth2 on the network node.
+        let network = state.switch("network").unwrap();
+        assert!(network.bridges.iter().all(|b| b.name != BR_EX));
+    }
+
+    #[test]
+    fn a_physical_router_only_on_the_external_network_has_no_switch() {
+        let text = PROVIDER
+            .replace("      - { network: provider1, address: 203.0.113.1 }\n", "")
+            .replace("      - { network: provider2, address: 192.0.2.1 }\n", "");
+        let topo = crate::parse("provider", &text).unwrap();
+        assert_eq!(topo.switch_hosts().count(), 3);
+        let state = plan(&topo, &LocalVlans::new());
+        assert!(state.switch("physrouter").is_none());
+        let ns = state.namespace("provider.physrouter").unwrap();
+        assert!(ns.veths.iter().all(|v| v.name != UPLINK));
     }
 
     #[test]

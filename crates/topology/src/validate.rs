@@ -208,11 +208,10 @@ pub fn socket_paths_problem(run_root: &Path, topology: &Topology) -> Option<Stri
         ));
     }
     let too_long: Vec<(&str, usize)> = topology
-        .nodes
-        .iter()
+        .switch_hosts()
         .map(|n| {
-            let path = naming::longest_socket_path(run_root, &topology.lab, &n.name);
-            (n.name.as_str(), path.as_os_str().len())
+            let path = naming::longest_socket_path(run_root, &topology.lab, n);
+            (n, path.as_os_str().len())
         })
         .filter(|(_, len)| *len > naming::SOCKET_PATH_MAX)
         .collect();
@@ -424,6 +423,9 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
     for h in &raw.external_hosts {
         declare(&mut c, "external host", &h.name);
     }
+    for r in &raw.physical_routers {
+        declare(&mut c, "physical router", &r.name);
+    }
     for r in &raw.routers {
         declare(&mut c, "router", &r.name);
     }
@@ -578,24 +580,32 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         );
         let what = format!("external network `{name}`");
         let gateway = c.host_address(&format!("{what} gateway"), &e.gateway, &cidr, name);
-        let start = c.host_address(&format!("{what} pool start"), &e.pool.start, &cidr, name);
-        let end = c.host_address(&format!("{what} pool end"), &e.pool.end, &cidr, name);
-        let (Some(gateway), Some(pool_start), Some(pool_end)) = (gateway, start, end) else {
+        let pool = match &e.pool {
+            None => Some(None),
+            Some(pool) => {
+                let start = c.host_address(&format!("{what} pool start"), &pool.start, &cidr, name);
+                let end = c.host_address(&format!("{what} pool end"), &pool.end, &cidr, name);
+                match (start, end) {
+                    (Some(start), Some(end)) if start > end => {
+                        c.err(
+                            &pool.start,
+                            format!("{what}: pool start {start} is after pool end {end}"),
+                        );
+                        None
+                    }
+                    (Some(start), Some(end)) => Some(Some((start, end))),
+                    _ => None,
+                }
+            }
+        };
+        let (Some(gateway), Some(pool)) = (gateway, pool) else {
             continue;
         };
-        if pool_start > pool_end {
-            c.err(
-                &e.pool.start,
-                format!("{what}: pool start {pool_start} is after pool end {pool_end}"),
-            );
-            continue;
-        }
         external_networks.push(ExternalNetwork {
             name: name.clone(),
             cidr,
             gateway,
-            pool_start,
-            pool_end,
+            pool,
             line: at(&e.name).0,
         });
     }
@@ -741,7 +751,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
                             address,
                             format!("router `{name}`"),
                         ) {
-                            external_gateway = Some(RouterGateway {
+                            external_gateway = Some(NetworkAddress {
                                 network: ext.name.clone(),
                                 address,
                             });
@@ -756,6 +766,98 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             interfaces,
             external_gateway,
             snat: r.snat,
+            line: at(&r.name).0,
+        });
+    }
+
+    // Physical routers.
+    let mut physical_routers = Vec::new();
+    for r in &raw.physical_routers {
+        let name = &r.name.value;
+        let what = format!("physical router `{name}`");
+        check_ifname(
+            &mut c,
+            "physical router",
+            &r.name,
+            "its port name on the physical and external switches",
+        );
+        check_socket_path(&mut c, &raw.lab.value, &r.name);
+        if r.interfaces.is_empty() {
+            c.err(&r.name, format!("{what}: no interfaces"));
+        }
+        let mut interfaces: Vec<NetworkAddress> = Vec::new();
+        let mut external = Vec::new();
+        for i in &r.interfaces {
+            let network = &i.network.value;
+            if interfaces
+                .iter()
+                .chain(&external)
+                .any(|x| &x.network == network)
+            {
+                c.err(
+                    &i.network,
+                    format!("{what}: a second interface on `{network}`"),
+                );
+                continue;
+            }
+            let (cidr, gateway) = if let Some(net) = net_by_name.get(network) {
+                if net.tunnel().is_some() {
+                    c.err(
+                        &i.network,
+                        format!(
+                            "{what}: `{network}` is a {} network; a physical router reaches flat and VLAN (provider) networks only",
+                            net.type_name()
+                        ),
+                    );
+                    continue;
+                }
+                (net.cidr, Some(net.gateway))
+            } else if let Some(ext) = ext_by_name.get(network) {
+                (ext.cidr, None)
+            } else {
+                if !raw.networks.iter().any(|n| &n.name.value == network)
+                    && !raw
+                        .external_networks
+                        .iter()
+                        .any(|n| &n.name.value == network)
+                {
+                    c.err(&i.network, format!("{what}: unknown network `{network}`"));
+                }
+                continue;
+            };
+            let Some(address) = c.host_address(&what, &i.address, &cidr, network) else {
+                continue;
+            };
+            if Some(address) == gateway {
+                // The provider network's gateway is the physical router,
+                // unless a Neutron router holds it.
+                if let Some(router) = routers.iter().find(|x| x.interfaces.contains(network)) {
+                    c.err(
+                        &i.address,
+                        format!(
+                            "{what}: address {address} is `{network}`'s gateway, which router `{}` holds",
+                            router.name
+                        ),
+                    );
+                    continue;
+                }
+            } else if !claim(&mut c, &i.address, network, address, what.clone()) {
+                continue;
+            }
+            let at = NetworkAddress {
+                network: network.clone(),
+                address,
+            };
+            if gateway.is_some() {
+                interfaces.push(at);
+            } else {
+                external.push(at);
+            }
+        }
+        interfaces.extend(external);
+        physical_routers.push(PhysicalRouter {
+            name: name.clone(),
+            interfaces,
             line: at(&r.name).0,
         });
     }
@@ -787,6 +889,14 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             naming::external_host_mac(lab, &h.name),
             format!("external host `{}`", h.name),
         );
+    }
+    for router in &physical_routers {
+        for i in &router.interfaces {
+            macs.insert(
+                naming::physical_router_mac(lab, &router.name, &i.network),
+                format!("physical router `{}`", router.name),
+            );
+        }
     }
     for (r, router) in raw.routers.iter().zip(&routers) {
         for (port, owner) in router_ports(lab, router) {
@@ -917,11 +1027,21 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
                         f,
                         format!("{what}: floating IP {ip} is outside every external subnet"),
                     ),
-                    Some(ext) if ip < ext.pool_start || ip > ext.pool_end => c.err(
+                    Some(ext) if ext.pool.is_none() => c.err(
                         f,
                         format!(
-                            "{what}: floating IP {ip} is outside {}'s pool {}–{}",
-                            ext.name, ext.pool_start, ext.pool_end
+                            "{what}: floating IP {ip}: {} has no `pool` of floating IPs",
+                            ext.name
+                        ),
+                    ),
+                    Some(ExternalNetwork {
+                        pool: Some((start, end)),
+                        name: ext_name,
+                        ..
+                    }) if ip < *start || ip > *end => c.err(
+                        f,
+                        format!(
+                            "{what}: floating IP {ip} is outside {ext_name}'s pool {start}–{end}"
                         ),
                     ),
                     Some(ext) => {
@@ -1007,6 +1127,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         networks,
         external_networks,
         external_hosts,
+        physical_routers,
         routers,
         security_groups,
         instances,
@@ -1290,7 +1411,10 @@ fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
             || raw.external_hosts.iter().any(|h| h.name.value == name)
             || raw.routers.iter().any(|r| r.name.value == name)
     };
-    let is_node = |name: &str| raw.nodes.iter().any(|n| n.name.value == name);
+    let is_node = |name: &str| {
+        raw.nodes.iter().any(|n| n.name.value == name)
+            || raw.physical_routers.iter().any(|r| r.name.value == name)
+    };
     let mut seen: HashMap<String, u32> = HashMap::new();
     let mut out = Vec::new();
     for k in &raw.checks {
@@ -1388,7 +1512,10 @@ fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
         };
         for node in k.crosses.iter().chain(&k.avoids) {
             if !is_node(&node.value) {
-                c.err(node, format!("{what}: unknown node `{}`", node.value));
+                c.err(
+                    node,
+                    format!("{what}: unknown node or physical router `{}`", node.value),
+                );
                 ok = false;
             }
         }

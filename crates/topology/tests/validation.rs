@@ -512,7 +512,7 @@ fn check_nodes_must_exist() {
         line_of(&text, "compute7"),
         &[
             "check `same-network-across-nodes`",
-            "unknown node `compute7`",
+            "unknown node or physical router `compute7`",
         ],
     );
 }
@@ -1086,4 +1086,171 @@ fn a_wire_vni_out_of_range() {
         "    avoids: [compute1]\n    wire_vni: 0",
     );
     refused(&text, line_of(&text, "wire_vni: 0"), &["wire_vni 0"]);
+}
+
+// --- provider networks and physical routers ------------------------------
+
+const PROVIDER: &str = include_str!("../../../lab-topologies/provider.yaml");
+
+/// The provider lab with `from` replaced by `to` (exactly once).
+fn provider_with(from: &str, to: &str) -> String {
+    assert_eq!(
+        PROVIDER.matches(from).count(),
+        1,
+        "`{from}` must occur once in the provider lab"
+    );
+    PROVIDER.replacen(from, to, 1)
+}
+
+#[test]
+fn the_provider_lab_is_valid() {
+    let topo = parse("provider.yaml", PROVIDER).unwrap();
+    let router = topo.physical_router("physrouter").unwrap();
+    let networks: Vec<&str> = router
+        .interfaces
+        .iter()
+        .map(|i| i.network.as_str())
+        .collect();
+    assert_eq!(networks, ["provider1", "provider2", "internet"]);
+    assert!(router.on_physical_network(&topo));
+    assert_eq!(
+        topo.switch_hosts().collect::<Vec<_>>(),
+        ["network", "compute1", "compute2", "physrouter"]
+    );
+    assert_eq!(topo.external_networks[0].pool, None);
+    // A check may cross (or avoid) the physical router, as a node.
+    let check = topo
+        .checks
+        .iter()
+        .find(|c| c.name == "north-south-vlan")
+        .unwrap();
+    assert_eq!(check.crosses, ["compute2", "physrouter"]);
+}
+
+#[test]
+fn a_physical_router_on_a_tunnel_network_is_refused() {
+    let text = provider_with(
+        "    type: vlan\n    physical_network: provider\n    segmentation_id: 101",
+        "    type: vxlan\n    segmentation_id: 101",
+    )
+    .replace(
+        "networks:\n  - name: provider1",
+        "overlay:\n  cidr: 10.0.1.0/24\n\nnetworks:\n  - name: provider1",
+    );
+    refused(
+        &text,
+        line_of(&text, "{ network: provider2"),
+        &[
+            "physical router `physrouter`",
+            "`provider2` is a vxlan network",
+            "flat and VLAN",
+        ],
+    );
+}
+
+#[test]
+fn a_physical_router_on_an_unknown_network_is_refused() {
+    let text = provider_with("{ network: provider2,", "{ network: provider9,");
+    refused(
+        &text,
+        line_of(&text, "provider9"),
+        &[
+            "physical router `physrouter`",
+            "unknown network `provider9`",
+        ],
+    );
+}
+
+#[test]
+fn a_physical_router_with_two_interfaces_on_one_network_is_refused() {
+    let text = provider_with(
+        "{ network: provider2, address: 192.0.2.1 }",
+        "{ network: provider1, address: 203.0.113.2 }",
+    );
+    refused(
+        &text,
+        line_of(&text, "203.0.113.2"),
+        &[
+            "physical router `physrouter`",
+            "a second interface on `provider1`",
+        ],
+    );
+}
+
+#[test]
+fn a_physical_router_address_outside_its_network_or_taken_is_refused() {
+    let text = provider_with("address: 192.0.2.1 }", "address: 192.0.3.1 }");
+    refused(
+        &text,
+        line_of(&text, "192.0.3.1"),
+        &[
+            "physical router `physrouter`",
+            "192.0.3.1 is outside provider2's subnet",
+        ],
+    );
+    let text = provider_with("address: 198.51.100.1 }", "address: 198.51.100.10 }");
+    refused(
+        &text,
+        line_of(&text, "address: 198.51.100.10 }"),
+        &[
+            "physical router `physrouter`",
+            "198.51.100.10",
+            "external host `server`",
+        ],
+    );
+}
+
+#[test]
+fn a_gateway_held_by_a_neutron_router_cannot_be_the_physical_routers() {
+    let text = provider_with(
+        "\nsecurity_groups:",
+        "\nrouters:\n  - name: router1\n    node: network\n    interfaces: [provider2]\n\nsecurity_groups:",
+    );
+    refused(
+        &text,
+        line_of(&text, "address: 192.0.2.1 }"),
+        &[
+            "192.0.2.1 is `provider2`'s gateway",
+            "router `router1` holds",
+        ],
+    );
+}
+
+#[test]
+fn a_physical_router_without_interfaces_is_refused() {
+    let text = provider_with(
+        "    interfaces:\n      - { network: provider1, address: 203.0.113.1 }\n      - { network: provider2, address: 192.0.2.1 }\n      - { network: internet, address: 198.51.100.1 }",
+        "    interfaces: []",
+    );
+    refused(
+        &text,
+        line_of(&text, "- name: physrouter"),
+        &["physical router `physrouter`: no interfaces"],
+    );
+}
+
+#[test]
+fn a_check_through_an_unknown_node_or_router_is_refused() {
+    let text = provider_with(
+        "crosses: [compute1, physrouter]",
+        "crosses: [compute1, physrouter2]",
+    );
+    refused(
+        &text,
+        line_of(&text, "physrouter2"),
+        &["unknown node or physical router `physrouter2`"],
+    );
+}
+
+#[test]
+fn a_floating_ip_needs_a_pool() {
+    let text = seed_with(
+        "    pool: { start: 203.0.113.101, end: 203.0.113.200 }\n",
+        "",
+    );
+    refused(
+        &text,
+        line_of(&text, "floating_ip: 203.0.113.102"),
+        &["instance `instance1`", "ext-net has no `pool`"],
+    );
 }

@@ -1,5 +1,5 @@
 //! `ovslab capture [--lab LAB] TARGET IFACE [-w FILE.pcap] [-c COUNT]`:
-//! a packet capture inside a node, instance, router or external host, with
+//! a packet capture inside a node, instance, router, physical router or external host, with
 //! VLAN tags kept.
 
 use std::io::Write;
@@ -33,7 +33,7 @@ pub struct Args {
     /// The lab the target belongs to.
     #[arg(long, value_name = "LAB", default_value = "seed")]
     pub lab: String,
-    /// A node, instance, router or external host of the lab.
+    /// A node, instance, router, physical router or external host of the lab.
     #[arg(value_name = "TARGET")]
     pub target: String,
     /// The interface inside the target's namespace (eth1, qvo…, qr-…).

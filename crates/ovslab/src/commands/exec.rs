@@ -1,5 +1,5 @@
 //! `ovslab exec [--lab LAB] TARGET -- CMD…`: run a command in the network
-//! namespace of a node, instance, router or external host.
+//! namespace of a node, instance, router, physical router or external host.
 //!
 //! The daemon says which namespace (and, for nodes, the environment that
 //! points `ovs-vsctl` and friends at the node's Open vSwitch); this process
@@ -22,10 +22,10 @@ use crate::client::Client;
 /// Where `ip netns` keeps named namespaces.
 const NETNS_DIR: &str = "/run/netns";
 
-/// Run CMD in the namespace of a node, instance, router or external host of a lab.
+/// Run CMD in the namespace of a node, instance, router, physical router or external host of a lab.
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about = "Run CMD in the namespace of a node, instance, router or external host \
+    long_about = "Run CMD in the namespace of a node, instance, router, physical router or external host \
 named in the topology; the exit status is CMD's.\n\n\
 In a node, the standard ovs-vsctl, ovs-ofctl and ovs-appctl work unmodified (OVS_RUNDIR and \
 friends point at the node's Open vSwitch). Entering a namespace needs root (CAP_SYS_ADMIN).\n\n\
@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, value_name = "LAB", default_value = "seed")]
     pub lab: String,
 
-    /// A node, instance, router or external host of the lab.
+    /// A node, instance, router, physical router or external host of the lab.
     #[arg(value_name = "TARGET")]
     pub target: String,
 

@@ -369,8 +369,8 @@ fn hop(
     if let Some(p) = previous {
         notes.extend(changes(&p.frame, &o.frame));
     }
-    let bridge = match (o.direction, wiring.ovs_port(&o.device)) {
-        (Direction::In, Some((node, bridge))) => {
+    let bridge = match wiring.entering_switch(&o.device, o.direction) {
+        Some((node, bridge)) => {
             let (node, bridge) = (node.clone(), bridge.clone());
             let trace = vswitchds.trace(&node, &bridge, device, &o.frame);
             if let Some(t) = &trace {

@@ -37,6 +37,11 @@ pub struct Wiring {
     bridges: HashSet<Device>,
     /// Open vSwitch ports: `(node, bridge)`.
     ovs_ports: HashMap<Device, (String, String)>,
+    /// Internal ports of Open vSwitch bridges other than the bridge's own
+    /// (a physical router's `eth1.101`): devices with the switch on one
+    /// side and the namespace's IP stack on the other, so what the kernel
+    /// receives on them the switch sent, and the other way round.
+    internal: HashSet<Device>,
     /// The topology object each namespace stands for.
     objects: HashMap<String, String>,
 }
@@ -82,6 +87,9 @@ impl Wiring {
             for bridge in &switch.bridges {
                 for port in bridge.ports.iter().filter(|p| p.patch_peer.is_none()) {
                     let device = (switch.namespace.clone(), port.name.clone());
+                    if port.internal {
+                        w.internal.insert(device.clone());
+                    }
                     w.domains
                         .insert(device.clone(), Domain::Switch(switch.namespace.clone()));
                     w.ovs_ports
@@ -95,6 +103,35 @@ impl Wiring {
     /// The node and bridge of an Open vSwitch port.
     pub fn ovs_port(&self, device: &Device) -> Option<&(String, String)> {
         self.ovs_ports.get(device)
+    }
+
+    /// The node and bridge a frame seen on `device` going `direction`
+    /// enters: an Open vSwitch port's received frames, an internal port's
+    /// sent ones (the kernel sends them into the switch).
+    pub fn entering_switch(
+        &self,
+        device: &Device,
+        direction: Direction,
+    ) -> Option<&(String, String)> {
+        let wanted = if self.internal.contains(device) {
+            Direction::Out
+        } else {
+            Direction::In
+        };
+        (direction == wanted)
+            .then(|| self.ovs_port(device))
+            .flatten()
+    }
+
+    /// The namespace whose IP stack the device sends and receives for.
+    fn stack_of<'a>(&'a self, device: &'a Device) -> Option<&'a str> {
+        if self.internal.contains(device) {
+            return Some(&device.0);
+        }
+        match self.domains.get(device)? {
+            Domain::Stack(ns) => Some(ns),
+            _ => None,
+        }
     }
 
     pub fn is_bridge(&self, device: &Device) -> bool {
@@ -128,6 +165,27 @@ impl Wiring {
         };
         let same_inside = || same_l2(a.2.innermost(), b.2.innermost());
         let same_l2 = same_l2(a.2, b.2);
+        let (internal_a, internal_b) = (self.internal.contains(a.0), self.internal.contains(b.0));
+        if internal_a || internal_b {
+            let same_switch = || matches!(domain(), Some(Domain::Switch(_)));
+            return match (a.1, b.1) {
+                (Direction::Out, Direction::In) => false,
+                // The switch hands the frame to the kernel.
+                (Direction::In, Direction::In) => {
+                    internal_b && !internal_a && same_switch() && same_inside()
+                }
+                // The kernel hands it to the switch, which sends it on.
+                (Direction::Out, Direction::Out) => {
+                    internal_a && !internal_b && same_switch() && same_inside()
+                }
+                // The kernel routes it.
+                (Direction::In, Direction::Out) => {
+                    a.0 != b.0
+                        && self.stack_of(a.0).is_some()
+                        && self.stack_of(a.0) == self.stack_of(b.0)
+                }
+            };
+        }
         match (a.1, b.1) {
             (Direction::Out, Direction::In) => self.peers.get(a.0) == Some(b.0) && a.2 == b.2,
             (Direction::In, Direction::Out) => match domain() {
@@ -536,5 +594,49 @@ mod tests {
         let eth3 = (node("compute1"), "eth3".to_string());
         assert!(wiring.follows((&qvo, In, &plain), (&eth3, Out, &tunnelled)));
         assert!(!wiring.follows((&qvo, In, &plain), (&eth3, Out, &stranger)));
+    }
+
+    /// `frame` tagged with VLAN `vid` (an 802.1Q header after the MACs).
+    fn tagged(frame: &[u8], vid: u16) -> Frame {
+        let mut f = frame[..12].to_vec();
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&vid.to_be_bytes());
+        f.extend_from_slice(&frame[12..]);
+        Frame::parse(&f).unwrap()
+    }
+
+    #[test]
+    fn a_physical_routers_sub_interface_joins_its_switch_to_its_ip_stack() {
+        const PROVIDER: &str = include_str!("../../../../lab-topologies/provider.yaml");
+        let topo = ovslab_topology::parse("provider", PROVIDER).unwrap();
+        let wiring = Wiring::new(&plan::plan(&topo, &Default::default()));
+        let i3 = topo.instance("instance3").unwrap();
+        let router = [0xfa, 0x16, 0x3e, 0, 0, 1];
+        let server = [0xfa, 0x16, 0x3e, 0, 0, 2];
+        let dst = "198.51.100.10".parse().unwrap();
+        let echo = crate::probes::icmp_frame(i3.mac, router, i3.address, dst, 40000, 1);
+        let routed = crate::probes::icmp_frame(router, server, i3.address, dst, 40000, 1);
+        let (on_trunk, on_sub) = (tagged(&echo, 101), Frame::parse(&echo).unwrap());
+        let routed = Frame::parse(&routed).unwrap();
+        let ns = naming::namespace(&topo.lab, "physrouter");
+        let dev = |d: &str| (ns.clone(), d.to_string());
+        let (eth1, sub, eth2) = (dev("eth1"), dev("eth1.101"), dev("eth2"));
+        use Direction::{In, Out};
+        // In: the switch takes it off the trunk and hands it to the
+        // kernel, which routes it out of eth2.
+        assert!(wiring.follows((&eth1, In, &on_trunk), (&sub, In, &on_sub)));
+        assert!(wiring.follows((&sub, In, &on_sub), (&eth2, Out, &routed)));
+        // Out: the kernel routes the answer into the sub-interface, which
+        // the switch sends out of the trunk, tagged.
+        assert!(wiring.follows((&eth2, In, &routed), (&sub, Out, &on_sub)));
+        assert!(wiring.follows((&sub, Out, &on_sub), (&eth1, Out, &on_trunk)));
+        // Not the other way round.
+        assert!(!wiring.follows((&sub, In, &on_sub), (&eth1, Out, &on_trunk)));
+        assert!(!wiring.follows((&eth1, In, &on_trunk), (&sub, Out, &on_sub)));
+        // Trace asks the switch about what the kernel sends into it.
+        let switch = Some(&("physrouter".to_string(), naming::BR_TRUNK.to_string()));
+        assert_eq!(wiring.entering_switch(&sub, Out), switch);
+        assert_eq!(wiring.entering_switch(&sub, In), None);
+        assert_eq!(wiring.entering_switch(&eth1, In), switch);
     }
 }

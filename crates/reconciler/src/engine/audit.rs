@@ -139,15 +139,17 @@ impl<H: Host> Engine<H> {
     /// daemons for their exit (when audits run).
     pub(super) fn watch(&self, topology: &Topology) {
         let namespaces: Vec<String> = topology
-            .nodes
-            .iter()
-            .map(|n| naming::namespace(&topology.lab, &n.name))
+            .switch_hosts()
+            .map(|n| naming::namespace(&topology.lab, n))
             .collect();
         self.watchers.watch(namespaces.iter().map(String::as_str));
-        let pids = topology.nodes.iter().zip(&namespaces).flat_map(|(n, ns)| {
-            let ovs = NodeOvs::new(&self.config.run_root, &topology.lab, &n.name, ns);
-            OvsDaemon::ALL.map(|d| ovs.pid(d))
-        });
+        let pids = topology
+            .switch_hosts()
+            .zip(&namespaces)
+            .flat_map(|(n, ns)| {
+                let ovs = NodeOvs::new(&self.config.run_root, &topology.lab, n, ns);
+                OvsDaemon::ALL.map(|d| ovs.pid(d))
+            });
         self.watchers.watch_processes(pids.flatten());
     }
 }

@@ -235,7 +235,7 @@ impl<H: Host> Run<'_, H> {
                 let node = entry.file_name().to_string_lossy().into_owned();
                 if entry.path().is_dir()
                     && ovslab_topology::object_name_problem(&node).is_none()
-                    && self.topo.node(&node).is_none()
+                    && !self.topo.switch_hosts().any(|h| h == node)
                 {
                     let ovs = NodeOvs::new(
                         &self.engine.config.run_root,
@@ -344,14 +344,13 @@ impl<H: Host> Run<'_, H> {
     async fn ovs_databases(&mut self) -> Result<Nodes, ReconcileError> {
         let ovs: Vec<NodeOvs> = self
             .topo
-            .nodes
-            .iter()
+            .switch_hosts()
             .map(|n| {
                 NodeOvs::new(
                     &self.engine.config.run_root,
                     self.lab,
-                    &n.name,
-                    &naming::namespace(self.lab, &n.name),
+                    n,
+                    &naming::namespace(self.lab, n),
                 )
             })
             .collect();

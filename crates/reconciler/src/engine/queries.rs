@@ -36,9 +36,20 @@ impl<H: Host> Engine<H> {
         let mut nodes = Vec::new();
         // Every node at once, each daemon asked a cheap question with a
         // short deadline: a hung one is reported, never waited for.
-        let probes = join_all(topo.nodes.iter().map(|node| {
-            let ns = naming::namespace(&topo.lab, &node.name);
-            let ovs = NodeOvs::new(&self.config.run_root, &topo.lab, &node.name, &ns);
+        // Physical routers with an Open vSwitch are listed with the nodes.
+        let hosts: Vec<(&str, String)> = topo
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), format!("{:?}", n.role).to_lowercase()))
+            .chain(
+                topo.switch_hosts()
+                    .skip(topo.nodes.len())
+                    .map(|r| (r, "physical-router".to_string())),
+            )
+            .collect();
+        let probes = join_all(hosts.iter().map(|(name, _)| {
+            let ns = naming::namespace(&topo.lab, name);
+            let ovs = NodeOvs::new(&self.config.run_root, &topo.lab, name, &ns);
             async move {
                 let (ovsdb, vswitchd) = tokio::join!(
                     ovs.probe(OvsDaemon::OvsdbServer, STATUS_DEADLINE),
@@ -57,7 +68,7 @@ impl<H: Host> Engine<H> {
             }
         }))
         .await;
-        for (node, (ns, liveness, actual)) in topo.nodes.iter().zip(probes) {
+        for ((name, role), (ns, liveness, actual)) in hosts.iter().zip(probes) {
             let pid = Liveness::pid;
             let (ovsdb, vswitchd) = (pid(&liveness[0]), pid(&liveness[1]));
             let processes = OvsDaemon::ALL
@@ -70,7 +81,7 @@ impl<H: Host> Engine<H> {
                     state: l.state().to_string(),
                     restarts: lab
                         .restarts
-                        .get(&(node.name.clone(), daemon.program()))
+                        .get(&(name.to_string(), daemon.program()))
                         .copied()
                         .unwrap_or(0),
                 })
@@ -81,8 +92,8 @@ impl<H: Host> Engine<H> {
                 .map(|actual| switch::local_vlans(topo, &actual).into_iter().collect())
                 .unwrap_or_default();
             nodes.push(NodeStatus {
-                name: node.name.clone(),
-                role: format!("{:?}", node.role).to_lowercase(),
+                name: name.to_string(),
+                role: role.clone(),
                 namespace: ns,
                 namespace_exists: exists,
                 ovsdb_server_pid: ovsdb,
@@ -274,6 +285,14 @@ impl<H: Host> Engine<H> {
         let (kind, env) = if topo.node(name).is_some() {
             let ovs = NodeOvs::new(&self.config.run_root, lab, name, &namespace);
             ("node", ovs.env())
+        } else if let Some(router) = topo.physical_router(name) {
+            let ovs = NodeOvs::new(&self.config.run_root, lab, name, &namespace);
+            let env = if router.on_physical_network(topo) {
+                ovs.env()
+            } else {
+                vec![]
+            };
+            ("physical-router", env)
         } else if topo.instance(name).is_some() {
             ("instance", vec![])
         } else if topo.routers.iter().any(|r| r.name == name) {
