@@ -205,14 +205,14 @@ impl PacketSocket {
     }
 
     fn recv_flags(&self, flags: libc::c_int) -> io::Result<Option<Packet>> {
-        let mut buf = vec![0u8; SNAPLEN];
+        let mut scratch = vec![0u8; SNAPLEN];
         // u64s: control messages must be aligned for their headers.
         let mut control = [0u64; 16];
         // SAFETY: sockaddr_ll is plain data; zeroes are valid.
         let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
+            iov_base: scratch.as_mut_ptr().cast(),
+            iov_len: scratch.len(),
         };
         // SAFETY: msghdr is plain data; zeroes are valid before filling in.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -232,7 +232,9 @@ impl PacketSocket {
             };
         }
         let wire_len = n as usize;
-        buf.truncate(wire_len.min(SNAPLEN));
+        // A right-sized copy: a kept packet must not hold on to the whole
+        // snap length (a check keeps hundreds of frames of a busy lab).
+        let mut buf = scratch[..wire_len.min(SNAPLEN)].to_vec();
         // SAFETY: recvmsg(2) just filled `msg`'s control buffer, which
         // outlives the call.
         let (tag, time) = unsafe { control_messages(&msg) };
