@@ -568,6 +568,7 @@ mod tests {
                     ip: Ipv4Addr::new(192, 168, 1, 10 + n),
                     zone,
                     rules,
+                    dhcp_servers: vec![],
                 }
             });
         prop::collection::vec(port, 0..4).prop_map(|mut ports| {

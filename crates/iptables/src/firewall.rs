@@ -13,7 +13,8 @@
 //!   (`i…`, `--physdev-out`) or egress (`o…`, `--physdev-in`) chain and
 //!   ends with `ACCEPT`; `INPUT` sends the port's traffic to the host to
 //!   its egress chain.
-//! - ingress: established RETURN, the group's rules, INVALID DROP,
+//! - ingress: established RETURN, the group's rules, the network's DHCP
+//!   servers' answers RETURN, INVALID DROP,
 //!   `sg-fallback` (DROP). Egress: DHCP discover from 0.0.0.0 RETURN, the
 //!   spoof chain `s…` (own IP+MAC RETURN, else DROP), DHCP client RETURN,
 //!   DHCP server DROP, established RETURN, the group's rules, INVALID DROP,
@@ -61,6 +62,10 @@ pub struct PortFirewall {
     pub zone: u16,
     /// The rules of all the port's security groups, in order.
     pub rules: Vec<SgRule>,
+    /// The DHCP servers of the port's network: the server adds a rule
+    /// letting their answers in (`_add_ingress_dhcp_rule`), after the
+    /// groups' rules.
+    pub dhcp_servers: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -225,6 +230,11 @@ pub fn firewall_ruleset(ports: &[PortFirewall]) -> Ruleset {
 fn ingress_rules(port: &PortFirewall, fallback: &str) -> Vec<String> {
     let mut rules = vec!["-m state --state RELATED,ESTABLISHED -j RETURN".to_string()];
     push_unique(&mut rules, group_rules(port, Direction::Ingress));
+    let dhcp = port
+        .dhcp_servers
+        .iter()
+        .map(|ip| format!("-s {ip}/32 -p udp -m udp --sport 67 --dport 68 -j RETURN"));
+    push_unique(&mut rules, dhcp.collect());
     rules.push("-m state --state INVALID -j DROP".into());
     rules.push(format!("-j {fallback}"));
     rules
@@ -381,6 +391,7 @@ pub(crate) mod tests {
                 ip: Ipv4Addr::new(192, 168, 2, 11),
                 zone: 2,
                 rules: default_group(&members),
+                dhcp_servers: vec![],
             },
             PortFirewall {
                 device: "tap28298c0d-08".into(),
@@ -389,6 +400,7 @@ pub(crate) mod tests {
                 ip: Ipv4Addr::new(192, 168, 1, 11),
                 zone: 1,
                 rules: default_group(&members),
+                dhcp_servers: vec![],
             },
         ]
     }

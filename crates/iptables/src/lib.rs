@@ -5,6 +5,7 @@
 //!   writes it (`neutron-l3-agent-*`);
 //! - [`firewall_ruleset`] — a compute node's hybrid security-group firewall
 //!   (`neutron-openvswi-*`);
+//! - [`dhcp_ruleset`] — the DHCP agent's checksum rule in a qdhcp namespace;
 //! - [`diff`] — pure comparison of a [`Ruleset`] with parsed
 //!   `iptables-save` output ([`Saved`]);
 //! - [`apply`] / [`read`] — the blocking driver: `iptables-save`, then at
@@ -20,6 +21,7 @@
 //! lets an unchanged ruleset cost one `iptables-save` and nothing more.
 
 mod apply;
+mod dhcp;
 mod diff;
 mod error;
 mod firewall;
@@ -30,6 +32,7 @@ mod save;
 mod tokens;
 
 pub use apply::{Applied, apply, read};
+pub use dhcp::{DHCP_BINARY, dhcp_ruleset};
 pub use diff::{Plan, diff};
 pub use error::IptablesError;
 pub use firewall::{

@@ -61,6 +61,7 @@ fn port(device_id: &str, last: u8, zone: u16, rules: Vec<SgRule>) -> PortFirewal
         ip: Ipv4Addr::new(192, 168, zone as u8, last),
         zone,
         rules,
+        dhcp_servers: vec![],
     }
 }
 

@@ -90,6 +90,29 @@ impl Netlink {
         Ok((netlink, values))
     }
 
+    /// Connects to the namespace this thread is in (for a program started
+    /// inside one, like the DHCP client's hook).
+    pub async fn connect_here() -> Result<Netlink, NetlinkError> {
+        let here = "(current)";
+        let socket = Socket::new(NETLINK_ROUTE)
+            .map_err(|e| NetlinkError::namespace(here, "netlink socket", e))?;
+        let control = ethtool::control_socket()
+            .map_err(|e| NetlinkError::namespace(here, "control socket", e))?;
+        socket
+            .set_non_blocking(true)
+            .map_err(|e| NetlinkError::namespace(here, "netlink socket", e))?;
+        // SAFETY: as in connect_reading_sysctls.
+        let socket =
+            unsafe { <TokioSocket as std::os::fd::FromRawFd>::from_raw_fd(socket.into_raw_fd()) };
+        let (connection, handle, _) = rtnetlink::from_socket(socket);
+        tokio::spawn(connection);
+        Ok(Netlink {
+            namespace: here.to_string(),
+            handle,
+            control: Arc::new(control),
+        })
+    }
+
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
@@ -390,6 +413,25 @@ impl Netlink {
             .execute()
             .await
             .map_err(self.err(format!("add route {destination} via {gateway}")))
+    }
+
+    /// Adds the route, or replaces the one to the same destination.
+    pub async fn replace_route(
+        &self,
+        destination: Ipv4Net,
+        gateway: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let message = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(destination.addr(), destination.prefix_len())
+            .gateway(gateway)
+            .build();
+        self.handle
+            .route()
+            .add(message)
+            .replace()
+            .execute()
+            .await
+            .map_err(self.err(format!("replace route {destination} via {gateway}")))
     }
 
     /// Deletes link `name` (a veth takes its peer along). A link that is

@@ -12,10 +12,13 @@
 //! - [`socket`]: binding the API socket safely, and removing it on exit.
 //! - [`labs_dir`]: bringing up the labs described under `--labs-dir`.
 //! - [`notify`]: telling systemd where the daemon is (`sd_notify`).
+//! - [`dhcp_hook`]: what ovslabd does when an instance's DHCP client runs
+//!   it (under another name) at a lease event.
 
 mod actions;
 mod config;
 mod connections;
+mod dhcp_hook;
 mod labs_dir;
 mod logging;
 mod notify;
@@ -28,6 +31,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Run by an instance's udhcpc, under the hook's name.
+    let mut args = std::env::args_os();
+    let called = args.next().unwrap_or_default();
+    if std::path::Path::new(&called).file_name() == Some(dhcp_hook::HOOK_NAME.as_ref()) {
+        return dhcp_hook::run(args.next().map(|a| a.to_string_lossy().into_owned()));
+    }
     limit_malloc_arenas();
     let mut config = config::Config::parse();
     // The labs' sockets live under the run directory, whatever the working

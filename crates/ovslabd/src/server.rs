@@ -40,7 +40,12 @@ use crate::{labs_dir, socket};
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut stop_signals = StopSignals::new()?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let engine = Arc::new(Engine::new(EngineConfig::new(&config.run_dir)));
+    let mut engine_config = EngineConfig::new(&config.run_dir);
+    engine_config.dhcp_hook =
+        Some(crate::dhcp_hook::install(&config.run_dir).with_context(|| {
+            format!("installing the DHCP hook in {}", config.run_dir.display())
+        })?);
+    let engine = Arc::new(Engine::new(engine_config));
     // Before anything else runs: the labs adopted from a previous run.
     let quotas = Arc::new(Quotas::new(
         config.max_labs,

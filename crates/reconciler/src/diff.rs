@@ -248,7 +248,11 @@ pub fn diff_namespace(
                 on,
             });
         }
-        let have: Vec<Ipv4Net> = current.map(|c| c.addresses.clone()).unwrap_or_default();
+        // A DHCP client's link holds what its lease gives it.
+        let have: Vec<Ipv4Net> = current
+            .filter(|_| !spec.dhcp_client)
+            .map(|c| c.addresses.clone())
+            .unwrap_or_default();
         for address in &have {
             if !spec.addresses.contains(address) {
                 out.push(LinkChange::DelAddress {

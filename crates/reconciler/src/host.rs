@@ -15,12 +15,14 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
+use ipnet::Ipv4Net;
 use ovslab_iptables::{IpSet, Ruleset};
 use ovslab_netlink::netns;
 use ovslab_topology::plan::{FlowSpec, NamespaceSpec};
 
 use crate::ReconcileError;
 use crate::actual::{ActualNamespace, ActualSwitch};
+use crate::agents::Agent;
 use crate::diff::{LinkChange, OvsChange};
 use crate::drivers::{flows, links, rulesets, switch};
 use crate::ovs_process::{NodeOvs, OvsDaemon};
@@ -175,6 +177,30 @@ pub trait Host: Send + Sync + 'static {
     /// Notified whenever an Open vSwitch daemon this host started exits
     /// (on purpose or not): the audits wake on it.
     fn exited(&self) -> &tokio::sync::Notify;
+
+    /// Whether the agent (dnsmasq, a DHCP client) runs.
+    fn agent_running(&self, agent: &Agent) -> bool;
+    /// Whether it died: started once, gone now.
+    fn agent_died(&self, agent: &Agent) -> bool;
+    /// Writes the agent's files where they differ; the names written.
+    fn write_agent_files(
+        &self,
+        agent: &Agent,
+        files: &[(&str, String)],
+    ) -> Result<Vec<String>, ReconcileError>;
+    /// Starts the agent (it does not run).
+    fn start_agent(&self, agent: &Agent)
+    -> impl Future<Output = Result<(), ReconcileError>> + Send;
+    /// Signals the agent, if it runs; whether it did.
+    fn signal_agent(&self, agent: &Agent, signal: nix::sys::signal::Signal) -> bool;
+    /// Stops the agent that runs from `dir` and removes the directory.
+    fn stop_agent(&self, dir: &Path) -> impl Future<Output = Vec<String>> + Send;
+    /// The IPv4 addresses link `link` of `namespace` holds.
+    fn link_addresses(
+        &self,
+        namespace: &str,
+        link: &str,
+    ) -> impl Future<Output = Result<Vec<Ipv4Net>, ReconcileError>> + Send;
 }
 
 /// How long a converge waits for a node to resolve its tunnel endpoints.
@@ -411,6 +437,43 @@ impl Host for RealHost {
 
     fn forget(&self, prefix: &str) {
         self.rulesets.forget(prefix);
+    }
+
+    fn agent_running(&self, agent: &Agent) -> bool {
+        agent.running()
+    }
+
+    fn agent_died(&self, agent: &Agent) -> bool {
+        agent.died()
+    }
+
+    fn write_agent_files(
+        &self,
+        agent: &Agent,
+        files: &[(&str, String)],
+    ) -> Result<Vec<String>, ReconcileError> {
+        Ok(agent.write_files(files)?)
+    }
+
+    async fn start_agent(&self, agent: &Agent) -> Result<(), ReconcileError> {
+        Ok(agent.start().await?)
+    }
+
+    fn signal_agent(&self, agent: &Agent, signal: nix::sys::signal::Signal) -> bool {
+        agent.signal(signal)
+    }
+
+    async fn stop_agent(&self, dir: &Path) -> Vec<String> {
+        crate::agents::stop_in(dir).await
+    }
+
+    async fn link_addresses(
+        &self,
+        namespace: &str,
+        link: &str,
+    ) -> Result<Vec<Ipv4Net>, ReconcileError> {
+        let nl = ovslab_netlink::Netlink::connect(namespace).await?;
+        Ok(nl.link(link).await?.addresses)
     }
 
     fn exited(&self) -> &tokio::sync::Notify {

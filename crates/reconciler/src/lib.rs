@@ -22,6 +22,7 @@
 //! not the reconciler's internals.
 
 pub mod actual;
+pub mod agents;
 pub mod diff;
 pub mod drivers;
 pub mod engine;
@@ -68,6 +69,11 @@ pub enum ReconcileError {
     Iptables(#[from] ovslab_iptables::IptablesError),
     #[error(transparent)]
     OvsProcess(#[from] ovs_process::OvsProcessError),
+    #[error(transparent)]
+    Agent(#[from] agents::AgentError),
+    /// DHCP is wanted, but the engine was given no hook for the clients.
+    #[error("lab `{lab}` has DHCP networks, but this daemon has no DHCP client hook")]
+    NoDhcpHook { lab: String },
     #[error("node {node}: {source}")]
     Ovsdb {
         node: String,

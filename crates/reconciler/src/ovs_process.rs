@@ -131,7 +131,7 @@ impl Identity {
 
     /// Sends `signal` if the pid is still this process; false if not (then
     /// nothing is sent).
-    fn signal(&self, signal: nix::sys::signal::Signal) -> bool {
+    pub(crate) fn signal(&self, signal: nix::sys::signal::Signal) -> bool {
         if !self.is_current() {
             return false;
         }
@@ -139,7 +139,7 @@ impl Identity {
     }
 
     /// Whether the process still runs (exists and is not a zombie).
-    fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         self.is_current() && !is_zombie(self.pid)
     }
 }
@@ -617,7 +617,7 @@ const REAP_WAIT: Duration = Duration::from_secs(3);
 /// SIGKILL after [`STOP_GRACE`]; returns once the process is gone from the
 /// process table (or after [`REAP_WAIT`] more, with a warning). Every
 /// signal goes only to the process `identity` names.
-async fn terminate(identity: Identity) {
+pub(crate) async fn terminate(identity: Identity) {
     use nix::sys::signal::Signal;
     identity.signal(Signal::SIGTERM);
     identity.signal(Signal::SIGCONT);
@@ -691,7 +691,7 @@ fn process_state(pid: u32) -> Option<char> {
     stat.rsplit(')').next()?.trim_start().chars().next()
 }
 
-fn is_zombie(pid: u32) -> bool {
+pub(crate) fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {

@@ -19,6 +19,7 @@ use ovslab_topology::plan::{
 
 use crate::ReconcileError;
 use crate::actual::{ActualBridge, ActualLink, ActualNamespace, ActualPort, ActualSwitch};
+use crate::agents::{Agent, AgentKind};
 use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, LinkChange, OvsChange, PROTOCOL};
 use crate::drivers::flows::describe;
 use crate::host::{Host, ReadFlow};
@@ -42,6 +43,9 @@ pub enum Step {
     ApplyFlows,
     ConvergeRuleset,
     ResolveTunnelEndpoints,
+    StartAgent,
+    StopAgent,
+    SignalAgent,
 }
 
 /// One call: its kind and what it was about (a namespace, a node's
@@ -74,9 +78,28 @@ pub struct FakeNode {
     pub flows: BTreeMap<String, Vec<(FlowSpec, u64)>>,
 }
 
+/// An agent (dnsmasq, a DHCP client) as the fake holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FakeAgent {
+    pub namespace: String,
+    pub running: bool,
+    /// Killed behind the engine's back.
+    pub died: bool,
+    pub files: BTreeMap<String, String>,
+    /// Signals it was sent, by name (`SIGHUP`).
+    pub signals: Vec<String>,
+    /// How many times it was started.
+    pub starts: u32,
+}
+
 /// Everything the fake holds.
 #[derive(Debug, Default)]
 pub struct State {
+    /// Agents by directory.
+    pub agents: BTreeMap<std::path::PathBuf, FakeAgent>,
+    /// What each DHCP client gets when it starts: `(namespace, link)` →
+    /// address. A client without an entry never gets a lease.
+    pub leases: BTreeMap<(String, String), ipnet::Ipv4Net>,
     /// By name.
     pub namespaces: BTreeMap<String, FakeNamespace>,
     /// By the node's namespace.
@@ -395,7 +418,7 @@ impl FakeHost {
     /// Whether the fake holds nothing: no namespace, no node.
     pub fn is_empty(&self) -> bool {
         let state = self.state();
-        state.namespaces.is_empty() && state.nodes.is_empty()
+        state.namespaces.is_empty() && state.nodes.is_empty() && state.agents.is_empty()
     }
 
     /// Deletes a namespace behind the engine's back (its veths' other ends
@@ -726,6 +749,114 @@ impl Host for FakeHost {
 
     fn exited(&self) -> &tokio::sync::Notify {
         &self.exited
+    }
+
+    fn agent_running(&self, agent: &Agent) -> bool {
+        self.state()
+            .agents
+            .get(&agent.dir)
+            .is_some_and(|a| a.running && a.namespace == agent.namespace)
+    }
+
+    fn agent_died(&self, agent: &Agent) -> bool {
+        self.state().agents.get(&agent.dir).is_some_and(|a| a.died)
+    }
+
+    fn write_agent_files(
+        &self,
+        agent: &Agent,
+        files: &[(&str, String)],
+    ) -> Result<Vec<String>, ReconcileError> {
+        // The directory is real (the engine finds agents by their
+        // directories); what runs from it is not.
+        std::fs::create_dir_all(&agent.dir).map_err(|e| ReconcileError::io(&agent.dir, e))?;
+        let mut state = self.state();
+        let a = state.agents.entry(agent.dir.clone()).or_default();
+        let mut written = Vec::new();
+        for (name, content) in files {
+            if a.files.get(*name) != Some(content) {
+                a.files.insert(name.to_string(), content.clone());
+                written.push(name.to_string());
+            }
+        }
+        Ok(written)
+    }
+
+    async fn start_agent(&self, agent: &Agent) -> Result<(), ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::StartAgent, &agent.what)?;
+        if !state.namespaces.contains_key(&agent.namespace) {
+            return Err(missing(&agent.namespace));
+        }
+        let a = state.agents.entry(agent.dir.clone()).or_default();
+        a.namespace = agent.namespace.clone();
+        a.running = true;
+        a.died = false;
+        a.starts += 1;
+        // A DHCP client binds its lease at once, if the test gave it one.
+        if agent.kind == AgentKind::Udhcpc {
+            let link = agent
+                .args
+                .windows(2)
+                .find(|w| w[0] == "-i")
+                .map(|w| w[1].clone())
+                .unwrap_or_default();
+            let key = (agent.namespace.clone(), link.clone());
+            if let Some(address) = state.leases.get(&key).copied()
+                && let Ok(ns) = state.namespace(&agent.namespace)
+                && let Some(l) = ns.links.links.iter_mut().find(|l| l.name == link)
+            {
+                l.addresses = vec![address];
+            }
+        }
+        Ok(())
+    }
+
+    fn signal_agent(&self, agent: &Agent, signal: nix::sys::signal::Signal) -> bool {
+        let mut state = self.state();
+        let _ = state.call(Step::SignalAgent, &agent.what);
+        match state.agents.get_mut(&agent.dir) {
+            Some(a) if a.running => {
+                a.signals.push(signal.as_str().to_string());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    async fn stop_agent(&self, dir: &Path) -> Vec<String> {
+        let mut state = self.state();
+        let _ = state.call(Step::StopAgent, &dir.display().to_string());
+        let _ = std::fs::remove_dir_all(dir);
+        match state.agents.remove(dir) {
+            Some(a) if a.running => vec![format!("stopped agent of {}", dir.display())],
+            _ => Vec::new(),
+        }
+    }
+
+    async fn link_addresses(
+        &self,
+        namespace: &str,
+        link: &str,
+    ) -> Result<Vec<ipnet::Ipv4Net>, ReconcileError> {
+        let mut state = self.state();
+        let ns = state.namespace(namespace)?;
+        Ok(ns
+            .links
+            .link(link)
+            .map(|l| l.addresses.clone())
+            .unwrap_or_default())
+    }
+}
+
+impl FakeHost {
+    /// Kills an agent behind the engine's back.
+    pub fn kill_agent_behind(&self, dir: &Path) {
+        if let Some(a) = self.state().agents.get_mut(dir) {
+            a.running = false;
+            a.died = true;
+        }
+        self.exited.notify_one();
     }
 }
 

@@ -27,7 +27,9 @@ impl Root {
     }
 
     fn engine(&self) -> Engine<FakeHost> {
-        Engine::with_host(EngineConfig::new(&self.0), FakeHost::default())
+        let mut config = EngineConfig::new(&self.0);
+        config.dhcp_hook = Some(self.0.join(ovslab_topology::naming::DHCP_HOOK));
+        Engine::with_host(config, FakeHost::default())
     }
 }
 
@@ -347,6 +349,7 @@ async fn down_after_a_failed_up_removes_what_it_made() {
 /// The engine over the fake with the self-service (VXLAN) lab.
 async fn up_selfservice(engine: &Engine<FakeHost>) -> Result<Vec<String>, ReconcileError> {
     let text = include_str!("../../../lab-topologies/selfservice-vxlan.yaml");
+    give_leases(engine, text);
     let topology = ovslab_topology::parse("selfservice", text).unwrap();
     Ok(engine.up(topology, text).await?.changes)
 }
@@ -443,4 +446,179 @@ async fn status_shows_why_the_last_audit_could_not_repair_the_lab() {
     );
     assert_eq!(engine.audit().await, vec![LAB.to_string()]);
     assert_eq!(engine.status(LAB).await.unwrap().audit_error, None);
+}
+
+// --- DHCP -------------------------------------------------------------------
+
+/// The seed lab with DHCP on both networks.
+fn dhcp_seed() -> String {
+    ovslab_topology::SEED_YAML.replace("    dhcp: false\n", "")
+}
+
+async fn up_text(engine: &Engine<FakeHost>, text: &str) -> Result<Vec<String>, ReconcileError> {
+    let topology = ovslab_topology::parse("dhcp", text).unwrap();
+    Ok(engine.up(topology, text).await?.changes)
+}
+
+/// Every instance of the seed gets its reservation when its client starts.
+fn give_leases(engine: &Engine<FakeHost>, text: &str) {
+    let topo = ovslab_topology::parse("dhcp", text).unwrap();
+    let mut state = engine.host().state();
+    for i in &topo.instances {
+        let net = topo.network(&i.network).unwrap();
+        state.leases.insert(
+            (format!("{}.{}", topo.lab, i.name), "eth0".into()),
+            ipnet::Ipv4Net::new(i.address, net.cidr.prefix_len()).unwrap(),
+        );
+    }
+}
+
+fn agent_dirs(engine: &Engine<FakeHost>, prefix: &str) -> Vec<String> {
+    engine
+        .host()
+        .state()
+        .agents
+        .keys()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+#[tokio::test]
+async fn dhcp_servers_start_before_their_clients_and_every_client_gets_its_lease() {
+    let root = Root::new("dhcp-up");
+    let engine = root.engine();
+    let text = dhcp_seed();
+    give_leases(&engine, &text);
+    let changes = up_text(&engine, &text).await.unwrap();
+    assert_eq!(agent_dirs(&engine, "qdhcp-").len(), 2, "{changes:#?}");
+    assert_eq!(agent_dirs(&engine, "udhcpc.").len(), 4);
+    let started: Vec<&String> = changes.iter().filter(|c| c.starts_with("start ")).collect();
+    let first_client = started.iter().position(|c| c.contains("udhcpc")).unwrap();
+    assert!(
+        started[..first_client]
+            .iter()
+            .filter(|c| c.contains("dnsmasq"))
+            .count()
+            == 2,
+        "{started:?}"
+    );
+    // The files dnsmasq reads, written as the agent writes them.
+    let server = engine
+        .host()
+        .state()
+        .agents
+        .values()
+        .find(|a| {
+            a.files
+                .get("host")
+                .is_some_and(|h| h.contains(",192.168.1.11\n"))
+        })
+        .cloned()
+        .expect("net1's dnsmasq");
+    assert!(server.files["opts"].contains("tag:tag0,option:router,192.168.1.1"));
+    assert!(server.files["args"].contains("--dhcp-range=set:tag0,192.168.1.0,static,86400s"));
+    // Nothing to do the second time.
+    let again = up_text(&engine, &text).await.unwrap();
+    assert!(again.is_empty(), "{again:#?}");
+}
+
+#[tokio::test]
+async fn an_instance_without_a_lease_is_reported_by_name() {
+    let root = Root::new("dhcp-nolease");
+    let engine = root.engine();
+    let text = dhcp_seed();
+    give_leases(&engine, &text);
+    engine
+        .host()
+        .state()
+        .leases
+        .remove(&(format!("{LAB}.instance2"), "eth0".into()));
+    let topology = ovslab_topology::parse("dhcp", &text).unwrap();
+    let outcome = engine.up(topology, &text).await.unwrap();
+    assert_eq!(
+        outcome.warnings,
+        ["instance instance2 holds no DHCP lease after 5 s"],
+        "{:#?}",
+        outcome.changes
+    );
+}
+
+#[tokio::test]
+async fn a_changed_reservation_reloads_dnsmasq_and_restarts_only_that_client() {
+    let root = Root::new("dhcp-edit");
+    let engine = root.engine();
+    let text = dhcp_seed();
+    give_leases(&engine, &text);
+    up_text(&engine, &text).await.unwrap();
+    let edited = text.replace("address: 192.168.1.11", "address: 192.168.1.21");
+    give_leases(&engine, &edited);
+    engine.host().take_calls();
+    let changes = up_text(&engine, &edited).await.unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c == "dnsmasq of net1: wrote host, addn_hosts, reloaded (SIGHUP)"),
+        "{changes:#?}"
+    );
+    let starts: Vec<String> = engine
+        .host()
+        .take_calls()
+        .into_iter()
+        .filter(|c| c.step == Step::StartAgent)
+        .map(|c| c.target)
+        .collect();
+    assert_eq!(starts, ["udhcpc of instance1"]);
+    let state = engine.host().state();
+    let eth0 = state.namespaces[&format!("{LAB}.instance1")]
+        .links
+        .link("eth0")
+        .unwrap()
+        .addresses
+        .clone();
+    assert_eq!(eth0, ["192.168.1.21/24".parse::<ipnet::Ipv4Net>().unwrap()]);
+}
+
+#[tokio::test]
+async fn a_killed_dnsmasq_is_started_again_and_dhcp_goes_with_its_network() {
+    let root = Root::new("dhcp-heal");
+    let engine = root.engine();
+    let text = dhcp_seed();
+    give_leases(&engine, &text);
+    up_text(&engine, &text).await.unwrap();
+    let dir = engine
+        .host()
+        .state()
+        .agents
+        .keys()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("qdhcp-")
+        })
+        .cloned()
+        .unwrap();
+    engine.host().kill_agent_behind(&dir);
+    let changes = up_text(&engine, &text).await.unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.starts_with("start dnsmasq") && c.ends_with("again (it had died)")),
+        "{changes:#?}"
+    );
+    // net2 without DHCP: its server and its instance's client stop.
+    let net2_static = text.replacen(
+        "    gateway: 192.168.2.1\n",
+        "    gateway: 192.168.2.1\n    dhcp: false\n",
+        1,
+    );
+    up_text(&engine, &net2_static).await.unwrap();
+    assert_eq!(agent_dirs(&engine, "qdhcp-").len(), 1);
+    assert_eq!(
+        agent_dirs(&engine, "udhcpc."),
+        ["udhcpc.instance1", "udhcpc.instance3", "udhcpc.instance4"]
+    );
+    engine.down(LAB).await.unwrap();
+    assert!(engine.host().is_empty(), "{}", summary(engine.host()));
 }

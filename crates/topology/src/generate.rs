@@ -63,8 +63,8 @@ pub fn scale_topology_of(computes: u32, per_node: u32, tunnel: Option<TunnelType
     writeln!(
         y,
         "\nnetworks:\n\
-         \x20 - name: net1\n    {placement}\n    segmentation_id: 101\n    cidr: 192.168.0.0/19\n    gateway: 192.168.0.1\n\
-         \x20 - name: net2\n    {placement}\n    segmentation_id: 102\n    cidr: 192.168.32.0/19\n    gateway: 192.168.32.1"
+         \x20 - name: net1\n    {placement}\n    segmentation_id: 101\n    cidr: 192.168.0.0/19\n    gateway: 192.168.0.1\n    dhcp: false\n\
+         \x20 - name: net2\n    {placement}\n    segmentation_id: 102\n    cidr: 192.168.32.0/19\n    gateway: 192.168.32.1\n    dhcp: false"
     )
     .unwrap();
     y.push_str(

@@ -209,7 +209,9 @@ impl<'a> Builder<'a> {
                 NamespaceKind::Instance => NodeKind::Instance,
                 // A physical router's Open vSwitch only stands in for its
                 // 802.1Q sub-interfaces, listed with their addresses.
-                NamespaceKind::Router | NamespaceKind::PhysicalRouter => NodeKind::Router,
+                NamespaceKind::Router | NamespaceKind::PhysicalRouter | NamespaceKind::Dhcp => {
+                    NodeKind::Router
+                }
                 NamespaceKind::ExternalHost => NodeKind::ExternalHost,
                 _ => continue,
             };

@@ -6,12 +6,15 @@
 //!   `qvb`/`qvo` devices, namespaces, MACs and the lab's flow cookie.
 //! - [`plan`] turns a topology into the [`plan::DesiredState`]: every
 //!   namespace, link, address, route, Open vSwitch row and flow, as pure data.
+//! - [`dhcp`] names the DHCP agent's namespaces and ports and writes
+//!   dnsmasq's files and command line.
 //! - [`graph`] draws a planned lab as DOT, Mermaid or a standalone SVG.
 //! - [`printable`] escapes control characters in text from a file or a
 //!   client before it is shown or logged.
 //!
 //! Nothing in this crate touches the host.
 
+pub mod dhcp;
 pub mod generate;
 pub mod graph;
 mod model;

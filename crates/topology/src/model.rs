@@ -24,6 +24,9 @@ pub struct Topology {
     /// The OVS agent's options (`openvswitch_agent.ini`), the same on
     /// every node.
     pub agent: Agent,
+    /// The nodes that run the DHCP agent, each network's served by one of
+    /// them (Neutron's `dhcp_agents_per_network = 1`).
+    pub dhcp_agents: Vec<String>,
     pub networks: Vec<Network>,
     pub external_networks: Vec<ExternalNetwork>,
     pub external_hosts: Vec<ExternalHost>,
@@ -152,6 +155,12 @@ pub struct Network {
     pub physical_network: Option<String>,
     pub cidr: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// Neutron's `enable_dhcp`: instances get their address from dnsmasq.
+    pub dhcp: bool,
+    /// The DNS servers DHCP hands out (`dns_nameservers`).
+    pub dns_nameservers: Vec<Ipv4Addr>,
+    /// The DHCP port's address (the lowest free one), when `dhcp`.
+    pub dhcp_address: Option<Ipv4Addr>,
     pub line: u32,
 }
 
@@ -358,6 +367,20 @@ impl Topology {
 
     pub fn network(&self, name: &str) -> Option<&Network> {
         self.networks.iter().find(|n| n.name == name)
+    }
+
+    /// The node whose DHCP agent serves `network`: the DHCP networks are
+    /// spread over the DHCP agents in turn, in file order.
+    pub fn dhcp_node(&self, network: &str) -> Option<&str> {
+        if self.dhcp_agents.is_empty() {
+            return None;
+        }
+        let index = self
+            .networks
+            .iter()
+            .filter(|n| n.dhcp)
+            .position(|n| n.name == network)?;
+        Some(&self.dhcp_agents[index % self.dhcp_agents.len()])
     }
 
     pub fn physical_router(&self, name: &str) -> Option<&PhysicalRouter> {

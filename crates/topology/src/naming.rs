@@ -102,6 +102,11 @@ pub const LABS_DIR_RECORD: &str = "from-labs-dir";
 /// with a `.`, like `ovslabd.sock`, cannot be lab names anyway).
 pub const RESERVED_LAB_NAMES: &[&str] = &[LABS_DIR_RECORD];
 
+/// The DHCP clients' hook in the daemon's run directory: a link to the
+/// `ovslabd` binary, which acts as the hook when called by this name (a
+/// `.` in it: no lab can be named so).
+pub const DHCP_HOOK: &str = "udhcpc.hook";
+
 /// The daemon's run directory unless `--run-dir` says otherwise.
 pub const DEFAULT_RUN_ROOT: &str = "/run/ovslab";
 

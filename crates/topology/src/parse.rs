@@ -103,6 +103,9 @@ pub(crate) struct RawTopology {
     pub overlay: Option<RawOverlay>,
     #[serde(default)]
     pub agent: Option<S<RawAgent>>,
+    /// The nodes that run the DHCP agent (default: the network nodes).
+    #[serde(default)]
+    pub dhcp_agents: Option<S<Vec<S<String>>>>,
     #[serde(default)]
     pub networks: Vec<RawNetwork>,
     #[serde(default)]
@@ -195,6 +198,11 @@ pub(crate) struct RawNetwork {
     pub segmentation_id: Option<S<i64>>,
     pub cidr: S<String>,
     pub gateway: S<String>,
+    /// Neutron's `enable_dhcp` (default true).
+    #[serde(default)]
+    pub dhcp: Option<S<bool>>,
+    #[serde(default)]
+    pub dns_nameservers: Vec<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
+use crate::dhcp::{self, DhcpClientSpec, DhcpPort, DhcpServerSpec};
 use crate::model::*;
 use crate::naming::{self, *};
 
@@ -29,6 +30,12 @@ pub struct DesiredState {
     pub routers: Vec<RouterSpec>,
     /// The hybrid iptables firewall of each compute node.
     pub firewalls: Vec<FirewallSpec>,
+    /// dnsmasq of each DHCP network, in its qdhcp namespace.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dhcp_servers: Vec<DhcpServerSpec>,
+    /// The DHCP client of each instance on a DHCP network.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dhcp_clients: Vec<DhcpClientSpec>,
 }
 
 /// A legacy router's NAT as the L3 agent writes it (`neutron-l3-agent-*`).
@@ -69,6 +76,10 @@ pub struct FirewallPort {
     /// Conntrack zone: one per network on the node (its local VLAN id).
     pub zone: u16,
     pub rules: Vec<FirewallRule>,
+    /// The addresses of its network's DHCP servers, whose answers the
+    /// ingress chain lets in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dhcp_servers: Vec<Ipv4Addr>,
 }
 
 /// One security-group rule.
@@ -112,6 +123,8 @@ pub enum NamespaceKind {
     ExternalHost,
     Router,
     PhysicalRouter,
+    /// A network's DHCP server (`qdhcp-<network uuid>`).
+    Dhcp,
 }
 
 /// One named network namespace and what lives in it.
@@ -165,6 +178,10 @@ pub struct LinkSpec {
     /// network: 1500 less the encapsulation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Its addresses are the DHCP client's to set: `addresses` is empty,
+    /// and whatever the link holds is left alone.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp_client: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -605,6 +622,29 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 });
             }
         }
+        for net in dhcp_networks_on(topo, &node.name) {
+            let port = DhcpPort::new(lab, &net.name);
+            let tag = local_vlans[&net.name];
+            spec.veths.push(VethSpec {
+                name: port.tap.clone(),
+                peer: port.device.clone(),
+                peer_namespace: dhcp::namespace(lab, &net.name),
+            });
+            spec.links.push(plain_link(&port.tap, None));
+            br_int_ports.push(OvsPort {
+                name: port.tap.clone(),
+                tag: Some(tag),
+                patch_peer: None,
+                tunnel: None,
+                internal: false,
+                interface_external_ids: BTreeMap::from([
+                    ("attached-mac".into(), format_mac(&port.mac)),
+                    ("iface-id".into(), port.port.to_string()),
+                    ("iface-status".into(), "active".into()),
+                ]),
+                port_other_config: agent_port_config(lab, net, tag),
+            });
+        }
         let ext_ns = topo
             .external_networks
             .first()
@@ -698,11 +738,31 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         namespaces.push(spec);
     }
 
+    let mut dhcp_clients = Vec::new();
     for inst in &topo.instances {
         let plug = HybridPlug::new(lab, &inst.name);
         let net = topo.network(&inst.network).expect("validated reference");
+        let address = Ipv4Net::new(inst.address, net.cidr.prefix_len()).expect("valid prefix");
+        let namespace = naming::namespace(lab, &inst.name);
+        // On a DHCP network the instance's address and routes are its DHCP
+        // client's to set (the address is its reservation).
+        let (addresses, routes) = if net.dhcp {
+            dhcp_clients.push(DhcpClientSpec {
+                instance: inst.name.clone(),
+                namespace: namespace.clone(),
+                interface: GUEST_NIC.to_string(),
+                address,
+            });
+            (vec![], vec![])
+        } else {
+            let default = RouteSpec {
+                destination: Ipv4Net::default(),
+                gateway: net.gateway,
+            };
+            (vec![address], vec![default])
+        };
         namespaces.push(NamespaceSpec {
-            name: naming::namespace(lab, &inst.name),
+            name: namespace,
             object: inst.name.clone(),
             kind: NamespaceKind::Instance,
             sysctls: ipv6_off.clone(),
@@ -715,17 +775,15 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             ovs_internal: vec![],
             links: vec![LinkSpec {
                 mac: Some(inst.mac),
-                addresses: vec![
-                    Ipv4Net::new(inst.address, net.cidr.prefix_len()).expect("valid prefix"),
-                ],
+                addresses,
+                dhcp_client: net.dhcp,
                 ..sending_link(net, GUEST_NIC)
             }],
-            routes: vec![RouteSpec {
-                destination: Ipv4Net::default(),
-                gateway: net.gateway,
-            }],
+            routes,
         });
     }
+
+    let dhcp_servers = dhcp_servers(topo, &ipv6_off, &mut namespaces);
 
     for router in &topo.physical_routers {
         let (namespace, switch) = physical_router(topo, router, &ipv6_off);
@@ -807,7 +865,79 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         switches,
         routers,
         firewalls,
+        dhcp_servers,
+        dhcp_clients,
     }
+}
+
+/// Each DHCP network's server: its qdhcp namespace (added to
+/// `namespaces`, with the DHCP port's address and a default route, as
+/// the agent's `DeviceManager` sets them up) and what dnsmasq hands out.
+fn dhcp_servers(
+    topo: &Topology,
+    base_sysctls: &[(String, String)],
+    namespaces: &mut Vec<NamespaceSpec>,
+) -> Vec<DhcpServerSpec> {
+    let lab = topo.lab.as_str();
+    let mut servers = Vec::new();
+    for net in topo.networks.iter().filter(|n| n.dhcp) {
+        let (Some(node), Some(address)) = (topo.dhcp_node(&net.name), net.dhcp_address) else {
+            continue;
+        };
+        let port = DhcpPort::new(lab, &net.name);
+        let namespace = dhcp::namespace(lab, &net.name);
+        namespaces.push(NamespaceSpec {
+            name: namespace.clone(),
+            object: net.name.clone(),
+            kind: NamespaceKind::Dhcp,
+            sysctls: base_sysctls.to_vec(),
+            bridges: vec![],
+            veths: vec![],
+            ovs_internal: vec![],
+            links: vec![LinkSpec {
+                mac: Some(port.mac),
+                addresses: vec![
+                    Ipv4Net::new(address, net.cidr.prefix_len()).expect("valid prefix"),
+                ],
+                ..sending_link(net, &port.device)
+            }],
+            routes: vec![RouteSpec {
+                destination: Ipv4Net::default(),
+                gateway: net.gateway,
+            }],
+        });
+        // Every port of the network with a fixed address, by address.
+        let mut hosts: Vec<([u8; 6], Ipv4Addr)> = topo
+            .instances
+            .iter()
+            .filter(|i| i.network == net.name)
+            .map(|i| (i.mac, i.address))
+            .chain(
+                topo.routers
+                    .iter()
+                    .filter(|r| r.interfaces.contains(&net.name))
+                    .map(|r| {
+                        (
+                            RouterPort::internal(lab, &r.name, &net.name).mac,
+                            net.gateway,
+                        )
+                    }),
+            )
+            .chain(std::iter::once((port.mac, address)))
+            .collect();
+        hosts.sort_by_key(|(_, ip)| *ip);
+        servers.push(DhcpServerSpec {
+            network: net.name.clone(),
+            node: node.to_string(),
+            namespace,
+            interface: port.device.clone(),
+            subnet: net.cidr,
+            gateway: net.gateway,
+            dns_nameservers: net.dns_nameservers.clone(),
+            hosts,
+        });
+    }
+    servers
 }
 
 /// The namespace of a legacy router: `<lab>.qrouter-<router uuid>`.
@@ -1066,6 +1196,11 @@ fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -
             ip: inst.address,
             zone: local_vlans[&inst.network],
             rules,
+            dhcp_servers: topo
+                .network(&inst.network)
+                .and_then(|n| n.dhcp_address)
+                .into_iter()
+                .collect(),
         });
     }
     ports.sort_by(|a, b| a.tap.cmp(&b.tap));
@@ -1087,6 +1222,7 @@ fn plain_link(name: &str, master: Option<&str>) -> LinkSpec {
         addresses: vec![],
         tx_checksum: Some(true),
         mtu: None,
+        dhcp_client: false,
     }
 }
 
@@ -1172,6 +1308,16 @@ fn l2pop_ports(topo: &Topology) -> Ports<'_> {
                 .entry(network.as_str())
                 .or_default()
                 .push((RouterPort::internal(lab, &r.name, network).mac, net.gateway));
+        }
+    }
+    for net in &topo.networks {
+        if let (Some(node), Some(address)) = (topo.dhcp_node(&net.name), net.dhcp_address) {
+            ports
+                .entry(node)
+                .or_default()
+                .entry(net.name.as_str())
+                .or_default()
+                .push((DhcpPort::new(lab, &net.name).mac, address));
         }
     }
     ports
@@ -1401,11 +1547,19 @@ fn networks_on<'a>(topo: &'a Topology, node: &Node) -> Vec<&'a Network> {
                 .filter(|r| r.node == node.name)
                 .flat_map(|r| r.interfaces.iter().map(String::as_str)),
         )
+        .chain(dhcp_networks_on(topo, &node.name).map(|n| n.name.as_str()))
         .collect();
     topo.networks
         .iter()
         .filter(|n| wanted.contains(n.name.as_str()))
         .collect()
+}
+
+/// The DHCP networks whose server runs on `node`.
+fn dhcp_networks_on<'a>(topo: &'a Topology, node: &'a str) -> impl Iterator<Item = &'a Network> {
+    topo.networks
+        .iter()
+        .filter(move |n| n.dhcp && topo.dhcp_node(&n.name) == Some(node))
 }
 
 /// The agent's `LocalVlanManager`: keep what is in use, give new networks

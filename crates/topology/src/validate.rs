@@ -486,6 +486,28 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
     let role_of: HashMap<&str, NodeRole> =
         nodes.iter().map(|n| (n.name.as_str(), n.role)).collect();
 
+    // The DHCP agents: the nodes named, or every network node.
+    let dhcp_agents: Vec<String> = match &raw.dhcp_agents {
+        None => nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::Network)
+            .map(|n| n.name.clone())
+            .collect(),
+        Some(list) => {
+            let mut agents: Vec<String> = Vec::new();
+            for a in &list.value {
+                if !role_of.contains_key(a.value.as_str()) {
+                    c.err(a, format!("dhcp_agents: unknown node `{}`", a.value));
+                } else if agents.contains(&a.value) {
+                    c.err(a, format!("dhcp_agents: node `{}` named twice", a.value));
+                } else {
+                    agents.push(a.value.clone());
+                }
+            }
+            agents
+        }
+    };
+
     // Physical networks.
     let mut physical_networks = Vec::new();
     for (i, p) in raw.physical_networks.iter().enumerate() {
@@ -541,12 +563,20 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         ) else {
             continue;
         };
+        let dns_nameservers = n
+            .dns_nameservers
+            .iter()
+            .filter_map(|d| c.ipv4(&format!("network `{name}` DNS server"), d))
+            .collect();
         networks.push(Network {
             name: name.clone(),
             network_type,
             physical_network: n.physical_network.as_ref().map(|p| p.value.clone()),
             cidr,
             gateway,
+            dhcp: n.dhcp.as_ref().is_none_or(|d| d.value),
+            dns_nameservers,
+            dhcp_address: None,
             line: at(&n.name).0,
         });
     }
@@ -898,6 +928,10 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             );
         }
     }
+    for net in networks.iter().filter(|n| n.dhcp) {
+        let port = crate::dhcp::DhcpPort::new(lab, &net.name);
+        macs.insert(port.mac, format!("the DHCP port of network `{}`", net.name));
+    }
     for (r, router) in raw.routers.iter().zip(&routers) {
         for (port, owner) in router_ports(lab, router) {
             if let Some(other) = macs.get(&port.mac) {
@@ -1086,6 +1120,48 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         }
     }
 
+    // DHCP: each DHCP network needs an agent, and its port the lowest
+    // address nothing else holds.
+    for net in networks.iter_mut().filter(|n| n.dhcp) {
+        let Some(n) = raw.networks.iter().find(|n| n.name.value == net.name) else {
+            continue;
+        };
+        let span = n.dhcp.as_ref().map_or(at(&n.name), at);
+        if dhcp_agents.is_empty() {
+            c.err_at(
+                span.0,
+                span.1,
+                format!(
+                    "network `{}`: DHCP is on (`dhcp: true` is the default) but no node runs the DHCP agent: \
+                     add a network node or `dhcp_agents`, or set `dhcp: false`",
+                    net.name
+                ),
+            );
+            continue;
+        }
+        let free = net
+            .cidr
+            .hosts()
+            .find(|ip| *ip != net.gateway && !used.contains_key(&(net.name.clone(), *ip)));
+        match free {
+            Some(ip) => {
+                used.insert(
+                    (net.name.clone(), ip),
+                    format!("the DHCP port of `{}`", net.name),
+                );
+                net.dhcp_address = Some(ip);
+            }
+            None => c.err_at(
+                span.0,
+                span.1,
+                format!(
+                    "network `{}`: no address is left for its DHCP port",
+                    net.name
+                ),
+            ),
+        }
+    }
+
     // Names derived from hashes: two equal ones in one scope would be one
     // device, chain or set where the plan wants two.
     let mut hashed = Vec::new();
@@ -1124,6 +1200,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         physical_networks,
         overlay,
         agent,
+        dhcp_agents,
         networks,
         external_networks,
         external_hosts,

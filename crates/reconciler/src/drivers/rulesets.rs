@@ -48,6 +48,7 @@ pub fn firewall(spec: &FirewallSpec) -> Ruleset {
             mac: p.mac,
             ip: p.ip,
             zone: p.zone,
+            dhcp_servers: p.dhcp_servers.clone(),
             rules: p
                 .rules
                 .iter()

@@ -16,7 +16,7 @@ use ovslab_topology::plan::{DesiredState, LocalVlans, SwitchSpec, plan};
 
 use super::{Engine, foreign_warning};
 use crate::ReconcileError;
-use crate::actual::ActualSwitch;
+use crate::actual::{ActualNamespace, ActualSwitch};
 use crate::diff::{LinkChange, diff_flows, diff_namespace, diff_switch};
 use crate::drivers::{flows, rulesets, switch};
 use crate::host::Host;
@@ -109,6 +109,8 @@ impl<H: Host> Engine<H> {
         run.done("iptables");
         run.tunnel_endpoints(&desired).await?;
         run.done("tunnel endpoints");
+        run.dhcp(&desired).await?;
+        run.done("dhcp");
         Ok(())
     }
 }
@@ -462,6 +464,8 @@ impl<H: Host> Run<'_, H> {
             switches: Vec::new(),
             routers: Vec::new(),
             firewalls: Vec::new(),
+            dhcp_servers: Vec::new(),
+            dhcp_clients: Vec::new(),
         };
         let (lines, _, _) = converge_links(self.host, &only).await?;
         self.out.changes.extend(lines);
@@ -599,6 +603,22 @@ impl<H: Host> Run<'_, H> {
         Ok(())
     }
 
+    /// 10. DHCP (see [`super::dhcp`]): an instance still without its lease
+    ///     is reported, not held against the converge.
+    async fn dhcp(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
+        let lab_dir = self.engine.lab_dir(self.lab);
+        let hook = self.engine.config.dhcp_hook.as_deref();
+        let done = super::dhcp::converge(&**self.host, self.lab, &lab_dir, hook, desired).await?;
+        self.out.changes.extend(done.changes);
+        for instance in done.without_lease {
+            self.out.warnings.push(format!(
+                "instance {instance} holds no DHCP lease after {} s",
+                super::dhcp::LEASE_WAIT.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
     /// 8. iptables: each router's NAT, each compute node's firewall, one
     ///    `iptables-restore` per namespace, only where they differ.
     async fn rulesets(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
@@ -612,7 +632,13 @@ impl<H: Host> Run<'_, H> {
                     rulesets::firewall(f),
                     Some(rulesets::ipsets(f)),
                 )
-            }));
+            }))
+            .chain(
+                desired
+                    .dhcp_servers
+                    .iter()
+                    .map(|d| (d.namespace.as_str(), ovslab_iptables::dhcp_ruleset(), None)),
+            );
         let host = &**self.host;
         let results =
             join_all(rulesets.map(|(ns, ruleset, sets)| host.converge_ruleset(ns, ruleset, sets)))
@@ -655,10 +681,37 @@ async fn converge_links<H: Host>(
         .buffered(at_once)
         .collect()
         .await;
+    let mut actual: Vec<ActualNamespace> = actual.into_iter().collect::<Result<_, _>>()?;
     let mut all: Vec<(&str, LinkChange)> = Vec::new();
+    // A veth end whose peer is not where the plan puts it (the other
+    // namespace was deleted and made again while a process kept the old
+    // one alive) is deleted, to be made again with its peer.
+    let index: BTreeMap<&str, usize> = desired
+        .namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| (ns.name.as_str(), i))
+        .collect();
+    for (i, ns) in desired.namespaces.iter().enumerate() {
+        for v in &ns.veths {
+            let Some(&j) = index.get(v.peer_namespace.as_str()) else {
+                continue;
+            };
+            let (here, there) = (actual[i].link(&v.name), actual[j].link(&v.peer));
+            let (k, name, namespace) = match (here, there) {
+                (Some(_), None) => (i, &v.name, &ns.name),
+                (None, Some(_)) => (j, &v.peer, &v.peer_namespace),
+                _ => continue,
+            };
+            actual[k].links.retain(|l| &l.name != name);
+            all.push((
+                namespace.as_str(),
+                LinkChange::DeleteLink { name: name.clone() },
+            ));
+        }
+    }
     let mut deferred = BTreeSet::new();
     for (ns, actual) in desired.namespaces.iter().zip(actual) {
-        let actual = actual?;
         if ns.ovs_internal.iter().any(|p| actual.link(p).is_none()) {
             deferred.insert(ns.name.clone());
         }

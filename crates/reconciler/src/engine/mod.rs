@@ -26,6 +26,7 @@
 
 mod audit;
 mod converge;
+mod dhcp;
 mod queries;
 mod removal;
 
@@ -55,6 +56,10 @@ pub struct EngineConfig {
     pub run_root: PathBuf,
     /// The OVSDB schema new node databases are created from.
     pub schema: PathBuf,
+    /// What an instance's DHCP client runs at each lease event (ovslabd
+    /// itself, under [its hook's name]); without it, DHCP networks cannot
+    /// be brought up.
+    pub dhcp_hook: Option<PathBuf>,
 }
 
 impl EngineConfig {
@@ -62,6 +67,7 @@ impl EngineConfig {
         EngineConfig {
             run_root: run_root.into(),
             schema: PathBuf::from(crate::ovs_process::DEFAULT_SCHEMA),
+            dhcp_hook: None,
         }
     }
 }
@@ -298,16 +304,25 @@ impl<H: Host> Engine<H> {
         let mut removed = Vec::new();
         let dir = self.lab_dir(lab);
         let mut nodes = Vec::new();
+        let mut agents = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {
                 let node = entry.file_name().to_string_lossy().into_owned();
-                if entry.path().is_dir() && ovslab_topology::object_name_problem(&node).is_none() {
+                if entry.path().is_dir() && crate::agents::is_agent_dir(&node) {
+                    agents.push(entry.path());
+                } else if entry.path().is_dir()
+                    && ovslab_topology::object_name_problem(&node).is_none()
+                {
                     let ns = naming::namespace(lab, &node);
                     nodes.push(NodeOvs::new(&self.config.run_root, lab, &node, &ns));
                 }
             }
         }
-        // Every node's processes stop at once.
+        // The DHCP servers and clients first, then every node's processes,
+        // each set at once.
+        for stopped in join_all(agents.iter().map(|a| self.host.stop_agent(a))).await {
+            removed.extend(stopped);
+        }
         for stopped in join_all(nodes.iter().map(|n| self.host.stop_and_remove(n))).await {
             removed.extend(stopped);
         }

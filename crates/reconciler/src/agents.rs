@@ -1,0 +1,312 @@
+//! The lab's processes besides Open vSwitch: each DHCP network's `dnsmasq`
+//! (in its qdhcp namespace) and each DHCP instance's `udhcpc` (in the
+//! instance's namespace). ovslabd starts them as its children, in their
+//! namespaces, each from a directory of its own under the lab's run
+//! directory, and knows them as it knows the switches: by the pidfile they
+//! write there, checked against the record of pid and start time kept
+//! beside it, their program name and a command line naming that
+//! directory. So a stale pidfile or a pid used again never makes ovslab
+//! signal a stranger.
+//!
+//! The directories have names no topology object can have
+//! (`qdhcp-<network uuid>`, `udhcpc.<instance>`), so they are never taken
+//! for a node's.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+
+use crate::ovs_process::{Identity, exited, is_zombie, terminate};
+
+/// The directory of a DHCP client under the lab's run directory.
+pub const CLIENT_DIR_PREFIX: &str = "udhcpc.";
+
+/// How long a started dnsmasq may take to write its pidfile (it has bound
+/// its sockets by then).
+const DNSMASQ_READY: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentKind {
+    Dnsmasq,
+    Udhcpc,
+}
+
+impl AgentKind {
+    /// The program, as `/proc/<pid>/comm` names it.
+    pub fn program(self) -> &'static str {
+        match self {
+            AgentKind::Dnsmasq => "dnsmasq",
+            AgentKind::Udhcpc => "udhcpc",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{what}: cannot prepare {path}")]
+    Files {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: cannot enter namespace {namespace}")]
+    Namespace {
+        what: String,
+        namespace: String,
+        #[source]
+        source: ovslab_netlink::NetlinkError,
+    },
+    #[error("{what}: cannot start {program}")]
+    Spawn {
+        what: String,
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {program} exited at once (see {log})")]
+    Exited {
+        what: String,
+        program: &'static str,
+        log: PathBuf,
+    },
+}
+
+/// One supervised process: what it is, where it runs, its directory and
+/// its arguments (after the program's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub kind: AgentKind,
+    /// `dnsmasq of net1`, `udhcpc of instance1`: for messages.
+    pub what: String,
+    pub namespace: String,
+    pub dir: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl Agent {
+    pub fn pidfile(&self) -> PathBuf {
+        self.dir.join("pid")
+    }
+
+    fn record(&self) -> PathBuf {
+        self.dir.join("pid.start")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join(format!("{}.log", self.kind.program()))
+    }
+
+    /// The process, if it runs as this agent: the pidfile names a live
+    /// process of the right program whose command line names the agent's
+    /// directory, and which (when a record exists for that pid) started
+    /// when the record says.
+    pub fn identity(&self) -> Option<Identity> {
+        let pid: u32 = std::fs::read_to_string(self.pidfile())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let identity = Identity::of(pid)?;
+        let recorded = std::fs::read_to_string(self.record()).ok().and_then(|t| {
+            let mut w = t.split_whitespace();
+            Some(Identity {
+                pid: w.next()?.parse().ok()?,
+                start: w.next()?.parse().ok()?,
+            })
+        });
+        if recorded.is_some_and(|r| r.pid == pid && r != identity) {
+            return None;
+        }
+        if !self.runs_here(pid) {
+            return None;
+        }
+        if recorded != Some(identity) {
+            self.write_record(identity);
+        }
+        Some(identity)
+    }
+
+    fn runs_here(&self, pid: u32) -> bool {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != self.kind.program() || is_zombie(pid) {
+            return false;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let dir = self.dir.display().to_string();
+        cmdline
+            .split(|b| *b == 0)
+            .any(|arg| String::from_utf8_lossy(arg).contains(&dir))
+    }
+
+    fn write_record(&self, identity: Identity) {
+        let _ = std::fs::write(
+            self.record(),
+            format!("{} {}\n", identity.pid, identity.start),
+        );
+    }
+
+    /// Whether the process runs in the agent's namespace as it is now: a
+    /// namespace deleted and made again leaves the process in the old one.
+    pub fn in_its_namespace(&self, identity: Identity) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let theirs = std::fs::metadata(format!("/proc/{}/ns/net", identity.pid)).map(|m| m.ino());
+        theirs
+            .ok()
+            .is_some_and(|ino| ovslab_netlink::netns::inode(&self.namespace) == Some(ino))
+    }
+
+    /// Whether it runs, in its namespace.
+    pub fn running(&self) -> bool {
+        self.identity().is_some_and(|i| self.in_its_namespace(i))
+    }
+
+    /// Whether it died: its pidfile is there but names no live agent.
+    pub fn died(&self) -> bool {
+        self.pidfile().exists() && self.identity().is_none()
+    }
+
+    /// Writes `files` into the agent's directory (made if missing), each
+    /// only when its content differs; returns the names written. The
+    /// directory and files are readable by all: dnsmasq reads its files
+    /// again on SIGHUP, after it dropped its privileges.
+    pub fn write_files(&self, files: &[(&str, String)]) -> Result<Vec<String>, AgentError> {
+        let err = |path: &Path| {
+            let (what, path) = (self.what.clone(), path.to_path_buf());
+            move |source| AgentError::Files { what, path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(err(&self.dir))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(err(&self.dir))?;
+        let mut written = Vec::new();
+        for (name, content) in files {
+            let path = self.dir.join(name);
+            if std::fs::read_to_string(&path).is_ok_and(|c| &c == content) {
+                continue;
+            }
+            let tmp = self.dir.join(format!(".{name}.tmp"));
+            let mut f = std::fs::File::create(&tmp).map_err(err(&tmp))?;
+            f.write_all(content.as_bytes()).map_err(err(&tmp))?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(err(&tmp))?;
+            std::fs::rename(&tmp, &path).map_err(err(&path))?;
+            written.push(name.to_string());
+        }
+        Ok(written)
+    }
+
+    /// Starts the agent in its namespace, as a child of ovslabd whose exit
+    /// wakes the audits; a dnsmasq is waited for until it wrote its
+    /// pidfile (bounded).
+    pub async fn start(&self) -> Result<(), AgentError> {
+        // One left in a namespace that is gone goes first.
+        if let Some(old) = self.identity() {
+            terminate(old).await;
+        }
+        self.write_files(&[])?;
+        let _ = std::fs::remove_file(self.pidfile());
+        let log = std::fs::File::create(self.log()).map_err(|source| AgentError::Files {
+            what: self.what.clone(),
+            path: self.log(),
+            source,
+        })?;
+        let program = self.kind.program();
+        let mut cmd = Command::new(program);
+        cmd.args(&self.args)
+            .current_dir(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(|source| AgentError::Files {
+                what: self.what.clone(),
+                path: self.log(),
+                source,
+            })?)
+            .stderr(log)
+            .kill_on_drop(false);
+        ovslab_netlink::netns::command_in(cmd.as_std_mut(), &self.namespace).map_err(|source| {
+            AgentError::Namespace {
+                what: self.what.clone(),
+                namespace: self.namespace.clone(),
+                source,
+            }
+        })?;
+        let mut child = cmd.spawn().map_err(|source| AgentError::Spawn {
+            what: self.what.clone(),
+            program,
+            source,
+        })?;
+        if let Some(identity) = child.id().and_then(Identity::of) {
+            self.write_record(identity);
+        }
+        let what = self.what.clone();
+        tokio::spawn(async move {
+            match child.wait().await {
+                Ok(status) => tracing::info!(what, %status, "agent exited"),
+                Err(e) => tracing::warn!(what, error = %e, "cannot wait for agent"),
+            }
+            exited().notify_one();
+        });
+        tracing::info!(what = self.what, "started");
+        if self.kind == AgentKind::Dnsmasq {
+            let deadline = tokio::time::Instant::now() + DNSMASQ_READY;
+            while self.identity().is_none() {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(AgentError::Exited {
+                        what: self.what.clone(),
+                        program,
+                        log: self.log(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to the agent, if it runs; whether it was sent.
+    pub fn signal(&self, signal: Signal) -> bool {
+        self.identity().is_some_and(|i| i.signal(signal))
+    }
+
+    /// Stops the agent (if it runs) and removes its directory; what it
+    /// did.
+    pub async fn stop_and_remove(&self) -> Vec<String> {
+        stop_in(&self.dir).await
+    }
+}
+
+/// Stops whatever agent runs from `dir` (its pidfile and record tell,
+/// with its program read from the process) and removes the directory.
+pub async fn stop_in(dir: &Path) -> Vec<String> {
+    let mut done = Vec::new();
+    for kind in [AgentKind::Dnsmasq, AgentKind::Udhcpc] {
+        let agent = Agent {
+            kind,
+            what: String::new(),
+            namespace: String::new(),
+            dir: dir.to_path_buf(),
+            args: Vec::new(),
+        };
+        if let Some(identity) = agent.identity() {
+            terminate(identity).await;
+            done.push(format!(
+                "stopped {} (pid {}) of {}",
+                kind.program(),
+                identity.pid,
+                dir.display()
+            ));
+        }
+    }
+    if std::fs::remove_dir_all(dir).is_ok() {
+        done.push(format!("removed {}", dir.display()));
+    }
+    done
+}
+
+/// Whether a run-directory entry of a lab is an agent's (not a node's).
+pub fn is_agent_dir(name: &str) -> bool {
+    name.starts_with(ovslab_topology::dhcp::QDHCP) || name.starts_with(CLIENT_DIR_PREFIX)
+}

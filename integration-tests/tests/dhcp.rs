@@ -1,0 +1,302 @@
+//! DHCP as Neutron serves it, end to end: the seed lab with DHCP on both
+//! networks (its `dhcp: false` lines taken out). Each network's dnsmasq
+//! runs in its qdhcp namespace with the DHCP agent's command line and
+//! files, each instance's busybox udhcpc gets its reservation, and
+//! independent observers (`ip`, `ovs-vsctl`, `iptables-save`, `tcpdump`,
+//! `/proc`) check what the daemon built.
+
+use std::time::{Duration, Instant};
+
+use ovslab_integration_tests::{Lab, dead, recreated, rename_lab, require_root};
+use ovslab_topology::dhcp::{DhcpPort, namespace as qdhcp_namespace};
+
+/// The seed lab with DHCP on both networks.
+fn dhcp_seed() -> String {
+    ovslab_topology::SEED_YAML.replace("    dhcp: false\n", "")
+}
+
+/// The address (with its prefix) an instance's eth0 holds, if any.
+fn address_of(lab: &Lab, instance: &str) -> Vec<String> {
+    let out = lab.in_ns(instance, &["ip", "-4", "-o", "addr", "show", "eth0"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next().map(str::to_string)
+        })
+        .collect()
+}
+
+/// The run directory of a network's dnsmasq.
+fn server_dir(lab: &Lab, network: &str) -> std::path::PathBuf {
+    let ns = qdhcp_namespace(&lab.name, network);
+    let (_, dir) = ns.split_once('.').unwrap();
+    lab.daemon.run_dir.join(&lab.name).join(dir)
+}
+
+fn pid_in(dir: &std::path::Path) -> u32 {
+    std::fs::read_to_string(dir.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits (up to 20 s) until `ok` holds.
+fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn every_instance_gets_its_reservation_from_dnsmasq() {
+    require_root("every_instance_gets_its_reservation_from_dnsmasq");
+    let lab = Lab::from_yaml(&dhcp_seed());
+    let topo = ovslab_topology::parse("t", &rename_lab(&dhcp_seed(), &lab.name)).unwrap();
+    for inst in &topo.instances {
+        let want = format!("{}/24", inst.address);
+        assert_eq!(
+            address_of(&lab, &inst.name),
+            [want.clone()],
+            "{}",
+            inst.name
+        );
+        // The lease, as dnsmasq recorded it.
+        let leases =
+            std::fs::read_to_string(server_dir(&lab, &inst.network).join("leases")).unwrap();
+        let mac = ovslab_topology::format_mac(&inst.mac);
+        assert!(
+            leases
+                .lines()
+                .any(|l| l.contains(&mac) && l.contains(&format!(" {} ", inst.address))),
+            "{} not leased to {mac}:\n{leases}",
+            inst.address
+        );
+        // The routes came from option 121: the metadata route too.
+        let routes = lab.in_ns(&inst.name, &["ip", "-4", "route"]);
+        let routes = String::from_utf8_lossy(&routes.stdout);
+        let gw = topo.network(&inst.network).unwrap().gateway;
+        for want in [
+            format!("default via {gw}"),
+            format!("169.254.169.254 via {gw}"),
+        ] {
+            assert!(
+                routes.contains(&want),
+                "{}: no `{want}`:\n{routes}",
+                inst.name
+            );
+        }
+    }
+    let out = lab.daemon.ovslab(&["check", &lab.name]);
+    assert!(
+        out.status.success(),
+        "checks failed with DHCP addresses:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn dnsmasq_runs_as_the_dhcp_agent_runs_it() {
+    require_root("dnsmasq_runs_as_the_dhcp_agent_runs_it");
+    let lab = Lab::from_yaml(&dhcp_seed());
+    let dir = server_dir(&lab, "net1");
+    let d = dir.display();
+    let port = DhcpPort::new(&lab.name, "net1");
+    // Its command line, read from /proc.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid_in(&dir))).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let expected = format!(
+        "dnsmasq --no-hosts --no-resolv --strict-order --except-interface=lo \
+         --pid-file={d}/pid --dhcp-hostsfile={d}/host --addn-hosts={d}/addn_hosts \
+         --dhcp-optsfile={d}/opts --dhcp-leasefile={d}/leases --dhcp-match=set:ipxe,175 \
+         --bind-interfaces --interface={} --dhcp-range=set:tag0,192.168.1.0,static,86400s \
+         --dhcp-lease-max=256 --conf-file= --domain=openstacklocal --keep-in-foreground",
+        port.device
+    );
+    assert_eq!(args.join(" "), expected);
+    // Its files: every port of net1 with a fixed address, the router's
+    // and its own included, and the agent's options.
+    let topo = ovslab_topology::parse("t", &rename_lab(&dhcp_seed(), &lab.name)).unwrap();
+    let host = std::fs::read_to_string(dir.join("host")).unwrap();
+    let mac = |i: &str| ovslab_topology::format_mac(&topo.instance(i).unwrap().mac);
+    let router = ovslab_topology::plan::RouterPort::internal(&lab.name, "router1", "net1");
+    let expected_host = format!(
+        "{},host-192-168-1-1.openstacklocal,192.168.1.1\n\
+         {},host-192-168-1-2.openstacklocal,192.168.1.2\n\
+         {},host-192-168-1-11.openstacklocal,192.168.1.11\n\
+         {},host-192-168-1-12.openstacklocal,192.168.1.12\n\
+         {},host-192-168-1-13.openstacklocal,192.168.1.13\n",
+        ovslab_topology::format_mac(&router.mac),
+        ovslab_topology::format_mac(&port.mac),
+        mac("instance1"),
+        mac("instance3"),
+        mac("instance4"),
+    );
+    assert_eq!(host, expected_host);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("opts")).unwrap(),
+        "tag:tag0,option:classless-static-route,169.254.169.254/32,192.168.1.1,0.0.0.0/0,192.168.1.1\n\
+         tag:tag0,249,169.254.169.254/32,192.168.1.1,0.0.0.0/0,192.168.1.1\n\
+         tag:tag0,option:router,192.168.1.1\n"
+    );
+    let addn = std::fs::read_to_string(dir.join("addn_hosts")).unwrap();
+    assert!(addn.contains("192.168.1.11\thost-192-168-1-11.openstacklocal host-192-168-1-11\n"));
+    // Its port: tap… on the network node's br-int with net1's local tag
+    // and the agent's external_ids; ns-… holds the port's address.
+    let get = |what: &[&str]| lab.vsctl("network", what).trim().to_string();
+    assert_eq!(get(&["get", "Port", &port.tap, "tag"]), "1");
+    assert_eq!(
+        get(&["get", "Interface", &port.tap, "external_ids:iface-id"]),
+        format!("\"{}\"", port.port)
+    );
+    let qdhcp = qdhcp_namespace(&lab.name, "net1");
+    let (_, object) = qdhcp.split_once('.').unwrap();
+    let addr = lab.in_ns(object, &["ip", "-4", "-o", "addr", "show", &port.device]);
+    assert!(String::from_utf8_lossy(&addr.stdout).contains("inet 192.168.1.2/24"));
+    // The mangle rule that fills in the answers' checksums.
+    let mangle = lab.in_ns(object, &["iptables-save", "-t", "mangle"]);
+    let mangle = String::from_utf8_lossy(&mangle.stdout);
+    assert!(
+        mangle.contains("-A POSTROUTING -j neutron-dhcp-age-POSTROUTING")
+            && mangle.contains(
+                "-A neutron-dhcp-age-POSTROUTING -p udp -m udp --dport 68 -j CHECKSUM --checksum-fill"
+            ),
+        "{mangle}"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_dhcp_exchange_crosses_the_wire_tagged_and_is_answered_by_the_network_node() {
+    require_root("a_dhcp_exchange_crosses_the_wire_tagged_and_is_answered_by_the_network_node");
+    let lab = Lab::create_with(&dhcp_seed(), &["--audit-interval", "0.5"]);
+    lab.up();
+    // compute2's cable and the network node's, seen from the switch.
+    let compute2 = lab.capture("physnet1", "compute2", "vlan and (port 67 or port 68)");
+    let network = lab.capture("physnet1", "network", "vlan and (port 67 or port 68)");
+    // instance3 (net1, on compute2) asks again: its client is killed, and
+    // the audit starts it again.
+    let dir = lab.daemon.run_dir.join(&lab.name).join("udhcpc.instance3");
+    let pid = pid_in(&dir);
+    // SAFETY: the lab's own udhcpc, by the pid its pidfile names.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    eventually("a new client", || {
+        std::fs::read_to_string(dir.join("pid")).is_ok_and(|p| p.trim() != pid.to_string())
+    });
+    eventually("instance3's lease", || {
+        address_of(&lab, "instance3") == ["192.168.1.12/24"]
+    });
+    let compute2 = compute2.finish();
+    let network = network.finish();
+    let mac = ovslab_topology::format_mac(&lab_topology(&lab).instance("instance3").unwrap().mac);
+    for (wire, lines) in [("compute2", &compute2), ("network", &network)] {
+        let request = lines
+            .iter()
+            .any(|l| l.contains("vlan 101") && l.contains(&format!("Request from {mac}")));
+        let reply = lines
+            .iter()
+            .any(|l| l.contains("vlan 101") && l.contains("192.168.1.2.67 > 192.168.1.12.68"));
+        assert!(
+            request && reply,
+            "{wire}'s cable: no tagged request and answer: {lines:#?}"
+        );
+    }
+}
+
+fn lab_topology(lab: &Lab) -> ovslab_topology::Topology {
+    ovslab_topology::parse("t", &rename_lab(&dhcp_seed(), &lab.name)).unwrap()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_edited_reservation_is_the_instances_new_address_and_nothing_else_changes() {
+    require_root("an_edited_reservation_is_the_instances_new_address_and_nothing_else_changes");
+    let lab = Lab::from_yaml(&dhcp_seed());
+    let before = lab.links();
+    let edited = dhcp_seed().replace("address: 192.168.1.11", "address: 192.168.1.21");
+    std::fs::write(&lab.file, rename_lab(&edited, &lab.name)).unwrap();
+    let out = lab.up();
+    assert!(
+        !out.contains("holds no DHCP lease"),
+        "no lease after the edit:\n{out}"
+    );
+    assert_eq!(address_of(&lab, "instance1"), ["192.168.1.21/24"]);
+    assert_eq!(address_of(&lab, "instance3"), ["192.168.1.12/24"]);
+    let again = recreated(&before, &lab.links());
+    assert!(again.is_empty(), "links made again: {again:?}");
+    assert!(
+        lab.ping("instance3", "192.168.1.21", 1),
+        "instance3 → instance1"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn dnsmasq_its_namespace_and_a_lost_lease_come_back_and_down_leaves_nothing() {
+    require_root("dnsmasq_its_namespace_and_a_lost_lease_come_back_and_down_leaves_nothing");
+    let lab = Lab::create_with(&dhcp_seed(), &["--audit-interval", "0.5"]);
+    lab.up();
+    let dir = server_dir(&lab, "net2");
+    // A killed dnsmasq comes back with the same files.
+    let host = std::fs::read_to_string(dir.join("host")).unwrap();
+    let pid = pid_in(&dir);
+    // SAFETY: the lab's own dnsmasq, by the pid its pidfile names.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    eventually("dnsmasq started again", || {
+        std::fs::read_to_string(dir.join("pid")).is_ok_and(|p| p.trim() != pid.to_string())
+    });
+    assert_eq!(std::fs::read_to_string(dir.join("host")).unwrap(), host);
+    // A lost lease: the address taken away.
+    lab.in_ns(
+        "instance1",
+        &["ip", "addr", "del", "192.168.1.11/24", "dev", "eth0"],
+    );
+    eventually("instance1's lease back", || {
+        address_of(&lab, "instance1") == ["192.168.1.11/24"]
+    });
+    // The qdhcp namespace deleted: made again, with its dnsmasq.
+    let ns = qdhcp_namespace(&lab.name, "net2");
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &ns])
+        .status();
+    let (_, object) = ns.split_once('.').unwrap();
+    eventually("net2's dnsmasq in its namespace again", || {
+        let out = lab.in_ns(object, &["ss", "-lun"]);
+        String::from_utf8_lossy(&out.stdout).contains(":67 ")
+    });
+    // instance2 (net2) can get its lease from it: its client starts over.
+    let client = lab.daemon.run_dir.join(&lab.name).join("udhcpc.instance2");
+    let old = pid_in(&client);
+    // SAFETY: as above.
+    unsafe { libc::kill(old as i32, libc::SIGKILL) };
+    eventually("instance2's lease", || {
+        std::fs::read_to_string(client.join("pid")).is_ok_and(|p| p.trim() != old.to_string())
+            && address_of(&lab, "instance2") == ["192.168.2.11/24"]
+    });
+    // down: no dnsmasq, no client left.
+    let mut pids = vec![pid_in(&server_dir(&lab, "net1")), pid_in(&dir)];
+    for i in 1..=4 {
+        pids.push(pid_in(
+            &lab.daemon
+                .run_dir
+                .join(&lab.name)
+                .join(format!("udhcpc.instance{i}")),
+        ));
+    }
+    lab.daemon.ovslab_ok(&["down", &lab.name]);
+    for pid in pids {
+        assert!(dead(pid), "pid {pid} left running");
+    }
+    assert!(lab.namespaces().is_empty());
+    assert!(!lab.daemon.run_dir.join(&lab.name).exists());
+}
