@@ -60,12 +60,7 @@ fn every_instance_gets_its_reservation_from_dnsmasq() {
     let topo = ovslab_topology::parse("t", &rename_lab(&dhcp_seed(), &lab.name)).unwrap();
     for inst in &topo.instances {
         let want = format!("{}/24", inst.address);
-        assert_eq!(
-            address_of(&lab, &inst.name),
-            [want.clone()],
-            "{}",
-            inst.name
-        );
+        assert_eq!(address_of(&lab, &inst.name), [want], "{}", inst.name);
         // The lease, as dnsmasq recorded it.
         let leases =
             std::fs::read_to_string(server_dir(&lab, &inst.network).join("leases")).unwrap();
