@@ -295,3 +295,151 @@ fn dnsmasq_its_namespace_and_a_lost_lease_come_back_and_down_leaves_nothing() {
     assert!(lab.namespaces().is_empty());
     assert!(!lab.daemon.run_dir.join(&lab.name).exists());
 }
+
+/// `curl http://169.254.169.254<path>` from an instance: the body, or
+/// `None` when the request failed.
+fn metadata(lab: &Lab, instance: &str, path: &str) -> Option<String> {
+    let url = format!("http://169.254.169.254{path}");
+    let out = lab.in_ns(instance, &["curl", "-sf", "-m", "5", &url]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+#[ignore = "needs root"]
+fn metadata_answers_each_instance_for_itself_through_its_router() {
+    require_root("metadata_answers_each_instance_for_itself_through_its_router");
+    let text = dhcp_seed().replacen(
+        "    floating_ip: 203.0.113.102\n",
+        "    floating_ip: 203.0.113.102\n    user_data: \"#cloud-config\\nhostname: one\\n\"\n    ssh_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 demo@lab\"]\n",
+        1,
+    );
+    let lab = Lab::from_yaml(&text);
+    let topo = lab_topology(&lab);
+    for name in ["instance1", "instance2"] {
+        let inst = topo.instance(name).unwrap();
+        assert_eq!(
+            metadata(&lab, name, "/latest/meta-data/local-ipv4").as_deref(),
+            Some(inst.address.to_string().as_str()),
+            "{name}"
+        );
+        let json = metadata(&lab, name, "/openstack/latest/meta_data.json").unwrap();
+        let uuid = naming_uuid(&lab, name);
+        assert!(
+            json.contains(&format!("\"uuid\":\"{uuid}\"")),
+            "{name}: {json}"
+        );
+        assert!(
+            json.contains(&format!("\"name\":\"{name}\"")),
+            "{name}: {json}"
+        );
+    }
+    assert_eq!(
+        metadata(&lab, "instance1", "/latest/meta-data/public-ipv4").as_deref(),
+        Some("203.0.113.102")
+    );
+    assert_eq!(
+        metadata(&lab, "instance1", "/latest/user-data").as_deref(),
+        Some("#cloud-config\nhostname: one\n")
+    );
+    assert_eq!(
+        metadata(
+            &lab,
+            "instance1",
+            "/latest/meta-data/public-keys/0/openssh-key"
+        )
+        .as_deref(),
+        Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 demo@lab")
+    );
+    // instance2 has no user data: 404.
+    assert_eq!(metadata(&lab, "instance2", "/latest/user-data"), None);
+    // The L3 agent's rules carry it: the redirect, the mark, the filter.
+    let rules = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.router_ns("router1"), "iptables-save"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    for rule in [
+        "-A neutron-l3-agent-PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 9697",
+        "-A neutron-l3-agent-PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 -j MARK --set-xmark 0x1/0xffff",
+        "-A neutron-l3-agent-INPUT -m mark --mark 0x1/0xffff -j ACCEPT",
+        "-A neutron-l3-agent-INPUT -p tcp -m tcp --dport 9697 -j DROP",
+    ] {
+        assert!(rules.contains(rule), "missing `{rule}`:\n{rules}");
+    }
+}
+
+fn naming_uuid(lab: &Lab, instance: &str) -> String {
+    ovslab_topology::naming::instance_uuid(&lab.name, instance).to_string()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_instance_without_a_router_reads_metadata_through_its_dhcp_server() {
+    require_root("an_instance_without_a_router_reads_metadata_through_its_dhcp_server");
+    let lab = Lab::from_yaml(include_str!("../../lab-topologies/provider.yaml"));
+    // The metadata route points at the DHCP port, which holds
+    // 169.254.169.254 too.
+    let routes = lab.in_ns("instance1", &["ip", "-4", "route"]);
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        routes.contains("169.254.169.254 via 203.0.113.2"),
+        "{routes}"
+    );
+    assert_eq!(
+        metadata(&lab, "instance1", "/latest/meta-data/local-ipv4").as_deref(),
+        Some("203.0.113.11")
+    );
+    assert_eq!(
+        metadata(&lab, "instance3", "/latest/meta-data/hostname").as_deref(),
+        Some("instance3.novalocal")
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_silent_or_hostile_metadata_client_holds_no_one_up() {
+    require_root("a_silent_or_hostile_metadata_client_holds_no_one_up");
+    let lab = Lab::from_yaml(&dhcp_seed());
+    // Connections that never send a request…
+    let ns = lab.ns("instance1");
+    let mut idle: Vec<std::process::Child> = (0..8)
+        .map(|_| {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns, "nc", "169.254.169.254", "80"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // …do not keep another instance from its answer; nor does a request
+    // that is not a GET, or another instance's address.
+    assert_eq!(
+        metadata(&lab, "instance2", "/latest/meta-data/local-ipv4").as_deref(),
+        Some("192.168.2.11")
+    );
+    let post = lab.in_ns(
+        "instance2",
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-m",
+            "5",
+            "-X",
+            "POST",
+            "http://169.254.169.254/latest/meta-data/local-ipv4",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&post.stdout), "400");
+    for child in &mut idle {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -297,7 +297,7 @@ mod tests {
             plan.restore.as_deref(),
             Some(
                 "*nat\n\
-                 -D neutron-l3-agent-PREROUTING 2\n\
+                 -D neutron-l3-agent-PREROUTING 3\n\
                  -D neutron-l3-agent-OUTPUT 2\n\
                  -D neutron-l3-agent-float-snat 2\n\
                  COMMIT\n"

@@ -16,9 +16,13 @@
 //!   rule in `POSTROUTING`, the two SNAT rules in `snat`, and the mangle
 //!   mark (0x2/0xffff, `external_ingress_mark`) on packets entering `qg`.
 //!
-//! Left out on purpose: the metadata proxy redirect (ovslab runs no metadata
-//! service) and the empty wrapped chains `IptablesManager` also creates for
-//! the other built-ins (filter `INPUT`/`FORWARD`/`OUTPUT`/`local`,
+//! - the metadata proxy's rules (`agent/metadata/driver.py`): nat REDIRECT
+//!   of 169.254.169.254:80 from `qr-+` to port 9697, the mangle mark on
+//!   those requests, and filter `INPUT` accepting marked requests and
+//!   dropping the rest to 9697.
+//!
+//! Left out on purpose: the empty wrapped chains `IptablesManager` also
+//! creates for the other built-ins (filter `FORWARD`/`OUTPUT`/`local`,
 //! `neutron-filter-top`, mangle `INPUT`/`FORWARD`/…, raw): they hold no
 //! rules, so they change no packet, and leaving them out keeps
 //! `iptables-save` readable.
@@ -31,6 +35,12 @@ use crate::ruleset::{Ruleset, Table};
 
 /// The L3 agent's wrap name: its binary name cut to 16 characters.
 pub const ROUTER_BINARY: &str = "neutron-l3-agent";
+
+/// The metadata proxy's port in the router (`metadata_port`).
+pub const METADATA_PROXY_PORT: u16 = 9697;
+
+/// The metadata access mark with its mask (`METADATA_ACCESS_MARK`).
+pub const METADATA_MARK: &str = "0x1/0xffff";
 
 /// Liberty's `external_ingress_mark` with `ROUTER_MARK_MASK`.
 pub const EXTERNAL_INGRESS_MARK: &str = "0x2/0xffff";
@@ -97,6 +107,39 @@ pub fn router_ruleset(nat: &RouterNat) -> Ruleset {
     r.add_chain(Table::Mangle, &mark);
     r.append(Table::Mangle, "PREROUTING", format!("-j {prerouting}"));
     r.append(Table::Mangle, &prerouting, format!("-j {mark}"));
+
+    // The metadata proxy (`agent/metadata/driver.py`,
+    // `metadata_filter_rules`, `metadata_mangle_rules`, `metadata_nat_rules`):
+    // requests to 169.254.169.254:80 from the router's internal ports are
+    // marked and redirected to the proxy's port, which only marked
+    // requests may reach.
+    let input = wrapped("INPUT");
+    r.add_chain(Table::Filter, &input);
+    r.append(Table::Filter, "INPUT", format!("-j {input}"));
+    r.append(
+        Table::Filter,
+        &input,
+        format!("-m mark --mark {METADATA_MARK} -j ACCEPT"),
+    );
+    r.append(
+        Table::Filter,
+        &input,
+        format!("-p tcp -m tcp --dport {METADATA_PROXY_PORT} -j DROP"),
+    );
+    r.append(
+        Table::Mangle,
+        &prerouting,
+        format!(
+            "-d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 -j MARK --set-xmark {METADATA_MARK}"
+        ),
+    );
+    r.append(
+        Table::Nat,
+        &prerouting,
+        format!(
+            "-d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports {METADATA_PROXY_PORT}"
+        ),
+    );
 
     let Some(gw) = nat.gateway_ip else {
         return r;
@@ -206,8 +249,11 @@ pub(crate) mod tests {
         nat.gateway_ip = None;
         let r = router_ruleset(&nat);
         r.validate().expect("valid");
+        assert_eq!(
+            r.chain(Table::Nat, "neutron-l3-agent-PREROUTING"),
+            Some(&["-d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 9697".to_string()][..])
+        );
         for chain in [
-            "neutron-l3-agent-PREROUTING",
             "neutron-l3-agent-OUTPUT",
             "neutron-l3-agent-float-snat",
             "neutron-l3-agent-POSTROUTING",
@@ -230,7 +276,9 @@ pub(crate) mod tests {
         let pre = r
             .chain(Table::Nat, "neutron-l3-agent-PREROUTING")
             .expect("chain");
-        assert!(pre[0].contains("203.0.113.102/32"));
-        assert!(pre[1].contains("203.0.113.150/32"));
+        // After the metadata redirect, which the router has from the start.
+        assert!(pre[0].contains("REDIRECT --to-ports 9697"));
+        assert!(pre[1].contains("203.0.113.102/32"));
+        assert!(pre[2].contains("203.0.113.150/32"));
     }
 }

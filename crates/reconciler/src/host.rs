@@ -9,7 +9,7 @@
 //! `dyn Host`: the set is closed, and the daemon's converge calls the
 //! drivers as directly as before.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::future::Future;
 use std::path::Path;
@@ -18,6 +18,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use ovslab_iptables::{IpSet, Ruleset};
 use ovslab_netlink::netns;
+use ovslab_topology::metadata::MetadataSpec;
 use ovslab_topology::plan::{FlowSpec, NamespaceSpec};
 
 use crate::ReconcileError;
@@ -178,6 +179,13 @@ pub trait Host: Send + Sync + 'static {
     /// (on purpose or not): the audits wake on it.
     fn exited(&self) -> &tokio::sync::Notify;
 
+    /// Has the metadata service answer as `spec` says (a listener in its
+    /// namespace); a line when it made one.
+    fn serve_metadata(&self, spec: &MetadataSpec) -> Result<Option<String>, ReconcileError>;
+    /// Stops the metadata listeners in namespaces starting with `prefix`
+    /// but not in `keep`.
+    fn stop_metadata(&self, prefix: &str, keep: &BTreeSet<String>) -> Vec<String>;
+
     /// Whether the agent (dnsmasq, a DHCP client) runs.
     fn agent_running(&self, agent: &Agent) -> bool;
     /// Whether it died: started once, gone now.
@@ -216,6 +224,8 @@ const DISCARD_PORT: u16 = 9;
 pub struct RealHost {
     /// Rulesets known to be as wanted, not read again while unchanged.
     rulesets: Arc<rulesets::Verified>,
+    /// The metadata service's listeners, in the labs' namespaces.
+    metadata: ovslab_metadata::Servers,
 }
 
 impl Host for RealHost {
@@ -437,6 +447,17 @@ impl Host for RealHost {
 
     fn forget(&self, prefix: &str) {
         self.rulesets.forget(prefix);
+        self.metadata.retain(prefix, &Default::default());
+    }
+
+    fn serve_metadata(&self, spec: &MetadataSpec) -> Result<Option<String>, ReconcileError> {
+        self.metadata
+            .ensure(spec)
+            .map_err(|e| ReconcileError::io(Path::new(&spec.namespace), e))
+    }
+
+    fn stop_metadata(&self, prefix: &str, keep: &BTreeSet<String>) -> Vec<String> {
+        self.metadata.retain(prefix, keep)
     }
 
     fn agent_running(&self, agent: &Agent) -> bool {

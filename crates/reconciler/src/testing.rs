@@ -97,6 +97,8 @@ pub struct FakeAgent {
 pub struct State {
     /// Agents by directory.
     pub agents: BTreeMap<std::path::PathBuf, FakeAgent>,
+    /// The metadata service's listeners, by namespace.
+    pub metadata: BTreeMap<String, ovslab_topology::metadata::MetadataSpec>,
     /// What each DHCP client gets when it starts: `(namespace, link)` →
     /// address. A client without an entry never gets a lease.
     pub leases: BTreeMap<(String, String), ipnet::Ipv4Net>,
@@ -749,6 +751,39 @@ impl Host for FakeHost {
 
     fn exited(&self) -> &tokio::sync::Notify {
         &self.exited
+    }
+
+    fn serve_metadata(
+        &self,
+        spec: &ovslab_topology::metadata::MetadataSpec,
+    ) -> Result<Option<String>, ReconcileError> {
+        let mut state = self.state();
+        if !state.namespaces.contains_key(&spec.namespace) {
+            return Err(missing(&spec.namespace));
+        }
+        let new = !state.metadata.contains_key(&spec.namespace);
+        state.metadata.insert(spec.namespace.clone(), spec.clone());
+        Ok(new.then(|| format!("{}: metadata service on {}", spec.namespace, spec.listen)))
+    }
+
+    fn stop_metadata(
+        &self,
+        prefix: &str,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> Vec<String> {
+        let mut state = self.state();
+        let gone: Vec<String> = state
+            .metadata
+            .keys()
+            .filter(|n| n.starts_with(prefix) && !keep.contains(*n))
+            .cloned()
+            .collect();
+        for ns in &gone {
+            state.metadata.remove(ns);
+        }
+        gone.into_iter()
+            .map(|ns| format!("{ns}: metadata service stopped"))
+            .collect()
     }
 
     fn agent_running(&self, agent: &Agent) -> bool {

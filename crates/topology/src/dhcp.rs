@@ -68,8 +68,11 @@ pub struct DhcpServerSpec {
     /// `ns-…`: where dnsmasq listens.
     pub interface: String,
     pub subnet: Ipv4Net,
-    /// The router option and the next hop of the routes handed out.
+    /// The router option and the next hop of the default route.
     pub gateway: Ipv4Addr,
+    /// The next hop of the metadata route: the gateway, or on an isolated
+    /// network the DHCP port itself (which answers for 169.254.169.254).
+    pub metadata_via: Ipv4Addr,
     pub dns_nameservers: Vec<Ipv4Addr>,
     /// Every port of the network with its fixed address, as the agent
     /// writes them (instances, router interfaces, the DHCP port itself).
@@ -111,7 +114,8 @@ impl DhcpServerSpec {
             let dns: Vec<String> = self.dns_nameservers.iter().map(|d| d.to_string()).collect();
             out.push_str(&format!("tag:tag0,option:dns-server,{}\n", dns.join(",")));
         }
-        let routes = format!("{METADATA_ADDRESS}/32,{gw},0.0.0.0/0,{gw}");
+        let md = self.metadata_via;
+        let routes = format!("{METADATA_ADDRESS}/32,{md},0.0.0.0/0,{gw}");
         out.push_str(&format!(
             "tag:tag0,option:classless-static-route,{routes}\n"
         ));
@@ -208,6 +212,7 @@ mod tests {
             interface: "ns-0123456789a".into(),
             subnet: "10.0.0.0/24".parse().unwrap(),
             gateway: "10.0.0.1".parse().unwrap(),
+            metadata_via: "10.0.0.1".parse().unwrap(),
             dns_nameservers: vec![],
             hosts: vec![
                 ([0xfa, 0x16, 0x3e, 0, 0, 1], "10.0.0.1".parse().unwrap()),

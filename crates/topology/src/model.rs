@@ -314,6 +314,12 @@ pub struct Instance {
     pub mac: [u8; 6],
     pub floating_ip: Option<Ipv4Addr>,
     pub security_groups: Vec<String>,
+    /// The metadata service's `user-data` for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// Its public keys (`public-keys`), one OpenSSH key per entry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<String>,
     pub line: u32,
 }
 

@@ -299,4 +299,10 @@ pub(crate) struct RawInstance {
     pub floating_ip: Option<S<String>>,
     #[serde(default)]
     pub security_groups: Vec<S<String>>,
+    /// What the metadata service hands out as `user-data`.
+    #[serde(default)]
+    pub user_data: Option<S<String>>,
+    /// Public keys, as `public-keys` in the metadata.
+    #[serde(default)]
+    pub ssh_keys: Vec<S<String>>,
 }

@@ -36,6 +36,9 @@ pub struct DesiredState {
     /// The DHCP client of each instance on a DHCP network.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dhcp_clients: Vec<DhcpClientSpec>,
+    /// Where the metadata service answers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<crate::metadata::MetadataSpec>,
 }
 
 /// A legacy router's NAT as the L3 agent writes it (`neutron-l3-agent-*`).
@@ -867,6 +870,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         firewalls,
         dhcp_servers,
         dhcp_clients,
+        metadata: crate::metadata::plan(topo),
     }
 }
 
@@ -886,6 +890,13 @@ fn dhcp_servers(
         };
         let port = DhcpPort::new(lab, &net.name);
         let namespace = dhcp::namespace(lab, &net.name);
+        let isolated = crate::metadata::isolated(topo, &net.name);
+        let mut addresses =
+            vec![Ipv4Net::new(address, net.cidr.prefix_len()).expect("valid prefix")];
+        if isolated {
+            // It answers for the metadata service itself.
+            addresses.push(Ipv4Net::new(dhcp::METADATA_ADDRESS, 16).expect("valid prefix"));
+        }
         namespaces.push(NamespaceSpec {
             name: namespace.clone(),
             object: net.name.clone(),
@@ -896,9 +907,7 @@ fn dhcp_servers(
             ovs_internal: vec![],
             links: vec![LinkSpec {
                 mac: Some(port.mac),
-                addresses: vec![
-                    Ipv4Net::new(address, net.cidr.prefix_len()).expect("valid prefix"),
-                ],
+                addresses,
                 ..sending_link(net, &port.device)
             }],
             routes: vec![RouteSpec {
@@ -933,6 +942,7 @@ fn dhcp_servers(
             interface: port.device.clone(),
             subnet: net.cidr,
             gateway: net.gateway,
+            metadata_via: if isolated { address } else { net.gateway },
             dns_nameservers: net.dns_nameservers.clone(),
             hosts,
         });

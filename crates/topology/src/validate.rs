@@ -378,6 +378,9 @@ fn check_ifname(c: &mut Checker, kind: &str, s: &S<String>, becomes: &str) {
     }
 }
 
+/// Nova's limit on user data (`MAX_USERDATA_SIZE`, 65535 bytes).
+const MAX_USER_DATA: usize = 65_535;
+
 pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<Diagnostic>> {
     let mut c = Checker {
         problems: Vec::new(),
@@ -1106,6 +1109,34 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
                 }
             }
         }
+        if let Some(u) = &i.user_data
+            && u.value.len() > MAX_USER_DATA
+        {
+            c.err(
+                u,
+                format!(
+                    "{what}: user_data is {} bytes, more than Nova's {MAX_USER_DATA}",
+                    u.value.len()
+                ),
+            );
+            ok = false;
+        }
+        for key in &i.ssh_keys {
+            let k = key.value.trim();
+            let words = k.split_whitespace().count();
+            if k.is_empty()
+                || k.contains('\n')
+                || k.chars().any(is_unsafe)
+                || words < 2
+                || k.len() > 16_384
+            {
+                c.err(
+                    key,
+                    format!("{what}: an ssh key must be one line like `ssh-ed25519 AAAA… comment`"),
+                );
+                ok = false;
+            }
+        }
         if ok && let Some(mac) = mac {
             instances.push(Instance {
                 name: name.clone(),
@@ -1115,6 +1146,12 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
                 mac,
                 floating_ip,
                 security_groups: i.security_groups.iter().map(|g| g.value.clone()).collect(),
+                user_data: i.user_data.as_ref().map(|u| u.value.clone()),
+                ssh_keys: i
+                    .ssh_keys
+                    .iter()
+                    .map(|k| k.value.trim().to_string())
+                    .collect(),
                 line: at(&i.name).0,
             });
         }

@@ -1254,3 +1254,103 @@ fn a_floating_ip_needs_a_pool() {
         &["instance `instance1`", "ext-net has no `pool`"],
     );
 }
+
+// --- DHCP and metadata ---------------------------------------------------------
+
+/// The seed with DHCP on both networks.
+fn dhcp_seed() -> String {
+    SEED_YAML.replace("    dhcp: false\n", "")
+}
+
+#[test]
+fn dhcp_is_on_by_default_and_its_port_takes_the_lowest_free_address() {
+    let topo = parse("dhcp.yaml", &dhcp_seed()).unwrap();
+    assert_eq!(topo.dhcp_agents, ["network"]);
+    let net1 = topo.network("net1").unwrap();
+    assert!(net1.dhcp);
+    assert_eq!(net1.dhcp_address, Some("192.168.1.2".parse().unwrap()));
+    assert_eq!(topo.dhcp_node("net1"), Some("network"));
+    // The seed itself keeps static addresses.
+    let seed = parse("seed.yaml", SEED_YAML).unwrap();
+    assert!(
+        seed.networks
+            .iter()
+            .all(|n| !n.dhcp && n.dhcp_address.is_none())
+    );
+    // An instance on .2 pushes the DHCP port to .3.
+    let text = dhcp_seed().replace("address: 192.168.1.12", "address: 192.168.1.2");
+    let topo = parse("dhcp.yaml", &text).unwrap();
+    assert_eq!(
+        topo.network("net1").unwrap().dhcp_address,
+        Some("192.168.1.3".parse().unwrap())
+    );
+}
+
+#[test]
+fn dhcp_without_a_dhcp_agent_is_refused() {
+    let text = dhcp_seed().replace("lab: seed\n", "lab: seed\n\ndhcp_agents: []\n");
+    refused(
+        &text,
+        line_of(&text, "- name: net1"),
+        &["network `net1`", "no node runs the DHCP agent"],
+    );
+    let text = dhcp_seed().replace("lab: seed\n", "lab: seed\n\ndhcp_agents: [compute9]\n");
+    refused(
+        &text,
+        line_of(&text, "compute9"),
+        &["dhcp_agents: unknown node `compute9`"],
+    );
+}
+
+#[test]
+fn a_reservation_outside_the_subnet_or_taken_is_refused() {
+    let text = dhcp_seed().replace("address: 192.168.1.12", "address: 192.168.9.12");
+    refused(
+        &text,
+        line_of(&text, "192.168.9.12"),
+        &["instance `instance3`", "outside net1's subnet"],
+    );
+    let text = dhcp_seed().replace("address: 192.168.1.12", "address: 192.168.1.11");
+    refused(
+        &text,
+        line_of_nth(&text, "address: 192.168.1.11", 1),
+        &[
+            "instance `instance3`",
+            "already used by instance `instance1`",
+        ],
+    );
+}
+
+#[test]
+fn user_data_over_novas_limit_and_bad_keys_are_refused() {
+    let big = "x".repeat(65_536);
+    let text = dhcp_seed().replacen(
+        "    floating_ip: 203.0.113.102\n",
+        &format!("    floating_ip: 203.0.113.102\n    user_data: \"{big}\"\n"),
+        1,
+    );
+    refused(
+        &text,
+        line_of(&text, "user_data"),
+        &["instance `instance1`", "user_data is 65536 bytes", "65535"],
+    );
+    let text = dhcp_seed().replacen(
+        "    floating_ip: 203.0.113.102\n",
+        "    floating_ip: 203.0.113.102\n    ssh_keys: [\"not-a-key\"]\n",
+        1,
+    );
+    refused(
+        &text,
+        line_of(&text, "not-a-key"),
+        &["instance `instance1`", "ssh key must be one line"],
+    );
+    let fine = dhcp_seed().replacen(
+        "    floating_ip: 203.0.113.102\n",
+        "    floating_ip: 203.0.113.102\n    user_data: \"#cloud-config\\n\"\n    ssh_keys: [\"ssh-ed25519 AAAA demo@lab\"]\n",
+        1,
+    );
+    let topo = parse("ok.yaml", &fine).unwrap();
+    let i = topo.instance("instance1").unwrap();
+    assert_eq!(i.user_data.as_deref(), Some("#cloud-config\n"));
+    assert_eq!(i.ssh_keys, ["ssh-ed25519 AAAA demo@lab"]);
+}

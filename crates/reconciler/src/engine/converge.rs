@@ -111,6 +111,8 @@ impl<H: Host> Engine<H> {
         run.done("tunnel endpoints");
         run.dhcp(&desired).await?;
         run.done("dhcp");
+        run.metadata(&desired)?;
+        run.done("metadata");
         Ok(())
     }
 }
@@ -466,6 +468,7 @@ impl<H: Host> Run<'_, H> {
             firewalls: Vec::new(),
             dhcp_servers: Vec::new(),
             dhcp_clients: Vec::new(),
+            metadata: Vec::new(),
         };
         let (lines, _, _) = converge_links(self.host, &only).await?;
         self.out.changes.extend(lines);
@@ -616,6 +619,22 @@ impl<H: Host> Run<'_, H> {
                 super::dhcp::LEASE_WAIT.as_secs()
             ));
         }
+        Ok(())
+    }
+
+    /// 11. The metadata service: a listener in each router's namespace and
+    ///     each isolated network's qdhcp namespace, answering for the
+    ///     instances there; others of the lab stopped.
+    fn metadata(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
+        let mut keep = BTreeSet::new();
+        for spec in &desired.metadata {
+            keep.insert(spec.namespace.clone());
+            self.out.changes.extend(self.host.serve_metadata(spec)?);
+        }
+        let prefix = naming::namespace_prefix(self.lab);
+        self.out
+            .changes
+            .extend(self.host.stop_metadata(&prefix, &keep));
         Ok(())
     }
 
