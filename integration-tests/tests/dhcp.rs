@@ -119,6 +119,26 @@ fn dnsmasq_runs_as_the_dhcp_agent_runs_it() {
         port.device
     );
     assert_eq!(args.join(" "), expected);
+    // `status` names the server, its process and its leases.
+    let status: serde_json::Value =
+        serde_json::from_str(&lab.daemon.ovslab_ok(&["status", &lab.name, "--json"])).unwrap();
+    let net1 = status["dhcp"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["network"] == "net1")
+        .expect("net1 in status");
+    assert_eq!(net1["node"], "network");
+    assert_eq!(net1["address"], "192.168.1.2/24");
+    assert_eq!(net1["dnsmasq_pid"], pid_in(&dir));
+    assert_eq!(net1["leases"].as_array().unwrap().len(), 3, "{net1}");
+    assert!(
+        status["metadata"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("router router1 on 0.0.0.0:9697 in "),
+        "{status}"
+    );
     // Its files: every port of net1 with a fixed address, the router's
     // and its own included, and the agent's options.
     let topo = ovslab_topology::parse("t", &rename_lab(&dhcp_seed(), &lab.name)).unwrap();

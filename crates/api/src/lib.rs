@@ -62,7 +62,15 @@ pub struct LabStatus {
     pub instances: Vec<InstanceStatus>,
     #[serde(default)]
     pub routers: Vec<RouterStatus>,
-    /// True when every namespace exists and every node's OVS runs.
+    /// The DHCP agents' servers, one per DHCP network.
+    #[serde(default)]
+    pub dhcp: Vec<DhcpStatus>,
+    /// Where the metadata service answers: `router router1 on 0.0.0.0:9697
+    /// in <namespace>`.
+    #[serde(default)]
+    pub metadata: Vec<String>,
+    /// True when every namespace exists and every node's OVS runs (and
+    /// every DHCP network's dnsmasq).
     pub healthy: bool,
     /// What the daemon's audits found broken and repaired, newest last:
     /// one line per audit that repaired something (`<UTC time> <n>
@@ -121,6 +129,22 @@ pub struct RouterStatus {
     pub addresses: Vec<String>,
     pub namespace: String,
     pub namespace_exists: bool,
+}
+
+/// One DHCP network's server, as `dhcp-agent-list-hosting-net` and the
+/// lease file show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpStatus {
+    pub network: String,
+    /// The node whose DHCP agent serves it.
+    pub node: String,
+    pub namespace: String,
+    pub namespace_exists: bool,
+    /// The DHCP port's address, e.g. `192.168.1.2/24`.
+    pub address: String,
+    pub dnsmasq_pid: Option<u32>,
+    /// What dnsmasq's lease file holds: `192.168.1.11 fa:16:3e:…`.
+    pub leases: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -155,6 +155,24 @@ pub fn format_status(s: &LabStatus) -> String {
         }
         out.push_str(&format!("{routers}\n"));
     }
+    if !s.dhcp.is_empty() {
+        let mut dhcp = table(&["DHCP", "NODE", "ADDRESS", "DNSMASQ", "LEASES", "NAMESPACE"]);
+        for d in &s.dhcp {
+            dhcp.add_row(vec![
+                d.network.clone(),
+                d.node.clone(),
+                d.address.clone(),
+                d.dnsmasq_pid
+                    .map_or_else(|| "NOT RUNNING".to_string(), |p| format!("pid {p}")),
+                d.leases.join("\n"),
+                namespace_cell(&d.namespace, d.namespace_exists),
+            ]);
+        }
+        out.push_str(&format!("{dhcp}\n"));
+    }
+    for m in &s.metadata {
+        out.push_str(&format!("metadata: {m}\n"));
+    }
     match &s.audits {
         Some(a) => out.push_str(&format!(
             "audits: {} since the daemon started; the last ended {} and took {} ms\n",
@@ -224,6 +242,8 @@ mod tests {
                 namespace_exists: healthy,
             }],
             routers: vec![],
+            dhcp: vec![],
+            metadata: vec![],
             healthy,
             repairs: if healthy {
                 vec![]

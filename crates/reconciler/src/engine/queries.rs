@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use ovslab_api::{
-    AuditStatus, CheckReport, CheckResult, InstanceStatus, LabStatus, NodeStatus, ProcessStatus,
+    AuditStatus, CheckReport, CheckResult, DhcpStatus, InstanceStatus, LabStatus, NodeStatus,
+    ProcessStatus,
     RouterStatus, Target, TraceReport, TraceRequest,
 };
 use ovslab_netlink::netns;
@@ -146,8 +147,50 @@ impl<H: Host> Engine<H> {
                 }
             })
             .collect();
+        let lab_dir = self.lab_dir(&topo.lab);
+        let dhcp = desired
+            .dhcp_servers
+            .iter()
+            .map(|s| {
+                let agent = super::dhcp::server_agent(&lab_dir, s);
+                let exists = namespaces.contains(&s.namespace);
+                let pid = agent.identity().map(|i| i.pid);
+                healthy &= exists && pid.is_some();
+                let address = desired
+                    .namespace(&s.namespace)
+                    .and_then(|n| n.links.first())
+                    .and_then(|l| l.addresses.first())
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                // `<expiry> <mac> <ip> <hostname> <client id>` per lease.
+                let leases = std::fs::read_to_string(agent.dir.join("leases"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| {
+                        let w: Vec<&str> = l.split_whitespace().collect();
+                        (w.len() >= 3).then(|| format!("{} {}", w[2], w[1]))
+                    })
+                    .collect();
+                DhcpStatus {
+                    network: s.network.clone(),
+                    node: s.node.clone(),
+                    namespace: s.namespace.clone(),
+                    namespace_exists: exists,
+                    address,
+                    dnsmasq_pid: pid,
+                    leases,
+                }
+            })
+            .collect();
+        let metadata = desired
+            .metadata
+            .iter()
+            .map(|m| format!("{} on {} in {}", m.serves, m.listen, m.namespace))
+            .collect();
         Ok(LabStatus {
             routers,
+            dhcp,
+            metadata,
             lab: topo.lab.clone(),
             source: topo.source.clone(),
             nodes,
