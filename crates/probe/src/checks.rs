@@ -173,6 +173,15 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
             inject(topo, check, dest_ip, tag)?;
             false // decided below, by what arrived
         }
+        // Answered means `200 OK`: a service that is there but refuses is
+        // not reached.
+        CheckProtocol::Http(port) => {
+            let path = check.path.as_deref().unwrap_or("/");
+            matches!(
+                probes::http_get(&from_ns, dest_ip, port, path, tag)?,
+                Some((200, _))
+            )
+        }
         protocol => {
             let listen_ns = dest.as_ref().map(|(ns, _, _)| ns.clone());
             let probe = probe_of(protocol);
@@ -417,6 +426,7 @@ fn probe_of(protocol: CheckProtocol) -> Probe {
     match protocol {
         CheckProtocol::Icmp => Probe::Icmp,
         CheckProtocol::Tcp(port) => Probe::Tcp(port),
+        CheckProtocol::Http(port) => Probe::Http(port),
     }
 }
 
@@ -487,6 +497,7 @@ mod tests {
             wire_vni: None,
             arrives_from: None,
             layer2: false,
+            path: None,
             line: 1,
         }
     }

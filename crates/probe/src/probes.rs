@@ -19,6 +19,8 @@ pub enum Probe {
     Icmp,
     Tcp(u16),
     Udp(u16),
+    /// An HTTP GET over TCP to this port (framed as TCP).
+    Http(u16),
 }
 
 /// Which way a frame of a probe goes.
@@ -37,12 +39,12 @@ pub fn leg(frame: &Frame, probe: Probe, tag: u16) -> Option<Leg> {
     match (frame.innermost().l4()?, probe) {
         (L4::Icmp { kind: 8, id, .. }, Probe::Icmp) if id == tag => Some(Leg::Request),
         (L4::Icmp { kind: 0, id, .. }, Probe::Icmp) if id == tag => Some(Leg::Reply),
-        (L4::Tcp { sport, flags, .. }, Probe::Tcp(_))
+        (L4::Tcp { sport, flags, .. }, Probe::Tcp(_) | Probe::Http(_))
             if sport == tag && flags & TCP_SYN != 0 && flags & TCP_ACK == 0 =>
         {
             Some(Leg::Request)
         }
-        (L4::Tcp { dport, flags, .. }, Probe::Tcp(_))
+        (L4::Tcp { dport, flags, .. }, Probe::Tcp(_) | Probe::Http(_))
             if dport == tag && (flags & TCP_SYN != 0 || flags & TCP_RST != 0) =>
         {
             Some(Leg::Reply)
@@ -63,7 +65,7 @@ pub fn is_probe_frame(frame: &Frame, probe: Probe, tag: u16) -> bool {
             }),
             Probe::Icmp,
         ) => id == tag,
-        (Some(L4::Tcp { sport, dport, .. }), Probe::Tcp(_))
+        (Some(L4::Tcp { sport, dport, .. }), Probe::Tcp(_) | Probe::Http(_))
         | (Some(L4::Udp { sport, dport }), Probe::Udp(_)) => sport == tag || dport == tag,
         _ => false,
     }
@@ -83,7 +85,46 @@ pub fn send(
         Probe::Icmp => ping(ns, dest, tag, count),
         Probe::Tcp(port) => tcp(ns, listen_ns, dest, port, tag),
         Probe::Udp(port) => udp(ns, listen_ns, dest, port, tag),
+        Probe::Http(port) => {
+            Ok(http_get(ns, dest, port, "/", tag)?.is_some_and(|(status, _)| status == 200))
+        }
     }
+}
+
+/// An HTTP/1.0 `GET path` from `ns` to `dest:port`, from source port
+/// `sport`: the answer's status and body, or `None` when there was no
+/// answer (no connection, or nothing within [`PROBE_TIMEOUT`]).
+pub fn http_get(
+    ns: &str,
+    dest: Ipv4Addr,
+    port: u16,
+    path: &str,
+    sport: u16,
+) -> io::Result<Option<(u16, String)>> {
+    use std::io::{Read, Write};
+    let Some(mut stream) =
+        netns::run_in(ns, || connect_from(sport, dest, port)).map_err(io::Error::other)?
+    else {
+        return Ok(None);
+    };
+    stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {dest}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return Ok(None);
+    }
+    let mut answer = Vec::new();
+    let _ = stream.take(1 << 20).read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Ok(None);
+    };
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok());
+    Ok(status.map(|s| (s, body.to_string())))
 }
 
 /// An Ethernet frame carrying an IPv4 ICMP echo request.
@@ -248,7 +289,17 @@ fn tcp(
             false
         })
     });
-    let connected = netns::run_in(ns, || {
+    let connected = netns::run_in(ns, || Ok(connect_from(sport, dest, port)?.is_some()))
+        .map_err(io::Error::other)?;
+    let accepted = accepted.map(|h| h.join().unwrap_or(false));
+    Ok(connected && accepted.unwrap_or(true))
+}
+
+/// A TCP connection from this thread's namespace, from source port
+/// `sport` (the probe's tag), to `dest:port`; `None` when it was refused
+/// or got no answer within [`PROBE_TIMEOUT`].
+fn connect_from(sport: u16, dest: Ipv4Addr, port: u16) -> io::Result<Option<TcpStream>> {
+    {
         // SAFETY: plain socket(2); the fd is owned at once.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
@@ -290,15 +341,11 @@ fn tcp(
             )
         };
         if rc == 0 {
-            drop(TcpStream::from(socket));
-            Ok(true)
+            Ok(Some(TcpStream::from(socket)))
         } else {
-            Ok(false)
+            Ok(None)
         }
-    })
-    .map_err(io::Error::other)?;
-    let accepted = accepted.map(|h| h.join().unwrap_or(false));
-    Ok(connected && accepted.unwrap_or(true))
+    }
 }
 
 fn sockaddr_in(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {

@@ -348,6 +348,10 @@ pub struct Check {
     /// instance's MAC, bypassing routing: proves (or refutes) layer-2
     /// reachability, e.g. that two networks are isolated.
     pub layer2: bool,
+    /// What an HTTP check asks for (`/latest/meta-data/instance-id` unless
+    /// the file says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     pub line: u32,
 }
 
@@ -364,6 +368,9 @@ pub enum CheckTarget {
 pub enum CheckProtocol {
     Icmp,
     Tcp(u16),
+    /// An HTTP `GET` of the check's `path` to this port: success is an
+    /// answer `200 OK` (e.g. the metadata service).
+    Http(u16),
 }
 
 impl Topology {

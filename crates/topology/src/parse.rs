@@ -148,6 +148,8 @@ pub(crate) struct RawCheck {
     pub arrives_from: Option<S<String>>,
     #[serde(default)]
     pub layer2: Option<S<bool>>,
+    #[serde(default)]
+    pub path: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1586,11 +1586,12 @@ fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
         let protocol = match k.protocol.as_ref().map(|p| p.value.as_str()) {
             None | Some("icmp") => {
                 if let Some(p) = &k.port {
-                    c.err(p, format!("{what}: a port needs `protocol: tcp`"));
+                    c.err(p, format!("{what}: a port needs `protocol: tcp` or `http`"));
                     ok = false;
                 }
                 CheckProtocol::Icmp
             }
+            Some("http") => CheckProtocol::Http(port.unwrap_or(80)),
             Some("tcp") => match port {
                 Some(port) => CheckProtocol::Tcp(port),
                 None => {
@@ -1605,7 +1606,7 @@ fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
                 let span = k.protocol.as_ref().expect("matched Some");
                 c.err(
                     span,
-                    format!("{what}: protocol `{other}` is neither `icmp` nor `tcp`"),
+                    format!("{what}: protocol `{other}` is not one of icmp, tcp, http"),
                 );
                 ok = false;
                 CheckProtocol::Icmp
@@ -1680,9 +1681,32 @@ fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
                 ok = false;
             }
         }
+        let path = match (&k.path, protocol) {
+            (Some(p), CheckProtocol::Http(_)) => {
+                let good = p.value.starts_with('/')
+                    && p.value.len() <= 200
+                    && p.value.chars().all(|c| c.is_ascii_graphic());
+                if !good {
+                    c.err(
+                        p,
+                        format!("{what}: path `{}` is not an absolute URL path", p.value),
+                    );
+                    ok = false;
+                }
+                Some(p.value.clone())
+            }
+            (Some(p), _) => {
+                c.err(p, format!("{what}: a path needs `protocol: http`"));
+                ok = false;
+                None
+            }
+            (None, CheckProtocol::Http(_)) => Some("/latest/meta-data/instance-id".to_string()),
+            (None, _) => None,
+        };
         if ok {
             out.push(Check {
                 layer2,
+                path,
                 name,
                 from: k.from.value.clone(),
                 to,

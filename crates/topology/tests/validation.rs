@@ -1354,3 +1354,33 @@ fn user_data_over_novas_limit_and_bad_keys_are_refused() {
     assert_eq!(i.user_data.as_deref(), Some("#cloud-config\n"));
     assert_eq!(i.ssh_keys, ["ssh-ed25519 AAAA demo@lab"]);
 }
+
+#[test]
+fn http_checks_take_a_path_and_other_checks_do_not() {
+    let text = dhcp_seed().replace(
+        "checks:\n",
+        "checks:\n  - name: md\n    from: instance1\n    to: 169.254.169.254\n    protocol: http\n",
+    );
+    let topo = parse("ok.yaml", &text).unwrap();
+    let md = topo.checks.iter().find(|c| c.name == "md").unwrap();
+    assert_eq!(md.protocol, ovslab_topology::CheckProtocol::Http(80));
+    assert_eq!(md.path.as_deref(), Some("/latest/meta-data/instance-id"));
+    let text = dhcp_seed().replace(
+        "checks:\n",
+        "checks:\n  - name: md\n    from: instance1\n    to: 169.254.169.254\n    path: /latest\n",
+    );
+    refused(
+        &text,
+        line_of(&text, "path: /latest"),
+        &["check `md`", "a path needs `protocol: http`"],
+    );
+    let text = dhcp_seed().replace(
+        "checks:\n",
+        "checks:\n  - name: md\n    from: instance1\n    to: 169.254.169.254\n    protocol: http\n    path: latest meta\n",
+    );
+    refused(
+        &text,
+        line_of(&text, "path: latest"),
+        &["check `md`", "not an absolute URL path"],
+    );
+}

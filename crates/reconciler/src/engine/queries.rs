@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use ovslab_api::{
     AuditStatus, CheckReport, CheckResult, DhcpStatus, InstanceStatus, LabStatus, NodeStatus,
-    ProcessStatus,
-    RouterStatus, Target, TraceReport, TraceRequest,
+    ProcessStatus, RouterStatus, Target, TraceReport, TraceRequest,
 };
 use ovslab_netlink::netns;
 use ovslab_topology::format_mac;
