@@ -122,6 +122,11 @@ sed '/^checks:/i\  - name: instance101\n    node: compute1\n    network: net1\n 
   "$dir/scale-10-10.yaml" >"$dir/scale-10-10-plus1.yaml"
 
 bench_lab "seed" "$dir/seed.yaml" benchseed 500 50 300
+
+# The seed with DHCP on both networks (issue #14): `up` returns once every
+# instance holds its lease from dnsmasq.
+sed 's/^lab: seed$/lab: benchdhcp/; /^    dhcp: false$/d' lab-topologies/seed.yaml >"$dir/seed-dhcp.yaml"
+bench_lab "seed with DHCP (until every lease is held)" "$dir/seed-dhcp.yaml" benchdhcp 1000 50 300
 bench_lab "10 × 10" "$dir/scale-10-10.yaml" scale-10-10 2000 300 ""
 
 # Self-service networks over VXLAN (issue #13): the Guide's lab, and the

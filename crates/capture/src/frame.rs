@@ -86,8 +86,66 @@ pub enum L4 {
     Udp {
         sport: u16,
         dport: u16,
+        /// A DHCP message (UDP between ports 67 and 68 with the BOOTP magic
+        /// cookie): its transaction id and message type.
+        dhcp: Option<Dhcp>,
     },
     Other(u8),
+}
+
+/// A DHCP message, as far as a probe needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dhcp {
+    pub xid: u32,
+    /// Option 53: 1 DISCOVER, 2 OFFER, 3 REQUEST, 5 ACK, 6 NAK, …
+    pub message: u8,
+    /// `yiaddr`: the address offered or acknowledged.
+    pub yiaddr: Ipv4Addr,
+}
+
+impl Dhcp {
+    /// Reads a BOOTP/DHCP message (the UDP payload); `None` when it is not
+    /// one (too short, no magic cookie, no message type).
+    pub fn parse(payload: &[u8]) -> Option<Dhcp> {
+        if payload.len() < 240 || payload[236..240] != [99, 130, 83, 99] {
+            return None;
+        }
+        let xid = u32::from_be_bytes(payload[4..8].try_into().ok()?);
+        let yiaddr = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
+        let mut at = 240;
+        while at < payload.len() {
+            match payload[at] {
+                0 => at += 1,
+                255 => break,
+                code => {
+                    let len = usize::from(*payload.get(at + 1)?);
+                    if code == 53 && len == 1 {
+                        return Some(Dhcp {
+                            xid,
+                            message: *payload.get(at + 2)?,
+                            yiaddr,
+                        });
+                    }
+                    at += 2 + len;
+                }
+            }
+        }
+        None
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self.message {
+            1 => "DISCOVER",
+            2 => "OFFER",
+            3 => "REQUEST",
+            4 => "DECLINE",
+            5 => "ACK",
+            6 => "NAK",
+            7 => "RELEASE",
+            8 => "INFORM",
+            _ => "message",
+        }
+    }
 }
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -230,10 +288,12 @@ fn ipv4(ip: &[u8]) -> Option<Payload> {
             })
         })(),
         17 => (|| {
-            Some(L4::Udp {
-                sport: be16(0)?,
-                dport: be16(2)?,
-            })
+            let (sport, dport) = (be16(0)?, be16(2)?);
+            let dhcp = match (sport, dport) {
+                (67 | 68, 67 | 68) => l4.get(8..).and_then(Dhcp::parse),
+                _ => None,
+            };
+            Some(L4::Udp { sport, dport, dhcp })
         })(),
         _ => None,
     };
@@ -382,7 +442,17 @@ impl fmt::Display for L4 {
                 dport,
                 flags,
             } => write!(f, "TCP {sport} > {dport} [{}]", format_tcp_flags(flags)),
-            L4::Udp { sport, dport } => write!(f, "UDP {sport} > {dport}"),
+            L4::Udp {
+                sport,
+                dport,
+                dhcp: Some(d),
+            } => write!(
+                f,
+                "UDP {sport} > {dport} DHCP {} xid {:#010x}",
+                d.name(),
+                d.xid
+            ),
+            L4::Udp { sport, dport, .. } => write!(f, "UDP {sport} > {dport}"),
             L4::Other(p) => write!(f, "IP protocol {p}"),
         }
     }
@@ -487,7 +557,8 @@ mod tests {
             f.l4(),
             Some(L4::Udp {
                 sport: 53,
-                dport: 40000
+                dport: 40000,
+                dhcp: None
             })
         );
     }
@@ -584,7 +655,8 @@ mod tests {
             f.l4(),
             Some(L4::Udp {
                 sport: 51234,
-                dport: 4789
+                dport: 4789,
+                dhcp: None
             })
         );
         let e = f.encapsulation().unwrap();
@@ -774,7 +846,8 @@ mod tests {
             at.l4(),
             Some(L4::Udp {
                 sport: 51234,
-                dport: 4789
+                dport: 4789,
+                dhcp: None
             })
         );
     }

@@ -14,6 +14,6 @@ pub mod frame;
 pub mod pcap;
 pub mod socket;
 
-pub use frame::{Encapsulation, Frame, L4, Payload, Tunnel, TunnelKind};
+pub use frame::{Dhcp, Encapsulation, Frame, L4, Payload, Tunnel, TunnelKind};
 pub use pcap::PcapWriter;
 pub use socket::{Direction, Packet, PacketSocket};

@@ -173,6 +173,14 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
             inject(topo, check, dest_ip, tag)?;
             false // decided below, by what arrived
         }
+        // DISCOVER to ACK from the instance's NIC, as its client would;
+        // reached when the ACK gives it its reservation.
+        CheckProtocol::Dhcp => {
+            let inst = topo
+                .instance(&check.from)
+                .ok_or_else(|| io::Error::other("a DHCP check runs from an instance"))?;
+            probes::dhcp(&from_ns, naming::GUEST_NIC, inst.mac, tag)? == Some(inst.address)
+        }
         // Answered means `200 OK`: a service that is there but refuses is
         // not reached.
         CheckProtocol::Http(port) => {
@@ -427,6 +435,7 @@ fn probe_of(protocol: CheckProtocol) -> Probe {
         CheckProtocol::Icmp => Probe::Icmp,
         CheckProtocol::Tcp(port) => Probe::Tcp(port),
         CheckProtocol::Http(port) => Probe::Http(port),
+        CheckProtocol::Dhcp => Probe::Dhcp,
     }
 }
 

@@ -21,6 +21,14 @@ pub enum Probe {
     Udp(u16),
     /// An HTTP GET over TCP to this port (framed as TCP).
     Http(u16),
+    /// A DHCP exchange (DISCOVER, OFFER, REQUEST, ACK) whose transaction
+    /// id carries the tag ([`dhcp_xid`]).
+    Dhcp,
+}
+
+/// The DHCP transaction id of the probe tagged `tag`.
+pub fn dhcp_xid(tag: u16) -> u32 {
+    0x6f76_0000 | u32::from(tag)
 }
 
 /// Which way a frame of a probe goes.
@@ -49,6 +57,13 @@ pub fn leg(frame: &Frame, probe: Probe, tag: u16) -> Option<Leg> {
         {
             Some(Leg::Reply)
         }
+        (L4::Udp { dhcp: Some(d), .. }, Probe::Dhcp) if d.xid == dhcp_xid(tag) => {
+            Some(if matches!(d.message, 1 | 3) {
+                Leg::Request
+            } else {
+                Leg::Reply
+            })
+        }
         (L4::Udp { sport, .. }, Probe::Udp(_)) if sport == tag => Some(Leg::Request),
         (L4::Udp { dport, .. }, Probe::Udp(_)) if dport == tag => Some(Leg::Reply),
         _ => None,
@@ -66,7 +81,8 @@ pub fn is_probe_frame(frame: &Frame, probe: Probe, tag: u16) -> bool {
             Probe::Icmp,
         ) => id == tag,
         (Some(L4::Tcp { sport, dport, .. }), Probe::Tcp(_) | Probe::Http(_))
-        | (Some(L4::Udp { sport, dport }), Probe::Udp(_)) => sport == tag || dport == tag,
+        | (Some(L4::Udp { sport, dport, .. }), Probe::Udp(_)) => sport == tag || dport == tag,
+        (Some(L4::Udp { dhcp: Some(d), .. }), Probe::Dhcp) => d.xid == dhcp_xid(tag),
         _ => false,
     }
 }
@@ -88,7 +104,90 @@ pub fn send(
         Probe::Http(port) => {
             Ok(http_get(ns, dest, port, "/", tag)?.is_some_and(|(status, _)| status == 200))
         }
+        Probe::Dhcp => Err(io::Error::other(
+            "a DHCP probe needs its client's MAC: see dhcp()",
+        )),
     }
+}
+
+/// A whole DHCP exchange from `ns`'s `nic` as the client with `mac`:
+/// DISCOVER, the OFFER, REQUEST of what was offered, the ACK. Returns
+/// the acknowledged address, or `None` when an answer did not come
+/// within [`PROBE_TIMEOUT`] (or was a NAK).
+pub fn dhcp(ns: &str, nic: &str, mac: [u8; 6], tag: u16) -> io::Result<Option<Ipv4Addr>> {
+    let socket = ovslab_capture::PacketSocket::open(ns, nic, false)?;
+    let xid = dhcp_xid(tag);
+    let answer = |want: u8| -> io::Result<Option<(ovslab_capture::Dhcp, Ipv4Addr)>> {
+        let deadline = Instant::now() + PROBE_TIMEOUT;
+        while Instant::now() < deadline {
+            for p in socket.drain()? {
+                let Some(frame) = Frame::parse(&p.data) else {
+                    continue;
+                };
+                let (Some((server, _)), Some(L4::Udp { dhcp: Some(d), .. })) =
+                    (frame.ipv4(), frame.l4())
+                else {
+                    continue;
+                };
+                if d.xid == xid && (d.message == want || d.message == 6) {
+                    return Ok((d.message == want).then_some((d, server)));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(None)
+    };
+    socket.send(&dhcp_frame(mac, xid, 1, None))?;
+    let Some((offer, server)) = answer(2)? else {
+        return Ok(None);
+    };
+    socket.send(&dhcp_frame(mac, xid, 3, Some((offer.yiaddr, server))))?;
+    Ok(answer(5)?.map(|(ack, _)| ack.yiaddr))
+}
+
+/// A broadcast DHCP `message` (1 DISCOVER, 3 REQUEST with the requested
+/// address and server) from the client `mac`, as an Ethernet frame.
+pub fn dhcp_frame(
+    mac: [u8; 6],
+    xid: u32,
+    message: u8,
+    request: Option<(Ipv4Addr, Ipv4Addr)>,
+) -> Vec<u8> {
+    let mut bootp = vec![0u8; 240];
+    bootp[0] = 1; // BOOTREQUEST
+    bootp[1] = 1; // Ethernet
+    bootp[2] = 6;
+    bootp[4..8].copy_from_slice(&xid.to_be_bytes());
+    bootp[28..34].copy_from_slice(&mac);
+    bootp[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    bootp.extend_from_slice(&[53, 1, message]);
+    if let Some((ip, server)) = request {
+        bootp.extend_from_slice(&[50, 4]);
+        bootp.extend_from_slice(&ip.octets());
+        bootp.extend_from_slice(&[54, 4]);
+        bootp.extend_from_slice(&server.octets());
+    }
+    bootp.extend_from_slice(&[55, 3, 1, 3, 121, 255]);
+    let udp_len = 8 + bootp.len();
+    let mut udp = Vec::with_capacity(udp_len);
+    udp.extend_from_slice(&68u16.to_be_bytes());
+    udp.extend_from_slice(&67u16.to_be_bytes());
+    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]); // no checksum (allowed over IPv4)
+    udp.extend_from_slice(&bootp);
+    let mut ip = vec![
+        0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255,
+    ];
+    let total = (20 + udp.len()) as u16;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&[0x08, 0x00]);
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&udp);
+    frame
 }
 
 /// An HTTP/1.0 `GET path` from `ns` to `dest:port`, from source port
@@ -551,5 +650,44 @@ mod tests {
         assert_eq!(checksum(&f[14..34]), 0, "IPv4 header checksum");
         let parsed = Frame::parse(&f).unwrap();
         assert_eq!(leg(&parsed, Probe::Icmp, 9), Some(Leg::Request));
+    }
+
+    #[test]
+    fn a_dhcp_probe_frame_reads_back_as_its_message() {
+        let mac = [0xfa, 0x16, 0x3e, 0, 0, 1];
+        let discover = Frame::parse(&dhcp_frame(mac, dhcp_xid(40001), 1, None)).unwrap();
+        let Some(L4::Udp {
+            sport: 68,
+            dport: 67,
+            dhcp: Some(d),
+        }) = discover.l4()
+        else {
+            panic!("not DHCP: {discover:?}");
+        };
+        assert_eq!((d.xid, d.message), (dhcp_xid(40001), 1));
+        assert_eq!(leg(&discover, Probe::Dhcp, 40001), Some(Leg::Request));
+        assert_eq!(leg(&discover, Probe::Dhcp, 40002), None);
+        let request = dhcp_frame(
+            mac,
+            dhcp_xid(40001),
+            3,
+            Some((
+                "192.168.1.11".parse().unwrap(),
+                "192.168.1.2".parse().unwrap(),
+            )),
+        );
+        let request = Frame::parse(&request).unwrap();
+        assert!(is_probe_frame(&request, Probe::Dhcp, 40001));
+        assert_eq!(
+            request.ipv4(),
+            Some((Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST))
+        );
+        assert!(
+            discover
+                .l4()
+                .unwrap()
+                .to_string()
+                .contains("DHCP DISCOVER xid 0x6f769c41")
+        );
     }
 }

@@ -371,6 +371,9 @@ pub enum CheckProtocol {
     /// An HTTP `GET` of the check's `path` to this port: success is an
     /// answer `200 OK` (e.g. the metadata service).
     Http(u16),
+    /// A DHCP exchange from the source instance's NIC (DISCOVER to ACK);
+    /// success is the ACK of its reservation.
+    Dhcp,
 }
 
 impl Topology {

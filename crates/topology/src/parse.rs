@@ -129,7 +129,10 @@ pub(crate) struct RawTopology {
 pub(crate) struct RawCheck {
     pub name: S<String>,
     pub from: S<String>,
-    pub to: S<String>,
+    /// Optional for a DHCP check, whose probe goes to the network's DHCP
+    /// server.
+    #[serde(default)]
+    pub to: Option<S<String>>,
     #[serde(default)]
     pub protocol: Option<S<String>>,
     #[serde(default)]

@@ -1224,7 +1224,29 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         c.err_at(later.line, later.column, collision_message(later, earlier));
     }
 
-    let checks = check_checks(&mut c, &raw);
+    let mut checks = check_checks(&mut c, &raw);
+    // A DHCP check runs from an instance on a DHCP network, to its server.
+    for check in checks
+        .iter_mut()
+        .filter(|k| k.protocol == CheckProtocol::Dhcp)
+    {
+        let server = instances
+            .iter()
+            .find(|i| i.name == check.from)
+            .and_then(|i| networks.iter().find(|n| n.name == i.network))
+            .and_then(|n| n.dhcp_address);
+        match server {
+            Some(ip) => check.to = CheckTarget::Address(ip),
+            None => c.err_at(
+                check.line,
+                1,
+                format!(
+                    "check `{}`: a DHCP check runs from an instance on a network with `dhcp: true`",
+                    check.name
+                ),
+            ),
+        }
+    }
 
     if !c.problems.is_empty() {
         c.problems.sort_by_key(|p| (p.line, p.column));
@@ -1559,20 +1581,31 @@ fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
             );
             ok = false;
         }
-        let to = match k.to.value.parse::<Ipv4Addr>() {
-            Ok(ip) => CheckTarget::Address(ip),
-            Err(_) if probes_from(&k.to.value) => CheckTarget::Object(k.to.value.clone()),
-            Err(_) => {
-                c.err(
-                    &k.to,
-                    format!(
-                        "{what}: to `{}` is neither an IPv4 address nor an instance, external host or router",
-                        k.to.value
-                    ),
-                );
+        let dhcp = k.protocol.as_ref().is_some_and(|p| p.value == "dhcp");
+        let to = match &k.to {
+            // A DHCP check's destination is set once the networks are
+            // known (its network's DHCP server).
+            None if dhcp => CheckTarget::Address(Ipv4Addr::UNSPECIFIED),
+            None => {
+                c.err(&k.name, format!("{what}: no `to`"));
                 ok = false;
                 CheckTarget::Address(Ipv4Addr::UNSPECIFIED)
             }
+            Some(t) => match t.value.parse::<Ipv4Addr>() {
+                Ok(ip) => CheckTarget::Address(ip),
+                Err(_) if probes_from(&t.value) => CheckTarget::Object(t.value.clone()),
+                Err(_) => {
+                    c.err(
+                        t,
+                        format!(
+                            "{what}: to `{}` is neither an IPv4 address nor an instance, external host or router",
+                            t.value
+                        ),
+                    );
+                    ok = false;
+                    CheckTarget::Address(Ipv4Addr::UNSPECIFIED)
+                }
+            },
         };
         let port = match &k.port {
             Some(p) if (1..=65535).contains(&p.value) => Some(p.value as u16),
@@ -1592,6 +1625,20 @@ fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
                 CheckProtocol::Icmp
             }
             Some("http") => CheckProtocol::Http(port.unwrap_or(80)),
+            Some("dhcp") => {
+                if let Some(p) = &k.port {
+                    c.err(p, format!("{what}: a DHCP check takes no port"));
+                    ok = false;
+                }
+                if let Some(t) = &k.to {
+                    c.err(
+                        t,
+                        format!("{what}: a DHCP check goes to its network's DHCP server: no `to`"),
+                    );
+                    ok = false;
+                }
+                CheckProtocol::Dhcp
+            }
             Some("tcp") => match port {
                 Some(port) => CheckProtocol::Tcp(port),
                 None => {
@@ -1606,7 +1653,7 @@ fn check_checks(c: &mut Checker, raw: &RawTopology) -> Vec<Check> {
                 let span = k.protocol.as_ref().expect("matched Some");
                 c.err(
                     span,
-                    format!("{what}: protocol `{other}` is not one of icmp, tcp, http"),
+                    format!("{what}: protocol `{other}` is not one of icmp, tcp, http, dhcp"),
                 );
                 ok = false;
                 CheckProtocol::Icmp

@@ -1384,3 +1384,40 @@ fn http_checks_take_a_path_and_other_checks_do_not() {
         &["check `md`", "not an absolute URL path"],
     );
 }
+
+#[test]
+fn a_dhcp_check_runs_from_an_instance_on_a_dhcp_network_to_its_server() {
+    let text = dhcp_seed().replace(
+        "checks:\n",
+        "checks:\n  - name: dhcpcheck\n    from: instance3\n    protocol: dhcp\n    wire_vlan: 101\n",
+    );
+    let topo = parse("ok.yaml", &text).unwrap();
+    let d = topo.checks.iter().find(|c| c.name == "dhcpcheck").unwrap();
+    assert_eq!(d.protocol, ovslab_topology::CheckProtocol::Dhcp);
+    assert_eq!(
+        d.to,
+        ovslab_topology::CheckTarget::Address("192.168.1.2".parse().unwrap())
+    );
+    // From an instance with a static address: refused.
+    let text = SEED_YAML.replace(
+        "checks:\n",
+        "checks:\n  - name: dhcpcheck\n    from: instance3\n    protocol: dhcp\n",
+    );
+    refused(
+        &text,
+        line_of(&text, "- name: dhcpcheck"),
+        &["check `dhcpcheck`", "`dhcp: true`"],
+    );
+    // With a `to`: refused; any other check without one: refused.
+    let text = dhcp_seed().replace(
+        "checks:\n",
+        "checks:\n  - name: dhcpcheck\n    from: instance3\n    to: instance1\n    protocol: dhcp\n",
+    );
+    refused(
+        &text,
+        line_of_nth(&text, "to: instance1", 0),
+        &["check `dhcpcheck`", "no `to`"],
+    );
+    let text = dhcp_seed().replace("checks:\n", "checks:\n  - name: dhcpcheck\n    from: instance3\n");
+    refused(&text, line_of(&text, "- name: dhcpcheck"), &["check `dhcpcheck`: no `to`"]);
+}

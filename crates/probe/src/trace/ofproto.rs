@@ -70,7 +70,7 @@ pub fn flow_of(in_port: &str, frame: &Frame) -> Option<String> {
             flags,
         } => format!("tcp,tp_src={sport},tp_dst={dport},tcp_flags=0x{flags:03x}"),
         // `ofproto/trace` wants UDP's own field names.
-        L4::Udp { sport, dport } => format!("udp,udp_src={sport},udp_dst={dport}"),
+        L4::Udp { sport, dport, .. } => format!("udp,udp_src={sport},udp_dst={dport}"),
         // A GRE packet, as on an overlay uplink.
         L4::Other(proto) => format!("ip,nw_proto={proto}"),
     };
