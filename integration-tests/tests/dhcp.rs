@@ -463,3 +463,45 @@ fn a_silent_or_hostile_metadata_client_holds_no_one_up() {
         let _ = child.wait();
     }
 }
+
+#[test]
+#[ignore = "needs root"]
+fn trace_follows_a_dhcp_exchange_and_a_metadata_request() {
+    require_root("trace_follows_a_dhcp_exchange_and_a_metadata_request");
+    let lab = Lab::from_yaml(&dhcp_seed());
+    let trace = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["trace", "--lab", lab.name.as_str(), "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&lab.daemon.ovslab_ok(&all)).unwrap()
+    };
+    let devices = |report: &serde_json::Value| -> Vec<String> {
+        report["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["device"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    // DISCOVER from compute2 to the network node's dnsmasq, tagged 101 on
+    // the wire; the OFFER back.
+    let dhcp = trace(&["instance3", "--dhcp"]);
+    assert_eq!(dhcp["answered"], true, "{dhcp:#}");
+    let port = DhcpPort::new(&lab.name, "net1");
+    let hops = devices(&dhcp);
+    assert!(
+        hops.contains(&port.device),
+        "not at {}: {hops:?}",
+        port.device
+    );
+    assert!(hops.contains(&port.tap), "not at {}: {hops:?}", port.tap);
+    let text = dhcp.to_string();
+    assert!(
+        text.contains("mod_vlan_vid:101"),
+        "no VLAN 101 on the wire: {dhcp:#}"
+    );
+    // A metadata request goes in through the router's qr- port.
+    let http = trace(&["instance3", "169.254.169.254", "--http", "80"]);
+    assert_eq!(http["answered"], true, "{http:#}");
+    let qr = ovslab_topology::plan::RouterPort::internal(&lab.name, "router1", "net1");
+    assert!(devices(&http).contains(&qr.device), "{http:#}");
+}

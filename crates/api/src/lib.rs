@@ -212,6 +212,12 @@ pub enum TraceProtocol {
     Icmp,
     Tcp(u16),
     Udp(u16),
+    /// An HTTP GET of `/latest/meta-data/instance-id` to the port (the
+    /// metadata service).
+    Http(u16),
+    /// A DHCP exchange from the source instance to its network's DHCP
+    /// server (the request's `to` is not used).
+    Dhcp,
 }
 
 impl std::fmt::Display for TraceProtocol {
@@ -220,6 +226,8 @@ impl std::fmt::Display for TraceProtocol {
             TraceProtocol::Icmp => f.write_str("ICMP echo"),
             TraceProtocol::Tcp(port) => write!(f, "TCP port {port}"),
             TraceProtocol::Udp(port) => write!(f, "UDP port {port}"),
+            TraceProtocol::Http(port) => write!(f, "HTTP GET to port {port}"),
+            TraceProtocol::Dhcp => f.write_str("DHCP, DISCOVER to ACK"),
         }
     }
 }

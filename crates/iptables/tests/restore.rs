@@ -157,7 +157,7 @@ fn router_rules_are_canonical_idempotent_and_keep_counters() {
     assert!(first.changed);
     // One nf_tables transaction per table written, nothing more: the
     // reconciler trusts rules it wrote only when the generation says so.
-    assert_eq!(first.tables_written, 2, "nat and mangle");
+    assert_eq!(first.tables_written, 3, "filter, nat and mangle");
     assert_eq!(
         ovslab_netlink::generation(&ns.name).expect("generation").id,
         generation.id + first.tables_written
@@ -206,7 +206,8 @@ fn router_rules_are_canonical_idempotent_and_keep_counters() {
     assert_eq!(
         third.changes,
         [
-            "nat: chain neutron-l3-agent-PREROUTING rewritten",
+            // The metadata redirect before the DNAT stays.
+            "nat: chain neutron-l3-agent-PREROUTING edited (1 rules deleted, 1 inserted)",
             "nat: chain neutron-l3-agent-OUTPUT rewritten",
             "nat: chain neutron-l3-agent-float-snat rewritten",
         ]

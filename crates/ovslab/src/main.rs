@@ -227,8 +227,8 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (a.lab.as_str(), a.from.as_str(), a.to.as_str()),
-            ("seed", "instance1", "instance3")
+            (a.lab.as_str(), a.from.as_str(), a.to.as_deref()),
+            ("seed", "instance1", Some("instance3"))
         );
         assert_eq!((a.tcp, a.udp, a.json), (None, None, false));
         let Command::Trace(a) = parse(&[
@@ -250,6 +250,21 @@ mod tests {
             Cli::try_parse_from(["ovslab", "trace", "a", "b", "--tcp", "1", "--udp", "2"]).is_err()
         );
         assert!(Cli::try_parse_from(["ovslab", "trace", "a"]).is_err());
+        // A DHCP trace has no destination; the others need one.
+        let Command::Trace(a) = parse(&["trace", "instance3", "--dhcp"]).command else {
+            panic!()
+        };
+        assert!(a.dhcp && a.to.is_none());
+        assert!(Cli::try_parse_from(["ovslab", "trace", "a", "b", "--dhcp"]).is_err());
+        assert!(
+            Cli::try_parse_from(["ovslab", "trace", "a", "b", "--http", "80", "--tcp", "1"])
+                .is_err()
+        );
+        let Command::Trace(a) = parse(&["trace", "a", "169.254.169.254", "--http", "80"]).command
+        else {
+            panic!()
+        };
+        assert_eq!(a.http, Some(80));
     }
 
     #[test]

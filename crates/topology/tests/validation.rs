@@ -1418,6 +1418,13 @@ fn a_dhcp_check_runs_from_an_instance_on_a_dhcp_network_to_its_server() {
         line_of_nth(&text, "to: instance1", 0),
         &["check `dhcpcheck`", "no `to`"],
     );
-    let text = dhcp_seed().replace("checks:\n", "checks:\n  - name: dhcpcheck\n    from: instance3\n");
-    refused(&text, line_of(&text, "- name: dhcpcheck"), &["check `dhcpcheck`: no `to`"]);
+    let text = dhcp_seed().replace(
+        "checks:\n",
+        "checks:\n  - name: dhcpcheck\n    from: instance3\n",
+    );
+    refused(
+        &text,
+        line_of(&text, "- name: dhcpcheck"),
+        &["check `dhcpcheck`: no `to`"],
+    );
 }

@@ -1,5 +1,5 @@
-//! `ovslab trace [--lab LAB] SRC DST [--tcp PORT | --udp PORT] [--json]`:
-//! follow one real probe through a running lab, hop by hop.
+//! `ovslab trace [--lab LAB] SRC DST [--tcp PORT | --udp PORT | --http PORT] [--json]`,
+//! or `ovslab trace [--lab LAB] SRC --dhcp`: follow one real probe through a running lab, hop by hop.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -23,10 +23,13 @@ follow: whether the network node was crossed, the tags on the physical network, 
 by the router. A lost probe is reported where it was last seen, with the next device on the \
 expected path.\n\n\
 The probe is an ICMP echo, or a TCP connection (--tcp) or UDP datagram (--udp) to a listener \
-the trace opens at the destination. Nothing in the lab is changed.\n\n\
+the trace opens at the destination, an HTTP GET to a service that is there (--http, e.g. the \
+metadata service at 169.254.169.254), or a whole DHCP exchange from an instance to its network's \
+DHCP server (--dhcp). Nothing in the lab is changed.\n\n\
 Examples:\n  ovslab trace instance1 instance3\n  ovslab trace instance3 internet\n  \
-ovslab trace internet 203.0.113.102 --tcp 22",
-    override_usage = "ovslab trace [--lab LAB] SRC DST [--tcp PORT | --udp PORT] [--json]",
+ovslab trace internet 203.0.113.102 --tcp 22\n  ovslab trace --lab selfservice instance3 --dhcp\n  \
+ovslab trace --lab selfservice instance3 169.254.169.254 --http 80",
+    override_usage = "ovslab trace [--lab LAB] SRC DST [--tcp PORT | --udp PORT | --http PORT] [--json]\n       ovslab trace [--lab LAB] SRC --dhcp [--json]",
     after_help = "Exit status: 0 the probe was answered, 1 it was not (the trace still shows \
 where it went) or the daemon is unreachable, 2 a bad argument."
 )]
@@ -37,29 +40,45 @@ pub struct Args {
     /// Where the probe starts: an instance or external host.
     #[arg(value_name = "SRC")]
     pub from: String,
-    /// Where it goes: an instance, external host or router, or an IPv4 address.
-    #[arg(value_name = "DST")]
-    pub to: String,
+    /// Where it goes: an instance, external host or router, or an IPv4
+    /// address (none with --dhcp).
+    #[arg(
+        value_name = "DST",
+        required_unless_present = "dhcp",
+        conflicts_with = "dhcp"
+    )]
+    pub to: Option<String>,
     /// Open a TCP connection to PORT instead of an ICMP echo.
-    #[arg(long, value_name = "PORT", conflicts_with = "udp")]
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["udp", "http", "dhcp"])]
     pub tcp: Option<u16>,
     /// Send a UDP datagram to PORT instead of an ICMP echo.
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["http", "dhcp"])]
     pub udp: Option<u16>,
+    /// GET /latest/meta-data/instance-id over HTTP from PORT (e.g. 80 to
+    /// 169.254.169.254, the metadata service).
+    #[arg(long, value_name = "PORT", conflicts_with = "dhcp")]
+    pub http: Option<u16>,
+    /// A DHCP exchange (DISCOVER to ACK) from SRC, an instance on a DHCP
+    /// network, to its network's DHCP server.
+    #[arg(long)]
+    pub dhcp: bool,
     /// Print the trace as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
-    let protocol = match (args.tcp, args.udp) {
-        (Some(port), _) => TraceProtocol::Tcp(port),
-        (_, Some(port)) => TraceProtocol::Udp(port),
+    let protocol = match (args.tcp, args.udp, args.http, args.dhcp) {
+        (Some(port), ..) => TraceProtocol::Tcp(port),
+        (_, Some(port), ..) => TraceProtocol::Udp(port),
+        (_, _, Some(port), _) => TraceProtocol::Http(port),
+        (.., true) => TraceProtocol::Dhcp,
         _ => TraceProtocol::Icmp,
     };
     let request = TraceRequest {
         from: args.from,
-        to: args.to,
+        // A DHCP probe goes to the server the daemon finds.
+        to: args.to.unwrap_or_else(|| "0.0.0.0".to_string()),
         protocol,
     };
     let report: TraceReport =

@@ -68,12 +68,24 @@ pub fn run(
     if !is_source {
         return Err(TraceError::BadSource(request.from.clone()));
     }
-    let target = match request.to.parse::<Ipv4Addr>() {
-        Ok(ip) => CheckTarget::Address(ip),
-        Err(_) => CheckTarget::Object(request.to.clone()),
+    let (dest_ip, dest) = if request.protocol == TraceProtocol::Dhcp {
+        // The source's network's DHCP server.
+        let server = topo
+            .instance(&request.from)
+            .and_then(|i| topo.network(&i.network))
+            .and_then(|n| n.dhcp_address)
+            .ok_or_else(|| {
+                TraceError::BadDestination("a DHCP server (the source's network has none)".into())
+            })?;
+        (server, None)
+    } else {
+        let target = match request.to.parse::<Ipv4Addr>() {
+            Ok(ip) => CheckTarget::Address(ip),
+            Err(_) => CheckTarget::Object(request.to.clone()),
+        };
+        checks::resolve(topo, &target)
+            .ok_or_else(|| TraceError::BadDestination(request.to.clone()))?
     };
-    let (dest_ip, dest) = checks::resolve(topo, &target)
-        .ok_or_else(|| TraceError::BadDestination(request.to.clone()))?;
     let dest_object = dest
         .as_ref()
         .and_then(|(ns, _, _)| ns.strip_prefix(&naming::namespace_prefix(lab)))
@@ -83,6 +95,8 @@ pub fn run(
         TraceProtocol::Icmp => Probe::Icmp,
         TraceProtocol::Tcp(port) => Probe::Tcp(port),
         TraceProtocol::Udp(port) => Probe::Udp(port),
+        TraceProtocol::Http(port) => Probe::Http(port),
+        TraceProtocol::Dhcp => Probe::Dhcp,
     };
 
     let desired = plan::plan(topo, &Default::default());
@@ -92,7 +106,20 @@ pub fn run(
 
     let sent_at = SystemTime::now();
     let listen_ns = dest.as_ref().map(|(ns, _, _)| ns.as_str());
-    let answered = probes::send(&from_ns, listen_ns, dest_ip, probe, tag, 1)?;
+    let answered = match request.protocol {
+        TraceProtocol::Dhcp => {
+            let mac = topo
+                .instance(&request.from)
+                .map(|i| i.mac)
+                .ok_or_else(|| TraceError::BadSource(request.from.clone()))?;
+            probes::dhcp(&from_ns, naming::GUEST_NIC, mac, tag)?.is_some()
+        }
+        TraceProtocol::Http(port) => {
+            let path = "/latest/meta-data/instance-id";
+            probes::http_get(&from_ns, dest_ip, port, path, tag)?.is_some_and(|(s, _)| s == 200)
+        }
+        _ => probes::send(&from_ns, listen_ns, dest_ip, probe, tag, 1)?,
+    };
     std::thread::sleep(SETTLE);
 
     let mut seen = Vec::new();
@@ -171,7 +198,11 @@ pub fn run(
     Ok(TraceReport {
         lab: lab.to_string(),
         from: request.from.clone(),
-        to: request.to.clone(),
+        to: if request.protocol == TraceProtocol::Dhcp {
+            "its DHCP server".to_string()
+        } else {
+            request.to.clone()
+        },
         destination: dest_ip.to_string(),
         protocol: request.protocol,
         tag,

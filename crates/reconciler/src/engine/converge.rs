@@ -624,17 +624,21 @@ impl<H: Host> Run<'_, H> {
 
     /// 11. The metadata service: a listener in each router's namespace and
     ///     each isolated network's qdhcp namespace, answering for the
-    ///     instances there; others of the lab stopped.
+    ///     instances there; others of the lab stopped. The listeners are
+    ///     the daemon's own (a daemon started again makes them again), not
+    ///     part of the lab: they are logged, not reported as changes.
     fn metadata(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
         let mut keep = BTreeSet::new();
         for spec in &desired.metadata {
             keep.insert(spec.namespace.clone());
-            self.out.changes.extend(self.host.serve_metadata(spec)?);
+            if let Some(line) = self.host.serve_metadata(spec)? {
+                tracing::info!(lab = self.lab, "{line}");
+            }
         }
         let prefix = naming::namespace_prefix(self.lab);
-        self.out
-            .changes
-            .extend(self.host.stop_metadata(&prefix, &keep));
+        for line in self.host.stop_metadata(&prefix, &keep) {
+            tracing::info!(lab = self.lab, "{line}");
+        }
         Ok(())
     }
 
