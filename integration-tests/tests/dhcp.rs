@@ -298,6 +298,22 @@ fn dnsmasq_its_namespace_and_a_lost_lease_come_back_and_down_leaves_nothing() {
         std::fs::read_to_string(client.join("pid")).is_ok_and(|p| p.trim() != old.to_string())
             && address_of(&lab, "instance2") == ["192.168.2.11/24"]
     });
+    // net1's DHCP port deleted on the network node: made again, and a
+    // client that starts over gets its lease through it.
+    let tap = DhcpPort::new(&lab.name, "net1").tap;
+    lab.in_ns("network", &["ip", "link", "del", &tap]);
+    eventually("net1's DHCP port back", || {
+        lab.in_ns("network", &["ip", "link", "show", &tap])
+            .status
+            .success()
+    });
+    lab.in_ns(
+        "instance3",
+        &["ip", "addr", "del", "192.168.1.12/24", "dev", "eth0"],
+    );
+    eventually("instance3's lease through the new port", || {
+        address_of(&lab, "instance3") == ["192.168.1.12/24"]
+    });
     // down: no dnsmasq, no client left.
     let mut pids = vec![pid_in(&server_dir(&lab, "net1")), pid_in(&dir)];
     for i in 1..=4 {
