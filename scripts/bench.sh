@@ -16,6 +16,8 @@ BIN=${BIN:-target/release}
 BIG=${BIG-20x50}
 IPERF_SECONDS=${IPERF_SECONDS:-5}
 dir=$(mktemp -d /tmp/ovslab-bench.XXXXXX)
+# dnsmasq reads its files below it after dropping its privileges.
+chmod 0755 "$dir"
 sock=$dir/ovslabd.sock
 "$BIN/ovslabd" --socket "$sock" --run-dir "$dir/run" --labs-dir "$dir/none" >"$dir/ovslabd.log" 2>&1 &
 daemon=$!

@@ -19,9 +19,16 @@ use ipnet::Ipv4Net;
 pub const HOOK_NAME: &str = ovslab_topology::naming::DHCP_HOOK;
 
 /// Makes the hook, `<run_dir>/udhcpc.hook`, a link to this very binary;
-/// returns its path.
+/// returns its path. The run directory is made searchable by others (not
+/// readable): dnsmasq reads its files below it after dropping to an
+/// unprivileged user.
 pub fn install(run_dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(run_dir)?;
+    let mode = std::fs::metadata(run_dir)?.permissions().mode();
+    if mode & 0o011 != 0o011 {
+        std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(mode | 0o011))?;
+    }
     let link = run_dir.join(HOOK_NAME);
     let exe = std::env::current_exe()?;
     let _ = std::fs::remove_file(&link);

@@ -67,6 +67,17 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{what}: dnsmasq drops to an unprivileged user and then reads its files in {dir}, \
+         but {blocking} is not searchable by other users (mode {mode:o}); make the run \
+         directory's parents searchable (chmod o+x)"
+    )]
+    Unreachable {
+        what: String,
+        dir: PathBuf,
+        blocking: PathBuf,
+        mode: u32,
+    },
     #[error("{what}: {program} exited at once (see {log})")]
     Exited {
         what: String,
@@ -182,6 +193,16 @@ impl Agent {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))
             .map_err(err(&self.dir))?;
+        // The lab's directory (ours; 0700 under the unit's umask) must let
+        // dnsmasq through to its own, without letting anyone list it.
+        if let Some(lab_dir) = self.dir.parent()
+            && let Ok(meta) = std::fs::metadata(lab_dir)
+            && meta.permissions().mode() & 0o011 != 0o011
+        {
+            let mode = meta.permissions().mode() | 0o011;
+            std::fs::set_permissions(lab_dir, std::fs::Permissions::from_mode(mode))
+                .map_err(err(lab_dir))?;
+        }
         let mut written = Vec::new();
         for (name, content) in files {
             let path = self.dir.join(name);
@@ -214,6 +235,9 @@ impl Agent {
             path: self.log(),
             source,
         })?;
+        if self.kind == AgentKind::Dnsmasq {
+            self.check_reachable()?;
+        }
         let program = self.kind.program();
         let mut cmd = Command::new(program);
         cmd.args(&self.args)
@@ -266,6 +290,28 @@ impl Agent {
         Ok(())
     }
 
+    /// Whether an unprivileged user can reach the agent's directory (every
+    /// directory above it searchable by others), as dnsmasq must after
+    /// it dropped its privileges.
+    fn check_reachable(&self) -> Result<(), AgentError> {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in self.dir.ancestors() {
+            let Ok(meta) = std::fs::metadata(dir) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o001 == 0 {
+                return Err(AgentError::Unreachable {
+                    what: self.what.clone(),
+                    dir: self.dir.clone(),
+                    blocking: dir.to_path_buf(),
+                    mode,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Sends `signal` to the agent, if it runs; whether it was sent.
     pub fn signal(&self, signal: Signal) -> bool {
         self.identity().is_some_and(|i| i.signal(signal))
@@ -309,4 +355,46 @@ pub async fn stop_in(dir: &Path) -> Vec<String> {
 /// Whether a run-directory entry of a lab is an agent's (not a node's).
 pub fn is_agent_dir(name: &str) -> bool {
     name.starts_with(ovslab_topology::dhcp::QDHCP) || name.starts_with(CLIENT_DIR_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn agent(dir: PathBuf) -> Agent {
+        Agent {
+            kind: AgentKind::Dnsmasq,
+            what: "dnsmasq of net1".into(),
+            namespace: "x".into(),
+            dir,
+            args: vec![],
+        }
+    }
+
+    #[test]
+    fn a_lab_directory_is_opened_to_dnsmasq_and_a_closed_parent_is_named() {
+        let root = std::env::temp_dir().join(format!("ovslab-agents-{}", std::process::id()));
+        let lab = root.join("lab");
+        std::fs::create_dir_all(&lab).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&lab, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let a = agent(lab.join("qdhcp-1"));
+        a.write_files(&[("host", "x\n".into())]).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // The lab directory: searchable, not readable, by others.
+        assert_eq!(mode(&lab), 0o711);
+        assert_eq!(mode(&a.dir), 0o755);
+        assert_eq!(mode(&a.dir.join("host")), 0o644);
+        assert!(a.check_reachable().is_ok());
+        // A parent that is not ours and closed: refused, naming it.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+        match a.check_reachable() {
+            Err(AgentError::Unreachable { blocking, mode, .. }) => {
+                assert_eq!((blocking, mode), (root.clone(), 0o700));
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
