@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 CACHE=${OVSLAB_ROOTFS_CACHE:-/var/cache/ovslab-test-rootfs}
 MIRROR=${OVSLAB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,dbus,openvswitch-switch,openvswitch-common,iproute2,iptables,ipset,tcpdump,procps,iputils-ping,kmod
+PACKAGES=systemd,systemd-sysv,dbus,openvswitch-switch,openvswitch-common,iproute2,iptables,ipset,tcpdump,procps,iputils-ping,kmod,dnsmasq-base,udhcpc
 # The stamp names what the cache was built from: change either, and it is
 # built again.
 STAMP="$SUITE $PACKAGES"
@@ -194,7 +194,7 @@ for want in LimitNOFILE=16384 TasksMax=4096 UMask=0077 NoNewPrivileges=yes \
 done
 # The daemon and the OVS processes it started (inherited): the capability
 # bounding set, a seccomp filter, no new privileges, the descriptor limit.
-caps="cap_chown,cap_net_bind_service,cap_net_admin,cap_net_raw,cap_sys_admin"
+caps="cap_chown,cap_kill,cap_setgid,cap_setuid,cap_net_bind_service,cap_net_admin,cap_net_raw,cap_sys_admin"
 main=$(inside systemctl show -p MainPID --value ovslabd)
 vswitchd=$(inside cat /run/ovslab/seed/compute1/ovs-vswitchd.pid)
 dbserver=$(inside cat /run/ovslab/seed/compute1/ovsdb-server.pid)
@@ -254,6 +254,19 @@ done
 # frames (same-node-stays-on-br-int then sees them on the wire): one retry.
 inside /usr/local/bin/ovslab check >/dev/null || inside /usr/local/bin/ovslab check >/dev/null ||
   fail "ovslab check failed after the restart of ovs-vswitchd"
+
+say "under the unit: DHCP (dnsmasq dropping to nobody, udhcpc, ovslabd's hook)"
+sed 's/^lab: seed$/lab: dhcp/; /^    dhcp: false$/d' lab-topologies/seed.yaml >"$scratch/root/dhcp.yaml"
+out=$(inside /usr/local/bin/ovslab up /root/dhcp.yaml 2>&1) || fail "the DHCP lab did not come up: $out"
+grep -q "holds no DHCP lease" <<<"$out" && fail "an instance got no lease under the unit: $out"
+inside ip -n dhcp.instance1 -4 addr show eth0 | grep -q 'inet 192.168.1.11/24' ||
+  fail "instance1 has not its reservation: $(inside ip -n dhcp.instance1 -4 addr show eth0)"
+users=$(inside ps -o user= -C dnsmasq | sort -u | tr '\n' ' ')
+[ "$users" = "nobody " ] || fail "dnsmasq runs as: $users"
+inside /usr/local/bin/ovslab check dhcp >/dev/null || fail "ovslab check failed in the DHCP lab"
+inside /usr/local/bin/ovslab down dhcp >/dev/null || fail "the DHCP lab did not go down"
+left=$(inside ps -o comm= -C dnsmasq,udhcpc || true)
+[ -z "$left" ] || fail "DHCP processes left after down: $left"
 
 say "editing the lab file and reloading"
 sed -i 's/^# What must hold/  - name: instance5\n    node: compute2\n    network: net1\n    address: 192.168.1.14\n    security_groups: [default]\n\n# What must hold/' \
