@@ -403,16 +403,7 @@ impl Netlink {
         destination: Ipv4Net,
         gateway: Ipv4Addr,
     ) -> Result<(), NetlinkError> {
-        let message = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(destination.addr(), destination.prefix_len())
-            .gateway(gateway)
-            .build();
-        self.handle
-            .route()
-            .add(message)
-            .execute()
-            .await
-            .map_err(self.err(format!("add route {destination} via {gateway}")))
+        self.route_to(destination, gateway, false).await
     }
 
     /// Adds the route, or replaces the one to the same destination.
@@ -421,17 +412,29 @@ impl Netlink {
         destination: Ipv4Net,
         gateway: Ipv4Addr,
     ) -> Result<(), NetlinkError> {
+        self.route_to(destination, gateway, true).await
+    }
+
+    async fn route_to(
+        &self,
+        destination: Ipv4Net,
+        gateway: Ipv4Addr,
+        replace: bool,
+    ) -> Result<(), NetlinkError> {
         let message = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(destination.addr(), destination.prefix_len())
             .gateway(gateway)
             .build();
-        self.handle
-            .route()
-            .add(message)
-            .replace()
+        let request = self.handle.route().add(message);
+        let (request, verb) = if replace {
+            (request.replace(), "replace")
+        } else {
+            (request, "add")
+        };
+        request
             .execute()
             .await
-            .map_err(self.err(format!("replace route {destination} via {gateway}")))
+            .map_err(self.err(format!("{verb} route {destination} via {gateway}")))
     }
 
     /// Deletes link `name` (a veth takes its peer along). A link that is

@@ -640,11 +640,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 patch_peer: None,
                 tunnel: None,
                 internal: false,
-                interface_external_ids: BTreeMap::from([
-                    ("attached-mac".into(), format_mac(&port.mac)),
-                    ("iface-id".into(), port.port.to_string()),
-                    ("iface-status".into(), "active".into()),
-                ]),
+                interface_external_ids: port_ids(port.mac, &port.port),
                 port_other_config: agent_port_config(lab, net, tag),
             });
         }
@@ -1131,9 +1127,14 @@ impl RouterPort {
 }
 
 fn router_port_ids(port: &RouterPort) -> BTreeMap<String, String> {
+    port_ids(port.mac, &port.port)
+}
+
+/// The `external_ids` an agent's own port (router, DHCP) carries.
+fn port_ids(mac: [u8; 6], port: &uuid::Uuid) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("attached-mac".into(), format_mac(&port.mac)),
-        ("iface-id".into(), port.port.to_string()),
+        ("attached-mac".into(), format_mac(&mac)),
+        ("iface-id".into(), port.to_string()),
         ("iface-status".into(), "active".into()),
     ])
 }

@@ -61,6 +61,22 @@ pub struct DhcpOutcome {
     pub without_lease: Vec<String>,
 }
 
+/// Starts an agent that does not run, saying whether it had died.
+async fn start<H: Host>(
+    host: &H,
+    agent: &Agent,
+    out: &mut DhcpOutcome,
+) -> Result<(), ReconcileError> {
+    let died = host.agent_died(agent);
+    host.start_agent(agent).await?;
+    out.changes.push(if died {
+        format!("start {} again (it had died)", agent.what)
+    } else {
+        format!("start {}", agent.what)
+    });
+    Ok(())
+}
+
 pub async fn converge<H: Host>(
     host: &H,
     lab: &str,
@@ -70,6 +86,7 @@ pub async fn converge<H: Host>(
 ) -> Result<DhcpOutcome, ReconcileError> {
     let mut out = DhcpOutcome::default();
     let mut wanted: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut reloaded = false;
 
     // The servers first: a client that starts before its server waits a
     // second for its next try.
@@ -89,6 +106,7 @@ pub async fn converge<H: Host>(
         } else if running {
             if !written.is_empty() {
                 host.signal_agent(&agent, Signal::SIGHUP);
+                reloaded = true;
                 out.changes.push(format!(
                     "{}: wrote {}, reloaded (SIGHUP)",
                     agent.what,
@@ -96,17 +114,11 @@ pub async fn converge<H: Host>(
                 ));
             }
         } else {
-            let died = host.agent_died(&agent);
-            host.start_agent(&agent).await?;
-            out.changes.push(if died {
-                format!("start {} again (it had died)", agent.what)
-            } else {
-                format!("start {}", agent.what)
-            });
+            start(host, &agent, &mut out).await?;
         }
     }
 
-    if out.changes.iter().any(|c| c.ends_with("reloaded (SIGHUP)")) {
+    if reloaded {
         // dnsmasq reads its files again between packets: give it the
         // moment before a client asks.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -128,13 +140,7 @@ pub async fn converge<H: Host>(
             }
             let started = !running || !written.is_empty();
             if started {
-                let died = host.agent_died(&agent);
-                host.start_agent(&agent).await?;
-                out.changes.push(if died {
-                    format!("start {} again (it had died)", agent.what)
-                } else {
-                    format!("start {}", agent.what)
-                });
+                start(host, &agent, &mut out).await?;
             }
             clients.push((spec, agent, started));
         }
