@@ -69,6 +69,10 @@ pub enum LinkChange {
     SetUp {
         name: String,
     },
+    /// A lab switch's port towards a node failed on purpose.
+    SetDown {
+        name: String,
+    },
     AddRoute {
         route: RouteSpec,
     },
@@ -89,7 +93,7 @@ impl LinkChange {
             | LinkChange::SetTxChecksum { .. }
             | LinkChange::DelAddress { .. }
             | LinkChange::AddAddress { .. } => 4,
-            LinkChange::SetUp { .. } => 5,
+            LinkChange::SetUp { .. } | LinkChange::SetDown { .. } => 5,
             LinkChange::AddRoute { .. } => 6,
         }
     }
@@ -129,6 +133,7 @@ impl std::fmt::Display for LinkChange {
                 write!(f, "add address {address} to {name}")
             }
             LinkChange::SetUp { name } => write!(f, "set {name} up"),
+            LinkChange::SetDown { name } => write!(f, "set {name} down"),
             LinkChange::AddRoute { route } => {
                 write!(f, "add route {} via {}", route.destination, route.gateway)
             }
@@ -248,12 +253,10 @@ pub fn diff_namespace(
                 on,
             });
         }
-        // A DHCP client's link holds what its lease gives it.
-        let have: Vec<Ipv4Net> = current
-            .filter(|_| !spec.dhcp_client)
-            .map(|c| c.addresses.clone())
-            .unwrap_or_default();
-        for address in &have {
+        // A DHCP client's link holds what its lease gives it, an HA
+        // router's what keepalived gives the master: none goes.
+        let have: &[Ipv4Net] = current.map_or(&[], |c| &c.addresses);
+        for address in have.iter().filter(|_| spec.addresses_also_by.is_none()) {
             if !spec.addresses.contains(address) {
                 out.push(LinkChange::DelAddress {
                     name: spec.name.clone(),
@@ -269,7 +272,12 @@ pub fn diff_namespace(
                 });
             }
         }
-        if !current.is_some_and(|c| c.up) {
+        let up = current.is_some_and(|c| c.up);
+        if spec.down && up {
+            out.push(LinkChange::SetDown {
+                name: spec.name.clone(),
+            });
+        } else if !spec.down && !up {
             out.push(LinkChange::SetUp {
                 name: spec.name.clone(),
             });

@@ -243,6 +243,7 @@ impl State {
                 self.link(namespace, name)?.addresses.push(*address)
             }
             LinkChange::SetUp { name } => self.link(namespace, name)?.up = true,
+            LinkChange::SetDown { name } => self.link(namespace, name)?.up = false,
             LinkChange::AddRoute { route } => {
                 self.namespace(namespace)?.links.routes.push(route.clone())
             }
@@ -599,6 +600,23 @@ impl Host for FakeHost {
         n.ovs_vswitchd = false;
         n.flows.clear();
         Some(pid)
+    }
+
+    async fn stop_ovs(&self, node: &NodeOvs) -> Vec<String> {
+        let mut state = self.state();
+        let mut lines = Vec::new();
+        if let Some(n) = state.nodes.get_mut(&node.namespace) {
+            for (running, program) in [
+                (&mut n.ovsdb_server, "ovsdb-server"),
+                (&mut n.ovs_vswitchd, "ovs-vswitchd"),
+            ] {
+                if std::mem::take(running) {
+                    lines.push(format!("stopped {program} of {}", node.node));
+                }
+            }
+            n.flows.clear();
+        }
+        lines
     }
 
     async fn stop_and_remove(&self, node: &NodeOvs) -> Vec<String> {

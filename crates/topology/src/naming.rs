@@ -23,6 +23,8 @@ pub const QVB: &str = "qvb";
 pub const QVO: &str = "qvo";
 pub const QR: &str = "qr-";
 pub const QG: &str = "qg-";
+/// An HA router copy's port on the HA network.
+pub const HA: &str = "ha-";
 
 /// Bridges and patch ports every node has.
 pub const BR_INT: &str = "br-int";
@@ -89,9 +91,11 @@ pub const QROUTER: &str = "qrouter-";
 /// object named with one would take a generated namespace's name.
 pub const NAMESPACE_PREFIXES: &[&str] = &[QROUTER, "qdhcp-", "snat-", "fip-"];
 
-/// Prefixes of generated router devices: `qr-` and `qg-` now, `ha-` for HA
-/// routers later.
-pub const ROUTER_DEVICE_PREFIXES: &[&str] = &[QR, QG, "ha-"];
+/// Prefixes of generated router devices: `qr-`, `qg-` and `ha-`.
+pub const ROUTER_DEVICE_PREFIXES: &[&str] = &[QR, QG, HA];
+
+/// The HA network's subnet unless the file says (`l3_ha_net_cidr`).
+pub const L3_HA_NET_CIDR: &str = "169.254.192.0/18";
 
 /// The record under the daemon's run directory listing the labs that came
 /// from `--labs-dir`; it sits beside the labs' own directories, so no lab may
@@ -172,6 +176,26 @@ pub fn namespace(lab: &str, object: &str) -> String {
 /// The prefix every namespace of `lab` starts with.
 pub fn namespace_prefix(lab: &str) -> String {
     format!("{lab}.")
+}
+
+/// The project every object of a lab belongs to: its id, as Keystone
+/// writes one (32 hex digits).
+pub fn project_id(lab: &str) -> String {
+    object_uuid(lab, "project", lab).simple().to_string()
+}
+
+/// The HA network's name, as Neutron names it: `HA network tenant <project>`.
+pub fn ha_network_name(lab: &str) -> String {
+    format!("HA network tenant {}", project_id(lab))
+}
+
+/// The namespace of an HA router's copy on a node:
+/// `<lab>.<node>.qrouter-<router uuid>` (on a real node, `qrouter-<uuid>`).
+pub fn ha_router_namespace(lab: &str, node: &str, router: &str) -> String {
+    namespace(
+        lab,
+        &format!("{node}.{QROUTER}{}", object_uuid(lab, "router", router)),
+    )
 }
 
 /// The lab's run directory for a node's Open vSwitch: `<root>/<lab>/<node>`.

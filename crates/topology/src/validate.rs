@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 use crate::model::*;
 use crate::naming::{self, DEFAULT_OVERLAY, IFNAME_MAX};
 use crate::parse::*;
-use crate::plan::{RouterPort, router_namespace};
+use crate::plan::{RouterPort, router_copies};
 use crate::printable::{is_unsafe, printable};
 
 struct Checker {
@@ -342,22 +342,32 @@ fn router_ports(lab: &str, router: &Router) -> Vec<(RouterPort, String)> {
 }
 
 /// The hashed names of a router: each port's `tap…` in its node's
-/// namespace and `qr-…`/`qg-…` in the router's.
+/// namespace and `qr-…`/`qg-…` in the router's, in every copy (and an HA
+/// copy's `ha-…` port and its `tap…`).
 fn router_hashed(lab: &str, router: &Router, column: u32) -> Vec<Hashed> {
-    let node_ns = naming::namespace(lab, &router.node);
-    let router_ns = router_namespace(lab, &router.name);
     let owner = format!("router `{}`", router.name);
     let mut out = Vec::new();
-    for (port, _) in router_ports(lab, router) {
-        for (name, scope) in [(&port.tap, &node_ns), (&port.device, &router_ns)] {
-            out.push(Hashed {
-                scope: scope.clone(),
-                what: "device",
-                name: name.clone(),
-                owner: owner.clone(),
-                line: router.line,
-                column,
-            });
+    for (node, router_ns) in router_copies(lab, router) {
+        let node_ns = naming::namespace(lab, node);
+        let ha = router.ha.as_ref().map(|_| {
+            let port = crate::keepalived::HaPort::new(lab, &router.name, node);
+            (port.tap, port.device)
+        });
+        let ports = router_ports(lab, router)
+            .into_iter()
+            .map(|(port, _)| (port.tap, port.device))
+            .chain(ha);
+        for (tap, device) in ports {
+            for (name, scope) in [(tap, &node_ns), (device, &router_ns)] {
+                out.push(Hashed {
+                    scope: scope.clone(),
+                    what: "device",
+                    name,
+                    owner: owner.clone(),
+                    line: router.line,
+                    column,
+                });
+            }
         }
     }
     out
@@ -580,6 +590,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             dhcp: n.dhcp.as_ref().is_none_or(|d| d.value),
             dns_nameservers,
             dhcp_address: None,
+            ha: false,
             line: at(&n.name).0,
         });
     }
@@ -726,21 +737,72 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
     // Routers.
     let mut routers = Vec::new();
     let mut attached: HashMap<String, String> = HashMap::new();
+    let network_nodes: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Network)
+        .map(|n| n.name.as_str())
+        .collect();
     for r in &raw.routers {
         let name = &r.name.value;
-        match role_of.get(r.node.value.as_str()) {
+        let ha = r.ha.as_ref().is_some_and(|h| h.value);
+        let mut router_nodes = Vec::new();
+        let mut network_node = |c: &mut Checker, node: &S<String>| match role_of
+            .get(node.value.as_str())
+        {
             None => c.err(
-                &r.node,
-                format!("router `{name}`: unknown node `{}`", r.node.value),
+                node,
+                format!("router `{name}`: unknown node `{}`", node.value),
             ),
             Some(NodeRole::Compute) => c.err(
-                &r.node,
+                node,
                 format!(
                     "router `{name}`: node `{}` is a compute node; routers live on a network node",
-                    r.node.value
+                    node.value
                 ),
             ),
-            Some(NodeRole::Network) => {}
+            Some(NodeRole::Network) if router_nodes.contains(&node.value) => c.err(
+                node,
+                format!("router `{name}`: node `{}` is named twice", node.value),
+            ),
+            Some(NodeRole::Network) => router_nodes.push(node.value.clone()),
+        };
+        let problems_before = c.problems.len();
+        match (ha, &r.node, &r.nodes) {
+            (false, Some(node), None) => network_node(&mut c, node),
+            (false, None, None) => c.err(
+                &r.name,
+                format!("router `{name}`: no `node` (the network node it lives on)"),
+            ),
+            (false, _, Some(list)) => c.err(
+                list,
+                format!(
+                    "router `{name}`: `nodes` is for HA routers (`ha: true`); a legacy router has one `node`"
+                ),
+            ),
+            (true, Some(node), _) => c.err(
+                node,
+                format!(
+                    "router `{name}`: an HA router has a copy on several nodes: `nodes: [...]` (or none: every network node), not `node`"
+                ),
+            ),
+            (true, None, Some(list)) => {
+                for node in &list.value {
+                    network_node(&mut c, node);
+                }
+            }
+            (true, None, None) => router_nodes.extend(network_nodes.iter().map(|n| n.to_string())),
+        }
+        if ha && router_nodes.len() < 2 && c.problems.len() == problems_before {
+            c.err(
+                &r.name,
+                format!(
+                    "router `{name}`: an HA router needs at least two network nodes, it has {}",
+                    router_nodes.len()
+                ),
+            );
+        }
+        if router_nodes.is_empty() {
+            router_nodes.push(String::new());
         }
         let mut interfaces = Vec::new();
         for i in &r.interfaces {
@@ -795,13 +857,29 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         }
         routers.push(Router {
             name: name.clone(),
-            node: r.node.value.clone(),
+            nodes: router_nodes,
+            ha: ha.then(|| HaRouter {
+                vrid: 0,
+                vip: Ipv4Net::default(),
+                addresses: Vec::new(),
+            }),
             interfaces,
             external_gateway,
             snat: r.snat,
             line: at(&r.name).0,
         });
     }
+
+    // The HA network, each HA router's VRID and its copies' addresses.
+    let l3_ha = check_l3_ha(
+        &mut c,
+        &raw,
+        &agent,
+        overlay.is_some(),
+        &mut routers,
+        &subnets,
+        &segments,
+    );
 
     // Physical routers.
     let mut physical_routers = Vec::new();
@@ -1252,6 +1330,10 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         c.problems.sort_by_key(|p| (p.line, p.column));
         return Err(c.problems);
     }
+    let l3_ha = l3_ha.map(|(l3_ha, network)| {
+        networks.push(network);
+        l3_ha
+    });
     Ok(Topology {
         lab: raw.lab.value,
         source: source.to_string(),
@@ -1265,6 +1347,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         external_hosts,
         physical_routers,
         routers,
+        l3_ha,
         security_groups,
         instances,
         checks,
@@ -1465,6 +1548,217 @@ fn check_network_type(
         ("flat", _) => NetworkType::Flat,
         _ => NetworkType::Vlan(seg as u16),
     })
+}
+
+/// The HA network (`l3_ha:`, all defaulted as Neutron defaults them) when
+/// the lab has HA routers: its subnet apart from every other, its type
+/// (the first tunnel type, else VLAN on the physical network) and a
+/// segment no other network uses (the lowest free one by default); each
+/// HA router gets the next VRID (1–254, as the L3 plugin allocates them
+/// per HA network) and each of its copies the next address of the subnet.
+fn check_l3_ha(
+    c: &mut Checker,
+    raw: &RawTopology,
+    agent: &Agent,
+    has_overlay: bool,
+    routers: &mut [Router],
+    subnets: &[(Ipv4Net, String, String)],
+    segments: &HashMap<(String, i64), String>,
+) -> Option<(L3Ha, Network)> {
+    let first = raw
+        .routers
+        .iter()
+        .find(|r| r.ha.as_ref().is_some_and(|h| h.value))?;
+    let given = raw.l3_ha.as_ref().map(|g| &g.value);
+    let line = raw.l3_ha.as_ref().map_or(at(&first.name), at);
+    let what = "l3_ha";
+    let cidr = match given.and_then(|g| g.cidr.as_ref()) {
+        Some(s) => c.cidr(what, s)?,
+        None => naming::L3_HA_NET_CIDR.parse().expect("a valid default"),
+    };
+    let cidr_at = given.and_then(|g| g.cidr.as_ref()).map_or(line, at);
+    if cidr.prefix_len() > 29 {
+        c.err_at(
+            cidr_at.0,
+            cidr_at.1,
+            format!("{what}: the HA network's subnet {cidr} is too small (at most /29)"),
+        );
+        return None;
+    }
+    if let Some((other, kind, name)) = subnets
+        .iter()
+        .find(|(n, _, _)| n.contains(&cidr.network()) || cidr.contains(&n.network()))
+    {
+        c.err_at(
+            cidr_at.0,
+            cidr_at.1,
+            format!(
+                "{what}: the HA network's subnet {cidr} overlaps {kind} `{name}` ({other}); give `l3_ha: {{cidr: ...}}` another"
+            ),
+        );
+        return None;
+    }
+    // Its type: the first tenant network type, as Neutron's default.
+    let type_at = given.and_then(|g| g.network_type.as_ref()).map_or(line, at);
+    let type_name = match given.and_then(|g| g.network_type.as_ref()) {
+        Some(t) => t.value.clone(),
+        None if has_overlay && !agent.tunnel_types.is_empty() => {
+            agent.tunnel_types[0].name().to_string()
+        }
+        None => "vlan".to_string(),
+    };
+    let tunnel = tunnel_type(&type_name);
+    let physnet = given
+        .and_then(|g| g.physical_network.as_ref())
+        .map(|p| p.value.clone())
+        .or_else(|| raw.physical_networks.first().map(|p| p.name.value.clone()));
+    let scope = match (type_name.as_str(), tunnel) {
+        (_, Some(kind)) => {
+            if !has_overlay || !agent.tunnel_types.contains(&kind) {
+                c.err_at(
+                    type_at.0,
+                    type_at.1,
+                    format!("{what}: a {type_name} HA network needs an `overlay:` and `{type_name}` among the agents' tunnel types"),
+                );
+                return None;
+            }
+            type_name.clone()
+        }
+        ("vlan" | "flat", None) => {
+            let Some(physnet) = physnet
+                .as_ref()
+                .filter(|p| raw.physical_networks.iter().any(|q| &q.name.value == *p))
+            else {
+                c.err_at(
+                    type_at.0,
+                    type_at.1,
+                    format!("{what}: a {type_name} HA network needs a physical network"),
+                );
+                return None;
+            };
+            format!("{type_name}:{physnet}")
+        }
+        _ => {
+            c.err_at(
+                type_at.0,
+                type_at.1,
+                format!(
+                    "{what}: type `{}` is not one of vlan, flat, vxlan, gre",
+                    printable(&type_name)
+                ),
+            );
+            return None;
+        }
+    };
+    let range: std::ops::RangeInclusive<i64> = match type_name.as_str() {
+        "vlan" => 1..=4094,
+        "vxlan" => 1..=16_777_215,
+        "gre" => 1..=u32::MAX as i64,
+        _ => 0..=0,
+    };
+    let seg = match given.and_then(|g| g.segmentation_id.as_ref()) {
+        Some(s) if type_name == "flat" => {
+            c.err(s, format!("{what}: a flat network has no segmentation_id"));
+            return None;
+        }
+        Some(s) if !range.contains(&s.value) => {
+            c.err(
+                s,
+                format!(
+                    "{what}: segmentation_id {} is outside {}–{}",
+                    s.value,
+                    range.start(),
+                    range.end()
+                ),
+            );
+            return None;
+        }
+        Some(s) => s.value,
+        None => range
+            .clone()
+            .find(|id| !segments.contains_key(&(scope.clone(), *id)))?,
+    };
+    if let Some(other) = segments.get(&(scope.clone(), seg)) {
+        let seg_at = given
+            .and_then(|g| g.segmentation_id.as_ref())
+            .map_or(type_at, at);
+        c.err_at(
+            seg_at.0,
+            seg_at.1,
+            format!("{what}: the HA network's segment ({scope} {seg}) is already used by network `{other}`"),
+        );
+        return None;
+    }
+    // VRIDs, primary VIPs and the copies' addresses.
+    let Some(vips) = crate::keepalived::primary_vip_range(cidr) else {
+        c.err_at(
+            cidr_at.0,
+            cidr_at.1,
+            format!("{what}: the HA network {cidr} leaves no /24 of 169.254.0.0/16 free for the routers' primary VIPs"),
+        );
+        return None;
+    };
+    let mut hosts = cidr.hosts();
+    let mut vrid = 0u32;
+    for (router, raw_router) in routers.iter_mut().zip(&raw.routers) {
+        let Some(ha) = router.ha.as_mut() else {
+            continue;
+        };
+        vrid += 1;
+        if vrid > 254 {
+            c.err(
+                &raw_router.name,
+                format!(
+                    "router `{}`: no VRID is left on the HA network (VRIDs 1–254: at most 254 HA routers)",
+                    router.name
+                ),
+            );
+            return None;
+        }
+        ha.vrid = vrid as u8;
+        ha.vip = Ipv4Net::new(
+            Ipv4Addr::from(u32::from(vips.network()) + vrid),
+            vips.prefix_len(),
+        )
+        .expect("valid prefix");
+        for node in &router.nodes {
+            let Some(address) = hosts.next() else {
+                c.err(
+                    &raw_router.name,
+                    format!(
+                        "router `{}`: the HA network {cidr} has no address left for its copy on `{node}`",
+                        router.name
+                    ),
+                );
+                return None;
+            };
+            ha.addresses.push((node.clone(), address));
+        }
+    }
+    let name = naming::ha_network_name(&raw.lab.value);
+    let network_type = match (type_name.as_str(), tunnel) {
+        (_, Some(kind)) => NetworkType::Tunnel(kind, seg as u32),
+        ("flat", _) => NetworkType::Flat,
+        _ => NetworkType::Vlan(seg as u16),
+    };
+    Some((
+        L3Ha {
+            network: name.clone(),
+            line: line.0,
+        },
+        Network {
+            name,
+            network_type,
+            physical_network: tunnel.is_none().then_some(physnet).flatten(),
+            cidr,
+            gateway: cidr.network(),
+            dhcp: false,
+            dns_nameservers: Vec::new(),
+            dhcp_address: None,
+            ha: true,
+            line: line.0,
+        },
+    ))
 }
 
 /// `overlay:`: its subnet apart from every other, a switch name fit for an
