@@ -1980,6 +1980,111 @@ mod tests {
         insta::assert_yaml_snapshot!(plan(&topo, &LocalVlans::new()));
     }
 
+    const HA: &str = include_str!("../../../lab-topologies/ha-vrrp.yaml");
+
+    #[test]
+    fn an_ha_router_has_a_copy_per_node_whose_addresses_are_keepalived_s() {
+        let topo = crate::parse("ha-vrrp.yaml", HA).unwrap();
+        let state = plan(&topo, &LocalVlans::new());
+        let lab = topo.lab.as_str();
+        let router = topo.router("router1").unwrap();
+        let ha_net = topo.l3_ha.as_ref().unwrap().network.clone();
+        for node in ["network1", "network2"] {
+            let ns = naming::ha_router_namespace(lab, node, "router1");
+            assert_eq!(router_namespace_on(lab, router, node), ns);
+            let copy = state.namespace(&ns).expect("a copy per node");
+            // No routes of its own, and every link's addresses shared
+            // with keepalived; the ha- port holds its own address.
+            assert!(copy.routes.is_empty());
+            assert!(
+                copy.links
+                    .iter()
+                    .all(|l| l.addresses_also_by == Some(AddressSetter::Keepalived))
+            );
+            let ha = HaPort::new(lab, "router1", node);
+            let own = copy.links.iter().find(|l| l.name == ha.device).unwrap();
+            assert_eq!(own.addresses.len(), 1);
+            assert!(
+                copy.links
+                    .iter()
+                    .filter(|l| l.name != ha.device)
+                    .all(|l| l.addresses.is_empty())
+            );
+            // Its ports on the node's br-int, the ha- port's tap on the HA
+            // network's local VLAN.
+            let switch = state.switch(node).unwrap();
+            let tag = switch.local_vlans[&ha_net];
+            let br_int = &switch.bridges[0];
+            let tap = br_int.ports.iter().find(|p| p.name == ha.tap).unwrap();
+            assert_eq!(tap.tag, Some(tag));
+            // Its NAT and metadata like any router's.
+            assert!(state.routers.iter().any(|r| r.namespace == ns));
+            assert!(state.metadata.iter().any(|m| m.namespace == ns));
+            let k = state.keepalived.iter().find(|k| k.node == node).unwrap();
+            assert_eq!(k.namespace, ns);
+            assert_eq!(k.interface, ha.device);
+            assert_eq!(k.excluded.len(), 4, "{:?}", k.excluded);
+            assert_eq!(k.routes.len(), 1);
+        }
+        assert_eq!(state.keepalived.len(), 2);
+        assert!(state.namespace(&router_namespace(lab, "router1")).is_none());
+        // Compute nodes do not carry the HA network.
+        assert!(
+            !state
+                .switch("compute1")
+                .unwrap()
+                .local_vlans
+                .contains_key(&ha_net)
+        );
+    }
+
+    #[test]
+    fn a_failed_node_is_left_out_and_its_switch_ports_are_down() {
+        let topo = crate::parse("ha-vrrp.yaml", HA).unwrap();
+        let mut state = plan(&topo, &LocalVlans::new());
+        let all = state.clone();
+        let failed = BTreeSet::from(["network1".to_string(), "compute1".to_string()]);
+        state.fail_nodes(&topo, &failed);
+        let lab = topo.lab.as_str();
+        let gone = namespaces_on(&topo, &failed);
+        for ns in [
+            naming::namespace(lab, "network1"),
+            naming::namespace(lab, "compute1"),
+            naming::namespace(lab, "instance1"),
+            naming::ha_router_namespace(lab, "network1", "router1"),
+            dhcp::namespace(lab, "selfservice1"),
+        ] {
+            assert!(gone.contains(&ns), "{ns}");
+            assert!(state.namespace(&ns).is_none(), "{ns}");
+        }
+        assert!(
+            state
+                .namespace(&naming::namespace(lab, "instance2"))
+                .is_some()
+        );
+        assert_eq!(state.switches.len(), all.switches.len() - 2);
+        assert_eq!(state.keepalived.len(), 1);
+        assert_eq!(state.keepalived[0].node, "network2");
+        assert!(state.dhcp_servers.iter().all(|d| d.node == "network2"));
+        assert!(state.dhcp_clients.iter().all(|c| c.instance == "instance2"));
+        assert!(state.firewalls.iter().all(|f| f.node == "compute2"));
+        for switch in ["overlay", "provider"] {
+            let ns = state.namespace(&naming::namespace(lab, switch)).unwrap();
+            for link in &ns.links {
+                assert_eq!(
+                    link.down,
+                    failed.contains(&link.name),
+                    "{switch}: {}",
+                    link.name
+                );
+            }
+        }
+        // Nothing failed: the plan as it was.
+        let mut same = all.clone();
+        same.fail_nodes(&topo, &BTreeSet::new());
+        assert_eq!(same, all);
+    }
+
     #[test]
     fn a_physical_router_trunks_its_provider_networks_on_its_own_switch() {
         let topo = crate::parse("provider", PROVIDER).unwrap();
