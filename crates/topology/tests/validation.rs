@@ -1521,11 +1521,7 @@ fn an_ha_network_that_overlaps_another_subnet() {
 #[test]
 fn more_than_254_ha_routers_exhaust_the_vrids() {
     // 255 HA routers, each on its own network.
-    let mut text = HA
-        .split("\nrouters:")
-        .next()
-        .unwrap()
-        .replace("\nnetworks:\n", "\nnetworks:\n");
+    let mut text = HA.split("\nrouters:").next().unwrap().to_string();
     let mut networks = String::new();
     let mut routers = String::from("\nrouters:\n");
     for i in 0..255u32 {
