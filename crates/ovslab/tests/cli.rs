@@ -309,3 +309,18 @@ fn errors_quoting_what_the_user_gave_are_escaped() {
     assert!(!has_control(&err), "{err:?}");
     assert!(err.contains("/nonexistent/\\x1b]0;t\\x07.sock"), "{err}");
 }
+
+#[test]
+fn version_names_the_git_commit() {
+    let out = ovslab().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let rest = text
+        .strip_prefix(&format!("ovslab {} (git ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{text}"));
+    let commit = rest.strip_suffix(")\n").unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{text}"
+    );
+}

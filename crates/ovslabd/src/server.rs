@@ -63,7 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     tracing::info!(
         "ovslabd {} listening on {} (run directory {}, labs directory {})",
-        env!("CARGO_PKG_VERSION"),
+        ovslab_api::VERSION,
         config.socket.display(),
         config.run_dir.display(),
         config.labs_dir.display()
