@@ -6,6 +6,9 @@
 
 mod client;
 mod commands;
+mod progress;
+mod style;
+mod summary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -129,15 +132,29 @@ mod tests {
     }
 
     #[test]
-    fn down_defaults_to_seed() {
+    fn down_takes_an_optional_lab_and_verbose_or_json() {
         let Command::Down(a) = parse(&["down"]).command else {
             panic!()
         };
-        assert_eq!(a.lab, "seed");
-        let Command::Down(a) = parse(&["down", "other"]).command else {
+        assert_eq!((a.lab, a.verbose, a.json), (None, false, false));
+        let Command::Down(a) = parse(&["down", "other", "-v"]).command else {
             panic!()
         };
-        assert_eq!(a.lab, "other");
+        assert_eq!((a.lab.as_deref(), a.verbose), (Some("other"), true));
+        assert!(Cli::try_parse_from(["ovslab", "down", "-v", "--json"]).is_err());
+    }
+
+    #[test]
+    fn up_takes_verbose_or_json() {
+        let Command::Up(a) = parse(&["up", "--verbose"]).command else {
+            panic!()
+        };
+        assert!(a.verbose && !a.json);
+        let Command::Up(a) = parse(&["up", "x.yaml", "--json"]).command else {
+            panic!()
+        };
+        assert!(a.json && !a.verbose);
+        assert!(Cli::try_parse_from(["ovslab", "up", "-v", "--json"]).is_err());
     }
 
     #[test]
@@ -159,7 +176,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(a.lab, "seed");
+        assert_eq!(a.lab, None);
         assert_eq!(a.target, "instance1");
         assert_eq!(a.command, ["ping", "-c", "1", "203.0.113.1"]);
         let Command::Exec(a) = parse(&[
@@ -175,7 +192,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(a.lab, "x");
+        assert_eq!(a.lab.as_deref(), Some("x"));
         assert_eq!(a.command, ["ovs-vsctl", "--help"]);
     }
 
@@ -202,11 +219,11 @@ mod tests {
     }
 
     #[test]
-    fn graph_defaults_to_the_seed_lab_as_dot() {
+    fn graph_defaults_to_the_only_lab_as_dot() {
         let Command::Graph(a) = parse(&["graph"]).command else {
             panic!()
         };
-        assert_eq!((a.lab.as_str(), a.format), ("seed", graph::Format::Dot));
+        assert_eq!((a.lab, a.format), (None, graph::Format::Dot));
         let Command::Graph(a) = parse(&[
             "graph",
             "--topology",
@@ -231,8 +248,8 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (a.lab.as_str(), a.from.as_str(), a.to.as_deref()),
-            ("seed", "instance1", Some("instance3"))
+            (a.lab.as_deref(), a.from.as_str(), a.to.as_deref()),
+            (None, "instance1", Some("instance3"))
         );
         assert_eq!((a.tcp, a.udp, a.json), (None, None, false));
         let Command::Trace(a) = parse(&[
@@ -249,7 +266,10 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((a.lab.as_str(), a.tcp, a.json), ("x", Some(22), true));
+        assert_eq!(
+            (a.lab.as_deref(), a.tcp, a.json),
+            (Some("x"), Some(22), true)
+        );
         assert!(
             Cli::try_parse_from(["ovslab", "trace", "a", "b", "--tcp", "1", "--udp", "2"]).is_err()
         );
@@ -277,8 +297,8 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (a.lab.as_str(), a.target.as_str(), a.interface.as_str()),
-            ("seed", "compute1", "eth1")
+            (a.lab.as_deref(), a.target.as_str(), a.interface.as_str()),
+            (None, "compute1", "eth1")
         );
         assert_eq!((a.write, a.count, a.seconds), (None, None, None));
         let Command::Capture(a) = parse(&[

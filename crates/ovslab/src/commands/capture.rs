@@ -12,6 +12,7 @@ use anyhow::{Context, anyhow};
 use ovslab_capture::{Direction, Frame, PacketSocket, PcapWriter};
 
 use crate::client::Client;
+use crate::commands::lab_or_only;
 
 /// Capture frames on one interface of a lab object, VLAN tags kept.
 #[derive(Debug, clap::Args)]
@@ -30,9 +31,9 @@ ovslab capture instance1 eth0 --seconds 5",
 the namespace cannot be entered or the file cannot be written."
 )]
 pub struct Args {
-    /// The lab the target belongs to.
-    #[arg(long, value_name = "LAB", default_value = "seed")]
-    pub lab: String,
+    /// The lab the target belongs to; default: the only lab running.
+    #[arg(long, value_name = "LAB")]
+    pub lab: Option<String>,
     /// A node, instance, router, physical router or external host of the lab.
     #[arg(value_name = "TARGET")]
     pub target: String,
@@ -67,7 +68,8 @@ fn privilege_hint(e: &std::io::Error) -> &'static str {
 }
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
-    let target = client.target(&args.lab, &args.target)?;
+    let lab = lab_or_only(client, args.lab, "ovslab capture --lab LAB TARGET IFACE")?;
+    let target = client.target(&lab, &args.target)?;
     let socket = PacketSocket::open(&target.namespace, &args.interface, true).map_err(|e| {
         let hint = privilege_hint(&e);
         anyhow!(

@@ -6,7 +6,8 @@ use ovslab_api::CheckReport;
 use ovslab_topology::printable;
 
 use crate::client::Client;
-use crate::commands::segment;
+use crate::commands::{lab_or_only, segment};
+use crate::style::Style;
 
 /// Run the topology's `checks`; one line per check, exit 0 only if all pass.
 #[derive(Debug, clap::Args)]
@@ -18,21 +19,22 @@ destination's NIC are watched. All checks run at once. One line per check: PASS 
     after_help = "Exit status: 0 every check passed, 1 a check failed or the daemon is unreachable."
 )]
 pub struct Args {
-    /// The lab whose checks to run.
-    #[arg(value_name = "LAB", default_value = "seed")]
-    pub lab: String,
-    /// Print the report as JSON.
+    /// The lab whose checks to run; default: the only lab running.
+    #[arg(value_name = "LAB")]
+    pub lab: Option<String>,
+    /// Print the report as JSON: {"lab", "results": [{"name", "passed",
+    /// "detail"}], "elapsed_ms"}.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
-    let report: CheckReport =
-        client.post(&format!("/v1/labs/{}/check", segment(&args.lab)), &())?;
+    let lab = lab_or_only(client, args.lab, "ovslab check LAB")?;
+    let report: CheckReport = client.post(&format!("/v1/labs/{}/check", segment(&lab)), &())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", format_report(&report));
+        print!("{}", format_report(&report, Style::for_stdout()));
     }
     Ok(if report.all_passed() {
         ExitCode::SUCCESS
@@ -43,12 +45,16 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
 
 /// One line per check, then a summary. Names and details are escaped: a
 /// check's name is the file's text, a detail may quote what a probe saw.
-pub fn format_report(report: &CheckReport) -> String {
+pub fn format_report(report: &CheckReport, style: Style) -> String {
     let names: Vec<_> = report.results.iter().map(|r| printable(&r.name)).collect();
     let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for (r, name) in report.results.iter().zip(&names) {
-        let verdict = if r.passed { "PASS" } else { "FAIL" };
+        let verdict = if r.passed {
+            style.good("PASS")
+        } else {
+            style.bad("FAIL")
+        };
         out.push_str(&format!(
             "{verdict}  {name:width$}  {}\n",
             printable(&r.detail)
@@ -89,7 +95,7 @@ mod tests {
             elapsed_ms: 2100,
         };
         assert_eq!(
-            format_report(&report),
+            format_report(&report, Style::plain()),
             "PASS  snat       reached\nFAIL  east-west  expected an answer: no answer\n\
              lab seed: 1 of 2 checks passed in 2100 ms\n"
         );
@@ -108,7 +114,7 @@ mod tests {
             elapsed_ms: 1,
         };
         assert_eq!(
-            format_report(&report),
+            format_report(&report, Style::plain()),
             "FAIL  x\\x1b]0;owned\\x07  saw\\x0dPASS\nlab seed: 0 of 1 checks passed in 1 ms\n"
         );
     }

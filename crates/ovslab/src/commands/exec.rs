@@ -18,6 +18,7 @@ use nix::sched::{CloneFlags, setns};
 use ovslab_api::Target;
 
 use crate::client::Client;
+use crate::commands::lab_or_only;
 
 /// Where `ip netns` keeps named namespaces.
 const NETNS_DIR: &str = "/run/netns";
@@ -36,9 +37,9 @@ ovslab exec --lab mylab network -- ip netns identify",
 namespace cannot be entered; 126 when CMD cannot be run, 127 when it is not found."
 )]
 pub struct Args {
-    /// The lab the target belongs to.
-    #[arg(long, value_name = "LAB", default_value = "seed")]
-    pub lab: String,
+    /// The lab the target belongs to; default: the only lab running.
+    #[arg(long, value_name = "LAB")]
+    pub lab: Option<String>,
 
     /// A node, instance, router, physical router or external host of the
     /// lab; an HA router is its active copy, ROUTER@NODE its copy on NODE.
@@ -51,7 +52,8 @@ pub struct Args {
 }
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
-    let target = client.target(&args.lab, &args.target)?;
+    let lab = lab_or_only(client, args.lab, "ovslab exec --lab LAB TARGET -- CMD")?;
+    let target = client.target(&lab, &args.target)?;
     let ns_path = Path::new(NETNS_DIR).join(&target.namespace);
     let namespace = File::open(&ns_path).map_err(|e| namespace_error(&target, &ns_path, e))?;
     let mut command = build_command(&args.command, &target);

@@ -10,7 +10,7 @@ use ovslab_topology::plan::{LocalVlans, plan};
 
 use crate::BadInput;
 use crate::client::Client;
-use crate::commands::segment;
+use crate::commands::{lab_or_only, segment};
 
 /// What the picture is written as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,9 +37,10 @@ otherwise the daemon is asked for the topology LAB was brought up with.",
 the file cannot be written, 2 a topology file that does not validate."
 )]
 pub struct Args {
-    /// The running lab to draw (ignored with --topology).
-    #[arg(value_name = "LAB", default_value = "seed")]
-    pub lab: String,
+    /// The running lab to draw (ignored with --topology); default: the
+    /// only lab running.
+    #[arg(value_name = "LAB")]
+    pub lab: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Dot)]
     pub format: Format,
@@ -55,10 +56,10 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     let topology = match &args.topology {
         Some(file) => read_file(file)?,
         None => {
-            let saved: UpRequest =
-                client.get(&format!("/v1/labs/{}/topology", segment(&args.lab)))?;
+            let lab = lab_or_only(client, args.lab.clone(), "ovslab graph LAB")?;
+            let saved: UpRequest = client.get(&format!("/v1/labs/{}/topology", segment(&lab)))?;
             ovslab_topology::parse(&saved.source, &saved.topology)
-                .with_context(|| format!("the daemon's topology of lab {}", args.lab))?
+                .with_context(|| format!("the daemon's topology of lab {lab}"))?
         }
     };
     let picture = draw(&topology, args.format);

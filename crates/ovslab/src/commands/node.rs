@@ -7,7 +7,7 @@ use ovslab_api::NodeReport;
 use ovslab_topology::printable;
 
 use crate::client::Client;
-use crate::commands::segment;
+use crate::commands::{lab_or_only, segment};
 
 /// Fail a node of a lab on purpose, or bring it back.
 #[derive(Debug, clap::Args)]
@@ -38,9 +38,9 @@ pub enum Action {
 
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
-    /// The lab the node belongs to.
-    #[arg(long, value_name = "LAB", default_value = "seed")]
-    pub lab: String,
+    /// The lab the node belongs to; default: the only lab running.
+    #[arg(long, value_name = "LAB")]
+    pub lab: Option<String>,
     /// A network or compute node of the lab.
     #[arg(value_name = "NODE")]
     pub node: String,
@@ -51,10 +51,15 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
         Action::Fail(a) => ("fail", a),
         Action::Recover(a) => ("recover", a),
     };
+    let lab = lab_or_only(
+        client,
+        args.lab,
+        &format!("ovslab node {verb} --lab LAB NODE"),
+    )?;
     let report: NodeReport = client.post(
         &format!(
             "/v1/labs/{}/nodes/{}/{verb}",
-            segment(&args.lab),
+            segment(&lab),
             segment(&args.node)
         ),
         &(),

@@ -9,12 +9,13 @@ use ovslab_topology::{printable, printable_lines};
 
 use crate::client::Client;
 use crate::commands::segment;
+use crate::style::Style;
 
-/// Show a lab's nodes, instances and health; without LAB, list the labs.
+/// Show a lab's nodes, instances and health; without LAB, the only lab running (or the list of labs).
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about = "Show a lab's nodes, instances and health; without LAB, list the labs the \
-daemon manages.\n\n\
+    long_about = "Show a lab's nodes, instances and health. Without LAB: the only lab running, \
+or, when none or several run, the list of the labs the daemon manages.\n\n\
 A lab is healthy when every namespace exists and every node's ovsdb-server and ovs-vswitchd run. \
 An HA router's row names its active copy's node (none while no copy is master), and a table \
 lists each copy's ha_state as `l3-agent-list-hosting-router` does (active, standby; unknown \
@@ -25,12 +26,14 @@ one that runs but did not answer within its deadline (stopped or stuck) shows \"
 (the next audit kills it and starts it again). \
 The last lines say how many audits ran and what the last one cost, why the last one could not \
 repair the lab (if it could not), and list what the daemon's \
-audits found broken and repaired (a dead OVS process, a deleted link, flow or rule). \
---json prints the daemon's answer as it is (a LabStatus, or a list of lab names).",
+audits found broken and repaired (a dead OVS process, a deleted link, flow or rule).\n\n\
+--json prints the daemon's answer as it is: with LAB, the lab's status (an object: lab, source, \
+nodes, instances, routers, dhcp, metadata, healthy, repairs, repair_count, audits, \
+audit_error); without LAB, always the list of lab names (an array), however many run.",
     after_help = "Exit status: 0 shown (healthy or not), 1 the daemon is unreachable or does not know LAB."
 )]
 pub struct Args {
-    /// The lab to show; without it, list the labs.
+    /// The lab to show; without it, the only lab running, or the list.
     #[arg(value_name = "LAB")]
     pub lab: Option<String>,
 
@@ -40,25 +43,47 @@ pub struct Args {
 }
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
-    match args.lab {
+    let lab = match args.lab {
+        Some(lab) => lab,
         None => {
             let labs: Vec<String> = client.get("/v1/labs")?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&labs)?);
-            } else {
-                print!("{}", printable_lines(&format_labs(&labs)));
+            match labs.as_slice() {
+                [only] if !args.json => only.clone(),
+                _ if args.json => {
+                    println!("{}", serde_json::to_string_pretty(&labs)?);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                _ => {
+                    print!("{}", printable_lines(&format_labs(&labs)));
+                    return Ok(ExitCode::SUCCESS);
+                }
             }
         }
-        Some(lab) => {
-            let status: LabStatus = client.get(&format!("/v1/labs/{}", segment(&lab)))?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{}", printable_lines(&format_status(&status)));
-            }
-        }
+    };
+    let status: LabStatus = client.get(&format!("/v1/labs/{}", segment(&lab)))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        let text = format_status(&status);
+        let text = printable_lines(&text);
+        print!("{}", paint_health(&text, Style::for_stdout()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The headline's verdict in colour (after escaping, which would show the
+/// colour's escape sequences as text).
+fn paint_health(text: &str, style: Style) -> String {
+    let (headline, rest) = text.split_once('\n').unwrap_or((text, ""));
+    for (verdict, paint) in [
+        (": NOT healthy", Style::bad as fn(&Style, &str) -> String),
+        (": healthy", Style::good),
+    ] {
+        if let Some(head) = headline.strip_suffix(verdict) {
+            return format!("{head}: {}\n{rest}", paint(&style, &verdict[2..]));
+        }
+    }
+    text.to_string()
 }
 
 pub fn format_labs(labs: &[String]) -> String {

@@ -8,7 +8,7 @@ use ovslab_api::{TraceHop, TraceProtocol, TraceReport, TraceRequest};
 use ovslab_topology::printable_lines;
 
 use crate::client::Client;
-use crate::commands::segment;
+use crate::commands::{lab_or_only, segment};
 
 /// Follow one probe (and its answer) through the lab, device by device.
 #[derive(Debug, clap::Args)]
@@ -34,9 +34,9 @@ ovslab trace --lab selfservice instance3 169.254.169.254 --http 80",
 where it went) or the daemon is unreachable, 2 a bad argument."
 )]
 pub struct Args {
-    /// The lab to trace in.
-    #[arg(long, value_name = "LAB", default_value = "seed")]
-    pub lab: String,
+    /// The lab to trace in; default: the only lab running.
+    #[arg(long, value_name = "LAB")]
+    pub lab: Option<String>,
     /// Where the probe starts: an instance or external host.
     #[arg(value_name = "SRC")]
     pub from: String,
@@ -81,8 +81,9 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
         to: args.to.unwrap_or_else(|| "0.0.0.0".to_string()),
         protocol,
     };
+    let lab = lab_or_only(client, args.lab, "ovslab trace --lab LAB SRC DST")?;
     let report: TraceReport =
-        client.post(&format!("/v1/labs/{}/trace", segment(&args.lab)), &request)?;
+        client.post(&format!("/v1/labs/{}/trace", segment(&lab)), &request)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
