@@ -240,9 +240,9 @@ impl Lab {
         Lab { name, file, daemon }
     }
 
-    /// `ovslab up FILE`; returns stdout.
+    /// `ovslab up -v FILE`; returns stdout: every change, then the summary.
     pub fn up(&self) -> String {
-        self.daemon.ovslab_ok(&["up", self.file.to_str().unwrap()])
+        self.daemon.ovslab_ok(&["up", "-v", self.file.to_str().unwrap()])
     }
 
     /// The namespace of a node, instance or physical network.

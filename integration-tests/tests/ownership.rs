@@ -111,7 +111,7 @@ fn namespaces_with_the_labs_prefix_that_it_did_not_make_are_left_alone() {
         )),
         "{up}"
     );
-    let down = lab.daemon.ovslab_ok(&["down", &lab.name]);
+    let down = lab.daemon.ovslab_ok(&["down", "-v", &lab.name]);
     assert!(
         down.contains(&format!("left alone: namespace {}", decoy.0)),
         "{down}"
@@ -264,7 +264,7 @@ fn the_manifest_names_every_namespace_with_its_inode_and_survives_a_killed_daemo
     // file: the plain file left is the lab's to remove.
     let instance2 = lab.ns("instance2");
     run("umount", &["-l", &format!("/run/netns/{instance2}")]);
-    let down = lab.daemon.ovslab_ok(&["down", &lab.name]);
+    let down = lab.daemon.ovslab_ok(&["down", "-v", &lab.name]);
     assert!(
         down.contains(&format!("removed stale namespace file {instance2}")),
         "{down}"

@@ -9,6 +9,7 @@
 //! | `GET /v1/labs/{lab}` | — | [`LabStatus`] |
 //! | `GET /v1/labs/{lab}/targets/{name}` | — | [`Target`] |
 //! | `GET /v1/labs/{lab}/topology` | — | [`UpRequest`] (the saved topology file) |
+//! | `GET /v1/labs/{lab}/progress` | — | [`UpProgress`] (the phases of its converge in progress, or of the last one) |
 //! | `POST /v1/labs/{lab}/check` | — | [`CheckReport`] |
 //! | `POST /v1/labs/{lab}/trace` | [`TraceRequest`] | [`TraceReport`] |
 //! | `POST /v1/labs/{lab}/nodes/{node}/fail` | — | [`NodeReport`] |
@@ -53,6 +54,24 @@ pub struct UpReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub elapsed_ms: u64,
+}
+
+/// How far the lab's converge (an `up`, or an audit) has come: the phases
+/// done so far, in order (`namespaces`, `ovs databases`, `links`, `flows`,
+/// …); the list starts again with each converge. Empty when none ran
+/// since the daemon started. `ovslab up` shows it on a terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpProgress {
+    pub lab: String,
+    pub phases: Vec<PhaseDone>,
+}
+
+/// One phase of a converge, done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseDone {
+    pub phase: String,
+    /// How long it took.
+    pub ms: u64,
 }
 
 /// What `ovslab node fail` or `node recover` did to a node.

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ovslab_api::{
-    CheckReport, DownReport, LabStatus, NodeReport, Target, TraceReport, TraceRequest, UpReport,
-    UpRequest,
+    CheckReport, DownReport, LabStatus, NodeReport, Target, TraceReport, TraceRequest, UpProgress,
+    UpReport, UpRequest,
 };
 use ovslab_reconciler::{Engine, ReconcileError};
 use ovslab_topology::{Topology, printable, printable_lines};
@@ -40,6 +40,8 @@ pub enum Action {
     Trace { lab: String, request: TraceRequest },
     /// The lab's saved topology file (`GET /v1/labs/{lab}/topology`).
     Topology { lab: String },
+    /// How far the lab's converge has come (`GET /v1/labs/{lab}/progress`).
+    Progress { lab: String },
     /// Fail a node on purpose, or bring it back
     /// (`POST /v1/labs/{lab}/nodes/{node}/fail`, `…/recover`).
     Node {
@@ -71,6 +73,7 @@ pub enum Reply {
     Check(CheckReport),
     Trace(Box<TraceReport>),
     Topology(UpRequest),
+    Progress(UpProgress),
     Node(NodeReport),
 }
 
@@ -92,6 +95,7 @@ impl fmt::Display for Action {
                 format!("trace {} → {} in {lab}", request.from, request.to)
             }
             Action::Topology { lab } => format!("topology of {lab}"),
+            Action::Progress { lab } => format!("progress of {lab}"),
             Action::Node { lab, node, fail } => format!(
                 "{} node {node} of {lab}",
                 if *fail { "fail" } else { "recover" }
@@ -157,6 +161,7 @@ impl Action {
                 .await
                 .map(|(source, topology)| Reply::Topology(UpRequest { topology, source }))
                 .map_err(Into::into),
+            Action::Progress { lab } => Ok(Reply::Progress(crate::progress::of(&lab))),
             Action::Node { lab, node, fail } => engine
                 .set_node_failed(&lab, &node, fail)
                 .await

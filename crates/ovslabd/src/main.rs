@@ -14,6 +14,8 @@
 //! - [`notify`]: telling systemd where the daemon is (`sd_notify`).
 //! - [`dhcp_hook`]: what ovslabd does when an instance's DHCP client runs
 //!   it (under another name) at a lease event.
+//! - [`progress`]: how far each lab's converge has come (`ovslab up`
+//!   shows it on a terminal).
 
 mod actions;
 mod config;
@@ -22,6 +24,7 @@ mod dhcp_hook;
 mod labs_dir;
 mod logging;
 mod notify;
+mod progress;
 mod quota;
 mod server;
 mod socket;

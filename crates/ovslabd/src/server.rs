@@ -417,6 +417,7 @@ pub fn router(app: App, access: Access) -> Router {
         .route("/v1/labs/{lab}/check", post(check))
         .route("/v1/labs/{lab}/trace", post(trace))
         .route("/v1/labs/{lab}/topology", get(topology))
+        .route("/v1/labs/{lab}/progress", get(progress))
         .route("/v1/labs/{lab}/nodes/{node}/fail", post(fail_node))
         .route("/v1/labs/{lab}/nodes/{node}/recover", post(recover_node))
         .fallback(no_such_route)
@@ -548,6 +549,11 @@ fn lab_and_node(
     checked(&lab, lab_name_problem)?;
     checked(&node, object_name_problem)?;
     Ok((lab, node))
+}
+
+async fn progress(State(app): State<App>, lab: Result<Path<String>, PathRejection>) -> Answer {
+    let lab = lab_of(lab)?;
+    perform(&app, Action::Progress { lab }).await
 }
 
 async fn check(State(app): State<App>, lab: Result<Path<String>, PathRejection>) -> Answer {

@@ -4,10 +4,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ovslab_api::{UpReport, UpRequest};
-use ovslab_topology::printable;
+use ovslab_topology::{Topology, printable};
 
-use crate::BadInput;
 use crate::client::Client;
+use crate::{BadInput, summary};
 
 /// Create or converge a lab from a file path or a known lab name; default: the seed lab.
 #[derive(Debug, clap::Args)]
@@ -15,8 +15,15 @@ use crate::client::Client;
     long_about = "Create or converge a lab from a file path or a known lab name; default: the \
 seed lab (compiled in).\n\n\
 The file is validated here first: a file that does not validate is reported as file:line:column: \
-problem (exit 2) and the daemon is not asked. Returns when the lab has converged, printing one line \
-per change made; a second `up` of an unchanged lab changes nothing.",
+problem (exit 2) and the daemon is not asked. Returns when the lab has converged, with a short \
+summary: what the lab has, how long it took, and what changed by kind (namespaces, links, flows, \
+OVSDB, iptables, processes, …); a second `up` of an unchanged lab changes nothing and says so. \
+Warnings (a namespace with the lab's prefix that it did not make, an instance without its DHCP \
+lease) are always shown. -v lists every change, one per line; --json prints the daemon's whole \
+report instead: {\"lab\", \"changes\": [one line per change], \"warnings\": [...] (left out when \
+empty), \"elapsed_ms\"}.\n\n\
+On a terminal, an `up` that takes more than a moment shows the phase it is in on standard error \
+(namespaces, links, flows, …); never when standard error is not a terminal, nor with --json.",
     after_help = "Exit status: 0 converged, 1 the daemon is unreachable or the lab did not converge, 2 the \
 topology does not validate (or is neither a file nor a known lab name)."
 )]
@@ -24,6 +31,12 @@ pub struct Args {
     /// A topology file, or a known lab name (`seed`).
     #[arg(value_name = "TOPOLOGY")]
     pub topology: Option<String>,
+    /// List every change made, one per line, before the summary.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Print the daemon's whole report as JSON (every change).
+    #[arg(long, conflicts_with = "verbose")]
+    pub json: bool,
 }
 
 /// Labs compiled into ovslab, by name.
@@ -57,43 +70,48 @@ pub fn resolve(topology: Option<&str>) -> Result<(String, String), BadInput> {
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     let (source, text) = resolve(args.topology.as_deref())?;
-    ovslab_topology::parse(&source, &text).map_err(|e| BadInput(e.to_string()))?;
-    let report: UpReport = client.post(
-        "/v1/labs",
-        &UpRequest {
-            topology: text,
-            source,
-        },
-    )?;
-    print!("{}", format_report(&report));
+    let topology = ovslab_topology::parse(&source, &text).map_err(|e| BadInput(e.to_string()))?;
+    let report: UpReport = crate::progress::while_up(client, &topology.lab, !args.json, || {
+        client.post(
+            "/v1/labs",
+            &UpRequest {
+                topology: text,
+                source,
+            },
+        )
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", format_report(&report, &topology, args.verbose));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per change, then a summary, control characters escaped.
-pub fn format_report(report: &UpReport) -> String {
+/// The changes (with `verbose`), the warnings, then a summary: what the
+/// lab has and what changed by kind. Control characters escaped.
+pub fn format_report(report: &UpReport, topology: &Topology, verbose: bool) -> String {
     let mut out = String::new();
-    for change in &report.changes {
-        out.push_str(&printable(change));
-        out.push('\n');
+    if verbose {
+        for change in &report.changes {
+            out.push_str(&printable(change));
+            out.push('\n');
+        }
     }
     for warning in &report.warnings {
         out.push_str(&format!("warning: {}\n", printable(warning)));
     }
-    let lab = printable(&report.lab);
-    let n = report.changes.len();
-    let summary = match n {
-        0 => format!(
-            "lab {lab}: no changes (already converged) in {} ms",
-            report.elapsed_ms
-        ),
-        1 => format!("lab {lab}: converged, 1 change in {} ms", report.elapsed_ms),
-        n => format!(
-            "lab {lab}: converged, {n} changes in {} ms",
-            report.elapsed_ms
-        ),
-    };
-    out.push_str(&summary);
-    out.push('\n');
+    out.push_str(&format!(
+        "lab {}: converged in {}: {}\n",
+        printable(&report.lab),
+        summary::duration(report.elapsed_ms),
+        summary::contents(topology)
+    ));
+    if report.changes.is_empty() {
+        out.push_str("  no changes (already converged)\n");
+    } else {
+        out.push_str(&format!("  {}\n", summary::by_kind(&report.changes)));
+    }
     out
 }
 
@@ -130,48 +148,62 @@ mod tests {
         assert_eq!((source.as_str(), text.as_str()), (arg, "lab: x\n"));
     }
 
+    fn report(changes: &[&str], warnings: &[&str], elapsed_ms: u64) -> UpReport {
+        UpReport {
+            lab: "seed".into(),
+            changes: changes.iter().map(|c| c.to_string()).collect(),
+            warnings: warnings.iter().map(|c| c.to_string()).collect(),
+            elapsed_ms,
+        }
+    }
+
     #[test]
     fn a_converged_lab_says_so() {
-        let report = UpReport {
-            lab: "seed".into(),
-            changes: vec![],
-            warnings: vec![],
-            elapsed_ms: 4,
-        };
-        assert_eq!(
-            format_report(&report),
-            "lab seed: no changes (already converged) in 4 ms\n"
+        let seed = ovslab_topology::seed();
+        insta::assert_snapshot!(format_report(&report(&[], &[], 4), &seed, false), @r"
+        lab seed: converged in 4 ms: 3 nodes, 4 instances, 1 router, 2 networks, 1 external network, 1 external host, 12 checks
+          no changes (already converged)
+        ");
+    }
+
+    #[test]
+    fn changes_are_summed_up_by_kind_and_listed_with_verbose() {
+        let seed = ovslab_topology::seed();
+        let up = report(
+            &[
+                "create namespace seed.network",
+                "start ovsdb-server on network",
+                "seed.network: create veth eth1 <-> network (in seed.physnet1)",
+                "seed.network: set eth1 up",
+                "network: br-int: add flow table=0, priority=0, actions=drop",
+            ],
+            &["namespace seed.x has the lab's prefix but was not made by it: left alone"],
+            12_345,
         );
+        insta::assert_snapshot!(format_report(&up, &seed, false), @r"
+        warning: namespace seed.x has the lab's prefix but was not made by it: left alone
+        lab seed: converged in 12.3 s: 3 nodes, 4 instances, 1 router, 2 networks, 1 external network, 1 external host, 12 checks
+          5 changes: 1 namespace, 1 link, 1 link setting, 1 flow, 1 process
+        ");
+        insta::assert_snapshot!(format_report(&up, &seed, true), @r"
+        create namespace seed.network
+        start ovsdb-server on network
+        seed.network: create veth eth1 <-> network (in seed.physnet1)
+        seed.network: set eth1 up
+        network: br-int: add flow table=0, priority=0, actions=drop
+        warning: namespace seed.x has the lab's prefix but was not made by it: left alone
+        lab seed: converged in 12.3 s: 3 nodes, 4 instances, 1 router, 2 networks, 1 external network, 1 external host, 12 checks
+          5 changes: 1 namespace, 1 link, 1 link setting, 1 flow, 1 process
+        ");
     }
 
     #[test]
     fn changes_are_shown_escaped() {
-        let report = UpReport {
-            lab: "seed".into(),
-            changes: vec!["create\u{1b}[2K\rnothing".into()],
-            warnings: vec![],
-            elapsed_ms: 1,
-        };
-        assert_eq!(
-            format_report(&report),
-            "create\\x1b[2K\\x0dnothing\nlab seed: converged, 1 change in 1 ms\n"
-        );
-    }
-
-    #[test]
-    fn changes_are_listed_one_per_line() {
-        let report = UpReport {
-            lab: "seed".into(),
-            changes: vec![
-                "create namespace seed.network".into(),
-                "start ovsdb-server on network".into(),
-            ],
-            warnings: vec![],
-            elapsed_ms: 812,
-        };
-        assert_eq!(
-            format_report(&report),
-            "create namespace seed.network\nstart ovsdb-server on network\nlab seed: converged, 2 changes in 812 ms\n"
+        let up = report(&["create\u{1b}[2K\rnothing"], &["left\u{7}"], 1);
+        let text = format_report(&up, &ovslab_topology::seed(), true);
+        assert!(
+            text.starts_with("create\\x1b[2K\\x0dnothing\nwarning: left\\x07\n"),
+            "{text}"
         );
     }
 }
