@@ -19,7 +19,7 @@ use ovslab_topology::printable_lines;
 
 use crate::client::Client;
 use crate::commands::{
-    capture, check, down, exec, generate, graph, node, status, trace, up, validate,
+    capture, check, down, exec, generate, graph, node, schema, status, trace, up, validate,
 };
 
 const AFTER_HELP: &str = "\
@@ -58,6 +58,7 @@ pub enum Command {
     Generate(generate::Args),
     Graph(graph::Args),
     Node(node::Args),
+    Schema(schema::Args),
 }
 
 /// A failure caused by what the user gave (exit status 2); its message is
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::exec(args),
         Command::Graph(args) => graph::exec(&client, args),
         Command::Node(args) => node::exec(&client, args),
+        Command::Schema(args) => schema::exec(args),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,8 @@
 //! - [`graph`] draws a planned lab as DOT, Mermaid or a standalone SVG.
 //! - [`printable`] escapes control characters in text from a file or a
 //!   client before it is shown or logged.
+//! - [`json_schema`] is the JSON Schema of a topology file, generated from
+//!   the types the parser reads it into.
 //!
 //! Nothing in this crate touches the host.
 
@@ -28,11 +30,13 @@ pub mod naming;
 mod parse;
 pub mod plan;
 mod printable;
+mod schema;
 mod validate;
 
 pub use model::*;
 pub use parse::{Diagnostic, TopologyError, parse};
 pub use printable::{is_unsafe, printable, printable_lines};
+pub use schema::json_schema;
 pub use validate::{lab_name_problem, object_name_problem, socket_paths_problem};
 
 /// The seed lab's topology file, compiled in as the default lab.

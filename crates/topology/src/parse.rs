@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -90,11 +91,26 @@ fn first_line(message: &str) -> String {
     printable(message.lines().next().unwrap_or(message).trim()).into_owned()
 }
 
-pub(crate) type S<T> = Spanned<T>;
+/// A value and where it is in the file (serde-saphyr's [`Spanned`]): a
+/// type of this crate, so that the file's JSON Schema (`crate::schema`)
+/// describes the value alone. Reads as the `Spanned` it holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct S<T>(pub Spanned<T>);
 
-#[derive(Debug, Deserialize)]
+impl<T> std::ops::Deref for S<T> {
+    type Target = Spanned<T>;
+
+    fn deref(&self) -> &Spanned<T> {
+        &self.0
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Topology")]
 pub(crate) struct RawTopology {
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"), length(max = 63))]
     pub lab: S<String>,
     pub nodes: Vec<RawNode>,
     #[serde(default)]
@@ -127,8 +143,9 @@ pub(crate) struct RawTopology {
     pub checks: Vec<RawCheck>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Check")]
 pub(crate) struct RawCheck {
     pub name: S<String>,
     pub from: S<String>,
@@ -137,18 +154,23 @@ pub(crate) struct RawCheck {
     #[serde(default)]
     pub to: Option<S<String>>,
     #[serde(default)]
+    #[schemars(extend("enum" = ["icmp", "tcp", "http", "dhcp", null]))]
     pub protocol: Option<S<String>>,
     #[serde(default)]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: Option<S<i64>>,
     #[serde(default)]
+    #[schemars(extend("enum" = ["success", "failure", null]))]
     pub expect: Option<S<String>>,
     #[serde(default)]
     pub crosses: Vec<S<String>>,
     #[serde(default)]
     pub avoids: Vec<S<String>>,
     #[serde(default)]
+    #[schemars(range(min = 1, max = 4094))]
     pub wire_vlan: Option<S<i64>>,
     #[serde(default)]
+    #[schemars(range(min = 1, max = 4294967295u32))]
     pub wire_vni: Option<S<i64>>,
     #[serde(default)]
     pub arrives_from: Option<S<String>>,
@@ -158,28 +180,35 @@ pub(crate) struct RawCheck {
     pub path: Option<S<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Node")]
 pub(crate) struct RawNode {
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"), length(max = 63))]
     pub name: S<String>,
+    #[schemars(extend("enum" = ["network", "compute"]))]
     pub role: S<String>,
     /// The node's tunnel endpoint on the overlay (the agent's `local_ip`).
     #[serde(default)]
     pub local_ip: Option<S<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Overlay")]
 pub(crate) struct RawOverlay {
     #[serde(default)]
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"), length(max = 63))]
     pub name: Option<S<String>>,
     pub cidr: S<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Agent")]
 pub(crate) struct RawAgent {
     #[serde(default)]
+    #[schemars(extend("items" = {"enum": ["vxlan", "gre"]}))]
     pub tunnel_types: Vec<S<String>>,
     #[serde(default)]
     pub l2_population: Option<S<bool>>,
@@ -187,18 +216,23 @@ pub(crate) struct RawAgent {
     pub arp_responder: Option<S<bool>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "PhysicalNetwork")]
 pub(crate) struct RawPhysicalNetwork {
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"), length(max = 63))]
     pub name: S<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Network")]
 pub(crate) struct RawNetwork {
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"), length(max = 63))]
     pub name: S<String>,
     /// `vlan` (the default), `flat`, `vxlan` or `gre`.
     #[serde(default, rename = "type")]
+    #[schemars(extend("enum" = ["vlan", "flat", "vxlan", "gre", null]))]
     pub network_type: Option<S<String>>,
     #[serde(default)]
     pub physical_network: Option<S<String>>,
@@ -213,16 +247,19 @@ pub(crate) struct RawNetwork {
     pub dns_nameservers: Vec<S<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Pool")]
 pub(crate) struct RawPool {
     pub start: S<String>,
     pub end: S<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ExternalNetwork")]
 pub(crate) struct RawExternalNetwork {
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"), length(max = 63))]
     pub name: S<String>,
     pub cidr: S<String>,
     pub gateway: S<String>,
@@ -230,34 +267,41 @@ pub(crate) struct RawExternalNetwork {
     pub pool: Option<RawPool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ExternalHost")]
 pub(crate) struct RawExternalHost {
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"), length(max = 63))]
     pub name: S<String>,
     pub network: S<String>,
     pub address: S<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "PhysicalRouter")]
 pub(crate) struct RawPhysicalRouter {
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"), length(max = 63))]
     pub name: S<String>,
     pub interfaces: Vec<RawGateway>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Gateway")]
 pub(crate) struct RawGateway {
     pub network: S<String>,
     pub address: S<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "L3Ha")]
 pub(crate) struct RawL3Ha {
     /// `l3_ha_net_cidr` (default 169.254.192.0/18).
     pub cidr: Option<S<String>>,
     /// `l3_ha_network_type` (default: the first tunnel type, else vlan).
+    #[schemars(extend("enum" = ["vlan", "flat", "vxlan", "gre", null]))]
     pub network_type: Option<S<String>>,
     /// `l3_ha_network_physical_name`, for a VLAN or flat HA network.
     pub physical_network: Option<S<String>>,
@@ -265,9 +309,11 @@ pub(crate) struct RawL3Ha {
     pub segmentation_id: Option<S<i64>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Router")]
 pub(crate) struct RawRouter {
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"), length(max = 63))]
     pub name: S<String>,
     /// A legacy router's network node.
     pub node: Option<S<String>>,
@@ -287,25 +333,33 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SecurityGroup")]
 pub(crate) struct RawSecurityGroup {
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"), length(max = 63))]
     pub name: S<String>,
     #[serde(default)]
     pub rules: Vec<S<RawRule>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Rule")]
 pub(crate) struct RawRule {
+    #[schemars(extend("enum" = ["ingress", "egress"]))]
     pub direction: S<String>,
     #[serde(default)]
+    #[schemars(extend("enum" = ["IPv4", null]))]
     pub ethertype: Option<S<String>>,
     #[serde(default)]
+    #[schemars(extend("enum" = ["icmp", "tcp", "udp", null]))]
     pub protocol: Option<S<String>>,
     #[serde(default)]
+    #[schemars(range(min = 1, max = 65535))]
     pub port_range_min: Option<S<i64>>,
     #[serde(default)]
+    #[schemars(range(min = 1, max = 65535))]
     pub port_range_max: Option<S<i64>>,
     #[serde(default)]
     pub remote_ip_prefix: Option<S<String>>,
@@ -313,9 +367,11 @@ pub(crate) struct RawRule {
     pub remote_group: Option<S<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Instance")]
 pub(crate) struct RawInstance {
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_-]*$"), length(max = 63))]
     pub name: S<String>,
     pub node: S<String>,
     pub network: S<String>,

@@ -1335,7 +1335,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         l3_ha
     });
     Ok(Topology {
-        lab: raw.lab.value,
+        lab: raw.lab.0.value,
         source: source.to_string(),
         nodes,
         physical_networks,

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod generate;
 pub mod graph;
 pub mod node;
+pub mod schema;
 pub mod status;
 pub mod trace;
 pub mod up;
