@@ -77,11 +77,23 @@ impl std::error::Error for ClientError {}
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
+    /// How long a request may take, when bounded (shell completion must
+    /// never hang a prompt); by default a request waits for its answer.
+    deadline: Option<std::time::Duration>,
 }
 
 impl Client {
     pub fn new(socket: PathBuf) -> Self {
-        Client { socket }
+        Client {
+            socket,
+            deadline: None,
+        }
+    }
+
+    /// The same daemon, each request given at most `deadline`.
+    pub fn with_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -124,7 +136,13 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| self.protocol(format!("starting the async runtime: {e}")))?;
-        let (status, bytes) = runtime.block_on(self.exchange(method, path, body))?;
+        let exchange = self.exchange(method, path, body);
+        let (status, bytes) = match self.deadline {
+            None => runtime.block_on(exchange)?,
+            Some(deadline) => runtime
+                .block_on(async { tokio::time::timeout(deadline, exchange).await })
+                .map_err(|_| self.protocol(format!("no answer within {deadline:?}")))??,
+        };
         decode(status, &bytes).map_err(|e| match e {
             Decoded::Api(message) => ClientError::Api { message },
             Decoded::Garbled(detail) => self.protocol(detail),

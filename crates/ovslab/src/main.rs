@@ -6,6 +6,7 @@
 
 mod client;
 mod commands;
+mod completion;
 mod progress;
 mod style;
 mod summary;
@@ -19,7 +20,8 @@ use ovslab_topology::printable_lines;
 
 use crate::client::Client;
 use crate::commands::{
-    capture, check, down, exec, generate, graph, node, schema, status, trace, up, validate,
+    capture, check, complete, completions, down, exec, generate, graph, node, schema, status,
+    trace, up, validate,
 };
 
 const AFTER_HELP: &str = "\
@@ -59,6 +61,10 @@ pub enum Command {
     Graph(graph::Args),
     Node(node::Args),
     Schema(schema::Args),
+    Completions(completions::Args),
+    /// Names for shell completion, from the running daemon.
+    #[command(name = "__complete", hide = true)]
+    Complete(complete::Args),
 }
 
 /// A failure caused by what the user gave (exit status 2); its message is
@@ -91,6 +97,8 @@ fn main() -> ExitCode {
         Command::Graph(args) => graph::exec(&client, args),
         Command::Node(args) => node::exec(&client, args),
         Command::Schema(args) => schema::exec(args),
+        Command::Completions(args) => completions::exec(args),
+        Command::Complete(args) => complete::exec(&client, args),
     };
     match result {
         Ok(code) => code,

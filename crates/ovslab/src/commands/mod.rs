@@ -5,6 +5,8 @@ use crate::client::Client;
 
 pub mod capture;
 pub mod check;
+pub mod complete;
+pub mod completions;
 pub mod down;
 pub mod exec;
 pub mod generate;
