@@ -242,7 +242,8 @@ impl Lab {
 
     /// `ovslab up -v FILE`; returns stdout: every change, then the summary.
     pub fn up(&self) -> String {
-        self.daemon.ovslab_ok(&["up", "-v", self.file.to_str().unwrap()])
+        self.daemon
+            .ovslab_ok(&["up", "-v", self.file.to_str().unwrap()])
     }
 
     /// The namespace of a node, instance or physical network.

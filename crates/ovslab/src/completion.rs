@@ -160,9 +160,10 @@ fn zsh(generated: &str) -> String {
     let mut out = String::with_capacity(generated.len() + ZSH.len());
     for line in generated.lines() {
         let trimmed = line.trim_start();
-        let action = if trimmed.starts_with("'--lab=[") {
-            Some("_ovslab_labs")
-        } else if trimmed.starts_with("'::lab -- ") || trimmed.starts_with("':lab -- ") {
+        let action = if trimmed.starts_with("'--lab=[")
+            || trimmed.starts_with("'::lab -- ")
+            || trimmed.starts_with("':lab -- ")
+        {
             Some("_ovslab_labs")
         } else if trimmed.starts_with("':target -- ")
             || trimmed.starts_with("':from -- ")
