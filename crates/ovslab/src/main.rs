@@ -7,6 +7,7 @@
 mod client;
 mod commands;
 mod completion;
+mod manual;
 mod progress;
 mod style;
 mod summary;
@@ -20,7 +21,7 @@ use ovslab_topology::printable_lines;
 
 use crate::client::Client;
 use crate::commands::{
-    capture, check, complete, completions, down, exec, generate, graph, node, schema, status,
+    capture, check, complete, completions, down, exec, generate, graph, man, node, schema, status,
     trace, up, validate,
 };
 
@@ -65,6 +66,9 @@ pub enum Command {
     /// Names for shell completion, from the running daemon.
     #[command(name = "__complete", hide = true)]
     Complete(complete::Args),
+    /// Write the manual pages into a directory.
+    #[command(name = "__man", hide = true)]
+    Man(man::Args),
 }
 
 /// A failure caused by what the user gave (exit status 2); its message is
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         Command::Schema(args) => schema::exec(args),
         Command::Completions(args) => completions::exec(args),
         Command::Complete(args) => complete::exec(&client, args),
+        Command::Man(args) => man::exec(args),
     };
     match result {
         Ok(code) => code,

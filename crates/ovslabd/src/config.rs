@@ -107,6 +107,35 @@ pub struct Config {
     /// directives such as `info,ovslab_reconciler=debug`.
     #[arg(long, value_name = "FILTER", env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
+
+    /// Print the manual page ovslabd(8), generated from these definitions,
+    /// and exit (`make man`).
+    #[arg(long, hide = true)]
+    pub man_page: bool,
+}
+
+/// The manual page `ovslabd(8)`: this command line, its long help and its
+/// notes (signals, systemd, limits, access, exit status).
+pub fn man_page() -> String {
+    use clap::CommandFactory;
+    let mut out = b".\\\" -*- coding: UTF-8 -*-\n".to_vec();
+    clap_mangen::Man::new(Config::command())
+        .section("8")
+        .source(format!("ovslab {}", env!("CARGO_PKG_VERSION")))
+        .manual("ovslab manual")
+        .render(&mut out)
+        .expect("writing to memory");
+    let mut page = String::from_utf8(out).expect("UTF-8");
+    page.push_str(
+        ".SH FILES\n.TP\n\\fI/etc/ovslab/labs/*.yaml\\fR\nThe labs the service brings up (--labs-dir).\n\
+         .TP\n\\fI/etc/default/ovslabd\\fR\nOVSLABD_ON_EXIT (down or keep) and OVSLABD_AUDIT_INTERVAL \
+         for the systemd unit ovslabd.service.\n\
+         .TP\n\\fI/run/ovslab/\\fR\nThe run directory: the API socket, each lab's directory \
+         (its manifest and topology, each node's Open vSwitch database, sockets and logs).\n\
+         .SH SEE ALSO\n\\fBovslab\\fR(1), \\fBovslab-topology\\fR(5), \\fBsystemctl\\fR(1), \
+         \\fBovs-vswitchd\\fR(8), \\fBovsdb-server\\fR(1)\n",
+    );
+    page
 }
 
 /// A number of seconds: finite, not negative.
@@ -135,6 +164,20 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Config::command().debug_assert();
+    }
+
+    #[test]
+    fn the_manual_page_has_the_options_and_the_notes() {
+        let page = man_page();
+        assert!(page.starts_with(".\\\" -*- coding: UTF-8 -*-\n"), "{page}");
+        assert!(page.contains("\n.TH ovslabd 8 "), "{page}");
+        for text in ["\\-\\-on\\-exit", "Signals:", "SEE ALSO"] {
+            assert!(page.contains(text), "{text} missing: {page}");
+        }
+        assert!(
+            !page.contains("man\\-page"),
+            "the hidden flag is documented"
+        );
     }
 
     #[test]

@@ -42,6 +42,10 @@ fn main() -> ExitCode {
     }
     limit_malloc_arenas();
     let mut config = config::Config::parse();
+    if config.man_page {
+        print!("{}", config::man_page());
+        return ExitCode::SUCCESS;
+    }
     // The labs' sockets live under the run directory, whatever the working
     // directory of a process that reaches them.
     if let Ok(absolute) = std::path::absolute(&config.run_dir) {

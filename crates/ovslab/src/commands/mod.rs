@@ -11,6 +11,7 @@ pub mod down;
 pub mod exec;
 pub mod generate;
 pub mod graph;
+pub mod man;
 pub mod node;
 pub mod schema;
 pub mod status;
