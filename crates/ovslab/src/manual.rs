@@ -439,31 +439,30 @@ fn inline(text: &str) -> Vec<Inline> {
     let mut plain = String::new();
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
-        if c == '`' {
-            if let Some(end) = rest[1..].find('`') {
-                out.push(roman(std::mem::take(&mut plain)));
-                out.push(bold(&rest[1..1 + end]));
-                rest = &rest[end + 2..];
-                continue;
-            }
+        if c == '`'
+            && let Some(end) = rest[1..].find('`')
+        {
+            out.push(roman(std::mem::take(&mut plain)));
+            out.push(bold(&rest[1..1 + end]));
+            rest = &rest[end + 2..];
+            continue;
         }
-        if rest.starts_with("**") {
-            if let Some(end) = rest[2..].find("**") {
-                out.push(roman(std::mem::take(&mut plain)));
-                out.push(bold(&rest[2..2 + end]));
-                rest = &rest[end + 4..];
-                continue;
-            }
+        if rest.starts_with("**")
+            && let Some(end) = rest[2..].find("**")
+        {
+            out.push(roman(std::mem::take(&mut plain)));
+            out.push(bold(&rest[2..2 + end]));
+            rest = &rest[end + 4..];
+            continue;
         }
-        if c == '[' {
-            if let Some(close) = rest.find("](") {
-                if let Some(end) = rest[close..].find(')') {
-                    out.push(roman(std::mem::take(&mut plain)));
-                    out.extend(inline(&rest[1..close]));
-                    rest = &rest[close + end + 1..];
-                    continue;
-                }
-            }
+        if c == '['
+            && let Some(close) = rest.find("](")
+            && let Some(end) = rest[close..].find(')')
+        {
+            out.push(roman(std::mem::take(&mut plain)));
+            out.extend(inline(&rest[1..close]));
+            rest = &rest[close + end + 1..];
+            continue;
         }
         plain.push(c);
         rest = &rest[c.len_utf8()..];
