@@ -29,7 +29,10 @@ Signals:
 
 With --on-exit keep (the default) labs are NOT torn down when the daemon exits: a lab outlives the
 daemon, and the next ovslabd adopts it from --run-dir. `ovslab down LAB` removes a lab. With
---on-exit down (what systemd/ovslabd.service uses) a stop removes every lab.
+--on-exit down (what systemd/ovslabd.service uses) a stop removes every lab. The file
+<run-dir>/.on-exit-once (`keep` or `down`, root's) overrides --on-exit for one stop: the Debian
+package writes `keep` before the restart of an upgrade, which the new daemon's labs survive, and
+`down` before the stop of a removal.
 
 Self-healing: every --audit-interval seconds each lab is converged against its plan, as `up` does,
 and at once when the kernel tells of a node's link deleted or set down, a lab namespace deleted or

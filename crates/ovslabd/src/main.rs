@@ -12,6 +12,8 @@
 //! - [`socket`]: binding the API socket safely, and removing it on exit.
 //! - [`labs_dir`]: bringing up the labs described under `--labs-dir`.
 //! - [`notify`]: telling systemd where the daemon is (`sd_notify`).
+//! - [`on_exit`]: what a stop does to the labs (`--on-exit`, or a one-time
+//!   request in the run directory: the package's upgrade and removal).
 //! - [`dhcp_hook`]: what ovslabd does when an instance's DHCP client runs
 //!   it (under another name) at a lease event.
 //! - [`progress`]: how far each lab's converge has come (`ovslab up`
@@ -24,6 +26,7 @@ mod dhcp_hook;
 mod labs_dir;
 mod logging;
 mod notify;
+mod on_exit;
 mod progress;
 mod quota;
 mod server;

@@ -33,6 +33,7 @@ use crate::actions::{Action, ActionError, Changes, Reply, Unfinished, error_chai
 use crate::config::Config;
 use crate::connections::Connections;
 use crate::notify::{State as Notify, notify};
+use crate::on_exit::{self, OnExit};
 use crate::quota::Quotas;
 use crate::{labs_dir, socket};
 
@@ -46,6 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             format!("installing the DHCP hook in {}", config.run_dir.display())
         })?);
     let engine = Arc::new(Engine::new(engine_config));
+    on_exit::forget_stale(&config.run_dir);
     // Before anything else runs: the labs adopted from a previous run.
     let quotas = Arc::new(Quotas::new(
         config.max_labs,
@@ -118,13 +120,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
 
+    let (on_exit, requested) =
+        on_exit::for_this_stop(&config.run_dir, OnExit::from_flag(&config.on_exit));
+    let source = if requested {
+        format!("{} asks", on_exit::ONCE_FILE)
+    } else {
+        "--on-exit".to_string()
+    };
     tracing::info!(
         "{first}: stopping; finishing the requests in flight for at most {} s ({})",
         config.stop_grace,
-        if config.on_exit == "down" {
-            "then removing every lab: --on-exit down"
-        } else {
-            "labs stay up: --on-exit keep; `ovslab down` removes them"
+        match on_exit {
+            OnExit::Down => format!("then removing every lab: {source} down"),
+            OnExit::Keep => {
+                format!("labs stay up: {source} keep; `ovslab down` removes them")
+            }
         }
     );
     notify(&[Notify::Stopping]);
@@ -167,9 +177,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         () = drain => {}
         again = stop_signals.next() => tracing::warn!("{again} again: exiting without waiting"),
     }
-    if config.on_exit == "down" {
+    if requested {
+        on_exit::used(&config.run_dir);
+    }
+    if on_exit == OnExit::Down {
         for lab in engine.labs().await {
-            tracing::info!("stopping with --on-exit down: removing lab {lab}");
+            tracing::info!("stopping with {source} down: removing lab {lab}");
             if let Err(e) = engine.down(&lab).await {
                 tracing::error!("removing lab {lab}: {}", error_chain(&e));
             }
