@@ -118,6 +118,12 @@ impl Agent {
         self.dir.join("pid.start")
     }
 
+    /// `<pid> <start time> <namespace inode>`: the namespace the agent was
+    /// started in, written when ovslabd starts it.
+    fn netns_record(&self) -> PathBuf {
+        self.dir.join("pid.netns")
+    }
+
     fn log(&self) -> PathBuf {
         self.dir.join(format!("{}.log", self.kind.program()))
     }
@@ -173,12 +179,31 @@ impl Agent {
 
     /// Whether the process runs in the agent's namespace as it is now: a
     /// namespace deleted and made again leaves the process in the old one.
+    ///
+    /// The kernel shows the namespace of another user's process (dnsmasq,
+    /// once it dropped to `nobody`) only to `CAP_SYS_PTRACE`, which the
+    /// unit does not give: then the namespace it was started in, recorded
+    /// at its start, stands in (an agent never changes its namespace).
+    /// Without that, every audit under the unit took a running dnsmasq for
+    /// one in a namespace that is gone and started it again.
     pub fn in_its_namespace(&self, identity: Identity) -> bool {
         use std::os::unix::fs::MetadataExt;
-        let theirs = std::fs::metadata(format!("/proc/{}/ns/net", identity.pid)).map(|m| m.ino());
-        theirs
-            .ok()
-            .is_some_and(|ino| ovslab_netlink::netns::inode(&self.namespace) == Some(ino))
+        let theirs = match std::fs::metadata(format!("/proc/{}/ns/net", identity.pid)) {
+            Ok(meta) => Some(meta.ino()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => self.started_in(identity),
+            Err(_) => None,
+        };
+        theirs.is_some_and(|ino| ovslab_netlink::netns::inode(&self.namespace) == Some(ino))
+    }
+
+    /// The inode of the namespace this very process was started in, as
+    /// recorded then.
+    fn started_in(&self, identity: Identity) -> Option<u64> {
+        let text = std::fs::read_to_string(self.netns_record()).ok()?;
+        let mut w = text.split_whitespace();
+        let (pid, start): (u32, u64) = (w.next()?.parse().ok()?, w.next()?.parse().ok()?);
+        let ino: u64 = w.next()?.parse().ok()?;
+        (pid == identity.pid && start == identity.start).then_some(ino)
     }
 
     /// Whether it runs, in its namespace.
@@ -268,6 +293,7 @@ impl Agent {
                 source,
             }
         })?;
+        let namespace = ovslab_netlink::netns::inode(&self.namespace);
         let mut child = cmd.spawn().map_err(|source| AgentError::Spawn {
             what: self.what.clone(),
             program,
@@ -275,6 +301,12 @@ impl Agent {
         })?;
         if let Some(identity) = child.id().and_then(Identity::of) {
             self.write_record(identity);
+            if let Some(ino) = namespace {
+                let _ = std::fs::write(
+                    self.netns_record(),
+                    format!("{} {} {ino}\n", identity.pid, identity.start),
+                );
+            }
         }
         let what = self.what.clone();
         tokio::spawn(async move {
@@ -386,6 +418,23 @@ mod tests {
             dir,
             args: vec![],
         }
+    }
+
+    #[test]
+    fn the_namespace_recorded_at_start_is_this_processs_only() {
+        let dir = std::env::temp_dir().join(format!("ovslab-agent-ns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = agent(dir.clone());
+        std::fs::write(a.netns_record(), "42 1000 4026531840\n").unwrap();
+        let me = |pid, start| Identity { pid, start };
+        assert_eq!(a.started_in(me(42, 1000)), Some(4026531840));
+        assert_eq!(
+            a.started_in(me(42, 1001)),
+            None,
+            "another process with that pid"
+        );
+        assert_eq!(a.started_in(me(43, 1000)), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
