@@ -19,16 +19,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The version both binaries print: `0.1.0 (git 76e017d1a2b3)`. The
-/// commit comes from the build (`build.rs`): `OVSLAB_GIT_COMMIT` when set,
-/// else `git rev-parse HEAD` of the source tree, else `unknown`.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (git ",
-    env!("OVSLAB_GIT_COMMIT"),
-    ")"
-);
-
 /// The default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/ovslab/ovslabd.sock";
 /// Environment variable overriding the socket path.

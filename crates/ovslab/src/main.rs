@@ -38,7 +38,7 @@ The daemon, ovslabd, must be running for up, down, status, exec, check, trace, c
 /// Build and explore OpenStack Neutron "classic Open vSwitch" labs in network
 /// namespaces.
 #[derive(Debug, Parser)]
-#[command(name = "ovslab", version = ovslab_api::VERSION, after_help = AFTER_HELP)]
+#[command(name = "ovslab", version = ovslab_version::VERSION, after_help = AFTER_HELP)]
 pub struct Cli {
     /// The daemon's socket.
     #[arg(long, global = true, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]

@@ -10,7 +10,7 @@ use ovslab_api::{DEFAULT_SOCKET, SOCKET_ENV};
 #[derive(Debug, Parser)]
 #[command(
     name = "ovslabd",
-    version = ovslab_api::VERSION,
+    version = ovslab_version::VERSION,
     long_about = "The ovslab daemon: builds OpenStack Neutron \"classic Open vSwitch\" labs in \
 network namespaces and owns them.\n\n\
 It runs in the foreground and serves the ovslab API (JSON over HTTP) on a Unix socket; the \

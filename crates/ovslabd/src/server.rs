@@ -65,7 +65,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     tracing::info!(
         "ovslabd {} listening on {} (run directory {}, labs directory {})",
-        ovslab_api::VERSION,
+        ovslab_version::VERSION,
         config.socket.display(),
         config.run_dir.display(),
         config.labs_dir.display()
