@@ -105,6 +105,7 @@ generated:
 	mkdir -p $(GEN)/man $(GEN)/completions $(GEN)/systemd
 	target/release/ovslab __man $(GEN)/man
 	target/release/ovslabd --man-page >$(GEN)/man/ovslabd.8
+	gzip -9nk $(GEN)/man/ovslab.1 $(GEN)/man/ovslab-topology.5 $(GEN)/man/ovslabd.8
 	target/release/ovslab completions bash >$(GEN)/completions/ovslab.bash
 	target/release/ovslab completions zsh >$(GEN)/completions/_ovslab
 	target/release/ovslab completions fish >$(GEN)/completions/ovslab.fish
@@ -166,10 +167,13 @@ uninstall:
 	  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
 	fi
 
-# The package is built twice: as DEB_REVISION, and one revision more for
-# the upgrade the test makes.
-test-container: deb
-	$(CARGO) deb -p ovslab --no-build --dbgsym --deb-revision $$(($(DEB_REVISION) + 1)) --output target/debian/upgrade/
+# The package is built twice: one revision more first, for the upgrade the
+# test makes (cargo-deb clears target/debian of older packages, so this
+# one goes elsewhere, and before), then as DEB_REVISION (make deb).
+test-container: generated
+	@$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-deb
+	$(CARGO) deb -p ovslab --no-build --deb-revision $$(($(DEB_REVISION) + 1)) --output target/debian-upgrade/
+	$(MAKE) --no-print-directory deb
 	scripts/test-container.sh
 
 # The parsers that meet outside input, each under libFuzzer for
