@@ -28,8 +28,10 @@ use crate::commands::{
 const AFTER_HELP: &str = "\
 Exit status:
   0  success
-  1  failure: ovslabd cannot be reached or refused the request, the lab did not converge, …
-  2  bad input: a topology file that does not validate, a bad argument
+  1  failure: ovslabd cannot be reached or refused the request, the lab did not converge, no lab
+     runs and the command named none, …
+  2  bad input: a topology file that does not validate, a bad argument, several labs run and the
+     command named none
   `ovslab exec` exits with CMD's status (126/127 when CMD cannot be run).
 
 The daemon, ovslabd, must be running for up, down, status, exec, check, trace, capture, node and graph (without --topology): start it with `ovslabd`

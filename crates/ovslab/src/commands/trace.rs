@@ -62,7 +62,12 @@ pub struct Args {
     /// network, to its network's DHCP server.
     #[arg(long)]
     pub dhcp: bool,
-    /// Print the trace as JSON.
+    /// Print the trace as JSON: {"lab", "from", "to", "destination",
+    /// "protocol", "tag", "answered", "hops": [{"number", "leg", "place",
+    /// "namespace", "device", "direction", "vlan", "src_mac", "dst_mac",
+    /// "src_ip", "dst_ip", "encapsulation", "time_us", "bridge": {"bridge",
+    /// "flows", "datapath_actions"}, "notes", "flooded"}], "conclusions",
+    /// "lost": {"last_seen", "next_expected"}, "elapsed_ms"}.
     #[arg(long)]
     pub json: bool,
 }
