@@ -280,7 +280,7 @@ fn stopped_is_reported_and_up_restarts_it(program: &'static str) {
 
     let (out, took) = ovslab_within(
         &lab,
-        &["up", lab.file.to_str().unwrap()],
+        &["up", "-v", lab.file.to_str().unwrap()],
         Duration::from_secs(60),
     );
     let said = text(&out);

@@ -63,7 +63,10 @@ pub fn kind(line: &str) -> &'static str {
         ["add" | "delete", "address" | "route", ..] => "addresses and routes",
         ["sysctl", ..] => "sysctls",
         [_, "flow", ..] | [_, "flows", ..] => "flows",
-        ["start" | "stopped" | "stop" | "restart" | "started", ..] => "processes",
+        [
+            "start" | "stopped" | "stop" | "restart" | "started" | "killed",
+            ..,
+        ] => "processes",
         ["metadata", "service", ..] => "processes",
         ["removed", ..] => "files",
         _ => "other",
@@ -171,6 +174,7 @@ mod tests {
             ),
             ("start ovs-vswitchd on compute1", "processes"),
             ("stopped ovsdb-server of compute1 (pid 4)", "processes"),
+            ("killed ovs-vswitchd of compute1 (pid 4)", "processes"),
             (
                 "seed.qrouter-x: metadata service on 0.0.0.0:9697",
                 "processes",
