@@ -250,6 +250,21 @@ impl Lab {
         format!("{}.{object}", self.name)
     }
 
+    /// The lab's topology as its file says now, validated: where the
+    /// lab's derived names (devices, MACs) are read.
+    pub fn topology(&self) -> ovslab_topology::Topology {
+        let text = std::fs::read_to_string(&self.file).unwrap();
+        ovslab_topology::parse(&self.file.display().to_string(), &text)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The hybrid plug (tap, qbr, qvb, qvo) of one of the lab's instances.
+    pub fn plug(&self, instance: &str) -> ovslab_topology::naming::HybridPlug {
+        let topo = self.topology();
+        let i = topo.instance(instance).expect("an instance of the lab");
+        i.plug()
+    }
+
     /// The `qrouter-<uuid>` namespace of a router.
     pub fn router_ns(&self, router: &str) -> String {
         ovslab_topology::plan::router_namespace(&self.name, router)

@@ -6,6 +6,12 @@
 //! - Namespaces: `<lab>.<object>`, so two labs never collide and a lab's
 //!   namespaces are found by prefix; routers are `<lab>.qrouter-<uuid>`.
 //! - MACs: `fa:16:3e` + three bytes of the port UUID.
+//!
+//! These are each object's first candidates. Port UUIDs and MACs are cut
+//! short enough to collide in a large lab, so the topology carries the
+//! ones [`identifiers`](crate::identifiers) settled for the whole lab;
+//! read them there (`Instance::port`, `Router::port_on`, …), never derive
+//! them again from an object's name alone.
 
 use uuid::Uuid;
 
@@ -134,11 +140,6 @@ pub fn object_uuid(lab: &str, kind: &str, name: &str) -> Uuid {
     )
 }
 
-/// The Neutron port UUID of an instance's NIC.
-pub fn instance_port_uuid(lab: &str, instance: &str) -> Uuid {
-    object_uuid(lab, "port", instance)
-}
-
 /// The Nova instance UUID (`vm-uuid` in OVSDB).
 pub fn instance_uuid(lab: &str, instance: &str) -> Uuid {
     object_uuid(lab, "instance", instance)
@@ -190,20 +191,6 @@ pub fn derived_mac(port: &Uuid) -> [u8; 6] {
     [0xfa, 0x16, 0x3e, b[13], b[14], b[15]]
 }
 
-/// The MAC of an external host's NIC.
-pub fn external_host_mac(lab: &str, host: &str) -> [u8; 6] {
-    derived_mac(&object_uuid(lab, "external-host", host))
-}
-
-/// The MAC of a physical router's interface on a network.
-pub fn physical_router_mac(lab: &str, router: &str, network: &str) -> [u8; 6] {
-    derived_mac(&object_uuid(
-        lab,
-        "physical-router-interface",
-        &format!("{router}:{network}"),
-    ))
-}
-
 /// A physical router's interface on a provider network: an internal port
 /// of its [`BR_TRUNK`], as the 802.1Q sub-interface would be named
 /// (`eth1.101`), or `eth1.flat` for the untagged (flat) network.
@@ -240,8 +227,9 @@ pub struct HybridPlug {
 }
 
 impl HybridPlug {
-    pub fn new(lab: &str, instance: &str) -> Self {
-        let port = instance_port_uuid(lab, instance);
+    /// The plug of the instance whose port is `port`
+    /// ([`Instance::plug`](crate::Instance::plug)).
+    pub fn new(port: Uuid) -> Self {
         HybridPlug {
             port,
             tap: device_name(TAP, &port),
@@ -266,10 +254,11 @@ mod tests {
 
     #[test]
     fn names_are_stable_and_distinct_per_lab() {
-        let a = HybridPlug::new("seed", "instance1");
-        assert_eq!(a, HybridPlug::new("seed", "instance1"));
-        assert_ne!(a.port, HybridPlug::new("other", "instance1").port);
-        assert_ne!(a.port, HybridPlug::new("seed", "instance2").port);
+        let port = |lab, name| object_uuid(lab, "port", name);
+        let a = HybridPlug::new(port("seed", "instance1"));
+        assert_eq!(a, HybridPlug::new(port("seed", "instance1")));
+        assert_ne!(a.port, port("other", "instance1"));
+        assert_ne!(a.port, port("seed", "instance2"));
         for name in [&a.tap, &a.qbr, &a.qvb, &a.qvo] {
             assert!(name.len() <= IFNAME_MAX, "{name}");
         }
@@ -277,7 +266,7 @@ mod tests {
 
     #[test]
     fn macs_are_openstack_macs() {
-        let mac = derived_mac(&instance_port_uuid("seed", "instance1"));
+        let mac = derived_mac(&object_uuid("seed", "port", "instance1"));
         assert_eq!(&mac[..3], &[0xfa, 0x16, 0x3e]);
     }
 

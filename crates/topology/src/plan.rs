@@ -473,7 +473,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             }],
             ovs_internal: vec![],
             links: vec![LinkSpec {
-                mac: Some(naming::external_host_mac(lab, &host.name)),
+                mac: Some(host.mac),
                 addresses: vec![
                     Ipv4Net::new(host.address, ext.cidr.prefix_len()).expect("valid prefix"),
                 ],
@@ -553,7 +553,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             br_int_ports.push(patch_port(PATCH_TUN, PATCH_INT));
         }
         for inst in topo.instances_on(&node.name) {
-            let plug = HybridPlug::new(lab, &inst.name);
+            let plug = inst.plug();
             spec.bridges.push(plug.qbr.clone());
             spec.veths.push(VethSpec {
                 name: plug.qvb.clone(),
@@ -588,7 +588,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         for router in topo.routers.iter().filter(|r| r.node == node.name) {
             for network in &router.interfaces {
                 let net = topo.network(network).expect("validated reference");
-                let port = RouterPort::internal(lab, &router.name, network);
+                let port = RouterPort::internal(router, network);
                 let tag = local_vlans[network];
                 spec.veths.push(VethSpec {
                     name: port.tap.clone(),
@@ -607,7 +607,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 });
             }
             if router.external_gateway.is_some() {
-                let port = RouterPort::gateway(lab, &router.name);
+                let port = RouterPort::gateway(router);
                 spec.veths.push(VethSpec {
                     name: port.tap.clone(),
                     peer: port.device.clone(),
@@ -626,7 +626,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             }
         }
         for net in dhcp_networks_on(topo, &node.name) {
-            let port = DhcpPort::new(lab, &net.name);
+            let port = DhcpPort::of(net);
             let tag = local_vlans[&net.name];
             spec.veths.push(VethSpec {
                 name: port.tap.clone(),
@@ -697,7 +697,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         // ARP spoofing protection (`prevent_arp_spoofing`, on in Liberty):
         // an instance's ARP goes to table 24, which passes only its own address.
         for inst in topo.instances_on(&node.name) {
-            let qvo = HybridPlug::new(lab, &inst.name).qvo;
+            let qvo = inst.plug().qvo;
             let arp = |table, priority, arp_spa, actions| FlowSpec {
                 bridge: BR_INT.to_string(),
                 table,
@@ -739,7 +739,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
 
     let mut dhcp_clients = Vec::new();
     for inst in &topo.instances {
-        let plug = HybridPlug::new(lab, &inst.name);
+        let plug = inst.plug();
         let net = topo.network(&inst.network).expect("validated reference");
         let address = Ipv4Net::new(inst.address, net.cidr.prefix_len()).expect("valid prefix");
         let namespace = naming::namespace(lab, &inst.name);
@@ -796,7 +796,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         let mut internal_cidrs = Vec::new();
         for network in &router.interfaces {
             let net = topo.network(network).expect("validated reference");
-            let port = RouterPort::internal(lab, &router.name, network);
+            let port = RouterPort::internal(router, network);
             links.push(LinkSpec {
                 mac: Some(port.mac),
                 addresses: vec![
@@ -806,7 +806,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             });
             internal_cidrs.push(net.cidr);
         }
-        let gateway = RouterPort::gateway(lab, &router.name);
+        let gateway = RouterPort::gateway(router);
         let mut routes = Vec::new();
         let mut floating_ips = Vec::new();
         if let Some(gw) = &router.external_gateway {
@@ -884,7 +884,7 @@ fn dhcp_servers(
         let (Some(node), Some(address)) = (topo.dhcp_node(&net.name), net.dhcp_address) else {
             continue;
         };
-        let port = DhcpPort::new(lab, &net.name);
+        let port = DhcpPort::of(net);
         let namespace = dhcp::namespace(lab, &net.name);
         let isolated = crate::metadata::isolated(topo, &net.name);
         let mut addresses =
@@ -921,12 +921,7 @@ fn dhcp_servers(
                 topo.routers
                     .iter()
                     .filter(|r| r.interfaces.contains(&net.name))
-                    .map(|r| {
-                        (
-                            RouterPort::internal(lab, &r.name, &net.name).mac,
-                            net.gateway,
-                        )
-                    }),
+                    .map(|r| (RouterPort::internal(r, &net.name).mac, net.gateway)),
             )
             .chain(std::iter::once((port.mac, address)))
             .collect();
@@ -1000,7 +995,7 @@ fn physical_router(
     };
     let mut trunk = vec![plain_port(UPLINK)];
     for i in &router.interfaces {
-        let mac = Some(naming::physical_router_mac(lab, &router.name, &i.network));
+        let mac = Some(i.mac);
         if let Some(net) = topo.network(&i.network) {
             let vlan = match net.network_type {
                 NetworkType::Vlan(id) => Some(id),
@@ -1107,21 +1102,28 @@ pub struct RouterPort {
 }
 
 impl RouterPort {
-    pub fn internal(lab: &str, router: &str, network: &str) -> Self {
-        Self::new(lab, QR, &format!("{router}:{network}"))
+    /// `router`'s `qr-` port on `network`, one of its interfaces.
+    pub fn internal(router: &Router, network: &str) -> Self {
+        let ids = router
+            .port_on(network)
+            .expect("validated: the router has an interface on the network");
+        Self::new(QR, ids)
     }
 
-    pub fn gateway(lab: &str, router: &str) -> Self {
-        Self::new(lab, QG, &format!("{router}:gateway"))
+    /// `router`'s `qg-` port, on its external gateway.
+    pub fn gateway(router: &Router) -> Self {
+        let ids = router
+            .gateway_port
+            .expect("validated: the router has an external gateway");
+        Self::new(QG, ids)
     }
 
-    fn new(lab: &str, prefix: &str, name: &str) -> Self {
-        let port = naming::object_uuid(lab, "router-port", name);
+    fn new(prefix: &str, ids: PortIds) -> Self {
         RouterPort {
-            port,
-            device: naming::device_name(prefix, &port),
-            tap: naming::device_name(TAP, &port),
-            mac: naming::derived_mac(&port),
+            port: ids.uuid,
+            device: naming::device_name(prefix, &ids.uuid),
+            tap: naming::device_name(TAP, &ids.uuid),
+            mac: ids.mac,
         }
     }
 }
@@ -1170,7 +1172,7 @@ fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -
     let mut ipsets: Vec<IpSetSpec> = Vec::new();
     let mut ports = Vec::new();
     for inst in topo.instances_on(&node.name) {
-        let plug = HybridPlug::new(lab, &inst.name);
+        let plug = inst.plug();
         let mut rules = Vec::new();
         for group in &inst.security_groups {
             let Some(sg) = topo.security_groups.iter().find(|g| &g.name == group) else {
@@ -1300,7 +1302,6 @@ pub fn tunnel_port_name(kind: TunnelType, remote: Ipv4Addr) -> String {
 type Ports<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Vec<([u8; 6], Ipv4Addr)>>>;
 
 fn l2pop_ports(topo: &Topology) -> Ports<'_> {
-    let lab = topo.lab.as_str();
     let mut ports: Ports<'_> = BTreeMap::new();
     for i in &topo.instances {
         ports
@@ -1318,7 +1319,7 @@ fn l2pop_ports(topo: &Topology) -> Ports<'_> {
                 .or_default()
                 .entry(network.as_str())
                 .or_default()
-                .push((RouterPort::internal(lab, &r.name, network).mac, net.gateway));
+                .push((RouterPort::internal(r, network).mac, net.gateway));
         }
     }
     for net in &topo.networks {
@@ -1328,7 +1329,7 @@ fn l2pop_ports(topo: &Topology) -> Ports<'_> {
                 .or_default()
                 .entry(net.name.as_str())
                 .or_default()
-                .push((DhcpPort::new(lab, &net.name).mac, address));
+                .push((DhcpPort::of(net).mac, address));
         }
     }
     ports
@@ -1884,7 +1885,8 @@ mod tests {
             "no tunnel to compute2"
         );
         let flows = br_tun_flows(&state, "compute1");
-        let router = RouterPort::internal("selfservice", "router1", "selfservice1");
+        let topo = crate::parse("selfservice", SELFSERVICE).unwrap();
+        let router = RouterPort::internal(topo.router("router1").unwrap(), "selfservice1");
         assert!(flows.contains(&FlowSpec {
             bridge: BR_TUN.into(),
             table: 20,
@@ -1954,8 +1956,9 @@ mod tests {
 
     #[test]
     fn hybrid_plug_is_wired_as_os_vif_does() {
-        let state = plan(&crate::seed(), &LocalVlans::new());
-        let plug = HybridPlug::new("seed", "instance1");
+        let seed = crate::seed();
+        let state = plan(&seed, &LocalVlans::new());
+        let plug = seed.instance("instance1").unwrap().plug();
         let node = state.namespace("seed.compute1").unwrap();
         assert!(node.bridges.contains(&plug.qbr));
         let tap = node.links.iter().find(|l| l.name == plug.tap).unwrap();

@@ -12,7 +12,6 @@ use ipnet::Ipv4Net;
 use crate::model::*;
 use crate::naming::{self, DEFAULT_OVERLAY, IFNAME_MAX};
 use crate::parse::*;
-use crate::plan::{RouterPort, router_namespace};
 use crate::printable::{is_unsafe, printable};
 
 struct Checker {
@@ -291,76 +290,9 @@ fn collision_message(later: &Hashed, earlier: &Hashed) -> String {
     )
 }
 
-/// The hashed names of an instance: its hybrid plug's devices in its node's
-/// namespace, and its firewall chains there.
-fn instance_hashed(lab: &str, instance: &Instance, column: u32) -> Vec<Hashed> {
-    let plug = naming::HybridPlug::new(lab, &instance.name);
-    let scope = naming::namespace(lab, &instance.node);
-    let owner = format!("instance `{}`", instance.name);
-    let entry = |what, name: &str, scope: &str| Hashed {
-        scope: scope.to_string(),
-        what,
-        name: name.to_string(),
-        owner: owner.clone(),
-        line: instance.line,
-        column,
-    };
-    let port = plug.port.hyphenated().to_string();
-    vec![
-        entry("device", &plug.tap, &scope),
-        entry("device", &plug.qbr, &scope),
-        entry("device", &plug.qvb, &scope),
-        entry("device", &plug.qvo, &scope),
-        entry(
-            "firewall chains",
-            &format!("…{}", &port[..naming::CHAIN_PORT_CHARS]),
-            &format!("the firewall of node `{}`", instance.node),
-        ),
-    ]
-}
-
 /// The column of the name `name` among `spans`, where it was declared.
 fn column_of<'a>(mut spans: impl Iterator<Item = &'a S<String>>, name: &str) -> u32 {
     spans.find(|s| s.value == name).map_or(0, |s| at(s).1)
-}
-
-/// A router's ports, each with how messages call it.
-fn router_ports(lab: &str, router: &Router) -> Vec<(RouterPort, String)> {
-    let internal = router.interfaces.iter().map(|net| {
-        (
-            RouterPort::internal(lab, &router.name, net),
-            format!("router `{}`'s port on `{net}`", router.name),
-        )
-    });
-    let gateway = router.external_gateway.as_ref().map(|_| {
-        (
-            RouterPort::gateway(lab, &router.name),
-            format!("router `{}`'s gateway port", router.name),
-        )
-    });
-    internal.chain(gateway).collect()
-}
-
-/// The hashed names of a router: each port's `tap…` in its node's
-/// namespace and `qr-…`/`qg-…` in the router's.
-fn router_hashed(lab: &str, router: &Router, column: u32) -> Vec<Hashed> {
-    let node_ns = naming::namespace(lab, &router.node);
-    let router_ns = router_namespace(lab, &router.name);
-    let owner = format!("router `{}`", router.name);
-    let mut out = Vec::new();
-    for (port, _) in router_ports(lab, router) {
-        for (name, scope) in [(&port.tap, &node_ns), (&port.device, &router_ns)] {
-            out.push(Hashed {
-                scope: scope.clone(),
-                what: "device",
-                name: name.clone(),
-                owner: owner.clone(),
-                line: router.line,
-                column,
-            });
-        }
-    }
-    out
 }
 
 /// Names that become Linux interface names as they are (a switch port or
@@ -580,6 +512,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             dhcp: n.dhcp.as_ref().is_none_or(|d| d.value),
             dns_nameservers,
             dhcp_address: None,
+            dhcp_port: None, // settled below
             line: at(&n.name).0,
         });
     }
@@ -719,6 +652,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             name: name.clone(),
             network: ext.name.clone(),
             address,
+            mac: [0; 6], // settled with the others, below
             line: at(&h.name).0,
         });
     }
@@ -799,6 +733,8 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             interfaces,
             external_gateway,
             snat: r.snat,
+            interface_ports: Vec::new(), // settled below
+            gateway_port: None,
             line: at(&r.name).0,
         });
     }
@@ -818,7 +754,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         if r.interfaces.is_empty() {
             c.err(&r.name, format!("{what}: no interfaces"));
         }
-        let mut interfaces: Vec<NetworkAddress> = Vec::new();
+        let mut interfaces: Vec<PhysicalInterface> = Vec::new();
         let mut external = Vec::new();
         for i in &r.interfaces {
             let network = &i.network.value;
@@ -877,9 +813,10 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             } else if !claim(&mut c, &i.address, network, address, what.clone()) {
                 continue;
             }
-            let at = NetworkAddress {
+            let at = PhysicalInterface {
                 network: network.clone(),
                 address,
+                mac: [0; 6], // settled below
             };
             if gateway.is_some() {
                 interfaces.push(at);
@@ -912,44 +849,11 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
     }
 
     // MACs: every one of the lab is unique, since the physical switch
-    // learns them whatever the VLAN. The planned ones first (external
-    // hosts, router ports), so that a clash lands on the instance, whose
-    // MAC can be given.
+    // learns them whatever the VLAN. Only those given in the file can be
+    // refused; derived ones are settled around them (`identifiers`).
     let lab = raw.lab.value.as_str();
-    let mut macs: HashMap<[u8; 6], String> = HashMap::new();
-    for h in &external_hosts {
-        macs.insert(
-            naming::external_host_mac(lab, &h.name),
-            format!("external host `{}`", h.name),
-        );
-    }
-    for router in &physical_routers {
-        for i in &router.interfaces {
-            macs.insert(
-                naming::physical_router_mac(lab, &router.name, &i.network),
-                format!("physical router `{}`", router.name),
-            );
-        }
-    }
-    for net in networks.iter().filter(|n| n.dhcp) {
-        let port = crate::dhcp::DhcpPort::new(lab, &net.name);
-        macs.insert(port.mac, format!("the DHCP port of network `{}`", net.name));
-    }
-    for (r, router) in raw.routers.iter().zip(&routers) {
-        for (port, owner) in router_ports(lab, router) {
-            if let Some(other) = macs.get(&port.mac) {
-                c.err(
-                    &r.name,
-                    format!(
-                        "{owner} would have MAC {}, which is {other}'s; rename one of them",
-                        format_mac(&port.mac)
-                    ),
-                );
-            } else {
-                macs.insert(port.mac, owner);
-            }
-        }
-    }
+    let mut given_macs: Vec<Option<[u8; 6]>> = Vec::new();
+    let mut given_by: HashMap<[u8; 6], String> = HashMap::new();
 
     // Instances.
     let mut instances = Vec::new();
@@ -995,32 +899,30 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
                             m,
                             format!("instance `{name}`: MAC {} is a multicast address", m.value),
                         );
+                        ok = false;
                         None
                     }
                     None => {
                         c.err(m, format!("instance `{name}`: `{}` is not a MAC address like fa:16:3e:00:00:01", m.value));
+                        ok = false;
                         None
                     }
                 }
             }
-            None => Some(naming::derived_mac(&naming::instance_port_uuid(
-                &raw.lab.value,
-                name,
-            ))),
+            None => None,
         };
-        if let Some(mac) = mac {
-            if let Some(other) = macs.get(&mac) {
-                let span = i.mac.as_ref().unwrap_or(&i.name);
+        if let (Some(mac), Some(span)) = (mac, &i.mac) {
+            if let Some(other) = given_by.get(&mac) {
                 c.err(
                     span,
                     format!(
-                        "instance `{name}`: MAC {} is already used by {other}",
+                        "instance `{name}`: MAC {} is already given to {other}",
                         format_mac(&mac)
                     ),
                 );
                 ok = false;
             } else {
-                macs.insert(mac, format!("instance `{name}`"));
+                given_by.insert(mac, format!("instance `{name}` (line {})", at(span).0));
             }
         }
         let Some(net) = net_by_name.get(&i.network.value) else {
@@ -1137,13 +1039,15 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
                 ok = false;
             }
         }
-        if ok && let Some(mac) = mac {
+        if ok {
+            given_macs.push(mac);
             instances.push(Instance {
                 name: name.clone(),
                 node: i.node.value.clone(),
                 network: net.name.clone(),
                 address,
-                mac,
+                port: uuid::Uuid::nil(), // settled below
+                mac: mac.unwrap_or_default(),
                 floating_ip,
                 security_groups: i.security_groups.iter().map(|g| g.value.clone()).collect(),
                 user_data: i.user_data.as_ref().map(|u| u.value.clone()),
@@ -1199,13 +1103,10 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         }
     }
 
-    // Names derived from hashes: two equal ones in one scope would be one
-    // device, chain or set where the plan wants two.
+    // Names derived from hashes: two equal ipsets would be one set where
+    // the plan wants two. (Ports' devices and chains, and MACs, are
+    // settled so that they differ: `identifiers`.)
     let mut hashed = Vec::new();
-    for router in &routers {
-        let column = column_of(raw.routers.iter().map(|r| &r.name), &router.name);
-        hashed.extend(router_hashed(lab, router, column));
-    }
     for group in &security_groups {
         hashed.push(Hashed {
             scope: "the lab's ipsets".to_string(),
@@ -1215,10 +1116,6 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             line: group.line,
             column: column_of(raw.security_groups.iter().map(|g| &g.name), &group.name),
         });
-    }
-    for instance in &instances {
-        let column = column_of(raw.instances.iter().map(|i| &i.name), &instance.name);
-        hashed.extend(instance_hashed(lab, instance, column));
     }
     for (later, earlier) in collisions(&hashed) {
         c.err_at(later.line, later.column, collision_message(later, earlier));
@@ -1252,7 +1149,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         c.problems.sort_by_key(|p| (p.line, p.column));
         return Err(c.problems);
     }
-    Ok(Topology {
+    let mut topology = Topology {
         lab: raw.lab.value,
         source: source.to_string(),
         nodes,
@@ -1268,7 +1165,9 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         security_groups,
         instances,
         checks,
-    })
+    };
+    crate::identifiers::assign(&mut topology, &given_macs);
+    Ok(topology)
 }
 
 /// `agent:`: known tunnel types, and `arp_responder` only with

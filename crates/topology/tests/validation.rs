@@ -638,7 +638,7 @@ fn names_of_generated_devices_are_reserved() {
             &[&format!("external host `{name}`"), "router devices"],
         );
     }
-    let tap = naming::HybridPlug::new("seed", "instance1").tap;
+    let tap = first_plug("instance1").tap;
     let text = seed_renamed("instance4", &tap);
     refused(
         &text,
@@ -713,53 +713,57 @@ fn seed_with_instances(a: &str, node1: &str, b: &str, node2: &str) -> String {
     )
 }
 
+/// The plug an instance of lab `seed` derives first (its port's first
+/// candidate).
+fn first_plug(instance: &str) -> naming::HybridPlug {
+    naming::HybridPlug::new(naming::object_uuid("seed", "port", instance))
+}
+
+/// The chain names' part of a plug's devices: 10 characters of the port.
+fn chain_part(plug: &naming::HybridPlug) -> &str {
+    &plug.tap[3..3 + naming::CHAIN_PORT_CHARS]
+}
+
 // Found by search: in lab `seed`, the ports of vm250223 and vm340589 share
 // their first ten hex digits (6a964ee8-78…), so all four devices of their
 // hybrid plugs would have the same names; vm203926 and vm227883 share nine
 // (e374ff74-b…), so their devices differ but their firewall chains do not.
 #[test]
-fn device_names_that_collide_on_one_node_are_refused() {
-    let a = naming::HybridPlug::new("seed", "vm250223");
-    let b = naming::HybridPlug::new("seed", "vm340589");
+fn device_names_that_would_collide_are_derived_again() {
+    let (a, b) = (first_plug("vm250223"), first_plug("vm340589"));
     assert_eq!((&a.tap, &a.qvo), (&b.tap, &b.qvo), "the search's result");
-    let text = seed_with_instances("vm250223", "compute1", "vm340589", "compute1");
-    refused(
-        &text,
-        line_of(&text, "  - name: vm340589"),
-        &[
-            "instance `vm340589`",
-            &a.tap,
-            "seed.compute1",
-            "instance `vm250223`",
-        ],
-    );
-    // One problem for the pair, not one per device.
-    let TopologyError::Invalid { problems, .. } = parse("bad.yaml", &text).unwrap_err() else {
-        panic!("expected a validation error")
-    };
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    // On two nodes the devices live in two namespaces: no collision.
-    let text = seed_with_instances("vm250223", "compute1", "vm340589", "compute2");
-    parse("ok.yaml", &text).expect("different namespaces");
+    // On one node or two: device names differ lab-wide.
+    for node2 in ["compute1", "compute2"] {
+        let text = seed_with_instances("vm250223", "compute1", "vm340589", node2);
+        let topo = parse("ok.yaml", &text).expect("settled, not refused");
+        let (first, second) = (
+            topo.instance("vm250223").unwrap(),
+            topo.instance("vm340589").unwrap(),
+        );
+        // The earlier in the file keeps its port; the other gets another,
+        // and a MAC from it.
+        assert_eq!(first.plug(), a);
+        assert_ne!(second.port, b.port);
+        assert_ne!(chain_part(&second.plug()), chain_part(&a));
+        assert_eq!(second.mac, naming::derived_mac(&second.port));
+    }
+    // Declared the other way round, the other one keeps its port.
+    let text = seed_with_instances("vm340589", "compute1", "vm250223", "compute1");
+    let topo = parse("ok.yaml", &text).unwrap();
+    assert_eq!(topo.instance("vm340589").unwrap().plug(), b);
+    assert_ne!(topo.instance("vm250223").unwrap().port, a.port);
 }
 
 #[test]
-fn firewall_chains_that_collide_on_one_node_are_refused() {
-    let a = naming::HybridPlug::new("seed", "vm203926");
-    let b = naming::HybridPlug::new("seed", "vm227883");
+fn firewall_chains_that_would_collide_are_derived_again() {
+    let (a, b) = (first_plug("vm203926"), first_plug("vm227883"));
     assert_ne!(a.tap, b.tap);
-    assert_eq!(a.tap[..13], b.tap[..13], "the search's result");
+    assert_eq!(chain_part(&a), chain_part(&b), "the search's result");
     let text = seed_with_instances("vm203926", "compute2", "vm227883", "compute2");
-    refused(
-        &text,
-        line_of(&text, "  - name: vm227883"),
-        &[
-            "instance `vm227883`",
-            "firewall chains",
-            "node `compute2`",
-            "instance `vm203926`",
-        ],
-    );
+    let topo = parse("ok.yaml", &text).expect("settled, not refused");
+    assert_eq!(topo.instance("vm203926").unwrap().plug(), a);
+    let second = topo.instance("vm227883").unwrap().plug();
+    assert_ne!(chain_part(&second), chain_part(&a));
 }
 
 #[test]
@@ -799,54 +803,80 @@ fn the_seed_and_a_large_generated_lab_have_no_collisions() {
     }
 }
 
+/// The seed with instance3 given `mac`.
+fn seed_with_instance3_mac(mac: &str) -> String {
+    seed_with(
+        "    address: 192.168.1.12\n",
+        &format!("    address: 192.168.1.12\n    mac: {mac}\n"),
+    )
+}
+
 #[test]
-fn a_given_mac_may_not_be_a_router_or_external_host_mac() {
-    let gateway = format_mac(&RouterPort::gateway("seed", "router1").mac);
-    let text = seed_with(
-        "    address: 192.168.1.12\n",
-        &format!("    address: 192.168.1.12\n    mac: {gateway}\n"),
-    );
-    refused(
-        &text,
-        line_of(&text, &format!("mac: {gateway}")),
-        &["instance3", &gateway, "router `router1`'s gateway port"],
-    );
-    let internal = format_mac(&RouterPort::internal("seed", "router1", "net2").mac);
-    let text = seed_with(
-        "    address: 192.168.1.12\n",
-        &format!("    address: 192.168.1.12\n    mac: {internal}\n"),
-    );
-    refused(
-        &text,
-        line_of(&text, &format!("mac: {internal}")),
-        &["instance3", "router `router1`'s port on `net2`"],
-    );
-    let internet = format_mac(&naming::external_host_mac("seed", "internet"));
-    let text = seed_with(
-        "    address: 192.168.1.12\n",
-        &format!("    address: 192.168.1.12\n    mac: {internet}\n"),
-    );
-    refused(
-        &text,
-        line_of(&text, &format!("mac: {internet}")),
-        &["instance3", "external host `internet`"],
-    );
+fn a_given_mac_is_kept_and_a_derived_one_equal_to_it_is_derived_again() {
+    let seed = ovslab_topology::seed();
+    let router = seed.router("router1").unwrap();
+    let internet = &seed.external_hosts[0];
+    let taken = [
+        ("router1's gateway port", RouterPort::gateway(router).mac),
+        (
+            "router1's port on net2",
+            RouterPort::internal(router, "net2").mac,
+        ),
+        ("internet", internet.mac),
+    ];
+    for (whose, mac) in taken {
+        let text = seed_with_instance3_mac(&format_mac(&mac));
+        let topo = parse("ok.yaml", &text).unwrap_or_else(|e| panic!("{whose}: {e}"));
+        assert_eq!(topo.instance("instance3").unwrap().mac, mac, "{whose}");
+        let router = topo.router("router1").unwrap();
+        let now = [
+            RouterPort::gateway(router).mac,
+            RouterPort::internal(router, "net2").mac,
+            topo.external_hosts[0].mac,
+        ];
+        assert_eq!(
+            now.iter().filter(|m| **m == mac).count(),
+            0,
+            "{whose} got another MAC"
+        );
+        // Only the one that met the given MAC changed.
+        let before = taken.map(|(_, m)| m);
+        assert_eq!(
+            now.iter().zip(&before).filter(|(n, b)| n != b).count(),
+            1,
+            "{whose}"
+        );
+        // Its port, and so its devices, stay.
+        assert_eq!(
+            router.gateway_port.unwrap().uuid,
+            seed.routers[0].gateway_port.unwrap().uuid
+        );
+    }
 }
 
 // Found by search: in lab `seed`, vm148567's derived MAC is router1's
 // gateway port's (both are fa:16:3e + 24 bits of a hash).
 #[test]
-fn a_derived_mac_may_not_be_a_router_mac() {
+fn a_derived_mac_equal_to_a_router_s_is_the_instance_s_to_give_up() {
+    let seed = ovslab_topology::seed();
+    let gateway = RouterPort::gateway(seed.router("router1").unwrap()).mac;
+    let vm = naming::object_uuid("seed", "port", "vm148567");
+    assert_eq!(naming::derived_mac(&vm), gateway, "the search's result");
     let text = seed_with(
         "\n# What must hold",
         "  - name: vm148567\n    node: compute1\n    network: net1\n    address: 192.168.1.21\n\
          \n# What must hold",
     );
-    refused(
-        &text,
-        line_of(&text, "  - name: vm148567"),
-        &["instance `vm148567`", "router `router1`'s gateway port"],
+    let topo = parse("ok.yaml", &text).expect("settled, not refused");
+    assert_eq!(
+        RouterPort::gateway(topo.router("router1").unwrap()).mac,
+        gateway
     );
+    let instance = topo.instance("vm148567").unwrap();
+    // Its port stays (no device collides); only its MAC is derived again.
+    assert_eq!(instance.port, vm);
+    assert_ne!(instance.mac, gateway);
+    assert_eq!(&instance.mac[..3], &[0xfa, 0x16, 0x3e]);
 }
 
 #[test]
@@ -884,16 +914,33 @@ fn problems_never_carry_control_characters() {
 // Found by search: in lab `seed`, router r563994's port on net2 would have
 // the external host `internet`'s MAC.
 #[test]
-fn a_router_mac_may_not_be_an_external_host_mac() {
-    let text = seed_renamed("router1", "r563994");
-    refused(
-        &text,
-        line_of(&text, "  - name: r563994"),
-        &[
-            "router `r563994`'s port on `net2`",
-            "external host `internet`",
-        ],
+fn a_router_port_equal_to_an_external_host_s_mac_is_derived_again() {
+    let internet = ovslab_topology::seed().external_hosts[0].mac;
+    let topo = parse("ok.yaml", &seed_renamed("router1", "r563994")).expect("settled");
+    assert_eq!(topo.external_hosts[0].mac, internet);
+    let router = topo.router("r563994").unwrap();
+    let port = RouterPort::internal(router, "net2");
+    assert_eq!(
+        naming::derived_mac(&port.port),
+        internet,
+        "the search's result"
     );
+    assert_ne!(port.mac, internet);
+}
+
+#[test]
+fn a_router_s_network_named_gateway_gets_its_own_port() {
+    // Interfaces and the gateway port were both derived from
+    // `router1:gateway`: one tap on br-int and br-ex.
+    let text = seed_renamed("net2", "gateway");
+    let topo = parse("ok.yaml", &text).unwrap();
+    let router = topo.router("router1").unwrap();
+    let (qr, qg) = (
+        RouterPort::internal(router, "gateway"),
+        RouterPort::gateway(router),
+    );
+    assert_ne!(qr.tap, qg.tap);
+    assert_ne!(qr.mac, qg.mac);
 }
 
 // Tunnel and provider networks, from the self-service lab.

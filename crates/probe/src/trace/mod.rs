@@ -31,7 +31,7 @@ use ovslab_api::{
 use ovslab_capture::frame::format_mac;
 use ovslab_capture::{Direction, Encapsulation, Frame, PacketSocket, TunnelKind};
 use ovslab_netlink::netns;
-use ovslab_topology::naming::{self, HybridPlug};
+use ovslab_topology::naming;
 use ovslab_topology::plan::{self, DesiredState, NamespaceKind};
 use ovslab_topology::{CheckTarget, NodeRole, Topology, TunnelType};
 use ovslab_unixctl as unixctl;
@@ -259,7 +259,7 @@ fn watch_list(
         .iter()
         .filter(|i| !is_end(&i.name))
         .flat_map(|i| {
-            let p = HybridPlug::new(&topo.lab, &i.name);
+            let p = i.plug();
             [p.tap, p.qbr, p.qvb, p.qvo]
         })
         .collect();
