@@ -1394,12 +1394,23 @@ fn check_overlay(
     }
     let cidr = c.cidr("overlay", &o.cidr)?;
     check_overlap(c, subnets, cidr, "overlay", name, &o.cidr);
-    let mut hosts = cidr.hosts();
+    // Given endpoints first, so that a default one never takes theirs:
+    // defaults are the subnet's hosts in node order, skipping those given.
+    let given: Vec<Option<Ipv4Addr>> = raw
+        .nodes
+        .iter()
+        .map(|n| {
+            let s = n.local_ip.as_ref()?;
+            c.host_address(&format!("node `{}` local_ip", n.name.value), s, &cidr, name)
+        })
+        .collect();
+    let taken: HashSet<Ipv4Addr> = given.iter().flatten().copied().collect();
+    let mut hosts = cidr.hosts().filter(|ip| !taken.contains(ip));
     let mut endpoints: Vec<(String, Ipv4Addr)> = Vec::new();
     let mut ok = true;
-    for n in &raw.nodes {
+    for (n, given) in raw.nodes.iter().zip(given) {
         let ip = match &n.local_ip {
-            Some(s) => c.host_address(&format!("node `{}` local_ip", n.name.value), s, &cidr, name),
+            Some(_) => given,
             None => {
                 let next = hosts.next();
                 if next.is_none() {

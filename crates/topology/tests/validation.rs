@@ -1073,12 +1073,37 @@ fn a_local_ip_outside_the_overlay() {
 fn two_nodes_on_one_tunnel_endpoint() {
     let text = selfservice_with(
         "  - name: compute1\n    role: compute\n",
-        "  - name: compute1\n    role: compute\n    local_ip: 10.0.1.1\n",
+        "  - name: compute1\n    role: compute\n    local_ip: 10.0.1.7\n",
+    )
+    .replacen(
+        "  - name: compute2\n    role: compute\n",
+        "  - name: compute2\n    role: compute\n    local_ip: 10.0.1.7\n",
+        1,
     );
     refused(
         &text,
-        line_of(&text, "local_ip: 10.0.1.1"),
-        &["compute1", "10.0.1.1", "`network`"],
+        line_of_nth(&text, "local_ip: 10.0.1.7", 1),
+        &["compute2", "10.0.1.7", "`compute1`"],
+    );
+}
+
+#[test]
+fn a_default_tunnel_endpoint_makes_way_for_a_given_one() {
+    // `network` would have 10.0.1.1 by default, compute2 10.0.1.3.
+    let text = selfservice_with(
+        "  - name: compute1\n    role: compute\n",
+        "  - name: compute1\n    role: compute\n    local_ip: 10.0.1.1\n",
+    );
+    let topo = parse("ok.yaml", &text).expect("the default moves, not refused");
+    let overlay = topo.overlay.unwrap();
+    let endpoint = |n| overlay.endpoint(n).unwrap().to_string();
+    assert_eq!(
+        [
+            endpoint("network"),
+            endpoint("compute1"),
+            endpoint("compute2")
+        ],
+        ["10.0.1.2", "10.0.1.1", "10.0.1.3"]
     );
 }
 
