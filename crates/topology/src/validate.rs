@@ -1145,12 +1145,8 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         }
     }
 
-    if !c.problems.is_empty() {
-        c.problems.sort_by_key(|p| (p.line, p.column));
-        return Err(c.problems);
-    }
     let mut topology = Topology {
-        lab: raw.lab.value,
+        lab: raw.lab.value.clone(),
         source: source.to_string(),
         nodes,
         physical_networks,
@@ -1166,8 +1162,50 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         instances,
         checks,
     };
+    check_local_vlans(&mut c, &raw, &topology);
+    if !c.problems.is_empty() {
+        c.problems.sort_by_key(|p| (p.line, p.column));
+        return Err(c.problems);
+    }
     crate::identifiers::assign(&mut topology, &given_macs);
     Ok(topology)
+}
+
+/// The local VLAN ids a node's br-int can give its networks (1–4094, the
+/// agent's `LocalVlanManager`).
+const LOCAL_VLANS: usize = 4094;
+
+/// A node has one local VLAN per network it has a port on (an instance's,
+/// a router interface, a DHCP port): more networks than ids cannot be
+/// planned.
+fn check_local_vlans(c: &mut Checker, raw: &RawTopology, topo: &Topology) {
+    let mut networks: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for i in &topo.instances {
+        networks.entry(&i.node).or_default().insert(&i.network);
+    }
+    for r in &topo.routers {
+        let on = networks.entry(&r.node).or_default();
+        on.extend(r.interfaces.iter().map(String::as_str));
+    }
+    for n in topo.networks.iter().filter(|n| n.dhcp) {
+        if let Some(node) = topo.dhcp_node(&n.name) {
+            networks.entry(node).or_default().insert(&n.name);
+        }
+    }
+    for node in &raw.nodes {
+        let count = networks
+            .get(node.name.value.as_str())
+            .map_or(0, HashSet::len);
+        if count > LOCAL_VLANS {
+            c.err(
+                &node.name,
+                format!(
+                    "node `{}`: it has ports on {count} networks, but its br-int has {LOCAL_VLANS} local VLAN ids",
+                    node.name.value
+                ),
+            );
+        }
+    }
 }
 
 /// `agent:`: known tunnel types, and `arp_responder` only with

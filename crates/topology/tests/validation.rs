@@ -1500,3 +1500,61 @@ fn a_dhcp_check_runs_from_an_instance_on_a_dhcp_network_to_its_server() {
         &["check `dhcpcheck`: no `to`"],
     );
 }
+
+/// The seed with `count` more networks (VXLAN, 10.0.0.0/29, 10.0.0.8/29,
+/// …: a physical network has too few VLAN ids), each with an instance on
+/// compute1.
+fn seed_with_networks(count: u32) -> String {
+    let mut networks = String::new();
+    let mut instances = String::new();
+    for n in 0..count {
+        let base = std::net::Ipv4Addr::from(0x0a00_0000 + n * 8);
+        let [a, b, c, d] = base.octets();
+        networks.push_str(&format!(
+            "  - name: n{n}\n    type: vxlan\n    segmentation_id: {}\n    \
+             cidr: {base}/29\n    gateway: {a}.{b}.{c}.{}\n    dhcp: false\n",
+            n + 1000,
+            d + 1
+        ));
+        instances.push_str(&format!(
+            "  - name: vm{n}\n    node: compute1\n    network: n{n}\n    address: {a}.{b}.{c}.{}\n",
+            d + 2
+        ));
+    }
+    seed_with(
+        "\n# Reached through the network node",
+        &format!("{networks}\n# Reached through the network node"),
+    )
+    .replacen(
+        "\nnetworks:",
+        "\noverlay:\n  cidr: 10.255.0.0/16\n\nnetworks:",
+        1,
+    )
+    .replace(
+        "\n# What must hold",
+        &format!("{instances}\n# What must hold"),
+    )
+}
+
+#[test]
+fn a_node_with_more_networks_than_local_vlans_is_refused() {
+    // The seed's compute1 has net1; 4093 more fill its 4094 ids.
+    let text = seed_with_networks(4093);
+    let topo = parse("ok.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let state = plan::plan(&topo, &LocalVlans::new());
+    let tags: std::collections::BTreeSet<u16> = state
+        .switch("compute1")
+        .unwrap()
+        .local_vlans
+        .values()
+        .copied()
+        .collect();
+    assert_eq!(tags.len(), 4094);
+    assert_eq!((tags.first(), tags.last()), (Some(&1), Some(&4094)));
+    let text = seed_with_networks(4094);
+    refused(
+        &text,
+        line_of(&text, "  - name: compute1"),
+        &["node `compute1`", "4095 networks", "4094 local VLAN ids"],
+    );
+}
