@@ -112,11 +112,12 @@ pub fn run(
                 .instance(&request.from)
                 .map(|i| i.mac)
                 .ok_or_else(|| TraceError::BadSource(request.from.clone()))?;
-            probes::dhcp(&from_ns, naming::GUEST_NIC, mac, tag)?.is_some()
+            probes::dhcp(&from_ns, naming::GUEST_NIC, mac, tag, probes::PROBE_TIMEOUT)?.is_some()
         }
         TraceProtocol::Http(port) => {
             let path = "/latest/meta-data/instance-id";
-            probes::http_get(&from_ns, dest_ip, port, path, tag)?.is_some_and(|(s, _)| s == 200)
+            probes::http_get(&from_ns, dest_ip, port, path, tag, probes::PROBE_TIMEOUT)?
+                .is_some_and(|(s, _)| s == 200)
         }
         _ => probes::send(&from_ns, listen_ns, dest_ip, probe, tag, 1)?,
     };
