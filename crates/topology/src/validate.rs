@@ -246,8 +246,10 @@ fn check_socket_path(c: &mut Checker, lab: &str, node: &S<String>) {
 }
 
 /// A name the plan derives from a hash of the lab's and an object's names
-/// (a device, a firewall chain, an ipset), and whose it is. Two equal ones
-/// in one scope would be one object where the plan wants two.
+/// and cuts short, and whose it is. Two equal ones in one scope would be
+/// one object where the plan wants two. Only the security groups' ipsets
+/// are checked so now: ports' names and MACs are settled so that they
+/// differ ([`crate::identifiers`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Hashed {
     /// Where the name must be unique: a namespace, a node's firewall.
