@@ -11,7 +11,10 @@ use crate::actual::{ActualBridge, ActualNamespace, ActualPort, ActualSwitch};
 /// How every bridge of a lab is configured.
 pub const DATAPATH_TYPE: &str = "netdev";
 pub const FAIL_MODE: &str = "secure";
-pub const PROTOCOL: &str = "OpenFlow13";
+/// The OpenFlow versions a bridge accepts: Liberty 7.2.0's ovs-ofctl agent
+/// sets `OpenFlow10` (`ovs_bridge.py`), so a plain `ovs-ofctl` speaks to it
+/// and shows `mod_vlan_vid:N`; ovslab itself speaks 1.3.
+pub const PROTOCOLS: [&str; 2] = ["OpenFlow10", "OpenFlow13"];
 /// The `Open_vSwitch` root row's `other_config` every node gets before its
 /// `ovs-vswitchd` starts (vswitchd reads it once, at start). Userspace TSO
 /// makes the netdev datapath read and write the veths with virtio-net
@@ -360,7 +363,8 @@ impl std::fmt::Display for OvsChange {
 fn bridge_settings_match(b: &ActualBridge, lab: &str) -> bool {
     b.datapath_type == DATAPATH_TYPE
         && b.fail_mode.as_deref() == Some(FAIL_MODE)
-        && b.protocols == [PROTOCOL]
+        && b.protocols.len() == PROTOCOLS.len()
+        && PROTOCOLS.iter().all(|p| b.protocols.iter().any(|q| q == p))
         && b.external_ids.get(LAB_MARK).map(String::as_str) == Some(lab)
 }
 
@@ -605,7 +609,7 @@ mod tests {
                     name: b.name.clone(),
                     datapath_type: DATAPATH_TYPE.into(),
                     fail_mode: Some(FAIL_MODE.into()),
-                    protocols: vec![PROTOCOL.into()],
+                    protocols: PROTOCOLS.map(String::from).to_vec(),
                     external_ids: BTreeMap::from([(LAB_MARK.into(), lab.into())]),
                     ports: std::iter::once(ActualPort {
                         uuid: format!("uuid-{}", b.name),

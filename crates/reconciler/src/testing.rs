@@ -20,7 +20,7 @@ use ovslab_topology::plan::{
 use crate::ReconcileError;
 use crate::actual::{ActualBridge, ActualLink, ActualNamespace, ActualPort, ActualSwitch};
 use crate::agents::{Agent, AgentKind};
-use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, LinkChange, OvsChange, PROTOCOL};
+use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, LinkChange, OvsChange, PROTOCOLS};
 use crate::drivers::flows::describe;
 use crate::host::{Host, ReadFlow};
 use crate::ovs_process::{NodeOvs, OvsDaemon};
@@ -342,7 +342,7 @@ impl State {
 fn set_bridge(bridge: &mut ActualBridge, lab: &str) {
     bridge.datapath_type = DATAPATH_TYPE.into();
     bridge.fail_mode = Some(FAIL_MODE.into());
-    bridge.protocols = vec![PROTOCOL.into()];
+    bridge.protocols = PROTOCOLS.map(String::from).to_vec();
     bridge.external_ids.insert(LAB_MARK.into(), lab.into());
 }
 

@@ -214,6 +214,30 @@ pub fn derived_mac(port: &Uuid) -> [u8; 6] {
     [0xfa, 0x16, 0x3e, b[13], b[14], b[15]]
 }
 
+/// The IPv6 link-local address of a MAC (modified EUI-64, RFC 4291):
+/// `fe80::f816:3eff:fe12:3456` for `fa:16:3e:12:34:56`.
+pub fn link_local(mac: [u8; 6]) -> std::net::Ipv6Addr {
+    let [a, b, c, d, e, f] = mac;
+    std::net::Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        a ^ 0x02,
+        b,
+        c,
+        0xff,
+        0xfe,
+        d,
+        e,
+        f,
+    ])
+}
+
 /// The MAC of an external host's NIC.
 pub fn external_host_mac(lab: &str, host: &str) -> [u8; 6] {
     derived_mac(&object_uuid(lab, "external-host", host))
@@ -297,6 +321,14 @@ mod tests {
         for name in [&a.tap, &a.qbr, &a.qvb, &a.qvo] {
             assert!(name.len() <= IFNAME_MAX, "{name}");
         }
+    }
+
+    #[test]
+    fn link_local_addresses_are_modified_eui_64() {
+        assert_eq!(
+            link_local([0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56]).to_string(),
+            "fe80::f816:3eff:fe12:3456"
+        );
     }
 
     #[test]

@@ -314,6 +314,16 @@ pub struct FlowSpec {
     /// ARP target address (`arp_tpa`), with `arp`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arp_tpa: Option<Ipv4Addr>,
+    /// The source MAC (`dl_src`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dl_src: Option<[u8; 6]>,
+    /// Matches ICMPv6 neighbour advertisements only
+    /// (`icmp6,icmp_type=136`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub neighbor_advert: bool,
+    /// The advertised target (`nd_target`), with `neighbor_advert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nd_target: Option<std::net::Ipv6Addr>,
     pub actions: Vec<FlowAction>,
 }
 
@@ -734,22 +744,46 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 flows.extend(tun);
             }
         }
-        // ARP spoofing protection (`prevent_arp_spoofing`, on in Liberty):
-        // an instance's ARP goes to table 24, which passes only its own address.
+        // Spoofing protection (`prevent_arp_spoofing`, on in Liberty;
+        // 7.2.0 `setup_arp_spoofing_protection`): an instance's ARP and
+        // ICMPv6 neighbour advertisements go to table 24, which passes
+        // only its own addresses (its IPv4 address; its link-local IPv6
+        // address, from its MAC); everything else it sends goes to table
+        // 25, which passes only its own MAC (`set_allowed_macs_for_port`),
+        // and so does the ARP table 24 lets through.
         for inst in topo.instances_on(&node.name) {
             let qvo = HybridPlug::new(lab, &inst.name).qvo;
-            let arp = |table, priority, arp_spa, actions| FlowSpec {
+            let port = |table, priority, actions| FlowSpec {
                 bridge: BR_INT.to_string(),
                 table,
                 priority,
                 in_port: Some(qvo.clone()),
-                arp: true,
-                arp_spa,
                 actions,
                 ..FlowSpec::default()
             };
-            flows.push(arp(0, 10, None, vec![FlowAction::Resubmit(24)]));
-            flows.push(arp(24, 2, Some(inst.address), vec![FlowAction::Normal]));
+            flows.push(FlowSpec {
+                arp: true,
+                ..port(0, 10, vec![FlowAction::Resubmit(24)])
+            });
+            flows.push(FlowSpec {
+                arp: true,
+                arp_spa: Some(inst.address),
+                ..port(24, 2, vec![FlowAction::Resubmit(25)])
+            });
+            flows.push(FlowSpec {
+                neighbor_advert: true,
+                ..port(0, 10, vec![FlowAction::Resubmit(24)])
+            });
+            flows.push(FlowSpec {
+                neighbor_advert: true,
+                nd_target: Some(naming::link_local(inst.mac)),
+                ..port(24, 2, vec![FlowAction::Normal])
+            });
+            flows.push(port(0, 9, vec![FlowAction::Resubmit(25)]));
+            flows.push(FlowSpec {
+                dl_src: Some(inst.mac),
+                ..port(25, 2, vec![FlowAction::Normal])
+            });
         }
         flows.sort();
         if ext_ns.is_some() {
