@@ -16,7 +16,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 PACKAGES := openvswitch-switch openvswitch-common iproute2 iptables ipset tcpdump ethtool \
-            iputils-ping netcat-openbsd procps systemd dnsmasq-base udhcpc curl
+            iputils-ping netcat-openbsd procps systemd dnsmasq-base udhcpc curl keepalived
 RUN_DIR ?= /run/ovslab
 SOCKET ?= $(RUN_DIR)/ovslabd.sock
 

@@ -238,6 +238,45 @@ audits="the intact 10 × 10 lab: $((a1 - a0)) audits in ${AUDIT_SECONDS} s (the 
 ovslabd used $(awk -v t=$((c1 - c0)) -v hz="$hz" -v s="$AUDIT_SECONDS" 'BEGIN { printf "%.1f", 100 * t / hz / s }')% of a core"
 ovslab down scale-10-10 >/dev/null
 
+# L3 HA (issue #15): the master network node of the HA lab failed on
+# purpose while instance2 pings the internet host every 50 ms through SNAT
+# and holds a TCP connection to it (a line every 100 ms); the time without
+# answers, and whether the connection still carries lines afterwards.
+sed 's/^lab: ha-vrrp$/lab: benchha/' lab-topologies/ha-vrrp.yaml >"$dir/ha.yaml"
+labs+=(benchha)
+settle
+ovslab up "$dir/ha.yaml" >/dev/null
+ha_master() { ovslab status benchha | awk '$1 == "router1" && $3 == "active" { print $2 }'; }
+failover=()
+survived=0 runs_ha=${RUNS_HA:-3}
+for _ in $(seq "$runs_ha"); do
+  master=$(ha_master)
+  [ -n "$master" ] || { echo "bench: the HA lab has no master" >&2; exit 1; }
+  : >"$dir/tcp.out"
+  ip netns exec benchha.internet nc -l 5001 >"$dir/tcp.out" 2>/dev/null &
+  server=$!
+  sleep 0.2
+  (while sleep 0.1 && date +%s%N; do :; done) | ip netns exec benchha.instance2 nc -N 203.0.113.1 5001 2>/dev/null &
+  client=$!
+  ip netns exec benchha.instance2 ping -n -i 0.05 -W 1 -c 300 203.0.113.1 >"$dir/ping.out" 2>&1 &
+  pinger=$!
+  sleep 1
+  ovslab node fail --lab benchha "$master" >/dev/null
+  t_fail=$(date +%s%N)
+  wait "$pinger" || true
+  lost=$(awk '/packets transmitted/ { print $1 - $4 }' "$dir/ping.out")
+  failover+=($((lost * 50)))
+  # Lines that arrived in the last second: the connection outlived the failover.
+  last=$(tail -1 "$dir/tcp.out" 2>/dev/null || echo 0)
+  [ -n "$last" ] && [ "$last" -gt $((t_fail + 8000000000)) ] && survived=$((survived + 1))
+  kill "$client" "$server" 2>/dev/null || true
+  wait "$client" "$server" 2>/dev/null || true
+  ovslab node recover --lab benchha "$master" >/dev/null
+done
+row "HA: master node failed to answers again (ping)" 10000 "${failover[@]}"
+ha_note="the TCP connection through SNAT survived $survived of $runs_ha failovers"
+ovslab down benchha >/dev/null
+
 big_note="(skipped: BIG=)"
 if [ -n "$BIG" ]; then
   computes=${BIG%x*} per=${BIG#*x}
@@ -317,3 +356,4 @@ echo
 echo "peak RSS of ovslabd over the whole run: $daemon_peak MiB (target for the large lab: < 100 MiB); $big_note"
 echo "TCP throughput (iperf3, ${IPERF_SECONDS} s): $iperf"
 echo "audits while idle: $audits"
+echo "L3 HA failover: $ha_note"

@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 CACHE=${OVSLAB_ROOTFS_CACHE:-/var/cache/ovslab-test-rootfs}
 MIRROR=${OVSLAB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
-PACKAGES=systemd,systemd-sysv,dbus,openvswitch-switch,openvswitch-common,iproute2,iptables,ipset,tcpdump,procps,iputils-ping,kmod,dnsmasq-base,udhcpc
+PACKAGES=systemd,systemd-sysv,dbus,openvswitch-switch,openvswitch-common,iproute2,iptables,ipset,tcpdump,procps,iputils-ping,kmod,dnsmasq-base,udhcpc,keepalived
 # The stamp names what the cache was built from: change either, and it is
 # built again.
 STAMP="$SUITE $PACKAGES"
@@ -267,6 +267,27 @@ inside /usr/local/bin/ovslab check dhcp >/dev/null || fail "ovslab check failed 
 inside /usr/local/bin/ovslab down dhcp >/dev/null || fail "the DHCP lab did not go down"
 left=$(inside ps -o comm= -C dnsmasq,udhcpc || true)
 [ -z "$left" ] || fail "DHCP processes left after down: $left"
+
+say "under the unit: an HA router (keepalived in each copy), its master's node failed and recovered"
+cp lab-topologies/ha-vrrp.yaml "$scratch/root/ha.yaml"
+out=$(inside /usr/local/bin/ovslab up /root/ha.yaml 2>&1) || fail "the HA lab did not come up: $out"
+grep -q "active copies" <<<"$out" && fail "no single master under the unit: $out"
+ha_master() { inside /usr/local/bin/ovslab status ha-vrrp | awk '$1 == "router1" && $3 == "active" { print $2 }'; }
+master=$(ha_master)
+[ "$(wc -w <<<"$master")" = 1 ] || fail "not one active copy: $(inside /usr/local/bin/ovslab status ha-vrrp)"
+inside /usr/local/bin/ovslab check ha-vrrp >/dev/null || fail "ovslab check failed in the HA lab"
+inside /usr/local/bin/ovslab node fail --lab ha-vrrp "$master" >/dev/null || fail "node fail $master failed"
+for _ in $(seq 120); do
+  now=$(ha_master)
+  [ -n "$now" ] && [ "$now" != "$master" ] && break
+  sleep 0.1
+done
+[ -n "$now" ] && [ "$now" != "$master" ] || fail "the router did not fail over from $master"
+inside /usr/local/bin/ovslab check ha-vrrp >/dev/null || fail "ovslab check failed after the failover"
+inside /usr/local/bin/ovslab node recover --lab ha-vrrp "$master" >/dev/null || fail "node recover failed"
+inside /usr/local/bin/ovslab down ha-vrrp >/dev/null || fail "the HA lab did not go down"
+left=$(inside ps -o comm= -C keepalived || true)
+[ -z "$left" ] || fail "keepalived left after down: $left"
 
 say "editing the lab file and reloading"
 sed -i 's/^# What must hold/  - name: instance5\n    node: compute2\n    network: net1\n    address: 192.168.1.14\n    security_groups: [default]\n\n# What must hold/' \

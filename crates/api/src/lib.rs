@@ -11,6 +11,8 @@
 //! | `GET /v1/labs/{lab}/topology` | — | [`UpRequest`] (the saved topology file) |
 //! | `POST /v1/labs/{lab}/check` | — | [`CheckReport`] |
 //! | `POST /v1/labs/{lab}/trace` | [`TraceRequest`] | [`TraceReport`] |
+//! | `POST /v1/labs/{lab}/nodes/{node}/fail` | — | [`NodeReport`] |
+//! | `POST /v1/labs/{lab}/nodes/{node}/recover` | — | [`NodeReport`] |
 //!
 //! Every error is an HTTP error status with an [`ApiError`] body.
 
@@ -38,6 +40,20 @@ pub struct UpReport {
     pub changes: Vec<String>,
     /// What the lab met but left alone: namespaces with the lab's prefix
     /// that it did not create.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    pub elapsed_ms: u64,
+}
+
+/// What `ovslab node fail` or `node recover` did to a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub lab: String,
+    pub node: String,
+    /// Whether the node is failed now.
+    pub failed: bool,
+    /// One line per change made.
+    pub changes: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub elapsed_ms: u64,
@@ -124,11 +140,29 @@ pub struct ProcessStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouterStatus {
     pub name: String,
+    /// The node of its active copy (a legacy router's only one; an HA
+    /// router's where keepalived holds the VIP, empty when none does).
     pub node: String,
     /// `qr-…` and `qg-…` addresses as planned, e.g. `192.168.1.1/24`.
     pub addresses: Vec<String>,
+    /// The active copy's namespace.
     pub namespace: String,
     pub namespace_exists: bool,
+    /// An HA router's copies, as `l3-agent-list-hosting-router` lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<RouterCopyStatus>,
+}
+
+/// One copy of an HA router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterCopyStatus {
+    pub node: String,
+    pub namespace: String,
+    pub namespace_exists: bool,
+    /// `active` (keepalived holds the primary VIP here), `standby`, or
+    /// `unknown` (keepalived not running, or the node failed).
+    pub ha_state: String,
+    pub keepalived_pid: Option<u32>,
 }
 
 /// One DHCP network's server, as `dhcp-agent-list-hosting-net` and the
@@ -160,6 +194,9 @@ pub struct NodeStatus {
     /// `ovsdb-server`, then `ovs-vswitchd`.
     #[serde(default)]
     pub processes: Vec<ProcessStatus>,
+    /// Failed on purpose (`ovslab node fail`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -302,6 +302,12 @@ impl Netlink {
         self.change_link(message, format!("set {name} up")).await
     }
 
+    pub async fn set_down(&self, name: &str) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        let message = LinkUnspec::new_with_index(index).down().build();
+        self.change_link(message, format!("set {name} down")).await
+    }
+
     pub async fn set_mtu(&self, name: &str, mtu: u32) -> Result<(), NetlinkError> {
         let index = self.index(name).await?;
         let message = LinkUnspec::new_with_index(index).mtu(mtu).build();

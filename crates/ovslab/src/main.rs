@@ -15,7 +15,9 @@ use ovslab_api::{DEFAULT_SOCKET, SOCKET_ENV};
 use ovslab_topology::printable_lines;
 
 use crate::client::Client;
-use crate::commands::{capture, check, down, exec, generate, graph, status, trace, up, validate};
+use crate::commands::{
+    capture, check, down, exec, generate, graph, node, status, trace, up, validate,
+};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -24,7 +26,7 @@ Exit status:
   2  bad input: a topology file that does not validate, a bad argument
   `ovslab exec` exits with CMD's status (126/127 when CMD cannot be run).
 
-The daemon, ovslabd, must be running for up, down, status, exec, check, trace, capture and graph (without --topology): start it with `ovslabd`
+The daemon, ovslabd, must be running for up, down, status, exec, check, trace, capture, node and graph (without --topology): start it with `ovslabd`
 (foreground) or `systemctl start ovslabd`.";
 
 /// Build and explore OpenStack Neutron "classic Open vSwitch" labs in network
@@ -52,6 +54,7 @@ pub enum Command {
     Validate(validate::Args),
     Generate(generate::Args),
     Graph(graph::Args),
+    Node(node::Args),
 }
 
 /// A failure caused by what the user gave (exit status 2); its message is
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::exec(args),
         Command::Generate(args) => generate::exec(args),
         Command::Graph(args) => graph::exec(&client, args),
+        Command::Node(args) => node::exec(&client, args),
     };
     match result {
         Ok(code) => code,

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ovslab_api::{
-    CheckReport, DownReport, LabStatus, Target, TraceReport, TraceRequest, UpReport, UpRequest,
+    CheckReport, DownReport, LabStatus, NodeReport, Target, TraceReport, TraceRequest, UpReport,
+    UpRequest,
 };
 use ovslab_reconciler::{Engine, ReconcileError};
 use ovslab_topology::{Topology, printable, printable_lines};
@@ -39,6 +40,13 @@ pub enum Action {
     Trace { lab: String, request: TraceRequest },
     /// The lab's saved topology file (`GET /v1/labs/{lab}/topology`).
     Topology { lab: String },
+    /// Fail a node on purpose, or bring it back
+    /// (`POST /v1/labs/{lab}/nodes/{node}/fail`, `…/recover`).
+    Node {
+        lab: String,
+        node: String,
+        fail: bool,
+    },
 }
 
 /// Why an action failed.
@@ -63,6 +71,7 @@ pub enum Reply {
     Check(CheckReport),
     Trace(Box<TraceReport>),
     Topology(UpRequest),
+    Node(NodeReport),
 }
 
 impl fmt::Display for Action {
@@ -83,6 +92,10 @@ impl fmt::Display for Action {
                 format!("trace {} → {} in {lab}", request.from, request.to)
             }
             Action::Topology { lab } => format!("topology of {lab}"),
+            Action::Node { lab, node, fail } => format!(
+                "{} node {node} of {lab}",
+                if *fail { "fail" } else { "recover" }
+            ),
         };
         f.write_str(&printable(&text))
     }
@@ -91,7 +104,10 @@ impl fmt::Display for Action {
 impl Action {
     /// Changes are logged at info, queries at debug.
     fn changes_something(&self) -> bool {
-        matches!(self, Action::Up { .. } | Action::Down { .. })
+        matches!(
+            self,
+            Action::Up { .. } | Action::Down { .. } | Action::Node { .. }
+        )
     }
 
     /// Runs the action; an `up` first passes the quotas.
@@ -140,6 +156,11 @@ impl Action {
                 .topology_text(&lab)
                 .await
                 .map(|(source, topology)| Reply::Topology(UpRequest { topology, source }))
+                .map_err(Into::into),
+            Action::Node { lab, node, fail } => engine
+                .set_node_failed(&lab, &node, fail)
+                .await
+                .map(Reply::Node)
                 .map_err(Into::into),
         };
         if loud {

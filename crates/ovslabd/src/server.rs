@@ -417,6 +417,8 @@ pub fn router(app: App, access: Access) -> Router {
         .route("/v1/labs/{lab}/check", post(check))
         .route("/v1/labs/{lab}/trace", post(trace))
         .route("/v1/labs/{lab}/topology", get(topology))
+        .route("/v1/labs/{lab}/nodes/{node}/fail", post(fail_node))
+        .route("/v1/labs/{lab}/nodes/{node}/recover", post(recover_node))
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
@@ -499,8 +501,53 @@ async fn target(
 ) -> Answer {
     let Path((lab, name)) = path.map_err(|e| Failure::bad_request(e.body_text()))?;
     checked(&lab, lab_name_problem)?;
-    checked(&name, object_name_problem)?;
+    // `ROUTER@NODE` names a router's copy on a node.
+    for part in name.splitn(2, '@') {
+        checked(part, object_name_problem)?;
+    }
     perform(&app, Action::Target { lab, name }).await
+}
+
+async fn fail_node(
+    State(app): State<App>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Answer {
+    let (lab, node) = lab_and_node(path)?;
+    change(
+        &app,
+        Action::Node {
+            lab,
+            node,
+            fail: true,
+        },
+    )
+    .await
+}
+
+async fn recover_node(
+    State(app): State<App>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Answer {
+    let (lab, node) = lab_and_node(path)?;
+    change(
+        &app,
+        Action::Node {
+            lab,
+            node,
+            fail: false,
+        },
+    )
+    .await
+}
+
+/// The `{lab}` and `{node}` of a path, each checked by its rule.
+fn lab_and_node(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), Failure> {
+    let Path((lab, node)) = path.map_err(|e| Failure::bad_request(e.body_text()))?;
+    checked(&lab, lab_name_problem)?;
+    checked(&node, object_name_problem)?;
+    Ok((lab, node))
 }
 
 async fn check(State(app): State<App>, lab: Result<Path<String>, PathRejection>) -> Answer {
@@ -638,9 +685,9 @@ impl From<ActionError> for Failure {
 impl From<ReconcileError> for Failure {
     fn from(e: ReconcileError) -> Self {
         let status = match e {
-            ReconcileError::UnknownLab(_) | ReconcileError::UnknownTarget { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            ReconcileError::UnknownLab(_)
+            | ReconcileError::UnknownTarget { .. }
+            | ReconcileError::UnknownNode { .. } => StatusCode::NOT_FOUND,
             ReconcileError::BadName(_)
             | ReconcileError::Trace {
                 source: TraceError::BadSource(_) | TraceError::BadDestination(_),

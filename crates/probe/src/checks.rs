@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use ovslab_api::CheckResult;
 use ovslab_capture::{Frame, PacketSocket, Tunnel};
-use ovslab_topology::plan::router_namespace;
+use ovslab_topology::plan::active_router_namespace;
 use ovslab_topology::{Check, CheckProtocol, CheckTarget, Topology, naming};
 
 use crate::probes::{self, Probe};
@@ -435,10 +435,9 @@ pub(crate) fn object_namespace(topo: &Topology, name: &str) -> Option<String> {
     let lab = &topo.lab;
     if topo.instance(name).is_some() || topo.external_hosts.iter().any(|h| h.name == name) {
         Some(naming::namespace(lab, name))
-    } else if topo.routers.iter().any(|r| r.name == name) {
-        Some(router_namespace(lab, name))
     } else {
-        None
+        topo.router(name)
+            .map(|router| active_router_namespace(lab, router))
     }
 }
 

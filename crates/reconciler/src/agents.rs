@@ -1,6 +1,7 @@
 //! The lab's processes besides Open vSwitch: each DHCP network's `dnsmasq`
-//! (in its qdhcp namespace) and each DHCP instance's `udhcpc` (in the
-//! instance's namespace). ovslabd starts them as its children, in their
+//! (in its qdhcp namespace), each DHCP instance's `udhcpc` (in the
+//! instance's namespace) and each HA router copy's `keepalived` (in the
+//! copy's namespace). ovslabd starts them as its children, in their
 //! namespaces, each from a directory of its own under the lab's run
 //! directory, and knows them as it knows the switches: by the pidfile they
 //! write there, checked against the record of pid and start time kept
@@ -9,8 +10,8 @@
 //! signal a stranger.
 //!
 //! The directories have names no topology object can have
-//! (`qdhcp-<network uuid>`, `udhcpc.<instance>`), so they are never taken
-//! for a node's.
+//! (`qdhcp-<network uuid>`, `udhcpc.<instance>`,
+//! `ha_confs.<node>.<router uuid>`), so they are never taken for a node's.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,23 +25,33 @@ use crate::ovs_process::{Identity, exited, is_zombie, terminate};
 /// The directory of a DHCP client under the lab's run directory.
 pub const CLIENT_DIR_PREFIX: &str = "udhcpc.";
 
-/// How long a started dnsmasq may take to write its pidfile (it has bound
-/// its sockets by then).
-const DNSMASQ_READY: Duration = Duration::from_secs(3);
+/// How long a started dnsmasq or keepalived may take to write its pidfile
+/// (dnsmasq has bound its sockets by then, keepalived started its VRRP
+/// process).
+const READY: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentKind {
     Dnsmasq,
     Udhcpc,
+    Keepalived,
 }
 
 impl AgentKind {
+    pub const ALL: [AgentKind; 3] = [AgentKind::Dnsmasq, AgentKind::Udhcpc, AgentKind::Keepalived];
+
     /// The program, as `/proc/<pid>/comm` names it.
     pub fn program(self) -> &'static str {
         match self {
             AgentKind::Dnsmasq => "dnsmasq",
             AgentKind::Udhcpc => "udhcpc",
+            AgentKind::Keepalived => "keepalived",
         }
+    }
+
+    /// Whether it writes its pidfile once ready (udhcpc writes it at once).
+    fn waited_for(self) -> bool {
+        matches!(self, AgentKind::Dnsmasq | AgentKind::Keepalived)
     }
 }
 
@@ -274,8 +285,8 @@ impl Agent {
             exited().notify_one();
         });
         tracing::info!(what = self.what, "started");
-        if self.kind == AgentKind::Dnsmasq {
-            let deadline = tokio::time::Instant::now() + DNSMASQ_READY;
+        if self.kind.waited_for() {
+            let deadline = tokio::time::Instant::now() + READY;
             while self.identity().is_none() {
                 if tokio::time::Instant::now() > deadline {
                     return Err(AgentError::Exited {
@@ -328,7 +339,7 @@ impl Agent {
 /// with its program read from the process) and removes the directory.
 pub async fn stop_in(dir: &Path) -> Vec<String> {
     let mut done = Vec::new();
-    for kind in [AgentKind::Dnsmasq, AgentKind::Udhcpc] {
+    for kind in AgentKind::ALL {
         let agent = Agent {
             kind,
             what: String::new(),
@@ -354,6 +365,11 @@ pub async fn stop_in(dir: &Path) -> Vec<String> {
 
 /// Whether a run-directory entry of a lab is an agent's (not a node's).
 pub fn is_agent_dir(name: &str) -> bool {
+    is_dhcp_dir(name) || name.starts_with(ovslab_topology::keepalived::CONF_DIR_PREFIX)
+}
+
+/// Whether a run-directory entry of a lab is a DHCP server's or client's.
+pub fn is_dhcp_dir(name: &str) -> bool {
     name.starts_with(ovslab_topology::dhcp::QDHCP) || name.starts_with(CLIENT_DIR_PREFIX)
 }
 

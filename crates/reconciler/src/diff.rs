@@ -11,7 +11,10 @@ use crate::actual::{ActualBridge, ActualNamespace, ActualPort, ActualSwitch};
 /// How every bridge of a lab is configured.
 pub const DATAPATH_TYPE: &str = "netdev";
 pub const FAIL_MODE: &str = "secure";
-pub const PROTOCOL: &str = "OpenFlow13";
+/// The OpenFlow versions a bridge accepts: Liberty 7.2.0's ovs-ofctl agent
+/// sets `OpenFlow10` (`ovs_bridge.py`), so a plain `ovs-ofctl` speaks to it
+/// and shows `mod_vlan_vid:N`; ovslab itself speaks 1.3.
+pub const PROTOCOLS: [&str; 2] = ["OpenFlow10", "OpenFlow13"];
 /// The `Open_vSwitch` root row's `other_config` every node gets before its
 /// `ovs-vswitchd` starts (vswitchd reads it once, at start). Userspace TSO
 /// makes the netdev datapath read and write the veths with virtio-net
@@ -69,6 +72,10 @@ pub enum LinkChange {
     SetUp {
         name: String,
     },
+    /// A lab switch's port towards a node failed on purpose.
+    SetDown {
+        name: String,
+    },
     AddRoute {
         route: RouteSpec,
     },
@@ -89,7 +96,7 @@ impl LinkChange {
             | LinkChange::SetTxChecksum { .. }
             | LinkChange::DelAddress { .. }
             | LinkChange::AddAddress { .. } => 4,
-            LinkChange::SetUp { .. } => 5,
+            LinkChange::SetUp { .. } | LinkChange::SetDown { .. } => 5,
             LinkChange::AddRoute { .. } => 6,
         }
     }
@@ -129,6 +136,7 @@ impl std::fmt::Display for LinkChange {
                 write!(f, "add address {address} to {name}")
             }
             LinkChange::SetUp { name } => write!(f, "set {name} up"),
+            LinkChange::SetDown { name } => write!(f, "set {name} down"),
             LinkChange::AddRoute { route } => {
                 write!(f, "add route {} via {}", route.destination, route.gateway)
             }
@@ -248,12 +256,10 @@ pub fn diff_namespace(
                 on,
             });
         }
-        // A DHCP client's link holds what its lease gives it.
-        let have: Vec<Ipv4Net> = current
-            .filter(|_| !spec.dhcp_client)
-            .map(|c| c.addresses.clone())
-            .unwrap_or_default();
-        for address in &have {
+        // A DHCP client's link holds what its lease gives it, an HA
+        // router's what keepalived gives the master: none goes.
+        let have: &[Ipv4Net] = current.map_or(&[], |c| &c.addresses);
+        for address in have.iter().filter(|_| spec.addresses_also_by.is_none()) {
             if !spec.addresses.contains(address) {
                 out.push(LinkChange::DelAddress {
                     name: spec.name.clone(),
@@ -269,7 +275,12 @@ pub fn diff_namespace(
                 });
             }
         }
-        if !current.is_some_and(|c| c.up) {
+        let up = current.is_some_and(|c| c.up);
+        if spec.down && up {
+            out.push(LinkChange::SetDown {
+                name: spec.name.clone(),
+            });
+        } else if !spec.down && !up {
             out.push(LinkChange::SetUp {
                 name: spec.name.clone(),
             });
@@ -352,7 +363,8 @@ impl std::fmt::Display for OvsChange {
 fn bridge_settings_match(b: &ActualBridge, lab: &str) -> bool {
     b.datapath_type == DATAPATH_TYPE
         && b.fail_mode.as_deref() == Some(FAIL_MODE)
-        && b.protocols == [PROTOCOL]
+        && b.protocols.len() == PROTOCOLS.len()
+        && PROTOCOLS.iter().all(|p| b.protocols.iter().any(|q| q == p))
         && b.external_ids.get(LAB_MARK).map(String::as_str) == Some(lab)
 }
 
@@ -597,7 +609,7 @@ mod tests {
                     name: b.name.clone(),
                     datapath_type: DATAPATH_TYPE.into(),
                     fail_mode: Some(FAIL_MODE.into()),
-                    protocols: vec![PROTOCOL.into()],
+                    protocols: PROTOCOLS.map(String::from).to_vec(),
                     external_ids: BTreeMap::from([(LAB_MARK.into(), lab.into())]),
                     ports: std::iter::once(ActualPort {
                         uuid: format!("uuid-{}", b.name),

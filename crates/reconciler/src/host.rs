@@ -93,6 +93,9 @@ pub trait Host: Send + Sync + 'static {
     fn stop_vswitchd(&self, node: &NodeOvs) -> impl Future<Output = Option<u32>> + Send;
     /// Stops both daemons and removes the node's run directory.
     fn stop_and_remove(&self, node: &NodeOvs) -> impl Future<Output = Vec<String>> + Send;
+    /// Stops both daemons, keeping the run directory and its database (a
+    /// node failed on purpose).
+    fn stop_ovs(&self, node: &NodeOvs) -> impl Future<Output = Vec<String>> + Send;
 
     // Each node's database.
 
@@ -304,6 +307,10 @@ impl Host for RealHost {
 
     async fn stop_and_remove(&self, node: &NodeOvs) -> Vec<String> {
         node.stop_and_remove().await
+    }
+
+    async fn stop_ovs(&self, node: &NodeOvs) -> Vec<String> {
+        node.stop().await
     }
 
     async fn connect_switch(&self, node: &NodeOvs) -> Result<switch::SwitchClient, ReconcileError> {

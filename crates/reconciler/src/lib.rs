@@ -57,6 +57,8 @@ pub enum ReconcileError {
     ForeignNamespaces { lab: String, names: Vec<String> },
     #[error("lab `{lab}` has no target named `{name}`")]
     UnknownTarget { lab: String, name: String },
+    #[error("lab `{lab}` has no node named `{node}`")]
+    UnknownNode { lab: String, node: String },
     #[error("{path}: {source}")]
     Io {
         path: String,

@@ -590,6 +590,15 @@ impl NodeOvs {
     /// Stops both daemons (vswitchd first) by the pids they wrote, waiting
     /// for each to exit; then removes the run directory.
     pub async fn stop_and_remove(&self) -> Vec<String> {
+        let stopped = self.stop().await;
+        let _ = std::fs::remove_dir_all(&self.rundir);
+        stopped
+    }
+
+    /// Stops both daemons (vswitchd first) by the pids they wrote, waiting
+    /// for each to exit, and removes their pidfiles (they did not die: they
+    /// are started again as new, not counted as restarts).
+    pub async fn stop(&self) -> Vec<String> {
         let mut stopped = Vec::new();
         for daemon in [OvsDaemon::OvsVswitchd, OvsDaemon::OvsdbServer] {
             if let Some(identity) = self.identity(daemon) {
@@ -601,8 +610,8 @@ impl NodeOvs {
                     identity.pid
                 ));
             }
+            let _ = std::fs::remove_file(self.pidfile(daemon));
         }
-        let _ = std::fs::remove_dir_all(&self.rundir);
         stopped
     }
 }

@@ -20,7 +20,7 @@ use ovslab_topology::plan::{
 use crate::ReconcileError;
 use crate::actual::{ActualBridge, ActualLink, ActualNamespace, ActualPort, ActualSwitch};
 use crate::agents::{Agent, AgentKind};
-use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, LinkChange, OvsChange, PROTOCOL};
+use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, LinkChange, OvsChange, PROTOCOLS};
 use crate::drivers::flows::describe;
 use crate::host::{Host, ReadFlow};
 use crate::ovs_process::{NodeOvs, OvsDaemon};
@@ -243,6 +243,7 @@ impl State {
                 self.link(namespace, name)?.addresses.push(*address)
             }
             LinkChange::SetUp { name } => self.link(namespace, name)?.up = true,
+            LinkChange::SetDown { name } => self.link(namespace, name)?.up = false,
             LinkChange::AddRoute { route } => {
                 self.namespace(namespace)?.links.routes.push(route.clone())
             }
@@ -341,7 +342,7 @@ impl State {
 fn set_bridge(bridge: &mut ActualBridge, lab: &str) {
     bridge.datapath_type = DATAPATH_TYPE.into();
     bridge.fail_mode = Some(FAIL_MODE.into());
-    bridge.protocols = vec![PROTOCOL.into()];
+    bridge.protocols = PROTOCOLS.map(String::from).to_vec();
     bridge.external_ids.insert(LAB_MARK.into(), lab.into());
 }
 
@@ -599,6 +600,23 @@ impl Host for FakeHost {
         n.ovs_vswitchd = false;
         n.flows.clear();
         Some(pid)
+    }
+
+    async fn stop_ovs(&self, node: &NodeOvs) -> Vec<String> {
+        let mut state = self.state();
+        let mut lines = Vec::new();
+        if let Some(n) = state.nodes.get_mut(&node.namespace) {
+            for (running, program) in [
+                (&mut n.ovsdb_server, "ovsdb-server"),
+                (&mut n.ovs_vswitchd, "ovs-vswitchd"),
+            ] {
+                if std::mem::take(running) {
+                    lines.push(format!("stopped {program} of {}", node.node));
+                }
+            }
+            n.flows.clear();
+        }
+        lines
     }
 
     async fn stop_and_remove(&self, node: &NodeOvs) -> Vec<String> {

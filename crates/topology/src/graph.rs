@@ -221,6 +221,19 @@ impl<'a> Builder<'a> {
                     label.push(format!("{} {addr}", link.name));
                 }
             }
+            // An HA router's copy: what keepalived gives it when master.
+            if let Some(k) = self
+                .state
+                .keepalived
+                .iter()
+                .find(|k| k.namespace == ns.name)
+            {
+                label.push(format!("VR_{} on {}, when master:", k.vrid, k.interface));
+                label.push(format!("{} {}", k.interface, k.vip));
+                for (addr, dev) in &k.excluded {
+                    label.push(format!("{dev} {addr}"));
+                }
+            }
             let anchor = self.anchor_of(ns);
             let node = self.add_node(Node {
                 kind,

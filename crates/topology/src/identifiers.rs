@@ -4,7 +4,7 @@
 //! Every port UUID and MAC of a lab is a hash of the lab's and an object's
 //! names ([`naming::object_uuid`]): stable across runs and hosts, but cut
 //! short where it is used. A port's devices keep 11 characters of its UUID
-//! (`tap`/`qbr`/`qvb`/`qvo`/`qr-`/`qg-`/`ns-` + `8c2f1a3b-4d`) and the
+//! (`tap`/`qbr`/`qvb`/`qvo`/`qr-`/`qg-`/`ha-`/`ns-` + `8c2f1a3b-4d`) and the
 //! hybrid firewall's chains 10 (36 bits), and a derived MAC keeps 24 bits
 //! (`fa:16:3e` + 3 bytes). By the birthday bound 24 bits collide at a few
 //! thousand ports, so, as Neutron retries a MAC that is taken, the objects
@@ -159,9 +159,10 @@ fn resolve(lab: &str, claims: &[Claim]) -> Vec<PortIds> {
 ///
 /// Lab order, which says who keeps a candidate two objects share: external
 /// hosts, physical routers' interfaces, DHCP ports, router ports (each
-/// router's `qr-` ports in the order of its `interfaces`, then its `qg-`),
-/// instances; each kind in file order. So the lab's own ports keep theirs
-/// whatever instances come and go.
+/// router's `qr-` ports in the order of its `interfaces`, then its `qg-`,
+/// then an HA router's `ha-` port of each copy in the order of its
+/// `nodes`), instances; each kind in file order. So the lab's own ports
+/// keep theirs whatever instances come and go.
 pub(crate) fn assign(topo: &mut Topology, given_macs: &[Option<[u8; 6]>]) {
     let claim = |kind, name: String, port, given_mac| Claim {
         kind,
@@ -191,6 +192,12 @@ pub(crate) fn assign(topo: &mut Topology, given_macs: &[Option<[u8; 6]>]) {
             let name = format!("{}:gateway", r.name);
             claims.push(claim("router-port", name, true, None));
         }
+        if r.ha.is_some() {
+            for node in &r.nodes {
+                let name = format!("{}@{node}", r.name);
+                claims.push(claim("ha-port", name, true, None));
+            }
+        }
     }
     for (i, instance) in topo.instances.iter().enumerate() {
         let given = given_macs.get(i).copied().flatten();
@@ -213,6 +220,9 @@ pub(crate) fn assign(topo: &mut Topology, given_macs: &[Option<[u8; 6]>]) {
     for r in &mut topo.routers {
         r.interface_ports = r.interfaces.iter().map(|_| next()).collect();
         r.gateway_port = r.external_gateway.as_ref().map(|_| next());
+        if let Some(ha) = &mut r.ha {
+            ha.ports = r.nodes.iter().map(|n| (n.clone(), next())).collect();
+        }
     }
     for instance in &mut topo.instances {
         let ids = next();

@@ -10,6 +10,8 @@
 //!   namespace, link, address, route, Open vSwitch row and flow, as pure data.
 //! - [`dhcp`] names the DHCP agent's namespaces and ports and writes
 //!   dnsmasq's files and command line.
+//! - [`keepalived`] names an HA router copy's `ha-` port and writes its
+//!   keepalived configuration and command line.
 //! - [`metadata`] says where the metadata service answers and what, for
 //!   each instance.
 //! - [`graph`] draws a planned lab as DOT, Mermaid or a standalone SVG.
@@ -22,6 +24,7 @@ pub mod dhcp;
 pub mod generate;
 pub mod graph;
 pub mod identifiers;
+pub mod keepalived;
 pub mod metadata;
 mod model;
 pub mod naming;

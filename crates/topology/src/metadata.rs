@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::dhcp::{self, METADATA_ADDRESS};
 use crate::model::{Instance, Topology};
 use crate::naming;
-use crate::plan::router_namespace;
+use crate::plan::router_copies;
 
 /// The port the L3 agent's metadata proxy listens on in a router.
 pub const ROUTER_PROXY_PORT: u16 = 9697;
@@ -76,12 +76,16 @@ pub fn plan(topo: &Topology) -> Vec<MetadataSpec> {
             .filter(|i| router.interfaces.contains(&i.network))
             .map(|i| InstanceMetadata::of(lab, i))
             .collect();
-        out.push(MetadataSpec {
-            namespace: router_namespace(lab, &router.name),
-            listen: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, ROUTER_PROXY_PORT),
-            serves: format!("router {}", router.name),
-            instances,
-        });
+        // Every copy of an HA router answers: its rules redirect there
+        // whichever copy is master.
+        for (_, namespace) in router_copies(lab, router) {
+            out.push(MetadataSpec {
+                namespace,
+                listen: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, ROUTER_PROXY_PORT),
+                serves: format!("router {}", router.name),
+                instances: instances.clone(),
+            });
+        }
     }
     for net in &topo.networks {
         if !net.dhcp || net.dhcp_address.is_none() || !isolated(topo, &net.name) {

@@ -34,6 +34,9 @@ pub struct Topology {
     /// Routers outside OpenStack: the provider networks' gateways.
     pub physical_routers: Vec<PhysicalRouter>,
     pub routers: Vec<Router>,
+    /// The HA network, when the lab has HA routers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l3_ha: Option<L3Ha>,
     pub security_groups: Vec<SecurityGroup>,
     pub instances: Vec<Instance>,
     pub checks: Vec<Check>,
@@ -164,6 +167,10 @@ pub struct Network {
     pub dhcp_address: Option<Ipv4Addr>,
     /// The DHCP port's identifiers, when `dhcp`.
     pub dhcp_port: Option<PortIds>,
+    /// The HA network: only HA routers' `ha-` ports are on it, and it has
+    /// no gateway (`gateway` is its network address, never routed to).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ha: bool,
     pub line: u32,
 }
 
@@ -257,11 +264,19 @@ impl PhysicalRouter {
     }
 }
 
-/// A legacy (centralised) Neutron router on the network node.
+/// A Neutron router: legacy (centralised, on one network node) or HA (a
+/// copy on each of several network nodes, one of them active, elected by
+/// keepalived over the HA network).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Router {
     pub name: String,
-    pub node: String,
+    /// The network nodes with a copy: one for a legacy router. For an HA
+    /// router, in the file's order; [`Topology::hosting`] puts the active
+    /// copy's node first where the daemon knows it.
+    pub nodes: Vec<String>,
+    /// Its VRRP side, for an HA router.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaRouter>,
     /// Project networks with a `qr-` port holding the network's gateway address.
     pub interfaces: Vec<String>,
     pub external_gateway: Option<NetworkAddress>,
@@ -281,6 +296,52 @@ impl Router {
             .position(|n| n == network)
             .map(|i| self.interface_ports[i])
     }
+
+    /// The node its traffic crosses: a legacy router's only node; for an
+    /// HA router, the first of `nodes` (the active copy's, in a topology
+    /// the daemon ordered with [`Topology::hosting`]).
+    pub fn node(&self) -> &str {
+        &self.nodes[0]
+    }
+}
+
+/// An HA router's VRRP instance (`VR_<vrid>`), the primary VIP the master
+/// holds on its `ha-` port, and each copy's own address on the HA
+/// network, by node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HaRouter {
+    pub vrid: u8,
+    /// `169.254.0.<vrid>/24` with the default HA network (see
+    /// [`crate::keepalived::primary_vip_range`]).
+    pub vip: Ipv4Net,
+    pub addresses: Vec<(String, Ipv4Addr)>,
+    /// Each copy's `ha-` port, by node; derived
+    /// ([`identifiers`](crate::identifiers)).
+    pub ports: Vec<(String, PortIds)>,
+}
+
+impl HaRouter {
+    /// The copy's own address on the HA network.
+    pub fn address_on(&self, node: &str) -> Option<Ipv4Addr> {
+        self.addresses
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, a)| *a)
+    }
+
+    /// The copy's `ha-` port.
+    pub fn port_on(&self, node: &str) -> Option<PortIds> {
+        self.ports.iter().find(|(n, _)| n == node).map(|(_, p)| *p)
+    }
+}
+
+/// The HA network: the one network every HA router's copies talk VRRP
+/// over (Neutron's "HA network tenant …"), in `networks` under
+/// [`L3Ha::network`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct L3Ha {
+    pub network: String,
+    pub line: u32,
 }
 
 /// What names a Neutron port: its UUID (whose first characters name its
@@ -462,16 +523,32 @@ impl Topology {
         )
     }
 
+    pub fn router(&self, name: &str) -> Option<&Router> {
+        self.routers.iter().find(|r| r.name == name)
+    }
+
+    /// This topology with each HA router's `nodes` put in hosting order:
+    /// the node `active` names first (the copy keepalived made master),
+    /// so that [`Router::node`] is where its traffic goes.
+    pub fn hosting(&self, active: &std::collections::BTreeMap<String, String>) -> Topology {
+        let mut topo = self.clone();
+        for router in topo.routers.iter_mut().filter(|r| r.ha.is_some()) {
+            if let Some(i) = active
+                .get(&router.name)
+                .and_then(|node| router.nodes.iter().position(|n| n == node))
+            {
+                router.nodes[..=i].rotate_right(1);
+            }
+        }
+        topo
+    }
+
     pub fn external_network(&self, name: &str) -> Option<&ExternalNetwork> {
         self.external_networks.iter().find(|n| n.name == name)
     }
 
     pub fn instance(&self, name: &str) -> Option<&Instance> {
         self.instances.iter().find(|i| i.name == name)
-    }
-
-    pub fn router(&self, name: &str) -> Option<&Router> {
-        self.routers.iter().find(|r| r.name == name)
     }
 
     /// Instances placed on `node`, in file order.

@@ -29,6 +29,8 @@ pub const QVB: &str = "qvb";
 pub const QVO: &str = "qvo";
 pub const QR: &str = "qr-";
 pub const QG: &str = "qg-";
+/// An HA router copy's port on the HA network.
+pub const HA: &str = "ha-";
 
 /// Bridges and patch ports every node has.
 pub const BR_INT: &str = "br-int";
@@ -95,9 +97,11 @@ pub const QROUTER: &str = "qrouter-";
 /// object named with one would take a generated namespace's name.
 pub const NAMESPACE_PREFIXES: &[&str] = &[QROUTER, "qdhcp-", "snat-", "fip-"];
 
-/// Prefixes of generated router devices: `qr-` and `qg-` now, `ha-` for HA
-/// routers later.
-pub const ROUTER_DEVICE_PREFIXES: &[&str] = &[QR, QG, "ha-"];
+/// Prefixes of generated router devices: `qr-`, `qg-` and `ha-`.
+pub const ROUTER_DEVICE_PREFIXES: &[&str] = &[QR, QG, HA];
+
+/// The HA network's subnet unless the file says (`l3_ha_net_cidr`).
+pub const L3_HA_NET_CIDR: &str = "169.254.192.0/18";
 
 /// The record under the daemon's run directory listing the labs that came
 /// from `--labs-dir`; it sits beside the labs' own directories, so no lab may
@@ -175,6 +179,26 @@ pub fn namespace_prefix(lab: &str) -> String {
     format!("{lab}.")
 }
 
+/// The project every object of a lab belongs to: its id, as Keystone
+/// writes one (32 hex digits).
+pub fn project_id(lab: &str) -> String {
+    object_uuid(lab, "project", lab).simple().to_string()
+}
+
+/// The HA network's name, as Neutron names it: `HA network tenant <project>`.
+pub fn ha_network_name(lab: &str) -> String {
+    format!("HA network tenant {}", project_id(lab))
+}
+
+/// The namespace of an HA router's copy on a node:
+/// `<lab>.<node>.qrouter-<router uuid>` (on a real node, `qrouter-<uuid>`).
+pub fn ha_router_namespace(lab: &str, node: &str, router: &str) -> String {
+    namespace(
+        lab,
+        &format!("{node}.{QROUTER}{}", object_uuid(lab, "router", router)),
+    )
+}
+
 /// The lab's run directory for a node's Open vSwitch: `<root>/<lab>/<node>`.
 pub fn node_rundir(root: &std::path::Path, lab: &str, node: &str) -> std::path::PathBuf {
     root.join(lab).join(node)
@@ -189,6 +213,30 @@ pub fn longest_socket_path(root: &std::path::Path, lab: &str, node: &str) -> std
 pub fn derived_mac(port: &Uuid) -> [u8; 6] {
     let b = port.as_bytes();
     [0xfa, 0x16, 0x3e, b[13], b[14], b[15]]
+}
+
+/// The IPv6 link-local address of a MAC (modified EUI-64, RFC 4291):
+/// `fe80::f816:3eff:fe12:3456` for `fa:16:3e:12:34:56`.
+pub fn link_local(mac: [u8; 6]) -> std::net::Ipv6Addr {
+    let [a, b, c, d, e, f] = mac;
+    std::net::Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        a ^ 0x02,
+        b,
+        c,
+        0xff,
+        0xfe,
+        d,
+        e,
+        f,
+    ])
 }
 
 /// A physical router's interface on a provider network: an internal port
@@ -262,6 +310,14 @@ mod tests {
         for name in [&a.tap, &a.qbr, &a.qvb, &a.qvo] {
             assert!(name.len() <= IFNAME_MAX, "{name}");
         }
+    }
+
+    #[test]
+    fn link_local_addresses_are_modified_eui_64() {
+        assert_eq!(
+            link_local([0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56]).to_string(),
+            "fe80::f816:3eff:fe12:3456"
+        );
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub(crate) struct RawTopology {
     pub physical_routers: Vec<RawPhysicalRouter>,
     #[serde(default)]
     pub routers: Vec<RawRouter>,
+    /// The HA network of the HA routers (Neutron's `l3_ha_net_*` options).
+    #[serde(default)]
+    pub l3_ha: Option<S<RawL3Ha>>,
     #[serde(default)]
     pub security_groups: Vec<RawSecurityGroup>,
     #[serde(default)]
@@ -251,9 +254,28 @@ pub(crate) struct RawGateway {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawL3Ha {
+    /// `l3_ha_net_cidr` (default 169.254.192.0/18).
+    pub cidr: Option<S<String>>,
+    /// `l3_ha_network_type` (default: the first tunnel type, else vlan).
+    pub network_type: Option<S<String>>,
+    /// `l3_ha_network_physical_name`, for a VLAN or flat HA network.
+    pub physical_network: Option<S<String>>,
+    /// Default: the lowest one no other network of the type uses.
+    pub segmentation_id: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawRouter {
     pub name: S<String>,
-    pub node: S<String>,
+    /// A legacy router's network node.
+    pub node: Option<S<String>>,
+    /// An HA router: a copy on each of `nodes`, with keepalived.
+    #[serde(default)]
+    pub ha: Option<S<bool>>,
+    /// An HA router's network nodes (default: every network node).
+    pub nodes: Option<S<Vec<S<String>>>>,
     #[serde(default)]
     pub interfaces: Vec<S<String>>,
     pub external_gateway: Option<RawGateway>,

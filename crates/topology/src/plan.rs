@@ -12,6 +12,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use crate::dhcp::{self, DhcpClientSpec, DhcpPort, DhcpServerSpec};
+use crate::keepalived::{HaPort, KeepalivedSpec};
 use crate::model::*;
 use crate::naming::{self, *};
 
@@ -39,6 +40,9 @@ pub struct DesiredState {
     /// Where the metadata service answers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub metadata: Vec<crate::metadata::MetadataSpec>,
+    /// keepalived of each HA router copy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keepalived: Vec<KeepalivedSpec>,
 }
 
 /// A legacy router's NAT as the L3 agent writes it (`neutron-l3-agent-*`).
@@ -181,10 +185,25 @@ pub struct LinkSpec {
     /// network: 1500 less the encapsulation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
-    /// Its addresses are the DHCP client's to set: `addresses` is empty,
-    /// and whatever the link holds is left alone.
+    /// Someone else sets addresses on it too: the converge adds
+    /// `addresses` and deletes none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses_also_by: Option<AddressSetter>,
+    /// Wanted down: a lab switch's port towards a node failed on purpose
+    /// (`ovslab node fail`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub dhcp_client: bool,
+    pub down: bool,
+}
+
+/// Who besides the converge sets a link's addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressSetter {
+    /// An instance's DHCP client: all of them (its lease).
+    DhcpClient,
+    /// An HA router copy's keepalived: the router's addresses, on the
+    /// master only.
+    Keepalived,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -295,6 +314,16 @@ pub struct FlowSpec {
     /// ARP target address (`arp_tpa`), with `arp`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arp_tpa: Option<Ipv4Addr>,
+    /// The source MAC (`dl_src`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dl_src: Option<[u8; 6]>,
+    /// Matches ICMPv6 neighbour advertisements only
+    /// (`icmp6,icmp_type=136`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub neighbor_advert: bool,
+    /// The advertised target (`nd_target`), with `neighbor_advert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nd_target: Option<std::net::Ipv6Addr>,
     pub actions: Vec<FlowAction>,
 }
 
@@ -585,7 +614,8 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             });
         }
         let mut br_ex_ports = Vec::new();
-        for router in topo.routers.iter().filter(|r| r.node == node.name) {
+        for router in topo.routers.iter().filter(|r| r.nodes.contains(&node.name)) {
+            let router_ns = router_namespace_on(lab, router, &node.name);
             for network in &router.interfaces {
                 let net = topo.network(network).expect("validated reference");
                 let port = RouterPort::internal(router, network);
@@ -593,7 +623,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 spec.veths.push(VethSpec {
                     name: port.tap.clone(),
                     peer: port.device.clone(),
-                    peer_namespace: router_namespace(lab, &router.name),
+                    peer_namespace: router_ns.clone(),
                 });
                 spec.links.push(plain_link(&port.tap, None));
                 br_int_ports.push(OvsPort {
@@ -611,7 +641,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 spec.veths.push(VethSpec {
                     name: port.tap.clone(),
                     peer: port.device.clone(),
-                    peer_namespace: router_namespace(lab, &router.name),
+                    peer_namespace: router_ns.clone(),
                 });
                 spec.links.push(plain_link(&port.tap, None));
                 br_ex_ports.push(OvsPort {
@@ -622,6 +652,26 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                     internal: false,
                     interface_external_ids: router_port_ids(&port),
                     port_other_config: BTreeMap::new(),
+                });
+            }
+            if router.ha.is_some() {
+                let port = HaPort::of(router, &node.name);
+                let net = ha_network(topo);
+                let tag = local_vlans[&net.name];
+                spec.veths.push(VethSpec {
+                    name: port.tap.clone(),
+                    peer: port.device.clone(),
+                    peer_namespace: router_ns.clone(),
+                });
+                spec.links.push(plain_link(&port.tap, None));
+                br_int_ports.push(OvsPort {
+                    name: port.tap.clone(),
+                    tag: Some(tag),
+                    patch_peer: None,
+                    tunnel: None,
+                    internal: false,
+                    interface_external_ids: port_ids(port.mac, &port.port),
+                    port_other_config: agent_port_config(lab, net, tag),
                 });
             }
         }
@@ -694,22 +744,46 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 flows.extend(tun);
             }
         }
-        // ARP spoofing protection (`prevent_arp_spoofing`, on in Liberty):
-        // an instance's ARP goes to table 24, which passes only its own address.
+        // Spoofing protection (`prevent_arp_spoofing`, on in Liberty;
+        // 7.2.0 `setup_arp_spoofing_protection`): an instance's ARP and
+        // ICMPv6 neighbour advertisements go to table 24, which passes
+        // only its own addresses (its IPv4 address; its link-local IPv6
+        // address, from its MAC); everything else it sends goes to table
+        // 25, which passes only its own MAC (`set_allowed_macs_for_port`),
+        // and so does the ARP table 24 lets through.
         for inst in topo.instances_on(&node.name) {
             let qvo = inst.plug().qvo;
-            let arp = |table, priority, arp_spa, actions| FlowSpec {
+            let port = |table, priority, actions| FlowSpec {
                 bridge: BR_INT.to_string(),
                 table,
                 priority,
                 in_port: Some(qvo.clone()),
-                arp: true,
-                arp_spa,
                 actions,
                 ..FlowSpec::default()
             };
-            flows.push(arp(0, 10, None, vec![FlowAction::Resubmit(24)]));
-            flows.push(arp(24, 2, Some(inst.address), vec![FlowAction::Normal]));
+            flows.push(FlowSpec {
+                arp: true,
+                ..port(0, 10, vec![FlowAction::Resubmit(24)])
+            });
+            flows.push(FlowSpec {
+                arp: true,
+                arp_spa: Some(inst.address),
+                ..port(24, 2, vec![FlowAction::Resubmit(25)])
+            });
+            flows.push(FlowSpec {
+                neighbor_advert: true,
+                ..port(0, 10, vec![FlowAction::Resubmit(24)])
+            });
+            flows.push(FlowSpec {
+                neighbor_advert: true,
+                nd_target: Some(naming::link_local(inst.mac)),
+                ..port(24, 2, vec![FlowAction::Normal])
+            });
+            flows.push(port(0, 9, vec![FlowAction::Resubmit(25)]));
+            flows.push(FlowSpec {
+                dl_src: Some(inst.mac),
+                ..port(25, 2, vec![FlowAction::Normal])
+            });
         }
         flows.sort();
         if ext_ns.is_some() {
@@ -775,7 +849,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             links: vec![LinkSpec {
                 mac: Some(inst.mac),
                 addresses,
-                dhcp_client: net.dhcp,
+                addresses_also_by: net.dhcp.then_some(AddressSetter::DhcpClient),
                 ..sending_link(net, GUEST_NIC)
             }],
             routes,
@@ -791,70 +865,14 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
     }
 
     let mut routers = Vec::new();
+    let mut keepalived = Vec::new();
     for router in &topo.routers {
-        let mut links = Vec::new();
-        let mut internal_cidrs = Vec::new();
-        for network in &router.interfaces {
-            let net = topo.network(network).expect("validated reference");
-            let port = RouterPort::internal(router, network);
-            links.push(LinkSpec {
-                mac: Some(port.mac),
-                addresses: vec![
-                    Ipv4Net::new(net.gateway, net.cidr.prefix_len()).expect("valid prefix"),
-                ],
-                ..sending_link(net, &port.device)
-            });
-            internal_cidrs.push(net.cidr);
+        for (node, namespace) in router_copies(lab, router) {
+            let copy = router_copy(topo, router, node, &namespace, &ipv6_off);
+            namespaces.push(copy.namespace);
+            routers.push(copy.nat);
+            keepalived.extend(copy.keepalived);
         }
-        let gateway = RouterPort::gateway(router);
-        let mut routes = Vec::new();
-        let mut floating_ips = Vec::new();
-        if let Some(gw) = &router.external_gateway {
-            let ext = topo
-                .external_network(&gw.network)
-                .expect("validated reference");
-            let mut addresses =
-                vec![Ipv4Net::new(gw.address, ext.cidr.prefix_len()).expect("valid prefix")];
-            for inst in &topo.instances {
-                let behind = router.interfaces.contains(&inst.network);
-                if let (true, Some(fip)) = (behind, inst.floating_ip) {
-                    addresses.push(Ipv4Net::new(fip, 32).expect("valid prefix"));
-                    floating_ips.push((inst.address, fip));
-                }
-            }
-            links.push(LinkSpec {
-                mac: Some(gateway.mac),
-                addresses,
-                ..plain_link(&gateway.device, None)
-            });
-            routes.push(RouteSpec {
-                destination: Ipv4Net::default(),
-                gateway: ext.gateway,
-            });
-        }
-        let namespace = router_namespace(lab, &router.name);
-        let mut sysctls = ipv6_off.clone();
-        sysctls.push(("net/ipv4/ip_forward".to_string(), "1".to_string()));
-        namespaces.push(NamespaceSpec {
-            name: namespace.clone(),
-            object: router.name.clone(),
-            kind: NamespaceKind::Router,
-            sysctls,
-            bridges: vec![],
-            veths: vec![],
-            ovs_internal: vec![],
-            links,
-            routes,
-        });
-        routers.push(RouterSpec {
-            router: router.name.clone(),
-            namespace,
-            qg: gateway.device.clone(),
-            gateway_ip: router.external_gateway.as_ref().map(|g| g.address),
-            snat: router.snat,
-            floating_ips,
-            internal_cidrs,
-        });
     }
 
     DesiredState {
@@ -867,7 +885,174 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         dhcp_servers,
         dhcp_clients,
         metadata: crate::metadata::plan(topo),
+        keepalived,
     }
+}
+
+/// One copy of a router: its namespace, its NAT and, for an HA router,
+/// its keepalived.
+struct RouterCopy {
+    namespace: NamespaceSpec,
+    nat: RouterSpec,
+    keepalived: Option<KeepalivedSpec>,
+}
+
+/// A router's copy on `node`: `qr-` ports holding their networks' gateway
+/// addresses, `qg-` the gateway and floating IPs, and a default route to
+/// the external network's gateway. In an HA router's copy, keepalived
+/// sets those addresses and the route on the master only; the copy itself
+/// has its `ha-` port with its address on the HA network.
+fn router_copy(
+    topo: &Topology,
+    router: &Router,
+    node: &str,
+    namespace: &str,
+    ipv6_off: &[(String, String)],
+) -> RouterCopy {
+    let mut links = Vec::new();
+    let mut internal_cidrs = Vec::new();
+    // What the router holds: (link, address) and routes.
+    let mut held: Vec<(usize, Ipv4Net)> = Vec::new();
+    let mut routes = Vec::new();
+    for network in &router.interfaces {
+        let net = topo.network(network).expect("validated reference");
+        let port = RouterPort::internal(router, network);
+        held.push((
+            links.len(),
+            Ipv4Net::new(net.gateway, net.cidr.prefix_len()).expect("valid prefix"),
+        ));
+        links.push(LinkSpec {
+            mac: Some(port.mac),
+            ..sending_link(net, &port.device)
+        });
+        internal_cidrs.push(net.cidr);
+    }
+    let gateway = RouterPort::gateway(router);
+    let mut floating_ips = Vec::new();
+    if let Some(gw) = &router.external_gateway {
+        let ext = topo
+            .external_network(&gw.network)
+            .expect("validated reference");
+        let qg = links.len();
+        held.push((
+            qg,
+            Ipv4Net::new(gw.address, ext.cidr.prefix_len()).expect("valid prefix"),
+        ));
+        for inst in &topo.instances {
+            let behind = router.interfaces.contains(&inst.network);
+            if let (true, Some(fip)) = (behind, inst.floating_ip) {
+                held.push((qg, Ipv4Net::new(fip, 32).expect("valid prefix")));
+                floating_ips.push((inst.address, fip));
+            }
+        }
+        links.push(LinkSpec {
+            mac: Some(gateway.mac),
+            ..plain_link(&gateway.device, None)
+        });
+        routes.push(RouteSpec {
+            destination: Ipv4Net::default(),
+            gateway: ext.gateway,
+        });
+    }
+    let keepalived = match &router.ha {
+        None => {
+            for (link, address) in held {
+                links[link].addresses.push(address);
+            }
+            None
+        }
+        Some(ha) => {
+            for link in &mut links {
+                link.addresses_also_by = Some(AddressSetter::Keepalived);
+            }
+            let port = HaPort::of(router, node);
+            let net = ha_network(topo);
+            let own = ha.address_on(node).expect("an address per copy");
+            links.push(LinkSpec {
+                mac: Some(port.mac),
+                addresses: vec![Ipv4Net::new(own, net.cidr.prefix_len()).expect("valid prefix")],
+                addresses_also_by: Some(AddressSetter::Keepalived),
+                ..sending_link(net, &port.device)
+            });
+            let excluded = held
+                .into_iter()
+                .map(|(link, address)| (address, links[link].name.clone()))
+                .collect();
+            let routes = std::mem::take(&mut routes)
+                .into_iter()
+                .map(|r| (r.destination, r.gateway, gateway.device.clone()))
+                .collect();
+            Some(KeepalivedSpec {
+                router: router.name.clone(),
+                node: node.to_string(),
+                namespace: namespace.to_string(),
+                vrid: ha.vrid,
+                interface: port.device.clone(),
+                vip: ha.vip,
+                excluded,
+                routes,
+            })
+        }
+    };
+    let mut sysctls = ipv6_off.to_vec();
+    sysctls.push(("net/ipv4/ip_forward".to_string(), "1".to_string()));
+    RouterCopy {
+        namespace: NamespaceSpec {
+            name: namespace.to_string(),
+            object: router.name.clone(),
+            kind: NamespaceKind::Router,
+            sysctls,
+            bridges: vec![],
+            veths: vec![],
+            ovs_internal: vec![],
+            links,
+            routes,
+        },
+        nat: RouterSpec {
+            router: router.name.clone(),
+            namespace: namespace.to_string(),
+            qg: gateway.device.clone(),
+            gateway_ip: router.external_gateway.as_ref().map(|g| g.address),
+            snat: router.snat,
+            floating_ips,
+            internal_cidrs,
+        },
+        keepalived,
+    }
+}
+
+/// The lab's HA network (there is one when a router is HA).
+fn ha_network(topo: &Topology) -> &Network {
+    topo.l3_ha
+        .as_ref()
+        .and_then(|h| topo.network(&h.network))
+        .expect("an HA router has the HA network")
+}
+
+/// Each copy of a router, `(node, namespace)`: a legacy router's one, an HA
+/// router's one per node in `nodes` order.
+pub fn router_copies<'a>(lab: &str, router: &'a Router) -> Vec<(&'a str, String)> {
+    router
+        .nodes
+        .iter()
+        .map(|node| (node.as_str(), router_namespace_on(lab, router, node)))
+        .collect()
+}
+
+/// The namespace of a router's copy on `node`.
+pub fn router_namespace_on(lab: &str, router: &Router, node: &str) -> String {
+    if router.ha.is_some() {
+        naming::ha_router_namespace(lab, node, &router.name)
+    } else {
+        router_namespace(lab, &router.name)
+    }
+}
+
+/// The namespace of the router copy its traffic goes through: a legacy
+/// router's only one, an HA router's on [`Router::node`] (the active copy,
+/// in a topology ordered by [`Topology::hosting`]).
+pub fn active_router_namespace(lab: &str, router: &Router) -> String {
+    router_namespace_on(lab, router, router.node())
 }
 
 /// Each DHCP network's server: its qdhcp namespace (added to
@@ -941,7 +1126,8 @@ fn dhcp_servers(
     servers
 }
 
-/// The namespace of a legacy router: `<lab>.qrouter-<router uuid>`.
+/// The namespace of a legacy router: `<lab>.qrouter-<router uuid>` (see
+/// [`router_namespace_on`] for an HA router's copies).
 pub fn router_namespace(lab: &str, router: &str) -> String {
     naming::namespace(
         lab,
@@ -1235,7 +1421,8 @@ fn plain_link(name: &str, master: Option<&str>) -> LinkSpec {
         addresses: vec![],
         tx_checksum: Some(true),
         mtu: None,
-        dhcp_client: false,
+        addresses_also_by: None,
+        down: false,
     }
 }
 
@@ -1314,12 +1501,29 @@ fn l2pop_ports(topo: &Topology) -> Ports<'_> {
     for r in &topo.routers {
         for network in &r.interfaces {
             let net = topo.network(network).expect("validated reference");
-            ports
-                .entry(r.node.as_str())
-                .or_default()
-                .entry(network.as_str())
-                .or_default()
-                .push((RouterPort::internal(r, network).mac, net.gateway));
+            for node in &r.nodes {
+                let entries = ports
+                    .entry(node.as_str())
+                    .or_default()
+                    .entry(network.as_str())
+                    .or_default();
+                // An HA router's port moves with the master: its copies'
+                // nodes get the network's floods, and no unicast or ARP
+                // entry pins its MAC to one of them.
+                if r.ha.is_none() {
+                    entries.push((RouterPort::internal(r, network).mac, net.gateway));
+                }
+            }
+        }
+        if r.ha.is_some() {
+            let ha = ha_network(topo);
+            for node in &r.nodes {
+                ports
+                    .entry(node.as_str())
+                    .or_default()
+                    .entry(ha.name.as_str())
+                    .or_default();
+            }
         }
     }
     for net in &topo.networks {
@@ -1388,7 +1592,13 @@ fn br_tun(
             .and_then(|networks| networks.get(network))
             .map_or(&[][..], Vec::as_slice)
     }
-    let has_ports = |remote: &Node, network: &str| !ports_on(l2pop, remote, network).is_empty();
+    // A node with an HA router's copy on a network has its ports there
+    // without entries (they move with the master).
+    let has_ports = |remote: &Node, network: &str| {
+        l2pop
+            .get(remote.name.as_str())
+            .is_some_and(|networks| networks.contains_key(network))
+    };
     let mut ports = Vec::new();
     let mut tunnel_of: BTreeMap<(TunnelType, String), String> = BTreeMap::new();
     for &kind in &agent.tunnel_types {
@@ -1556,8 +1766,11 @@ fn networks_on<'a>(topo: &'a Topology, node: &Node) -> Vec<&'a Network> {
         .chain(
             topo.routers
                 .iter()
-                .filter(|r| r.node == node.name)
-                .flat_map(|r| r.interfaces.iter().map(String::as_str)),
+                .filter(|r| r.nodes.contains(&node.name))
+                .flat_map(|r| {
+                    let ha = r.ha.as_ref().map(|_| ha_network(topo).name.as_str());
+                    r.interfaces.iter().map(String::as_str).chain(ha)
+                }),
         )
         .chain(dhcp_networks_on(topo, &node.name).map(|n| n.name.as_str()))
         .collect();
@@ -1686,7 +1899,70 @@ fn agent_flows(topo: &Topology, local_vlans: &BTreeMap<String, u16>) -> Vec<Flow
     flows
 }
 
+/// Every namespace that lives on `nodes` as a host would hold it: each
+/// node's own, its instances', its router copies' and its DHCP servers'.
+pub fn namespaces_on(topo: &Topology, nodes: &BTreeSet<String>) -> BTreeSet<String> {
+    let lab = topo.lab.as_str();
+    let mut out = BTreeSet::new();
+    if nodes.is_empty() {
+        return out;
+    }
+    out.extend(nodes.iter().map(|n| naming::namespace(lab, n)));
+    out.extend(
+        topo.instances
+            .iter()
+            .filter(|i| nodes.contains(&i.node))
+            .map(|i| naming::namespace(lab, &i.name)),
+    );
+    for router in &topo.routers {
+        out.extend(
+            router_copies(lab, router)
+                .into_iter()
+                .filter(|(node, _)| nodes.contains(*node))
+                .map(|(_, ns)| ns),
+        );
+    }
+    out.extend(
+        topo.networks
+            .iter()
+            .filter(|n| topo.dhcp_node(&n.name).is_some_and(|d| nodes.contains(d)))
+            .map(|n| dhcp::namespace(lab, &n.name)),
+    );
+    out
+}
+
 impl DesiredState {
+    /// This plan with `failed` nodes failed on purpose: what runs on them
+    /// (see [`namespaces_on`], their Open vSwitch and agents) is left out,
+    /// so that a converge neither repairs nor removes it, and their ports
+    /// on the lab's switches (physical, overlay, external) are down.
+    pub fn fail_nodes(&mut self, topo: &Topology, failed: &BTreeSet<String>) {
+        if failed.is_empty() {
+            return;
+        }
+        let gone = namespaces_on(topo, failed);
+        self.namespaces.retain(|n| !gone.contains(&n.name));
+        for ns in &mut self.namespaces {
+            if matches!(
+                ns.kind,
+                NamespaceKind::PhysicalNetwork
+                    | NamespaceKind::Overlay
+                    | NamespaceKind::ExternalNetwork
+            ) {
+                for link in ns.links.iter_mut().filter(|l| failed.contains(&l.name)) {
+                    link.down = true;
+                }
+            }
+        }
+        self.switches.retain(|s| !failed.contains(&s.node));
+        self.routers.retain(|r| !gone.contains(&r.namespace));
+        self.firewalls.retain(|f| !failed.contains(&f.node));
+        self.dhcp_servers.retain(|d| !failed.contains(&d.node));
+        self.dhcp_clients.retain(|c| !gone.contains(&c.namespace));
+        self.metadata.retain(|m| !gone.contains(&m.namespace));
+        self.keepalived.retain(|k| !failed.contains(&k.node));
+    }
+
     pub fn switch(&self, node: &str) -> Option<&SwitchSpec> {
         self.switches.iter().find(|s| s.node == node)
     }
@@ -1736,6 +2012,111 @@ mod tests {
     fn provider_desired_state_snapshot() {
         let topo = crate::parse("provider", PROVIDER).unwrap();
         insta::assert_yaml_snapshot!(plan(&topo, &LocalVlans::new()));
+    }
+
+    const HA: &str = include_str!("../../../lab-topologies/ha-vrrp.yaml");
+
+    #[test]
+    fn an_ha_router_has_a_copy_per_node_whose_addresses_are_keepalived_s() {
+        let topo = crate::parse("ha-vrrp.yaml", HA).unwrap();
+        let state = plan(&topo, &LocalVlans::new());
+        let lab = topo.lab.as_str();
+        let router = topo.router("router1").unwrap();
+        let ha_net = topo.l3_ha.as_ref().unwrap().network.clone();
+        for node in ["network1", "network2"] {
+            let ns = naming::ha_router_namespace(lab, node, "router1");
+            assert_eq!(router_namespace_on(lab, router, node), ns);
+            let copy = state.namespace(&ns).expect("a copy per node");
+            // No routes of its own, and every link's addresses shared
+            // with keepalived; the ha- port holds its own address.
+            assert!(copy.routes.is_empty());
+            assert!(
+                copy.links
+                    .iter()
+                    .all(|l| l.addresses_also_by == Some(AddressSetter::Keepalived))
+            );
+            let ha = HaPort::of(router, node);
+            let own = copy.links.iter().find(|l| l.name == ha.device).unwrap();
+            assert_eq!(own.addresses.len(), 1);
+            assert!(
+                copy.links
+                    .iter()
+                    .filter(|l| l.name != ha.device)
+                    .all(|l| l.addresses.is_empty())
+            );
+            // Its ports on the node's br-int, the ha- port's tap on the HA
+            // network's local VLAN.
+            let switch = state.switch(node).unwrap();
+            let tag = switch.local_vlans[&ha_net];
+            let br_int = &switch.bridges[0];
+            let tap = br_int.ports.iter().find(|p| p.name == ha.tap).unwrap();
+            assert_eq!(tap.tag, Some(tag));
+            // Its NAT and metadata like any router's.
+            assert!(state.routers.iter().any(|r| r.namespace == ns));
+            assert!(state.metadata.iter().any(|m| m.namespace == ns));
+            let k = state.keepalived.iter().find(|k| k.node == node).unwrap();
+            assert_eq!(k.namespace, ns);
+            assert_eq!(k.interface, ha.device);
+            assert_eq!(k.excluded.len(), 4, "{:?}", k.excluded);
+            assert_eq!(k.routes.len(), 1);
+        }
+        assert_eq!(state.keepalived.len(), 2);
+        assert!(state.namespace(&router_namespace(lab, "router1")).is_none());
+        // Compute nodes do not carry the HA network.
+        assert!(
+            !state
+                .switch("compute1")
+                .unwrap()
+                .local_vlans
+                .contains_key(&ha_net)
+        );
+    }
+
+    #[test]
+    fn a_failed_node_is_left_out_and_its_switch_ports_are_down() {
+        let topo = crate::parse("ha-vrrp.yaml", HA).unwrap();
+        let mut state = plan(&topo, &LocalVlans::new());
+        let all = state.clone();
+        let failed = BTreeSet::from(["network1".to_string(), "compute1".to_string()]);
+        state.fail_nodes(&topo, &failed);
+        let lab = topo.lab.as_str();
+        let gone = namespaces_on(&topo, &failed);
+        for ns in [
+            naming::namespace(lab, "network1"),
+            naming::namespace(lab, "compute1"),
+            naming::namespace(lab, "instance1"),
+            naming::ha_router_namespace(lab, "network1", "router1"),
+            dhcp::namespace(lab, "selfservice1"),
+        ] {
+            assert!(gone.contains(&ns), "{ns}");
+            assert!(state.namespace(&ns).is_none(), "{ns}");
+        }
+        assert!(
+            state
+                .namespace(&naming::namespace(lab, "instance2"))
+                .is_some()
+        );
+        assert_eq!(state.switches.len(), all.switches.len() - 2);
+        assert_eq!(state.keepalived.len(), 1);
+        assert_eq!(state.keepalived[0].node, "network2");
+        assert!(state.dhcp_servers.iter().all(|d| d.node == "network2"));
+        assert!(state.dhcp_clients.iter().all(|c| c.instance == "instance2"));
+        assert!(state.firewalls.iter().all(|f| f.node == "compute2"));
+        for switch in ["overlay", "provider"] {
+            let ns = state.namespace(&naming::namespace(lab, switch)).unwrap();
+            for link in &ns.links {
+                assert_eq!(
+                    link.down,
+                    failed.contains(&link.name),
+                    "{switch}: {}",
+                    link.name
+                );
+            }
+        }
+        // Nothing failed: the plan as it was.
+        let mut same = all.clone();
+        same.fail_nodes(&topo, &BTreeSet::new());
+        assert_eq!(same, all);
     }
 
     #[test]

@@ -515,6 +515,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             dns_nameservers,
             dhcp_address: None,
             dhcp_port: None, // settled below
+            ha: false,
             line: at(&n.name).0,
         });
     }
@@ -662,21 +663,72 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
     // Routers.
     let mut routers = Vec::new();
     let mut attached: HashMap<String, String> = HashMap::new();
+    let network_nodes: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Network)
+        .map(|n| n.name.as_str())
+        .collect();
     for r in &raw.routers {
         let name = &r.name.value;
-        match role_of.get(r.node.value.as_str()) {
+        let ha = r.ha.as_ref().is_some_and(|h| h.value);
+        let mut router_nodes = Vec::new();
+        let mut network_node = |c: &mut Checker, node: &S<String>| match role_of
+            .get(node.value.as_str())
+        {
             None => c.err(
-                &r.node,
-                format!("router `{name}`: unknown node `{}`", r.node.value),
+                node,
+                format!("router `{name}`: unknown node `{}`", node.value),
             ),
             Some(NodeRole::Compute) => c.err(
-                &r.node,
+                node,
                 format!(
                     "router `{name}`: node `{}` is a compute node; routers live on a network node",
-                    r.node.value
+                    node.value
                 ),
             ),
-            Some(NodeRole::Network) => {}
+            Some(NodeRole::Network) if router_nodes.contains(&node.value) => c.err(
+                node,
+                format!("router `{name}`: node `{}` is named twice", node.value),
+            ),
+            Some(NodeRole::Network) => router_nodes.push(node.value.clone()),
+        };
+        let problems_before = c.problems.len();
+        match (ha, &r.node, &r.nodes) {
+            (false, Some(node), None) => network_node(&mut c, node),
+            (false, None, None) => c.err(
+                &r.name,
+                format!("router `{name}`: no `node` (the network node it lives on)"),
+            ),
+            (false, _, Some(list)) => c.err(
+                list,
+                format!(
+                    "router `{name}`: `nodes` is for HA routers (`ha: true`); a legacy router has one `node`"
+                ),
+            ),
+            (true, Some(node), _) => c.err(
+                node,
+                format!(
+                    "router `{name}`: an HA router has a copy on several nodes: `nodes: [...]` (or none: every network node), not `node`"
+                ),
+            ),
+            (true, None, Some(list)) => {
+                for node in &list.value {
+                    network_node(&mut c, node);
+                }
+            }
+            (true, None, None) => router_nodes.extend(network_nodes.iter().map(|n| n.to_string())),
+        }
+        if ha && router_nodes.len() < 2 && c.problems.len() == problems_before {
+            c.err(
+                &r.name,
+                format!(
+                    "router `{name}`: an HA router needs at least two network nodes, it has {}",
+                    router_nodes.len()
+                ),
+            );
+        }
+        if router_nodes.is_empty() {
+            router_nodes.push(String::new());
         }
         let mut interfaces = Vec::new();
         for i in &r.interfaces {
@@ -731,7 +783,13 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         }
         routers.push(Router {
             name: name.clone(),
-            node: r.node.value.clone(),
+            nodes: router_nodes,
+            ha: ha.then(|| HaRouter {
+                vrid: 0,
+                vip: Ipv4Net::default(),
+                addresses: Vec::new(),
+                ports: Vec::new(), // settled below
+            }),
             interfaces,
             external_gateway,
             snat: r.snat,
@@ -740,6 +798,17 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             line: at(&r.name).0,
         });
     }
+
+    // The HA network, each HA router's VRID and its copies' addresses.
+    let l3_ha = check_l3_ha(
+        &mut c,
+        &raw,
+        &agent,
+        overlay.is_some(),
+        &mut routers,
+        &subnets,
+        &segments,
+    );
 
     // Physical routers.
     let mut physical_routers = Vec::new();
@@ -1147,6 +1216,10 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         }
     }
 
+    let l3_ha = l3_ha.map(|(l3_ha, network)| {
+        networks.push(network);
+        l3_ha
+    });
     let mut topology = Topology {
         lab: raw.lab.value.clone(),
         source: source.to_string(),
@@ -1160,6 +1233,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         external_hosts,
         physical_routers,
         routers,
+        l3_ha,
         security_groups,
         instances,
         checks,
@@ -1178,16 +1252,20 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
 const LOCAL_VLANS: usize = 4094;
 
 /// A node has one local VLAN per network it has a port on (an instance's,
-/// a router interface, a DHCP port): more networks than ids cannot be
-/// planned.
+/// a router copy's interface or `ha-` port, a DHCP port): more networks
+/// than ids cannot be planned.
 fn check_local_vlans(c: &mut Checker, raw: &RawTopology, topo: &Topology) {
     let mut networks: HashMap<&str, HashSet<&str>> = HashMap::new();
     for i in &topo.instances {
         networks.entry(&i.node).or_default().insert(&i.network);
     }
+    let ha_network = topo.l3_ha.as_ref().map(|h| h.network.as_str());
     for r in &topo.routers {
-        let on = networks.entry(&r.node).or_default();
-        on.extend(r.interfaces.iter().map(String::as_str));
+        let ha = r.ha.as_ref().and(ha_network);
+        for node in &r.nodes {
+            let on = networks.entry(node).or_default();
+            on.extend(r.interfaces.iter().map(String::as_str).chain(ha));
+        }
     }
     for n in topo.networks.iter().filter(|n| n.dhcp) {
         if let Some(node) = topo.dhcp_node(&n.name) {
@@ -1404,6 +1482,218 @@ fn check_network_type(
         ("flat", _) => NetworkType::Flat,
         _ => NetworkType::Vlan(seg as u16),
     })
+}
+
+/// The HA network (`l3_ha:`, all defaulted as Neutron defaults them) when
+/// the lab has HA routers: its subnet apart from every other, its type
+/// (the first tunnel type, else VLAN on the physical network) and a
+/// segment no other network uses (the lowest free one by default); each
+/// HA router gets the next VRID (1–254, as the L3 plugin allocates them
+/// per HA network) and each of its copies the next address of the subnet.
+fn check_l3_ha(
+    c: &mut Checker,
+    raw: &RawTopology,
+    agent: &Agent,
+    has_overlay: bool,
+    routers: &mut [Router],
+    subnets: &[(Ipv4Net, String, String)],
+    segments: &HashMap<(String, i64), String>,
+) -> Option<(L3Ha, Network)> {
+    let first = raw
+        .routers
+        .iter()
+        .find(|r| r.ha.as_ref().is_some_and(|h| h.value))?;
+    let given = raw.l3_ha.as_ref().map(|g| &g.value);
+    let line = raw.l3_ha.as_ref().map_or(at(&first.name), at);
+    let what = "l3_ha";
+    let cidr = match given.and_then(|g| g.cidr.as_ref()) {
+        Some(s) => c.cidr(what, s)?,
+        None => naming::L3_HA_NET_CIDR.parse().expect("a valid default"),
+    };
+    let cidr_at = given.and_then(|g| g.cidr.as_ref()).map_or(line, at);
+    if cidr.prefix_len() > 29 {
+        c.err_at(
+            cidr_at.0,
+            cidr_at.1,
+            format!("{what}: the HA network's subnet {cidr} is too small (at most /29)"),
+        );
+        return None;
+    }
+    if let Some((other, kind, name)) = subnets
+        .iter()
+        .find(|(n, _, _)| n.contains(&cidr.network()) || cidr.contains(&n.network()))
+    {
+        c.err_at(
+            cidr_at.0,
+            cidr_at.1,
+            format!(
+                "{what}: the HA network's subnet {cidr} overlaps {kind} `{name}` ({other}); give `l3_ha: {{cidr: ...}}` another"
+            ),
+        );
+        return None;
+    }
+    // Its type: the first tenant network type, as Neutron's default.
+    let type_at = given.and_then(|g| g.network_type.as_ref()).map_or(line, at);
+    let type_name = match given.and_then(|g| g.network_type.as_ref()) {
+        Some(t) => t.value.clone(),
+        None if has_overlay && !agent.tunnel_types.is_empty() => {
+            agent.tunnel_types[0].name().to_string()
+        }
+        None => "vlan".to_string(),
+    };
+    let tunnel = tunnel_type(&type_name);
+    let physnet = given
+        .and_then(|g| g.physical_network.as_ref())
+        .map(|p| p.value.clone())
+        .or_else(|| raw.physical_networks.first().map(|p| p.name.value.clone()));
+    let scope = match (type_name.as_str(), tunnel) {
+        (_, Some(kind)) => {
+            if !has_overlay || !agent.tunnel_types.contains(&kind) {
+                c.err_at(
+                    type_at.0,
+                    type_at.1,
+                    format!("{what}: a {type_name} HA network needs an `overlay:` and `{type_name}` among the agents' tunnel types"),
+                );
+                return None;
+            }
+            type_name.clone()
+        }
+        ("vlan" | "flat", None) => {
+            let Some(physnet) = physnet
+                .as_ref()
+                .filter(|p| raw.physical_networks.iter().any(|q| &q.name.value == *p))
+            else {
+                c.err_at(
+                    type_at.0,
+                    type_at.1,
+                    format!("{what}: a {type_name} HA network needs a physical network"),
+                );
+                return None;
+            };
+            format!("{type_name}:{physnet}")
+        }
+        _ => {
+            c.err_at(
+                type_at.0,
+                type_at.1,
+                format!(
+                    "{what}: type `{}` is not one of vlan, flat, vxlan, gre",
+                    printable(&type_name)
+                ),
+            );
+            return None;
+        }
+    };
+    let range: std::ops::RangeInclusive<i64> = match type_name.as_str() {
+        "vlan" => 1..=4094,
+        "vxlan" => 1..=16_777_215,
+        "gre" => 1..=u32::MAX as i64,
+        _ => 0..=0,
+    };
+    let seg = match given.and_then(|g| g.segmentation_id.as_ref()) {
+        Some(s) if type_name == "flat" => {
+            c.err(s, format!("{what}: a flat network has no segmentation_id"));
+            return None;
+        }
+        Some(s) if !range.contains(&s.value) => {
+            c.err(
+                s,
+                format!(
+                    "{what}: segmentation_id {} is outside {}–{}",
+                    s.value,
+                    range.start(),
+                    range.end()
+                ),
+            );
+            return None;
+        }
+        Some(s) => s.value,
+        None => range
+            .clone()
+            .find(|id| !segments.contains_key(&(scope.clone(), *id)))?,
+    };
+    if let Some(other) = segments.get(&(scope.clone(), seg)) {
+        let seg_at = given
+            .and_then(|g| g.segmentation_id.as_ref())
+            .map_or(type_at, at);
+        c.err_at(
+            seg_at.0,
+            seg_at.1,
+            format!("{what}: the HA network's segment ({scope} {seg}) is already used by network `{other}`"),
+        );
+        return None;
+    }
+    // VRIDs, primary VIPs and the copies' addresses.
+    let Some(vips) = crate::keepalived::primary_vip_range(cidr) else {
+        c.err_at(
+            cidr_at.0,
+            cidr_at.1,
+            format!("{what}: the HA network {cidr} leaves no /24 of 169.254.0.0/16 free for the routers' primary VIPs"),
+        );
+        return None;
+    };
+    let mut hosts = cidr.hosts();
+    let mut vrid = 0u32;
+    for (router, raw_router) in routers.iter_mut().zip(&raw.routers) {
+        let Some(ha) = router.ha.as_mut() else {
+            continue;
+        };
+        vrid += 1;
+        if vrid > 254 {
+            c.err(
+                &raw_router.name,
+                format!(
+                    "router `{}`: no VRID is left on the HA network (VRIDs 1–254: at most 254 HA routers)",
+                    router.name
+                ),
+            );
+            return None;
+        }
+        ha.vrid = vrid as u8;
+        ha.vip = Ipv4Net::new(
+            Ipv4Addr::from(u32::from(vips.network()) + vrid),
+            vips.prefix_len(),
+        )
+        .expect("valid prefix");
+        for node in &router.nodes {
+            let Some(address) = hosts.next() else {
+                c.err(
+                    &raw_router.name,
+                    format!(
+                        "router `{}`: the HA network {cidr} has no address left for its copy on `{node}`",
+                        router.name
+                    ),
+                );
+                return None;
+            };
+            ha.addresses.push((node.clone(), address));
+        }
+    }
+    let name = naming::ha_network_name(&raw.lab.value);
+    let network_type = match (type_name.as_str(), tunnel) {
+        (_, Some(kind)) => NetworkType::Tunnel(kind, seg as u32),
+        ("flat", _) => NetworkType::Flat,
+        _ => NetworkType::Vlan(seg as u16),
+    };
+    Some((
+        L3Ha {
+            network: name.clone(),
+            line: line.0,
+        },
+        Network {
+            name,
+            network_type,
+            physical_network: tunnel.is_none().then_some(physnet).flatten(),
+            cidr,
+            gateway: cidr.network(),
+            dhcp: false,
+            dns_nameservers: Vec::new(),
+            dhcp_address: None,
+            dhcp_port: None,
+            ha: true,
+            line: line.0,
+        },
+    ))
 }
 
 /// `overlay:`: its subnet apart from every other, a switch name fit for an

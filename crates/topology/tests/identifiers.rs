@@ -30,7 +30,7 @@ fn parse_and_plan(what: &str, text: &str) -> (Topology, DesiredState) {
 }
 
 /// Device names that are cut from a port UUID.
-const PORT_PREFIXES: [&str; 7] = ["tap", "qbr", "qvb", "qvo", "qr-", "qg-", "ns-"];
+const PORT_PREFIXES: [&str; 8] = ["tap", "qbr", "qvb", "qvo", "qr-", "qg-", "ha-", "ns-"];
 
 /// Asserts what the plan builds is free of collisions: MACs and port
 /// devices unique in the lab, firewall chains too, local VLANs unique on
@@ -114,6 +114,72 @@ fn with_instance(text: &str, instance: &str, first: bool) -> String {
     }
 }
 
+/// Every port's UUID and every MAC the topology settled, by owner: an HA
+/// router's copies share its `qr-`/`qg-` ports (the master holds their
+/// addresses), so the plan has them twice, but the topology once.
+fn settled(topo: &Topology) -> Vec<(String, Option<uuid::Uuid>, [u8; 6])> {
+    let mut out = Vec::new();
+    for i in &topo.instances {
+        out.push((format!("instance {}", i.name), Some(i.port), i.mac));
+    }
+    for r in &topo.routers {
+        let ports = r.interface_ports.iter().chain(&r.gateway_port);
+        let ha = r.ha.iter().flat_map(|ha| ha.ports.iter().map(|(_, p)| p));
+        for p in ports.chain(ha) {
+            out.push((format!("router {}", r.name), Some(p.uuid), p.mac));
+        }
+    }
+    for n in &topo.networks {
+        if let Some(p) = n.dhcp_port {
+            out.push((format!("DHCP port of {}", n.name), Some(p.uuid), p.mac));
+        }
+    }
+    for h in &topo.external_hosts {
+        out.push((format!("host {}", h.name), None, h.mac));
+    }
+    for r in &topo.physical_routers {
+        for i in &r.interfaces {
+            out.push((format!("physical router {}", r.name), None, i.mac));
+        }
+    }
+    out
+}
+
+/// Asserts no two ports share the characters their devices and chains
+/// keep, and no two MACs are equal.
+fn assert_settled_apart(what: &str, topo: &Topology) {
+    let mut keys = HashMap::new();
+    let mut macs = HashMap::new();
+    for (owner, port, mac) in settled(topo) {
+        if let Some(port) = port {
+            let key = port.to_string()[..naming::CHAIN_PORT_CHARS].to_string();
+            if let Some(other) = keys.insert(key.clone(), owner.clone()) {
+                panic!("{what}: ports of {owner} and {other} begin {key}");
+            }
+        }
+        if let Some(other) = macs.insert(mac, owner.clone()) {
+            panic!("{what}: {owner} and {other} have MAC {}", format_mac(&mac));
+        }
+    }
+}
+
+#[test]
+fn every_lab_of_lab_topologies_has_its_ports_and_macs_apart() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../lab-topologies");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let what = path.display().to_string();
+            let topo = parse(&what, &text).unwrap_or_else(|e| panic!("{e}"));
+            assert_settled_apart(&what, &topo);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "{seen} labs");
+}
+
 #[test]
 fn a_generated_lab_of_1000_10000_and_20000_instances_has_no_collisions() {
     for (computes, per_node) in [(20, 50), (200, 50), (400, 50)] {
@@ -121,6 +187,7 @@ fn a_generated_lab_of_1000_10000_and_20000_instances_has_no_collisions() {
         let (topo, state) = parse_and_plan(&what, &scale_topology(computes, per_node));
         assert_eq!(topo.instances.len() as u32, computes * per_node);
         assert_no_collisions(&what, &state);
+        assert_settled_apart(&what, &topo);
     }
 }
 

@@ -1558,3 +1558,142 @@ fn a_node_with_more_networks_than_local_vlans_is_refused() {
         &["node `compute1`", "4095 networks", "4094 local VLAN ids"],
     );
 }
+
+const HA: &str = include_str!("../../../lab-topologies/ha-vrrp.yaml");
+
+fn ha_with(from: &str, to: &str) -> String {
+    assert_eq!(HA.matches(from).count(), 1, "`{from}` must occur once");
+    HA.replacen(from, to, 1)
+}
+
+#[test]
+fn the_ha_scenario_gets_its_ha_network_vrid_and_addresses() {
+    let topo = parse("ha-vrrp.yaml", HA).unwrap();
+    let router = &topo.routers[0];
+    assert_eq!(router.nodes, ["network1", "network2"]);
+    let ha = router.ha.as_ref().unwrap();
+    assert_eq!(ha.vrid, 1);
+    assert_eq!(ha.vip.to_string(), "169.254.0.1/24");
+    assert_eq!(
+        ha.addresses,
+        [
+            ("network1".to_string(), "169.254.192.1".parse().unwrap()),
+            ("network2".to_string(), "169.254.192.2".parse().unwrap())
+        ]
+    );
+    // The HA network: over the first tunnel type, the lowest free VNI.
+    let net = topo.network(&topo.l3_ha.as_ref().unwrap().network).unwrap();
+    assert!(net.ha && !net.dhcp);
+    assert!(net.name.starts_with("HA network tenant "), "{}", net.name);
+    assert_eq!(net.cidr.to_string(), "169.254.192.0/18");
+    assert_eq!(net.type_name(), "vxlan");
+    assert_eq!(net.segmentation_id(), Some(1));
+    // Without `nodes`, every network node has a copy; the seed's only one
+    // is too few.
+    let all = ha_with("    nodes: [network1, network2]\n", "");
+    assert_eq!(parse("x", &all).unwrap().routers[0].nodes.len(), 2);
+}
+
+#[test]
+fn an_ha_router_on_one_network_node() {
+    let text = seed_with("    node: network\n", "    ha: true\n");
+    refused(
+        &text,
+        line_of(&text, "  - name: router1"),
+        &["router `router1`", "at least two network nodes, it has 1"],
+    );
+    let text = ha_with("nodes: [network1, network2]", "nodes: [network1]");
+    refused(
+        &text,
+        line_of(&text, "  - name: router1"),
+        &["at least two network nodes"],
+    );
+    let text = ha_with("nodes: [network1, network2]", "nodes: [network1, compute1]");
+    refused(
+        &text,
+        line_of(&text, "nodes: [network1, compute1]"),
+        &["node `compute1` is a compute node"],
+    );
+    let text = ha_with("nodes: [network1, network2]", "nodes: [network1, network1]");
+    refused(
+        &text,
+        line_of(&text, "nodes: [network1, network1]"),
+        &["node `network1` is named twice"],
+    );
+}
+
+#[test]
+fn nodes_and_node_belong_to_their_kind_of_router() {
+    let text = ha_with("    ha: true\n", "");
+    refused(
+        &text,
+        line_of(&text, "nodes: [network1, network2]"),
+        &["`nodes` is for HA routers"],
+    );
+    let text = ha_with("    nodes: [network1, network2]\n", "    node: network1\n");
+    refused(
+        &text,
+        line_of(&text, "    node: network1"),
+        &["an HA router has a copy on several nodes"],
+    );
+}
+
+#[test]
+fn an_ha_network_that_overlaps_another_subnet() {
+    let text = ha_with("cidr: 169.254.192.0/18", "cidr: 192.168.0.0/16");
+    refused(
+        &text,
+        line_of(&text, "cidr: 192.168.0.0/16"),
+        &["l3_ha", "192.168.0.0/16 overlaps network `selfservice1`"],
+    );
+}
+
+#[test]
+fn more_than_254_ha_routers_exhaust_the_vrids() {
+    // 255 HA routers, each on its own network.
+    let mut text = HA.split("\nrouters:").next().unwrap().to_string();
+    let mut networks = String::new();
+    let mut routers = String::from("\nrouters:\n");
+    for i in 0..255u32 {
+        networks.push_str(&format!(
+            "  - {{ name: n{i}, type: vxlan, segmentation_id: {}, cidr: 10.{}.{}.0/24, gateway: 10.{}.{}.1 }}\n",
+            1000 + i,
+            100 + i / 200,
+            i % 200,
+            100 + i / 200,
+            i % 200
+        ));
+        routers.push_str(&format!(
+            "  - {{ name: r{i}, ha: true, interfaces: [n{i}] }}\n"
+        ));
+    }
+    text = text.replace("\nnetworks:\n", &format!("\nnetworks:\n{networks}"));
+    text.push_str(&routers);
+    refused(
+        &text,
+        line_of(&text, "name: r254,"),
+        &["router `r254`", "no VRID is left", "254"],
+    );
+}
+
+#[test]
+fn the_ha_network_segment_must_be_free() {
+    let text = ha_with(
+        "  cidr: 169.254.192.0/18\n",
+        "  cidr: 169.254.192.0/18\n  segmentation_id: 101\n",
+    );
+    refused(
+        &text,
+        line_of_nth(&text, "segmentation_id: 101", 1),
+        &["already used by network `selfservice1`"],
+    );
+    let text = ha_with(
+        "  cidr: 169.254.192.0/18\n",
+        "  cidr: 169.254.192.0/18\n  network_type: vlan\n",
+    );
+    refused(
+        &text,
+        line_of(&text, "  network_type: vlan"),
+        &["needs a physical network"],
+    );
+}

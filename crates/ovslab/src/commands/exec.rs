@@ -40,7 +40,8 @@ pub struct Args {
     #[arg(long, value_name = "LAB", default_value = "seed")]
     pub lab: String,
 
-    /// A node, instance, router, physical router or external host of the lab.
+    /// A node, instance, router, physical router or external host of the
+    /// lab; an HA router is its active copy, ROUTER@NODE its copy on NODE.
     #[arg(value_name = "TARGET")]
     pub target: String,
 

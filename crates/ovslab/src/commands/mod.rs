@@ -6,6 +6,7 @@ pub mod down;
 pub mod exec;
 pub mod generate;
 pub mod graph;
+pub mod node;
 pub mod status;
 pub mod trace;
 pub mod up;

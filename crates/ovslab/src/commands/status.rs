@@ -16,6 +16,10 @@ use crate::commands::segment;
     long_about = "Show a lab's nodes, instances and health; without LAB, list the labs the \
 daemon manages.\n\n\
 A lab is healthy when every namespace exists and every node's ovsdb-server and ovs-vswitchd run. \
+An HA router's row names its active copy's node (none while no copy is master), and a table \
+lists each copy's ha_state as `l3-agent-list-hosting-router` does (active, standby; unknown \
+when its keepalived does not run or its node is failed). A node failed on purpose \
+(`ovslab node fail`) is marked so, and counts as healthy. \
 A node's OVS process that died and was started again shows how often (\"restarted 2×\"); \
 one that runs but did not answer within its deadline (stopped or stuck) shows \"NOT ANSWERING\" \
 (the next audit kills it and starts it again). \
@@ -119,9 +123,14 @@ pub fn format_status(s: &LabStatus) -> String {
             .iter()
             .map(|(net, tag)| format!("{net}={tag}"))
             .collect();
+        let role = if n.failed {
+            format!("{} (FAILED on purpose)", n.role)
+        } else {
+            n.role.clone()
+        };
         nodes.add_row(vec![
             n.name.clone(),
-            n.role.clone(),
+            role,
             namespace_cell(&n.namespace, n.namespace_exists),
             process_cell(n, "ovsdb-server", n.ovsdb_server_pid),
             process_cell(n, "ovs-vswitchd", n.ovs_vswitchd_pid),
@@ -154,6 +163,25 @@ pub fn format_status(s: &LabStatus) -> String {
             ]);
         }
         out.push_str(&format!("{routers}\n"));
+    }
+    let copies: Vec<_> = s
+        .routers
+        .iter()
+        .flat_map(|r| r.copies.iter().map(move |c| (r, c)))
+        .collect();
+    if !copies.is_empty() {
+        let mut ha = table(&["HA ROUTER", "NODE", "HA_STATE", "KEEPALIVED", "NAMESPACE"]);
+        for (r, c) in copies {
+            ha.add_row(vec![
+                r.name.clone(),
+                c.node.clone(),
+                c.ha_state.clone(),
+                c.keepalived_pid
+                    .map_or_else(|| "not running".to_string(), |p| format!("pid {p}")),
+                namespace_cell(&c.namespace, c.namespace_exists),
+            ]);
+        }
+        out.push_str(&format!("{ha}\n"));
     }
     if !s.dhcp.is_empty() {
         let mut dhcp = table(&["DHCP", "NODE", "ADDRESS", "DNSMASQ", "LEASES", "NAMESPACE"]);
@@ -231,6 +259,7 @@ mod tests {
                         restarts: u64::from(!healthy) * 2,
                     },
                 ],
+                failed: false,
             }],
             instances: vec![InstanceStatus {
                 name: "instance1".into(),

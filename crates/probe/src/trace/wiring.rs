@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use ovslab_capture::{Direction, Frame};
 use ovslab_topology::naming;
-use ovslab_topology::plan::{DesiredState, RouterPort, router_namespace};
+use ovslab_topology::plan::{DesiredState, RouterPort, active_router_namespace};
 use ovslab_topology::{Network, NodeRole, Topology};
 
 /// A device in a namespace.
@@ -382,11 +382,11 @@ pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>>
             return Some(path);
         }
         let router = router_of(&dst.network)?;
-        let rns = router_namespace(lab, &router.name);
-        let nn = naming::namespace(lab, &router.node);
+        let rns = active_router_namespace(lab, router);
+        let nn = naming::namespace(lab, router.node());
         match &src_net {
             Some(net) => {
-                wire(&mut path, &src_node, &router.node, topo.network(net)?);
+                wire(&mut path, &src_node, router.node(), topo.network(net)?);
                 let port = RouterPort::internal(router, net);
                 path.push(here(nn.clone(), &port.tap, Direction::Out));
                 path.push(here(rns.clone(), &port.device, Direction::In));
@@ -400,7 +400,7 @@ pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>>
         let port = RouterPort::internal(router, &dst.network);
         path.push(here(rns, &port.device, Direction::Out));
         path.push(here(nn, &port.tap, Direction::In));
-        wire(&mut path, &router.node, &dst.node, network);
+        wire(&mut path, router.node(), &dst.node, network);
         arrive(&mut path);
         return Some(path);
     }
@@ -408,9 +408,9 @@ pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>>
     // An external host, out through the source network's router.
     let net = src_net?;
     let router = router_of(&net)?;
-    let rns = router_namespace(lab, &router.name);
-    let nn = naming::namespace(lab, &router.node);
-    wire(&mut path, &src_node, &router.node, topo.network(&net)?);
+    let rns = active_router_namespace(lab, router);
+    let nn = naming::namespace(lab, router.node());
+    wire(&mut path, &src_node, router.node(), topo.network(&net)?);
     let inside = RouterPort::internal(router, &net);
     let gateway = RouterPort::gateway(router);
     path.push(here(nn.clone(), &inside.tap, Direction::Out));

@@ -206,6 +206,7 @@ async fn apply_unbounded(
         LinkChange::DelAddress { name, address } => nl.del_address(name, *address).await?,
         LinkChange::AddAddress { name, address } => nl.add_address(name, *address).await?,
         LinkChange::SetUp { name } => nl.set_up(name).await?,
+        LinkChange::SetDown { name } => nl.set_down(name).await?,
         LinkChange::AddRoute { route } => nl.add_route(route.destination, route.gateway).await?,
     }
     Ok(())

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::ReconcileError;
 use crate::actual::{ActualBridge, ActualPort, ActualSwitch};
-use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, OvsChange, PROTOCOL, ROOT_OTHER_CONFIG};
+use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, OvsChange, PROTOCOLS, ROOT_OTHER_CONFIG};
 use crate::ovs_process::NodeOvs;
 
 const DB: &str = "Open_vSwitch";
@@ -335,7 +335,7 @@ fn bridge_settings(lab: &str) -> Value {
     json!({
         "datapath_type": DATAPATH_TYPE,
         "fail_mode": FAIL_MODE,
-        "protocols": ["set", [PROTOCOL]],
+        "protocols": ["set", PROTOCOLS],
         "external_ids": ["map", [[LAB_MARK, lab]]],
     })
 }

@@ -29,10 +29,11 @@ impl<H: Host> Engine<H> {
                 continue;
             }
             let topology = lab.topology.clone();
+            let failed = lab.failed.clone();
             let started = Instant::now();
             let mut outcome = Outcome::default();
             let result = self
-                .converge(&topology, &mut lab.manifest, &mut outcome)
+                .converge(&topology, &failed, &mut lab.manifest, &mut outcome)
                 .await;
             let Outcome {
                 changes,

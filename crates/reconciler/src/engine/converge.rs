@@ -48,10 +48,14 @@ impl<H: Host> Engine<H> {
     pub(super) async fn converge(
         &self,
         topo: &Topology,
+        failed: &BTreeSet<String>,
         manifest: &mut Manifest,
         outcome: &mut Outcome,
     ) -> Result<(), ReconcileError> {
-        match self.converge_once(topo, manifest, outcome, false).await {
+        match self
+            .converge_once(topo, failed, manifest, outcome, false)
+            .await
+        {
             // Refusals: nothing was tried that a hung daemon could fail.
             Err(e @ (ReconcileError::ForeignNamespaces { .. } | ReconcileError::BadName(_))) => {
                 Err(e)
@@ -61,7 +65,8 @@ impl<H: Host> Engine<H> {
                     lab = topo.lab,
                     "{e}: looking for hung Open vSwitch daemons, then once more"
                 );
-                self.converge_once(topo, manifest, outcome, true).await
+                self.converge_once(topo, failed, manifest, outcome, true)
+                    .await
             }
             done => done,
         }
@@ -70,6 +75,7 @@ impl<H: Host> Engine<H> {
     async fn converge_once(
         &self,
         topo: &Topology,
+        failed: &BTreeSet<String>,
         manifest: &mut Manifest,
         outcome: &mut Outcome,
         look_for_hung: bool,
@@ -81,6 +87,7 @@ impl<H: Host> Engine<H> {
             host: &self.host,
             topo,
             lab: &topo.lab,
+            failed,
             manifest,
             out: outcome,
             clock: Instant::now(),
@@ -111,6 +118,8 @@ impl<H: Host> Engine<H> {
         run.done("tunnel endpoints");
         run.dhcp(&desired).await?;
         run.done("dhcp");
+        run.keepalived(&desired).await?;
+        run.done("keepalived");
         run.metadata(&desired)?;
         run.done("metadata");
         Ok(())
@@ -123,6 +132,8 @@ struct Run<'a, H: Host> {
     host: &'a Arc<H>,
     topo: &'a Topology,
     lab: &'a str,
+    /// Nodes failed on purpose: nothing on them is made or repaired.
+    failed: &'a BTreeSet<String>,
     manifest: &'a mut Manifest,
     out: &'a mut Outcome,
     /// When the current phase started.
@@ -262,11 +273,12 @@ impl<H: Host> Run<'_, H> {
             self.save_manifest()?;
             self.out.changes.push(format!("delete namespace {ns}"));
         }
+        let on_failed = ovslab_topology::plan::namespaces_on(self.topo, self.failed);
         let missing: Vec<&str> = first
             .namespaces
             .iter()
             .map(|ns| ns.name.as_str())
-            .filter(|ns| !existing.contains(*ns))
+            .filter(|ns| !existing.contains(*ns) && !on_failed.contains(*ns))
             .collect();
         self.create_namespaces(&missing).await
     }
@@ -349,6 +361,7 @@ impl<H: Host> Run<'_, H> {
         let ovs: Vec<NodeOvs> = self
             .topo
             .switch_hosts()
+            .filter(|n| !self.failed.contains(*n))
             .map(|n| {
                 NodeOvs::new(
                     &self.engine.config.run_root,
@@ -430,7 +443,8 @@ impl<H: Host> Run<'_, H> {
                 previous.insert((node.node.clone(), network), tag);
             }
         }
-        let desired = plan(self.topo, &previous);
+        let mut desired = plan(self.topo, &previous);
+        desired.fail_nodes(self.topo, self.failed);
         Ok((desired, Switches { clients, actual }))
     }
 
@@ -469,6 +483,7 @@ impl<H: Host> Run<'_, H> {
             dhcp_servers: Vec::new(),
             dhcp_clients: Vec::new(),
             metadata: Vec::new(),
+            keepalived: Vec::new(),
         };
         let (lines, _, _) = converge_links(self.host, &only).await?;
         self.out.changes.extend(lines);
@@ -619,6 +634,14 @@ impl<H: Host> Run<'_, H> {
                 super::dhcp::LEASE_WAIT.as_secs()
             ));
         }
+        Ok(())
+    }
+
+    /// 10b. keepalived of each HA router copy (see [`super::ha`]).
+    async fn keepalived(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
+        let lab_dir = self.engine.lab_dir(self.lab);
+        let done = super::ha::converge(&**self.host, self.lab, &lab_dir, desired).await?;
+        self.out.changes.extend(done);
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use ovslab_topology::dhcp::{DhcpClientSpec, DhcpServerSpec};
 use ovslab_topology::plan::DesiredState;
 
 use crate::ReconcileError;
-use crate::agents::{Agent, AgentKind, CLIENT_DIR_PREFIX, is_agent_dir};
+use crate::agents::{Agent, AgentKind, CLIENT_DIR_PREFIX, is_dhcp_dir};
 use crate::host::Host;
 
 /// How long a converge waits for the DHCP instances' leases.
@@ -151,7 +151,7 @@ pub async fn converge<H: Host>(
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            if is_agent_dir(&name) && path.is_dir() && !wanted.contains(&path) {
+            if is_dhcp_dir(&name) && path.is_dir() && !wanted.contains(&path) {
                 out.changes.extend(host.stop_agent(&path).await);
             }
         }

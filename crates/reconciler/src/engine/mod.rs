@@ -27,6 +27,8 @@
 mod audit;
 mod converge;
 mod dhcp;
+mod ha;
+mod nodes;
 mod queries;
 mod removal;
 
@@ -74,6 +76,20 @@ impl EngineConfig {
 
 const TOPOLOGY_FILE: &str = "topology.yaml";
 
+/// The nodes of a lab failed on purpose, one per line, beside its topology.
+const FAILED_FILE: &str = "failed-nodes";
+
+/// The failed nodes recorded in a lab's directory.
+fn read_failed(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(dir.join(FAILED_FILE))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 #[derive(Debug)]
 struct Lab {
     topology: Topology,
@@ -97,6 +113,9 @@ struct Lab {
     last_audit: Option<(String, u64)>,
     /// Why the last audit could not repair the lab (`None`: it could).
     audit_failure: Option<audit::Failure>,
+    /// Nodes failed on purpose (`ovslab node fail`), kept in
+    /// [`FAILED_FILE`] so that a restarted daemon leaves them failed.
+    failed: BTreeSet<String>,
 }
 
 impl Lab {
@@ -112,6 +131,7 @@ impl Lab {
             audits: 0,
             last_audit: None,
             audit_failure: None,
+            failed: BTreeSet::new(),
         }
     }
 
@@ -231,10 +251,18 @@ impl<H: Host> Engine<H> {
         if std::fs::read_to_string(&file).ok().as_deref() != Some(text) {
             std::fs::write(&file, text).map_err(|e| ReconcileError::io(&file, e))?;
         }
+        // A node failed on purpose that the new topology no longer has is
+        // forgotten.
+        let nodes: BTreeSet<String> = lab.topology.nodes.iter().map(|n| n.name.clone()).collect();
+        if lab.failed.iter().any(|n| !nodes.contains(n)) {
+            let failed = lab.failed.intersection(&nodes).cloned().collect();
+            self.save_failed(&name, &mut lab, failed)?;
+        }
         let mut outcome = Outcome::default();
         let topology = lab.topology.clone();
+        let failed = lab.failed.clone();
         let result = self
-            .converge(&topology, &mut lab.manifest, &mut outcome)
+            .converge(&topology, &failed, &mut lab.manifest, &mut outcome)
             .await;
         let Outcome {
             changes,
@@ -255,6 +283,8 @@ impl<H: Host> Engine<H> {
         lab.foreign = foreign_names(&warnings);
         self.watch(&lab.topology);
         result?;
+        let mut warnings = warnings;
+        warnings.extend(self.wait_for_masters(&topology, &failed).await);
         let report = UpReport {
             lab: name,
             changes,

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use ovslab_api::{
     AuditStatus, CheckReport, CheckResult, DhcpStatus, InstanceStatus, LabStatus, NodeStatus,
-    ProcessStatus, RouterStatus, Target, TraceReport, TraceRequest,
+    ProcessStatus, RouterCopyStatus, RouterStatus, Target, TraceReport, TraceRequest,
 };
 use ovslab_netlink::netns;
 use ovslab_topology::format_mac;
+use ovslab_topology::keepalived::copy_dir_name;
 use ovslab_topology::naming;
-use ovslab_topology::plan::{LocalVlans, plan};
+use ovslab_topology::plan::{LocalVlans, plan, router_copies};
 
 use super::{Engine, TOPOLOGY_FILE};
 use crate::ReconcileError;
@@ -87,7 +88,10 @@ impl<H: Host> Engine<H> {
                 })
                 .collect();
             let exists = namespaces.contains(&ns);
-            healthy &= exists && liveness.iter().all(|l| matches!(l, Liveness::Answering(_)));
+            let failed = lab.failed.contains(*name);
+            // A node failed on purpose is as it should be.
+            healthy &=
+                failed || (exists && liveness.iter().all(|l| matches!(l, Liveness::Answering(_))));
             let local_vlans = actual
                 .map(|actual| switch::local_vlans(topo, &actual).into_iter().collect())
                 .unwrap_or_default();
@@ -100,6 +104,7 @@ impl<H: Host> Engine<H> {
                 ovs_vswitchd_pid: vswitchd,
                 local_vlans,
                 processes,
+                failed,
             });
         }
         let instances = topo
@@ -121,32 +126,85 @@ impl<H: Host> Engine<H> {
             })
             .collect();
         let desired = plan(topo, &LocalVlans::new());
+        let lab_dir = self.lab_dir(&topo.lab);
+        let ha_states = super::ha::states(&*self.host, topo, &lab_dir, &lab.failed).await;
+        let active = super::ha::active_nodes(&ha_states);
         let routers = topo
             .routers
             .iter()
             .map(|r| {
-                let ns = ovslab_topology::plan::router_namespace(&topo.lab, &r.name);
+                let copies: Vec<RouterCopyStatus> = match &r.ha {
+                    None => Vec::new(),
+                    Some(_) => router_copies(&topo.lab, r)
+                        .into_iter()
+                        .map(|(node, ns)| {
+                            let state = ha_states
+                                .get(&(r.name.clone(), node.to_string()))
+                                .copied()
+                                .unwrap_or("unknown");
+                            let failed = lab.failed.contains(node);
+                            let exists = namespaces.contains(&ns);
+                            healthy &= failed || (exists && state != "unknown");
+                            let dir = lab_dir.join(copy_dir_name(&topo.lab, &r.name, node));
+                            let pid = std::fs::read_to_string(dir.join("pid"))
+                                .ok()
+                                .and_then(|p| p.trim().parse().ok())
+                                .filter(|_| state != "unknown");
+                            RouterCopyStatus {
+                                node: node.to_string(),
+                                namespace: ns,
+                                namespace_exists: exists,
+                                ha_state: state.to_string(),
+                                keepalived_pid: pid,
+                            }
+                        })
+                        .collect(),
+                };
+                let node = match &r.ha {
+                    None => r.node().to_string(),
+                    Some(_) => active.get(&r.name).cloned().unwrap_or_default(),
+                };
+                if r.ha.is_some()
+                    && node.is_empty()
+                    && r.nodes.iter().any(|n| !lab.failed.contains(n))
+                {
+                    healthy = false;
+                }
+                let ns = if node.is_empty() {
+                    String::new()
+                } else {
+                    ovslab_topology::plan::router_namespace_on(&topo.lab, r, &node)
+                };
                 let exists = namespaces.contains(&ns);
-                healthy &= exists;
-                let addresses = desired
-                    .namespace(&ns)
-                    .map(|n| {
-                        n.links
-                            .iter()
-                            .flat_map(|l| l.addresses.iter().map(|a| format!("{} {a}", l.name)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                if r.ha.is_none() {
+                    healthy &= lab.failed.contains(&node) || exists;
+                }
+                let addresses = match desired.keepalived.iter().find(|k| k.router == r.name) {
+                    Some(k) => k
+                        .excluded
+                        .iter()
+                        .map(|(a, dev)| format!("{dev} {a}"))
+                        .collect(),
+                    None => desired
+                        .namespace(&ns)
+                        .map(|n| {
+                            n.links
+                                .iter()
+                                .flat_map(|l| l.addresses.iter().map(|a| format!("{} {a}", l.name)))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                };
                 RouterStatus {
                     name: r.name.clone(),
-                    node: r.node.clone(),
+                    node,
                     addresses,
                     namespace: ns,
                     namespace_exists: exists,
+                    copies,
                 }
             })
             .collect();
-        let lab_dir = self.lab_dir(&topo.lab);
         let dhcp = desired
             .dhcp_servers
             .iter()
@@ -154,7 +212,7 @@ impl<H: Host> Engine<H> {
                 let agent = super::dhcp::server_agent(&lab_dir, s);
                 let exists = namespaces.contains(&s.namespace);
                 let pid = agent.identity().map(|i| i.pid);
-                healthy &= exists && pid.is_some();
+                healthy &= lab.failed.contains(&s.node) || (exists && pid.is_some());
                 let address = desired
                     .namespace(&s.namespace)
                     .and_then(|n| n.links.first())
@@ -216,7 +274,10 @@ impl<H: Host> Engine<H> {
             .entry(lab)
             .await
             .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
-        let topology = entry.lock().await.topology.clone();
+        let topology = {
+            let lab = entry.lock().await;
+            self.hosting(&lab).await
+        };
         let started = Instant::now();
         let topology = Arc::new(topology);
         let runs = (0..topology.checks.len()).map(|i| {
@@ -261,7 +322,10 @@ impl<H: Host> Engine<H> {
             .entry(lab)
             .await
             .ok_or_else(|| ReconcileError::UnknownLab(lab.into()))?;
-        let topology = entry.lock().await.topology.clone();
+        let topology = {
+            let lab = entry.lock().await;
+            self.hosting(&lab).await
+        };
         let run_root = self.config.run_root.clone();
         let tag = ovslab_probe::checks::next_tag();
         let lab_name = lab.to_string();
@@ -291,6 +355,28 @@ impl<H: Host> Engine<H> {
         let guard = entry.lock().await;
         let topo = &guard.topology;
         let mut namespace = naming::namespace(lab, name);
+        // `ROUTER@NODE`: a router's copy on a node.
+        if let Some((router, node)) = name.split_once('@') {
+            let copy = topo.router(router).and_then(|r| {
+                router_copies(lab, r)
+                    .into_iter()
+                    .find(|(n, _)| *n == node)
+                    .map(|(_, ns)| ns)
+            });
+            let Some(namespace) = copy else {
+                return Err(ReconcileError::UnknownTarget {
+                    lab: lab.into(),
+                    name: name.into(),
+                });
+            };
+            return Ok(Target {
+                lab: lab.into(),
+                name: name.into(),
+                kind: "router".into(),
+                namespace,
+                env: vec![],
+            });
+        }
         let (kind, env) = if topo.node(name).is_some() {
             let ovs = NodeOvs::new(&self.config.run_root, lab, name, &namespace);
             ("node", ovs.env())
@@ -305,7 +391,10 @@ impl<H: Host> Engine<H> {
         } else if topo.instance(name).is_some() {
             ("instance", vec![])
         } else if topo.routers.iter().any(|r| r.name == name) {
-            namespace = ovslab_topology::plan::router_namespace(lab, name);
+            // An HA router's active copy (its first when none is active).
+            let hosting = self.hosting(&guard).await;
+            let router = hosting.router(name).expect("a router of the topology");
+            namespace = ovslab_topology::plan::active_router_namespace(lab, router);
             ("router", vec![])
         } else if topo.external_hosts.iter().any(|h| h.name == name) {
             ("external-host", vec![])

@@ -85,7 +85,9 @@ pub(super) fn adopt(host: &impl Host, dir: &Path, name: &str) -> Option<Lab> {
             manifest
         }
     };
-    Some(Lab::new(topology, manifest))
+    let mut lab = Lab::new(topology, manifest);
+    lab.failed = super::read_failed(dir);
+    Some(lab)
 }
 
 /// Deletes the namespaces of a lab's manifest that are still the ones it
