@@ -160,12 +160,13 @@ pub fn device_name(prefix: &str, uuid: &Uuid) -> String {
 }
 
 /// The ipset of a remote security group: `NIPv4` + the group's UUID, cut
-/// to ipset's 31 characters, as Liberty's `IpsetManager` names it.
+/// to 29 characters, as Liberty's `IpsetManager` names it
+/// (`IPSET_NAME_MAX_LENGTH = 31 - len('-n')`, room for its swap set).
 pub fn ipset_name(lab: &str, group: &str) -> String {
     let uuid = object_uuid(lab, "security-group", group)
         .hyphenated()
         .to_string();
-    format!("NIPv4{}", &uuid[..26])
+    format!("NIPv4{}", &uuid[..24])
 }
 
 /// The namespace of one object of a lab: `<lab>.<object>`.

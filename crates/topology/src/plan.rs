@@ -80,7 +80,8 @@ pub struct FirewallPort {
     pub qvb: String,
     pub mac: [u8; 6],
     pub ip: Ipv4Addr,
-    /// Conntrack zone: one per network on the node (its local VLAN id).
+    /// Conntrack zone: the port's own, 1, 2, … in the node's instance
+    /// order (Liberty 7.x `get_device_zone`, on a fresh node).
     pub zone: u16,
     pub rules: Vec<FirewallRule>,
     /// The addresses of its network's DHCP servers, whose answers the
@@ -798,9 +799,9 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             });
             flows.sort();
         }
-        if node.role == NodeRole::Compute {
-            firewalls.push(firewall(topo, node, &local_vlans));
-        }
+        // Every node's OVS agent runs the hybrid firewall driver, which
+        // sets up its chains even on a network node without ports.
+        firewalls.push(firewall(topo, node));
         switches.push(SwitchSpec {
             node: node.name.clone(),
             namespace: ns.clone(),
@@ -1341,7 +1342,7 @@ fn plain_port(name: &str) -> OvsPort {
 /// The firewall of a compute node: each instance's security groups, and
 /// an ipset per remote group its rules refer to (Liberty's default,
 /// `enable_ipset = True`).
-fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -> FirewallSpec {
+fn firewall(topo: &Topology, node: &Node) -> FirewallSpec {
     let lab = topo.lab.as_str();
     let members = |group: &str| -> Vec<Ipv4Addr> {
         let mut out: Vec<Ipv4Addr> = topo
@@ -1356,7 +1357,7 @@ fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -
     };
     let mut ipsets: Vec<IpSetSpec> = Vec::new();
     let mut ports = Vec::new();
-    for inst in topo.instances_on(&node.name) {
+    for (zone, inst) in (1u16..).zip(topo.instances_on(&node.name)) {
         let plug = HybridPlug::new(lab, &inst.name);
         let mut rules = Vec::new();
         for group in &inst.security_groups {
@@ -1392,7 +1393,7 @@ fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -
             qvb: plug.qvb.clone(),
             mac: inst.mac,
             ip: inst.address,
-            zone: local_vlans[&inst.network],
+            zone,
             rules,
             dhcp_servers: topo
                 .network(&inst.network)
@@ -2101,7 +2102,8 @@ mod tests {
         assert_eq!(state.keepalived[0].node, "network2");
         assert!(state.dhcp_servers.iter().all(|d| d.node == "network2"));
         assert!(state.dhcp_clients.iter().all(|c| c.instance == "instance2"));
-        assert!(state.firewalls.iter().all(|f| f.node == "compute2"));
+        let firewalls: Vec<&str> = state.firewalls.iter().map(|f| f.node.as_str()).collect();
+        assert_eq!(firewalls, ["network2", "compute2"]);
         for switch in ["overlay", "provider"] {
             let ns = state.namespace(&naming::namespace(lab, switch)).unwrap();
             for link in &ns.links {
