@@ -14,6 +14,7 @@ pub struct ActualLink {
     pub kind: String,
     pub master: Option<String>,
     pub up: bool,
+    pub promisc: bool,
     pub mac: Option<[u8; 6]>,
     pub addresses: Vec<Ipv4Net>,
     pub tx_checksum: bool,

@@ -274,6 +274,18 @@ pub fn lab_cookie(lab: &str) -> u64 {
     }
 }
 
+/// The cookie of a node's OVS agent's flows: each agent stamps its own
+/// (Liberty's `agent_uuid_stamp`, drawn at each start there; derived from
+/// the lab and node here, so that a restarted daemon knows its flows).
+pub fn agent_cookie(lab: &str, node: &str) -> u64 {
+    let uuid = object_uuid(lab, "ovs-agent", node);
+    let bytes: [u8; 8] = uuid.as_bytes()[..8].try_into().expect("eight bytes");
+    match u64::from_be_bytes(bytes) {
+        0 | u64::MAX => 1,
+        c => c,
+    }
+}
+
 /// The devices of an instance's hybrid plug, all named after its port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HybridPlug {

@@ -331,10 +331,15 @@ impl TxBuilder {
     }
 }
 
-fn bridge_settings(lab: &str) -> Value {
+fn bridge_settings(lab: &str, standalone: bool) -> Value {
+    let fail_mode = if standalone {
+        json!(["set", []])
+    } else {
+        json!(FAIL_MODE)
+    };
     json!({
         "datapath_type": DATAPATH_TYPE,
-        "fail_mode": FAIL_MODE,
+        "fail_mode": fail_mode,
         "protocols": ["set", PROTOCOLS],
         "external_ids": ["map", [[LAB_MARK, lab]]],
     })
@@ -347,7 +352,7 @@ fn add_bridge(tx: &mut TxBuilder, lab: &str, bridge: &OvsBridge, root: &Value) {
     }
     tx.next += 1;
     let br = uuid_name("bridge", tx.next);
-    let mut row = bridge_settings(lab);
+    let mut row = bridge_settings(lab, bridge.standalone);
     row["name"] = json!(bridge.name);
     row["ports"] = json!(["set", ports]);
     tx.ops
@@ -381,8 +386,10 @@ pub async fn apply(
                 }
             }
             OvsChange::AddBridge { bridge } => add_bridge(&mut tx, lab, bridge, &root),
-            OvsChange::UpdateBridge { uuid, .. } => tx.ops.push(json!({
-                "op": "update", "table": "Bridge", "where": [["_uuid", "==", ["uuid", uuid]]], "row": bridge_settings(lab),
+            OvsChange::UpdateBridge {
+                uuid, standalone, ..
+            } => tx.ops.push(json!({
+                "op": "update", "table": "Bridge", "where": [["_uuid", "==", ["uuid", uuid]]], "row": bridge_settings(lab, *standalone),
             })),
             OvsChange::DeleteBridge { uuid, .. } => tx.ops.push(json!({
                 "op": "mutate", "table": DB, "where": [["_uuid", "==", root]],

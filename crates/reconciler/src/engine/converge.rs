@@ -578,7 +578,7 @@ impl<H: Host> Run<'_, H> {
                 .zip(&switches.clients)
                 .zip(&switches.actual)
                 .map(|(((spec, node), client), actual)| {
-                    converge_flows(host, desired, spec, node, client, actual)
+                    converge_flows(host, spec, node, client, actual)
                 }),
         )
         .await;
@@ -860,7 +860,6 @@ async fn converge_switch<H: Host>(
 /// Converges the flows of one node's bridges, one batch per bridge.
 async fn converge_flows<H: Host>(
     host: &H,
-    desired: &DesiredState,
     spec: &SwitchSpec,
     node: &NodeOvs,
     switch: &H::Switch,
@@ -878,7 +877,7 @@ async fn converge_flows<H: Host>(
         let client = host.connect_flows(node, &bridge.name).await?;
         let ports = switch::ofports(actual, &bridge.name);
         let present = host.read_flows(&client, &bridge.name, &ports).await?;
-        let (add, delete) = diff_flows(&wanted, desired.cookie, &present);
+        let (add, delete) = diff_flows(&wanted, bridge.cookie, &present);
         if add.is_empty() && delete.is_empty() {
             continue;
         }
@@ -893,7 +892,7 @@ async fn converge_flows<H: Host>(
                 flows::describe(f)
             ));
         }
-        host.apply_flows(&client, &bridge.name, desired.cookie, &ports, &add, &delete)
+        host.apply_flows(&client, &bridge.name, bridge.cookie, &ports, &add, &delete)
             .await?;
     }
     Ok(lines)
