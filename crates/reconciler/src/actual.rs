@@ -77,6 +77,9 @@ pub struct ActualSwitch {
     pub root_uuid: Option<String>,
     /// The root row's `other_config` (datapath options such as userspace TSO).
     pub root_other_config: BTreeMap<String, String>,
+    /// The root row's identity as `ovs-ctl` sets it: `ovs_version` and
+    /// `external_ids:system-id`.
+    pub root_identity: RootIdentity,
     pub bridges: Vec<ActualBridge>,
 }
 
@@ -84,6 +87,14 @@ impl ActualSwitch {
     pub fn bridge(&self, name: &str) -> Option<&ActualBridge> {
         self.bridges.iter().find(|b| b.name == name)
     }
+}
+
+/// What `ovs-ctl` writes into a switch's root row when it starts it, and
+/// `ovs-vsctl show` and the agents read back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RootIdentity {
+    pub ovs_version: Option<String>,
+    pub system_id: Option<String>,
 }
 
 /// A flow read back from a bridge: translated to a [`FlowSpec`] when it is

@@ -689,6 +689,19 @@ impl Host for FakeHost {
         Ok(())
     }
 
+    async fn ensure_root_identity(
+        &self,
+        node: &String,
+        actual: &mut ActualSwitch,
+        wanted: &crate::actual::RootIdentity,
+    ) -> Result<(), ReconcileError> {
+        let mut state = self.state();
+        let switch = &mut state.node(node)?.switch;
+        switch.root_identity = wanted.clone();
+        *actual = switch.clone();
+        Ok(())
+    }
+
     async fn wait_applied(&self, _node: &String) -> Result<(), ReconcileError> {
         Ok(())
     }

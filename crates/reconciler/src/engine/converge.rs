@@ -437,6 +437,21 @@ impl<H: Host> Run<'_, H> {
                 ));
             }
         }
+        // The identity `ovs-ctl` would have given each switch.
+        let version = crate::ovs_process::installed_version().await;
+        for ((node, client), actual) in nodes.ovs.iter().zip(&clients).zip(&mut actual) {
+            let wanted = crate::actual::RootIdentity {
+                ovs_version: version.clone(),
+                system_id: Some(naming::object_uuid(self.lab, "system-id", &node.node).to_string()),
+            };
+            if actual.root_identity != wanted {
+                host.ensure_root_identity(client, actual, &wanted).await?;
+                self.out.changes.push(format!(
+                    "{}: set ovs_version and external_ids:system-id",
+                    node.node
+                ));
+            }
+        }
         let mut previous = LocalVlans::new();
         for (node, actual) in nodes.ovs.iter().zip(&actual) {
             for (network, tag) in switch::local_vlans(self.topo, actual) {
