@@ -616,6 +616,7 @@ mod tests {
         ActualSwitch {
             root_uuid: Some("root".into()),
             root_other_config: BTreeMap::new(),
+            root_identity: Default::default(),
             bridges: desired
                 .bridges
                 .iter()
