@@ -354,17 +354,12 @@ fn a_refused_connection_on_one_node_is_refused_not_timed_out() {
     require_root("a_refused_connection_on_one_node_is_refused_not_timed_out");
     let lab = Lab::seed();
     // instance1 and instance4 are both on compute1, in the default group.
-    let started = std::time::Instant::now();
     let out = lab.in_ns(
         "instance1",
         &["nc", "-z", "-v", "-w", "5", "192.168.1.13", "4321"],
     );
-    let took = started.elapsed();
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "nothing listens on 4321: {said}");
+    // Refused (an RST came back), not "timed out".
     assert!(said.contains("refused"), "{said}");
-    assert!(
-        took < std::time::Duration::from_secs(3),
-        "refused only after {took:?}: {said}"
-    );
 }
