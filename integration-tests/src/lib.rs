@@ -232,7 +232,14 @@ impl Lab {
 
     /// Like [`Lab::create`], with the daemon's options.
     pub fn create_with(yaml: &str, options: &[&str]) -> Self {
-        let name = unique_name("t");
+        Self::create_named(&unique_name("t"), yaml, options)
+    }
+
+    /// Like [`Lab::create_with`], under a name of the test's choosing (a
+    /// golden test needs the names derived from it to stay the same);
+    /// no other test may use it.
+    pub fn create_named(name: &str, yaml: &str, options: &[&str]) -> Self {
+        let name = name.to_string();
         let daemon = Daemon::start_with(&name, options);
         let text = rename_lab(yaml, &name);
         let file = daemon.dir.join(format!("{name}.yaml"));

@@ -30,9 +30,10 @@
 //! earlier in lab order (or a given MAC equal to its MAC); appending an
 //! instance never changes another object's identifiers.
 //!
-//! Full UUIDs (instances' `vm-uuid`, networks, routers' namespaces, the
-//! security groups' ipsets, which keep 26 of their characters) are used
-//! whole: 122 bits, with no collision to expect in any lab.
+//! Other UUIDs are used whole (instances' `vm-uuid`, networks, routers'
+//! namespaces: 122 bits) or nearly (the security groups' ipsets keep 24
+//! characters, 76 bits, and validation refuses two equal ones): no
+//! collision to expect in any lab.
 
 use std::collections::HashSet;
 use std::hash::Hash;

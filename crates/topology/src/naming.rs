@@ -161,12 +161,13 @@ pub fn device_name(prefix: &str, uuid: &Uuid) -> String {
 }
 
 /// The ipset of a remote security group: `NIPv4` + the group's UUID, cut
-/// to ipset's 31 characters, as Liberty's `IpsetManager` names it.
+/// to 29 characters, as Liberty's `IpsetManager` names it
+/// (`IPSET_NAME_MAX_LENGTH = 31 - len('-n')`, room for its swap set).
 pub fn ipset_name(lab: &str, group: &str) -> String {
     let uuid = object_uuid(lab, "security-group", group)
         .hyphenated()
         .to_string();
-    format!("NIPv4{}", &uuid[..26])
+    format!("NIPv4{}", &uuid[..24])
 }
 
 /// The namespace of one object of a lab: `<lab>.<object>`.
@@ -255,6 +256,18 @@ pub fn lab_cookie(lab: &str) -> u64 {
     let bytes: [u8; 8] = uuid.as_bytes()[..8].try_into().expect("eight bytes");
     let cookie = u64::from_be_bytes(bytes);
     match cookie {
+        0 | u64::MAX => 1,
+        c => c,
+    }
+}
+
+/// The cookie of a node's OVS agent's flows: each agent stamps its own
+/// (Liberty's `agent_uuid_stamp`, drawn at each start there; derived from
+/// the lab and node here, so that a restarted daemon knows its flows).
+pub fn agent_cookie(lab: &str, node: &str) -> u64 {
+    let uuid = object_uuid(lab, "ovs-agent", node);
+    let bytes: [u8; 8] = uuid.as_bytes()[..8].try_into().expect("eight bytes");
+    match u64::from_be_bytes(bytes) {
         0 | u64::MAX => 1,
         c => c,
     }

@@ -80,7 +80,8 @@ pub struct FirewallPort {
     pub qvb: String,
     pub mac: [u8; 6],
     pub ip: Ipv4Addr,
-    /// Conntrack zone: one per network on the node (its local VLAN id).
+    /// Conntrack zone: the port's own, 1, 2, … in the node's instance
+    /// order (Liberty 7.x `get_device_zone`, on a fresh node).
     pub zone: u16,
     pub rules: Vec<FirewallRule>,
     /// The addresses of its network's DHCP servers, whose answers the
@@ -189,6 +190,9 @@ pub struct LinkSpec {
     /// `addresses` and deletes none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addresses_also_by: Option<AddressSetter>,
+    /// Promiscuous (nova's `_create_veth_pair` sets `qvb`/`qvo` so).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub promisc: bool,
     /// Wanted down: a lab switch's port towards a node failed on purpose
     /// (`ovslab node fail`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -229,6 +233,16 @@ pub struct OvsBridge {
     pub name: String,
     /// Every port but the bridge's own internal port, which always exists.
     pub ports: Vec<OvsPort>,
+    /// The cookie of its flows: its node's OVS agent's on the bridges the
+    /// agent manages (each agent has its own), the lab's on the bridges
+    /// ovslab adds for itself (`br-overlay`, a physical router's
+    /// `br-eth1`), 0 on `br-ex`, whose one flow is Open vSwitch's own.
+    pub cookie: u64,
+    /// `fail_mode` unset (standalone), as an operator's `ovs-vsctl
+    /// add-br br-ex` leaves it: Open vSwitch adds the `NORMAL` flow itself.
+    /// Every other bridge is `fail_mode=secure`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub standalone: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -590,9 +604,22 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 peer_namespace: ns.clone(),
             });
             spec.links.push(bridge_link(&plug.qbr));
-            spec.links.push(plain_link(&plug.tap, Some(&plug.qbr)));
-            spec.links.push(plain_link(&plug.qvb, Some(&plug.qbr)));
-            spec.links.push(plain_link(&plug.qvo, None));
+            // libvirt gives the host end of a VM's NIC the VM's MAC with
+            // `fe` for its first byte.
+            let mut tap_mac = inst.mac;
+            tap_mac[0] = 0xfe;
+            spec.links.push(LinkSpec {
+                mac: Some(tap_mac),
+                ..plain_link(&plug.tap, Some(&plug.qbr))
+            });
+            spec.links.push(LinkSpec {
+                promisc: true,
+                ..plain_link(&plug.qvb, Some(&plug.qbr))
+            });
+            spec.links.push(LinkSpec {
+                promisc: true,
+                ..plain_link(&plug.qvo, None)
+            });
             let net = topo.network(&inst.network).expect("validated reference");
             let tag = local_vlans[&inst.network];
             br_int_ports.push(OvsPort {
@@ -712,14 +739,19 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         if physnet_ns.is_some() {
             br_vlan_ports.push(plain_port(UPLINK));
         }
+        let agent_cookie = naming::agent_cookie(lab, &node.name);
         let mut bridges = vec![
             OvsBridge {
                 name: BR_INT.to_string(),
                 ports: br_int_ports,
+                cookie: agent_cookie,
+                standalone: false,
             },
             OvsBridge {
                 name: BR_VLAN.to_string(),
                 ports: br_vlan_ports,
+                cookie: agent_cookie,
+                standalone: false,
             },
         ];
         let mut flows = agent_flows(topo, &local_vlans);
@@ -727,6 +759,8 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             bridges.push(OvsBridge {
                 name: BR_OVERLAY.to_string(),
                 ports: vec![plain_port(OVERLAY_UPLINK)],
+                cookie: naming::lab_cookie(lab),
+                standalone: false,
             });
             flows.push(FlowSpec {
                 bridge: BR_OVERLAY.to_string(),
@@ -740,6 +774,8 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                     ports: std::iter::once(patch_port(PATCH_INT, PATCH_TUN))
                         .chain(ports)
                         .collect(),
+                    cookie: agent_cookie,
+                    standalone: false,
                 });
                 flows.extend(tun);
             }
@@ -790,6 +826,8 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             bridges.push(OvsBridge {
                 name: BR_EX.to_string(),
                 ports: br_ex_ports,
+                cookie: 0,
+                standalone: true,
             });
             flows.push(FlowSpec {
                 bridge: BR_EX.to_string(),
@@ -798,9 +836,9 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             });
             flows.sort();
         }
-        if node.role == NodeRole::Compute {
-            firewalls.push(firewall(topo, node, &local_vlans));
-        }
+        // Every node's OVS agent runs the hybrid firewall driver, which
+        // sets up its chains even on a network node without ports.
+        firewalls.push(firewall(topo, node));
         switches.push(SwitchSpec {
             node: node.name.clone(),
             namespace: ns.clone(),
@@ -994,7 +1032,7 @@ fn router_copy(
             })
         }
     };
-    let mut sysctls = ipv6_off.to_vec();
+    let mut sysctls = agent_namespace_sysctls(ipv6_off);
     sysctls.push(("net/ipv4/ip_forward".to_string(), "1".to_string()));
     RouterCopy {
         namespace: NamespaceSpec {
@@ -1019,6 +1057,18 @@ fn router_copy(
         },
         keepalived,
     }
+}
+
+/// The sysctls of a namespace an agent makes (`ip_lib`'s `netns add`):
+/// `promote_secondaries`, so that deleting a router's primary address
+/// keeps the others of its subnet.
+fn agent_namespace_sysctls(base: &[(String, String)]) -> Vec<(String, String)> {
+    let mut sysctls = base.to_vec();
+    sysctls.push((
+        "net/ipv4/conf/all/promote_secondaries".to_string(),
+        "1".to_string(),
+    ));
+    sysctls
 }
 
 /// The lab's HA network (there is one when a router is HA).
@@ -1082,7 +1132,7 @@ fn dhcp_servers(
             name: namespace.clone(),
             object: net.name.clone(),
             kind: NamespaceKind::Dhcp,
-            sysctls: base_sysctls.to_vec(),
+            sysctls: agent_namespace_sysctls(base_sysctls),
             bridges: vec![],
             veths: vec![],
             ovs_internal: vec![],
@@ -1242,6 +1292,8 @@ fn physical_router(
         bridges: vec![OvsBridge {
             name: BR_TRUNK.to_string(),
             ports: trunk,
+            cookie: naming::lab_cookie(lab),
+            standalone: false,
         }],
         flows: vec![FlowSpec {
             bridge: BR_TRUNK.to_string(),
@@ -1342,7 +1394,7 @@ fn plain_port(name: &str) -> OvsPort {
 /// The firewall of a compute node: each instance's security groups, and
 /// an ipset per remote group its rules refer to (Liberty's default,
 /// `enable_ipset = True`).
-fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -> FirewallSpec {
+fn firewall(topo: &Topology, node: &Node) -> FirewallSpec {
     let lab = topo.lab.as_str();
     let members = |group: &str| -> Vec<Ipv4Addr> {
         let mut out: Vec<Ipv4Addr> = topo
@@ -1357,7 +1409,7 @@ fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -
     };
     let mut ipsets: Vec<IpSetSpec> = Vec::new();
     let mut ports = Vec::new();
-    for inst in topo.instances_on(&node.name) {
+    for (zone, inst) in (1u16..).zip(topo.instances_on(&node.name)) {
         let plug = inst.plug();
         let mut rules = Vec::new();
         for group in &inst.security_groups {
@@ -1393,7 +1445,7 @@ fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -
             qvb: plug.qvb.clone(),
             mac: inst.mac,
             ip: inst.address,
-            zone: local_vlans[&inst.network],
+            zone,
             rules,
             dhcp_servers: topo
                 .network(&inst.network)
@@ -1422,6 +1474,7 @@ fn plain_link(name: &str, master: Option<&str>) -> LinkSpec {
         tx_checksum: Some(true),
         mtu: None,
         addresses_also_by: None,
+        promisc: false,
         down: false,
     }
 }
@@ -2101,7 +2154,8 @@ mod tests {
         assert_eq!(state.keepalived[0].node, "network2");
         assert!(state.dhcp_servers.iter().all(|d| d.node == "network2"));
         assert!(state.dhcp_clients.iter().all(|c| c.instance == "instance2"));
-        assert!(state.firewalls.iter().all(|f| f.node == "compute2"));
+        let firewalls: Vec<&str> = state.firewalls.iter().map(|f| f.node.as_str()).collect();
+        assert_eq!(firewalls, ["network2", "compute2"]);
         for switch in ["overlay", "provider"] {
             let ns = state.namespace(&naming::namespace(lab, switch)).unwrap();
             for link in &ns.links {
