@@ -1697,3 +1697,26 @@ fn the_ha_network_segment_must_be_free() {
         &["needs a physical network"],
     );
 }
+
+#[test]
+fn without_tunnels_the_ha_network_is_a_vlan_with_the_lowest_free_id() {
+    let text = seed_with(
+        "  - name: compute1\n",
+        "  - name: network2\n    role: network\n  - name: compute1\n",
+    )
+    .replacen(
+        "    node: network\n    interfaces",
+        "    ha: true\n    interfaces",
+        1,
+    );
+    let topo = parse("x", &text).unwrap();
+    let ha = topo
+        .network(&topo.l3_ha.as_ref().unwrap().network)
+        .unwrap()
+        .clone();
+    assert_eq!(ha.type_name(), "vlan");
+    assert_eq!(ha.physical_network.as_deref(), Some("physnet1"));
+    // The seed's networks use VLANs 101 and 102: 1 is free.
+    assert_eq!(ha.segmentation_id(), Some(1));
+    assert_eq!(topo.routers[0].nodes, ["network", "network2"]);
+}
