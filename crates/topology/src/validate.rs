@@ -170,7 +170,7 @@ fn object_problem(name: &str) -> Option<String> {
         .find(|p| name.starts_with(*p))
     {
         return Some(format!(
-            "names starting with `{prefix}` are reserved for router devices (`qr-`, `qg-`; `ha-` for HA routers, to come)"
+            "names starting with `{prefix}` are reserved for router devices (`qr-`, `qg-`, and `ha-` for HA routers)"
         ));
     }
     looks_hashed(name).then(|| {
