@@ -232,7 +232,14 @@ impl Lab {
 
     /// Like [`Lab::create`], with the daemon's options.
     pub fn create_with(yaml: &str, options: &[&str]) -> Self {
-        let name = unique_name("t");
+        Self::create_named(&unique_name("t"), yaml, options)
+    }
+
+    /// Like [`Lab::create_with`], under a name of the test's choosing (a
+    /// golden test needs the names derived from it to stay the same);
+    /// no other test may use it.
+    pub fn create_named(name: &str, yaml: &str, options: &[&str]) -> Self {
+        let name = name.to_string();
         let daemon = Daemon::start_with(&name, options);
         let text = rename_lab(yaml, &name);
         let file = daemon.dir.join(format!("{name}.yaml"));
@@ -249,6 +256,21 @@ impl Lab {
     /// The namespace of a node, instance or physical network.
     pub fn ns(&self, object: &str) -> String {
         format!("{}.{object}", self.name)
+    }
+
+    /// The lab's topology as its file says now, validated: where the
+    /// lab's derived names (devices, MACs) are read.
+    pub fn topology(&self) -> ovslab_topology::Topology {
+        let text = std::fs::read_to_string(&self.file).unwrap();
+        ovslab_topology::parse(&self.file.display().to_string(), &text)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The hybrid plug (tap, qbr, qvb, qvo) of one of the lab's instances.
+    pub fn plug(&self, instance: &str) -> ovslab_topology::naming::HybridPlug {
+        let topo = self.topology();
+        let i = topo.instance(instance).expect("an instance of the lab");
+        i.plug()
     }
 
     /// The `qrouter-<uuid>` namespace of a router.

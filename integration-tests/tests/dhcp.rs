@@ -102,7 +102,7 @@ fn dnsmasq_runs_as_the_dhcp_agent_runs_it() {
     let lab = Lab::from_yaml(&dhcp_seed());
     let dir = server_dir(&lab, "net1");
     let d = dir.display();
-    let port = DhcpPort::new(&lab.name, "net1");
+    let port = DhcpPort::of(lab.topology().network("net1").unwrap());
     // Its command line, read from /proc.
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid_in(&dir))).unwrap();
     let args: Vec<String> = cmdline
@@ -144,7 +144,8 @@ fn dnsmasq_runs_as_the_dhcp_agent_runs_it() {
     let topo = ovslab_topology::parse("t", &rename_lab(&dhcp_seed(), &lab.name)).unwrap();
     let host = std::fs::read_to_string(dir.join("host")).unwrap();
     let mac = |i: &str| ovslab_topology::format_mac(&topo.instance(i).unwrap().mac);
-    let router = ovslab_topology::plan::RouterPort::internal(&lab.name, "router1", "net1");
+    let router =
+        ovslab_topology::plan::RouterPort::internal(topo.router("router1").unwrap(), "net1");
     let expected_host = format!(
         "{},host-192-168-1-1.openstacklocal,192.168.1.1\n\
          {},host-192-168-1-2.openstacklocal,192.168.1.2\n\
@@ -300,7 +301,7 @@ fn dnsmasq_its_namespace_and_a_lost_lease_come_back_and_down_leaves_nothing() {
     });
     // net1's DHCP port deleted on the network node: made again, and a
     // client that starts over gets its lease through it.
-    let tap = DhcpPort::new(&lab.name, "net1").tap;
+    let tap = DhcpPort::of(lab.topology().network("net1").unwrap()).tap;
     lab.in_ns("network", &["ip", "link", "del", &tap]);
     eventually("net1's DHCP port back", || {
         lab.in_ns("network", &["ip", "link", "show", &tap])
@@ -502,7 +503,8 @@ fn trace_follows_a_dhcp_exchange_and_a_metadata_request() {
     // the wire; the OFFER back.
     let dhcp = trace(&["instance3", "--dhcp"]);
     assert_eq!(dhcp["answered"], true, "{dhcp:#}");
-    let port = DhcpPort::new(&lab.name, "net1");
+    let topo = lab.topology();
+    let port = DhcpPort::of(topo.network("net1").unwrap());
     let hops = devices(&dhcp);
     assert!(
         hops.contains(&port.device),
@@ -518,6 +520,6 @@ fn trace_follows_a_dhcp_exchange_and_a_metadata_request() {
     // A metadata request goes in through the router's qr- port.
     let http = trace(&["instance3", "169.254.169.254", "--http", "80"]);
     assert_eq!(http["answered"], true, "{http:#}");
-    let qr = ovslab_topology::plan::RouterPort::internal(&lab.name, "router1", "net1");
+    let qr = ovslab_topology::plan::RouterPort::internal(topo.router("router1").unwrap(), "net1");
     assert!(devices(&http).contains(&qr.device), "{http:#}");
 }

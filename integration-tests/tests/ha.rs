@@ -169,14 +169,16 @@ fn one_copy_is_master_with_the_agents_configuration() {
         ("network1", "169.254.192.1/18"),
         ("network2", "169.254.192.2/18"),
     ] {
-        let port = HaPort::new(&lab.name, "router1", node);
+        let port = HaPort::of(lab.topology().router("router1").unwrap(), node);
         let addresses = ip_in(
             &copy_ns(&lab, node),
             &["-4", "-o", "addr", "show", &port.device],
         );
         assert!(addresses.contains(own), "{node}: {addresses}");
     }
-    let qg = RouterPort::gateway(&lab.name, "router1").device;
+    let topo = lab.topology();
+    let router = topo.router("router1").unwrap();
+    let qg = RouterPort::gateway(router).device;
     let link = ip_in(&backup, &["-o", "link", "show", &qg]);
     assert!(link.contains("state UP"), "{link}");
 
@@ -188,9 +190,9 @@ fn one_copy_is_master_with_the_agents_configuration() {
             .join(&lab.name)
             .join(copy_dir_name(&lab.name, "router1", node));
         let conf = std::fs::read_to_string(dir.join("keepalived.conf")).unwrap();
-        let ha = HaPort::new(&lab.name, "router1", node).device;
-        let qr1 = RouterPort::internal(&lab.name, "router1", "selfservice1").device;
-        let qr2 = RouterPort::internal(&lab.name, "router1", "selfservice2").device;
+        let ha = HaPort::of(router, node).device;
+        let qr1 = RouterPort::internal(router, "selfservice1").device;
+        let qr2 = RouterPort::internal(router, "selfservice2").device;
         let expected = format!(
             "vrrp_instance VR_1 {{
     state BACKUP
@@ -436,7 +438,8 @@ external_networks:",
     std::fs::write(&lab.file, rename_lab(&edited, &lab.name)).unwrap();
     let out = lab.up();
     assert!(out.contains("reloaded (SIGHUP)"), "{out}");
-    let qr3 = RouterPort::internal(&lab.name, "router1", "selfservice3").device;
+    let topo = lab.topology();
+    let qr3 = RouterPort::internal(topo.router("router1").unwrap(), "selfservice3").device;
     for node in NODES {
         let dir = lab
             .daemon

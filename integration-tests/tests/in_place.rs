@@ -11,7 +11,6 @@
 use std::process::{Command, Stdio};
 
 use ovslab_integration_tests::{Lab, recreated, require_root, run};
-use ovslab_topology::naming::HybridPlug;
 
 /// The seed lab with a second group `web` on instance2.
 fn base() -> String {
@@ -99,7 +98,7 @@ fn edits(base: &str) -> Vec<(&'static str, String)> {
 
 /// instance1's devices on compute1 and in its namespace, with ifindexes.
 fn instance1_links(lab: &Lab) -> Vec<String> {
-    let plug = HybridPlug::new(&lab.name, "instance1");
+    let plug = lab.plug("instance1");
     let mut out = Vec::new();
     for dev in [
         &plug.tap,
@@ -152,7 +151,7 @@ fn port_flows(lab: &Lab, node: &str, port: &str) -> Vec<String> {
 
 /// An instance's firewall chains on its node (rules without counters).
 fn instance_rules(lab: &Lab, instance: &str, node: &str) -> Vec<String> {
-    let plug = HybridPlug::new(&lab.name, instance);
+    let plug = lab.plug(instance);
     let id: String = plug.tap.chars().skip(3).take(10).collect();
     run("ip", &["netns", "exec", &lab.ns(node), "iptables-save"])
         .lines()
@@ -250,8 +249,8 @@ impl Drop for Pinger {
 fn edits_change_only_what_changed_and_lose_no_packet() {
     require_root("edits_change_only_what_changed_and_lose_no_packet");
     let lab = Lab::from_yaml(&base());
-    let instance4_qvo = HybridPlug::new(&lab.name, "instance4").qvo;
-    let instance3_qvo = HybridPlug::new(&lab.name, "instance3").qvo;
+    let instance4_qvo = lab.plug("instance4").qvo;
+    let instance3_qvo = lab.plug("instance3").qvo;
     let links = instance1_links(&lab);
     let compute1_flows = node_flows(&lab, "compute1", &instance4_qvo);
     let instance3_flows = port_flows(&lab, "compute2", &instance3_qvo);

@@ -244,9 +244,10 @@ fn the_wiring_is_neutrons() {
     // OpenFlow 1.3 has no mod_vlan_vid: the agent's `mod_vlan_vid:N` is
     // `set_field:(0x1000|N)->vlan_vid` on the wire, and ovs-ofctl shows it so.
     let br_int = lab.flows("compute1", "br-int");
+    // Each node's agent stamps its flows with its own cookie.
     let cookie = format!(
         "cookie={:#x}",
-        ovslab_topology::naming::lab_cookie(&lab.name)
+        ovslab_topology::naming::agent_cookie(&lab.name, "compute1")
     );
     for expected in [
         "priority=3,in_port=\"int-br-vlan\",dl_vlan=101 actions=set_field:4097->vlan_vid,NORMAL",
@@ -278,7 +279,7 @@ fn the_wiring_is_neutrons() {
     {
         assert!(
             line.contains(&cookie),
-            "a flow without the lab's cookie: {line}"
+            "a flow without compute1's agent's cookie: {line}"
         );
     }
     // Hybrid plug: tap and qvb on the qbr Linux bridge, STP off.

@@ -152,7 +152,7 @@ fn a_deleted_qvo_is_put_back() {
     require_root("a_deleted_qvo_is_put_back");
     let lab = Lab::seed_audited(ONLY_NOTICES);
     assert!(reaches(&lab, "instance1", INSTANCE3));
-    let qvo = ovslab_topology::naming::HybridPlug::new(&lab.name, "instance3").qvo;
+    let qvo = lab.plug("instance3").qvo;
     run(
         "ip",
         &["-n", &lab.ns("compute2"), "link", "del", qvo.as_str()],

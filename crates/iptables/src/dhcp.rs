@@ -13,10 +13,8 @@ pub const DHCP_BINARY: &str = "neutron-dhcp-age";
 
 /// The qdhcp namespace's ruleset.
 pub fn dhcp_ruleset() -> Ruleset {
-    let mut r = Ruleset::new();
+    let mut r = crate::skeleton::skeleton(DHCP_BINARY);
     let postrouting = format!("{DHCP_BINARY}-POSTROUTING");
-    r.add_chain(Table::Mangle, &postrouting);
-    r.append(Table::Mangle, "POSTROUTING", format!("-j {postrouting}"));
     r.append(
         Table::Mangle,
         &postrouting,

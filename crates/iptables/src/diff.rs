@@ -352,9 +352,9 @@ mod tests {
         assert_eq!(
             plan.changes,
             [
-                "filter: chain neutron-openvswi-FORWARD edited (2 rules deleted, 0 inserted)"
-                    .to_string(),
                 "filter: chain neutron-openvswi-INPUT edited (1 rules deleted, 0 inserted)"
+                    .to_string(),
+                "filter: chain neutron-openvswi-FORWARD edited (2 rules deleted, 0 inserted)"
                     .to_string(),
                 "filter: chain neutron-openvswi-sg-chain edited (2 rules deleted, 0 inserted)"
                     .to_string(),

@@ -2,11 +2,9 @@
 //! Liberty's `IptablesFirewallDriver` (`neutron/agent/linux/iptables_firewall.py`)
 //! writes it through `IptablesManager` (wrap name `neutron-openvswi`).
 //!
-//! filter:
-//! - built-in `INPUT` → `neutron-openvswi-INPUT`; `FORWARD` and `OUTPUT` →
-//!   the shared `neutron-filter-top` (→ `neutron-openvswi-local`), then
-//!   `neutron-openvswi-FORWARD` / `-OUTPUT`. These wrapped chains are kept
-//!   even when empty: they are where Neutron's other agents hook in.
+//! Everything sits on `IptablesManager`'s skeleton (see [`crate::skeleton`]:
+//! every built-in chain of filter, nat, mangle and raw wraps to a
+//! `neutron-openvswi-` chain). filter:
 //! - per port (ports sorted by device, as the driver sorts them so restarts
 //!   do not reorder rules): `FORWARD` sends bridged traffic to and from the
 //!   tap to `sg-chain`; `sg-chain` sends it to the port's ingress
@@ -14,20 +12,20 @@
 //!   ends with `ACCEPT`; `INPUT` sends the port's traffic to the host to
 //!   its egress chain.
 //! - ingress: established RETURN, the group's rules, the network's DHCP
-//!   servers' answers RETURN, INVALID DROP,
+//!   servers' answers RETURN (the server's provider rule), INVALID DROP,
 //!   `sg-fallback` (DROP). Egress: DHCP discover from 0.0.0.0 RETURN, the
 //!   spoof chain `s…` (own IP+MAC RETURN, else DROP), DHCP client RETURN,
 //!   DHCP server DROP, established RETURN, the group's rules, INVALID DROP,
 //!   `sg-fallback`.
+//! - `sg-chain` and `sg-fallback` exist even on a node without ports (the
+//!   network node's agent runs the same driver).
 //!
-//! raw: built-in `PREROUTING` → `neutron-openvswi-PREROUTING`, which puts
-//! traffic from the port's `qvb` and tap into the network's conntrack zone.
+//! raw: `neutron-openvswi-PREROUTING` puts traffic from the port's `qvb`
+//! and tap into the port's own conntrack zone (7.0.0 and later).
 //!
-//! Comments: only the `FORWARD` jumps carry Liberty's comment (the text the
-//! reference documents); the driver's other comments are left out so that
-//! rules read as the reference lists them. The raw zone rules carry none.
-//! Left out as well: the empty wrapped mangle chains and raw `OUTPUT`
-//! chain `IptablesManager` creates for every built-in (no rules, no effect).
+//! Comments: Liberty's defaults (`comment_iptables_rules = True`), with the
+//! texts of `iptables_comments.py` where the 7.2.0 driver puts them; the
+//! security groups' own rules and the raw zone rules carry none.
 //!
 //! Rule texts are written in `iptables-save`'s canonical spelling (e.g. one
 //! `-m udp` for both ports, lowercase MACs, `/32` on addresses) so that a
@@ -45,8 +43,32 @@ pub const FIREWALL_BINARY: &str = "neutron-openvswi";
 /// Longest wrapped chain name Neutron keeps (`MAX_IPTABLES_CHAIN_LEN_WRAP`).
 const MAX_WRAPPED_LEN: usize = 11;
 
-/// Liberty's comment on the `FORWARD` jumps (`iptables_comments.VM_INT_SG`).
+// Liberty's rule comments (`neutron/agent/linux/iptables_comments.py`),
+// written as `comment_rule` places them: before the jump.
 const VM_INT_SG: &str = "Direct traffic from the VM interface to the security group chain.";
+const SG_TO_VM_SG: &str = "Jump to the VM specific chain.";
+const INPUT_TO_SG: &str = "Direct incoming traffic from VM to the security group chain.";
+const PAIR_ALLOW: &str = "Allow traffic from defined IP/MAC pairs.";
+const PAIR_DROP: &str = "Drop traffic without an IP/MAC allow rule.";
+const DHCP_CLIENT: &str = "Allow DHCP client traffic.";
+const DHCP_SPOOF: &str = "Prevent DHCP Spoofing by VM.";
+const UNMATCHED: &str = "Send unmatched traffic to the fallback chain.";
+const INVALID_DROP: &str = "Drop packets that appear related to an existing connection (e.g. TCP ACK/FIN) but do not have an entry in conntrack.";
+const ALLOW_ASSOC: &str = "Direct packets associated with a known session to the RETURN chain.";
+const UNMATCH_DROP: &str = "Default drop rule for unmatched traffic.";
+
+/// `rule` with `-m comment --comment "<comment>"` before its jump, as
+/// Liberty's `comment_rule` writes it (and iptables-save prints it).
+fn commented(rule: &str, comment: &str) -> String {
+    let comment = format!("-m comment --comment \"{comment}\"");
+    if rule.starts_with("-j ") {
+        return format!("{comment} {rule}");
+    }
+    match rule.find(" -j ") {
+        Some(at) => format!("{} {comment} {}", &rule[..at], &rule[at + 1..]),
+        None => format!("{rule} {comment}"),
+    }
+}
 
 /// Input for a compute node's hybrid firewall, one per instance port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +79,7 @@ pub struct PortFirewall {
     pub qvb: String,
     pub mac: [u8; 6],
     pub ip: Ipv4Addr,
-    /// Conntrack zone, one per network on the node. Zone 0 is the
+    /// Conntrack zone, the port's own (Liberty 7.x). Zone 0 is the
     /// default zone; iptables prints its rule as plain `-j CT`.
     pub zone: u16,
     /// The rules of all the port's security groups, in order.
@@ -138,31 +160,17 @@ pub fn firewall_ruleset(ports: &[PortFirewall]) -> Ruleset {
     let mut sorted: Vec<&PortFirewall> = ports.iter().collect();
     sorted.sort_by(|a, b| a.device.cmp(&b.device));
 
-    let mut r = Ruleset::new();
-    let filter_top = "neutron-filter-top";
+    // The manager's skeleton, then the driver's own chains: `sg-fallback`
+    // at its start (`_add_fallback_chain_v4v6`), `sg-chain` at every
+    // apply, even without ports (`_setup_chains_apply`).
+    let mut r = crate::skeleton::skeleton(FIREWALL_BINARY);
     let input = firewall_chain("INPUT");
     let forward = firewall_chain("FORWARD");
-    let output = firewall_chain("OUTPUT");
-    let local = firewall_chain("local");
     let sg_chain = firewall_chain("sg-chain");
     let fallback = firewall_chain("sg-fallback");
     let raw_pre = firewall_chain("PREROUTING");
-
-    // filter skeleton, as IptablesManager and the driver set it up.
-    r.add_chain(Table::Filter, filter_top);
-    for chain in [&forward, &input, &output, &local, &sg_chain, &fallback] {
-        r.add_chain(Table::Filter, chain);
-    }
-    r.append(Table::Filter, "INPUT", format!("-j {input}"));
-    r.append(Table::Filter, "FORWARD", format!("-j {filter_top}"));
-    r.append(Table::Filter, "FORWARD", format!("-j {forward}"));
-    r.append(Table::Filter, "OUTPUT", format!("-j {filter_top}"));
-    r.append(Table::Filter, "OUTPUT", format!("-j {output}"));
-    r.append(Table::Filter, filter_top, format!("-j {local}"));
-    r.append(Table::Filter, &fallback, "-j DROP");
-
-    r.add_chain(Table::Raw, &raw_pre);
-    r.append(Table::Raw, "PREROUTING", format!("-j {raw_pre}"));
+    r.add_chain(Table::Filter, &sg_chain);
+    r.append(Table::Filter, &fallback, commented("-j DROP", UNMATCH_DROP));
 
     for port in &sorted {
         let tap = &port.device;
@@ -174,33 +182,42 @@ pub fn firewall_ruleset(ports: &[PortFirewall]) -> Ruleset {
         r.append(
             Table::Filter,
             &forward,
-            format!(
-                "-m physdev --physdev-out {tap} --physdev-is-bridged \
-                 -m comment --comment \"{VM_INT_SG}\" -j {sg_chain}"
+            commented(
+                &format!("-m physdev --physdev-out {tap} --physdev-is-bridged -j {sg_chain}"),
+                VM_INT_SG,
             ),
         );
         r.append(
             Table::Filter,
             &sg_chain,
-            format!("-m physdev --physdev-out {tap} --physdev-is-bridged -j {ingress}"),
+            commented(
+                &format!("-m physdev --physdev-out {tap} --physdev-is-bridged -j {ingress}"),
+                SG_TO_VM_SG,
+            ),
         );
         r.append(
             Table::Filter,
             &forward,
-            format!(
-                "-m physdev --physdev-in {tap} --physdev-is-bridged \
-                 -m comment --comment \"{VM_INT_SG}\" -j {sg_chain}"
+            commented(
+                &format!("-m physdev --physdev-in {tap} --physdev-is-bridged -j {sg_chain}"),
+                VM_INT_SG,
             ),
         );
         r.append(
             Table::Filter,
             &sg_chain,
-            format!("-m physdev --physdev-in {tap} --physdev-is-bridged -j {egress}"),
+            commented(
+                &format!("-m physdev --physdev-in {tap} --physdev-is-bridged -j {egress}"),
+                SG_TO_VM_SG,
+            ),
         );
         r.append(
             Table::Filter,
             &input,
-            format!("-m physdev --physdev-in {tap} --physdev-is-bridged -j {egress}"),
+            commented(
+                &format!("-m physdev --physdev-in {tap} --physdev-is-bridged -j {egress}"),
+                INPUT_TO_SG,
+            ),
         );
 
         for rule in ingress_rules(port, &fallback) {
@@ -212,13 +229,16 @@ pub fn firewall_ruleset(ports: &[PortFirewall]) -> Ruleset {
         r.append(
             Table::Filter,
             &spoof,
-            format!(
-                "-s {}/32 -m mac --mac-source {} -j RETURN",
-                port.ip,
-                mac(port.mac)
+            commented(
+                &format!(
+                    "-s {}/32 -m mac --mac-source {} -j RETURN",
+                    port.ip,
+                    mac(port.mac)
+                ),
+                PAIR_ALLOW,
             ),
         );
-        r.append(Table::Filter, &spoof, "-j DROP");
+        r.append(Table::Filter, &spoof, commented("-j DROP", PAIR_DROP));
 
         r.append(Table::Raw, &raw_pre, zone_rule(&port.qvb, port.zone));
         r.append(Table::Raw, &raw_pre, zone_rule(tap, port.zone));
@@ -228,30 +248,38 @@ pub fn firewall_ruleset(ports: &[PortFirewall]) -> Ruleset {
 }
 
 fn ingress_rules(port: &PortFirewall, fallback: &str) -> Vec<String> {
-    let mut rules = vec!["-m state --state RELATED,ESTABLISHED -j RETURN".to_string()];
+    let mut rules = vec![commented(
+        "-m state --state RELATED,ESTABLISHED -j RETURN",
+        ALLOW_ASSOC,
+    )];
     push_unique(&mut rules, group_rules(port, Direction::Ingress));
     let dhcp = port
         .dhcp_servers
         .iter()
         .map(|ip| format!("-s {ip}/32 -p udp -m udp --sport 67 --dport 68 -j RETURN"));
     push_unique(&mut rules, dhcp.collect());
-    rules.push("-m state --state INVALID -j DROP".into());
-    rules.push(format!("-j {fallback}"));
+    rules.push(commented("-m state --state INVALID -j DROP", INVALID_DROP));
+    rules.push(commented(&format!("-j {fallback}"), UNMATCHED));
     rules
 }
 
 fn egress_rules(port: &PortFirewall, spoof: &str, fallback: &str) -> Vec<String> {
     let mut rules = vec![
-        "-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j RETURN"
-            .to_string(),
+        commented(
+            "-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j RETURN",
+            DHCP_CLIENT,
+        ),
         format!("-j {spoof}"),
-        "-p udp -m udp --sport 68 --dport 67 -j RETURN".into(),
-        "-p udp -m udp --sport 67 --dport 68 -j DROP".into(),
-        "-m state --state RELATED,ESTABLISHED -j RETURN".into(),
+        commented("-p udp -m udp --sport 68 --dport 67 -j RETURN", DHCP_CLIENT),
+        commented("-p udp -m udp --sport 67 --dport 68 -j DROP", DHCP_SPOOF),
+        commented(
+            "-m state --state RELATED,ESTABLISHED -j RETURN",
+            ALLOW_ASSOC,
+        ),
     ];
     push_unique(&mut rules, group_rules(port, Direction::Egress));
-    rules.push("-m state --state INVALID -j DROP".into());
-    rules.push(format!("-j {fallback}"));
+    rules.push(commented("-m state --state INVALID -j DROP", INVALID_DROP));
+    rules.push(commented(&format!("-j {fallback}"), UNMATCHED));
     rules
 }
 
@@ -534,10 +562,10 @@ pub(crate) mod tests {
             r.chain(Table::Filter, "neutron-openvswi-i28298c0d-0")
                 .expect("chain"),
             [
-                "-m state --state RELATED,ESTABLISHED -j RETURN",
+                "-m state --state RELATED,ESTABLISHED -m comment --comment \"Direct packets associated with a known session to the RETURN chain.\" -j RETURN",
                 "-s 192.168.1.12/32 -j RETURN",
-                "-m state --state INVALID -j DROP",
-                "-j neutron-openvswi-sg-fallback",
+                "-m state --state INVALID -m comment --comment \"Drop packets that appear related to an existing connection (e.g. TCP ACK/FIN) but do not have an entry in conntrack.\" -j DROP",
+                "-m comment --comment \"Send unmatched traffic to the fallback chain.\" -j neutron-openvswi-sg-fallback"
             ]
         );
     }

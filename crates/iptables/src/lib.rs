@@ -29,6 +29,7 @@ mod ipset;
 mod router;
 mod ruleset;
 mod save;
+mod skeleton;
 mod tokens;
 
 pub use apply::{Applied, apply, read};
@@ -45,3 +46,4 @@ pub use ipset::{
 pub use router::{EXTERNAL_INGRESS_MARK, FloatingIp, ROUTER_BINARY, RouterNat, router_ruleset};
 pub use ruleset::{BuiltinRule, Chain, MAX_CHAIN_LEN, OWNED_PREFIX, Ruleset, Table, TableRules};
 pub use save::{Saved, SavedChain, SavedRule, SavedTable};
+pub use skeleton::skeleton;

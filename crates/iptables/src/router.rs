@@ -3,12 +3,11 @@
 //! `neutron/agent/linux/iptables_manager.py`).
 //!
 //! What we write (the agent's binary name `neutron-l3-agent` wraps its chains):
-//! - nat: the built-in `PREROUTING`/`OUTPUT`/`POSTROUTING` jump to
-//!   `neutron-l3-agent-<same>`; `POSTROUTING` also jumps to the shared,
-//!   unwrapped `neutron-postrouting-bottom`, which jumps (with Liberty's
-//!   comment) to `neutron-l3-agent-snat`, whose first rule jumps to
-//!   `neutron-l3-agent-float-snat`. That skeleton is always there, as the
-//!   agent's `IptablesManager` creates it before it knows the router.
+//! - the whole skeleton `IptablesManager` creates before it knows the
+//!   router (see [`crate::skeleton`]): every built-in chain of filter, nat,
+//!   mangle and raw jumps to its `neutron-l3-agent-` chain, with
+//!   `neutron-filter-top`, `neutron-postrouting-bottom`, `snat`,
+//!   `float-snat` and `mark`.
 //! - per floating IP (only with a gateway, as the agent processes floating
 //!   IPs only then): DNAT in `PREROUTING` and `OUTPUT`, SNAT in `float-snat`;
 //! - with a gateway and SNAT on (Liberty adds all of these together, in
@@ -20,12 +19,6 @@
 //!   of 169.254.169.254:80 from `qr-+` to port 9697, the mangle mark on
 //!   those requests, and filter `INPUT` accepting marked requests and
 //!   dropping the rest to 9697.
-//!
-//! Left out on purpose: the empty wrapped chains `IptablesManager` also
-//! creates for the other built-ins (filter `FORWARD`/`OUTPUT`/`local`,
-//! `neutron-filter-top`, mangle `INPUT`/`FORWARD`/…, raw): they hold no
-//! rules, so they change no packet, and leaving them out keeps
-//! `iptables-save` readable.
 
 use std::net::Ipv4Addr;
 
@@ -77,36 +70,13 @@ fn wrapped(name: &str) -> String {
 /// Floating IPs are written sorted by floating address, so the input's
 /// order does not matter.
 pub fn router_ruleset(nat: &RouterNat) -> Ruleset {
-    let mut r = Ruleset::new();
+    let mut r = crate::skeleton::skeleton(ROUTER_BINARY);
     let prerouting = wrapped("PREROUTING");
     let output = wrapped("OUTPUT");
     let postrouting = wrapped("POSTROUTING");
     let snat = wrapped("snat");
     let float_snat = wrapped("float-snat");
     let mark = wrapped("mark");
-    let bottom = "neutron-postrouting-bottom";
-
-    // nat skeleton.
-    for chain in [&prerouting, &output, &postrouting, &snat, &float_snat] {
-        r.add_chain(Table::Nat, chain);
-    }
-    r.add_chain(Table::Nat, bottom);
-    r.append(Table::Nat, "PREROUTING", format!("-j {prerouting}"));
-    r.append(Table::Nat, "OUTPUT", format!("-j {output}"));
-    r.append(Table::Nat, "POSTROUTING", format!("-j {postrouting}"));
-    r.append(Table::Nat, "POSTROUTING", format!("-j {bottom}"));
-    r.append(
-        Table::Nat,
-        bottom,
-        format!("-m comment --comment \"Perform source NAT on outgoing traffic.\" -j {snat}"),
-    );
-    r.append(Table::Nat, &snat, format!("-j {float_snat}"));
-
-    // mangle skeleton.
-    r.add_chain(Table::Mangle, &prerouting);
-    r.add_chain(Table::Mangle, &mark);
-    r.append(Table::Mangle, "PREROUTING", format!("-j {prerouting}"));
-    r.append(Table::Mangle, &prerouting, format!("-j {mark}"));
 
     // The metadata proxy (`agent/metadata/driver.py`,
     // `metadata_filter_rules`, `metadata_mangle_rules`, `metadata_nat_rules`):
@@ -114,8 +84,6 @@ pub fn router_ruleset(nat: &RouterNat) -> Ruleset {
     // marked and redirected to the proxy's port, which only marked
     // requests may reach.
     let input = wrapped("INPUT");
-    r.add_chain(Table::Filter, &input);
-    r.append(Table::Filter, "INPUT", format!("-j {input}"));
     r.append(
         Table::Filter,
         &input,

@@ -157,7 +157,7 @@ fn router_rules_are_canonical_idempotent_and_keep_counters() {
     assert!(first.changed);
     // One nf_tables transaction per table written, nothing more: the
     // reconciler trusts rules it wrote only when the generation says so.
-    assert_eq!(first.tables_written, 3, "filter, nat and mangle");
+    assert_eq!(first.tables_written, 4, "filter, nat, mangle and raw");
     assert_eq!(
         ovslab_netlink::generation(&ns.name).expect("generation").id,
         generation.id + first.tables_written
@@ -260,8 +260,8 @@ fn firewall_rules_are_canonical_idempotent_and_remove_ports() {
     assert_eq!(
         third.changes,
         [
-            "filter: chain neutron-openvswi-FORWARD edited (2 rules deleted, 0 inserted)",
             "filter: chain neutron-openvswi-INPUT edited (1 rules deleted, 0 inserted)",
+            "filter: chain neutron-openvswi-FORWARD edited (2 rules deleted, 0 inserted)",
             "filter: chain neutron-openvswi-sg-chain edited (2 rules deleted, 0 inserted)",
             "filter: chain neutron-openvswi-id5a1e2b3-c removed",
             "filter: chain neutron-openvswi-od5a1e2b3-c removed",
@@ -404,8 +404,13 @@ fn stale_chains_of_another_ruleset_are_removed() {
     );
     assert_installed_exactly(&ns, &router);
     let text = save(&ns);
+    // `neutron-filter-top` is every agent's: it stays, jumping to the
+    // router's chain now.
     assert!(!text.contains("neutron-openvswi"), "{text}");
-    assert!(!text.contains("neutron-filter-top"), "{text}");
+    assert!(
+        text.contains("-A neutron-filter-top -j neutron-l3-agent-local"),
+        "{text}"
+    );
 }
 
 #[test]

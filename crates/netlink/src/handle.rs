@@ -30,6 +30,8 @@ pub struct LinkInfo {
     pub master: Option<u32>,
     /// Administratively up.
     pub up: bool,
+    /// In promiscuous mode (`IFF_PROMISC`).
+    pub promisc: bool,
     pub mac: Option<[u8; 6]>,
     pub addresses: Vec<Ipv4Net>,
     pub mtu: u32,
@@ -272,12 +274,14 @@ impl Netlink {
     }
 
     /// Creates Linux bridge `name` as Nova's hybrid plug makes `qbr`:
-    /// STP off, forward delay 0.
+    /// STP off, forward delay 0, multicast snooping off (nova 12.0.0
+    /// `ensure_bridge` writes 0 to `bridge/multicast_snooping`).
     pub async fn add_bridge(&self, name: &str) -> Result<(), NetlinkError> {
         let message = LinkBridge::new(name)
             .append_info_data(InfoBridge::StpState(
                 netlink_packet_route::link::BridgeStpState::Disabled,
             ))
+            .append_info_data(InfoBridge::MulticastSnooping(false))
             .forward_delay(0)
             .build();
         self.create_link(message, format!("create bridge {name}"))
@@ -302,6 +306,13 @@ impl Netlink {
         self.change_link(message, format!("set {name} up")).await
     }
 
+    pub async fn set_promisc(&self, name: &str) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        let message = LinkUnspec::new_with_index(index).promiscuous(true).build();
+        self.change_link(message, format!("set {name} promisc on"))
+            .await
+    }
+
     pub async fn set_down(&self, name: &str) -> Result<(), NetlinkError> {
         let index = self.index(name).await?;
         let message = LinkUnspec::new_with_index(index).down().build();
@@ -324,11 +335,21 @@ impl Netlink {
             .await
     }
 
+    /// Adds `address` with its broadcast address, as the agents' `ip addr
+    /// add … brd <last address of the subnet>` does (a /32, a floating IP,
+    /// is its own broadcast address).
     pub async fn add_address(&self, name: &str, address: Ipv4Net) -> Result<(), NetlinkError> {
         let index = self.index(name).await?;
-        self.handle
-            .address()
-            .add(index, IpAddr::V4(address.addr()), address.prefix_len())
+        let mut request =
+            self.handle
+                .address()
+                .add(index, IpAddr::V4(address.addr()), address.prefix_len());
+        if address.prefix_len() == 32 {
+            request.message_mut().attributes.push(
+                netlink_packet_route::address::AddressAttribute::Broadcast(address.addr()),
+            );
+        }
+        request
             .execute()
             .await
             .map_err(self.err(format!("add address {address} to {name}")))
@@ -497,6 +518,7 @@ fn link_info(message: &LinkMessage) -> LinkInfo {
     let mut info = LinkInfo {
         index: message.header.index,
         up: message.header.flags.contains(LinkFlags::Up),
+        promisc: message.header.flags.contains(LinkFlags::Promisc),
         ..Default::default()
     };
     for attr in &message.attributes {

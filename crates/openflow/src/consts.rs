@@ -64,6 +64,10 @@ pub const ETH_TYPE_IPV6: u16 = 0x86dd;
 
 /// IP protocol number of ICMP.
 pub const IP_PROTO_ICMP: u8 = 1;
+/// IP protocol number of ICMPv6.
+pub const IP_PROTO_ICMPV6: u8 = 58;
+/// ICMPv6 type of a neighbour advertisement.
+pub const ICMPV6_NEIGHBOR_ADVERT: u8 = 136;
 /// IP protocol number of TCP.
 pub const IP_PROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.

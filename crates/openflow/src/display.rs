@@ -116,6 +116,8 @@ impl OxmField {
             ArpTpa(v, m) => ("arp_tpa", ip_masked(*v, *m)),
             ArpSha(v, m) => ("arp_sha", masked(v, m.as_ref())),
             ArpTha(v, m) => ("arp_tha", masked(v, m.as_ref())),
+            Icmpv6Type(t) => ("icmpv6_type", t.to_string()),
+            Ipv6NdTarget(a) => ("nd_target", a.to_string()),
             TunnelId(v, m) => ("tun_id", hex_masked(*v, *m)),
             Raw(raw) => {
                 if let Some((v, m)) = self.tunnel_id() {
@@ -154,6 +156,7 @@ impl Display for OxmField {
             Ipv4Dst(v, m) => write!(f, "nw_dst={}", ip_masked(*v, *m)),
             Icmpv4Type(t) => write!(f, "icmp_type={t}"),
             Icmpv4Code(c) => write!(f, "icmp_code={c}"),
+            Icmpv6Type(t) => write!(f, "icmp_type={t}"),
             other => {
                 let (name, value) = other.oxm_name_value();
                 write!(f, "{name}={value}")

@@ -10,7 +10,7 @@
 //! match that was sent.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use bytes::BufMut;
@@ -53,6 +53,8 @@ pub mod field {
     pub const ARP_TPA: u8 = 23;
     pub const ARP_SHA: u8 = 24;
     pub const ARP_THA: u8 = 25;
+    pub const ICMPV6_TYPE: u8 = 29;
+    pub const IPV6_ND_TARGET: u8 = 31;
     pub const TUNNEL_ID: u8 = 38;
 }
 
@@ -153,6 +155,9 @@ pub enum OxmField {
     ArpTpa(Ipv4Addr, Option<Ipv4Addr>),
     ArpSha(MacAddr, Option<MacAddr>),
     ArpTha(MacAddr, Option<MacAddr>),
+    Icmpv6Type(u8),
+    /// The target of an IPv6 neighbour solicitation or advertisement.
+    Ipv6NdTarget(Ipv6Addr),
     /// The tunnel key (VXLAN VNI, GRE key): OVS's `tun_id`, 64 bits.
     TunnelId(u64, Option<u64>),
     Raw(RawOxm),
@@ -260,6 +265,8 @@ impl OxmField {
             ArpTpa(v, m) => (field::ARP_TPA, ip_mask(v, m)),
             ArpSha(v, m) => (field::ARP_SHA, mac_mask(v, m)),
             ArpTha(v, m) => (field::ARP_THA, mac_mask(v, m)),
+            Icmpv6Type(t) => (field::ICMPV6_TYPE, (vec![t], None)),
+            Ipv6NdTarget(a) => (field::IPV6_ND_TARGET, (a.octets().to_vec(), None)),
             TunnelId(v, m) => (
                 field::TUNNEL_ID,
                 (
@@ -324,9 +331,12 @@ impl OxmField {
             | field::UDP_DST
             | field::ARP_OP => (2, false),
             field::VLAN_VID => (2, true),
-            field::VLAN_PCP | field::IP_PROTO | field::ICMPV4_TYPE | field::ICMPV4_CODE => {
-                (1, false)
-            }
+            field::VLAN_PCP
+            | field::IP_PROTO
+            | field::ICMPV4_TYPE
+            | field::ICMPV4_CODE
+            | field::ICMPV6_TYPE => (1, false),
+            field::IPV6_ND_TARGET => (16, false),
             field::IPV4_SRC | field::IPV4_DST | field::ARP_SPA | field::ARP_TPA => (4, true),
             field::TUNNEL_ID => (8, true),
             _ => {
@@ -479,6 +489,12 @@ fn typed(f: u8, v: &[u8], m: Option<&[u8]>) -> OxmField {
         field::ARP_TPA => ArpTpa(ip_from(v), m.map(ip_from)),
         field::ARP_SHA => ArpSha(mac_from(v), m.map(mac_from)),
         field::ARP_THA => ArpTha(mac_from(v), m.map(mac_from)),
+        field::ICMPV6_TYPE => Icmpv6Type(v[0]),
+        field::IPV6_ND_TARGET => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(v);
+            Ipv6NdTarget(Ipv6Addr::from(octets))
+        }
         field::TUNNEL_ID => TunnelId(u64_from(v), m.map(u64_from)),
         _ => {
             let mut payload = v.to_vec();
@@ -620,6 +636,12 @@ impl Match {
     }
     pub fn icmpv4_code(self, code: u8) -> Match {
         self.with(OxmField::Icmpv4Code(code))
+    }
+    pub fn icmpv6_type(self, icmp_type: u8) -> Match {
+        self.with(OxmField::Icmpv6Type(icmp_type))
+    }
+    pub fn ipv6_nd_target(self, target: Ipv6Addr) -> Match {
+        self.with(OxmField::Ipv6NdTarget(target))
     }
     pub fn arp_op(self, op: u16) -> Match {
         self.with(OxmField::ArpOp(op))

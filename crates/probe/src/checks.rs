@@ -15,11 +15,18 @@
 //!
 //! Every socket is created on a thread that entered the right namespace; no
 //! process is spawned.
+//!
+//! How long a check takes: one that expects an answer ends as soon as the
+//! answer is seen (and gives up after [`probes::PROBE_TIMEOUT`]); one that
+//! expects none decides after [`probes::FAILURE_WAIT`]. Either way the
+//! watches are read once more [`SETTLE`] later. Checks that connect to the
+//! same TCP port share its listener ([`probes::listen`]), so every check of
+//! a lab runs at once.
 
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ovslab_api::CheckResult;
 use ovslab_capture::{Frame, PacketSocket, Tunnel};
@@ -28,7 +35,24 @@ use ovslab_topology::{Check, CheckProtocol, CheckTarget, Topology, naming};
 
 use crate::probes::{self, Probe};
 
+/// Echo requests (or raw frames, for a layer-2 check) a probe sends at
+/// most.
 const PROBES: u16 = 3;
+
+/// After the probe is decided, how long frames still on their way to a
+/// watched wire get. The probe's own path is watched before its answer
+/// comes back, so this is for copies a switch flooded elsewhere, which
+/// travel no slower than the probe.
+pub const SETTLE: Duration = Duration::from_millis(30);
+
+/// How long a probe waits for the answer that `check` expects or not.
+pub fn wait(check: &Check) -> Duration {
+    if check.expect_success {
+        probes::PROBE_TIMEOUT
+    } else {
+        probes::FAILURE_WAIT
+    }
+}
 
 /// Runs one check (blocking: sockets and threads in namespaces).
 pub fn run(topo: &Topology, check: &Check, tag: u16) -> CheckResult {
@@ -40,16 +64,6 @@ pub fn run(topo: &Topology, check: &Check, tag: u16) -> CheckResult {
             detail: format!("could not run: {e}"),
         },
     }
-}
-
-/// Checks that listen on the same TCP port in the same place must not run
-/// at the same time; this is what they share.
-pub fn listen_key(topo: &Topology, check: &Check) -> Option<(String, u16)> {
-    let CheckProtocol::Tcp(port) = check.protocol else {
-        return None;
-    };
-    let (_, dest) = resolve(topo, &check.to)?;
-    Some((dest?.0, port))
 }
 
 /// A unique probe tag (ICMP id / TCP source port) per check run.
@@ -136,13 +150,36 @@ impl Seen {
     }
 }
 
+/// A watched interface and what was read from it so far.
 struct Watch {
-    wire: Wire,
-    place: String,
+    seen: Seen,
     /// At the destination: its own address, so that only frames arriving
     /// there count as sources (not its answers).
     local: Option<Ipv4Addr>,
     socket: PacketSocket,
+}
+
+impl Watch {
+    fn new(wire: Wire, place: String, local: Option<Ipv4Addr>, socket: PacketSocket) -> Watch {
+        Watch {
+            seen: Seen::new(wire, place),
+            local,
+            socket,
+        }
+    }
+
+    /// Reads every frame queued so far and keeps those of the probe.
+    fn read(&mut self, protocol: CheckProtocol, tag: u16) {
+        let packets = self.socket.drain().unwrap_or_else(|e| {
+            tracing::warn!("reading {}: {e}", self.socket.interface());
+            Vec::new()
+        });
+        for packet in packets {
+            if let Some(frame) = Frame::parse(&packet.data) {
+                tally(&mut self.seen, &frame, protocol, tag, self.local);
+            }
+        }
+    }
 }
 
 fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<Seen>)> {
@@ -160,18 +197,24 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
         watches.extend(uplinks(lab, node)?);
     }
     if let (true, Some((ns, nic, local))) = (check.arrives_from.is_some() || check.layer2, &dest) {
-        watches.push(Watch {
-            wire: Wire::Destination,
-            place: format!("destination {nic}"),
-            local: Some(*local),
-            socket: PacketSocket::open(ns, nic, false)?,
-        });
+        watches.push(Watch::new(
+            Wire::Destination,
+            format!("destination {nic}"),
+            Some(*local),
+            PacketSocket::open(ns, nic, false)?,
+        ));
     }
 
+    let wait = wait(check);
     let reached = match check.protocol {
+        // Reached when a frame arrived at the destination.
         CheckProtocol::Icmp if check.layer2 => {
-            inject(topo, check, dest_ip, tag)?;
-            false // decided below, by what arrived
+            let arrived = watches
+                .last_mut()
+                .filter(|w| w.seen.wire == Wire::Destination);
+            let arrived = arrived
+                .ok_or_else(|| io::Error::other("layer2 needs an instance as destination"))?;
+            inject(topo, check, dest_ip, tag, wait, arrived)?
         }
         // DISCOVER to ACK from the instance's NIC, as its client would;
         // reached when the ACK gives it its reservation.
@@ -179,35 +222,39 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
             let inst = topo
                 .instance(&check.from)
                 .ok_or_else(|| io::Error::other("a DHCP check runs from an instance"))?;
-            probes::dhcp(&from_ns, naming::GUEST_NIC, inst.mac, tag)? == Some(inst.address)
+            probes::dhcp(&from_ns, naming::GUEST_NIC, inst.mac, tag, wait)? == Some(inst.address)
         }
         // Answered means `200 OK`: a service that is there but refuses is
         // not reached.
         CheckProtocol::Http(port) => {
             let path = check.path.as_deref().unwrap_or("/");
             matches!(
-                probes::http_get(&from_ns, dest_ip, port, path, tag)?,
+                probes::http_get(&from_ns, dest_ip, port, path, tag, wait)?,
                 Some((200, _))
             )
         }
-        protocol => {
-            let listen_ns = dest.as_ref().map(|(ns, _, _)| ns.clone());
-            let probe = probe_of(protocol);
-            probes::send(&from_ns, listen_ns.as_deref(), dest_ip, probe, tag, PROBES)?
+        // A listener at a destination inside the lab, shared with the
+        // other checks that connect there.
+        CheckProtocol::Tcp(port) => {
+            let listener = dest
+                .as_ref()
+                .map(|(ns, _, _)| probes::listen(ns, port))
+                .transpose()?;
+            probes::tcp(&from_ns, listener.as_deref(), dest_ip, port, tag, wait)?
         }
+        CheckProtocol::Icmp => probes::ping(&from_ns, dest_ip, tag, PROBES, wait)?,
     };
-    std::thread::sleep(Duration::from_millis(150));
+    std::thread::sleep(SETTLE);
     let observations: Vec<Seen> = watches
         .into_iter()
-        .map(|w| drain(w, check.protocol, tag))
+        .map(|mut w| {
+            w.read(check.protocol, tag);
+            w.seen
+        })
         .collect();
-    let reached = if check.layer2 {
-        observations
-            .iter()
-            .any(|o| o.wire == Wire::Destination && o.frames > 0)
-    } else {
-        reached
-    };
+    // A layer-2 frame that arrived while the watches settled counts too.
+    let arrived = |o: &Seen| o.wire == Wire::Destination && o.frames > 0;
+    let reached = reached || (check.layer2 && observations.iter().any(arrived));
     Ok((reached, observations))
 }
 
@@ -217,11 +264,8 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
 /// a node with an overlay uplink may have no physical one.
 fn uplinks(lab: &str, node: &str) -> io::Result<Vec<Watch>> {
     let ns = naming::namespace(lab, node);
-    let watch = |wire: Wire, interface: &str, socket| Watch {
-        wire,
-        place: format!("{node} {interface}"),
-        local: None,
-        socket,
+    let watch = |wire: Wire, interface: &str, socket| {
+        Watch::new(wire, format!("{node} {interface}"), None, socket)
     };
     let physical = PacketSocket::open_if_present(&ns, naming::UPLINK, false)?;
     let overlay = PacketSocket::open_if_present(&ns, naming::OVERLAY_UPLINK, false)?;
@@ -236,9 +280,19 @@ fn uplinks(lab: &str, node: &str) -> io::Result<Vec<Watch>> {
     Ok(physical.into_iter().chain(overlay).collect())
 }
 
-/// Sends three ICMP echo requests as raw frames from the source instance's
-/// NIC straight to the destination instance's MAC: no routing, no ARP.
-fn inject(topo: &Topology, check: &Check, dest_ip: Ipv4Addr, tag: u16) -> io::Result<()> {
+/// Sends ICMP echo requests as raw frames from the source instance's NIC
+/// straight to the destination instance's MAC (no routing, no ARP), up to
+/// [`PROBES`] of them every [`probes::ECHO_INTERVAL`], and says whether one
+/// arrived at the destination (`arrived`) within `wait`: at once when one
+/// does.
+fn inject(
+    topo: &Topology,
+    check: &Check,
+    dest_ip: Ipv4Addr,
+    tag: u16,
+    wait: Duration,
+    arrived: &mut Watch,
+) -> io::Result<bool> {
     let from = topo
         .instance(&check.from)
         .ok_or_else(|| io::Error::other("layer2 needs an instance as source"))?;
@@ -250,18 +304,30 @@ fn inject(topo: &Topology, check: &Check, dest_ip: Ipv4Addr, tag: u16) -> io::Re
         .ok_or_else(|| io::Error::other("layer2 needs an instance as destination"))?;
     let ns = naming::namespace(&topo.lab, &from.name);
     let socket = PacketSocket::open(&ns, naming::GUEST_NIC, false)?;
-    for seq in 1..=PROBES {
-        socket.send(&probes::icmp_frame(
-            from.mac,
-            to.mac,
-            from.address,
-            dest_ip,
-            tag,
-            seq,
-        ))?;
-        std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let deadline = started + wait;
+    let mut seq = 0;
+    loop {
+        if seq < PROBES && started + probes::ECHO_INTERVAL * u32::from(seq) <= Instant::now() {
+            seq += 1;
+            socket.send(&probes::icmp_frame(
+                from.mac,
+                to.mac,
+                from.address,
+                dest_ip,
+                tag,
+                seq,
+            ))?;
+        }
+        arrived.read(CheckProtocol::Icmp, tag);
+        if arrived.seen.frames > 0 {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
-    Ok(())
 }
 
 fn judge(check: &Check, reached: bool, observations: &[Seen]) -> CheckResult {
@@ -440,21 +506,6 @@ fn probe_of(protocol: CheckProtocol) -> Probe {
 
 // --- watching -----------------------------------------------------------
 
-/// Reads every frame queued on a watch and keeps those of the probe.
-fn drain(watch: Watch, protocol: CheckProtocol, tag: u16) -> Seen {
-    let mut seen = Seen::new(watch.wire, watch.place);
-    let packets = watch.socket.drain().unwrap_or_else(|e| {
-        tracing::warn!("reading {}: {e}", watch.socket.interface());
-        Vec::new()
-    });
-    for packet in packets {
-        if let Some(frame) = Frame::parse(&packet.data) {
-            tally(&mut seen, &frame, protocol, tag, watch.local);
-        }
-    }
-    seen
-}
-
 /// Counts `frame` if it is the probe's (inside any tunnel): its tag, its
 /// tunnel, and its source, for frames addressed to `local` only (all
 /// frames when `None`).
@@ -508,6 +559,17 @@ mod tests {
             path: None,
             line: 1,
         }
+    }
+
+    #[test]
+    fn a_check_that_expects_no_answer_waits_less_for_one() {
+        assert_eq!(wait(&check()), probes::PROBE_TIMEOUT);
+        let refused = Check {
+            expect_success: false,
+            ..check()
+        };
+        assert_eq!(wait(&refused), probes::FAILURE_WAIT);
+        assert!(probes::FAILURE_WAIT < probes::PROBE_TIMEOUT);
     }
 
     #[test]
@@ -846,7 +908,7 @@ mod tests {
         ip(&tunnelled, "link set eth3 up");
         ip(&overlay, "link set compute2 up");
 
-        let places = |w: &[Watch]| w.iter().map(|w| w.place.clone()).collect::<Vec<_>>();
+        let places = |w: &[Watch]| w.iter().map(|w| w.seen.place.clone()).collect::<Vec<_>>();
         assert_eq!(
             places(&uplinks(&lab, "compute1").unwrap()),
             ["compute1 eth1"]
@@ -857,7 +919,7 @@ mod tests {
         assert!(e.to_string().starts_with("eth1 in "), "{e}");
         let watches = uplinks(&lab, "compute2").unwrap();
         assert_eq!(places(&watches), ["compute2 eth1", "compute2 eth3"]);
-        assert_eq!(watches[1].wire, Wire::Overlay("compute2".into()));
+        assert_eq!(watches[1].seen.wire, Wire::Overlay("compute2".into()));
 
         // The probe, in VXLAN 101, arrives on compute2's eth3; another
         // socket there says when it has come.
@@ -875,7 +937,10 @@ mod tests {
         });
         let mut seen: Vec<Seen> = watches
             .into_iter()
-            .map(|w| drain(w, CheckProtocol::Icmp, 40000))
+            .map(|mut w| {
+                w.read(CheckProtocol::Icmp, 40000);
+                w.seen
+            })
             .collect();
         let on_eth3 = seen.pop().unwrap();
         assert_eq!((seen[0].frames, on_eth3.frames), (0, 1));

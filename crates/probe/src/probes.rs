@@ -2,16 +2,38 @@
 //! namespace, with a tag (ICMP identifier or source port) that every frame
 //! of the probe and of its answer carries, also through NAT. Shared by
 //! `ovslab check` and `ovslab trace`.
+//!
+//! A probe returns as soon as it is answered. How long it waits for an
+//! answer that does not come is its caller's `wait`: [`PROBE_TIMEOUT`]
+//! when an answer is expected (a lost probe fails the check anyway), and
+//! [`FAILURE_WAIT`] when the check expects none and no answer is its
+//! success.
 
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use ovslab_capture::{Frame, L4};
 use ovslab_netlink::netns;
 
+/// How long a probe that should be answered waits before it counts as
+/// lost.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a probe that should not be answered waits before it counts
+/// as unanswered: a check with `expect: failure` decides after this long.
+/// An answer inside a lab takes milliseconds (the first packet of a flow
+/// through the userspace datapath included); 1 s is also when a TCP
+/// client would send its first SYN again, so a dropped connection is
+/// judged on one SYN, and an ICMP probe sends its three echo requests in
+/// the first 400 ms of it.
+pub const FAILURE_WAIT: Duration = Duration::from_secs(1);
+
+/// How often an ICMP probe sends another echo request while unanswered.
+pub const ECHO_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What kind of packet a probe is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +109,9 @@ pub fn is_probe_frame(frame: &Frame, probe: Probe, tag: u16) -> bool {
     }
 }
 
-/// Sends the probe from `ns` to `dest` and says whether it was answered.
-/// `listen_ns`: where TCP and UDP probes find a listener (inside the lab).
+/// Sends the probe from `ns` to `dest` and says whether it was answered
+/// within [`PROBE_TIMEOUT`]. `listen_ns`: where TCP and UDP probes find a
+/// listener (inside the lab).
 pub fn send(
     ns: &str,
     listen_ns: Option<&str>,
@@ -97,12 +120,16 @@ pub fn send(
     tag: u16,
     count: u16,
 ) -> io::Result<bool> {
+    let wait = PROBE_TIMEOUT;
     match probe {
-        Probe::Icmp => ping(ns, dest, tag, count),
-        Probe::Tcp(port) => tcp(ns, listen_ns, dest, port, tag),
+        Probe::Icmp => ping(ns, dest, tag, count, wait),
+        Probe::Tcp(port) => {
+            let listener = listen_ns.map(|l| listen(l, port)).transpose()?;
+            tcp(ns, listener.as_deref(), dest, port, tag, wait)
+        }
         Probe::Udp(port) => udp(ns, listen_ns, dest, port, tag),
         Probe::Http(port) => {
-            Ok(http_get(ns, dest, port, "/", tag)?.is_some_and(|(status, _)| status == 200))
+            Ok(http_get(ns, dest, port, "/", tag, wait)?.is_some_and(|(status, _)| status == 200))
         }
         Probe::Dhcp => Err(io::Error::other(
             "a DHCP probe needs its client's MAC: see dhcp()",
@@ -113,12 +140,18 @@ pub fn send(
 /// A whole DHCP exchange from `ns`'s `nic` as the client with `mac`:
 /// DISCOVER, the OFFER, REQUEST of what was offered, the ACK. Returns
 /// the acknowledged address, or `None` when an answer did not come
-/// within [`PROBE_TIMEOUT`] (or was a NAK).
-pub fn dhcp(ns: &str, nic: &str, mac: [u8; 6], tag: u16) -> io::Result<Option<Ipv4Addr>> {
+/// within `wait` (or was a NAK).
+pub fn dhcp(
+    ns: &str,
+    nic: &str,
+    mac: [u8; 6],
+    tag: u16,
+    wait: Duration,
+) -> io::Result<Option<Ipv4Addr>> {
     let socket = ovslab_capture::PacketSocket::open(ns, nic, false)?;
     let xid = dhcp_xid(tag);
     let answer = |want: u8| -> io::Result<Option<(ovslab_capture::Dhcp, Ipv4Addr)>> {
-        let deadline = Instant::now() + PROBE_TIMEOUT;
+        let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             for p in socket.drain()? {
                 let Some(frame) = Frame::parse(&p.data) else {
@@ -133,7 +166,7 @@ pub fn dhcp(ns: &str, nic: &str, mac: [u8; 6], tag: u16) -> io::Result<Option<Ip
                     return Ok((d.message == want).then_some((d, server)));
                 }
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(POLL);
         }
         Ok(None)
     };
@@ -192,22 +225,23 @@ pub fn dhcp_frame(
 
 /// An HTTP/1.0 `GET path` from `ns` to `dest:port`, from source port
 /// `sport`: the answer's status and body, or `None` when there was no
-/// answer (no connection, or nothing within [`PROBE_TIMEOUT`]).
+/// answer (no connection within `wait`, or nothing within `wait` after).
 pub fn http_get(
     ns: &str,
     dest: Ipv4Addr,
     port: u16,
     path: &str,
     sport: u16,
+    wait: Duration,
 ) -> io::Result<Option<(u16, String)>> {
     use std::io::{Read, Write};
     let Some(mut stream) =
-        netns::run_in(ns, || connect_from(sport, dest, port)).map_err(io::Error::other)?
+        netns::run_in(ns, || connect_from(sport, dest, port, wait)).map_err(io::Error::other)?
     else {
         return Ok(None);
     };
-    stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
-    stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+    stream.set_read_timeout(Some(wait))?;
+    stream.set_write_timeout(Some(wait))?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: {dest}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return Ok(None);
@@ -252,7 +286,10 @@ pub fn icmp_frame(
     frame.extend(icmp);
     frame
 }
-fn ping(ns: &str, dest: Ipv4Addr, id: u16, count: u16) -> io::Result<bool> {
+/// Sends up to `count` echo requests from `ns` to `dest`, one every
+/// [`ECHO_INTERVAL`], and says whether one was answered within `wait`;
+/// returns at the first answer.
+pub fn ping(ns: &str, dest: Ipv4Addr, id: u16, count: u16, wait: Duration) -> io::Result<bool> {
     let socket = netns::run_in(ns, || {
         // SAFETY: plain socket(2); the fd is owned at once.
         let fd = unsafe {
@@ -269,9 +306,10 @@ fn ping(ns: &str, dest: Ipv4Addr, id: u16, count: u16) -> io::Result<bool> {
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     })
     .map_err(io::Error::other)?;
-    set_timeout(&socket, libc::SO_RCVTIMEO, Duration::from_millis(200))?;
+    // Short reads, so that the next request goes on time.
+    set_timeout(&socket, libc::SO_RCVTIMEO, POLL)?;
     let addr = sockaddr_in(dest, 0);
-    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let deadline = Instant::now() + wait;
     let mut seq = 0u16;
     let mut next_send = Instant::now();
     let mut buf = [0u8; 2048];
@@ -299,7 +337,7 @@ fn ping(ns: &str, dest: Ipv4Addr, id: u16, count: u16) -> io::Result<bool> {
                     return Err(e);
                 }
             }
-            next_send = Instant::now() + Duration::from_millis(200);
+            next_send = Instant::now() + ECHO_INTERVAL;
         }
         // SAFETY: `buf` outlives the call.
         let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -363,41 +401,96 @@ fn bound_in<T: Send>(
         .transpose()
 }
 
-/// Connects from `ns` (source port `sport`) to `dest:port`, with a
-/// listener in `listen_ns` when the destination is inside the lab.
-fn tcp(
+/// How often a waiting probe looks again (at a listener's queue, a
+/// packet socket).
+const POLL: Duration = Duration::from_millis(5);
+
+/// The TCP listener on `port` in namespace `ns` that probes share: one
+/// per namespace and port in this process while any probe holds it,
+/// opened by the first. Each probe finds its own connection among those
+/// the listener accepted by its source port, its tag, which NAT keeps.
+/// So checks that connect to the same port of the same destination run
+/// at once, in one `ovslab check` or in two.
+pub fn listen(ns: &str, port: u16) -> io::Result<Arc<Listener>> {
+    type Open = Mutex<HashMap<(String, u16), Weak<Listener>>>;
+    static OPEN: std::sync::LazyLock<Open> = std::sync::LazyLock::new(Default::default);
+    let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+    open.retain(|_, listener| listener.strong_count() > 0);
+    let key = (ns.to_string(), port);
+    if let Some(listener) = open.get(&key).and_then(Weak::upgrade) {
+        return Ok(listener);
+    }
+    let socket = netns::run_in(ns, || {
+        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+    })
+    .map_err(io::Error::other)?;
+    socket.set_nonblocking(true)?;
+    let listener = Arc::new(Listener {
+        socket,
+        accepted: Mutex::new(HashSet::new()),
+    });
+    open.insert(key, Arc::downgrade(&listener));
+    Ok(listener)
+}
+
+/// A probe's listener at its destination, and the source ports of the
+/// connections it accepted.
+#[derive(Debug)]
+pub struct Listener {
+    socket: TcpListener,
+    accepted: Mutex<HashSet<u16>>,
+}
+
+impl Listener {
+    /// Whether a connection from source port `sport` was accepted; waits
+    /// for it until `deadline`.
+    fn accepted(&self, sport: u16, deadline: Instant) -> bool {
+        loop {
+            {
+                let mut accepted = self.accepted.lock().unwrap_or_else(PoisonError::into_inner);
+                while let Ok((_, peer)) = self.socket.accept() {
+                    accepted.insert(peer.port());
+                }
+                if accepted.remove(&sport) {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// Connects from `ns` (source port `sport`) to `dest:port` and says
+/// whether the connection was made within `wait` and, when there is a
+/// `listener` (the destination is inside the lab), that it arrived there.
+pub fn tcp(
     ns: &str,
-    listen_ns: Option<&str>,
+    listener: Option<&Listener>,
     dest: Ipv4Addr,
     port: u16,
     sport: u16,
+    wait: Duration,
 ) -> io::Result<bool> {
-    let listener = bound_in(listen_ns, || {
-        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
-    })?;
-    let accepted = listener.map(|l| {
-        std::thread::spawn(move || {
-            l.set_nonblocking(true).ok();
-            let deadline = Instant::now() + PROBE_TIMEOUT + Duration::from_millis(500);
-            while Instant::now() < deadline {
-                if l.accept().is_ok() {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            false
-        })
-    });
-    let connected = netns::run_in(ns, || Ok(connect_from(sport, dest, port)?.is_some()))
+    let connected = netns::run_in(ns, || Ok(connect_from(sport, dest, port, wait)?.is_some()))
         .map_err(io::Error::other)?;
-    let accepted = accepted.map(|h| h.join().unwrap_or(false));
-    Ok(connected && accepted.unwrap_or(true))
+    // Connected, the listener has it queued or is about to: a connection
+    // that does not arrive there within the usual timeout went elsewhere.
+    let arrived = |l: &Listener| l.accepted(sport, Instant::now() + PROBE_TIMEOUT);
+    Ok(connected && listener.is_none_or(arrived))
 }
 
 /// A TCP connection from this thread's namespace, from source port
 /// `sport` (the probe's tag), to `dest:port`; `None` when it was refused
-/// or got no answer within [`PROBE_TIMEOUT`].
-fn connect_from(sport: u16, dest: Ipv4Addr, port: u16) -> io::Result<Option<TcpStream>> {
+/// or got no answer within `wait`.
+fn connect_from(
+    sport: u16,
+    dest: Ipv4Addr,
+    port: u16,
+    wait: Duration,
+) -> io::Result<Option<TcpStream>> {
     {
         // SAFETY: plain socket(2); the fd is owned at once.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
@@ -429,7 +522,7 @@ fn connect_from(sport: u16, dest: Ipv4Addr, port: u16) -> io::Result<Option<TcpS
         {
             return Err(io::Error::last_os_error());
         }
-        set_timeout(&socket, libc::SO_SNDTIMEO, PROBE_TIMEOUT)?;
+        set_timeout(&socket, libc::SO_SNDTIMEO, wait)?;
         let remote = sockaddr_in(dest, port);
         // SAFETY: as above; SO_SNDTIMEO bounds a connect that gets no answer.
         let rc = unsafe {
@@ -650,6 +743,66 @@ mod tests {
         assert_eq!(checksum(&f[14..34]), 0, "IPv4 header checksum");
         let parsed = Frame::parse(&f).unwrap();
         assert_eq!(leg(&parsed, Probe::Icmp, 9), Some(Leg::Request));
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn probes_to_one_port_share_its_listener_and_a_dropped_one_ends_after_its_wait() {
+        use ovslab_testkit::{TestNetns, require_root};
+        require_root("probes_to_one_port_share_its_listener_and_a_dropped_one_ends_after_its_wait");
+        let ns = TestNetns::new();
+        let local = Ipv4Addr::LOCALHOST;
+        let (a, b) = (
+            listen(&ns.name, 5001).unwrap(),
+            listen(&ns.name, 5001).unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a, &b), "one listener per namespace and port");
+        // Two probes at once, each finding its own connection.
+        let (name, listener) = (ns.name.as_str(), &*a);
+        let answered = std::thread::scope(|s| {
+            let probes: Vec<_> = [40001, 40002]
+                .map(|sport| {
+                    s.spawn(move || {
+                        super::tcp(name, Some(listener), local, 5001, sport, PROBE_TIMEOUT)
+                    })
+                })
+                .into_iter()
+                .collect();
+            probes
+                .into_iter()
+                .map(|p| p.join().unwrap().unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(answered, [true, true]);
+        // A connection the listener did not accept is not the probe's.
+        assert!(!a.accepted(40003, Instant::now()));
+        // Released by every probe, the listener closes; the next opens anew.
+        drop((a, b));
+        let again = listen(&ns.name, 5001).unwrap();
+        drop(again);
+
+        // SYNs to 5002 dropped: no answer, decided after the wait and
+        // not much later.
+        ns.exec(&[
+            "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "5002", "-j", "DROP",
+        ]);
+        let dropped = listen(&ns.name, 5002).unwrap();
+        let started = Instant::now();
+        assert!(!super::tcp(&ns.name, Some(&dropped), local, 5002, 40004, FAILURE_WAIT).unwrap());
+        let took = started.elapsed();
+        assert!(
+            took >= FAILURE_WAIT && took < FAILURE_WAIT + Duration::from_millis(500),
+            "{took:?}"
+        );
+        // An echo request that is dropped too.
+        ns.exec(&["iptables", "-A", "INPUT", "-p", "icmp", "-j", "DROP"]);
+        let started = Instant::now();
+        assert!(!ping(&ns.name, local, 40005, 3, FAILURE_WAIT).unwrap());
+        let took = started.elapsed();
+        assert!(
+            took >= FAILURE_WAIT && took < FAILURE_WAIT + Duration::from_millis(500),
+            "{took:?}"
+        );
     }
 
     #[test]

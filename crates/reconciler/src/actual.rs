@@ -14,6 +14,7 @@ pub struct ActualLink {
     pub kind: String,
     pub master: Option<String>,
     pub up: bool,
+    pub promisc: bool,
     pub mac: Option<[u8; 6]>,
     pub addresses: Vec<Ipv4Net>,
     pub tx_checksum: bool,
@@ -76,6 +77,9 @@ pub struct ActualSwitch {
     pub root_uuid: Option<String>,
     /// The root row's `other_config` (datapath options such as userspace TSO).
     pub root_other_config: BTreeMap<String, String>,
+    /// The root row's identity as `ovs-ctl` sets it: `ovs_version` and
+    /// `external_ids:system-id`.
+    pub root_identity: RootIdentity,
     pub bridges: Vec<ActualBridge>,
 }
 
@@ -83,6 +87,14 @@ impl ActualSwitch {
     pub fn bridge(&self, name: &str) -> Option<&ActualBridge> {
         self.bridges.iter().find(|b| b.name == name)
     }
+}
+
+/// What `ovs-ctl` writes into a switch's root row when it starts it, and
+/// `ovs-vsctl show` and the agents read back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RootIdentity {
+    pub ovs_version: Option<String>,
+    pub system_id: Option<String>,
 }
 
 /// A flow read back from a bridge: translated to a [`FlowSpec`] when it is

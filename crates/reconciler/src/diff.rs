@@ -11,7 +11,10 @@ use crate::actual::{ActualBridge, ActualNamespace, ActualPort, ActualSwitch};
 /// How every bridge of a lab is configured.
 pub const DATAPATH_TYPE: &str = "netdev";
 pub const FAIL_MODE: &str = "secure";
-pub const PROTOCOL: &str = "OpenFlow13";
+/// The OpenFlow versions a bridge accepts: Liberty 7.2.0's ovs-ofctl agent
+/// sets `OpenFlow10` (`ovs_bridge.py`), so a plain `ovs-ofctl` speaks to it
+/// and shows `mod_vlan_vid:N`; ovslab itself speaks 1.3.
+pub const PROTOCOLS: [&str; 2] = ["OpenFlow10", "OpenFlow13"];
 /// The `Open_vSwitch` root row's `other_config` every node gets before its
 /// `ovs-vswitchd` starts (vswitchd reads it once, at start). Userspace TSO
 /// makes the netdev datapath read and write the veths with virtio-net
@@ -58,6 +61,10 @@ pub enum LinkChange {
         name: String,
         on: bool,
     },
+    /// nova's hybrid plug: `qvb`/`qvo` in promiscuous mode.
+    SetPromisc {
+        name: String,
+    },
     DelAddress {
         name: String,
         address: Ipv4Net,
@@ -91,6 +98,7 @@ impl LinkChange {
             | LinkChange::SetMtu { .. }
             | LinkChange::SetMaster { .. }
             | LinkChange::SetTxChecksum { .. }
+            | LinkChange::SetPromisc { .. }
             | LinkChange::DelAddress { .. }
             | LinkChange::AddAddress { .. } => 4,
             LinkChange::SetUp { .. } | LinkChange::SetDown { .. } => 5,
@@ -126,6 +134,7 @@ impl std::fmt::Display for LinkChange {
                     if *on { "on" } else { "off" }
                 )
             }
+            LinkChange::SetPromisc { name } => write!(f, "set {name} promisc on"),
             LinkChange::DelAddress { name, address } => {
                 write!(f, "delete address {address} from {name}")
             }
@@ -253,6 +262,11 @@ pub fn diff_namespace(
                 on,
             });
         }
+        if spec.promisc && !current.is_some_and(|c| c.promisc) {
+            out.push(LinkChange::SetPromisc {
+                name: spec.name.clone(),
+            });
+        }
         // A DHCP client's link holds what its lease gives it, an HA
         // router's what keepalived gives the master: none goes.
         let have: &[Ipv4Net] = current.map_or(&[], |c| &c.addresses);
@@ -309,6 +323,8 @@ pub enum OvsChange {
     UpdateBridge {
         uuid: String,
         name: String,
+        /// Fail mode unset (br-ex), else `secure`.
+        standalone: bool,
     },
     DeleteBridge {
         uuid: String,
@@ -357,10 +373,11 @@ impl std::fmt::Display for OvsChange {
     }
 }
 
-fn bridge_settings_match(b: &ActualBridge, lab: &str) -> bool {
+fn bridge_settings_match(b: &ActualBridge, lab: &str, standalone: bool) -> bool {
     b.datapath_type == DATAPATH_TYPE
-        && b.fail_mode.as_deref() == Some(FAIL_MODE)
-        && b.protocols == [PROTOCOL]
+        && b.fail_mode.as_deref() == (!standalone).then_some(FAIL_MODE)
+        && b.protocols.len() == PROTOCOLS.len()
+        && PROTOCOLS.iter().all(|p| b.protocols.iter().any(|q| q == p))
         && b.external_ids.get(LAB_MARK).map(String::as_str) == Some(lab)
 }
 
@@ -386,10 +403,11 @@ pub fn diff_switch(lab: &str, desired: &SwitchSpec, actual: &ActualSwitch) -> Ve
             });
             continue;
         };
-        if !bridge_settings_match(current, lab) {
+        if !bridge_settings_match(current, lab, bridge.standalone) {
             out.push(OvsChange::UpdateBridge {
                 uuid: current.uuid.clone(),
                 name: current.name.clone(),
+                standalone: bridge.standalone,
             });
         }
         for port in &bridge.ports {
@@ -477,6 +495,7 @@ mod tests {
                 .into(),
                 master: spec.master.clone(),
                 up: true,
+                promisc: spec.promisc,
                 mac: spec.mac.or(Some([2, 0, 0, 0, 0, 1])),
                 addresses: spec.addresses.clone(),
                 tx_checksum: spec.tx_checksum.unwrap_or(true),
@@ -597,6 +616,7 @@ mod tests {
         ActualSwitch {
             root_uuid: Some("root".into()),
             root_other_config: BTreeMap::new(),
+            root_identity: Default::default(),
             bridges: desired
                 .bridges
                 .iter()
@@ -605,7 +625,7 @@ mod tests {
                     name: b.name.clone(),
                     datapath_type: DATAPATH_TYPE.into(),
                     fail_mode: Some(FAIL_MODE.into()),
-                    protocols: vec![PROTOCOL.into()],
+                    protocols: PROTOCOLS.map(String::from).to_vec(),
                     external_ids: BTreeMap::from([(LAB_MARK.into(), lab.into())]),
                     ports: std::iter::once(ActualPort {
                         uuid: format!("uuid-{}", b.name),

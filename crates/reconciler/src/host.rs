@@ -121,6 +121,13 @@ pub trait Host: Send + Sync + 'static {
         switch: &Self::Switch,
         actual: &mut ActualSwitch,
     ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+    /// Sets the root row's `ovs_version` and `system-id`; updates `actual`.
+    fn ensure_root_identity(
+        &self,
+        switch: &Self::Switch,
+        actual: &mut ActualSwitch,
+        wanted: &crate::actual::RootIdentity,
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
     /// Waits until vswitchd applied the database.
     fn wait_applied(
         &self,
@@ -339,6 +346,15 @@ impl Host for RealHost {
         actual: &mut ActualSwitch,
     ) -> Result<(), ReconcileError> {
         switch::ensure_root_config(client, actual).await
+    }
+
+    async fn ensure_root_identity(
+        &self,
+        client: &switch::SwitchClient,
+        actual: &mut ActualSwitch,
+        wanted: &crate::actual::RootIdentity,
+    ) -> Result<(), ReconcileError> {
+        switch::ensure_root_identity(client, actual, wanted).await
     }
 
     async fn wait_applied(&self, client: &switch::SwitchClient) -> Result<(), ReconcileError> {

@@ -711,6 +711,33 @@ pub(crate) fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The version of the installed Open vSwitch (`ovs-vswitchd --version`:
+/// `ovs-vswitchd (Open vSwitch) 3.1.0`), asked once, within 5 s; `None`
+/// when it cannot be told.
+pub async fn installed_version() -> Option<String> {
+    static VERSION: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::const_new();
+    VERSION
+        .get_or_init(|| async {
+            let run = tokio::process::Command::new("ovs-vswitchd")
+                .arg("--version")
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(Duration::from_secs(5), run)
+                .await
+                .ok()?
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()?
+                .split_whitespace()
+                .last()
+                .map(str::to_string)
+        })
+        .await
+        .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

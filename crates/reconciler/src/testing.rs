@@ -20,7 +20,7 @@ use ovslab_topology::plan::{
 use crate::ReconcileError;
 use crate::actual::{ActualBridge, ActualLink, ActualNamespace, ActualPort, ActualSwitch};
 use crate::agents::{Agent, AgentKind};
-use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, LinkChange, OvsChange, PROTOCOL};
+use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, LinkChange, OvsChange, PROTOCOLS};
 use crate::drivers::flows::describe;
 use crate::host::{Host, ReadFlow};
 use crate::ovs_process::{NodeOvs, OvsDaemon};
@@ -186,6 +186,7 @@ impl State {
             kind: kind.to_string(),
             master: None,
             up: false,
+            promisc: false,
             mac: Some([2, 0, 0, 0, (n >> 8) as u8, n as u8]),
             addresses: Vec::new(),
             tx_checksum: true,
@@ -244,6 +245,7 @@ impl State {
             }
             LinkChange::SetUp { name } => self.link(namespace, name)?.up = true,
             LinkChange::SetDown { name } => self.link(namespace, name)?.up = false,
+            LinkChange::SetPromisc { name } => self.link(namespace, name)?.promisc = true,
             LinkChange::AddRoute { route } => {
                 self.namespace(namespace)?.links.routes.push(route.clone())
             }
@@ -296,12 +298,14 @@ impl State {
                         ports,
                         ..ActualBridge::default()
                     };
-                    set_bridge(&mut new, lab);
+                    set_bridge(&mut new, lab, bridge.standalone);
                     switch.bridges.push(new);
                 }
-                OvsChange::UpdateBridge { uuid, .. } => {
+                OvsChange::UpdateBridge {
+                    uuid, standalone, ..
+                } => {
                     let b = bridge_mut(&mut switch, uuid)?;
-                    set_bridge(b, lab);
+                    set_bridge(b, lab, *standalone);
                 }
                 OvsChange::DeleteBridge { uuid, .. } => switch.bridges.retain(|b| &b.uuid != uuid),
                 OvsChange::AddPort {
@@ -339,10 +343,10 @@ impl State {
     }
 }
 
-fn set_bridge(bridge: &mut ActualBridge, lab: &str) {
+fn set_bridge(bridge: &mut ActualBridge, lab: &str, standalone: bool) {
     bridge.datapath_type = DATAPATH_TYPE.into();
-    bridge.fail_mode = Some(FAIL_MODE.into());
-    bridge.protocols = vec![PROTOCOL.into()];
+    bridge.fail_mode = (!standalone).then(|| FAIL_MODE.into());
+    bridge.protocols = PROTOCOLS.map(String::from).to_vec();
     bridge.external_ids.insert(LAB_MARK.into(), lab.into());
 }
 
@@ -681,6 +685,19 @@ impl Host for FakeHost {
                 .root_other_config
                 .insert(k.to_string(), v.to_string());
         }
+        *actual = switch.clone();
+        Ok(())
+    }
+
+    async fn ensure_root_identity(
+        &self,
+        node: &String,
+        actual: &mut ActualSwitch,
+        wanted: &crate::actual::RootIdentity,
+    ) -> Result<(), ReconcileError> {
+        let mut state = self.state();
+        let switch = &mut state.node(node)?.switch;
+        switch.root_identity = wanted.clone();
         *actual = switch.clone();
         Ok(())
     }

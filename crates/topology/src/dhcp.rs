@@ -12,7 +12,7 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::model::format_mac;
+use crate::model::{Network, format_mac};
 use crate::naming::{self, TAP};
 
 /// The namespace prefix of a DHCP server.
@@ -39,13 +39,16 @@ pub struct DhcpPort {
 }
 
 impl DhcpPort {
-    pub fn new(lab: &str, network: &str) -> Self {
-        let port = naming::object_uuid(lab, "dhcp-port", network);
+    /// The DHCP port of `network`, which has DHCP on.
+    pub fn of(network: &Network) -> Self {
+        let ids = network
+            .dhcp_port
+            .expect("validated: a DHCP network has a DHCP port");
         DhcpPort {
-            port,
-            device: naming::device_name(NS, &port),
-            tap: naming::device_name(TAP, &port),
-            mac: naming::derived_mac(&port),
+            port: ids.uuid,
+            device: naming::device_name(NS, &ids.uuid),
+            tap: naming::device_name(TAP, &ids.uuid),
+            mac: ids.mac,
         }
     }
 }
@@ -273,7 +276,9 @@ mod tests {
 
     #[test]
     fn the_dhcp_port_is_named_as_a_router_port_is() {
-        let p = DhcpPort::new("seed", "net1");
+        let with_dhcp = crate::SEED_YAML.replace("dhcp: false", "dhcp: true");
+        let topo = crate::parse("seed", &with_dhcp).unwrap();
+        let p = DhcpPort::of(topo.network("net1").unwrap());
         assert!(p.tap.starts_with("tap") && p.tap.len() == 14, "{}", p.tap);
         assert!(
             p.device.starts_with("ns-") && p.device.len() == 14,

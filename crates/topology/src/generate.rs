@@ -22,9 +22,26 @@ fn lab_name(computes: u32, per_node: u32, tunnel: Option<TunnelType>) -> String 
 /// The topology YAML of a `computes` × `per_node` lab on VLAN networks.
 ///
 /// net1 is 192.168.0.0/19 (VLAN 101) and net2 192.168.32.0/19 (VLAN 102):
-/// room for 8 000 instances on each.
+/// room for 8 189 instances on each. A larger lab gets two halves of
+/// 172.16.0.0/12 just large enough ([`subnets`]).
 pub fn scale_topology(computes: u32, per_node: u32) -> String {
     scale_topology_of(computes, per_node, None)
+}
+
+/// The first address and prefix length of net1 and net2 for `instances`
+/// split between them: the two /19s of 192.168.0.0/18 while they fit
+/// (each /19 holds its gateway and 8 189 instances), else the smallest
+/// pair of halves of 172.16.0.0/12 that holds them (at most 524 285
+/// instances each).
+fn subnets(instances: u32) -> [(u32, u8); 2] {
+    let each = instances.div_ceil(2);
+    if each <= (1 << 13) - 3 {
+        return [(0xC0A8_0000, 19), (0xC0A8_2000, 19)];
+    }
+    // Network, broadcast and gateway addresses besides the instances.
+    let bits = (each + 3).next_power_of_two().trailing_zeros().min(19);
+    let prefix = 32 - bits as u8;
+    [(0xAC10_0000, prefix), (0xAC10_0000 + (1 << bits), prefix)]
 }
 
 /// [`scale_topology`], with net1 and net2 carried in tunnels of `tunnel`
@@ -60,13 +77,18 @@ pub fn scale_topology_of(computes: u32, per_node: u32, tunnel: Option<TunnelType
             format!("type: {}", t.name())
         }
     };
-    writeln!(
-        y,
-        "\nnetworks:\n\
-         \x20 - name: net1\n    {placement}\n    segmentation_id: 101\n    cidr: 192.168.0.0/19\n    gateway: 192.168.0.1\n    dhcp: false\n\
-         \x20 - name: net2\n    {placement}\n    segmentation_id: 102\n    cidr: 192.168.32.0/19\n    gateway: 192.168.32.1\n    dhcp: false"
-    )
-    .unwrap();
+    let nets = subnets(computes * per_node);
+    y.push_str("\nnetworks:\n");
+    for (i, (base, prefix)) in nets.iter().enumerate() {
+        let (cidr, gateway) = (Ipv4Addr::from(*base), Ipv4Addr::from(base + 1));
+        writeln!(
+            y,
+            "  - name: net{}\n    {placement}\n    segmentation_id: {}\n    cidr: {cidr}/{prefix}\n    gateway: {gateway}\n    dhcp: false",
+            i + 1,
+            101 + i
+        )
+        .unwrap();
+    }
     y.push_str(
         "\nexternal_networks:\n  - name: ext-net\n    cidr: 203.0.113.0/24\n    gateway: 203.0.113.1\n    pool: { start: 203.0.113.101, end: 203.0.113.200 }\n\
          \nexternal_hosts:\n  - name: internet\n    network: ext-net\n    address: 203.0.113.1\n\
@@ -83,7 +105,7 @@ pub fn scale_topology_of(computes: u32, per_node: u32, tunnel: Option<TunnelType
             n += 1;
             let net = ((n - 1) % 2) as usize;
             index[net] += 1;
-            let base: u32 = if net == 0 { 0xC0A8_0000 } else { 0xC0A8_2000 };
+            let base = nets[net].0;
             let address = Ipv4Addr::from(base + 1 + index[net]);
             writeln!(
                 y,
@@ -220,6 +242,19 @@ mod tests {
             assert_eq!(topo.network("net1").unwrap().tunnel(), Some(kind));
             assert!(topo.checks.iter().any(|c| c.wire_vni == Some(101)));
         }
+    }
+
+    #[test]
+    fn the_networks_grow_with_the_lab() {
+        let cidrs = |instances| {
+            subnets(instances).map(|(base, prefix)| format!("{}/{prefix}", Ipv4Addr::from(base)))
+        };
+        // Two /19s hold a gateway and 8 189 instances each.
+        assert_eq!(cidrs(2 * 8189), ["192.168.0.0/19", "192.168.32.0/19"]);
+        assert_eq!(cidrs(2 * 8189 + 1), ["172.16.0.0/18", "172.16.64.0/18"]);
+        assert_eq!(cidrs(2 * 16381), ["172.16.0.0/18", "172.16.64.0/18"]);
+        assert_eq!(cidrs(2 * 16381 + 1), ["172.16.0.0/17", "172.16.128.0/17"]);
+        assert_eq!(cidrs(999_000), ["172.16.0.0/13", "172.24.0.0/13"]);
     }
 
     #[test]

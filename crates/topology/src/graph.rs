@@ -610,7 +610,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::naming::{BR_EX, BR_INT, BR_VLAN, HybridPlug};
+    use crate::naming::{BR_EX, BR_INT, BR_VLAN};
     use crate::plan::{LocalVlans, plan, router_namespace};
 
     fn seed() -> (DesiredState, Topology) {
@@ -635,7 +635,7 @@ mod tests {
             }
         }
         for inst in &topo.instances {
-            let plug = HybridPlug::new(&topo.lab, &inst.name);
+            let plug = inst.plug();
             names.push(plug.qbr);
             names.push(plug.qvo);
             names.push(inst.name.clone());
@@ -726,7 +726,7 @@ mod tests {
         let (state, topo) = seed();
         let graph = Graph::new(&state, &topo);
         let labels: Vec<String> = graph.edges.iter().map(|e| e.label.join(" ")).collect();
-        let qvo = HybridPlug::new("seed", "instance2").qvo;
+        let qvo = topo.instance("instance2").unwrap().plug().qvo;
         assert!(
             labels
                 .iter()

@@ -12,6 +12,7 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
+use crate::model::Router;
 use crate::naming::{self, HA, TAP};
 
 /// `ha_vrrp_advert_int`: seconds between advertisements.
@@ -54,13 +55,18 @@ pub struct HaPort {
 }
 
 impl HaPort {
-    pub fn new(lab: &str, router: &str, node: &str) -> Self {
-        let port = naming::object_uuid(lab, "ha-port", &format!("{router}@{node}"));
+    /// The `ha-` port of HA router `router`'s copy on `node`.
+    pub fn of(router: &Router, node: &str) -> Self {
+        let ids = router
+            .ha
+            .as_ref()
+            .and_then(|ha| ha.port_on(node))
+            .expect("validated: an HA router has a port per copy");
         HaPort {
-            port,
-            device: naming::device_name(HA, &port),
-            tap: naming::device_name(TAP, &port),
-            mac: naming::derived_mac(&port),
+            port: ids.uuid,
+            device: naming::device_name(HA, &ids.uuid),
+            tap: naming::device_name(TAP, &ids.uuid),
+            mac: ids.mac,
         }
     }
 }

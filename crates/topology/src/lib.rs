@@ -4,6 +4,8 @@
 //!   [`Topology`]; every error names the file, line and column.
 //! - [`naming`] derives the names Neutron would give: port UUIDs, `tap`/`qbr`/
 //!   `qvb`/`qvo` devices, namespaces, MACs and the lab's flow cookie.
+//! - [`identifiers`] settles the derived port UUIDs and MACs of a lab so
+//!   that no two collide, when a topology is validated.
 //! - [`plan`] turns a topology into the [`plan::DesiredState`]: every
 //!   namespace, link, address, route, Open vSwitch row and flow, as pure data.
 //! - [`dhcp`] names the DHCP agent's namespaces and ports and writes
@@ -23,6 +25,7 @@
 pub mod dhcp;
 pub mod generate;
 pub mod graph;
+pub mod identifiers;
 pub mod keepalived;
 pub mod metadata;
 mod model;

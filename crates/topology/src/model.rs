@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::Serialize;
+use uuid::Uuid;
 
 /// A whole lab, validated: names are unique, references resolve, addresses
 /// fit their subnets.
@@ -164,6 +165,8 @@ pub struct Network {
     pub dns_nameservers: Vec<Ipv4Addr>,
     /// The DHCP port's address (the lowest free one), when `dhcp`.
     pub dhcp_address: Option<Ipv4Addr>,
+    /// The DHCP port's identifiers, when `dhcp`.
+    pub dhcp_port: Option<PortIds>,
     /// The HA network: only HA routers' `ha-` ports are on it, and it has
     /// no gateway (`gateway` is its network address, never routed to).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -223,6 +226,8 @@ pub struct ExternalHost {
     pub name: String,
     pub network: String,
     pub address: Ipv4Addr,
+    /// Its NIC's MAC, derived ([`identifiers`](crate::identifiers)).
+    pub mac: [u8; 6],
     pub line: u32,
 }
 
@@ -236,8 +241,17 @@ pub struct ExternalHost {
 pub struct PhysicalRouter {
     pub name: String,
     /// Provider networks first, then the external network, if any.
-    pub interfaces: Vec<NetworkAddress>,
+    pub interfaces: Vec<PhysicalInterface>,
     pub line: u32,
+}
+
+/// A physical router's interface on one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhysicalInterface {
+    pub network: String,
+    pub address: Ipv4Addr,
+    /// Derived ([`identifiers`](crate::identifiers)).
+    pub mac: [u8; 6],
 }
 
 impl PhysicalRouter {
@@ -267,10 +281,22 @@ pub struct Router {
     pub interfaces: Vec<String>,
     pub external_gateway: Option<NetworkAddress>,
     pub snat: bool,
+    /// The `qr-` port on each of `interfaces`, in the same order.
+    pub interface_ports: Vec<PortIds>,
+    /// The `qg-` port, with `external_gateway`.
+    pub gateway_port: Option<PortIds>,
     pub line: u32,
 }
 
 impl Router {
+    /// Its `qr-` port on `network`.
+    pub fn port_on(&self, network: &str) -> Option<PortIds> {
+        self.interfaces
+            .iter()
+            .position(|n| n == network)
+            .map(|i| self.interface_ports[i])
+    }
+
     /// The node its traffic crosses: a legacy router's only node; for an
     /// HA router, the first of `nodes` (the active copy's, in a topology
     /// the daemon ordered with [`Topology::hosting`]).
@@ -289,6 +315,9 @@ pub struct HaRouter {
     /// [`crate::keepalived::primary_vip_range`]).
     pub vip: Ipv4Net,
     pub addresses: Vec<(String, Ipv4Addr)>,
+    /// Each copy's `ha-` port, by node; derived
+    /// ([`identifiers`](crate::identifiers)).
+    pub ports: Vec<(String, PortIds)>,
 }
 
 impl HaRouter {
@@ -299,6 +328,11 @@ impl HaRouter {
             .find(|(n, _)| n == node)
             .map(|(_, a)| *a)
     }
+
+    /// The copy's `ha-` port.
+    pub fn port_on(&self, node: &str) -> Option<PortIds> {
+        self.ports.iter().find(|(n, _)| n == node).map(|(_, p)| *p)
+    }
 }
 
 /// The HA network: the one network every HA router's copies talk VRRP
@@ -308,6 +342,16 @@ impl HaRouter {
 pub struct L3Ha {
     pub network: String,
     pub line: u32,
+}
+
+/// What names a Neutron port: its UUID (whose first characters name its
+/// devices and firewall chains) and its MAC. Derived from the lab's and
+/// the object's names, and resolved so that no two ports of a lab share
+/// either ([`identifiers`](crate::identifiers)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortIds {
+    pub uuid: Uuid,
+    pub mac: [u8; 6],
 }
 
 /// An address on a network: a router's gateway port, a physical router's
@@ -365,7 +409,10 @@ pub struct Instance {
     pub node: String,
     pub network: String,
     pub address: Ipv4Addr,
-    /// `fa:16:3e:…`, given in the file or derived from the port UUID.
+    /// Its NIC's Neutron port (`iface-id`), which names its hybrid plug's
+    /// devices; derived ([`identifiers`](crate::identifiers)).
+    pub port: Uuid,
+    /// Given in the file, or `fa:16:3e:…` derived from the port UUID.
     pub mac: [u8; 6],
     pub floating_ip: Option<Ipv4Addr>,
     pub security_groups: Vec<String>,
@@ -376,6 +423,13 @@ pub struct Instance {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ssh_keys: Vec<String>,
     pub line: u32,
+}
+
+impl Instance {
+    /// Its hybrid plug's devices, named after its port.
+    pub fn plug(&self) -> crate::naming::HybridPlug {
+        crate::naming::HybridPlug::new(self.port)
+    }
 }
 
 /// A connectivity expectation `ovslab check` verifies with a real probe.

@@ -6,6 +6,12 @@
 //! - Namespaces: `<lab>.<object>`, so two labs never collide and a lab's
 //!   namespaces are found by prefix; routers are `<lab>.qrouter-<uuid>`.
 //! - MACs: `fa:16:3e` + three bytes of the port UUID.
+//!
+//! These are each object's first candidates. Port UUIDs and MACs are cut
+//! short enough to collide in a large lab, so the topology carries the
+//! ones [`identifiers`](crate::identifiers) settled for the whole lab;
+//! read them there (`Instance::port`, `Router::port_on`, …), never derive
+//! them again from an object's name alone.
 
 use uuid::Uuid;
 
@@ -138,11 +144,6 @@ pub fn object_uuid(lab: &str, kind: &str, name: &str) -> Uuid {
     )
 }
 
-/// The Neutron port UUID of an instance's NIC.
-pub fn instance_port_uuid(lab: &str, instance: &str) -> Uuid {
-    object_uuid(lab, "port", instance)
-}
-
 /// The Nova instance UUID (`vm-uuid` in OVSDB).
 pub fn instance_uuid(lab: &str, instance: &str) -> Uuid {
     object_uuid(lab, "instance", instance)
@@ -160,12 +161,13 @@ pub fn device_name(prefix: &str, uuid: &Uuid) -> String {
 }
 
 /// The ipset of a remote security group: `NIPv4` + the group's UUID, cut
-/// to ipset's 31 characters, as Liberty's `IpsetManager` names it.
+/// to 29 characters, as Liberty's `IpsetManager` names it
+/// (`IPSET_NAME_MAX_LENGTH = 31 - len('-n')`, room for its swap set).
 pub fn ipset_name(lab: &str, group: &str) -> String {
     let uuid = object_uuid(lab, "security-group", group)
         .hyphenated()
         .to_string();
-    format!("NIPv4{}", &uuid[..26])
+    format!("NIPv4{}", &uuid[..24])
 }
 
 /// The namespace of one object of a lab: `<lab>.<object>`.
@@ -214,18 +216,28 @@ pub fn derived_mac(port: &Uuid) -> [u8; 6] {
     [0xfa, 0x16, 0x3e, b[13], b[14], b[15]]
 }
 
-/// The MAC of an external host's NIC.
-pub fn external_host_mac(lab: &str, host: &str) -> [u8; 6] {
-    derived_mac(&object_uuid(lab, "external-host", host))
-}
-
-/// The MAC of a physical router's interface on a network.
-pub fn physical_router_mac(lab: &str, router: &str, network: &str) -> [u8; 6] {
-    derived_mac(&object_uuid(
-        lab,
-        "physical-router-interface",
-        &format!("{router}:{network}"),
-    ))
+/// The IPv6 link-local address of a MAC (modified EUI-64, RFC 4291):
+/// `fe80::f816:3eff:fe12:3456` for `fa:16:3e:12:34:56`.
+pub fn link_local(mac: [u8; 6]) -> std::net::Ipv6Addr {
+    let [a, b, c, d, e, f] = mac;
+    std::net::Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        a ^ 0x02,
+        b,
+        c,
+        0xff,
+        0xfe,
+        d,
+        e,
+        f,
+    ])
 }
 
 /// A physical router's interface on a provider network: an internal port
@@ -249,6 +261,18 @@ pub fn lab_cookie(lab: &str) -> u64 {
     }
 }
 
+/// The cookie of a node's OVS agent's flows: each agent stamps its own
+/// (Liberty's `agent_uuid_stamp`, drawn at each start there; derived from
+/// the lab and node here, so that a restarted daemon knows its flows).
+pub fn agent_cookie(lab: &str, node: &str) -> u64 {
+    let uuid = object_uuid(lab, "ovs-agent", node);
+    let bytes: [u8; 8] = uuid.as_bytes()[..8].try_into().expect("eight bytes");
+    match u64::from_be_bytes(bytes) {
+        0 | u64::MAX => 1,
+        c => c,
+    }
+}
+
 /// The devices of an instance's hybrid plug, all named after its port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HybridPlug {
@@ -264,8 +288,9 @@ pub struct HybridPlug {
 }
 
 impl HybridPlug {
-    pub fn new(lab: &str, instance: &str) -> Self {
-        let port = instance_port_uuid(lab, instance);
+    /// The plug of the instance whose port is `port`
+    /// ([`Instance::plug`](crate::Instance::plug)).
+    pub fn new(port: Uuid) -> Self {
         HybridPlug {
             port,
             tap: device_name(TAP, &port),
@@ -290,18 +315,27 @@ mod tests {
 
     #[test]
     fn names_are_stable_and_distinct_per_lab() {
-        let a = HybridPlug::new("seed", "instance1");
-        assert_eq!(a, HybridPlug::new("seed", "instance1"));
-        assert_ne!(a.port, HybridPlug::new("other", "instance1").port);
-        assert_ne!(a.port, HybridPlug::new("seed", "instance2").port);
+        let port = |lab, name| object_uuid(lab, "port", name);
+        let a = HybridPlug::new(port("seed", "instance1"));
+        assert_eq!(a, HybridPlug::new(port("seed", "instance1")));
+        assert_ne!(a.port, port("other", "instance1"));
+        assert_ne!(a.port, port("seed", "instance2"));
         for name in [&a.tap, &a.qbr, &a.qvb, &a.qvo] {
             assert!(name.len() <= IFNAME_MAX, "{name}");
         }
     }
 
     #[test]
+    fn link_local_addresses_are_modified_eui_64() {
+        assert_eq!(
+            link_local([0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56]).to_string(),
+            "fe80::f816:3eff:fe12:3456"
+        );
+    }
+
+    #[test]
     fn macs_are_openstack_macs() {
-        let mac = derived_mac(&instance_port_uuid("seed", "instance1"));
+        let mac = derived_mac(&object_uuid("seed", "port", "instance1"));
         assert_eq!(&mac[..3], &[0xfa, 0x16, 0x3e]);
     }
 

@@ -80,7 +80,8 @@ pub struct FirewallPort {
     pub qvb: String,
     pub mac: [u8; 6],
     pub ip: Ipv4Addr,
-    /// Conntrack zone: one per network on the node (its local VLAN id).
+    /// Conntrack zone: the port's own, 1, 2, … in the node's instance
+    /// order (Liberty 7.x `get_device_zone`, on a fresh node).
     pub zone: u16,
     pub rules: Vec<FirewallRule>,
     /// The addresses of its network's DHCP servers, whose answers the
@@ -189,6 +190,9 @@ pub struct LinkSpec {
     /// `addresses` and deletes none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addresses_also_by: Option<AddressSetter>,
+    /// Promiscuous (nova's `_create_veth_pair` sets `qvb`/`qvo` so).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub promisc: bool,
     /// Wanted down: a lab switch's port towards a node failed on purpose
     /// (`ovslab node fail`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -229,6 +233,16 @@ pub struct OvsBridge {
     pub name: String,
     /// Every port but the bridge's own internal port, which always exists.
     pub ports: Vec<OvsPort>,
+    /// The cookie of its flows: its node's OVS agent's on the bridges the
+    /// agent manages (each agent has its own), the lab's on the bridges
+    /// ovslab adds for itself (`br-overlay`, a physical router's
+    /// `br-eth1`), 0 on `br-ex`, whose one flow is Open vSwitch's own.
+    pub cookie: u64,
+    /// `fail_mode` unset (standalone), as an operator's `ovs-vsctl
+    /// add-br br-ex` leaves it: Open vSwitch adds the `NORMAL` flow itself.
+    /// Every other bridge is `fail_mode=secure`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub standalone: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -314,6 +328,16 @@ pub struct FlowSpec {
     /// ARP target address (`arp_tpa`), with `arp`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arp_tpa: Option<Ipv4Addr>,
+    /// The source MAC (`dl_src`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dl_src: Option<[u8; 6]>,
+    /// Matches ICMPv6 neighbour advertisements only
+    /// (`icmp6,icmp_type=136`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub neighbor_advert: bool,
+    /// The advertised target (`nd_target`), with `neighbor_advert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nd_target: Option<std::net::Ipv6Addr>,
     pub actions: Vec<FlowAction>,
 }
 
@@ -492,7 +516,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             }],
             ovs_internal: vec![],
             links: vec![LinkSpec {
-                mac: Some(naming::external_host_mac(lab, &host.name)),
+                mac: Some(host.mac),
                 addresses: vec![
                     Ipv4Net::new(host.address, ext.cidr.prefix_len()).expect("valid prefix"),
                 ],
@@ -572,7 +596,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             br_int_ports.push(patch_port(PATCH_TUN, PATCH_INT));
         }
         for inst in topo.instances_on(&node.name) {
-            let plug = HybridPlug::new(lab, &inst.name);
+            let plug = inst.plug();
             spec.bridges.push(plug.qbr.clone());
             spec.veths.push(VethSpec {
                 name: plug.qvb.clone(),
@@ -580,9 +604,22 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 peer_namespace: ns.clone(),
             });
             spec.links.push(bridge_link(&plug.qbr));
-            spec.links.push(plain_link(&plug.tap, Some(&plug.qbr)));
-            spec.links.push(plain_link(&plug.qvb, Some(&plug.qbr)));
-            spec.links.push(plain_link(&plug.qvo, None));
+            // libvirt gives the host end of a VM's NIC the VM's MAC with
+            // `fe` for its first byte.
+            let mut tap_mac = inst.mac;
+            tap_mac[0] = 0xfe;
+            spec.links.push(LinkSpec {
+                mac: Some(tap_mac),
+                ..plain_link(&plug.tap, Some(&plug.qbr))
+            });
+            spec.links.push(LinkSpec {
+                promisc: true,
+                ..plain_link(&plug.qvb, Some(&plug.qbr))
+            });
+            spec.links.push(LinkSpec {
+                promisc: true,
+                ..plain_link(&plug.qvo, None)
+            });
             let net = topo.network(&inst.network).expect("validated reference");
             let tag = local_vlans[&inst.network];
             br_int_ports.push(OvsPort {
@@ -608,7 +645,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             let router_ns = router_namespace_on(lab, router, &node.name);
             for network in &router.interfaces {
                 let net = topo.network(network).expect("validated reference");
-                let port = RouterPort::internal(lab, &router.name, network);
+                let port = RouterPort::internal(router, network);
                 let tag = local_vlans[network];
                 spec.veths.push(VethSpec {
                     name: port.tap.clone(),
@@ -627,7 +664,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 });
             }
             if router.external_gateway.is_some() {
-                let port = RouterPort::gateway(lab, &router.name);
+                let port = RouterPort::gateway(router);
                 spec.veths.push(VethSpec {
                     name: port.tap.clone(),
                     peer: port.device.clone(),
@@ -645,7 +682,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 });
             }
             if router.ha.is_some() {
-                let port = HaPort::new(lab, &router.name, &node.name);
+                let port = HaPort::of(router, &node.name);
                 let net = ha_network(topo);
                 let tag = local_vlans[&net.name];
                 spec.veths.push(VethSpec {
@@ -666,7 +703,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             }
         }
         for net in dhcp_networks_on(topo, &node.name) {
-            let port = DhcpPort::new(lab, &net.name);
+            let port = DhcpPort::of(net);
             let tag = local_vlans[&net.name];
             spec.veths.push(VethSpec {
                 name: port.tap.clone(),
@@ -702,14 +739,19 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         if physnet_ns.is_some() {
             br_vlan_ports.push(plain_port(UPLINK));
         }
+        let agent_cookie = naming::agent_cookie(lab, &node.name);
         let mut bridges = vec![
             OvsBridge {
                 name: BR_INT.to_string(),
                 ports: br_int_ports,
+                cookie: agent_cookie,
+                standalone: false,
             },
             OvsBridge {
                 name: BR_VLAN.to_string(),
                 ports: br_vlan_ports,
+                cookie: agent_cookie,
+                standalone: false,
             },
         ];
         let mut flows = agent_flows(topo, &local_vlans);
@@ -717,6 +759,8 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             bridges.push(OvsBridge {
                 name: BR_OVERLAY.to_string(),
                 ports: vec![plain_port(OVERLAY_UPLINK)],
+                cookie: naming::lab_cookie(lab),
+                standalone: false,
             });
             flows.push(FlowSpec {
                 bridge: BR_OVERLAY.to_string(),
@@ -730,32 +774,60 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                     ports: std::iter::once(patch_port(PATCH_INT, PATCH_TUN))
                         .chain(ports)
                         .collect(),
+                    cookie: agent_cookie,
+                    standalone: false,
                 });
                 flows.extend(tun);
             }
         }
-        // ARP spoofing protection (`prevent_arp_spoofing`, on in Liberty):
-        // an instance's ARP goes to table 24, which passes only its own address.
+        // Spoofing protection (`prevent_arp_spoofing`, on in Liberty;
+        // 7.2.0 `setup_arp_spoofing_protection`): an instance's ARP and
+        // ICMPv6 neighbour advertisements go to table 24, which passes
+        // only its own addresses (its IPv4 address; its link-local IPv6
+        // address, from its MAC); everything else it sends goes to table
+        // 25, which passes only its own MAC (`set_allowed_macs_for_port`),
+        // and so does the ARP table 24 lets through.
         for inst in topo.instances_on(&node.name) {
-            let qvo = HybridPlug::new(lab, &inst.name).qvo;
-            let arp = |table, priority, arp_spa, actions| FlowSpec {
+            let qvo = inst.plug().qvo;
+            let port = |table, priority, actions| FlowSpec {
                 bridge: BR_INT.to_string(),
                 table,
                 priority,
                 in_port: Some(qvo.clone()),
-                arp: true,
-                arp_spa,
                 actions,
                 ..FlowSpec::default()
             };
-            flows.push(arp(0, 10, None, vec![FlowAction::Resubmit(24)]));
-            flows.push(arp(24, 2, Some(inst.address), vec![FlowAction::Normal]));
+            flows.push(FlowSpec {
+                arp: true,
+                ..port(0, 10, vec![FlowAction::Resubmit(24)])
+            });
+            flows.push(FlowSpec {
+                arp: true,
+                arp_spa: Some(inst.address),
+                ..port(24, 2, vec![FlowAction::Resubmit(25)])
+            });
+            flows.push(FlowSpec {
+                neighbor_advert: true,
+                ..port(0, 10, vec![FlowAction::Resubmit(24)])
+            });
+            flows.push(FlowSpec {
+                neighbor_advert: true,
+                nd_target: Some(naming::link_local(inst.mac)),
+                ..port(24, 2, vec![FlowAction::Normal])
+            });
+            flows.push(port(0, 9, vec![FlowAction::Resubmit(25)]));
+            flows.push(FlowSpec {
+                dl_src: Some(inst.mac),
+                ..port(25, 2, vec![FlowAction::Normal])
+            });
         }
         flows.sort();
         if ext_ns.is_some() {
             bridges.push(OvsBridge {
                 name: BR_EX.to_string(),
                 ports: br_ex_ports,
+                cookie: 0,
+                standalone: true,
             });
             flows.push(FlowSpec {
                 bridge: BR_EX.to_string(),
@@ -764,9 +836,9 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             });
             flows.sort();
         }
-        if node.role == NodeRole::Compute {
-            firewalls.push(firewall(topo, node, &local_vlans));
-        }
+        // Every node's OVS agent runs the hybrid firewall driver, which
+        // sets up its chains even on a network node without ports.
+        firewalls.push(firewall(topo, node));
         switches.push(SwitchSpec {
             node: node.name.clone(),
             namespace: ns.clone(),
@@ -779,7 +851,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
 
     let mut dhcp_clients = Vec::new();
     for inst in &topo.instances {
-        let plug = HybridPlug::new(lab, &inst.name);
+        let plug = inst.plug();
         let net = topo.network(&inst.network).expect("validated reference");
         let address = Ipv4Net::new(inst.address, net.cidr.prefix_len()).expect("valid prefix");
         let namespace = naming::namespace(lab, &inst.name);
@@ -875,7 +947,6 @@ fn router_copy(
     namespace: &str,
     ipv6_off: &[(String, String)],
 ) -> RouterCopy {
-    let lab = topo.lab.as_str();
     let mut links = Vec::new();
     let mut internal_cidrs = Vec::new();
     // What the router holds: (link, address) and routes.
@@ -883,7 +954,7 @@ fn router_copy(
     let mut routes = Vec::new();
     for network in &router.interfaces {
         let net = topo.network(network).expect("validated reference");
-        let port = RouterPort::internal(lab, &router.name, network);
+        let port = RouterPort::internal(router, network);
         held.push((
             links.len(),
             Ipv4Net::new(net.gateway, net.cidr.prefix_len()).expect("valid prefix"),
@@ -894,7 +965,7 @@ fn router_copy(
         });
         internal_cidrs.push(net.cidr);
     }
-    let gateway = RouterPort::gateway(lab, &router.name);
+    let gateway = RouterPort::gateway(router);
     let mut floating_ips = Vec::new();
     if let Some(gw) = &router.external_gateway {
         let ext = topo
@@ -932,7 +1003,7 @@ fn router_copy(
             for link in &mut links {
                 link.addresses_also_by = Some(AddressSetter::Keepalived);
             }
-            let port = HaPort::new(lab, &router.name, node);
+            let port = HaPort::of(router, node);
             let net = ha_network(topo);
             let own = ha.address_on(node).expect("an address per copy");
             links.push(LinkSpec {
@@ -961,7 +1032,7 @@ fn router_copy(
             })
         }
     };
-    let mut sysctls = ipv6_off.to_vec();
+    let mut sysctls = agent_namespace_sysctls(ipv6_off);
     sysctls.push(("net/ipv4/ip_forward".to_string(), "1".to_string()));
     RouterCopy {
         namespace: NamespaceSpec {
@@ -986,6 +1057,18 @@ fn router_copy(
         },
         keepalived,
     }
+}
+
+/// The sysctls of a namespace an agent makes (`ip_lib`'s `netns add`):
+/// `promote_secondaries`, so that deleting a router's primary address
+/// keeps the others of its subnet.
+fn agent_namespace_sysctls(base: &[(String, String)]) -> Vec<(String, String)> {
+    let mut sysctls = base.to_vec();
+    sysctls.push((
+        "net/ipv4/conf/all/promote_secondaries".to_string(),
+        "1".to_string(),
+    ));
+    sysctls
 }
 
 /// The lab's HA network (there is one when a router is HA).
@@ -1036,7 +1119,7 @@ fn dhcp_servers(
         let (Some(node), Some(address)) = (topo.dhcp_node(&net.name), net.dhcp_address) else {
             continue;
         };
-        let port = DhcpPort::new(lab, &net.name);
+        let port = DhcpPort::of(net);
         let namespace = dhcp::namespace(lab, &net.name);
         let isolated = crate::metadata::isolated(topo, &net.name);
         let mut addresses =
@@ -1049,7 +1132,7 @@ fn dhcp_servers(
             name: namespace.clone(),
             object: net.name.clone(),
             kind: NamespaceKind::Dhcp,
-            sysctls: base_sysctls.to_vec(),
+            sysctls: agent_namespace_sysctls(base_sysctls),
             bridges: vec![],
             veths: vec![],
             ovs_internal: vec![],
@@ -1073,12 +1156,7 @@ fn dhcp_servers(
                 topo.routers
                     .iter()
                     .filter(|r| r.interfaces.contains(&net.name))
-                    .map(|r| {
-                        (
-                            RouterPort::internal(lab, &r.name, &net.name).mac,
-                            net.gateway,
-                        )
-                    }),
+                    .map(|r| (RouterPort::internal(r, &net.name).mac, net.gateway)),
             )
             .chain(std::iter::once((port.mac, address)))
             .collect();
@@ -1153,7 +1231,7 @@ fn physical_router(
     };
     let mut trunk = vec![plain_port(UPLINK)];
     for i in &router.interfaces {
-        let mac = Some(naming::physical_router_mac(lab, &router.name, &i.network));
+        let mac = Some(i.mac);
         if let Some(net) = topo.network(&i.network) {
             let vlan = match net.network_type {
                 NetworkType::Vlan(id) => Some(id),
@@ -1214,6 +1292,8 @@ fn physical_router(
         bridges: vec![OvsBridge {
             name: BR_TRUNK.to_string(),
             ports: trunk,
+            cookie: naming::lab_cookie(lab),
+            standalone: false,
         }],
         flows: vec![FlowSpec {
             bridge: BR_TRUNK.to_string(),
@@ -1260,21 +1340,28 @@ pub struct RouterPort {
 }
 
 impl RouterPort {
-    pub fn internal(lab: &str, router: &str, network: &str) -> Self {
-        Self::new(lab, QR, &format!("{router}:{network}"))
+    /// `router`'s `qr-` port on `network`, one of its interfaces.
+    pub fn internal(router: &Router, network: &str) -> Self {
+        let ids = router
+            .port_on(network)
+            .expect("validated: the router has an interface on the network");
+        Self::new(QR, ids)
     }
 
-    pub fn gateway(lab: &str, router: &str) -> Self {
-        Self::new(lab, QG, &format!("{router}:gateway"))
+    /// `router`'s `qg-` port, on its external gateway.
+    pub fn gateway(router: &Router) -> Self {
+        let ids = router
+            .gateway_port
+            .expect("validated: the router has an external gateway");
+        Self::new(QG, ids)
     }
 
-    fn new(lab: &str, prefix: &str, name: &str) -> Self {
-        let port = naming::object_uuid(lab, "router-port", name);
+    fn new(prefix: &str, ids: PortIds) -> Self {
         RouterPort {
-            port,
-            device: naming::device_name(prefix, &port),
-            tap: naming::device_name(TAP, &port),
-            mac: naming::derived_mac(&port),
+            port: ids.uuid,
+            device: naming::device_name(prefix, &ids.uuid),
+            tap: naming::device_name(TAP, &ids.uuid),
+            mac: ids.mac,
         }
     }
 }
@@ -1307,7 +1394,7 @@ fn plain_port(name: &str) -> OvsPort {
 /// The firewall of a compute node: each instance's security groups, and
 /// an ipset per remote group its rules refer to (Liberty's default,
 /// `enable_ipset = True`).
-fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -> FirewallSpec {
+fn firewall(topo: &Topology, node: &Node) -> FirewallSpec {
     let lab = topo.lab.as_str();
     let members = |group: &str| -> Vec<Ipv4Addr> {
         let mut out: Vec<Ipv4Addr> = topo
@@ -1322,8 +1409,8 @@ fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -
     };
     let mut ipsets: Vec<IpSetSpec> = Vec::new();
     let mut ports = Vec::new();
-    for inst in topo.instances_on(&node.name) {
-        let plug = HybridPlug::new(lab, &inst.name);
+    for (zone, inst) in (1u16..).zip(topo.instances_on(&node.name)) {
+        let plug = inst.plug();
         let mut rules = Vec::new();
         for group in &inst.security_groups {
             let Some(sg) = topo.security_groups.iter().find(|g| &g.name == group) else {
@@ -1358,7 +1445,7 @@ fn firewall(topo: &Topology, node: &Node, local_vlans: &BTreeMap<String, u16>) -
             qvb: plug.qvb.clone(),
             mac: inst.mac,
             ip: inst.address,
-            zone: local_vlans[&inst.network],
+            zone,
             rules,
             dhcp_servers: topo
                 .network(&inst.network)
@@ -1387,6 +1474,7 @@ fn plain_link(name: &str, master: Option<&str>) -> LinkSpec {
         tx_checksum: Some(true),
         mtu: None,
         addresses_also_by: None,
+        promisc: false,
         down: false,
     }
 }
@@ -1454,7 +1542,6 @@ pub fn tunnel_port_name(kind: TunnelType, remote: Ipv4Addr) -> String {
 type Ports<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Vec<([u8; 6], Ipv4Addr)>>>;
 
 fn l2pop_ports(topo: &Topology) -> Ports<'_> {
-    let lab = topo.lab.as_str();
     let mut ports: Ports<'_> = BTreeMap::new();
     for i in &topo.instances {
         ports
@@ -1477,7 +1564,7 @@ fn l2pop_ports(topo: &Topology) -> Ports<'_> {
                 // nodes get the network's floods, and no unicast or ARP
                 // entry pins its MAC to one of them.
                 if r.ha.is_none() {
-                    entries.push((RouterPort::internal(lab, &r.name, network).mac, net.gateway));
+                    entries.push((RouterPort::internal(r, network).mac, net.gateway));
                 }
             }
         }
@@ -1499,7 +1586,7 @@ fn l2pop_ports(topo: &Topology) -> Ports<'_> {
                 .or_default()
                 .entry(net.name.as_str())
                 .or_default()
-                .push((DhcpPort::new(lab, &net.name).mac, address));
+                .push((DhcpPort::of(net).mac, address));
         }
     }
     ports
@@ -2001,7 +2088,7 @@ mod tests {
                     .iter()
                     .all(|l| l.addresses_also_by == Some(AddressSetter::Keepalived))
             );
-            let ha = HaPort::new(lab, "router1", node);
+            let ha = HaPort::of(router, node);
             let own = copy.links.iter().find(|l| l.name == ha.device).unwrap();
             assert_eq!(own.addresses.len(), 1);
             assert!(
@@ -2067,7 +2154,8 @@ mod tests {
         assert_eq!(state.keepalived[0].node, "network2");
         assert!(state.dhcp_servers.iter().all(|d| d.node == "network2"));
         assert!(state.dhcp_clients.iter().all(|c| c.instance == "instance2"));
-        assert!(state.firewalls.iter().all(|f| f.node == "compute2"));
+        let firewalls: Vec<&str> = state.firewalls.iter().map(|f| f.node.as_str()).collect();
+        assert_eq!(firewalls, ["network2", "compute2"]);
         for switch in ["overlay", "provider"] {
             let ns = state.namespace(&naming::namespace(lab, switch)).unwrap();
             for link in &ns.links {
@@ -2232,7 +2320,8 @@ mod tests {
             "no tunnel to compute2"
         );
         let flows = br_tun_flows(&state, "compute1");
-        let router = RouterPort::internal("selfservice", "router1", "selfservice1");
+        let topo = crate::parse("selfservice", SELFSERVICE).unwrap();
+        let router = RouterPort::internal(topo.router("router1").unwrap(), "selfservice1");
         assert!(flows.contains(&FlowSpec {
             bridge: BR_TUN.into(),
             table: 20,
@@ -2302,8 +2391,9 @@ mod tests {
 
     #[test]
     fn hybrid_plug_is_wired_as_os_vif_does() {
-        let state = plan(&crate::seed(), &LocalVlans::new());
-        let plug = HybridPlug::new("seed", "instance1");
+        let seed = crate::seed();
+        let state = plan(&seed, &LocalVlans::new());
+        let plug = seed.instance("instance1").unwrap().plug();
         let node = state.namespace("seed.compute1").unwrap();
         assert!(node.bridges.contains(&plug.qbr));
         let tap = node.links.iter().find(|l| l.name == plug.tap).unwrap();

@@ -12,7 +12,6 @@ use ipnet::Ipv4Net;
 use crate::model::*;
 use crate::naming::{self, DEFAULT_OVERLAY, IFNAME_MAX};
 use crate::parse::*;
-use crate::plan::{RouterPort, router_copies};
 use crate::printable::{is_unsafe, printable};
 
 struct Checker {
@@ -171,7 +170,7 @@ fn object_problem(name: &str) -> Option<String> {
         .find(|p| name.starts_with(*p))
     {
         return Some(format!(
-            "names starting with `{prefix}` are reserved for router devices (`qr-`, `qg-`; `ha-` for HA routers, to come)"
+            "names starting with `{prefix}` are reserved for router devices (`qr-`, `qg-`, and `ha-` for HA routers)"
         ));
     }
     looks_hashed(name).then(|| {
@@ -247,8 +246,10 @@ fn check_socket_path(c: &mut Checker, lab: &str, node: &S<String>) {
 }
 
 /// A name the plan derives from a hash of the lab's and an object's names
-/// (a device, a firewall chain, an ipset), and whose it is. Two equal ones
-/// in one scope would be one object where the plan wants two.
+/// and cuts short, and whose it is. Two equal ones in one scope would be
+/// one object where the plan wants two. Only the security groups' ipsets
+/// are checked so now: ports' names and MACs are settled so that they
+/// differ ([`crate::identifiers`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Hashed {
     /// Where the name must be unique: a namespace, a node's firewall.
@@ -291,86 +292,9 @@ fn collision_message(later: &Hashed, earlier: &Hashed) -> String {
     )
 }
 
-/// The hashed names of an instance: its hybrid plug's devices in its node's
-/// namespace, and its firewall chains there.
-fn instance_hashed(lab: &str, instance: &Instance, column: u32) -> Vec<Hashed> {
-    let plug = naming::HybridPlug::new(lab, &instance.name);
-    let scope = naming::namespace(lab, &instance.node);
-    let owner = format!("instance `{}`", instance.name);
-    let entry = |what, name: &str, scope: &str| Hashed {
-        scope: scope.to_string(),
-        what,
-        name: name.to_string(),
-        owner: owner.clone(),
-        line: instance.line,
-        column,
-    };
-    let port = plug.port.hyphenated().to_string();
-    vec![
-        entry("device", &plug.tap, &scope),
-        entry("device", &plug.qbr, &scope),
-        entry("device", &plug.qvb, &scope),
-        entry("device", &plug.qvo, &scope),
-        entry(
-            "firewall chains",
-            &format!("…{}", &port[..naming::CHAIN_PORT_CHARS]),
-            &format!("the firewall of node `{}`", instance.node),
-        ),
-    ]
-}
-
 /// The column of the name `name` among `spans`, where it was declared.
 fn column_of<'a>(mut spans: impl Iterator<Item = &'a S<String>>, name: &str) -> u32 {
     spans.find(|s| s.value == name).map_or(0, |s| at(s).1)
-}
-
-/// A router's ports, each with how messages call it.
-fn router_ports(lab: &str, router: &Router) -> Vec<(RouterPort, String)> {
-    let internal = router.interfaces.iter().map(|net| {
-        (
-            RouterPort::internal(lab, &router.name, net),
-            format!("router `{}`'s port on `{net}`", router.name),
-        )
-    });
-    let gateway = router.external_gateway.as_ref().map(|_| {
-        (
-            RouterPort::gateway(lab, &router.name),
-            format!("router `{}`'s gateway port", router.name),
-        )
-    });
-    internal.chain(gateway).collect()
-}
-
-/// The hashed names of a router: each port's `tap…` in its node's
-/// namespace and `qr-…`/`qg-…` in the router's, in every copy (and an HA
-/// copy's `ha-…` port and its `tap…`).
-fn router_hashed(lab: &str, router: &Router, column: u32) -> Vec<Hashed> {
-    let owner = format!("router `{}`", router.name);
-    let mut out = Vec::new();
-    for (node, router_ns) in router_copies(lab, router) {
-        let node_ns = naming::namespace(lab, node);
-        let ha = router.ha.as_ref().map(|_| {
-            let port = crate::keepalived::HaPort::new(lab, &router.name, node);
-            (port.tap, port.device)
-        });
-        let ports = router_ports(lab, router)
-            .into_iter()
-            .map(|(port, _)| (port.tap, port.device))
-            .chain(ha);
-        for (tap, device) in ports {
-            for (name, scope) in [(tap, &node_ns), (device, &router_ns)] {
-                out.push(Hashed {
-                    scope: scope.clone(),
-                    what: "device",
-                    name,
-                    owner: owner.clone(),
-                    line: router.line,
-                    column,
-                });
-            }
-        }
-    }
-    out
 }
 
 /// Names that become Linux interface names as they are (a switch port or
@@ -590,6 +514,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             dhcp: n.dhcp.as_ref().is_none_or(|d| d.value),
             dns_nameservers,
             dhcp_address: None,
+            dhcp_port: None, // settled below
             ha: false,
             line: at(&n.name).0,
         });
@@ -730,6 +655,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             name: name.clone(),
             network: ext.name.clone(),
             address,
+            mac: [0; 6], // settled with the others, below
             line: at(&h.name).0,
         });
     }
@@ -862,10 +788,13 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
                 vrid: 0,
                 vip: Ipv4Net::default(),
                 addresses: Vec::new(),
+                ports: Vec::new(), // settled below
             }),
             interfaces,
             external_gateway,
             snat: r.snat,
+            interface_ports: Vec::new(), // settled below
+            gateway_port: None,
             line: at(&r.name).0,
         });
     }
@@ -896,7 +825,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         if r.interfaces.is_empty() {
             c.err(&r.name, format!("{what}: no interfaces"));
         }
-        let mut interfaces: Vec<NetworkAddress> = Vec::new();
+        let mut interfaces: Vec<PhysicalInterface> = Vec::new();
         let mut external = Vec::new();
         for i in &r.interfaces {
             let network = &i.network.value;
@@ -955,9 +884,10 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             } else if !claim(&mut c, &i.address, network, address, what.clone()) {
                 continue;
             }
-            let at = NetworkAddress {
+            let at = PhysicalInterface {
                 network: network.clone(),
                 address,
+                mac: [0; 6], // settled below
             };
             if gateway.is_some() {
                 interfaces.push(at);
@@ -990,44 +920,11 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
     }
 
     // MACs: every one of the lab is unique, since the physical switch
-    // learns them whatever the VLAN. The planned ones first (external
-    // hosts, router ports), so that a clash lands on the instance, whose
-    // MAC can be given.
+    // learns them whatever the VLAN. Only those given in the file can be
+    // refused; derived ones are settled around them (`identifiers`).
     let lab = raw.lab.value.as_str();
-    let mut macs: HashMap<[u8; 6], String> = HashMap::new();
-    for h in &external_hosts {
-        macs.insert(
-            naming::external_host_mac(lab, &h.name),
-            format!("external host `{}`", h.name),
-        );
-    }
-    for router in &physical_routers {
-        for i in &router.interfaces {
-            macs.insert(
-                naming::physical_router_mac(lab, &router.name, &i.network),
-                format!("physical router `{}`", router.name),
-            );
-        }
-    }
-    for net in networks.iter().filter(|n| n.dhcp) {
-        let port = crate::dhcp::DhcpPort::new(lab, &net.name);
-        macs.insert(port.mac, format!("the DHCP port of network `{}`", net.name));
-    }
-    for (r, router) in raw.routers.iter().zip(&routers) {
-        for (port, owner) in router_ports(lab, router) {
-            if let Some(other) = macs.get(&port.mac) {
-                c.err(
-                    &r.name,
-                    format!(
-                        "{owner} would have MAC {}, which is {other}'s; rename one of them",
-                        format_mac(&port.mac)
-                    ),
-                );
-            } else {
-                macs.insert(port.mac, owner);
-            }
-        }
-    }
+    let mut given_macs: Vec<Option<[u8; 6]>> = Vec::new();
+    let mut given_by: HashMap<[u8; 6], String> = HashMap::new();
 
     // Instances.
     let mut instances = Vec::new();
@@ -1073,32 +970,30 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
                             m,
                             format!("instance `{name}`: MAC {} is a multicast address", m.value),
                         );
+                        ok = false;
                         None
                     }
                     None => {
                         c.err(m, format!("instance `{name}`: `{}` is not a MAC address like fa:16:3e:00:00:01", m.value));
+                        ok = false;
                         None
                     }
                 }
             }
-            None => Some(naming::derived_mac(&naming::instance_port_uuid(
-                &raw.lab.value,
-                name,
-            ))),
+            None => None,
         };
-        if let Some(mac) = mac {
-            if let Some(other) = macs.get(&mac) {
-                let span = i.mac.as_ref().unwrap_or(&i.name);
+        if let (Some(mac), Some(span)) = (mac, &i.mac) {
+            if let Some(other) = given_by.get(&mac) {
                 c.err(
                     span,
                     format!(
-                        "instance `{name}`: MAC {} is already used by {other}",
+                        "instance `{name}`: MAC {} is already given to {other}",
                         format_mac(&mac)
                     ),
                 );
                 ok = false;
             } else {
-                macs.insert(mac, format!("instance `{name}`"));
+                given_by.insert(mac, format!("instance `{name}` (line {})", at(span).0));
             }
         }
         let Some(net) = net_by_name.get(&i.network.value) else {
@@ -1215,13 +1110,15 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
                 ok = false;
             }
         }
-        if ok && let Some(mac) = mac {
+        if ok {
+            given_macs.push(mac);
             instances.push(Instance {
                 name: name.clone(),
                 node: i.node.value.clone(),
                 network: net.name.clone(),
                 address,
-                mac,
+                port: uuid::Uuid::nil(), // settled below
+                mac: mac.unwrap_or_default(),
                 floating_ip,
                 security_groups: i.security_groups.iter().map(|g| g.value.clone()).collect(),
                 user_data: i.user_data.as_ref().map(|u| u.value.clone()),
@@ -1277,13 +1174,10 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         }
     }
 
-    // Names derived from hashes: two equal ones in one scope would be one
-    // device, chain or set where the plan wants two.
+    // Names derived from hashes: two equal ipsets would be one set where
+    // the plan wants two. (Ports' devices and chains, and MACs, are
+    // settled so that they differ: `identifiers`.)
     let mut hashed = Vec::new();
-    for router in &routers {
-        let column = column_of(raw.routers.iter().map(|r| &r.name), &router.name);
-        hashed.extend(router_hashed(lab, router, column));
-    }
     for group in &security_groups {
         hashed.push(Hashed {
             scope: "the lab's ipsets".to_string(),
@@ -1293,10 +1187,6 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             line: group.line,
             column: column_of(raw.security_groups.iter().map(|g| &g.name), &group.name),
         });
-    }
-    for instance in &instances {
-        let column = column_of(raw.instances.iter().map(|i| &i.name), &instance.name);
-        hashed.extend(instance_hashed(lab, instance, column));
     }
     for (later, earlier) in collisions(&hashed) {
         c.err_at(later.line, later.column, collision_message(later, earlier));
@@ -1326,16 +1216,12 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         }
     }
 
-    if !c.problems.is_empty() {
-        c.problems.sort_by_key(|p| (p.line, p.column));
-        return Err(c.problems);
-    }
     let l3_ha = l3_ha.map(|(l3_ha, network)| {
         networks.push(network);
         l3_ha
     });
-    Ok(Topology {
-        lab: raw.lab.0.value,
+    let mut topology = Topology {
+        lab: raw.lab.value.clone(),
         source: source.to_string(),
         nodes,
         physical_networks,
@@ -1351,7 +1237,55 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         security_groups,
         instances,
         checks,
-    })
+    };
+    check_local_vlans(&mut c, &raw, &topology);
+    if !c.problems.is_empty() {
+        c.problems.sort_by_key(|p| (p.line, p.column));
+        return Err(c.problems);
+    }
+    crate::identifiers::assign(&mut topology, &given_macs);
+    Ok(topology)
+}
+
+/// The local VLAN ids a node's br-int can give its networks (1–4094, the
+/// agent's `LocalVlanManager`).
+const LOCAL_VLANS: usize = 4094;
+
+/// A node has one local VLAN per network it has a port on (an instance's,
+/// a router copy's interface or `ha-` port, a DHCP port): more networks
+/// than ids cannot be planned.
+fn check_local_vlans(c: &mut Checker, raw: &RawTopology, topo: &Topology) {
+    let mut networks: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for i in &topo.instances {
+        networks.entry(&i.node).or_default().insert(&i.network);
+    }
+    let ha_network = topo.l3_ha.as_ref().map(|h| h.network.as_str());
+    for r in &topo.routers {
+        let ha = r.ha.as_ref().and(ha_network);
+        for node in &r.nodes {
+            let on = networks.entry(node).or_default();
+            on.extend(r.interfaces.iter().map(String::as_str).chain(ha));
+        }
+    }
+    for n in topo.networks.iter().filter(|n| n.dhcp) {
+        if let Some(node) = topo.dhcp_node(&n.name) {
+            networks.entry(node).or_default().insert(&n.name);
+        }
+    }
+    for node in &raw.nodes {
+        let count = networks
+            .get(node.name.value.as_str())
+            .map_or(0, HashSet::len);
+        if count > LOCAL_VLANS {
+            c.err(
+                &node.name,
+                format!(
+                    "node `{}`: it has ports on {count} networks, but its br-int has {LOCAL_VLANS} local VLAN ids",
+                    node.name.value
+                ),
+            );
+        }
+    }
 }
 
 /// `agent:`: known tunnel types, and `arp_responder` only with
@@ -1755,6 +1689,7 @@ fn check_l3_ha(
             dhcp: false,
             dns_nameservers: Vec::new(),
             dhcp_address: None,
+            dhcp_port: None,
             ha: true,
             line: line.0,
         },
@@ -1789,12 +1724,23 @@ fn check_overlay(
     }
     let cidr = c.cidr("overlay", &o.cidr)?;
     check_overlap(c, subnets, cidr, "overlay", name, &o.cidr);
-    let mut hosts = cidr.hosts();
+    // Given endpoints first, so that a default one never takes theirs:
+    // defaults are the subnet's hosts in node order, skipping those given.
+    let given: Vec<Option<Ipv4Addr>> = raw
+        .nodes
+        .iter()
+        .map(|n| {
+            let s = n.local_ip.as_ref()?;
+            c.host_address(&format!("node `{}` local_ip", n.name.value), s, &cidr, name)
+        })
+        .collect();
+    let taken: HashSet<Ipv4Addr> = given.iter().flatten().copied().collect();
+    let mut hosts = cidr.hosts().filter(|ip| !taken.contains(ip));
     let mut endpoints: Vec<(String, Ipv4Addr)> = Vec::new();
     let mut ok = true;
-    for n in &raw.nodes {
+    for (n, given) in raw.nodes.iter().zip(given) {
         let ip = match &n.local_ip {
-            Some(s) => c.host_address(&format!("node `{}` local_ip", n.name.value), s, &cidr, name),
+            Some(_) => given,
             None => {
                 let next = hosts.next();
                 if next.is_none() {

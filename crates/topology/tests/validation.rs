@@ -638,7 +638,7 @@ fn names_of_generated_devices_are_reserved() {
             &[&format!("external host `{name}`"), "router devices"],
         );
     }
-    let tap = naming::HybridPlug::new("seed", "instance1").tap;
+    let tap = first_plug("instance1").tap;
     let text = seed_renamed("instance4", &tap);
     refused(
         &text,
@@ -713,53 +713,57 @@ fn seed_with_instances(a: &str, node1: &str, b: &str, node2: &str) -> String {
     )
 }
 
+/// The plug an instance of lab `seed` derives first (its port's first
+/// candidate).
+fn first_plug(instance: &str) -> naming::HybridPlug {
+    naming::HybridPlug::new(naming::object_uuid("seed", "port", instance))
+}
+
+/// The chain names' part of a plug's devices: 10 characters of the port.
+fn chain_part(plug: &naming::HybridPlug) -> &str {
+    &plug.tap[3..3 + naming::CHAIN_PORT_CHARS]
+}
+
 // Found by search: in lab `seed`, the ports of vm250223 and vm340589 share
 // their first ten hex digits (6a964ee8-78…), so all four devices of their
 // hybrid plugs would have the same names; vm203926 and vm227883 share nine
 // (e374ff74-b…), so their devices differ but their firewall chains do not.
 #[test]
-fn device_names_that_collide_on_one_node_are_refused() {
-    let a = naming::HybridPlug::new("seed", "vm250223");
-    let b = naming::HybridPlug::new("seed", "vm340589");
+fn device_names_that_would_collide_are_derived_again() {
+    let (a, b) = (first_plug("vm250223"), first_plug("vm340589"));
     assert_eq!((&a.tap, &a.qvo), (&b.tap, &b.qvo), "the search's result");
-    let text = seed_with_instances("vm250223", "compute1", "vm340589", "compute1");
-    refused(
-        &text,
-        line_of(&text, "  - name: vm340589"),
-        &[
-            "instance `vm340589`",
-            &a.tap,
-            "seed.compute1",
-            "instance `vm250223`",
-        ],
-    );
-    // One problem for the pair, not one per device.
-    let TopologyError::Invalid { problems, .. } = parse("bad.yaml", &text).unwrap_err() else {
-        panic!("expected a validation error")
-    };
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    // On two nodes the devices live in two namespaces: no collision.
-    let text = seed_with_instances("vm250223", "compute1", "vm340589", "compute2");
-    parse("ok.yaml", &text).expect("different namespaces");
+    // On one node or two: device names differ lab-wide.
+    for node2 in ["compute1", "compute2"] {
+        let text = seed_with_instances("vm250223", "compute1", "vm340589", node2);
+        let topo = parse("ok.yaml", &text).expect("settled, not refused");
+        let (first, second) = (
+            topo.instance("vm250223").unwrap(),
+            topo.instance("vm340589").unwrap(),
+        );
+        // The earlier in the file keeps its port; the other gets another,
+        // and a MAC from it.
+        assert_eq!(first.plug(), a);
+        assert_ne!(second.port, b.port);
+        assert_ne!(chain_part(&second.plug()), chain_part(&a));
+        assert_eq!(second.mac, naming::derived_mac(&second.port));
+    }
+    // Declared the other way round, the other one keeps its port.
+    let text = seed_with_instances("vm340589", "compute1", "vm250223", "compute1");
+    let topo = parse("ok.yaml", &text).unwrap();
+    assert_eq!(topo.instance("vm340589").unwrap().plug(), b);
+    assert_ne!(topo.instance("vm250223").unwrap().port, a.port);
 }
 
 #[test]
-fn firewall_chains_that_collide_on_one_node_are_refused() {
-    let a = naming::HybridPlug::new("seed", "vm203926");
-    let b = naming::HybridPlug::new("seed", "vm227883");
+fn firewall_chains_that_would_collide_are_derived_again() {
+    let (a, b) = (first_plug("vm203926"), first_plug("vm227883"));
     assert_ne!(a.tap, b.tap);
-    assert_eq!(a.tap[..13], b.tap[..13], "the search's result");
+    assert_eq!(chain_part(&a), chain_part(&b), "the search's result");
     let text = seed_with_instances("vm203926", "compute2", "vm227883", "compute2");
-    refused(
-        &text,
-        line_of(&text, "  - name: vm227883"),
-        &[
-            "instance `vm227883`",
-            "firewall chains",
-            "node `compute2`",
-            "instance `vm203926`",
-        ],
-    );
+    let topo = parse("ok.yaml", &text).expect("settled, not refused");
+    assert_eq!(topo.instance("vm203926").unwrap().plug(), a);
+    let second = topo.instance("vm227883").unwrap().plug();
+    assert_ne!(chain_part(&second), chain_part(&a));
 }
 
 #[test]
@@ -799,54 +803,80 @@ fn the_seed_and_a_large_generated_lab_have_no_collisions() {
     }
 }
 
+/// The seed with instance3 given `mac`.
+fn seed_with_instance3_mac(mac: &str) -> String {
+    seed_with(
+        "    address: 192.168.1.12\n",
+        &format!("    address: 192.168.1.12\n    mac: {mac}\n"),
+    )
+}
+
 #[test]
-fn a_given_mac_may_not_be_a_router_or_external_host_mac() {
-    let gateway = format_mac(&RouterPort::gateway("seed", "router1").mac);
-    let text = seed_with(
-        "    address: 192.168.1.12\n",
-        &format!("    address: 192.168.1.12\n    mac: {gateway}\n"),
-    );
-    refused(
-        &text,
-        line_of(&text, &format!("mac: {gateway}")),
-        &["instance3", &gateway, "router `router1`'s gateway port"],
-    );
-    let internal = format_mac(&RouterPort::internal("seed", "router1", "net2").mac);
-    let text = seed_with(
-        "    address: 192.168.1.12\n",
-        &format!("    address: 192.168.1.12\n    mac: {internal}\n"),
-    );
-    refused(
-        &text,
-        line_of(&text, &format!("mac: {internal}")),
-        &["instance3", "router `router1`'s port on `net2`"],
-    );
-    let internet = format_mac(&naming::external_host_mac("seed", "internet"));
-    let text = seed_with(
-        "    address: 192.168.1.12\n",
-        &format!("    address: 192.168.1.12\n    mac: {internet}\n"),
-    );
-    refused(
-        &text,
-        line_of(&text, &format!("mac: {internet}")),
-        &["instance3", "external host `internet`"],
-    );
+fn a_given_mac_is_kept_and_a_derived_one_equal_to_it_is_derived_again() {
+    let seed = ovslab_topology::seed();
+    let router = seed.router("router1").unwrap();
+    let internet = &seed.external_hosts[0];
+    let taken = [
+        ("router1's gateway port", RouterPort::gateway(router).mac),
+        (
+            "router1's port on net2",
+            RouterPort::internal(router, "net2").mac,
+        ),
+        ("internet", internet.mac),
+    ];
+    for (whose, mac) in taken {
+        let text = seed_with_instance3_mac(&format_mac(&mac));
+        let topo = parse("ok.yaml", &text).unwrap_or_else(|e| panic!("{whose}: {e}"));
+        assert_eq!(topo.instance("instance3").unwrap().mac, mac, "{whose}");
+        let router = topo.router("router1").unwrap();
+        let now = [
+            RouterPort::gateway(router).mac,
+            RouterPort::internal(router, "net2").mac,
+            topo.external_hosts[0].mac,
+        ];
+        assert_eq!(
+            now.iter().filter(|m| **m == mac).count(),
+            0,
+            "{whose} got another MAC"
+        );
+        // Only the one that met the given MAC changed.
+        let before = taken.map(|(_, m)| m);
+        assert_eq!(
+            now.iter().zip(&before).filter(|(n, b)| n != b).count(),
+            1,
+            "{whose}"
+        );
+        // Its port, and so its devices, stay.
+        assert_eq!(
+            router.gateway_port.unwrap().uuid,
+            seed.routers[0].gateway_port.unwrap().uuid
+        );
+    }
 }
 
 // Found by search: in lab `seed`, vm148567's derived MAC is router1's
 // gateway port's (both are fa:16:3e + 24 bits of a hash).
 #[test]
-fn a_derived_mac_may_not_be_a_router_mac() {
+fn a_derived_mac_equal_to_a_router_s_is_the_instance_s_to_give_up() {
+    let seed = ovslab_topology::seed();
+    let gateway = RouterPort::gateway(seed.router("router1").unwrap()).mac;
+    let vm = naming::object_uuid("seed", "port", "vm148567");
+    assert_eq!(naming::derived_mac(&vm), gateway, "the search's result");
     let text = seed_with(
         "\n# What must hold",
         "  - name: vm148567\n    node: compute1\n    network: net1\n    address: 192.168.1.21\n\
          \n# What must hold",
     );
-    refused(
-        &text,
-        line_of(&text, "  - name: vm148567"),
-        &["instance `vm148567`", "router `router1`'s gateway port"],
+    let topo = parse("ok.yaml", &text).expect("settled, not refused");
+    assert_eq!(
+        RouterPort::gateway(topo.router("router1").unwrap()).mac,
+        gateway
     );
+    let instance = topo.instance("vm148567").unwrap();
+    // Its port stays (no device collides); only its MAC is derived again.
+    assert_eq!(instance.port, vm);
+    assert_ne!(instance.mac, gateway);
+    assert_eq!(&instance.mac[..3], &[0xfa, 0x16, 0x3e]);
 }
 
 #[test]
@@ -884,16 +914,33 @@ fn problems_never_carry_control_characters() {
 // Found by search: in lab `seed`, router r563994's port on net2 would have
 // the external host `internet`'s MAC.
 #[test]
-fn a_router_mac_may_not_be_an_external_host_mac() {
-    let text = seed_renamed("router1", "r563994");
-    refused(
-        &text,
-        line_of(&text, "  - name: r563994"),
-        &[
-            "router `r563994`'s port on `net2`",
-            "external host `internet`",
-        ],
+fn a_router_port_equal_to_an_external_host_s_mac_is_derived_again() {
+    let internet = ovslab_topology::seed().external_hosts[0].mac;
+    let topo = parse("ok.yaml", &seed_renamed("router1", "r563994")).expect("settled");
+    assert_eq!(topo.external_hosts[0].mac, internet);
+    let router = topo.router("r563994").unwrap();
+    let port = RouterPort::internal(router, "net2");
+    assert_eq!(
+        naming::derived_mac(&port.port),
+        internet,
+        "the search's result"
     );
+    assert_ne!(port.mac, internet);
+}
+
+#[test]
+fn a_router_s_network_named_gateway_gets_its_own_port() {
+    // Interfaces and the gateway port were both derived from
+    // `router1:gateway`: one tap on br-int and br-ex.
+    let text = seed_renamed("net2", "gateway");
+    let topo = parse("ok.yaml", &text).unwrap();
+    let router = topo.router("router1").unwrap();
+    let (qr, qg) = (
+        RouterPort::internal(router, "gateway"),
+        RouterPort::gateway(router),
+    );
+    assert_ne!(qr.tap, qg.tap);
+    assert_ne!(qr.mac, qg.mac);
 }
 
 // Tunnel and provider networks, from the self-service lab.
@@ -1026,12 +1073,37 @@ fn a_local_ip_outside_the_overlay() {
 fn two_nodes_on_one_tunnel_endpoint() {
     let text = selfservice_with(
         "  - name: compute1\n    role: compute\n",
-        "  - name: compute1\n    role: compute\n    local_ip: 10.0.1.1\n",
+        "  - name: compute1\n    role: compute\n    local_ip: 10.0.1.7\n",
+    )
+    .replacen(
+        "  - name: compute2\n    role: compute\n",
+        "  - name: compute2\n    role: compute\n    local_ip: 10.0.1.7\n",
+        1,
     );
     refused(
         &text,
-        line_of(&text, "local_ip: 10.0.1.1"),
-        &["compute1", "10.0.1.1", "`network`"],
+        line_of_nth(&text, "local_ip: 10.0.1.7", 1),
+        &["compute2", "10.0.1.7", "`compute1`"],
+    );
+}
+
+#[test]
+fn a_default_tunnel_endpoint_makes_way_for_a_given_one() {
+    // `network` would have 10.0.1.1 by default, compute2 10.0.1.3.
+    let text = selfservice_with(
+        "  - name: compute1\n    role: compute\n",
+        "  - name: compute1\n    role: compute\n    local_ip: 10.0.1.1\n",
+    );
+    let topo = parse("ok.yaml", &text).expect("the default moves, not refused");
+    let overlay = topo.overlay.unwrap();
+    let endpoint = |n| overlay.endpoint(n).unwrap().to_string();
+    assert_eq!(
+        [
+            endpoint("network"),
+            endpoint("compute1"),
+            endpoint("compute2")
+        ],
+        ["10.0.1.2", "10.0.1.1", "10.0.1.3"]
     );
 }
 
@@ -1429,6 +1501,64 @@ fn a_dhcp_check_runs_from_an_instance_on_a_dhcp_network_to_its_server() {
     );
 }
 
+/// The seed with `count` more networks (VXLAN, 10.0.0.0/29, 10.0.0.8/29,
+/// …: a physical network has too few VLAN ids), each with an instance on
+/// compute1.
+fn seed_with_networks(count: u32) -> String {
+    let mut networks = String::new();
+    let mut instances = String::new();
+    for n in 0..count {
+        let base = std::net::Ipv4Addr::from(0x0a00_0000 + n * 8);
+        let [a, b, c, d] = base.octets();
+        networks.push_str(&format!(
+            "  - name: n{n}\n    type: vxlan\n    segmentation_id: {}\n    \
+             cidr: {base}/29\n    gateway: {a}.{b}.{c}.{}\n    dhcp: false\n",
+            n + 1000,
+            d + 1
+        ));
+        instances.push_str(&format!(
+            "  - name: vm{n}\n    node: compute1\n    network: n{n}\n    address: {a}.{b}.{c}.{}\n",
+            d + 2
+        ));
+    }
+    seed_with(
+        "\n# Reached through the network node",
+        &format!("{networks}\n# Reached through the network node"),
+    )
+    .replacen(
+        "\nnetworks:",
+        "\noverlay:\n  cidr: 10.255.0.0/16\n\nnetworks:",
+        1,
+    )
+    .replace(
+        "\n# What must hold",
+        &format!("{instances}\n# What must hold"),
+    )
+}
+
+#[test]
+fn a_node_with_more_networks_than_local_vlans_is_refused() {
+    // The seed's compute1 has net1; 4093 more fill its 4094 ids.
+    let text = seed_with_networks(4093);
+    let topo = parse("ok.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let state = plan::plan(&topo, &LocalVlans::new());
+    let tags: std::collections::BTreeSet<u16> = state
+        .switch("compute1")
+        .unwrap()
+        .local_vlans
+        .values()
+        .copied()
+        .collect();
+    assert_eq!(tags.len(), 4094);
+    assert_eq!((tags.first(), tags.last()), (Some(&1), Some(&4094)));
+    let text = seed_with_networks(4094);
+    refused(
+        &text,
+        line_of(&text, "  - name: compute1"),
+        &["node `compute1`", "4095 networks", "4094 local VLAN ids"],
+    );
+}
+
 const HA: &str = include_str!("../../../lab-topologies/ha-vrrp.yaml");
 
 fn ha_with(from: &str, to: &str) -> String {
@@ -1566,4 +1696,27 @@ fn the_ha_network_segment_must_be_free() {
         line_of(&text, "  network_type: vlan"),
         &["needs a physical network"],
     );
+}
+
+#[test]
+fn without_tunnels_the_ha_network_is_a_vlan_with_the_lowest_free_id() {
+    let text = seed_with(
+        "  - name: compute1\n",
+        "  - name: network2\n    role: network\n  - name: compute1\n",
+    )
+    .replacen(
+        "    node: network\n    interfaces",
+        "    ha: true\n    interfaces",
+        1,
+    );
+    let topo = parse("x", &text).unwrap();
+    let ha = topo
+        .network(&topo.l3_ha.as_ref().unwrap().network)
+        .unwrap()
+        .clone();
+    assert_eq!(ha.type_name(), "vlan");
+    assert_eq!(ha.physical_network.as_deref(), Some("physnet1"));
+    // The seed's networks use VLANs 101 and 102: 1 is free.
+    assert_eq!(ha.segmentation_id(), Some(1));
+    assert_eq!(topo.routers[0].nodes, ["network", "network2"]);
 }

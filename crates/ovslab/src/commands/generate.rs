@@ -9,8 +9,8 @@ use crate::BadInput;
 #[command(
     long_about = "Print a generated lab named scale-N-K: nodes `network` and \
 compute1…computeN, K instances on each compute node alternating between net1 (192.168.0.0/19, \
-VLAN 101) and net2 (192.168.32.0/19, VLAN 102) behind router1, with the seed's external network \
-and `internet` host. With --network-type vxlan or gre, net1 and net2 are tunnel networks \
+VLAN 101) and net2 (192.168.32.0/19, VLAN 102), or larger halves of 172.16.0.0/12 when the \
+instances do not fit, behind router1, with the seed's external network and `internet` host. With --network-type vxlan or gre, net1 and net2 are tunnel networks \
 (VNI or key 101 and 102) with l2population, and the lab is scale-vxlan-N-K or scale-gre-N-K. Bring it up with `ovslab generate … > lab.yaml && ovslab up lab.yaml`.",
     after_help = "Exit status: 0 printed, 2 a bad argument."
 )]

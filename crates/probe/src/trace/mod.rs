@@ -31,7 +31,7 @@ use ovslab_api::{
 use ovslab_capture::frame::format_mac;
 use ovslab_capture::{Direction, Encapsulation, Frame, PacketSocket, TunnelKind};
 use ovslab_netlink::netns;
-use ovslab_topology::naming::{self, HybridPlug};
+use ovslab_topology::naming;
 use ovslab_topology::plan::{self, DesiredState, NamespaceKind};
 use ovslab_topology::{CheckTarget, NodeRole, Topology, TunnelType};
 use ovslab_unixctl as unixctl;
@@ -112,11 +112,12 @@ pub fn run(
                 .instance(&request.from)
                 .map(|i| i.mac)
                 .ok_or_else(|| TraceError::BadSource(request.from.clone()))?;
-            probes::dhcp(&from_ns, naming::GUEST_NIC, mac, tag)?.is_some()
+            probes::dhcp(&from_ns, naming::GUEST_NIC, mac, tag, probes::PROBE_TIMEOUT)?.is_some()
         }
         TraceProtocol::Http(port) => {
             let path = "/latest/meta-data/instance-id";
-            probes::http_get(&from_ns, dest_ip, port, path, tag)?.is_some_and(|(s, _)| s == 200)
+            probes::http_get(&from_ns, dest_ip, port, path, tag, probes::PROBE_TIMEOUT)?
+                .is_some_and(|(s, _)| s == 200)
         }
         _ => probes::send(&from_ns, listen_ns, dest_ip, probe, tag, 1)?,
     };
@@ -259,7 +260,7 @@ fn watch_list(
         .iter()
         .filter(|i| !is_end(&i.name))
         .flat_map(|i| {
-            let p = HybridPlug::new(&topo.lab, &i.name);
+            let p = i.plug();
             [p.tap, p.qbr, p.qvb, p.qvo]
         })
         .collect();

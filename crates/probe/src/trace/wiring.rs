@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use ovslab_capture::{Direction, Frame};
-use ovslab_topology::naming::{self, HybridPlug};
+use ovslab_topology::naming;
 use ovslab_topology::plan::{DesiredState, RouterPort, active_router_namespace};
 use ovslab_topology::{Network, NodeRole, Topology};
 
@@ -312,7 +312,7 @@ pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>>
     };
     let plug = |name: &str| {
         let i = topo.instance(name)?;
-        let p = HybridPlug::new(lab, name);
+        let p = i.plug();
         let node = naming::namespace(lab, &i.node);
         let network = topo.network(&i.network)?;
         Some((i, p, node, network))
@@ -387,17 +387,17 @@ pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>>
         match &src_net {
             Some(net) => {
                 wire(&mut path, &src_node, router.node(), topo.network(net)?);
-                let port = RouterPort::internal(lab, &router.name, net);
+                let port = RouterPort::internal(router, net);
                 path.push(here(nn.clone(), &port.tap, Direction::Out));
                 path.push(here(rns.clone(), &port.device, Direction::In));
             }
             None => {
-                let port = RouterPort::gateway(lab, &router.name);
+                let port = RouterPort::gateway(router);
                 path.push(here(nn.clone(), &port.tap, Direction::Out));
                 path.push(here(rns.clone(), &port.device, Direction::In));
             }
         }
-        let port = RouterPort::internal(lab, &router.name, &dst.network);
+        let port = RouterPort::internal(router, &dst.network);
         path.push(here(rns, &port.device, Direction::Out));
         path.push(here(nn, &port.tap, Direction::In));
         wire(&mut path, router.node(), &dst.node, network);
@@ -411,8 +411,8 @@ pub fn expected_path(topo: &Topology, from: &str, to: &str) -> Option<Vec<Step>>
     let rns = active_router_namespace(lab, router);
     let nn = naming::namespace(lab, router.node());
     wire(&mut path, &src_node, router.node(), topo.network(&net)?);
-    let inside = RouterPort::internal(lab, &router.name, &net);
-    let gateway = RouterPort::gateway(lab, &router.name);
+    let inside = RouterPort::internal(router, &net);
+    let gateway = RouterPort::gateway(router);
     path.push(here(nn.clone(), &inside.tap, Direction::Out));
     path.push(here(rns.clone(), &inside.device, Direction::In));
     path.push(here(rns, &gateway.device, Direction::Out));
@@ -556,10 +556,7 @@ mod tests {
             time_ns,
             frame: frame.clone(),
         };
-        let (qvo1, qvo3) = (
-            HybridPlug::new(&topo.lab, "instance1").qvo,
-            HybridPlug::new(&topo.lab, "instance3").qvo,
-        );
+        let (qvo1, qvo3) = (i1.plug().qvo, i3.plug().qvo);
         use Direction::{In, Out};
         // In order of the path; the kernel's times disagree across a veth.
         let path = vec![

@@ -25,9 +25,10 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use ovslab_openflow::{
-    Action, Client, ETH_TYPE_ARP, ETH_TYPE_VLAN, FlowMod, FlowStats, FlowStatsRequest, Instruction,
-    Learn, LearnDst, LearnSpec, LearnSrc, MacAddr, Match, NxmField, OFPP_IN_PORT, OFPP_MAX,
-    OFPP_NORMAL, OFPVID_PRESENT, OxmField, RegLoad, RegMove, Subfield,
+    Action, Client, ETH_TYPE_ARP, ETH_TYPE_IPV6, ETH_TYPE_VLAN, FlowMod, FlowStats,
+    FlowStatsRequest, ICMPV6_NEIGHBOR_ADVERT, IP_PROTO_ICMPV6, Instruction, Learn, LearnDst,
+    LearnSpec, LearnSrc, MacAddr, Match, NxmField, OFPP_IN_PORT, OFPP_MAX, OFPP_NORMAL,
+    OFPVID_PRESENT, OxmField, RegLoad, RegMove, Subfield,
 };
 use ovslab_topology::plan::{FlowAction, FlowSpec, MacMatch, MoveField, VlanMatch};
 
@@ -224,6 +225,9 @@ pub fn describe(spec: &FlowSpec) -> String {
     if spec.arp {
         s.push_str(",arp");
     }
+    if spec.neighbor_advert {
+        s.push_str(",icmp6,icmp_type=136");
+    }
     if let Some(key) = spec.tun_id {
         s.push_str(&format!(",tun_id={key:#x}"));
     }
@@ -240,6 +244,12 @@ pub fn describe(spec: &FlowSpec) -> String {
         Some(MacMatch::Unicast) => s.push_str(",dl_dst=00:00:00:00:00:00/01:00:00:00:00:00"),
         Some(MacMatch::Multicast) => s.push_str(",dl_dst=01:00:00:00:00:00/01:00:00:00:00:00"),
         None => {}
+    }
+    if let Some(mac) = spec.dl_src {
+        s.push_str(&format!(",dl_src={}", MacAddr(mac)));
+    }
+    if let Some(ip) = spec.nd_target {
+        s.push_str(&format!(",nd_target={ip}"));
     }
     if let Some(ip) = spec.arp_spa {
         s.push_str(&format!(",arp_spa={ip}"));
@@ -376,8 +386,20 @@ fn to_flow_mod(
     if let Some(key) = spec.tun_id {
         m = m.tunnel_id(u64::from(key));
     }
+    if let Some(mac) = spec.dl_src {
+        m = m.eth_src(MacAddr(mac));
+    }
     if spec.arp {
         m = m.eth_type(ETH_TYPE_ARP);
+    }
+    if spec.neighbor_advert {
+        m = m
+            .eth_type(ETH_TYPE_IPV6)
+            .ip_proto(IP_PROTO_ICMPV6)
+            .icmpv6_type(ICMPV6_NEIGHBOR_ADVERT);
+    }
+    if let Some(target) = spec.nd_target {
+        m = m.ipv6_nd_target(target);
     }
     if let Some(ip) = spec.arp_spa {
         m = m.arp_spa(ip);
@@ -421,9 +443,16 @@ fn to_spec(bridge: &str, stats: &FlowStats, names: &BTreeMap<u32, &str>) -> Opti
         priority: stats.priority,
         ..FlowSpec::default()
     };
+    // ICMPv6 neighbour advertisements: the three fields together.
+    let (mut ipv6, mut icmpv6) = (false, false);
     for field in stats.match_.fields() {
         match field {
             OxmField::EthType(ETH_TYPE_ARP) => spec.arp = true,
+            OxmField::EthType(ETH_TYPE_IPV6) => ipv6 = true,
+            OxmField::IpProto(IP_PROTO_ICMPV6) => icmpv6 = true,
+            OxmField::Icmpv6Type(ICMPV6_NEIGHBOR_ADVERT) => spec.neighbor_advert = true,
+            OxmField::Ipv6NdTarget(target) => spec.nd_target = Some(*target),
+            OxmField::EthSrc(mac, None) => spec.dl_src = Some(mac.0),
             OxmField::ArpSpa(ip, None) => spec.arp_spa = Some(*ip),
             OxmField::ArpTpa(ip, None) => spec.arp_tpa = Some(*ip),
             OxmField::InPort(p) => spec.in_port = Some(names.get(p)?.to_string()),
@@ -446,6 +475,9 @@ fn to_spec(bridge: &str, stats: &FlowStats, names: &BTreeMap<u32, &str>) -> Opti
                 _ => return None,
             },
         }
+    }
+    if (ipv6, icmpv6) != (spec.neighbor_advert, spec.neighbor_advert) {
+        return None;
     }
     for instruction in &stats.instructions {
         let Instruction::ApplyActions(list) = instruction else {

@@ -121,6 +121,7 @@ async fn read_unbounded(
             ifindex: l.index,
             kind: l.kind,
             up: l.up,
+            promisc: l.promisc,
             mac: l.mac,
             addresses: l.addresses,
             tx_checksum,
@@ -207,6 +208,7 @@ async fn apply_unbounded(
         LinkChange::AddAddress { name, address } => nl.add_address(name, *address).await?,
         LinkChange::SetUp { name } => nl.set_up(name).await?,
         LinkChange::SetDown { name } => nl.set_down(name).await?,
+        LinkChange::SetPromisc { name } => nl.set_promisc(name).await?,
         LinkChange::AddRoute { route } => nl.add_route(route.destination, route.gateway).await?,
     }
     Ok(())

@@ -13,8 +13,8 @@ use ovslab_topology::plan::{OvsBridge, OvsPort};
 use serde_json::{Value, json};
 
 use crate::ReconcileError;
-use crate::actual::{ActualBridge, ActualPort, ActualSwitch};
-use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, OvsChange, PROTOCOL, ROOT_OTHER_CONFIG};
+use crate::actual::{ActualBridge, ActualPort, ActualSwitch, RootIdentity};
+use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, OvsChange, PROTOCOLS, ROOT_OTHER_CONFIG};
 use crate::ovs_process::NodeOvs;
 
 const DB: &str = "Open_vSwitch";
@@ -141,7 +141,10 @@ fn optional_string(v: &Value) -> Option<String> {
 pub async fn read(client: &SwitchClient) -> Result<ActualSwitch, ReconcileError> {
     let results = client
         .transact(vec![
-            select(DB, &["_uuid", "other_config"]),
+            select(
+                DB,
+                &["_uuid", "other_config", "external_ids", "ovs_version"],
+            ),
             select(
                 "Bridge",
                 &[
@@ -230,8 +233,43 @@ pub async fn read(client: &SwitchClient) -> Result<ActualSwitch, ReconcileError>
             .first()
             .map(|r| string_map(&r["other_config"]))
             .unwrap_or_default(),
+        root_identity: rows(root)
+            .first()
+            .map(|r| RootIdentity {
+                ovs_version: optional_string(&r["ovs_version"]),
+                system_id: string_map(&r["external_ids"]).remove("system-id"),
+            })
+            .unwrap_or_default(),
         bridges,
     })
+}
+
+/// Writes `ovs_version` and `external_ids:system-id` into the root row
+/// (which [`ensure_root_config`] made), leaving its other keys alone;
+/// vswitchd needs no restart for them.
+pub async fn ensure_root_identity(
+    client: &SwitchClient,
+    actual: &mut ActualSwitch,
+    wanted: &RootIdentity,
+) -> Result<(), ReconcileError> {
+    let Some(uuid) = &actual.root_uuid else {
+        return Ok(());
+    };
+    let root = json!([["_uuid", "==", ["uuid", uuid]]]);
+    let mut ops = Vec::new();
+    if let Some(version) = &wanted.ovs_version {
+        ops.push(json!({"op": "update", "table": DB, "where": root,
+            "row": {"ovs_version": version}}));
+    }
+    if let Some(id) = &wanted.system_id {
+        ops.push(json!({"op": "mutate", "table": DB, "where": root,
+            "mutations": [["external_ids", "delete", ["set", ["system-id"]]]]}));
+        ops.push(json!({"op": "mutate", "table": DB, "where": root,
+            "mutations": [["external_ids", "insert", ["map", [["system-id", id]]]]]}));
+    }
+    client.transact(ops).await?;
+    actual.root_identity = wanted.clone();
+    Ok(())
 }
 
 /// The local VLAN ids the running switch uses, from the agent-style
@@ -331,11 +369,16 @@ impl TxBuilder {
     }
 }
 
-fn bridge_settings(lab: &str) -> Value {
+fn bridge_settings(lab: &str, standalone: bool) -> Value {
+    let fail_mode = if standalone {
+        json!(["set", []])
+    } else {
+        json!(FAIL_MODE)
+    };
     json!({
         "datapath_type": DATAPATH_TYPE,
-        "fail_mode": FAIL_MODE,
-        "protocols": ["set", [PROTOCOL]],
+        "fail_mode": fail_mode,
+        "protocols": ["set", PROTOCOLS],
         "external_ids": ["map", [[LAB_MARK, lab]]],
     })
 }
@@ -347,7 +390,7 @@ fn add_bridge(tx: &mut TxBuilder, lab: &str, bridge: &OvsBridge, root: &Value) {
     }
     tx.next += 1;
     let br = uuid_name("bridge", tx.next);
-    let mut row = bridge_settings(lab);
+    let mut row = bridge_settings(lab, bridge.standalone);
     row["name"] = json!(bridge.name);
     row["ports"] = json!(["set", ports]);
     tx.ops
@@ -381,8 +424,10 @@ pub async fn apply(
                 }
             }
             OvsChange::AddBridge { bridge } => add_bridge(&mut tx, lab, bridge, &root),
-            OvsChange::UpdateBridge { uuid, .. } => tx.ops.push(json!({
-                "op": "update", "table": "Bridge", "where": [["_uuid", "==", ["uuid", uuid]]], "row": bridge_settings(lab),
+            OvsChange::UpdateBridge {
+                uuid, standalone, ..
+            } => tx.ops.push(json!({
+                "op": "update", "table": "Bridge", "where": [["_uuid", "==", ["uuid", uuid]]], "row": bridge_settings(lab, *standalone),
             })),
             OvsChange::DeleteBridge { uuid, .. } => tx.ops.push(json!({
                 "op": "mutate", "table": DB, "where": [["_uuid", "==", root]],

@@ -437,6 +437,21 @@ impl<H: Host> Run<'_, H> {
                 ));
             }
         }
+        // The identity `ovs-ctl` would have given each switch.
+        let version = crate::ovs_process::installed_version().await;
+        for ((node, client), actual) in nodes.ovs.iter().zip(&clients).zip(&mut actual) {
+            let wanted = crate::actual::RootIdentity {
+                ovs_version: version.clone(),
+                system_id: Some(naming::object_uuid(self.lab, "system-id", &node.node).to_string()),
+            };
+            if actual.root_identity != wanted {
+                host.ensure_root_identity(client, actual, &wanted).await?;
+                self.out.changes.push(format!(
+                    "{}: set ovs_version and external_ids:system-id",
+                    node.node
+                ));
+            }
+        }
         let mut previous = LocalVlans::new();
         for (node, actual) in nodes.ovs.iter().zip(&actual) {
             for (network, tag) in switch::local_vlans(self.topo, actual) {
@@ -578,7 +593,7 @@ impl<H: Host> Run<'_, H> {
                 .zip(&switches.clients)
                 .zip(&switches.actual)
                 .map(|(((spec, node), client), actual)| {
-                    converge_flows(host, desired, spec, node, client, actual)
+                    converge_flows(host, spec, node, client, actual)
                 }),
         )
         .await;
@@ -860,7 +875,6 @@ async fn converge_switch<H: Host>(
 /// Converges the flows of one node's bridges, one batch per bridge.
 async fn converge_flows<H: Host>(
     host: &H,
-    desired: &DesiredState,
     spec: &SwitchSpec,
     node: &NodeOvs,
     switch: &H::Switch,
@@ -878,7 +892,7 @@ async fn converge_flows<H: Host>(
         let client = host.connect_flows(node, &bridge.name).await?;
         let ports = switch::ofports(actual, &bridge.name);
         let present = host.read_flows(&client, &bridge.name, &ports).await?;
-        let (add, delete) = diff_flows(&wanted, desired.cookie, &present);
+        let (add, delete) = diff_flows(&wanted, bridge.cookie, &present);
         if add.is_empty() && delete.is_empty() {
             continue;
         }
@@ -893,7 +907,7 @@ async fn converge_flows<H: Host>(
                 flows::describe(f)
             ));
         }
-        host.apply_flows(&client, &bridge.name, desired.cookie, &ports, &add, &delete)
+        host.apply_flows(&client, &bridge.name, bridge.cookie, &ports, &add, &delete)
             .await?;
     }
     Ok(lines)

@@ -109,7 +109,7 @@ pub async fn states<H: Host>(
                 out.insert(key, "unknown");
                 continue;
             }
-            let device = HaPort::new(lab, &router.name, node).device;
+            let device = HaPort::of(router, node).device;
             let held = host
                 .link_addresses(&namespace, &device)
                 .await

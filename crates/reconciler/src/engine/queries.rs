@@ -1,7 +1,7 @@
 //! What the engine answers about a lab without changing it: its status, its
 //! checks, a trace, where a name lives, its saved topology.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -265,7 +265,10 @@ impl<H: Host> Engine<H> {
     }
 
     /// Runs the lab's declared checks, each with its own probe, all at once
-    /// (up to [`PROBES_AT_ONCE`] probes over all requests).
+    /// (up to [`PROBES_AT_ONCE`] probes over all requests). Checks that
+    /// connect to the same port of the same destination share its
+    /// listener ([`ovslab_probe::probes::listen`]), so none waits for
+    /// another.
     pub async fn check(&self, lab: &str) -> Result<CheckReport, ReconcileError> {
         let entry = self
             .entry(lab)
@@ -277,66 +280,30 @@ impl<H: Host> Engine<H> {
         };
         let started = Instant::now();
         let topology = Arc::new(topology);
-        // Checks run at once, except those that listen on the same port in
-        // the same namespace, which run one after the other.
-        let mut groups: BTreeMap<Option<(String, u16)>, Vec<usize>> = BTreeMap::new();
-        for (i, check) in topology.checks.iter().enumerate() {
-            match ovslab_probe::checks::listen_key(&topology, check) {
-                Some(key) => groups.entry(Some(key)).or_default().push(i),
-                None => groups.entry(None).or_default().push(i),
-            }
-        }
-        let mut batches: Vec<Vec<usize>> = groups
-            .remove(&None)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| vec![i])
-            .collect();
-        batches.extend(groups.into_values());
-        let runs = batches.into_iter().map(|batch| {
+        let runs = (0..topology.checks.len()).map(|i| {
             let topology = topology.clone();
-            let tags: Vec<u16> = batch
-                .iter()
-                .map(|_| ovslab_probe::checks::next_tag())
-                .collect();
+            let tag = ovslab_probe::checks::next_tag();
             async move {
                 // Held by the probe's thread, so a request that goes away
                 // does not free it early.
                 let permit = PROBES.acquire().await;
                 tokio::task::spawn_blocking(move || {
                     let _permit = permit;
-                    batch
-                        .into_iter()
-                        .zip(tags)
-                        .map(|(i, tag)| {
-                            (
-                                i,
-                                ovslab_probe::checks::run(&topology, &topology.checks[i], tag),
-                            )
-                        })
-                        .collect::<Vec<_>>()
+                    ovslab_probe::checks::run(&topology, &topology.checks[i], tag)
                 })
                 .await
             }
         });
-        let mut indexed = Vec::new();
-        for joined in join_all(runs).await {
-            match joined {
-                Ok(done) => indexed.extend(done),
-                Err(e) => tracing::error!(error = %e, "a check task failed"),
-            }
-        }
-        indexed.sort_by_key(|(i, _)| *i);
         let mut results: Vec<CheckResult> = Vec::new();
-        for (i, check) in topology.checks.iter().enumerate() {
-            match indexed.iter().position(|(j, _)| *j == i) {
-                Some(pos) => results.push(indexed[pos].1.clone()),
-                None => results.push(CheckResult {
+        for (check, joined) in topology.checks.iter().zip(join_all(runs).await) {
+            results.push(joined.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "a check task failed");
+                CheckResult {
                     name: check.name.clone(),
                     passed: false,
                     detail: "the check's task failed".into(),
-                }),
-            }
+                }
+            }));
         }
         Ok(CheckReport {
             lab: lab.to_string(),
