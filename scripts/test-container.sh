@@ -22,9 +22,9 @@
 # vSwitch log has a denied call. Then the package's life: an upgrade to a
 # rebuilt package (apt install) restarts the daemon and keeps both labs
 # running (the same Open vSwitch and dnsmasq processes, no ping lost), the
-# new daemon adopting them; `apt remove` stops it and leaves no lab
-# namespace, process, socket or binary (the conffiles stay, as Debian
-# has it); `apt purge` removes the configuration and the run state. An
+# new daemon adopting them; `apt remove` stops it (even one started with
+# OVSLABD_ON_EXIT=keep) and leaves no lab namespace, process, socket or
+# binary (the conffiles stay, as Debian has it); `apt purge` removes the configuration and the run state. An
 # Open vSwitch the host itself runs (the system ovsdb-server with a bridge
 # of its own) is untouched throughout. The container is stopped by its pid
 # and its cgroup removed whatever happens.
@@ -474,8 +474,16 @@ journal=$(inside journalctl -u ovslabd --no-pager)
 grep -q "labs stay up: .on-exit-once asks keep" <<<"$journal" || fail "the upgrade's stop did not keep the labs"
 host_ovs_untouched "after the upgrade"
 
-say "remove: apt remove stops the service and leaves nothing running"
+say "remove: apt remove stops the service, even one told to keep its labs, and leaves nothing running"
+echo OVSLABD_ON_EXIT=keep >>"$scratch/etc/default/ovslabd"
+inside systemctl restart ovslabd
+main=$(inside systemctl show -p MainPID --value ovslabd)
+inside cat "/proc/$main/cmdline" | tr '\0' ' ' | grep -q -- '--on-exit keep ' ||
+  fail "ovslabd was not started with --on-exit keep: $(inside cat "/proc/$main/cmdline" | tr '\0' ' ')"
+has_netns '^seed\.compute1' || fail "the seed lab is not up before the removal"
 out=$(inside sh -c "DEBIAN_FRONTEND=noninteractive apt-get remove -y ovslab" 2>&1) || fail "apt remove failed: $out"
+grep -q "removing every lab: .on-exit-once asks down" <<<"$(inside journalctl -u ovslabd --no-pager)" ||
+  fail "the removal's stop did not take the labs down"
 grep -q "still runs" <<<"$out" && fail "apt remove left a lab: $out"
 inside systemctl is-active --quiet ovslabd && fail "ovslabd still runs after apt remove"
 [ -z "$(inside ps -o pid= -C ovslabd || true)" ] || fail "an ovslabd process is left"
