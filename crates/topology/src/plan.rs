@@ -647,79 +647,47 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 let net = topo.network(network).expect("validated reference");
                 let port = RouterPort::internal(router, network);
                 let tag = local_vlans[network];
-                spec.veths.push(VethSpec {
-                    name: port.tap.clone(),
-                    peer: port.device.clone(),
-                    peer_namespace: router_ns.clone(),
-                });
-                spec.links.push(plain_link(&port.tap, None));
-                br_int_ports.push(OvsPort {
-                    name: port.tap.clone(),
-                    tag: Some(tag),
-                    patch_peer: None,
-                    tunnel: None,
-                    internal: false,
-                    interface_external_ids: router_port_ids(&port),
-                    port_other_config: agent_port_config(lab, net, tag),
-                });
+                br_int_ports.push(plug_agent_port(
+                    &mut spec,
+                    (&port.tap, &port.device, &router_ns),
+                    Some(tag),
+                    router_port_ids(&port),
+                    agent_port_config(lab, net, tag),
+                ));
             }
             if router.external_gateway.is_some() {
                 let port = RouterPort::gateway(router);
-                spec.veths.push(VethSpec {
-                    name: port.tap.clone(),
-                    peer: port.device.clone(),
-                    peer_namespace: router_ns.clone(),
-                });
-                spec.links.push(plain_link(&port.tap, None));
-                br_ex_ports.push(OvsPort {
-                    name: port.tap.clone(),
-                    tag: None,
-                    patch_peer: None,
-                    tunnel: None,
-                    internal: false,
-                    interface_external_ids: router_port_ids(&port),
-                    port_other_config: BTreeMap::new(),
-                });
+                br_ex_ports.push(plug_agent_port(
+                    &mut spec,
+                    (&port.tap, &port.device, &router_ns),
+                    None,
+                    router_port_ids(&port),
+                    BTreeMap::new(),
+                ));
             }
             if router.ha.is_some() {
                 let port = HaPort::of(router, &node.name);
                 let net = ha_network(topo);
                 let tag = local_vlans[&net.name];
-                spec.veths.push(VethSpec {
-                    name: port.tap.clone(),
-                    peer: port.device.clone(),
-                    peer_namespace: router_ns.clone(),
-                });
-                spec.links.push(plain_link(&port.tap, None));
-                br_int_ports.push(OvsPort {
-                    name: port.tap.clone(),
-                    tag: Some(tag),
-                    patch_peer: None,
-                    tunnel: None,
-                    internal: false,
-                    interface_external_ids: port_ids(port.mac, &port.port),
-                    port_other_config: agent_port_config(lab, net, tag),
-                });
+                br_int_ports.push(plug_agent_port(
+                    &mut spec,
+                    (&port.tap, &port.device, &router_ns),
+                    Some(tag),
+                    port_ids(port.mac, &port.port),
+                    agent_port_config(lab, net, tag),
+                ));
             }
         }
         for net in dhcp_networks_on(topo, &node.name) {
             let port = DhcpPort::of(net);
             let tag = local_vlans[&net.name];
-            spec.veths.push(VethSpec {
-                name: port.tap.clone(),
-                peer: port.device.clone(),
-                peer_namespace: dhcp::namespace(lab, &net.name),
-            });
-            spec.links.push(plain_link(&port.tap, None));
-            br_int_ports.push(OvsPort {
-                name: port.tap.clone(),
-                tag: Some(tag),
-                patch_peer: None,
-                tunnel: None,
-                internal: false,
-                interface_external_ids: port_ids(port.mac, &port.port),
-                port_other_config: agent_port_config(lab, net, tag),
-            });
+            br_int_ports.push(plug_agent_port(
+                &mut spec,
+                (&port.tap, &port.device, &dhcp::namespace(lab, &net.name)),
+                tag.into(),
+                port_ids(port.mac, &port.port),
+                agent_port_config(lab, net, tag),
+            ));
         }
         let ext_ns = topo
             .external_networks
@@ -1363,6 +1331,30 @@ impl RouterPort {
             tap: naming::device_name(TAP, &ids.uuid),
             mac: ids.mac,
         }
+    }
+}
+
+/// An agent's port (`ovs_use_veth`: a router's or DHCP server's) plugged
+/// on `node`: the veth `tap…` in the node's namespace with its peer (`qr-`,
+/// `qg-`, `ha-`, `ns-`) in the agent's, and the OVS port of the `tap…`.
+fn plug_agent_port(
+    node: &mut NamespaceSpec,
+    (tap, device, peer_namespace): (&str, &str, &str),
+    tag: Option<u16>,
+    interface_external_ids: BTreeMap<String, String>,
+    port_other_config: BTreeMap<String, String>,
+) -> OvsPort {
+    node.veths.push(VethSpec {
+        name: tap.to_string(),
+        peer: device.to_string(),
+        peer_namespace: peer_namespace.to_string(),
+    });
+    node.links.push(plain_link(tap, None));
+    OvsPort {
+        tag,
+        interface_external_ids,
+        port_other_config,
+        ..plain_port(tap)
     }
 }
 
