@@ -7,7 +7,7 @@
 //! [`mermaid`], [`svg`]), so the three formats always show the same lab.
 //! Everything here is pure: no graphviz, no files.
 
-mod svg;
+pub mod svg;
 
 use std::collections::BTreeMap;
 
@@ -25,6 +25,10 @@ pub struct Graph {
     pub clusters: Vec<Cluster>,
     pub nodes: Vec<Node>,
     pub edges: Vec<Edge>,
+    /// Every device of the plan, by `(namespace, device)`, and the box it is
+    /// drawn on (its namespace's box, its bridge, or a box of its own): where
+    /// a trace hop or a repair that names a device is shown.
+    pub devices: BTreeMap<(String, String), usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +112,12 @@ pub fn svg(state: &DesiredState, topo: &Topology) -> String {
     svg::render(&Graph::new(state, topo))
 }
 
+/// [`svg`] for a page: the same picture, each box, frame and line in a
+/// group that carries its index in `graph` (see [`svg::render_with`]).
+pub fn svg_interactive(graph: &Graph) -> String {
+    svg::render_with(graph, true)
+}
+
 struct Builder<'a> {
     state: &'a DesiredState,
     topo: &'a Topology,
@@ -130,6 +140,7 @@ impl<'a> Builder<'a> {
                 clusters: vec![],
                 nodes: vec![],
                 edges: vec![],
+                devices: BTreeMap::new(),
             },
             bridges: BTreeMap::new(),
             boxes: BTreeMap::new(),
@@ -148,7 +159,45 @@ impl<'a> Builder<'a> {
         self.veth_edges();
         self.patch_edges();
         self.tunnel_edges();
+        self.device_index();
         self.graph
+    }
+
+    /// Fills [`Graph::devices`]: every link and OVS port of the plan, on
+    /// the box it is drawn on (never a new box: those the edges needed exist).
+    fn device_index(&mut self) {
+        let mut index = BTreeMap::new();
+        for ns in &self.state.namespaces {
+            let names = ns
+                .links
+                .iter()
+                .map(|l| l.name.as_str())
+                .chain(ns.veths.iter().map(|v| v.name.as_str()))
+                .chain(ns.bridges.iter().map(String::as_str))
+                .chain(ns.ovs_internal.iter().map(String::as_str));
+            for name in names {
+                let key = (ns.name.clone(), name.to_string());
+                let bridge = self.bridges.get(&key).copied();
+                if let Some(node) = bridge.or_else(|| self.locate(&ns.name, name)) {
+                    index.insert(key, node);
+                }
+            }
+        }
+        for switch in &self.state.switches {
+            for bridge in &switch.bridges {
+                let Some(&node) = self
+                    .bridges
+                    .get(&(switch.namespace.clone(), bridge.name.clone()))
+                else {
+                    continue;
+                };
+                index.insert((switch.namespace.clone(), bridge.name.clone()), node);
+                for port in &bridge.ports {
+                    index.insert((switch.namespace.clone(), port.name.clone()), node);
+                }
+            }
+        }
+        self.graph.devices = index;
     }
 
     /// Frames for nodes and networks, with their bridges inside.
@@ -265,30 +314,7 @@ impl<'a> Builder<'a> {
     /// The box a device is drawn on: its namespace's box, its Linux bridge,
     /// its OVS bridge, or else a box of its own.
     fn attach(&mut self, namespace: &str, device: &str) -> usize {
-        if let Some(&node) = self.boxes.get(namespace) {
-            return node;
-        }
-        let master = self
-            .state
-            .namespace(namespace)
-            .and_then(|ns| ns.links.iter().find(|l| l.name == device))
-            .and_then(|l| l.master.clone());
-        if let Some(node) = master.and_then(|m| self.bridges.get(&(namespace.to_string(), m))) {
-            return *node;
-        }
-        let ovs = self
-            .state
-            .switches
-            .iter()
-            .filter(|s| s.namespace == namespace)
-            .flat_map(|s| &s.bridges)
-            .find(|b| b.ports.iter().any(|p| p.name == device))
-            .map(|b| b.name.clone());
-        if let Some(node) = ovs.and_then(|b| self.bridges.get(&(namespace.to_string(), b))) {
-            return *node;
-        }
-        let key = (namespace.to_string(), device.to_string());
-        if let Some(&node) = self.devices.get(&key) {
+        if let Some(node) = self.locate(namespace, device) {
             return node;
         }
         let cluster = self
@@ -302,8 +328,38 @@ impl<'a> Builder<'a> {
             anchor: None,
             label: vec![device.to_string(), namespace.to_string()],
         });
-        self.devices.insert(key, node);
+        self.devices
+            .insert((namespace.to_string(), device.to_string()), node);
         node
+    }
+
+    /// The box a device is drawn on, if there is one already.
+    fn locate(&self, namespace: &str, device: &str) -> Option<usize> {
+        if let Some(&node) = self.boxes.get(namespace) {
+            return Some(node);
+        }
+        let master = self
+            .state
+            .namespace(namespace)
+            .and_then(|ns| ns.links.iter().find(|l| l.name == device))
+            .and_then(|l| l.master.clone());
+        if let Some(node) = master.and_then(|m| self.bridges.get(&(namespace.to_string(), m))) {
+            return Some(*node);
+        }
+        let ovs = self
+            .state
+            .switches
+            .iter()
+            .filter(|s| s.namespace == namespace)
+            .flat_map(|s| &s.bridges)
+            .find(|b| b.ports.iter().any(|p| p.name == device))
+            .map(|b| b.name.clone());
+        if let Some(node) = ovs.and_then(|b| self.bridges.get(&(namespace.to_string(), b))) {
+            return Some(*node);
+        }
+        self.devices
+            .get(&(namespace.to_string(), device.to_string()))
+            .copied()
     }
 
     /// The local VLAN tag of a device that is an OVS port.
@@ -860,5 +916,70 @@ mod tests {
         let (state, topo) = seed();
         assert_eq!(svg(&state, &topo), svg(&state, &topo));
         assert_eq!(dot(&state, &topo), dot(&state, &topo));
+    }
+
+    #[test]
+    fn every_device_of_the_plan_is_on_a_box() {
+        let (state, topo) = seed();
+        let graph = Graph::new(&state, &topo);
+        let ns = |o: &str| crate::naming::namespace(&topo.lab, o);
+        let name = |i: usize| graph.nodes[i].label[0].clone();
+        let at = |namespace: String, device: &str| {
+            graph
+                .devices
+                .get(&(namespace.clone(), device.to_string()))
+                .copied()
+                .unwrap_or_else(|| panic!("{namespace} {device} is on no box"))
+        };
+        let plug = topo.instance("instance1").unwrap().plug();
+        // A device on a bridge is drawn on that bridge.
+        assert_eq!(name(at(ns("compute1"), &plug.qvo)), BR_INT);
+        assert_eq!(name(at(ns("compute1"), &plug.qvb)), plug.qbr);
+        assert_eq!(name(at(ns("compute1"), &plug.tap)), plug.qbr);
+        assert_eq!(name(at(ns("compute1"), "eth1")), BR_VLAN);
+        assert_eq!(name(at(ns("network"), BR_EX)), BR_EX);
+        // A namespace drawn as one box holds its devices.
+        assert_eq!(name(at(ns("instance1"), "eth0")), "instance1");
+        for ns in &state.namespaces {
+            for link in &ns.links {
+                assert!(
+                    graph.devices.contains_key(&(ns.name.clone(), link.name.clone())),
+                    "{} {}",
+                    ns.name,
+                    link.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_interactive_picture_is_the_plain_one_with_named_groups() {
+        let (state, topo) = seed();
+        let graph = Graph::new(&state, &topo);
+        let page = svg_interactive(&graph);
+        let plain = svg(&state, &topo);
+        let stripped: String = page
+            .lines()
+            .filter(|l| !l.starts_with("<g class=") && *l != "</g>")
+            .map(|l| {
+                let l = match l.find(" class=\"edge\" data-edge=") {
+                    Some(at) => format!("{}/>", &l[..at]),
+                    None => l.to_string(),
+                };
+                l + "\n"
+            })
+            .collect();
+        assert_eq!(stripped, plain);
+        for i in 0..graph.nodes.len() {
+            assert!(
+                page.contains(&format!("<g class=\"box\" data-box=\"{i}\">")),
+                "box {i}"
+            );
+        }
+        for i in 0..graph.edges.len() {
+            assert!(page.contains(&format!("data-edge=\"{i}\"")), "edge {i}");
+        }
+        let doc = roxmltree::Document::parse(&page).expect("well-formed XML");
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
     }
 }

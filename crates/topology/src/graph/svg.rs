@@ -304,6 +304,28 @@ fn texts(out: &mut String, lines: &[String], x: f64, y: f64, anchor: &str, extra
 }
 
 pub fn render(graph: &Graph) -> String {
+    render_with(graph, false)
+}
+
+/// Opens a group that names what it draws, when the picture is for a page
+/// (`interactive`): `<g class="box" data-box="3">`. Plain pictures stay as
+/// they were.
+fn open_group(out: &mut String, interactive: bool, class: &str, attribute: &str, i: usize) {
+    if interactive {
+        out.push_str(&format!("<g class=\"{class}\" {attribute}=\"{i}\">\n"));
+    }
+}
+
+fn close_group(out: &mut String, interactive: bool) {
+    if interactive {
+        out.push_str("</g>\n");
+    }
+}
+
+/// The picture; `interactive` wraps each box, frame, line and line label in
+/// a group carrying its index in the [`Graph`] (`data-box`, `data-cluster`,
+/// `data-edge`), so a page can find, mark and explain each object.
+pub fn render_with(graph: &Graph, interactive: bool) -> String {
     let layout = layout(graph);
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" \
@@ -327,6 +349,7 @@ pub fn render(graph: &Graph) -> String {
         if cluster.kind != ClusterKind::Node {
             continue;
         }
+        open_group(&mut out, interactive, "frame", "data-cluster", c);
         out.push_str(&format!(
             "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"10\" \
              fill=\"#f8fafc\" stroke=\"#64748b\" stroke-dasharray=\"6 3\"/>\n",
@@ -340,6 +363,7 @@ pub fn render(graph: &Graph) -> String {
             "start",
             "",
         );
+        close_group(&mut out, interactive);
     }
 
     // Lines under the boxes, labels on top of everything.
@@ -351,7 +375,7 @@ pub fn render(graph: &Graph) -> String {
     }
     let mut seen: BTreeMap<(usize, usize), usize> = BTreeMap::new();
     let mut labels = String::new();
-    for e in &graph.edges {
+    for (index, e) in graph.edges.iter().enumerate() {
         let (Some(a), Some(b)) = (layout.nodes.get(&e.from), layout.nodes.get(&e.to)) else {
             continue;
         };
@@ -379,9 +403,14 @@ pub fn render(graph: &Graph) -> String {
             (end_x(upper, lower), end_x(lower, upper))
         };
         let (y1, y2) = (upper.y + upper.h, lower.y);
+        let id = if interactive {
+            format!(" class=\"edge\" data-edge=\"{index}\"")
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
             "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" \
-             stroke=\"#334155\" stroke-width=\"1.5\"/>\n"
+             stroke=\"#334155\" stroke-width=\"1.5\"{id}/>\n"
         ));
         let (mx, my) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
         let top = my - e.label.len() as f64 * LINE_H / 2.0;
@@ -390,6 +419,7 @@ pub fn render(graph: &Graph) -> String {
         } else {
             (mx + 5.0, "start")
         };
+        open_group(&mut labels, interactive, "edge-label", "data-edge", index);
         texts(
             &mut labels,
             &e.label,
@@ -398,11 +428,13 @@ pub fn render(graph: &Graph) -> String {
             anchor,
             " fill=\"#0f172a\" stroke=\"#ffffff\" stroke-width=\"3\" paint-order=\"stroke\"",
         );
+        close_group(&mut labels, interactive);
     }
 
     for (&i, r) in &layout.nodes {
         let node = &graph.nodes[i];
         let (fill, stroke) = colours(node.kind);
+        open_group(&mut out, interactive, "box", "data-box", i);
         let rx = match node.kind {
             NodeKind::Instance | NodeKind::Router | NodeKind::ExternalHost => 10,
             _ => 3,
@@ -426,6 +458,7 @@ pub fn render(graph: &Graph) -> String {
         } else {
             texts(&mut out, &lines, r.x + PAD, r.y + PAD - 3.0, "start", "");
         }
+        close_group(&mut out, interactive);
     }
     out.push_str(&labels);
     out.push_str("</svg>\n");
