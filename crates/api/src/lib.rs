@@ -10,6 +10,7 @@
 //! | `GET /v1/labs/{lab}/targets/{name}` | — | [`Target`] |
 //! | `GET /v1/labs/{lab}/topology` | — | [`UpRequest`] (the saved topology file) |
 //! | `GET /v1/labs/{lab}/progress` | — | [`UpProgress`] (the phases of its converge in progress, or of the last one) |
+//! | `GET /v1/labs/{lab}/events` | — | a stream: one [`AuditEvent`] per line (JSON), after each audit of the lab, until the lab is removed or the daemon stops |
 //! | `POST /v1/labs/{lab}/check` | — | [`CheckReport`] |
 //! | `POST /v1/labs/{lab}/trace` | [`TraceRequest`] | [`TraceReport`] |
 //! | `POST /v1/labs/{lab}/nodes/{node}/fail` | — | [`NodeReport`] |
@@ -76,6 +77,24 @@ pub struct NodeReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub elapsed_ms: u64,
+}
+
+/// One audit of a lab, as `GET /v1/labs/{lab}/events` streams it (one
+/// JSON object per line): what it repaired, and whether it could.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub lab: String,
+    /// When it ended (`2026-11-25T03:59:01Z`).
+    pub at: String,
+    /// Audits of the lab since the daemon started, this one included.
+    pub audit: u64,
+    /// Every change it made, one line each as `ovslab up -v` prints them
+    /// (`compute1: br-vlan: add flow …`); empty when the lab was as planned.
+    pub repairs: Vec<String>,
+    /// Why it could not repair the lab; `None` when it could.
+    pub error: Option<String>,
+    /// How long it took.
+    pub ms: u64,
 }
 
 /// What a `down` removed.

@@ -90,15 +90,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut work = JoinSet::new();
     work.spawn(labs_dir_pass("start"));
 
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let app = App {
         engine: engine.clone(),
         quotas: quotas.clone(),
         changes: Changes::default(),
+        stopping: stop_rx.clone(),
     };
     let router = router(app.clone(), Access::for_this_process()).layer(
         middleware::from_fn_with_state(status_changed.clone(), status_after_changes),
     );
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = Connections::new(config.max_connections);
     let mut serve = pin!(async move {
         connections
@@ -198,6 +199,8 @@ pub struct App {
     engine: Arc<Engine>,
     quotas: Arc<Quotas>,
     changes: Changes,
+    /// Turns true when the daemon stops: streams end then.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// One pass over the labs directory (at start, and on each SIGHUP; one at a
@@ -431,6 +434,7 @@ pub fn router(app: App, access: Access) -> Router {
         .route("/v1/labs/{lab}/trace", post(trace))
         .route("/v1/labs/{lab}/topology", get(topology))
         .route("/v1/labs/{lab}/progress", get(progress))
+        .route("/v1/labs/{lab}/events", get(events))
         .route("/v1/labs/{lab}/nodes/{node}/fail", post(fail_node))
         .route("/v1/labs/{lab}/nodes/{node}/recover", post(recover_node))
         .fallback(no_such_route)
@@ -567,6 +571,80 @@ fn lab_and_node(
 async fn progress(State(app): State<App>, lab: Result<Path<String>, PathRejection>) -> Answer {
     let lab = lab_of(lab)?;
     perform(&app, Action::Progress { lab }).await
+}
+
+/// How often an event stream looks whether its lab is still there.
+const EVENTS_LAB_CHECK: Duration = Duration::from_secs(5);
+
+/// `GET /v1/labs/{lab}/events`: one [`ovslab_api::AuditEvent`] per line
+/// after each audit of the lab, for as long as the client reads, the lab
+/// exists and the daemon runs (a stop ends the stream at once, so it never
+/// holds the stop for its grace).
+async fn events(
+    State(app): State<App>,
+    lab: Result<Path<String>, PathRejection>,
+) -> Result<Response, Failure> {
+    let lab = lab_of(lab)?;
+    if !app.engine.labs().await.contains(&lab) {
+        return Err(ReconcileError::UnknownLab(lab).into());
+    }
+    let state = EventStream {
+        lab,
+        events: app.engine.subscribe(),
+        engine: app.engine.clone(),
+        stopping: app.stopping.clone(),
+    };
+    let lines = futures::stream::unfold(state, |mut s| async move {
+        let line = s.next_line().await?;
+        Some((Ok::<_, std::convert::Infallible>(line), s))
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+/// What [`events`] streams from.
+struct EventStream {
+    lab: String,
+    events: tokio::sync::broadcast::Receiver<ovslab_api::AuditEvent>,
+    engine: Arc<Engine>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl EventStream {
+    /// The next line for the client; `None` ends the stream.
+    async fn next_line(&mut self) -> Option<String> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            if *self.stopping.borrow() {
+                return None;
+            }
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Ok(event) if event.lab == self.lab => {
+                        let mut line = serde_json::to_string(&event).ok()?;
+                        line.push('\n');
+                        return Some(line);
+                    }
+                    Ok(_) => {}
+                    // A slow reader misses audits; the next one says how
+                    // the lab is.
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(lab = self.lab, "an event stream missed {missed} audits");
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.stopping.changed() => return None,
+                () = tokio::time::sleep(EVENTS_LAB_CHECK) => {
+                    if !self.engine.labs().await.contains(&self.lab) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn check(State(app): State<App>, lab: Result<Path<String>, PathRejection>) -> Answer {

@@ -236,6 +236,19 @@ fn serves_refuses_garbage_and_stops_cleanly_on_sigterm() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("\"error\""), "{body}");
 
+    // The event stream of a lab that is not there, or of a bad name.
+    let (status, body) = http(
+        &daemon.socket,
+        "GET /v1/labs/nosuchlab/events HTTP/1.1\r\nHost: ovslabd\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("lab `nosuchlab` is not known"), "{body}");
+    let (status, body) = http(
+        &daemon.socket,
+        "GET /v1/labs/a%2Fb/events HTTP/1.1\r\nHost: ovslabd\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 400, "{body}");
+
     assert!(daemon.running(), "ovslabd died:\n{}", daemon.log());
     let out = daemon.ovslab(&["status", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -622,3 +622,31 @@ async fn a_killed_dnsmasq_is_started_again_and_dhcp_goes_with_its_network() {
     engine.down(LAB).await.unwrap();
     assert!(engine.host().is_empty(), "{}", summary(engine.host()));
 }
+
+#[tokio::test]
+async fn each_audit_is_announced_with_its_repairs() {
+    let root = Root::new("events");
+    let engine = root.engine();
+    let mut events = engine.subscribe();
+    up(&engine).await.unwrap();
+    assert!(events.try_recv().is_err(), "an up is no audit");
+    engine.audit().await;
+    let quiet = events.try_recv().unwrap();
+    assert_eq!((quiet.lab.as_str(), quiet.audit), (LAB, 1));
+    assert!(
+        quiet.repairs.is_empty() && quiet.error.is_none(),
+        "{quiet:?}"
+    );
+    engine.host().delete_namespace_behind(&node("instance1"));
+    engine.audit().await;
+    let repaired = events.try_recv().unwrap();
+    assert_eq!(repaired.audit, 2);
+    assert!(
+        repaired
+            .repairs
+            .iter()
+            .any(|r| r.contains(&format!("create namespace {}", node("instance1")))),
+        "{repaired:?}"
+    );
+    assert!(events.try_recv().is_err(), "one event per audit");
+}

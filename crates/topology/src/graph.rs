@@ -943,7 +943,9 @@ mod tests {
         for ns in &state.namespaces {
             for link in &ns.links {
                 assert!(
-                    graph.devices.contains_key(&(ns.name.clone(), link.name.clone())),
+                    graph
+                        .devices
+                        .contains_key(&(ns.name.clone(), link.name.clone())),
                     "{} {}",
                     ns.name,
                     link.name

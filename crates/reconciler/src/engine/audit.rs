@@ -68,6 +68,7 @@ impl<H: Host> Engine<H> {
                 }
                 None => {}
             }
+            self.announce(&name, &lab, &changes);
             if changes.is_empty() {
                 continue;
             }
@@ -134,6 +135,20 @@ impl<H: Host> Engine<H> {
                 pause = every.max(last * 5);
             }
         })
+    }
+
+    /// Tells the listeners of [`Engine::subscribe`] how an audit of `lab`
+    /// went (nobody listening is fine).
+    fn announce(&self, name: &str, lab: &super::Lab, changes: &[String]) {
+        let (at, ms) = lab.last_audit.clone().unwrap_or_default();
+        let _ = self.events.send(ovslab_api::AuditEvent {
+            lab: name.to_string(),
+            at,
+            audit: lab.audits,
+            repairs: changes.to_vec(),
+            error: lab.audit_failure.as_ref().map(|f| f.error.clone()),
+            ms,
+        });
     }
 
     /// Watches the node namespaces of a lab for lost links, and its OVS

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::join_all;
-use ovslab_api::{DownReport, UpReport};
+use ovslab_api::{AuditEvent, DownReport, UpReport};
 use ovslab_topology::Topology;
 use ovslab_topology::naming;
 use ovslab_topology::plan::{LocalVlans, plan};
@@ -154,7 +154,12 @@ pub struct Engine<H: Host = RealHost> {
     /// Kernel notices that wake the audits (only while audits run).
     watchers: crate::watch::Watchers,
     host: Arc<H>,
+    /// Every audit's outcome, for whoever listens (see [`Engine::subscribe`]).
+    events: tokio::sync::broadcast::Sender<AuditEvent>,
 }
+
+/// Audit events a slow listener may fall behind by before it misses some.
+const EVENTS_KEPT: usize = 64;
 
 impl Engine {
     /// An engine over the host itself that knows the labs whose topology
@@ -186,7 +191,16 @@ impl<H: Host> Engine<H> {
             labs: Mutex::new(labs),
             watchers: crate::watch::Watchers::default(),
             host: Arc::new(host),
+            events: tokio::sync::broadcast::channel(EVENTS_KEPT).0,
         }
+    }
+
+    /// The outcome of every audit from now on, of every lab (one
+    /// [`AuditEvent`] each, sent once the audit has recorded its repairs).
+    /// A listener that falls more than [`EVENTS_KEPT`] behind is told how
+    /// many it missed (`RecvError::Lagged`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AuditEvent> {
+        self.events.subscribe()
     }
 
     /// The host the engine changes.
