@@ -110,6 +110,20 @@ impl Client {
         ))
     }
 
+    /// [`Client::target`] from async code.
+    pub async fn target_async(
+        &self,
+        lab: &str,
+        name: &str,
+    ) -> Result<ovslab_api::Target, ClientError> {
+        self.get_async(&format!(
+            "/v1/labs/{}/targets/{}",
+            crate::commands::segment(lab),
+            crate::commands::segment(name)
+        ))
+        .await
+    }
+
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call(Method::DELETE, path, None)
     }
@@ -122,6 +136,93 @@ impl Client {
         let body = serde_json::to_vec(body)
             .map_err(|e| self.protocol(format!("encoding the request: {e}")))?;
         self.call(Method::POST, path, Some(body))
+    }
+
+    /// [`Client::get`] from async code (`ovslab ui` serves many requests at
+    /// once), within the client's deadline when it has one.
+    pub async fn get_async<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call_async(Method::GET, path, None).await
+    }
+
+    /// [`Client::post`] from async code.
+    pub async fn post_async<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| self.protocol(format!("encoding the request: {e}")))?;
+        self.call_async(Method::POST, path, Some(body)).await
+    }
+
+    async fn call_async<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let exchange = self.exchange(method, path, body);
+        let (status, bytes) = match self.deadline {
+            None => exchange.await?,
+            Some(deadline) => tokio::time::timeout(deadline, exchange)
+                .await
+                .map_err(|_| self.protocol(format!("no answer within {deadline:?}")))??,
+        };
+        decode(status, &bytes).map_err(|e| match e {
+            Decoded::Api(message) => ClientError::Api { message },
+            Decoded::Garbled(detail) => self.protocol(detail),
+        })
+    }
+
+    /// A streaming answer (`GET /v1/labs/{lab}/events`): its body, read as
+    /// it comes, once the daemon said yes within the client's deadline.
+    pub async fn stream(&self, path: &str) -> Result<hyper::body::Incoming, ClientError> {
+        let open = async {
+            let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
+                ClientError::Unreachable {
+                    socket: self.socket.clone(),
+                    kind: e.kind(),
+                    detail: e.to_string(),
+                }
+            })?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| self.protocol(e.to_string()))?;
+            // Lives as long as the body is read.
+            tokio::spawn(connection);
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri(path)
+                .header(HOST, "ovslabd")
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| self.protocol(format!("building the request: {e}")))?;
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| self.protocol(e.to_string()))
+        };
+        let response = match self.deadline {
+            None => open.await?,
+            Some(deadline) => tokio::time::timeout(deadline, open)
+                .await
+                .map_err(|_| self.protocol(format!("no answer within {deadline:?}")))??,
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response.into_body());
+        }
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(format!("reading the answer: {e}")))?
+            .to_bytes();
+        match decode::<serde_json::Value>(status, &bytes) {
+            Err(Decoded::Api(message)) => Err(ClientError::Api { message }),
+            Err(Decoded::Garbled(detail)) => Err(self.protocol(detail)),
+            Ok(_) => Err(self.protocol(format!("unexpected status {status}"))),
+        }
     }
 
     /// Runs one request on a runtime of its own: the command line does one

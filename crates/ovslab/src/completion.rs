@@ -6,7 +6,7 @@
 //!
 //! | where | names |
 //! |---|---|
-//! | `--lab`, LAB of `down`, `status`, `check`, `graph` | running labs |
+//! | `--lab`, LAB of `down`, `status`, `check`, `graph`, `ui` | running labs |
 //! | TARGET of `exec`, `capture`; SRC and DST of `trace` | the lab's nodes, instances, routers, hosts |
 //! | NODE of `node fail`/`node recover` | the lab's nodes |
 //!
@@ -133,7 +133,7 @@ _ovslab_dynamic() {
                 ;;
         esac
         case $sub,$n in
-            down,0 | status,0 | check,0 | graph,0) names=$(_ovslab_names labs) ;;
+            down,0 | status,0 | check,0 | graph,0 | ui,0) names=$(_ovslab_names labs) ;;
             exec,0 | capture,0 | trace,0 | trace,1) names=$(_ovslab_names targets "${lab[@]}") ;;
             node,0) [[ -n $action ]] && names=$(_ovslab_names nodes "${lab[@]}") ;;
             up,0 | validate,0)
@@ -261,7 +261,7 @@ function __ovslab_names
     end
     ovslab $socket __complete $argv $lab 2>/dev/null
 end
-complete -c ovslab -n "__fish_ovslab_using_subcommand down status check graph" -f -a "(__ovslab_names labs)"
+complete -c ovslab -n "__fish_ovslab_using_subcommand down status check graph ui" -f -a "(__ovslab_names labs)"
 complete -c ovslab -n "__fish_ovslab_using_subcommand exec capture trace" -f -a "(__ovslab_names targets)"
 complete -c ovslab -n "__fish_ovslab_using_subcommand node; and __fish_seen_subcommand_from fail recover" -f -a "(__ovslab_names nodes)"
 complete -c ovslab -l lab -f -r -a "(__ovslab_names labs)"
@@ -283,10 +283,10 @@ mod tests {
     #[test]
     fn zsh_asks_the_daemon_where_names_are_wanted() {
         let script = script(Shell::Zsh);
-        // down, status, check, graph (LAB); exec, capture, trace, node
+        // down, status, check, graph, ui (LAB); exec, capture, trace, node
         // fail/recover (--lab); exec, capture (TARGET), trace (SRC, DST);
         // node fail/recover (NODE).
-        assert_eq!(script.matches(":_ovslab_labs'").count(), 10, "{script}");
+        assert_eq!(script.matches(":_ovslab_labs'").count(), 11, "{script}");
         assert_eq!(script.matches(":_ovslab_targets'").count(), 4);
         assert_eq!(script.matches(":_ovslab_nodes'").count(), 2);
         let defined = script.find("_ovslab_labs() {").unwrap();

@@ -11,6 +11,7 @@ mod manual;
 mod progress;
 mod style;
 mod summary;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ use ovslab_topology::printable_lines;
 use crate::client::Client;
 use crate::commands::{
     capture, check, complete, completions, down, exec, generate, graph, man, node, schema, status,
-    trace, up, validate,
+    trace, ui, up, validate,
 };
 
 const AFTER_HELP: &str = "\
@@ -34,7 +35,7 @@ Exit status:
      command named none
   `ovslab exec` exits with CMD's status (126/127 when CMD cannot be run).
 
-The daemon, ovslabd, must be running for up, down, status, exec, check, trace, capture, node and graph (without --topology): start it with `ovslabd`
+The daemon, ovslabd, must be running for up, down, status, exec, check, trace, ui, capture, node and graph (without --topology): start it with `ovslabd`
 (foreground) or `systemctl start ovslabd`.";
 
 /// Build and explore OpenStack Neutron "classic Open vSwitch" labs in network
@@ -58,6 +59,7 @@ pub enum Command {
     Exec(exec::Args),
     Check(check::Args),
     Trace(trace::Args),
+    Ui(ui::Args),
     Capture(capture::Args),
     Validate(validate::Args),
     Generate(generate::Args),
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => exec::exec(&client, args),
         Command::Check(args) => check::exec(&client, args),
         Command::Trace(args) => trace::exec(&client, args),
+        Command::Ui(args) => ui::exec(&client, args),
         Command::Capture(args) => capture::exec(&client, args),
         Command::Validate(args) => validate::exec(args),
         Command::Generate(args) => generate::exec(args),

@@ -16,6 +16,7 @@ pub mod node;
 pub mod schema;
 pub mod status;
 pub mod trace;
+pub mod ui;
 pub mod up;
 pub mod validate;
 

@@ -1,0 +1,311 @@
+//! Who may use the page: whoever shows the token `ovslab ui` printed, from
+//! a page whose address names this server by IP literal or as `localhost`.
+//!
+//! - The token is 32 bytes from the kernel's random source, in hex. It
+//!   comes once as `?token=…` (the URL printed), which is answered with a
+//!   cookie (`HttpOnly`, `SameSite=Strict`, named after the port, so two
+//!   servers on one host keep theirs) and a redirect to the same address
+//!   without it; then with the cookie, or as `Authorization: Bearer …`
+//!   (scripts). Tokens are compared in constant time.
+//! - The `Host` header must be an IP address or `localhost`, with the
+//!   server's port: a DNS name pointing at 127.0.0.1 (DNS rebinding) is
+//!   refused even before the token is looked at.
+//! - A request that changes something (POST) and says where it comes from
+//!   (`Origin`) must come from this server's own pages.
+
+use std::io::Read as _;
+use std::net::IpAddr;
+
+/// The secret a request must show.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+impl Token {
+    /// 32 bytes from `/dev/urandom`, in hex.
+    pub fn random() -> std::io::Result<Token> {
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        Ok(Token(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    #[cfg(test)]
+    pub fn from_text(text: &str) -> Token {
+        Token(text.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `given` is the token, in time that does not depend on where
+    /// they differ.
+    pub fn matches(&self, given: &str) -> bool {
+        constant_time_eq(self.0.as_bytes(), given.as_bytes())
+    }
+}
+
+/// `a == b`, looking at every byte whatever the first difference (the
+/// length is not secret: every token has the same).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// The door of the server: its token and port.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    token: Token,
+    port: u16,
+}
+
+/// What a request is, as far as the gate cares.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Knock<'a> {
+    pub post: bool,
+    pub host: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    pub query: Option<&'a str>,
+    pub cookie: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+}
+
+/// The gate's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on.
+    Pass,
+    /// The token came in the address: set the cookie, and send the browser
+    /// to the same path without it.
+    SetCookie,
+    /// 421: the Host header does not name this server.
+    WrongHost,
+    /// 403: a POST from another site's page.
+    WrongOrigin,
+    /// 401: no token, or a wrong one.
+    NoToken,
+}
+
+impl Gate {
+    pub fn new(token: Token, port: u16) -> Self {
+        Gate { token, port }
+    }
+
+    /// The cookie's name: one per port, so two servers never mix theirs.
+    pub fn cookie_name(&self) -> String {
+        format!("ovslab-ui-{}", self.port)
+    }
+
+    /// The `Set-Cookie` value given with [`Verdict::SetCookie`].
+    pub fn set_cookie(&self) -> String {
+        format!(
+            "{}={}; Path=/; HttpOnly; SameSite=Strict",
+            self.cookie_name(),
+            self.token.as_str()
+        )
+    }
+
+    pub fn judge(&self, knock: &Knock<'_>) -> Verdict {
+        let Some(host) = knock.host.filter(|h| self.host_allowed(h)) else {
+            return Verdict::WrongHost;
+        };
+        if knock.post
+            && let Some(origin) = knock.origin
+            && origin != format!("http://{host}")
+        {
+            return Verdict::WrongOrigin;
+        }
+        let from_query = knock
+            .query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter_map(|pair| pair.strip_prefix("token="))
+            .any(|t| self.token.matches(t));
+        if from_query {
+            return if knock.post {
+                Verdict::Pass
+            } else {
+                Verdict::SetCookie
+            };
+        }
+        let name = self.cookie_name();
+        let from_cookie = knock
+            .cookie
+            .into_iter()
+            .flat_map(|c| c.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .any(|(k, v)| k == name && self.token.matches(v));
+        let from_header = knock
+            .authorization
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|t| self.token.matches(t.trim()));
+        if from_cookie || from_header {
+            Verdict::Pass
+        } else {
+            Verdict::NoToken
+        }
+    }
+
+    /// `localhost:PORT` or `IP:PORT` (`[v6]:PORT`): names that no DNS
+    /// answer can point elsewhere.
+    fn host_allowed(&self, host: &str) -> bool {
+        let Some((name, port)) = host.rsplit_once(':') else {
+            return false;
+        };
+        if port.parse::<u16>().ok() != Some(self.port) {
+            return false;
+        }
+        let name = name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .unwrap_or(name);
+        name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate() -> Gate {
+        Gate::new(Token::from_text("s3cr3t"), 8080)
+    }
+
+    fn knock(host: &'static str) -> Knock<'static> {
+        Knock {
+            host: Some(host),
+            ..Knock::default()
+        }
+    }
+
+    #[test]
+    fn random_tokens_are_long_and_differ() {
+        let a = Token::random().unwrap();
+        let b = Token::random().unwrap();
+        assert_eq!(a.as_str().len(), 64);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a.as_str(), b.as_str());
+        assert_eq!(format!("{a:?}"), "Token(…)", "never logged");
+    }
+
+    #[test]
+    fn tokens_are_compared_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        let t = Token::from_text("s3cr3t");
+        assert!(t.matches("s3cr3t"));
+        assert!(!t.matches("s3cr3"));
+        assert!(!t.matches("S3CR3T"));
+    }
+
+    #[test]
+    fn the_token_in_the_address_becomes_a_cookie() {
+        let g = gate();
+        let first = Knock {
+            query: Some("lab=seed&token=s3cr3t"),
+            ..knock("127.0.0.1:8080")
+        };
+        assert_eq!(g.judge(&first), Verdict::SetCookie);
+        assert_eq!(
+            g.set_cookie(),
+            "ovslab-ui-8080=s3cr3t; Path=/; HttpOnly; SameSite=Strict"
+        );
+        let then = Knock {
+            cookie: Some("other=1; ovslab-ui-8080=s3cr3t"),
+            ..knock("localhost:8080")
+        };
+        assert_eq!(g.judge(&then), Verdict::Pass);
+        let script = Knock {
+            authorization: Some("Bearer s3cr3t"),
+            ..knock("[::1]:8080")
+        };
+        assert_eq!(g.judge(&script), Verdict::Pass);
+    }
+
+    #[test]
+    fn requests_without_the_right_token_are_refused() {
+        let g = gate();
+        assert_eq!(g.judge(&knock("127.0.0.1:8080")), Verdict::NoToken);
+        for wrong in [
+            Knock {
+                query: Some("token=s3cr3"),
+                ..knock("127.0.0.1:8080")
+            },
+            Knock {
+                query: Some("token=s3cr3tX"),
+                ..knock("127.0.0.1:8080")
+            },
+            Knock {
+                cookie: Some("ovslab-ui-9090=s3cr3t"),
+                ..knock("127.0.0.1:8080")
+            },
+            Knock {
+                cookie: Some("ovslab-ui-8080=wrong"),
+                ..knock("127.0.0.1:8080")
+            },
+            Knock {
+                authorization: Some("Basic s3cr3t"),
+                ..knock("127.0.0.1:8080")
+            },
+        ] {
+            assert_eq!(g.judge(&wrong), Verdict::NoToken, "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn only_ip_literals_and_localhost_on_our_port_are_hosts() {
+        let g = gate();
+        let with_token = |host: &'static str| Knock {
+            cookie: Some("ovslab-ui-8080=s3cr3t"),
+            ..knock(host)
+        };
+        for good in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "10.1.2.3:8080"] {
+            assert_eq!(g.judge(&with_token(good)), Verdict::Pass, "{good}");
+        }
+        // DNS rebinding: a name the attacker controls, pointed at loopback.
+        for bad in [
+            "evil.example:8080",
+            "127.0.0.1:8081",
+            "127.0.0.1",
+            "localhost.evil.example:8080",
+            "",
+        ] {
+            assert_eq!(g.judge(&with_token(bad)), Verdict::WrongHost, "{bad}");
+        }
+        assert_eq!(
+            g.judge(&Knock {
+                host: None,
+                ..with_token("x")
+            }),
+            Verdict::WrongHost
+        );
+    }
+
+    #[test]
+    fn a_post_from_another_origin_is_refused() {
+        let g = gate();
+        let post = |origin| Knock {
+            post: true,
+            origin,
+            cookie: Some("ovslab-ui-8080=s3cr3t"),
+            ..knock("127.0.0.1:8080")
+        };
+        assert_eq!(g.judge(&post(Some("http://127.0.0.1:8080"))), Verdict::Pass);
+        assert_eq!(g.judge(&post(None)), Verdict::Pass, "curl sends none");
+        assert_eq!(
+            g.judge(&post(Some("http://evil.example"))),
+            Verdict::WrongOrigin
+        );
+        assert_eq!(g.judge(&post(Some("null"))), Verdict::WrongOrigin);
+    }
+}

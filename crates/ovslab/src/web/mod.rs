@@ -1,0 +1,565 @@
+//! `ovslab ui`: a small web server, run by the user, between a browser and
+//! the daemon. It serves the page (every asset is compiled in: no CDN, no
+//! build step) and a JSON API that forwards to ovslabd over its Unix socket
+//! with the user's own rights, so the page can do no more than the user's
+//! `ovslab` could:
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /` | the page |
+//! | `GET /assets/{file}` | its script modules and style sheet |
+//! | `GET /api/labs` | the labs (`ovslab status`) |
+//! | `GET /api/labs/{lab}/picture` | the lab drawn, with each box's details ([`picture::Picture`]) |
+//! | `GET /api/labs/{lab}/status` | `ovslab status --json`, its repairs mapped to boxes |
+//! | `GET /api/labs/{lab}/events` | server-sent events: one `audit` per audit of the lab, its repairs mapped to boxes |
+//! | `POST /api/labs/{lab}/check` | `ovslab check --json` |
+//! | `POST /api/labs/{lab}/trace` | `ovslab trace --json`, each hop on its box ([`picture::TraceView`]) |
+//! | `GET /api/labs/{lab}/live/{box}` | a bridge's flows (`ovs-ofctl dump-flows`) or a router's nat table (`iptables-save -t nat`), read now |
+//!
+//! Every request passes [`auth::Gate`] first.
+
+pub mod auth;
+mod live;
+pub mod picture;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, HOST, LOCATION,
+    ORIGIN, REFERRER_POLICY, SET_COOKIE, X_CONTENT_TYPE_OPTIONS,
+};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use ovslab_api::{AuditEvent, CheckReport, LabStatus, TraceProtocol, TraceRequest, UpRequest};
+use ovslab_topology::{lab_name_problem, object_name_problem};
+use serde::{Deserialize, Serialize};
+
+use crate::client::{Client, ClientError};
+use crate::commands::segment;
+use auth::{Gate, Knock, Verdict};
+use picture::{CheckView, LabPicture, Marks};
+
+/// How long a quick question to the daemon may take (a lab's topology,
+/// its status).
+pub const QUICK: Duration = Duration::from_secs(10);
+/// How long checks and traces may take (a check decides within about
+/// 3 s, a trace within a few).
+pub const SLOW: Duration = Duration::from_secs(60);
+/// How often an idle event stream says it is alive (proxies and browsers
+/// drop silent connections).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+const INDEX: &str = include_str!("assets/index.html");
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/app.js"),
+    ),
+    (
+        "picture.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/picture.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/app.css"),
+    ),
+];
+
+/// What every handler reaches.
+#[derive(Debug)]
+pub struct Ui {
+    pub gate: Gate,
+    /// For quick questions ([`QUICK`]).
+    pub quick: Client,
+    /// For checks and traces ([`SLOW`]).
+    pub slow: Client,
+}
+
+pub fn router(ui: Arc<Ui>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{file}", get(asset))
+        .route("/api/labs", get(labs))
+        .route("/api/labs/{lab}/picture", get(picture))
+        .route("/api/labs/{lab}/status", get(status))
+        .route("/api/labs/{lab}/events", get(events))
+        .route("/api/labs/{lab}/check", post(check))
+        .route("/api/labs/{lab}/trace", post(trace))
+        .route("/api/labs/{lab}/live/{item}", get(live_details))
+        .fallback(|| async { UiError::new(StatusCode::NOT_FOUND, "no such page") })
+        .layer(middleware::from_fn_with_state(ui.clone(), guard))
+        .layer(middleware::from_fn(hardened))
+        .with_state(ui)
+}
+
+/// [`Gate::judge`] on every request.
+async fn guard(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let knock = Knock {
+        post: request.method() == Method::POST,
+        host: text(HOST),
+        origin: text(ORIGIN),
+        query: request.uri().query(),
+        cookie: text(COOKIE),
+        authorization: text(AUTHORIZATION),
+    };
+    match ui.gate.judge(&knock) {
+        Verdict::Pass => next.run(request).await,
+        Verdict::SetCookie => {
+            // The same address without the token (kept out of the
+            // browser's history and of any Referer).
+            let rest: Vec<&str> = request
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .filter(|p| !p.is_empty() && !p.starts_with("token="))
+                .collect();
+            let mut location = request.uri().path().to_string();
+            if !rest.is_empty() {
+                location = format!("{location}?{}", rest.join("&"));
+            }
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            let headers = response.headers_mut();
+            if let (Ok(location), Ok(cookie)) = (
+                HeaderValue::from_str(&location),
+                HeaderValue::from_str(&ui.gate.set_cookie()),
+            ) {
+                headers.insert(LOCATION, location);
+                headers.insert(SET_COOKIE, cookie);
+            }
+            response
+        }
+        Verdict::WrongHost => UiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server answers only to its IP address or localhost (the Host header named another)",
+        )
+        .into_response(),
+        Verdict::WrongOrigin => {
+            UiError::new(StatusCode::FORBIDDEN, "a request from another site's page").into_response()
+        }
+        Verdict::NoToken => UiError::new(
+            StatusCode::UNAUTHORIZED,
+            "no valid token: open the address `ovslab ui` printed (it ends in ?token=…)",
+        )
+        .into_response(),
+    }
+}
+
+/// Headers on every answer: only this server's own scripts and styles
+/// run, nothing is cached, no address leaks as a Referer.
+async fn hardened(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+        (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (REFERRER_POLICY, "no-referrer"),
+        (CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+async fn index() -> Response {
+    ([(CONTENT_TYPE, "text/html; charset=utf-8")], INDEX).into_response()
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, ..)| *name == file) {
+        Some((_, kind, text)) => ([(CONTENT_TYPE, *kind)], *text).into_response(),
+        None => UiError::new(StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
+}
+
+/// An error answer: `{"error": "…"}`.
+#[derive(Debug)]
+pub struct UiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl UiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        UiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<ClientError> for UiError {
+    fn from(e: ClientError) -> Self {
+        let status = match e {
+            ClientError::Api { .. } => StatusCode::BAD_GATEWAY,
+            ClientError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ClientError::Protocol { .. } => StatusCode::GATEWAY_TIMEOUT,
+        };
+        UiError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        (
+            self.status,
+            Json(Body {
+                error: ovslab_topology::printable_lines(&self.message).into_owned(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// A lab name from the address, by the topology's rule.
+fn lab_name(lab: &str) -> Result<&str, UiError> {
+    match lab_name_problem(lab) {
+        Some(problem) => Err(UiError::bad(problem)),
+        None => Ok(lab),
+    }
+}
+
+async fn labs(State(ui): State<Arc<Ui>>) -> Result<Json<Vec<String>>, UiError> {
+    Ok(Json(ui.quick.get_async("/v1/labs").await?))
+}
+
+/// The lab as the daemon has it: its saved topology, planned and drawn.
+async fn load(ui: &Ui, lab: &str) -> Result<LabPicture, UiError> {
+    let saved: UpRequest = ui
+        .quick
+        .get_async(&format!("/v1/labs/{}/topology", segment(lab)))
+        .await?;
+    let topology = ovslab_topology::parse(&saved.source, &saved.topology).map_err(|e| {
+        UiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("the daemon's topology of lab {lab}: {e}"),
+        )
+    })?;
+    Ok(LabPicture::new(topology))
+}
+
+async fn picture(
+    State(ui): State<Arc<Ui>>,
+    Path(lab): Path<String>,
+) -> Result<Json<picture::Picture>, UiError> {
+    let lab = lab_name(&lab)?;
+    Ok(Json(load(&ui, lab).await?.picture()))
+}
+
+#[derive(Debug, Serialize)]
+struct StatusView {
+    status: LabStatus,
+    /// The boxes each line of `status.repairs` is about, in its order.
+    repairs: Vec<Marks>,
+}
+
+async fn status(
+    State(ui): State<Arc<Ui>>,
+    Path(lab): Path<String>,
+) -> Result<Json<StatusView>, UiError> {
+    let lab = lab_name(&lab)?;
+    let picture = load(&ui, lab).await?;
+    let status: LabStatus = ui
+        .quick
+        .get_async(&format!("/v1/labs/{}", segment(lab)))
+        .await?;
+    let repairs = status
+        .repairs
+        .iter()
+        .map(|line| {
+            // `<time> <n> repaired: a; b; …`: each change on its own.
+            let changes = line.split_once(" repaired: ").map_or(line.as_str(), |(_, c)| c);
+            let mut marks = Marks::default();
+            for change in changes.split("; ") {
+                let m = picture.marks_of_repair(change);
+                marks.boxes.extend(m.boxes);
+                marks.clusters.extend(m.clusters);
+            }
+            marks
+        })
+        .collect();
+    Ok(Json(StatusView { status, repairs }))
+}
+
+#[derive(Debug, Serialize)]
+struct CheckResultView {
+    name: String,
+    passed: bool,
+    detail: String,
+    /// The declared check, when the topology still has it.
+    check: Option<CheckView>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChecksView {
+    lab: String,
+    elapsed_ms: u64,
+    results: Vec<CheckResultView>,
+}
+
+async fn check(
+    State(ui): State<Arc<Ui>>,
+    Path(lab): Path<String>,
+) -> Result<Json<ChecksView>, UiError> {
+    let lab = lab_name(&lab)?;
+    let picture = load(&ui, lab).await?.picture();
+    let report: CheckReport = ui
+        .slow
+        .post_async(&format!("/v1/labs/{}/check", segment(lab)), &())
+        .await?;
+    let results = report
+        .results
+        .into_iter()
+        .map(|r| CheckResultView {
+            check: picture.checks.iter().find(|c| c.name == r.name).cloned(),
+            name: r.name,
+            passed: r.passed,
+            detail: r.detail,
+        })
+        .collect();
+    Ok(Json(ChecksView {
+        lab: report.lab,
+        elapsed_ms: report.elapsed_ms,
+        results,
+    }))
+}
+
+/// A trace as the page asks for it.
+#[derive(Debug, Deserialize)]
+pub struct TraceForm {
+    pub from: String,
+    pub to: String,
+    /// `icmp`, `tcp` or `udp`.
+    pub protocol: String,
+    pub port: Option<u16>,
+}
+
+/// The daemon's request for a trace form, every field checked.
+pub fn trace_request(form: TraceForm) -> Result<TraceRequest, String> {
+    if let Some(problem) = object_name_problem(&form.from) {
+        return Err(problem);
+    }
+    if form.to.parse::<std::net::Ipv4Addr>().is_err()
+        && let Some(problem) = object_name_problem(&form.to)
+    {
+        return Err(problem);
+    }
+    let port = || match form.port {
+        Some(p) if p > 0 => Ok(p),
+        _ => Err(format!("a {} trace needs a port (1–65535)", form.protocol)),
+    };
+    let protocol = match form.protocol.as_str() {
+        "icmp" => TraceProtocol::Icmp,
+        "tcp" => TraceProtocol::Tcp(port()?),
+        "udp" => TraceProtocol::Udp(port()?),
+        other => {
+            return Err(format!(
+                "unknown protocol `{}`: icmp, tcp or udp",
+                ovslab_topology::printable(other)
+            ));
+        }
+    };
+    Ok(TraceRequest {
+        from: form.from,
+        to: form.to,
+        protocol,
+    })
+}
+
+async fn trace(
+    State(ui): State<Arc<Ui>>,
+    Path(lab): Path<String>,
+    form: Result<Json<TraceForm>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<picture::TraceView>, UiError> {
+    let lab = lab_name(&lab)?;
+    let Json(form) = form.map_err(|e| UiError::bad(e.body_text()))?;
+    let request = trace_request(form).map_err(UiError::bad)?;
+    let picture = load(&ui, lab).await?;
+    let report = ui
+        .slow
+        .post_async(&format!("/v1/labs/{}/trace", segment(lab)), &request)
+        .await?;
+    Ok(Json(picture.trace_view(report)))
+}
+
+async fn live_details(
+    State(ui): State<Arc<Ui>>,
+    Path((lab, item)): Path<(String, usize)>,
+) -> Result<Json<live::Live>, UiError> {
+    let lab = lab_name(&lab)?;
+    let picture = load(&ui, lab).await?;
+    let asked = picture
+        .picture()
+        .boxes
+        .into_iter()
+        .find(|b| b.id == item)
+        .ok_or_else(|| UiError::new(StatusCode::NOT_FOUND, "no such box"))?;
+    let Some(what) = asked.live else {
+        return Err(UiError::bad("this box has nothing to read live"));
+    };
+    let target = if what == "flows" {
+        asked.object.clone()
+    } else {
+        // A router's box is named after the router.
+        asked.label[0].clone()
+    };
+    let target = ui
+        .quick
+        .target_async(lab, &target)
+        .await
+        .map_err(UiError::from)?;
+    Ok(Json(live::read(&target, what, &asked.label[0]).await))
+}
+
+/// One audit, as the page gets it.
+#[derive(Debug, Serialize)]
+struct AuditView {
+    event: AuditEvent,
+    /// The boxes its repairs are about.
+    marks: Marks,
+}
+
+/// Server-sent events: the daemon's audit events of the lab, each with its
+/// repairs mapped to boxes, and a comment every [`KEEP_ALIVE`].
+async fn events(State(ui): State<Arc<Ui>>, Path(lab): Path<String>) -> Result<Response, UiError> {
+    let lab = lab_name(&lab)?.to_string();
+    let picture = load(&ui, &lab).await?;
+    let body = ui
+        .quick
+        .stream(&format!("/v1/labs/{}/events", segment(&lab)))
+        .await?;
+    let state = Relay {
+        body,
+        buffer: Vec::new(),
+        picture,
+    };
+    let stream = futures::stream::unfold(state, |mut relay| async move {
+        let chunk = relay.next_chunk().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), relay))
+    });
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+/// The daemon's stream, turned into the page's.
+struct Relay {
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+    picture: LabPicture,
+}
+
+impl Relay {
+    /// The next text for the browser; `None` when the daemon's stream ended.
+    async fn next_chunk(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                let Ok(event) = serde_json::from_slice::<AuditEvent>(&line) else {
+                    continue;
+                };
+                let mut marks = Marks::default();
+                for repair in &event.repairs {
+                    let m = self.picture.marks_of_repair(repair);
+                    marks.boxes.extend(m.boxes);
+                    marks.clusters.extend(m.clusters);
+                }
+                let data = serde_json::to_string(&AuditView { event, marks }).ok()?;
+                return Some(format!("event: audit\ndata: {data}\n\n"));
+            }
+            match tokio::time::timeout(KEEP_ALIVE, self.body.frame()).await {
+                Err(_) => return Some(": alive\n\n".to_string()),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+                Ok(_) => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(protocol: &str, port: Option<u16>) -> TraceForm {
+        TraceForm {
+            from: "instance1".into(),
+            to: "instance2".into(),
+            protocol: protocol.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn trace_forms_are_checked_at_the_edge() {
+        assert_eq!(
+            trace_request(form("icmp", None)).unwrap().protocol,
+            TraceProtocol::Icmp
+        );
+        assert_eq!(
+            trace_request(form("tcp", Some(22))).unwrap().protocol,
+            TraceProtocol::Tcp(22)
+        );
+        assert!(trace_request(form("tcp", None)).is_err());
+        assert!(trace_request(form("udp", Some(0))).is_err());
+        assert!(trace_request(form("http", Some(80))).is_err());
+        let mut to_address = form("icmp", None);
+        to_address.to = "203.0.113.102".into();
+        assert!(trace_request(to_address).is_ok());
+        for bad in ["../x", "a b", "", "-rf", "x\u{1b}"] {
+            let mut f = form("icmp", None);
+            f.from = bad.into();
+            assert!(trace_request(f).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_asset_is_compiled_in_and_the_page_loads_only_them() {
+        for needed in ["/assets/app.js", "/assets/app.css"] {
+            assert!(INDEX.contains(needed), "{needed}");
+        }
+        for (name, ..) in ASSETS {
+            let used = INDEX.contains(&format!("/assets/{name}"))
+                || ASSETS
+                    .iter()
+                    .any(|(_, _, text)| text.contains(&format!("./{name}")));
+            assert!(used, "{name} is never loaded");
+        }
+        // No CDN, no other site: the page works offline.
+        for (_, _, text) in ASSETS.iter().chain([&("index.html", "", INDEX)]) {
+            let text = text.replace("http://www.w3.org/2000/svg", "");
+            assert!(
+                !text.contains("http://") && !text.contains("https://") && !text.contains("//cdn"),
+                "{text:.80}"
+            );
+        }
+    }
+}
