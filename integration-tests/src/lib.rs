@@ -14,6 +14,8 @@ use std::time::Duration;
 
 pub use ovslab_testkit::{require_root, run, run_raw, unique_name, wait_until};
 
+pub mod webdriver;
+
 /// The directory holding the workspace's built binaries.
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

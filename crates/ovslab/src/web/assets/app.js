@@ -282,7 +282,7 @@ function showStep(k) {
   picture.clearOverlay();
   picture.unmark("current");
   picture.path(shown.filter((s) => s.leg === "request").map((s) => s.box), "request");
-  picture.path(shown.filter((s) => s.leg !== "request").map((s) => s.box), "reply");
+  picture.path(shown.filter((s) => s.leg !== "request").map((s) => s.box), "reply", 7);
   picture.mark("on-path", shown.map((s) => s.box).filter((b) => b !== null));
   // The changes, labelled at the hop where they happen.
   const rows = new Map();

@@ -69,7 +69,14 @@ export class Picture {
     const rect = this.group(i)?.querySelector("rect");
     if (!rect) return null;
     const n = (a) => Number(rect.getAttribute(a));
-    return { x: n("x") + n("width") / 2, y: n("y") + n("height") / 2, top: n("y"), right: n("x") + n("width") };
+    return { x: n("x") + n("width") / 2, y: n("y") + n("height") / 2, top: n("y"), left: n("x"), right: n("x") + n("width") };
+  }
+
+  // Where a path meets a box: its centre, or on a wide box (br-int across
+  // a node, a network's bar) the point nearest to where the path comes from.
+  meet(c, from) {
+    if (!from || c.right - c.left < 260) return { x: c.x, y: c.y };
+    return { x: Math.min(Math.max(from.x, c.left + 12), c.right - 12), y: c.y };
   }
 
   // Puts `cls` on exactly these boxes (and frames), off every other.
@@ -110,16 +117,29 @@ export class Picture {
   }
 
   // A line through the centres of `boxes` (consecutive repeats once).
-  path(boxes, cls) {
-    const points = [];
+  // `shift` moves it a little (the answer beside the request).
+  path(boxes, cls, shift = 0) {
+    const centres = [];
     let last = null;
     for (const i of boxes) {
       if (i === null || i === last) continue;
       const c = this.centre(i);
-      if (c) points.push(`${c.x.toFixed(1)},${c.y.toFixed(1)}`);
+      if (c) centres.push(c);
       last = i;
     }
-    if (points.length < 2) return null;
+    if (centres.length < 2) return null;
+    // Along a wide box from where the path comes in to where it leaves.
+    const points = [];
+    let from = null;
+    centres.forEach((c, k) => {
+      const next = centres[k + 1];
+      const enter = this.meet(c, from ?? next);
+      const leave = next ? this.meet(c, next) : enter;
+      for (const p of enter.x === leave.x ? [enter] : [enter, leave]) {
+        points.push(`${(p.x + shift).toFixed(1)},${(p.y + shift).toFixed(1)}`);
+      }
+      from = leave;
+    });
     const line = document.createElementNS(SVG, "polyline");
     line.setAttribute("points", points.join(" "));
     line.classList.add(cls);
@@ -132,8 +152,11 @@ export class Picture {
     const c = this.centre(i);
     if (!c) return null;
     const t = document.createElementNS(SVG, "text");
-    t.setAttribute("x", (c.right + 6).toFixed(1));
-    t.setAttribute("y", (c.top + 12 + row * 15).toFixed(1));
+    // On the left of a box near the right edge, so it stays in the picture.
+    const left = this.full && c.right + 200 > this.full.x + this.full.w;
+    t.setAttribute("x", (left ? c.left - 6 : c.right + 6).toFixed(1));
+    if (left) t.setAttribute("text-anchor", "end");
+    t.setAttribute("y", (c.top + 14 + row * 18).toFixed(1));
     t.classList.add(cls);
     t.textContent = text;
     this.overlay.appendChild(t);

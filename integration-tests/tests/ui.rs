@@ -1,0 +1,330 @@
+//! `ovslab ui` in a real browser: Debian's Chromium, headless, driven
+//! through chromedriver (WebDriver), against a private daemon and the seed
+//! lab under a unique name. Every process the tests start is stopped by
+//! its pid, and the lab taken down, also when a test fails.
+//!
+//! With `OVSLAB_UI_SCREENSHOTS=DIR` the pictures of the seed lab and of a
+//! trace are written there (`ui-seed.png`, `ui-trace.png`; docs/ has them).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ovslab_integration_tests::webdriver::{Browser, read_answer, split_answer};
+use ovslab_integration_tests::{Lab, bin, require_root};
+use serde_json::{Value, json};
+
+/// A running `ovslab ui` and the address it printed.
+struct UiServer {
+    child: Child,
+    url: String,
+    port: u16,
+}
+
+impl UiServer {
+    fn start(lab: &Lab) -> UiServer {
+        let mut child = Command::new(bin("ovslab"))
+            .arg("--socket")
+            .arg(&lab.daemon.socket)
+            .args(["ui", &lab.name, "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ovslab ui");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().to_string();
+        let port = url
+            .strip_prefix("http://127.0.0.1:")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("ovslab ui printed {url:?}"));
+        UiServer { child, url, port }
+    }
+
+    /// One raw request to the server: its status and body.
+    fn request(&self, head: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        let answer = read_answer(&mut stream);
+        let (status, body) = split_answer(&answer);
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+impl Drop for UiServer {
+    fn drop(&mut self) {
+        // SAFETY: signalling the server this test started, by its pid,
+        // which is not reaped yet (so not reused).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// The page loaded with the token, the lab drawn.
+fn open_page(lab: &Lab, ui: &UiServer) -> Browser {
+    let browser = Browser::start(&lab.daemon.dir, 1280, 720);
+    browser.open(&ui.url);
+    browser.wait_for(
+        "the page to draw the lab",
+        Duration::from_secs(20),
+        "return document.body.dataset.ready === 'true' && document.querySelectorAll('#picture g.box').length",
+    );
+    browser
+}
+
+fn screenshot(browser: &Browser, name: &str) {
+    if let Some(dir) = std::env::var_os("OVSLAB_UI_SCREENSHOTS") {
+        let path = PathBuf::from(dir).join(name);
+        std::fs::write(&path, browser.screenshot()).unwrap();
+        eprintln!("wrote {}", path.display());
+    }
+}
+
+/// Runs the checks from the page; the verdicts by check name.
+fn run_checks(browser: &Browser) -> Vec<(String, bool)> {
+    browser.run("document.getElementById('run-checks').click()", json!([]));
+    let results = browser.wait_for(
+        "the check results",
+        Duration::from_secs(60),
+        "const s = document.getElementById('checks-summary');
+         if (!s.dataset.passed && !s.classList.contains('error')) return null;
+         if (s.classList.contains('error')) return s.textContent;
+         return [...document.querySelectorAll('#checks li')]
+           .map(li => [li.dataset.check, li.classList.contains('pass')]);",
+    );
+    serde_json::from_value(results.clone()).unwrap_or_else(|_| panic!("checks: {results}"))
+}
+
+#[test]
+#[ignore = "needs root"]
+fn the_page_draws_the_seed_lab_runs_its_checks_and_traces() {
+    require_root("the_page_draws_the_seed_lab_runs_its_checks_and_traces");
+    let lab = Lab::seed();
+    let ui = UiServer::start(&lab);
+
+    // Nothing without the token, nor for a host name that is not ours.
+    let (status, body) = ui.request(&format!(
+        "GET /api/labs HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        ui.port
+    ));
+    assert_eq!(status, 401, "{body}");
+    let token = ui.url.split("token=").nth(1).unwrap().split('&').next().unwrap();
+    let (status, body) = ui.request(&format!(
+        "GET /api/labs HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: ovslab-ui-{}=0{}\r\nConnection: close\r\n\r\n",
+        ui.port,
+        ui.port,
+        &token[1..]
+    ));
+    assert_eq!(status, 401, "a wrong token: {body}");
+    let (status, _) = ui.request(&format!(
+        "GET /api/labs HTTP/1.1\r\nHost: rebound.example:{}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+        ui.port
+    ));
+    assert_eq!(status, 421, "DNS rebinding");
+    let (status, body) = ui.request(&format!(
+        "GET /api/labs HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+        ui.port
+    ));
+    assert_eq!((status, body), (200, format!("[\"{}\"]", lab.name)));
+
+    // The browser without the token is refused too.
+    let browser = Browser::start(&lab.daemon.dir, 1280, 720);
+    browser.open(&format!("http://127.0.0.1:{}/", ui.port));
+    let text = browser.run("return document.body.innerText", json!([]));
+    assert!(
+        text.as_str().unwrap().contains("no valid token"),
+        "{text}"
+    );
+    drop(browser);
+
+    let browser = open_page(&lab, &ui);
+    // The token left the address bar for a cookie the page cannot read.
+    let href = browser.run("return location.href + ' ' + document.cookie", json!([]));
+    assert!(!href.as_str().unwrap().contains(token), "{href}");
+
+    // Every node, instance, router and host of the lab is on the picture.
+    let topo = lab.topology();
+    let drawn = browser.run(
+        "const objects = sel => [...document.querySelectorAll(sel)].map(g => g.dataset.object);
+         return { frames: objects('#picture g.frame'), boxes: objects('#picture g.box'),
+                  text: document.querySelector('#picture svg').textContent };",
+        json!([]),
+    );
+    let frames: Vec<String> = serde_json::from_value(drawn["frames"].clone()).unwrap();
+    let boxes: Vec<String> = serde_json::from_value(drawn["boxes"].clone()).unwrap();
+    for node in &topo.nodes {
+        assert!(frames.contains(&node.name), "node {} not drawn: {frames:?}", node.name);
+    }
+    for name in topo
+        .instances
+        .iter()
+        .map(|i| &i.name)
+        .chain(topo.routers.iter().map(|r| &r.name))
+        .chain(topo.external_hosts.iter().map(|h| &h.name))
+    {
+        assert!(boxes.contains(name), "{name} not drawn: {boxes:?}");
+        assert!(drawn["text"].as_str().unwrap().contains(name.as_str()));
+    }
+    // Clicking an instance shows its details.
+    browser.run(
+        "document.querySelector('#picture g.box[data-object=\"instance1\"]')
+           .dispatchEvent(new MouseEvent('click', {bubbles: true}))",
+        json!([]),
+    );
+    let details = browser.run("return document.getElementById('details').innerText", json!([]));
+    let mac = topo.instance("instance1").unwrap().mac;
+    let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        details.as_str().unwrap().contains(&mac.join(":"))
+            && details.as_str().unwrap().contains("192.168.1.11/24"),
+        "{details}"
+    );
+
+    // The checks: all twelve pass.
+    let results = run_checks(&browser);
+    assert_eq!(results.len(), 12, "{results:?}");
+    let failed: Vec<_> = results.iter().filter(|(_, passed)| !passed).collect();
+    assert!(failed.is_empty(), "failed: {failed:?}");
+    let summary = browser.run(
+        "return document.getElementById('checks-summary').textContent",
+        json!([]),
+    );
+    assert!(summary.as_str().unwrap().starts_with("12 of 12 passed"), "{summary}");
+    screenshot(&browser, "ui-seed.png");
+
+    // A trace from instance1 to instance2: through the network node, VLAN
+    // 101 on the way there, then 102, drawn on the picture.
+    browser.run(
+        "document.getElementById('trace-from').value = 'instance1';
+         document.getElementById('trace-to').value = 'instance2';
+         document.getElementById('trace-protocol').value = 'icmp';
+         document.getElementById('trace-run').click();",
+        json!([]),
+    );
+    let steps = browser.wait_for(
+        "the trace",
+        Duration::from_secs(60),
+        "const items = [...document.querySelectorAll('#trace-steps li')];
+         if (!items.length) return document.getElementById('trace-summary').classList.contains('error')
+           ? document.getElementById('trace-summary').textContent : null;
+         return items.map(li => ({ leg: li.className.split(' ')[0], ns: li.dataset.namespace,
+                                   changes: li.dataset.changes }));",
+    );
+    let steps = steps.as_array().unwrap_or_else(|| panic!("trace: {steps}"));
+    let network = format!("{}.network", lab.name);
+    let request: Vec<&Value> = steps.iter().filter(|s| s["leg"] == "request").collect();
+    let crossed = request.iter().position(|s| s["ns"] == network.as_str());
+    assert!(crossed.is_some(), "not through the network node: {steps:#?}");
+    let changes: Vec<&str> = request
+        .iter()
+        .flat_map(|s| s["changes"].as_str().unwrap().split('|'))
+        // The tags the frame takes on, in order (not where they go).
+        .filter(|c| c.starts_with("VLAN ") && !c.ends_with(" removed"))
+        .collect();
+    assert_eq!(changes, ["VLAN 101", "VLAN 102"], "{steps:#?}");
+    let drawn = browser.run(
+        "const line = document.querySelector('#overlay polyline.request');
+         return { points: line ? line.getAttribute('points').split(' ').length : 0,
+                  replies: document.querySelectorAll('#overlay polyline.reply').length,
+                  labels: [...document.querySelectorAll('#overlay text.change')].map(t => t.textContent),
+                  answered: window.ovslab.trace.report.answered };",
+        json!([]),
+    );
+    assert!(drawn["points"].as_u64().unwrap() >= 6, "{drawn}");
+    assert_eq!(drawn["replies"], 1, "{drawn}");
+    assert_eq!(drawn["answered"], true, "{drawn}");
+    let labels: Vec<String> = serde_json::from_value(drawn["labels"].clone()).unwrap();
+    assert!(labels.contains(&"→ VLAN 101".to_string()), "{labels:?}");
+    assert!(labels.contains(&"→ VLAN 102".to_string()), "{labels:?}");
+    // Step by step: the probe is on the hop shown.
+    browser.run("document.getElementById('step-next').click()", json!([]));
+    let current = browser.run(
+        "return [document.querySelectorAll('#overlay circle.probe').length,
+                 document.querySelector('#picture g.box.current')?.dataset.object]",
+        json!([]),
+    );
+    assert_eq!(current, json!([1, "instance1"]));
+    browser.run(
+        "document.getElementById('step-all').click();
+         document.getElementById('trace-summary').scrollIntoView({block: 'start'});",
+        json!([]),
+    );
+    screenshot(&browser, "ui-trace.png");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_flow_broken_by_hand_turns_its_check_red_and_the_audit_marks_the_bridge() {
+    require_root("a_flow_broken_by_hand_turns_its_check_red_and_the_audit_marks_the_bridge");
+    // Audits far enough apart to run the checks between two of them.
+    let lab = Lab::seed_audited("10");
+    let ui = UiServer::start(&lab);
+    let browser = open_page(&lab, &ui);
+    let compute1 = format!("{}.compute1", lab.name);
+    let repaired = format!(
+        "return [...document.querySelectorAll('#picture g.box.repaired')]
+           .map(g => g.dataset.namespace + ' ' + g.querySelector('text').textContent)"
+    );
+
+    // Right after an audit (it came as an event), break the lab.
+    let first = browser.wait_for(
+        "an audit event",
+        Duration::from_secs(30),
+        "return document.body.dataset.audits ? Number(document.body.dataset.audits) : null",
+    );
+    assert_eq!(browser.run(&repaired, json!([])), json!([]), "nothing to repair yet");
+    lab.del_flows("compute1", "br-vlan", "in_port=phy-br-vlan,dl_vlan=1");
+
+    let results = run_checks(&browser);
+    let verdict = |name: &str| {
+        results
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name}: {results:?}"))
+            .1
+    };
+    assert!(!verdict("same-network-across-nodes"), "{results:?}");
+    assert!(verdict("same-node-stays-on-br-int"), "{results:?}");
+    let red = browser.run(
+        "return [...document.querySelectorAll('#checks li.fail')].map(li => li.dataset.check)",
+        json!([]),
+    );
+    assert!(
+        red.as_array().unwrap().contains(&json!("same-network-across-nodes")),
+        "{red}"
+    );
+    let audits_now = browser.run("return Number(document.body.dataset.audits)", json!([]));
+    assert_eq!(audits_now, first, "an audit ran meanwhile: the test raced it");
+
+    // Selecting the red check draws its probe's path, lost on compute1.
+    browser.run(
+        "document.querySelector('#checks li[data-check=\"same-network-across-nodes\"]').click()",
+        json!([]),
+    );
+    let lost = browser.wait_for(
+        "the failed check's path",
+        Duration::from_secs(30),
+        "const g = document.querySelector('#picture g.box.lost');
+         return g ? g.dataset.namespace + ' ' + g.querySelector('text').textContent : null",
+    );
+    assert_eq!(lost, json!(format!("{compute1} br-int")), "lost where the tag is not translated");
+
+    // The next audit puts the flow back, and the page marks the bridge.
+    let marked = browser.wait_for(
+        "the repaired bridge marked",
+        Duration::from_secs(40),
+        &format!("{repaired}.filter(t => t.length).join(',') || null"),
+    );
+    assert_eq!(marked, json!(format!("{compute1} br-vlan")));
+    let health = browser.run("return document.getElementById('health').textContent", json!([]));
+    assert!(health.as_str().unwrap().contains("repaired"), "{health}");
+}
