@@ -328,3 +328,48 @@ fn a_flow_broken_by_hand_turns_its_check_red_and_the_audit_marks_the_bridge() {
     let health = browser.run("return document.getElementById('health').textContent", json!([]));
     assert!(health.as_str().unwrap().contains("repaired"), "{health}");
 }
+
+/// The 10 × 10 lab (10 compute nodes, 100 instances): drawn whole, and the
+/// page answers at once while zooming and tracing.
+#[test]
+#[ignore = "needs root"]
+fn the_ten_by_ten_lab_stays_responsive() {
+    require_root("the_ten_by_ten_lab_stays_responsive");
+    let lab = Lab::from_yaml(&ovslab_topology::generate::scale_topology(10, 10));
+    let ui = UiServer::start(&lab);
+    let started = std::time::Instant::now();
+    let browser = open_page(&lab, &ui);
+    let loaded = started.elapsed();
+    assert!(loaded < Duration::from_secs(10), "the page took {loaded:?}");
+    let topo = lab.topology();
+    let drawn = browser.run(
+        "return [...document.querySelectorAll('#picture g.box[data-kind=\"instance\"]')].length",
+        json!([]),
+    );
+    assert_eq!(drawn, json!(topo.instances.len()));
+    // Zooming: twenty wheel steps, each drawn in a frame or two.
+    let ms = browser.run(
+        "const p = document.getElementById('picture');
+         const t0 = performance.now();
+         for (let i = 0; i < 20; i++)
+           p.dispatchEvent(new WheelEvent('wheel', {deltaY: i < 10 ? -100 : 100, clientX: 300, clientY: 300, bubbles: true, cancelable: true}));
+         document.querySelector('#picture svg').getBoundingClientRect();
+         return performance.now() - t0;",
+        json!([]),
+    );
+    assert!(ms.as_f64().unwrap() < 1000.0, "20 zoom steps took {ms} ms");
+    // A trace across the lab, drawn on the picture.
+    browser.run(
+        "document.getElementById('trace-from').value = 'instance1';
+         document.getElementById('trace-to').value = 'instance100';
+         document.getElementById('trace-run').click();",
+        json!([]),
+    );
+    let hops = browser.wait_for(
+        "the trace",
+        Duration::from_secs(60),
+        "return document.querySelectorAll('#trace-steps li').length || null",
+    );
+    assert!(hops.as_u64().unwrap() > 10, "{hops}");
+    eprintln!("10 x 10: page ready in {loaded:?}, 20 zoom steps in {ms} ms, {hops} hops traced");
+}

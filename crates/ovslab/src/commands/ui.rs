@@ -91,6 +91,7 @@ async fn serve(client: &Client, args: Args, labs: Vec<String>) -> anyhow::Result
         gate: Gate::new(token, address.port()),
         quick: client.clone().with_deadline(QUICK),
         slow: client.clone().with_deadline(SLOW),
+        drawn: Default::default(),
     });
     println!("{url}");
     let _ = std::io::stdout().flush();

@@ -84,6 +84,10 @@ pub struct Ui {
     pub quick: Client,
     /// For checks and traces ([`SLOW`]).
     pub slow: Client,
+    /// Each lab's picture, with the topology text it was drawn from: the
+    /// 1000-instance lab takes a while to plan and draw, and every request
+    /// about a lab needs its picture.
+    pub drawn: std::sync::Mutex<std::collections::BTreeMap<String, (String, Arc<LabPicture>)>>,
 }
 
 pub fn router(ui: Arc<Ui>) -> Router {
@@ -248,19 +252,37 @@ async fn labs(State(ui): State<Arc<Ui>>) -> Result<Json<Vec<String>>, UiError> {
     Ok(Json(ui.quick.get_async("/v1/labs").await?))
 }
 
-/// The lab as the daemon has it: its saved topology, planned and drawn.
-async fn load(ui: &Ui, lab: &str) -> Result<LabPicture, UiError> {
+/// The lab as the daemon has it: its saved topology, planned and drawn
+/// (again only when the topology changed).
+async fn load(ui: &Ui, lab: &str) -> Result<Arc<LabPicture>, UiError> {
     let saved: UpRequest = ui
         .quick
         .get_async(&format!("/v1/labs/{}/topology", segment(lab)))
         .await?;
+    let cached = |drawn: &std::collections::BTreeMap<String, (String, Arc<LabPicture>)>| {
+        drawn
+            .get(lab)
+            .filter(|(text, _)| *text == saved.topology)
+            .map(|(_, picture)| picture.clone())
+    };
+    if let Some(picture) = cached(&ui.drawn.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(picture);
+    }
     let topology = ovslab_topology::parse(&saved.source, &saved.topology).map_err(|e| {
         UiError::new(
             StatusCode::BAD_GATEWAY,
             format!("the daemon's topology of lab {lab}: {e}"),
         )
     })?;
-    Ok(LabPicture::new(topology))
+    let picture = tokio::task::spawn_blocking(move || LabPicture::new(topology))
+        .await
+        .map_err(|e| UiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let picture = Arc::new(picture);
+    ui.drawn
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(lab.to_string(), (saved.topology, picture.clone()));
+    Ok(picture)
 }
 
 async fn picture(
@@ -327,7 +349,7 @@ async fn check(
     Path(lab): Path<String>,
 ) -> Result<Json<ChecksView>, UiError> {
     let lab = lab_name(&lab)?;
-    let picture = load(&ui, lab).await?.picture();
+    let checks = load(&ui, lab).await?.checks();
     let report: CheckReport = ui
         .slow
         .post_async(&format!("/v1/labs/{}/check", segment(lab)), &())
@@ -336,7 +358,7 @@ async fn check(
         .results
         .into_iter()
         .map(|r| CheckResultView {
-            check: picture.checks.iter().find(|c| c.name == r.name).cloned(),
+            check: checks.iter().find(|c| c.name == r.name).cloned(),
             name: r.name,
             passed: r.passed,
             detail: r.detail,
@@ -413,12 +435,10 @@ async fn live_details(
 ) -> Result<Json<live::Live>, UiError> {
     let lab = lab_name(&lab)?;
     let picture = load(&ui, lab).await?;
-    let asked = picture
-        .picture()
-        .boxes
-        .into_iter()
-        .find(|b| b.id == item)
-        .ok_or_else(|| UiError::new(StatusCode::NOT_FOUND, "no such box"))?;
+    if item >= picture.graph.nodes.len() {
+        return Err(UiError::new(StatusCode::NOT_FOUND, "no such box"));
+    }
+    let asked = picture.box_view(item);
     let Some(what) = asked.live else {
         return Err(UiError::bad("this box has nothing to read live"));
     };
@@ -471,7 +491,7 @@ async fn events(State(ui): State<Arc<Ui>>, Path(lab): Path<String>) -> Result<Re
 struct Relay {
     body: hyper::body::Incoming,
     buffer: Vec<u8>,
-    picture: LabPicture,
+    picture: Arc<LabPicture>,
 }
 
 impl Relay {

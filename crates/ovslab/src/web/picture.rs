@@ -237,7 +237,8 @@ impl LabPicture {
         }
     }
 
-    fn box_view(&self, i: usize) -> BoxView {
+    /// One box and its details.
+    pub fn box_view(&self, i: usize) -> BoxView {
         let node = &self.graph.nodes[i];
         let namespace = self.namespace_of(i);
         let mut devices = Vec::new();
@@ -304,7 +305,8 @@ impl LabPicture {
         }
     }
 
-    fn checks(&self) -> Vec<CheckView> {
+    /// The lab's declared checks.
+    pub fn checks(&self) -> Vec<CheckView> {
         self.topology
             .checks
             .iter()
