@@ -124,7 +124,11 @@ impl Browser {
 
     /// Loads an address and waits for the page.
     pub fn open(&self, url: &str) {
-        self.call("POST", &self.session_path("/url"), Some(json!({ "url": url })));
+        self.call(
+            "POST",
+            &self.session_path("/url"),
+            Some(json!({ "url": url })),
+        );
     }
 
     /// Runs `script` (a function body; `arguments` are `args`) in the page.
@@ -147,7 +151,10 @@ impl Browser {
             assert!(
                 start.elapsed() < within,
                 "waited {within:?} for {what}; the page says: {}",
-                self.run("return document.body ? document.body.innerText.slice(0, 2000) : ''", json!([]))
+                self.run(
+                    "return document.body ? document.body.innerText.slice(0, 2000) : ''",
+                    json!([])
+                )
             );
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -117,7 +117,14 @@ fn the_page_draws_the_seed_lab_runs_its_checks_and_traces() {
         ui.port
     ));
     assert_eq!(status, 401, "{body}");
-    let token = ui.url.split("token=").nth(1).unwrap().split('&').next().unwrap();
+    let token = ui
+        .url
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
     let (status, body) = ui.request(&format!(
         "GET /api/labs HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: ovslab-ui-{}=0{}\r\nConnection: close\r\n\r\n",
         ui.port,
@@ -140,10 +147,7 @@ fn the_page_draws_the_seed_lab_runs_its_checks_and_traces() {
     let browser = Browser::start(&lab.daemon.dir, 1280, 720);
     browser.open(&format!("http://127.0.0.1:{}/", ui.port));
     let text = browser.run("return document.body.innerText", json!([]));
-    assert!(
-        text.as_str().unwrap().contains("no valid token"),
-        "{text}"
-    );
+    assert!(text.as_str().unwrap().contains("no valid token"), "{text}");
     drop(browser);
 
     let browser = open_page(&lab, &ui);
@@ -162,7 +166,11 @@ fn the_page_draws_the_seed_lab_runs_its_checks_and_traces() {
     let frames: Vec<String> = serde_json::from_value(drawn["frames"].clone()).unwrap();
     let boxes: Vec<String> = serde_json::from_value(drawn["boxes"].clone()).unwrap();
     for node in &topo.nodes {
-        assert!(frames.contains(&node.name), "node {} not drawn: {frames:?}", node.name);
+        assert!(
+            frames.contains(&node.name),
+            "node {} not drawn: {frames:?}",
+            node.name
+        );
     }
     for name in topo
         .instances
@@ -180,7 +188,10 @@ fn the_page_draws_the_seed_lab_runs_its_checks_and_traces() {
            .dispatchEvent(new MouseEvent('click', {bubbles: true}))",
         json!([]),
     );
-    let details = browser.run("return document.getElementById('details').innerText", json!([]));
+    let details = browser.run(
+        "return document.getElementById('details').innerText",
+        json!([]),
+    );
     let mac = topo.instance("instance1").unwrap().mac;
     let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
     assert!(
@@ -198,7 +209,10 @@ fn the_page_draws_the_seed_lab_runs_its_checks_and_traces() {
         "return document.getElementById('checks-summary').textContent",
         json!([]),
     );
-    assert!(summary.as_str().unwrap().starts_with("12 of 12 passed"), "{summary}");
+    assert!(
+        summary.as_str().unwrap().starts_with("12 of 12 passed"),
+        "{summary}"
+    );
     screenshot(&browser, "ui-seed.png");
 
     // A trace from instance1 to instance2: through the network node, VLAN
@@ -223,7 +237,10 @@ fn the_page_draws_the_seed_lab_runs_its_checks_and_traces() {
     let network = format!("{}.network", lab.name);
     let request: Vec<&Value> = steps.iter().filter(|s| s["leg"] == "request").collect();
     let crossed = request.iter().position(|s| s["ns"] == network.as_str());
-    assert!(crossed.is_some(), "not through the network node: {steps:#?}");
+    assert!(
+        crossed.is_some(),
+        "not through the network node: {steps:#?}"
+    );
     let changes: Vec<&str> = request
         .iter()
         .flat_map(|s| s["changes"].as_str().unwrap().split('|'))
@@ -270,10 +287,8 @@ fn a_flow_broken_by_hand_turns_its_check_red_and_the_audit_marks_the_bridge() {
     let ui = UiServer::start(&lab);
     let browser = open_page(&lab, &ui);
     let compute1 = format!("{}.compute1", lab.name);
-    let repaired = format!(
-        "return [...document.querySelectorAll('#picture g.box.repaired')]
-           .map(g => g.dataset.namespace + ' ' + g.querySelector('text').textContent)"
-    );
+    let repaired = "return [...document.querySelectorAll('#picture g.box.repaired')]
+           .map(g => g.dataset.namespace + ' ' + g.querySelector('text').textContent)";
 
     // Right after an audit (it came as an event), break the lab.
     let first = browser.wait_for(
@@ -281,7 +296,11 @@ fn a_flow_broken_by_hand_turns_its_check_red_and_the_audit_marks_the_bridge() {
         Duration::from_secs(30),
         "return document.body.dataset.audits ? Number(document.body.dataset.audits) : null",
     );
-    assert_eq!(browser.run(&repaired, json!([])), json!([]), "nothing to repair yet");
+    assert_eq!(
+        browser.run(repaired, json!([])),
+        json!([]),
+        "nothing to repair yet"
+    );
     lab.del_flows("compute1", "br-vlan", "in_port=phy-br-vlan,dl_vlan=1");
 
     let results = run_checks(&browser);
@@ -299,11 +318,16 @@ fn a_flow_broken_by_hand_turns_its_check_red_and_the_audit_marks_the_bridge() {
         json!([]),
     );
     assert!(
-        red.as_array().unwrap().contains(&json!("same-network-across-nodes")),
+        red.as_array()
+            .unwrap()
+            .contains(&json!("same-network-across-nodes")),
         "{red}"
     );
     let audits_now = browser.run("return Number(document.body.dataset.audits)", json!([]));
-    assert_eq!(audits_now, first, "an audit ran meanwhile: the test raced it");
+    assert_eq!(
+        audits_now, first,
+        "an audit ran meanwhile: the test raced it"
+    );
 
     // Selecting the red check draws its probe's path, lost on compute1.
     browser.run(
@@ -316,7 +340,11 @@ fn a_flow_broken_by_hand_turns_its_check_red_and_the_audit_marks_the_bridge() {
         "const g = document.querySelector('#picture g.box.lost');
          return g ? g.dataset.namespace + ' ' + g.querySelector('text').textContent : null",
     );
-    assert_eq!(lost, json!(format!("{compute1} br-int")), "lost where the tag is not translated");
+    assert_eq!(
+        lost,
+        json!(format!("{compute1} br-int")),
+        "lost where the tag is not translated"
+    );
 
     // The next audit puts the flow back, and the page marks the bridge.
     let marked = browser.wait_for(
@@ -325,7 +353,10 @@ fn a_flow_broken_by_hand_turns_its_check_red_and_the_audit_marks_the_bridge() {
         &format!("{repaired}.filter(t => t.length).join(',') || null"),
     );
     assert_eq!(marked, json!(format!("{compute1} br-vlan")));
-    let health = browser.run("return document.getElementById('health').textContent", json!([]));
+    let health = browser.run(
+        "return document.getElementById('health').textContent",
+        json!([]),
+    );
     assert!(health.as_str().unwrap().contains("repaired"), "{health}");
 }
 

@@ -178,13 +178,14 @@ impl Client {
     /// it comes, once the daemon said yes within the client's deadline.
     pub async fn stream(&self, path: &str) -> Result<hyper::body::Incoming, ClientError> {
         let open = async {
-            let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
-                ClientError::Unreachable {
-                    socket: self.socket.clone(),
-                    kind: e.kind(),
-                    detail: e.to_string(),
-                }
-            })?;
+            let stream =
+                UnixStream::connect(&self.socket)
+                    .await
+                    .map_err(|e| ClientError::Unreachable {
+                        socket: self.socket.clone(),
+                        kind: e.kind(),
+                        detail: e.to_string(),
+                    })?;
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream))
                     .await

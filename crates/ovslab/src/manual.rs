@@ -48,8 +48,8 @@ pub fn ovslab_page() -> String {
     r.text([
         roman(
             "A command that takes a lab (LAB, or --lab LAB) and is given none uses the only lab \
-         running; when several run it lists them and exits 2; when none runs it says so and \
-         exits 1. ",
+         running; when several run it lists them and exits 2 (ui opens the first, and its page \
+         lists the others); when none runs it says so and exits 1. ",
         ),
         bold("up"),
         roman(" builds the seed lab when given nothing."),
@@ -486,6 +486,7 @@ mod tests {
             "exec",
             "check",
             "trace",
+            "ui",
             "capture",
             "validate",
             "generate",

@@ -28,12 +28,12 @@ can do what your `ovslab` can, no more. It listens on 127.0.0.1 (a free port unl
 says) and answers only requests that carry the random token in the printed address (then kept \
 in a cookie); everything it serves is compiled in, so it works without internet access. Stop \
 it with Ctrl-C.",
-    after_help = "Exit status: 0 stopped by Ctrl-C or SIGTERM, 1 the daemon is unreachable or the \
-address cannot be bound, 2 a bad argument."
+    after_help = "Exit status: 0 stopped by Ctrl-C or SIGTERM, 1 the daemon is unreachable, no lab \
+runs or LAB is not one of them, or the address cannot be bound, 2 a bad argument."
 )]
 pub struct Args {
     /// The lab the page opens with (it lists the others); default: the
-    /// only lab running, else the first.
+    /// only lab running, or the first of several.
     #[arg(value_name = "LAB")]
     pub lab: Option<String>,
     /// Where to listen. Any address but a loopback one lets other hosts
@@ -51,10 +51,16 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     }
     // The daemon answers, and knows the lab, before anything listens.
     let labs: Vec<String> = client.clone().with_deadline(QUICK).get("/v1/labs")?;
+    if labs.is_empty() {
+        return Err(crate::commands::NoLabRunning.into());
+    }
     if let Some(lab) = &args.lab
         && !labs.contains(lab)
     {
-        anyhow::bail!("lab `{lab}` is not known to this daemon (running: {})", labs.join(", "));
+        anyhow::bail!(
+            "lab `{lab}` is not known to this daemon (running: {})",
+            labs.join(", ")
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -269,7 +269,12 @@ mod tests {
             cookie: Some("ovslab-ui-8080=s3cr3t"),
             ..knock(host)
         };
-        for good in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "10.1.2.3:8080"] {
+        for good in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "[::1]:8080",
+            "10.1.2.3:8080",
+        ] {
             assert_eq!(g.judge(&with_token(good)), Verdict::Pass, "{good}");
         }
         // DNS rebinding: a name the attacker controls, pointed at loopback.

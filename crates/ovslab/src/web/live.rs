@@ -30,7 +30,15 @@ pub struct Live {
 /// The argv for `what` (`flows` of `bridge`, or `nat`).
 pub fn argv(what: &str, bridge: &str) -> Vec<String> {
     let words: &[&str] = match what {
-        "flows" => &["ovs-ofctl", "-O", "OpenFlow13", "--names", "--no-stats", "dump-flows", bridge],
+        "flows" => &[
+            "ovs-ofctl",
+            "-O",
+            "OpenFlow13",
+            "--names",
+            "--no-stats",
+            "dump-flows",
+            bridge,
+        ],
         _ => &["iptables-save", "-t", "nat"],
     };
     words.iter().map(|w| w.to_string()).collect()
@@ -66,9 +74,8 @@ async fn run(target: &Target, argv: &[String]) -> Result<String, String> {
     // calls setns(2), one system call that neither allocates nor takes
     // locks, on a descriptor the closure owns.
     unsafe {
-        command.pre_exec(move || {
-            setns(&namespace, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
-        });
+        command
+            .pre_exec(move || setns(&namespace, CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
     }
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
@@ -110,7 +117,13 @@ mod tests {
             super::argv("flows", "br-int").join(" "),
             "ovs-ofctl -O OpenFlow13 --names --no-stats dump-flows br-int"
         );
-        assert_eq!(super::argv("nat", "ignored").join(" "), "iptables-save -t nat");
-        assert_eq!(super::argv("anything", "x").join(" "), "iptables-save -t nat");
+        assert_eq!(
+            super::argv("nat", "ignored").join(" "),
+            "iptables-save -t nat"
+        );
+        assert_eq!(
+            super::argv("anything", "x").join(" "),
+            "iptables-save -t nat"
+        );
     }
 }

@@ -110,7 +110,11 @@ pub fn router(ui: Arc<Ui>) -> Router {
 /// [`Gate::judge`] on every request.
 async fn guard(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     let knock = Knock {
         post: request.method() == Method::POST,
         host: text(HOST),
@@ -315,7 +319,9 @@ async fn status(
         .iter()
         .map(|line| {
             // `<time> <n> repaired: a; b; …`: each change on its own.
-            let changes = line.split_once(" repaired: ").map_or(line.as_str(), |(_, c)| c);
+            let changes = line
+                .split_once(" repaired: ")
+                .map_or(line.as_str(), |(_, c)| c);
             let mut marks = Marks::default();
             for change in changes.split("; ") {
                 let m = picture.marks_of_repair(change);

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ovslab_api::{TraceHop, TraceReport};
 use ovslab_topology::Topology;
 use ovslab_topology::graph::{self, Graph, NodeKind};
-use ovslab_topology::{CheckProtocol, CheckTarget};
 use ovslab_topology::plan::{DesiredState, LocalVlans, plan};
+use ovslab_topology::{CheckProtocol, CheckTarget};
 use serde::Serialize;
 
 /// A lab as the page sees it: its topology, plan and picture.
@@ -650,7 +650,11 @@ mod tests {
     #[test]
     fn a_router_box_shows_its_nat_and_bridges_their_flows() {
         let picture = seed().picture();
-        let router = picture.boxes.iter().find(|b| b.object == "router1").unwrap();
+        let router = picture
+            .boxes
+            .iter()
+            .find(|b| b.object == "router1")
+            .unwrap();
         assert_eq!(router.live, Some("nat"));
         assert!(
             router
@@ -659,7 +663,12 @@ mod tests {
             "{:?}",
             router.nat
         );
-        assert!(router.nat.iter().any(|l| l.starts_with("SNAT 192.168.1.0/24 → 203.0.113.101")));
+        assert!(
+            router
+                .nat
+                .iter()
+                .any(|l| l.starts_with("SNAT 192.168.1.0/24 → 203.0.113.101"))
+        );
         let br_int = picture.boxes.iter().find(|b| b.label[0] == BR_INT).unwrap();
         assert_eq!(br_int.live, Some("flows"));
         assert!(br_int.devices.iter().any(|d| d.tag.is_some()));
