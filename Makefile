@@ -23,7 +23,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PACKAGES := openvswitch-switch openvswitch-common iproute2 iptables ipset tcpdump ethtool \
             iputils-ping netcat-openbsd procps systemd dnsmasq-base udhcpc curl keepalived \
-            dpkg-dev man-db groff-base zsh fish
+            dpkg-dev man-db groff-base zsh fish chromium chromium-driver
 RUN_DIR ?= /run/ovslab
 SOCKET ?= $(RUN_DIR)/ovslabd.sock
 
