@@ -402,6 +402,7 @@ fn names_that_escape_are_refused_in_every_route() {
             ("POST", format!("/v1/labs/{name}/check"), ""),
             ("POST", format!("/v1/labs/{name}/trace"), trace),
             ("GET", format!("/v1/labs/{name}/topology"), ""),
+            ("GET", format!("/v1/labs/{name}/events"), ""),
         ];
         for (method, path, body) in routes {
             let (status, answer) = raw(

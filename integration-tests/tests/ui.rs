@@ -6,7 +6,7 @@
 //! With `OVSLAB_UI_SCREENSHOTS=DIR` the pictures of the seed lab and of a
 //! trace are written there (`ui-seed.png`, `ui-trace.png`; docs/ has them).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -198,6 +198,42 @@ fn the_page_draws_the_seed_lab_runs_its_checks_and_traces() {
         details.as_str().unwrap().contains(&mac.join(":"))
             && details.as_str().unwrap().contains("192.168.1.11/24"),
         "{details}"
+    );
+
+    // A bridge's flows and the router's NAT, read live on a click.
+    for (selector, expected) in [
+        (
+            format!(
+                "#picture g.box[data-namespace=\"{}.compute1\"][data-kind=\"ovs-bridge\"]",
+                lab.name
+            ),
+            "actions=",
+        ),
+        (
+            "#picture g.box[data-object=\"router1\"]".to_string(),
+            "-j SNAT --to-source 203.0.113.101",
+        ),
+    ] {
+        browser.run(
+            "document.querySelector(arguments[0]).dispatchEvent(new MouseEvent('click', {bubbles: true}));
+             document.querySelector('#details button').click();",
+            json!([selector]),
+        );
+        let text = browser.wait_for(
+            "the live details",
+            Duration::from_secs(20),
+            "const t = document.querySelector('#details pre').textContent;
+             return t && t !== '…' ? t : null",
+        );
+        assert!(
+            text.as_str().unwrap().contains(expected),
+            "{selector}: {text}"
+        );
+    }
+    browser.run(
+        "document.querySelector('#picture g.box[data-object=\"instance1\"]')
+           .dispatchEvent(new MouseEvent('click', {bubbles: true}))",
+        json!([]),
     );
 
     // The checks: all twelve pass.
@@ -403,4 +439,49 @@ fn the_ten_by_ten_lab_stays_responsive() {
     );
     assert!(hops.as_u64().unwrap() > 10, "{hops}");
     eprintln!("10 x 10: page ready in {loaded:?}, 20 zoom steps in {ms} ms, {hops} hops traced");
+}
+
+/// The daemon's event stream, as `ovslab ui` reads it: one JSON line per
+/// audit of the lab, ended when the lab is removed.
+#[test]
+#[ignore = "needs root"]
+fn the_daemons_event_stream_has_each_audit_and_ends_with_its_lab() {
+    require_root("the_daemons_event_stream_has_each_audit_and_ends_with_its_lab");
+    let lab = Lab::seed_audited("0.3");
+    let mut stream = std::os::unix::net::UnixStream::connect(&lab.daemon.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /v1/labs/{}/events HTTP/1.1\r\nHost: ovslabd\r\n\r\n",
+        lab.name
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    while reader.read_line(&mut head).unwrap() > 2 && !head.ends_with("\r\n\r\n") {}
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/x-ndjson"), "{head}");
+    // Chunked: a size line, then the event's line.
+    let mut audits = Vec::new();
+    while audits.len() < 2 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if let Ok(event) = serde_json::from_str::<Value>(line.trim()) {
+            assert_eq!(event["lab"], lab.name.as_str(), "{event}");
+            assert_eq!(event["repairs"], json!([]), "{event}");
+            audits.push(event["audit"].as_u64().unwrap());
+        }
+    }
+    assert!(audits[1] > audits[0], "{audits:?}");
+    lab.daemon.ovslab_ok(&["down", &lab.name]);
+    let started = std::time::Instant::now();
+    let mut rest = String::new();
+    let _ = reader.read_to_string(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the stream outlived its lab by {:?}",
+        started.elapsed()
+    );
 }
