@@ -95,6 +95,124 @@ impl Graph {
     pub fn node_id(i: usize) -> String {
         format!("n{i}")
     }
+
+    /// The same picture with the instances of each node that has more than
+    /// `above` of them drawn as one box (`50 instances`), and their `qbr…`
+    /// bridges as one: a large lab stays a picture one can take in. Lines
+    /// between the same two boxes become one (`50 links`, the tags they
+    /// carry), and [`Graph::devices`] points at the boxes that hold them now.
+    pub fn collapse_instances(mut self, above: usize) -> Graph {
+        let mut target: Vec<usize> = (0..self.nodes.len()).collect();
+        for c in 0..self.clusters.len() {
+            let instances: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| {
+                    let n = &self.nodes[i];
+                    n.kind == NodeKind::Instance && n.cluster.is_none() && n.anchor == Some(c)
+                })
+                .collect();
+            if instances.len() <= above {
+                continue;
+            }
+            let bridges: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| {
+                    let n = &self.nodes[i];
+                    n.kind == NodeKind::LinuxBridge && n.cluster == Some(c)
+                })
+                .collect();
+            let first = self.nodes[instances[0]].label[0].clone();
+            let last = self.nodes[instances[instances.len() - 1]].label[0].clone();
+            let object = self.clusters[c].object.clone();
+            let group = self.nodes.len();
+            self.nodes.push(Node {
+                kind: NodeKind::Instance,
+                cluster: None,
+                anchor: Some(c),
+                label: vec![
+                    format!("{} instances", instances.len()),
+                    format!("on {object}"),
+                    format!("{first} … {last}"),
+                ],
+            });
+            target.push(group);
+            for i in instances {
+                target[i] = group;
+            }
+            if !bridges.is_empty() {
+                let group = self.nodes.len();
+                self.nodes.push(Node {
+                    kind: NodeKind::LinuxBridge,
+                    cluster: Some(c),
+                    anchor: None,
+                    label: vec![format!("{} qbr bridges", bridges.len())],
+                });
+                target.push(group);
+                for b in bridges {
+                    target[b] = group;
+                }
+            }
+        }
+        // Only the boxes that stand for themselves stay, renumbered.
+        let mut renumbered = vec![usize::MAX; self.nodes.len()];
+        let mut nodes = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if target[i] == i {
+                renumbered[i] = nodes.len();
+                nodes.push(node.clone());
+            }
+        }
+        let new = |i: usize| renumbered[target[i]];
+        let mut edges: Vec<Edge> = Vec::new();
+        let mut merged: BTreeMap<(usize, usize), (usize, usize)> = BTreeMap::new();
+        for e in &self.edges {
+            let (from, to) = (new(e.from), new(e.to));
+            if target[e.from] == e.from && target[e.to] == e.to {
+                // Lines between boxes that stay are drawn as they were.
+                edges.push(Edge {
+                    from,
+                    to,
+                    label: e.label.clone(),
+                });
+                continue;
+            }
+            let key = (from.min(to), from.max(to));
+            match merged.get_mut(&key) {
+                None => {
+                    merged.insert(key, (edges.len(), 1));
+                    edges.push(Edge {
+                        from,
+                        to,
+                        label: e.label.clone(),
+                    });
+                }
+                Some((at, count)) => {
+                    *count += 1;
+                    let edge = &mut edges[*at];
+                    let tags = edge
+                        .label
+                        .iter()
+                        .chain(&e.label)
+                        .filter(|l| l.starts_with("tag ") || l.starts_with("vlan "))
+                        .cloned()
+                        .collect::<std::collections::BTreeSet<_>>();
+                    edge.label = std::iter::once(format!("{count} links"))
+                        .chain(tags)
+                        .collect();
+                }
+            }
+        }
+        let devices = self
+            .devices
+            .iter()
+            .map(|(k, &i)| (k.clone(), new(i)))
+            .collect();
+        Graph {
+            lab: self.lab,
+            clusters: self.clusters,
+            nodes,
+            edges,
+            devices,
+        }
+    }
 }
 
 /// The lab in Graphviz DOT (render with `dot -Tsvg`).
@@ -983,5 +1101,53 @@ mod tests {
         }
         let doc = roxmltree::Document::parse(&page).expect("well-formed XML");
         assert_eq!(doc.root_element().tag_name().name(), "svg");
+    }
+
+    #[test]
+    fn a_crowded_node_draws_its_instances_as_one_box() {
+        let topo = crate::parse("scale.yaml", &crate::generate::scale_topology(2, 30)).unwrap();
+        let state = plan(&topo, &LocalVlans::new());
+        let whole = Graph::new(&state, &topo);
+        let graph = whole.clone().collapse_instances(20);
+        let instances: Vec<&Node> = graph
+            .nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::Instance)
+            .collect();
+        assert_eq!(instances.len(), 2, "one box per compute node");
+        assert_eq!(instances[0].label[0], "30 instances");
+        assert_eq!(instances[0].label[1], "on compute1");
+        let qbrs = graph
+            .nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::LinuxBridge)
+            .count();
+        assert_eq!(qbrs, 2);
+        // Every device still has a box, and an instance's is its group's.
+        assert_eq!(graph.devices.len(), whole.devices.len());
+        for (key, &i) in &graph.devices {
+            assert!(i < graph.nodes.len(), "{key:?}");
+        }
+        let eth0 = (
+            crate::naming::namespace(&topo.lab, "instance30"),
+            "eth0".to_string(),
+        );
+        assert_eq!(graph.nodes[graph.devices[&eth0]].label[0], "30 instances");
+        // One line per pair of boxes a group is in, counting what it
+        // stands for.
+        let group = graph.devices[&eth0];
+        let mut pairs = BTreeSet::new();
+        for e in &graph.edges {
+            assert!(e.from < graph.nodes.len() && e.to < graph.nodes.len());
+            if e.from == group || e.to == group {
+                assert!(pairs.insert((e.from.min(e.to), e.from.max(e.to))), "{e:?}");
+            }
+        }
+        assert!(graph.edges.iter().any(|e| e.label[0] == "30 links"));
+        // A node with few instances is left alone.
+        assert!(whole.clone().collapse_instances(30) == whole);
+        let picture = svg_interactive(&graph);
+        roxmltree::Document::parse(&picture).expect("well-formed XML");
+        assert!(picture.len() < svg_interactive(&whole).len() / 3);
     }
 }

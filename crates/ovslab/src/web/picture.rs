@@ -12,6 +12,12 @@ use ovslab_topology::plan::{DesiredState, LocalVlans, plan};
 use ovslab_topology::{CheckProtocol, CheckTarget};
 use serde::Serialize;
 
+/// A node with more instances than this has them drawn as one box (and
+/// their `qbr…` bridges as one): the 1000-instance lab, 50 a node, stays a
+/// picture one can take in and zoom smoothly; the 10 × 10 lab is drawn
+/// whole.
+pub const CROWDED: usize = 20;
+
 /// A lab as the page sees it: its topology, plan and picture.
 #[derive(Debug)]
 pub struct LabPicture {
@@ -147,7 +153,7 @@ pub struct Step {
 impl LabPicture {
     pub fn new(topology: Topology) -> Self {
         let state = plan(&topology, &LocalVlans::new());
-        let graph = Graph::new(&state, &topology);
+        let graph = Graph::new(&state, &topology).collapse_instances(CROWDED);
         let mut objects: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for ns in &state.namespaces {
             objects
@@ -168,7 +174,14 @@ impl LabPicture {
     pub fn namespace_of(&self, i: usize) -> String {
         let node = &self.graph.nodes[i];
         match (node.kind, node.cluster) {
-            (NodeKind::Device, _) | (_, None) => node.label.get(1).cloned().unwrap_or_default(),
+            // A box of its own says its namespace second (a group of
+            // instances says where they are instead: no one namespace).
+            (NodeKind::Device, _) | (_, None) => node
+                .label
+                .get(1)
+                .filter(|ns| self.state.namespace(ns).is_some())
+                .cloned()
+                .unwrap_or_default(),
             (_, Some(c)) => self.graph.clusters[c].namespace.clone(),
         }
     }
@@ -347,8 +360,24 @@ impl LabPicture {
         marks
     }
 
-    /// The box drawn for a namespace, or else its frame.
+    /// The box drawn for a namespace, or else its frame, or else the box
+    /// its devices are drawn on (a group of instances).
     fn marks_of_namespace(&self, namespace: &str) -> Marks {
+        let mut marks = self.marks_of_own_namespace(namespace);
+        if marks.is_empty()
+            && let Some((_, &i)) = self
+                .graph
+                .devices
+                .range((namespace.to_string(), String::new())..)
+                .next()
+                .filter(|((ns, _), _)| ns == namespace)
+        {
+            marks.boxes.insert(i);
+        }
+        marks
+    }
+
+    fn marks_of_own_namespace(&self, namespace: &str) -> Marks {
         let mut marks = Marks::default();
         let own = (0..self.graph.nodes.len()).find(|&i| {
             let n = &self.graph.nodes[i];
@@ -797,5 +826,34 @@ mod tests {
             .unwrap();
         assert_eq!(router.from, "router1");
         assert_eq!(router.ends.len(), 2, "the router's box and instance1's");
+    }
+
+    #[test]
+    fn a_crowded_node_shows_its_instances_as_one_box_that_traces_land_on() {
+        let topology = ovslab_topology::parse(
+            "scale.yaml",
+            &ovslab_topology::generate::scale_topology(2, 30),
+        )
+        .unwrap();
+        let p = LabPicture::new(topology);
+        let picture = p.picture();
+        let groups: Vec<&BoxView> = picture
+            .boxes
+            .iter()
+            .filter(|b| b.kind == "instance")
+            .collect();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].label[0], "30 instances");
+        assert_eq!(groups[0].namespace, "");
+        assert_eq!(groups[0].devices.len(), 30, "every instance's eth0");
+        let ns = ovslab_topology::naming::namespace(&p.topology.lab, "instance25");
+        let mut h = hop("instance25", "eth0", None);
+        h.namespace = ns.clone();
+        assert_eq!(p.box_of_hop(&h), Some(groups[0].id));
+        let created = p.marks_of_repair(&format!("create namespace {ns}"));
+        assert_eq!(
+            created.boxes.into_iter().collect::<Vec<_>>(),
+            [groups[0].id]
+        );
     }
 }
