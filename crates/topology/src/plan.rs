@@ -1976,11 +1976,105 @@ pub fn namespaces_on(topo: &Topology, nodes: &BTreeSet<String>) -> BTreeSet<Stri
     out
 }
 
+/// The node that hosts each node-hosted namespace of the plan: a node's
+/// own, its instances', its router copies', its qdhcp namespaces (as
+/// [`namespaces_on`] counts them). The others — physical, overlay and
+/// external networks, external hosts, physical routers — are the lab's
+/// wire, hosted by no node.
+pub fn namespace_hosts(topo: &Topology) -> BTreeMap<String, String> {
+    let lab = topo.lab.as_str();
+    let mut out = BTreeMap::new();
+    for node in topo.switch_hosts() {
+        out.insert(naming::namespace(lab, node), node.to_string());
+    }
+    for i in &topo.instances {
+        out.insert(naming::namespace(lab, &i.name), i.node.clone());
+    }
+    for router in &topo.routers {
+        for (node, ns) in router_copies(lab, router) {
+            out.insert(ns, node.to_string());
+        }
+    }
+    for n in &topo.networks {
+        if let Some(node) = topo.dhcp_node(&n.name) {
+            out.insert(dhcp::namespace(lab, &n.name), node.to_string());
+        }
+    }
+    out
+}
+
 impl DesiredState {
     /// This plan with `failed` nodes failed on purpose: what runs on them
     /// (see [`namespaces_on`], their Open vSwitch and agents) is left out,
     /// so that a converge neither repairs nor removes it, and their ports
     /// on the lab's switches (physical, overlay, external) are down.
+    /// The part of this plan on `nodes` and, with `wire`, on the
+    /// namespaces no node hosts (see [`namespace_hosts`], which `hosts`
+    /// is): what an audit re-reads when notices concern only those.
+    pub fn part(
+        &self,
+        hosts: &BTreeMap<String, String>,
+        nodes: &BTreeSet<String>,
+        wire: bool,
+    ) -> DesiredState {
+        let on = |ns: &str| match hosts.get(ns) {
+            Some(node) => nodes.contains(node),
+            None => wire,
+        };
+        DesiredState {
+            lab: self.lab.clone(),
+            cookie: self.cookie,
+            namespaces: self
+                .namespaces
+                .iter()
+                .filter(|n| on(&n.name))
+                .cloned()
+                .collect(),
+            switches: self
+                .switches
+                .iter()
+                .filter(|s| nodes.contains(&s.node))
+                .cloned()
+                .collect(),
+            routers: self
+                .routers
+                .iter()
+                .filter(|r| on(&r.namespace))
+                .cloned()
+                .collect(),
+            firewalls: self
+                .firewalls
+                .iter()
+                .filter(|f| nodes.contains(&f.node))
+                .cloned()
+                .collect(),
+            dhcp_servers: self
+                .dhcp_servers
+                .iter()
+                .filter(|d| nodes.contains(&d.node))
+                .cloned()
+                .collect(),
+            dhcp_clients: self
+                .dhcp_clients
+                .iter()
+                .filter(|c| on(&c.namespace))
+                .cloned()
+                .collect(),
+            metadata: self
+                .metadata
+                .iter()
+                .filter(|m| on(&m.namespace))
+                .cloned()
+                .collect(),
+            keepalived: self
+                .keepalived
+                .iter()
+                .filter(|k| nodes.contains(&k.node))
+                .cloned()
+                .collect(),
+        }
+    }
+
     pub fn fail_nodes(&mut self, topo: &Topology, failed: &BTreeSet<String>) {
         if failed.is_empty() {
             return;
