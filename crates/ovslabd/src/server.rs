@@ -49,11 +49,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::new(engine_config));
     on_exit::forget_stale(&config.run_dir);
     // Before anything else runs: the labs adopted from a previous run.
-    let quotas = Arc::new(Quotas::new(
-        config.max_labs,
-        config.max_namespaces,
-        engine.namespace_counts().await,
-    ));
+    let descriptors = crate::quota::raise_descriptor_limit();
+    tracing::debug!(descriptors, "descriptor limit");
+    let quotas = Arc::new(
+        Quotas::new(
+            config.max_labs,
+            config.max_namespaces,
+            engine.namespace_counts().await,
+        )
+        .with_descriptors(descriptors),
+    );
     let (listener, socket_file) = socket::bind(&config.socket, group_id(API_GROUP))?;
     let status_changed = Arc::new(tokio::sync::Notify::new());
     let status_updates = tokio::spawn(report_status(engine.clone(), status_changed.clone()));

@@ -2116,6 +2116,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_part_of_the_plan_is_what_runs_on_its_nodes_and_the_wire_only_when_asked() {
+        let seed = crate::seed();
+        let state = plan(&seed, &LocalVlans::new());
+        let hosts = namespace_hosts(&seed);
+        let names = |d: &DesiredState| -> Vec<String> {
+            d.namespaces
+                .iter()
+                .map(|n| n.name.trim_start_matches("seed.").to_string())
+                .collect()
+        };
+        let compute1: BTreeSet<String> = ["compute1".to_string()].into();
+        let part = state.part(&hosts, &compute1, false);
+        assert_eq!(names(&part), ["compute1", "instance1", "instance4"]);
+        assert_eq!(part.switches.len(), 1);
+        assert_eq!(part.firewalls.len(), 1);
+        assert!(part.routers.is_empty());
+        let wire = names(&state.part(&hosts, &BTreeSet::new(), true));
+        assert!(wire.contains(&"physnet1".to_string()), "{wire:?}");
+        assert!(wire.contains(&"internet".to_string()), "{wire:?}");
+        assert!(
+            wire.iter()
+                .all(|n| !hosts.contains_key(&format!("seed.{n}")))
+        );
+        let network: BTreeSet<String> = ["network".to_string()].into();
+        let part = state.part(&hosts, &network, false);
+        assert_eq!(
+            part.routers.len(),
+            1,
+            "the router lives on the network node"
+        );
+        // Every namespace is in exactly one part.
+        let all: BTreeSet<String> = seed.switch_hosts().map(str::to_string).collect();
+        assert_eq!(
+            state.part(&hosts, &all, false).namespaces.len()
+                + state.part(&hosts, &BTreeSet::new(), true).namespaces.len(),
+            state.namespaces.len()
+        );
+    }
+
+    #[test]
     fn seed_desired_state_snapshot() {
         let state = plan(&crate::seed(), &LocalVlans::new());
         insta::assert_yaml_snapshot!(state);
