@@ -1,72 +1,90 @@
-//! What the kernel says when parts of a lab go away, for the daemon's
-//! supervision: link notifications of one namespace (rtnetlink multicast
-//! group `RTNLGRP_LINK`, rtnetlink(7)) and deletions of named namespaces
-//! (inotify(7) on `/run/netns`). Both are plain non-blocking file
-//! descriptors; the caller polls them and decodes what it reads.
+//! What the kernel says when parts of a lab change, for the daemon's
+//! supervision: the link, address and route notifications of one namespace
+//! (rtnetlink multicast groups, rtnetlink(7)), its nf_tables commits
+//! (`NFNLGRP_NFTABLES`, what `nft monitor` hears), and deletions of named
+//! namespaces (inotify(7) on `/run/netns`). All are plain non-blocking
+//! file descriptors; the caller polls them and decodes what it reads.
+//!
+//! A socket holds a reference to its namespace: while it is open, an
+//! `ip netns del` of that namespace only removes the name, and the
+//! namespace (with its links) lives on. Whoever holds these sockets closes
+//! them when the name goes.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::{NetlinkError, netns};
 
-/// `RTMGRP_LINK`: the legacy group bit of `RTNLGRP_LINK` (rtnetlink(7)).
-const RTMGRP_LINK: u32 = libc::RTMGRP_LINK as u32;
-const RTM_NEWLINK: u16 = libc::RTM_NEWLINK;
-const RTM_DELLINK: u16 = libc::RTM_DELLINK;
-/// `struct nlmsghdr` is 16 bytes; `ifinfomsg.ifi_flags` is at offset 8 of
-/// the payload (family, pad, type: 4 bytes; index: 4 bytes).
-const NLMSG_HDRLEN: usize = 16;
-const IFI_FLAGS: usize = 8;
-const IFF_UP: u32 = libc::IFF_UP as u32;
+/// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE`: the legacy group
+/// bits of links, IPv4 addresses and IPv4 routes (rtnetlink(7)).
+const RTMGRP_LAB: u32 =
+    (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV4_ROUTE) as u32;
+/// `NFNLGRP_NFTABLES` (7) as a legacy group bit: every nf_tables commit.
+const NFNLGRP_NFTABLES_BIT: u32 = 1 << (7 - 1);
 
-/// A socket in namespace `namespace` on which the kernel reports every
-/// link created, changed or deleted there. Non-blocking.
-pub fn link_events(namespace: &str) -> Result<OwnedFd, NetlinkError> {
+/// The notification sockets of one namespace.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Links created, changed or deleted; IPv4 addresses and routes added
+    /// or removed.
+    pub routing: OwnedFd,
+    /// nf_tables commits (iptables-nft's `iptables-restore`, `iptables
+    /// -F`, …), when asked for.
+    pub rules: Option<OwnedFd>,
+}
+
+/// Subscribes, in namespace `namespace`, to its link, address and route
+/// notifications and, with `rules`, to its nf_tables commits.
+pub fn subscribe(namespace: &str, rules: bool) -> Result<Subscription, NetlinkError> {
     netns::run_in(namespace, || {
-        // SAFETY: socket(2) with constant arguments; the fd is owned at once.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: an all-zero sockaddr_nl is valid; the fields are set below.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = RTMGRP_LINK;
-        // SAFETY: `addr` is a valid sockaddr_nl of the length given.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const addr).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(fd)
+        Ok(Subscription {
+            routing: bound(libc::NETLINK_ROUTE, RTMGRP_LAB)?,
+            rules: if rules {
+                Some(bound(libc::NETLINK_NETFILTER, NFNLGRP_NFTABLES_BIT)?)
+            } else {
+                None
+            },
+        })
     })
 }
 
-/// How a link notification can mean that something of a lab was lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkLoss {
-    /// `RTM_DELLINK`: the link is gone (or moved to another namespace).
-    Deleted { index: u32 },
-    /// `RTM_NEWLINK` of a link that is not up (set down, or just made).
-    Down { index: u32 },
+/// A non-blocking netlink socket of `protocol` bound to `groups`.
+fn bound(protocol: i32, groups: u32) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; the fd is owned at once.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_nl is valid; the fields are set below.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr.nl_groups = groups;
+    // SAFETY: `addr` is a valid sockaddr_nl of the length given.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
-/// The losses among the notifications of one datagram read from a
-/// [`link_events`] socket; other messages are skipped.
-pub fn link_losses(datagram: &[u8]) -> Vec<LinkLoss> {
+/// The message types in one datagram read from a [`Subscription`] socket
+/// (`nlmsg_type` of each `struct nlmsghdr`, in order).
+pub fn message_types(datagram: &[u8]) -> Vec<u16> {
+    const NLMSG_HDRLEN: usize = 16;
     let mut out = Vec::new();
     let mut at = 0;
     while at + NLMSG_HDRLEN <= datagram.len() {
@@ -74,17 +92,7 @@ pub fn link_losses(datagram: &[u8]) -> Vec<LinkLoss> {
         if len < NLMSG_HDRLEN || at + len > datagram.len() {
             break;
         }
-        let kind = u16::from_ne_bytes([datagram[at + 4], datagram[at + 5]]);
-        let payload = at + NLMSG_HDRLEN;
-        if matches!(kind, RTM_NEWLINK | RTM_DELLINK) && payload + IFI_FLAGS + 4 <= at + len {
-            let index = u32_at(datagram, payload + 4);
-            let flags = u32_at(datagram, payload + IFI_FLAGS);
-            if kind == RTM_DELLINK {
-                out.push(LinkLoss::Deleted { index });
-            } else if flags & IFF_UP == 0 {
-                out.push(LinkLoss::Down { index });
-            }
-        }
+        out.push(u16::from_ne_bytes([datagram[at + 4], datagram[at + 5]]));
         // NLMSG_ALIGN: messages start on 4-byte boundaries.
         at += (len + 3) & !3;
     }
@@ -145,19 +153,14 @@ pub fn deleted_names(events: &[u8]) -> Vec<String> {
 mod tests {
     use super::*;
 
-    /// One rtnetlink message: header, then an ifinfomsg (and `extra` bytes
-    /// of attributes), padded to 4 bytes.
-    fn message(kind: u16, index: u32, flags: u32, extra: usize) -> Vec<u8> {
-        let len = (NLMSG_HDRLEN + 16 + extra) as u32;
+    /// One rtnetlink message of `kind` with `body` bytes, padded to 4.
+    fn message(kind: u16, body: usize) -> Vec<u8> {
+        let len = (16 + body) as u32;
         let mut m = Vec::new();
         m.extend_from_slice(&len.to_ne_bytes());
         m.extend_from_slice(&kind.to_ne_bytes());
         m.extend_from_slice(&[0; 10]); // flags, seq, pid
-        m.extend_from_slice(&[0, 0, 1, 0]); // family, pad, type
-        m.extend_from_slice(&index.to_ne_bytes());
-        m.extend_from_slice(&flags.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes()); // change
-        m.extend(std::iter::repeat_n(0xaa, extra));
+        m.extend(std::iter::repeat_n(0xaa, body));
         while m.len() % 4 != 0 {
             m.push(0);
         }
@@ -165,23 +168,15 @@ mod tests {
     }
 
     #[test]
-    fn deleted_and_down_links_are_losses_up_ones_are_not() {
-        let mut datagram = message(RTM_NEWLINK, 7, IFF_UP | 0x1000, 5);
-        datagram.extend(message(RTM_DELLINK, 8, IFF_UP, 0));
-        datagram.extend(message(RTM_NEWLINK, 9, 0, 2));
-        datagram.extend(message(20, 10, 0, 0)); // RTM_NEWADDR: not ours
+    fn every_message_of_a_datagram_is_read_and_a_cut_one_is_not() {
+        let mut datagram = message(libc::RTM_NEWLINK, 21);
+        datagram.extend(message(libc::RTM_DELADDR, 8));
+        datagram.extend(&message(libc::RTM_NEWROUTE, 12)[..10]);
         assert_eq!(
-            link_losses(&datagram),
-            vec![LinkLoss::Deleted { index: 8 }, LinkLoss::Down { index: 9 }]
+            message_types(&datagram),
+            vec![libc::RTM_NEWLINK, libc::RTM_DELADDR]
         );
-    }
-
-    #[test]
-    fn a_truncated_datagram_yields_what_is_whole() {
-        let mut datagram = message(RTM_DELLINK, 3, 0, 0);
-        datagram.extend(&message(RTM_DELLINK, 4, 0, 0)[..10]);
-        assert_eq!(link_losses(&datagram), vec![LinkLoss::Deleted { index: 3 }]);
-        assert!(link_losses(&[]).is_empty());
+        assert!(message_types(&[]).is_empty());
     }
 
     #[test]

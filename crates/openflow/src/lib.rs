@@ -17,6 +17,7 @@
 //! - [`display`]: ovs-ofctl-like text for logs.
 //! - [`client`]: the async [`Client`] (hello, features, apply with one
 //!   barrier, multipart flow dumps).
+//! - [`monitor`]: [`FlowMonitor`], told when a bridge's flows change.
 
 pub mod action;
 pub mod client;
@@ -29,6 +30,7 @@ pub mod flow;
 pub mod framing;
 pub mod instruction;
 pub mod message;
+pub mod monitor;
 pub mod nicira;
 pub mod oxm;
 pub mod wire;
@@ -48,6 +50,7 @@ pub use message::{
     FeaturesReply, Hello, HelloElement, Message, MultipartReply, MultipartReplyBody,
     MultipartRequest, MultipartRequestBody,
 };
+pub use monitor::FlowMonitor;
 pub use nicira::{Learn, LearnDst, LearnSpec, LearnSrc, NxmField, RegLoad, RegMove, Subfield};
 pub use oxm::{MacAddr, Match, OxmField, RawOxm};
 pub use wire::{DecodeError, EncodeError};

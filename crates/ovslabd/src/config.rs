@@ -34,9 +34,12 @@ daemon, and the next ovslabd adopts it from --run-dir. `ovslab down LAB` removes
 package writes `keep` before the restart of an upgrade, which the new daemon's labs survive, and
 `down` before the stop of a removal.
 
-Self-healing: every --audit-interval seconds each lab is converged against its plan, as `up` does,
-and at once when the kernel tells of a node's link deleted or set down, a lab namespace deleted or
-an OVS daemon exited; what differed is repaired and logged, and `ovslab status` lists it.
+Self-healing: the daemon watches what it built — link, address and route notices and nf_tables
+commits in every lab namespace, namespace deletions, each node's OVSDB (monitor) and each bridge's
+flows (flow monitor), its OVS daemons' exits — and converges at once, as `up` does, the part of a
+lab a notice concerns (a node, or the shared networks). As a safety net, every lab is converged
+whole at start and every --audit-interval seconds. What differed is repaired and logged, and
+`ovslab status` lists it.
 
 systemd: with Type=notify ($NOTIFY_SOCKET), READY=1 is sent once every lab of --labs-dir was
 brought up (or failed, logged), STATUS= says how many labs and instances run and whether they are
@@ -73,11 +76,12 @@ pub struct Config {
     #[arg(long, value_name = "WHAT", default_value = "keep", value_parser = ["keep", "down"])]
     pub on_exit: String,
 
-    /// Seconds between audits of every lab (a dead OVS process restarted,
-    /// anything deleted or changed behind the daemon's back repaired);
-    /// 0 turns audits off. A lab whose audit takes long is audited less
-    /// often (at most a fifth of the time is spent auditing).
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.5)]
+    /// Seconds between full audits of every lab, the safety net beside
+    /// the audits that notices start (a dead OVS process restarted,
+    /// anything deleted or changed behind the daemon's back repaired); 0
+    /// turns all audits and watching off. A lab whose full audit takes
+    /// long is audited less often (at most 0.5 % of the time).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     pub audit_interval: f64,
 
     /// Seconds a stop (SIGTERM, SIGINT) gives the requests in flight, and

@@ -1,6 +1,7 @@
 //! Quotas: how many labs this daemon runs (`--max-labs`), and how many
-//! network namespaces all of them have together (`--max-namespaces`). An
-//! `up` that would pass either is refused before it creates anything.
+//! network namespaces all of them have together (`--max-namespaces`, and
+//! what the daemon's descriptor limit lets it watch). An `up` that would
+//! pass either is refused before it creates anything.
 //!
 //! The namespaces of a lab are those of its plan (nodes, instances,
 //! routers, external hosts, networks), counted once however often the lab is
@@ -17,6 +18,55 @@ use ovslab_topology::plan::{LocalVlans, plan};
 /// 1000-instance lab (1025 namespaces), far below what makes the host suffer.
 pub const DEFAULT_MAX_LABS: usize = 64;
 pub const DEFAULT_MAX_NAMESPACES: usize = 20_000;
+
+/// Descriptors kept for everything but watching labs: API connections (at
+/// most 256), OVS connections during converges, netlink handles, logs.
+pub const RESERVED_DESCRIPTORS: u64 = 1024;
+
+/// Watching a namespace takes at most two descriptors (its rtnetlink and
+/// nf_tables sockets; a node's OVSDB and flow monitors and pidfds come to
+/// less than its instances' one each).
+pub const DESCRIPTORS_PER_NAMESPACE: u64 = 2;
+
+/// Raises this process's descriptor limit as far as it may: to 65536 when
+/// it can raise the hard limit too (root by hand), else the soft limit to
+/// the hard one (under systemd, `LimitNOFILE=`). Returns the soft limit.
+pub fn raise_descriptor_limit() -> u64 {
+    const WANTED: u64 = 65_536;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into `limit`, which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    if limit.rlim_cur >= WANTED {
+        return limit.rlim_cur;
+    }
+    let both = libc::rlimit {
+        rlim_cur: WANTED.max(limit.rlim_max),
+        rlim_max: WANTED.max(limit.rlim_max),
+    };
+    // SAFETY: setrlimit reads `both`, which outlives the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &both) } == 0 {
+        return both.rlim_cur;
+    }
+    let soft = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) } == 0 {
+        return soft.rlim_cur;
+    }
+    limit.rlim_cur
+}
+
+/// How many namespaces the daemon can watch with `descriptors` open files.
+pub fn watchable_namespaces(descriptors: u64) -> usize {
+    (descriptors.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_NAMESPACE) as usize
+}
 
 /// Why an `up` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +90,21 @@ pub enum QuotaError {
         others: usize,
         max: usize,
     },
+    #[error(
+        "lab {lab}: refused: it has {wanted} namespaces and the other labs have {others}; \
+         watching them takes up to {per} descriptors each, and this daemon may open \
+         {descriptors} (RLIMIT_NOFILE, {reserved} kept for the rest): at most {max} namespaces. \
+         Raise LimitNOFILE= (ulimit -n)"
+    )]
+    Descriptors {
+        lab: String,
+        wanted: usize,
+        others: usize,
+        max: usize,
+        descriptors: u64,
+        per: u64,
+        reserved: u64,
+    },
 }
 
 /// The limits, and what the labs take of them.
@@ -47,6 +112,8 @@ pub enum QuotaError {
 pub struct Quotas {
     max_labs: usize,
     max_namespaces: usize,
+    /// The descriptors this process may open.
+    descriptors: u64,
     ledger: Mutex<Ledger>,
 }
 
@@ -89,11 +156,18 @@ impl Quotas {
         Quotas {
             max_labs,
             max_namespaces,
+            descriptors: u64::MAX,
             ledger: Mutex::new(Ledger {
                 namespaces: running,
                 starting: BTreeMap::new(),
             }),
         }
+    }
+
+    /// These limits, with the descriptors this process may open.
+    pub fn with_descriptors(mut self, descriptors: u64) -> Self {
+        self.descriptors = descriptors;
+        self
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
@@ -144,6 +218,18 @@ impl Quotas {
                 max: self.max_namespaces,
             });
         }
+        let watchable = watchable_namespaces(self.descriptors);
+        if others + namespaces > watchable {
+            return Err(QuotaError::Descriptors {
+                lab: lab.to_string(),
+                wanted: namespaces,
+                others,
+                max: watchable,
+                descriptors: self.descriptors,
+                per: DESCRIPTORS_PER_NAMESPACE,
+                reserved: RESERVED_DESCRIPTORS,
+            });
+        }
         counts.insert(lab.to_string(), namespaces);
         *starting.entry(lab.to_string()).or_default() += 1;
         Ok(Admission {
@@ -187,6 +273,21 @@ mod tests {
         );
         assert!(q.admit("a", 30, &running).is_ok());
         assert!(q.admit("b", 1, &running).is_err(), "a now has 30");
+    }
+
+    #[test]
+    fn a_lab_the_daemon_could_not_watch_is_refused_before_anything_is_made() {
+        let q = Quotas::new(10, 100_000, [("a".into(), 1000)].into()).with_descriptors(5024);
+        assert_eq!(watchable_namespaces(5024), 2000);
+        let refused = q.admit("b", 1001, &labs(&["a"])).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("this daemon may open 5024 (RLIMIT_NOFILE, 1024 kept for the rest): at most 2000 namespaces"),
+            "{refused}"
+        );
+        assert!(q.admit("b", 1000, &labs(&["a"])).is_ok());
+        assert_eq!(watchable_namespaces(100), 0, "below the reserve");
     }
 
     #[test]

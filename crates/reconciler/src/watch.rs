@@ -1,101 +1,189 @@
-//! Faster than the periodic audit: the kernel's own notices that part of a
-//! lab went away wake the audit at once.
+//! What tells the audits that part of a lab changed, and which part: the
+//! audits re-read only that (see `engine/audit.rs`), and a slow full audit
+//! remains as a safety net.
 //!
-//! - In every node namespace, an rtnetlink socket subscribed to link
-//!   notifications: a link deleted (a qvo, a tap whose instance namespace
-//!   went, a router port's peer) or set down.
-//! - On `/run/netns`, inotify: a namespace deleted.
+//! - In every namespace of a lab, an rtnetlink socket subscribed to link,
+//!   IPv4 address and IPv4 route notifications; in those with rules (a
+//!   node's firewall, a router, a qdhcp namespace), a netfilter socket
+//!   subscribed to nf_tables commits.
+//! - On `/run/netns`, inotify: a namespace deleted. Our sockets in it are
+//!   closed at once: a socket holds its namespace, and with it the links
+//!   whose loss we look for, alive.
+//! - Per node, an OVSDB `monitor` of the Open_vSwitch, Bridge, Port and
+//!   Interface columns the lab sets (not those ovs-vswitchd keeps writing,
+//!   such as statistics).
+//! - Per bridge, Open vSwitch's flow monitor ([`FlowMonitor`]): a flow
+//!   added, changed or deleted (not learned or expired ones).
 //! - A pidfd per OVS daemon of a node: it exited. The daemon also learns
 //!   this from the exit of its own children; a pidfd tells it too of the
 //!   processes it adopted from an earlier daemon, which are not its
-//!   children (a killed vswitchd leaves its bridges' tap devices behind,
-//!   so no link notice tells of it).
+//!   children.
 //!
-//! Only node namespaces are watched: their OVS processes keep them alive
-//! anyway, whereas a socket of ours in an instance or router namespace
-//! would keep that namespace (and its links) alive after an `ip netns del`,
-//! hiding the very loss we look for. Whatever has no notice (a flushed
-//! iptables table, a deleted flow or OVSDB row) is left to the periodic
-//! audit. Notices only wake the audit; it still decides what differs.
+//! Each notice marks its part of its lab [`Dirty`]: a node (its
+//! namespaces, instances, routers, Open vSwitch and rules) or the wire (the
+//! namespaces no node hosts). A lab's own converges cause notices too;
+//! they are not ignored (drift made meanwhile must not be), so the part a
+//! converge changed is re-read once after it, which finds nothing to do.
+//! Not watched, left to the full audit: ipsets (the kernel sends no
+//! notices for them) and a process's sysctls.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ovslab_netlink::{events, netns};
+use ovslab_openflow::FlowMonitor;
+use serde_json::json;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
-/// The watchers of every lab, and the notice they give.
+/// What notices said changed in one lab since its last audit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dirty {
+    /// Nodes whose part of the lab changed.
+    pub nodes: BTreeSet<String>,
+    /// The namespaces no node hosts (physical, overlay and external
+    /// networks, external hosts).
+    pub wire: bool,
+    /// A process the daemon started exited (DHCP, keepalived): the agents
+    /// are looked at, which every audit does.
+    pub agents: bool,
+    /// Something the watchers cannot place: the whole lab.
+    pub all: bool,
+}
+
+impl Dirty {
+    fn merge(&mut self, other: Dirty) {
+        self.nodes.extend(other.nodes);
+        self.wire |= other.wire;
+        self.agents |= other.agents;
+        self.all |= other.all;
+    }
+
+    fn of(part: &Part) -> Dirty {
+        let mut dirty = Dirty::default();
+        match part {
+            Part::Node(node) => {
+                dirty.nodes.insert(node.clone());
+            }
+            Part::Wire => dirty.wire = true,
+        }
+        dirty
+    }
+}
+
+/// Where in a lab a watched thing is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Node(String),
+    Wire,
+}
+
+/// What to watch of one lab (see [`Watchers::watch_lab`]).
+#[derive(Debug, Default)]
+pub struct LabWatch {
+    pub lab: String,
+    /// Whether this is all of the lab: watchers of its namespaces and
+    /// nodes not named stop. Otherwise only those named are looked at.
+    pub whole: bool,
+    /// Every namespace of the lab that exists: its part, and whether it
+    /// holds rules.
+    pub namespaces: Vec<(String, Part, bool)>,
+    /// Each running node: its name, its OVSDB socket, its bridges'
+    /// management sockets, and its OVS daemons' pids.
+    pub nodes: Vec<NodeWatch>,
+}
+
+#[derive(Debug)]
+pub struct NodeWatch {
+    pub node: String,
+    pub db_socket: PathBuf,
+    pub bridges: Vec<(String, PathBuf)>,
+    pub pids: Vec<u32>,
+}
+
+/// The watchers of every lab, and the notices they gave.
 #[derive(Debug, Default)]
 pub struct Watchers {
-    drift: Arc<Notify>,
-    /// Prefixes of labs being converged: their own changes (links made
-    /// down, then set up; links and namespaces removed) are no news.
-    quiet: Quiet,
+    shared: Shared,
     enabled: AtomicBool,
-    /// Node namespace → (its inode when the watcher started, the watcher).
-    links: Mutex<BTreeMap<String, (u64, tokio::task::JoinHandle<()>)>>,
-    /// OVS daemon pid → the watcher of its exit.
-    processes: Mutex<BTreeMap<u32, tokio::task::JoinHandle<()>>>,
+    state: Arc<Mutex<State>>,
 }
 
-/// Namespace prefixes whose notices are ignored, shared with the watchers.
+/// What the watcher tasks share: where they note what changed.
 #[derive(Debug, Default, Clone)]
-struct Quiet(Arc<Mutex<Vec<String>>>);
+struct Shared {
+    wake: Arc<Notify>,
+    dirty: Arc<Mutex<BTreeMap<String, Dirty>>>,
+}
 
-impl Quiet {
-    fn covers(&self, namespace: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|prefix| namespace.starts_with(prefix.as_str()))
+impl Shared {
+    fn mark(&self, lab: &str, dirty: Dirty) {
+        lock(&self.dirty)
+            .entry(lab.to_string())
+            .or_default()
+            .merge(dirty);
+        self.wake.notify_one();
     }
 }
 
-/// While alive, notices about the namespaces of one lab are ignored (see
-/// [`Watchers::quiet`]).
+/// A watcher task and what it was started for.
 #[derive(Debug)]
-pub struct QuietGuard {
-    quiet: Quiet,
-    prefix: String,
+struct Watcher<K> {
+    key: K,
+    task: JoinHandle<()>,
 }
 
-impl Drop for QuietGuard {
+impl<K> Drop for Watcher<K> {
     fn drop(&mut self) {
-        let mut prefixes = self.quiet.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = prefixes.iter().position(|p| *p == self.prefix) {
-            prefixes.swap_remove(i);
-        }
+        self.task.abort();
     }
 }
+
+#[derive(Debug, Default)]
+struct State {
+    /// Namespace → its lab and part.
+    owners: BTreeMap<String, (String, Part)>,
+    /// Namespace → the watcher of its sockets, started for its inode.
+    namespaces: BTreeMap<String, Watcher<u64>>,
+    /// (lab, node) → the OVSDB monitor, started for that socket.
+    databases: BTreeMap<(String, String), Watcher<PathBuf>>,
+    /// (lab, node, bridge) → the flow monitor.
+    bridges: BTreeMap<(String, String, String), Watcher<PathBuf>>,
+    /// OVS daemon pid → the watcher of its exit.
+    processes: BTreeMap<u32, Watcher<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long connecting a monitor to an OVS daemon may take.
+const MONITOR_CONNECT: Duration = Duration::from_secs(2);
 
 impl Watchers {
-    /// Ignores notices about namespaces starting with `prefix` while the
-    /// guard lives: the lab is being converged, and what it changes is not
-    /// drift. Drift meanwhile is still found by the next periodic audit.
-    pub fn quiet(&self, prefix: &str) -> QuietGuard {
-        self.quiet
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(prefix.to_string());
-        QuietGuard {
-            quiet: self.quiet.clone(),
-            prefix: prefix.to_string(),
-        }
+    /// Notified when some lab has [`Dirty`] parts.
+    pub fn wake(&self) -> Arc<Notify> {
+        self.shared.wake.clone()
     }
 
-    /// Notified when something of a lab may have been lost.
-    pub fn drift(&self) -> Arc<Notify> {
-        self.drift.clone()
+    /// What changed in each lab since the last call.
+    pub fn take_dirty(&self) -> BTreeMap<String, Dirty> {
+        std::mem::take(&mut *lock(&self.shared.dirty))
+    }
+
+    /// Notes `dirty` for `lab` (again: its audit could not run yet).
+    pub fn mark(&self, lab: &str, dirty: Dirty) {
+        self.shared.mark(lab, dirty);
     }
 
     /// Starts watching (the audits call this once): `/run/netns` now, the
-    /// node namespaces as [`Watchers::watch`] names them.
+    /// labs as [`Watchers::watch_lab`] names them.
     pub fn enable(&self) {
         if self.enabled.swap(true, Ordering::SeqCst) {
             return;
@@ -104,8 +192,8 @@ impl Watchers {
             Ok(fd) => {
                 tokio::spawn(namespace_deletions(
                     fd,
-                    self.drift.clone(),
-                    self.quiet.clone(),
+                    self.shared.clone(),
+                    self.state.clone(),
                 ));
             }
             Err(e) => tracing::warn!(
@@ -115,74 +203,179 @@ impl Watchers {
         }
     }
 
-    /// Watches the links of these (node) namespaces, unless they are
-    /// watched already; a namespace made again since its watcher started
-    /// gets a new one. Does nothing unless enabled.
-    pub fn watch<'a>(&self, namespaces: impl IntoIterator<Item = &'a str>) {
+    /// Watches what `lab` names, unless it is watched already: a namespace
+    /// made again since its watcher started gets a new one, a monitor whose
+    /// connection ended is started again. Watchers of the lab's namespaces
+    /// and nodes no longer named stop. Does nothing unless enabled.
+    pub fn watch_lab(&self, lab: LabWatch) {
         if !self.enabled.load(Ordering::SeqCst) {
             return;
         }
-        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        for ns in namespaces {
+        let mut state = lock(&self.state);
+        let state = &mut *state;
+        if lab.whole {
+            let named: BTreeSet<&str> = lab.namespaces.iter().map(|(n, ..)| n.as_str()).collect();
+            let gone: Vec<String> = state
+                .owners
+                .iter()
+                .filter(|(ns, (l, _))| *l == lab.lab && !named.contains(ns.as_str()))
+                .map(|(ns, _)| ns.clone())
+                .collect();
+            for ns in gone {
+                state.owners.remove(&ns);
+                state.namespaces.remove(&ns);
+            }
+            let nodes: BTreeSet<&str> = lab.nodes.iter().map(|n| n.node.as_str()).collect();
+            state
+                .databases
+                .retain(|(l, n), _| *l != lab.lab || nodes.contains(n.as_str()));
+            state
+                .bridges
+                .retain(|(l, n, _), _| *l != lab.lab || nodes.contains(n.as_str()));
+        }
+        for (ns, part, rules) in &lab.namespaces {
+            state
+                .owners
+                .insert(ns.clone(), (lab.lab.clone(), part.clone()));
             let Ok(inode) = std::fs::metadata(netns::path(ns)).map(|m| m.ino()) else {
                 continue;
             };
-            if links
+            if state
+                .namespaces
                 .get(ns)
-                .is_some_and(|(watched, task)| *watched == inode && !task.is_finished())
+                .is_some_and(|w| w.key == inode && !w.task.is_finished())
             {
                 continue;
             }
-            match events::link_events(ns) {
-                Ok(fd) => {
-                    let task = tokio::spawn(link_events(
-                        ns.to_string(),
-                        fd,
-                        self.drift.clone(),
-                        self.quiet.clone(),
+            match events::subscribe(ns, *rules) {
+                Ok(sockets) => {
+                    let task = tokio::spawn(namespace_events(
+                        lab.lab.clone(),
+                        ns.clone(),
+                        part.clone(),
+                        sockets,
+                        self.shared.clone(),
                     ));
-                    if let Some((_, old)) = links.insert(ns.to_string(), (inode, task)) {
-                        old.abort();
+                    state
+                        .namespaces
+                        .insert(ns.clone(), Watcher { key: inode, task });
+                }
+                Err(e) => tracing::debug!("cannot watch namespace {ns}: {e}"),
+            }
+        }
+        for node in &lab.nodes {
+            let key = (lab.lab.clone(), node.node.clone());
+            let live =
+                |w: &Watcher<PathBuf>, path: &PathBuf| w.key == *path && !w.task.is_finished();
+            if !state
+                .databases
+                .get(&key)
+                .is_some_and(|w| live(w, &node.db_socket))
+            {
+                let task = tokio::spawn(database_events(
+                    lab.lab.clone(),
+                    node.node.clone(),
+                    node.db_socket.clone(),
+                    self.shared.clone(),
+                ));
+                state.databases.insert(
+                    key.clone(),
+                    Watcher {
+                        key: node.db_socket.clone(),
+                        task,
+                    },
+                );
+            }
+            let bridges: BTreeSet<&str> = node.bridges.iter().map(|(b, _)| b.as_str()).collect();
+            state.bridges.retain(|(l, n, b), _| {
+                *l != lab.lab || *n != node.node || bridges.contains(b.as_str())
+            });
+            for (bridge, path) in &node.bridges {
+                let key = (lab.lab.clone(), node.node.clone(), bridge.clone());
+                if state.bridges.get(&key).is_some_and(|w| live(w, path)) {
+                    continue;
+                }
+                let task = tokio::spawn(flow_events(
+                    lab.lab.clone(),
+                    node.node.clone(),
+                    bridge.clone(),
+                    path.clone(),
+                    self.shared.clone(),
+                ));
+                state.bridges.insert(
+                    key,
+                    Watcher {
+                        key: path.clone(),
+                        task,
+                    },
+                );
+            }
+            state.processes.retain(|_, w| !w.task.is_finished());
+            for &pid in &node.pids {
+                if state.processes.contains_key(&pid) {
+                    continue;
+                }
+                match pidfd_open(pid) {
+                    Ok(fd) => {
+                        let task = tokio::spawn(exit_of(
+                            pid,
+                            fd,
+                            lab.lab.clone(),
+                            node.node.clone(),
+                            self.shared.clone(),
+                        ));
+                        state.processes.insert(
+                            pid,
+                            Watcher {
+                                key: lab.lab.clone(),
+                                task,
+                            },
+                        );
                     }
+                    Err(e) => tracing::debug!(pid, "cannot watch the process: {e}"),
                 }
-                Err(e) => tracing::debug!("cannot watch the links of {ns}: {e}"),
             }
         }
     }
 
-    /// Watches these processes (a node's OVS daemons) for their exit,
-    /// unless they are watched already. Does nothing unless enabled.
-    pub fn watch_processes(&self, pids: impl IntoIterator<Item = u32>) {
-        if !self.enabled.load(Ordering::SeqCst) {
-            return;
-        }
-        let mut processes = self.processes.lock().unwrap_or_else(|e| e.into_inner());
-        processes.retain(|_, task| !task.is_finished());
-        for pid in pids {
-            if processes.contains_key(&pid) {
-                continue;
-            }
-            match pidfd_open(pid) {
-                Ok(fd) => {
-                    processes.insert(pid, tokio::spawn(exit_of(pid, fd, self.drift.clone())));
-                }
-                Err(e) => tracing::debug!(pid, "cannot watch the process: {e}"),
-            }
-        }
+    /// Stops watching namespace `ns` (before the converge deletes it: our
+    /// socket would keep it alive).
+    pub fn unwatch(&self, ns: &str) {
+        let mut state = lock(&self.state);
+        state.owners.remove(ns);
+        state.namespaces.remove(ns);
     }
 
-    /// Stops watching the namespaces whose name starts with `prefix` (a
-    /// lab's, before `down` removes them: a socket of ours would keep a
-    /// namespace alive).
-    pub fn forget(&self, prefix: &str) {
-        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        links.retain(|ns, (_, task)| {
-            let keep = !ns.starts_with(prefix);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
+    /// Stops watching a lab (before `down` removes it: a socket of ours
+    /// would keep a namespace alive), and forgets what changed in it.
+    pub fn forget(&self, lab: &str) {
+        let mut state = lock(&self.state);
+        let ours: Vec<String> = state
+            .owners
+            .iter()
+            .filter(|(_, (l, _))| l == lab)
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        for ns in ours {
+            state.owners.remove(&ns);
+            state.namespaces.remove(&ns);
+        }
+        state.databases.retain(|(l, _), _| l != lab);
+        state.bridges.retain(|(l, ..), _| l != lab);
+        state.processes.retain(|_, w| w.key != lab);
+        drop(state);
+        lock(&self.shared.dirty).remove(lab);
+    }
+
+    /// How many namespaces, databases, bridges and processes are watched.
+    pub fn counts(&self) -> [usize; 4] {
+        let state = lock(&self.state);
+        [
+            state.namespaces.len(),
+            state.databases.len(),
+            state.bridges.len(),
+            state.processes.len(),
+        ]
     }
 }
 
@@ -199,14 +392,14 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-async fn exit_of(pid: u32, fd: OwnedFd, drift: Arc<Notify>) {
+async fn exit_of(pid: u32, fd: OwnedFd, lab: String, node: String, shared: Shared) {
     // SAFETY: as in `each_read`: the AsyncFd owns the descriptor.
     let Ok(fd) = (unsafe { AsyncFd::register(fd) }) else {
         return;
     };
     if fd.readable().await.is_ok() {
-        tracing::debug!(pid, "an open vswitch daemon exited: waking the audit");
-        drift.notify_one();
+        tracing::debug!(pid, lab, node, "an open vswitch daemon exited");
+        shared.mark(&lab, Dirty::of(&Part::Node(node)));
     }
 }
 
@@ -221,7 +414,13 @@ fn read(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
-/// Calls `on_read` for every read from `fd` until it fails for good.
+/// How much one read takes: a notice batch is a few hundred bytes, a
+/// kernel that ran out of room says so (ENOBUFS) rather than cutting.
+const READ_BUFFER: usize = 32 * 1024;
+
+/// Calls `on_read` for every read from `fd` until it fails for good. The
+/// buffer exists only while a read is under way: a lab of 10,000
+/// namespaces has as many of these tasks, mostly idle.
 async fn each_read(fd: OwnedFd, what: &str, mut on_read: impl FnMut(Result<&[u8], ()>)) {
     // SAFETY: `fd` is an owned descriptor that the AsyncFd owns from here
     // on; nothing else closes or replaces it while it is registered.
@@ -232,51 +431,148 @@ async fn each_read(fd: OwnedFd, what: &str, mut on_read: impl FnMut(Result<&[u8]
             return;
         }
     };
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let Ok(mut ready) = fd.readable().await else {
             return;
         };
-        match ready.try_io(|fd| read(fd.get_ref(), &mut buf)) {
-            Ok(Ok(n)) => on_read(Ok(&buf[..n])),
-            // The kernel dropped notices for want of buffer space: some
-            // were lost, so something may have happened.
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => on_read(Err(())),
-            Ok(Err(e)) => {
-                tracing::debug!("{what}: {e}; no longer watched");
-                return;
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            match ready.try_io(|fd| read(fd.get_ref(), &mut buf)) {
+                Ok(Ok(n)) => on_read(Ok(&buf[..n])),
+                // The kernel dropped notices for want of buffer space: some
+                // were lost, so something may have happened.
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => on_read(Err(())),
+                Ok(Err(e)) => {
+                    tracing::debug!("{what}: {e}; no longer watched");
+                    return;
+                }
+                Err(_would_block) => break,
             }
-            Err(_would_block) => {}
         }
     }
 }
 
-async fn link_events(namespace: String, fd: OwnedFd, drift: Arc<Notify>, quiet: Quiet) {
-    let what = format!("links of {namespace}");
-    each_read(fd, &what, |read| match read {
-        Ok(datagram) => {
-            let losses = events::link_losses(datagram);
-            if !losses.is_empty() && !quiet.covers(&namespace) {
-                tracing::debug!(namespace, ?losses, "links lost: waking the audit");
-                drift.notify_one();
+/// Every notice of one namespace marks its part.
+async fn namespace_events(
+    lab: String,
+    namespace: String,
+    part: Part,
+    sockets: events::Subscription,
+    shared: Shared,
+) {
+    let what = format!("routing notices of {namespace}");
+    let routing = {
+        let (lab, namespace, part, shared) = (&lab, &namespace, &part, &shared);
+        each_read(sockets.routing, &what, move |read| {
+            if let Ok(datagram) = read {
+                tracing::debug!(
+                    namespace,
+                    types = ?events::message_types(datagram),
+                    "routing notice"
+                );
             }
+            shared.mark(lab, Dirty::of(part));
+        })
+    };
+    match sockets.rules {
+        Some(rules) => {
+            let what = format!("nf_tables notices of {namespace}");
+            let rules = each_read(rules, &what, |_| {
+                tracing::debug!(namespace, "nf_tables notice");
+                shared.mark(&lab, Dirty::of(&part));
+            });
+            tokio::join!(routing, rules);
         }
-        Err(()) => drift.notify_one(),
-    })
-    .await;
+        None => routing.await,
+    }
 }
 
-async fn namespace_deletions(fd: OwnedFd, drift: Arc<Notify>, quiet: Quiet) {
+/// The columns of a node's database that the lab sets (see
+/// `drivers::switch::read`): a change of any other (statistics, status,
+/// `cur_cfg`) is not drift.
+fn monitored_columns() -> serde_json::Value {
+    json!({
+        "Open_vSwitch": {"columns": ["bridges", "other_config", "external_ids", "ovs_version"]},
+        "Bridge": {"columns": ["name", "ports", "datapath_type", "fail_mode", "protocols",
+                               "external_ids", "other_config"]},
+        "Port": {"columns": ["name", "interfaces", "tag", "other_config"]},
+        "Interface": {"columns": ["name", "type", "options", "external_ids", "ofport"]},
+    })
+}
+
+/// A node's OVSDB monitor: every update marks the node. A monitor that
+/// cannot start is left to the next audit, which starts it again; one that
+/// ends (the server went away) marks the node.
+async fn database_events(lab: String, node: String, socket: PathBuf, shared: Shared) {
+    let client = match ovslab_ovsdb::Client::connect_with_deadline(&socket, MONITOR_CONNECT).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(lab, node, "cannot monitor the database: {e}");
+            return;
+        }
+    };
+    let mut monitor = match client.monitor("Open_vSwitch", monitored_columns()).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(lab, node, "cannot monitor the database: {e}");
+            return;
+        }
+    };
+    while monitor.next().await.is_some() {
+        tracing::debug!(lab, node, "database changed");
+        shared.mark(&lab, Dirty::of(&Part::Node(node.clone())));
+    }
+    shared.mark(&lab, Dirty::of(&Part::Node(node)));
+}
+
+/// A bridge's flow monitor: every change someone made marks the node.
+async fn flow_events(lab: String, node: String, bridge: String, path: PathBuf, shared: Shared) {
+    let mut monitor = match FlowMonitor::connect(&path, MONITOR_CONNECT).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(lab, node, bridge, "cannot monitor the flows: {e}");
+            return;
+        }
+    };
+    while monitor.changed().await.is_ok() {
+        tracing::debug!(lab, node, bridge, "flows changed");
+        shared.mark(&lab, Dirty::of(&Part::Node(node.clone())));
+    }
+    shared.mark(&lab, Dirty::of(&Part::Node(node)));
+}
+
+/// Deleted namespaces: our sockets in them close first, then their part is
+/// marked (a namespace of no known lab, but with a lab's name, marks
+/// nothing: audits of its lab, if any, look at every namespace anyway).
+async fn namespace_deletions(fd: OwnedFd, shared: Shared, state: Arc<Mutex<State>>) {
     each_read(fd, netns::NETNS_DIR, |read| match read {
         Ok(events) => {
-            // Lab namespaces are `<lab>.<object>`; others are not ours.
-            let names = events::deleted_names(events);
-            if names.iter().any(|n| n.contains('.') && !quiet.covers(n)) {
-                tracing::debug!(?names, "namespaces deleted: waking the audit");
-                drift.notify_one();
+            for name in events::deleted_names(events) {
+                let mut state = lock(&state);
+                // Dropping the watcher closes its sockets.
+                state.namespaces.remove(&name);
+                if let Some((lab, part)) = state.owners.get(&name) {
+                    tracing::debug!(namespace = name, "namespace deleted");
+                    shared.mark(lab, Dirty::of(part));
+                }
             }
         }
-        Err(()) => drift.notify_one(),
+        Err(()) => {
+            let labs: BTreeSet<String> = lock(&state)
+                .owners
+                .values()
+                .map(|(l, _)| l.clone())
+                .collect();
+            for lab in labs {
+                shared.mark(
+                    &lab,
+                    Dirty {
+                        all: true,
+                        ..Dirty::default()
+                    },
+                );
+            }
+        }
     })
     .await;
 }
@@ -286,19 +582,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lab_is_quiet_while_it_is_converged_and_only_then() {
+    fn notices_add_up_per_lab_until_taken() {
         let watchers = Watchers::default();
-        let seed = watchers.quiet("seed.");
-        let other = watchers.quiet("other.");
-        assert!(watchers.quiet.covers("seed.compute1"));
-        assert!(
-            !watchers.quiet.covers("seed-2.compute1"),
-            "prefixes end in a dot"
+        watchers.mark("a", Dirty::of(&Part::Node("compute1".into())));
+        watchers.mark("a", Dirty::of(&Part::Node("compute2".into())));
+        watchers.mark("a", Dirty::of(&Part::Wire));
+        watchers.mark(
+            "b",
+            Dirty {
+                agents: true,
+                ..Dirty::default()
+            },
         );
-        drop(seed);
-        assert!(!watchers.quiet.covers("seed.compute1"));
-        assert!(watchers.quiet.covers("other.network"));
-        drop(other);
-        assert!(!watchers.quiet.covers("other.network"));
+        let dirty = watchers.take_dirty();
+        assert_eq!(
+            dirty["a"],
+            Dirty {
+                nodes: ["compute1".to_string(), "compute2".to_string()].into(),
+                wire: true,
+                agents: false,
+                all: false,
+            }
+        );
+        assert!(dirty["b"].agents && dirty["b"].nodes.is_empty());
+        assert!(watchers.take_dirty().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn a_forgotten_lab_has_nothing_left_to_audit() {
+        let watchers = Watchers::default();
+        watchers.mark("a", Dirty::of(&Part::Wire));
+        watchers.mark("b", Dirty::of(&Part::Wire));
+        watchers.forget("a");
+        assert_eq!(watchers.take_dirty().keys().collect::<Vec<_>>(), vec!["b"]);
     }
 }

@@ -623,6 +623,55 @@ async fn a_killed_dnsmasq_is_started_again_and_dhcp_goes_with_its_network() {
     assert!(engine.host().is_empty(), "{}", summary(engine.host()));
 }
 
+/// An audit of the part notices marked (issue #18) reads and repairs that
+/// part only: compute2's broken flows are put back, and nothing of
+/// compute1 is even read, so its deleted instance waits for the full
+/// audit, which repairs it.
+#[tokio::test]
+async fn an_audit_of_one_node_reads_and_repairs_that_node_only() {
+    let reference = converged().await;
+    let root = Root::new("part");
+    let engine = root.engine();
+    up(&engine).await.unwrap();
+    engine
+        .host()
+        .delete_flows_behind(&node("compute2"), "br-int");
+    engine
+        .host()
+        .delete_namespace_behind(&naming::namespace(LAB, "instance1"));
+    engine.host().take_calls();
+    let dirty = ovslab_reconciler::watch::Dirty {
+        nodes: ["compute2".to_string()].into(),
+        ..Default::default()
+    };
+    let (repaired, busy) = engine.audit_dirty([(LAB.to_string(), dirty)].into()).await;
+    assert_eq!(repaired, vec![LAB.to_string()]);
+    assert!(!busy);
+    let hosts = ovslab_topology::plan::namespace_hosts(&ovslab_topology::seed());
+    let on_compute1: Vec<&String> = hosts
+        .iter()
+        .filter(|(_, node)| *node == "compute1")
+        .map(|(ns, _)| ns)
+        .collect();
+    assert!(on_compute1.len() >= 3, "{on_compute1:?}");
+    for call in engine.host().take_calls() {
+        assert!(
+            on_compute1
+                .iter()
+                .all(|ns| !call.target.contains(ns.as_str())),
+            "an audit of compute2 touched compute1: {call:?}"
+        );
+    }
+    let after = summary(engine.host());
+    assert_ne!(after, reference, "instance1 is still missing");
+    assert!(
+        after.contains(&node("compute2")),
+        "compute2 is there: {after}"
+    );
+    assert_eq!(engine.audit().await, vec![LAB.to_string()]);
+    assert_eq!(summary(engine.host()), reference);
+}
+
 #[tokio::test]
 async fn each_audit_is_announced_with_its_repairs() {
     let root = Root::new("events");

@@ -532,6 +532,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         .map(|p| naming::namespace(lab, &p.name));
     let mut switches = Vec::new();
     let mut firewalls = Vec::new();
+    let group_members = group_members(topo);
     let l2pop = l2pop_ports(topo);
     for node in &topo.nodes {
         let ns = naming::namespace(lab, &node.name);
@@ -806,7 +807,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         }
         // Every node's OVS agent runs the hybrid firewall driver, which
         // sets up its chains even on a network node without ports.
-        firewalls.push(firewall(topo, node));
+        firewalls.push(firewall(topo, node, &group_members));
         switches.push(SwitchSpec {
             node: node.name.clone(),
             namespace: ns.clone(),
@@ -1383,22 +1384,34 @@ fn plain_port(name: &str) -> OvsPort {
     }
 }
 
+/// The addresses of each security group's members, lab-wide, sorted:
+/// what every node's ipset of the group holds (computed once, not per
+/// node: a 10,000-instance lab has 200 nodes).
+fn group_members(topo: &Topology) -> BTreeMap<&str, Vec<Ipv4Addr>> {
+    let mut out: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+    for i in &topo.instances {
+        for g in &i.security_groups {
+            out.entry(g.as_str()).or_default().push(i.address);
+        }
+    }
+    for members in out.values_mut() {
+        members.sort();
+        members.dedup();
+    }
+    out
+}
+
 /// The firewall of a compute node: each instance's security groups, and
 /// an ipset per remote group its rules refer to (Liberty's default,
 /// `enable_ipset = True`).
-fn firewall(topo: &Topology, node: &Node) -> FirewallSpec {
+fn firewall(
+    topo: &Topology,
+    node: &Node,
+    group_members: &BTreeMap<&str, Vec<Ipv4Addr>>,
+) -> FirewallSpec {
     let lab = topo.lab.as_str();
-    let members = |group: &str| -> Vec<Ipv4Addr> {
-        let mut out: Vec<Ipv4Addr> = topo
-            .instances
-            .iter()
-            .filter(|i| i.security_groups.iter().any(|g| g == group))
-            .map(|i| i.address)
-            .collect();
-        out.sort();
-        out.dedup();
-        out
-    };
+    let members =
+        |group: &str| -> Vec<Ipv4Addr> { group_members.get(group).cloned().unwrap_or_default() };
     let mut ipsets: Vec<IpSetSpec> = Vec::new();
     let mut ports = Vec::new();
     for (zone, inst) in (1u16..).zip(topo.instances_on(&node.name)) {
@@ -1976,11 +1989,105 @@ pub fn namespaces_on(topo: &Topology, nodes: &BTreeSet<String>) -> BTreeSet<Stri
     out
 }
 
+/// The node that hosts each node-hosted namespace of the plan: a node's
+/// own, its instances', its router copies', its qdhcp namespaces (as
+/// [`namespaces_on`] counts them). The others — physical, overlay and
+/// external networks, external hosts, physical routers — are the lab's
+/// wire, hosted by no node.
+pub fn namespace_hosts(topo: &Topology) -> BTreeMap<String, String> {
+    let lab = topo.lab.as_str();
+    let mut out = BTreeMap::new();
+    for node in topo.switch_hosts() {
+        out.insert(naming::namespace(lab, node), node.to_string());
+    }
+    for i in &topo.instances {
+        out.insert(naming::namespace(lab, &i.name), i.node.clone());
+    }
+    for router in &topo.routers {
+        for (node, ns) in router_copies(lab, router) {
+            out.insert(ns, node.to_string());
+        }
+    }
+    for n in &topo.networks {
+        if let Some(node) = topo.dhcp_node(&n.name) {
+            out.insert(dhcp::namespace(lab, &n.name), node.to_string());
+        }
+    }
+    out
+}
+
 impl DesiredState {
     /// This plan with `failed` nodes failed on purpose: what runs on them
     /// (see [`namespaces_on`], their Open vSwitch and agents) is left out,
     /// so that a converge neither repairs nor removes it, and their ports
     /// on the lab's switches (physical, overlay, external) are down.
+    /// The part of this plan on `nodes` and, with `wire`, on the
+    /// namespaces no node hosts (see [`namespace_hosts`], which `hosts`
+    /// is): what an audit re-reads when notices concern only those.
+    pub fn part(
+        &self,
+        hosts: &BTreeMap<String, String>,
+        nodes: &BTreeSet<String>,
+        wire: bool,
+    ) -> DesiredState {
+        let on = |ns: &str| match hosts.get(ns) {
+            Some(node) => nodes.contains(node),
+            None => wire,
+        };
+        DesiredState {
+            lab: self.lab.clone(),
+            cookie: self.cookie,
+            namespaces: self
+                .namespaces
+                .iter()
+                .filter(|n| on(&n.name))
+                .cloned()
+                .collect(),
+            switches: self
+                .switches
+                .iter()
+                .filter(|s| nodes.contains(&s.node))
+                .cloned()
+                .collect(),
+            routers: self
+                .routers
+                .iter()
+                .filter(|r| on(&r.namespace))
+                .cloned()
+                .collect(),
+            firewalls: self
+                .firewalls
+                .iter()
+                .filter(|f| nodes.contains(&f.node))
+                .cloned()
+                .collect(),
+            dhcp_servers: self
+                .dhcp_servers
+                .iter()
+                .filter(|d| nodes.contains(&d.node))
+                .cloned()
+                .collect(),
+            dhcp_clients: self
+                .dhcp_clients
+                .iter()
+                .filter(|c| on(&c.namespace))
+                .cloned()
+                .collect(),
+            metadata: self
+                .metadata
+                .iter()
+                .filter(|m| on(&m.namespace))
+                .cloned()
+                .collect(),
+            keepalived: self
+                .keepalived
+                .iter()
+                .filter(|k| nodes.contains(&k.node))
+                .cloned()
+                .collect(),
+        }
+    }
+
     pub fn fail_nodes(&mut self, topo: &Topology, failed: &BTreeSet<String>) {
         if failed.is_empty() {
             return;
@@ -2020,6 +2127,46 @@ impl DesiredState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_part_of_the_plan_is_what_runs_on_its_nodes_and_the_wire_only_when_asked() {
+        let seed = crate::seed();
+        let state = plan(&seed, &LocalVlans::new());
+        let hosts = namespace_hosts(&seed);
+        let names = |d: &DesiredState| -> Vec<String> {
+            d.namespaces
+                .iter()
+                .map(|n| n.name.trim_start_matches("seed.").to_string())
+                .collect()
+        };
+        let compute1: BTreeSet<String> = ["compute1".to_string()].into();
+        let part = state.part(&hosts, &compute1, false);
+        assert_eq!(names(&part), ["compute1", "instance1", "instance4"]);
+        assert_eq!(part.switches.len(), 1);
+        assert_eq!(part.firewalls.len(), 1);
+        assert!(part.routers.is_empty());
+        let wire = names(&state.part(&hosts, &BTreeSet::new(), true));
+        assert!(wire.contains(&"physnet1".to_string()), "{wire:?}");
+        assert!(wire.contains(&"internet".to_string()), "{wire:?}");
+        assert!(
+            wire.iter()
+                .all(|n| !hosts.contains_key(&format!("seed.{n}")))
+        );
+        let network: BTreeSet<String> = ["network".to_string()].into();
+        let part = state.part(&hosts, &network, false);
+        assert_eq!(
+            part.routers.len(),
+            1,
+            "the router lives on the network node"
+        );
+        // Every namespace is in exactly one part.
+        let all: BTreeSet<String> = seed.switch_hosts().map(str::to_string).collect();
+        assert_eq!(
+            state.part(&hosts, &all, false).namespaces.len()
+                + state.part(&hosts, &BTreeSet::new(), true).namespaces.len(),
+            state.namespaces.len()
+        );
+    }
 
     #[test]
     fn seed_desired_state_snapshot() {

@@ -1,16 +1,27 @@
-//! Audits: the converge of `up` run again on every lab, on a timer and when
-//! the kernel or an OVS daemon says something changed (see [`crate::watch`]).
+//! Audits: the converge of `up` run again on a lab, for the part that
+//! notices say changed (see [`crate::watch`]) and, as a safety net, for
+//! every lab on a slow timer.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ovslab_topology::Topology;
-use ovslab_topology::naming;
-
-use super::converge::Outcome;
-use super::{Engine, REPAIRS_KEPT, foreign_names, utc_now};
+use super::converge::{Outcome, Scope};
+use super::{Engine, Lab, REPAIRS_KEPT, foreign_names, utc_now};
 use crate::host::Host;
 use crate::ovs_process::{NodeOvs, OvsDaemon};
+use crate::watch::{Dirty, LabWatch, NodeWatch, Part};
+
+/// The full audits spend at most `1 / FULL_SHARE` of the time (0.5 %): the
+/// next starts at least `FULL_SHARE` times the last one's duration after
+/// it.
+const FULL_SHARE: u32 = 200;
+/// Audits of what notices marked spend at most a fifth of the time, also
+/// under a storm of notices.
+const PART_GAP_FACTOR: u32 = 4;
+/// How soon a lab that was busy (an `up`) when notices marked it is tried
+/// again.
+const BUSY_RETRY: Duration = Duration::from_millis(50);
 
 impl<H: Host> Engine<H> {
     /// Checks every lab against its plan and repairs what differs: a dead
@@ -25,22 +36,60 @@ impl<H: Host> Engine<H> {
             let Ok(mut lab) = entry.try_lock() else {
                 continue;
             };
-            if lab.removed {
-                continue;
+            if self.audit_lab(&name, &mut lab, Scope::Full).await {
+                repaired.push(name);
             }
-            let topology = lab.topology.clone();
-            let failed = lab.failed.clone();
-            let started = Instant::now();
-            let mut outcome = Outcome::default();
-            let result = self
-                .converge(&topology, &failed, &mut lab.manifest, &mut outcome)
-                .await;
-            let Outcome {
-                changes,
-                restarted,
-                warnings,
-            } = outcome;
-            lab.count_restarts(restarted);
+        }
+        repaired
+    }
+
+    /// Audits the parts of labs that notices marked ([`Dirty`]); a lab busy
+    /// now (an `up`, a `down`) is marked again for later. Returns the labs
+    /// repaired, and whether one was busy.
+    pub async fn audit_dirty(&self, dirty: BTreeMap<String, Dirty>) -> (Vec<String>, bool) {
+        let mut repaired = Vec::new();
+        let mut busy = false;
+        for (name, part) in dirty {
+            let Some(entry) = self.entry(&name).await else {
+                continue;
+            };
+            let Ok(mut lab) = entry.try_lock() else {
+                self.watchers.mark(&name, part);
+                busy = true;
+                continue;
+            };
+            let scope = if part.all {
+                Scope::Full
+            } else {
+                Scope::Part {
+                    nodes: &part.nodes,
+                    wire: part.wire,
+                }
+            };
+            if self.audit_lab(&name, &mut lab, scope).await {
+                repaired.push(name);
+            }
+        }
+        (repaired, busy)
+    }
+
+    /// Converges `scope` of one lab and records what it repaired; true when
+    /// it repaired something.
+    async fn audit_lab(&self, name: &str, lab: &mut Lab, scope: Scope<'_>) -> bool {
+        if lab.removed {
+            return false;
+        }
+        let started = Instant::now();
+        let mut outcome = Outcome::default();
+        let result = self.converge(lab, scope, &mut outcome).await;
+        let Outcome {
+            changes,
+            restarted,
+            warnings,
+        } = outcome;
+        lab.count_restarts(restarted);
+        // Only a converge of the whole lab sees every namespace.
+        if matches!(scope, Scope::Full) {
             let foreign = foreign_names(&warnings);
             if foreign != lab.foreign {
                 for warning in &warnings {
@@ -48,53 +97,54 @@ impl<H: Host> Engine<H> {
                 }
                 lab.foreign = foreign;
             }
-            self.watch(&topology);
-            lab.audits += 1;
-            lab.last_audit = Some((utc_now(), started.elapsed().as_millis() as u64));
-            let failure = result.as_ref().err().map(ToString::to_string);
-            match Failure::note(&mut lab.audit_failure, failure, Instant::now()) {
-                Some(Log::Fails(e)) => {
-                    tracing::warn!(lab = name, "audit: cannot repair the lab yet: {e}")
-                }
-                Some(Log::StillFails { error, audits }) => tracing::warn!(
-                    lab = name,
-                    "audit: still cannot repair the lab ({audits} audits in a row): {error}"
-                ),
-                Some(Log::Recovered(e)) => {
-                    tracing::info!(
-                        lab = name,
-                        "audit: the lab can be repaired again (was: {e})"
-                    )
-                }
-                None => {}
-            }
-            self.announce(&name, &lab, &changes);
-            if changes.is_empty() {
-                continue;
-            }
-            tracing::warn!(
-                lab = name,
-                repairs = changes.len(),
-                "repaired lab {name}, which differed from its plan: {}",
-                changes.join("; ")
-            );
-            lab.repair_count += changes.len() as u64;
-            lab.repairs.push_back(repair_summary(&utc_now(), &changes));
-            while lab.repairs.len() > REPAIRS_KEPT {
-                lab.repairs.pop_front();
-            }
-            repaired.push(name);
         }
-        repaired
+        self.watch_part(lab, scope);
+        lab.audits += 1;
+        lab.last_audit = Some((utc_now(), started.elapsed().as_millis() as u64));
+        let failure = result.as_ref().err().map(ToString::to_string);
+        if failure.is_some() || lab.audit_failure.is_some() || !changes.is_empty() {
+            self.health.notify_one();
+        }
+        match Failure::note(&mut lab.audit_failure, failure, Instant::now()) {
+            Some(Log::Fails(e)) => {
+                tracing::warn!(lab = name, "audit: cannot repair the lab yet: {e}")
+            }
+            Some(Log::StillFails { error, audits }) => tracing::warn!(
+                lab = name,
+                "audit: still cannot repair the lab ({audits} audits in a row): {error}"
+            ),
+            Some(Log::Recovered(e)) => {
+                tracing::info!(
+                    lab = name,
+                    "audit: the lab can be repaired again (was: {e})"
+                )
+            }
+            None => {}
+        }
+        self.announce(name, lab, &changes);
+        if changes.is_empty() {
+            return false;
+        }
+        tracing::warn!(
+            lab = name,
+            repairs = changes.len(),
+            "repaired lab {name}, which differed from its plan: {}",
+            changes.join("; ")
+        );
+        lab.repair_count += changes.len() as u64;
+        lab.repairs.push_back(repair_summary(&utc_now(), &changes));
+        while lab.repairs.len() > REPAIRS_KEPT {
+            lab.repairs.pop_front();
+        }
+        true
     }
 
-    /// Audits every `every` (see [`Engine::audit`]), or less often when an
-    /// audit takes long: the pause is at least five times the last audit's
-    /// duration, so a large lab never costs more than a fifth of a core.
-    /// The next audit starts at once when an Open vSwitch daemon this
-    /// process started exits, and when the kernel says a link of a node
-    /// or a namespace was deleted (see [`crate::watch`]) — then still
-    /// spending at most a fifth of the time auditing.
+    /// Audits every lab at once, then every `every` (see
+    /// [`Engine::audit`]), or less often when a full audit takes long: the
+    /// pause is at least 200 times the last one's duration, so the safety
+    /// net never costs more than 0.5 % of a core. Between them, what
+    /// the watchers say changed is audited at once, and only that (see
+    /// [`Engine::audit_dirty`]), spending at most a fifth of the time.
     ///
     /// `after_each` runs after every audit (the daemon hands the memory an
     /// audit of a large lab freed back to the system there).
@@ -104,42 +154,71 @@ impl<H: Host> Engine<H> {
         after_each: fn(),
     ) -> tokio::task::JoinHandle<()> {
         self.watchers.enable();
-        let drift = self.watchers.drift();
+        let wake = self.watchers.wake();
         // The host, not the engine: the loop must not keep the engine alive.
         let host = Arc::clone(&self.host);
         let engine = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut pause = every;
-            let mut last = Duration::ZERO;
-            let mut ended = Instant::now();
+            let mut next_full = tokio::time::Instant::now();
+            let mut retry: Option<tokio::time::Instant> = None;
+            let mut last_part = Duration::ZERO;
+            let mut part_ended = Instant::now();
             loop {
-                let noticed = tokio::select! {
-                    () = tokio::time::sleep(pause) => false,
-                    () = host.exited().notified() => false,
-                    () = drift.notified() => true,
+                let later = retry.unwrap_or_else(|| next_full + every);
+                let (full, exited) = tokio::select! {
+                    () = tokio::time::sleep_until(next_full) => (true, false),
+                    () = wake.notified() => (false, false),
+                    () = host.exited().notified() => (false, true),
+                    () = tokio::time::sleep_until(later), if retry.is_some() => (false, false),
                 };
-                if noticed {
-                    let gap = last * 4;
-                    if ended.elapsed() < gap {
-                        tokio::time::sleep(gap - ended.elapsed()).await;
-                    }
-                }
+                retry = None;
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
+                if exited {
+                    // A process the daemon started exited: each lab's
+                    // agents are looked at (its OVS daemons are watched by
+                    // pidfd, which marks their node).
+                    for lab in engine.labs().await {
+                        let agents = Dirty {
+                            agents: true,
+                            ..Dirty::default()
+                        };
+                        engine.watchers.mark(&lab, agents);
+                    }
+                    continue;
+                }
+                if full {
+                    let started = Instant::now();
+                    engine.audit().await;
+                    after_each();
+                    let took = started.elapsed();
+                    next_full = tokio::time::Instant::now() + every.max(took * FULL_SHARE);
+                    continue;
+                }
+                let gap = last_part * PART_GAP_FACTOR;
+                if part_ended.elapsed() < gap {
+                    tokio::time::sleep(gap - part_ended.elapsed()).await;
+                }
+                let dirty = engine.watchers.take_dirty();
+                if dirty.is_empty() {
+                    continue;
+                }
                 let started = Instant::now();
-                engine.audit().await;
+                let (_, busy) = engine.audit_dirty(dirty).await;
                 after_each();
-                ended = Instant::now();
-                last = ended - started;
-                pause = every.max(last * 5);
+                part_ended = Instant::now();
+                last_part = part_ended - started;
+                if busy {
+                    retry = Some(tokio::time::Instant::now() + BUSY_RETRY);
+                }
             }
         })
     }
 
     /// Tells the listeners of [`Engine::subscribe`] how an audit of `lab`
     /// went (nobody listening is fine).
-    fn announce(&self, name: &str, lab: &super::Lab, changes: &[String]) {
+    fn announce(&self, name: &str, lab: &Lab, changes: &[String]) {
         let (at, ms) = lab.last_audit.clone().unwrap_or_default();
         let _ = self.events.send(ovslab_api::AuditEvent {
             lab: name.to_string(),
@@ -151,22 +230,70 @@ impl<H: Host> Engine<H> {
         });
     }
 
-    /// Watches the node namespaces of a lab for lost links, and its OVS
-    /// daemons for their exit (when audits run).
-    pub(super) fn watch(&self, topology: &Topology) {
-        let namespaces: Vec<String> = topology
-            .switch_hosts()
-            .map(|n| naming::namespace(&topology.lab, n))
+    /// Watches the whole lab: every namespace, node database, bridge and
+    /// OVS daemon of its plan (when audits run).
+    pub(super) fn watch(&self, lab: &Lab) {
+        self.watch_part(lab, Scope::Full);
+    }
+
+    /// Watches the part of a lab a converge looked at.
+    fn watch_part(&self, lab: &Lab, scope: Scope<'_>) {
+        let Some(planned) = &lab.planned else {
+            return;
+        };
+        let desired = planned.desired();
+        let topo = &lab.topology;
+        let hosts = &planned.hosts;
+        let part_of = |ns: &str| match hosts.get(ns) {
+            Some(node) => Part::Node(node.clone()),
+            None => Part::Wire,
+        };
+        let in_scope = |part: &Part| match (scope, part) {
+            (Scope::Full, _) => true,
+            (Scope::Part { nodes, .. }, Part::Node(n)) => nodes.contains(n),
+            (Scope::Part { wire, .. }, Part::Wire) => wire,
+        };
+        let rules: BTreeSet<&str> = desired
+            .routers
+            .iter()
+            .map(|r| r.namespace.as_str())
+            .chain(desired.firewalls.iter().map(|f| f.namespace.as_str()))
+            .chain(desired.dhcp_servers.iter().map(|d| d.namespace.as_str()))
             .collect();
-        self.watchers.watch(namespaces.iter().map(String::as_str));
-        let pids = topology
-            .switch_hosts()
-            .zip(&namespaces)
-            .flat_map(|(n, ns)| {
-                let ovs = NodeOvs::new(&self.config.run_root, &topology.lab, n, ns);
-                OvsDaemon::ALL.map(|d| ovs.pid(d))
-            });
-        self.watchers.watch_processes(pids.flatten());
+        let namespaces = desired
+            .namespaces
+            .iter()
+            .map(|ns| (ns, part_of(&ns.name)))
+            .filter(|(_, part)| in_scope(part))
+            .map(|(ns, part)| (ns.name.clone(), part, rules.contains(ns.name.as_str())))
+            .collect();
+        let nodes = desired
+            .switches
+            .iter()
+            .filter(|s| in_scope(&Part::Node(s.node.clone())))
+            .map(|s| {
+                let ovs = NodeOvs::new(&self.config.run_root, &topo.lab, &s.node, &s.namespace);
+                NodeWatch {
+                    node: s.node.clone(),
+                    db_socket: ovs.db_socket(),
+                    bridges: s
+                        .bridges
+                        .iter()
+                        .map(|b| (b.name.clone(), ovs.mgmt_socket(&b.name)))
+                        .collect(),
+                    pids: OvsDaemon::ALL
+                        .into_iter()
+                        .filter_map(|d| ovs.pid(d))
+                        .collect(),
+                }
+            })
+            .collect();
+        self.watchers.watch_lab(LabWatch {
+            lab: topo.lab.clone(),
+            whole: matches!(scope, Scope::Full),
+            namespaces,
+            nodes,
+        });
     }
 }
 

@@ -12,9 +12,9 @@ use futures::future::join_all;
 use ovslab_netlink::netns;
 use ovslab_topology::Topology;
 use ovslab_topology::naming;
-use ovslab_topology::plan::{DesiredState, LocalVlans, SwitchSpec, plan};
+use ovslab_topology::plan::{DesiredState, LocalVlans, SwitchSpec, namespace_hosts, plan};
 
-use super::{Engine, foreign_warning};
+use super::{Engine, Lab, foreign_warning};
 use crate::ReconcileError;
 use crate::actual::{ActualNamespace, ActualSwitch};
 use crate::diff::{LinkChange, diff_flows, diff_namespace, diff_switch};
@@ -35,6 +35,56 @@ pub(super) struct Outcome {
     pub warnings: Vec<String>,
 }
 
+/// What a converge looks at.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Scope<'a> {
+    /// Everything of the lab (`up`, the full audit).
+    Full,
+    /// What runs on `nodes` and, with `wire`, the namespaces no node hosts;
+    /// the agents (DHCP, keepalived, metadata) of the whole lab, which
+    /// cost little to look at.
+    Part {
+        nodes: &'a BTreeSet<String>,
+        wire: bool,
+    },
+}
+
+/// The plan a lab was last converged with, kept for the next converge:
+/// planning a lab of 10,000 instances takes a third of a second, and an
+/// audit of one node must not.
+#[derive(Debug)]
+pub(super) struct Planned {
+    /// What the plan was made from: the local VLANs read from the switches
+    /// and the failed nodes.
+    previous: LocalVlans,
+    failed: BTreeSet<String>,
+    desired: Arc<DesiredState>,
+    /// Every namespace of the plan, failed nodes' too.
+    names: Arc<BTreeSet<String>>,
+    /// The node that hosts each namespace (see [`namespace_hosts`]).
+    pub hosts: Arc<BTreeMap<String, String>>,
+}
+
+impl Planned {
+    fn new(topo: &Topology, previous: LocalVlans, failed: &BTreeSet<String>) -> Planned {
+        let mut desired = plan(topo, &previous);
+        let names = desired.namespaces.iter().map(|n| n.name.clone()).collect();
+        desired.fail_nodes(topo, failed);
+        Planned {
+            previous,
+            failed: failed.clone(),
+            desired: Arc::new(desired),
+            names: Arc::new(names),
+            hosts: Arc::new(namespace_hosts(topo)),
+        }
+    }
+
+    /// The desired state, for watching the lab.
+    pub fn desired(&self) -> &DesiredState {
+        &self.desired
+    }
+}
+
 impl<H: Host> Engine<H> {
     /// Converges a lab, phase by phase; `outcome` gets what was done, also
     /// the changes made before an error.
@@ -47,13 +97,19 @@ impl<H: Host> Engine<H> {
     /// (10–20 ms for a 10-node lab).
     pub(super) async fn converge(
         &self,
-        topo: &Topology,
-        failed: &BTreeSet<String>,
-        manifest: &mut Manifest,
+        lab: &mut Lab,
+        scope: Scope<'_>,
         outcome: &mut Outcome,
     ) -> Result<(), ReconcileError> {
+        let Lab {
+            topology,
+            failed,
+            manifest,
+            planned,
+            ..
+        } = lab;
         match self
-            .converge_once(topo, failed, manifest, outcome, false)
+            .converge_once(topology, failed, manifest, planned, scope, outcome, false)
             .await
         {
             // Refusals: nothing was tried that a hung daemon could fail.
@@ -62,27 +118,30 @@ impl<H: Host> Engine<H> {
             }
             Err(e) => {
                 tracing::warn!(
-                    lab = topo.lab,
+                    lab = topology.lab,
                     "{e}: looking for hung Open vSwitch daemons, then once more"
                 );
-                self.converge_once(topo, failed, manifest, outcome, true)
+                self.converge_once(topology, failed, manifest, planned, scope, outcome, true)
                     .await
             }
             done => done,
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn converge_once(
         &self,
         topo: &Topology,
         failed: &BTreeSet<String>,
         manifest: &mut Manifest,
+        planned: &mut Option<Planned>,
+        scope: Scope<'_>,
         outcome: &mut Outcome,
         look_for_hung: bool,
     ) -> Result<(), ReconcileError> {
-        // What this converge changes is not drift for the audit to chase.
-        let _quiet = self.watchers.quiet(&naming::namespace_prefix(&topo.lab));
         let mut run = Run {
+            planned,
+            scope,
             engine: self,
             host: &self.host,
             topo,
@@ -99,28 +158,38 @@ impl<H: Host> Engine<H> {
         run.done("namespaces");
         let mut nodes = run.ovs_databases().await?;
         run.done("ovs databases");
-        let (desired, mut switches) = run.plan(&nodes).await?;
+        let (whole, mut switches) = run.plan(&nodes).await?;
+        let part;
+        let desired = match scope {
+            Scope::Full => &*whole,
+            Scope::Part { nodes, wire } => {
+                let hosts = &run.planned.as_ref().expect("planned").hosts;
+                part = whole.part(hosts, nodes, wire);
+                &part
+            }
+        };
         run.done("ovsdb read and plan");
-        let created = run.links(&desired).await?;
+        let created = run.links(desired).await?;
         run.done("links");
         run.vswitchd(&mut nodes, &switches).await?;
         run.done("ovs-vswitchd");
-        run.ovsdb_transactions(&desired, &mut switches, &created)
+        run.ovsdb_transactions(desired, &mut switches, &created)
             .await?;
         run.done("ovsdb transactions");
-        run.internal_ports(&desired).await?;
+        run.internal_ports(desired).await?;
         run.done("internal ports");
-        run.flows(&desired, &nodes, &switches).await?;
+        run.flows(desired, &nodes, &switches).await?;
         run.done("flows");
-        run.rulesets(&desired).await?;
+        run.rulesets(desired).await?;
         run.done("iptables");
-        run.tunnel_endpoints(&desired).await?;
+        run.tunnel_endpoints(desired).await?;
         run.done("tunnel endpoints");
-        run.dhcp(&desired).await?;
+        // The agents of the whole lab: few, and cheap to look at.
+        run.dhcp(&whole).await?;
         run.done("dhcp");
-        run.keepalived(&desired).await?;
+        run.keepalived(&whole).await?;
         run.done("keepalived");
-        run.metadata(&desired)?;
+        run.metadata(&whole)?;
         run.done("metadata");
         Ok(())
     }
@@ -129,6 +198,10 @@ impl<H: Host> Engine<H> {
 /// The context every phase of one converge shares.
 struct Run<'a, H: Host> {
     engine: &'a Engine<H>,
+    /// The plan of the last converge, made again when what it was made
+    /// from changed.
+    planned: &'a mut Option<Planned>,
+    scope: Scope<'a>,
     host: &'a Arc<H>,
     topo: &'a Topology,
     lab: &'a str,
@@ -177,6 +250,35 @@ impl<H: Host> Run<'_, H> {
         self.clock = Instant::now();
     }
 
+    /// Every namespace of the lab's plan (planned now if it never was).
+    fn names(&mut self) -> Arc<BTreeSet<String>> {
+        let planned = self
+            .planned
+            .get_or_insert_with(|| Planned::new(self.topo, LocalVlans::new(), self.failed));
+        planned.names.clone()
+    }
+
+    /// Whether this converge looks at namespace `ns`.
+    fn in_scope(&self, ns: &str) -> bool {
+        match self.scope {
+            Scope::Full => true,
+            Scope::Part { nodes, wire } => {
+                match self.planned.as_ref().and_then(|p| p.hosts.get(ns)) {
+                    Some(node) => nodes.contains(node),
+                    None => wire,
+                }
+            }
+        }
+    }
+
+    /// Whether this converge looks at node `node`'s Open vSwitch.
+    fn node_in_scope(&self, node: &str) -> bool {
+        match self.scope {
+            Scope::Full => true,
+            Scope::Part { nodes, .. } => nodes.contains(node),
+        }
+    }
+
     fn save_manifest(&self) -> Result<(), ReconcileError> {
         self.manifest
             .save()
@@ -188,18 +290,19 @@ impl<H: Host> Run<'_, H> {
     ///    the manifest are the lab's.
     async fn namespaces(&mut self) -> Result<(), ReconcileError> {
         let lab = self.lab;
-        let first = plan(self.topo, &LocalVlans::new());
-        let wanted: BTreeSet<&str> = first.namespaces.iter().map(|n| n.name.as_str()).collect();
+        let names = self.names();
+        let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
         let prefix = naming::namespace_prefix(lab);
         let mut existing = BTreeSet::new();
         let mut foreign = Vec::new();
-        for name in self
+        let listed: Vec<String> = self
             .host
             .list_namespaces()
             .map_err(|e| ReconcileError::io(Path::new(netns::NETNS_DIR), e))?
             .into_iter()
-            .filter(|n| n.starts_with(&prefix))
-        {
+            .filter(|n| n.starts_with(&prefix) && self.in_scope(n))
+            .collect();
+        for name in listed {
             let inode = self.host.namespace_inode(&name);
             match (self.manifest.ownership(&name, inode), inode) {
                 (Ownership::Ours, _) => {
@@ -244,8 +347,11 @@ impl<H: Host> Run<'_, H> {
         self.out
             .warnings
             .extend(foreign.iter().map(|n| foreign_warning(n)));
+        // Only a converge of the whole lab removes what it no longer wants.
+        let whole = matches!(self.scope, Scope::Full);
         // Nodes no longer wanted: their Open vSwitch goes before their namespace.
-        if let Ok(dir) = std::fs::read_dir(self.engine.lab_dir(lab)) {
+        let dir = whole.then(|| std::fs::read_dir(self.engine.lab_dir(lab)).ok());
+        if let Some(Some(dir)) = dir {
             for entry in dir.flatten() {
                 let node = entry.file_name().to_string_lossy().into_owned();
                 if entry.path().is_dir()
@@ -267,18 +373,22 @@ impl<H: Host> Run<'_, H> {
                 }
             }
         }
-        for ns in existing.iter().filter(|n| !wanted.contains(n.as_str())) {
+        for ns in existing
+            .iter()
+            .filter(|n| whole && !wanted.contains(n.as_str()))
+        {
+            // Our notice sockets in it would keep it alive.
+            self.engine.watchers.unwatch(ns);
             self.host.delete_namespace(ns)?;
             self.manifest.forget(ns);
             self.save_manifest()?;
             self.out.changes.push(format!("delete namespace {ns}"));
         }
         let on_failed = ovslab_topology::plan::namespaces_on(self.topo, self.failed);
-        let missing: Vec<&str> = first
-            .namespaces
+        let missing: Vec<&str> = names
             .iter()
-            .map(|ns| ns.name.as_str())
-            .filter(|ns| !existing.contains(*ns) && !on_failed.contains(*ns))
+            .map(String::as_str)
+            .filter(|ns| !existing.contains(*ns) && !on_failed.contains(*ns) && self.in_scope(ns))
             .collect();
         self.create_namespaces(&missing).await
     }
@@ -361,7 +471,7 @@ impl<H: Host> Run<'_, H> {
         let ovs: Vec<NodeOvs> = self
             .topo
             .switch_hosts()
-            .filter(|n| !self.failed.contains(*n))
+            .filter(|n| !self.failed.contains(*n) && self.node_in_scope(n))
             .map(|n| {
                 NodeOvs::new(
                     &self.engine.config.run_root,
@@ -413,7 +523,7 @@ impl<H: Host> Run<'_, H> {
     async fn plan(
         &mut self,
         nodes: &Nodes,
-    ) -> Result<(DesiredState, Switches<H::Switch>), ReconcileError> {
+    ) -> Result<(Arc<DesiredState>, Switches<H::Switch>), ReconcileError> {
         let host = &**self.host;
         let clients = join_all(nodes.ovs.iter().map(|n| host.connect_switch(n))).await;
         let clients: Vec<_> = clients.into_iter().collect::<Result<_, _>>()?;
@@ -452,14 +562,30 @@ impl<H: Host> Run<'_, H> {
                 ));
             }
         }
-        let mut previous = LocalVlans::new();
+        // The local VLANs of the nodes read now, and of the others as the
+        // last plan had them.
+        let mut previous: LocalVlans = match (self.scope, self.planned.as_ref()) {
+            (Scope::Part { nodes, .. }, Some(p)) => p
+                .previous
+                .iter()
+                .filter(|((node, _), _)| !nodes.contains(node))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            _ => LocalVlans::new(),
+        };
         for (node, actual) in nodes.ovs.iter().zip(&actual) {
             for (network, tag) in switch::local_vlans(self.topo, actual) {
                 previous.insert((node.node.clone(), network), tag);
             }
         }
-        let mut desired = plan(self.topo, &previous);
-        desired.fail_nodes(self.topo, self.failed);
+        let same = self
+            .planned
+            .as_ref()
+            .is_some_and(|p| p.previous == previous && p.failed == *self.failed);
+        if !same {
+            *self.planned = Some(Planned::new(self.topo, previous, self.failed));
+        }
+        let desired = self.planned.as_ref().expect("just planned").desired.clone();
         Ok((desired, Switches { clients, actual }))
     }
 

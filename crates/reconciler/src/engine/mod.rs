@@ -48,7 +48,7 @@ use crate::host::{Host, RealHost};
 use crate::manifest::Manifest;
 use crate::ovs_process::{NodeOvs, OvsDaemon};
 use crate::{ReconcileError, TeardownFailure};
-use converge::Outcome;
+use converge::{Outcome, Scope};
 use removal::{adopt, remove_namespaces, remove_run_dir};
 
 /// Where the engine keeps per-node run directories.
@@ -116,6 +116,9 @@ struct Lab {
     /// Nodes failed on purpose (`ovslab node fail`), kept in
     /// [`FAILED_FILE`] so that a restarted daemon leaves them failed.
     failed: BTreeSet<String>,
+    /// The plan of the last converge (see [`converge::Planned`]); `None`
+    /// once the topology changed.
+    planned: Option<converge::Planned>,
 }
 
 impl Lab {
@@ -132,6 +135,7 @@ impl Lab {
             last_audit: None,
             audit_failure: None,
             failed: BTreeSet::new(),
+            planned: None,
         }
     }
 
@@ -153,6 +157,8 @@ pub struct Engine<H: Host = RealHost> {
     labs: Mutex<BTreeMap<String, Arc<Mutex<Lab>>>>,
     /// Kernel notices that wake the audits (only while audits run).
     watchers: crate::watch::Watchers,
+    /// Notified when an audit repaired a lab, or could not.
+    health: Arc<tokio::sync::Notify>,
     host: Arc<H>,
     /// Every audit's outcome, for whoever listens (see [`Engine::subscribe`]).
     events: tokio::sync::broadcast::Sender<AuditEvent>,
@@ -190,6 +196,7 @@ impl<H: Host> Engine<H> {
             config,
             labs: Mutex::new(labs),
             watchers: crate::watch::Watchers::default(),
+            health: Arc::default(),
             host: Arc::new(host),
             events: tokio::sync::broadcast::channel(EVENTS_KEPT).0,
         }
@@ -201,6 +208,12 @@ impl<H: Host> Engine<H> {
     /// many it missed (`RecvError::Lagged`).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AuditEvent> {
         self.events.subscribe()
+    }
+
+    /// Notified when an audit repaired a lab, found it could not, or
+    /// could again: what may change a lab's health without a request.
+    pub fn health_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.health.clone()
     }
 
     /// The host the engine changes.
@@ -252,6 +265,7 @@ impl<H: Host> Engine<H> {
             }
         };
         lab.topology = topology;
+        lab.planned = None;
         let started = Instant::now();
         if fresh {
             // The manifest before the topology: a lab directory with a
@@ -275,9 +289,7 @@ impl<H: Host> Engine<H> {
         let mut outcome = Outcome::default();
         let topology = lab.topology.clone();
         let failed = lab.failed.clone();
-        let result = self
-            .converge(&topology, &failed, &mut lab.manifest, &mut outcome)
-            .await;
+        let result = self.converge(&mut lab, Scope::Full, &mut outcome).await;
         let Outcome {
             changes,
             restarted,
@@ -295,7 +307,7 @@ impl<H: Host> Engine<H> {
             return result.and(Err(ReconcileError::UnknownLab(name)));
         }
         lab.foreign = foreign_names(&warnings);
-        self.watch(&lab.topology);
+        self.watch(&lab);
         result?;
         let mut warnings = warnings;
         warnings.extend(self.wait_for_masters(&topology, &failed).await);
@@ -343,7 +355,7 @@ impl<H: Host> Engine<H> {
             return Err(ReconcileError::UnknownLab(lab.into()));
         }
         // Our sockets in its namespaces would keep them alive.
-        self.watchers.forget(&naming::namespace_prefix(lab));
+        self.watchers.forget(lab);
         self.host.forget(&naming::namespace_prefix(lab));
         let mut removed = Vec::new();
         let dir = self.lab_dir(lab);

@@ -21,7 +21,7 @@ use ovslab_api::NodeReport;
 use ovslab_topology::Topology;
 use ovslab_topology::naming;
 
-use super::converge::Outcome;
+use super::converge::{Outcome, Scope};
 use super::{Engine, FAILED_FILE, Lab, foreign_names};
 use crate::ReconcileError;
 use crate::host::Host;
@@ -96,9 +96,7 @@ impl<H: Host> Engine<H> {
             let topology = lab.topology.clone();
             let failed = lab.failed.clone();
             let mut outcome = Outcome::default();
-            let result = self
-                .converge(&topology, &failed, &mut lab.manifest, &mut outcome)
-                .await;
+            let result = self.converge(&mut lab, Scope::Full, &mut outcome).await;
             let Outcome {
                 changes: made,
                 restarted: _,

@@ -114,7 +114,9 @@ async function loadStatus() {
     picture.mark("broken", broken.map((b) => b.id));
     const last = repairs.at(-1);
     if (last) picture.mark("repaired", last.boxes, last.clusters, status.repairs.at(-1));
+    if (status.audits) document.body.dataset.audits = status.audits.count;
     if (status.audit_error) setHealth(`audit cannot repair: ${status.audit_error}`, "bad");
+    else if (last) setHealth(`${status.repair_count} repaired · last: ${status.repairs.at(-1).split(" ")[0]}`, "repaired");
     else if (!status.healthy) setHealth("not healthy", "bad");
     else if (status.audits) setHealth(`healthy · audit ${status.audits.count} at ${status.audits.last_at}`, "good");
     else setHealth("healthy · not audited", "good");
@@ -123,10 +125,13 @@ async function loadStatus() {
   }
 }
 
-// Server-sent events: one per audit of the lab.
+// Server-sent events: one per audit of the lab. Each (re)connection
+// first catches up with the status (audits missed while away).
 function listen() {
+  const lab = state.lab;
   const source = new EventSource(labPath("events"));
   state.events = source;
+  source.onopen = () => loadStatus();
   source.addEventListener("audit", (message) => {
     const { event, marks } = JSON.parse(message.data);
     document.body.dataset.audits = event.audit;
@@ -139,8 +144,14 @@ function listen() {
       setHealth(`healthy · audit ${event.audit} at ${event.at}`, "good");
     }
   });
+  // The browser retries a broken stream by itself, but not one refused
+  // (the daemon restarting): then try again here, while the lab is shown.
   source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) setHealth("lost the daemon's events", "bad");
+    if (source.readyState !== EventSource.CLOSED) return;
+    setHealth("lost the daemon's events: retrying", "bad");
+    setTimeout(() => {
+      if (state.lab === lab && state.events === source) listen();
+    }, 2000);
   };
 }
 
