@@ -126,19 +126,7 @@ async fn guard(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Respo
     match ui.gate.judge(&knock) {
         Verdict::Pass => next.run(request).await,
         Verdict::SetCookie => {
-            // The same address without the token (kept out of the
-            // browser's history and of any Referer).
-            let rest: Vec<&str> = request
-                .uri()
-                .query()
-                .unwrap_or_default()
-                .split('&')
-                .filter(|p| !p.is_empty() && !p.starts_with("token="))
-                .collect();
-            let mut location = request.uri().path().to_string();
-            if !rest.is_empty() {
-                location = format!("{location}?{}", rest.join("&"));
-            }
+            let location = without_token(request.uri());
             let mut response = StatusCode::SEE_OTHER.into_response();
             let headers = response.headers_mut();
             if let (Ok(location), Ok(cookie)) = (
@@ -163,6 +151,22 @@ async fn guard(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Respo
             "no valid token: open the address `ovslab ui` printed (it ends in ?token=…)",
         )
         .into_response(),
+    }
+}
+
+/// The same address without its token (kept out of the browser's history
+/// and of any Referer): `/?token=…&lab=seed` → `/?lab=seed`.
+fn without_token(uri: &axum::http::Uri) -> String {
+    let rest: Vec<&str> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("token="))
+        .collect();
+    if rest.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{}", uri.path(), rest.join("&"))
     }
 }
 
@@ -542,6 +546,14 @@ mod tests {
             protocol: protocol.into(),
             port,
         }
+    }
+
+    #[test]
+    fn the_token_leaves_the_address_and_the_rest_stays() {
+        let uri = |u: &str| u.parse::<axum::http::Uri>().unwrap();
+        assert_eq!(without_token(&uri("/?token=abc&lab=seed")), "/?lab=seed");
+        assert_eq!(without_token(&uri("/?token=abc")), "/");
+        assert_eq!(without_token(&uri("/x?a=1&token=abc&b=2")), "/x?a=1&b=2");
     }
 
     #[test]
