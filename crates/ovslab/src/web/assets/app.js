@@ -65,6 +65,13 @@ async function start() {
   $("step-all").onclick = () => { stopPlaying(); showStep(-1); };
   $("step-play").onclick = play;
   $("lab-select").onchange = () => openLab($("lab-select").value);
+  // For a talk: the arrow keys step through a trace, the space bar plays it.
+  document.addEventListener("keydown", (e) => {
+    if (!state.trace || e.target.closest("input, select, textarea, button")) return;
+    const keys = { ArrowRight: () => showStep(state.step + 1), ArrowLeft: () => showStep(state.step - 1) };
+    if (keys[e.key]) { stopPlaying(); keys[e.key](); e.preventDefault(); }
+    else if (e.key === " ") { play(); e.preventDefault(); }
+  });
   try {
     const labs = await api("/api/labs");
     const wanted = new URLSearchParams(location.search).get("lab");
