@@ -307,6 +307,21 @@ fn the_page_draws_the_seed_lab_runs_its_checks_and_traces() {
         json!([]),
     );
     assert_eq!(current, json!([1, "instance1"]));
+    // The arrow keys step, the space bar plays (the probe moves by itself).
+    let step = browser.run(
+        "const key = k => document.body.dispatchEvent(new KeyboardEvent('keydown', {key: k, bubbles: true}));
+         key('ArrowRight'); key('ArrowRight'); key('ArrowLeft');
+         const at = window.ovslab.step;
+         key(' ');
+         return at;",
+        json!([]),
+    );
+    assert_eq!(step, json!(1));
+    browser.wait_for(
+        "the animation to move the probe",
+        Duration::from_secs(5),
+        "return window.ovslab.step >= 3",
+    );
     browser.run(
         "document.getElementById('step-all').click();
          document.getElementById('trace-summary').scrollIntoView({block: 'start'});",
