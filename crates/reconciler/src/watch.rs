@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -149,8 +149,9 @@ impl<K> Drop for Watcher<K> {
 struct State {
     /// Namespace → its lab and part.
     owners: BTreeMap<String, (String, Part)>,
-    /// Namespace → the watcher of its sockets, started for its inode.
-    namespaces: BTreeMap<String, Watcher<u64>>,
+    /// Namespace → the watcher of its sockets, started for its inode, and
+    /// its last routing notice (see [`Watchers::last_notice`]).
+    namespaces: BTreeMap<String, (Watcher<u64>, Arc<AtomicU64>)>,
     /// (lab, node) → the OVSDB monitor, started for that socket.
     databases: BTreeMap<(String, String), Watcher<PathBuf>>,
     /// (lab, node, bridge) → the flow monitor.
@@ -243,22 +244,24 @@ impl Watchers {
             if state
                 .namespaces
                 .get(ns)
-                .is_some_and(|w| w.key == inode && !w.task.is_finished())
+                .is_some_and(|(w, _)| w.key == inode && !w.task.is_finished())
             {
                 continue;
             }
             match events::subscribe(ns, *rules) {
                 Ok(sockets) => {
+                    let last = Arc::new(AtomicU64::new(next_notice()));
                     let task = tokio::spawn(namespace_events(
                         lab.lab.clone(),
                         ns.clone(),
                         part.clone(),
                         sockets,
                         self.shared.clone(),
+                        last.clone(),
                     ));
                     state
                         .namespaces
-                        .insert(ns.clone(), Watcher { key: inode, task });
+                        .insert(ns.clone(), (Watcher { key: inode, task }, last));
                 }
                 Err(e) => tracing::debug!("cannot watch namespace {ns}: {e}"),
             }
@@ -336,6 +339,17 @@ impl Watchers {
                 }
             }
         }
+    }
+
+    /// The number of the last link, address or route notice of namespace
+    /// `ns`, unique among all watchers (a new watcher starts with a new
+    /// number); `None` when it is not watched. While it stays the same,
+    /// nothing changed the namespace's links: a converge that read them
+    /// after taking it may trust them next time (see `engine/converge.rs`).
+    pub fn last_notice(&self, ns: &str) -> Option<u64> {
+        let state = lock(&self.state);
+        let (watcher, last) = state.namespaces.get(ns)?;
+        (!watcher.task.is_finished()).then(|| last.load(Ordering::SeqCst))
     }
 
     /// Stops watching namespace `ns` (before the converge deletes it: our
@@ -452,18 +466,29 @@ async fn each_read(fd: OwnedFd, what: &str, mut on_read: impl FnMut(Result<&[u8]
     }
 }
 
-/// Every notice of one namespace marks its part.
+/// Numbers notices, across every watcher.
+static NOTICES: AtomicU64 = AtomicU64::new(1);
+
+fn next_notice() -> u64 {
+    NOTICES.fetch_add(1, Ordering::SeqCst)
+}
+
+/// Every notice of one namespace marks its part; a routing notice is also
+/// numbered in `last`.
 async fn namespace_events(
     lab: String,
     namespace: String,
     part: Part,
     sockets: events::Subscription,
     shared: Shared,
+    last: Arc<AtomicU64>,
 ) {
     let what = format!("routing notices of {namespace}");
     let routing = {
         let (lab, namespace, part, shared) = (&lab, &namespace, &part, &shared);
+        let last = &last;
         each_read(sockets.routing, &what, move |read| {
+            last.store(next_notice(), Ordering::SeqCst);
             if let Ok(datagram) = read {
                 tracing::debug!(
                     namespace,

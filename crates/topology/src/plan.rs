@@ -1410,9 +1410,8 @@ fn firewall(
     group_members: &BTreeMap<&str, Vec<Ipv4Addr>>,
 ) -> FirewallSpec {
     let lab = topo.lab.as_str();
-    let members = |group: &str| -> Vec<Ipv4Addr> {
-        group_members.get(group).cloned().unwrap_or_default()
-    };
+    let members =
+        |group: &str| -> Vec<Ipv4Addr> { group_members.get(group).cloned().unwrap_or_default() };
     let mut ipsets: Vec<IpSetSpec> = Vec::new();
     let mut ports = Vec::new();
     for (zone, inst) in (1u16..).zip(topo.instances_on(&node.name)) {

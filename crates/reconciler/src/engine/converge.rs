@@ -12,7 +12,9 @@ use futures::future::join_all;
 use ovslab_netlink::netns;
 use ovslab_topology::Topology;
 use ovslab_topology::naming;
-use ovslab_topology::plan::{DesiredState, LocalVlans, SwitchSpec, namespace_hosts, plan};
+use ovslab_topology::plan::{
+    DesiredState, LocalVlans, NamespaceSpec, SwitchSpec, namespace_hosts, plan,
+};
 
 use super::{Engine, Lab, foreign_warning};
 use crate::ReconcileError;
@@ -34,6 +36,18 @@ pub(super) struct Outcome {
     /// Namespaces with the lab's prefix that are not the lab's.
     pub warnings: Vec<String>,
 }
+
+/// What a lab keeps from one converge for the next.
+struct Known<'a> {
+    planned: &'a mut Option<Planned>,
+    links_read: &'a mut LinksRead,
+    trust: bool,
+}
+
+/// Each namespace whose links a converge read and left as planned: the
+/// spec it converged them to, and its watcher's last notice taken before
+/// the read (see [`crate::watch::Watchers::last_notice`]).
+pub(super) type LinksRead = BTreeMap<String, (NamespaceSpec, u64)>;
 
 /// What a converge looks at.
 #[derive(Debug, Clone, Copy)]
@@ -95,10 +109,18 @@ impl<H: Host> Engine<H> {
     /// starts again) and goes once more. Asking on every converge instead
     /// cost each `up` and audit a connection and a request per daemon
     /// (10–20 ms for a 10-node lab).
+    ///
+    /// With `trust`, a namespace whose plan did not change and whose
+    /// watcher heard nothing since the last converge read its links is not
+    /// read again (see [`Watchers::last_notice`]); the full audit, the
+    /// safety net, trusts nothing.
+    ///
+    /// [`Watchers::last_notice`]: crate::watch::Watchers::last_notice
     pub(super) async fn converge(
         &self,
         lab: &mut Lab,
         scope: Scope<'_>,
+        trust: bool,
         outcome: &mut Outcome,
     ) -> Result<(), ReconcileError> {
         let Lab {
@@ -106,10 +128,18 @@ impl<H: Host> Engine<H> {
             failed,
             manifest,
             planned,
+            links_read,
             ..
         } = lab;
+        let mut known = Known {
+            planned,
+            links_read,
+            trust,
+        };
         match self
-            .converge_once(topology, failed, manifest, planned, scope, outcome, false)
+            .converge_once(
+                topology, failed, manifest, &mut known, scope, outcome, false,
+            )
             .await
         {
             // Refusals: nothing was tried that a hung daemon could fail.
@@ -121,7 +151,8 @@ impl<H: Host> Engine<H> {
                     lab = topology.lab,
                     "{e}: looking for hung Open vSwitch daemons, then once more"
                 );
-                self.converge_once(topology, failed, manifest, planned, scope, outcome, true)
+                known.trust = false;
+                self.converge_once(topology, failed, manifest, &mut known, scope, outcome, true)
                     .await
             }
             done => done,
@@ -134,13 +165,15 @@ impl<H: Host> Engine<H> {
         topo: &Topology,
         failed: &BTreeSet<String>,
         manifest: &mut Manifest,
-        planned: &mut Option<Planned>,
+        known: &mut Known<'_>,
         scope: Scope<'_>,
         outcome: &mut Outcome,
         look_for_hung: bool,
     ) -> Result<(), ReconcileError> {
         let mut run = Run {
-            planned,
+            planned: &mut *known.planned,
+            links_read: &mut *known.links_read,
+            trust: known.trust,
             scope,
             engine: self,
             host: &self.host,
@@ -201,6 +234,9 @@ struct Run<'a, H: Host> {
     /// The plan of the last converge, made again when what it was made
     /// from changed.
     planned: &'a mut Option<Planned>,
+    links_read: &'a mut LinksRead,
+    /// Whether namespaces whose watcher heard nothing may go unread.
+    trust: bool,
     scope: Scope<'a>,
     host: &'a Arc<H>,
     topo: &'a Topology,
@@ -595,9 +631,51 @@ impl<H: Host> Run<'_, H> {
         &mut self,
         desired: &DesiredState,
     ) -> Result<BTreeSet<(String, String)>, ReconcileError> {
-        let (lines, created, deferred) = converge_links(self.host, desired).await?;
+        let watchers = &self.engine.watchers;
+        // Taken before anything is read: a notice after this is news next
+        // time, our own changes' included.
+        let last: BTreeMap<&str, Option<u64>> = desired
+            .namespaces
+            .iter()
+            .map(|ns| (ns.name.as_str(), watchers.last_notice(&ns.name)))
+            .collect();
+        let trusted: BTreeSet<String> = if self.trust {
+            desired
+                .namespaces
+                .iter()
+                .filter(|ns| {
+                    let seen = last[ns.name.as_str()];
+                    self.links_read
+                        .get(&ns.name)
+                        .is_some_and(|(spec, n)| seen == Some(*n) && spec == *ns)
+                })
+                .map(|ns| ns.name.clone())
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let (lines, created, deferred, read) = converge_links(self.host, desired, &trusted).await?;
         self.out.changes.extend(lines);
         self.deferred = deferred;
+        for ns in desired
+            .namespaces
+            .iter()
+            .filter(|ns| read.contains(&ns.name))
+        {
+            match last[ns.name.as_str()] {
+                Some(n) => {
+                    self.links_read.insert(ns.name.clone(), (ns.clone(), n));
+                }
+                None => {
+                    self.links_read.remove(&ns.name);
+                }
+            }
+        }
+        if matches!(self.scope, Scope::Full) {
+            let planned: BTreeSet<&str> = last.keys().copied().collect();
+            self.links_read
+                .retain(|ns, _| planned.contains(ns.as_str()));
+        }
         Ok(created)
     }
 
@@ -626,7 +704,7 @@ impl<H: Host> Run<'_, H> {
             metadata: Vec::new(),
             keepalived: Vec::new(),
         };
-        let (lines, _, _) = converge_links(self.host, &only).await?;
+        let (lines, ..) = converge_links(self.host, &only, &BTreeSet::new()).await?;
         self.out.changes.extend(lines);
         Ok(())
     }
@@ -837,21 +915,80 @@ impl<H: Host> Run<'_, H> {
     }
 }
 
-/// Converges every namespace's links; returns what it did, and the devices
-/// it created (namespace, name).
+/// What [`converge_links`] did: the change lines, the devices it created
+/// (namespace, name), the namespaces whose OVS internal ports were missing,
+/// and the namespaces it read.
+type LinksDone = (
+    Vec<String>,
+    BTreeSet<(String, String)>,
+    BTreeSet<String>,
+    BTreeSet<String>,
+);
+
+/// Converges every namespace's links but those `trusted` to be as planned
+/// (read only when a veth's end in a namespace read is missing: then its
+/// peer's namespace is read too).
 async fn converge_links<H: Host>(
     host: &Arc<H>,
     desired: &DesiredState,
-) -> Result<(Vec<String>, BTreeSet<(String, String)>, BTreeSet<String>), ReconcileError> {
+    trusted: &BTreeSet<String>,
+) -> Result<LinksDone, ReconcileError> {
     let handles = Arc::new(H::Links::default());
-    let at_once = host.links_at_once();
-    // Bounded: every namespace read holds a netlink connection. Each read
-    // is a task of its own, so that every core of the runtime takes part.
-    let reads: Vec<_> = desired
+    let mut read: Vec<&NamespaceSpec> = desired
         .namespaces
         .iter()
+        .filter(|ns| !trusted.contains(&ns.name))
+        .collect();
+    let mut actual = read_namespaces(host, &handles, &read).await?;
+    // A veth whose end in a namespace read is missing: its other end, in
+    // a trusted namespace, must be looked at too.
+    let reading: BTreeMap<&str, usize> = read
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| (ns.name.as_str(), i))
+        .collect();
+    let mut more: BTreeSet<&str> = BTreeSet::new();
+    for ns in &desired.namespaces {
+        for v in &ns.veths {
+            let (here, there) = (ns.name.as_str(), v.peer_namespace.as_str());
+            match (reading.get(here), reading.get(there)) {
+                (Some(&i), None) if actual[i].link(&v.name).is_none() => {
+                    more.insert(there);
+                }
+                (None, Some(&j)) if actual[j].link(&v.peer).is_none() => {
+                    more.insert(here);
+                }
+                _ => {}
+            }
+        }
+    }
+    if !more.is_empty() {
+        let extra: Vec<&NamespaceSpec> = desired
+            .namespaces
+            .iter()
+            .filter(|ns| more.contains(ns.name.as_str()))
+            .collect();
+        actual.extend(read_namespaces(host, &handles, &extra).await?);
+        read.extend(extra);
+    }
+    let names: BTreeSet<String> = read.iter().map(|ns| ns.name.clone()).collect();
+    let (lines, created, deferred) = apply_links(host, &handles, &read, actual).await?;
+    Ok((lines, created, deferred, names))
+}
+
+/// Reads the links of `namespaces`, a bounded number at once: every read
+/// holds a netlink connection. Each read is a task of its own, so that
+/// every core of the runtime takes part.
+async fn read_namespaces<H: Host>(
+    host: &Arc<H>,
+    handles: &Arc<H::Links>,
+    namespaces: &[&NamespaceSpec],
+) -> Result<Vec<ActualNamespace>, ReconcileError> {
+    let at_once = host.links_at_once();
+    let reads: Vec<_> = namespaces
+        .iter()
         .map(|ns| {
-            let (host, handles, ns) = (host.clone(), handles.clone(), ns.clone());
+            let (host, handles, ns) = (host.clone(), handles.clone(), (*ns).clone());
             let namespace = ns.name.clone();
             async move {
                 tokio::spawn(async move { host.read_links(&handles, &ns).await })
@@ -868,18 +1005,28 @@ async fn converge_links<H: Host>(
         .buffered(at_once)
         .collect()
         .await;
-    let mut actual: Vec<ActualNamespace> = actual.into_iter().collect::<Result<_, _>>()?;
+    actual.into_iter().collect()
+}
+
+/// Diffs the namespaces read against their plan and applies the changes,
+/// phase by phase.
+async fn apply_links<H: Host>(
+    host: &Arc<H>,
+    handles: &Arc<H::Links>,
+    namespaces: &[&NamespaceSpec],
+    mut actual: Vec<ActualNamespace>,
+) -> Result<(Vec<String>, BTreeSet<(String, String)>, BTreeSet<String>), ReconcileError> {
+    let at_once = host.links_at_once();
     let mut all: Vec<(&str, LinkChange)> = Vec::new();
     // A veth end whose peer is not where the plan puts it (the other
     // namespace was deleted and made again while a process kept the old
     // one alive) is deleted, to be made again with its peer.
-    let index: BTreeMap<&str, usize> = desired
-        .namespaces
+    let index: BTreeMap<&str, usize> = namespaces
         .iter()
         .enumerate()
         .map(|(i, ns)| (ns.name.as_str(), i))
         .collect();
-    for (i, ns) in desired.namespaces.iter().enumerate() {
+    for (i, ns) in namespaces.iter().enumerate() {
         for v in &ns.veths {
             let Some(&j) = index.get(v.peer_namespace.as_str()) else {
                 continue;
@@ -898,7 +1045,7 @@ async fn converge_links<H: Host>(
         }
     }
     let mut deferred = BTreeSet::new();
-    for (ns, actual) in desired.namespaces.iter().zip(actual) {
+    for (ns, actual) in namespaces.iter().zip(actual) {
         if ns.ovs_internal.iter().any(|p| actual.link(p).is_none()) {
             deferred.insert(ns.name.clone());
         }
