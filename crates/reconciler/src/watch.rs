@@ -145,6 +145,9 @@ impl<K> Drop for Watcher<K> {
     }
 }
 
+/// (lab, node, bridge).
+type BridgeKey = (String, String, String);
+
 #[derive(Debug, Default)]
 struct State {
     /// Namespace → its lab and part.
@@ -154,8 +157,9 @@ struct State {
     namespaces: BTreeMap<String, (Watcher<u64>, Arc<AtomicU64>)>,
     /// (lab, node) → the OVSDB monitor, started for that socket.
     databases: BTreeMap<(String, String), Watcher<PathBuf>>,
-    /// (lab, node, bridge) → the flow monitor.
-    bridges: BTreeMap<(String, String, String), Watcher<PathBuf>>,
+    /// (lab, node, bridge) → the flow monitor, and its last notice (0
+    /// until the monitor runs).
+    bridges: BTreeMap<BridgeKey, (Watcher<PathBuf>, Arc<AtomicU64>)>,
     /// OVS daemon pid → the watcher of its exit.
     processes: BTreeMap<u32, Watcher<String>>,
 }
@@ -295,23 +299,23 @@ impl Watchers {
             });
             for (bridge, path) in &node.bridges {
                 let key = (lab.lab.clone(), node.node.clone(), bridge.clone());
-                if state.bridges.get(&key).is_some_and(|w| live(w, path)) {
+                if state.bridges.get(&key).is_some_and(|(w, _)| live(w, path)) {
                     continue;
                 }
+                let last = Arc::new(AtomicU64::new(0));
                 let task = tokio::spawn(flow_events(
                     lab.lab.clone(),
                     node.node.clone(),
                     bridge.clone(),
                     path.clone(),
                     self.shared.clone(),
+                    last.clone(),
                 ));
-                state.bridges.insert(
-                    key,
-                    Watcher {
-                        key: path.clone(),
-                        task,
-                    },
-                );
+                let watcher = Watcher {
+                    key: path.clone(),
+                    task,
+                };
+                state.bridges.insert(key, (watcher, last));
             }
             state.processes.retain(|_, w| !w.task.is_finished());
             for &pid in &node.pids {
@@ -350,6 +354,16 @@ impl Watchers {
         let state = lock(&self.state);
         let (watcher, last) = state.namespaces.get(ns)?;
         (!watcher.task.is_finished()).then(|| last.load(Ordering::SeqCst))
+    }
+
+    /// Like [`Watchers::last_notice`], for the flows of a bridge: `None`
+    /// until its flow monitor runs.
+    pub fn last_flow_notice(&self, lab: &str, node: &str, bridge: &str) -> Option<u64> {
+        let state = lock(&self.state);
+        let key = (lab.to_string(), node.to_string(), bridge.to_string());
+        let (watcher, last) = state.bridges.get(&key)?;
+        let last = last.load(Ordering::SeqCst);
+        (!watcher.task.is_finished() && last != 0).then_some(last)
     }
 
     /// Stops watching namespace `ns` (before the converge deletes it: our
@@ -550,8 +564,16 @@ async fn database_events(lab: String, node: String, socket: PathBuf, shared: Sha
     shared.mark(&lab, Dirty::of(&Part::Node(node)));
 }
 
-/// A bridge's flow monitor: every change someone made marks the node.
-async fn flow_events(lab: String, node: String, bridge: String, path: PathBuf, shared: Shared) {
+/// A bridge's flow monitor: every change someone made marks the node and
+/// is numbered in `last` (from the moment the monitor runs).
+async fn flow_events(
+    lab: String,
+    node: String,
+    bridge: String,
+    path: PathBuf,
+    shared: Shared,
+    last: Arc<AtomicU64>,
+) {
     let mut monitor = match FlowMonitor::connect(&path, MONITOR_CONNECT).await {
         Ok(m) => m,
         Err(e) => {
@@ -559,7 +581,9 @@ async fn flow_events(lab: String, node: String, bridge: String, path: PathBuf, s
             return;
         }
     };
+    last.store(next_notice(), Ordering::SeqCst);
     while monitor.changed().await.is_ok() {
+        last.store(next_notice(), Ordering::SeqCst);
         tracing::debug!(lab, node, bridge, "flows changed");
         shared.mark(&lab, Dirty::of(&Part::Node(node.clone())));
     }

@@ -13,7 +13,7 @@ use ovslab_netlink::netns;
 use ovslab_topology::Topology;
 use ovslab_topology::naming;
 use ovslab_topology::plan::{
-    DesiredState, LocalVlans, NamespaceSpec, SwitchSpec, namespace_hosts, plan,
+    DesiredState, FlowSpec, LocalVlans, NamespaceSpec, SwitchSpec, namespace_hosts, plan,
 };
 
 use super::{Engine, Lab, foreign_warning};
@@ -41,6 +41,7 @@ pub(super) struct Outcome {
 struct Known<'a> {
     planned: &'a mut Option<Planned>,
     links_read: &'a mut LinksRead,
+    flows_read: &'a mut FlowsRead,
     trust: bool,
 }
 
@@ -48,6 +49,19 @@ struct Known<'a> {
 /// spec it converged them to, and its watcher's last notice taken before
 /// the read (see [`crate::watch::Watchers::last_notice`]).
 pub(super) type LinksRead = BTreeMap<String, (NamespaceSpec, u64)>;
+
+/// Each bridge whose flows a converge read and left as planned, by (node,
+/// bridge): what it converged them to, and the flow monitor's last notice
+/// taken before the read.
+pub(super) type FlowsRead = BTreeMap<(String, String), FlowsKnown>;
+
+#[derive(Debug)]
+pub(super) struct FlowsKnown {
+    wanted: Vec<FlowSpec>,
+    ports: BTreeMap<String, u32>,
+    cookie: u64,
+    notice: u64,
+}
 
 /// What a converge looks at.
 #[derive(Debug, Clone, Copy)]
@@ -129,11 +143,13 @@ impl<H: Host> Engine<H> {
             manifest,
             planned,
             links_read,
+            flows_read,
             ..
         } = lab;
         let mut known = Known {
             planned,
             links_read,
+            flows_read,
             trust,
         };
         match self
@@ -173,6 +189,7 @@ impl<H: Host> Engine<H> {
         let mut run = Run {
             planned: &mut *known.planned,
             links_read: &mut *known.links_read,
+            flows_read: &mut *known.flows_read,
             trust: known.trust,
             scope,
             engine: self,
@@ -235,7 +252,9 @@ struct Run<'a, H: Host> {
     /// from changed.
     planned: &'a mut Option<Planned>,
     links_read: &'a mut LinksRead,
-    /// Whether namespaces whose watcher heard nothing may go unread.
+    flows_read: &'a mut FlowsRead,
+    /// Whether namespaces and bridges whose watcher heard nothing may go
+    /// unread.
     trust: bool,
     scope: Scope<'a>,
     host: &'a Arc<H>,
@@ -789,20 +808,80 @@ impl<H: Host> Run<'_, H> {
         switches: &Switches<H::Switch>,
     ) -> Result<(), ReconcileError> {
         let host = &**self.host;
+        let watchers = &self.engine.watchers;
+        // Each node's bridges to read: those not trusted (see
+        // [`FlowsRead`]), with the notice number taken before the read.
+        let mut work: Vec<Vec<BridgeFlows>> = Vec::new();
+        for (spec, actual) in desired.switches.iter().zip(&switches.actual) {
+            let mut bridges = Vec::new();
+            for bridge in &spec.bridges {
+                let wanted: Vec<_> = spec
+                    .flows
+                    .iter()
+                    .filter(|f| f.bridge == bridge.name)
+                    .cloned()
+                    .collect();
+                let ports = switch::ofports(actual, &bridge.name);
+                let notice = watchers.last_flow_notice(self.lab, &spec.node, &bridge.name);
+                let key = (spec.node.clone(), bridge.name.clone());
+                let trusted = self.trust
+                    && notice.is_some()
+                    && self.flows_read.get(&key).is_some_and(|r| {
+                        Some(r.notice) == notice
+                            && r.cookie == bridge.cookie
+                            && r.ports == ports
+                            && r.wanted == wanted
+                    });
+                if !trusted {
+                    bridges.push(BridgeFlows {
+                        bridge: bridge.name.clone(),
+                        cookie: bridge.cookie,
+                        wanted,
+                        ports,
+                        notice,
+                    });
+                }
+            }
+            work.push(bridges);
+        }
         let results = join_all(
             desired
                 .switches
                 .iter()
                 .zip(&nodes.ovs)
                 .zip(&switches.clients)
-                .zip(&switches.actual)
-                .map(|(((spec, node), client), actual)| {
-                    converge_flows(host, spec, node, client, actual)
+                .zip(&work)
+                .map(|(((spec, node), client), bridges)| {
+                    converge_flows(host, spec, node, client, bridges)
                 }),
         )
         .await;
         for result in results {
             self.out.changes.extend(result?);
+        }
+        for (spec, bridges) in desired.switches.iter().zip(work) {
+            for b in bridges {
+                let key = (spec.node.clone(), b.bridge);
+                match b.notice {
+                    Some(notice) => {
+                        let read = FlowsKnown {
+                            wanted: b.wanted,
+                            ports: b.ports,
+                            cookie: b.cookie,
+                            notice,
+                        };
+                        self.flows_read.insert(key, read);
+                    }
+                    None => {
+                        self.flows_read.remove(&key);
+                    }
+                }
+            }
+        }
+        if matches!(self.scope, Scope::Full) {
+            let nodes: BTreeSet<&str> = desired.switches.iter().map(|s| s.node.as_str()).collect();
+            self.flows_read
+                .retain(|(node, _), _| nodes.contains(node.as_str()));
         }
         Ok(())
     }
@@ -1145,42 +1224,45 @@ async fn converge_switch<H: Host>(
     Ok((lines, Some(host.read_switch(client).await?)))
 }
 
-/// Converges the flows of one node's bridges, one batch per bridge.
+/// One bridge's flows to converge.
+struct BridgeFlows {
+    bridge: String,
+    cookie: u64,
+    wanted: Vec<FlowSpec>,
+    ports: BTreeMap<String, u32>,
+    /// The bridge's last flow notice, taken before the read.
+    notice: Option<u64>,
+}
+
+/// Converges the flows of one node's `bridges`, one batch per bridge.
 async fn converge_flows<H: Host>(
     host: &H,
     spec: &SwitchSpec,
     node: &NodeOvs,
     switch: &H::Switch,
-    actual: &ActualSwitch,
+    bridges: &[BridgeFlows],
 ) -> Result<Vec<String>, ReconcileError> {
     host.still_connected(switch).await?;
     let mut lines = Vec::new();
-    for bridge in &spec.bridges {
-        let wanted: Vec<_> = spec
-            .flows
-            .iter()
-            .filter(|f| f.bridge == bridge.name)
-            .cloned()
-            .collect();
-        let client = host.connect_flows(node, &bridge.name).await?;
-        let ports = switch::ofports(actual, &bridge.name);
-        let present = host.read_flows(&client, &bridge.name, &ports).await?;
-        let (add, delete) = diff_flows(&wanted, bridge.cookie, &present);
+    for b in bridges {
+        let client = host.connect_flows(node, &b.bridge).await?;
+        let present = host.read_flows(&client, &b.bridge, &b.ports).await?;
+        let (add, delete) = diff_flows(&b.wanted, b.cookie, &present);
         if add.is_empty() && delete.is_empty() {
             continue;
         }
         for f in &delete {
-            lines.push(format!("{}: {}: delete flow {f}", spec.node, bridge.name));
+            lines.push(format!("{}: {}: delete flow {f}", spec.node, b.bridge));
         }
         for f in &add {
             lines.push(format!(
                 "{}: {}: add flow {}",
                 spec.node,
-                bridge.name,
+                b.bridge,
                 flows::describe(f)
             ));
         }
-        host.apply_flows(&client, &bridge.name, bridge.cookie, &ports, &add, &delete)
+        host.apply_flows(&client, &b.bridge, b.cookie, &b.ports, &add, &delete)
             .await?;
     }
     Ok(lines)

@@ -122,6 +122,9 @@ struct Lab {
     /// The namespaces whose links the last converges read (see
     /// [`converge::LinksRead`]).
     links_read: converge::LinksRead,
+    /// The bridges whose flows the last converges read (see
+    /// [`converge::FlowsRead`]).
+    flows_read: converge::FlowsRead,
 }
 
 impl Lab {
@@ -140,6 +143,7 @@ impl Lab {
             failed: BTreeSet::new(),
             planned: None,
             links_read: BTreeMap::new(),
+            flows_read: BTreeMap::new(),
         }
     }
 
