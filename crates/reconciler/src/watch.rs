@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -145,16 +145,21 @@ impl<K> Drop for Watcher<K> {
     }
 }
 
+/// (lab, node, bridge).
+type BridgeKey = (String, String, String);
+
 #[derive(Debug, Default)]
 struct State {
     /// Namespace → its lab and part.
     owners: BTreeMap<String, (String, Part)>,
-    /// Namespace → the watcher of its sockets, started for its inode.
-    namespaces: BTreeMap<String, Watcher<u64>>,
+    /// Namespace → the watcher of its sockets, started for its inode, and
+    /// its last routing notice (see [`Watchers::last_notice`]).
+    namespaces: BTreeMap<String, (Watcher<u64>, Arc<AtomicU64>)>,
     /// (lab, node) → the OVSDB monitor, started for that socket.
     databases: BTreeMap<(String, String), Watcher<PathBuf>>,
-    /// (lab, node, bridge) → the flow monitor.
-    bridges: BTreeMap<(String, String, String), Watcher<PathBuf>>,
+    /// (lab, node, bridge) → the flow monitor, and its last notice (0
+    /// until the monitor runs).
+    bridges: BTreeMap<BridgeKey, (Watcher<PathBuf>, Arc<AtomicU64>)>,
     /// OVS daemon pid → the watcher of its exit.
     processes: BTreeMap<u32, Watcher<String>>,
 }
@@ -243,22 +248,24 @@ impl Watchers {
             if state
                 .namespaces
                 .get(ns)
-                .is_some_and(|w| w.key == inode && !w.task.is_finished())
+                .is_some_and(|(w, _)| w.key == inode && !w.task.is_finished())
             {
                 continue;
             }
             match events::subscribe(ns, *rules) {
                 Ok(sockets) => {
+                    let last = Arc::new(AtomicU64::new(next_notice()));
                     let task = tokio::spawn(namespace_events(
                         lab.lab.clone(),
                         ns.clone(),
                         part.clone(),
                         sockets,
                         self.shared.clone(),
+                        last.clone(),
                     ));
                     state
                         .namespaces
-                        .insert(ns.clone(), Watcher { key: inode, task });
+                        .insert(ns.clone(), (Watcher { key: inode, task }, last));
                 }
                 Err(e) => tracing::debug!("cannot watch namespace {ns}: {e}"),
             }
@@ -292,23 +299,23 @@ impl Watchers {
             });
             for (bridge, path) in &node.bridges {
                 let key = (lab.lab.clone(), node.node.clone(), bridge.clone());
-                if state.bridges.get(&key).is_some_and(|w| live(w, path)) {
+                if state.bridges.get(&key).is_some_and(|(w, _)| live(w, path)) {
                     continue;
                 }
+                let last = Arc::new(AtomicU64::new(0));
                 let task = tokio::spawn(flow_events(
                     lab.lab.clone(),
                     node.node.clone(),
                     bridge.clone(),
                     path.clone(),
                     self.shared.clone(),
+                    last.clone(),
                 ));
-                state.bridges.insert(
-                    key,
-                    Watcher {
-                        key: path.clone(),
-                        task,
-                    },
-                );
+                let watcher = Watcher {
+                    key: path.clone(),
+                    task,
+                };
+                state.bridges.insert(key, (watcher, last));
             }
             state.processes.retain(|_, w| !w.task.is_finished());
             for &pid in &node.pids {
@@ -336,6 +343,27 @@ impl Watchers {
                 }
             }
         }
+    }
+
+    /// The number of the last link, address or route notice of namespace
+    /// `ns`, unique among all watchers (a new watcher starts with a new
+    /// number); `None` when it is not watched. While it stays the same,
+    /// nothing changed the namespace's links: a converge that read them
+    /// after taking it may trust them next time (see `engine/converge.rs`).
+    pub fn last_notice(&self, ns: &str) -> Option<u64> {
+        let state = lock(&self.state);
+        let (watcher, last) = state.namespaces.get(ns)?;
+        (!watcher.task.is_finished()).then(|| last.load(Ordering::SeqCst))
+    }
+
+    /// Like [`Watchers::last_notice`], for the flows of a bridge: `None`
+    /// until its flow monitor runs.
+    pub fn last_flow_notice(&self, lab: &str, node: &str, bridge: &str) -> Option<u64> {
+        let state = lock(&self.state);
+        let key = (lab.to_string(), node.to_string(), bridge.to_string());
+        let (watcher, last) = state.bridges.get(&key)?;
+        let last = last.load(Ordering::SeqCst);
+        (!watcher.task.is_finished() && last != 0).then_some(last)
     }
 
     /// Stops watching namespace `ns` (before the converge deletes it: our
@@ -452,18 +480,29 @@ async fn each_read(fd: OwnedFd, what: &str, mut on_read: impl FnMut(Result<&[u8]
     }
 }
 
-/// Every notice of one namespace marks its part.
+/// Numbers notices, across every watcher.
+static NOTICES: AtomicU64 = AtomicU64::new(1);
+
+fn next_notice() -> u64 {
+    NOTICES.fetch_add(1, Ordering::SeqCst)
+}
+
+/// Every notice of one namespace marks its part; a routing notice is also
+/// numbered in `last`.
 async fn namespace_events(
     lab: String,
     namespace: String,
     part: Part,
     sockets: events::Subscription,
     shared: Shared,
+    last: Arc<AtomicU64>,
 ) {
     let what = format!("routing notices of {namespace}");
     let routing = {
         let (lab, namespace, part, shared) = (&lab, &namespace, &part, &shared);
+        let last = &last;
         each_read(sockets.routing, &what, move |read| {
+            last.store(next_notice(), Ordering::SeqCst);
             if let Ok(datagram) = read {
                 tracing::debug!(
                     namespace,
@@ -525,8 +564,16 @@ async fn database_events(lab: String, node: String, socket: PathBuf, shared: Sha
     shared.mark(&lab, Dirty::of(&Part::Node(node)));
 }
 
-/// A bridge's flow monitor: every change someone made marks the node.
-async fn flow_events(lab: String, node: String, bridge: String, path: PathBuf, shared: Shared) {
+/// A bridge's flow monitor: every change someone made marks the node and
+/// is numbered in `last` (from the moment the monitor runs).
+async fn flow_events(
+    lab: String,
+    node: String,
+    bridge: String,
+    path: PathBuf,
+    shared: Shared,
+    last: Arc<AtomicU64>,
+) {
     let mut monitor = match FlowMonitor::connect(&path, MONITOR_CONNECT).await {
         Ok(m) => m,
         Err(e) => {
@@ -534,7 +581,9 @@ async fn flow_events(lab: String, node: String, bridge: String, path: PathBuf, s
             return;
         }
     };
+    last.store(next_notice(), Ordering::SeqCst);
     while monitor.changed().await.is_ok() {
+        last.store(next_notice(), Ordering::SeqCst);
         tracing::debug!(lab, node, bridge, "flows changed");
         shared.mark(&lab, Dirty::of(&Part::Node(node.clone())));
     }

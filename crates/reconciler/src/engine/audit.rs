@@ -36,7 +36,7 @@ impl<H: Host> Engine<H> {
             let Ok(mut lab) = entry.try_lock() else {
                 continue;
             };
-            if self.audit_lab(&name, &mut lab, Scope::Full).await {
+            if self.audit_lab(&name, &mut lab, Scope::Full, false).await {
                 repaired.push(name);
             }
         }
@@ -58,15 +58,18 @@ impl<H: Host> Engine<H> {
                 busy = true;
                 continue;
             };
-            let scope = if part.all {
-                Scope::Full
+            // A notice of something lost the watchers cannot place: the
+            // whole lab, trusting nothing.
+            let (scope, trust) = if part.all {
+                (Scope::Full, false)
             } else {
-                Scope::Part {
+                let scope = Scope::Part {
                     nodes: &part.nodes,
                     wire: part.wire,
-                }
+                };
+                (scope, true)
             };
-            if self.audit_lab(&name, &mut lab, scope).await {
+            if self.audit_lab(&name, &mut lab, scope, trust).await {
                 repaired.push(name);
             }
         }
@@ -75,13 +78,13 @@ impl<H: Host> Engine<H> {
 
     /// Converges `scope` of one lab and records what it repaired; true when
     /// it repaired something.
-    async fn audit_lab(&self, name: &str, lab: &mut Lab, scope: Scope<'_>) -> bool {
+    async fn audit_lab(&self, name: &str, lab: &mut Lab, scope: Scope<'_>, trust: bool) -> bool {
         if lab.removed {
             return false;
         }
         let started = Instant::now();
         let mut outcome = Outcome::default();
-        let result = self.converge(lab, scope, &mut outcome).await;
+        let result = self.converge(lab, scope, trust, &mut outcome).await;
         let Outcome {
             changes,
             restarted,

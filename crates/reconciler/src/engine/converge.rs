@@ -12,7 +12,9 @@ use futures::future::join_all;
 use ovslab_netlink::netns;
 use ovslab_topology::Topology;
 use ovslab_topology::naming;
-use ovslab_topology::plan::{DesiredState, LocalVlans, SwitchSpec, namespace_hosts, plan};
+use ovslab_topology::plan::{
+    DesiredState, FlowSpec, LocalVlans, NamespaceSpec, SwitchSpec, namespace_hosts, plan,
+};
 
 use super::{Engine, Lab, foreign_warning};
 use crate::ReconcileError;
@@ -33,6 +35,32 @@ pub(super) struct Outcome {
     pub restarted: Vec<(String, OvsDaemon)>,
     /// Namespaces with the lab's prefix that are not the lab's.
     pub warnings: Vec<String>,
+}
+
+/// What a lab keeps from one converge for the next.
+struct Known<'a> {
+    planned: &'a mut Option<Planned>,
+    links_read: &'a mut LinksRead,
+    flows_read: &'a mut FlowsRead,
+    trust: bool,
+}
+
+/// Each namespace whose links a converge read and left as planned: the
+/// spec it converged them to, and its watcher's last notice taken before
+/// the read (see [`crate::watch::Watchers::last_notice`]).
+pub(super) type LinksRead = BTreeMap<String, (NamespaceSpec, u64)>;
+
+/// Each bridge whose flows a converge read and left as planned, by (node,
+/// bridge): what it converged them to, and the flow monitor's last notice
+/// taken before the read.
+pub(super) type FlowsRead = BTreeMap<(String, String), FlowsKnown>;
+
+#[derive(Debug)]
+pub(super) struct FlowsKnown {
+    wanted: Vec<FlowSpec>,
+    ports: BTreeMap<String, u32>,
+    cookie: u64,
+    notice: u64,
 }
 
 /// What a converge looks at.
@@ -95,10 +123,18 @@ impl<H: Host> Engine<H> {
     /// starts again) and goes once more. Asking on every converge instead
     /// cost each `up` and audit a connection and a request per daemon
     /// (10–20 ms for a 10-node lab).
+    ///
+    /// With `trust`, a namespace whose plan did not change and whose
+    /// watcher heard nothing since the last converge read its links is not
+    /// read again (see [`Watchers::last_notice`]); the full audit, the
+    /// safety net, trusts nothing.
+    ///
+    /// [`Watchers::last_notice`]: crate::watch::Watchers::last_notice
     pub(super) async fn converge(
         &self,
         lab: &mut Lab,
         scope: Scope<'_>,
+        trust: bool,
         outcome: &mut Outcome,
     ) -> Result<(), ReconcileError> {
         let Lab {
@@ -106,10 +142,20 @@ impl<H: Host> Engine<H> {
             failed,
             manifest,
             planned,
+            links_read,
+            flows_read,
             ..
         } = lab;
+        let mut known = Known {
+            planned,
+            links_read,
+            flows_read,
+            trust,
+        };
         match self
-            .converge_once(topology, failed, manifest, planned, scope, outcome, false)
+            .converge_once(
+                topology, failed, manifest, &mut known, scope, outcome, false,
+            )
             .await
         {
             // Refusals: nothing was tried that a hung daemon could fail.
@@ -121,7 +167,8 @@ impl<H: Host> Engine<H> {
                     lab = topology.lab,
                     "{e}: looking for hung Open vSwitch daemons, then once more"
                 );
-                self.converge_once(topology, failed, manifest, planned, scope, outcome, true)
+                known.trust = false;
+                self.converge_once(topology, failed, manifest, &mut known, scope, outcome, true)
                     .await
             }
             done => done,
@@ -134,13 +181,16 @@ impl<H: Host> Engine<H> {
         topo: &Topology,
         failed: &BTreeSet<String>,
         manifest: &mut Manifest,
-        planned: &mut Option<Planned>,
+        known: &mut Known<'_>,
         scope: Scope<'_>,
         outcome: &mut Outcome,
         look_for_hung: bool,
     ) -> Result<(), ReconcileError> {
         let mut run = Run {
-            planned,
+            planned: &mut *known.planned,
+            links_read: &mut *known.links_read,
+            flows_read: &mut *known.flows_read,
+            trust: known.trust,
             scope,
             engine: self,
             host: &self.host,
@@ -201,6 +251,11 @@ struct Run<'a, H: Host> {
     /// The plan of the last converge, made again when what it was made
     /// from changed.
     planned: &'a mut Option<Planned>,
+    links_read: &'a mut LinksRead,
+    flows_read: &'a mut FlowsRead,
+    /// Whether namespaces and bridges whose watcher heard nothing may go
+    /// unread.
+    trust: bool,
     scope: Scope<'a>,
     host: &'a Arc<H>,
     topo: &'a Topology,
@@ -595,9 +650,51 @@ impl<H: Host> Run<'_, H> {
         &mut self,
         desired: &DesiredState,
     ) -> Result<BTreeSet<(String, String)>, ReconcileError> {
-        let (lines, created, deferred) = converge_links(self.host, desired).await?;
+        let watchers = &self.engine.watchers;
+        // Taken before anything is read: a notice after this is news next
+        // time, our own changes' included.
+        let last: BTreeMap<&str, Option<u64>> = desired
+            .namespaces
+            .iter()
+            .map(|ns| (ns.name.as_str(), watchers.last_notice(&ns.name)))
+            .collect();
+        let trusted: BTreeSet<String> = if self.trust {
+            desired
+                .namespaces
+                .iter()
+                .filter(|ns| {
+                    let seen = last[ns.name.as_str()];
+                    self.links_read
+                        .get(&ns.name)
+                        .is_some_and(|(spec, n)| seen == Some(*n) && spec == *ns)
+                })
+                .map(|ns| ns.name.clone())
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let (lines, created, deferred, read) = converge_links(self.host, desired, &trusted).await?;
         self.out.changes.extend(lines);
         self.deferred = deferred;
+        for ns in desired
+            .namespaces
+            .iter()
+            .filter(|ns| read.contains(&ns.name))
+        {
+            match last[ns.name.as_str()] {
+                Some(n) => {
+                    self.links_read.insert(ns.name.clone(), (ns.clone(), n));
+                }
+                None => {
+                    self.links_read.remove(&ns.name);
+                }
+            }
+        }
+        if matches!(self.scope, Scope::Full) {
+            let planned: BTreeSet<&str> = last.keys().copied().collect();
+            self.links_read
+                .retain(|ns, _| planned.contains(ns.as_str()));
+        }
         Ok(created)
     }
 
@@ -626,7 +723,7 @@ impl<H: Host> Run<'_, H> {
             metadata: Vec::new(),
             keepalived: Vec::new(),
         };
-        let (lines, _, _) = converge_links(self.host, &only).await?;
+        let (lines, ..) = converge_links(self.host, &only, &BTreeSet::new()).await?;
         self.out.changes.extend(lines);
         Ok(())
     }
@@ -711,20 +808,80 @@ impl<H: Host> Run<'_, H> {
         switches: &Switches<H::Switch>,
     ) -> Result<(), ReconcileError> {
         let host = &**self.host;
+        let watchers = &self.engine.watchers;
+        // Each node's bridges to read: those not trusted (see
+        // [`FlowsRead`]), with the notice number taken before the read.
+        let mut work: Vec<Vec<BridgeFlows>> = Vec::new();
+        for (spec, actual) in desired.switches.iter().zip(&switches.actual) {
+            let mut bridges = Vec::new();
+            for bridge in &spec.bridges {
+                let wanted: Vec<_> = spec
+                    .flows
+                    .iter()
+                    .filter(|f| f.bridge == bridge.name)
+                    .cloned()
+                    .collect();
+                let ports = switch::ofports(actual, &bridge.name);
+                let notice = watchers.last_flow_notice(self.lab, &spec.node, &bridge.name);
+                let key = (spec.node.clone(), bridge.name.clone());
+                let trusted = self.trust
+                    && notice.is_some()
+                    && self.flows_read.get(&key).is_some_and(|r| {
+                        Some(r.notice) == notice
+                            && r.cookie == bridge.cookie
+                            && r.ports == ports
+                            && r.wanted == wanted
+                    });
+                if !trusted {
+                    bridges.push(BridgeFlows {
+                        bridge: bridge.name.clone(),
+                        cookie: bridge.cookie,
+                        wanted,
+                        ports,
+                        notice,
+                    });
+                }
+            }
+            work.push(bridges);
+        }
         let results = join_all(
             desired
                 .switches
                 .iter()
                 .zip(&nodes.ovs)
                 .zip(&switches.clients)
-                .zip(&switches.actual)
-                .map(|(((spec, node), client), actual)| {
-                    converge_flows(host, spec, node, client, actual)
+                .zip(&work)
+                .map(|(((spec, node), client), bridges)| {
+                    converge_flows(host, spec, node, client, bridges)
                 }),
         )
         .await;
         for result in results {
             self.out.changes.extend(result?);
+        }
+        for (spec, bridges) in desired.switches.iter().zip(work) {
+            for b in bridges {
+                let key = (spec.node.clone(), b.bridge);
+                match b.notice {
+                    Some(notice) => {
+                        let read = FlowsKnown {
+                            wanted: b.wanted,
+                            ports: b.ports,
+                            cookie: b.cookie,
+                            notice,
+                        };
+                        self.flows_read.insert(key, read);
+                    }
+                    None => {
+                        self.flows_read.remove(&key);
+                    }
+                }
+            }
+        }
+        if matches!(self.scope, Scope::Full) {
+            let nodes: BTreeSet<&str> = desired.switches.iter().map(|s| s.node.as_str()).collect();
+            self.flows_read
+                .retain(|(node, _), _| nodes.contains(node.as_str()));
         }
         Ok(())
     }
@@ -837,21 +994,80 @@ impl<H: Host> Run<'_, H> {
     }
 }
 
-/// Converges every namespace's links; returns what it did, and the devices
-/// it created (namespace, name).
+/// What [`converge_links`] did: the change lines, the devices it created
+/// (namespace, name), the namespaces whose OVS internal ports were missing,
+/// and the namespaces it read.
+type LinksDone = (
+    Vec<String>,
+    BTreeSet<(String, String)>,
+    BTreeSet<String>,
+    BTreeSet<String>,
+);
+
+/// Converges every namespace's links but those `trusted` to be as planned
+/// (read only when a veth's end in a namespace read is missing: then its
+/// peer's namespace is read too).
 async fn converge_links<H: Host>(
     host: &Arc<H>,
     desired: &DesiredState,
-) -> Result<(Vec<String>, BTreeSet<(String, String)>, BTreeSet<String>), ReconcileError> {
+    trusted: &BTreeSet<String>,
+) -> Result<LinksDone, ReconcileError> {
     let handles = Arc::new(H::Links::default());
-    let at_once = host.links_at_once();
-    // Bounded: every namespace read holds a netlink connection. Each read
-    // is a task of its own, so that every core of the runtime takes part.
-    let reads: Vec<_> = desired
+    let mut read: Vec<&NamespaceSpec> = desired
         .namespaces
         .iter()
+        .filter(|ns| !trusted.contains(&ns.name))
+        .collect();
+    let mut actual = read_namespaces(host, &handles, &read).await?;
+    // A veth whose end in a namespace read is missing: its other end, in
+    // a trusted namespace, must be looked at too.
+    let reading: BTreeMap<&str, usize> = read
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| (ns.name.as_str(), i))
+        .collect();
+    let mut more: BTreeSet<&str> = BTreeSet::new();
+    for ns in &desired.namespaces {
+        for v in &ns.veths {
+            let (here, there) = (ns.name.as_str(), v.peer_namespace.as_str());
+            match (reading.get(here), reading.get(there)) {
+                (Some(&i), None) if actual[i].link(&v.name).is_none() => {
+                    more.insert(there);
+                }
+                (None, Some(&j)) if actual[j].link(&v.peer).is_none() => {
+                    more.insert(here);
+                }
+                _ => {}
+            }
+        }
+    }
+    if !more.is_empty() {
+        let extra: Vec<&NamespaceSpec> = desired
+            .namespaces
+            .iter()
+            .filter(|ns| more.contains(ns.name.as_str()))
+            .collect();
+        actual.extend(read_namespaces(host, &handles, &extra).await?);
+        read.extend(extra);
+    }
+    let names: BTreeSet<String> = read.iter().map(|ns| ns.name.clone()).collect();
+    let (lines, created, deferred) = apply_links(host, &handles, &read, actual).await?;
+    Ok((lines, created, deferred, names))
+}
+
+/// Reads the links of `namespaces`, a bounded number at once: every read
+/// holds a netlink connection. Each read is a task of its own, so that
+/// every core of the runtime takes part.
+async fn read_namespaces<H: Host>(
+    host: &Arc<H>,
+    handles: &Arc<H::Links>,
+    namespaces: &[&NamespaceSpec],
+) -> Result<Vec<ActualNamespace>, ReconcileError> {
+    let at_once = host.links_at_once();
+    let reads: Vec<_> = namespaces
+        .iter()
         .map(|ns| {
-            let (host, handles, ns) = (host.clone(), handles.clone(), ns.clone());
+            let (host, handles, ns) = (host.clone(), handles.clone(), (*ns).clone());
             let namespace = ns.name.clone();
             async move {
                 tokio::spawn(async move { host.read_links(&handles, &ns).await })
@@ -868,18 +1084,28 @@ async fn converge_links<H: Host>(
         .buffered(at_once)
         .collect()
         .await;
-    let mut actual: Vec<ActualNamespace> = actual.into_iter().collect::<Result<_, _>>()?;
+    actual.into_iter().collect()
+}
+
+/// Diffs the namespaces read against their plan and applies the changes,
+/// phase by phase.
+async fn apply_links<H: Host>(
+    host: &Arc<H>,
+    handles: &Arc<H::Links>,
+    namespaces: &[&NamespaceSpec],
+    mut actual: Vec<ActualNamespace>,
+) -> Result<(Vec<String>, BTreeSet<(String, String)>, BTreeSet<String>), ReconcileError> {
+    let at_once = host.links_at_once();
     let mut all: Vec<(&str, LinkChange)> = Vec::new();
     // A veth end whose peer is not where the plan puts it (the other
     // namespace was deleted and made again while a process kept the old
     // one alive) is deleted, to be made again with its peer.
-    let index: BTreeMap<&str, usize> = desired
-        .namespaces
+    let index: BTreeMap<&str, usize> = namespaces
         .iter()
         .enumerate()
         .map(|(i, ns)| (ns.name.as_str(), i))
         .collect();
-    for (i, ns) in desired.namespaces.iter().enumerate() {
+    for (i, ns) in namespaces.iter().enumerate() {
         for v in &ns.veths {
             let Some(&j) = index.get(v.peer_namespace.as_str()) else {
                 continue;
@@ -898,7 +1124,7 @@ async fn converge_links<H: Host>(
         }
     }
     let mut deferred = BTreeSet::new();
-    for (ns, actual) in desired.namespaces.iter().zip(actual) {
+    for (ns, actual) in namespaces.iter().zip(actual) {
         if ns.ovs_internal.iter().any(|p| actual.link(p).is_none()) {
             deferred.insert(ns.name.clone());
         }
@@ -998,42 +1224,45 @@ async fn converge_switch<H: Host>(
     Ok((lines, Some(host.read_switch(client).await?)))
 }
 
-/// Converges the flows of one node's bridges, one batch per bridge.
+/// One bridge's flows to converge.
+struct BridgeFlows {
+    bridge: String,
+    cookie: u64,
+    wanted: Vec<FlowSpec>,
+    ports: BTreeMap<String, u32>,
+    /// The bridge's last flow notice, taken before the read.
+    notice: Option<u64>,
+}
+
+/// Converges the flows of one node's `bridges`, one batch per bridge.
 async fn converge_flows<H: Host>(
     host: &H,
     spec: &SwitchSpec,
     node: &NodeOvs,
     switch: &H::Switch,
-    actual: &ActualSwitch,
+    bridges: &[BridgeFlows],
 ) -> Result<Vec<String>, ReconcileError> {
     host.still_connected(switch).await?;
     let mut lines = Vec::new();
-    for bridge in &spec.bridges {
-        let wanted: Vec<_> = spec
-            .flows
-            .iter()
-            .filter(|f| f.bridge == bridge.name)
-            .cloned()
-            .collect();
-        let client = host.connect_flows(node, &bridge.name).await?;
-        let ports = switch::ofports(actual, &bridge.name);
-        let present = host.read_flows(&client, &bridge.name, &ports).await?;
-        let (add, delete) = diff_flows(&wanted, bridge.cookie, &present);
+    for b in bridges {
+        let client = host.connect_flows(node, &b.bridge).await?;
+        let present = host.read_flows(&client, &b.bridge, &b.ports).await?;
+        let (add, delete) = diff_flows(&b.wanted, b.cookie, &present);
         if add.is_empty() && delete.is_empty() {
             continue;
         }
         for f in &delete {
-            lines.push(format!("{}: {}: delete flow {f}", spec.node, bridge.name));
+            lines.push(format!("{}: {}: delete flow {f}", spec.node, b.bridge));
         }
         for f in &add {
             lines.push(format!(
                 "{}: {}: add flow {}",
                 spec.node,
-                bridge.name,
+                b.bridge,
                 flows::describe(f)
             ));
         }
-        host.apply_flows(&client, &bridge.name, bridge.cookie, &ports, &add, &delete)
+        host.apply_flows(&client, &b.bridge, b.cookie, &b.ports, &add, &delete)
             .await?;
     }
     Ok(lines)

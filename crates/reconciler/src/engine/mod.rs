@@ -119,6 +119,12 @@ struct Lab {
     /// The plan of the last converge (see [`converge::Planned`]); `None`
     /// once the topology changed.
     planned: Option<converge::Planned>,
+    /// The namespaces whose links the last converges read (see
+    /// [`converge::LinksRead`]).
+    links_read: converge::LinksRead,
+    /// The bridges whose flows the last converges read (see
+    /// [`converge::FlowsRead`]).
+    flows_read: converge::FlowsRead,
 }
 
 impl Lab {
@@ -136,6 +142,8 @@ impl Lab {
             audit_failure: None,
             failed: BTreeSet::new(),
             planned: None,
+            links_read: BTreeMap::new(),
+            flows_read: BTreeMap::new(),
         }
     }
 
@@ -289,7 +297,9 @@ impl<H: Host> Engine<H> {
         let mut outcome = Outcome::default();
         let topology = lab.topology.clone();
         let failed = lab.failed.clone();
-        let result = self.converge(&mut lab, Scope::Full, &mut outcome).await;
+        let result = self
+            .converge(&mut lab, Scope::Full, true, &mut outcome)
+            .await;
         let Outcome {
             changes,
             restarted,

@@ -96,7 +96,9 @@ impl<H: Host> Engine<H> {
             let topology = lab.topology.clone();
             let failed = lab.failed.clone();
             let mut outcome = Outcome::default();
-            let result = self.converge(&mut lab, Scope::Full, &mut outcome).await;
+            let result = self
+                .converge(&mut lab, Scope::Full, true, &mut outcome)
+                .await;
             let Outcome {
                 changes: made,
                 restarted: _,
