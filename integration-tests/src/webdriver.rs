@@ -4,10 +4,13 @@
 //! crate would bring a second HTTP stack and TLS for them
 //! (docs/design.md, "The web page").
 //!
-//! Both processes are started here and killed by their pids on drop.
+//! chromedriver is started here in a process group of its own, and on
+//! drop the session is closed and that group killed (by the driver's pid),
+//! so no Chromium outlives a test, even one that failed.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,7 +39,10 @@ impl Browser {
     pub fn start(dir: &Path, width: u32, height: u32) -> Browser {
         let port = free_port();
         let log = std::fs::File::create(dir.join("chromedriver.log")).unwrap();
+        // A process group of its own: Chromium and its helpers are in it,
+        // and go with it on drop.
         let driver = Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -65,6 +71,8 @@ impl Browser {
                             "--disable-dev-shm-usage", "--no-first-run",
                             "--disable-extensions", "--disable-background-networking",
                             "--disable-component-update", "--disable-sync",
+                            // No crash handler: it would leave the group.
+                            "--disable-breakpad", "--disable-crash-reporter",
                             "--force-device-scale-factor=1",
                             format!("--window-size={width},{height}"),
                             format!("--user-data-dir={}", profile.display()),
@@ -176,9 +184,10 @@ impl Drop for Browser {
                 self.call("DELETE", &path, None)
             }));
         }
-        // SAFETY: signalling the chromedriver this fixture started, by its
-        // pid, which is not reaped yet (so not reused).
-        unsafe { libc::kill(self.driver.id() as i32, libc::SIGKILL) };
+        // SAFETY: signalling the process group of the chromedriver this
+        // fixture started (its pid is the group's id, and it is not reaped
+        // yet, so not reused): it and the Chromium it ran.
+        unsafe { libc::kill(-(self.driver.id() as i32), libc::SIGKILL) };
         let _ = self.driver.wait();
     }
 }
