@@ -308,6 +308,33 @@ fn drift_made_while_another_is_repaired_is_repaired_too() {
     }
 }
 
+/// Drift made while no daemon ran is repaired by the next one at start,
+/// not at its first periodic audit: the start audit converges every lab it
+/// adopted (also when a status query holds the lab at that moment), and
+/// from then on watches it.
+#[test]
+#[ignore = "needs root"]
+fn drift_made_while_the_daemon_was_away_is_repaired_at_start() {
+    require_root("drift_made_while_the_daemon_was_away_is_repaired_at_start");
+    let mut lab = Lab::seed_audited(ONLY_NOTICES);
+    lab.daemon.kill9();
+    lab.del_flows("compute1", "br-vlan", "in_port=phy-br-vlan,dl_vlan=1");
+    lab.daemon.restart(&["--audit-interval", ONLY_NOTICES]);
+    wait_until(BACK, "the translation flow back", || {
+        lab.flows("compute1", "br-vlan").contains("dl_vlan=1")
+    });
+    // And it is watched: a qvo deleted now is back long before the next
+    // full audit.
+    let qvo = lab.plug("instance3").qvo;
+    run(
+        "ip",
+        &["-n", &lab.ns("compute2"), "link", "del", qvo.as_str()],
+    );
+    wait_until(BACK, "instance1 → instance3 again", || {
+        reaches(&lab, "instance1", INSTANCE3)
+    });
+}
+
 /// A vswitchd the daemon did not start (adopted from the previous daemon,
 /// so no child exit tells of its death) is restarted too: its bridges'
 /// devices vanish with it, and the node's link notices wake the audit.

@@ -28,12 +28,19 @@ impl<H: Host> Engine<H> {
     /// `ovsdb-server` or `ovs-vswitchd` is restarted (and its bridges,
     /// ports and flows re-installed), a deleted namespace, link, flow or
     /// iptables rule is put back. It is the same converge as `up`, so it
-    /// finds anything `up` would fix. A lab busy with a user's request is
-    /// skipped this time. Returns the labs repaired.
+    /// finds anything `up` would fix. A lab busy with a user's request (or
+    /// a status query) now is marked for a whole audit as soon as it is
+    /// free: the first audit of a lab adopted at start is also what starts
+    /// watching it. Returns the labs repaired.
     pub async fn audit(&self) -> Vec<String> {
         let mut repaired = Vec::new();
         for (name, entry) in self.entries().await {
             let Ok(mut lab) = entry.try_lock() else {
+                let whole = Dirty {
+                    all: true,
+                    ..Dirty::default()
+                };
+                self.watchers.mark(&name, whole);
                 continue;
             };
             if self.audit_lab(&name, &mut lab, Scope::Full, false).await {
