@@ -186,7 +186,8 @@ fn an_up_that_waited_behind_a_down_makes_a_lab_the_daemon_knows() {
         up.contains("create namespace"),
         "the up did not follow the down: {up}"
     );
-    // The lab the up made is known, healthy and audited.
+    // The lab the up made is known, healthy, watched and audited: a qvo
+    // deleted behind its back is audited and put back.
     let labs = known_labs(&lab.daemon);
     assert!(labs.contains(&lab.name), "the daemon lost the lab: {labs}");
     let audits = || -> u64 {
@@ -196,8 +197,18 @@ fn an_up_that_waited_behind_a_down_makes_a_lab_the_daemon_knows() {
         status["audits"]["count"].as_u64().unwrap_or(0)
     };
     let first = audits();
+    let qvo = lab.plug("instance3").qvo;
+    run(
+        "ip",
+        &["-n", &lab.ns("compute2"), "link", "del", qvo.as_str()],
+    );
     wait_until(Duration::from_secs(10), "audits of the new lab", || {
         audits() > first
+    });
+    wait_until(Duration::from_secs(10), "the qvo back", || {
+        run_raw("ip", &["-n", &lab.ns("compute2"), "link", "show", &qvo])
+            .status
+            .success()
     });
     assert!(lab.ping("instance1", "192.168.1.12", 2));
 }

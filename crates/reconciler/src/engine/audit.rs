@@ -12,12 +12,12 @@ use crate::host::Host;
 use crate::ovs_process::{NodeOvs, OvsDaemon};
 use crate::watch::{Dirty, LabWatch, NodeWatch, Part};
 
-/// The full audits spend at most `1 / FULL_SHARE` of the time (0.5 %): the
-/// next starts at least `FULL_SHARE` times the last one's duration after
-/// it.
+/// The full audits spend at most `1 / FULL_SHARE` of a core (0.5 %): the
+/// next starts at least `FULL_SHARE` times the CPU time the last one took
+/// after it.
 const FULL_SHARE: u32 = 200;
-/// Audits of what notices marked spend at most a fifth of the time, also
-/// under a storm of notices.
+/// Audits of what notices marked spend at most a fifth of a core (by the
+/// CPU time they take), also under a storm of notices.
 const PART_GAP_FACTOR: u32 = 4;
 /// How soon a lab that was busy (an `up`) when notices marked it is tried
 /// again.
@@ -150,11 +150,11 @@ impl<H: Host> Engine<H> {
     }
 
     /// Audits every lab at once, then every `every` (see
-    /// [`Engine::audit`]), or less often when a full audit takes long: the
-    /// pause is at least 200 times the last one's duration, so the safety
-    /// net never costs more than 0.5 % of a core. Between them, what
+    /// [`Engine::audit`]), or less often when a full audit costs much: the
+    /// pause is at least 200 times the CPU time the last one took, so the
+    /// safety net never costs more than 0.5 % of a core. Between them, what
     /// the watchers say changed is audited at once, and only that (see
-    /// [`Engine::audit_dirty`]), spending at most a fifth of the time.
+    /// [`Engine::audit_dirty`]), spending at most a fifth of a core.
     ///
     /// `after_each` runs after every audit (the daemon hands the memory an
     /// audit of a large lab freed back to the system there).
@@ -199,10 +199,10 @@ impl<H: Host> Engine<H> {
                     continue;
                 }
                 if full {
-                    let started = Instant::now();
+                    let started = cpu_time();
                     engine.audit().await;
                     after_each();
-                    let took = started.elapsed();
+                    let took = cpu_time().saturating_sub(started);
                     next_full = tokio::time::Instant::now() + every.max(took * FULL_SHARE);
                     continue;
                 }
@@ -214,11 +214,11 @@ impl<H: Host> Engine<H> {
                 if dirty.is_empty() {
                     continue;
                 }
-                let started = Instant::now();
+                let started = cpu_time();
                 let (_, busy) = engine.audit_dirty(dirty).await;
                 after_each();
                 part_ended = Instant::now();
-                last_part = part_ended - started;
+                last_part = cpu_time().saturating_sub(started);
                 if busy {
                     retry = Some(tokio::time::Instant::now() + BUSY_RETRY);
                 }
@@ -305,6 +305,21 @@ impl<H: Host> Engine<H> {
             nodes,
         });
     }
+}
+
+/// The CPU time this process has used (every thread, user and system).
+/// Audits are spaced by what they cost, not by how long they took: an
+/// audit that waited for a hung daemon costs little, and must not delay
+/// the next one by minutes.
+fn cpu_time() -> Duration {
+    // SAFETY: an all-zero rusage is valid; getrusage fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid rusage that outlives the call.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// One audit's repairs on one line: the time, how many, the first few.
