@@ -217,7 +217,9 @@ impl OvsSandbox {
     /// is no vswitchd) and returns stdout.
     pub fn vsctl(&self, args: &[&str]) -> String {
         let db = format!("--db=unix:{}", self.db_socket().display());
-        let mut full = vec![db.as_str(), "--timeout=10"];
+        // Generous: a vswitchd creating a bridge waits for the kernel's
+        // RTNL lock, which a lab being built beside it holds for long.
+        let mut full = vec![db.as_str(), "--timeout=30"];
         if !self.with_vswitchd {
             full.push("--no-wait");
         }

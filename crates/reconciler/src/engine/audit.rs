@@ -206,9 +206,9 @@ impl<H: Host> Engine<H> {
                     next_full = tokio::time::Instant::now() + every.max(took * FULL_SHARE);
                     continue;
                 }
-                let gap = last_part * PART_GAP_FACTOR;
-                if part_ended.elapsed() < gap {
-                    tokio::time::sleep(gap - part_ended.elapsed()).await;
+                let gap = (last_part * PART_GAP_FACTOR).saturating_sub(part_ended.elapsed());
+                if !gap.is_zero() {
+                    tokio::time::sleep(gap).await;
                 }
                 let dirty = engine.watchers.take_dirty();
                 if dirty.is_empty() {
