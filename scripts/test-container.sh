@@ -252,7 +252,7 @@ say "${exposure#→ }"
 # What the unit sets, as systemd sees it.
 show=$(inside systemctl show -p LimitNOFILE -p TasksMax -p UMask -p NoNewPrivileges \
   -p SystemCallErrorNumber -p RestrictNamespaces -p MemoryDenyWriteExecute ovslabd)
-for want in LimitNOFILE=16384 TasksMax=4096 UMask=0077 NoNewPrivileges=yes \
+for want in LimitNOFILE=65536 TasksMax=4096 UMask=0077 NoNewPrivileges=yes \
   SystemCallErrorNumber=1 RestrictNamespaces=net MemoryDenyWriteExecute=yes; do
   grep -qx "$want" <<<"$show" || fail "systemctl show ovslabd: no $want in: $(tr '\n' ' ' <<<"$show")"
 done
@@ -269,7 +269,7 @@ for pid in "$main" "$vswitchd" "$dbserver"; do
   [ "${bnd#*=}" = "$caps" ] || fail "$what: capability bounding set ${bnd#*=}, not $caps"
   grep -qx $'Seccomp:\t2' <<<"$st" || fail "$what: no seccomp filter: $(grep ^Seccomp <<<"$st")"
   grep -qx $'NoNewPrivs:\t1' <<<"$st" || fail "$what: new privileges not blocked"
-  inside grep -Eq '^Max open files +16384 +16384 ' "/proc/$pid/limits" ||
+  inside grep -Eq '^Max open files +65536 +65536 ' "/proc/$pid/limits" ||
     fail "$what: $(inside grep 'open files' "/proc/$pid/limits")"
 done
 # The host's mount namespace: the labs' bind mounts under /run/netns must
