@@ -174,22 +174,35 @@ impl Client {
         })
     }
 
+    /// An HTTP/1 connection to the daemon's socket: the sender, and the
+    /// connection to drive while it is used.
+    async fn connect(
+        &self,
+    ) -> Result<
+        (
+            hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+            hyper::client::conn::http1::Connection<TokioIo<UnixStream>, Full<Bytes>>,
+        ),
+        ClientError,
+    > {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    socket: self.socket.clone(),
+                    kind: e.kind(),
+                    detail: e.to_string(),
+                })?;
+        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.protocol(e.to_string()))
+    }
+
     /// A streaming answer (`GET /v1/labs/{lab}/events`): its body, read as
     /// it comes, once the daemon said yes within the client's deadline.
     pub async fn stream(&self, path: &str) -> Result<hyper::body::Incoming, ClientError> {
         let open = async {
-            let stream =
-                UnixStream::connect(&self.socket)
-                    .await
-                    .map_err(|e| ClientError::Unreachable {
-                        socket: self.socket.clone(),
-                        kind: e.kind(),
-                        detail: e.to_string(),
-                    })?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| self.protocol(e.to_string()))?;
+            let (mut sender, connection) = self.connect().await?;
             // Lives as long as the body is read.
             tokio::spawn(connection);
             let request = Request::builder()
@@ -257,17 +270,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|e| ClientError::Unreachable {
-                    socket: self.socket.clone(),
-                    kind: e.kind(),
-                    detail: e.to_string(),
-                })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.protocol(e.to_string()))?;
+        let (mut sender, connection) = self.connect().await?;
         let driver = tokio::spawn(connection);
         let mut request = Request::builder()
             .method(method)

@@ -394,17 +394,6 @@ impl Watchers {
         drop(state);
         lock(&self.shared.dirty).remove(lab);
     }
-
-    /// How many namespaces, databases, bridges and processes are watched.
-    pub fn counts(&self) -> [usize; 4] {
-        let state = lock(&self.state);
-        [
-            state.namespaces.len(),
-            state.databases.len(),
-            state.bridges.len(),
-            state.processes.len(),
-        ]
-    }
 }
 
 /// pidfd_open(2): a descriptor that polls readable once process `pid` has
