@@ -9,8 +9,8 @@ use ipnet::Ipv4Net;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags,
-    LinkInfo as NlLinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth,
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
@@ -35,6 +35,8 @@ pub struct LinkInfo {
     pub mac: Option<[u8; 6]>,
     pub addresses: Vec<Ipv4Net>,
     pub mtu: u32,
+    /// IPv6 makes no addresses on it (`addrgenmode none`).
+    pub ipv6_addr_gen_none: bool,
 }
 
 /// An IPv4 route with a gateway, in the main table.
@@ -319,6 +321,23 @@ impl Netlink {
         self.change_link(message, format!("set {name} down")).await
     }
 
+    /// Stops IPv6 making addresses on `name` (`ip link set … addrgenmode
+    /// none`): set before the link goes up, it gets no link-local address,
+    /// and so sends no DAD, router solicitation or MLD report. Unlike
+    /// `disable_ipv6` this needs no `/proc/sys` lookup, whose cost grows
+    /// with the number of namespaces on the host (docs/design.md).
+    pub async fn set_ipv6_addr_gen_none(&self, name: &str) -> Result<(), NetlinkError> {
+        let index = self.index(name).await?;
+        let mut message = LinkUnspec::new_with_index(index).build();
+        message
+            .attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]));
+        self.change_link(message, format!("set {name} addrgenmode none"))
+            .await
+    }
+
     pub async fn set_mtu(&self, name: &str, mtu: u32) -> Result<(), NetlinkError> {
         let index = self.index(name).await?;
         let message = LinkUnspec::new_with_index(index).mtu(mtu).build();
@@ -531,6 +550,14 @@ fn link_info(message: &LinkMessage) -> LinkInfo {
                 for i in infos {
                     if let NlLinkInfo::Kind(kind) = i {
                         info.kind = kind.to_string();
+                    }
+                }
+            }
+            LinkAttribute::AfSpecUnspec(specs) => {
+                for spec in specs {
+                    if let AfSpecUnspec::Inet6(inet6) = spec {
+                        info.ipv6_addr_gen_none =
+                            inet6.contains(&AfSpecInet6::AddrGenMode(In6AddrGenMode::None));
                     }
                 }
             }

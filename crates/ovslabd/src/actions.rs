@@ -15,7 +15,7 @@ use ovslab_topology::{Topology, printable, printable_lines};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::quota::{QuotaError, Quotas, namespaces_of};
+use crate::quota::{QuotaError, Quotas, footprint_of};
 
 /// What the daemon can be asked to do.
 #[derive(Debug)]
@@ -124,8 +124,8 @@ impl Action {
         let started = Instant::now();
         let result = match self {
             Action::Up { topology, text } => {
-                let namespaces = namespaces_of(&topology);
-                match quotas.admit(&topology.lab, namespaces, &engine.labs().await) {
+                let footprint = footprint_of(&topology);
+                match quotas.admit(&topology.lab, footprint, &engine.labs().await) {
                     Ok(_admitted) => engine
                         .up(*topology, &text)
                         .await

@@ -1,7 +1,7 @@
-//! Quotas: how many labs this daemon runs (`--max-labs`), and how many
-//! network namespaces all of them have together (`--max-namespaces`, and
-//! what the daemon's descriptor limit lets it watch). An `up` that would
-//! pass either is refused before it creates anything.
+//! Quotas: how many labs this daemon runs (`--max-labs`), how many
+//! network namespaces all of them have together (`--max-namespaces`), and
+//! how many descriptors watching them takes (the daemon's `RLIMIT_NOFILE`).
+//! An `up` that would pass any is refused before it creates anything.
 //!
 //! The namespaces of a lab are those of its plan (nodes, instances,
 //! routers, external hosts, networks), counted once however often the lab is
@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
+use ovslab_reconciler::watch::Footprint;
 use ovslab_topology::Topology;
 use ovslab_topology::plan::{LocalVlans, plan};
 
@@ -22,11 +23,6 @@ pub const DEFAULT_MAX_NAMESPACES: usize = 20_000;
 /// Descriptors kept for everything but watching labs: API connections (at
 /// most 256), OVS connections during converges, netlink handles, logs.
 pub const RESERVED_DESCRIPTORS: u64 = 1024;
-
-/// Watching a namespace takes at most two descriptors (its rtnetlink and
-/// nf_tables sockets; a node's OVSDB and flow monitors and pidfds come to
-/// less than its instances' one each).
-pub const DESCRIPTORS_PER_NAMESPACE: u64 = 2;
 
 /// Raises this process's descriptor limit as far as it may: to 65536 when
 /// it can raise the hard limit too (root by hand), else the soft limit to
@@ -63,11 +59,6 @@ pub fn raise_descriptor_limit() -> u64 {
     limit.rlim_cur
 }
 
-/// How many namespaces the daemon can watch with `descriptors` open files.
-pub fn watchable_namespaces(descriptors: u64) -> usize {
-    (descriptors.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_NAMESPACE) as usize
-}
-
 /// Why an `up` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuotaError {
@@ -91,18 +82,16 @@ pub enum QuotaError {
         max: usize,
     },
     #[error(
-        "lab {lab}: refused: it has {wanted} namespaces and the other labs have {others}; \
-         watching them takes up to {per} descriptors each, and this daemon may open \
-         {descriptors} (RLIMIT_NOFILE, {reserved} kept for the rest): at most {max} namespaces. \
+        "lab {lab}: refused: watching it takes {wanted} descriptors (one per namespace, one \
+         more where rules live, a few per Open vSwitch) and the other labs take {others}; \
+         this daemon may open {descriptors} (RLIMIT_NOFILE, {reserved} kept for the rest). \
          Raise LimitNOFILE= (ulimit -n)"
     )]
     Descriptors {
         lab: String,
         wanted: usize,
         others: usize,
-        max: usize,
         descriptors: u64,
-        per: u64,
         reserved: u64,
     },
 }
@@ -119,8 +108,8 @@ pub struct Quotas {
 
 #[derive(Debug, Default)]
 struct Ledger {
-    /// Each lab's namespaces, as its last admitted `up` planned them.
-    namespaces: BTreeMap<String, usize>,
+    /// What each lab takes, as its last admitted `up` planned it.
+    footprints: BTreeMap<String, Footprint>,
     /// `up`s admitted and not finished, by lab: such a lab may not be known
     /// to the engine yet, and must not be forgotten.
     starting: BTreeMap<String, usize>,
@@ -145,20 +134,24 @@ impl Drop for Admission<'_> {
     }
 }
 
-/// How many network namespaces a lab has.
-pub fn namespaces_of(topology: &Topology) -> usize {
-    plan(topology, &LocalVlans::new()).namespaces.len()
+/// What a lab takes of the host.
+pub fn footprint_of(topology: &Topology) -> Footprint {
+    Footprint::of(&plan(topology, &LocalVlans::new()))
 }
 
 impl Quotas {
-    /// Limits over the labs that already run, with their namespaces.
-    pub fn new(max_labs: usize, max_namespaces: usize, running: BTreeMap<String, usize>) -> Self {
+    /// Limits over the labs that already run, with what they take.
+    pub fn new(
+        max_labs: usize,
+        max_namespaces: usize,
+        running: BTreeMap<String, Footprint>,
+    ) -> Self {
         Quotas {
             max_labs,
             max_namespaces,
             descriptors: u64::MAX,
             ledger: Mutex::new(Ledger {
-                namespaces: running,
+                footprints: running,
                 starting: BTreeMap::new(),
             }),
         }
@@ -174,18 +167,18 @@ impl Quotas {
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits an `up` of `lab` with `namespaces` namespaces, or says which
-    /// limit it would pass. `running` are the labs the engine knows now
+    /// Admits an `up` of `lab` taking `wanted`, or says which limit it
+    /// would pass. `running` are the labs the engine knows now
     /// (labs removed since are forgotten here).
     pub fn admit(
         &self,
         lab: &str,
-        namespaces: usize,
+        wanted: Footprint,
         running: &[String],
     ) -> Result<Admission<'_>, QuotaError> {
         let mut ledger = self.ledger();
         let Ledger {
-            namespaces: counts,
+            footprints: counts,
             starting,
         } = &mut *ledger;
         counts.retain(|l, _| running.contains(l) || starting.contains_key(l));
@@ -205,32 +198,32 @@ impl Quotas {
                 max: self.max_labs,
             });
         }
-        let others: usize = counts
-            .iter()
-            .filter(|(l, _)| l.as_str() != lab)
-            .map(|(_, n)| n)
-            .sum();
-        if others + namespaces > self.max_namespaces {
+        let others = counts.iter().filter(|(l, _)| l.as_str() != lab).fold(
+            Footprint::default(),
+            |sum, (_, f)| Footprint {
+                namespaces: sum.namespaces + f.namespaces,
+                descriptors: sum.descriptors + f.descriptors,
+            },
+        );
+        if others.namespaces + wanted.namespaces > self.max_namespaces {
             return Err(QuotaError::Namespaces {
                 lab: lab.to_string(),
-                wanted: namespaces,
-                others,
+                wanted: wanted.namespaces,
+                others: others.namespaces,
                 max: self.max_namespaces,
             });
         }
-        let watchable = watchable_namespaces(self.descriptors);
-        if others + namespaces > watchable {
+        let watchable = self.descriptors.saturating_sub(RESERVED_DESCRIPTORS);
+        if (others.descriptors + wanted.descriptors) as u64 > watchable {
             return Err(QuotaError::Descriptors {
                 lab: lab.to_string(),
-                wanted: namespaces,
-                others,
-                max: watchable,
+                wanted: wanted.descriptors,
+                others: others.descriptors,
                 descriptors: self.descriptors,
-                per: DESCRIPTORS_PER_NAMESPACE,
                 reserved: RESERVED_DESCRIPTORS,
             });
         }
-        counts.insert(lab.to_string(), namespaces);
+        counts.insert(lab.to_string(), wanted);
         *starting.entry(lab.to_string()).or_default() += 1;
         Ok(Admission {
             quotas: self,
@@ -247,67 +240,95 @@ mod tests {
         names.iter().map(|n| n.to_string()).collect()
     }
 
+    /// A lab of `n` namespaces taking one descriptor each.
+    fn ns(n: usize) -> Footprint {
+        Footprint {
+            namespaces: n,
+            descriptors: n,
+        }
+    }
+
     #[test]
     fn a_new_lab_past_max_labs_is_refused_a_running_one_is_not() {
-        let q = Quotas::new(2, 100, [("a".into(), 10), ("b".into(), 10)].into());
+        let q = Quotas::new(2, 100, [("a".into(), ns(10)), ("b".into(), ns(10))].into());
         let running = labs(&["a", "b"]);
         assert_eq!(
-            q.admit("c", 1, &running).unwrap_err(),
+            q.admit("c", ns(1), &running).unwrap_err(),
             QuotaError::Labs {
                 lab: "c".into(),
                 running: 2,
                 max: 2
             }
         );
-        assert!(q.admit("a", 10, &running).is_ok(), "a re-up counts once");
+        assert!(
+            q.admit("a", ns(10), &running).is_ok(),
+            "a re-up counts once"
+        );
     }
 
     #[test]
     fn namespaces_count_over_all_labs_and_a_re_up_counts_once() {
-        let q = Quotas::new(10, 30, [("a".into(), 20)].into());
+        let q = Quotas::new(10, 30, [("a".into(), ns(20))].into());
         let running = labs(&["a"]);
-        let refused = q.admit("b", 11, &running).unwrap_err();
+        let refused = q.admit("b", ns(11), &running).unwrap_err();
         assert_eq!(
             refused.to_string(),
             "lab b: refused: it has 11 namespaces and the other labs have 20, more than --max-namespaces 30 allows"
         );
-        assert!(q.admit("a", 30, &running).is_ok());
-        assert!(q.admit("b", 1, &running).is_err(), "a now has 30");
+        assert!(q.admit("a", ns(30), &running).is_ok());
+        assert!(q.admit("b", ns(1), &running).is_err(), "a now has 30");
     }
 
     #[test]
     fn a_lab_the_daemon_could_not_watch_is_refused_before_anything_is_made() {
-        let q = Quotas::new(10, 100_000, [("a".into(), 1000)].into()).with_descriptors(5024);
-        assert_eq!(watchable_namespaces(5024), 2000);
-        let refused = q.admit("b", 1001, &labs(&["a"])).unwrap_err();
+        let q = Quotas::new(10, 100_000, [("a".into(), ns(1000))].into()).with_descriptors(3024);
+        let refused = q.admit("b", ns(1001), &labs(&["a"])).unwrap_err();
         assert!(
-            refused
-                .to_string()
-                .contains("this daemon may open 5024 (RLIMIT_NOFILE, 1024 kept for the rest): at most 2000 namespaces"),
+            refused.to_string().contains(
+                "watching it takes 1001 descriptors (one per namespace, one more where rules live, \
+                 a few per Open vSwitch) and the other labs take 1000; this daemon may open 3024 \
+                 (RLIMIT_NOFILE, 1024 kept for the rest)"
+            ),
             "{refused}"
         );
-        assert!(q.admit("b", 1000, &labs(&["a"])).is_ok());
-        assert_eq!(watchable_namespaces(100), 0, "below the reserve");
+        assert!(q.admit("b", ns(1000), &labs(&["a"])).is_ok());
+        let starved = Quotas::new(10, 100, BTreeMap::new()).with_descriptors(100);
+        assert!(starved.admit("c", ns(1), &[]).is_err(), "below the reserve");
     }
 
     #[test]
     fn an_up_in_progress_counts_until_it_ends_a_removed_lab_not() {
         let q = Quotas::new(2, 100, BTreeMap::new());
-        let a = q.admit("a", 10, &[]).unwrap();
+        let a = q.admit("a", ns(10), &[]).unwrap();
         // The engine knows neither yet: both count.
-        let b = q.admit("b", 10, &[]).unwrap();
-        assert!(q.admit("c", 10, &[]).is_err());
+        let b = q.admit("b", ns(10), &[]).unwrap();
+        assert!(q.admit("c", ns(10), &[]).is_err());
         drop((a, b));
         // `a` finished and was removed again (only `b` runs now).
-        assert!(q.admit("c", 90, &labs(&["b"])).is_ok());
+        assert!(q.admit("c", ns(90), &labs(&["b"])).is_ok());
     }
 
     #[test]
     fn the_defaults_hold_the_1000_instance_lab_many_times() {
         let text = ovslab_topology::generate::scale_topology(20, 50);
         let topology = ovslab_topology::parse("generated", &text).unwrap();
-        let n = namespaces_of(&topology);
+        let n = footprint_of(&topology).namespaces;
         assert_eq!(n, 1025, "update the figure in --help and the docs");
         assert!(DEFAULT_MAX_NAMESPACES >= 15 * n);
+    }
+
+    #[test]
+    fn the_10000_instance_lab_fits_in_20000_descriptors() {
+        // 20000 is the hard limit of the machines this is built on, which
+        // root there may not raise (no CAP_SYS_RESOURCE).
+        let text = ovslab_topology::generate::scale_topology(200, 50);
+        let topology = ovslab_topology::parse("generated", &text).unwrap();
+        let f = footprint_of(&topology);
+        assert_eq!(f.namespaces, 10_205);
+        // Instances: one each; 200 compute nodes and a network node: a
+        // firewall or router's rules, an OVSDB monitor, bridges, 2 pidfds.
+        assert!(f.descriptors < 12_500, "{f:?}");
+        let q = Quotas::new(64, DEFAULT_MAX_NAMESPACES, BTreeMap::new()).with_descriptors(20_000);
+        assert!(q.admit("scale", f, &[]).is_ok());
     }
 }

@@ -55,7 +55,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Quotas::new(
             config.max_labs,
             config.max_namespaces,
-            engine.namespace_counts().await,
+            engine.footprints().await,
         )
         .with_descriptors(descriptors),
     );

@@ -19,6 +19,8 @@ pub struct ActualLink {
     pub addresses: Vec<Ipv4Net>,
     pub tx_checksum: bool,
     pub mtu: u32,
+    /// IPv6 makes no addresses on it (`addrgenmode none`).
+    pub ipv6_addr_gen_none: bool,
 }
 
 /// One namespace's links and routes.

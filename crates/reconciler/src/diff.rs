@@ -53,6 +53,10 @@ pub enum LinkChange {
         name: String,
         mtu: u32,
     },
+    /// IPv6 makes no addresses on the link (before it goes up).
+    SetIpv6AddrGenNone {
+        name: String,
+    },
     SetMaster {
         name: String,
         master: Option<String>,
@@ -96,6 +100,7 @@ impl LinkChange {
             LinkChange::CreateVeth { .. } => 3,
             LinkChange::SetMac { .. }
             | LinkChange::SetMtu { .. }
+            | LinkChange::SetIpv6AddrGenNone { .. }
             | LinkChange::SetMaster { .. }
             | LinkChange::SetTxChecksum { .. }
             | LinkChange::SetPromisc { .. }
@@ -122,6 +127,7 @@ impl std::fmt::Display for LinkChange {
                 write!(f, "set {name} address {}", ovslab_topology::format_mac(mac))
             }
             LinkChange::SetMtu { name, mtu } => write!(f, "set {name} mtu {mtu}"),
+            LinkChange::SetIpv6AddrGenNone { name } => write!(f, "set {name} addrgenmode none"),
             LinkChange::SetMaster {
                 name,
                 master: Some(m),
@@ -252,6 +258,11 @@ pub fn diff_namespace(
             out.push(LinkChange::SetMtu {
                 name: spec.name.clone(),
                 mtu,
+            });
+        }
+        if spec.no_ipv6 && !current.is_some_and(|c| c.ipv6_addr_gen_none) {
+            out.push(LinkChange::SetIpv6AddrGenNone {
+                name: spec.name.clone(),
             });
         }
         if let Some(on) = spec.tx_checksum
@@ -500,6 +511,7 @@ mod tests {
                 addresses: spec.addresses.clone(),
                 tx_checksum: spec.tx_checksum.unwrap_or(true),
                 mtu: spec.mtu.unwrap_or(1500),
+                ipv6_addr_gen_none: spec.no_ipv6,
             });
         }
         links.push(crate::actual::ActualLink {
@@ -591,6 +603,47 @@ mod tests {
                     route: ns.routes[0].clone()
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn an_instance_keeps_ipv6_quiet_per_link_and_reads_no_sysctl() {
+        let state = seed();
+        let ns = state.namespace("seed.instance1").unwrap();
+        assert!(ns.sysctls.is_empty(), "no /proc/sys lookups in instances");
+        let changes = diff_namespace(ns, None);
+        let quiet = changes
+            .iter()
+            .position(|c| {
+                c == &LinkChange::SetIpv6AddrGenNone {
+                    name: "eth0".into(),
+                }
+            })
+            .expect("eth0 gets addrgenmode none");
+        let up = changes
+            .iter()
+            .position(|c| {
+                c == &LinkChange::SetUp {
+                    name: "eth0".into(),
+                }
+            })
+            .unwrap();
+        assert!(quiet < up, "before it goes up: {changes:#?}");
+        // Drift: the mode changed back is set again.
+        let mut actual = converged(ns);
+        actual.links[0].ipv6_addr_gen_none = false;
+        assert_eq!(
+            diff_namespace(ns, Some(&actual)),
+            vec![LinkChange::SetIpv6AddrGenNone {
+                name: "eth0".into()
+            }]
+        );
+        // Nodes keep IPv6 off by sysctl.
+        let node = state.namespace("seed.compute1").unwrap();
+        assert!(
+            node.sysctls
+                .iter()
+                .any(|(k, v)| k == "net/ipv6/conf/default/disable_ipv6" && v == "1")
         );
     }
 

@@ -191,6 +191,7 @@ impl State {
             addresses: Vec::new(),
             tx_checksum: true,
             mtu: 1500,
+            ipv6_addr_gen_none: false,
         });
         Ok(())
     }
@@ -231,6 +232,9 @@ impl State {
             }
             LinkChange::SetMac { name, mac } => self.link(namespace, name)?.mac = Some(*mac),
             LinkChange::SetMtu { name, mtu } => self.link(namespace, name)?.mtu = *mtu,
+            LinkChange::SetIpv6AddrGenNone { name } => {
+                self.link(namespace, name)?.ipv6_addr_gen_none = true
+            }
             LinkChange::SetMaster { name, master } => {
                 self.link(namespace, name)?.master = master.clone()
             }

@@ -107,6 +107,30 @@ pub struct NodeWatch {
     pub pids: Vec<u32>,
 }
 
+/// What watching a lab costs in open descriptors, and its namespaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub namespaces: usize,
+    /// One rtnetlink socket per namespace, one netfilter socket more where
+    /// rules live, and per node an OVSDB monitor, a flow monitor per bridge
+    /// and a pidfd per OVS daemon.
+    pub descriptors: usize,
+}
+
+impl Footprint {
+    pub fn of(desired: &ovslab_topology::plan::DesiredState) -> Self {
+        let per_node: usize = desired
+            .switches
+            .iter()
+            .map(|s| 1 + s.bridges.len() + crate::ovs_process::OvsDaemon::ALL.len())
+            .sum();
+        Footprint {
+            namespaces: desired.namespaces.len(),
+            descriptors: desired.namespaces.len() + desired.rule_namespaces().len() + per_node,
+        }
+    }
+}
+
 /// The watchers of every lab, and the notices they gave.
 #[derive(Debug, Default)]
 pub struct Watchers {

@@ -190,6 +190,11 @@ pub struct LinkSpec {
     /// `addresses` and deletes none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addresses_also_by: Option<AddressSetter>,
+    /// IPv6 makes no addresses on it (`addrgenmode none`, set before it
+    /// goes up): how IPv6 is kept quiet in namespaces that set no
+    /// sysctls, instances (docs/design.md, "IPv6 is kept quiet").
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_ipv6: bool,
     /// Promiscuous (nova's `_create_veth_pair` sets `qvb`/`qvo` so).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub promisc: bool,
@@ -845,7 +850,9 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             name: namespace,
             object: inst.name.clone(),
             kind: NamespaceKind::Instance,
-            sysctls: ipv6_off.clone(),
+            // No `/proc/sys` lookups in the lab's most numerous namespaces:
+            // their cost grows with the number of namespaces on the host.
+            sysctls: vec![],
             bridges: vec![],
             veths: vec![VethSpec {
                 name: GUEST_NIC.to_string(),
@@ -857,6 +864,7 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
                 mac: Some(inst.mac),
                 addresses,
                 addresses_also_by: net.dhcp.then_some(AddressSetter::DhcpClient),
+                no_ipv6: true,
                 ..sending_link(net, GUEST_NIC)
             }],
             routes,
@@ -1479,6 +1487,7 @@ fn plain_link(name: &str, master: Option<&str>) -> LinkSpec {
         tx_checksum: Some(true),
         mtu: None,
         addresses_also_by: None,
+        no_ipv6: false,
         promisc: false,
         down: false,
     }
@@ -2017,6 +2026,17 @@ pub fn namespace_hosts(topo: &Topology) -> BTreeMap<String, String> {
 }
 
 impl DesiredState {
+    /// The namespaces that hold iptables rules: routers, compute nodes'
+    /// firewalls and DHCP namespaces.
+    pub fn rule_namespaces(&self) -> BTreeSet<&str> {
+        self.routers
+            .iter()
+            .map(|r| r.namespace.as_str())
+            .chain(self.firewalls.iter().map(|f| f.namespace.as_str()))
+            .chain(self.dhcp_servers.iter().map(|d| d.namespace.as_str()))
+            .collect()
+    }
+
     /// This plan with `failed` nodes failed on purpose: what runs on them
     /// (see [`namespaces_on`], their Open vSwitch and agents) is left out,
     /// so that a converge neither repairs nor removes it, and their ports

@@ -126,6 +126,7 @@ async fn read_unbounded(
             addresses: l.addresses,
             tx_checksum,
             mtu: l.mtu,
+            ipv6_addr_gen_none: l.ipv6_addr_gen_none,
         });
     }
     let routes = nl
@@ -202,6 +203,7 @@ async fn apply_unbounded(
         } => nl.add_veth(name, peer, peer_namespace).await?,
         LinkChange::SetMac { name, mac } => nl.set_mac(name, *mac).await?,
         LinkChange::SetMtu { name, mtu } => nl.set_mtu(name, *mtu).await?,
+        LinkChange::SetIpv6AddrGenNone { name } => nl.set_ipv6_addr_gen_none(name).await?,
         LinkChange::SetMaster { name, master } => nl.set_master(name, master.as_deref()).await?,
         LinkChange::SetTxChecksum { name, on } => nl.set_tx_checksum(name, *on)?,
         LinkChange::DelAddress { name, address } => nl.del_address(name, *address).await?,

@@ -2,7 +2,7 @@
 //! notices say changed (see [`crate::watch`]) and, as a safety net, for
 //! every lab on a slow timer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -263,13 +263,7 @@ impl<H: Host> Engine<H> {
             (Scope::Part { nodes, .. }, Part::Node(n)) => nodes.contains(n),
             (Scope::Part { wire, .. }, Part::Wire) => wire,
         };
-        let rules: BTreeSet<&str> = desired
-            .routers
-            .iter()
-            .map(|r| r.namespace.as_str())
-            .chain(desired.firewalls.iter().map(|f| f.namespace.as_str()))
-            .chain(desired.dhcp_servers.iter().map(|d| d.namespace.as_str()))
-            .collect();
+        let rules = desired.rule_namespaces();
         let namespaces = desired
             .namespaces
             .iter()

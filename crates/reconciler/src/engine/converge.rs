@@ -844,7 +844,7 @@ impl<H: Host> Run<'_, H> {
             }
             work.push(bridges);
         }
-        let results = join_all(
+        let results = node_by_node(
             desired
                 .switches
                 .iter()
@@ -853,7 +853,8 @@ impl<H: Host> Run<'_, H> {
                 .zip(&work)
                 .map(|(((spec, node), client), bridges)| {
                     converge_flows(host, spec, node, client, bridges)
-                }),
+                })
+                .collect(),
         )
         .await;
         for result in results {
@@ -912,8 +913,9 @@ impl<H: Host> Run<'_, H> {
             .collect();
         let resolves = nodes
             .iter()
-            .map(|(node, remotes)| host.resolve_tunnel_endpoints(node, remotes.clone()));
-        for result in join_all(resolves).await {
+            .map(|(node, remotes)| host.resolve_tunnel_endpoints(node, remotes.clone()))
+            .collect();
+        for result in node_by_node(resolves).await {
             result?;
         }
         Ok(())
@@ -984,14 +986,36 @@ impl<H: Host> Run<'_, H> {
                     .map(|d| (d.namespace.as_str(), ovslab_iptables::dhcp_ruleset(), None)),
             );
         let host = &**self.host;
-        let results =
-            join_all(rulesets.map(|(ns, ruleset, sets)| host.converge_ruleset(ns, ruleset, sets)))
-                .await;
+        let results = node_by_node(
+            rulesets
+                .map(|(ns, ruleset, sets)| host.converge_ruleset(ns, ruleset, sets))
+                .collect(),
+        )
+        .await;
         for result in results {
             self.out.changes.extend(result?);
         }
         Ok(())
     }
+}
+
+/// How many nodes' flows, rulesets or tunnel endpoints are worked on at
+/// once. Each starts a process or opens a connection whose other end must
+/// keep up (`ovs-vswitchd` drops a connection that has not said hello
+/// within 1 s; `iptables-restore` gets 10 s): 200 at once on two cores
+/// time out, where a few per core finish as fast in all.
+fn nodes_at_once() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (4 * cores).max(8)
+}
+
+/// Runs `work` (one future per node), at most [`nodes_at_once`] at a time;
+/// the results in order.
+async fn node_by_node<F: Future>(work: Vec<F>) -> Vec<F::Output> {
+    futures::stream::iter(work)
+        .buffered(nodes_at_once())
+        .collect()
+        .await
 }
 
 /// What [`converge_links`] did: the change lines, the devices it created

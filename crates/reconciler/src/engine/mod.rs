@@ -436,18 +436,16 @@ impl<H: Host> Engine<H> {
         self.labs.lock().await.keys().cloned().collect()
     }
 
-    /// How many namespaces each lab's plan has (the daemon's quotas count
-    /// them). Waits for a lab busy with an `up` or `down`.
-    pub async fn namespace_counts(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
+    /// What each lab's plan takes of the host: namespaces, and descriptors
+    /// to watch them (the daemon's quotas count both). Waits for a lab busy with an `up` or `down`.
+    pub async fn footprints(&self) -> BTreeMap<String, crate::watch::Footprint> {
+        let mut footprints = BTreeMap::new();
         for (name, entry) in self.entries().await {
             let lab = entry.lock().await;
-            counts.insert(
-                name,
-                plan(&lab.topology, &LocalVlans::new()).namespaces.len(),
-            );
+            let desired = plan(&lab.topology, &LocalVlans::new());
+            footprints.insert(name, crate::watch::Footprint::of(&desired));
         }
-        counts
+        footprints
     }
 
     /// The run directory of a lab's node (for tests and people).
