@@ -15,7 +15,8 @@
 #   make soak    the crash-consistency loop for longer: ovslabd killed at random points of
 #                up and down SOAK_ROUNDS times (300 by default; make test runs 30)
 #   make bench   the performance table of docs/performance.md: up / no-op / down / add-one times,
-#                peak memory, iperf3 throughput (BIG=20x50 by default; BIG= skips the large lab)
+#                peak memory, iperf3 throughput (BIG=20x50 by default; BIG= skips the large lab;
+#                HUGE=200x50 adds the 10,000-instance lab, about ten minutes more)
 #   make fuzz    each fuzz target of fuzz/ for FUZZ_SECONDS (nightly Rust and cargo-fuzz,
 #                installed if missing); not part of `make test`, which needs stable only
 

@@ -125,6 +125,13 @@ impl Action {
         let result = match self {
             Action::Up { topology, text } => {
                 let footprint = footprint_of(&topology);
+                if let Some(note) = crate::quota::neighbour_note(
+                    &topology.lab,
+                    topology.instances.len(),
+                    crate::quota::host_neighbour_limit(),
+                ) {
+                    tracing::warn!("{note}");
+                }
                 match quotas.admit(&topology.lab, footprint, &engine.labs().await) {
                     Ok(_admitted) => engine
                         .up(*topology, &text)

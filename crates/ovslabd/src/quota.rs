@@ -59,6 +59,33 @@ pub fn raise_descriptor_limit() -> u64 {
     limit.rlim_cur
 }
 
+/// The host's `net.ipv4.neigh.default.gc_thresh3`: how many ARP entries
+/// all namespaces together may hold (the neighbour table is one for the
+/// whole host; a namespace has no limit of its own).
+pub fn host_neighbour_limit() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What to say of a lab with more instances than the host's neighbour
+/// table holds: it is built whole (the table fills with traffic, not with
+/// building), but instances that all talk at once lose packets to
+/// "neighbor table overflow". The daemon may not change the host's limit.
+pub fn neighbour_note(lab: &str, instances: usize, limit: Option<usize>) -> Option<String> {
+    let limit = limit?;
+    (instances > limit).then(|| {
+        format!(
+            "lab {lab}: {instances} instances, and the host keeps at most {limit} ARP entries for \
+             all namespaces together (net.ipv4.neigh.default.gc_thresh3): when more than that \
+             many talk at once, packets are dropped (\"neighbor table overflow\"); raise it on \
+             the host if the lab needs it"
+        )
+    })
+}
+
 /// Why an `up` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuotaError {
@@ -315,6 +342,15 @@ mod tests {
         let n = footprint_of(&topology).namespaces;
         assert_eq!(n, 1025, "update the figure in --help and the docs");
         assert!(DEFAULT_MAX_NAMESPACES >= 15 * n);
+    }
+
+    #[test]
+    fn more_instances_than_the_host_neighbour_table_holds_are_noted() {
+        assert_eq!(neighbour_note("a", 1000, Some(1024)), None);
+        assert_eq!(neighbour_note("a", 5000, None), None);
+        let note = neighbour_note("big", 10_000, Some(1024)).unwrap();
+        assert!(note.contains("10000 instances"), "{note}");
+        assert!(note.contains("at most 1024 ARP entries"), "{note}");
     }
 
     #[test]

@@ -779,7 +779,7 @@ impl<H: Host> Run<'_, H> {
                 self.resolve.insert(spec.namespace.clone());
             }
         }
-        let results = join_all(
+        let results = node_by_node(
             desired
                 .switches
                 .iter()
@@ -787,7 +787,9 @@ impl<H: Host> Run<'_, H> {
                 .zip(&switches.actual)
                 .map(|((spec, client), actual)| {
                     converge_switch(host, lab, spec, client, actual, created)
-                }),
+                })
+                .collect(),
+            nodes_at_once(),
         )
         .await;
         for (result, actual) in results.into_iter().zip(&mut switches.actual) {
@@ -855,6 +857,7 @@ impl<H: Host> Run<'_, H> {
                     converge_flows(host, spec, node, client, bridges)
                 })
                 .collect(),
+            nodes_at_once(),
         )
         .await;
         for result in results {
@@ -915,7 +918,7 @@ impl<H: Host> Run<'_, H> {
             .iter()
             .map(|(node, remotes)| host.resolve_tunnel_endpoints(node, remotes.clone()))
             .collect();
-        for result in node_by_node(resolves).await {
+        for result in node_by_node(resolves, nodes_at_once()).await {
             result?;
         }
         Ok(())
@@ -990,6 +993,7 @@ impl<H: Host> Run<'_, H> {
             rulesets
                 .map(|(ns, ruleset, sets)| host.converge_ruleset(ns, ruleset, sets))
                 .collect(),
+            nodes_at_once(),
         )
         .await;
         for result in results {
@@ -999,21 +1003,22 @@ impl<H: Host> Run<'_, H> {
     }
 }
 
-/// How many nodes' flows, rulesets or tunnel endpoints are worked on at
-/// once. Each starts a process or opens a connection whose other end must
+/// How many nodes' switches, flows, rulesets or tunnel endpoints are worked
+/// on at once. Each starts a process or talks to one whose other end must
 /// keep up (`ovs-vswitchd` drops a connection that has not said hello
-/// within 1 s; `iptables-restore` gets 10 s): 200 at once on two cores
-/// time out, where a few per core finish as fast in all.
+/// within 1 s; an OVSDB transaction gets 5 s, `iptables-restore` 10 s):
+/// 200 at once on two cores time out, where a few per core finish as fast
+/// in all.
 fn nodes_at_once() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (4 * cores).max(8)
 }
 
-/// Runs `work` (one future per node), at most [`nodes_at_once`] at a time;
-/// the results in order.
-async fn node_by_node<F: Future>(work: Vec<F>) -> Vec<F::Output> {
+/// Runs `work` (one future per node), at most `at_once` at a time; the
+/// results in order.
+async fn node_by_node<F: Future>(work: Vec<F>, at_once: usize) -> Vec<F::Output> {
     futures::stream::iter(work)
-        .buffered(nodes_at_once())
+        .buffered(at_once)
         .collect()
         .await
 }
