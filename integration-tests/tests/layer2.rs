@@ -349,7 +349,10 @@ fn ipv6_stays_quiet() {
     // DAD would start within a second of the link going up.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let frames = |c: ovslab_integration_tests::Capture| -> Vec<String> {
-        c.finish().into_iter().filter(|l| !l.trim().is_empty()).collect()
+        c.finish()
+            .into_iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
     };
     let (wire, bridge) = (frames(wire), frames(bridge));
     assert!(wire.is_empty(), "IPv6 on the wire: {wire:#?}");
