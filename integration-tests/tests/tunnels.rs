@@ -522,3 +522,37 @@ fn a_flat_network_is_untagged_on_the_wire_and_routed_like_any_other() {
     let (ok, report) = check(&lab);
     assert!(ok, "ovslab check failed with a flat net1:\n{report}");
 }
+
+/// When `up` returns, every node's vswitchd knows the MAC of every tunnel
+/// endpoint it has a tunnel to (`tnl/neigh/show`), so the lab's first
+/// packets are not dropped. The nodes' kernels resolve each other at the
+/// same moment, and a kernel that learned an endpoint from that endpoint's
+/// own ARP request sends no request of its own for 5 s, so no reply passes
+/// its vswitchd to be snooped: the converge makes the kernel ask again.
+#[test]
+#[ignore = "needs root"]
+fn up_returns_with_every_tunnel_endpoint_resolved() {
+    require_root("up_returns_with_every_tunnel_endpoint_resolved");
+    let yaml = ovslab_topology::generate::scale_topology_of(
+        6,
+        2,
+        Some(ovslab_topology::TunnelType::Vxlan),
+    );
+    let lab = Lab::from_yaml(&yaml);
+    let topo = lab.topology();
+    let overlay = topo.overlay.as_ref().expect("an overlay");
+    for node in &topo.nodes {
+        let known = lab.appctl(&node.name, &["tnl/neigh/show"]);
+        for other in topo.nodes.iter().filter(|n| n.name != node.name) {
+            let endpoint = overlay.endpoint(&other.name).unwrap().to_string();
+            assert!(
+                known
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(endpoint.as_str())),
+                "{}'s vswitchd does not know {} ({endpoint}):\n{known}",
+                node.name,
+                other.name
+            );
+        }
+    }
+}

@@ -12,6 +12,7 @@ use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth,
     LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{Socket, TokioSocket};
@@ -401,6 +402,26 @@ impl Netlink {
             }
         }
         Ok(())
+    }
+
+    /// Makes the kernel forget its neighbour `ip` on `device` (`ip neigh
+    /// del`), so that the next packet to it sends an ARP request; an entry
+    /// that is not there is no error.
+    pub async fn forget_neighbour(&self, device: &str, ip: Ipv4Addr) -> Result<(), NetlinkError> {
+        let mut message = NeighbourMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.ifindex = self.index(device).await?;
+        message
+            .attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        match self.handle.neighbours().del(message).execute().await {
+            Err(rtnetlink::Error::NetlinkError(m))
+                if m.code.map(|c| c.get()) == Some(-libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            result => result.map_err(self.err(format!("delete neighbour {ip} on {device}"))),
+        }
     }
 
     /// IPv4 routes with a gateway in the main table.

@@ -224,6 +224,10 @@ pub trait Host: Send + Sync + 'static {
 /// How long a converge waits for a node to resolve its tunnel endpoints.
 const RESOLVE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long an endpoint may stay unresolved before the kernel is made to
+/// ARP for it again (then three times as long between tries).
+const ASK_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The discard service (RFC 863): what the datagrams that make a node
 /// resolve its tunnel endpoints are sent to.
 const DISCARD_PORT: u16 = 9;
@@ -412,38 +416,24 @@ impl Host for RealHost {
     /// remote kernel answers "port unreachable".
     ///
     /// Then it asks vswitchd (`tnl/neigh/show`) until every endpoint is
-    /// listed, for at most [`RESOLVE_DEADLINE`]: an endpoint still
-    /// unresolved then is left to the first packet (and the audit), not
-    /// held against the converge.
+    /// listed, for at most [`RESOLVE_DEADLINE`]; an endpoint missing after
+    /// [`ASK_AGAIN_AFTER`] is deleted from the kernel's neighbour table and
+    /// sent to again, so that the kernel ARPs for it (docs/design.md,
+    /// "Tunnels use OVS's userspace tunneling"). An endpoint still
+    /// unresolved at the deadline is left to the first packet (and the
+    /// audit), not held against the converge.
     async fn resolve_tunnel_endpoints(
         &self,
         node: &NodeOvs,
         remotes: Vec<std::net::Ipv4Addr>,
     ) -> Result<(), ReconcileError> {
-        let ns = node.namespace.clone();
-        let sent = remotes.clone();
-        tokio::task::spawn_blocking(move || {
-            netns::run_in(&ns, || {
-                let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-                for remote in sent {
-                    // Best effort: an endpoint not answering is the
-                    // audit's business, not this one's.
-                    let _ = socket.send_to(&[], (remote, DISCARD_PORT));
-                }
-                Ok(())
-            })
-        })
-        .await
-        .map_err(|source| ReconcileError::Task {
-            of: format!("namespace {}", node.namespace),
-            what: "tunnel endpoint resolution",
-            source,
-        })?
-        .map_err(ReconcileError::netlink)?;
+        send_to_discard(node, &remotes).await?;
         let Ok(socket) = ovslab_unixctl::vswitchd_socket(&node.rundir) else {
             return Ok(());
         };
-        let until = tokio::time::Instant::now() + RESOLVE_DEADLINE;
+        let start = tokio::time::Instant::now();
+        let until = start + RESOLVE_DEADLINE;
+        let mut nudge = start + ASK_AGAIN_AFTER;
         while tokio::time::Instant::now() < until {
             let known =
                 ovslab_unixctl::call_async(&socket, "tnl/neigh/show", &[], RESOLVE_DEADLINE)
@@ -453,11 +443,30 @@ impl Host for RealHost {
                 .lines()
                 .filter_map(|l| l.split_whitespace().next())
                 .collect();
-            if remotes
+            let missing: Vec<std::net::Ipv4Addr> = remotes
                 .iter()
-                .all(|r| listed.contains(&r.to_string().as_str()))
-            {
+                .filter(|r| !listed.contains(&r.to_string().as_str()))
+                .copied()
+                .collect();
+            if missing.is_empty() {
                 return Ok(());
+            }
+            if tokio::time::Instant::now() >= nudge {
+                // The kernel sends no ARP request for a neighbour it
+                // learned from that neighbour's own request (nodes that
+                // resolve each other at once do): it uses the entry and
+                // checks it only 5 s later, so no reply passes vswitchd to
+                // be snooped. Forgotten, the next datagram asks again.
+                tracing::debug!(node = node.node, ?missing, "asking the kernel to ARP again");
+                if let Ok(nl) = ovslab_netlink::Netlink::connect(&node.namespace).await {
+                    for remote in &missing {
+                        let _ = nl
+                            .forget_neighbour(ovslab_topology::naming::BR_OVERLAY, *remote)
+                            .await;
+                    }
+                }
+                send_to_discard(node, &missing).await?;
+                nudge = tokio::time::Instant::now() + ASK_AGAIN_AFTER * 3;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
@@ -525,4 +534,33 @@ impl Host for RealHost {
         // daemons outlive any one `NodeOvs` value.
         crate::ovs_process::exited()
     }
+}
+
+/// An empty datagram from node's namespace to each remote's discard port:
+/// the kernel ARPs (through br-overlay) for a remote it does not know, and
+/// vswitchd snoops the answer. The remote answers "port unreachable".
+async fn send_to_discard(
+    node: &NodeOvs,
+    remotes: &[std::net::Ipv4Addr],
+) -> Result<(), ReconcileError> {
+    let ns = node.namespace.clone();
+    let sent = remotes.to_vec();
+    tokio::task::spawn_blocking(move || {
+        netns::run_in(&ns, || {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            for remote in sent {
+                // Best effort: an endpoint not answering is the
+                // audit's business, not this one's.
+                let _ = socket.send_to(&[], (remote, DISCARD_PORT));
+            }
+            Ok(())
+        })
+    })
+    .await
+    .map_err(|source| ReconcileError::Task {
+        of: format!("namespace {}", node.namespace),
+        what: "tunnel endpoint resolution",
+        source,
+    })?
+    .map_err(ReconcileError::netlink)
 }
