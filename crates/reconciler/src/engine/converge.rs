@@ -1008,10 +1008,10 @@ impl<H: Host> Run<'_, H> {
 /// keep up (`ovs-vswitchd` drops a connection that has not said hello
 /// within 1 s; an OVSDB transaction gets 5 s, `iptables-restore` 10 s):
 /// 200 at once on two cores time out, where a few per core finish as fast
-/// in all.
+/// in all; at least 16, so that labs of a dozen nodes still go at once.
 fn nodes_at_once() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (4 * cores).max(8)
+    (4 * cores).max(16)
 }
 
 /// Runs `work` (one future per node), at most `at_once` at a time; the
