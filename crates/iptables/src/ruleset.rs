@@ -71,7 +71,7 @@ impl std::fmt::Display for Table {
 }
 
 /// One of our chains and its rules, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Chain {
     pub name: String,
     /// Rule texts as `iptables-save` prints them after `-A <name> `.
@@ -79,14 +79,14 @@ pub struct Chain {
 }
 
 /// A rule we need in a built-in chain (always a jump to one of our chains).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BuiltinRule {
     pub chain: String,
     pub rule: String,
 }
 
 /// Our part of one table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TableRules {
     chains: Vec<Chain>,
     builtin: Vec<BuiltinRule>,
@@ -130,7 +130,7 @@ impl TableRules {
 }
 
 /// Everything we own in one namespace's iptables.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Ruleset {
     tables: BTreeMap<Table, TableRules>,
 }

@@ -541,14 +541,20 @@ async fn namespace_events(
 
 /// The columns of a node's database that the lab sets (see
 /// `drivers::switch::read`): a change of any other (statistics, status,
-/// `cur_cfg`) is not drift.
+/// `cur_cfg`) is not drift. Changes only, without the tables' initial
+/// contents: the watcher has no use for them, and a node of 50 instances
+/// would otherwise send (and the daemon keep) a hundred kilobytes of rows.
 fn monitored_columns() -> serde_json::Value {
+    let select = json!({"initial": false, "insert": true, "delete": true, "modify": true});
     json!({
-        "Open_vSwitch": {"columns": ["bridges", "other_config", "external_ids", "ovs_version"]},
+        "Open_vSwitch": {"columns": ["bridges", "other_config", "external_ids", "ovs_version"],
+                         "select": select},
         "Bridge": {"columns": ["name", "ports", "datapath_type", "fail_mode", "protocols",
-                               "external_ids", "other_config"]},
-        "Port": {"columns": ["name", "interfaces", "tag", "other_config"]},
-        "Interface": {"columns": ["name", "type", "options", "external_ids", "ofport"]},
+                               "external_ids", "other_config"],
+                   "select": select},
+        "Port": {"columns": ["name", "interfaces", "tag", "other_config"], "select": select},
+        "Interface": {"columns": ["name", "type", "options", "external_ids", "ofport"],
+                      "select": select},
     })
 }
 

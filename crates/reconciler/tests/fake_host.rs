@@ -157,7 +157,6 @@ async fn the_phases_run_in_order() {
         Step::EnsureVswitchd,
         Step::ApplySwitch,
         Step::ApplyFlows,
-        Step::ConvergeRuleset,
     ];
     let span = |step: Step| {
         let at: Vec<usize> = calls
@@ -179,6 +178,13 @@ async fn the_phases_run_in_order() {
             pair[1]
         );
     }
+    // Rulesets are written before any port is bound (its tag set), as
+    // Neutron's agent sets up port filters before it binds devices.
+    let (_, databases) = span(Step::EnsureDatabase);
+    let (first_rules, last_rules) = span(Step::ConvergeRuleset);
+    let (first_switch, _) = span(Step::ApplySwitch);
+    assert!(databases < first_rules, "{calls:?}");
+    assert!(last_rules < first_switch, "{calls:?}");
 }
 
 /// Breaks the lab behind the engine's back, then checks that one audit

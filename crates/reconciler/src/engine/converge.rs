@@ -223,6 +223,8 @@ impl<H: Host> Engine<H> {
         run.done("links");
         run.vswitchd(&mut nodes, &switches).await?;
         run.done("ovs-vswitchd");
+        run.rulesets(desired).await?;
+        run.done("iptables");
         run.ovsdb_transactions(desired, &mut switches, &created)
             .await?;
         run.done("ovsdb transactions");
@@ -230,8 +232,6 @@ impl<H: Host> Engine<H> {
         run.done("internal ports");
         run.flows(desired, &nodes, &switches).await?;
         run.done("flows");
-        run.rulesets(desired).await?;
-        run.done("iptables");
         run.tunnel_endpoints(desired).await?;
         run.done("tunnel endpoints");
         // The agents of the whole lab: few, and cheap to look at.
@@ -968,8 +968,10 @@ impl<H: Host> Run<'_, H> {
         Ok(())
     }
 
-    /// 8. iptables: each router's NAT, each compute node's firewall, one
-    ///    `iptables-restore` per namespace, only where they differ.
+    /// 5b. iptables: each router's NAT, each compute node's firewall, one
+    ///     `iptables-restore` per namespace, only where they differ; before
+    ///     the switches take the new ports (set their tags), as Neutron's
+    ///     agent sets up port filters before it binds devices.
     async fn rulesets(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
         let rulesets = desired
             .routers
