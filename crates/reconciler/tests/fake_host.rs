@@ -150,15 +150,7 @@ async fn the_phases_run_in_order() {
     let engine = root.engine();
     up(&engine).await.unwrap();
     let calls = engine.host().take_calls();
-    let phases = [
-        Step::CreateNamespace,
-        Step::EnsureDatabase,
-        Step::ApplyLink,
-        Step::EnsureVswitchd,
-        Step::ApplySwitch,
-        Step::ApplyFlows,
-    ];
-    let span = |step: Step| {
+    let at = |step: Step| -> Vec<usize> {
         let at: Vec<usize> = calls
             .iter()
             .enumerate()
@@ -166,25 +158,48 @@ async fn the_phases_run_in_order() {
             .map(|(i, _)| i)
             .collect();
         assert!(!at.is_empty(), "no {step:?} in {calls:?}");
-        (at[0], at[at.len() - 1])
+        at
     };
-    for pair in phases.windows(2) {
-        let (_, last) = span(pair[0]);
-        let (first, _) = span(pair[1]);
+    let first = |step| at(step)[0];
+    let last = |step| *at(step).last().unwrap();
+    let before = |a: Step, b: Step| {
         assert!(
-            last < first,
-            "every {:?} comes before any {:?}",
-            pair[0],
-            pair[1]
+            last(a) < first(b),
+            "every {a:?} comes before any {b:?}: {calls:?}"
         );
+    };
+    before(Step::CreateNamespace, Step::EnsureDatabase);
+    before(Step::EnsureDatabase, Step::ApplyLink);
+    before(Step::EnsureDatabase, Step::ConvergeRuleset);
+    before(Step::ApplyLink, Step::ApplyFlows);
+    before(Step::ConvergeRuleset, Step::ApplyFlows);
+    before(Step::ApplySwitch, Step::ApplyFlows);
+    // From nothing, each node's vswitchd starts and gets its bridges
+    // before the links are made (its datapath's start-up runs beside
+    // them), and its ports once links and rules are done: rulesets are
+    // written before any port is bound (its tag set), as Neutron's agent
+    // sets up port filters before it binds devices.
+    assert!(
+        first(Step::EnsureVswitchd) < first(Step::ApplyLink),
+        "{calls:?}"
+    );
+    let nodes: std::collections::BTreeSet<&str> = calls
+        .iter()
+        .filter(|c| c.step == Step::ApplySwitch)
+        .map(|c| c.target.as_str())
+        .collect();
+    for node in nodes {
+        let commits: Vec<usize> = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.step == Step::ApplySwitch && c.target == node)
+            .map(|(i, _)| i)
+            .collect();
+        let (bridges, ports) = (commits[0], *commits.last().unwrap());
+        assert!(bridges < ports, "{node}: bridges, then ports: {calls:?}");
+        assert!(ports > last(Step::ApplyLink), "{node}: {calls:?}");
+        assert!(ports > last(Step::ConvergeRuleset), "{node}: {calls:?}");
     }
-    // Rulesets are written before any port is bound (its tag set), as
-    // Neutron's agent sets up port filters before it binds devices.
-    let (_, databases) = span(Step::EnsureDatabase);
-    let (first_rules, last_rules) = span(Step::ConvergeRuleset);
-    let (first_switch, _) = span(Step::ApplySwitch);
-    assert!(databases < first_rules, "{calls:?}");
-    assert!(last_rules < first_switch, "{calls:?}");
 }
 
 /// Breaks the lab behind the engine's back, then checks that one audit

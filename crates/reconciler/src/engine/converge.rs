@@ -13,7 +13,7 @@ use ovslab_netlink::netns;
 use ovslab_topology::Topology;
 use ovslab_topology::naming;
 use ovslab_topology::plan::{
-    DesiredState, FlowSpec, LocalVlans, NamespaceSpec, SwitchSpec, namespace_hosts, plan,
+    DesiredState, FlowSpec, LocalVlans, NamespaceSpec, OvsBridge, SwitchSpec, namespace_hosts, plan,
 };
 
 use super::{Engine, Lab, foreign_warning};
@@ -219,12 +219,33 @@ impl<H: Host> Engine<H> {
             }
         };
         run.done("ovsdb read and plan");
-        let created = run.links(desired).await?;
-        run.done("links");
+        let early = run.bridges_first(desired, &mut nodes, &switches)?;
+        let (host, lab): (&H, &str) = (run.host, run.lab);
+        let commits = node_by_node(
+            early
+                .iter()
+                .map(|(i, ops)| host.apply_switch(&switches.clients[*i], lab, ops))
+                .collect(),
+            nodes_at_once(),
+        );
+        let (created, committed) = futures::join!(
+            async {
+                let created = run.links(desired).await?;
+                run.done("links");
+                run.rulesets(desired).await?;
+                run.done("iptables");
+                Ok::<_, ReconcileError>(created)
+            },
+            commits,
+        );
+        let created = created?;
+        committed.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for (i, _) in &early {
+            switches.actual[*i] = host.read_switch(&switches.clients[*i]).await?;
+        }
+        run.done("bridges first (beside links and iptables)");
         run.vswitchd(&mut nodes, &switches).await?;
         run.done("ovs-vswitchd");
-        run.rulesets(desired).await?;
-        run.done("iptables");
         run.ovsdb_transactions(desired, &mut switches, &created)
             .await?;
         run.done("ovsdb transactions");
@@ -644,6 +665,60 @@ impl<H: Host> Run<'_, H> {
         Ok((desired, Switches { clients, actual }))
     }
 
+    /// 4a. Bridges first: a node whose database has no bridge yet (a lab
+    ///     coming up from nothing) gets its `ovs-vswitchd` now and, to
+    ///     commit beside phases 4 and 4b, its bridges without their ports.
+    ///     Creating the userspace datapath costs each vswitchd a fixed
+    ///     100 ms (it sleeps to estimate the TSC frequency), which then
+    ///     passes while links and rules are made instead of after them.
+    ///     Returns the changes to commit, by node index; the commit waits
+    ///     for vswitchd.
+    fn bridges_first(
+        &mut self,
+        desired: &DesiredState,
+        nodes: &mut Nodes,
+        switches: &Switches<H::Switch>,
+    ) -> Result<Vec<(usize, Vec<crate::diff::OvsChange>)>, ReconcileError> {
+        let host = &**self.host;
+        let mut early = Vec::new();
+        for (i, (spec, node)) in desired.switches.iter().zip(&nodes.ovs).enumerate() {
+            let actual = &switches.actual[i];
+            if !actual.bridges.is_empty() {
+                continue;
+            }
+            let died = host.died(node, OvsDaemon::OvsVswitchd);
+            let started = host.ensure_vswitchd(node)?;
+            if started.is_empty() {
+                continue;
+            }
+            for daemon in started {
+                nodes.wait_for_vswitchd.insert(i);
+                self.resolve.insert(node.namespace.clone());
+                self.started(node, daemon, died);
+            }
+            let bare = SwitchSpec {
+                node: spec.node.clone(),
+                namespace: spec.namespace.clone(),
+                bridges: spec
+                    .bridges
+                    .iter()
+                    .map(|b| OvsBridge {
+                        ports: Vec::new(),
+                        ..b.clone()
+                    })
+                    .collect(),
+                flows: Vec::new(),
+                local_vlans: BTreeMap::new(),
+            };
+            let ops = diff_switch(self.lab, &bare, actual);
+            self.out
+                .changes
+                .extend(ops.iter().map(|o| format!("{}: {o}", spec.node)));
+            early.push((i, ops));
+        }
+        Ok(early)
+    }
+
     /// 4. Links, addresses, routes and sysctls, phase by phase across
     ///    namespaces. Returns the devices created, (namespace, name).
     async fn links(
@@ -968,7 +1043,7 @@ impl<H: Host> Run<'_, H> {
         Ok(())
     }
 
-    /// 5b. iptables: each router's NAT, each compute node's firewall, one
+    /// 4b. iptables: each router's NAT, each compute node's firewall, one
     ///     `iptables-restore` per namespace, only where they differ; before
     ///     the switches take the new ports (set their tags), as Neutron's
     ///     agent sets up port filters before it binds devices.
