@@ -685,13 +685,18 @@ impl<H: Host> Run<'_, H> {
         let host = &**self.host;
         let mut early = Vec::new();
         for (i, (spec, node)) in desired.switches.iter().zip(&nodes.ovs).enumerate() {
+            // Every converge passes here: the cheap test first, the search
+            // through the namespaces only for a node with no bridge.
             let actual = &switches.actual[i];
+            if !actual.bridges.is_empty() {
+                continue;
+            }
             let links = desired
                 .namespaces
                 .iter()
                 .find(|n| n.name == spec.namespace)
                 .map_or(0, |n| n.links.len());
-            if !actual.bridges.is_empty() || links > BRIDGES_FIRST_MAX_LINKS {
+            if links > BRIDGES_FIRST_MAX_LINKS {
                 continue;
             }
             let died = host.died(node, OvsDaemon::OvsVswitchd);
