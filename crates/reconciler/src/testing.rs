@@ -390,12 +390,21 @@ impl fmt::Display for FakeFlow {
 pub struct FakeHost {
     state: Mutex<State>,
     exited: tokio::sync::Notify,
+    /// Link reads wait while a test holds it (see
+    /// [`FakeHost::hold_link_reads`]).
+    reads: tokio::sync::RwLock<()>,
 }
 
 impl FakeHost {
     /// Everything the fake holds, locked.
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds every link read until the guard is dropped: a converge
+    /// waits there, with its lab busy.
+    pub async fn hold_link_reads(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.reads.write().await
     }
 
     /// Makes the next call of `step` fail.
@@ -536,6 +545,7 @@ impl Host for FakeHost {
         _links: &(),
         spec: &NamespaceSpec,
     ) -> Result<ActualNamespace, ReconcileError> {
+        drop(self.reads.read().await);
         let mut state = self.state();
         state.call(Step::ReadLinks, &spec.name)?;
         Ok(state.namespace(&spec.name)?.links.clone())

@@ -55,6 +55,10 @@ pub struct Dirty {
     pub agents: bool,
     /// Something the watchers cannot place: the whole lab.
     pub all: bool,
+    /// A round of the slow full audit found the lab busy (an `up`, a
+    /// status query) at this instant: any converge of the whole lab that
+    /// ends after it does that round's work (the earliest is kept).
+    pub round: Option<std::time::Instant>,
 }
 
 impl Dirty {
@@ -63,6 +67,10 @@ impl Dirty {
         self.wire |= other.wire;
         self.agents |= other.agents;
         self.all |= other.all;
+        self.round = match (self.round, other.round) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     fn of(part: &Part) -> Dirty {
@@ -580,6 +588,7 @@ async fn database_events(lab: String, node: String, socket: PathBuf, shared: Sha
         tracing::debug!(lab, node, "database changed");
         shared.mark(&lab, Dirty::of(&Part::Node(node.clone())));
     }
+    tracing::debug!(lab, node, "the database monitor ended");
     shared.mark(&lab, Dirty::of(&Part::Node(node)));
 }
 
@@ -601,11 +610,15 @@ async fn flow_events(
         }
     };
     last.store(next_notice(), Ordering::SeqCst);
-    while monitor.changed().await.is_ok() {
+    let ended = loop {
+        if let Err(e) = monitor.changed().await {
+            break e;
+        }
         last.store(next_notice(), Ordering::SeqCst);
         tracing::debug!(lab, node, bridge, "flows changed");
         shared.mark(&lab, Dirty::of(&Part::Node(node.clone())));
-    }
+    };
+    tracing::debug!(lab, node, bridge, "the flow monitor ended: {ended}");
     shared.mark(&lab, Dirty::of(&Part::Node(node)));
 }
 
@@ -670,6 +683,7 @@ mod tests {
                 wire: true,
                 agents: false,
                 all: false,
+                round: None,
             }
         );
         assert!(dirty["b"].agents && dirty["b"].nodes.is_empty());

@@ -720,3 +720,70 @@ async fn each_audit_is_announced_with_its_repairs() {
     );
     assert!(events.try_recv().is_err(), "one event per audit");
 }
+
+/// A round of the full audit that finds the lab busy with an `up` leaves
+/// the lab to it (issue #18), and so does the next round, `every` after
+/// it: the `up` converged the whole lab, and a large lab must not be read
+/// again, whole, right after.
+#[tokio::test]
+async fn a_full_audit_that_finds_an_up_at_work_leaves_the_lab_to_it() {
+    let every = Duration::from_millis(400);
+    let root = Root::new("round-up");
+    let engine = std::sync::Arc::new(root.engine());
+    up(&engine).await.unwrap();
+    let held = engine.host().hold_link_reads().await;
+    let upping = tokio::spawn({
+        let engine = engine.clone();
+        async move { up(&engine).await }
+    });
+    // The up takes the lab and waits at its first link read; the audits'
+    // first round, at once, finds the lab busy.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let audits = engine.spawn_audits(every, || {});
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    upping.await.unwrap().unwrap();
+    engine.host().take_calls();
+    // The next round comes within this, less than `every` after the up.
+    tokio::time::sleep(every - Duration::from_millis(50)).await;
+    let reads: Vec<_> = engine
+        .host()
+        .take_calls()
+        .into_iter()
+        .filter(|c| c.step == Step::ReadLinks)
+        .collect();
+    assert!(reads.is_empty(), "read again after the up: {reads:?}");
+    audits.abort();
+}
+
+/// A round that found the lab busy is done by any converge of the whole
+/// lab that ends after it, and otherwise by a whole audit once the lab is
+/// free.
+#[tokio::test]
+async fn a_full_audit_round_is_done_once_by_whatever_converges_the_whole_lab_next() {
+    let reference = converged().await;
+    let root = Root::new("round");
+    let engine = root.engine();
+    up(&engine).await.unwrap();
+    let round = |at| ovslab_reconciler::watch::Dirty {
+        round: Some(at),
+        ..Default::default()
+    };
+    let found_busy = std::time::Instant::now();
+    up(&engine).await.unwrap();
+    engine
+        .host()
+        .delete_flows_behind(&node("compute2"), "br-int");
+    engine.host().take_calls();
+    let (repaired, busy) = engine
+        .audit_dirty([(LAB.to_string(), round(found_busy))].into())
+        .await;
+    assert!(repaired.is_empty() && !busy);
+    assert_eq!(engine.host().take_calls(), [], "the up did the round");
+    let found_busy = std::time::Instant::now();
+    let (repaired, busy) = engine
+        .audit_dirty([(LAB.to_string(), round(found_busy))].into())
+        .await;
+    assert_eq!((repaired, busy), (vec![LAB.to_string()], false));
+    assert_eq!(summary(engine.host()), reference);
+}

@@ -11,6 +11,7 @@ use super::{Engine, Lab, REPAIRS_KEPT, foreign_names, utc_now};
 use crate::host::Host;
 use crate::ovs_process::{NodeOvs, OvsDaemon};
 use crate::watch::{Dirty, LabWatch, NodeWatch, Part};
+use ovslab_topology::naming;
 
 /// The full audits spend at most `1 / FULL_SHARE` of a core (0.5 %): the
 /// next starts at least `FULL_SHARE` times the CPU time the last one took
@@ -30,19 +31,33 @@ impl<H: Host> Engine<H> {
     /// iptables rule is put back. It is the same converge as `up`, so it
     /// finds anything `up` would fix. A lab busy with a user's request (or
     /// a status query) now is marked for a whole audit as soon as it is
-    /// free: the first audit of a lab adopted at start is also what starts
-    /// watching it. Returns the labs repaired.
+    /// free, unless a converge of the whole lab ends meanwhile: the `up`
+    /// that kept it busy does this round's work, and a large lab is not
+    /// read twice in a row. The first audit of a lab adopted at start is
+    /// also what starts watching it. Returns the labs repaired.
     pub async fn audit(&self) -> Vec<String> {
+        self.audit_round(None).await
+    }
+
+    /// A round of the full audit: [`Engine::audit`] of every lab but those
+    /// a converge of the whole lab (an `up`) ended less than `fresh` ago.
+    async fn audit_round(&self, fresh: Option<Duration>) -> Vec<String> {
         let mut repaired = Vec::new();
         for (name, entry) in self.entries().await {
             let Ok(mut lab) = entry.try_lock() else {
-                let whole = Dirty {
-                    all: true,
+                // An `up` at work now converges the whole lab anyway.
+                let round = Dirty {
+                    round: Some(Instant::now()),
                     ..Dirty::default()
                 };
-                self.watchers.mark(&name, whole);
+                self.watchers.mark(&name, round);
                 continue;
             };
+            let converged = lab.whole_converged.map(|at| at.elapsed());
+            if fresh.is_some_and(|fresh| converged.is_some_and(|ago| ago < fresh)) {
+                continue;
+            }
+            tracing::debug!(lab = name, "full audit");
             if self.audit_lab(&name, &mut lab, Scope::Full, false).await {
                 repaired.push(name);
             }
@@ -65,9 +80,25 @@ impl<H: Host> Engine<H> {
                 busy = true;
                 continue;
             };
-            // A notice of something lost the watchers cannot place: the
-            // whole lab, trusting nothing.
-            let (scope, trust) = if part.all {
+            tracing::debug!(
+                lab = name,
+                nodes = part.nodes.len(),
+                wire = part.wire,
+                agents = part.agents,
+                all = part.all,
+                round = part.round.is_some(),
+                "audit of what notices marked"
+            );
+            // A notice of something lost the watchers cannot place, or a
+            // round of the full audit no converge of the whole lab did
+            // since: the whole lab, trusting nothing.
+            let round = part
+                .round
+                .is_some_and(|at| lab.whole_converged.is_none_or(|done| done < at));
+            if !part.all && !round && !part.wire && !part.agents && part.nodes.is_empty() {
+                continue;
+            }
+            let (scope, trust) = if part.all || round {
                 (Scope::Full, false)
             } else {
                 let scope = Scope::Part {
@@ -92,6 +123,9 @@ impl<H: Host> Engine<H> {
         let started = Instant::now();
         let mut outcome = Outcome::default();
         let result = self.converge(lab, scope, trust, &mut outcome).await;
+        if matches!(scope, Scope::Full) && result.is_ok() {
+            lab.whole_converged = Some(Instant::now());
+        }
         let Outcome {
             changes,
             restarted,
@@ -152,7 +186,9 @@ impl<H: Host> Engine<H> {
     /// Audits every lab at once, then every `every` (see
     /// [`Engine::audit`]), or less often when a full audit costs much: the
     /// pause is at least 200 times the CPU time the last one took, so the
-    /// safety net never costs more than 0.5 % of a core. Between them, what
+    /// safety net never costs more than 0.5 % of a core. A lab a converge
+    /// of the whole lab (an `up`) ended less than `every` ago waits for
+    /// the next round. Between them, what
     /// the watchers say changed is audited at once, and only that (see
     /// [`Engine::audit_dirty`]), spending at most a fifth of a core.
     ///
@@ -186,21 +222,12 @@ impl<H: Host> Engine<H> {
                     return;
                 };
                 if exited {
-                    // A process the daemon started exited: each lab's
-                    // agents are looked at (its OVS daemons are watched by
-                    // pidfd, which marks their node).
-                    for lab in engine.labs().await {
-                        let agents = Dirty {
-                            agents: true,
-                            ..Dirty::default()
-                        };
-                        engine.watchers.mark(&lab, agents);
-                    }
+                    engine.mark_exited().await;
                     continue;
                 }
                 if full {
                     let started = cpu_time();
-                    engine.audit().await;
+                    engine.audit_round(Some(every)).await;
                     after_each();
                     let took = cpu_time().saturating_sub(started);
                     next_full = tokio::time::Instant::now() + every.max(took * FULL_SHARE);
@@ -224,6 +251,30 @@ impl<H: Host> Engine<H> {
                 }
             }
         })
+    }
+
+    /// A process the daemon started exited: each lab's agents are looked
+    /// at, and each node whose OVS daemon died. The pidfd watchers mark
+    /// such a node too, but only while they run (audits on, the node
+    /// watched); a lab busy now has its agents looked at, and its nodes by
+    /// whatever keeps it busy.
+    async fn mark_exited(&self) {
+        for (name, entry) in self.entries().await {
+            let mut dirty = Dirty {
+                agents: true,
+                ..Dirty::default()
+            };
+            if let Ok(lab) = entry.try_lock() {
+                for node in &lab.topology.nodes {
+                    let namespace = naming::namespace(&name, &node.name);
+                    let ovs = NodeOvs::new(&self.config.run_root, &name, &node.name, &namespace);
+                    if OvsDaemon::ALL.into_iter().any(|d| self.host.died(&ovs, d)) {
+                        dirty.nodes.insert(node.name.clone());
+                    }
+                }
+            }
+            self.watchers.mark(&name, dirty);
+        }
     }
 
     /// Tells the listeners of [`Engine::subscribe`] how an audit of `lab`

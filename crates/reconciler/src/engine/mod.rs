@@ -108,6 +108,9 @@ struct Lab {
     repair_count: u64,
     /// Starts of an OVS daemon that had died, by (node, program).
     restarts: BTreeMap<(String, &'static str), u64>,
+    /// When the last converge of the whole lab (an `up`, a full audit)
+    /// ended (see [`crate::watch::Dirty::round`]).
+    whole_converged: Option<Instant>,
     /// Audits run, and when the last ended and how long it took.
     audits: u64,
     last_audit: Option<(String, u64)>,
@@ -137,6 +140,7 @@ impl Lab {
             repairs: VecDeque::new(),
             repair_count: 0,
             restarts: BTreeMap::new(),
+            whole_converged: None,
             audits: 0,
             last_audit: None,
             audit_failure: None,
@@ -300,6 +304,9 @@ impl<H: Host> Engine<H> {
         let result = self
             .converge(&mut lab, Scope::Full, true, &mut outcome)
             .await;
+        if result.is_ok() {
+            lab.whole_converged = Some(Instant::now());
+        }
         let Outcome {
             changes,
             restarted,
@@ -317,7 +324,13 @@ impl<H: Host> Engine<H> {
             return result.and(Err(ReconcileError::UnknownLab(name)));
         }
         lab.foreign = foreign_names(&warnings);
+        let watching = Instant::now();
         self.watch(&lab);
+        tracing::debug!(
+            lab = name,
+            ms = watching.elapsed().as_millis() as u64,
+            "up: watching the lab"
+        );
         result?;
         let mut warnings = warnings;
         warnings.extend(self.wait_for_masters(&topology, &failed).await);
