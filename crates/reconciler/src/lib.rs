@@ -26,6 +26,7 @@ pub mod agents;
 pub mod diff;
 pub mod drivers;
 pub mod engine;
+pub mod fingerprint;
 pub mod host;
 pub mod manifest;
 pub mod ovs_process;

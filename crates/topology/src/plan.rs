@@ -46,7 +46,7 @@ pub struct DesiredState {
 }
 
 /// A legacy router's NAT as the L3 agent writes it (`neutron-l3-agent-*`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct RouterSpec {
     pub router: String,
     pub namespace: String,
@@ -63,7 +63,7 @@ pub struct RouterSpec {
 
 /// The security groups of a compute node's instances, as the hybrid
 /// iptables driver writes them on the node (`neutron-openvswi-*`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct FirewallSpec {
     pub node: String,
     pub namespace: String,
@@ -72,7 +72,7 @@ pub struct FirewallSpec {
     pub ipsets: Vec<IpSetSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct FirewallPort {
     pub instance: String,
     /// The `tap…` device on `qbr…` (physdev matches name it).
@@ -91,7 +91,7 @@ pub struct FirewallPort {
 }
 
 /// One security-group rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct FirewallRule {
     pub direction: Direction,
     pub protocol: Option<Protocol>,
@@ -100,7 +100,7 @@ pub struct FirewallRule {
     pub remote: Option<FirewallRemote>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FirewallRemote {
     /// A remote IP prefix.
@@ -112,7 +112,7 @@ pub enum FirewallRemote {
 
 /// A remote group's ipset on a compute node: the addresses of the group's
 /// members, lab-wide.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct IpSetSpec {
     /// `NIPv4` + the group's UUID, cut to ipset's 31 characters.
     pub name: String,
@@ -120,7 +120,7 @@ pub struct IpSetSpec {
     pub members: Vec<Ipv4Addr>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NamespaceKind {
     Node,
@@ -136,7 +136,7 @@ pub enum NamespaceKind {
 }
 
 /// One named network namespace and what lives in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct NamespaceSpec {
     /// The namespace's name under `/run/netns`.
     pub name: String,
@@ -159,7 +159,7 @@ pub struct NamespaceSpec {
     pub routes: Vec<RouteSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct VethSpec {
     pub name: String,
     pub peer: String,
@@ -167,7 +167,7 @@ pub struct VethSpec {
     pub peer_namespace: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct LinkSpec {
     pub name: String,
     /// Linux bridge this link is a port of.
@@ -205,7 +205,7 @@ pub struct LinkSpec {
 }
 
 /// Who besides the converge sets a link's addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AddressSetter {
     /// An instance's DHCP client: all of them (its lease).
@@ -215,7 +215,7 @@ pub enum AddressSetter {
     Keepalived,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct RouteSpec {
     /// `0.0.0.0/0` for the default route.
     pub destination: Ipv4Net,
@@ -223,7 +223,7 @@ pub struct RouteSpec {
 }
 
 /// A node's Open vSwitch: bridges, ports and flows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct SwitchSpec {
     pub node: String,
     pub namespace: String,
@@ -233,7 +233,7 @@ pub struct SwitchSpec {
     pub local_vlans: BTreeMap<String, u16>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct OvsBridge {
     pub name: String,
     /// Every port but the bridge's own internal port, which always exists.
@@ -250,7 +250,7 @@ pub struct OvsBridge {
     pub standalone: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct OvsPort {
     pub name: String,
     /// Access VLAN (the node-local tag) for instance ports.
@@ -271,7 +271,7 @@ pub struct OvsPort {
 }
 
 /// A tunnel port as the agent adds it (`ovs_lib.add_tunnel_port`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct TunnelInterface {
     pub kind: TunnelType,
     pub remote_ip: Ipv4Addr,
@@ -312,7 +312,7 @@ impl OvsPort {
 /// One flow, with ports named rather than numbered. Unset matches are
 /// wildcards; `FlowSpec::default()` is a table-0, priority-0 drop on no
 /// bridge, to be filled in.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct FlowSpec {
     pub bridge: String,
     pub table: u8,
@@ -346,7 +346,7 @@ pub struct FlowSpec {
     pub actions: Vec<FlowAction>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VlanMatch {
     /// `dl_vlan=<id>`: tagged with this id.
@@ -355,7 +355,7 @@ pub enum VlanMatch {
     Untagged,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MacMatch {
     /// `dl_dst=<mac>`.
@@ -367,7 +367,7 @@ pub enum MacMatch {
 }
 
 /// A header field an action copies from or to (`move:` in ovs-ofctl).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MoveField {
     EthSrc,
@@ -378,7 +378,7 @@ pub enum MoveField {
     ArpTpa,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FlowAction {
     /// `mod_vlan_vid:<id>` on a tagged frame (OpenFlow 1.3

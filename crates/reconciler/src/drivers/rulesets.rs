@@ -21,6 +21,7 @@ use ovslab_topology as model;
 use ovslab_topology::plan::{FirewallRemote, FirewallSpec, RouterSpec};
 
 use crate::ReconcileError;
+use crate::fingerprint::Fingerprint;
 
 /// The ruleset of a router, from its plan.
 pub fn router(spec: &RouterSpec) -> Ruleset {
@@ -92,24 +93,6 @@ pub fn ipsets(spec: &FirewallSpec) -> Vec<IpSet> {
 #[derive(Debug, Default)]
 pub struct Verified {
     by_namespace: Mutex<HashMap<String, (Generation, Fingerprint)>>,
-}
-
-/// 128 bits that tell rulesets apart: two SipHashes of the ruleset, each
-/// keyed differently. Only ever compared within one run of the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint([u64; 2]);
-
-impl Fingerprint {
-    fn of(ruleset: &Ruleset) -> Fingerprint {
-        use std::hash::{DefaultHasher, Hash, Hasher};
-        let keyed = |key: u8| {
-            let mut hasher = DefaultHasher::new();
-            key.hash(&mut hasher);
-            ruleset.hash(&mut hasher);
-            hasher.finish()
-        };
-        Fingerprint([keyed(0), keyed(1)])
-    }
 }
 
 impl Verified {

@@ -21,6 +21,7 @@ use crate::ReconcileError;
 use crate::actual::{ActualNamespace, ActualSwitch};
 use crate::diff::{LinkChange, diff_flows, diff_namespace, diff_switch};
 use crate::drivers::{flows, rulesets, switch};
+use crate::fingerprint::Fingerprint;
 use crate::host::Host;
 use crate::manifest::{Manifest, Ownership};
 use crate::ovs_process::{NodeOvs, OvsDaemon};
@@ -46,9 +47,10 @@ struct Known<'a> {
 }
 
 /// Each namespace whose links a converge read and left as planned: the
-/// spec it converged them to, and its watcher's last notice taken before
-/// the read (see [`crate::watch::Watchers::last_notice`]).
-pub(super) type LinksRead = BTreeMap<String, (NamespaceSpec, u64)>;
+/// spec it converged them to (its [`Fingerprint`]), and its watcher's last
+/// notice taken before the read (see
+/// [`crate::watch::Watchers::last_notice`]).
+pub(super) type LinksRead = BTreeMap<String, (Fingerprint, u64)>;
 
 /// Each bridge whose flows a converge read and left as planned, by (node,
 /// bridge): what it converged them to, and the flow monitor's last notice
@@ -57,7 +59,8 @@ pub(super) type FlowsRead = BTreeMap<(String, String), FlowsKnown>;
 
 #[derive(Debug)]
 pub(super) struct FlowsKnown {
-    wanted: Vec<FlowSpec>,
+    /// The flows wanted, as a [`Fingerprint`].
+    wanted: Fingerprint,
     ports: BTreeMap<String, u32>,
     cookie: u64,
     notice: u64,
@@ -754,7 +757,7 @@ impl<H: Host> Run<'_, H> {
                     let seen = last[ns.name.as_str()];
                     self.links_read
                         .get(&ns.name)
-                        .is_some_and(|(spec, n)| seen == Some(*n) && spec == *ns)
+                        .is_some_and(|(spec, n)| seen == Some(*n) && *spec == Fingerprint::of(*ns))
                 })
                 .map(|ns| ns.name.clone())
                 .collect()
@@ -771,7 +774,8 @@ impl<H: Host> Run<'_, H> {
         {
             match last[ns.name.as_str()] {
                 Some(n) => {
-                    self.links_read.insert(ns.name.clone(), (ns.clone(), n));
+                    self.links_read
+                        .insert(ns.name.clone(), (Fingerprint::of(ns), n));
                 }
                 None => {
                     self.links_read.remove(&ns.name);
@@ -905,12 +909,8 @@ impl<H: Host> Run<'_, H> {
         for (spec, actual) in desired.switches.iter().zip(&switches.actual) {
             let mut bridges = Vec::new();
             for bridge in &spec.bridges {
-                let wanted: Vec<_> = spec
-                    .flows
-                    .iter()
-                    .filter(|f| f.bridge == bridge.name)
-                    .cloned()
-                    .collect();
+                let of_bridge = spec.flows.iter().filter(|f| f.bridge == bridge.name);
+                let fingerprint = Fingerprint::of_all(of_bridge.clone());
                 let ports = switch::ofports(actual, &bridge.name);
                 let notice = watchers.last_flow_notice(self.lab, &spec.node, &bridge.name);
                 let key = (spec.node.clone(), bridge.name.clone());
@@ -920,13 +920,14 @@ impl<H: Host> Run<'_, H> {
                         Some(r.notice) == notice
                             && r.cookie == bridge.cookie
                             && r.ports == ports
-                            && r.wanted == wanted
+                            && r.wanted == fingerprint
                     });
                 if !trusted {
                     bridges.push(BridgeFlows {
                         bridge: bridge.name.clone(),
                         cookie: bridge.cookie,
-                        wanted,
+                        wanted: of_bridge.cloned().collect(),
+                        fingerprint,
                         ports,
                         notice,
                     });
@@ -957,7 +958,7 @@ impl<H: Host> Run<'_, H> {
                 match b.notice {
                     Some(notice) => {
                         let read = FlowsKnown {
-                            wanted: b.wanted,
+                            wanted: b.fingerprint,
                             ports: b.ports,
                             cookie: b.cookie,
                             notice,
@@ -1354,6 +1355,8 @@ struct BridgeFlows {
     bridge: String,
     cookie: u64,
     wanted: Vec<FlowSpec>,
+    /// `wanted`'s, for [`FlowsKnown`].
+    fingerprint: Fingerprint,
     ports: BTreeMap<String, u32>,
     /// The bridge's last flow notice, taken before the read.
     notice: Option<u64>,
