@@ -662,6 +662,11 @@ impl<H: Host> Run<'_, H> {
             .as_ref()
             .is_some_and(|p| p.previous == previous && p.failed == *self.failed);
         if !same {
+            // The old plan goes before the new one is made: a plan of
+            // 10,000 instances is about 50 MB, and the first audit after
+            // an `up` plans again (with the local VLANs the switches now
+            // use), which held two at once at the daemon's peak.
+            *self.planned = None;
             *self.planned = Some(Planned::new(self.topo, previous, self.failed));
         }
         let desired = self.planned.as_ref().expect("just planned").desired.clone();
