@@ -80,15 +80,6 @@ impl<H: Host> Engine<H> {
                 busy = true;
                 continue;
             };
-            tracing::debug!(
-                lab = name,
-                nodes = part.nodes.len(),
-                wire = part.wire,
-                agents = part.agents,
-                all = part.all,
-                round = part.round.is_some(),
-                "audit of what notices marked"
-            );
             // A notice of something lost the watchers cannot place, or a
             // round of the full audit no converge of the whole lab did
             // since: the whole lab, trusting nothing.
@@ -98,6 +89,15 @@ impl<H: Host> Engine<H> {
             if !part.all && !round && !part.wire && !part.agents && part.nodes.is_empty() {
                 continue;
             }
+            tracing::debug!(
+                lab = name,
+                nodes = part.nodes.len(),
+                wire = part.wire,
+                agents = part.agents,
+                all = part.all,
+                round,
+                "audit of what notices marked"
+            );
             let (scope, trust) = if part.all || round {
                 (Scope::Full, false)
             } else {
