@@ -403,3 +403,56 @@ async fn a_bridge_port_forwards_as_soon_as_its_veth_is_up() {
     let bridge = run("bridge", &["-n", &switch.0, "link", "show", "dev", "node1"]);
     assert!(bridge.contains("state forwarding"), "{bridge}");
 }
+
+/// One socket in this namespace hears the link changes of each namespace
+/// given an id here, each with its id, and none of a namespace without one.
+#[test]
+#[ignore = "needs root"]
+fn one_socket_hears_the_links_of_every_namespace_with_an_id() {
+    use ovslab_netlink::events::{AllNamespaces, read_notice};
+    require_root("one_socket_hears_the_links_of_every_namespace_with_an_id");
+    let (a, b, unwatched) = (Ns::new(), Ns::new(), Ns::new());
+    let all = AllNamespaces::subscribe().unwrap();
+    let open = |ns: &Ns| std::fs::File::open(netns::path(&ns.0)).unwrap();
+    let id_a = all.id_of(open(&a)).unwrap();
+    let id_b = all.id_of(open(&b)).unwrap();
+    assert_ne!(id_a, id_b);
+    assert_eq!(all.id_of(open(&a)).unwrap(), id_a, "an id is kept");
+    // `ip` sees the ids the kernel gave.
+    let listed = run("ip", &["netns", "list"]);
+    assert!(
+        listed.contains(&format!("{} (id: {id_a})", a.0)),
+        "{listed}"
+    );
+
+    let heard = |want: i32| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut ids = Vec::new();
+        let mut buf = vec![0u8; 32 * 1024];
+        while std::time::Instant::now() < deadline {
+            match read_notice(all.notices(), &mut buf) {
+                Ok((_, id)) => {
+                    ids.push(id);
+                    if id == Some(want) {
+                        return ids;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("no notice from namespace id {want}; heard {ids:?}")
+    };
+    unwatched.ip(&["link", "add", "x0", "type", "veth", "peer", "x1"]);
+    b.ip(&["link", "add", "v0", "type", "veth", "peer", "v1"]);
+    let ids = heard(id_b);
+    a.ip(&["link", "set", "lo", "mtu", "9000"]);
+    let ids: Vec<_> = ids.into_iter().chain(heard(id_a)).collect();
+    assert!(
+        ids.iter()
+            .all(|id| *id == Some(id_a) || *id == Some(id_b) || id.is_none()),
+        "a namespace without an id was heard: {ids:?}"
+    );
+}

@@ -35,9 +35,10 @@ use ovslab_topology::{Check, CheckProtocol, CheckTarget, Topology, naming};
 
 use crate::probes::{self, Probe};
 
-/// Echo requests (or raw frames, for a layer-2 check) a probe sends at
-/// most.
-const PROBES: u16 = 3;
+/// Echo requests (or raw frames, for a layer-2 check) a probe that
+/// expects no answer sends: three, in the first 400 ms of its
+/// [`probes::FAILURE_WAIT`].
+const REFUSED_PROBES: u16 = 3;
 
 /// After the probe is decided, how long frames still on their way to a
 /// watched wire get. The probe's own path is watched before its answer
@@ -51,6 +52,21 @@ pub fn wait(check: &Check) -> Duration {
         probes::PROBE_TIMEOUT
     } else {
         probes::FAILURE_WAIT
+    }
+}
+
+/// Echo requests (or raw frames) `check`'s probe sends at most, one every
+/// [`probes::ECHO_INTERVAL`]. A probe that expects an answer goes on
+/// sending for as long as it waits, as `ping` would: the kernel gives up
+/// on an ARP request after three tries and drops what waited for it, and
+/// on a large lab a broadcast's first trip through every node's slow path
+/// can take longer than that.
+fn probes(check: &Check) -> u16 {
+    if check.expect_success {
+        let every = probes::ECHO_INTERVAL.as_millis();
+        u16::try_from(wait(check).as_millis().div_ceil(every)).unwrap_or(u16::MAX)
+    } else {
+        REFUSED_PROBES
     }
 }
 
@@ -242,7 +258,7 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
                 .transpose()?;
             probes::tcp(&from_ns, listener.as_deref(), dest_ip, port, tag, wait)?
         }
-        CheckProtocol::Icmp => probes::ping(&from_ns, dest_ip, tag, PROBES, wait)?,
+        CheckProtocol::Icmp => probes::ping(&from_ns, dest_ip, tag, probes(check), wait)?,
     };
     std::thread::sleep(SETTLE);
     let observations: Vec<Seen> = watches
@@ -282,7 +298,7 @@ fn uplinks(lab: &str, node: &str) -> io::Result<Vec<Watch>> {
 
 /// Sends ICMP echo requests as raw frames from the source instance's NIC
 /// straight to the destination instance's MAC (no routing, no ARP), up to
-/// [`PROBES`] of them every [`probes::ECHO_INTERVAL`], and says whether one
+/// [`probes`] of them every [`probes::ECHO_INTERVAL`], and says whether one
 /// arrived at the destination (`arrived`) within `wait`: at once when one
 /// does.
 fn inject(
@@ -306,9 +322,10 @@ fn inject(
     let socket = PacketSocket::open(&ns, naming::GUEST_NIC, false)?;
     let started = Instant::now();
     let deadline = started + wait;
+    let count = probes(check);
     let mut seq = 0;
     loop {
-        if seq < PROBES && started + probes::ECHO_INTERVAL * u32::from(seq) <= Instant::now() {
+        if seq < count && started + probes::ECHO_INTERVAL * u32::from(seq) <= Instant::now() {
             seq += 1;
             socket.send(&probes::icmp_frame(
                 from.mac,

@@ -20,8 +20,17 @@ use ovslab_capture::{Frame, L4};
 use ovslab_netlink::netns;
 
 /// How long a probe that should be answered waits before it counts as
-/// lost.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// lost. An answer in a small lab takes milliseconds; the first one
+/// between two instances of a large lab can take seconds, because the
+/// ARP request that precedes it is a broadcast that every node's
+/// userspace datapath handles in its slow path at once (measured up to
+/// 3.3 s on a 10,000-instance lab on two cores). Only a check that fails
+/// waits this long.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a DHCP probe sends its DISCOVER or REQUEST again while it
+/// waits for the answer.
+pub const DHCP_RESEND: Duration = Duration::from_secs(1);
 
 /// How long a probe that should not be answered waits before it counts
 /// as unanswered: a check with `expect: failure` decides after this long.
@@ -138,7 +147,9 @@ pub fn send(
 }
 
 /// A whole DHCP exchange from `ns`'s `nic` as the client with `mac`:
-/// DISCOVER, the OFFER, REQUEST of what was offered, the ACK. Returns
+/// DISCOVER, the OFFER, REQUEST of what was offered, the ACK; each
+/// request is sent again every [`DHCP_RESEND`] while its answer is
+/// awaited, as a client retransmits. Returns
 /// the acknowledged address, or `None` when an answer did not come
 /// within `wait` (or was a NAK).
 pub fn dhcp(
@@ -150,32 +161,38 @@ pub fn dhcp(
 ) -> io::Result<Option<Ipv4Addr>> {
     let socket = ovslab_capture::PacketSocket::open(ns, nic, false)?;
     let xid = dhcp_xid(tag);
-    let answer = |want: u8| -> io::Result<Option<(ovslab_capture::Dhcp, Ipv4Addr)>> {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            for p in socket.drain()? {
-                let Some(frame) = Frame::parse(&p.data) else {
-                    continue;
-                };
-                let (Some((server, _)), Some(L4::Udp { dhcp: Some(d), .. })) =
-                    (frame.ipv4(), frame.l4())
-                else {
-                    continue;
-                };
-                if d.xid == xid && (d.message == want || d.message == 6) {
-                    return Ok((d.message == want).then_some((d, server)));
+    // Sends `request` every DHCP_RESEND until the answer `want` (or a NAK).
+    let answer =
+        |request: &[u8], want: u8| -> io::Result<Option<(ovslab_capture::Dhcp, Ipv4Addr)>> {
+            let deadline = Instant::now() + wait;
+            let mut resend = Instant::now();
+            while Instant::now() < deadline {
+                if Instant::now() >= resend {
+                    socket.send(request)?;
+                    resend = Instant::now() + DHCP_RESEND;
                 }
+                for p in socket.drain()? {
+                    let Some(frame) = Frame::parse(&p.data) else {
+                        continue;
+                    };
+                    let (Some((server, _)), Some(L4::Udp { dhcp: Some(d), .. })) =
+                        (frame.ipv4(), frame.l4())
+                    else {
+                        continue;
+                    };
+                    if d.xid == xid && (d.message == want || d.message == 6) {
+                        return Ok((d.message == want).then_some((d, server)));
+                    }
+                }
+                std::thread::sleep(POLL);
             }
-            std::thread::sleep(POLL);
-        }
-        Ok(None)
-    };
-    socket.send(&dhcp_frame(mac, xid, 1, None))?;
-    let Some((offer, server)) = answer(2)? else {
+            Ok(None)
+        };
+    let Some((offer, server)) = answer(&dhcp_frame(mac, xid, 1, None), 2)? else {
         return Ok(None);
     };
-    socket.send(&dhcp_frame(mac, xid, 3, Some((offer.yiaddr, server))))?;
-    Ok(answer(5)?.map(|(ack, _)| ack.yiaddr))
+    let request = dhcp_frame(mac, xid, 3, Some((offer.yiaddr, server)));
+    Ok(answer(&request, 5)?.map(|(ack, _)| ack.yiaddr))
 }
 
 /// A broadcast DHCP `message` (1 DISCOVER, 3 REQUEST with the requested

@@ -2,13 +2,16 @@
 //! audits re-read only that (see `engine/audit.rs`), and a slow full audit
 //! remains as a safety net.
 //!
-//! - In every namespace of a lab, an rtnetlink socket subscribed to link,
-//!   IPv4 address and IPv4 route notifications; in those with rules (a
-//!   node's firewall, a router, a qdhcp namespace), a netfilter socket
-//!   subscribed to nf_tables commits.
+//! - Link, IPv4 address and IPv4 route notifications of every namespace of
+//!   every lab, on one rtnetlink socket in the daemon's own namespace: each
+//!   watched namespace is given an id there, which comes with its
+//!   notifications (`NETLINK_LISTEN_ALL_NSID`; see
+//!   [`ovslab_netlink::events`] for why not a socket in each).
+//! - In namespaces with rules (a node's firewall, a router, a qdhcp
+//!   namespace), a netfilter socket subscribed to nf_tables commits.
 //! - On `/run/netns`, inotify: a namespace deleted. Our sockets in it are
 //!   closed at once: a socket holds its namespace, and with it the links
-//!   whose loss we look for, alive.
+//!   whose loss we look for, alive (an id does not).
 //! - Per node, an OVSDB `monitor` of the Open_vSwitch, Bridge, Port and
 //!   Interface columns the lab sets (not those ovs-vswitchd keeps writing,
 //!   such as statistics).
@@ -27,12 +30,12 @@
 //! Not watched, left to the full audit: ipsets (the kernel sends no
 //! notices for them) and a process's sysctls.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use ovslab_netlink::{events, netns};
@@ -119,9 +122,9 @@ pub struct NodeWatch {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Footprint {
     pub namespaces: usize,
-    /// One rtnetlink socket per namespace, one netfilter socket more where
-    /// rules live, and per node an OVSDB monitor, a flow monitor per bridge
-    /// and a pidfd per OVS daemon.
+    /// A netfilter socket per namespace with rules, and per node an OVSDB
+    /// monitor, a flow monitor per bridge and a pidfd per OVS daemon (the
+    /// routing notices of every namespace share one socket).
     pub descriptors: usize,
 }
 
@@ -134,7 +137,7 @@ impl Footprint {
             .sum();
         Footprint {
             namespaces: desired.namespaces.len(),
-            descriptors: desired.namespaces.len() + desired.rule_namespaces().len() + per_node,
+            descriptors: desired.rule_namespaces().len() + per_node,
         }
     }
 }
@@ -184,9 +187,13 @@ type BridgeKey = (String, String, String);
 struct State {
     /// Namespace → its lab and part.
     owners: BTreeMap<String, (String, Part)>,
-    /// Namespace → the watcher of its sockets, started for its inode, and
-    /// its last routing notice (see [`Watchers::last_notice`]).
-    namespaces: BTreeMap<String, (Watcher<u64>, Arc<AtomicU64>)>,
+    /// Namespace → how it is watched.
+    namespaces: BTreeMap<String, Watched>,
+    /// A watched namespace's id in the daemon's namespace → its name: where
+    /// a routing notice came from.
+    ids: HashMap<i32, String>,
+    /// The socket of every namespace's routing notices, and its reader.
+    routing: Option<Routing>,
     /// (lab, node) → the OVSDB monitor, started for that socket.
     databases: BTreeMap<(String, String), Watcher<PathBuf>>,
     /// (lab, node, bridge) → the flow monitor, and its last notice (0
@@ -194,6 +201,94 @@ struct State {
     bridges: BTreeMap<BridgeKey, (Watcher<PathBuf>, Arc<AtomicU64>)>,
     /// OVS daemon pid → the watcher of its exit.
     processes: BTreeMap<u32, Watcher<String>>,
+}
+
+/// How one namespace is watched.
+#[derive(Debug)]
+struct Watched {
+    /// The inode of the namespace this was set up for: a namespace made
+    /// again under the same name is watched anew.
+    inode: u64,
+    /// Its id in the daemon's namespace; `None` when it could not be given
+    /// one (its routing notices are then not heard).
+    id: Option<i32>,
+    /// Its last routing notice (see [`Watchers::last_notice`]).
+    last: Arc<AtomicU64>,
+    /// The watcher of its nf_tables commits, where rules live.
+    rules: Option<Watcher<()>>,
+}
+
+/// The socket that hears the routing notices of every watched namespace.
+#[derive(Debug)]
+struct Routing {
+    socket: Arc<events::AllNamespaces>,
+    task: Watcher<()>,
+}
+
+impl State {
+    /// Stops watching namespace `ns` (its lab and part stay known).
+    fn drop_namespace(&mut self, ns: &str) {
+        if let Some(Watched { id: Some(id), .. }) = self.namespaces.remove(ns)
+            && self.ids.get(&id).is_some_and(|n| n == ns)
+        {
+            self.ids.remove(&id);
+        }
+    }
+
+    /// Notices may have been lost (the routing socket overflowed or was
+    /// made again): nothing read before is trusted, and every lab is
+    /// looked at whole.
+    fn all_lost(&self, shared: &Shared) {
+        for watched in self.namespaces.values() {
+            watched.last.store(next_notice(), Ordering::SeqCst);
+        }
+        let labs: BTreeSet<&String> = self.owners.values().map(|(l, _)| l).collect();
+        for lab in labs {
+            shared.mark(
+                lab,
+                Dirty {
+                    all: true,
+                    ..Dirty::default()
+                },
+            );
+        }
+    }
+
+    /// The routing socket, made (again) if it is not running.
+    fn routing(
+        &mut self,
+        shared: &Shared,
+        state: &Arc<Mutex<State>>,
+    ) -> Option<Arc<events::AllNamespaces>> {
+        if let Some(routing) = &self.routing
+            && !routing.task.task.is_finished()
+        {
+            return Some(routing.socket.clone());
+        }
+        let socket = match events::AllNamespaces::subscribe() {
+            Ok(socket) => Arc::new(socket),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot subscribe to routing notices (audits still find drift): {e}"
+                );
+                self.routing = None;
+                return None;
+            }
+        };
+        let task = tokio::spawn(routing_events(
+            socket.clone(),
+            shared.clone(),
+            Arc::downgrade(state),
+        ));
+        if self.routing.is_some() {
+            self.all_lost(shared);
+        }
+        self.routing = Some(Routing {
+            socket: socket.clone(),
+            task: Watcher { key: (), task },
+        });
+        Some(socket)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -260,7 +355,7 @@ impl Watchers {
                 .collect();
             for ns in gone {
                 state.owners.remove(&ns);
-                state.namespaces.remove(&ns);
+                state.drop_namespace(&ns);
             }
             let nodes: BTreeSet<&str> = lab.nodes.iter().map(|n| n.node.as_str()).collect();
             state
@@ -270,37 +365,61 @@ impl Watchers {
                 .bridges
                 .retain(|(l, n, _), _| *l != lab.lab || nodes.contains(n.as_str()));
         }
+        let routing = state.routing(&self.shared, &self.state);
         for (ns, part, rules) in &lab.namespaces {
             state
                 .owners
                 .insert(ns.clone(), (lab.lab.clone(), part.clone()));
-            let Ok(inode) = std::fs::metadata(netns::path(ns)).map(|m| m.ino()) else {
+            let Ok(file) = std::fs::File::open(netns::path(ns)) else {
                 continue;
             };
-            if state
-                .namespaces
-                .get(ns)
-                .is_some_and(|(w, _)| w.key == inode && !w.task.is_finished())
-            {
+            let Ok(inode) = file.metadata().map(|m| m.ino()) else {
+                continue;
+            };
+            let alive = |w: &Watcher<()>| !w.task.is_finished();
+            if state.namespaces.get(ns).is_some_and(|w| {
+                w.inode == inode
+                    && (w.id.is_some() || routing.is_none())
+                    && w.rules.as_ref().is_some_and(alive) == *rules
+            }) {
                 continue;
             }
-            match events::subscribe(ns, *rules) {
-                Ok(sockets) => {
-                    let last = Arc::new(AtomicU64::new(next_notice()));
-                    let task = tokio::spawn(namespace_events(
+            let id = routing.as_ref().and_then(|r| match r.id_of(&file) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    tracing::debug!("cannot give namespace {ns} an id to watch it: {e}");
+                    None
+                }
+            });
+            let rules = rules.then(|| match events::rules(ns) {
+                Ok(fd) => Some(Watcher {
+                    key: (),
+                    task: tokio::spawn(rule_events(
                         lab.lab.clone(),
                         ns.clone(),
                         part.clone(),
-                        sockets,
+                        fd,
                         self.shared.clone(),
-                        last.clone(),
-                    ));
-                    state
-                        .namespaces
-                        .insert(ns.clone(), (Watcher { key: inode, task }, last));
+                    )),
+                }),
+                Err(e) => {
+                    tracing::debug!("cannot watch the rules of namespace {ns}: {e}");
+                    None
                 }
-                Err(e) => tracing::debug!("cannot watch namespace {ns}: {e}"),
+            });
+            state.drop_namespace(ns);
+            if let Some(id) = id {
+                state.ids.insert(id, ns.clone());
             }
+            state.namespaces.insert(
+                ns.clone(),
+                Watched {
+                    inode,
+                    id,
+                    last: Arc::new(AtomicU64::new(next_notice())),
+                    rules: rules.flatten(),
+                },
+            );
         }
         for node in &lab.nodes {
             let key = (lab.lab.clone(), node.node.clone());
@@ -384,8 +503,13 @@ impl Watchers {
     /// after taking it may trust them next time (see `engine/converge.rs`).
     pub fn last_notice(&self, ns: &str) -> Option<u64> {
         let state = lock(&self.state);
-        let (watcher, last) = state.namespaces.get(ns)?;
-        (!watcher.task.is_finished()).then(|| last.load(Ordering::SeqCst))
+        let watched = state.namespaces.get(ns)?;
+        let heard = watched.id.is_some()
+            && state
+                .routing
+                .as_ref()
+                .is_some_and(|r| !r.task.task.is_finished());
+        heard.then(|| watched.last.load(Ordering::SeqCst))
     }
 
     /// Like [`Watchers::last_notice`], for the flows of a bridge: `None`
@@ -403,7 +527,7 @@ impl Watchers {
     pub fn unwatch(&self, ns: &str) {
         let mut state = lock(&self.state);
         state.owners.remove(ns);
-        state.namespaces.remove(ns);
+        state.drop_namespace(ns);
     }
 
     /// Stops watching a lab (before `down` removes it: a socket of ours
@@ -418,7 +542,7 @@ impl Watchers {
             .collect();
         for ns in ours {
             state.owners.remove(&ns);
-            state.namespaces.remove(&ns);
+            state.drop_namespace(&ns);
         }
         state.databases.retain(|(l, _), _| l != lab);
         state.bridges.retain(|(l, ..), _| l != lab);
@@ -508,42 +632,87 @@ fn next_notice() -> u64 {
     NOTICES.fetch_add(1, Ordering::SeqCst)
 }
 
-/// Every notice of one namespace marks its part; a routing notice is also
-/// numbered in `last`.
-async fn namespace_events(
-    lab: String,
-    namespace: String,
-    part: Part,
-    sockets: events::Subscription,
+/// Every nf_tables commit in one namespace marks its part.
+async fn rule_events(lab: String, namespace: String, part: Part, fd: OwnedFd, shared: Shared) {
+    let what = format!("nf_tables notices of {namespace}");
+    each_read(fd, &what, |_| {
+        tracing::debug!(namespace, "nf_tables notice");
+        shared.mark(&lab, Dirty::of(&part));
+    })
+    .await;
+}
+
+/// The routing socket's descriptor, for polling.
+struct Notices(Arc<events::AllNamespaces>);
+
+impl AsRawFd for Notices {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.notices().as_raw_fd()
+    }
+}
+
+/// Every routing notice marks the part of the namespace it came from and
+/// numbers the namespace's `last`; one whose id no watched namespace has
+/// (a namespace given one by someone else, or being deleted) is dropped.
+async fn routing_events(
+    socket: Arc<events::AllNamespaces>,
     shared: Shared,
-    last: Arc<AtomicU64>,
+    state: Weak<Mutex<State>>,
 ) {
-    let what = format!("routing notices of {namespace}");
-    let routing = {
-        let (lab, namespace, part, shared) = (&lab, &namespace, &part, &shared);
-        let last = &last;
-        each_read(sockets.routing, &what, move |read| {
-            last.store(next_notice(), Ordering::SeqCst);
-            if let Ok(datagram) = read {
-                tracing::debug!(
-                    namespace,
-                    types = ?events::message_types(datagram),
-                    "routing notice"
-                );
-            }
-            shared.mark(lab, Dirty::of(part));
-        })
-    };
-    match sockets.rules {
-        Some(rules) => {
-            let what = format!("nf_tables notices of {namespace}");
-            let rules = each_read(rules, &what, |_| {
-                tracing::debug!(namespace, "nf_tables notice");
-                shared.mark(&lab, Dirty::of(&part));
-            });
-            tokio::join!(routing, rules);
+    // SAFETY: `Notices` holds the socket, so the descriptor stays open,
+    // and is not replaced, for as long as it is registered.
+    let fd = match unsafe { AsyncFd::register(Notices(socket)) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("cannot poll the routing notices: {e}");
+            return;
         }
-        None => routing.await,
+    };
+    // One task reads them all: the buffer stays.
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        let Ok(mut ready) = fd.readable().await else {
+            return;
+        };
+        loop {
+            let read = ready.try_io(|fd| events::read_notice(fd.get_ref().0.notices(), &mut buf));
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            let state = lock(&state);
+            match read {
+                Ok(Ok((n, Some(id)))) => {
+                    let Some(ns) = state.ids.get(&id) else {
+                        continue;
+                    };
+                    if let Some(watched) = state.namespaces.get(ns) {
+                        watched.last.store(next_notice(), Ordering::SeqCst);
+                    }
+                    tracing::debug!(
+                        namespace = ns,
+                        types = ?events::message_types(&buf[..n]),
+                        "routing notice"
+                    );
+                    if let Some((lab, part)) = state.owners.get(ns) {
+                        shared.mark(lab, Dirty::of(part));
+                    }
+                }
+                // The daemon's own namespace.
+                Ok(Ok((_, None))) => {}
+                // The kernel dropped notices for want of buffer space: some
+                // were lost, so something may have happened anywhere.
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    tracing::debug!("routing notices lost: {e}");
+                    state.all_lost(&shared);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("routing notices: {e}; made again at the next watch");
+                    state.all_lost(&shared);
+                    return;
+                }
+                Err(_would_block) => break,
+            }
+        }
     }
 }
 
@@ -631,7 +800,7 @@ async fn namespace_deletions(fd: OwnedFd, shared: Shared, state: Arc<Mutex<State
             for name in events::deleted_names(events) {
                 let mut state = lock(&state);
                 // Dropping the watcher closes its sockets.
-                state.namespaces.remove(&name);
+                state.drop_namespace(&name);
                 if let Some((lab, part)) = state.owners.get(&name) {
                     tracing::debug!(namespace = name, "namespace deleted");
                     shared.mark(lab, Dirty::of(part));
