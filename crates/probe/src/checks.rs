@@ -590,6 +590,21 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_that_expects_an_answer_keeps_asking_while_it_waits() {
+        let every = probes::ECHO_INTERVAL;
+        assert_eq!(
+            u32::from(probes(&check())),
+            probes::PROBE_TIMEOUT.as_millis() as u32 / every.as_millis() as u32
+        );
+        assert!(every * u32::from(probes(&check())) >= probes::PROBE_TIMEOUT);
+        let refused = Check {
+            expect_success: false,
+            ..check()
+        };
+        assert_eq!(probes(&refused), 3);
+    }
+
+    #[test]
     fn judging_follows_each_expectation() {
         let on = |node: &str, vlans: Vec<u16>, frames| Seen {
             frames,

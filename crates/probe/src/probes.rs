@@ -822,6 +822,76 @@ mod tests {
         );
     }
 
+    /// A DHCP answer (`message` 2 OFFER, 5 ACK) from `server` giving
+    /// `yiaddr` to the client of `request`, made from the request.
+    fn dhcp_answer(request: &[u8], message: u8, server: Ipv4Addr, yiaddr: Ipv4Addr) -> Vec<u8> {
+        let mut frame = request.to_vec();
+        frame[26..30].copy_from_slice(&server.octets()); // IPv4 source
+        frame[24..26].copy_from_slice(&[0, 0]);
+        let sum = checksum(&frame[14..34]);
+        frame[24..26].copy_from_slice(&sum.to_be_bytes());
+        frame[34..38].copy_from_slice(&[0, 67, 0, 68]); // UDP ports
+        frame[42] = 2; // BOOTREPLY
+        frame[58..62].copy_from_slice(&yiaddr.octets());
+        frame[42 + 242] = message;
+        frame
+    }
+
+    /// A DHCP server that misses the first DISCOVER and the first REQUEST
+    /// (lost, or too slow): the probe asks again every `DHCP_RESEND`, as a
+    /// client does, and gets its address.
+    #[test]
+    #[ignore = "needs root"]
+    fn a_dhcp_probe_asks_again_until_it_is_answered() {
+        use ovslab_capture::PacketSocket;
+        use ovslab_testkit::{TestNetns, require_root};
+        require_root("a_dhcp_probe_asks_again_until_it_is_answered");
+        let ns = TestNetns::new();
+        ns.exec(&["ip", "link", "add", "c0", "type", "veth", "peer", "s0"]);
+        ns.exec(&["ip", "link", "set", "c0", "up"]);
+        ns.exec(&["ip", "link", "set", "s0", "up"]);
+        let server: Ipv4Addr = "10.9.0.1".parse().unwrap();
+        let given: Ipv4Addr = "10.9.0.7".parse().unwrap();
+        let socket = PacketSocket::open(&ns.name, "s0", false).unwrap();
+        let serve = std::thread::spawn(move || {
+            let mut seen = [0usize; 6];
+            let deadline = Instant::now() + Duration::from_secs(6);
+            while Instant::now() < deadline {
+                for p in socket.drain().unwrap() {
+                    let Some(Some(L4::Udp { dhcp: Some(d), .. })) =
+                        Frame::parse(&p.data).map(|f| f.l4())
+                    else {
+                        continue;
+                    };
+                    if d.message != 1 && d.message != 3 {
+                        continue;
+                    }
+                    seen[usize::from(d.message)] += 1;
+                    // The first of each goes unanswered.
+                    if seen[usize::from(d.message)] > 1 {
+                        let answer = if d.message == 1 { 2 } else { 5 };
+                        socket
+                            .send(&dhcp_answer(&p.data, answer, server, given))
+                            .unwrap();
+                    }
+                    if d.message == 3 && seen[3] > 1 {
+                        return seen;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        });
+        let mac = [0xfa, 0x16, 0x3e, 0, 0, 9];
+        let started = Instant::now();
+        let got = dhcp(&ns.name, "c0", mac, 40011, PROBE_TIMEOUT).unwrap();
+        let took = started.elapsed();
+        let seen = serve.join().unwrap();
+        assert_eq!(got, Some(given), "DISCOVERs and REQUESTs seen: {seen:?}");
+        assert_eq!((seen[1], seen[3]), (2, 2), "each sent again once");
+        assert!(took >= DHCP_RESEND * 2, "{took:?}");
+    }
+
     #[test]
     fn a_dhcp_probe_frame_reads_back_as_its_message() {
         let mac = [0xfa, 0x16, 0x3e, 0, 0, 1];
