@@ -251,8 +251,8 @@ fn an_address_deleted_in_an_instance_is_put_back() {
     repaired(&lab, INSTANCE3);
 }
 
-/// The routing notices of every lab namespace come on one socket in the
-/// daemon's own namespace: none of the lab's holds an rtnetlink socket
+/// The routing notices of every lab namespace come on one socket in an
+/// unnamed namespace of the daemon's: none of the lab's holds an rtnetlink socket
 /// bound to notification groups. (One in each made every notification on
 /// the host walk all of them: in a 10,000-instance lab the first ARP
 /// between two instances took seconds.) An instance's namespace runs no
@@ -279,13 +279,14 @@ fn no_lab_namespace_holds_a_notice_socket_of_the_daemon() {
             .collect();
         assert!(bound.is_empty(), "{instance}: {bound:?}");
     }
-    // The namespace is watched nonetheless: it has an id in the daemon's.
+    // Their ids live in the daemon's own unnamed namespace: the host's
+    // namespace gives the lab's none.
     let listed = run("ip", &["netns", "list"]);
     let line = listed
         .lines()
-        .find(|l| l.starts_with(&format!("{} ", lab.ns("instance3"))))
-        .unwrap_or_default();
-    assert!(line.contains("(id: "), "{listed}");
+        .find(|l| l.starts_with(&lab.ns("instance3")))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(!line.contains("(id: "), "{listed}");
 }
 
 /// Each kind of drift made while the audit of another is under way: a qvo

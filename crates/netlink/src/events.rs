@@ -17,7 +17,8 @@
 //! first ARP request between two instances took 3–4 s to be answered.
 //! `NETLINK_LISTEN_ALL_NSID` gives one socket the notifications of every
 //! namespace that has an id in its own (`ip netns set NAME auto`), with
-//! that id beside each.
+//! that id beside each. The socket lives in an unnamed namespace made for
+//! it, so the ids are given there, not in the host's namespace.
 //!
 //! A socket holds a reference to its namespace: while it is open, an
 //! `ip netns del` of that namespace only removes the name, and the
@@ -57,8 +58,8 @@ pub fn rules(namespace: &str) -> Result<OwnedFd, NetlinkError> {
 }
 
 /// The link, address and route notifications of every namespace with an
-/// id in the caller's namespace ([`AllNamespaces::id_of`] gives one), on
-/// one socket. The caller's own namespace's come without an id.
+/// id in the socket's own namespace ([`AllNamespaces::id_of`] gives one),
+/// on one socket.
 #[derive(Debug)]
 pub struct AllNamespaces {
     socket: OwnedFd,
@@ -70,8 +71,27 @@ pub struct AllNamespaces {
 }
 
 impl AllNamespaces {
-    /// Subscribes, in the calling thread's namespace.
+    /// Subscribes, from a network namespace of its own: made for these
+    /// two sockets, unnamed, and kept alive by them alone. The ids given
+    /// to the namespaces watched live there, so that no other namespace
+    /// (the host's included) changes.
     pub fn subscribe() -> io::Result<Self> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Only this thread moves, and it ends once the sockets
+                // are made.
+                // SAFETY: unshare(2) with a constant flag.
+                if unsafe { libc::unshare(libc::CLONE_NEWNET) } < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Self::subscribe_here()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the subscribing thread panicked")))
+        })
+    }
+
+    fn subscribe_here() -> io::Result<Self> {
         let socket = bound(libc::NETLINK_ROUTE, RTMGRP_LAB)?;
         set_option(&socket, libc::SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1)?;
         if set_option(
@@ -127,25 +147,28 @@ impl AllNamespaces {
     }
 
     /// The id that namespace `namespace` (an open `/run/netns` file) has
-    /// in the caller's namespace, given one first if it has none (as `ip
-    /// netns set NAME auto` does). Its notifications reach this socket
-    /// from then on, with that id.
+    /// in this socket's namespace, given one first if it has none (as `ip
+    /// netns set NAME auto` does there). Its notifications reach this
+    /// socket from then on, with that id.
+    ///
+    /// One request when the namespace has no id yet: `RTM_NEWNSID` with
+    /// `NLM_F_ECHO` answers with the id given. The kernel finds a
+    /// namespace's id by walking every id of the namespace that holds
+    /// them, so each request costs in proportion to the namespaces
+    /// watched.
     pub fn id_of(&self, namespace: impl AsFd) -> io::Result<i32> {
         let fd = namespace.as_fd().as_raw_fd() as u32;
-        let id = self.request(libc::RTM_GETNSID, 0, &[(NETNSA_FD, fd.to_ne_bytes())])?;
-        if id != NO_ID {
-            return Ok(id);
-        }
         let given = self.request(
             libc::RTM_NEWNSID,
-            libc::NLM_F_ACK as u16,
+            libc::NLM_F_ECHO as u16,
             &[
                 (NETNSA_FD, fd.to_ne_bytes()),
                 (NETNSA_NSID, NO_ID.to_ne_bytes()),
             ],
         );
         match given {
-            // Given one meanwhile: by another process.
+            Ok(id) if id != NO_ID => return Ok(id),
+            // Given one before; or a kernel that does not echo.
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) => return Err(e),

@@ -3,9 +3,9 @@
 //! remains as a safety net.
 //!
 //! - Link, IPv4 address and IPv4 route notifications of every namespace of
-//!   every lab, on one rtnetlink socket in the daemon's own namespace: each
-//!   watched namespace is given an id there, which comes with its
-//!   notifications (`NETLINK_LISTEN_ALL_NSID`; see
+//!   every lab, on one rtnetlink socket in an unnamed namespace of the
+//!   daemon's: each watched namespace is given an id there, which comes
+//!   with its notifications (`NETLINK_LISTEN_ALL_NSID`; see
 //!   [`ovslab_netlink::events`] for why not a socket in each).
 //! - In namespaces with rules (a node's firewall, a router, a qdhcp
 //!   namespace), a netfilter socket subscribed to nf_tables commits.
@@ -697,7 +697,8 @@ async fn routing_events(
                         shared.mark(lab, Dirty::of(part));
                     }
                 }
-                // The daemon's own namespace.
+                // Without an id: from the socket's own namespace, where
+                // nothing happens.
                 Ok(Ok((_, None))) => {}
                 // The kernel dropped notices for want of buffer space: some
                 // were lost, so something may have happened anywhere.
