@@ -17,7 +17,8 @@
 //! process is spawned.
 //!
 //! How long a check takes: one that expects an answer ends as soon as the
-//! answer is seen (and gives up after [`probes::PROBE_TIMEOUT`]); one that
+//! answer is seen (and gives up after [`probes::PROBE_TIMEOUT`] and
+//! [`WAIT_PER_NODE`] for each node of the lab); one that
 //! expects none decides after [`probes::FAILURE_WAIT`]. Either way the
 //! watches are read once more [`SETTLE`] later. Checks that connect to the
 //! same TCP port share its listener ([`probes::listen`]), so every check of
@@ -46,10 +47,24 @@ const REFUSED_PROBES: u16 = 3;
 /// travel no slower than the probe.
 pub const SETTLE: Duration = Duration::from_millis(30);
 
-/// How long a probe waits for the answer that `check` expects or not.
-pub fn wait(check: &Check) -> Duration {
+/// How much longer a probe that expects an answer waits for each node of
+/// the lab that runs an Open vSwitch. The first ARP request between two
+/// instances is a broadcast that every such node's userspace datapath
+/// takes to its slow path: on a lab of 200 nodes and two cores, the
+/// answer to a first check run took more than 5 s (measured), where a
+/// second run answered in milliseconds.
+pub const WAIT_PER_NODE: Duration = Duration::from_millis(50);
+
+/// How long a probe in `topo` waits for the answer that `check` expects
+/// or not.
+pub fn wait(topo: &Topology, check: &Check) -> Duration {
+    wait_among(topo.switch_hosts().count(), check)
+}
+
+/// [`wait`] in a lab of `nodes` nodes with an Open vSwitch.
+fn wait_among(nodes: usize, check: &Check) -> Duration {
     if check.expect_success {
-        probes::PROBE_TIMEOUT
+        probes::PROBE_TIMEOUT + WAIT_PER_NODE * u32::try_from(nodes).unwrap_or(u32::MAX)
     } else {
         probes::FAILURE_WAIT
     }
@@ -61,10 +76,10 @@ pub fn wait(check: &Check) -> Duration {
 /// on an ARP request after three tries and drops what waited for it, and
 /// on a large lab a broadcast's first trip through every node's slow path
 /// can take longer than that.
-fn probes(check: &Check) -> u16 {
+fn probes(wait: Duration, check: &Check) -> u16 {
     if check.expect_success {
         let every = probes::ECHO_INTERVAL.as_millis();
-        u16::try_from(wait(check).as_millis().div_ceil(every)).unwrap_or(u16::MAX)
+        u16::try_from(wait.as_millis().div_ceil(every)).unwrap_or(u16::MAX)
     } else {
         REFUSED_PROBES
     }
@@ -221,7 +236,7 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
         ));
     }
 
-    let wait = wait(check);
+    let wait = wait(topo, check);
     let reached = match check.protocol {
         // Reached when a frame arrived at the destination.
         CheckProtocol::Icmp if check.layer2 => {
@@ -258,7 +273,7 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
                 .transpose()?;
             probes::tcp(&from_ns, listener.as_deref(), dest_ip, port, tag, wait)?
         }
-        CheckProtocol::Icmp => probes::ping(&from_ns, dest_ip, tag, probes(check), wait)?,
+        CheckProtocol::Icmp => probes::ping(&from_ns, dest_ip, tag, probes(wait, check), wait)?,
     };
     std::thread::sleep(SETTLE);
     let observations: Vec<Seen> = watches
@@ -322,7 +337,7 @@ fn inject(
     let socket = PacketSocket::open(&ns, naming::GUEST_NIC, false)?;
     let started = Instant::now();
     let deadline = started + wait;
-    let count = probes(check);
+    let count = probes(wait, check);
     let mut seq = 0;
     loop {
         if seq < count && started + probes::ECHO_INTERVAL * u32::from(seq) <= Instant::now() {
@@ -580,28 +595,34 @@ mod tests {
 
     #[test]
     fn a_check_that_expects_no_answer_waits_less_for_one() {
-        assert_eq!(wait(&check()), probes::PROBE_TIMEOUT);
+        assert_eq!(wait_among(0, &check()), probes::PROBE_TIMEOUT);
         let refused = Check {
             expect_success: false,
             ..check()
         };
-        assert_eq!(wait(&refused), probes::FAILURE_WAIT);
+        assert_eq!(wait_among(3, &refused), probes::FAILURE_WAIT);
+        assert_eq!(wait_among(201, &refused), probes::FAILURE_WAIT);
         assert!(probes::FAILURE_WAIT < probes::PROBE_TIMEOUT);
+    }
+
+    #[test]
+    fn a_check_that_expects_an_answer_waits_longer_in_a_larger_lab() {
+        // The seed lab (three nodes) and the 10,000-instance one (201).
+        assert_eq!(wait_among(3, &check()), Duration::from_millis(2150));
+        assert_eq!(wait_among(201, &check()), Duration::from_millis(12050));
     }
 
     #[test]
     fn a_probe_that_expects_an_answer_keeps_asking_while_it_waits() {
         let every = probes::ECHO_INTERVAL;
-        assert_eq!(
-            u32::from(probes(&check())),
-            probes::PROBE_TIMEOUT.as_millis() as u32 / every.as_millis() as u32
-        );
-        assert!(every * u32::from(probes(&check())) >= probes::PROBE_TIMEOUT);
+        let wait = wait_among(201, &check());
+        assert_eq!(probes(wait, &check()), 61);
+        assert!(every * u32::from(probes(wait, &check())) >= wait);
         let refused = Check {
             expect_success: false,
             ..check()
         };
-        assert_eq!(probes(&refused), 3);
+        assert_eq!(probes(probes::FAILURE_WAIT, &refused), 3);
     }
 
     #[test]

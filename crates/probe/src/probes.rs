@@ -20,13 +20,9 @@ use ovslab_capture::{Frame, L4};
 use ovslab_netlink::netns;
 
 /// How long a probe that should be answered waits before it counts as
-/// lost. An answer in a small lab takes milliseconds; the first one
-/// between two instances of a large lab can take seconds, because the
-/// ARP request that precedes it is a broadcast that every node's
-/// userspace datapath handles in its slow path at once (measured up to
-/// 3.3 s on a 10,000-instance lab on two cores). Only a check that fails
-/// waits this long.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// lost: an answer inside a lab takes milliseconds. A check waits longer
+/// in a large lab (`checks::WAIT_PER_NODE`).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often a DHCP probe sends its DISCOVER or REQUEST again while it
 /// waits for the answer.

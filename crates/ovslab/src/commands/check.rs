@@ -16,7 +16,7 @@ use crate::style::Style;
 (ICMP echo, or a TCP connection to a listener the check opens at the destination) while the \
 uplinks of the nodes named in `crosses`/`avoids` (eth1, and eth3 where tunnels run) and the \
 destination's NIC are watched. All checks run at once. A check that expects an answer ends as soon \
-as it comes (and fails after 5 s without one); a check with `expect: failure` decides after 1 s \
+as it comes (and fails without one after 2 s, and 50 ms more per node); a check with `expect: failure` decides after 1 s \
 without an answer. One line per check: PASS or FAIL, its name, and what the probe saw.",
     after_help = "Exit status: 0 every check passed, 1 a check failed or the daemon is unreachable."
 )]

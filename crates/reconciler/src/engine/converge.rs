@@ -13,7 +13,8 @@ use ovslab_netlink::netns;
 use ovslab_topology::Topology;
 use ovslab_topology::naming;
 use ovslab_topology::plan::{
-    DesiredState, FlowSpec, LocalVlans, NamespaceSpec, OvsBridge, SwitchSpec, namespace_hosts, plan,
+    DesiredState, FirewallSpec, FlowSpec, LocalVlans, NamespaceSpec, OvsBridge, RouterSpec,
+    SwitchSpec, namespace_hosts, plan,
 };
 
 use super::{Engine, Lab, foreign_warning};
@@ -1067,27 +1068,42 @@ impl<H: Host> Run<'_, H> {
     ///     the switches take the new ports (set their tags), as Neutron's
     ///     agent sets up port filters before it binds devices.
     async fn rulesets(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
-        let rulesets = desired
+        // Each ruleset is made from its spec only when its turn comes: a
+        // compute node's firewall is some 200 kB of rules and ipset
+        // members at 10,000 instances, and 200 of them made at once were
+        // the largest part of a full audit's peak.
+        enum Rules<'a> {
+            Router(&'a RouterSpec),
+            Firewall(&'a FirewallSpec),
+            Dhcp,
+        }
+        let rules = desired
             .routers
             .iter()
-            .map(|r| (r.namespace.as_str(), rulesets::router(r), None))
-            .chain(desired.firewalls.iter().map(|f| {
-                (
-                    f.namespace.as_str(),
-                    rulesets::firewall(f),
-                    Some(rulesets::ipsets(f)),
-                )
-            }))
+            .map(|r| (r.namespace.as_str(), Rules::Router(r)))
+            .chain(
+                desired
+                    .firewalls
+                    .iter()
+                    .map(|f| (f.namespace.as_str(), Rules::Firewall(f))),
+            )
             .chain(
                 desired
                     .dhcp_servers
                     .iter()
-                    .map(|d| (d.namespace.as_str(), ovslab_iptables::dhcp_ruleset(), None)),
+                    .map(|d| (d.namespace.as_str(), Rules::Dhcp)),
             );
         let host = &**self.host;
         let results = node_by_node(
-            rulesets
-                .map(|(ns, ruleset, sets)| host.converge_ruleset(ns, ruleset, sets))
+            rules
+                .map(|(ns, rules)| async move {
+                    let (ruleset, sets) = match rules {
+                        Rules::Router(r) => (rulesets::router(r), None),
+                        Rules::Firewall(f) => (rulesets::firewall(f), Some(rulesets::ipsets(f))),
+                        Rules::Dhcp => (ovslab_iptables::dhcp_ruleset(), None),
+                    };
+                    host.converge_ruleset(ns, ruleset, sets).await
+                })
                 .collect(),
             nodes_at_once(),
         )
