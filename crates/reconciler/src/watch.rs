@@ -189,8 +189,8 @@ struct State {
     owners: BTreeMap<String, (String, Part)>,
     /// Namespace → how it is watched.
     namespaces: BTreeMap<String, Watched>,
-    /// A watched namespace's id in the daemon's namespace → its name: where
-    /// a routing notice came from.
+    /// A watched namespace's id in the routing socket's namespace → its
+    /// name: where a routing notice came from.
     ids: HashMap<i32, String>,
     /// The socket of every namespace's routing notices, and its reader.
     routing: Option<Routing>,
@@ -209,8 +209,8 @@ struct Watched {
     /// The inode of the namespace this was set up for: a namespace made
     /// again under the same name is watched anew.
     inode: u64,
-    /// Its id in the daemon's namespace; `None` when it could not be given
-    /// one (its routing notices are then not heard).
+    /// Its id in the routing socket's namespace; `None` when it could not
+    /// be given one (its routing notices are then not heard).
     id: Option<i32>,
     /// Its last routing notice (see [`Watchers::last_notice`]).
     last: Arc<AtomicU64>,
@@ -281,6 +281,12 @@ impl State {
             Arc::downgrade(state),
         ));
         if self.routing.is_some() {
+            // The ids were given in the old socket's namespace: every
+            // namespace gets a new one at its lab's next watch.
+            self.ids.clear();
+            for watched in self.namespaces.values_mut() {
+                watched.id = None;
+            }
             self.all_lost(shared);
         }
         self.routing = Some(Routing {
