@@ -1,7 +1,7 @@
 //! What the kernel says when parts of a lab change, for the daemon's
 //! supervision: the link, address and route notifications of every lab
 //! namespace (rtnetlink multicast groups, rtnetlink(7)), received on one
-//! socket in the daemon's own namespace ([`AllNamespaces`]); the nf_tables
+//! socket in a namespace of its own ([`AllNamespaces`]); the nf_tables
 //! commits of one namespace (`NFNLGRP_NFTABLES`, what `nft monitor`
 //! hears); and deletions of named namespaces (inotify(7) on `/run/netns`).
 //! All are plain non-blocking file descriptors; the caller polls them and
@@ -459,6 +459,34 @@ mod tests {
             vec![libc::RTM_NEWLINK, libc::RTM_DELADDR]
         );
         assert!(message_types(&[]).is_empty());
+    }
+
+    #[test]
+    fn an_nsid_answer_gives_its_id_an_error_its_errno() {
+        // RTM_NEWNSID: header, rtgenmsg, then NETNSA_NSID = 7 after
+        // another attribute.
+        let mut answer = Vec::new();
+        answer.extend_from_slice(&36u32.to_ne_bytes());
+        answer.extend_from_slice(&libc::RTM_NEWNSID.to_ne_bytes());
+        answer.extend_from_slice(&[0; 10]);
+        answer.extend_from_slice(&[0; 4]);
+        answer.extend_from_slice(&8u16.to_ne_bytes());
+        answer.extend_from_slice(&2u16.to_ne_bytes());
+        answer.extend_from_slice(&0u32.to_ne_bytes());
+        answer.extend_from_slice(&8u16.to_ne_bytes());
+        answer.extend_from_slice(&NETNSA_NSID.to_ne_bytes());
+        answer.extend_from_slice(&7i32.to_ne_bytes());
+        assert_eq!(nsid_answer(&answer).unwrap(), 7);
+        // Cut before its id: no id.
+        assert!(nsid_answer(&answer[..28]).is_err());
+        // NLMSG_ERROR: 0 is an acknowledgement, else -errno.
+        let mut error = message(libc::NLMSG_ERROR as u16, 4);
+        error[16..20].copy_from_slice(&(-libc::EEXIST).to_ne_bytes());
+        let e = nsid_answer(&error).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        error[16..20].copy_from_slice(&0i32.to_ne_bytes());
+        assert_eq!(nsid_answer(&error).unwrap(), NO_ID);
+        assert!(nsid_answer(&[0; 8]).is_err());
     }
 
     #[test]
