@@ -117,15 +117,27 @@ impl PacketSocket {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        set_int_option(&fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)?;
-        set_int_option(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+        ovslab_netlink::sockopt::set_int(&fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)?;
+        ovslab_netlink::sockopt::set_int(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
         // Room for a burst: a frame costs its buffer's whole truesize (about
         // 1 KiB for a small one), so the default 208 KiB overflows at a few
         // hundred, as when a large lab's nodes first resolve their tunnel
         // endpoints and flood their first ARPs while a check watches. Root
         // may go past rmem_max; anyone else gets what the limit allows.
-        if set_int_option(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RECEIVE_BUFFER).is_err() {
-            let _ = set_int_option(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RECEIVE_BUFFER);
+        if ovslab_netlink::sockopt::set_int(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            RECEIVE_BUFFER,
+        )
+        .is_err()
+        {
+            let _ = ovslab_netlink::sockopt::set_int(
+                &fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                RECEIVE_BUFFER,
+            );
         }
         if promiscuous {
             // SAFETY: packet_mreq is plain data; zeroes are valid.
@@ -342,28 +354,6 @@ fn restore_tag(frame: &mut Vec<u8>, tpid: u16, tci: u16) {
     tag[..2].copy_from_slice(&tpid.to_be_bytes());
     tag[2..].copy_from_slice(&tci.to_be_bytes());
     frame.splice(12..12, tag);
-}
-
-fn set_int_option(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    option: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: a valid option buffer of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            option,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -93,8 +93,8 @@ impl AllNamespaces {
 
     fn subscribe_here() -> io::Result<Self> {
         let socket = bound(libc::NETLINK_ROUTE, RTMGRP_LAB)?;
-        set_option(&socket, libc::SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1)?;
-        if set_option(
+        crate::sockopt::set_int(&socket, libc::SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, 1)?;
+        if crate::sockopt::set_int(
             &socket,
             libc::SOL_SOCKET,
             libc::SO_RCVBUFFORCE,
@@ -102,7 +102,7 @@ impl AllNamespaces {
         )
         .is_err()
         {
-            set_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, NOTICE_BUFFER)?;
+            crate::sockopt::set_int(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, NOTICE_BUFFER)?;
         }
         // SAFETY: socket(2) with constant arguments; the fd is owned at once.
         let fd = unsafe {
@@ -117,23 +117,11 @@ impl AllNamespaces {
         }
         // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
         let requests = unsafe { OwnedFd::from_raw_fd(fd) };
-        let deadline = libc::timeval {
-            tv_sec: 1,
-            tv_usec: 0,
-        };
-        // SAFETY: a valid timeval of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                requests.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const deadline).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::sockopt::set_timeout(
+            &requests,
+            libc::SO_RCVTIMEO,
+            std::time::Duration::from_secs(1),
+        )?;
         Ok(AllNamespaces {
             socket,
             requests,
@@ -306,28 +294,6 @@ pub fn read_notice(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Option<i3
         }
     }
     Ok((n as usize, id))
-}
-
-fn set_option(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: a c_int option of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&raw const value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A non-blocking netlink socket of `protocol` bound to `groups`.

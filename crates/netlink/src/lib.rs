@@ -16,6 +16,7 @@ mod handle;
 mod ipset;
 pub mod netns;
 pub mod nfnetlink;
+pub mod sockopt;
 
 pub use error::NetlinkError;
 pub use generation::{Generation, generation};

@@ -8,7 +8,6 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{
@@ -25,25 +24,8 @@ pub const DEADLINE: Duration = Duration::from_secs(2);
 /// `SO_SNDTIMEO` and `SO_RCVTIMEO` set to `deadline`.
 pub(crate) fn socket(deadline: Duration) -> io::Result<Socket> {
     let socket = Socket::new(NETLINK_NETFILTER)?;
-    let timeout = libc::timeval {
-        tv_sec: deadline.as_secs() as libc::time_t,
-        tv_usec: deadline.subsec_micros() as libc::suseconds_t,
-    };
     for option in [libc::SO_SNDTIMEO, libc::SO_RCVTIMEO] {
-        // SAFETY: a valid socket fd we own, and a timeval of the size we
-        // pass.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&raw const timeout).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::sockopt::set_timeout(&socket, option, deadline)?;
     }
     Ok(socket)
 }

@@ -320,7 +320,7 @@ pub fn ping(ns: &str, dest: Ipv4Addr, id: u16, count: u16, wait: Duration) -> io
     })
     .map_err(io::Error::other)?;
     // Short reads, so that the next request goes on time.
-    set_timeout(&socket, libc::SO_RCVTIMEO, POLL)?;
+    ovslab_netlink::sockopt::set_timeout(&socket, libc::SO_RCVTIMEO, POLL)?;
     let addr = sockaddr_in(dest, 0);
     let deadline = Instant::now() + wait;
     let mut seq = 0u16;
@@ -512,17 +512,7 @@ fn connect_from(
         }
         // SAFETY: fresh descriptor.
         let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-        let one: libc::c_int = 1;
-        // SAFETY: valid option buffer.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                (&one as *const libc::c_int).cast(),
-                4,
-            )
-        };
+        ovslab_netlink::sockopt::set_int(&socket, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
         let local = sockaddr_in(Ipv4Addr::UNSPECIFIED, sport);
         // SAFETY: valid address for the duration of the call.
         if unsafe {
@@ -535,7 +525,7 @@ fn connect_from(
         {
             return Err(io::Error::last_os_error());
         }
-        set_timeout(&socket, libc::SO_SNDTIMEO, wait)?;
+        ovslab_netlink::sockopt::set_timeout(&socket, libc::SO_SNDTIMEO, wait)?;
         let remote = sockaddr_in(dest, port);
         // SAFETY: as above; SO_SNDTIMEO bounds a connect that gets no answer.
         let rc = unsafe {
@@ -562,27 +552,6 @@ fn sockaddr_in(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
         },
         sin_zero: [0; 8],
     }
-}
-
-fn set_timeout(socket: &OwnedFd, option: libc::c_int, timeout: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: valid option buffer of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Sends one datagram from `ns` (source port `sport`) to `dest:port` and
