@@ -9,6 +9,7 @@
 //! - [`connections`]: accepting and serving connections, with a limit and
 //!   deadlines.
 //! - [`quota`]: how many labs and namespaces the daemon runs at most.
+//! - [`run_lock`]: one daemon per run directory.
 //! - [`socket`]: binding the API socket safely, and removing it on exit.
 //! - [`labs_dir`]: bringing up the labs described under `--labs-dir`.
 //! - [`notify`]: telling systemd where the daemon is (`sd_notify`).
@@ -29,6 +30,7 @@ mod notify;
 mod on_exit;
 mod progress;
 mod quota;
+mod run_lock;
 mod server;
 mod socket;
 

@@ -39,6 +39,9 @@ use crate::{labs_dir, socket};
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Before anything touches the run directory; held until the end,
+    // past the labs' removal of a stop with `--on-exit down`.
+    let _run_lock = crate::run_lock::take(&config.run_dir)?;
     let mut stop_signals = StopSignals::new()?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut engine_config = EngineConfig::new(&config.run_dir);

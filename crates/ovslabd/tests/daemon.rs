@@ -275,6 +275,49 @@ fn serves_refuses_garbage_and_stops_cleanly_on_sigterm() {
     );
     assert!(daemon.ovslab(&["status"]).status.success());
 
+    // A second daemon on the same run directory (another socket) refuses to
+    // start, and leaves the directory alone: the one-time stop request that
+    // is there for the first (as the package's prerm writes it) stays.
+    let run_dir = daemon.dir.join("run");
+    let once = run_dir.join(".on-exit-once");
+    std::fs::write(&once, "keep\n").unwrap();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_ovslabd"))
+        .arg("--socket")
+        .arg(daemon.dir.join("s2.sock"))
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--labs-dir")
+        .arg(daemon.dir.join("none"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if second.try_wait().unwrap().is_none() {
+        signal(second.id() as i32, libc::SIGKILL);
+        let _ = second.wait();
+        panic!("a second ovslabd started on the run directory of the first");
+    }
+    let second = second.wait_with_output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let pid = daemon.child.as_ref().unwrap().id();
+    assert!(
+        text(&second.stderr).contains(&format!(
+            "another ovslabd (pid {pid}) uses the run directory {}",
+            run_dir.display()
+        )),
+        "{}",
+        text(&second.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&once).unwrap(), "keep\n");
+    assert!(!daemon.dir.join("s2.sock").exists());
+    std::fs::remove_file(&once).unwrap();
+    assert!(daemon.ovslab(&["status"]).status.success());
+
     // SIGTERM: exit 0, socket gone.
     let status = daemon.terminate();
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
