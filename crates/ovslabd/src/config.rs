@@ -63,6 +63,7 @@ pub struct Config {
     pub socket: PathBuf,
 
     /// Where labs run: nodes run their Open vSwitch from <DIR>/<lab>/<node>/.
+    /// One daemon per directory: a second one on it refuses to start.
     #[arg(long, value_name = "DIR", default_value = "/run/ovslab")]
     pub run_dir: PathBuf,
 
