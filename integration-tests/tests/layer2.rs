@@ -236,6 +236,35 @@ fn the_wiring_is_neutrons() {
         &["--format=json", "--columns=name,tag", "list", "Port"],
     );
     assert!(qvo.contains("qvo"), "{qvo}");
+    // `status` shows each node's local VLANs: the tags of its qvo ports,
+    // by their instance's network.
+    let status: serde_json::Value =
+        serde_json::from_str(&lab.daemon.ovslab_ok(&["status", &lab.name, "--json"])).unwrap();
+    for node in ["compute1", "compute2"] {
+        let mut from_ovs = std::collections::BTreeMap::new();
+        for instance in lab.topology().instances.iter().filter(|i| i.node == node) {
+            let tag = lab.vsctl(node, &["get", "Port", &lab.plug(&instance.name).qvo, "tag"]);
+            from_ovs.insert(instance.network.clone(), tag.trim().parse::<u64>().unwrap());
+        }
+        let shown = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .unwrap_or_else(|| panic!("no {node} in {status}"))["local_vlans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|pair| {
+                (
+                    pair[0].as_str().unwrap().to_string(),
+                    pair[1].as_u64().unwrap(),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>();
+        assert!(!from_ovs.is_empty());
+        assert_eq!(shown, from_ovs, "{node}: status against ovs-vsctl");
+    }
     let ids = lab.vsctl("compute1", &["--columns=external_ids", "list", "Interface"]);
     for key in ["iface-id", "attached-mac", "iface-status=active", "vm-uuid"] {
         assert!(ids.contains(key), "missing {key}: {ids}");

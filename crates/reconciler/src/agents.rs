@@ -286,15 +286,16 @@ impl Agent {
             })?)
             .stderr(log)
             .kill_on_drop(false);
-        ovslab_netlink::netns::command_in(cmd.as_std_mut(), &self.namespace).map_err(|source| {
-            AgentError::Namespace {
-                what: self.what.clone(),
-                namespace: self.namespace.clone(),
-                source,
-            }
-        })?;
         let namespace = ovslab_netlink::netns::inode(&self.namespace);
-        let mut child = cmd.spawn().map_err(|source| AgentError::Spawn {
+        let spawned =
+            crate::ovs_process::spawn_in(&mut cmd, &self.namespace).map_err(|source| {
+                AgentError::Namespace {
+                    what: self.what.clone(),
+                    namespace: self.namespace.clone(),
+                    source,
+                }
+            })?;
+        let mut child = spawned.map_err(|source| AgentError::Spawn {
             what: self.what.clone(),
             program,
             source,

@@ -107,12 +107,27 @@ pub trait Host: Send + Sync + 'static {
         &self,
         switch: &Self::Switch,
     ) -> impl Future<Output = Result<ActualSwitch, ReconcileError>> + Send;
-    /// Commits `ops` in one transaction.
+    /// Commits `ops` in one transaction, and waits until vswitchd has
+    /// applied it.
     fn apply_switch(
         &self,
         switch: &Self::Switch,
         lab: &str,
         ops: &[OvsChange],
+    ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
+    /// Commits `ops` in one transaction, without waiting for vswitchd;
+    /// returns the configuration number [`Host::wait_switch`] waits for.
+    fn commit_switch(
+        &self,
+        switch: &Self::Switch,
+        lab: &str,
+        ops: &[OvsChange],
+    ) -> impl Future<Output = Result<i64, ReconcileError>> + Send;
+    /// Waits until vswitchd has applied configuration `cfg`.
+    fn wait_switch(
+        &self,
+        switch: &Self::Switch,
+        cfg: i64,
     ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
     /// Sets the root row's datapath options (made if missing); updates
     /// `actual`.
@@ -342,6 +357,23 @@ impl Host for RealHost {
         ops: &[OvsChange],
     ) -> Result<(), ReconcileError> {
         switch::apply(client, lab, ops).await
+    }
+
+    async fn commit_switch(
+        &self,
+        client: &switch::SwitchClient,
+        lab: &str,
+        ops: &[OvsChange],
+    ) -> Result<i64, ReconcileError> {
+        switch::commit(client, lab, ops).await
+    }
+
+    async fn wait_switch(
+        &self,
+        client: &switch::SwitchClient,
+        cfg: i64,
+    ) -> Result<(), ReconcileError> {
+        switch::wait(client, cfg).await
     }
 
     async fn ensure_root_config(

@@ -12,7 +12,9 @@
 //! `ovs-ofctl` and `ovs-appctl` find the database, the bridges' `.mgmt`
 //! sockets and the control sockets without options.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -58,6 +60,9 @@ pub enum OvsProcessError {
 
 /// How long `ovsdb-tool create` may take (it writes a small file).
 const TOOL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a daemon just started may take to make its socket.
+const SOCKET_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a daemon may take to answer the cheap request that tells a
 /// hung daemon from a busy one (an OVSDB `echo`, a unixctl `version`).
@@ -168,6 +173,59 @@ fn start_time(pid: u32) -> Option<u64> {
 
 /// Notified whenever an Open vSwitch daemon this process started exits
 /// (stopped on purpose or not); the audits wake on it.
+/// Starts `cmd` inside namespace `name`, registered with the caller's
+/// runtime (which reaps it): spawned from a thread that entered the
+/// namespace (see [`ovslab_netlink::netns::spawn_in`]), so that nothing
+/// runs between fork and exec and the standard library can use
+/// `posix_spawn`. Setting the namespace between fork and exec instead made
+/// every start copy the daemon's page tables: 2–4 ms each, one node after
+/// another, on the critical path of an `up` from nothing.
+pub(crate) fn spawn_in(
+    cmd: &mut Command,
+    name: &str,
+) -> Result<std::io::Result<tokio::process::Child>, ovslab_netlink::NetlinkError> {
+    let runtime = tokio::runtime::Handle::current();
+    ovslab_netlink::netns::run_in(name, || {
+        let _runtime = runtime.enter();
+        Ok(cmd.spawn())
+    })
+}
+
+/// A schema file as it is on disk now: its path, size and modification
+/// time (a package upgrade that replaces it makes another key).
+type SchemaKey = (PathBuf, u64, std::time::SystemTime);
+
+fn schema_key(schema: &Path) -> Option<SchemaKey> {
+    let meta = std::fs::metadata(schema).ok()?;
+    Some((schema.to_path_buf(), meta.len(), meta.modified().ok()?))
+}
+
+/// The empty databases `ovsdb-tool create` made, by schema. Every node's
+/// database starts the same (the schema, in OVSDB's file format), so one
+/// run of the tool serves the daemon's life: copying its output saves each
+/// node from nothing a process start (about 10 ms, on the critical path of
+/// an `up`, before `ovsdb-server` can start).
+fn empty_databases() -> &'static std::sync::Mutex<BTreeMap<SchemaKey, Arc<Vec<u8>>>> {
+    static EMPTY: std::sync::OnceLock<std::sync::Mutex<BTreeMap<SchemaKey, Arc<Vec<u8>>>>> =
+        std::sync::OnceLock::new();
+    EMPTY.get_or_init(Default::default)
+}
+
+fn empty_database(key: &SchemaKey) -> Option<Arc<Vec<u8>>> {
+    empty_databases()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .cloned()
+}
+
+fn keep_empty_database(key: SchemaKey, bytes: Vec<u8>) {
+    empty_databases()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, Arc::new(bytes));
+}
+
 pub fn exited() -> &'static tokio::sync::Notify {
     static EXITED: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
     EXITED.get_or_init(tokio::sync::Notify::new)
@@ -445,10 +503,25 @@ impl NodeOvs {
         Ok(vec![OvsDaemon::OvsVswitchd])
     }
 
+    /// Makes the node's empty database: a copy of the one `ovsdb-tool
+    /// create` made from this schema for an earlier node (see
+    /// [`empty_database`]), or, the first time, `ovsdb-tool create` itself.
     async fn create_database(&self, schema: &Path) -> Result<(), OvsProcessError> {
         let db = self.rundir.join("conf.db");
         if db.exists() {
             return Ok(());
+        }
+        let key = schema_key(schema);
+        if let Some(bytes) = key.as_ref().and_then(empty_database) {
+            // Whole or not at all: a database cut short by a crash would
+            // keep ovsdb-server from starting.
+            let partial = self.rundir.join("conf.db.partial");
+            return std::fs::write(&partial, &*bytes)
+                .and_then(|()| std::fs::rename(&partial, &db))
+                .map_err(|source| OvsProcessError::RunDir {
+                    path: db.clone(),
+                    source,
+                });
         }
         let spawn_err = |source| OvsProcessError::Spawn {
             program: "ovsdb-tool".into(),
@@ -485,6 +558,9 @@ impl NodeOvs {
                 detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
+        if let (Some(key), Ok(bytes)) = (key, std::fs::read(&db)) {
+            keep_empty_database(key, bytes);
+        }
         Ok(())
     }
 
@@ -508,13 +584,12 @@ impl NodeOvs {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(false);
-        ovslab_netlink::netns::command_in(cmd.as_std_mut(), &self.namespace).map_err(|source| {
-            OvsProcessError::Namespace {
+        let spawned =
+            spawn_in(&mut cmd, &self.namespace).map_err(|source| OvsProcessError::Namespace {
                 namespace: self.namespace.clone(),
                 source,
-            }
-        })?;
-        let mut child = cmd.spawn().map_err(|source| OvsProcessError::Spawn {
+            })?;
+        let mut child = spawned.map_err(|source| OvsProcessError::Spawn {
             program: program.into(),
             node: self.node.clone(),
             source,
@@ -545,7 +620,8 @@ impl NodeOvs {
         socket: &Path,
         daemon: OvsDaemon,
     ) -> Result<(), OvsProcessError> {
-        for _ in 0..500 {
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < SOCKET_WAIT {
             if tokio::net::UnixStream::connect(socket).await.is_ok() {
                 return Ok(());
             }
@@ -563,14 +639,22 @@ impl NodeOvs {
                     ),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // A daemon makes its socket some 10 ms after it starts, on the
+            // critical path of an `up` from nothing: asked often at first.
+            let pause = if started.elapsed() < Duration::from_millis(50) {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(10)
+            };
+            tokio::time::sleep(pause).await;
         }
         Err(OvsProcessError::Failed {
             program: daemon.program().into(),
             node: self.node.clone(),
             detail: format!(
-                "{} did not appear within 5 s (see {})",
+                "{} did not appear within {} s (see {})",
                 socket.display(),
+                SOCKET_WAIT.as_secs(),
                 self.rundir
                     .join(format!("{}.log", daemon.program()))
                     .display()

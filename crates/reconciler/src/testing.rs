@@ -685,6 +685,22 @@ impl Host for FakeHost {
         state.apply_switch(node, lab, ops)
     }
 
+    async fn commit_switch(
+        &self,
+        node: &String,
+        lab: &str,
+        ops: &[OvsChange],
+    ) -> Result<i64, ReconcileError> {
+        let mut state = self.state();
+        state.call(Step::ApplySwitch, node)?;
+        state.apply_switch(node, lab, ops)?;
+        Ok(0)
+    }
+
+    async fn wait_switch(&self, _node: &String, _cfg: i64) -> Result<(), ReconcileError> {
+        Ok(())
+    }
+
     async fn ensure_root_config(
         &self,
         node: &String,

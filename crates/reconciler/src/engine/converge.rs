@@ -115,6 +115,12 @@ impl Planned {
     pub fn desired(&self) -> &DesiredState {
         &self.desired
     }
+
+    /// The plan as [`plan`] makes it, when no node is failed (a failed
+    /// node's part is left out of this one).
+    pub fn whole(&self) -> Option<&DesiredState> {
+        self.failed.is_empty().then_some(&*self.desired)
+    }
 }
 
 impl<H: Host> Engine<H> {
@@ -224,33 +230,57 @@ impl<H: Host> Engine<H> {
         };
         run.done("ovsdb read and plan");
         let early = run.bridges_first(desired, &mut nodes, &switches)?;
-        let (host, lab): (&H, &str) = (run.host, run.lab);
-        let commits = node_by_node(
-            early
-                .iter()
-                .map(|(i, ops)| host.apply_switch(&switches.clients[*i], lab, ops))
-                .collect(),
-            nodes_at_once(),
-        );
-        let (created, committed) = futures::join!(
-            async {
-                let created = run.links(desired).await?;
-                run.done("links");
-                run.rulesets(desired).await?;
-                run.done("iptables");
-                Ok::<_, ReconcileError>(created)
-            },
-            commits,
-        );
-        let created = created?;
-        committed.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let host: &H = run.host;
+        // The bare bridges, committed at once: each new vswitchd makes its
+        // datapath (and sleeps its 100 ms) on them while links and rules
+        // are made.
+        let mut cfgs = run.commit_early(&early, &switches).await?;
         for (i, _) in &early {
             switches.actual[*i] = host.read_switch(&switches.clients[*i]).await?;
+        }
+        let created = run.links(desired).await?;
+        run.done("links");
+        run.rulesets(desired).await?;
+        run.done("iptables");
+        // Then their ports, whose devices now exist and whose firewalls
+        // are written (as Neutron's agent sets up a port's filter before
+        // it binds it): still within that sleep, so vswitchd makes bridges
+        // and ports in one pass.
+        let ports: Vec<(usize, Vec<crate::diff::OvsChange>)> = early
+            .iter()
+            .map(|(i, _)| {
+                (
+                    *i,
+                    diff_switch(run.lab, &desired.switches[*i], &switches.actual[*i]),
+                )
+            })
+            .filter(|(_, ops)| !ops.is_empty())
+            .collect();
+        for (i, ops) in &ports {
+            let node = &desired.switches[*i].node;
+            run.out
+                .changes
+                .extend(ops.iter().map(|o| format!("{node}: {o}")));
+        }
+        cfgs.extend(run.commit_early(&ports, &switches).await?);
+        let waits = node_by_node(
+            cfgs.iter()
+                .map(|(i, cfg)| host.wait_switch(&switches.clients[*i], *cfg))
+                .collect(),
+            nodes_at_once(),
+        )
+        .await;
+        waits.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for (i, _) in &early {
+            switches.actual[*i] = host.read_switch(&switches.clients[*i]).await?;
+            // Waited for above: the wait of phase 5 would only ask again.
+            nodes.wait_for_vswitchd.remove(i);
         }
         run.done("bridges first (beside links and iptables)");
         run.vswitchd(&mut nodes, &switches).await?;
         run.done("ovs-vswitchd");
-        run.ovsdb_transactions(desired, &mut switches, &created)
+        let converged: BTreeSet<usize> = early.iter().map(|(i, _)| *i).collect();
+        run.ovsdb_transactions(desired, &mut switches, &created, &converged)
             .await?;
         run.done("ovsdb transactions");
         run.internal_ports(desired).await?;
@@ -683,8 +713,11 @@ impl<H: Host> Run<'_, H> {
     ///     instead of after them. Not where links are many: a running
     ///     vswitchd re-reads every link of its namespace on each link
     ///     change, which made the 1000-instance `up` 5 s → 24 s. Returns
-    ///     the changes to commit, by node index; the commit waits for
-    ///     vswitchd.
+    ///     the changes to commit, by node index. The converge commits them
+    ///     at once, and the node's ports once links and rules are made,
+    ///     both without waiting; it waits for vswitchd to apply them after
+    ///     that (a single pass of vswitchd when its datapath is ready), and
+    ///     phase 6 leaves these nodes alone.
     fn bridges_first(
         &mut self,
         desired: &DesiredState,
@@ -739,6 +772,29 @@ impl<H: Host> Run<'_, H> {
             early.push((i, ops));
         }
         Ok(early)
+    }
+
+    /// Commits each node's `ops` (see [`Run::bridges_first`]) without
+    /// waiting for its vswitchd; returns the configuration number to wait
+    /// for, by node index.
+    async fn commit_early(
+        &self,
+        ops: &[(usize, Vec<crate::diff::OvsChange>)],
+        switches: &Switches<H::Switch>,
+    ) -> Result<BTreeMap<usize, i64>, ReconcileError> {
+        let (host, lab) = (&**self.host, self.lab);
+        let commits = node_by_node(
+            ops.iter()
+                .map(|(i, ops)| host.commit_switch(&switches.clients[*i], lab, ops))
+                .collect(),
+            nodes_at_once(),
+        )
+        .await;
+        let mut cfgs = BTreeMap::new();
+        for ((i, _), cfg) in ops.iter().zip(commits) {
+            cfgs.insert(*i, cfg?);
+        }
+        Ok(cfgs)
     }
 
     /// 4. Links, addresses, routes and sysctls, phase by phase across
@@ -861,6 +917,7 @@ impl<H: Host> Run<'_, H> {
         desired: &DesiredState,
         switches: &mut Switches<H::Switch>,
         created: &BTreeSet<(String, String)>,
+        converged: &BTreeSet<usize>,
     ) -> Result<(), ReconcileError> {
         let (lab, host) = (self.lab, &**self.host);
         for (spec, actual) in desired.switches.iter().zip(&switches.actual) {
@@ -883,8 +940,12 @@ impl<H: Host> Run<'_, H> {
                 .iter()
                 .zip(&switches.clients)
                 .zip(&switches.actual)
-                .map(|((spec, client), actual)| {
-                    converge_switch(host, lab, spec, client, actual, created)
+                .enumerate()
+                .map(|(i, ((spec, client), actual))| async move {
+                    if converged.contains(&i) {
+                        return Ok((Vec::new(), None));
+                    }
+                    converge_switch(host, lab, spec, client, actual, created).await
                 })
                 .collect(),
             nodes_at_once(),

@@ -59,7 +59,7 @@ impl<H: Host> Engine<H> {
                 let local_vlans = match &ovsdb {
                     Liveness::Answering(_) => {
                         match switch::connect_with_deadline(&ovs, STATUS_DEADLINE).await {
-                            Ok(client) => switch::read(&client).await.ok(),
+                            Ok(client) => switch::read_local_vlans(&client, topo).await.ok(),
                             Err(_) => None,
                         }
                     }
@@ -93,7 +93,7 @@ impl<H: Host> Engine<H> {
             healthy &=
                 failed || (exists && liveness.iter().all(|l| matches!(l, Liveness::Answering(_))));
             let local_vlans = actual
-                .map(|actual| switch::local_vlans(topo, &actual).into_iter().collect())
+                .map(|vlans| vlans.into_iter().collect())
                 .unwrap_or_default();
             nodes.push(NodeStatus {
                 name: name.to_string(),
@@ -125,7 +125,16 @@ impl<H: Host> Engine<H> {
                 }
             })
             .collect();
-        let desired = plan(topo, &LocalVlans::new());
+        // The routers' addresses, from the plan the lab keeps: planning
+        // a 10,000-instance lab again cost each `status` about 50 MB.
+        let fresh;
+        let desired = match lab.planned.as_ref().and_then(|p| p.whole()) {
+            Some(kept) => kept,
+            None => {
+                fresh = plan(topo, &LocalVlans::new());
+                &fresh
+            }
+        };
         let lab_dir = self.lab_dir(&topo.lab);
         let ha_states = super::ha::states(&*self.host, topo, &lab_dir, &lab.failed).await;
         let active = super::ha::active_nodes(&ha_states);
