@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -159,34 +158,16 @@ pub fn run_in<T: Send>(
 }
 
 /// Starts `cmd` inside namespace `name`: spawned from a thread that entered
-/// the namespace, whose namespaces a child inherits. Unlike
-/// [`command_in`], nothing runs between fork and exec, so the standard
-/// library can use `posix_spawn` (a `vfork`-style clone) instead of copying
-/// the whole daemon's page tables with `fork`. The outer error is entering
-/// the namespace, the inner one starting the program.
+/// the namespace, whose namespaces a child inherits. Nothing runs between
+/// fork and exec, so the standard library can use `posix_spawn` (a
+/// `vfork`-style clone) instead of copying the whole daemon's page tables
+/// with `fork`. The outer error is entering the namespace, the inner one
+/// starting the program.
 pub fn spawn_in(
     cmd: &mut std::process::Command,
     name: &str,
 ) -> Result<io::Result<std::process::Child>, NetlinkError> {
     run_in(name, || Ok(cmd.spawn()))
-}
-
-/// Makes `cmd` start inside namespace `name` (like `ip netns exec`, minus
-/// the `/etc/netns` bind mounts, which the lab does not use).
-pub fn command_in(cmd: &mut std::process::Command, name: &str) -> Result<(), NetlinkError> {
-    let fd = open(name)?;
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // calls setns(2), which is async-signal-safe; `fd` stays open in the
-    // parent until the command is dropped because the closure owns it.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(())
 }
 
 /// Reads `/proc/sys/<key>` (dots or slashes) as namespace `name` sees it.

@@ -102,18 +102,6 @@ async fn a_connection_reads_the_namespaces_sysctls_on_the_way() {
 
 #[test]
 #[ignore = "needs root"]
-fn commands_start_inside_the_namespace() {
-    require_root("commands_start_inside_the_namespace");
-    let ns = Ns::new();
-    let mut cmd = std::process::Command::new("ip");
-    cmd.args(["netns", "identify"]);
-    netns::command_in(&mut cmd, &ns.0).unwrap();
-    let out = cmd.output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ns.0);
-}
-
-#[test]
-#[ignore = "needs root"]
 fn spawned_children_run_inside_the_namespace() {
     require_root("spawned_children_run_inside_the_namespace");
     let ns = Ns::new();
