@@ -661,14 +661,14 @@ async fn wait_cur_cfg(client: &SwitchClient, next_cfg: i64) -> Result<(), Reconc
             }
             next_probe = tokio::time::Instant::now() + LIVENESS_EVERY;
         }
-        // Asked to wait (RFC 7047 `wait`), ovsdb-server answers the moment
-        // vswitchd writes `cur_cfg`; reading it every few milliseconds
-        // instead cost each wait half a pause on average, three waits on
-        // the path of an `up` from nothing. A wait that ends unmet (a slow
-        // vswitchd, or one already past `next_cfg`) is followed by a read.
+        // Asked to wait (RFC 7047 `wait`: until no root row has a lower
+        // `cur_cfg`), ovsdb-server answers the moment vswitchd writes it;
+        // reading it every few milliseconds instead cost each wait half a
+        // pause on average, three waits on the path of an `up` from
+        // nothing. A wait that ends unmet is followed by a read.
         let wait = json!({
-            "op": "wait", "table": DB, "where": [], "columns": ["cur_cfg"],
-            "until": "==", "rows": [{"cur_cfg": next_cfg}],
+            "op": "wait", "table": DB, "where": [["cur_cfg", "<", next_cfg]],
+            "columns": ["cur_cfg"], "until": "==", "rows": [],
             "timeout": WAIT_STEP.as_millis() as u64,
         });
         match client.client.transact(DB, vec![wait]).await {
