@@ -131,6 +131,7 @@ impl<H: Host> Engine<H> {
             restarted,
             warnings,
         } = outcome;
+        let changes = changes.into_vec();
         lab.count_restarts(restarted);
         // Only a converge of the whole lab sees every namespace.
         if matches!(scope, Scope::Full) {

@@ -336,7 +336,7 @@ impl<H: Host> Engine<H> {
         warnings.extend(self.wait_for_masters(&topology, &failed).await);
         let report = UpReport {
             lab: name,
-            changes,
+            changes: changes.into_vec(),
             warnings,
             elapsed_ms: started.elapsed().as_millis() as u64,
         };

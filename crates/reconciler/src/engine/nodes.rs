@@ -104,7 +104,7 @@ impl<H: Host> Engine<H> {
                 restarted: _,
                 warnings: met,
             } = outcome;
-            changes.extend(made);
+            changes.extend(made.into_vec());
             lab.foreign = foreign_names(&met);
             warnings.extend(met);
             if fail {
