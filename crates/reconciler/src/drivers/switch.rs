@@ -665,7 +665,8 @@ async fn wait_cur_cfg(client: &SwitchClient, next_cfg: i64) -> Result<(), Reconc
         // `cur_cfg`), ovsdb-server answers the moment vswitchd writes it;
         // reading it every few milliseconds instead cost each wait half a
         // pause on average, three waits on the path of an `up` from
-        // nothing. A wait that ends unmet is followed by a read.
+        // nothing. A wait that ends unmet is asked again, after the
+        // liveness checks above when they are due.
         let wait = json!({
             "op": "wait", "table": DB, "where": [["cur_cfg", "<", next_cfg]],
             "columns": ["cur_cfg"], "until": "==", "rows": [],
@@ -675,15 +676,6 @@ async fn wait_cur_cfg(client: &SwitchClient, next_cfg: i64) -> Result<(), Reconc
             Ok(_) => return Ok(()),
             Err(ovslab_ovsdb::OvsdbError::Transaction { error, .. }) if error == "timed out" => {}
             Err(e) => return Err(client.err(e)),
-        }
-        let results = client.transact(vec![select(DB, &["cur_cfg"])]).await?;
-        let cur = results
-            .first()
-            .and_then(|r| rows(r).first())
-            .and_then(|r| r["cur_cfg"].as_i64())
-            .unwrap_or(0);
-        if cur >= next_cfg {
-            return Ok(());
         }
     }
     Err(ReconcileError::NotApplied {
