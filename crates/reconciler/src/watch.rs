@@ -3,10 +3,13 @@
 //! remains as a safety net.
 //!
 //! - Link, IPv4 address and IPv4 route notifications of every namespace of
-//!   every lab, on one rtnetlink socket in an unnamed namespace of the
+//!   every lab, on an rtnetlink socket in an unnamed namespace of the
 //!   daemon's: each watched namespace is given an id there, which comes
 //!   with its notifications (`NETLINK_LISTEN_ALL_NSID`; see
-//!   [`ovslab_netlink::events`] for why not a socket in each).
+//!   [`ovslab_netlink::events`] for why not a socket in each). One such
+//!   socket per [`IDS_PER_SOCKET`] namespaces: the kernel finds an id by
+//!   walking every id of the namespace that holds it, for each id given
+//!   and each notice, so ids all in one namespace cost O(n²) to give.
 //! - In namespaces with rules (a node's firewall, a router, a qdhcp
 //!   namespace), a netfilter socket subscribed to nf_tables commits.
 //! - On `/run/netns`, inotify: a namespace deleted. Our sockets in it are
@@ -124,7 +127,8 @@ pub struct Footprint {
     pub namespaces: usize,
     /// A netfilter socket per namespace with rules, and per node an OVSDB
     /// monitor, a flow monitor per bridge and a pidfd per OVS daemon (the
-    /// routing notices of every namespace share one socket).
+    /// routing notices of every namespace share one socket per
+    /// [`IDS_PER_SOCKET`]).
     pub descriptors: usize,
 }
 
@@ -189,11 +193,17 @@ struct State {
     owners: BTreeMap<String, (String, Part)>,
     /// Namespace → how it is watched.
     namespaces: BTreeMap<String, Watched>,
-    /// A watched namespace's id in the routing socket's namespace → its
-    /// name: where a routing notice came from.
-    ids: HashMap<i32, String>,
-    /// The socket of every namespace's routing notices, and its reader.
-    routing: Option<Routing>,
+    /// A watched namespace's (routing socket, id in that socket's
+    /// namespace) → its name: where a routing notice came from.
+    ids: HashMap<(u32, i32), String>,
+    /// The sockets of the namespaces' routing notices, by number, and
+    /// their readers.
+    routing: BTreeMap<u32, Routing>,
+    /// The number of the next routing socket made.
+    next_routing: u32,
+    /// How many namespaces' ids one routing socket's namespace holds at
+    /// most; 0: [`IDS_PER_SOCKET`].
+    ids_per_socket: usize,
     /// (lab, node) → the OVSDB monitor, started for that socket.
     databases: BTreeMap<(String, String), Watcher<PathBuf>>,
     /// (lab, node, bridge) → the flow monitor, and its last notice (0
@@ -209,29 +219,51 @@ struct Watched {
     /// The inode of the namespace this was set up for: a namespace made
     /// again under the same name is watched anew.
     inode: u64,
-    /// Its id in the routing socket's namespace; `None` when it could not
-    /// be given one (its routing notices are then not heard).
-    id: Option<i32>,
+    /// Its routing socket and its id in that socket's namespace; `None`
+    /// when it could not be given one (its routing notices are then not
+    /// heard).
+    id: Option<(u32, i32)>,
     /// Its last routing notice (see [`Watchers::last_notice`]).
     last: Arc<AtomicU64>,
     /// The watcher of its nf_tables commits, where rules live.
     rules: Option<Watcher<()>>,
 }
 
-/// The socket that hears the routing notices of every watched namespace.
+/// A socket that hears the routing notices of the watched namespaces it
+/// gave an id.
 #[derive(Debug)]
 struct Routing {
     socket: Arc<events::AllNamespaces>,
     task: Watcher<()>,
+    /// The watched namespaces with an id here.
+    given: usize,
 }
+
+/// How many namespaces one routing socket hears, at most: the kernel
+/// walks every id of a socket's namespace to find one, when it gives an id
+/// and on each notice. With all 10,205 of a 10,000-instance lab in one,
+/// giving them took 4.4–6.7 s at the end of its `up`.
+pub const IDS_PER_SOCKET: usize = 500;
 
 impl State {
     /// Stops watching namespace `ns` (its lab and part stay known).
     fn drop_namespace(&mut self, ns: &str) {
-        if let Some(Watched { id: Some(id), .. }) = self.namespaces.remove(ns)
-            && self.ids.get(&id).is_some_and(|n| n == ns)
-        {
-            self.ids.remove(&id);
+        let Some(Watched { id: Some(key), .. }) = self.namespaces.remove(ns) else {
+            return;
+        };
+        if self.ids.get(&key).is_none_or(|n| n != ns) {
+            return;
+        }
+        self.ids.remove(&key);
+        let Some(routing) = self.routing.get_mut(&key.0) else {
+            return;
+        };
+        routing.given = routing.given.saturating_sub(1);
+        // A socket left with no namespace to hear goes (one stays for the
+        // next lab), and its namespace with it: the ids it gave, which the
+        // kernel would walk when it deletes each namespace they name.
+        if routing.given == 0 && self.routing.len() > 1 {
+            self.routing.remove(&key.0);
         }
     }
 
@@ -254,46 +286,85 @@ impl State {
         }
     }
 
-    /// The routing socket, made (again) if it is not running.
-    fn routing(
+    /// Whether routing notices can be heard: a socket whose reader ended
+    /// is dropped (the namespaces it heard get an id again at their lab's
+    /// next watch, and every lab is looked at whole), and one is made if
+    /// there is none.
+    fn routing(&mut self, shared: &Shared, state: &Arc<Mutex<State>>) -> bool {
+        let ended: Vec<u32> = self
+            .routing
+            .iter()
+            .filter(|(_, r)| r.task.task.is_finished())
+            .map(|(k, _)| *k)
+            .collect();
+        if !ended.is_empty() {
+            for k in &ended {
+                self.routing.remove(k);
+            }
+            self.ids.retain(|(k, _), _| !ended.contains(k));
+            for watched in self.namespaces.values_mut() {
+                if watched.id.is_some_and(|(k, _)| ended.contains(&k)) {
+                    watched.id = None;
+                }
+            }
+            self.all_lost(shared);
+        }
+        if self.routing.is_empty() {
+            self.new_routing(shared, state);
+        }
+        !self.routing.is_empty()
+    }
+
+    /// A routing socket with room for one more namespace: the first with
+    /// fewer than [`IDS_PER_SOCKET`], or a new one.
+    fn routing_with_room(
         &mut self,
         shared: &Shared,
         state: &Arc<Mutex<State>>,
-    ) -> Option<Arc<events::AllNamespaces>> {
-        if let Some(routing) = &self.routing
-            && !routing.task.task.is_finished()
-        {
-            return Some(routing.socket.clone());
+    ) -> Option<(u32, Arc<events::AllNamespaces>)> {
+        let room = match self.ids_per_socket {
+            0 => IDS_PER_SOCKET,
+            n => n,
+        };
+        if let Some((k, r)) = self.routing.iter().find(|(_, r)| r.given < room) {
+            return Some((*k, r.socket.clone()));
         }
+        self.new_routing(shared, state)
+    }
+
+    /// Subscribes a new routing socket, from a namespace of its own, and
+    /// starts its reader.
+    fn new_routing(
+        &mut self,
+        shared: &Shared,
+        state: &Arc<Mutex<State>>,
+    ) -> Option<(u32, Arc<events::AllNamespaces>)> {
         let socket = match events::AllNamespaces::subscribe() {
             Ok(socket) => Arc::new(socket),
             Err(e) => {
                 tracing::warn!(
                     "cannot subscribe to routing notices (audits still find drift): {e}"
                 );
-                self.routing = None;
                 return None;
             }
         };
+        let key = self.next_routing;
+        self.next_routing += 1;
         let task = tokio::spawn(routing_events(
             socket.clone(),
+            key,
             shared.clone(),
             Arc::downgrade(state),
         ));
-        if self.routing.is_some() {
-            // The ids were given in the old socket's namespace: every
-            // namespace gets a new one at its lab's next watch.
-            self.ids.clear();
-            for watched in self.namespaces.values_mut() {
-                watched.id = None;
-            }
-            self.all_lost(shared);
-        }
-        self.routing = Some(Routing {
-            socket: socket.clone(),
-            task: Watcher { key: (), task },
-        });
-        Some(socket)
+        self.routing.insert(
+            key,
+            Routing {
+                socket: socket.clone(),
+                task: Watcher { key: (), task },
+                given: 0,
+            },
+        );
+        Some((key, socket))
     }
 }
 
@@ -305,6 +376,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const MONITOR_CONNECT: Duration = Duration::from_secs(2);
 
 impl Watchers {
+    /// Watchers whose routing sockets each hear at most `n` namespaces
+    /// (the default is [`IDS_PER_SOCKET`]).
+    pub fn with_ids_per_socket(n: usize) -> Self {
+        let watchers = Watchers::default();
+        lock(&watchers.state).ids_per_socket = n.max(1);
+        watchers
+    }
+
+    /// How many routing sockets hear the watched namespaces.
+    pub fn routing_sockets(&self) -> usize {
+        lock(&self.state).routing.len()
+    }
+
     /// Notified when some lab has [`Dirty`] parts.
     pub fn wake(&self) -> Arc<Notify> {
         self.shared.wake.clone()
@@ -385,18 +469,22 @@ impl Watchers {
             let alive = |w: &Watcher<()>| !w.task.is_finished();
             if state.namespaces.get(ns).is_some_and(|w| {
                 w.inode == inode
-                    && (w.id.is_some() || routing.is_none())
+                    && (w.id.is_some() || !routing)
                     && w.rules.as_ref().is_some_and(alive) == *rules
             }) {
                 continue;
             }
-            let id = routing.as_ref().and_then(|r| match r.id_of(&file) {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    tracing::debug!("cannot give namespace {ns} an id to watch it: {e}");
-                    None
-                }
-            });
+            state.drop_namespace(ns);
+            let id = routing
+                .then(|| state.routing_with_room(&self.shared, &self.state))
+                .flatten()
+                .and_then(|(key, socket)| match socket.id_of(&file) {
+                    Ok(id) => Some((key, id)),
+                    Err(e) => {
+                        tracing::debug!("cannot give namespace {ns} an id to watch it: {e}");
+                        None
+                    }
+                });
             let rules = rules.then(|| match events::rules(ns) {
                 Ok(fd) => Some(Watcher {
                     key: (),
@@ -413,9 +501,11 @@ impl Watchers {
                     None
                 }
             });
-            state.drop_namespace(ns);
-            if let Some(id) = id {
-                state.ids.insert(id, ns.clone());
+            if let Some(key) = id
+                && state.ids.insert(key, ns.clone()).is_none()
+                && let Some(routing) = state.routing.get_mut(&key.0)
+            {
+                routing.given += 1;
             }
             state.namespaces.insert(
                 ns.clone(),
@@ -510,11 +600,12 @@ impl Watchers {
     pub fn last_notice(&self, ns: &str) -> Option<u64> {
         let state = lock(&self.state);
         let watched = state.namespaces.get(ns)?;
-        let heard = watched.id.is_some()
-            && state
+        let heard = watched.id.is_some_and(|(key, _)| {
+            state
                 .routing
-                .as_ref()
-                .is_some_and(|r| !r.task.task.is_finished());
+                .get(&key)
+                .is_some_and(|r| !r.task.task.is_finished())
+        });
         heard.then(|| watched.last.load(Ordering::SeqCst))
     }
 
@@ -662,6 +753,7 @@ impl AsRawFd for Notices {
 /// (a namespace given one by someone else, or being deleted) is dropped.
 async fn routing_events(
     socket: Arc<events::AllNamespaces>,
+    key: u32,
     shared: Shared,
     state: Weak<Mutex<State>>,
 ) {
@@ -688,7 +780,7 @@ async fn routing_events(
             let state = lock(&state);
             match read {
                 Ok(Ok((n, Some(id)))) => {
-                    let Some(ns) = state.ids.get(&id) else {
+                    let Some(ns) = state.ids.get(&(key, id)) else {
                         continue;
                     };
                     if let Some(watched) = state.namespaces.get(ns) {
