@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
@@ -64,31 +65,50 @@ pub fn open(name: &str) -> Result<OwnedFd, NetlinkError> {
 }
 
 /// Makes `/run/netns` a shared mount point, as `ip netns add` does, so that
-/// namespace mounts made later are seen by every mount namespace.
+/// namespace mounts made later are seen by every mount namespace; once per
+/// process. Not recursively, as `ip` does: the mounts made below a shared
+/// mount are shared anyway, and a recursive change walks every namespace
+/// mount there, for each namespace made (O(n²) for a lab). Under an
+/// exclusive `flock` of the directory: processes making their first
+/// namespaces at once would otherwise each find it no mount point and bind
+/// it onto itself, and each namespace mounted later would be copied into
+/// every one of those mounts (the host's mount table, which other
+/// processes read whole, twice as long or more).
 fn prepare_dir() -> io::Result<()> {
+    static PREPARED: AtomicBool = AtomicBool::new(false);
     std::fs::create_dir_all(NETNS_DIR)?;
+    if PREPARED.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let dir = File::open(NETNS_DIR)?;
+    // SAFETY: flock(2) on a descriptor we own; released when `dir` closes.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     let shared = || {
         mount(
             None::<&str>,
             NETNS_DIR,
             None::<&str>,
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            MsFlags::MS_SHARED,
             None::<&str>,
         )
     };
-    if shared().is_ok() {
-        return Ok(());
+    if shared().is_err() {
+        // Not a mount point yet: bind it onto itself, then share it.
+        mount(
+            Some(NETNS_DIR),
+            NETNS_DIR,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)?;
+        shared().map_err(io::Error::from)?;
     }
-    // Not a mount point yet: bind it onto itself, then share it.
-    mount(
-        Some(NETNS_DIR),
-        NETNS_DIR,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(io::Error::from)?;
-    shared().map_err(io::Error::from)
+    PREPARED.store(true, Ordering::Release);
+    drop(dir);
+    Ok(())
 }
 
 /// Creates namespace `name` with its loopback up. Fails if it exists.
