@@ -279,6 +279,15 @@ async fn hybrid_plug_wiring_across_namespaces() {
     // ip's view of the node.
     let tap = node.ip(&["-d", "-j", "link", "show", "taptest"]);
     assert!(tap.contains("\"master\":\"qbrtest\""), "{tap}");
+    // Made with one queue each way, both ends (not one per CPU, cut to
+    // one after an RCU grace period under the RTNL lock).
+    for (ns, link) in [(&node, "taptest"), (&instance, "eth0"), (&node, "qvotest")] {
+        let shown = ns.ip(&["-d", "-j", "link", "show", link]);
+        assert!(
+            shown.contains("\"num_tx_queues\":1,") && shown.contains("\"num_rx_queues\":1,"),
+            "{link}: {shown}"
+        );
+    }
     let qbr = node.ip(&["-d", "-j", "link", "show", "qbrtest"]);
     assert!(qbr.contains("\"stp_state\":0"), "{qbr}");
     assert!(qbr.contains("\"forward_delay\":0"), "{qbr}");
