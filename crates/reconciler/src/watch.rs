@@ -62,8 +62,10 @@ pub struct Dirty {
     /// Something the watchers cannot place: the whole lab.
     pub all: bool,
     /// A round of the slow full audit found the lab busy (an `up`, a
-    /// status query) at this instant: any converge of the whole lab that
-    /// ends after it does that round's work (the earliest is kept).
+    /// status query): any converge of the whole lab that ends after this
+    /// instant (the round's time less the audit interval: a lab converged
+    /// whole that recently is left to the next round) does that round's
+    /// work (the earliest is kept).
     pub round: Option<std::time::Instant>,
 }
 

@@ -756,6 +756,45 @@ async fn a_full_audit_that_finds_an_up_at_work_leaves_the_lab_to_it() {
     audits.abort();
 }
 
+/// A round that finds the lab busy with something else (a partial audit
+/// here; a check or a status query) just after an `up` leaves it too: the
+/// `up` converged it whole less than the audit interval ago.
+#[tokio::test]
+async fn a_full_audit_round_that_finds_the_lab_busy_just_after_an_up_leaves_it() {
+    let every = Duration::from_millis(400);
+    let root = Root::new("round-busy");
+    let engine = std::sync::Arc::new(root.engine());
+    up(&engine).await.unwrap();
+    let held = engine.host().hold_link_reads().await;
+    let part = ovslab_reconciler::watch::Dirty {
+        nodes: ["compute1".to_string()].into(),
+        ..Default::default()
+    };
+    let auditing = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.audit_dirty([(LAB.to_string(), part)].into()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The first round, at once, finds the lab busy with that audit.
+    let audits = engine.spawn_audits(every, || {});
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(held);
+    auditing.await.unwrap();
+    engine.host().take_calls();
+    tokio::time::sleep(every - Duration::from_millis(100)).await;
+    let reads: Vec<_> = engine
+        .host()
+        .take_calls()
+        .into_iter()
+        .filter(|c| c.step == Step::ReadLinks)
+        .collect();
+    assert!(
+        reads.is_empty(),
+        "read whole again right after the up: {reads:?}"
+    );
+    audits.abort();
+}
+
 /// A round that found the lab busy is done by any converge of the whole
 /// lab that ends after it, and otherwise by a whole audit once the lab is
 /// free.

@@ -45,9 +45,14 @@ impl<H: Host> Engine<H> {
         let mut repaired = Vec::new();
         for (name, entry) in self.entries().await {
             let Ok(mut lab) = entry.try_lock() else {
-                // An `up` at work now converges the whole lab anyway.
+                // An `up` at work now converges the whole lab anyway; and
+                // one that ended less than `fresh` before now (the lab
+                // busy with a check or a status query just after it) did
+                // this round's work too.
+                let now = Instant::now();
+                let since = fresh.and_then(|f| now.checked_sub(f)).unwrap_or(now);
                 let round = Dirty {
-                    round: Some(Instant::now()),
+                    round: Some(since),
                     ..Dirty::default()
                 };
                 self.watchers.mark(&name, round);
