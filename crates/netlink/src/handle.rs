@@ -597,6 +597,11 @@ fn link_info(message: &LinkMessage) -> LinkInfo {
     info
 }
 
+/// One transmit queue and one receive queue (see [`Netlink::add_veth`]).
+fn one_queue_each() -> [LinkAttribute; 2] {
+    [LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)]
+}
+
 /// Interface indexes for the two ends of a new veth: never equal.
 ///
 /// Each namespace numbers its links from 1, so a veth's two ends often get
@@ -606,11 +611,6 @@ fn link_info(message: &LinkMessage) -> LinkInfo {
 /// then a Linux bridge keeps the port disabled and drops what it should
 /// forward. Choosing both indexes ourselves (the kernel honours the peer's
 /// only when the first one is given too) avoids that.
-/// One transmit queue and one receive queue (see [`Netlink::add_veth`]).
-fn one_queue_each() -> [LinkAttribute; 2] {
-    [LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)]
-}
-
 fn veth_indexes() -> (u32, u32) {
     use std::sync::atomic::{AtomicU32, Ordering};
     const FIRST: u32 = 10_000;
