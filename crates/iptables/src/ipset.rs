@@ -6,9 +6,9 @@
 //! member, which keeps a 1000-instance group at one rule per port.
 //!
 //! Sets are read, and their members added and deleted, over nfnetlink
-//! (`ovslab_netlink::ipsets`, `change_ipset`): one member at a time, so
-//! existing members are never flushed and traffic matching them never sees
-//! a gap. A missing set is created with `ipset restore`. Sets whose name
+//! (`ovslab_netlink::ipsets`, `change_ipset`): only the members that
+//! differ, a thousand to a request, so existing members are never flushed
+//! and traffic matching them never sees a gap. A missing set is created with `ipset restore`. Sets whose name
 //! starts with [`IPSET_PREFIX`] and that are no longer wanted are destroyed
 //! after the iptables rules that used them are gone
 //! ([`remove_stale_ipsets`]).
