@@ -379,6 +379,9 @@ if [ -n "$HUGE" ]; then
   huge_peak=$(($(kib "$daemon" VmHWM) / 1024))
   huge_note="ovslabd peak RSS $huge_peak MiB (target <= 200 MiB); host memory used by the lab $((used_after - used_before)) MiB, its $((computes * 2 + 2)) OVS processes $huge_ovs MiB RSS; checks passed: $passed at try $tries ($huge_checks)"
   [ "$passed" = yes ] || { printf 'checks of the %s lab failed:\n%s\n' "$lab" "$(cat "$dir/huge-check.out")" >&2; exit 1; }
+  # The kernel deletes the lab's namespaces after `down` returns, holding
+  # the RTNL lock for minutes (docs/performance.md): what follows waits.
+  settle
 fi
 
 # TCP throughput in the seed lab: across nodes on one network, and routed
