@@ -362,9 +362,9 @@ mod tests {
         let f = footprint_of(&topology);
         assert_eq!(f.namespaces, 10_205);
         // 200 compute nodes and a network node: a firewall or router's
-        // rules, an OVSDB monitor, bridges, 2 pidfds. Instances: none (their
-        // routing notices come on the daemon's one socket).
-        assert!(f.descriptors < 2_000, "{f:?}");
+        // rules, an OVSDB monitor, bridges, 2 pidfds; the routing sockets,
+        // two descriptors per 500 namespaces. Instances: nothing more.
+        assert_eq!(f.descriptors, 1_250, "{f:?}");
         let q = Quotas::new(64, DEFAULT_MAX_NAMESPACES, BTreeMap::new()).with_descriptors(20_000);
         assert!(q.admit("scale", f, &[]).is_ok());
     }

@@ -127,10 +127,10 @@ pub struct NodeWatch {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Footprint {
     pub namespaces: usize,
-    /// A netfilter socket per namespace with rules, and per node an OVSDB
-    /// monitor, a flow monitor per bridge and a pidfd per OVS daemon (the
-    /// routing notices of every namespace share one socket per
-    /// [`IDS_PER_SOCKET`]).
+    /// A netfilter socket per namespace with rules, per node an OVSDB
+    /// monitor, a flow monitor per bridge and a pidfd per OVS daemon, and
+    /// two (the socket and its requests') per [`IDS_PER_SOCKET`]
+    /// namespaces, whose routing notices share a socket.
     pub descriptors: usize,
 }
 
@@ -141,9 +141,12 @@ impl Footprint {
             .iter()
             .map(|s| 1 + s.bridges.len() + crate::ovs_process::OvsDaemon::ALL.len())
             .sum();
+        let namespaces = desired.namespaces.len();
         Footprint {
-            namespaces: desired.namespaces.len(),
-            descriptors: desired.rule_namespaces().len() + per_node,
+            namespaces,
+            descriptors: desired.rule_namespaces().len()
+                + per_node
+                + 2 * namespaces.div_ceil(IDS_PER_SOCKET),
         }
     }
 }
