@@ -721,6 +721,14 @@ async fn each_audit_is_announced_with_its_repairs() {
     assert!(events.try_recv().is_err(), "one event per audit");
 }
 
+/// The link reads the host was asked for since the last call.
+fn link_reads(host: &FakeHost) -> Vec<ovslab_reconciler::testing::Call> {
+    host.take_calls()
+        .into_iter()
+        .filter(|c| c.step == Step::ReadLinks)
+        .collect()
+}
+
 /// A round of the full audit that finds the lab busy with an `up` leaves
 /// the lab to it (issue #18), and so does the next round, `every` after
 /// it: the `up` converged the whole lab, and a large lab must not be read
@@ -746,12 +754,7 @@ async fn a_full_audit_that_finds_an_up_at_work_leaves_the_lab_to_it() {
     engine.host().take_calls();
     // The next round comes within this, less than `every` after the up.
     tokio::time::sleep(every - Duration::from_millis(50)).await;
-    let reads: Vec<_> = engine
-        .host()
-        .take_calls()
-        .into_iter()
-        .filter(|c| c.step == Step::ReadLinks)
-        .collect();
+    let reads = link_reads(engine.host());
     assert!(reads.is_empty(), "read again after the up: {reads:?}");
     audits.abort();
 }
@@ -782,12 +785,7 @@ async fn a_full_audit_round_that_finds_the_lab_busy_just_after_an_up_leaves_it()
     auditing.await.unwrap();
     engine.host().take_calls();
     tokio::time::sleep(every - Duration::from_millis(100)).await;
-    let reads: Vec<_> = engine
-        .host()
-        .take_calls()
-        .into_iter()
-        .filter(|c| c.step == Step::ReadLinks)
-        .collect();
+    let reads = link_reads(engine.host());
     assert!(
         reads.is_empty(),
         "read whole again right after the up: {reads:?}"
