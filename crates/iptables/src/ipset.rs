@@ -71,7 +71,12 @@ fn plan(actual: &BTreeMap<String, BTreeSet<Ipv4Addr>>, wanted: &[IpSet]) -> Plan
         let have = match actual.get(&set.name) {
             Some(have) => have.clone(),
             None => {
-                let _ = writeln!(plan.create, "create {} hash:net family inet", set.name);
+                let _ = writeln!(
+                    plan.create,
+                    "create {} hash:net family inet{}",
+                    set.name,
+                    hashsize(want.len())
+                );
                 plan.changes.push(format!(
                     "create ipset {} ({} members)",
                     set.name,
@@ -96,6 +101,26 @@ fn plan(actual: &BTreeMap<String, BTreeSet<Ipv4Addr>>, wanted: &[IpSet]) -> Plan
         }
     }
     plan
+}
+
+/// The kernel's own hash size for a new set, which it doubles (with an
+/// RCU grace period waited for under the ipset subsystem's one mutex, every
+/// namespace's requests waiting behind it) when a bucket overflows.
+const KERNEL_HASHSIZE: usize = 1024;
+
+/// The `hashsize` option of a new set of `members`: room for them from the
+/// start (about four to a bucket, what the kernel itself grows a set of
+/// 10,000 members to), so that filling it never resizes it; nothing for a
+/// set the kernel's own size fits, whose line then stays Neutron's. The
+/// 200 compute nodes of a 10,000-instance lab each fill a set of 10,000:
+/// two resizes each, 400 grace periods in a row (docs/performance.md).
+fn hashsize(members: usize) -> String {
+    let buckets = members.div_ceil(4).next_power_of_two();
+    if buckets > KERNEL_HASHSIZE {
+        format!(" hashsize {buckets}")
+    } else {
+        String::new()
+    }
 }
 
 /// Our sets of a namespace as read by [`converge_ipsets`].
@@ -181,6 +206,42 @@ mod tests {
             ),
             ("NIPv4empty".to_string(), BTreeSet::new()),
         ])
+    }
+
+    #[test]
+    fn a_large_new_set_is_made_with_room_for_its_members() {
+        let members =
+            |n: u32| -> Vec<Ipv4Addr> { (0..n).map(|i| Ipv4Addr::from(0x0a00_0000 + i)).collect() };
+        let create = |n| {
+            plan(
+                &BTreeMap::new(),
+                &[IpSet {
+                    name: "NIPv4big".into(),
+                    members: members(n),
+                }],
+            )
+            .create
+        };
+        assert_eq!(create(4096), "create NIPv4big hash:net family inet\n");
+        assert_eq!(
+            create(4097),
+            "create NIPv4big hash:net family inet hashsize 2048\n"
+        );
+        assert_eq!(
+            create(10_000),
+            "create NIPv4big hash:net family inet hashsize 4096\n"
+        );
+        // An existing set is left at its size: only its members change.
+        let have = BTreeMap::from([("NIPv4big".to_string(), BTreeSet::new())]);
+        let grown = plan(
+            &have,
+            &[IpSet {
+                name: "NIPv4big".into(),
+                members: members(10_000),
+            }],
+        );
+        assert_eq!(grown.create, "");
+        assert_eq!(grown.members[0].1.len(), 10_000);
     }
 
     #[test]
