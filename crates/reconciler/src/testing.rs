@@ -602,6 +602,17 @@ impl Host for FakeHost {
         if n.ovs_vswitchd {
             return Ok(Vec::new());
         }
+        // A real vswitchd reads the datapath options once, when it starts.
+        let options = &n.switch.root_other_config;
+        if crate::diff::ROOT_OTHER_CONFIG
+            .iter()
+            .any(|(k, v)| options.get(*k).map(String::as_str) != Some(*v))
+        {
+            return Err(missing(&format!(
+                "{}: datapath options, before ovs-vswitchd starts",
+                node.namespace
+            )));
+        }
         n.ovs_vswitchd = true;
         n.died.retain(|d| *d != OvsDaemon::OvsVswitchd.program());
         Ok(vec![OvsDaemon::OvsVswitchd])

@@ -183,6 +183,28 @@ async fn the_phases_run_in_order() {
         first(Step::EnsureVswitchd) < first(Step::ApplyLink),
         "{calls:?}"
     );
+    // The seed's nodes hold few links: each one's vswitchd starts as soon
+    // as its own database answers (its root settings written first, which
+    // the fake checks), before the plan connects to every database.
+    for node in ["seed.network", "seed.compute1", "seed.compute2"] {
+        let of = |step: Step| -> Vec<usize> {
+            calls
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.step == step && c.target == node)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let (started, connected) = (of(Step::EnsureVswitchd), of(Step::ConnectSwitch));
+        assert!(
+            started.first() < connected.last(),
+            "{node}: vswitchd started before the plan's connection: {calls:?}"
+        );
+        assert!(
+            of(Step::EnsureDatabase)[0] < started[0],
+            "{node}: {calls:?}"
+        );
+    }
     let nodes: std::collections::BTreeSet<&str> = calls
         .iter()
         .filter(|c| c.step == Step::ApplySwitch)

@@ -403,6 +403,9 @@ struct Nodes {
     /// back-off (up to 8 s), and until then vswitchd answers no OpenFlow
     /// request.
     wait_for_vswitchd: BTreeSet<usize>,
+    /// Nodes (by index) whose vswitchd the database phase started, as
+    /// soon as their database answered (see [`Run::ovs_databases`]).
+    early: BTreeSet<usize>,
 }
 
 /// Each node's OVSDB connection and what its database held when planned.
@@ -636,10 +639,15 @@ impl<H: Host> Run<'_, H> {
     /// 2. Each node's `ovsdb-server`; a daemon that runs but does not
     ///    answer is killed first, and started again like a dead one.
     ///
-    /// Only the databases for now: ovs-vswitchd re-reads every link and
-    /// address of its namespace on each link change it hears of, so it
-    /// starts after the links are made (a compute node of a large lab has
-    /// hundreds), and sees them once.
+    /// A node whose database this starts, and whose namespace holds few
+    /// links (see [`Run::bridges_first`]), gets its root settings and its
+    /// `ovs-vswitchd` the moment its own database answers: the vswitchd's
+    /// fixed 100 ms (see there) is the critical path of an `up` from
+    /// nothing, and starts that much sooner than after every database and
+    /// the plan. Every other vswitchd starts after the links are made: it
+    /// re-reads every link and address of its namespace on each link
+    /// change it hears of (a compute node of a large lab has hundreds), and
+    /// so sees them once.
     async fn ovs_databases(&mut self) -> Result<Nodes, ReconcileError> {
         let ovs: Vec<NodeOvs> = self
             .topo
@@ -660,23 +668,59 @@ impl<H: Host> Run<'_, H> {
                 self.out.changes.extend(killed);
             }
         }
-        let died: Vec<bool> = ovs
+        let died: Vec<(bool, bool)> = ovs
             .iter()
-            .map(|n| host.died(n, OvsDaemon::OvsdbServer))
+            .map(|n| {
+                (
+                    host.died(n, OvsDaemon::OvsdbServer),
+                    host.died(n, OvsDaemon::OvsVswitchd),
+                )
+            })
             .collect();
-        let schema = &self.engine.config.schema;
-        let results = join_all(ovs.iter().map(|n| host.ensure_database(n, schema))).await;
-        let mut wait_for_vswitchd = BTreeSet::new();
-        for (i, ((node, result), died)) in ovs.iter().zip(results).zip(died).enumerate() {
-            for daemon in result? {
-                wait_for_vswitchd.insert(i);
-                self.started(node, daemon, died);
+        // Made by phase 1 (from the topology alone): how many links each
+        // node's namespace will hold does not depend on what is read later.
+        let desired = self.planned.as_ref().map(|p| p.desired.clone());
+        let (schema, lab) = (&self.engine.config.schema, self.lab);
+        let results = join_all(ovs.iter().map(|n| {
+            let few = desired
+                .as_deref()
+                .is_some_and(|d| few_links(d, &n.namespace));
+            async move {
+                let started = host.ensure_database(n, schema).await?;
+                let early = match few && !started.is_empty() {
+                    true => head_start(host, lab, n).await?,
+                    false => None,
+                };
+                Ok::<_, ReconcileError>((started, early))
+            }
+        }))
+        .await;
+        let mut nodes = Nodes {
+            ovs: Vec::new(),
+            wait_for_vswitchd: BTreeSet::new(),
+            early: BTreeSet::new(),
+        };
+        for (i, ((node, result), (db_died, switch_died))) in
+            ovs.iter().zip(results).zip(died).enumerate()
+        {
+            let (started, early) = result?;
+            for daemon in started {
+                nodes.wait_for_vswitchd.insert(i);
+                self.started(node, daemon, db_died);
+            }
+            if let Some((changes, started)) = early {
+                self.out.changes.extend(changes);
+                if !started.is_empty() {
+                    nodes.early.insert(i);
+                }
+                for daemon in started {
+                    self.resolve.insert(node.namespace.clone());
+                    self.started(node, daemon, switch_died);
+                }
             }
         }
-        Ok(Nodes {
-            ovs,
-            wait_for_vswitchd,
-        })
+        nodes.ovs = ovs;
+        Ok(nodes)
     }
 
     /// Notes that `daemon` was started on `node`, again if it had `died`.
@@ -709,34 +753,14 @@ impl<H: Host> Run<'_, H> {
         .await;
         let mut actual: Vec<_> = actual.into_iter().collect::<Result<_, _>>()?;
         for ((node, client), actual) in nodes.ovs.iter().zip(&clients).zip(&mut actual) {
-            let missing = switch::missing_root_config(actual);
-            if missing.is_empty() {
+            let (changes, config_set) = root_settings(host, self.lab, node, client, actual).await?;
+            self.out.changes.extend(changes);
+            if !config_set {
                 continue;
             }
-            host.ensure_root_config(client, actual).await?;
-            self.out.changes.push(format!(
-                "{}: set other_config {}",
-                node.node,
-                missing.join(" ")
-            ));
             if let Some(pid) = host.stop_vswitchd(node).await {
                 self.out.changes.push(format!(
                     "stopped ovs-vswitchd of {} (pid {pid}) to apply other_config",
-                    node.node
-                ));
-            }
-        }
-        // The identity `ovs-ctl` would have given each switch.
-        let version = crate::ovs_process::installed_version().await;
-        for ((node, client), actual) in nodes.ovs.iter().zip(&clients).zip(&mut actual) {
-            let wanted = crate::actual::RootIdentity {
-                ovs_version: version.clone(),
-                system_id: Some(naming::object_uuid(self.lab, "system-id", &node.node).to_string()),
-            };
-            if actual.root_identity != wanted {
-                host.ensure_root_identity(client, actual, &wanted).await?;
-                self.out.changes.push(format!(
-                    "{}: set ovs_version and external_ids:system-id",
                     node.node
                 ));
             }
@@ -809,23 +833,23 @@ impl<H: Host> Run<'_, H> {
             if !actual.bridges.is_empty() {
                 continue;
             }
-            let links = desired
-                .namespaces
-                .iter()
-                .find(|n| n.name == spec.namespace)
-                .map_or(0, |n| n.links.len());
-            if links > BRIDGES_FIRST_MAX_LINKS {
+            if !few_links(desired, &spec.namespace) {
                 continue;
             }
-            let died = host.died(node, OvsDaemon::OvsVswitchd);
-            let started = host.ensure_vswitchd(node)?;
-            if started.is_empty() {
-                continue;
-            }
-            for daemon in started {
+            if nodes.early.contains(&i) {
+                // Started by phase 2, with its database.
                 nodes.wait_for_vswitchd.insert(i);
-                self.resolve.insert(node.namespace.clone());
-                self.started(node, daemon, died);
+            } else {
+                let died = host.died(node, OvsDaemon::OvsVswitchd);
+                let started = host.ensure_vswitchd(node)?;
+                if started.is_empty() {
+                    continue;
+                }
+                for daemon in started {
+                    nodes.wait_for_vswitchd.insert(i);
+                    self.resolve.insert(node.namespace.clone());
+                    self.started(node, daemon, died);
+                }
             }
             let bare = SwitchSpec {
                 node: spec.node.clone(),
@@ -1275,6 +1299,72 @@ impl<H: Host> Run<'_, H> {
 /// Guide's nodes (up to about a dozen), not a node of ten instances (four
 /// links each).
 const BRIDGES_FIRST_MAX_LINKS: usize = 16;
+
+/// Whether namespace `namespace` holds few enough links for its vswitchd
+/// to start before they are made (see [`BRIDGES_FIRST_MAX_LINKS`]).
+fn few_links(desired: &DesiredState, namespace: &str) -> bool {
+    desired
+        .namespaces
+        .iter()
+        .find(|n| n.name == namespace)
+        .map_or(0, |n| n.links.len())
+        <= BRIDGES_FIRST_MAX_LINKS
+}
+
+/// The root row of `node`'s database as the node's vswitchd must find it
+/// when it starts: the datapath options (it reads them once), and the
+/// identity `ovs-ctl` would have given it. Returns the change lines, and
+/// whether the datapath options were set (a vswitchd running without them
+/// must start again).
+async fn root_settings<H: Host>(
+    host: &H,
+    lab: &str,
+    node: &NodeOvs,
+    client: &H::Switch,
+    actual: &mut ActualSwitch,
+) -> Result<(Vec<String>, bool), ReconcileError> {
+    let mut changes = Vec::new();
+    let missing = switch::missing_root_config(actual);
+    if !missing.is_empty() {
+        host.ensure_root_config(client, actual).await?;
+        changes.push(format!(
+            "{}: set other_config {}",
+            node.node,
+            missing.join(" ")
+        ));
+    }
+    let wanted = crate::actual::RootIdentity {
+        ovs_version: crate::ovs_process::installed_version().await,
+        system_id: Some(naming::object_uuid(lab, "system-id", &node.node).to_string()),
+    };
+    if actual.root_identity != wanted {
+        host.ensure_root_identity(client, actual, &wanted).await?;
+        changes.push(format!(
+            "{}: set ovs_version and external_ids:system-id",
+            node.node
+        ));
+    }
+    Ok((changes, !missing.is_empty()))
+}
+
+/// Phase 2's early start of a node whose database it just started (see
+/// [`Run::ovs_databases`]): its root settings, then its vswitchd, if its
+/// database holds no bridge yet. Returns the change lines and the daemons
+/// started, or nothing when the node is left to the later phases.
+async fn head_start<H: Host>(
+    host: &H,
+    lab: &str,
+    node: &NodeOvs,
+) -> Result<Option<(Vec<String>, Vec<OvsDaemon>)>, ReconcileError> {
+    let client = host.connect_switch(node).await?;
+    let mut actual = host.read_switch(&client).await?;
+    if !actual.bridges.is_empty() {
+        return Ok(None);
+    }
+    let (changes, _) = root_settings(host, lab, node, &client, &mut actual).await?;
+    let started = host.ensure_vswitchd(node)?;
+    Ok(Some((changes, started)))
+}
 
 /// How many nodes' switches, flows, rulesets or tunnel endpoints are worked
 /// on at once. Each starts a process or talks to one whose other end must
