@@ -187,7 +187,9 @@ ovslab generate --computes 10 --instances-per-node 10 >"$dir/scale-10-10.yaml"
 sed '/^checks:/i\  - name: instance101\n    node: compute1\n    network: net1\n    address: 192.168.0.250\n    security_groups: [default]\n' \
   "$dir/scale-10-10.yaml" >"$dir/scale-10-10-plus1.yaml"
 
-bench_lab "seed" "$dir/seed.yaml" benchseed 500 50 300
+# Issue #18's target for the seed's `up` (150 ms), tighter than the first
+# one (500 ms).
+bench_lab "seed" "$dir/seed.yaml" benchseed 150 50 300
 
 # The seed with DHCP on both networks (issue #14): `up` returns once every
 # instance holds its lease from dnsmasq.
