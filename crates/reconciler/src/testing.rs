@@ -603,11 +603,7 @@ impl Host for FakeHost {
             return Ok(Vec::new());
         }
         // A real vswitchd reads the datapath options once, when it starts.
-        let options = &n.switch.root_other_config;
-        if crate::diff::ROOT_OTHER_CONFIG
-            .iter()
-            .any(|(k, v)| options.get(*k).map(String::as_str) != Some(*v))
-        {
+        if !crate::drivers::switch::missing_root_config(&n.switch).is_empty() {
             return Err(missing(&format!(
                 "{}: datapath options, before ovs-vswitchd starts",
                 node.namespace

@@ -681,18 +681,16 @@ impl<H: Host> Run<'_, H> {
         // node's namespace will hold does not depend on what is read later.
         let desired = self.planned.as_ref().map(|p| p.desired.clone());
         let (schema, lab) = (&self.engine.config.schema, self.lab);
-        let results = join_all(ovs.iter().map(|n| {
-            let few = desired
-                .as_deref()
-                .is_some_and(|d| few_links(d, &n.namespace));
-            async move {
-                let started = host.ensure_database(n, schema).await?;
-                let early = match few && !started.is_empty() {
-                    true => head_start(host, lab, n).await?,
-                    false => None,
-                };
-                Ok::<_, ReconcileError>((started, early))
-            }
+        let desired = desired.as_deref();
+        let results = join_all(ovs.iter().map(|n| async move {
+            let started = host.ensure_database(n, schema).await?;
+            // Looked for only then (rare): every audit passes here too.
+            let few = !started.is_empty() && desired.is_some_and(|d| few_links(d, &n.namespace));
+            let early = match few {
+                true => head_start(host, lab, n).await?,
+                false => None,
+            };
+            Ok::<_, ReconcileError>((started, early))
         }))
         .await;
         let mut nodes = Nodes {
@@ -836,10 +834,9 @@ impl<H: Host> Run<'_, H> {
             if !few_links(desired, &spec.namespace) {
                 continue;
             }
-            if nodes.early.contains(&i) {
-                // Started by phase 2, with its database.
-                nodes.wait_for_vswitchd.insert(i);
-            } else {
+            // A vswitchd phase 2 started with its database is waited for
+            // already; any other is started now.
+            if !nodes.early.contains(&i) {
                 let died = host.died(node, OvsDaemon::OvsVswitchd);
                 let started = host.ensure_vswitchd(node)?;
                 if started.is_empty() {
