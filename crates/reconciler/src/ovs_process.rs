@@ -343,6 +343,13 @@ impl NodeOvs {
         self.runs_here(daemon, pid).then_some(identity)
     }
 
+    /// The daemon as recorded when it was started, if that very process
+    /// (pid and start time) still runs as this node's.
+    fn recorded(&self, daemon: OvsDaemon) -> Option<Identity> {
+        self.read_record(daemon)
+            .filter(|r| r.is_current() && self.runs_here(daemon, r.pid))
+    }
+
     /// Whether `pid` is a live `daemon` of this node: the right program,
     /// not a zombie, and started on this node's database socket (its
     /// command line names it; the run directory is the node's own). The
@@ -681,11 +688,15 @@ impl NodeOvs {
 
     /// Stops both daemons (vswitchd first) by the pids they wrote, waiting
     /// for each to exit, and removes their pidfiles (they did not die: they
-    /// are started again as new, not counted as restarts).
+    /// are started again as new, not counted as restarts). A daemon started
+    /// a moment ago may not have written its pidfile yet (a converge that
+    /// fails just after starting it, and undoes what it made): the record
+    /// this process made when it started it names it then.
     pub async fn stop(&self) -> Vec<String> {
         let mut stopped = Vec::new();
         for daemon in [OvsDaemon::OvsVswitchd, OvsDaemon::OvsdbServer] {
-            if let Some(identity) = self.identity(daemon) {
+            let running = self.identity(daemon).or_else(|| self.recorded(daemon));
+            if let Some(identity) = running {
                 terminate(identity).await;
                 stopped.push(format!(
                     "stopped {} of {} (pid {})",
