@@ -343,11 +343,14 @@ impl NodeOvs {
         self.runs_here(daemon, pid).then_some(identity)
     }
 
-    /// The daemon as recorded when it was started, if that very process
-    /// (pid and start time) still runs as this node's.
-    fn recorded(&self, daemon: OvsDaemon) -> Option<Identity> {
-        self.read_record(daemon)
-            .filter(|r| r.is_current() && self.runs_here(daemon, r.pid))
+    /// The daemon to stop: as its pidfile names it ([`NodeOvs::identity`]),
+    /// or, before it wrote one, as recorded when it was started, if that
+    /// very process (pid and start time) still runs as this node's.
+    fn running(&self, daemon: OvsDaemon) -> Option<Identity> {
+        self.identity(daemon).or_else(|| {
+            self.read_record(daemon)
+                .filter(|r| r.is_current() && self.runs_here(daemon, r.pid))
+        })
     }
 
     /// Whether `pid` is a live `daemon` of this node: the right program,
@@ -672,7 +675,7 @@ impl NodeOvs {
     /// Stops `ovs-vswitchd` if it runs (to be started again with options
     /// it reads only at start); returns its pid.
     pub async fn stop_vswitchd(&self) -> Option<u32> {
-        let identity = self.identity(OvsDaemon::OvsVswitchd)?;
+        let identity = self.running(OvsDaemon::OvsVswitchd)?;
         terminate(identity).await;
         let _ = std::fs::remove_file(self.pidfile(OvsDaemon::OvsVswitchd));
         Some(identity.pid)
@@ -695,8 +698,7 @@ impl NodeOvs {
     pub async fn stop(&self) -> Vec<String> {
         let mut stopped = Vec::new();
         for daemon in [OvsDaemon::OvsVswitchd, OvsDaemon::OvsdbServer] {
-            let running = self.identity(daemon).or_else(|| self.recorded(daemon));
-            if let Some(identity) = running {
+            if let Some(identity) = self.running(daemon) {
                 terminate(identity).await;
                 stopped.push(format!(
                     "stopped {} of {} (pid {})",
