@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ovslab_iptables::{IpSet, Ruleset};
 use ovslab_topology::plan::{
@@ -393,6 +393,9 @@ pub struct FakeHost {
     /// Link reads wait while a test holds it (see
     /// [`FakeHost::hold_link_reads`]).
     reads: tokio::sync::RwLock<()>,
+    /// Waits for the vswitchd of the node named wait here while a test
+    /// holds it (see [`FakeHost::hold_switch_waits`]).
+    switch_waits: Mutex<Option<(String, Arc<tokio::sync::RwLock<()>>)>>,
 }
 
 impl FakeHost {
@@ -405,6 +408,17 @@ impl FakeHost {
     /// waits there, with its lab busy.
     pub async fn hold_link_reads(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
         self.reads.write().await
+    }
+
+    /// Holds every wait for the vswitchd of node namespace `node` (that
+    /// it applied a configuration) until the guard is dropped: as a
+    /// vswitchd still in its start-up would.
+    pub async fn hold_switch_waits(&self, node: &str) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        let lock = Arc::new(tokio::sync::RwLock::new(()));
+        let guard = lock.clone().write_owned().await;
+        *self.switch_waits.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((node.to_string(), lock));
+        guard
     }
 
     /// Makes the next call of `step` fail.
@@ -704,7 +718,17 @@ impl Host for FakeHost {
         Ok(0)
     }
 
-    async fn wait_switch(&self, _node: &String, _cfg: i64) -> Result<(), ReconcileError> {
+    async fn wait_switch(&self, node: &String, _cfg: i64) -> Result<(), ReconcileError> {
+        let held = self
+            .switch_waits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(held, _)| held == node)
+            .map(|(_, lock)| lock.clone());
+        if let Some(lock) = held {
+            drop(lock.read().await);
+        }
         Ok(())
     }
 

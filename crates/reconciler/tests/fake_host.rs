@@ -168,7 +168,23 @@ async fn the_phases_run_in_order() {
             "every {a:?} comes before any {b:?}: {calls:?}"
         );
     };
-    before(Step::CreateNamespace, Step::EnsureDatabase);
+    // The nodes' namespaces first, their databases next, then the others
+    // (instances, routers, external hosts), before any link.
+    let nodes = ["seed.network", "seed.compute1", "seed.compute2"];
+    let creates: Vec<(usize, bool)> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.step == Step::CreateNamespace)
+        .map(|(i, c)| (i, nodes.contains(&c.target.as_str())))
+        .collect();
+    assert_eq!(creates.iter().filter(|(_, n)| *n).count(), nodes.len());
+    for (i, of_node) in creates {
+        match of_node {
+            true => assert!(i < first(Step::EnsureDatabase), "{calls:?}"),
+            false => assert!(i > last(Step::EnsureDatabase), "{calls:?}"),
+        }
+    }
+    before(Step::CreateNamespace, Step::ApplyLink);
     before(Step::EnsureDatabase, Step::ApplyLink);
     before(Step::EnsureDatabase, Step::ConvergeRuleset);
     before(Step::ApplyLink, Step::ApplyFlows);
@@ -185,8 +201,9 @@ async fn the_phases_run_in_order() {
     );
     // The seed's nodes hold few links: each one's vswitchd starts as soon
     // as its own database answers (its root settings written first, which
-    // the fake checks), before the plan connects to every database.
-    for node in ["seed.network", "seed.compute1", "seed.compute2"] {
+    // the fake checks), and gets its bridges then, before the plan
+    // connects to every database.
+    for node in nodes {
         let of = |step: Step| -> Vec<usize> {
             calls
                 .iter()
@@ -203,6 +220,10 @@ async fn the_phases_run_in_order() {
         assert!(
             of(Step::EnsureDatabase)[0] < started[0],
             "{node}: {calls:?}"
+        );
+        assert!(
+            started[0] < of(Step::ApplySwitch)[0] && of(Step::ApplySwitch)[0] < connected[1],
+            "{node}: bridges committed right after vswitchd started: {calls:?}"
         );
     }
     let nodes: std::collections::BTreeSet<&str> = calls
@@ -222,6 +243,41 @@ async fn the_phases_run_in_order() {
         assert!(ports > last(Step::ApplyLink), "{node}: {calls:?}");
         assert!(ports > last(Step::ConvergeRuleset), "{node}: {calls:?}");
     }
+}
+
+/// From nothing, each node's flows are written as soon as its own
+/// vswitchd has applied its bridges and ports: a node whose vswitchd is
+/// still starting holds back its own flows, not the other nodes'.
+#[tokio::test]
+async fn a_node_s_flows_do_not_wait_for_another_node_s_vswitchd() {
+    let root = Root::new("early-flows");
+    let engine = std::sync::Arc::new(root.engine());
+    let held = engine.host().hold_switch_waits(&node("compute2")).await;
+    let upping = tokio::spawn({
+        let engine = engine.clone();
+        async move { up(&engine).await }
+    });
+    let flowed = |calls: &[ovslab_reconciler::testing::Call], of: &str| {
+        calls
+            .iter()
+            .any(|c| c.step == Step::ApplyFlows && c.target.starts_with(&format!("{of}/")))
+    };
+    let mut calls = Vec::new();
+    for _ in 0..500 {
+        calls.extend(engine.host().take_calls());
+        if flowed(&calls, &node("network")) && flowed(&calls, &node("compute1")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(flowed(&calls, &node("network")), "{calls:?}");
+    assert!(flowed(&calls, &node("compute1")), "{calls:?}");
+    assert!(!flowed(&calls, &node("compute2")), "{calls:?}");
+    assert!(!upping.is_finished());
+    drop(held);
+    upping.await.unwrap().unwrap();
+    calls.extend(engine.host().take_calls());
+    assert!(flowed(&calls, &node("compute2")), "{calls:?}");
 }
 
 /// Breaks the lab behind the engine's back, then checks that one audit

@@ -274,6 +274,7 @@ impl<H: Host> Engine<H> {
             look_for_hung,
             deferred: BTreeSet::new(),
             resolve: BTreeSet::new(),
+            later_namespaces: Vec::new(),
         };
         run.namespaces().await?;
         run.done("namespaces");
@@ -292,13 +293,19 @@ impl<H: Host> Engine<H> {
         run.done("ovsdb read and plan");
         let early = run.bridges_first(desired, &mut nodes, &switches)?;
         let host: &H = run.host;
-        // The bare bridges, committed at once: each new vswitchd makes its
-        // datapath (and sleeps its 100 ms) on them while links and rules
-        // are made.
+        // The bare bridges (those phase 2 did not commit already),
+        // committed at once: each new vswitchd makes its datapath (and
+        // sleeps its 100 ms) on them while links and rules are made.
         let mut cfgs = run.commit_early(&early, &switches).await?;
-        for (i, _) in &early {
-            switches.actual[*i] = host.read_switch(&switches.clients[*i]).await?;
+        for (i, ops) in &early {
+            if !ops.is_empty() {
+                switches.actual[*i] = host.read_switch(&switches.clients[*i]).await?;
+            }
         }
+        for (i, cfg) in &nodes.bridged {
+            cfgs.entry(*i).or_insert(*cfg);
+        }
+        run.later_namespaces().await?;
         let created = run.links(desired).await?;
         run.done("links");
         run.rulesets(desired).await?;
@@ -324,18 +331,17 @@ impl<H: Host> Engine<H> {
                 .extend(ops.iter().map(|o| format!("{node}: {o}")));
         }
         cfgs.extend(run.commit_early(&ports, &switches).await?);
-        let waits = node_by_node(
-            cfgs.iter()
-                .map(|(i, cfg)| host.wait_switch(&switches.clients[*i], *cfg))
-                .collect(),
-            nodes_at_once(),
-        )
-        .await;
-        waits.into_iter().collect::<Result<Vec<_>, _>>()?;
-        for (i, _) in &early {
-            switches.actual[*i] = host.read_switch(&switches.clients[*i]).await?;
+        // Each such node's flows follow its own vswitchd: the vswitchds
+        // end their 100 ms some milliseconds apart, and the last one's
+        // flows are then all that is left to do.
+        let mut flowed = BTreeSet::new();
+        for (i, actual, work, lines) in run.early_flows(desired, &nodes, &cfgs, &switches).await? {
+            switches.actual[i] = actual;
             // Waited for above: the wait of phase 5 would only ask again.
-            nodes.wait_for_vswitchd.remove(i);
+            nodes.wait_for_vswitchd.remove(&i);
+            run.out.changes.extend(lines);
+            run.flows_known(&desired.switches[i].node, work);
+            flowed.insert(i);
         }
         run.done("bridges first (beside links and iptables)");
         run.vswitchd(&mut nodes, &mut switches).await?;
@@ -348,7 +354,7 @@ impl<H: Host> Engine<H> {
         run.done("internal ports");
         // Not needed from here on; a 10,000-instance lab's are some 5 MB.
         drop(created);
-        run.flows(desired, &nodes, switches).await?;
+        run.flows(desired, &nodes, switches, &flowed).await?;
         run.done("flows");
         run.tunnel_endpoints(desired).await?;
         run.done("tunnel endpoints");
@@ -390,6 +396,9 @@ struct Run<'a, H: Host> {
     /// Namespaces whose OVS internal ports the links phase could not
     /// configure yet (vswitchd had not made them).
     deferred: BTreeSet<String>,
+    /// The namespaces phase 1 left to be made just before the links (see
+    /// [`Run::namespaces`]).
+    later_namespaces: Vec<String>,
     /// Node namespaces that must resolve their tunnel endpoints: a new
     /// tunnel, or a vswitchd (re)started, whose neighbour cache is empty.
     resolve: BTreeSet<String>,
@@ -406,6 +415,9 @@ struct Nodes {
     /// Nodes (by index) whose vswitchd the database phase started, as
     /// soon as their database answered (see [`Run::ovs_databases`]).
     early: BTreeSet<usize>,
+    /// Of those, the nodes whose bare bridges phase 2 committed too, with
+    /// the configuration number to wait for.
+    bridged: BTreeMap<usize, i64>,
 }
 
 /// Each node's OVSDB connection and what its database held when planned.
@@ -463,7 +475,11 @@ impl<H: Host> Run<'_, H> {
 
     /// 1. Namespaces: stale ones of the lab removed (with the Open vSwitch
     ///    of nodes no longer wanted), missing ones created. Only those of
-    ///    the manifest are the lab's.
+    ///    the manifest are the lab's. Only the nodes' namespaces are made
+    ///    here: the others are made just before the links (phase 4), so
+    ///    that the nodes' Open vSwitch, on the critical path of an `up`
+    ///    from nothing, starts that much sooner and does not share the
+    ///    cores with them.
     async fn namespaces(&mut self) -> Result<(), ReconcileError> {
         let lab = self.lab;
         let names = self.names();
@@ -566,7 +582,23 @@ impl<H: Host> Run<'_, H> {
             .map(String::as_str)
             .filter(|ns| !existing.contains(*ns) && !on_failed.contains(*ns) && self.in_scope(ns))
             .collect();
-        self.create_namespaces(&missing).await
+        // The nodes' own first: their Open vSwitch starts in them next.
+        let nodes: BTreeSet<String> = self
+            .topo
+            .switch_hosts()
+            .map(|n| naming::namespace(lab, n))
+            .collect();
+        let (first, later): (Vec<&str>, Vec<&str>) =
+            missing.iter().partition(|ns| nodes.contains(**ns));
+        self.later_namespaces = later.iter().map(|ns| ns.to_string()).collect();
+        self.create_namespaces(&first).await
+    }
+
+    /// Makes the namespaces phase 1 left for later.
+    async fn later_namespaces(&mut self) -> Result<(), ReconcileError> {
+        let later = std::mem::take(&mut self.later_namespaces);
+        let later: Vec<&str> = later.iter().map(String::as_str).collect();
+        self.create_namespaces(&later).await
     }
 
     /// New namespaces a few at a time: each costs the kernel a namespace
@@ -640,11 +672,11 @@ impl<H: Host> Run<'_, H> {
     ///    answer is killed first, and started again like a dead one.
     ///
     /// A node whose database this starts, and whose namespace holds few
-    /// links (see [`Run::bridges_first`]), gets its root settings and its
-    /// `ovs-vswitchd` the moment its own database answers: the vswitchd's
-    /// fixed 100 ms (see there) is the critical path of an `up` from
-    /// nothing, and starts that much sooner than after every database and
-    /// the plan. Every other vswitchd starts after the links are made: it
+    /// links (see [`Run::bridges_first`]), gets its root settings, its
+    /// `ovs-vswitchd` and its bare bridges the moment its own database
+    /// answers (see [`head_start`]): the vswitchd's fixed 100 ms (see
+    /// there) is the critical path of an `up` from nothing, and starts
+    /// that much sooner than after every database and the plan. Every other vswitchd starts after the links are made: it
     /// re-reads every link and address of its namespace on each link
     /// change it hears of (a compute node of a large lab has hundreds), and
     /// so sees them once.
@@ -685,10 +717,16 @@ impl<H: Host> Run<'_, H> {
         let results = join_all(ovs.iter().map(|n| async move {
             let started = host.ensure_database(n, schema).await?;
             // Looked for only then (rare): every audit passes here too.
-            let few = !started.is_empty() && desired.is_some_and(|d| few_links(d, &n.namespace));
-            let early = match few {
-                true => head_start(host, lab, n).await?,
-                false => None,
+            let spec = match started.is_empty() {
+                true => None,
+                false => desired.and_then(|d| {
+                    let spec = d.switches.iter().find(|s| s.node == n.node)?;
+                    few_links(d, &n.namespace).then_some(spec)
+                }),
+            };
+            let early = match spec {
+                Some(spec) => head_start(host, lab, n, spec).await?,
+                None => None,
             };
             Ok::<_, ReconcileError>((started, early))
         }))
@@ -697,6 +735,7 @@ impl<H: Host> Run<'_, H> {
             ovs: Vec::new(),
             wait_for_vswitchd: BTreeSet::new(),
             early: BTreeSet::new(),
+            bridged: BTreeMap::new(),
         };
         for (i, ((node, result), (db_died, switch_died))) in
             ovs.iter().zip(results).zip(died).enumerate()
@@ -706,10 +745,13 @@ impl<H: Host> Run<'_, H> {
                 nodes.wait_for_vswitchd.insert(i);
                 self.started(node, daemon, db_died);
             }
-            if let Some((changes, started)) = early {
+            if let Some((changes, started, cfg)) = early {
                 self.out.changes.extend(changes);
                 if !started.is_empty() {
                     nodes.early.insert(i);
+                }
+                if let Some(cfg) = cfg {
+                    nodes.bridged.insert(i, cfg);
                 }
                 for daemon in started {
                     self.resolve.insert(node.namespace.clone());
@@ -811,11 +853,13 @@ impl<H: Host> Run<'_, H> {
     ///     instead of after them. Not where links are many: a running
     ///     vswitchd re-reads every link of its namespace on each link
     ///     change, which made the 1000-instance `up` 5 s → 24 s. Returns
-    ///     the changes to commit, by node index. The converge commits them
-    ///     at once, and the node's ports once links and rules are made,
-    ///     both without waiting; it waits for vswitchd to apply them after
-    ///     that (a single pass of vswitchd when its datapath is ready), and
-    ///     phase 6 leaves these nodes alone.
+    ///     the changes to commit, by node index: none for a node whose
+    ///     bridges phase 2 committed already (see [`head_start`]). The
+    ///     converge commits them at once, and the node's ports once links
+    ///     and rules are made, both without waiting; then it waits for each
+    ///     node's vswitchd to apply them and writes that node's flows (see
+    ///     [`Run::early_flows`]), and phases 6 and 7 leave these nodes
+    ///     alone.
     fn bridges_first(
         &mut self,
         desired: &DesiredState,
@@ -828,10 +872,11 @@ impl<H: Host> Run<'_, H> {
             // Every converge passes here: the cheap test first, the search
             // through the namespaces only for a node with no bridge.
             let actual = &switches.actual[i];
-            if !actual.bridges.is_empty() {
+            let bridged = nodes.bridged.contains_key(&i);
+            if !bridged && !actual.bridges.is_empty() {
                 continue;
             }
-            if !few_links(desired, &spec.namespace) {
+            if !bridged && !few_links(desired, &spec.namespace) {
                 continue;
             }
             // A vswitchd phase 2 started with its database is waited for
@@ -848,21 +893,8 @@ impl<H: Host> Run<'_, H> {
                     self.started(node, daemon, died);
                 }
             }
-            let bare = SwitchSpec {
-                node: spec.node.clone(),
-                namespace: spec.namespace.clone(),
-                bridges: spec
-                    .bridges
-                    .iter()
-                    .map(|b| OvsBridge {
-                        ports: Vec::new(),
-                        ..b.clone()
-                    })
-                    .collect(),
-                flows: Vec::new(),
-                local_vlans: BTreeMap::new(),
-            };
-            let ops = diff_switch(self.lab, &bare, actual);
+            // Nothing for a node phase 2 gave its bridges already.
+            let ops = diff_switch(self.lab, &bare(spec), actual);
             self.out
                 .changes
                 .extend(ops.iter().map(|o| format!("{}: {o}", spec.node)));
@@ -873,13 +905,15 @@ impl<H: Host> Run<'_, H> {
 
     /// Commits each node's `ops` (see [`Run::bridges_first`]) without
     /// waiting for its vswitchd; returns the configuration number to wait
-    /// for, by node index.
+    /// for, by node index (nodes without ops left out).
     async fn commit_early(
         &self,
         ops: &[(usize, Vec<crate::diff::OvsChange>)],
         switches: &Switches<H::Switch>,
     ) -> Result<BTreeMap<usize, i64>, ReconcileError> {
         let (host, lab) = (&**self.host, self.lab);
+        let ops: Vec<&(usize, Vec<crate::diff::OvsChange>)> =
+            ops.iter().filter(|(_, ops)| !ops.is_empty()).collect();
         let commits = node_by_node(
             ops.iter()
                 .map(|(i, ops)| host.commit_switch(&switches.clients[*i], lab, ops))
@@ -1071,48 +1105,27 @@ impl<H: Host> Run<'_, H> {
         Ok(())
     }
 
-    /// 7. Flows, one batch per bridge, ended by a barrier.
+    /// 7. Flows, one batch per bridge, ended by a barrier; but for the
+    ///    nodes `flowed` already (see [`Run::early_flows`]).
     async fn flows(
         &mut self,
         desired: &DesiredState,
         nodes: &Nodes,
         switches: Switches<H::Switch>,
+        flowed: &BTreeSet<usize>,
     ) -> Result<(), ReconcileError> {
         let host = &**self.host;
-        let watchers = &self.engine.watchers;
         let Switches { clients, actual } = switches;
-        // Each node's bridges to read: those not trusted (see
-        // [`FlowsRead`]), with the notice number taken before the read.
-        let mut work: Vec<Vec<BridgeFlows>> = Vec::new();
-        for (spec, actual) in desired.switches.iter().zip(&actual) {
-            let mut bridges = Vec::new();
-            for bridge in &spec.bridges {
-                let of_bridge = spec.flows.iter().filter(|f| f.bridge == bridge.name);
-                let fingerprint = Fingerprint::of_all(of_bridge.clone());
-                let ports = switch::ofports(actual, &bridge.name);
-                let notice = watchers.last_flow_notice(self.lab, &spec.node, &bridge.name);
-                let key = (spec.node.clone(), bridge.name.clone());
-                let trusted = self.trust
-                    && notice.is_some()
-                    && self.flows_read.get(&key).is_some_and(|r| {
-                        Some(r.notice) == notice
-                            && r.cookie == bridge.cookie
-                            && r.ports == ports
-                            && r.wanted == fingerprint
-                    });
-                if !trusted {
-                    bridges.push(BridgeFlows {
-                        bridge: bridge.name.clone(),
-                        cookie: bridge.cookie,
-                        wanted: of_bridge.cloned().collect(),
-                        fingerprint,
-                        ports,
-                        notice,
-                    });
-                }
-            }
-            work.push(bridges);
-        }
+        let work: Vec<Vec<BridgeFlows>> = desired
+            .switches
+            .iter()
+            .zip(&actual)
+            .enumerate()
+            .map(|(i, (spec, actual))| match flowed.contains(&i) {
+                true => Vec::new(),
+                false => self.flow_work(spec, actual),
+            })
+            .collect();
         // What the flows need of the switches read (their ports) is in
         // `work` now: the read goes before the flows' own reads come in
         // (some 20 MB for a 10,000-instance lab, at the daemon's peak).
@@ -1124,8 +1137,12 @@ impl<H: Host> Run<'_, H> {
                 .zip(&nodes.ovs)
                 .zip(&clients)
                 .zip(&work)
-                .map(|(((spec, node), client), bridges)| {
-                    converge_flows(host, spec, node, client, bridges)
+                .enumerate()
+                .map(|(i, (((spec, node), client), bridges))| async move {
+                    match flowed.contains(&i) {
+                        true => Ok(Vec::new()),
+                        false => converge_flows(host, spec, node, client, bridges).await,
+                    }
                 })
                 .collect(),
             nodes_at_once(),
@@ -1134,23 +1151,9 @@ impl<H: Host> Run<'_, H> {
         for result in results {
             self.out.changes.extend(result?);
         }
-        for (spec, bridges) in desired.switches.iter().zip(work) {
-            for b in bridges {
-                let key = (spec.node.clone(), b.bridge);
-                match b.notice {
-                    Some(notice) => {
-                        let read = FlowsKnown {
-                            wanted: b.fingerprint,
-                            ports: b.ports,
-                            cookie: b.cookie,
-                            notice,
-                        };
-                        self.flows_read.insert(key, read);
-                    }
-                    None => {
-                        self.flows_read.remove(&key);
-                    }
-                }
+        for (i, (spec, bridges)) in desired.switches.iter().zip(work).enumerate() {
+            if !flowed.contains(&i) {
+                self.flows_known(&spec.node, bridges);
             }
         }
         if matches!(self.scope, Scope::Full) {
@@ -1159,6 +1162,90 @@ impl<H: Host> Run<'_, H> {
                 .retain(|(node, _), _| nodes.contains(node.as_str()));
         }
         Ok(())
+    }
+
+    /// The flows of each node phase 2 started early (see
+    /// [`Run::bridges_first`]), each as soon as its vswitchd has applied
+    /// configuration `cfgs[i]`: by node index, the switch read then, the
+    /// bridges converged and the change lines.
+    async fn early_flows(
+        &self,
+        desired: &DesiredState,
+        nodes: &Nodes,
+        cfgs: &BTreeMap<usize, i64>,
+        switches: &Switches<H::Switch>,
+    ) -> Result<Vec<EarlyFlows>, ReconcileError> {
+        let host = &**self.host;
+        let results = node_by_node(
+            cfgs.iter()
+                .map(|(&i, &cfg)| async move {
+                    let (spec, client) = (&desired.switches[i], &switches.clients[i]);
+                    host.wait_switch(client, cfg).await?;
+                    let actual = host.read_switch(client).await?;
+                    let work = self.flow_work(spec, &actual);
+                    let lines = converge_flows(host, spec, &nodes.ovs[i], client, &work).await?;
+                    Ok((i, actual, work, lines))
+                })
+                .collect(),
+            nodes_at_once(),
+        )
+        .await;
+        results.into_iter().collect()
+    }
+
+    /// The bridges of `spec` whose flows are to be read: those not trusted
+    /// (see [`FlowsRead`]), with the notice number taken before the read.
+    fn flow_work(&self, spec: &SwitchSpec, actual: &ActualSwitch) -> Vec<BridgeFlows> {
+        let watchers = &self.engine.watchers;
+        let mut bridges = Vec::new();
+        for bridge in &spec.bridges {
+            let of_bridge = spec.flows.iter().filter(|f| f.bridge == bridge.name);
+            let fingerprint = Fingerprint::of_all(of_bridge.clone());
+            let ports = switch::ofports(actual, &bridge.name);
+            let notice = watchers.last_flow_notice(self.lab, &spec.node, &bridge.name);
+            let key = (spec.node.clone(), bridge.name.clone());
+            let trusted = self.trust
+                && notice.is_some()
+                && self.flows_read.get(&key).is_some_and(|r| {
+                    Some(r.notice) == notice
+                        && r.cookie == bridge.cookie
+                        && r.ports == ports
+                        && r.wanted == fingerprint
+                });
+            if !trusted {
+                bridges.push(BridgeFlows {
+                    bridge: bridge.name.clone(),
+                    cookie: bridge.cookie,
+                    wanted: of_bridge.cloned().collect(),
+                    fingerprint,
+                    ports,
+                    notice,
+                });
+            }
+        }
+        bridges
+    }
+
+    /// Notes what `node`'s bridges converged in `work` now hold (or
+    /// forgets a bridge with no flow notice yet: it is read next time).
+    fn flows_known(&mut self, node: &str, work: Vec<BridgeFlows>) {
+        for b in work {
+            let key = (node.to_string(), b.bridge);
+            match b.notice {
+                Some(notice) => {
+                    let read = FlowsKnown {
+                        wanted: b.fingerprint,
+                        ports: b.ports,
+                        cookie: b.cookie,
+                        notice,
+                    };
+                    self.flows_read.insert(key, read);
+                }
+                None => {
+                    self.flows_read.remove(&key);
+                }
+            }
+        }
     }
 
     /// 9. Each node with a new tunnel, or a vswitchd (re)started, resolves
@@ -1346,21 +1433,55 @@ async fn root_settings<H: Host>(
 
 /// Phase 2's early start of a node whose database it just started (see
 /// [`Run::ovs_databases`]): its root settings, then its vswitchd, if its
-/// database holds no bridge yet. Returns the change lines and the daemons
-/// started, or nothing when the node is left to the later phases.
+/// database holds no bridge yet; then, the vswitchd started, its bridges
+/// as `spec` (made in phase 1) has them, bare: the new vswitchd makes its
+/// datapath (and sleeps its 100 ms, see [`Run::bridges_first`]) on them
+/// as soon as it has read them, rather than after every node's database
+/// and the plan. Returns the change lines, the daemons started and the
+/// configuration number of the bridges, or nothing when the node is left
+/// to the later phases.
 async fn head_start<H: Host>(
     host: &H,
     lab: &str,
     node: &NodeOvs,
-) -> Result<Option<(Vec<String>, Vec<OvsDaemon>)>, ReconcileError> {
+    spec: &SwitchSpec,
+) -> Result<Option<HeadStart>, ReconcileError> {
     let client = host.connect_switch(node).await?;
     let mut actual = host.read_switch(&client).await?;
     if !actual.bridges.is_empty() {
         return Ok(None);
     }
-    let (changes, _) = root_settings(host, lab, node, &client, &mut actual).await?;
+    let (mut changes, _) = root_settings(host, lab, node, &client, &mut actual).await?;
     let started = host.ensure_vswitchd(node)?;
-    Ok(Some((changes, started)))
+    if started.is_empty() {
+        return Ok(Some((changes, started, None)));
+    }
+    let ops = diff_switch(lab, &bare(spec), &actual);
+    let cfg = host.commit_switch(&client, lab, &ops).await?;
+    changes.extend(ops.iter().map(|o| format!("{}: {o}", node.node)));
+    Ok(Some((changes, started, Some(cfg))))
+}
+
+/// What [`head_start`] did: the change lines, the daemons started, and
+/// the configuration number of the bridges it committed.
+type HeadStart = (Vec<String>, Vec<OvsDaemon>, Option<i64>);
+
+/// A node's switch with its bridges alone: no ports, no flows.
+fn bare(spec: &SwitchSpec) -> SwitchSpec {
+    SwitchSpec {
+        node: spec.node.clone(),
+        namespace: spec.namespace.clone(),
+        bridges: spec
+            .bridges
+            .iter()
+            .map(|b| OvsBridge {
+                ports: Vec::new(),
+                ..b.clone()
+            })
+            .collect(),
+        flows: Vec::new(),
+        local_vlans: BTreeMap::new(),
+    }
 }
 
 /// How many nodes' switches, flows, rulesets or tunnel endpoints are worked
@@ -1627,6 +1748,10 @@ async fn converge_switch<H: Host>(
     Ok((lines, Some(host.read_switch(client).await?)))
 }
 
+/// What [`Run::early_flows`] did for one node: its index, its switch as
+/// read, its bridges' flows converged and the change lines.
+type EarlyFlows = (usize, ActualSwitch, Vec<BridgeFlows>, Vec<String>);
+
 /// One bridge's flows to converge.
 struct BridgeFlows {
     bridge: String,
@@ -1639,7 +1764,8 @@ struct BridgeFlows {
     notice: Option<u64>,
 }
 
-/// Converges the flows of one node's `bridges`, one batch per bridge.
+/// Converges the flows of one node's `bridges`, one batch per bridge, the
+/// bridges at once.
 async fn converge_flows<H: Host>(
     host: &H,
     spec: &SwitchSpec,
@@ -1647,29 +1773,47 @@ async fn converge_flows<H: Host>(
     switch: &H::Switch,
     bridges: &[BridgeFlows],
 ) -> Result<Vec<String>, ReconcileError> {
-    host.still_connected(switch).await?;
+    // Every bridge at once, beside the check that the database still
+    // answers: a node whose database died fails at once, not after an
+    // OpenFlow timeout.
+    let bridges = join_all(
+        bridges
+            .iter()
+            .map(|b| converge_bridge_flows(host, spec, node, b)),
+    );
+    let (_, done) = futures::try_join!(host.still_connected(switch), async {
+        bridges.await.into_iter().collect::<Result<Vec<_>, _>>()
+    })?;
+    Ok(done.into_iter().flatten().collect())
+}
+
+/// Converges one bridge's flows in one batch; the change lines.
+async fn converge_bridge_flows<H: Host>(
+    host: &H,
+    spec: &SwitchSpec,
+    node: &NodeOvs,
+    b: &BridgeFlows,
+) -> Result<Vec<String>, ReconcileError> {
+    let client = host.connect_flows(node, &b.bridge).await?;
+    let present = host.read_flows(&client, &b.bridge, &b.ports).await?;
+    let (add, delete) = diff_flows(&b.wanted, b.cookie, &present);
     let mut lines = Vec::new();
-    for b in bridges {
-        let client = host.connect_flows(node, &b.bridge).await?;
-        let present = host.read_flows(&client, &b.bridge, &b.ports).await?;
-        let (add, delete) = diff_flows(&b.wanted, b.cookie, &present);
-        if add.is_empty() && delete.is_empty() {
-            continue;
-        }
-        for f in &delete {
-            lines.push(format!("{}: {}: delete flow {f}", spec.node, b.bridge));
-        }
-        for f in &add {
-            lines.push(format!(
-                "{}: {}: add flow {}",
-                spec.node,
-                b.bridge,
-                flows::describe(f)
-            ));
-        }
-        host.apply_flows(&client, &b.bridge, b.cookie, &b.ports, &add, &delete)
-            .await?;
+    if add.is_empty() && delete.is_empty() {
+        return Ok(lines);
     }
+    for f in &delete {
+        lines.push(format!("{}: {}: delete flow {f}", spec.node, b.bridge));
+    }
+    for f in &add {
+        lines.push(format!(
+            "{}: {}: add flow {}",
+            spec.node,
+            b.bridge,
+            flows::describe(f)
+        ));
+    }
+    host.apply_flows(&client, &b.bridge, b.cookie, &b.ports, &add, &delete)
+        .await?;
     Ok(lines)
 }
 
