@@ -50,6 +50,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             format!("installing the DHCP hook in {}", config.run_dir.display())
         })?);
     let engine = Arc::new(Engine::new(engine_config));
+    // Asked once per run (`ovs-vswitchd --version`), and otherwise by the
+    // first `up`, on its critical path.
+    tokio::spawn(ovslab_reconciler::ovs_process::installed_version());
     on_exit::forget_stale(&config.run_dir);
     // Before anything else runs: the labs adopted from a previous run.
     let descriptors = crate::quota::raise_descriptor_limit();

@@ -650,13 +650,15 @@ impl NodeOvs {
                 });
             }
             // A daemon makes its socket some 10 ms after it starts, on the
-            // critical path of an `up` from nothing: asked often at first.
-            let pause = if started.elapsed() < Duration::from_millis(50) {
-                Duration::from_millis(1)
+            // critical path of an `up` from nothing: asked often at first,
+            // more often than the runtime's timer (whole milliseconds) can
+            // wake, so from a blocking thread.
+            if started.elapsed() < Duration::from_millis(50) {
+                let _ =
+                    tokio::task::spawn_blocking(|| std::thread::sleep(SOCKET_ASKED_EVERY)).await;
             } else {
-                Duration::from_millis(10)
-            };
-            tokio::time::sleep(pause).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         Err(OvsProcessError::Failed {
             program: daemon.program().into(),
@@ -712,6 +714,9 @@ impl NodeOvs {
         stopped
     }
 }
+
+/// How often a daemon's socket is looked for in its first 50 ms.
+const SOCKET_ASKED_EVERY: Duration = Duration::from_micros(200);
 
 /// How long a daemon asked to stop may take before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);

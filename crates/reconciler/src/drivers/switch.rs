@@ -571,8 +571,16 @@ pub async fn ensure_root_config(
             ]
         }
     };
-    client.transact(ops).await?;
-    actual.root_uuid = read_root(client).await?;
+    let results = client.transact(ops).await?;
+    // The row inserted is named by the insert's result, the row mutated
+    // was there if the mutation counted it: a second read only otherwise.
+    let inserted = results.first().and_then(|r| uuid_of(&r["uuid"]));
+    let mutated = results.last().and_then(|r| r["count"].as_u64()) == Some(1);
+    actual.root_uuid = match (&actual.root_uuid, inserted) {
+        (None, Some(uuid)) => Some(uuid),
+        (Some(uuid), _) if mutated => Some(uuid.clone()),
+        _ => read_root(client).await?,
+    };
     actual.root_other_config.extend(wanted);
     Ok(())
 }
