@@ -190,6 +190,52 @@ fn the_firewall_generation_moves_with_every_change_and_only_then() {
     );
 }
 
+/// Whether `fd` (non-blocking) holds a notification; empties it.
+fn notified(fd: &std::os::fd::OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 8192];
+    let mut any = false;
+    // SAFETY: recv(2) into a buffer of ours, on a socket we own.
+    while unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) } > 0 {
+        any = true;
+    }
+    any
+}
+
+#[test]
+#[ignore = "needs root"]
+fn each_namespace_s_rule_socket_hears_its_own_commits_only() {
+    require_root("each_namespace_s_rule_socket_hears_its_own_commits_only");
+    let (a, b) = (Ns::new(), Ns::new());
+    let files: Vec<std::fs::File> = [&a, &b]
+        .iter()
+        .map(|ns| std::fs::File::open(netns::path(&ns.0)).unwrap())
+        .collect();
+    let sockets: Vec<std::os::fd::OwnedFd> =
+        ovslab_netlink::events::rules(&files.iter().collect::<Vec<_>>())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    assert_eq!(sockets.len(), 2);
+    assert!(!notified(&sockets[0]) && !notified(&sockets[1]));
+    let iptables = |ns: &Ns, args: &[&str]| {
+        let status = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0, "iptables"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "iptables {args:?}");
+    };
+    iptables(&b, &["-N", "ovslab-test"]);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!notified(&sockets[0]), "a heard b's commit");
+    assert!(notified(&sockets[1]), "b did not hear its own commit");
+    iptables(&a, &["-t", "nat", "-N", "ovslab-test"]);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(notified(&sockets[0]), "a did not hear its own commit");
+    assert!(!notified(&sockets[1]), "b heard a's commit");
+}
+
 #[test]
 #[ignore = "needs root"]
 fn ipset_members_are_listed_added_and_deleted_over_netlink() {

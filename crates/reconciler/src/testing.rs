@@ -46,6 +46,7 @@ pub enum Step {
     StartAgent,
     StopAgent,
     SignalAgent,
+    ServeMetadata,
 }
 
 /// One call: its kind and what it was about (a namespace, a node's
@@ -854,6 +855,7 @@ impl Host for FakeHost {
         spec: &ovslab_topology::metadata::MetadataSpec,
     ) -> Result<Option<String>, ReconcileError> {
         let mut state = self.state();
+        state.call(Step::ServeMetadata, &spec.namespace)?;
         if !state.namespaces.contains_key(&spec.namespace) {
             return Err(missing(&spec.namespace));
         }

@@ -461,6 +461,8 @@ impl Watchers {
                 .retain(|(l, n, _), _| *l != lab.lab || nodes.contains(n.as_str()));
         }
         let routing = state.routing(&self.shared, &self.state);
+        // Namespaces not watched yet (or no longer as they should be).
+        let mut fresh = Vec::new();
         for (ns, part, rules) in &lab.namespaces {
             state
                 .owners
@@ -490,8 +492,25 @@ impl Watchers {
                         None
                     }
                 });
-            let rules = rules.then(|| match events::rules(ns) {
-                Ok(fd) => Some(Watcher {
+            // Counted at once: the next namespace's socket depends on it.
+            if let Some(key) = id
+                && state.ids.insert(key, ns.clone()).is_none()
+                && let Some(routing) = state.routing.get_mut(&key.0)
+            {
+                routing.given += 1;
+            }
+            fresh.push((ns, part, *rules, file, inode, id));
+        }
+        // Their rules, subscribed to from one thread.
+        let files: Vec<&std::fs::File> = fresh
+            .iter()
+            .filter(|(.., rules, _, _, _)| *rules)
+            .map(|(_, _, _, file, _, _)| file)
+            .collect();
+        let mut subscribed = events::rules(&files).into_iter();
+        for (ns, part, rules, _, inode, id) in fresh {
+            let rules = rules.then(|| match subscribed.next() {
+                Some(Ok(fd)) => Some(Watcher {
                     key: (),
                     task: tokio::spawn(rule_events(
                         lab.lab.clone(),
@@ -501,17 +520,12 @@ impl Watchers {
                         self.shared.clone(),
                     )),
                 }),
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::debug!("cannot watch the rules of namespace {ns}: {e}");
                     None
                 }
+                None => None,
             });
-            if let Some(key) = id
-                && state.ids.insert(key, ns.clone()).is_none()
-                && let Some(routing) = state.routing.get_mut(&key.0)
-            {
-                routing.given += 1;
-            }
             state.namespaces.insert(
                 ns.clone(),
                 Watched {

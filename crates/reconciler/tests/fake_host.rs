@@ -190,6 +190,11 @@ async fn the_phases_run_in_order() {
     before(Step::ApplyLink, Step::ApplyFlows);
     before(Step::ConvergeRuleset, Step::ApplyFlows);
     before(Step::ApplySwitch, Step::ApplyFlows);
+    // The metadata service listens on addresses the links phase gives,
+    // and starts while the vswitchds start: before any flow is written,
+    // not after the last vswitchd.
+    before(Step::ApplyLink, Step::ServeMetadata);
+    before(Step::ServeMetadata, Step::ApplyFlows);
     // From nothing, each node's vswitchd starts and gets its bridges
     // before the links are made (its datapath's start-up runs beside
     // them), and its ports once links and rules are done: rulesets are
@@ -225,6 +230,9 @@ async fn the_phases_run_in_order() {
             started[0] < of(Step::ApplySwitch)[0] && of(Step::ApplySwitch)[0] < connected[1],
             "{node}: bridges committed right after vswitchd started: {calls:?}"
         );
+        // Its flows followed its own vswitchd: the vswitchd phase, after
+        // the last one, does not ask for it again.
+        assert_eq!(started.len(), 1, "{node}: {calls:?}");
     }
     let nodes: std::collections::BTreeSet<&str> = calls
         .iter()

@@ -310,6 +310,11 @@ impl<H: Host> Engine<H> {
         run.done("links");
         run.rulesets(desired).await?;
         run.done("iptables");
+        // The metadata services need only their namespaces and addresses,
+        // made above: started here, they start within the vswitchds'
+        // 100 ms, not after the last one.
+        run.metadata(&whole)?;
+        run.done("metadata");
         // Then their ports, whose devices now exist and whose firewalls
         // are written (as Neutron's agent sets up a port's filter before
         // it binds it): still within that sleep, so vswitchd makes bridges
@@ -344,7 +349,7 @@ impl<H: Host> Engine<H> {
             flowed.insert(i);
         }
         run.done("bridges first (beside links and iptables)");
-        run.vswitchd(&mut nodes, &mut switches).await?;
+        run.vswitchd(&mut nodes, &mut switches, &flowed).await?;
         run.done("ovs-vswitchd");
         let converged: BTreeSet<usize> = early.iter().map(|(i, _)| *i).collect();
         run.ovsdb_transactions(desired, &mut switches, &created, &converged)
@@ -363,8 +368,6 @@ impl<H: Host> Engine<H> {
         run.done("dhcp");
         run.keepalived(&whole).await?;
         run.done("keepalived");
-        run.metadata(&whole)?;
-        run.done("metadata");
         Ok(())
     }
 }
@@ -1020,9 +1023,17 @@ impl<H: Host> Run<'_, H> {
         &mut self,
         nodes: &mut Nodes,
         switches: &mut Switches<H::Switch>,
+        flowed: &BTreeSet<usize>,
     ) -> Result<(), ReconcileError> {
         let host = &**self.host;
         for (i, node) in nodes.ovs.iter().enumerate() {
+            // Started, waited for and given its flows moments ago (phase
+            // 4): asking again would cost the tail of an `up` some file
+            // reads per node, and a vswitchd lost since is its watcher's
+            // (pidfd) to report.
+            if flowed.contains(&i) {
+                continue;
+            }
             let died = host.died(node, OvsDaemon::OvsVswitchd);
             for daemon in host.ensure_vswitchd(node)? {
                 nodes.wait_for_vswitchd.insert(i);
@@ -1311,7 +1322,7 @@ impl<H: Host> Run<'_, H> {
         Ok(())
     }
 
-    /// 11. The metadata service: a listener in each router's namespace and
+    /// 4c. The metadata service: a listener in each router's namespace and
     ///     each isolated network's qdhcp namespace, answering for the
     ///     instances there; others of the lab stopped. The listeners are
     ///     the daemon's own (a daemon started again makes them again), not
