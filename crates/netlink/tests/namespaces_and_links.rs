@@ -118,6 +118,16 @@ fn spawned_children_run_inside_the_namespace() {
     );
 }
 
+/// Runs `iptables ARGS` in namespace `ns`; panics unless it succeeds.
+fn iptables_in(ns: &Ns, args: &[&str]) {
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0, "iptables"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "iptables {args:?}");
+}
+
 #[test]
 #[ignore = "needs root"]
 fn the_firewall_generation_moves_with_every_change_and_only_then() {
@@ -134,14 +144,7 @@ fn the_firewall_generation_moves_with_every_change_and_only_then() {
         first.cookie,
         "two namespaces, one cookie"
     );
-    let iptables = |args: &[&str]| {
-        let status = std::process::Command::new("ip")
-            .args(["netns", "exec", &a.0, "iptables"])
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(status.success(), "iptables {args:?}");
-    };
+    let iptables = |args: &[&str]| iptables_in(&a, args);
     iptables(&["-N", "ovslab-test"]);
     let added = ovslab_netlink::generation(&a.0).unwrap();
     assert_eq!(added.cookie, first.cookie);
@@ -218,19 +221,11 @@ fn each_namespace_s_rule_socket_hears_its_own_commits_only() {
             .collect();
     assert_eq!(sockets.len(), 2);
     assert!(!notified(&sockets[0]) && !notified(&sockets[1]));
-    let iptables = |ns: &Ns, args: &[&str]| {
-        let status = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns.0, "iptables"])
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(status.success(), "iptables {args:?}");
-    };
-    iptables(&b, &["-N", "ovslab-test"]);
+    iptables_in(&b, &["-N", "ovslab-test"]);
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert!(!notified(&sockets[0]), "a heard b's commit");
     assert!(notified(&sockets[1]), "b did not hear its own commit");
-    iptables(&a, &["-t", "nat", "-N", "ovslab-test"]);
+    iptables_in(&a, &["-t", "nat", "-N", "ovslab-test"]);
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert!(notified(&sockets[0]), "a did not hear its own commit");
     assert!(!notified(&sockets[1]), "b heard a's commit");
