@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ovslab_integration_tests::webdriver::{Browser, read_answer, split_answer};
-use ovslab_integration_tests::{Lab, bin, require_root};
+use ovslab_integration_tests::{Lab, bin, rename_lab, require_root};
 use serde_json::{Value, json};
 
 /// A running `ovslab ui` and the address it printed.
@@ -494,6 +494,29 @@ fn responsive(computes: u32, per_node: u32, far: &str) -> Vec<String> {
     serde_json::from_value(boxes).unwrap()
 }
 
+/// A second seed lab on a test lab's daemon, removed on drop.
+struct Other<'a> {
+    lab: &'a Lab,
+    name: String,
+}
+
+impl<'a> Other<'a> {
+    fn up(lab: &'a Lab) -> Self {
+        let name = format!("{}o", lab.name);
+        let file = lab.daemon.dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, rename_lab(ovslab_topology::SEED_YAML, &name)).unwrap();
+        let other = Other { lab, name };
+        other.lab.daemon.ovslab_ok(&["up", file.to_str().unwrap()]);
+        other
+    }
+}
+
+impl Drop for Other<'_> {
+    fn drop(&mut self) {
+        let _ = self.lab.daemon.ovslab(&["down", &self.name]);
+    }
+}
+
 /// The daemon's event stream, as `ovslab ui` reads it: one JSON line per
 /// audit of the lab, ended when the lab is removed.
 #[test]
@@ -516,22 +539,40 @@ fn the_daemons_event_stream_has_each_audit_and_ends_with_its_lab() {
     while reader.read_line(&mut head).unwrap() > 2 && !head.ends_with("\r\n\r\n") {}
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("application/x-ndjson"), "{head}");
-    // Chunked: a size line, then the event's line.
-    let mut next_event = || loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if let Ok(event) = serde_json::from_str::<Value>(line.trim()) {
-            assert_eq!(event["lab"], lab.name.as_str(), "{event}");
-            return event;
-        }
+    // Chunked: a size line in hex, that many bytes, CRLF; size 0 ends the
+    // body. The chunks carry the event lines (a size line is never read as
+    // an event: `59` is JSON too).
+    let mut next_chunk = move || {
+        let mut size = String::new();
+        reader.read_line(&mut size).unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).unwrap();
+        assert!(chunk.ends_with(b"\r\n"), "{chunk:?}");
+        chunk.truncate(size);
+        chunk
     };
-    let first = next_event();
+    let mut body = Vec::new();
+    let mut next_event = || loop {
+        if let Some(end) = body.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = body.drain(..=end).collect();
+            let event: Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(event["lab"], lab.name.as_str(), "{event}");
+            return Some(event);
+        }
+        let chunk = next_chunk();
+        if chunk.is_empty() {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    };
+    let first = next_event().expect("the first audit");
     assert_eq!(first["repairs"], json!([]), "{first}");
     // A flow deleted behind the daemon's back: the audit that puts it back
     // says so.
     lab.del_flows("compute1", "br-vlan", "in_port=phy-br-vlan,dl_vlan=1");
     let repaired = loop {
-        let event = next_event();
+        let event = next_event().expect("an audit");
         assert!(event["audit"].as_u64() > first["audit"].as_u64(), "{event}");
         if event["repairs"] != json!([]) {
             break event;
@@ -543,10 +584,15 @@ fn the_daemons_event_stream_has_each_audit_and_ends_with_its_lab() {
         "{repaired}"
     );
     assert_eq!(repaired["error"], Value::Null);
+    // Another lab on the daemon, audited every 0.3 s: its events do not
+    // keep this lab's stream open once this lab is gone.
+    let other = Other::up(&lab);
     lab.daemon.ovslab_ok(&["down", &lab.name]);
+    // The audits in flight, then the body's end (the connection itself
+    // may stay open for the next request).
     let started = std::time::Instant::now();
-    let mut rest = String::new();
-    let _ = reader.read_to_string(&mut rest);
+    while next_event().is_some() {}
+    drop(other);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "the stream outlived its lab by {:?}",

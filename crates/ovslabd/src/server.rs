@@ -607,6 +607,7 @@ async fn events(
         events: app.engine.subscribe(),
         engine: app.engine.clone(),
         stopping: app.stopping.clone(),
+        next_lab_check: tokio::time::Instant::now() + EVENTS_LAB_CHECK,
     };
     let lines = futures::stream::unfold(state, |mut s| async move {
         let line = s.next_line().await?;
@@ -625,6 +626,9 @@ struct EventStream {
     events: tokio::sync::broadcast::Receiver<ovslab_api::AuditEvent>,
     engine: Arc<Engine>,
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// When the stream next looks for its lab: a deadline kept across
+    /// events, so that other labs' audits never put the look off.
+    next_lab_check: tokio::time::Instant,
 }
 
 impl EventStream {
@@ -651,7 +655,8 @@ impl EventStream {
                     Err(RecvError::Closed) => return None,
                 },
                 _ = self.stopping.changed() => return None,
-                () = tokio::time::sleep(EVENTS_LAB_CHECK) => {
+                () = tokio::time::sleep_until(self.next_lab_check) => {
+                    self.next_lab_check = tokio::time::Instant::now() + EVENTS_LAB_CHECK;
                     if !self.engine.labs().await.contains(&self.lab) {
                         return None;
                     }
