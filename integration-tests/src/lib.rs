@@ -282,13 +282,7 @@ impl Lab {
 
     /// Every namespace of this lab that exists.
     pub fn namespaces(&self) -> Vec<String> {
-        let prefix = format!("{}.", self.name);
-        run("ip", &["netns", "list"])
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(&prefix))
-            .map(str::to_string)
-            .collect()
+        lab_namespaces(&self.name)
     }
 
     /// Runs a command inside an object's namespace with `ip netns exec` (an
@@ -424,6 +418,17 @@ impl Drop for Lab {
             let _ = run_raw("ip", &["netns", "del", &ns]);
         }
     }
+}
+
+/// Every namespace of lab `lab` that exists (its names start `LAB.`).
+pub fn lab_namespaces(lab: &str) -> Vec<String> {
+    let prefix = format!("{lab}.");
+    run("ip", &["netns", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The links present in both maps (see [`Lab::links`]) whose ifindex

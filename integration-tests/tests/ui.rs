@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ovslab_integration_tests::webdriver::{Browser, read_answer, split_answer};
-use ovslab_integration_tests::{Lab, bin, rename_lab, require_root};
+use ovslab_integration_tests::{Lab, bin, lab_namespaces, rename_lab, require_root, run_raw};
 use serde_json::{Value, json};
 
 /// A running `ovslab ui` and the address it printed.
@@ -513,7 +513,19 @@ impl<'a> Other<'a> {
 
 impl Drop for Other<'_> {
     fn drop(&mut self) {
-        let _ = self.lab.daemon.ovslab(&["down", &self.name]);
+        if self
+            .lab
+            .daemon
+            .ovslab(&["down", &self.name])
+            .status
+            .success()
+        {
+            return;
+        }
+        // As `Lab`'s drop: nothing left behind, whatever `down` missed.
+        for ns in lab_namespaces(&self.name) {
+            let _ = run_raw("ip", &["netns", "del", &ns]);
+        }
     }
 }
 
