@@ -50,32 +50,12 @@ const NOTICE_BUFFER: libc::c_int = 16 * 1024 * 1024;
 
 /// Subscribes, in each namespace (given by its open file), to its
 /// nf_tables commits (iptables-nft's `iptables-restore`, `iptables -F`,
-/// …): a netfilter socket each, on another list than rtnetlink's. One
-/// thread enters each namespace in turn; a thread each cost a lab's watch
-/// some 150 µs per namespace, on the tail of an `up`.
+/// …): a netfilter socket each, on another list than rtnetlink's, made
+/// from one thread that enters each namespace in turn (a thread each cost
+/// a lab's watch some 150 µs per namespace, on the tail of an `up`).
 pub fn rules(namespaces: &[&std::fs::File]) -> Vec<io::Result<OwnedFd>> {
-    if namespaces.is_empty() {
-        return Vec::new();
-    }
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            namespaces
-                .iter()
-                .map(|file| {
-                    // The thread ends once done: where it is left does not
-                    // matter.
-                    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
-                    bound(libc::NETLINK_NETFILTER, NFNLGRP_NFTABLES_BIT)
-                })
-                .collect::<Vec<_>>()
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            namespaces
-                .iter()
-                .map(|_| Err(io::Error::other("the subscribing thread panicked")))
-                .collect()
-        })
+    netns::run_in_each(namespaces, || {
+        bound(libc::NETLINK_NETFILTER, NFNLGRP_NFTABLES_BIT)
     })
 }
 

@@ -177,6 +177,38 @@ pub fn run_in<T: Send>(
     .map_err(|e| NetlinkError::namespace(name, "run inside", e))
 }
 
+/// Runs `f` inside each namespace (given by its open file) in turn, on
+/// one thread that enters them one after the other (a thread each costs
+/// some 150 µs); the results in order.
+pub fn run_in_each<T: Send>(
+    namespaces: &[&std::fs::File],
+    f: impl Fn() -> io::Result<T> + Sync,
+) -> Vec<io::Result<T>> {
+    if namespaces.is_empty() {
+        return Vec::new();
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            namespaces
+                .iter()
+                .map(|file| {
+                    // The thread ends once done: where it is left does
+                    // not matter.
+                    setns(file.as_fd(), CloneFlags::CLONE_NEWNET)?;
+                    f()
+                })
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            namespaces
+                .iter()
+                .map(|_| Err(io::Error::other("namespace thread panicked")))
+                .collect()
+        })
+    })
+}
+
 /// Starts `cmd` inside namespace `name`: spawned from a thread that entered
 /// the namespace, whose namespaces a child inherits. Nothing runs between
 /// fork and exec, so the standard library can use `posix_spawn` (a
