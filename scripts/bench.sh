@@ -2,8 +2,10 @@
 # ovslab's benchmark (issue #6): wall times of the main operations through
 # the real daemon and CLI, peak memory of ovslabd and of the labs' Open
 # vSwitch processes, TCP throughput inside the seed lab (iperf3), and
-# (issue #4) repair times and what the daemon's audits cost while idle.
-# Prints one table. Needs root and release binaries (make bench builds them).
+# (issue #4) repair times and what the daemon's audits cost while idle,
+# and (issue #18) Open vSwitch's own start for the seed's three nodes, the
+# floor under the seed's `up`. Prints one table. Needs root and release
+# binaries (make bench builds them).
 #
 #   RUNS=5        runs per row (medians need at least 5)
 #   BIG=20x50     the large lab (computes x instances per node); BIG= skips it
@@ -28,6 +30,7 @@ daemon=$!
 iperf_pid=""
 cleanup() {
   [ -n "$iperf_pid" ] && kill "$iperf_pid" 2>/dev/null || true
+  floor_stop
   ip netns del "$probe_ns" 2>/dev/null || true
   ip netns del "$probe_ns-n" 2>/dev/null || true
   for lab in "${labs[@]:-}"; do [ -n "$lab" ] && "$BIN/ovslab" --socket "$sock" down "$lab" >/dev/null 2>&1 || true; done
@@ -37,6 +40,24 @@ cleanup() {
 }
 labs=()
 probe_ns=""
+floor_pids=()
+floor_namespaces=()
+# Stops what a run of ovs_floor (below) started: its daemons (by the pids
+# it started), its namespaces.
+floor_stop() {
+  local pid ns
+  for pid in "${floor_pids[@]:-}"; do
+    [ -n "$pid" ] || continue
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  for ns in "${floor_namespaces[@]:-}"; do
+    [ -n "$ns" ] || continue
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  floor_pids=() floor_namespaces=()
+  return 0
+}
 trap cleanup EXIT
 for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.05; done
 
@@ -198,6 +219,72 @@ sed '/^checks:/i\  - name: instance101\n    node: compute1\n    network: net1\n 
 # Issue #18's target for the seed's `up` (150 ms), tighter than the first
 # one (500 ms).
 bench_lab "seed" "$dir/seed.yaml" benchseed 150 50 300
+
+# Open vSwitch alone, beside the seed's `up` (issue #18): the seed nodes'
+# databases (copied from the running lab, `cur_cfg` set back to 0), their
+# three `ovsdb-server`s and three vswitchds started as the daemon starts
+# them, each vswitchd in a namespace of its own, and nothing else (no
+# links, so no device behind a system port; no rules, no flows): timed
+# until each vswitchd has applied its database (`cur_cfg` reaching
+# `next_cfg`, as `ovs-vsctl wait-until` sees it).
+ovs_floor() {
+  local node db cfg t0 t1 runs=() nodes=() waiting
+  ovslab up "$dir/seed.yaml" >/dev/null
+  mkdir -p "$dir/floor"
+  for db in "$dir/run/benchseed"/*/conf.db; do
+    node=$(basename "$(dirname "$db")")
+    nodes+=("$node")
+    cp "$db" "$dir/floor/$node.db"
+  done
+  ovslab down benchseed >/dev/null
+  for node in "${nodes[@]}"; do
+    ovsdb-tool transact "$dir/floor/$node.db" \
+      '["Open_vSwitch",{"op":"update","table":"Open_vSwitch","where":[],"row":{"cur_cfg":0}}]' >/dev/null
+    ovsdb-tool query "$dir/floor/$node.db" \
+      '["Open_vSwitch",{"op":"select","table":"Open_vSwitch","where":[],"columns":["next_cfg"]}]' |
+      grep -o '"next_cfg":[0-9]*' | cut -d: -f2 >"$dir/floor/$node.cfg"
+  done
+  for _ in $(seq "$RUNS"); do
+    rm -rf "$dir/floor/run"
+    for node in "${nodes[@]}"; do
+      mkdir -p "$dir/floor/run/$node"
+      cp "$dir/floor/$node.db" "$dir/floor/run/$node/conf.db"
+      floor_namespaces+=("ovslab-floor-$$-$node")
+      ip netns add "ovslab-floor-$$-$node"
+    done
+    settle
+    t0=${EPOCHREALTIME//[!0-9]/}
+    for node in "${nodes[@]}"; do
+      (cd "$dir/floor/run/$node" && export OVS_RUNDIR=$PWD OVS_LOGDIR=$PWD OVS_DBDIR=$PWD &&
+        exec ovsdb-server conf.db --remote="punix:$PWD/db.sock" --log-file --no-chdir \
+          -vconsole:off </dev/null >/dev/null 2>&1) &
+      floor_pids+=($!)
+    done
+    for node in "${nodes[@]}"; do
+      until [ -S "$dir/floor/run/$node/db.sock" ]; do sleep 0.0005; done
+      (cd "$dir/floor/run/$node" && export OVS_RUNDIR=$PWD OVS_LOGDIR=$PWD OVS_DBDIR=$PWD &&
+        exec nsenter --net="/run/netns/ovslab-floor-$$-$node" ovs-vswitchd "unix:$PWD/db.sock" \
+          --log-file --no-chdir -vconsole:off </dev/null >/dev/null 2>&1) &
+      floor_pids+=($!)
+    done
+    waiting=()
+    for node in "${nodes[@]}"; do
+      cfg=$(cat "$dir/floor/$node.cfg")
+      ovs-vsctl --db="unix:$dir/floor/run/$node/db.sock" --timeout=10 \
+        wait-until Open_vSwitch . "cur_cfg>=$cfg" >/dev/null &
+      waiting+=($!)
+    done
+    for pid in "${waiting[@]}"; do wait "$pid"; done
+    t1=${EPOCHREALTIME//[!0-9]/}
+    runs+=($(((t1 - t0) / 1000)))
+    floor_stop
+  done
+  local sorted n
+  sorted=$(printf '%s\n' "${runs[@]}" | sort -n)
+  n=${#runs[@]}
+  floor_note="median $(echo "$sorted" | sed -n "$(((n + 1) / 2))p") ms ($(echo "$sorted" | head -1)–$(echo "$sorted" | tail -1) ms, $n runs)"
+}
+ovs_floor
 
 # The seed with DHCP on both networks (issue #14): `up` returns once every
 # instance holds its lease from dnsmasq.
@@ -439,3 +526,4 @@ echo "the 10,000-instance lab: $huge_note"
 echo "TCP throughput (iperf3, ${IPERF_SECONDS} s): $iperf"
 echo "ovslabd's CPU while a lab sits idle for ${IDLE_SECONDS} s (default audits): ${idle[*]}"
 echo "L3 HA failover: $ha_note"
+echo "Open vSwitch alone, the seed's three nodes from their databases (no links, rules or flows): $floor_note"
