@@ -76,15 +76,18 @@ time_ms() {
 }
 
 rows=()
+# spread v1 v2 … → "MEDIAN MIN MAX COUNT" of the values.
+spread() {
+  local sorted
+  sorted=$(printf '%s\n' "$@" | sort -n)
+  echo "$(echo "$sorted" | sed -n "$((($# + 1) / 2))p") $(echo "$sorted" | head -1) $(echo "$sorted" | tail -1) $#"
+}
+
 # row WORK TARGET_MS v1 v2 … → one table row: median and min–max.
 row() {
   local work=$1 target=$2; shift 2
-  local sorted n median min max verdict
-  sorted=$(printf '%s\n' "$@" | sort -n)
-  n=$#
-  median=$(echo "$sorted" | sed -n "$(((n + 1) / 2))p")
-  min=$(echo "$sorted" | head -1)
-  max=$(echo "$sorted" | tail -1)
+  local n median min max verdict
+  read -r median min max n <<<"$(spread "$@")"
   verdict=$([ "$median" -le "$target" ] && echo met || echo MISSED)
   rows+=("$(printf '| %-46s | %8s ms | %8s ms | %15s | %4d | %-6s |' \
     "$work" "<= $target" "$median" "$min–$max ms" "$n" "$verdict")")
@@ -279,10 +282,9 @@ ovs_floor() {
     runs+=($(((t1 - t0) / 1000)))
     floor_stop
   done
-  local sorted n
-  sorted=$(printf '%s\n' "${runs[@]}" | sort -n)
-  n=${#runs[@]}
-  floor_note="median $(echo "$sorted" | sed -n "$(((n + 1) / 2))p") ms ($(echo "$sorted" | head -1)–$(echo "$sorted" | tail -1) ms, $n runs)"
+  local n median min max
+  read -r median min max n <<<"$(spread "${runs[@]}")"
+  floor_note="median $median ms ($min–$max ms, $n runs)"
 }
 ovs_floor
 
