@@ -212,6 +212,38 @@ fn a_deleted_instance_namespace_is_rebuilt() {
     repaired(&lab, &format!("create namespace {}", lab.ns("instance3")));
 }
 
+/// A node's namespace deleted lives on, unnamed, while its Open vSwitch
+/// runs in it: the daemons there are stopped and started again in the
+/// namespace made under the name, and the links to its instances and to
+/// the physical network (whose other ends outlived the old namespace) are
+/// made again with their routes.
+#[test]
+#[ignore = "needs root"]
+fn a_deleted_node_namespace_is_rebuilt_with_its_open_vswitch() {
+    use std::os::unix::fs::MetadataExt;
+    require_root("a_deleted_node_namespace_is_rebuilt_with_its_open_vswitch");
+    let lab = Lab::seed_audited(ONLY_NOTICES);
+    let old = pid_of(&lab, "compute1", "ovs-vswitchd");
+    assert_eq!(comm(old), "ovs-vswitchd");
+    run("ip", &["netns", "del", &lab.ns("compute1")]);
+    wait_until(BACK, "instance1 (compute1) → instance3 (compute2) again", || {
+        reaches(&lab, "instance1", INSTANCE3)
+    });
+    wait_until(BACK, "instance4 (compute1) → the internet again", || {
+        reaches(&lab, "instance4", INTERNET)
+    });
+    let new = pid_of(&lab, "compute1", "ovs-vswitchd");
+    assert_ne!(new, old, "compute1's vswitchd was not started again");
+    assert!(dead(old), "the vswitchd in the deleted namespace still runs");
+    let inode = |path: String| std::fs::metadata(&path).unwrap().ino();
+    assert_eq!(
+        inode(format!("/proc/{new}/ns/net")),
+        inode(format!("/run/netns/{}", lab.ns("compute1"))),
+        "compute1's vswitchd runs outside compute1's namespace"
+    );
+    repaired(&lab, "it ran in a namespace no longer the node's");
+}
+
 #[test]
 #[ignore = "needs root"]
 fn a_port_retagged_in_ovsdb_is_set_back() {

@@ -79,6 +79,9 @@ pub trait Host: Send + Sync + 'static {
 
     /// Kills a daemon that runs but does not answer; what it did.
     fn kill_hung(&self, node: &NodeOvs) -> impl Future<Output = Vec<String>> + Send;
+    /// Stops the daemons that run in a namespace other than the node's as
+    /// it is now (see [`NodeOvs::stop_elsewhere`]); what it did.
+    fn stop_elsewhere(&self, node: &NodeOvs) -> impl Future<Output = Vec<String>> + Send;
     /// Whether the daemon died (rather than was never started or stopped).
     fn died(&self, node: &NodeOvs, daemon: OvsDaemon) -> bool;
     /// Starts `ovsdb-server` (its database made first) unless it runs.
@@ -307,6 +310,10 @@ impl Host for RealHost {
 
     async fn kill_hung(&self, node: &NodeOvs) -> Vec<String> {
         node.kill_hung().await
+    }
+
+    async fn stop_elsewhere(&self, node: &NodeOvs) -> Vec<String> {
+        node.stop_elsewhere().await
     }
 
     fn died(&self, node: &NodeOvs, daemon: OvsDaemon) -> bool {

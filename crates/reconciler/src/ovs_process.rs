@@ -2,12 +2,15 @@
 //! inside the node's namespace from `<run_root>/<lab>/<node>/`.
 //!
 //! Both write pidfiles there; a process counts as the node's only when its
-//! pid is alive, its command name matches, it lives in the node's
-//! namespace and it started when the record ovslab keeps next to the
-//! pidfile (`<program>.start`: pid and start time, written when ovslabd
-//! starts or first adopts it) says, so neither a stale pidfile nor a pid
-//! used again can make ovslab signal a stranger. The start time is checked
-//! again right before every signal.
+//! pid is alive, its command name matches, its command line names the
+//! node's database socket and it started when the record ovslab keeps next
+//! to the pidfile (`<program>.start`: pid, start time and namespace,
+//! written when ovslabd starts or first adopts it) says, so neither a
+//! stale pidfile nor a pid used again can make ovslab signal a stranger.
+//! The start time is checked again right before every signal. One that
+//! runs in a namespace other than the node's (the node's deleted and made
+//! again) is stopped by the next converge and started again
+//! ([`NodeOvs::stop_elsewhere`]).
 //! With `OVS_RUNDIR` pointing at the run directory, `ovs-vsctl`,
 //! `ovs-ofctl` and `ovs-appctl` find the database, the bridges' `.mgmt`
 //! sockets and the control sockets without options.
@@ -304,24 +307,49 @@ impl NodeOvs {
         self.rundir.join(format!("{}.pid", daemon.program()))
     }
 
-    /// The record of the process ovslab started or adopted: `pid start`.
+    /// The record of the process ovslab started or adopted: `pid start`,
+    /// then the inode of the namespace it runs in when that was readable.
     fn record(&self, daemon: OvsDaemon) -> PathBuf {
         self.rundir.join(format!("{}.start", daemon.program()))
     }
 
     fn read_record(&self, daemon: OvsDaemon) -> Option<Identity> {
+        self.read_full_record(daemon).map(|(identity, _)| identity)
+    }
+
+    fn read_full_record(&self, daemon: OvsDaemon) -> Option<(Identity, Option<u64>)> {
         let text = std::fs::read_to_string(self.record(daemon)).ok()?;
         let mut words = text.split_whitespace();
-        Some(Identity {
+        let identity = Identity {
             pid: words.next()?.parse().ok()?,
             start: words.next()?.parse().ok()?,
-        })
+        };
+        Some((identity, words.next().and_then(|w| w.parse().ok())))
     }
 
     fn write_record(&self, daemon: OvsDaemon, identity: Identity) {
         let file = self.record(daemon);
-        if let Err(e) = std::fs::write(&file, format!("{} {}\n", identity.pid, identity.start)) {
+        let text = match namespace_of(identity.pid) {
+            Ok(inode) => format!("{} {} {inode}\n", identity.pid, identity.start),
+            Err(_) => format!("{} {}\n", identity.pid, identity.start),
+        };
+        if let Err(e) = std::fs::write(&file, text) {
             tracing::warn!(file = %file.display(), error = %e, "cannot record an open vswitch daemon");
+        }
+    }
+
+    /// The inode of the namespace the daemon `identity` names runs in: read
+    /// from `/proc`, or, where that is closed to this process (an ovslabd
+    /// without `CAP_SYS_PTRACE` looking at a daemon started by one with
+    /// it), as recorded when it was started. `None` if neither says.
+    fn namespace_of(&self, daemon: OvsDaemon, identity: Identity) -> Option<u64> {
+        match namespace_of(identity.pid) {
+            Ok(inode) => Some(inode),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => self
+                .read_full_record(daemon)
+                .filter(|(recorded, _)| *recorded == identity)
+                .and_then(|(_, inode)| inode),
+            Err(_) => None,
         }
     }
 
@@ -700,6 +728,47 @@ impl NodeOvs {
         })
     }
 
+    /// Stops the node's daemons that run in a namespace other than the
+    /// node's as it is now, vswitchd first, waiting for each to exit, and
+    /// removes their pidfiles, so that they are started again in it. A
+    /// node's namespace deleted behind ovslab's back (`ip netns del`) lives
+    /// on, unnamed, while its daemons run in it, and the converge makes a
+    /// new one under the name: a vswitchd left in the old one switches
+    /// nothing of the node's, and its `ovsdb-server` keeps the database
+    /// locked. Returns one line per daemon stopped.
+    pub async fn stop_elsewhere(&self) -> Vec<String> {
+        let mut stopped = Vec::new();
+        let Some(now) = ovslab_netlink::netns::inode(&self.namespace) else {
+            return stopped;
+        };
+        for daemon in [OvsDaemon::OvsVswitchd, OvsDaemon::OvsdbServer] {
+            let Some(identity) = self.running(daemon) else {
+                continue;
+            };
+            if self
+                .namespace_of(daemon, identity)
+                .is_none_or(|inode| inode == now)
+            {
+                continue;
+            }
+            tracing::warn!(
+                node = self.node,
+                program = daemon.program(),
+                pid = identity.pid,
+                "runs in a namespace that is no longer the node's: stopping it, to be started again"
+            );
+            terminate(identity).await;
+            let _ = std::fs::remove_file(self.pidfile(daemon));
+            stopped.push(format!(
+                "stopped {} of {} (pid {}): it ran in a namespace no longer the node's",
+                daemon.program(),
+                self.node,
+                identity.pid
+            ));
+        }
+        stopped
+    }
+
     /// Stops `ovs-vswitchd` if it runs (to be started again with options
     /// it reads only at start); returns its pid.
     pub async fn stop_vswitchd(&self) -> Option<u32> {
@@ -795,6 +864,12 @@ async fn kill(identity: Identity) {
         "process still in the process table {} s after it was killed",
         REAP_WAIT.as_secs()
     );
+}
+
+/// The inode of the network namespace process `pid` runs in.
+fn namespace_of(pid: u32) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|meta| meta.ino())
 }
 
 /// A zombie with no thread left whose parent is not this daemon (a process

@@ -152,10 +152,16 @@ impl State {
             .ok_or_else(|| missing(namespace))
     }
 
-    /// Deletes a link and, for a veth, its other end (as the kernel does);
-    /// ports of a deleted bridge lose their master.
+    /// Deletes a link and, for a veth, its other end, with the routes
+    /// through each (as the kernel does); ports of a deleted bridge lose
+    /// their master.
     fn delete_link(&mut self, namespace: &str, name: &str) {
-        if let Some(ns) = self.namespaces.get_mut(namespace) {
+        fn delete(ns: &mut FakeNamespace, name: &str) {
+            let addresses = ns.links.link(name).map(|l| l.addresses.clone());
+            let addresses = addresses.unwrap_or_default();
+            ns.links
+                .routes
+                .retain(|r| !addresses.iter().any(|a| a.contains(&r.gateway)));
             ns.links.links.retain(|l| l.name != name);
             for l in &mut ns.links.links {
                 if l.master.as_deref() == Some(name) {
@@ -163,11 +169,14 @@ impl State {
                 }
             }
         }
+        if let Some(ns) = self.namespaces.get_mut(namespace) {
+            delete(ns, name);
+        }
         let key = (namespace.to_string(), name.to_string());
         if let Some(peer) = self.peers.remove(&key) {
             self.peers.remove(&peer);
             if let Some(ns) = self.namespaces.get_mut(&peer.0) {
-                ns.links.links.retain(|l| l.name != peer.1);
+                delete(ns, &peer.1);
             }
         }
     }
@@ -221,7 +230,13 @@ impl State {
                 peer,
                 peer_namespace,
             } => {
-                self.namespace(peer_namespace)?;
+                // Both ends or neither, as the kernel makes a veth.
+                if self.namespace(peer_namespace)?.links.link(peer).is_some() {
+                    return Err(ReconcileError::Io {
+                        path: format!("{peer_namespace}: {peer}"),
+                        source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+                    });
+                }
                 self.add_link(namespace, name, "veth")?;
                 self.add_link(peer_namespace, peer, "veth")?;
                 let (a, b) = (
@@ -471,6 +486,18 @@ impl FakeHost {
         state.namespaces.remove(name);
     }
 
+    /// Deletes a namespace's name behind the engine's back while a process
+    /// keeps the namespace alive (`ip netns del` of a node's namespace,
+    /// its Open vSwitch running in it): the other ends of its veths stay
+    /// where they are, their peers out of sight.
+    pub fn delete_namespace_held_behind(&self, name: &str) {
+        let mut state = self.state();
+        state.namespaces.remove(name);
+        state
+            .peers
+            .retain(|(here, _), (there, _)| here != name && there != name);
+    }
+
     /// Deletes a port from a node's database behind the engine's back.
     pub fn delete_port_behind(&self, node_namespace: &str, bridge: &str, port: &str) {
         if let Some(node) = self.state().nodes.get_mut(node_namespace) {
@@ -582,6 +609,10 @@ impl Host for FakeHost {
     }
 
     async fn kill_hung(&self, _node: &NodeOvs) -> Vec<String> {
+        Vec::new()
+    }
+
+    async fn stop_elsewhere(&self, _node: &NodeOvs) -> Vec<String> {
         Vec::new()
     }
 

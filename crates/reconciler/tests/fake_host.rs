@@ -779,6 +779,30 @@ async fn an_audit_of_one_node_reads_and_repairs_that_node_only() {
     assert_eq!(summary(engine.host()), reference);
 }
 
+/// A node's namespace deleted while its Open vSwitch keeps it alive: the
+/// audit of that node makes it again, and with it the links whose other
+/// ends outlived it, in the physical network's namespace (which no node
+/// hosts) and in the instances' (with their routes), in one pass.
+#[tokio::test]
+async fn an_audit_of_a_node_whose_namespace_outlived_its_name_repairs_it_in_one_pass() {
+    let reference = converged().await;
+    let root = Root::new("held");
+    let engine = root.engine();
+    up(&engine).await.unwrap();
+    engine
+        .host()
+        .delete_namespace_held_behind(&node("compute1"));
+    assert_ne!(summary(engine.host()), reference, "nothing was broken");
+    let dirty = ovslab_reconciler::watch::Dirty {
+        nodes: ["compute1".to_string()].into(),
+        ..Default::default()
+    };
+    let (repaired, busy) = engine.audit_dirty([(LAB.to_string(), dirty)].into()).await;
+    assert_eq!(repaired, vec![LAB.to_string()]);
+    assert!(!busy);
+    assert_eq!(summary(engine.host()), reference);
+}
+
 #[tokio::test]
 async fn each_audit_is_announced_with_its_repairs() {
     let root = Root::new("events");

@@ -282,7 +282,7 @@ impl<H: Host> Engine<H> {
         run.done("ovs databases");
         let (whole, mut switches) = run.plan(&nodes).await?;
         let part;
-        let desired = match scope {
+        let desired = match run.scope {
             Scope::Full => &*whole,
             Scope::Part { nodes, wire } => {
                 let hosts = &run.planned.as_ref().expect("planned").hosts;
@@ -585,6 +585,15 @@ impl<H: Host> Run<'_, H> {
             .map(String::as_str)
             .filter(|ns| !existing.contains(*ns) && !on_failed.contains(*ns) && self.in_scope(ns))
             .collect();
+        // A namespace made again may hold veths whose other end, in a
+        // namespace no node hosts (a physical network's), outlived the one
+        // deleted (kept alive by a process in it): that end is deleted, to
+        // be made again with its peer, only if this converge reads it.
+        if let Scope::Part { nodes, wire: false } = self.scope
+            && !missing.is_empty()
+        {
+            self.scope = Scope::Part { nodes, wire: true };
+        }
         // The nodes' own first: their Open vSwitch starts in them next.
         let nodes: BTreeSet<String> = self
             .topo
@@ -672,7 +681,9 @@ impl<H: Host> Run<'_, H> {
     }
 
     /// 2. Each node's `ovsdb-server`; a daemon that runs but does not
-    ///    answer is killed first, and started again like a dead one.
+    ///    answer is killed first, and started again like a dead one, and
+    ///    one that runs in a namespace no longer the node's is stopped
+    ///    first, and started again in the node's.
     ///
     /// A node whose database this starts, and whose namespace holds few
     /// links (see [`Run::bridges_first`]), gets its root settings, its
@@ -702,6 +713,9 @@ impl<H: Host> Run<'_, H> {
             for killed in join_all(ovs.iter().map(|n| host.kill_hung(n))).await {
                 self.out.changes.extend(killed);
             }
+        }
+        for stopped in join_all(ovs.iter().map(|n| host.stop_elsewhere(n))).await {
+            self.out.changes.extend(stopped);
         }
         let died: Vec<(bool, bool)> = ovs
             .iter()
@@ -1656,6 +1670,14 @@ async fn apply_links<H: Host>(
                 (None, Some(_)) => (j, &v.peer, &v.peer_namespace),
                 _ => continue,
             };
+            // The routes through it go with it: made again in this pass.
+            let gone: Vec<_> = actual[k]
+                .link(name)
+                .map(|l| l.addresses.clone())
+                .unwrap_or_default();
+            actual[k]
+                .routes
+                .retain(|r| !gone.iter().any(|a| a.contains(&r.gateway)));
             actual[k].links.retain(|l| &l.name != name);
             all.push((
                 namespace.as_str(),
