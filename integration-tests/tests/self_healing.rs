@@ -226,15 +226,20 @@ fn a_deleted_node_namespace_is_rebuilt_with_its_open_vswitch() {
     let old = pid_of(&lab, "compute1", "ovs-vswitchd");
     assert_eq!(comm(old), "ovs-vswitchd");
     run("ip", &["netns", "del", &lab.ns("compute1")]);
-    wait_until(BACK, "instance1 (compute1) → instance3 (compute2) again", || {
-        reaches(&lab, "instance1", INSTANCE3)
-    });
+    wait_until(
+        BACK,
+        "instance1 (compute1) → instance3 (compute2) again",
+        || reaches(&lab, "instance1", INSTANCE3),
+    );
     wait_until(BACK, "instance4 (compute1) → the internet again", || {
         reaches(&lab, "instance4", INTERNET)
     });
     let new = pid_of(&lab, "compute1", "ovs-vswitchd");
     assert_ne!(new, old, "compute1's vswitchd was not started again");
-    assert!(dead(old), "the vswitchd in the deleted namespace still runs");
+    assert!(
+        dead(old),
+        "the vswitchd in the deleted namespace still runs"
+    );
     let inode = |path: String| std::fs::metadata(&path).unwrap().ino();
     assert_eq!(
         inode(format!("/proc/{new}/ns/net")),

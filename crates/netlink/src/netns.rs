@@ -149,7 +149,8 @@ pub fn create(name: &str) -> Result<(), NetlinkError> {
 /// A namespace that does not exist is not an error.
 pub fn delete(name: &str) -> Result<(), NetlinkError> {
     let target = path(name);
-    match umount2(&target, MntFlags::MNT_DETACH) {
+    // Never through a symbolic link: whatever it points at is not the lab's.
+    match umount2(&target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(NetlinkError::namespace(name, "unmount", e.into())),
     }
@@ -264,6 +265,40 @@ pub fn write_sysctl(name: &str, key: &str, value: &str) -> Result<(), NetlinkErr
 fn sysctl_path(key: &str) -> PathBuf {
     Path::new("/proc/sys").join(key.replace('.', "/"))
 }
+
+/// What the file of namespace `name` is, without opening it (no
+/// descriptor to run out of) or following a symbolic link: the inode of a
+/// mounted namespace; `None` when there is no file, or only the plain one
+/// an interrupted create or delete leaves. Anything else (a symbolic link,
+/// a directory, a file on another file system's mount) is an error: not
+/// the lab's to remove.
+pub fn mounted_inode(name: &str) -> io::Result<Option<u64>> {
+    use std::os::unix::fs::MetadataExt;
+    let target = path(name);
+    let meta = match std::fs::symlink_metadata(&target) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_file() {
+        return Err(io::Error::other(
+            "neither a namespace nor a plain file (a symbolic link or a directory)",
+        ));
+    }
+    let fs = nix::sys::statfs::statfs(&target)?;
+    if fs.filesystem_type().0 as i64 == NSFS_MAGIC {
+        return Ok(Some(meta.ino()));
+    }
+    // A plain, empty file on the directory's own file system.
+    let dir = std::fs::symlink_metadata(NETNS_DIR)?;
+    if meta.dev() == dir.dev() && meta.len() == 0 {
+        return Ok(None);
+    }
+    Err(io::Error::other("neither a namespace nor an empty file"))
+}
+
+/// `NSFS_MAGIC` (`linux/magic.h`): the file system of namespace files.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
 
 /// The namespace inode of `name`, to recognise processes running inside it.
 pub fn inode(name: &str) -> Option<u64> {

@@ -48,6 +48,57 @@ fn create_and_delete_namespace_seen_by_ip_netns() {
     netns::delete(&ns.0).unwrap();
 }
 
+/// What is at a namespace's path is told without a descriptor (so not
+/// taken for a stale file when the process has none left) and without
+/// following a symbolic link, which `delete` does not follow either.
+#[test]
+#[ignore = "needs root"]
+fn what_is_at_a_namespace_s_path_is_told_without_opening_it() {
+    use std::os::unix::fs::MetadataExt;
+    require_root("what_is_at_a_namespace_s_path_is_told_without_opening_it");
+    let ns = Ns::new();
+    let inode = std::fs::metadata(netns::path(&ns.0)).unwrap().ino();
+    assert_eq!(netns::mounted_inode(&ns.0).unwrap(), Some(inode));
+
+    // No descriptor left: opening fails, looking does not.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct; nextest runs this
+    // test in a process of its own, and the limit is put back below.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    let tight = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &tight) };
+    let opened = netns::open(&ns.0).is_ok();
+    let looked = netns::mounted_inode(&ns.0);
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert!(!opened, "the descriptor limit did not bite");
+    assert_eq!(looked.unwrap(), Some(inode));
+
+    // A plain empty file (an interrupted create's) and nothing at all.
+    let plain = unique_name("ovslab-nl-");
+    std::fs::write(netns::path(&plain), b"").unwrap();
+    assert_eq!(netns::mounted_inode(&plain).unwrap(), None);
+    std::fs::remove_file(netns::path(&plain)).unwrap();
+    assert_eq!(netns::mounted_inode(&plain).unwrap(), None);
+
+    // A symbolic link to the namespace: neither, and deleting it leaves
+    // the namespace mounted.
+    let link = unique_name("ovslab-nl-");
+    std::os::unix::fs::symlink(netns::path(&ns.0), netns::path(&link)).unwrap();
+    let told = netns::mounted_inode(&link);
+    netns::delete(&link).unwrap();
+    let _ = std::fs::remove_file(netns::path(&link));
+    assert!(told.is_err(), "a symbolic link was taken for {told:?}");
+    assert!(netns::exists(&ns.0), "deleting a link unmounted its target");
+}
+
 #[test]
 #[ignore = "needs root"]
 fn sysctls_are_per_namespace() {

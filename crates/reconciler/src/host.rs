@@ -51,8 +51,10 @@ pub trait Host: Send + Sync + 'static {
     /// The names of every named network namespace.
     fn list_namespaces(&self) -> std::io::Result<Vec<String>>;
     /// The inode of a mounted namespace; `None` when there is none (or only
-    /// a plain file where it would be mounted).
-    fn namespace_inode(&self, name: &str) -> Option<u64>;
+    /// the plain file an interrupted create or delete leaves); an error
+    /// when its path holds something else, or could not be looked at:
+    /// never to be taken for a stale file and removed.
+    fn namespace_inode(&self, name: &str) -> std::io::Result<Option<u64>>;
     /// Whether anything (a namespace or a plain file) is at its path.
     fn namespace_file_exists(&self, name: &str) -> bool;
     /// Blocking: runs on a blocking thread.
@@ -270,8 +272,8 @@ impl Host for RealHost {
         netns::list()
     }
 
-    fn namespace_inode(&self, name: &str) -> Option<u64> {
-        netns::exists(name).then(|| netns::inode(name)).flatten()
+    fn namespace_inode(&self, name: &str) -> std::io::Result<Option<u64>> {
+        netns::mounted_inode(name)
     }
 
     fn namespace_file_exists(&self, name: &str) -> bool {

@@ -548,8 +548,8 @@ impl Host for FakeHost {
         Ok(self.state().namespaces.keys().cloned().collect())
     }
 
-    fn namespace_inode(&self, name: &str) -> Option<u64> {
-        self.state().namespaces.get(name).map(|ns| ns.inode)
+    fn namespace_inode(&self, name: &str) -> std::io::Result<Option<u64>> {
+        Ok(self.state().namespaces.get(name).map(|ns| ns.inode))
     }
 
     fn namespace_file_exists(&self, name: &str) -> bool {

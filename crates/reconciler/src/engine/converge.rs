@@ -498,7 +498,10 @@ impl<H: Host> Run<'_, H> {
             .filter(|n| n.starts_with(&prefix) && self.in_scope(n))
             .collect();
         for name in listed {
-            let inode = self.host.namespace_inode(&name);
+            let inode = self
+                .host
+                .namespace_inode(&name)
+                .map_err(|e| ReconcileError::io(&netns::path(&name), e))?;
             match (self.manifest.ownership(&name, inode), inode) {
                 (Ownership::Ours, _) => {
                     existing.insert(name);
@@ -651,7 +654,7 @@ impl<H: Host> Run<'_, H> {
                 Ok(()) => {
                     // Without an inode it stays promised: the next converge
                     // adopts it.
-                    if let Some(inode) = self.host.namespace_inode(&name) {
+                    if let Ok(Some(inode)) = self.host.namespace_inode(&name) {
                         self.manifest.made(&name, inode);
                     }
                     self.out.changes.push(format!("create namespace {name}"));

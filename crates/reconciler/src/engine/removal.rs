@@ -2,13 +2,14 @@
 
 use std::path::Path;
 
+use ovslab_netlink::netns;
 use ovslab_topology::naming;
 use ovslab_topology::plan::{LocalVlans, plan};
 
 use super::{Lab, TOPOLOGY_FILE, foreign_warning};
-use crate::TeardownFailure;
 use crate::host::Host;
 use crate::manifest::{Manifest, Ownership};
+use crate::{ReconcileError, TeardownFailure};
 
 /// A lab from a previous run, found in its run directory `dir`: its saved
 /// topology and its manifest. A lab of an ovslab that kept no manifest
@@ -66,7 +67,7 @@ pub(super) fn adopt(host: &impl Host, dir: &Path, name: &str) -> Option<Lab> {
         None => {
             let mut manifest = Manifest::new(dir, name);
             for ns in plan(&topology, &LocalVlans::new()).namespaces {
-                if let Some(inode) = host.namespace_inode(&ns.name) {
+                if let Ok(Some(inode)) = host.namespace_inode(&ns.name) {
                     manifest.made(&ns.name, inode);
                 }
             }
@@ -106,12 +107,22 @@ pub(super) fn remove_namespaces(
         .collect();
     for (ns, _) in &recorded {
         let present = host.namespace_file_exists(ns);
-        let inode = host.namespace_inode(ns);
-        let ownership = manifest.ownership(ns, inode);
         if !present {
             manifest.forget(ns);
             continue;
         }
+        let inode = match host.namespace_inode(ns) {
+            Ok(inode) => inode,
+            // Whatever it is, it is not removed on a guess.
+            Err(e) => {
+                failures.push(TeardownFailure::Namespace {
+                    name: ns.clone(),
+                    source: Box::new(ReconcileError::io(&netns::path(ns), e)),
+                });
+                continue;
+            }
+        };
+        let ownership = manifest.ownership(ns, inode);
         // The lab's; or, not being a mounted namespace, the plain file that
         // an interrupted create or delete of the lab's leaves.
         let ours = match ownership {
