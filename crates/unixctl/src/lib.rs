@@ -22,20 +22,81 @@ pub fn vswitchd_socket(rundir: &Path) -> io::Result<PathBuf> {
     Ok(rundir.join(format!("ovs-vswitchd.{}.ctl", pid.trim())))
 }
 
-/// Runs one command; its text answer, or its error text as an error.
+/// Runs one command; its text answer, or its error text as an error. The
+/// whole exchange is bounded by [`TIMEOUT`] (see [`call_within`]).
 pub fn call(socket: &Path, method: &str, params: &[&str]) -> io::Result<String> {
+    call_within(socket, method, params, TIMEOUT)
+}
+
+/// Like [`call`], the whole exchange bounded by `deadline` (not each read:
+/// a daemon trickling its answer a byte at a time is cut off too); an
+/// error of kind [`io::ErrorKind::TimedOut`] when it is not answered in
+/// time.
+pub fn call_within(
+    socket: &Path,
+    method: &str,
+    params: &[&str],
+    deadline: Duration,
+) -> io::Result<String> {
+    use std::io::Read;
+    let until = std::time::Instant::now() + deadline;
+    let timed_out = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "{}: {method} not answered within {} s",
+                socket.display(),
+                deadline.as_secs_f64()
+            ),
+        )
+    };
+    let left = || {
+        until
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+    };
     let mut stream = connect_now(socket)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", socket.display())))?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(left().ok_or_else(timed_out)?))?;
     let request = json!({ "id": 0, "method": method, "params": params });
     stream.write_all(request.to_string().as_bytes())?;
-    let answer: Value = serde_json::Deserializer::from_reader(&stream)
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        stream.set_read_timeout(Some(left().ok_or_else(timed_out)?))?;
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timed_out());
+            }
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Err(io::Error::other(format!("{method}: no answer")));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(answer) = parse_answer(&buf) {
+            return answer_text(method, &answer?);
+        }
+    }
+}
+
+/// The answer in `buf`, once it holds a whole JSON value.
+fn parse_answer(buf: &[u8]) -> Option<io::Result<Value>> {
+    match serde_json::Deserializer::from_slice(buf)
         .into_iter::<Value>()
         .next()
-        .ok_or_else(|| io::Error::other(format!("{method}: no answer")))?
-        .map_err(io::Error::other)?;
-    answer_text(method, &answer)
+    {
+        Some(Ok(answer)) => Some(Ok(answer)),
+        Some(Err(e)) if e.is_eof() => None,
+        Some(Err(e)) => Some(Err(io::Error::other(e))),
+        None => None,
+    }
 }
 
 /// Like [`call`], from async code, the whole exchange (connect included)
@@ -64,12 +125,8 @@ pub async fn call_async(
                 return Err(io::Error::other(format!("{method}: no answer")));
             }
             buf.extend_from_slice(&chunk[..n]);
-            let mut answers = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
-            match answers.next() {
-                Some(Ok(answer)) => return answer_text(method, &answer),
-                Some(Err(e)) if e.is_eof() => continue,
-                Some(Err(e)) => return Err(io::Error::other(e)),
-                None => continue,
+            if let Some(answer) = parse_answer(&buf) {
+                return answer_text(method, &answer?);
             }
         }
     };
@@ -220,6 +277,41 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
         assert!(started.elapsed() < Duration::from_secs(2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A daemon that trickles its answer a byte at a time never completes
+    /// it: the deadline bounds the whole call, not each read.
+    #[test]
+    fn an_answer_trickled_forever_is_cut_off_at_the_deadline() {
+        let dir = std::env::temp_dir().join(format!("ovslab-unixctl-drip-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ovs-vswitchd.6.ctl");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let server = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 512];
+                let _ = conn.read(&mut buf).unwrap();
+                let _ = conn.write_all(br#"{"id":0,"result":""#);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if conn.write_all(b"x").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        let err = call_within(&path, "version", &[], Duration::from_millis(300)).unwrap_err();
+        let took = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        server.join().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
