@@ -6,8 +6,10 @@
 //! entered it (cheaper than `setns` between fork and exec: no fork of the
 //! daemon's memory).
 
+use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::IptablesError;
@@ -107,6 +109,36 @@ pub(crate) fn run_with_input(
     run(ns, program, args, Some(input), DEADLINE)
 }
 
+/// Whether the host's `iptables` is iptables-nft (`iptables-save
+/// --version` says `nf_tables`), asked within [`DEADLINE`] in the
+/// daemon's own namespace; false if it cannot tell.
+pub fn is_nf_tables() -> bool {
+    let child = Command::new(SAVE)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        return false;
+    };
+    let stdout = child.stdout.take();
+    let exited = AtomicBool::new(false);
+    let until = Instant::now() + DEADLINE;
+    std::thread::scope(|s| {
+        let pumped = s.spawn(|| pump([None, stdout.map(file), None], b"", until, &exited));
+        if !matches!(wait_until(&mut child, DEADLINE), Ok(Some(_))) {
+            // Our child, not yet reaped: its pid is still its own.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        exited.store(true, Ordering::Release);
+        pumped
+            .join()
+            .is_ok_and(|(out, _, _)| String::from_utf8_lossy(&out).contains("nf_tables"))
+    })
+}
+
 /// Runs `program args` inside `ns`; its stdout, or an error with its stderr.
 pub(crate) fn run_for_output(
     ns: &str,
@@ -150,29 +182,21 @@ fn run(
         .stderr(Stdio::piped());
     let mut child = spawn(ns, program, &mut cmd)?;
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
-    // Write and read from other threads while this one watches the clock,
+    // Write and read from another thread while this one watches the clock,
     // so a large input cannot deadlock against a child blocked on its
     // stderr, and a stuck child cannot hold this thread.
+    let until = Instant::now() + deadline;
+    let exited = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let writer = s.spawn(move || match (stdin, input) {
-            (Some(mut stdin), Some(input)) => stdin.write_all(input.as_bytes()),
-            _ => Ok(()),
+        let pumped = s.spawn(|| {
+            let input = input.map(str::as_bytes).unwrap_or_default();
+            pump(
+                [stdin.map(file), stdout.map(file), stderr.map(file)],
+                input,
+                until,
+                &exited,
+            )
         });
-        let read_all = |pipe: Option<Box<dyn Read + Send>>| {
-            move || {
-                let mut bytes = Vec::new();
-                if let Some(mut pipe) = pipe {
-                    let _ = pipe.read_to_end(&mut bytes);
-                }
-                bytes
-            }
-        };
-        let stdout = s.spawn(read_all(
-            stdout.map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ));
-        let stderr = s.spawn(read_all(
-            stderr.map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ));
         let status = wait_until(&mut child, deadline).map_err(spawn_err);
         let timed_out = matches!(status, Ok(None));
         if timed_out {
@@ -180,11 +204,14 @@ fn run(
             let _ = child.kill();
             let _ = child.wait();
         }
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("stdin writer panicked")));
-        let stdout = stdout.join().unwrap_or_default();
-        let stderr = stderr.join().unwrap_or_default();
+        exited.store(true, Ordering::Release);
+        let (stdout, stderr, written) = pumped.join().unwrap_or_else(|_| {
+            (
+                Vec::new(),
+                Vec::new(),
+                Err(std::io::Error::other("the pipes' thread panicked")),
+            )
+        });
         match status? {
             Some(status) => Ok((
                 std::process::Output {
@@ -202,6 +229,128 @@ fn run(
             }),
         }
     })
+}
+
+/// A pipe end as a plain file, to be used with `poll`.
+fn file(pipe: impl Into<std::os::fd::OwnedFd>) -> File {
+    File::from(pipe.into())
+}
+
+/// How long a child's pipes are read after it exited: a process it
+/// started (a `modprobe` of iptables-legacy's) may hold them open long
+/// after it is gone.
+const PIPES_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+/// Writes `input` to the child's stdin (`pipes[0]`, closed once all is
+/// written) and reads its stdout and stderr (`pipes[1]`, `pipes[2]`), from
+/// one thread with `poll`, until every pipe is done, `until` passes, or
+/// [`PIPES_AFTER_EXIT`] passed since `exited` was set; returns what was
+/// read, and whether all of `input` was written.
+fn pump(
+    mut pipes: [Option<File>; 3],
+    input: &[u8],
+    until: Instant,
+    exited: &AtomicBool,
+) -> (Vec<u8>, Vec<u8>, std::io::Result<()>) {
+    use std::os::fd::AsRawFd;
+    let mut read = [Vec::new(), Vec::new()];
+    let mut written = 0;
+    let mut write_result = Ok(());
+    if input.is_empty() {
+        pipes[0] = None;
+    }
+    for pipe in pipes.iter().flatten() {
+        let fd = pipe.as_raw_fd();
+        // SAFETY: fcntl(2) on a descriptor `pipe` owns.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+    let mut exited_at = None;
+    let mut chunk = [0u8; 16 * 1024];
+    while pipes.iter().any(Option::is_some) {
+        let now = Instant::now();
+        if exited.load(Ordering::Acquire) {
+            exited_at.get_or_insert(now);
+        }
+        let end = exited_at.map_or(until, |at| until.min(at + PIPES_AFTER_EXIT));
+        if now >= end {
+            if pipes[0].is_some() && write_result.is_ok() {
+                write_result = Err(std::io::Error::new(
+                    ErrorKind::TimedOut,
+                    "the input was not all read in time",
+                ));
+            }
+            break;
+        }
+        let mut fds: Vec<(usize, libc::pollfd)> = pipes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|p| (i, p.as_raw_fd())))
+            .map(|(i, fd)| {
+                let events = if i == 0 { libc::POLLOUT } else { libc::POLLIN };
+                (
+                    i,
+                    libc::pollfd {
+                        fd,
+                        events,
+                        revents: 0,
+                    },
+                )
+            })
+            .collect();
+        let mut polled: Vec<libc::pollfd> = fds.iter().map(|(_, p)| *p).collect();
+        // Short slices: `exited` is looked at between them.
+        let slice = (end - now).min(Duration::from_millis(20));
+        // SAFETY: poll(2) on an array of `polled.len()` valid pollfds.
+        let n = unsafe {
+            libc::poll(
+                polled.as_mut_ptr(),
+                polled.len() as libc::nfds_t,
+                slice.as_millis().max(1) as libc::c_int,
+            )
+        };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        for ((i, _), p) in fds.iter_mut().zip(&polled) {
+            if p.revents == 0 {
+                continue;
+            }
+            let i = *i;
+            let Some(pipe) = pipes[i].as_mut() else {
+                continue;
+            };
+            if i == 0 {
+                match pipe.write(&input[written..]) {
+                    Ok(n) => {
+                        written += n;
+                        if written == input.len() {
+                            pipes[0] = None;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        write_result = Err(e);
+                        pipes[0] = None;
+                    }
+                }
+            } else {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => pipes[i] = None,
+                    Ok(n) => read[i - 1].extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => pipes[i] = None,
+                }
+            }
+        }
+    }
+    let [stdout, stderr] = read;
+    (stdout, stderr, write_result)
 }
 
 /// Waits for `child` to exit, at most `deadline`: its status, or `None`
@@ -268,6 +417,69 @@ mod tests {
     const STDERR: &str = "iptables-restore v1.8.9 (nf_tables): Bad IP address \"203.0.113.300\"\n\
                           Error occurred at line: 3\n\
                           Try `iptables-restore -h' or 'iptables-restore --help' for more information.\n";
+
+    fn piped(program: &str, args: &[&str]) -> std::process::Child {
+        Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the child")
+    }
+
+    /// A process the child started that keeps the child's pipes open (a
+    /// `modprobe` of iptables-legacy's) holds their reading only
+    /// [`PIPES_AFTER_EXIT`] beyond the child's exit, not until it ends.
+    #[test]
+    fn pipes_held_by_a_grandchild_are_read_only_briefly_after_the_child_exits() {
+        let mut child = piped("sh", &["-c", "sleep 5 & echo hi"]);
+        let pipes = [
+            None,
+            child.stdout.take().map(file),
+            child.stderr.take().map(file),
+        ];
+        drop(child.stdin.take());
+        let exited = AtomicBool::new(false);
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            let pumped = s.spawn(|| pump(pipes, b"", started + Duration::from_secs(30), &exited));
+            child.wait().unwrap();
+            exited.store(true, Ordering::Release);
+            let (stdout, _, written) = pumped.join().unwrap();
+            assert_eq!(stdout, b"hi\n");
+            assert!(written.is_ok());
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// An input far larger than a pipe goes through whole while the
+    /// output is read, from one thread.
+    #[test]
+    fn a_large_input_goes_through_whole() {
+        let mut child = piped("cat", &[]);
+        let input: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+        let pipes = [
+            child.stdin.take().map(file),
+            child.stdout.take().map(file),
+            child.stderr.take().map(file),
+        ];
+        let exited = AtomicBool::new(false);
+        let (stdout, stderr, written) = pump(
+            pipes,
+            &input,
+            Instant::now() + Duration::from_secs(30),
+            &exited,
+        );
+        assert!(child.wait().unwrap().success());
+        written.unwrap();
+        assert!(stderr.is_empty());
+        assert!(stdout == input, "{} of {} bytes", stdout.len(), input.len());
+    }
 
     #[test]
     fn a_child_is_waited_for_at_most_its_deadline() {

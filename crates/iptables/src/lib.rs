@@ -32,7 +32,7 @@ mod save;
 mod skeleton;
 mod tokens;
 
-pub use apply::{Applied, apply, read};
+pub use apply::{Applied, apply, is_nf_tables, read};
 pub use dhcp::{DHCP_BINARY, dhcp_ruleset};
 pub use diff::{Plan, diff};
 pub use error::IptablesError;

@@ -130,12 +130,7 @@ impl Verified {
 /// reads the rules).
 fn nf_tables() -> bool {
     static NFT: OnceLock<bool> = OnceLock::new();
-    *NFT.get_or_init(|| {
-        std::process::Command::new("iptables-save")
-            .arg("--version")
-            .output()
-            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("nf_tables"))
-    })
+    *NFT.get_or_init(ovslab_iptables::is_nf_tables)
 }
 
 /// Makes namespace `namespace`'s rules of ours exactly `ruleset`, with
