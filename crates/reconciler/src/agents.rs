@@ -139,13 +139,7 @@ impl Agent {
             .parse()
             .ok()?;
         let identity = Identity::of(pid)?;
-        let recorded = std::fs::read_to_string(self.record()).ok().and_then(|t| {
-            let mut w = t.split_whitespace();
-            Some(Identity {
-                pid: w.next()?.parse().ok()?,
-                start: w.next()?.parse().ok()?,
-            })
-        });
+        let recorded = self.read_record();
         if recorded.is_some_and(|r| r.pid == pid && r != identity) {
             return None;
         }
@@ -156,6 +150,25 @@ impl Agent {
             self.write_record(identity);
         }
         Some(identity)
+    }
+
+    fn read_record(&self) -> Option<Identity> {
+        let text = std::fs::read_to_string(self.record()).ok()?;
+        let mut w = text.split_whitespace();
+        Some(Identity {
+            pid: w.next()?.parse().ok()?,
+            start: w.next()?.parse().ok()?,
+        })
+    }
+
+    /// The process to stop: as its pidfile names it ([`Agent::identity`]),
+    /// or, before it wrote one (a dnsmasq not ready yet), as recorded when
+    /// it was started, if that very process still runs as this agent.
+    fn to_stop(&self) -> Option<Identity> {
+        self.identity().or_else(|| {
+            self.read_record()
+                .filter(|r| r.is_current() && self.runs_here(r.pid))
+        })
     }
 
     fn runs_here(&self, pid: u32) -> bool {
@@ -260,8 +273,9 @@ impl Agent {
     /// wakes the audits; a dnsmasq is waited for until it wrote its
     /// pidfile (bounded).
     pub async fn start(&self) -> Result<(), AgentError> {
-        // One left in a namespace that is gone goes first.
-        if let Some(old) = self.identity() {
+        // One left in a namespace that is gone, or one that never got
+        // ready, goes first.
+        if let Some(old) = self.to_stop() {
             terminate(old).await;
         }
         self.write_files(&[])?;
@@ -300,7 +314,8 @@ impl Agent {
             program,
             source,
         })?;
-        if let Some(identity) = child.id().and_then(Identity::of) {
+        let started = child.id().and_then(Identity::of);
+        if let Some(identity) = started {
             self.write_record(identity);
             if let Some(ino) = namespace {
                 let _ = std::fs::write(
@@ -322,6 +337,11 @@ impl Agent {
             let deadline = tokio::time::Instant::now() + READY;
             while self.identity().is_none() {
                 if tokio::time::Instant::now() > deadline {
+                    // Not left running untracked: undone, like any step
+                    // that failed half-way.
+                    if let Some(identity) = started {
+                        terminate(identity).await;
+                    }
                     return Err(AgentError::Exited {
                         what: self.what.clone(),
                         program,
@@ -380,7 +400,7 @@ pub async fn stop_in(dir: &Path) -> Vec<String> {
             dir: dir.to_path_buf(),
             args: Vec::new(),
         };
-        if let Some(identity) = agent.identity() {
+        if let Some(identity) = agent.to_stop() {
             terminate(identity).await;
             done.push(format!(
                 "stopped {} (pid {}) of {}",
@@ -419,6 +439,46 @@ mod tests {
             dir,
             args: vec![],
         }
+    }
+
+    /// A dnsmasq that never writes its pidfile fails its start and is not
+    /// left running, untracked, for the next converge to start another
+    /// beside it.
+    #[tokio::test]
+    #[ignore = "needs root"]
+    async fn an_agent_that_never_gets_ready_is_not_left_running() {
+        ovslab_testkit::require_root("an_agent_that_never_gets_ready_is_not_left_running");
+        let ns = ovslab_testkit::TestNetns::new();
+        let root = std::env::temp_dir().join(format!("ovslab-agent-ready-{}", std::process::id()));
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fake = bin.join("dnsmasq");
+        std::fs::write(&fake, "#!/bin/sh\nwhile :; do sleep 0.1; done\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        // SAFETY: nextest runs this test in a process of its own; nothing
+        // else reads the environment meanwhile.
+        unsafe { std::env::set_var("PATH", path) };
+        let dir = root.join("qdhcp-x");
+        let a = Agent {
+            kind: AgentKind::Dnsmasq,
+            what: "dnsmasq of x".into(),
+            namespace: ns.name.clone(),
+            dir: dir.clone(),
+            args: vec![dir.display().to_string()],
+        };
+        let err = a.start().await.unwrap_err();
+        assert!(matches!(err, AgentError::Exited { .. }), "{err}");
+        let started = a.read_record().expect("the start was recorded");
+        let gone = !started.is_current() || is_zombie(started.pid);
+        stop_in(&dir).await;
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(gone, "the dnsmasq that never got ready still runs");
     }
 
     #[test]
