@@ -27,9 +27,15 @@ impl Root {
     }
 
     fn engine(&self) -> Engine<FakeHost> {
+        self.engine_on(FakeHost::default())
+    }
+
+    /// An engine started on `host` (a daemon started again on what an
+    /// earlier one left).
+    fn engine_on(&self, host: FakeHost) -> Engine<FakeHost> {
         let mut config = EngineConfig::new(&self.0);
         config.dhcp_hook = Some(self.0.join(ovslab_topology::naming::DHCP_HOOK));
-        Engine::with_host(config, FakeHost::default())
+        Engine::with_host(config, host)
     }
 }
 
@@ -801,6 +807,37 @@ async fn an_audit_of_a_node_whose_namespace_outlived_its_name_repairs_it_in_one_
     assert_eq!(repaired, vec![LAB.to_string()]);
     assert!(!busy);
     assert_eq!(summary(engine.host()), reference);
+}
+
+/// A lab the daemon could not adopt at start (its saved topology no
+/// longer reads) keeps its records: an `up` of that name takes its
+/// manifest over, so that its namespaces are still its own, instead of
+/// writing a new one over it (which made them all foreign: the `up` was
+/// refused, and the lab's processes and namespaces were left for good).
+#[tokio::test]
+async fn an_up_takes_over_a_lab_its_daemon_could_not_adopt() {
+    let reference = converged().await;
+    let root = Root::new("unadoptable");
+    let first = root.engine();
+    up(&first).await.unwrap();
+    std::fs::write(
+        root.0.join(LAB).join("topology.yaml"),
+        "lab: seed\nnodes: [",
+    )
+    .unwrap();
+    let left = std::mem::take(&mut *first.host().state());
+    drop(first);
+    let host = FakeHost::default();
+    *host.state() = left;
+    let second = root.engine_on(host);
+    assert!(
+        second.labs().await.is_empty(),
+        "a lab that does not read was adopted"
+    );
+    up(&second).await.unwrap();
+    assert_eq!(summary(second.host()), reference);
+    second.down(LAB).await.unwrap();
+    assert!(second.host().is_empty(), "{}", summary(second.host()));
 }
 
 #[tokio::test]

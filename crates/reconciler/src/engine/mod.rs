@@ -279,13 +279,36 @@ impl<H: Host> Engine<H> {
         lab.topology = topology;
         lab.planned = None;
         let started = Instant::now();
+        // Whether this `up` made the lab's directory: a lab this daemon
+        // could not adopt at start (its saved topology no longer reads)
+        // left one, with the manifest that says which namespaces are its.
+        let mut made_dir = false;
         if fresh {
             // The manifest before the topology: a lab directory with a
             // topology always has one.
+            made_dir = !dir.exists();
             std::fs::create_dir_all(&dir).map_err(|e| ReconcileError::io(&dir, e))?;
-            lab.manifest
-                .save()
-                .map_err(|e| ReconcileError::io(lab.manifest.path(), e))?;
+            let path = dir.join(crate::manifest::MANIFEST_FILE);
+            match Manifest::load(&dir, &name) {
+                // Taken over, never written over: its namespaces stay the
+                // lab's, and its processes are found by their records.
+                Ok(Some(left)) => {
+                    tracing::warn!(
+                        lab = name,
+                        "taking over the records of a lab of that name that was not adopted at start"
+                    );
+                    lab.manifest = left;
+                }
+                Ok(None) => lab
+                    .manifest
+                    .save()
+                    .map_err(|e| ReconcileError::io(lab.manifest.path(), e))?,
+                Err(e) => {
+                    lab.removed = true;
+                    self.unregister(&name, &entry).await;
+                    return Err(ReconcileError::io(&path, e));
+                }
+            }
         }
         let file = dir.join(TOPOLOGY_FILE);
         if std::fs::read_to_string(&file).ok().as_deref() != Some(text) {
@@ -320,7 +343,9 @@ impl<H: Host> Engine<H> {
             // Refused before anything was made: the lab never existed.
             lab.removed = true;
             self.unregister(&name, &entry).await;
-            let _ = remove_run_dir(&dir);
+            if made_dir {
+                let _ = remove_run_dir(&dir);
+            }
             return result.and(Err(ReconcileError::UnknownLab(name)));
         }
         lab.foreign = foreign_names(&warnings);
