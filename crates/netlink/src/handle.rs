@@ -38,6 +38,9 @@ pub struct LinkInfo {
     pub mtu: u32,
     /// IPv6 makes no addresses on it (`addrgenmode none`).
     pub ipv6_addr_gen_none: bool,
+    /// The ifindex of its other end (a veth's peer), when that is in
+    /// another namespace (`IFLA_LINK` with `IFLA_LINK_NETNSID`).
+    pub peer_elsewhere: Option<u32>,
 }
 
 /// An IPv4 route with a gateway, in the main table.
@@ -570,8 +573,11 @@ fn link_info(message: &LinkMessage) -> LinkInfo {
         promisc: message.header.flags.contains(LinkFlags::Promisc),
         ..Default::default()
     };
+    let (mut peer, mut elsewhere) = (None, false);
     for attr in &message.attributes {
         match attr {
+            LinkAttribute::Link(index) => peer = Some(*index),
+            LinkAttribute::LinkNetNsId(_) => elsewhere = true,
             LinkAttribute::IfName(name) => info.name = name.clone(),
             LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
             LinkAttribute::Controller(master) => info.master = Some(*master),
@@ -594,6 +600,7 @@ fn link_info(message: &LinkMessage) -> LinkInfo {
             _ => {}
         }
     }
+    info.peer_elsewhere = peer.filter(|_| elsewhere);
     info
 }
 

@@ -340,6 +340,34 @@ fn ipset_members_are_listed_added_and_deleted_over_netlink() {
     }
 }
 
+/// A veth end whose other end is in another namespace names that end's
+/// ifindex (what tells a lab's link wired to the host); one whose other end
+/// is beside it names none.
+#[tokio::test]
+#[ignore = "needs root"]
+async fn a_veth_end_names_its_other_end_only_when_that_is_elsewhere() {
+    require_root("a_veth_end_names_its_other_end_only_when_that_is_elsewhere");
+    let (a, b) = (Ns::new(), Ns::new());
+    a.ip(&[
+        "link", "add", "a0", "type", "veth", "peer", "name", "b0", "netns", &b.0,
+    ]);
+    a.ip(&["link", "add", "x0", "type", "veth", "peer", "name", "x1"]);
+    let links = |ns: &Ns| {
+        let ns = ns.0.clone();
+        async move { Netlink::connect(&ns).await.unwrap().links().await.unwrap() }
+    };
+    let (in_a, in_b) = (links(&a).await, links(&b).await);
+    let find = |links: &[ovslab_netlink::LinkInfo], name: &str| {
+        links.iter().find(|l| l.name == name).unwrap().clone()
+    };
+    let (a0, b0) = (find(&in_a, "a0"), find(&in_b, "b0"));
+    assert_eq!(a0.peer_elsewhere, Some(b0.index));
+    assert_eq!(b0.peer_elsewhere, Some(a0.index));
+    assert_eq!(find(&in_a, "x0").peer_elsewhere, None);
+    assert_eq!(find(&in_a, "x1").peer_elsewhere, None);
+    assert_eq!(find(&in_a, "lo").peer_elsewhere, None);
+}
+
 #[tokio::test]
 #[ignore = "needs root"]
 async fn hybrid_plug_wiring_across_namespaces() {

@@ -21,6 +21,8 @@ pub struct ActualLink {
     pub mtu: u32,
     /// IPv6 makes no addresses on it (`addrgenmode none`).
     pub ipv6_addr_gen_none: bool,
+    /// The ifindex of its other end, when that is in another namespace.
+    pub peer_elsewhere: Option<u32>,
 }
 
 /// One namespace's links and routes.

@@ -512,6 +512,7 @@ mod tests {
                 tx_checksum: spec.tx_checksum.unwrap_or(true),
                 mtu: spec.mtu.unwrap_or(1500),
                 ipv6_addr_gen_none: spec.no_ipv6,
+                peer_elsewhere: None,
             });
         }
         links.push(crate::actual::ActualLink {

@@ -76,6 +76,12 @@ pub trait Host: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ReconcileError>> + Send;
     /// How many namespaces' links are read or changed at once.
     fn links_at_once(&self) -> usize;
+    /// The veths of the host's own namespace whose other end is elsewhere:
+    /// `(ifindex, the other end's ifindex)`. A lab's link whose other end
+    /// is one of these is never deleted.
+    fn host_veth_ends(
+        &self,
+    ) -> impl Future<Output = Result<std::collections::BTreeSet<(u32, u32)>, ReconcileError>> + Send;
 
     // Each node's OVS processes.
 
@@ -308,6 +314,12 @@ impl Host for RealHost {
     fn links_at_once(&self) -> usize {
         // Every namespace read holds a netlink connection.
         links::Handles::KEPT / 2
+    }
+
+    async fn host_veth_ends(
+        &self,
+    ) -> Result<std::collections::BTreeSet<(u32, u32)>, ReconcileError> {
+        links::host_veth_ends().await
     }
 
     async fn kill_hung(&self, node: &NodeOvs) -> Vec<String> {

@@ -6,7 +6,7 @@
 //! engine's back (a namespace, a port, the flows, the rules, a daemon) and
 //! check that a converge or an audit puts it back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -113,6 +113,9 @@ pub struct State {
     failing: BTreeMap<Step, u32>,
     /// veth ends by (namespace, name): the other end.
     peers: BTreeMap<(String, String), (String, String)>,
+    /// The host's veths whose other end is in a lab's namespace:
+    /// `(ifindex, the other end's ifindex)`.
+    pub host_veth_ends: BTreeSet<(u32, u32)>,
     /// Inodes, ifindexes, uuids, ofports, pids.
     counter: u64,
 }
@@ -202,6 +205,7 @@ impl State {
             tx_checksum: true,
             mtu: 1500,
             ipv6_addr_gen_none: false,
+            peer_elsewhere: None,
         });
         Ok(())
     }
@@ -498,6 +502,26 @@ impl FakeHost {
             .retain(|(here, _), (there, _)| here != name && there != name);
     }
 
+    /// Adds a veth end behind the engine's back whose other end is in a
+    /// namespace that is not the lab's: the host's own (`in_host`) or
+    /// another.
+    pub fn add_veth_to_elsewhere_behind(&self, namespace: &str, name: &str, in_host: bool) {
+        let mut state = self.state();
+        let (index, peer) = (state.next() as u32, state.next() as u32);
+        if in_host {
+            state.host_veth_ends.insert((peer, index));
+        }
+        if let Some(ns) = state.namespaces.get_mut(namespace) {
+            ns.links.links.push(ActualLink {
+                name: name.to_string(),
+                ifindex: index,
+                kind: "veth".to_string(),
+                peer_elsewhere: Some(peer),
+                ..Default::default()
+            });
+        }
+    }
+
     /// Deletes a port from a node's database behind the engine's back.
     pub fn delete_port_behind(&self, node_namespace: &str, bridge: &str, port: &str) {
         if let Some(node) = self.state().nodes.get_mut(node_namespace) {
@@ -606,6 +630,10 @@ impl Host for FakeHost {
 
     fn links_at_once(&self) -> usize {
         4
+    }
+
+    async fn host_veth_ends(&self) -> Result<BTreeSet<(u32, u32)>, ReconcileError> {
+        Ok(self.state().host_veth_ends.clone())
     }
 
     async fn kill_hung(&self, _node: &NodeOvs) -> Vec<String> {

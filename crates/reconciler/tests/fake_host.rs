@@ -840,6 +840,32 @@ async fn an_up_takes_over_a_lab_its_daemon_could_not_adopt() {
     assert!(second.host().is_empty(), "{}", summary(second.host()));
 }
 
+/// A veth end in a lab's namespace that the plan does not know goes, but
+/// not one whose other end is in the host's namespace (someone wired the
+/// lab to the host): deleting an end deletes the other with it.
+#[tokio::test]
+async fn a_veth_wired_to_the_host_is_left_alone_and_any_other_stray_one_goes() {
+    let root = Root::new("host-veth");
+    let engine = root.engine();
+    up(&engine).await.unwrap();
+    let network = node("network");
+    engine
+        .host()
+        .add_veth_to_elsewhere_behind(&network, "to-host", true);
+    engine
+        .host()
+        .add_veth_to_elsewhere_behind(&network, "stray", false);
+    engine.audit().await;
+    let links: Vec<String> = engine.host().state().namespaces[&network]
+        .links
+        .links
+        .iter()
+        .map(|l| l.name.clone())
+        .collect();
+    assert!(links.contains(&"to-host".to_string()), "{links:?}");
+    assert!(!links.contains(&"stray".to_string()), "{links:?}");
+}
+
 #[tokio::test]
 async fn each_audit_is_announced_with_its_repairs() {
     let root = Root::new("events");

@@ -66,6 +66,23 @@ impl Handles {
 /// after 10 s is stuck.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The veths of the daemon's own namespace (the host's) whose other end
+/// is in another namespace: `(ifindex, the other end's ifindex)`. Read on
+/// a runtime thread, which never enters a lab's namespace.
+pub async fn host_veth_ends() -> Result<std::collections::BTreeSet<(u32, u32)>, ReconcileError> {
+    const HOST: &str = "(the host's)";
+    within(HOST, || "read its links".to_string(), async {
+        let nl = Netlink::connect_here().await?;
+        Ok(nl
+            .links()
+            .await?
+            .into_iter()
+            .filter_map(|l| l.peer_elsewhere.map(|peer| (l.index, peer)))
+            .collect())
+    })
+    .await
+}
+
 /// Runs `work` for namespace `namespace` for at most [`DEADLINE`].
 async fn within<T>(
     namespace: &str,
@@ -127,6 +144,7 @@ async fn read_unbounded(
             tx_checksum,
             mtu: l.mtu,
             ipv6_addr_gen_none: l.ipv6_addr_gen_none,
+            peer_elsewhere: l.peer_elsewhere,
         });
     }
     let routes = nl

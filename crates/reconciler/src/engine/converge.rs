@@ -977,8 +977,15 @@ impl<H: Host> Run<'_, H> {
         } else {
             BTreeSet::new()
         };
-        let (lines, created, deferred, read) = converge_links(self.host, desired, &trusted).await?;
+        let LinksDone {
+            lines,
+            created,
+            deferred,
+            read,
+            warnings,
+        } = converge_links(self.host, desired, &trusted).await?;
         self.out.changes.extend(lines);
+        self.out.warnings.extend(warnings);
         self.deferred = deferred;
         for ns in desired
             .namespaces
@@ -1028,8 +1035,9 @@ impl<H: Host> Run<'_, H> {
             metadata: Vec::new(),
             keepalived: Vec::new(),
         };
-        let (lines, ..) = converge_links(self.host, &only, &BTreeSet::new()).await?;
-        self.out.changes.extend(lines);
+        let done = converge_links(self.host, &only, &BTreeSet::new()).await?;
+        self.out.changes.extend(done.lines);
+        self.out.warnings.extend(done.warnings);
         Ok(())
     }
 
@@ -1537,15 +1545,20 @@ async fn node_by_node<F: Future>(work: Vec<F>, at_once: usize) -> Vec<F::Output>
         .await
 }
 
-/// What [`converge_links`] did: the change lines, the devices it created
-/// (namespace, name), the namespaces whose OVS internal ports were missing,
-/// and the namespaces it read.
-type LinksDone = (
-    Vec<String>,
-    BTreeSet<(String, String)>,
-    BTreeSet<String>,
-    BTreeSet<String>,
-);
+/// What [`converge_links`] did.
+#[derive(Default)]
+struct LinksDone {
+    /// One line per change made.
+    lines: Vec<String>,
+    /// The devices it created: (namespace, name).
+    created: BTreeSet<(String, String)>,
+    /// The namespaces whose OVS internal ports were missing.
+    deferred: BTreeSet<String>,
+    /// The namespaces it read.
+    read: BTreeSet<String>,
+    /// What differs from the plan and was left alone, and why.
+    warnings: Vec<String>,
+}
 
 /// Converges every namespace's links but those `trusted` to be as planned
 /// (read only when a veth's end in a namespace read is missing: then its
@@ -1594,8 +1607,9 @@ async fn converge_links<H: Host>(
         read.extend(extra);
     }
     let names: BTreeSet<String> = read.iter().map(|ns| ns.name.clone()).collect();
-    let (lines, created, deferred) = apply_links(host, &handles, &read, actual).await?;
-    Ok((lines, created, deferred, names))
+    let mut done = apply_links(host, &handles, &read, actual).await?;
+    done.read = names;
+    Ok(done)
 }
 
 /// Reads the links of `namespaces`, a bounded number at once: every read
@@ -1651,9 +1665,12 @@ async fn apply_links<H: Host>(
     handles: &Arc<H::Links>,
     namespaces: &[&NamespaceSpec],
     mut actual: Vec<ActualNamespace>,
-) -> Result<(Vec<String>, BTreeSet<(String, String)>, BTreeSet<String>), ReconcileError> {
+) -> Result<LinksDone, ReconcileError> {
     let at_once = host.links_at_once();
     let mut all: Vec<(&str, LinkChange)> = Vec::new();
+    // Each end this deletes whose other end is in another namespace:
+    // (namespace, name) → (its ifindex, the other end's).
+    let mut ends_elsewhere: BTreeMap<(&str, String), (u32, u32)> = BTreeMap::new();
     // A veth end whose peer is not where the plan puts it (the other
     // namespace was deleted and made again while a process kept the old
     // one alive) is deleted, to be made again with its peer.
@@ -1681,6 +1698,11 @@ async fn apply_links<H: Host>(
             actual[k]
                 .routes
                 .retain(|r| !gone.iter().any(|a| a.contains(&r.gateway)));
+            if let Some(l) = actual[k].link(name)
+                && let Some(peer) = l.peer_elsewhere
+            {
+                ends_elsewhere.insert((namespace.as_str(), name.clone()), (l.ifindex, peer));
+            }
             actual[k].links.retain(|l| &l.name != name);
             all.push((
                 namespace.as_str(),
@@ -1693,11 +1715,37 @@ async fn apply_links<H: Host>(
         if ns.ovs_internal.iter().any(|p| actual.link(p).is_none()) {
             deferred.insert(ns.name.clone());
         }
-        all.extend(
-            diff_namespace(ns, Some(&actual))
-                .into_iter()
-                .map(|c| (ns.name.as_str(), c)),
-        );
+        for change in diff_namespace(ns, Some(&actual)) {
+            if let LinkChange::DeleteLink { name } = &change
+                && let Some(l) = actual.link(name)
+                && let Some(peer) = l.peer_elsewhere
+            {
+                ends_elsewhere.insert((ns.name.as_str(), name.clone()), (l.ifindex, peer));
+            }
+            all.push((ns.name.as_str(), change));
+        }
+    }
+    // Deleting a veth end deletes the other with it: one whose other end
+    // is in the host's own namespace (someone wired the lab to the host)
+    // is not the lab's to delete.
+    let mut warnings = Vec::new();
+    if !ends_elsewhere.is_empty() {
+        let host_ends = host.host_veth_ends().await?;
+        all.retain(|(ns, change)| {
+            let LinkChange::DeleteLink { name } = change else {
+                return true;
+            };
+            let Some(&(index, peer)) = ends_elsewhere.get(&(*ns, name.clone())) else {
+                return true;
+            };
+            if !host_ends.contains(&(peer, index)) {
+                return true;
+            }
+            warnings.push(format!(
+                "{ns}: link {name} left alone: its other end is in the host's namespace"
+            ));
+            false
+        });
     }
     all.sort_by_key(|(_, c)| c.phase());
     let mut created = BTreeSet::new();
@@ -1741,7 +1789,13 @@ async fn apply_links<H: Host>(
             .await;
         results.into_iter().collect::<Result<Vec<_>, _>>()?;
     }
-    Ok((lines, created, deferred))
+    Ok(LinksDone {
+        lines,
+        created,
+        deferred,
+        warnings,
+        ..LinksDone::default()
+    })
 }
 
 /// Converges one node's database in one transaction. Returns what it did,
