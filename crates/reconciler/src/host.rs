@@ -511,13 +511,18 @@ impl Host for RealHost {
                 // checks it only 5 s later, so no reply passes vswitchd to
                 // be snooped. Forgotten, the next datagram asks again.
                 tracing::debug!(node = node.node, ?missing, "asking the kernel to ARP again");
-                if let Ok(nl) = ovslab_netlink::Netlink::connect(&node.namespace).await {
-                    for remote in &missing {
-                        let _ = nl
-                            .forget_neighbour(ovslab_topology::naming::BR_OVERLAY, *remote)
-                            .await;
+                let forget = async {
+                    if let Ok(nl) = ovslab_netlink::Netlink::connect(&node.namespace).await {
+                        for remote in &missing {
+                            let _ = nl
+                                .forget_neighbour(ovslab_topology::naming::BR_OVERLAY, *remote)
+                                .await;
+                        }
                     }
-                }
+                };
+                // Within the resolution's own deadline: the kernel holds
+                // its lock for seconds while a large lab goes.
+                let _ = tokio::time::timeout_at(until, forget).await;
                 send_to_discard(node, &missing).await?;
                 nudge = tokio::time::Instant::now() + ASK_AGAIN_AFTER * 3;
             }
@@ -578,8 +583,19 @@ impl Host for RealHost {
         namespace: &str,
         link: &str,
     ) -> Result<Vec<Ipv4Net>, ReconcileError> {
-        let nl = ovslab_netlink::Netlink::connect(namespace).await?;
-        Ok(nl.link(link).await?.addresses)
+        let read = async {
+            let nl = ovslab_netlink::Netlink::connect(namespace).await?;
+            Ok::<_, ReconcileError>(nl.link(link).await?.addresses)
+        };
+        tokio::time::timeout(links::DEADLINE, read)
+            .await
+            .map_err(|_| {
+                ReconcileError::Netlink(ovslab_netlink::NetlinkError::Timeout {
+                    namespace: namespace.to_string(),
+                    what: format!("read the addresses of {link}"),
+                    after: links::DEADLINE,
+                })
+            })?
     }
 
     fn exited(&self) -> &tokio::sync::Notify {
