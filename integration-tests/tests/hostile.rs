@@ -673,6 +673,148 @@ fn a_client_gone_mid_down_leaves_nothing() {
     decoys.assert_untouched();
 }
 
+/// A client that starts `up`s of its lab and goes away, again and again:
+/// each runs to its end, and before, each waited for the ones before it
+/// holding its topology, as many as the client liked. Now at most four of
+/// a lab run or wait; the fifth is refused at once (503), and once they
+/// have ended the lab takes an `up` again.
+#[test]
+#[ignore = "needs root"]
+fn changes_left_by_their_clients_do_not_pile_up() {
+    require_root("changes_left_by_their_clients_do_not_pile_up");
+    let decoys = Decoys::new();
+    // 160 instances: its first `up` takes seconds (0.5 s for the medium lab
+    // here), the time the test needs to queue the others behind it.
+    let yaml = ovslab_topology::generate::scale_topology(4, 40);
+    let lab = Lab::create_with(&rename_lab(&yaml, "seed"), &["--audit-interval", "0"]);
+    let up = request("POST", "/v1/labs", &up_body(&lab));
+    let send = || {
+        let mut client = UnixStream::connect(&lab.daemon.socket).unwrap();
+        client.write_all(&up).unwrap();
+        client
+    };
+    let first = send();
+    wait_until(
+        Duration::from_secs(60),
+        "the up to make a namespace",
+        || !namespaces_of(&lab.name).is_empty(),
+    );
+    let waiting: Vec<UnixStream> = (0..3).map(|_| send()).collect();
+    let logged = |what: &str| {
+        let change = format!("up {} (from ", lab.name);
+        lab.daemon
+            .log()
+            .lines()
+            .filter(|l| l.contains(&change) && l.contains(what))
+            .count()
+    };
+    wait_until(Duration::from_secs(10), "four ups to start", || {
+        logged(": starting") == 4
+    });
+    // Their clients go; the changes go on.
+    drop(first);
+    drop(waiting);
+
+    let started = Instant::now();
+    let (status, answer) = raw(&lab.daemon.socket, &up, Duration::from_secs(60));
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer.contains(&format!(
+            "lab `{}` has 4 changes running or waiting already",
+            lab.name
+        )),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    wait_until(Duration::from_secs(120), "the four ups to end", || {
+        logged(": done in") + logged(": failed after") == 4
+    });
+    let again = lab.up();
+    assert!(again.contains("no changes (already converged)"), "{again}");
+    decoys.assert_untouched();
+}
+
+/// Event streams never take every connection: with `--max-connections 8`,
+/// two streams (a quarter) are served and more are refused (503), and
+/// other requests, `down` included, are answered while they are open.
+/// Before, eight streams locked every other client out (503) until the
+/// daemon restarted.
+#[test]
+#[ignore = "needs root"]
+fn event_streams_leave_room_for_other_requests() {
+    require_root("event_streams_leave_room_for_other_requests");
+    let decoys = Decoys::new();
+    let lab = Lab::create_with(
+        ovslab_topology::SEED_YAML,
+        &["--audit-interval", "0", "--max-connections", "8"],
+    );
+    lab.up();
+    let events = request("GET", &format!("/v1/labs/{}/events", lab.name), "");
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let mut stream = UnixStream::connect(&lab.daemon.socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(&events).unwrap();
+        // A stream's head comes at once, its body only with an audit.
+        let mut head = Vec::new();
+        let mut byte = [0; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        if head.starts_with("HTTP/1.1 200") {
+            streams.push(stream);
+            continue;
+        }
+        assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+        let mut body = String::new();
+        let _ = stream.read_to_string(&mut body);
+        assert!(
+            body.contains("2 event streams are open, the most ovslabd serves at once"),
+            "{body}"
+        );
+    }
+    assert_eq!(streams.len(), 2, "streams served of 8 asked");
+
+    // Other clients are served, several at once, while the streams last.
+    let statuses: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(bin("ovslab"))
+                .arg("--socket")
+                .arg(&lab.daemon.socket)
+                .args(["status", &lab.name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for status in statuses {
+        let out = status.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    lab.daemon.ovslab_ok(&["down", &lab.name]);
+    // And the streams end with their lab.
+    for mut stream in streams {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        assert!(
+            stream.read_to_end(&mut rest).is_ok(),
+            "a stream outlived its lab"
+        );
+    }
+    decoys.assert_untouched();
+}
+
 /// --max-labs and --max-namespaces refuse an `up` (409) before it creates
 /// anything; a lab brought up again counts once.
 #[test]

@@ -10,13 +10,16 @@
 //! | `GET /v1/labs/{lab}/targets/{name}` | — | [`Target`] |
 //! | `GET /v1/labs/{lab}/topology` | — | [`UpRequest`] (the saved topology file) |
 //! | `GET /v1/labs/{lab}/progress` | — | [`UpProgress`] (the phases of its converge in progress, or of the last one) |
-//! | `GET /v1/labs/{lab}/events` | — | a stream: one [`AuditEvent`] per line (JSON), after each audit of the lab, until the lab is removed or the daemon stops |
+//! | `GET /v1/labs/{lab}/events` | — | a stream: one [`AuditEvent`] per line (JSON), after each audit of the lab, until the lab is removed or the daemon stops; 503 when a quarter of the daemon's connections are streams already |
 //! | `POST /v1/labs/{lab}/check` | — | [`CheckReport`] |
 //! | `POST /v1/labs/{lab}/trace` | [`TraceRequest`] | [`TraceReport`] |
 //! | `POST /v1/labs/{lab}/nodes/{node}/fail` | — | [`NodeReport`] |
 //! | `POST /v1/labs/{lab}/nodes/{node}/recover` | — | [`NodeReport`] |
 //!
-//! Every error is an HTTP error status with an [`ApiError`] body.
+//! Every error is an HTTP error status with an [`ApiError`] body (at most
+//! 64 KiB). A change (`POST /v1/labs`, `DELETE`, a node's `fail` or
+//! `recover`) is refused with 503 when 4 changes of its lab, or 32 in all,
+//! run or wait already.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,9 +33,17 @@ pub const SOCKET_ENV: &str = "OVSLAB_SOCKET";
 pub struct UpRequest {
     /// The topology file's text (YAML).
     pub topology: String,
-    /// What error messages call the file (its path, usually).
+    /// What error messages call the file (its path, usually): one line of
+    /// at most [`MAX_SOURCE`] bytes without control characters, else the
+    /// daemon refuses the request (400).
     pub source: String,
 }
+
+/// The longest [`UpRequest::source`] the daemon accepts, in bytes: it
+/// starts every problem line of a refused `up`'s answer, and the daemon's
+/// log lines about the `up`. `ovslab up` sends a longer path shortened to its end
+/// (`…/labs/big.yaml`).
+pub const MAX_SOURCE: usize = 256;
 
 /// What an `up` did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,6 +304,19 @@ pub enum TraceProtocol {
     /// A DHCP exchange from the source instance to its network's DHCP
     /// server (the request's `to` is not used).
     Dhcp,
+}
+
+impl TraceProtocol {
+    /// The port a TCP, UDP or HTTP probe goes to. The daemon refuses 0
+    /// (400), as a topology file's checks do: a port is 1–65535.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            TraceProtocol::Tcp(port) | TraceProtocol::Udp(port) | TraceProtocol::Http(port) => {
+                Some(*port)
+            }
+            TraceProtocol::Icmp | TraceProtocol::Dhcp => None,
+        }
+    }
 }
 
 impl std::fmt::Display for TraceProtocol {

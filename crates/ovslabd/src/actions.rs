@@ -2,6 +2,7 @@
 //! `--labs-dir`, turns into one [`Action`]; [`Action::run`] is the only place
 //! that calls the [`Engine`].
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -106,6 +107,22 @@ impl fmt::Display for Action {
 }
 
 impl Action {
+    /// The lab the action is about; `None` for the list of labs.
+    pub fn lab(&self) -> Option<&str> {
+        match self {
+            Action::Up { topology, .. } => Some(&topology.lab),
+            Action::Down { lab }
+            | Action::Status { lab }
+            | Action::Target { lab, .. }
+            | Action::Check { lab }
+            | Action::Trace { lab, .. }
+            | Action::Topology { lab }
+            | Action::Progress { lab }
+            | Action::Node { lab, .. } => Some(lab),
+            Action::ListLabs => None,
+        }
+    }
+
     /// Changes are logged at info, queries at debug.
     fn changes_something(&self) -> bool {
         matches!(
@@ -194,11 +211,28 @@ impl Action {
 /// the client that asked goes away (its handler is dropped with its
 /// connection), so a lab is never left half made or half removed by a
 /// Ctrl-C. A stop waits for them, for a bounded time (see [`Changes::finish`]).
+///
+/// So a client could queue changes without end, each holding its topology
+/// (up to 4 MiB) while it waits for its lab: at most
+/// [`MAX_CHANGES_PER_LAB`] of a lab and [`MAX_CHANGES`] in all run or wait
+/// at once; one more is refused before it starts.
 #[derive(Debug, Clone, Default)]
-pub struct Changes(Arc<Mutex<ChangeTasks>>);
+pub struct Changes {
+    tasks: Arc<Mutex<ChangeTasks>>,
+    /// The changes that run or wait, by lab. A lock of its own: a change's
+    /// task takes it when it ends (also when a stop aborts it).
+    counts: Arc<Mutex<InProgress>>,
+}
+
+/// The most changes of one lab that run or wait at once: one runs, the
+/// others wait for it (a lab's changes take turns).
+pub const MAX_CHANGES_PER_LAB: usize = 4;
+
+/// The most changes of all labs that run or wait at once.
+pub const MAX_CHANGES: usize = 32;
 
 /// Why a change has no result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unfinished {
     #[error(
         "ovslabd is stopping: the change was not finished (`ovslab up` finishes the lab, \
@@ -207,6 +241,45 @@ pub enum Unfinished {
     Stopping,
     #[error("the change failed unexpectedly (a bug: the daemon's log says where)")]
     Failed,
+    /// Refused before it started: the lab has as many changes as it may.
+    #[error(
+        "lab `{lab}` has {max} changes running or waiting already, the most ovslabd takes \
+         for one lab (also those whose client went away): try again when they have finished"
+    )]
+    LabBusy { lab: String, max: usize },
+    /// Refused before it started: the daemon has as many changes as it may.
+    #[error(
+        "ovslabd has {max} changes running or waiting already, the most it takes (also \
+         those whose client went away): try again when they have finished"
+    )]
+    Busy { max: usize },
+}
+
+/// How many changes run or wait, in all and by lab.
+#[derive(Debug, Default)]
+struct InProgress {
+    total: usize,
+    by_lab: HashMap<String, usize>,
+}
+
+/// One change counted in [`InProgress`] until it is dropped, with the
+/// change's task (when it ends, or is aborted).
+struct Counted {
+    counts: Arc<Mutex<InProgress>>,
+    lab: String,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.total -= 1;
+        if let Some(n) = counts.by_lab.get_mut(&self.lab) {
+            *n -= 1;
+            if *n == 0 {
+                counts.by_lab.remove(&self.lab);
+            }
+        }
+    }
 }
 
 /// A change that panicked is a bug: it goes to the log (its client was
@@ -228,17 +301,41 @@ struct ChangeTasks {
 
 impl Changes {
     fn tasks(&self) -> std::sync::MutexGuard<'_, ChangeTasks> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `work` to its end in a task of its own, whether or not the
-    /// caller still waits for it.
+    /// Counts a change of `lab`, or refuses it when the lab or the daemon
+    /// has as many as it may.
+    fn count(&self, lab: &str) -> Result<Counted, Unfinished> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.by_lab.get(lab).copied().unwrap_or(0) >= MAX_CHANGES_PER_LAB {
+            return Err(Unfinished::LabBusy {
+                lab: lab.to_string(),
+                max: MAX_CHANGES_PER_LAB,
+            });
+        }
+        if counts.total >= MAX_CHANGES {
+            return Err(Unfinished::Busy { max: MAX_CHANGES });
+        }
+        counts.total += 1;
+        *counts.by_lab.entry(lab.to_string()).or_default() += 1;
+        Ok(Counted {
+            counts: self.counts.clone(),
+            lab: lab.to_string(),
+        })
+    }
+
+    /// Runs `work`, a change of `lab`, to its end in a task of its own,
+    /// whether or not the caller still waits for it; refuses it at once
+    /// when too many changes run or wait (see [`Changes`]).
     pub async fn run<T: Send + 'static>(
         &self,
+        lab: &str,
         work: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, Unfinished> {
         let (done, result) = tokio::sync::oneshot::channel();
         {
+            let counted = self.count(lab)?;
             let mut tasks = self.tasks();
             if tasks.closed {
                 return Err(Unfinished::Stopping);
@@ -247,6 +344,7 @@ impl Changes {
                 log_panic(ended);
             }
             tasks.tasks.spawn(async move {
+                let _counted = counted;
                 let _ = done.send(work.await);
             });
         }
@@ -349,7 +447,7 @@ mod tests {
             let changes = changes.clone();
             async move {
                 changes
-                    .run(async move {
+                    .run("seed", async move {
                         let _ = started_tx.send(());
                         let _ = go.await;
                         let _ = finished_tx.send(());
@@ -372,7 +470,7 @@ mod tests {
         let changes = Changes::default();
         let waiting = tokio::spawn({
             let changes = changes.clone();
-            async move { changes.run(std::future::pending::<()>()).await }
+            async move { changes.run("seed", std::future::pending::<()>()).await }
         });
         tokio::task::yield_now().await;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
@@ -383,10 +481,64 @@ mod tests {
             "abandoned"
         );
         assert_eq!(
-            changes.run(async { 1 }).await,
+            changes.run("seed", async { 1 }).await,
             Err(Unfinished::Stopping),
             "nothing new starts"
         );
+    }
+
+    /// A client that starts an `up` of its lab and goes away, again and
+    /// again: each change waits for the one before it, and they are
+    /// refused from the fifth of the lab on, and from the 33rd in all.
+    #[tokio::test]
+    async fn changes_that_run_or_wait_are_bounded_per_lab_and_in_all() {
+        use futures::FutureExt;
+        let changes = Changes::default();
+        let (release, released) = tokio::sync::watch::channel(false);
+        // A change that waits (as an `up` waits for its lab) until released.
+        let waiting = || {
+            let mut released = released.clone();
+            async move {
+                let _ = released.wait_for(|r| *r).await;
+            }
+        };
+        // Each caller goes away at once (`now_or_never` drops it).
+        for _ in 0..MAX_CHANGES_PER_LAB {
+            assert!(changes.run("a", waiting()).now_or_never().is_none());
+        }
+        let refused = changes.run("a", async {}).now_or_never();
+        assert_eq!(
+            refused,
+            Some(Err(Unfinished::LabBusy {
+                lab: "a".into(),
+                max: MAX_CHANGES_PER_LAB
+            }))
+        );
+        let message = refused.unwrap().unwrap_err().to_string();
+        assert!(
+            message.starts_with("lab `a` has 4 changes running or waiting"),
+            "{message}"
+        );
+        // Another lab still has room, and a change that ended counts no more.
+        assert_eq!(changes.run("b", async { 1 }).await, Ok(1));
+        for i in MAX_CHANGES_PER_LAB..MAX_CHANGES {
+            let lab = format!("lab{i}");
+            assert!(changes.run(&lab, waiting()).now_or_never().is_none());
+        }
+        assert_eq!(
+            changes.run("b", async {}).now_or_never(),
+            Some(Err(Unfinished::Busy { max: MAX_CHANGES }))
+        );
+        // Once they end, there is room again.
+        release.send(true).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while changes.run("a", async {}).await.is_err() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the changes that ended still count");
+        assert_eq!(changes.counts.lock().unwrap().total, 0);
     }
 
     #[test]

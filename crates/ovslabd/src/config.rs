@@ -48,8 +48,14 @@ STOPPING=1 on a stop. Logs go to the journal when stderr is connected to it ($JO
 
 Limits: a client must send its whole request header within 5 s of connecting (or of its last
 answer), and its body within 10 s more, at most 4 MiB (else 408 or 413); names in paths and bodies
-must follow the topology file's rules (else 400). An `up` or `down` runs to its end even when its
-client goes away. At most 16 check or trace probes run at once; more wait their turn.
+must follow the topology file's rules, an `up`'s `source` must be one printable line of at most 256
+bytes, and a trace's port 1-65535 (else 400). A refused topology's answer lists its first 100
+problems (at most 32 KiB of them; a last line counts the rest), and no error answer passes 64 KiB.
+A client has 10 s to read its answer before its connection may be closed to make room. Event
+streams (`ovslab ui`) take at most a quarter of --max-connections (64 of 256); more are refused
+(503), so that other requests always find a connection. An `up` or `down` runs to its end even
+when its client goes away; at most 4 changes of one lab, and 32 in all, run or wait at once, and
+one more is refused (503). At most 16 check or trace probes run at once; more wait their turn.
 
 Access: the socket has mode 0660 (group `ovslab` when that group exists); requests from users
 other than root, the daemon's own user and members of group `ovslab` are refused with 403.
@@ -92,8 +98,10 @@ pub struct Config {
     pub stop_grace: f64,
 
     /// The most connections served at once. A new one beyond closes the
-    /// oldest idle connection (waiting for a request), or is refused with
-    /// 503 when every connection has a request in progress.
+    /// oldest idle connection (one waiting for a request, else one whose
+    /// client has left its answer unread for 10 s), or is refused with 503
+    /// when every connection has a request in progress. Event streams may
+    /// hold at most a quarter of them.
     #[arg(long, value_name = "N", default_value_t = crate::connections::DEFAULT_MAX_CONNECTIONS,
           value_parser = at_least_one)]
     pub max_connections: usize,

@@ -5,11 +5,13 @@
 //!
 //! A full table makes room by closing its oldest idle connection (one that
 //! waits for a request header: HTTP lets a server close an idle connection at
-//! any time); a connection whose request is being answered is never closed
-//! for another. When every connection is busy, a new one gets a 503 and is
-//! closed at once. So clients that open connections and send nothing (or
-//! half a header) cannot lock others out, and cost at most
-//! `--max-connections` file descriptors for at most [`HEADER_TIMEOUT`].
+//! any time); a connection whose request is being answered, or whose answer
+//! is not all sent yet, is never closed for another — unless its client has
+//! not read that answer within [`ANSWER_TIMEOUT`]. When every connection is
+//! busy, a new one gets a 503 and is closed at once. So clients that open
+//! connections and send nothing (or half a header) cannot lock others out,
+//! and cost at most `--max-connections` file descriptors for at most
+//! [`HEADER_TIMEOUT`].
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -37,12 +39,27 @@ use crate::server::Peer;
 /// that sends a header byte by byte, is closed.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a stop lets a connection without a request in progress finish
-/// what it was doing (writing its last answer) before it is cut.
+/// How long a client has to read its whole answer (from when hyper took
+/// the last of it) before its connection may be closed to make room for
+/// another. A client that reads has it in milliseconds: a 1 MB answer
+/// fills the socket's buffer five times.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stop lets an idle connection finish what it was doing before
+/// it is cut (one with an answer still to send has the stop's grace).
 const IDLE_AT_STOP: Duration = Duration::from_millis(500);
 
 /// The default of `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// The most event streams (`GET /v1/labs/{lab}/events`) open at once with
+/// `--max-connections max`: a quarter of them (64 of the default 256), at
+/// least one, and always fewer than `max`. A stream's connection stays busy
+/// for as long as its lab exists, so streams must never take the
+/// connections that other requests need.
+pub fn max_streams(max: usize) -> usize {
+    (max / 4).max(1).min(max.saturating_sub(1))
+}
 
 /// What a refused connection reads before it is closed.
 const BUSY_ERROR: &str =
@@ -65,6 +82,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Connections {
     max: usize,
+    /// [`ANSWER_TIMEOUT`] (shorter in tests).
+    answer_timeout: Duration,
     table: Arc<Mutex<BTreeMap<u64, Arc<Slot>>>>,
     tasks: JoinSet<()>,
     next_id: u64,
@@ -73,25 +92,57 @@ pub struct Connections {
 }
 
 /// One connection as the table sees it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Slot {
-    /// [`IDLE`], [`BUSY`] or [`CLOSING`]: a connection is closed to make
-    /// room only by moving it from idle to closing, and takes a request
-    /// only by moving it from idle to busy, so never both.
+    /// [`IDLE`], [`BUSY`], [`SENDING`] or [`CLOSING`]: a connection is
+    /// closed to make room only by moving it from idle (or from sending,
+    /// late) to closing, and takes a request only by moving it from idle
+    /// or sending to busy, so never both.
     state: AtomicU8,
+    /// Since when the connection has been [`SENDING`].
+    sending_since: Mutex<Instant>,
     /// Wakes the connection's task to close it.
     close: Notify,
 }
 
+/// Waits for a request (or has half of its header).
 const IDLE: u8 = 0;
+/// Answers a request: hyper has not taken the whole answer yet.
 const BUSY: u8 = 1;
-const CLOSING: u8 = 2;
+/// Hyper took the whole answer, but part of it is still in hyper's buffer,
+/// waiting for the client to read: closing the connection would cut the
+/// answer off. [`Flushed`] turns it idle once the buffer is empty.
+const SENDING: u8 = 2;
+/// Being closed to make room.
+const CLOSING: u8 = 3;
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            state: AtomicU8::new(IDLE),
+            sending_since: Mutex::new(Instant::now()),
+            close: Notify::new(),
+        }
+    }
+}
 
 impl Slot {
     fn swap(&self, from: u8, to: u8) -> bool {
         self.state
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    fn sending_since(&self) -> MutexGuard<'_, Instant> {
+        self.sending_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the connection closing if its client has left an answer
+    /// unread for longer than `answer_timeout`.
+    fn close_if_unread(&self, answer_timeout: Duration) -> bool {
+        self.state.load(Ordering::Acquire) == SENDING
+            && self.sending_since().elapsed() > answer_timeout
+            && self.swap(SENDING, CLOSING)
     }
 }
 
@@ -110,20 +161,82 @@ impl Drop for Leave {
     }
 }
 
-/// Marks a connection busy while a request is answered, also when the
-/// answer is dropped half-way (its client went away).
+/// Marks a connection busy while a request is answered, until hyper took
+/// the whole answer (or dropped it: its client went away); then sending,
+/// until hyper has written it all.
 struct Busy(Arc<Slot>);
 
 impl Busy {
     /// `None` when the connection is being closed to make room.
     fn new(slot: &Arc<Slot>) -> Option<Self> {
-        slot.swap(IDLE, BUSY).then(|| Busy(slot.clone()))
+        // A request can come while the last answer is still being sent.
+        (slot.swap(IDLE, BUSY) || slot.swap(SENDING, BUSY)).then(|| Busy(slot.clone()))
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.swap(BUSY, IDLE);
+        *self.0.sending_since() = Instant::now();
+        self.0.swap(BUSY, SENDING);
+    }
+}
+
+/// A connection's socket as hyper sees it. hyper flushes the socket only
+/// once its own buffer is empty (`Buffered::poll_flush`): a flush done
+/// means that the answer taken is all written (to the socket's buffer,
+/// which a close does not discard), and ends [`SENDING`].
+struct Flushed {
+    stream: UnixStream,
+    slot: Arc<Slot>,
+}
+
+impl tokio::io::AsyncRead for Flushed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Flushed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let flushed = std::pin::Pin::new(&mut self.stream).poll_flush(cx);
+        if let std::task::Poll::Ready(Ok(())) = flushed {
+            self.slot.swap(SENDING, IDLE);
+        }
+        flushed
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -131,6 +244,7 @@ impl Connections {
     pub fn new(max: usize) -> Self {
         Connections {
             max: max.max(1),
+            answer_timeout: ANSWER_TIMEOUT,
             table: Arc::default(),
             tasks: JoinSet::new(),
             next_id: 0,
@@ -174,14 +288,21 @@ impl Connections {
     }
 
     /// Serves a new connection if there is room, or makes room by closing
-    /// the oldest idle one, or refuses it.
+    /// the oldest idle one (or one whose client did not read its answer in
+    /// time), or refuses it.
     fn admit(&mut self, stream: UnixStream, router: &Router, stop: watch::Receiver<bool>) {
+        let answer_timeout = self.answer_timeout;
         let full = {
             let mut table = self.table();
             if table.len() >= self.max {
                 let idle = table
                     .iter()
                     .find(|(_, slot)| slot.swap(IDLE, CLOSING))
+                    .or_else(|| {
+                        table
+                            .iter()
+                            .find(|(_, slot)| slot.close_if_unread(answer_timeout))
+                    })
                     .map(|(id, _)| *id);
                 match idle.and_then(|id| table.remove(&id)) {
                     Some(slot) => {
@@ -248,7 +369,8 @@ impl Connections {
     }
 }
 
-/// An answer's body, keeping its connection busy until it was all taken.
+/// An answer's body, keeping its connection busy until it was all taken
+/// (then [`SENDING`] until it was all written).
 struct Answering {
     body: Body,
     _busy: Busy,
@@ -309,15 +431,20 @@ async fn serve(
                 Ok(response) => response,
                 Err(never) => match never {},
             };
-            // Busy until hyper took the whole answer: a connection closed to
-            // make room, or by a stop, never loses an answer half-written.
+            // Busy until hyper took the whole answer, then sending until
+            // hyper wrote it all: a connection closed to make room, or by a
+            // stop, never loses an answer half-written.
             Ok::<_, Infallible>(response.map(|body| Body::new(Answering { body, _busy: busy })))
         }
     });
+    let io = Flushed {
+        stream,
+        slot: slot.clone(),
+    };
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(io), service);
     let mut connection = pin!(connection);
     let mut stopping = false;
     // Armed by a stop: the moment an idle connection (one waiting for a
@@ -342,7 +469,7 @@ async fn serve(
                 return;
             }
             _ = slot.close.notified() => {
-                tracing::debug!("closed an idle connection of pid {:?} to make room", peer.pid);
+                tracing::debug!("closed a connection of pid {:?} to make room", peer.pid);
                 return;
             }
             changed = stop.changed(), if !stopping => {
@@ -355,7 +482,8 @@ async fn serve(
                 if slot.swap(IDLE, CLOSING) {
                     return;
                 }
-                // A request came meanwhile: the stop's grace bounds it.
+                // A request came meanwhile, or an answer is still being
+                // sent: the stop's grace bounds it.
                 idle_cut.as_mut().reset(tokio::time::Instant::now() + HEADER_TIMEOUT);
             }
         }
@@ -365,6 +493,145 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The size of `GET /big`'s answer: five times a socket's buffer.
+    const BIG: usize = 1 << 20;
+
+    /// Connections served on a socket of their own: `GET /big` answers
+    /// [`BIG`] bytes, `POST /wait` waits for ever.
+    struct Served {
+        dir: std::path::PathBuf,
+        socket: std::path::PathBuf,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    impl Served {
+        fn start(max: usize, answer_timeout: Duration) -> Self {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "ovslabd-connections-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let socket = dir.join("s.sock");
+            let listener = UnixListener::bind(&socket).unwrap();
+            let router = Router::new()
+                .route("/big", axum::routing::get(|| async { vec![b'x'; BIG] }))
+                .route("/wait", axum::routing::post(std::future::pending::<String>));
+            let server = tokio::spawn(async move {
+                let (_stop, mut stop) = watch::channel(false);
+                let mut connections = Connections::new(max);
+                connections.answer_timeout = answer_timeout;
+                connections
+                    .accept_until(&listener, &router, &mut stop)
+                    .await;
+            });
+            Served {
+                dir,
+                socket,
+                server,
+            }
+        }
+
+        async fn connect(&self) -> UnixStream {
+            UnixStream::connect(&self.socket).await.unwrap()
+        }
+
+        /// A connection that asked for `GET /big` and read 1 KiB of it.
+        async fn slow_reader(&self) -> UnixStream {
+            let mut slow = self.connect().await;
+            slow.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut first = [0; 1024];
+            slow.read_exact(&mut first).await.unwrap();
+            assert!(first.starts_with(b"HTTP/1.1 200"));
+            // hyper takes the whole answer at once, and waits for the client.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            slow
+        }
+
+        /// A connection whose request is in progress (its body never ends).
+        async fn busy(&self) -> UnixStream {
+            let mut busy = self.connect().await;
+            busy.write_all(b"POST /wait HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            busy
+        }
+    }
+
+    impl Drop for Served {
+        fn drop(&mut self) {
+            self.server.abort();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// What is left of an answer of which 1 KiB was read: its length, up to
+    /// the connection's end.
+    async fn rest_of(mut stream: UnixStream) -> usize {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+            .await
+            .expect("the connection did not end")
+            .unwrap();
+        rest.len()
+    }
+
+    /// A client that reads its 1 MB answer slowly got 219,132 of its
+    /// 1,007,827 bytes, then its connection was closed to make room for
+    /// four others (`--max-connections 4`): the connection counted as idle
+    /// once hyper had taken the answer, not once it had written it.
+    #[tokio::test]
+    async fn a_slow_reader_gets_its_whole_answer_while_others_make_room() {
+        let served = Served::start(4, ANSWER_TIMEOUT);
+        let slow = served.slow_reader().await;
+        let mut others = Vec::new();
+        for _ in 0..4 {
+            others.push(served.connect().await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = 1024 + rest_of(slow).await;
+        assert!(got > BIG, "the answer was cut off after {got} bytes");
+    }
+
+    /// A client that never reads its answer holds its connection for
+    /// [`ANSWER_TIMEOUT`] at most, when others need it.
+    #[tokio::test]
+    async fn an_answer_left_unread_gives_way_after_its_deadline() {
+        let served = Served::start(4, Duration::from_millis(300));
+        let slow = served.slow_reader().await;
+        let mut busy = Vec::new();
+        for _ in 0..3 {
+            busy.push(served.busy().await);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The table is full: three busy, one sending for too long.
+        let mut new = served.connect().await;
+        new.write_all(b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), new.read_to_string(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        let got = 1024 + rest_of(slow).await;
+        assert!(got < BIG, "the unread answer held its connection");
+    }
+
+    #[test]
+    fn streams_take_a_quarter_of_the_connections_and_never_all() {
+        assert_eq!(max_streams(DEFAULT_MAX_CONNECTIONS), 64);
+        assert_eq!(max_streams(8), 2);
+        assert_eq!(max_streams(4), 1);
+        assert_eq!(max_streams(2), 1);
+        assert_eq!(max_streams(1), 0);
+    }
 
     #[test]
     fn the_busy_answer_says_its_length() {

@@ -21,10 +21,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use ovslab_api::{ApiError, TraceRequest, UpRequest};
+use ovslab_api::{ApiError, MAX_SOURCE, TraceRequest, UpRequest};
 use ovslab_probe::trace::TraceError;
 use ovslab_reconciler::{Engine, EngineConfig, ReconcileError};
-use ovslab_topology::{lab_name_problem, object_name_problem, printable_lines as printable};
+use ovslab_topology::{
+    is_unsafe, lab_name_problem, object_name_problem, printable_lines as printable, shortened,
+};
 use tokio::net::UnixStream;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
@@ -107,6 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         quotas: quotas.clone(),
         changes: Changes::default(),
         stopping: stop_rx.clone(),
+        streams: Streams::new(crate::connections::max_streams(config.max_connections)),
     };
     let router = router(app.clone(), Access::for_this_process()).layer(
         middleware::from_fn_with_state(status_changed.clone(), status_after_changes),
@@ -212,6 +215,39 @@ pub struct App {
     changes: Changes,
     /// Turns true when the daemon stops: streams end then.
     stopping: tokio::sync::watch::Receiver<bool>,
+    streams: Streams,
+}
+
+/// The event streams open at once, at most
+/// [`crate::connections::max_streams`]: a stream holds its connection for
+/// as long as the lab exists, and with no bound, streams could take every
+/// connection and lock every other client (root's `down` too) out.
+#[derive(Debug, Clone)]
+struct Streams {
+    open: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl Streams {
+    fn new(max: usize) -> Self {
+        Streams {
+            open: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// Room for one more stream, held until it ends; a 503 when none is left.
+    fn open(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
+        self.open.clone().try_acquire_owned().map_err(|_| Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "{} event streams are open, the most ovslabd serves at once (a quarter of \
+                 --max-connections, so that other requests always find a connection): close \
+                 one (a page of `ovslab ui`) and try again",
+                self.max
+            ),
+        })
+    }
 }
 
 /// One pass over the labs directory (at start, and on each SIGHUP; one at a
@@ -478,16 +514,20 @@ async fn perform(app: &App, action: Action) -> Answer {
 
 /// Runs a change to its end, even when its client goes away meanwhile.
 async fn change(app: &App, action: Action) -> Answer {
+    // Every change names its lab.
+    let lab = action.lab().unwrap_or_default().to_string();
     let (engine, quotas) = (app.engine.clone(), app.quotas.clone());
     let done = app
         .changes
-        .run(async move { action.run(&engine, &quotas).await })
+        .run(&lab, async move { action.run(&engine, &quotas).await })
         .await;
     match done {
         Ok(result) => result.map(Json).map_err(Failure::from),
         Err(unfinished) => Err(Failure {
             status: match unfinished {
-                Unfinished::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+                Unfinished::Stopping | Unfinished::LabBusy { .. } | Unfinished::Busy { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 Unfinished::Failed => StatusCode::INTERNAL_SERVER_ERROR,
             },
             message: unfinished.to_string(),
@@ -502,8 +542,10 @@ async fn up(State(app): State<App>, request: Request) -> Answer {
             "malformed request body (expected an UpRequest): {e}"
         ))
     })?;
-    let source = printable(&request.source);
-    let topology = ovslab_topology::parse(&source, &request.topology)
+    if let Some(problem) = source_problem(&request.source) {
+        return Err(Failure::bad_request(problem));
+    }
+    let topology = ovslab_topology::parse(&request.source, &request.topology)
         .map_err(|e| Failure::bad_request(e.to_string()))?;
     checked(&topology.lab, lab_name_problem)?;
     let action = Action::Up {
@@ -511,6 +553,25 @@ async fn up(State(app): State<App>, request: Request) -> Answer {
         text: request.topology,
     };
     change(&app, action).await
+}
+
+/// Why an `up`'s `source` is refused, if it is: it starts every problem
+/// line of the answer and every log line about the lab, so it must be short
+/// ([`MAX_SOURCE`]) and one printable line.
+fn source_problem(source: &str) -> Option<String> {
+    if source.len() > MAX_SOURCE {
+        return Some(format!(
+            "`source` is {} bytes long; at most {MAX_SOURCE} are accepted (it names the topology \
+             file in error messages: send a shorter name)",
+            source.len()
+        ));
+    }
+    let c = source.chars().find(|c| is_unsafe(*c))?;
+    Some(format!(
+        "`source` holds the control character {}: it names the topology file in error \
+         messages, and must be one line of printable text",
+        ovslab_topology::printable(&c.to_string())
+    ))
 }
 
 async fn down(State(app): State<App>, lab: Result<Path<String>, PathRejection>) -> Answer {
@@ -593,7 +654,7 @@ const EVENTS_LAB_CHECK: Duration = Duration::from_secs(5);
 /// `GET /v1/labs/{lab}/events`: one [`ovslab_api::AuditEvent`] per line
 /// after each audit of the lab, for as long as the client reads, the lab
 /// exists and the daemon runs (a stop ends the stream at once, so it never
-/// holds the stop for its grace).
+/// holds the stop for its grace). At most [`Streams`] at once.
 async fn events(
     State(app): State<App>,
     lab: Result<Path<String>, PathRejection>,
@@ -602,7 +663,9 @@ async fn events(
     if !app.engine.labs().await.contains(&lab) {
         return Err(ReconcileError::UnknownLab(lab).into());
     }
+    let room = app.streams.open()?;
     let state = EventStream {
+        _room: room,
         lab,
         events: app.engine.subscribe(),
         engine: app.engine.clone(),
@@ -622,6 +685,8 @@ async fn events(
 
 /// What [`events`] streams from.
 struct EventStream {
+    /// Given back when the stream ends or its client goes.
+    _room: tokio::sync::OwnedSemaphorePermit,
     lab: String,
     events: tokio::sync::broadcast::Receiver<ovslab_api::AuditEvent>,
     engine: Arc<Engine>,
@@ -684,6 +749,12 @@ async fn trace(
         ))
     })?;
     checked(&request.from, object_name_problem)?;
+    if request.protocol.port() == Some(0) {
+        return Err(Failure::bad_request(format!(
+            "{}: a port is 1–65535",
+            request.protocol
+        )));
+    }
     // An address, or the name of what has one.
     if request.to.parse::<Ipv4Addr>().is_err() {
         checked(&request.to, object_name_problem)?;
@@ -822,12 +893,18 @@ impl From<ReconcileError> for Failure {
     }
 }
 
+/// The longest error message answered, in bytes; a longer one loses its
+/// middle. Messages quote what a client sent (a `source`, a name, a value
+/// of its topology); a refused topology's problems are fewer already
+/// ([`ovslab_topology::PROBLEMS_TEXT`]).
+const MAX_ERROR: usize = 64 * 1024;
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         (
             self.status,
             Json(ApiError {
-                error: printable(&self.message).into_owned(),
+                error: shortened(&printable(&self.message), MAX_ERROR).into_owned(),
             }),
         )
             .into_response()
@@ -895,6 +972,39 @@ mod tests {
         let f = checked(&long, object_name_problem).unwrap_err();
         assert!(f.message.len() < 300, "{}", f.message);
         assert!(f.message.contains("10000 bytes"), "{}", f.message);
+    }
+
+    #[test]
+    fn a_source_is_one_short_printable_line() {
+        assert_eq!(source_problem("/etc/ovslab/labs/seed.yaml"), None);
+        assert_eq!(source_problem(""), None);
+        assert_eq!(source_problem(&"é".repeat(MAX_SOURCE / 2)), None);
+        let long = source_problem(&"x".repeat(32 * 1024)).unwrap();
+        assert!(
+            long.starts_with("`source` is 32768 bytes long; at most 256 are accepted"),
+            "{long}"
+        );
+        for bad in ["a\nb.yaml", "x\u{1b}]0;owned\u{7}.yaml", "\u{202e}lmay.exe"] {
+            let problem = source_problem(bad).unwrap();
+            assert!(problem.contains("the control character \\"), "{problem}");
+            assert!(!problem.chars().any(is_unsafe), "{problem:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_is_bounded_whatever_it_quotes() {
+        let message = format!("`{}` is not a name", "x".repeat(10 << 20));
+        let answer = Failure::bad_request(message).into_response();
+        let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(body.len() <= MAX_ERROR + 100, "{} bytes", body.len());
+        let error: ApiError = serde_json::from_slice(&body).unwrap();
+        assert!(
+            error.error.ends_with("xxx` is not a name"),
+            "{}",
+            error.error
+        );
     }
 
     #[test]

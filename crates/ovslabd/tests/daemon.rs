@@ -38,11 +38,16 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A daemon with more options (e.g. `--max-labs 0`).
+    fn start_with(options: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(unique_name("ovslabd-test-"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("s.sock");
-        let child = spawn_daemon(&dir, &socket);
+        let child = spawn_daemon(&dir, &socket, options);
         let mut daemon = Daemon {
             child: Some(child),
             dir,
@@ -114,7 +119,7 @@ impl Drop for Daemon {
     }
 }
 
-fn spawn_daemon(dir: &Path, socket: &Path) -> Child {
+fn spawn_daemon(dir: &Path, socket: &Path, options: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -127,6 +132,7 @@ fn spawn_daemon(dir: &Path, socket: &Path) -> Child {
         .arg(dir.join("run"))
         .arg("--labs-dir")
         .arg(dir.join("none"))
+        .args(options)
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -331,6 +337,112 @@ fn serves_refuses_garbage_and_stops_cleanly_on_sigterm() {
     );
 }
 
+/// One `POST` with a JSON body; returns the status code and the body.
+fn post(socket: &Path, path: &str, body: &str) -> (u16, String) {
+    http(
+        socket,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: ovslabd\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// A refused `up` is answered in a few kilobytes, whatever it sends: a
+/// request of 117 KB (a `source` of 32 KiB, 2000 bad checks) was answered
+/// with 131 MB, the `source` before each problem, and the daemon's memory
+/// went from 13 to 399 MB.
+#[test]
+fn a_refused_up_is_answered_in_few_bytes() {
+    let daemon = Daemon::start();
+    let checks: String = (0..2000)
+        .map(|i| format!("  - {{name: c{i}, from: nowhere{i}, to: internet}}\n"))
+        .collect();
+    let topology =
+        ovslab_topology::SEED_YAML.replacen("checks:\n", &format!("checks:\n{checks}"), 1);
+    let body =
+        |source: &str| serde_json::json!({ "topology": topology, "source": source }).to_string();
+    let error = |answer: &str| -> String {
+        let error: serde_json::Value = serde_json::from_str(answer).unwrap();
+        error["error"].as_str().unwrap().to_string()
+    };
+
+    let (status, answer) = post(&daemon.socket, "/v1/labs", &body(&"s".repeat(32 * 1024)));
+    assert_eq!(status, 400);
+    assert!(answer.len() < 1024, "{} bytes", answer.len());
+    assert!(
+        error(&answer).starts_with("`source` is 32768 bytes long; at most 256 are accepted"),
+        "{answer}"
+    );
+
+    let (status, answer) = post(
+        &daemon.socket,
+        "/v1/labs",
+        &body("x\u{1b}]0;owned\u{7}.yaml"),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        error(&answer).contains("control character \\x1b"),
+        "{answer}"
+    );
+
+    let (status, answer) = post(&daemon.socket, "/v1/labs", &body("bad.yaml"));
+    assert_eq!(status, 400);
+    assert!(answer.len() < 40 * 1024, "{} bytes", answer.len());
+    let text = error(&answer);
+    assert!(text.starts_with("bad.yaml:"), "{text}");
+    assert!(text.contains(" more problems (2000 in all)"), "{text}");
+    assert!(
+        daemon.ovslab(&["status"]).status.success(),
+        "{}",
+        daemon.log()
+    );
+}
+
+/// `ovslab up` of a file whose path is longer than the daemon takes as a
+/// `source` sends the path's end, and the daemon takes it: here it goes on
+/// to the quota, which refuses the lab before anything is made.
+#[test]
+fn a_long_path_reaches_the_daemon_shortened() {
+    let daemon = Daemon::start_with(&["--max-labs", "0"]);
+    let mut dir = daemon.dir.clone();
+    for _ in 0..3 {
+        dir.push("d".repeat(100));
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("seed.yaml");
+    std::fs::write(&file, ovslab_topology::SEED_YAML).unwrap();
+    assert!(file.as_os_str().len() > 300);
+    let out = daemon.ovslab(&["up", file.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--max-labs 0"), "{stderr}");
+    let log = daemon.log();
+    let source = log
+        .split("up seed (from ")
+        .nth(1)
+        .and_then(|rest| rest.split("): starting").next())
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(source.starts_with('…'), "{source}");
+    assert!(source.ends_with("dddd/seed.yaml"), "{source}");
+    assert!(source.len() <= ovslab_api::MAX_SOURCE, "{source}");
+}
+
+/// A trace to port 0 is refused where it enters, as a check's port is
+/// in a topology file.
+#[test]
+fn a_trace_to_port_0_is_refused() {
+    let daemon = Daemon::start();
+    for protocol in ["tcp", "udp", "http"] {
+        let body =
+            format!("{{\"from\": \"a\", \"to\": \"b\", \"protocol\": {{\"{protocol}\": 0}}}}");
+        let (status, answer) = post(&daemon.socket, "/v1/labs/nosuchlab/trace", &body);
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.contains("port 0: a port is 1–65535"), "{answer}");
+    }
+}
+
 #[test]
 fn a_stale_socket_is_replaced() {
     let dir = std::env::temp_dir().join(unique_name("ovslabd-stale-"));
@@ -340,7 +452,7 @@ fn a_stale_socket_is_replaced() {
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
     let mut daemon = Daemon {
-        child: Some(spawn_daemon(&dir, &socket)),
+        child: Some(spawn_daemon(&dir, &socket, &[])),
         dir,
         socket,
     };

@@ -16,7 +16,7 @@
 //!   each instance.
 //! - [`graph`] draws a planned lab as DOT, Mermaid or a standalone SVG.
 //! - [`printable`] escapes control characters in text from a file or a
-//!   client before it is shown or logged.
+//!   client before it is shown or logged; [`shortened`] cuts a long one.
 //! - [`json_schema`] is the JSON Schema of a topology file, generated from
 //!   the types the parser reads it into.
 //!
@@ -37,8 +37,8 @@ mod schema;
 mod validate;
 
 pub use model::*;
-pub use parse::{Diagnostic, TopologyError, parse};
-pub use printable::{is_unsafe, printable, printable_lines};
+pub use parse::{Diagnostic, MESSAGE_MAX, PROBLEMS_SHOWN, PROBLEMS_TEXT, TopologyError, parse};
+pub use printable::{is_unsafe, printable, printable_lines, shortened};
 pub use schema::json_schema;
 pub use validate::{lab_name_problem, object_name_problem, socket_paths_problem};
 

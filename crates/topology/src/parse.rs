@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::model::Topology;
-use crate::printable::printable;
+use crate::printable::{printable, shortened};
 use crate::validate;
 
 /// One problem in a topology file, located.
@@ -33,7 +33,8 @@ pub enum TopologyError {
         column: u32,
         message: String,
     },
-    /// The file parses but breaks one or more rules; all are listed.
+    /// The file parses but breaks one or more rules. `problems` holds them
+    /// all; the text lists the first ones only (see [`PROBLEMS_SHOWN`]).
     #[error("{}", format_invalid(.source_name, .problems))]
     Invalid {
         source_name: String,
@@ -41,20 +42,47 @@ pub enum TopologyError {
     },
 }
 
+/// The text of a [`TopologyError::Invalid`] lists at most this many
+/// problems, and at most [`PROBLEMS_TEXT`] bytes of them; a line counts the
+/// rest (`… and 1900 more problems (2000 in all)`). The text is what the
+/// daemon answers a refused `up` with: a file can hold thousands of
+/// problems (YAML aliases repeat one as often as they like), and each line
+/// names the file.
+pub const PROBLEMS_SHOWN: usize = 100;
+
+/// See [`PROBLEMS_SHOWN`].
+pub const PROBLEMS_TEXT: usize = 32 * 1024;
+
+/// The longest message of a [`Diagnostic`] or a syntax error, in bytes: a
+/// value quoted from the file loses its middle beyond it (see
+/// [`shortened`]).
+pub const MESSAGE_MAX: usize = 1024;
+
 fn format_invalid(source_name: &str, problems: &[Diagnostic]) -> String {
-    problems
-        .iter()
-        .map(|p| {
-            format!(
-                "{}:{}:{}: {}",
-                printable(source_name),
-                p.line,
-                p.column,
-                p.message
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let name = printable(source_name);
+    let mut text = String::new();
+    let mut shown = 0;
+    for p in problems.iter().take(PROBLEMS_SHOWN) {
+        let line = format!("{name}:{}:{}: {}", p.line, p.column, p.message);
+        // The first one always, however long the file's name.
+        if shown > 0 && text.len() + 1 + line.len() > PROBLEMS_TEXT {
+            break;
+        }
+        if shown > 0 {
+            text.push('\n');
+        }
+        text.push_str(&line);
+        shown += 1;
+    }
+    let more = problems.len() - shown;
+    if more > 0 {
+        text.push_str(&format!(
+            "\n… and {more} more problem{} ({} in all)",
+            if more == 1 { "" } else { "s" },
+            problems.len()
+        ));
+    }
+    text
 }
 
 impl fmt::Display for Diagnostic {
@@ -88,7 +116,8 @@ pub fn parse(source_name: &str, text: &str) -> Result<Topology, TopologyError> {
 /// print our own `file:line:column` prefix instead. What it quotes from the
 /// file is escaped.
 fn first_line(message: &str) -> String {
-    printable(message.lines().next().unwrap_or(message).trim()).into_owned()
+    let line = printable(message.lines().next().unwrap_or(message).trim());
+    shortened(&line, MESSAGE_MAX).into_owned()
 }
 
 /// A value and where it is in the file (serde-saphyr's [`Spanned`]): a

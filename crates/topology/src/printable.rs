@@ -36,6 +36,34 @@ fn escape(text: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` cut to at most `max` bytes (not less than 64): the start and the
+/// end are kept, and the middle gives way to `… (N bytes left out) …`. For
+/// a message that quotes a value from a file or a client, which may be
+/// megabytes long: what the message says of it (`… is not an IPv4
+/// address`) is usually at its end.
+pub fn shortened(text: &str, max: usize) -> Cow<'_, str> {
+    let max = max.max(64);
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    // The marker takes at most 40 bytes (20 digits).
+    let keep = max - 40;
+    let mut head = keep * 2 / 3;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - (keep - keep * 2 / 3);
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    Cow::Owned(format!(
+        "{}… ({} bytes left out) …{}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    ))
+}
+
 /// Whether showing `c` raw could act on a terminal or change how the
 /// text around it reads.
 pub fn is_unsafe(c: char) -> bool {
@@ -66,6 +94,21 @@ mod tests {
         assert_eq!(printable("a\nb\tc"), "a\\x0ab\\x09c");
         assert_eq!(printable("\u{9b}2J"), "\\u{9b}2J");
         assert_eq!(printable("abc\u{202e}fed"), "abc\\u{202e}fed");
+    }
+
+    #[test]
+    fn long_text_keeps_its_start_and_end() {
+        assert!(matches!(shortened("short", 100), Cow::Borrowed("short")));
+        let long = format!("address `{}` is not an IPv4 address", "é".repeat(500_000));
+        let short = shortened(&long, 1024);
+        assert!(short.len() <= 1024, "{}", short.len());
+        assert!(short.starts_with("address `éé"), "{short}");
+        assert!(short.ends_with("éé` is not an IPv4 address"), "{short}");
+        assert!(short.contains("… (999"), "{short}");
+        let (head, rest) = short.split_once("… (").unwrap();
+        let left_out: usize = rest.split(' ').next().unwrap().parse().unwrap();
+        let tail = rest.split_once(") …").unwrap().1;
+        assert_eq!(head.len() + left_out + tail.len(), long.len());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 use crate::model::*;
 use crate::naming::{self, DEFAULT_OVERLAY, IFNAME_MAX};
 use crate::parse::*;
-use crate::printable::{is_unsafe, printable};
+use crate::printable::{is_unsafe, printable, shortened};
 
 struct Checker {
     problems: Vec<Diagnostic>,
@@ -29,12 +29,13 @@ impl Checker {
     }
 
     /// Messages quote the file's values: whatever they hold is escaped here,
-    /// so that no problem carries a control character to a terminal.
+    /// so that no problem carries a control character to a terminal, and
+    /// a value of megabytes is quoted in part ([`MESSAGE_MAX`]).
     fn err_at(&mut self, line: u32, column: u32, message: String) {
         self.problems.push(Diagnostic {
             line,
             column,
-            message: printable(&message).into_owned(),
+            message: shortened(&printable(&message), MESSAGE_MAX).into_owned(),
         });
     }
 

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use ovslab_topology::{SEED_YAML, TopologyError, parse};
+use ovslab_topology::{
+    MESSAGE_MAX, PROBLEMS_SHOWN, PROBLEMS_TEXT, SEED_YAML, TopologyError, parse,
+};
 
 /// The seed with `from` replaced by `to` (exactly once).
 fn seed_with(from: &str, to: &str) -> String {
@@ -470,6 +472,77 @@ fn all_problems_are_reported_at_once() {
         panic!()
     };
     assert_eq!(problems.len(), 2, "{problems:?}");
+}
+
+/// The seed with `checks` appended to its checks.
+fn seed_with_checks(checks: &str) -> String {
+    seed_with("checks:\n", &format!("checks:\n{checks}"))
+}
+
+/// A refused file's text lists the first problems only, and says how many
+/// it left out: it is what the daemon answers, and a request of 117 KB with
+/// 2000 bad checks was answered with 131 MB.
+#[test]
+fn thousands_of_problems_are_listed_in_part() {
+    let checks: String = (0..2000)
+        .map(|i| format!("  - {{name: c{i}, from: nowhere{i}, to: internet}}\n"))
+        .collect();
+    let source = "s".repeat(256);
+    let err = parse(&source, &seed_with_checks(&checks)).unwrap_err();
+    let text = err.to_string();
+    let TopologyError::Invalid { problems, .. } = err else {
+        panic!("{text}")
+    };
+    assert_eq!(problems.len(), 2000, "all kept in the list");
+    assert!(
+        text.len() <= PROBLEMS_TEXT + 100,
+        "{} bytes of text",
+        text.len()
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() <= PROBLEMS_SHOWN + 1, "{} lines", lines.len());
+    assert!(lines[0].starts_with(&format!("{source}:")), "{}", lines[0]);
+    let last = lines.last().unwrap();
+    let shown = lines.len() - 1;
+    assert_eq!(
+        *last,
+        format!("… and {} more problems (2000 in all)", 2000 - shown)
+    );
+
+    // A hundred short problems are all there, and nothing is added.
+    let checks: String = (0..PROBLEMS_SHOWN)
+        .map(|i| format!("  - {{name: c{i}, from: nowhere{i}, to: internet}}\n"))
+        .collect();
+    let text = parse("bad.yaml", &seed_with_checks(&checks))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(text.lines().count(), PROBLEMS_SHOWN, "{text}");
+    assert!(!text.contains("more problem"), "{text}");
+}
+
+/// A value of a megabyte, repeated by YAML aliases, is quoted in part in
+/// each problem: before, a 1 MB request was answered with 64 MB.
+#[test]
+fn aliases_of_a_long_value_do_not_multiply_the_text() {
+    // 64 × 1 MB: within serde-saphyr's budget of 64 MiB of scalars.
+    let long = "x".repeat(1_000_000);
+    let mut checks = format!("  - {{name: c0, from: &far {long}, to: internet}}\n");
+    for i in 1..64 {
+        checks.push_str(&format!("  - {{name: c{i}, from: *far, to: internet}}\n"));
+    }
+    let err = parse("bad.yaml", &seed_with_checks(&checks)).unwrap_err();
+    let text = err.to_string();
+    let TopologyError::Invalid { problems, .. } = err else {
+        panic!("{}", text.chars().take(1000).collect::<String>())
+    };
+    assert!(problems.len() >= 64, "{}", problems.len());
+    for p in &problems {
+        assert!(p.message.len() <= MESSAGE_MAX, "{}", p.message.len());
+    }
+    assert!(text.len() <= PROBLEMS_TEXT + 100, "{} bytes", text.len());
+    let first = text.lines().next().unwrap();
+    assert!(first.contains("bytes left out"), "{first}");
+    assert!(first.starts_with("bad.yaml:"), "{first}");
 }
 
 #[test]

@@ -49,14 +49,14 @@ pub struct Args {
     )]
     pub to: Option<String>,
     /// Open a TCP connection to PORT instead of an ICMP echo.
-    #[arg(long, value_name = "PORT", conflicts_with_all = ["udp", "http", "dhcp"])]
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["udp", "http", "dhcp"], value_parser = port)]
     pub tcp: Option<u16>,
     /// Send a UDP datagram to PORT instead of an ICMP echo.
-    #[arg(long, value_name = "PORT", conflicts_with_all = ["http", "dhcp"])]
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["http", "dhcp"], value_parser = port)]
     pub udp: Option<u16>,
     /// GET /latest/meta-data/instance-id over HTTP from PORT (e.g. 80 to
     /// 169.254.169.254, the metadata service).
-    #[arg(long, value_name = "PORT", conflicts_with = "dhcp")]
+    #[arg(long, value_name = "PORT", conflicts_with = "dhcp", value_parser = port)]
     pub http: Option<u16>,
     /// A DHCP exchange (DISCOVER to ACK) from SRC, an instance on a DHCP
     /// network, to its network's DHCP server.
@@ -70,6 +70,15 @@ pub struct Args {
     /// "lost": {"last_seen", "next_expected"}, "elapsed_ms"}.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A TCP or UDP port: 1–65535 (the daemon refuses 0).
+fn port(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(0) => Err("a port is 1–65535".into()),
+        Ok(port) => Ok(port),
+        Err(e) => Err(format!("{e} (a port is 1–65535)")),
+    }
 }
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
@@ -195,6 +204,14 @@ fn hop_lines(out: &mut String, h: &TraceHop, width: usize) {
 mod tests {
     use super::*;
     use ovslab_api::{BridgeTrace, FlowStep, TraceEncapsulation, TraceLoss};
+
+    #[test]
+    fn a_port_is_1_to_65535() {
+        assert_eq!(port("22"), Ok(22));
+        assert_eq!(port("65535"), Ok(65535));
+        assert_eq!(port("0"), Err("a port is 1–65535".to_string()));
+        assert!(port("65536").unwrap_err().ends_with("(a port is 1–65535)"));
+    }
 
     fn hop(number: usize, leg: &str, place: &str, device: &str, vlan: Option<u16>) -> TraceHop {
         TraceHop {

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use ovslab_api::{UpReport, UpRequest};
+use ovslab_api::{MAX_SOURCE, UpReport, UpRequest};
 use ovslab_topology::{Topology, printable};
 
 use crate::client::Client;
@@ -76,7 +76,7 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
             "/v1/labs",
             &UpRequest {
                 topology: text,
-                source,
+                source: source_for_the_daemon(&source),
             },
         )
     })?;
@@ -86,6 +86,21 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", format_report(&report, &topology, args.verbose));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the daemon is told the file is called: the path as given, its
+/// control characters escaped, and at most [`MAX_SOURCE`] bytes, the most
+/// the daemon accepts (a longer path keeps its end: `…/labs/big.yaml`).
+pub fn source_for_the_daemon(path: &str) -> String {
+    let name = printable(path);
+    if name.len() <= MAX_SOURCE {
+        return name.into_owned();
+    }
+    let mut start = name.len() - (MAX_SOURCE - '…'.len_utf8());
+    while !name.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &name[start..])
 }
 
 /// The changes (with `verbose`), the warnings, then a summary: what the
@@ -146,6 +161,20 @@ mod tests {
         let (source, text) = resolve(Some(arg)).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!((source.as_str(), text.as_str()), (arg, "lab: x\n"));
+    }
+
+    #[test]
+    fn the_daemon_is_sent_a_short_printable_name() {
+        assert_eq!(source_for_the_daemon("labs/seed.yaml"), "labs/seed.yaml");
+        assert_eq!(
+            source_for_the_daemon("a\nb\u{1b}.yaml"),
+            "a\\x0ab\\x1b.yaml"
+        );
+        let deep = format!("/home/me/{}lab.yaml", "très-long/".repeat(400));
+        let sent = source_for_the_daemon(&deep);
+        assert!(sent.len() <= MAX_SOURCE, "{}", sent.len());
+        assert!(sent.starts_with('…'), "{sent}");
+        assert!(sent.ends_with("très-long/lab.yaml"), "{sent}");
     }
 
     fn report(changes: &[&str], warnings: &[&str], elapsed_ms: u64) -> UpReport {

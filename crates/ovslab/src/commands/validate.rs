@@ -14,10 +14,10 @@ use crate::BadInput;
     long_about = "Parse and validate a topology file only; nothing is touched and no daemon \
 is needed.\n\n\
 Prints `FILE: ok (lab NAME: N nodes, M instances)` and exits 0, or one `FILE:LINE:COLUMN: problem` \
-line per problem and exits 2.\n\n\
+line per problem and exits 2 (the first 100 problems; a last line counts the others).\n\n\
 --json prints one object on standard output either way: {\"file\", \"valid\": true, \"lab\", \
 \"nodes\", \"instances\"}, or {\"file\", \"valid\": false, \"problems\": [{\"line\", \"column\", \
-\"message\"}]} (exit 2; a file that cannot be read has one problem at line 0).",
+\"message\"}]} with every problem (exit 2; a file that cannot be read has one problem at line 0).",
     after_help = "Exit status: 0 valid, 2 not valid (or unreadable)."
 )]
 pub struct Args {
