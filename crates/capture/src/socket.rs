@@ -8,9 +8,10 @@
 //! only sees what it forwards when promiscuous) adds a membership that the
 //! kernel drops when the socket closes: nothing is left changed.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ovslab_netlink::netns;
 
@@ -36,8 +37,24 @@ pub struct Packet {
     pub time: SystemTime,
 }
 
-/// Each socket's receive buffer: 8 MiB, thousands of frames.
+/// Each socket's receive buffer: 8 MiB, thousands of frames. A bound,
+/// not an allocation: the kernel takes memory only for frames queued.
 const RECEIVE_BUFFER: libc::c_int = 8 << 20;
+
+/// The most frames one [`PacketSocket::drain`] returns: a few
+/// milliseconds of reading.
+pub const DRAIN_FRAMES: usize = 4096;
+
+/// The most bytes of frames one [`PacketSocket::drain`] returns (a frame
+/// may be a 64 KiB GSO aggregate).
+pub const DRAIN_BYTES: usize = 4 << 20;
+
+/// The most frames a socket's queue can hold at once: the kernel counts
+/// twice the buffer asked for (its bookkeeping, socket(7) `SO_RCVBUF`) and
+/// each frame's whole allocation, more than 512 bytes however small the
+/// frame. [`PacketSocket::drain_queued`] reads no more than this: any
+/// frame beyond arrived after it began.
+pub const QUEUED_FRAMES_MAX: usize = 2 * RECEIVE_BUFFER as usize / 512;
 
 /// An AF_PACKET socket on one interface.
 #[derive(Debug)]
@@ -197,13 +214,38 @@ impl PacketSocket {
         self.try_recv()
     }
 
-    /// Every frame queued now.
+    /// The frames queued now, oldest first, but at most [`DRAIN_FRAMES`]
+    /// of them and [`DRAIN_BYTES`] in all; the rest stay queued for the
+    /// next call. A socket flooded faster than it is read so never keeps
+    /// its caller: the caller gets control back, looks at its deadline and
+    /// reads again.
     pub fn drain(&self) -> io::Result<Vec<Packet>> {
-        let mut packets = Vec::new();
-        while let Some(p) = self.try_recv()? {
-            packets.push(p);
+        Ok(batch(|| self.try_recv())?.0)
+    }
+
+    /// Reads what was queued when it was called, [`Self::drain`] by
+    /// [`Self::drain`], handing each frame to `each`: until the queue is
+    /// empty, but at most [`QUEUED_FRAMES_MAX`] frames (a flood refills
+    /// the queue as fast as it is read, with frames that came later), and
+    /// no more batches once `deadline` has passed (one is always read).
+    /// Says whether it emptied the queue.
+    pub fn drain_queued(
+        &self,
+        deadline: Instant,
+        mut each: impl FnMut(Packet),
+    ) -> io::Result<bool> {
+        let mut read = 0;
+        loop {
+            let (packets, emptied) = batch(|| self.try_recv())?;
+            read += packets.len();
+            packets.into_iter().for_each(&mut each);
+            if emptied {
+                return Ok(true);
+            }
+            if read >= QUEUED_FRAMES_MAX || Instant::now() >= deadline {
+                return Ok(false);
+            }
         }
-        Ok(packets)
     }
 
     /// Sends one whole Ethernet frame out of the interface.
@@ -217,7 +259,12 @@ impl PacketSocket {
     }
 
     fn recv_flags(&self, flags: libc::c_int) -> io::Result<Option<Packet>> {
-        let mut scratch = vec![0u8; SNAPLEN];
+        SCRATCH.with_borrow_mut(|scratch| self.recv_into(scratch, flags))
+    }
+
+    /// Receives one frame into `scratch` ([`SNAPLEN`] long: longer frames
+    /// are cut to it) and returns a right-sized copy of it.
+    fn recv_into(&self, scratch: &mut [u8], flags: libc::c_int) -> io::Result<Option<Packet>> {
         // u64s: control messages must be aligned for their headers.
         let mut control = [0u64; 16];
         // SAFETY: sockaddr_ll is plain data; zeroes are valid.
@@ -244,9 +291,12 @@ impl PacketSocket {
             };
         }
         let wire_len = n as usize;
-        // A right-sized copy: a kept packet must not hold on to the whole
-        // snap length (a check keeps hundreds of frames of a busy lab).
-        let mut buf = scratch[..wire_len.min(SNAPLEN)].to_vec();
+        // A right-sized copy (with room for a VLAN tag put back): a kept
+        // packet must not hold on to the whole snap length (a check keeps
+        // hundreds of frames of a busy lab).
+        let kept = &scratch[..wire_len.min(scratch.len())];
+        let mut buf = Vec::with_capacity(kept.len() + 4);
+        buf.extend_from_slice(kept);
         // SAFETY: recvmsg(2) just filled `msg`'s control buffer, which
         // outlives the call.
         let (tag, time) = unsafe { control_messages(&msg) };
@@ -266,6 +316,28 @@ impl PacketSocket {
             time: time.unwrap_or_else(SystemTime::now),
         }))
     }
+}
+
+thread_local! {
+    /// The buffer frames are received into, one per thread and zeroed
+    /// once: each frame is then copied out at its own size.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SNAPLEN]);
+}
+
+/// The frames `next` gives until it has none left, [`DRAIN_FRAMES`] of
+/// them or [`DRAIN_BYTES`], whichever comes first; and whether `next` ran
+/// out (the queue is empty).
+fn batch(mut next: impl FnMut() -> io::Result<Option<Packet>>) -> io::Result<(Vec<Packet>, bool)> {
+    let mut packets = Vec::new();
+    let mut bytes = 0;
+    while packets.len() < DRAIN_FRAMES && bytes < DRAIN_BYTES {
+        let Some(packet) = next()? else {
+            return Ok((packets, true));
+        };
+        bytes += packet.data.len();
+        packets.push(packet);
+    }
+    Ok((packets, false))
 }
 
 /// A failure to open a socket on `interface` in `ns`, named so. The kind
@@ -367,6 +439,35 @@ mod tests {
         assert_eq!(&f[12..16], &[0x81, 0x00, 0x00, 101]);
         assert_eq!(&f[16..], &[0x08, 0x00, 0x45]);
         assert_eq!(&f[..12], &(0..12).collect::<Vec<u8>>()[..]);
+    }
+
+    fn packet(len: usize) -> Packet {
+        Packet {
+            data: vec![0; len],
+            wire_len: len,
+            direction: Direction::In,
+            time: UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_batch_ends_at_its_frame_or_byte_cap_however_many_are_queued() {
+        // An endless queue of small frames: DRAIN_FRAMES, and more left.
+        let (small, emptied) = batch(|| Ok(Some(packet(60)))).unwrap();
+        assert_eq!((small.len(), emptied), (DRAIN_FRAMES, false));
+        // Of 64 KiB aggregates: DRAIN_BYTES' worth.
+        let (large, emptied) = batch(|| Ok(Some(packet(SNAPLEN)))).unwrap();
+        assert_eq!((large.len(), emptied), (DRAIN_BYTES / SNAPLEN, false));
+        // A queue that runs out: all of it.
+        let mut left = 3;
+        let next = || {
+            Ok((left > 0).then(|| {
+                left -= 1;
+                packet(60)
+            }))
+        };
+        let (few, emptied) = batch(next).unwrap();
+        assert_eq!((few.len(), emptied), (3, true));
     }
 
     /// A msghdr whose control buffer holds one control message of `level`

@@ -1,7 +1,9 @@
 //! Root tests: a real veth pair in a private namespace.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
+use ovslab_capture::socket::{DRAIN_FRAMES, QUEUED_FRAMES_MAX};
 use ovslab_capture::{Direction, Frame, L4, PacketSocket, PcapWriter, Tunnel, TunnelKind};
 use ovslab_testkit::{TestNetns, require_root};
 
@@ -112,6 +114,84 @@ fn an_optional_interface_that_is_not_there_is_none_but_a_missing_namespace_is_an
     );
     let gone = ovslab_testkit::unique_name("ovslab-gone-");
     assert!(PacketSocket::open_if_present(&gone, "eth3", false).is_err());
+}
+
+/// Whether `packet` is our echo with ICMP identifier `id`.
+fn echo_with_id(packet: &ovslab_capture::Packet, id: u16) -> bool {
+    Frame::parse(&packet.data)
+        .is_some_and(|f| matches!(f.l4(), Some(L4::Icmp { id: i, .. }) if i == id))
+}
+
+/// `tagged_echo` with ICMP identifier `id`.
+fn echo_of(id: u16) -> Vec<u8> {
+    let mut f = tagged_echo(101);
+    f[42..44].copy_from_slice(&id.to_be_bytes());
+    f
+}
+
+/// A drain returns at most `DRAIN_FRAMES`, leaving the rest queued for
+/// the next (it once read until the queue was empty, however long a
+/// flood kept it full); `drain_queued` reads what was queued, and under
+/// a flood it still returns, long before its deadline, with the frames
+/// that were there first.
+#[test]
+#[ignore = "needs root"]
+fn a_drain_is_bounded_and_leaves_the_rest_queued_even_under_a_flood() {
+    require_root("a_drain_is_bounded_and_leaves_the_rest_queued_even_under_a_flood");
+    let ns = TestNetns::new();
+    ns.exec(&[
+        "ip", "link", "add", "dr-a", "type", "veth", "peer", "name", "dr-b",
+    ]);
+    ns.exec(&["ip", "link", "set", "dr-a", "up"]);
+    ns.exec(&["ip", "link", "set", "dr-b", "up"]);
+    let sender = PacketSocket::open(&ns.name, "dr-a", false).unwrap();
+    // Sees what the sender sends (and whatever the namespace's IPv6 adds).
+    let watch = PacketSocket::open(&ns.name, "dr-a", false).unwrap();
+    let sent = DRAIN_FRAMES + 1000;
+    for _ in 0..sent {
+        sender.send(&echo_of(0x1234)).unwrap();
+    }
+    let first = watch.drain().unwrap();
+    assert_eq!(first.len(), DRAIN_FRAMES);
+    let mut rest = 0;
+    let emptied = watch
+        .drain_queued(Instant::now() + Duration::from_secs(5), |p| {
+            rest += usize::from(echo_with_id(&p, 0x1234));
+        })
+        .unwrap();
+    assert!(emptied);
+    let ours = first.iter().filter(|p| echo_with_id(p, 0x1234)).count();
+    assert_eq!(ours + rest, sent, "every frame read, none twice");
+
+    // One frame, then a flood behind it.
+    sender.send(&echo_of(0x4321)).unwrap();
+    let flooding = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let until = Instant::now() + Duration::from_secs(20);
+            while flooding.load(Ordering::Relaxed) && Instant::now() < until {
+                let _ = sender.send(&echo_of(0x9999));
+            }
+        });
+        // The queue fills.
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let (mut first_seen, mut read) = (false, 0);
+        watch
+            .drain_queued(started + Duration::from_secs(10), |p| {
+                first_seen |= echo_with_id(&p, 0x4321);
+                read += 1;
+            })
+            .unwrap();
+        let took = started.elapsed();
+        let batch = watch.drain().unwrap().len();
+        flooding.store(false, Ordering::Relaxed);
+        eprintln!("under a flood: {read} frames in {took:?}, then a batch of {batch}");
+        assert!(first_seen, "the frame before the flood was read");
+        assert!(read <= QUEUED_FRAMES_MAX + DRAIN_FRAMES, "{read} frames");
+        assert!(took < Duration::from_secs(3), "{took:?} for {read} frames");
+        assert!(batch <= DRAIN_FRAMES);
+    });
 }
 
 /// Two namespaces joined by a veth, `tun-a` 172.16.0.11/24 and `tun-b`

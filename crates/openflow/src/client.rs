@@ -18,6 +18,7 @@ use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::connection::{self, Command};
+pub use crate::connection::{MAX_DUMP_BYTES, MAX_UNSENT};
 use crate::consts::OFP_VERSION_1_3;
 use crate::error::OpenflowError;
 use crate::error_msg::{ErrorMsg, OFPET_HELLO_FAILED, OFPHFC_INCOMPATIBLE};

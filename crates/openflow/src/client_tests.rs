@@ -375,3 +375,90 @@ async fn a_silent_switch_bounds_the_handshake_and_every_batch() {
         .expect_err("no stats reply");
     assert!(err.is_timeout(), "{err:?}");
 }
+
+/// A switch that answers a flow dump with parts flagged "more" for ever:
+/// the dump fails once the reply passes `MAX_DUMP_BYTES`, without waiting
+/// for its deadline, and the connection still serves. It once gathered
+/// every part for as long as the switch sent them.
+#[tokio::test]
+async fn a_dump_that_never_ends_fails_past_the_cap() {
+    use crate::connection::MAX_DUMP_BYTES;
+    let sock = TempSocket::new("endless");
+    let listener = UnixListener::bind(sock.path()).expect("bind");
+    let path = sock.path();
+    let connecting =
+        tokio::spawn(
+            async move { Client::connect_with_timeout(&path, Duration::from_secs(60)).await },
+        );
+    let mut switch = FakeSwitch::accept(&listener).await;
+    switch.handshake().await;
+    let client = connecting.await.expect("join").expect("connect");
+    let dumping = tokio::spawn({
+        let client = client.clone();
+        async move { client.dump_flows(FlowStatsRequest::default()).await }
+    });
+    let (xid, _) = switch.recv().await;
+    // As many flows as fit one part, sent again and again.
+    let flows: Vec<FlowStats> = (0..600).map(stats).collect();
+    let part = Message::MultipartReply(MultipartReply {
+        flags: OFPMPF_REPLY_MORE,
+        body: MultipartReplyBody::Flow(flows),
+    })
+    .encode(xid)
+    .expect("encode");
+    let mut sent = 0;
+    while !dumping.is_finished() && sent <= 2 * MAX_DUMP_BYTES {
+        switch.send_bytes(&part).await;
+        sent += part.len();
+    }
+    let dumped = tokio::time::timeout(Duration::from_secs(5), dumping)
+        .await
+        .unwrap_or_else(|_| panic!("the dump still gathers after {sent} bytes"))
+        .expect("join");
+    let err = dumped.expect_err("too large");
+    assert!(
+        matches!(err, OpenflowError::ReplyTooLarge { received, .. } if received > MAX_DUMP_BYTES),
+        "{err:?}"
+    );
+    // Past the cap by no more than the socket's buffers hold.
+    assert!(sent <= MAX_DUMP_BYTES + (1 << 20), "{sent} bytes sent");
+    // Its later parts are ignored; the next request is answered.
+    switch.send_bytes(&part).await;
+    let asking = tokio::spawn(async move { client.features().await });
+    let (xid, _) = switch.recv().await;
+    switch.send(xid, Message::FeaturesReply(features())).await;
+    asking.await.expect("join").expect("features");
+}
+
+/// A switch that sends echo requests and never reads: once their replies
+/// waiting to be written pass `MAX_UNSENT`, the client closes the
+/// connection (its writer, blocked on the full socket, too), and later
+/// requests fail with `Closed`. The replies once piled up for as long as
+/// the switch asked, and the writer kept the socket open.
+#[tokio::test]
+async fn a_switch_that_reads_nothing_is_cut_off_when_too_much_waits_for_it() {
+    use crate::connection::MAX_UNSENT;
+    let (_sock, client, mut switch) = setup("unread").await;
+    let echo = Message::EchoRequest(vec![7; 65_000])
+        .encode(0xee)
+        .expect("encode");
+    let mut sent = 0;
+    let closed = loop {
+        let write = switch.stream.write_all(&echo);
+        match tokio::time::timeout(Duration::from_secs(5), write).await {
+            Ok(Ok(())) => sent += echo.len(),
+            Ok(Err(_)) => break true,
+            // Nobody reads, yet the connection is not closed.
+            Err(_) => break false,
+        }
+        if sent > 2 * MAX_UNSENT {
+            break false;
+        }
+    };
+    assert!(
+        closed,
+        "the client did not close after {sent} bytes of echo requests"
+    );
+    let err = client.features().await.expect_err("closed");
+    assert!(matches!(err, OpenflowError::Closed), "{err:?}");
+}

@@ -5,12 +5,21 @@
 //! reading a connection while about 100 of its replies wait to be sent
 //! (connmgr's reply limit), so a large batch of flow_mods that all fail
 //! would deadlock a connection that wrote the whole batch before reading.
+//!
+//! What the switch can make the task hold is bounded: a flow dump's reply
+//! by [`MAX_DUMP_BYTES`] (and a dump nobody waits for any more is dropped
+//! as its next part arrives), what waits to be written by [`MAX_UNSENT`]
+//! (a switch that sends echo requests and reads nothing would otherwise
+//! pile up their replies), each message by OpenFlow's 16-bit length.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::error::OpenflowError;
@@ -23,6 +32,23 @@ use crate::message::{
 };
 
 type Reply<T> = oneshot::Sender<Result<T, OpenflowError>>;
+
+/// The most a flow dump's reply may carry, counted in OpenFlow bytes: 64
+/// MiB. The largest bridge of a lab is a br-tun with l2population, with a
+/// unicast flow and an ARP reply per remote port: about 10,000 flows on
+/// the network node of the 10,000-instance lab, 20,000 at the 20,000
+/// namespaces the daemon allows, whose dump is 3.8 MB (measured,
+/// `a_dump_of_the_largest_lab_bridge_is_well_under_the_cap`). A reply
+/// still growing past seventeen times that is a switch gone wrong, and
+/// the dump fails instead of gathering it.
+pub const MAX_DUMP_BYTES: usize = 64 << 20;
+
+/// The most bytes that may wait to be written to the switch: 64 MiB. The
+/// largest batch, the flows of that br-tun from nothing, is about as large
+/// as its dump; an echo reply is a few bytes. A switch that leaves more
+/// unread does not read (while it may still send echo requests whose
+/// replies would pile up), and the connection is closed.
+pub const MAX_UNSENT: usize = 64 << 20;
 
 /// A request from a [`crate::Client`] handle.
 #[derive(Debug)]
@@ -39,6 +65,8 @@ enum Pending {
     Features(Reply<FeaturesReply>),
     Flows {
         flows: Vec<FlowStats>,
+        /// The OpenFlow bytes of the parts received so far.
+        bytes: usize,
         reply: Reply<Vec<FlowStats>>,
     },
     Barrier {
@@ -68,25 +96,32 @@ pub(crate) fn spawn(
     commands: mpsc::Receiver<Command>,
 ) {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    tokio::spawn(write_loop(writer, out_rx));
-    let dispatcher = Dispatcher {
+    let unsent = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(write_loop(writer, out_rx, unsent.clone()));
+    let dispatcher = Dispatcher::new(
         commands,
         reader,
-        out: out_tx,
+        Output {
+            queue: out_tx,
+            unsent,
+            writer: Some(writer),
+        },
         decoder,
-        next_xid: 1,
-        pending: HashMap::new(),
-        members: HashMap::new(),
-    };
+    );
     tokio::spawn(dispatcher.run());
 }
 
-async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    unsent: Arc<AtomicUsize>,
+) {
     while let Some(bytes) = rx.recv().await {
         if let Err(e) = writer.write_all(&bytes).await {
             warn!(error = %e, "openflow write failed; closing the connection");
             return;
         }
+        unsent.fetch_sub(bytes.len(), Ordering::Relaxed);
     }
 }
 
@@ -104,12 +139,36 @@ enum Stop {
     Decode(crate::wire::DecodeError),
     #[error("the writer task ended")]
     WriterGone,
+    #[error(
+        "the switch left {0} bytes sent to it unread, more than the {limit} MiB allowed: it does not read",
+        limit = MAX_UNSENT >> 20
+    )]
+    Unread(usize),
+}
+
+/// The way to the writer task: its queue, and how many bytes in it are
+/// not written yet.
+struct Output {
+    queue: mpsc::UnboundedSender<Vec<u8>>,
+    unsent: Arc<AtomicUsize>,
+    /// Aborted when the dispatcher stops: a writer blocked on a switch
+    /// that does not read would otherwise keep the socket open (and the
+    /// queue) until the switch went away.
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Some(writer) = &self.writer {
+            writer.abort();
+        }
+    }
 }
 
 struct Dispatcher {
     commands: mpsc::Receiver<Command>,
     reader: OwnedReadHalf,
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: Output,
     decoder: FrameDecoder,
     next_xid: u32,
     pending: HashMap<u32, Pending>,
@@ -118,8 +177,26 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
+    fn new(
+        commands: mpsc::Receiver<Command>,
+        reader: OwnedReadHalf,
+        out: Output,
+        decoder: FrameDecoder,
+    ) -> Dispatcher {
+        Dispatcher {
+            commands,
+            reader,
+            out,
+            decoder,
+            next_xid: 1,
+            pending: HashMap::new(),
+            members: HashMap::new(),
+        }
+    }
+
     /// Runs until every client handle is dropped or the connection ends.
-    /// Dropping `pending` then tells every waiting caller `Closed`.
+    /// Dropping `pending` then tells every waiting caller `Closed`, and
+    /// dropping `out` stops the writer.
     async fn run(mut self) {
         let mut buf = vec![0u8; 64 * 1024];
         // Bytes read together with the peer's hello.
@@ -179,8 +256,14 @@ impl Dispatcher {
         }
     }
 
+    /// Queues `bytes` for the writer; more than [`MAX_UNSENT`] unwritten
+    /// ends the connection.
     fn send(&self, bytes: Vec<u8>) -> Result<(), Stop> {
-        self.out.send(bytes).map_err(|_| Stop::WriterGone)
+        let unsent = self.out.unsent.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+        if unsent > MAX_UNSENT {
+            return Err(Stop::Unread(unsent));
+        }
+        self.out.queue.send(bytes).map_err(|_| Stop::WriterGone)
     }
 
     fn command(&mut self, cmd: Command) -> Result<(), Stop> {
@@ -208,7 +291,12 @@ impl Dispatcher {
                 match msg.encode(xid) {
                     Ok(bytes) => {
                         let flows = Vec::new();
-                        self.pending.insert(xid, Pending::Flows { flows, reply });
+                        let pending = Pending::Flows {
+                            flows,
+                            bytes: 0,
+                            reply,
+                        };
+                        self.pending.insert(xid, pending);
                         self.send(bytes)
                     }
                     Err(e) => {
@@ -252,13 +340,15 @@ impl Dispatcher {
 
     /// Handles every whole message buffered.
     fn drain(&mut self) -> Result<(), Stop> {
-        while let Some((xid, msg)) = self.decoder.next_message().map_err(Stop::Decode)? {
-            self.incoming(xid, msg)?;
+        while let Some(frame) = self.decoder.next_frame().map_err(Stop::Decode)? {
+            let (xid, msg) = Message::decode(&frame).map_err(Stop::Decode)?;
+            self.incoming(xid, msg, frame.len())?;
         }
         Ok(())
     }
 
-    fn incoming(&mut self, xid: u32, msg: Message) -> Result<(), Stop> {
+    /// One message from the switch, `len` bytes long.
+    fn incoming(&mut self, xid: u32, msg: Message, len: usize) -> Result<(), Stop> {
         match msg {
             Message::EchoRequest(data) => {
                 let reply = Message::EchoReply(data).encode(xid);
@@ -274,7 +364,7 @@ impl Dispatcher {
                 }
                 other => self.unexpected(xid, "features reply", other),
             },
-            Message::MultipartReply(part) => self.multipart(xid, part),
+            Message::MultipartReply(part) => self.multipart(xid, part, len),
             Message::BarrierReply => match self.pending.remove(&xid) {
                 Some(Pending::Barrier {
                     members,
@@ -329,20 +419,46 @@ impl Dispatcher {
         }
     }
 
-    fn multipart(&mut self, xid: u32, part: MultipartReply) {
+    /// A part of a flow dump's reply, `len` bytes long: gathered until the
+    /// last, unless nobody waits for the dump any more (dropped at once,
+    /// its later parts ignored) or the reply passes [`MAX_DUMP_BYTES`]
+    /// (the dump fails).
+    fn multipart(&mut self, xid: u32, part: MultipartReply, len: usize) {
         let more = part.more();
-        let Some(Pending::Flows { flows, .. }) = self.pending.get_mut(&xid) else {
+        let Some(Pending::Flows {
+            flows,
+            bytes,
+            reply,
+        }) = self.pending.get_mut(&xid)
+        else {
             let other = self.pending.remove(&xid);
             self.unexpected(xid, "multipart reply", other);
             return;
         };
+        if reply.is_closed() {
+            debug!(xid, "flow dump abandoned by its caller; dropping its reply");
+            self.pending.remove(&xid);
+            return;
+        }
+        *bytes += len;
+        if *bytes > MAX_DUMP_BYTES {
+            let received = *bytes;
+            if let Some(Pending::Flows { reply, .. }) = self.pending.remove(&xid) {
+                let _ = reply.send(Err(OpenflowError::ReplyTooLarge {
+                    request: "flow stats request",
+                    received,
+                    limit: MAX_DUMP_BYTES,
+                }));
+            }
+            return;
+        }
         match part.body {
             MultipartReplyBody::Flow(part_flows) => {
                 flows.extend(part_flows);
                 if more {
                     return;
                 }
-                if let Some(Pending::Flows { flows, reply }) = self.pending.remove(&xid) {
+                if let Some(Pending::Flows { flows, reply, .. }) = self.pending.remove(&xid) {
                     let _ = reply.send(Ok(flows));
                 }
             }
@@ -377,6 +493,76 @@ impl Dispatcher {
                 }
                 let _ = reply.send(Err(err()));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consts::OFPMPF_REPLY_MORE;
+    use crate::oxm::Match;
+
+    /// A dispatcher on one end of a socket pair whose writer never runs.
+    fn dispatcher() -> (Dispatcher, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        ours.set_nonblocking(true).expect("non-blocking");
+        let (reader, _writer) = tokio::net::UnixStream::from_std(ours)
+            .expect("tokio socket")
+            .into_split();
+        let (queue, written) = mpsc::unbounded_channel();
+        let (_commands_tx, commands) = mpsc::channel(1);
+        let out = Output {
+            queue,
+            unsent: Arc::new(AtomicUsize::new(0)),
+            writer: None,
+        };
+        (
+            Dispatcher::new(commands, reader, out, FrameDecoder::new()),
+            written,
+        )
+    }
+
+    fn part(more: bool) -> Message {
+        let flow = FlowStats {
+            table_id: 0,
+            duration_sec: 1,
+            duration_nsec: 0,
+            priority: 1,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            flags: 0,
+            cookie: 0,
+            packet_count: 0,
+            byte_count: 0,
+            match_: Match::new().in_port(1),
+            instructions: vec![],
+        };
+        Message::MultipartReply(MultipartReply {
+            flags: if more { OFPMPF_REPLY_MORE } else { 0 },
+            body: MultipartReplyBody::Flow(vec![flow]),
+        })
+    }
+
+    /// A dump whose caller stopped waiting (its deadline passed) is
+    /// dropped when its next part arrives, and its later parts are
+    /// ignored: a switch that goes on sending parts no longer grows it
+    /// until the next command comes.
+    #[tokio::test]
+    async fn an_abandoned_dump_is_dropped_at_its_next_part() {
+        let (mut d, _written) = dispatcher();
+        let (reply, answer) = oneshot::channel();
+        d.command(Command::DumpFlows(FlowStatsRequest::default(), reply))
+            .expect("sent");
+        let xid = *d.pending.keys().next().expect("the dump waits");
+        d.incoming(xid, part(true), 100).expect("a part");
+        assert!(
+            matches!(d.pending.get(&xid), Some(Pending::Flows { flows, .. }) if flows.len() == 1)
+        );
+        drop(answer);
+        for _ in 0..3 {
+            d.incoming(xid, part(true), 100).expect("a part");
+            assert!(d.pending.is_empty(), "the abandoned dump is kept");
         }
     }
 }

@@ -38,6 +38,17 @@ pub enum OpenflowError {
     /// batch given to `apply`; 0 for single requests) and the error.
     #[error("{}", rejected_summary(errors))]
     Rejected { errors: Vec<(usize, ErrorMsg)> },
+    /// The switch's reply to `request` grew past `limit` bytes, far more
+    /// than any lab's bridge holds: it was dropped, not gathered further.
+    #[error(
+        "the switch's reply to the {request} passed {received} bytes, more than the {} MiB accepted",
+        limit >> 20
+    )]
+    ReplyTooLarge {
+        request: &'static str,
+        received: usize,
+        limit: usize,
+    },
     /// The switch did not answer `request` within the client's deadline:
     /// vswitchd is stopped or stuck.
     #[error("the switch did not answer the {request} within {} s", after.as_secs_f64())]

@@ -39,7 +39,7 @@ pub mod wire;
 mod proptests;
 
 pub use action::Action;
-pub use client::{Client, DEFAULT_TIMEOUT};
+pub use client::{Client, DEFAULT_TIMEOUT, MAX_DUMP_BYTES};
 pub use consts::*;
 pub use error::OpenflowError;
 pub use error_msg::ErrorMsg;

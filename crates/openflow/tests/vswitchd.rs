@@ -449,3 +449,77 @@ async fn ovs_encodes_br_tun_actions_as_our_helpers_do() {
     c.apply(ours).await.expect("apply");
     assert_eq!(ofctl_flows(&sb, &[]), before);
 }
+
+/// The largest bridge of a lab, a br-tun with l2population and the ARP
+/// responder at 20,000 instances (the most the daemon's namespace quota
+/// allows; the 10,000-instance lab's network node has about 10,000
+/// flows): 10,000 unicast flows and 10,000 ARP replies as Liberty's agent
+/// writes them, dumped in one request. Its reply is far under
+/// `MAX_DUMP_BYTES`, which is what makes the cap safe to have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_dump_of_the_largest_lab_bridge_is_well_under_the_cap() {
+    use ovslab_openflow::{MAX_DUMP_BYTES, Message, MultipartReply, MultipartReplyBody};
+    require_root("a_dump_of_the_largest_lab_bridge_is_well_under_the_cap");
+    let sb = sandbox();
+    let n: u32 = 10_000;
+    let mut text = String::new();
+    for i in 0..n {
+        let (vlan, key) = (1 + i % 2, 101 + i % 2);
+        let mac = format!(
+            "fa:16:3e:{:02x}:{:02x}:{:02x}",
+            i >> 16,
+            (i >> 8) & 0xff,
+            i & 0xff
+        );
+        let ip = Ipv4Addr::from(0xc0a8_0000 + i + 10);
+        text.push_str(&format!(
+            "table=20,priority=2,dl_vlan={vlan},dl_dst={mac},\
+             actions=strip_vlan,set_tunnel:{key},output:{}\n",
+            2 + i % 200
+        ));
+        text.push_str(&format!(
+            "table=21,priority=1,arp,dl_vlan={vlan},arp_tpa={ip},\
+             actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],mod_dl_src:{mac},\
+             load:0x2->NXM_OF_ARP_OP[],move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],\
+             move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],load:0xfa163e{:06x}->NXM_NX_ARP_SHA[],\
+             load:{:#x}->NXM_OF_ARP_SPA[],in_port\n",
+            i,
+            u32::from(ip)
+        ));
+    }
+    let file = sb.dir.join("flows.txt");
+    std::fs::write(&file, text).expect("write the flows");
+    let target = format!("unix:{}", sb.mgmt_socket(BRIDGE).display());
+    ovslab_testkit::run(
+        "ovs-ofctl",
+        &[
+            "-O",
+            "OpenFlow13",
+            "add-flows",
+            &target,
+            &file.display().to_string(),
+        ],
+    );
+    let c = client(&sb).await;
+    let flows = c
+        .dump_flows(FlowStatsRequest::default())
+        .await
+        .expect("dump");
+    assert_eq!(flows.len(), 2 * n as usize);
+    // The reply's size, as the switch sent it: each flow's entry plus a
+    // part's header per 64 KiB.
+    let entries: usize = flows
+        .iter()
+        .map(|f| {
+            let part = Message::MultipartReply(MultipartReply {
+                flags: 0,
+                body: MultipartReplyBody::Flow(vec![f.clone()]),
+            });
+            part.encode(0).expect("encode").len() - 16
+        })
+        .sum();
+    let bytes = entries + 16 * entries.div_ceil(65_000);
+    eprintln!("{} flows: a reply of {bytes} bytes", flows.len());
+    assert!(bytes * 16 < MAX_DUMP_BYTES, "{bytes} bytes");
+}

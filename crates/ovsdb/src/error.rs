@@ -32,7 +32,8 @@ pub enum OvsdbError {
     #[error("unexpected OVSDB {method} reply: {detail}")]
     Protocol { method: String, detail: String },
 
-    /// The connection ended (EOF, I/O error or an undecodable stream) before
+    /// The connection ended (EOF, I/O error, an undecodable stream, a
+    /// message over the size limit, a server that does not read) before
     /// the reply arrived, or had already ended when the request was made.
     /// The reason is logged by the connection task.
     #[error("OVSDB connection closed")]

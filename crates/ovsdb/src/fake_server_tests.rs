@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-use crate::codec::MessageSplitter;
+use crate::codec::{MAX_MESSAGE, MessageSplitter};
+use crate::connection::MAX_UNSENT;
 use crate::{Client, OvsdbError};
 
 /// The server end of an in-memory connection.
@@ -333,4 +334,76 @@ async fn connecting_to_a_stopped_server_is_bounded() {
     assert!(err.is_timeout(), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A server that begins an answer and never ends it: the client closes
+/// the connection once the message passes `MAX_MESSAGE`, and the caller
+/// hears `Closed` at once. It once buffered whatever the server sent, for
+/// as long as it sent it (a monitor's connection has no deadline).
+#[tokio::test]
+async fn a_message_longer_than_the_limit_closes_the_connection() {
+    let (client, mut server) = FakeServer::start();
+    let client = client.with_deadline(Duration::from_secs(30));
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.list_dbs().await }
+    });
+    let request = server.recv().await;
+    let start = format!(r#"{{"id":{},"result":["#, request["id"]);
+    server.send_bytes(start.as_bytes()).await;
+    let string = [b"\"".as_slice(), &[b'a'; 64 * 1024]].concat();
+    let mut sent = start.len();
+    let mut chunk = string.as_slice();
+    let closed = loop {
+        if server.stream.write_all(chunk).await.is_err() {
+            break true;
+        }
+        sent += chunk.len();
+        chunk = &string[1..];
+        if sent > 2 * MAX_MESSAGE {
+            break false;
+        }
+    };
+    assert!(
+        closed,
+        "the client still read after {sent} bytes of one message"
+    );
+    assert!(
+        sent <= MAX_MESSAGE + 256 * 1024,
+        "closed after {sent} bytes"
+    );
+    assert!(matches!(
+        pending.await.expect("join"),
+        Err(OvsdbError::Closed)
+    ));
+    assert!(matches!(client.echo().await, Err(OvsdbError::Closed)));
+}
+
+/// A server that sends `echo` requests and never reads the answers: the
+/// client closes the connection once `MAX_UNSENT` bytes wait to be sent,
+/// instead of queueing answers for as long as the server asks.
+#[tokio::test]
+async fn a_server_that_reads_nothing_is_cut_off_when_too_much_waits_for_it() {
+    let (client, mut server) = FakeServer::start();
+    let echo = json!({"id": "echo", "method": "echo", "params": ["x".repeat(60 * 1024)]})
+        .to_string()
+        .into_bytes();
+    let mut sent = 0;
+    let closed = loop {
+        let write = server.stream.write_all(&echo);
+        match tokio::time::timeout(Duration::from_secs(5), write).await {
+            Ok(Ok(())) => sent += echo.len(),
+            Ok(Err(_)) => break true,
+            // Nobody reads, yet the connection is not closed.
+            Err(_) => break false,
+        }
+        if sent > 2 * MAX_UNSENT {
+            break false;
+        }
+    };
+    assert!(
+        closed,
+        "the client did not close after {sent} bytes of echo requests"
+    );
+    assert!(matches!(client.echo().await, Err(OvsdbError::Closed)));
 }

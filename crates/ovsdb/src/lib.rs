@@ -26,6 +26,8 @@ mod monitor;
 mod fake_server_tests;
 
 pub use client::{Client, DEFAULT_DEADLINE};
+pub use codec::MAX_MESSAGE;
+pub use connection::MAX_UNSENT;
 pub use error::OvsdbError;
 pub use monitor::Monitor;
 

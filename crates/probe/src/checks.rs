@@ -47,6 +47,13 @@ const REFUSED_PROBES: u16 = 3;
 /// travel no slower than the probe.
 pub const SETTLE: Duration = Duration::from_millis(30);
 
+/// How long a check may spend reading its watches once the probe is
+/// decided. Reading what a watch queued takes milliseconds; a wire that
+/// an instance floods is read up to what its socket could hold
+/// ([`ovslab_capture::socket::QUEUED_FRAMES_MAX`], well under this), so
+/// this only bounds the unforeseen.
+pub const READ_LIMIT: Duration = Duration::from_secs(1);
+
 /// How much longer a probe that expects an answer waits for each node of
 /// the lab that runs an Open vSwitch. The first ARP request between two
 /// instances is a broadcast that every such node's userspace datapath
@@ -199,7 +206,8 @@ impl Watch {
         }
     }
 
-    /// Reads every frame queued so far and keeps those of the probe.
+    /// Reads one batch of the frames queued so far (a bounded
+    /// [`PacketSocket::drain`]) and keeps those of the probe.
     fn read(&mut self, protocol: CheckProtocol, tag: u16) {
         let packets = self.socket.drain().unwrap_or_else(|e| {
             tracing::warn!("reading {}: {e}", self.socket.interface());
@@ -209,6 +217,26 @@ impl Watch {
             if let Some(frame) = Frame::parse(&packet.data) {
                 tally(&mut self.seen, &frame, protocol, tag, self.local);
             }
+        }
+    }
+
+    /// Reads every frame queued so far, however many a flood queued
+    /// behind them, but not past `deadline`
+    /// ([`PacketSocket::drain_queued`]), and keeps those of the probe.
+    fn read_queued(&mut self, protocol: CheckProtocol, tag: u16, deadline: Instant) {
+        let (socket, seen, local) = (&self.socket, &mut self.seen, self.local);
+        let read = socket.drain_queued(deadline, |packet| {
+            if let Some(frame) = Frame::parse(&packet.data) {
+                tally(seen, &frame, protocol, tag, local);
+            }
+        });
+        match read {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "reading {}: more frames queued than a check reads; the rest were left",
+                socket.interface()
+            ),
+            Err(e) => tracing::warn!("reading {}: {e}", socket.interface()),
         }
     }
 }
@@ -276,10 +304,11 @@ fn run_inner(topo: &Topology, check: &Check, tag: u16) -> io::Result<(bool, Vec<
         CheckProtocol::Icmp => probes::ping(&from_ns, dest_ip, tag, probes(wait, check), wait)?,
     };
     std::thread::sleep(SETTLE);
+    let read_by = Instant::now() + READ_LIMIT;
     let observations: Vec<Seen> = watches
         .into_iter()
         .map(|mut w| {
-            w.read(check.protocol, tag);
+            w.read_queued(check.protocol, tag, read_by);
             w.seen
         })
         .collect();

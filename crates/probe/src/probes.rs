@@ -236,9 +236,16 @@ pub fn dhcp_frame(
     frame
 }
 
+/// The most of an HTTP answer a probe reads; the rest is not looked at.
+pub const HTTP_ANSWER_MAX: usize = 1 << 20;
+
 /// An HTTP/1.0 `GET path` from `ns` to `dest:port`, from source port
-/// `sport`: the answer's status and body, or `None` when there was no
-/// answer (no connection within `wait`, or nothing within `wait` after).
+/// `sport`, the whole exchange (connect, request and answer) within
+/// `wait`: the answer's status and its body as far as it came by then (at
+/// most [`HTTP_ANSWER_MAX`] in all), or `None` when there was no answer
+/// (no connection, or no whole status line and header within `wait`). A
+/// server that sends its answer a byte at a time is cut off at `wait`
+/// like one that sends nothing, so a probe never outlasts its check.
 pub fn http_get(
     ns: &str,
     dest: Ipv4Addr,
@@ -248,19 +255,41 @@ pub fn http_get(
     wait: Duration,
 ) -> io::Result<Option<(u16, String)>> {
     use std::io::{Read, Write};
+    let deadline = Instant::now() + wait;
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    };
     let Some(mut stream) =
         netns::run_in(ns, || connect_from(sport, dest, port, wait)).map_err(io::Error::other)?
     else {
         return Ok(None);
     };
-    stream.set_read_timeout(Some(wait))?;
-    stream.set_write_timeout(Some(wait))?;
+    let Some(time) = left() else {
+        return Ok(None);
+    };
+    stream.set_write_timeout(Some(time))?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: {dest}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return Ok(None);
     }
     let mut answer = Vec::new();
-    let _ = stream.take(1 << 20).read_to_end(&mut answer);
+    let mut chunk = [0u8; 4096];
+    while answer.len() < HTTP_ANSWER_MAX {
+        // Each read waits only for what is left of `wait`.
+        let Some(time) = left() else {
+            break;
+        };
+        stream.set_read_timeout(Some(time))?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n.min(HTTP_ANSWER_MAX - answer.len())]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Timed out, or reset: what came so far is the answer.
+            Err(_) => break,
+        }
+    }
     let text = String::from_utf8_lossy(&answer);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         return Ok(None);
@@ -785,6 +814,62 @@ mod tests {
             took >= FAILURE_WAIT && took < FAILURE_WAIT + Duration::from_millis(500),
             "{took:?}"
         );
+    }
+
+    /// A server that sends its answer a byte every 80 ms for 10 s: the
+    /// probe ends at its wait, not at the answer's end. With the header
+    /// whole by then it has the status (and the body so far); with half a
+    /// header it has no answer. Each read once waited the whole `wait`
+    /// for the next byte, so such a server held the probe for as long as
+    /// it liked.
+    #[test]
+    #[ignore = "needs root"]
+    fn an_http_probe_ends_at_its_wait_however_slowly_the_server_answers() {
+        use ovslab_testkit::{TestNetns, require_root};
+        use std::io::Write;
+        require_root("an_http_probe_ends_at_its_wait_however_slowly_the_server_answers");
+        let ns = TestNetns::new();
+        let local = Ipv4Addr::LOCALHOST;
+        let wait = Duration::from_millis(800);
+        let cases = [
+            (8081, "HTTP/1.0 200 OK\r\n\r\n", Some(200)),
+            (8082, "", None),
+        ];
+        for (port, at_once, status) in cases {
+            let listener = netns::run_in(&ns.name, move || {
+                TcpListener::bind(SocketAddrV4::new(local, port))
+            })
+            .unwrap();
+            let server = std::thread::spawn(move || {
+                let (mut stream, _) = listener.accept().unwrap();
+                stream.write_all(at_once.as_bytes()).unwrap();
+                let trickle = b"HTTP/1.0 200 OK\r\n\r\n".iter().chain(b"x".iter().cycle());
+                let until = Instant::now() + Duration::from_secs(10);
+                for byte in trickle {
+                    // The probe closed its end: the write fails.
+                    if Instant::now() >= until || stream.write_all(&[*byte]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(80));
+                }
+            });
+            let started = Instant::now();
+            let got = http_get(&ns.name, local, port, "/", 40030 + port % 10, wait).unwrap();
+            let took = started.elapsed();
+            assert!(
+                took >= wait && took < wait + Duration::from_millis(500),
+                "port {port}: {took:?}"
+            );
+            assert_eq!(
+                got.as_ref().map(|(s, _)| *s),
+                status,
+                "port {port}: {got:?}"
+            );
+            if let Some((_, body)) = got {
+                assert!(!body.is_empty(), "the body so far");
+            }
+            server.join().unwrap();
+        }
     }
 
     /// A DHCP answer (`message` 2 OFFER, 5 ACK) from `server` giving

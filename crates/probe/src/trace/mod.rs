@@ -54,6 +54,19 @@ pub enum TraceError {
 /// How long to wait after the answer for the last frames to be queued.
 const SETTLE: Duration = Duration::from_millis(150);
 
+/// How long a trace waits for a node's vswitchd to answer one question
+/// (`dpif/show`, `ofproto/trace`): answered in milliseconds by a running
+/// one. A node that does not answer in time is not asked again in the
+/// same trace.
+const VSWITCHD_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long reading the watched devices may take, after which each
+/// device still unread gets one bounded batch
+/// ([`PacketSocket::drain_queued`]). Reading them takes milliseconds;
+/// this bounds a trace through a lab that an instance floods, where each
+/// flooded device is read up to what its socket could hold.
+const READ_LIMIT: Duration = Duration::from_secs(5);
+
 /// Runs one trace (blocking: sockets and threads in namespaces).
 pub fn run(
     topo: &Topology,
@@ -124,13 +137,14 @@ pub fn run(
     std::thread::sleep(SETTLE);
 
     let mut seen = Vec::new();
+    let read_by = Instant::now() + READ_LIMIT;
     for (device, socket) in &sockets {
-        for packet in socket.drain()? {
+        let emptied = socket.drain_queued(read_by, |packet| {
             let Some(frame) = Frame::parse(&packet.data) else {
-                continue;
+                return;
             };
             let Some(leg) = probes::leg(&frame, probe, tag) else {
-                continue;
+                return;
             };
             seen.push(Observation {
                 device: device.clone(),
@@ -139,6 +153,12 @@ pub fn run(
                 time_ns: nanos_since(sent_at, packet.time),
                 frame,
             });
+        })?;
+        if !emptied {
+            let (ns, dev) = device;
+            tracing::warn!(
+                "trace: {dev} in {ns} queued more frames than were read; the rest were left"
+            );
         }
     }
     drop(sockets);
@@ -315,7 +335,14 @@ fn open_all(watched: &[(Device, bool)]) -> io::Result<Vec<(Device, PacketSocket)
 struct Vswitchds<'a> {
     run_root: &'a Path,
     lab: &'a str,
+    /// How long one question may take.
+    deadline: Duration,
     ports: HashMap<String, Option<ofproto::PortNames>>,
+    /// The nodes whose vswitchd did not answer a question of this trace
+    /// within `deadline` (stopped or stuck), with the error: not asked
+    /// again, so a trace whose probe enters a stopped switch at ten hops
+    /// waits for it once, not ten times.
+    unanswered: HashMap<String, String>,
 }
 
 impl<'a> Vswitchds<'a> {
@@ -323,13 +350,24 @@ impl<'a> Vswitchds<'a> {
         Vswitchds {
             run_root,
             lab,
+            deadline: VSWITCHD_DEADLINE,
             ports: HashMap::new(),
+            unanswered: HashMap::new(),
         }
     }
 
-    fn call(&self, node: &str, method: &str, params: &[&str]) -> io::Result<String> {
+    /// Asks `node`'s vswitchd; a question it does not answer in time
+    /// marks the node as unanswered.
+    fn call(&mut self, node: &str, method: &str, params: &[&str]) -> io::Result<String> {
         let rundir = naming::node_rundir(self.run_root, self.lab, node);
-        unixctl::call(&unixctl::vswitchd_socket(&rundir)?, method, params)
+        let answer = unixctl::vswitchd_socket(&rundir)
+            .and_then(|socket| unixctl::call_within(&socket, method, params, self.deadline));
+        if let Err(e) = &answer
+            && e.kind() == io::ErrorKind::TimedOut
+        {
+            self.unanswered.insert(node.to_string(), e.to_string());
+        }
+        answer
     }
 
     /// What the node's bridges do with `frame` entering at `port`.
@@ -354,18 +392,27 @@ impl<'a> Vswitchds<'a> {
             }
             _ => (bridge, ofproto::flow_of(port, frame)?),
         };
-        let names = self
-            .ports
-            .entry(node.to_string())
-            .or_insert_with(|| {
-                let rundir = naming::node_rundir(self.run_root, self.lab, node);
-                unixctl::vswitchd_socket(&rundir)
-                    .and_then(|s| unixctl::call(&s, "dpif/show", &[]))
-                    .ok()
-                    .map(|text| ofproto::PortNames::parse(&text))
-            })
-            .clone()
-            .unwrap_or_default();
+        let unasked = |why: String| BridgeTrace {
+            bridge: bridge.to_string(),
+            flows: vec![],
+            datapath_actions: format!("({why})"),
+        };
+        if self.unanswered.contains_key(node) {
+            return Some(unasked(format!(
+                "not asked: {node}'s ovs-vswitchd did not answer earlier in this trace"
+            )));
+        }
+        if !self.ports.contains_key(node) {
+            let names = self
+                .call(node, "dpif/show", &[])
+                .ok()
+                .map(|text| ofproto::PortNames::parse(&text));
+            self.ports.insert(node.to_string(), names);
+        }
+        if let Some(e) = self.unanswered.get(node) {
+            return Some(unasked(format!("cannot ask {node}'s ovs-vswitchd: {e}")));
+        }
+        let names = self.ports[node].clone().unwrap_or_default();
         match self.call(node, "ofproto/trace", &[bridge, &flow]) {
             Ok(text) => {
                 let (flows, datapath_actions) = ofproto::parse_trace(&text, &names);
@@ -375,11 +422,7 @@ impl<'a> Vswitchds<'a> {
                     datapath_actions,
                 })
             }
-            Err(e) => Some(BridgeTrace {
-                bridge: bridge.to_string(),
-                flows: vec![],
-                datapath_actions: format!("(cannot ask {node}'s ovs-vswitchd: {e})"),
-            }),
+            Err(e) => Some(unasked(format!("cannot ask {node}'s ovs-vswitchd: {e}"))),
         }
     }
 }
@@ -765,5 +808,83 @@ mod tests {
             "{said:?}"
         );
         assert!(said.contains(&"physical network: not crossed".to_string()));
+    }
+
+    /// A run directory under the system's temporary one, removed on drop.
+    struct TempRunRoot(std::path::PathBuf);
+
+    impl Drop for TempRunRoot {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A stopped vswitchd (its socket takes the connection, nothing
+    /// answers) costs a trace one deadline, not one per hop: the first hop
+    /// into its switch says why it has no answer, the later ones that it
+    /// was not asked again. Each hop once waited the whole deadline (and
+    /// the first twice, port names included).
+    #[test]
+    fn a_vswitchd_that_does_not_answer_is_waited_for_once_per_trace() {
+        let topo = ovslab_topology::seed();
+        let root = TempRunRoot(std::env::temp_dir().join(format!(
+            "ovslab-trace-{}-{}",
+            std::process::id(),
+            checks::next_tag()
+        )));
+        let rundir = naming::node_rundir(&root.0, &topo.lab, "compute1");
+        std::fs::create_dir_all(&rundir).unwrap();
+        std::fs::write(rundir.join("ovs-vswitchd.pid"), "4242\n").unwrap();
+        let _stopped =
+            std::os::unix::net::UnixListener::bind(rundir.join("ovs-vswitchd.4242.ctl")).unwrap();
+
+        let desired = plan::plan(&topo, &Default::default());
+        let wiring = Wiring::new(&desired);
+        let compute1 = naming::namespace(&topo.lab, "compute1");
+        let into_switch: Vec<Device> = desired
+            .namespaces
+            .iter()
+            .filter(|ns| ns.name == compute1)
+            .flat_map(|ns| &ns.links)
+            .map(|link| (compute1.clone(), link.name.clone()))
+            .filter(|d| wiring.entering_switch(d, Direction::In).is_some())
+            .take(3)
+            .collect();
+        assert_eq!(into_switch.len(), 3, "{into_switch:?}");
+
+        let mut vswitchds = Vswitchds::new(&root.0, &topo.lab);
+        vswitchds.deadline = Duration::from_millis(300);
+        let started = Instant::now();
+        let hops: Vec<TraceHop> = into_switch
+            .into_iter()
+            .enumerate()
+            .map(|(i, device)| {
+                let o = Observation {
+                    device,
+                    leg: Leg::Request,
+                    direction: Direction::In,
+                    time_ns: 1000 * i as i128,
+                    frame: Frame::parse(&echo(None)).unwrap(),
+                };
+                hop(i + 1, &o, None, &wiring, &mut vswitchds)
+            })
+            .collect();
+        let took = started.elapsed();
+        let said: Vec<&str> = hops
+            .iter()
+            .map(|h| h.bridge.as_ref().unwrap().datapath_actions.as_str())
+            .collect();
+        assert!(
+            said[0].contains("cannot ask compute1's ovs-vswitchd")
+                && said[0].contains("not answered within 0.3 s"),
+            "{said:?}"
+        );
+        for later in &said[1..] {
+            assert_eq!(
+                *later,
+                "(not asked: compute1's ovs-vswitchd did not answer earlier in this trace)"
+            );
+        }
+        assert!(took < Duration::from_millis(600), "{took:?}");
     }
 }
