@@ -432,7 +432,7 @@ fn table(r: &mut Roff, rows: &[&str]) {
     }
 }
 
-/// Markdown inline text: `code` and **strong** bold, [text](link) its
+/// Markdown inline text: `code` and **strong** bold, `[text](link)` its
 /// text, the rest roman.
 fn inline(text: &str) -> Vec<Inline> {
     let mut out = Vec::new();

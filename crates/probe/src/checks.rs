@@ -342,7 +342,7 @@ fn uplinks(lab: &str, node: &str) -> io::Result<Vec<Watch>> {
 
 /// Sends ICMP echo requests as raw frames from the source instance's NIC
 /// straight to the destination instance's MAC (no routing, no ARP), up to
-/// [`probes`] of them every [`probes::ECHO_INTERVAL`], and says whether one
+/// [`probes()`] of them every [`probes::ECHO_INTERVAL`], and says whether one
 /// arrived at the destination (`arrived`) within `wait`: at once when one
 /// does.
 fn inject(
