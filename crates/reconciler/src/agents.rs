@@ -20,7 +20,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::process::Command;
 
-use crate::ovs_process::{Identity, exited, is_zombie, terminate};
+use crate::ovs_process::{Identity, exited, is_zombie, namespace_of, terminate};
 
 /// The directory of a DHCP client under the lab's run directory.
 pub const CLIENT_DIR_PREFIX: &str = "udhcpc.";
@@ -200,13 +200,8 @@ impl Agent {
     /// Without that, every audit under the unit took a running dnsmasq for
     /// one in a namespace that is gone and started it again.
     pub fn in_its_namespace(&self, identity: Identity) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let theirs = match std::fs::metadata(format!("/proc/{}/ns/net", identity.pid)) {
-            Ok(meta) => Some(meta.ino()),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => self.started_in(identity),
-            Err(_) => None,
-        };
-        theirs.is_some_and(|ino| ovslab_netlink::netns::inode(&self.namespace) == Some(ino))
+        namespace_of(identity, || self.started_in(identity))
+            .is_some_and(|ino| ovslab_netlink::netns::inode(&self.namespace) == Some(ino))
     }
 
     /// The inode of the namespace this very process was started in, as

@@ -329,7 +329,7 @@ impl NodeOvs {
 
     fn write_record(&self, daemon: OvsDaemon, identity: Identity) {
         let file = self.record(daemon);
-        let text = match namespace_of(identity.pid) {
+        let text = match proc_namespace(identity.pid) {
             Ok(inode) => format!("{} {} {inode}\n", identity.pid, identity.start),
             Err(_) => format!("{} {}\n", identity.pid, identity.start),
         };
@@ -338,19 +338,14 @@ impl NodeOvs {
         }
     }
 
-    /// The inode of the namespace the daemon `identity` names runs in: read
-    /// from `/proc`, or, where that is closed to this process (an ovslabd
-    /// without `CAP_SYS_PTRACE` looking at a daemon started by one with
-    /// it), as recorded when it was started. `None` if neither says.
+    /// The inode of the namespace the daemon `identity` names runs in (see
+    /// [`namespace_of`]), falling back on its record.
     fn namespace_of(&self, daemon: OvsDaemon, identity: Identity) -> Option<u64> {
-        match namespace_of(identity.pid) {
-            Ok(inode) => Some(inode),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => self
-                .read_full_record(daemon)
+        namespace_of(identity, || {
+            self.read_full_record(daemon)
                 .filter(|(recorded, _)| *recorded == identity)
-                .and_then(|(_, inode)| inode),
-            Err(_) => None,
-        }
+                .and_then(|(_, inode)| inode)
+        })
     }
 
     /// The environment under which the OVS tools find this node's files.
@@ -867,9 +862,26 @@ async fn kill(identity: Identity) {
 }
 
 /// The inode of the network namespace process `pid` runs in.
-fn namespace_of(pid: u32) -> std::io::Result<u64> {
+fn proc_namespace(pid: u32) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|meta| meta.ino())
+}
+
+/// The inode of the network namespace the process `identity` runs in: read
+/// from `/proc`, or, where that is closed to this process (the kernel
+/// shows another user's process's namespace, or that of a process started
+/// by an ovslabd with more capabilities, only to `CAP_SYS_PTRACE`),
+/// `recorded`: the namespace written down when it was started (a daemon or
+/// agent never changes its namespace). `None` if neither says.
+pub(crate) fn namespace_of(
+    identity: Identity,
+    recorded: impl FnOnce() -> Option<u64>,
+) -> Option<u64> {
+    match proc_namespace(identity.pid) {
+        Ok(inode) => Some(inode),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => recorded(),
+        Err(_) => None,
+    }
 }
 
 /// A zombie with no thread left whose parent is not this daemon (a process

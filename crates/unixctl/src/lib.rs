@@ -188,6 +188,17 @@ mod tests {
     use std::io::Read;
     use std::os::unix::net::UnixListener;
 
+    /// A directory of this test's own and the path of a vswitchd's control
+    /// socket (of pid `pid`) in it, free.
+    fn socket_path(test: &str, pid: u32) -> (PathBuf, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("ovslab-unixctl-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("ovs-vswitchd.{pid}.ctl"));
+        let _ = std::fs::remove_file(&path);
+        (dir, path)
+    }
+
     #[test]
     fn results_and_errors_are_told_apart() {
         let ok = json!({"id": 0, "result": "Datapath actions: drop\n", "error": null});
@@ -202,10 +213,7 @@ mod tests {
 
     #[test]
     fn one_request_one_answer_over_a_real_socket() {
-        let dir = std::env::temp_dir().join(format!("ovslab-unixctl-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ovs-vswitchd.42.ctl");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = socket_path("one", 42);
         let listener = UnixListener::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
@@ -230,10 +238,7 @@ mod tests {
         use nix::sys::socket::{
             AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
         };
-        let dir = std::env::temp_dir().join(format!("ovslab-unixctl-full-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ovs-vswitchd.9.ctl");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = socket_path("full", 9);
         // A listener nobody accepts on, with the smallest backlog.
         let listener = socket(
             AddressFamily::Unix,
@@ -265,10 +270,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_daemon_that_never_answers_times_out() {
-        let dir = std::env::temp_dir().join(format!("ovslab-unixctl-mute-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ovs-vswitchd.7.ctl");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = socket_path("mute", 7);
         // Listening, never accepting: what a stopped vswitchd leaves.
         let _listener = UnixListener::bind(&path).unwrap();
         let started = std::time::Instant::now();
@@ -284,10 +286,7 @@ mod tests {
     /// it: the deadline bounds the whole call, not each read.
     #[test]
     fn an_answer_trickled_forever_is_cut_off_at_the_deadline() {
-        let dir = std::env::temp_dir().join(format!("ovslab-unixctl-drip-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ovs-vswitchd.6.ctl");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = socket_path("drip", 6);
         let listener = UnixListener::bind(&path).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let server = std::thread::spawn({
@@ -317,10 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_in_pieces_is_read_whole() {
-        let dir = std::env::temp_dir().join(format!("ovslab-unixctl-async-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ovs-vswitchd.8.ctl");
-        let _ = std::fs::remove_file(&path);
+        let (dir, path) = socket_path("async", 8);
         let listener = UnixListener::bind(&path).unwrap();
         let server = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
