@@ -68,7 +68,7 @@ pub struct Config {
     #[arg(long, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
 
-    /// Where labs run: nodes run their Open vSwitch from <DIR>/<lab>/<node>/.
+    /// Where labs run: nodes run their Open vSwitch from DIR/LAB/NODE/.
     /// One daemon per directory: a second one on it refuses to start.
     #[arg(long, value_name = "DIR", default_value = "/run/ovslab")]
     pub run_dir: PathBuf,
