@@ -2,6 +2,10 @@
 //! walkthrough's paths as the trace measures them, a probe lost to a
 //! deleted translation flow, and a pcap that tcpdump reads with its tags.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ovslab_capture::PacketSocket;
 use ovslab_integration_tests::{Lab, require_root, run};
 use serde_json::Value;
 
@@ -280,6 +284,48 @@ fn a_deleted_translation_flow_shows_where_the_probe_was_lost() {
             && text.contains("next on the expected path: compute1 eth1 (out)"),
         "{text}"
     );
+}
+
+/// A trace through a wire an instance floods says where it may have
+/// missed the probe: the kernel dropped frames for its socket there.
+#[test]
+#[ignore = "needs root"]
+fn a_trace_through_a_flooded_wire_says_it_may_have_missed_hops() {
+    require_root("a_trace_through_a_flooded_wire_says_it_may_have_missed_hops");
+    let lab = Lab::seed();
+    assert!(lab.ping("instance1", "192.168.1.13", 2));
+    let quiet = trace(&lab, &["instance1", "instance4"]);
+    assert!(
+        !conclusions(&quiet)
+            .iter()
+            .any(|c| c.contains("frames unseen")),
+        "{quiet:#}"
+    );
+
+    // instance1 sends frames of no protocol to nobody, as fast as it can.
+    let ns = lab.ns("instance1");
+    let flooding = AtomicBool::new(true);
+    let flooded = std::thread::scope(|s| {
+        s.spawn(|| {
+            let nic = PacketSocket::open(&ns, "eth0", false).unwrap();
+            let mut frame = vec![0x02, 0, 0, 0, 0, 0x98, 0x02, 0, 0, 0, 0, 0x99, 0x88, 0xb5];
+            frame.resize(60, 0);
+            let until = Instant::now() + Duration::from_secs(60);
+            while flooding.load(Ordering::Relaxed) && Instant::now() < until {
+                let _ = nic.send(&frame);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let t = trace(&lab, &["instance1", "instance4"]);
+        flooding.store(false, Ordering::Relaxed);
+        t
+    });
+    let note = conclusions(&flooded)
+        .into_iter()
+        .find(|c| c.contains("frames unseen"))
+        .unwrap_or_else(|| panic!("no word of the flood: {flooded:#}"));
+    assert!(note.contains(&format!("eth0 in {ns}")), "{note}");
+    assert!(note.contains("hops there may be missing"), "{note}");
 }
 
 #[test]

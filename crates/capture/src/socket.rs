@@ -248,6 +248,30 @@ impl PacketSocket {
         }
     }
 
+    /// How many frames the kernel dropped for this socket since it was
+    /// opened or last asked (`PACKET_STATISTICS`, which counts from zero
+    /// again once read): frames that came while its queue was full, which
+    /// no reading of it will ever see.
+    pub fn dropped(&self) -> io::Result<u32> {
+        // SAFETY: tpacket_stats is plain data; zeroes are valid.
+        let mut stats: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: a buffer of the size passed, owned for the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut stats as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stats.tp_drops)
+    }
+
     /// Sends one whole Ethernet frame out of the interface.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
         // SAFETY: the frame outlives the call; the socket is bound.

@@ -153,6 +153,7 @@ fn a_drain_is_bounded_and_leaves_the_rest_queued_even_under_a_flood() {
     }
     let first = watch.drain().unwrap();
     assert_eq!(first.len(), DRAIN_FRAMES);
+    assert_eq!(watch.dropped().unwrap(), 0, "room for every frame");
     let mut rest = 0;
     let emptied = watch
         .drain_queued(Instant::now() + Duration::from_secs(5), |p| {
@@ -192,6 +193,11 @@ fn a_drain_is_bounded_and_leaves_the_rest_queued_even_under_a_flood() {
         assert!(took < Duration::from_secs(3), "{took:?} for {read} frames");
         assert!(batch <= DRAIN_FRAMES);
     });
+    // The flood overran the queue while nobody read it: the kernel says
+    // how many frames it dropped, once.
+    let dropped = watch.dropped().unwrap();
+    assert!(dropped > 0, "a flood of 300 ms unread drops frames");
+    assert_eq!(watch.dropped().unwrap(), 0, "counted from zero again");
 }
 
 /// Two namespaces joined by a veth, `tun-a` 172.16.0.11/24 and `tun-b`

@@ -137,6 +137,9 @@ pub fn run(
     std::thread::sleep(SETTLE);
 
     let mut seen = Vec::new();
+    // Devices where frames went unseen: dropped by the kernel while the
+    // socket's queue was full, or still queued when reading stopped.
+    let mut missed: Vec<&Device> = Vec::new();
     let read_by = Instant::now() + READ_LIMIT;
     for (device, socket) in &sockets {
         let emptied = socket.drain_queued(read_by, |packet| {
@@ -154,13 +157,17 @@ pub fn run(
                 frame,
             });
         })?;
-        if !emptied {
+        let dropped = socket.dropped().unwrap_or(0);
+        if !emptied || dropped > 0 {
             let (ns, dev) = device;
             tracing::warn!(
-                "trace: {dev} in {ns} queued more frames than were read; the rest were left"
+                "trace: {dev} in {ns}: {dropped} frames dropped, {} left unread",
+                if emptied { "none" } else { "more" }
             );
+            missed.push(device);
         }
     }
+    let missed = missed_note(&missed);
     drop(sockets);
     // A retransmission is the same story again: keep the first sighting.
     seen.sort_by_key(|o| o.time_ns);
@@ -228,11 +235,36 @@ pub fn run(
         protocol: request.protocol,
         tag,
         answered,
-        conclusions: conclusions(topo, &hops, answered, arrived),
+        conclusions: conclusions(topo, &hops, answered, arrived)
+            .into_iter()
+            .chain(missed)
+            .collect(),
         hops,
         lost,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// The conclusion that says where the trace may have missed the probe:
+/// on a device whose socket more traffic reached than the trace could keep
+/// or read (an instance flooding a wire), so hops there may be missing.
+fn missed_note(devices: &[&Device]) -> Option<String> {
+    const NAMED: usize = 5;
+    if devices.is_empty() {
+        return None;
+    }
+    let mut names: Vec<String> = devices
+        .iter()
+        .take(NAMED)
+        .map(|(ns, dev)| format!("{dev} in {ns}"))
+        .collect();
+    if devices.len() > NAMED {
+        names.push(format!("{} more", devices.len() - NAMED));
+    }
+    Some(format!(
+        "frames unseen on {}: more traffic than a trace reads, so hops there may be missing",
+        names.join(", ")
+    ))
 }
 
 /// One frame of the probe seen on one device.
