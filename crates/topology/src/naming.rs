@@ -89,6 +89,30 @@ pub const RESERVED_NAMES: &[&str] = &[
     PATCH_INT,
 ];
 
+/// Names the kernel will not give a link in a lab's namespaces: `all` and
+/// `default` are its per-device settings' own (`/proc/sys/net/ipv4/conf/`),
+/// the rest the fallback devices a tunnel or bonding module makes in every
+/// namespace when it is loaded. An object named so gets no link where its
+/// name becomes one.
+pub const KERNEL_NAMES: &[&str] = &[
+    "all",
+    "default",
+    "bonding_masters",
+    "gre0",
+    "gretap0",
+    "erspan0",
+    "tunl0",
+    "sit0",
+    "ip6tnl0",
+    "ip6gre0",
+    "ip_vti0",
+    "ip6_vti0",
+];
+
+/// The record of a lab's failed nodes, a file in the lab's run directory
+/// beside its nodes' directories: no node may take its name.
+pub const FAILED_NODES_RECORD: &str = "failed-nodes";
+
 /// A router's namespace is `<lab>.qrouter-<router uuid>`.
 pub const QROUTER: &str = "qrouter-";
 

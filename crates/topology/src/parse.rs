@@ -330,7 +330,9 @@ pub(crate) struct RawNetwork {
     /// Neutron's `enable_dhcp` (default true).
     #[serde(default)]
     pub dhcp: Option<S<bool>>,
+    /// At most five, each once (Neutron's `max_dns_nameservers`).
     #[serde(default)]
+    #[schemars(length(max = 5))]
     pub dns_nameservers: Vec<S<String>>,
 }
 

@@ -298,9 +298,33 @@ fn column_of<'a>(mut spans: impl Iterator<Item = &'a S<String>>, name: &str) -> 
     spans.find(|s| s.value == name).map_or(0, |s| at(s).1)
 }
 
+/// Names that become a directory of Open vSwitch's in the lab's run
+/// directory (nodes, physical routers), beside the lab's own records.
+fn check_run_dir_name(c: &mut Checker, kind: &str, s: &S<String>) {
+    if s.value == naming::FAILED_NODES_RECORD {
+        c.err(
+            s,
+            format!(
+                "{kind} `{}`: the name is reserved: a lab's run directory keeps a record of that name beside its nodes' directories",
+                s.value
+            ),
+        );
+    }
+}
+
 /// Names that become Linux interface names as they are (a switch port or
 /// bridge named after the object), and must fit `IFNAMSIZ`.
 fn check_ifname(c: &mut Checker, kind: &str, s: &S<String>, becomes: &str) {
+    if naming::KERNEL_NAMES.contains(&s.value.as_str()) {
+        c.err(
+            s,
+            format!(
+                "{kind} `{}`: the name is reserved: it becomes {becomes}, and the kernel keeps it for itself in every namespace ({})",
+                s.value,
+                naming::KERNEL_NAMES.join(", ")
+            ),
+        );
+    }
     if s.value.len() > IFNAME_MAX {
         c.err(
             s,
@@ -315,6 +339,11 @@ fn check_ifname(c: &mut Checker, kind: &str, s: &S<String>, becomes: &str) {
 
 /// Nova's limit on user data (`MAX_USERDATA_SIZE`, 65535 bytes).
 const MAX_USER_DATA: usize = 65_535;
+
+/// The most DNS servers a network may list: Neutron's default
+/// `max_dns_nameservers`. dnsmasq reads its options file in lines of 1024
+/// bytes and takes the rest of a longer line for another option.
+pub const MAX_DNS_NAMESERVERS: usize = 5;
 
 pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<Diagnostic>> {
     let mut c = Checker {
@@ -394,6 +423,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             &n.name,
             "its port name on the physical switch",
         );
+        check_run_dir_name(&mut c, "node", &n.name);
         check_socket_path(&mut c, &raw.lab.value, &n.name);
         let role = match n.role.value.as_str() {
             "network" => NodeRole::Network,
@@ -501,11 +531,30 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         ) else {
             continue;
         };
-        let dns_nameservers = n
-            .dns_nameservers
-            .iter()
-            .filter_map(|d| c.ipv4(&format!("network `{name}` DNS server"), d))
-            .collect();
+        let mut dns_nameservers: Vec<Ipv4Addr> = Vec::new();
+        for (i, d) in n.dns_nameservers.iter().enumerate() {
+            let Some(server) = c.ipv4(&format!("network `{name}` DNS server"), d) else {
+                continue;
+            };
+            if i >= MAX_DNS_NAMESERVERS {
+                if i > MAX_DNS_NAMESERVERS {
+                    continue;
+                }
+                c.err(
+                    d,
+                    format!(
+                        "network `{name}`: more than {MAX_DNS_NAMESERVERS} DNS servers (Neutron's `max_dns_nameservers`)"
+                    ),
+                );
+            } else if dns_nameservers.contains(&server) {
+                c.err(
+                    d,
+                    format!("network `{name}`: DNS server {server} is listed twice"),
+                );
+            } else {
+                dns_nameservers.push(server);
+            }
+        }
         networks.push(Network {
             name: name.clone(),
             network_type,
@@ -822,6 +871,7 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
             &r.name,
             "its port name on the physical and external switches",
         );
+        check_run_dir_name(&mut c, "physical router", &r.name);
         check_socket_path(&mut c, &raw.lab.value, &r.name);
         if r.interfaces.is_empty() {
             c.err(&r.name, format!("{what}: no interfaces"));
@@ -965,6 +1015,14 @@ pub(crate) fn validate(source: &str, raw: RawTopology) -> Result<Topology, Vec<D
         let mac = match &i.mac {
             Some(m) => {
                 match parse_mac(&m.value) {
+                    Some([0, 0, 0, 0, 0, 0]) => {
+                        c.err(
+                            m,
+                            format!("instance `{name}`: MAC {} is all zeroes, which no interface may have", m.value),
+                        );
+                        ok = false;
+                        None
+                    }
                     Some(mac) if mac[0] & 1 == 0 => Some(mac),
                     Some(_) => {
                         c.err(

@@ -381,6 +381,60 @@ fn malformed_mac() {
 }
 
 #[test]
+fn the_zero_mac_is_refused() {
+    let text = seed_with(
+        "    address: 192.168.1.12\n",
+        "    address: 192.168.1.12\n    mac: \"00:00:00:00:00:00\"\n",
+    );
+    refused(
+        &text,
+        line_of(&text, "mac: \"00"),
+        &["instance3", "00:00:00:00:00:00", "all zeroes"],
+    );
+}
+
+/// dnsmasq reads a network's options in lines of 1024 bytes: a hundred DNS
+/// servers once made the end of the line another option.
+#[test]
+fn a_network_lists_at_most_five_dns_servers_each_once() {
+    let servers: Vec<String> = (1..=7).map(|i| format!("10.0.0.{i}")).collect();
+    let text = seed_with(
+        "    cidr: 192.168.1.0/24\n",
+        &format!(
+            "    cidr: 192.168.1.0/24\n    dns_nameservers: [{}]\n",
+            servers.join(", ")
+        ),
+    );
+    let line = line_of(&text, "dns_nameservers");
+    refused(&text, line, &["network `net1`", "more than 5 DNS servers"]);
+    let TopologyError::Invalid { problems, .. } = parse("bad.yaml", &text).unwrap_err() else {
+        panic!("a validation error");
+    };
+    assert_eq!(problems.len(), 1, "said once: {problems:?}");
+
+    let text = seed_with(
+        "    cidr: 192.168.1.0/24\n",
+        "    cidr: 192.168.1.0/24\n    dns_nameservers: [10.0.0.1, 10.0.0.2, 10.0.0.1]\n",
+    );
+    refused(
+        &text,
+        line_of(&text, "dns_nameservers"),
+        &["network `net1`", "DNS server 10.0.0.1 is listed twice"],
+    );
+
+    let text = seed_with(
+        "    cidr: 192.168.1.0/24\n",
+        "    cidr: 192.168.1.0/24\n    dns_nameservers: [10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4, 10.0.0.5]\n",
+    );
+    assert_eq!(
+        parse("ok.yaml", &text).unwrap().networks[0]
+            .dns_nameservers
+            .len(),
+        5
+    );
+}
+
+#[test]
 fn vlan_id_out_of_range() {
     for bad in ["0", "4095", "-3"] {
         let text = seed_with("segmentation_id: 102", &format!("segmentation_id: {bad}"));
@@ -706,6 +760,38 @@ fn interface_names_the_lab_makes_are_reserved() {
     ] {
         assert!(RESERVED_NAMES.contains(&name), "{name}");
     }
+}
+
+/// Names the kernel refuses for a link (`ip link add all …` is "Invalid
+/// argument"), or already gives one in every namespace, are refused before
+/// anything is built; so is the name of the lab's record of failed nodes,
+/// which would take a node's directory.
+#[test]
+fn names_the_kernel_or_the_run_directory_keep_are_reserved() {
+    for name in [
+        "all",
+        "default",
+        "gre0",
+        "tunl0",
+        "sit0",
+        "ip6_vti0",
+        "bonding_masters",
+    ] {
+        let text = seed_renamed("compute2", name);
+        refused(
+            &text,
+            line_of(&text, &format!("  - name: {name}")),
+            &[&format!("node `{name}`"), "reserved", "kernel"],
+        );
+    }
+    // A name that becomes no link is free: Neutron's security group.
+    assert!(SEED_YAML.contains("  - name: default\n"));
+    let text = seed_renamed("compute2", "failed-nodes");
+    refused(
+        &text,
+        line_of(&text, "  - name: failed-nodes"),
+        &["node `failed-nodes`", "reserved", "run directory"],
+    );
 }
 
 #[test]

@@ -77,7 +77,7 @@ impl EngineConfig {
 const TOPOLOGY_FILE: &str = "topology.yaml";
 
 /// The nodes of a lab failed on purpose, one per line, beside its topology.
-const FAILED_FILE: &str = "failed-nodes";
+const FAILED_FILE: &str = ovslab_topology::naming::FAILED_NODES_RECORD;
 
 /// The failed nodes recorded in a lab's directory.
 fn read_failed(dir: &Path) -> BTreeSet<String> {
