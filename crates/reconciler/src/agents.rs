@@ -128,28 +128,53 @@ impl Agent {
         self.dir.join(format!("{}.log", self.kind.program()))
     }
 
-    /// The process, if it runs as this agent: the pidfile names a live
-    /// process of the right program whose command line names the agent's
-    /// directory, and which (when a record exists for that pid) started
-    /// when the record says.
+    /// The process, if it runs as this agent. The record ovslabd wrote
+    /// when it started the process (`pid.start`: its pid and start time)
+    /// says which one it is: the pidfile does not, since dnsmasq hands it
+    /// to `nobody` before dropping its privileges, and a process running
+    /// as `nobody` could name another there (a process of its own, named
+    /// and argued like the agent) to have that one stopped instead. The
+    /// pidfile stands in only where there is no record (an agent started
+    /// by an older ovslabd), and only if root owns it. Either way the
+    /// process must run the agent's program with its directory on its
+    /// command line.
     pub fn identity(&self) -> Option<Identity> {
-        let pid: u32 = std::fs::read_to_string(self.pidfile())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let identity = Identity::of(pid)?;
-        let recorded = self.read_record();
-        if recorded.is_some_and(|r| r.pid == pid && r != identity) {
-            return None;
+        if let Some(recorded) = self.read_record() {
+            return (recorded.is_current() && self.runs_here(recorded.pid)).then_some(recorded);
         }
+        let pid = self.pidfile_pid(true)?;
+        let identity = Identity::of(pid)?;
         if !self.runs_here(pid) {
             return None;
         }
-        if recorded != Some(identity) {
-            self.write_record(identity);
-        }
+        let _ = self.write_record(identity);
         Some(identity)
+    }
+
+    /// The pid in the agent's pidfile: a short file, not a symbolic link,
+    /// and (if `root_only`) owned by root.
+    fn pidfile_pid(&self, root_only: bool) -> Option<u32> {
+        use std::io::Read as _;
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.pidfile())
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || (root_only && meta.uid() != 0) {
+            return None;
+        }
+        let mut text = String::new();
+        file.take(32).read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// Whether the agent is ready: it runs, and wrote its own pid in its
+    /// pidfile (dnsmasq does once its sockets are bound).
+    fn ready(&self) -> bool {
+        self.identity()
+            .is_some_and(|i| self.pidfile_pid(false) == Some(i.pid))
     }
 
     fn read_record(&self) -> Option<Identity> {
@@ -161,33 +186,31 @@ impl Agent {
         })
     }
 
-    /// The process to stop: as its pidfile names it ([`Agent::identity`]),
-    /// or, before it wrote one (a dnsmasq not ready yet), as recorded when
-    /// it was started, if that very process still runs as this agent.
+    /// The process to stop ([`Agent::identity`]): as recorded when it was
+    /// started, whether or not it wrote its pidfile yet.
     fn to_stop(&self) -> Option<Identity> {
-        self.identity().or_else(|| {
-            self.read_record()
-                .filter(|r| r.is_current() && self.runs_here(r.pid))
-        })
+        self.identity()
     }
 
+    /// Whether `pid` runs the agent's program with a file of the agent's
+    /// directory on its command line (`…/dhcp/net1/`, not `…/dhcp/net10/`).
     fn runs_here(&self, pid: u32) -> bool {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         if comm.trim() != self.kind.program() || is_zombie(pid) {
             return false;
         }
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let dir = self.dir.display().to_string();
+        let dir = format!("{}/", self.dir.display());
         cmdline
             .split(|b| *b == 0)
             .any(|arg| String::from_utf8_lossy(arg).contains(&dir))
     }
 
-    fn write_record(&self, identity: Identity) {
-        let _ = std::fs::write(
+    fn write_record(&self, identity: Identity) -> std::io::Result<()> {
+        std::fs::write(
             self.record(),
             format!("{} {}\n", identity.pid, identity.start),
-        );
+        )
     }
 
     /// Whether the process runs in the agent's namespace as it is now: a
@@ -311,7 +334,16 @@ impl Agent {
         })?;
         let started = child.id().and_then(Identity::of);
         if let Some(identity) = started {
-            self.write_record(identity);
+            // Without its record the agent could not be told from another
+            // process later: not left running.
+            if let Err(source) = self.write_record(identity) {
+                terminate(identity).await;
+                return Err(AgentError::Files {
+                    what: self.what.clone(),
+                    path: self.record(),
+                    source,
+                });
+            }
             if let Some(ino) = namespace {
                 let _ = std::fs::write(
                     self.netns_record(),
@@ -330,7 +362,7 @@ impl Agent {
         tracing::info!(what = self.what, "started");
         if self.kind.waited_for() {
             let deadline = tokio::time::Instant::now() + READY;
-            while self.identity().is_none() {
+            while !self.ready() {
                 if tokio::time::Instant::now() > deadline {
                     // Not left running untracked: undone, like any step
                     // that failed half-way.
@@ -474,6 +506,79 @@ mod tests {
         stop_in(&dir).await;
         std::fs::remove_dir_all(&root).unwrap();
         assert!(gone, "the dnsmasq that never got ready still runs");
+    }
+
+    /// A process running as `nobody` can write dnsmasq's pidfile (dnsmasq
+    /// hands it over before dropping its privileges). Naming a process of
+    /// its own there, programmed and argued like the agent, must not make
+    /// ovslabd take it for the agent: the record written at the start
+    /// says which process it is, and `down` stops that one.
+    #[tokio::test]
+    async fn the_pidfile_cannot_name_another_process_as_the_agent() {
+        let root = std::env::temp_dir().join(format!("ovslab-agent-pid-{}", std::process::id()));
+        let bin = root.join("bin");
+        let dir = root.join("qdhcp-x");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = bin.join("dnsmasq");
+        std::fs::write(&fake, "#!/bin/sh\nwhile :; do sleep 0.1; done\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pid_arg = format!("--pid-file={}/pid", dir.display());
+        let spawn = || {
+            std::process::Command::new(&fake)
+                .arg(&pid_arg)
+                .spawn()
+                .unwrap()
+        };
+        /// Killed and reaped however the test ends.
+        struct Reaped(std::process::Child);
+        impl Drop for Reaped {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let (real, impostor) = (Reaped(spawn()), Reaped(spawn()));
+        let a = agent(dir.clone());
+        let of = |child: &std::process::Child| {
+            // The shell names itself after the script once it runs it.
+            for _ in 0..200 {
+                let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id()));
+                if comm.is_ok_and(|c| c.trim() == "dnsmasq") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Identity::of(child.id()).unwrap()
+        };
+        let (real_id, impostor_id) = (of(&real.0), of(&impostor.0));
+
+        // No record (an agent of an older ovslabd): a pidfile that is not
+        // root's names nobody; as root, one chowned to `nobody` stands in
+        // for dnsmasq's.
+        std::fs::write(a.pidfile(), format!("{}\n", impostor_id.pid)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(a.pidfile(), Some(65534), Some(65534)).unwrap();
+        }
+        assert_eq!(a.identity(), None, "a pidfile not root's is not believed");
+
+        // The record of the start names the agent, whatever the pidfile says.
+        a.write_record(real_id).unwrap();
+        assert_eq!(a.identity(), Some(real_id));
+        assert!(!a.ready(), "its pidfile does not name it");
+        let done = stop_in(&dir).await;
+        assert!(
+            done.iter()
+                .any(|d| d.contains(&format!("(pid {})", real_id.pid))),
+            "{done:?}"
+        );
+        let impostor_runs = impostor_id.is_current() && !is_zombie(impostor_id.pid);
+        let real_runs = real_id.is_current() && !is_zombie(real_id.pid);
+        drop((real, impostor));
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(impostor_runs, "the process the pidfile named was stopped");
+        assert!(!real_runs, "the agent still runs");
     }
 
     #[test]
