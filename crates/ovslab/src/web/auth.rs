@@ -155,18 +155,32 @@ impl Gate {
     }
 
     /// `localhost:PORT` or `IP:PORT` (`[v6]:PORT`): names that no DNS
-    /// answer can point elsewhere.
+    /// answer can point elsewhere. A `Host` without a port means 80, as
+    /// browsers leave out the scheme's default (RFC 9110 §7.2, §4.2.1).
     fn host_allowed(&self, host: &str) -> bool {
-        let Some((name, port)) = host.rsplit_once(':') else {
-            return false;
+        let (name, port) = match host.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((name, "")) => (name, None),
+                Some((name, rest)) => match rest.strip_prefix(':') {
+                    Some(port) => (name, Some(port)),
+                    None => return false,
+                },
+                None => return false,
+            },
+            // An IPv6 address comes in brackets.
+            None => match host.split_once(':') {
+                Some((_, port)) if port.contains(':') => return false,
+                Some((name, port)) => (name, Some(port)),
+                None => (host, None),
+            },
         };
-        if port.parse::<u16>().ok() != Some(self.port) {
+        let port = match port {
+            Some(port) => port.parse::<u16>().ok(),
+            None => Some(80),
+        };
+        if port != Some(self.port) {
             return false;
         }
-        let name = name
-            .strip_prefix('[')
-            .and_then(|n| n.strip_suffix(']'))
-            .unwrap_or(name);
         name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok()
     }
 }
@@ -294,6 +308,37 @@ mod tests {
             }),
             Verdict::WrongHost
         );
+        for bad in ["[::1]", "[::1]8080", "[::1:8080", "::1:8080", "127.0.0.1:"] {
+            assert_eq!(g.judge(&with_token(bad)), Verdict::WrongHost, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_host_without_a_port_means_port_80() {
+        let g = Gate::new(Token::from_text("s3cr3t"), 80);
+        let with_token = |host: &'static str| Knock {
+            cookie: Some("ovslab-ui-80=s3cr3t"),
+            ..knock(host)
+        };
+        for good in [
+            "127.0.0.1",
+            "localhost",
+            "[::1]",
+            "127.0.0.1:80",
+            "[::1]:80",
+        ] {
+            assert_eq!(g.judge(&with_token(good)), Verdict::Pass, "{good}");
+        }
+        for bad in ["evil.example", "127.0.0.1:8080", "[::1]:8080"] {
+            assert_eq!(g.judge(&with_token(bad)), Verdict::WrongHost, "{bad}");
+        }
+        // A browser's Origin leaves the default port out as well.
+        let post = Knock {
+            post: true,
+            origin: Some("http://127.0.0.1"),
+            ..with_token("127.0.0.1")
+        };
+        assert_eq!(g.judge(&post), Verdict::Pass);
     }
 
     #[test]
