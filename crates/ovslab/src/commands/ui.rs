@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use crate::BadInput;
 use crate::client::Client;
+use crate::commands::segment;
 use crate::web::auth::{Gate, Token};
 use crate::web::{QUICK, SLOW, Ui, router};
 
@@ -83,16 +84,8 @@ async fn serve(client: &Client, args: Args, labs: Vec<String>) -> anyhow::Result
         );
     }
     let token = Token::random().context("reading /dev/urandom for the token")?;
-    let lab = args.lab.or_else(|| labs.first().cloned());
-    let host = match address {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
-        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
-        a => a.to_string(),
-    };
-    let mut url = format!("http://{host}/?token={}", token.as_str());
-    if let Some(lab) = &lab {
-        url.push_str(&format!("&lab={lab}"));
-    }
+    let lab = args.lab.or_else(|| first_lab(&labs));
+    let url = page_url(address, token.as_str(), lab.as_deref());
     let ui = Arc::new(Ui {
         gate: Gate::new(token, address.port()),
         quick: client.clone().with_deadline(QUICK),
@@ -111,6 +104,29 @@ async fn serve(client: &Client, args: Args, labs: Vec<String>) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// The lab the page opens with when none was named: the first of the
+/// daemon's whose name passes the topology's rule (a socket that answers
+/// escape sequences gets none of them printed).
+fn first_lab(labs: &[String]) -> Option<String> {
+    labs.iter()
+        .find(|l| ovslab_topology::lab_name_problem(l).is_none())
+        .cloned()
+}
+
+/// The address printed: the page, the token, and the lab percent-encoded.
+fn page_url(address: SocketAddr, token: &str, lab: Option<&str>) -> String {
+    let host = match address {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        a => a.to_string(),
+    };
+    let mut url = format!("http://{host}/?token={token}");
+    if let Some(lab) = lab {
+        url.push_str(&format!("&lab={}", segment(lab)));
+    }
+    url
+}
+
 /// SIGINT or SIGTERM.
 async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -123,5 +139,46 @@ async fn stop_signal() {
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lab_whose_name_passes_the_rule_is_offered() {
+        let labs = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            first_lab(&labs(&["seed", "other"])).as_deref(),
+            Some("seed")
+        );
+        assert_eq!(
+            first_lab(&labs(&["\u{1b}]0;PWNED\u{7}", "a b", "seed"])).as_deref(),
+            Some("seed")
+        );
+        assert_eq!(first_lab(&labs(&["\u{1b}[2J"])), None);
+    }
+
+    #[test]
+    fn the_printed_address_has_the_lab_percent_encoded() {
+        let at = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(
+            page_url(at, "abc", Some("seed-2")),
+            "http://127.0.0.1:8080/?token=abc&lab=seed-2"
+        );
+        assert_eq!(
+            page_url(at, "abc", None),
+            "http://127.0.0.1:8080/?token=abc"
+        );
+        let url = page_url(at, "abc", Some("\u{1b}]0;x\u{7}&y=1 z"));
+        assert_eq!(
+            url,
+            "http://127.0.0.1:8080/?token=abc&lab=%1B%5D0%3Bx%07%26y%3D1%20z"
+        );
+        assert_eq!(
+            page_url("[::]:80".parse().unwrap(), "abc", None),
+            "http://[::1]:80/?token=abc"
+        );
     }
 }
