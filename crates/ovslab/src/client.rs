@@ -16,6 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
+use crate::target::Checked;
+
 /// Why a request got no answer worth having.
 #[derive(Debug)]
 pub enum ClientError {
@@ -101,27 +103,17 @@ impl Client {
     }
 
     /// Where a lab's node, instance, router, physical router or external host lives
-    /// (`exec` and `capture` enter its namespace).
-    pub fn target(&self, lab: &str, name: &str) -> Result<ovslab_api::Target, ClientError> {
-        self.get(&format!(
-            "/v1/labs/{}/targets/{}",
-            crate::commands::segment(lab),
-            crate::commands::segment(name)
-        ))
+    /// (`exec` and `capture` enter its namespace), checked ([`Checked`]):
+    /// a namespace that is not a single name is a protocol error.
+    pub fn target(&self, lab: &str, name: &str) -> Result<Checked, ClientError> {
+        let answer = self.get(&target_path(lab, name))?;
+        Checked::new(answer).map_err(|e| self.protocol(e))
     }
 
     /// [`Client::target`] from async code.
-    pub async fn target_async(
-        &self,
-        lab: &str,
-        name: &str,
-    ) -> Result<ovslab_api::Target, ClientError> {
-        self.get_async(&format!(
-            "/v1/labs/{}/targets/{}",
-            crate::commands::segment(lab),
-            crate::commands::segment(name)
-        ))
-        .await
+    pub async fn target_async(&self, lab: &str, name: &str) -> Result<Checked, ClientError> {
+        let answer = self.get_async(&target_path(lab, name)).await?;
+        Checked::new(answer).map_err(|e| self.protocol(e))
     }
 
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -304,6 +296,15 @@ impl Client {
             detail,
         }
     }
+}
+
+/// `GET` this for a lab's target.
+fn target_path(lab: &str, name: &str) -> String {
+    format!(
+        "/v1/labs/{}/targets/{}",
+        crate::commands::segment(lab),
+        crate::commands::segment(name)
+    )
 }
 
 enum Decoded {

@@ -86,7 +86,8 @@ fn privilege_hint(e: &std::io::Error) -> &'static str {
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     let lab = lab_or_only(client, args.lab, "ovslab capture --lab LAB TARGET IFACE")?;
-    let target = client.target(&lab, &args.target)?;
+    // The environment is not used: a capture runs no program.
+    let target = client.target(&lab, &args.target)?.target;
     let socket = PacketSocket::open(&target.namespace, &args.interface, true).map_err(|e| {
         let hint = privilege_hint(&e);
         anyhow!(

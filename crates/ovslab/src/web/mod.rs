@@ -462,11 +462,14 @@ async fn live_details(
         // A router's box is named after the router.
         asked.label[0].clone()
     };
+    // What the daemon's answer held beyond the OVS directories is dropped
+    // (and the page has no one to warn).
     let target = ui
         .quick
         .target_async(lab, &target)
         .await
-        .map_err(UiError::from)?;
+        .map_err(UiError::from)?
+        .target;
     Ok(Json(live::read(&target, what, &asked.label[0]).await))
 }
 
