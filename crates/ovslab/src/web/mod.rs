@@ -492,8 +492,9 @@ async fn events(State(ui): State<Arc<Ui>>, Path(lab): Path<String>) -> Result<Re
         .await?;
     let state = Relay {
         body,
-        buffer: Vec::new(),
+        lines: Lines::new(MOST_EVENT_LINE),
         picture,
+        lab,
     };
     let stream = futures::stream::unfold(state, |mut relay| async move {
         let chunk = relay.next_chunk().await?;
@@ -504,36 +505,95 @@ async fn events(State(ui): State<Arc<Ui>>, Path(lab): Path<String>) -> Result<Re
     Ok((headers, Body::from_stream(stream)).into_response())
 }
 
+/// The most one line of the daemon's event stream may hold: an audit's
+/// event is a few KiB (its repairs), and what answers on the socket must
+/// not make the ui buffer without end.
+const MOST_EVENT_LINE: usize = 1 << 20;
+
+/// The lines of a byte stream, as they come, each at most `most` bytes.
+#[derive(Debug)]
+struct Lines {
+    buffer: Vec<u8>,
+    most: usize,
+}
+
+/// A line longer than [`Lines`] takes.
+#[derive(Debug, PartialEq, Eq)]
+struct LineTooLong;
+
+impl Lines {
+    fn new(most: usize) -> Self {
+        Lines {
+            buffer: Vec::new(),
+            most,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+    }
+
+    /// The next whole line (without its newline); `None` until one came.
+    /// Once a line has more than `most` bytes, whole or not, an error:
+    /// the buffer holds at most `most` bytes and the last piece pushed.
+    fn next_line(&mut self) -> Result<Option<Vec<u8>>, LineTooLong> {
+        match self.buffer.iter().position(|&b| b == b'\n') {
+            Some(end) if end > self.most => Err(LineTooLong),
+            Some(end) => {
+                let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+                line.pop();
+                Ok(Some(line))
+            }
+            None if self.buffer.len() > self.most => Err(LineTooLong),
+            None => Ok(None),
+        }
+    }
+}
+
 /// The daemon's stream, turned into the page's.
 struct Relay {
     body: hyper::body::Incoming,
-    buffer: Vec<u8>,
+    lines: Lines,
     picture: Arc<LabPicture>,
+    lab: String,
 }
 
 impl Relay {
-    /// The next text for the browser; `None` when the daemon's stream ended.
+    /// The next text for the browser; `None` when the daemon's stream
+    /// ended, or sent a line longer than [`MOST_EVENT_LINE`] (the page
+    /// connects again).
     async fn next_chunk(&mut self) -> Option<String> {
         loop {
-            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                let Ok(event) = serde_json::from_slice::<AuditEvent>(&line) else {
-                    continue;
-                };
-                let mut marks = Marks::default();
-                for repair in &event.repairs {
-                    let m = self.picture.marks_of_repair(repair);
-                    marks.boxes.extend(m.boxes);
-                    marks.clusters.extend(m.clusters);
+            match self.lines.next_line() {
+                Ok(Some(line)) => {
+                    let Ok(event) = serde_json::from_slice::<AuditEvent>(&line) else {
+                        continue;
+                    };
+                    let mut marks = Marks::default();
+                    for repair in &event.repairs {
+                        let m = self.picture.marks_of_repair(repair);
+                        marks.boxes.extend(m.boxes);
+                        marks.clusters.extend(m.clusters);
+                    }
+                    let data = serde_json::to_string(&AuditView { event, marks }).ok()?;
+                    return Some(format!("event: audit\ndata: {data}\n\n"));
                 }
-                let data = serde_json::to_string(&AuditView { event, marks }).ok()?;
-                return Some(format!("event: audit\ndata: {data}\n\n"));
+                Ok(None) => {}
+                Err(LineTooLong) => {
+                    eprintln!(
+                        "ovslab ui: the daemon's event stream of lab {} sent a line longer than \
+                         {} (ovslabd's never are): ended the page's stream",
+                        self.lab,
+                        crate::client::size(MOST_EVENT_LINE)
+                    );
+                    return None;
+                }
             }
             match tokio::time::timeout(KEEP_ALIVE, self.body.frame()).await {
                 Err(_) => return Some(": alive\n\n".to_string()),
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        self.buffer.extend_from_slice(&data);
+                        self.lines.push(&data);
                     }
                 }
                 Ok(_) => return None,
@@ -561,6 +621,37 @@ mod tests {
         assert_eq!(without_token(&uri("/?token=abc&lab=seed")), "/?lab=seed");
         assert_eq!(without_token(&uri("/?token=abc")), "/");
         assert_eq!(without_token(&uri("/x?a=1&token=abc&b=2")), "/x?a=1&b=2");
+    }
+
+    #[test]
+    fn event_lines_are_split_and_bounded() {
+        let mut lines = Lines::new(8);
+        lines.push(b"one\ntw");
+        assert_eq!(lines.next_line(), Ok(Some(b"one".to_vec())));
+        assert_eq!(lines.next_line(), Ok(None));
+        lines.push(b"o\n\nthree\n");
+        assert_eq!(lines.next_line(), Ok(Some(b"two".to_vec())));
+        assert_eq!(lines.next_line(), Ok(Some(Vec::new())));
+        assert_eq!(lines.next_line(), Ok(Some(b"three".to_vec())));
+        assert_eq!(lines.next_line(), Ok(None));
+        // Exactly the most is a line; one more is not, whole or not.
+        lines.push(b"12345678\n");
+        assert_eq!(lines.next_line(), Ok(Some(b"12345678".to_vec())));
+        lines.push(b"123456789\n");
+        assert_eq!(lines.next_line(), Err(LineTooLong));
+        let mut endless = Lines::new(MOST_EVENT_LINE);
+        let piece = vec![b'x'; 64 << 10];
+        let mut pushed = 0;
+        let error = loop {
+            endless.push(&piece);
+            pushed += piece.len();
+            match endless.next_line() {
+                Ok(None) => continue,
+                other => break other,
+            }
+        };
+        assert_eq!(error, Err(LineTooLong));
+        assert_eq!(pushed, MOST_EVENT_LINE + piece.len(), "stopped at once");
     }
 
     #[test]
