@@ -12,7 +12,7 @@ use crate::BadInput;
 use crate::client::Client;
 use crate::commands::segment;
 use crate::web::auth::{Gate, Token};
-use crate::web::{QUICK, SLOW, Ui, router};
+use crate::web::{QUICK, Ui, router};
 
 /// A live view of the labs in a browser: the picture, health, checks and
 /// traces.
@@ -86,12 +86,7 @@ async fn serve(client: &Client, args: Args, labs: Vec<String>) -> anyhow::Result
     let token = Token::random().context("reading /dev/urandom for the token")?;
     let lab = args.lab.or_else(|| first_lab(&labs));
     let url = page_url(address, token.as_str(), lab.as_deref());
-    let ui = Arc::new(Ui {
-        gate: Gate::new(token, address.port()),
-        quick: client.clone().with_deadline(QUICK),
-        slow: client.clone().with_deadline(SLOW),
-        drawn: Default::default(),
-    });
+    let ui = Arc::new(Ui::new(Gate::new(token, address.port()), client));
     println!("{url}");
     let _ = std::io::stdout().flush();
     eprintln!("ovslab ui: serving on {address}; open the address above; Ctrl-C stops");

@@ -88,6 +88,24 @@ pub struct Ui {
     /// 1000-instance lab takes a while to plan and draw, and every request
     /// about a lab needs its picture.
     pub drawn: std::sync::Mutex<std::collections::BTreeMap<String, (String, Arc<LabPicture>)>>,
+    /// One permit per live reading running ([`MOST_LIVE`]).
+    live: tokio::sync::Semaphore,
+}
+
+/// The most live readings (`ovs-ofctl`, `iptables-save`) run at once: each
+/// is a process, as root when the ui is; more get 503.
+pub const MOST_LIVE: usize = 4;
+
+impl Ui {
+    pub fn new(gate: Gate, client: &Client) -> Self {
+        Ui {
+            gate,
+            quick: client.clone().with_deadline(QUICK),
+            slow: client.clone().with_deadline(SLOW),
+            drawn: Default::default(),
+            live: tokio::sync::Semaphore::new(MOST_LIVE),
+        }
+    }
 }
 
 pub fn router(ui: Arc<Ui>) -> Router {
@@ -448,6 +466,12 @@ async fn live_details(
     Path((lab, item)): Path<(String, usize)>,
 ) -> Result<Json<live::Live>, UiError> {
     let lab = lab_name(&lab)?;
+    let Ok(_running) = ui.live.try_acquire() else {
+        return Err(UiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MOST_LIVE} live readings run already: try again in a moment"),
+        ));
+    };
     let picture = load(&ui, lab).await?;
     if item >= picture.graph.nodes.len() {
         return Err(UiError::new(StatusCode::NOT_FOUND, "no such box"));
@@ -621,6 +645,48 @@ mod tests {
         assert_eq!(without_token(&uri("/?token=abc&lab=seed")), "/?lab=seed");
         assert_eq!(without_token(&uri("/?token=abc")), "/");
         assert_eq!(without_token(&uri("/x?a=1&token=abc&b=2")), "/x?a=1&b=2");
+    }
+
+    /// A ui whose daemon is not there, with token `s3cr3t` on port 8080.
+    fn lonely_ui() -> Arc<Ui> {
+        let client = Client::new("/nonexistent/ovslabd.sock".into());
+        Arc::new(Ui::new(
+            Gate::new(auth::Token::from_text("s3cr3t"), 8080),
+            &client,
+        ))
+    }
+
+    /// One request through the router, authenticated: its status and body.
+    async fn ask(ui: &Arc<Ui>, path: &str) -> (StatusCode, String) {
+        use tower_service::Service as _;
+        let request = Request::builder()
+            .uri(path)
+            .header(HOST, "127.0.0.1:8080")
+            .header(AUTHORIZATION, "Bearer s3cr3t")
+            .body(Body::empty())
+            .unwrap();
+        let Ok(response) = router(ui.clone()).call(request).await;
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn at_most_four_live_readings_run_at_once() {
+        let ui = lonely_ui();
+        let running = ui.live.try_acquire_many(MOST_LIVE as u32).unwrap();
+        let (status, body) = ask(&ui, "/api/labs/seed/live/0").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            r#"{"error":"4 live readings run already: try again in a moment"}"#
+        );
+        drop(running);
+        // One ends: the next goes on (to a daemon that is not there).
+        let (status, body) = ask(&ui, "/api/labs/seed/live/0").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("cannot reach ovslabd"), "{body}");
+        assert_eq!(ui.live.available_permits(), MOST_LIVE, "given back");
     }
 
     #[test]
