@@ -168,6 +168,17 @@ impl Browser {
         }
     }
 
+    /// The value of the cookie `name` the page's site set, HttpOnly or not
+    /// (WebDriver sees what the page's scripts cannot).
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let all = self.call("GET", &self.session_path("/cookie"), None);
+        all.as_array()?
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["value"].as_str())
+            .map(String::from)
+    }
+
     /// A PNG of the window.
     pub fn screenshot(&self) -> Vec<u8> {
         let b64 = self.call("GET", &self.session_path("/screenshot"), None);

@@ -26,9 +26,11 @@ one selected, and traces a probe between two objects hop by hop, step by step or
 the VLAN tags, tunnel keys, MACs and NAT labelled where they change.\n\n\
 The server runs as you and talks to ovslabd through its socket like any ovslab command: the page \
 can do what your `ovslab` can, no more. It listens on 127.0.0.1 (a free port unless --listen \
-says) and answers only requests that carry the random token in the printed address (then kept \
-in a cookie); everything it serves is compiled in, so it works without internet access. Stop \
-it with Ctrl-C.",
+says) and answers only requests that carry its random token. The printed address holds a \
+one-time code instead: the first browser to open it gets the token in a cookie, and the \
+address then opens nothing more (start again for a new one). Scripts send the token as \
+`Authorization: Bearer TOKEN`, read from the `Set-Cookie` answer to the printed address. \
+Everything it serves is compiled in, so it works without internet access. Stop it with Ctrl-C.",
     after_help = "Exit status: 0 stopped by Ctrl-C or SIGTERM, 1 the daemon is unreachable, no lab \
 runs or LAB is not one of them, or the address cannot be bound, 2 a bad argument."
 )]
@@ -84,9 +86,11 @@ async fn serve(client: &Client, args: Args, labs: Vec<String>) -> anyhow::Result
         );
     }
     let token = Token::random().context("reading /dev/urandom for the token")?;
+    let code = Token::random().context("reading /dev/urandom for the one-time code")?;
     let lab = args.lab.or_else(|| first_lab(&labs));
-    let url = page_url(address, token.as_str(), lab.as_deref());
-    let ui = Arc::new(Ui::new(Gate::new(token, address.port()), client));
+    let gate = Gate::new(token, code, address.port());
+    let url = page_url(address, gate.code(), lab.as_deref());
+    let ui = Arc::new(Ui::new(gate, client));
     println!("{url}");
     let _ = std::io::stdout().flush();
     eprintln!("ovslab ui: serving on {address}; open the address above; Ctrl-C stops");
@@ -108,14 +112,15 @@ fn first_lab(labs: &[String]) -> Option<String> {
         .cloned()
 }
 
-/// The address printed: the page, the token, and the lab percent-encoded.
-fn page_url(address: SocketAddr, token: &str, lab: Option<&str>) -> String {
+/// The address printed: the page, the one-time code, and the lab
+/// percent-encoded.
+fn page_url(address: SocketAddr, code: &str, lab: Option<&str>) -> String {
     let host = match address {
         SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
         SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
         a => a.to_string(),
     };
-    let mut url = format!("http://{host}/?token={token}");
+    let mut url = format!("http://{host}/?code={code}");
     if let Some(lab) = lab {
         url.push_str(&format!("&lab={}", segment(lab)));
     }
@@ -160,20 +165,17 @@ mod tests {
         let at = "127.0.0.1:8080".parse().unwrap();
         assert_eq!(
             page_url(at, "abc", Some("seed-2")),
-            "http://127.0.0.1:8080/?token=abc&lab=seed-2"
+            "http://127.0.0.1:8080/?code=abc&lab=seed-2"
         );
-        assert_eq!(
-            page_url(at, "abc", None),
-            "http://127.0.0.1:8080/?token=abc"
-        );
+        assert_eq!(page_url(at, "abc", None), "http://127.0.0.1:8080/?code=abc");
         let url = page_url(at, "abc", Some("\u{1b}]0;x\u{7}&y=1 z"));
         assert_eq!(
             url,
-            "http://127.0.0.1:8080/?token=abc&lab=%1B%5D0%3Bx%07%26y%3D1%20z"
+            "http://127.0.0.1:8080/?code=abc&lab=%1B%5D0%3Bx%07%26y%3D1%20z"
         );
         assert_eq!(
             page_url("[::]:80".parse().unwrap(), "abc", None),
-            "http://[::1]:80/?token=abc"
+            "http://[::1]:80/?code=abc"
         );
     }
 }

@@ -1,12 +1,17 @@
-//! Who may use the page: whoever shows the token `ovslab ui` printed, from
-//! a page whose address names this server by IP literal or as `localhost`.
+//! Who may use the page: whoever holds the secret token, from a page whose
+//! address names this server by IP literal or as `localhost`.
 //!
-//! - The token is 32 bytes from the kernel's random source, in hex. It
-//!   comes once as `?token=…` (the URL printed), which is answered with a
-//!   cookie (`HttpOnly`, `SameSite=Strict`, named after the port, so two
-//!   servers on one host keep theirs) and a redirect to the same address
-//!   without it; then with the cookie, or as `Authorization: Bearer …`
-//!   (scripts). Tokens are compared in constant time.
+//! - The token and a one-time code are each 32 bytes from the kernel's
+//!   random source, in hex. The address printed carries the code only
+//!   (`?code=…`), never the token: the first GET with it is answered with a
+//!   cookie holding the token (`HttpOnly`, `SameSite=Strict`, named after
+//!   the port, so two servers on one host keep theirs) and a redirect to
+//!   the same address without the code, and the code is spent. So the
+//!   address a browser keeps in its history opens nothing: with it again,
+//!   a browser that has the cookie is sent on, any other gets 401 (start
+//!   `ovslab ui` again for a new address). Scripts send the token as
+//!   `Authorization: Bearer …` (they read it from the `Set-Cookie` of
+//!   their exchange). Token and code are compared in constant time.
 //! - The `Host` header must be an IP address or `localhost`, with the
 //!   server's port: a DNS name pointing at 127.0.0.1 (DNS rebinding) is
 //!   refused even before the token is looked at.
@@ -15,8 +20,9 @@
 
 use std::io::Read as _;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The secret a request must show.
+/// A secret: the token a request must show, or the one-time code.
 #[derive(Clone)]
 pub struct Token(String);
 
@@ -60,16 +66,20 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// The door of the server: its token and port.
-#[derive(Debug, Clone)]
+/// The door of the server: its token, its one-time code and its port.
+#[derive(Debug)]
 pub struct Gate {
     token: Token,
+    code: Token,
+    /// Whether the code was exchanged for the cookie already.
+    spent: AtomicBool,
     port: u16,
 }
 
 /// What a request is, as far as the gate cares.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Knock<'a> {
+    pub get: bool,
     pub post: bool,
     pub host: Option<&'a str>,
     pub origin: Option<&'a str>,
@@ -83,20 +93,35 @@ pub struct Knock<'a> {
 pub enum Verdict {
     /// Go on.
     Pass,
-    /// The token came in the address: set the cookie, and send the browser
-    /// to the same path without it.
+    /// The code came in the address, for the first time: set the cookie,
+    /// and send the browser to the same address without the code.
     SetCookie,
+    /// A code came in the address, from a browser that has the cookie
+    /// already: send it to the same address without the code.
+    Redirect,
     /// 421: the Host header does not name this server.
     WrongHost,
     /// 403: a POST from another site's page.
     WrongOrigin,
     /// 401: no token, or a wrong one.
     NoToken,
+    /// 401: the code was spent, and the request has no token.
+    CodeSpent,
 }
 
 impl Gate {
-    pub fn new(token: Token, port: u16) -> Self {
-        Gate { token, port }
+    pub fn new(token: Token, code: Token, port: u16) -> Self {
+        Gate {
+            token,
+            code,
+            spent: AtomicBool::new(false),
+            port,
+        }
+    }
+
+    /// The code the printed address carries.
+    pub fn code(&self) -> &str {
+        self.code.as_str()
     }
 
     /// The cookie's name: one per port, so two servers never mix theirs.
@@ -113,6 +138,8 @@ impl Gate {
         )
     }
 
+    /// The verdict on a request. A GET whose address carries the code,
+    /// the first one, spends it.
     pub fn judge(&self, knock: &Knock<'_>) -> Verdict {
         let Some(host) = knock.host.filter(|h| self.host_allowed(h)) else {
             return Verdict::WrongHost;
@@ -122,19 +149,6 @@ impl Gate {
             && origin != format!("http://{host}")
         {
             return Verdict::WrongOrigin;
-        }
-        let from_query = knock
-            .query
-            .into_iter()
-            .flat_map(|q| q.split('&'))
-            .filter_map(|pair| pair.strip_prefix("token="))
-            .any(|t| self.token.matches(t));
-        if from_query {
-            return if knock.post {
-                Verdict::Pass
-            } else {
-                Verdict::SetCookie
-            };
         }
         let name = self.cookie_name();
         let from_cookie = knock
@@ -147,8 +161,33 @@ impl Gate {
             .authorization
             .and_then(|a| a.strip_prefix("Bearer "))
             .is_some_and(|t| self.token.matches(t.trim()));
-        if from_cookie || from_header {
-            Verdict::Pass
+        let known = from_cookie || from_header;
+        let codes: Vec<&str> = knock
+            .query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter_map(|pair| pair.strip_prefix("code="))
+            .collect();
+        if !knock.get || codes.is_empty() {
+            return if known {
+                Verdict::Pass
+            } else {
+                Verdict::NoToken
+            };
+        }
+        let ours = codes.iter().any(|c| self.code.matches(c));
+        // One exchange, however many requests bring the code at once.
+        if ours
+            && self
+                .spent
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            Verdict::SetCookie
+        } else if known {
+            Verdict::Redirect
+        } else if ours {
+            Verdict::CodeSpent
         } else {
             Verdict::NoToken
         }
@@ -190,7 +229,7 @@ mod tests {
     use super::*;
 
     fn gate() -> Gate {
-        Gate::new(Token::from_text("s3cr3t"), 8080)
+        Gate::new(Token::from_text("s3cr3t"), Token::from_text("c0de"), 8080)
     }
 
     fn knock(host: &'static str) -> Knock<'static> {
@@ -223,18 +262,30 @@ mod tests {
     }
 
     #[test]
-    fn the_token_in_the_address_becomes_a_cookie() {
+    fn the_code_in_the_address_becomes_a_cookie_once() {
         let g = gate();
+        assert_eq!(g.code(), "c0de");
         let first = Knock {
-            query: Some("lab=seed&token=s3cr3t"),
+            get: true,
+            query: Some("code=c0de&lab=seed"),
             ..knock("127.0.0.1:8080")
         };
         assert_eq!(g.judge(&first), Verdict::SetCookie);
         assert_eq!(
             g.set_cookie(),
-            "ovslab-ui-8080=s3cr3t; Path=/; HttpOnly; SameSite=Strict"
+            "ovslab-ui-8080=s3cr3t; Path=/; HttpOnly; SameSite=Strict",
+            "the cookie holds the token, not the code"
         );
+        // Spent: the same address again opens nothing by itself…
+        assert_eq!(g.judge(&first), Verdict::CodeSpent);
+        // …but a browser that has the cookie is sent on.
+        let with_cookie = Knock {
+            cookie: Some("other=1; ovslab-ui-8080=s3cr3t"),
+            ..first
+        };
+        assert_eq!(g.judge(&with_cookie), Verdict::Redirect);
         let then = Knock {
+            get: true,
             cookie: Some("other=1; ovslab-ui-8080=s3cr3t"),
             ..knock("localhost:8080")
         };
@@ -247,16 +298,80 @@ mod tests {
     }
 
     #[test]
+    fn only_a_get_exchanges_the_code_and_the_code_is_no_token() {
+        let g = gate();
+        let with_code = |get, post| Knock {
+            get,
+            post,
+            query: Some("code=c0de"),
+            ..knock("127.0.0.1:8080")
+        };
+        assert_eq!(g.judge(&with_code(false, true)), Verdict::NoToken);
+        assert_eq!(g.judge(&with_code(false, false)), Verdict::NoToken, "HEAD");
+        for code in [
+            "code=c0d",
+            "code=c0deX",
+            "code=",
+            "token=c0de",
+            "code=s3cr3t",
+        ] {
+            let k = Knock {
+                get: true,
+                query: Some(code),
+                ..knock("127.0.0.1:8080")
+            };
+            assert_eq!(g.judge(&k), Verdict::NoToken, "{code}");
+        }
+        for code in ["Bearer c0de", "c0de"] {
+            let k = Knock {
+                authorization: Some(code),
+                ..knock("127.0.0.1:8080")
+            };
+            assert_eq!(g.judge(&k), Verdict::NoToken, "{code}");
+        }
+        assert_eq!(g.judge(&with_code(true, false)), Verdict::SetCookie);
+    }
+
+    #[test]
+    fn the_code_is_spent_once_among_racing_requests() {
+        let g = std::sync::Arc::new(gate());
+        let verdicts: Vec<Verdict> = (0..8)
+            .map(|_| {
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    g.judge(&Knock {
+                        get: true,
+                        query: Some("code=c0de"),
+                        ..knock("127.0.0.1:8080")
+                    })
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let exchanged = verdicts
+            .iter()
+            .filter(|v| **v == Verdict::SetCookie)
+            .count();
+        assert_eq!(exchanged, 1, "{verdicts:?}");
+        assert_eq!(
+            verdicts
+                .iter()
+                .filter(|v| **v == Verdict::CodeSpent)
+                .count(),
+            7
+        );
+    }
+
+    #[test]
     fn requests_without_the_right_token_are_refused() {
         let g = gate();
         assert_eq!(g.judge(&knock("127.0.0.1:8080")), Verdict::NoToken);
         for wrong in [
             Knock {
-                query: Some("token=s3cr3"),
-                ..knock("127.0.0.1:8080")
-            },
-            Knock {
-                query: Some("token=s3cr3tX"),
+                get: true,
+                query: Some("token=s3cr3t"),
                 ..knock("127.0.0.1:8080")
             },
             Knock {
@@ -315,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_host_without_a_port_means_port_80() {
-        let g = Gate::new(Token::from_text("s3cr3t"), 80);
+        let g = Gate::new(Token::from_text("s3cr3t"), Token::from_text("c0de"), 80);
         let with_token = |host: &'static str| Knock {
             cookie: Some("ovslab-ui-80=s3cr3t"),
             ..knock(host)

@@ -134,6 +134,7 @@ async fn guard(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Respo
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
     let knock = Knock {
+        get: request.method() == Method::GET,
         post: request.method() == Method::POST,
         host: text(HOST),
         origin: text(ORIGIN),
@@ -143,15 +144,16 @@ async fn guard(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Respo
     };
     match ui.gate.judge(&knock) {
         Verdict::Pass => next.run(request).await,
-        Verdict::SetCookie => {
-            let location = without_token(request.uri());
+        verdict @ (Verdict::SetCookie | Verdict::Redirect) => {
+            let location = without_code(request.uri());
             let mut response = StatusCode::SEE_OTHER.into_response();
             let headers = response.headers_mut();
-            if let (Ok(location), Ok(cookie)) = (
-                HeaderValue::from_str(&location),
-                HeaderValue::from_str(&ui.gate.set_cookie()),
-            ) {
+            if let Ok(location) = HeaderValue::from_str(&location) {
                 headers.insert(LOCATION, location);
+            }
+            if verdict == Verdict::SetCookie
+                && let Ok(cookie) = HeaderValue::from_str(&ui.gate.set_cookie())
+            {
                 headers.insert(SET_COOKIE, cookie);
             }
             response
@@ -166,20 +168,26 @@ async fn guard(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Respo
         }
         Verdict::NoToken => UiError::new(
             StatusCode::UNAUTHORIZED,
-            "no valid token: open the address `ovslab ui` printed (it ends in ?token=…)",
+            "no valid token: open the address `ovslab ui` printed (it carries ?code=…)",
+        )
+        .into_response(),
+        Verdict::CodeSpent => UiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this address was used once already: its code opens the page only once, for the \
+             browser that used it first. Start `ovslab ui` again for a new address",
         )
         .into_response(),
     }
 }
 
-/// The same address without its token (kept out of the browser's history
-/// and of any Referer): `/?token=…&lab=seed` → `/?lab=seed`.
-fn without_token(uri: &axum::http::Uri) -> String {
+/// The same address without its one-time code (the page's own address
+/// carries none): `/?code=…&lab=seed` → `/?lab=seed`.
+fn without_code(uri: &axum::http::Uri) -> String {
     let rest: Vec<&str> = uri
         .query()
         .unwrap_or_default()
         .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("token="))
+        .filter(|p| !p.is_empty() && !p.starts_with("code="))
         .collect();
     if rest.is_empty() {
         uri.path().to_string()
@@ -640,35 +648,85 @@ mod tests {
     }
 
     #[test]
-    fn the_token_leaves_the_address_and_the_rest_stays() {
+    fn the_code_leaves_the_address_and_the_rest_stays() {
         let uri = |u: &str| u.parse::<axum::http::Uri>().unwrap();
-        assert_eq!(without_token(&uri("/?token=abc&lab=seed")), "/?lab=seed");
-        assert_eq!(without_token(&uri("/?token=abc")), "/");
-        assert_eq!(without_token(&uri("/x?a=1&token=abc&b=2")), "/x?a=1&b=2");
+        assert_eq!(without_code(&uri("/?code=abc&lab=seed")), "/?lab=seed");
+        assert_eq!(without_code(&uri("/?code=abc")), "/");
+        assert_eq!(without_code(&uri("/x?a=1&code=abc&b=2")), "/x?a=1&b=2");
     }
 
     /// A ui whose daemon is not there, with token `s3cr3t` on port 8080.
     fn lonely_ui() -> Arc<Ui> {
         let client = Client::new("/nonexistent/ovslabd.sock".into());
         Arc::new(Ui::new(
-            Gate::new(auth::Token::from_text("s3cr3t"), 8080),
+            Gate::new(
+                auth::Token::from_text("s3cr3t"),
+                auth::Token::from_text("c0de"),
+                8080,
+            ),
             &client,
         ))
     }
 
+    /// One GET through the router with these headers (and `Host`): its
+    /// status, headers and body.
+    async fn send(
+        ui: &Arc<Ui>,
+        path: &str,
+        headers: &[(axum::http::HeaderName, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        use tower_service::Service as _;
+        let mut request = Request::builder().uri(path).header(HOST, "127.0.0.1:8080");
+        for (name, value) in headers {
+            request = request.header(name, *value);
+        }
+        let request = request.body(Body::empty()).unwrap();
+        let Ok(response) = router(ui.clone()).call(request).await;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
     /// One request through the router, authenticated: its status and body.
     async fn ask(ui: &Arc<Ui>, path: &str) -> (StatusCode, String) {
-        use tower_service::Service as _;
-        let request = Request::builder()
-            .uri(path)
-            .header(HOST, "127.0.0.1:8080")
-            .header(AUTHORIZATION, "Bearer s3cr3t")
-            .body(Body::empty())
-            .unwrap();
-        let Ok(response) = router(ui.clone()).call(request).await;
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        let (status, _, body) = send(ui, path, &[(AUTHORIZATION, "Bearer s3cr3t")]).await;
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn the_printed_address_opens_the_page_once() {
+        let ui = lonely_ui();
+        let (status, headers, _) = send(&ui, "/?code=c0de&lab=seed", &[]).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[LOCATION], "/?lab=seed");
+        assert_eq!(
+            headers[SET_COOKIE],
+            "ovslab-ui-8080=s3cr3t; Path=/; HttpOnly; SameSite=Strict"
+        );
+        // The page, with the cookie.
+        let cookie = [(COOKIE, "ovslab-ui-8080=s3cr3t")];
+        let (status, _, body) = send(&ui, "/?lab=seed", &cookie).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("<html"), "{body:.80}");
+        // The address again: on with the cookie, refused without.
+        let (status, headers, _) = send(&ui, "/?code=c0de&lab=seed", &cookie).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[LOCATION], "/?lab=seed");
+        assert!(!headers.contains_key(SET_COOKIE));
+        let (status, headers, body) = send(&ui, "/?code=c0de&lab=seed", &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(!headers.contains_key(SET_COOKIE));
+        assert!(
+            body.contains("used once already") && body.contains("Start `ovslab ui` again"),
+            "{body}"
+        );
+        // The code is not the token.
+        let (status, _, _) = send(&ui, "/", &[(AUTHORIZATION, "Bearer c0de")]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]
