@@ -30,7 +30,7 @@ impl UiServer {
         let mut child = Command::new(bin("ovslab"))
             .arg("--socket")
             .arg(&lab.daemon.socket)
-            .args(["ui", &lab.name, "--listen", "127.0.0.1:0"])
+            .args(["ui", &lab.name])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -104,16 +104,43 @@ impl Drop for UiServer {
     }
 }
 
+/// A server on 127.0.0.1 with a free port: each request head it gets is
+/// sent on the channel, and answered with an empty page.
+fn rogue_server() -> (u16, std::sync::mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (heard, hear) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if heard.send(head).is_err() {
+                return;
+            }
+        }
+    });
+    (port, hear)
+}
+
 /// The page loaded with the token, the lab drawn.
 fn open_page(lab: &Lab, ui: &UiServer) -> Browser {
     let browser = Browser::start(&lab.daemon.dir, 1280, 720);
     browser.open(&ui.url);
+    wait_drawn(&browser);
+    browser
+}
+
+/// Waits for the page to draw the lab.
+fn wait_drawn(browser: &Browser) {
     browser.wait_for(
         "the page to draw the lab",
         Duration::from_secs(20),
         "return document.body.dataset.ready === 'true' && document.querySelectorAll('#picture g.box').length",
     );
-    browser
 }
 
 fn screenshot(browser: &Browser, name: &str) {
@@ -146,6 +173,14 @@ fn the_page_draws_the_seed_lab_runs_its_checks_and_traces() {
     let lab = Lab::seed();
     let ui = UiServer::start(&lab);
 
+    // A loopback address of its own (see below: its cookie goes nowhere
+    // else).
+    assert!(
+        ui.host.starts_with("127.") && !ui.host.starts_with("127.0.0.1:"),
+        "{}",
+        ui.url
+    );
+
     // Nothing without the token.
     let (status, _, body) = ui.get("/api/labs", "");
     assert_eq!(status, 401, "{body}");
@@ -170,6 +205,19 @@ fn the_page_draws_the_seed_lab_runs_its_checks_and_traces() {
     assert_eq!(token.len(), 64);
     assert_ne!(token, code);
     assert!(!href.as_str().unwrap().contains(&token), "{href}");
+
+    // Another server on 127.0.0.1 (another user's, a dev server) that the
+    // browser visits gets no cookie of the page's.
+    let (rogue, heard) = rogue_server();
+    browser.open(&format!("http://127.0.0.1:{rogue}/favicon.ico"));
+    let head = heard.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(head.starts_with("GET /favicon.ico"), "{head}");
+    assert!(
+        !head.contains("ovslab-ui-") && !head.contains(&token),
+        "{head}"
+    );
+    browser.open(&format!("http://{}/?lab={}", ui.host, lab.name));
+    wait_drawn(&browser);
 
     // The address again (from the history, say): spent.
     let (status, head, body) = ui.get(&format!("/?code={code}&lab={}", lab.name), "");

@@ -2,7 +2,7 @@
 //! [`crate::web`]).
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -25,8 +25,10 @@ what the daemon's audits repair as they happen, runs the lab's checks and draws 
 one selected, and traces a probe between two objects hop by hop, step by step or animated, with \
 the VLAN tags, tunnel keys, MACs and NAT labelled where they change.\n\n\
 The server runs as you and talks to ovslabd through its socket like any ovslab command: the page \
-can do what your `ovslab` can, no more. It listens on 127.0.0.1 (a free port unless --listen \
-says) and answers only requests that carry its random token. The printed address holds a \
+can do what your `ovslab` can, no more. Unless --listen says, it listens on a random loopback \
+address 127.X.Y.Z with a free port, so that no other server on 127.0.0.1 ever gets its cookie \
+(a browser sends a cookie to every port of its host). It answers only requests that carry its \
+random token. The printed address holds a \
 one-time code instead: the first browser to open it gets the token in a cookie, and the \
 address then opens nothing more (start again for a new one). Scripts send the token as \
 `Authorization: Bearer TOKEN`, read from the `Set-Cookie` answer to the printed address. \
@@ -39,11 +41,12 @@ pub struct Args {
     /// only lab running, or the first of several.
     #[arg(value_name = "LAB")]
     pub lab: Option<String>,
-    /// Where to listen. Any address but a loopback one lets other hosts
-    /// reach the page (with the token): say so on purpose, and mind that
-    /// the token then travels in clear.
-    #[arg(long, value_name = "ADDRESS:PORT", default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
+    /// Where to listen; default: a random address 127.X.Y.Z and a free
+    /// port (127.0.0.1 when the loopback has no other). Any address but a
+    /// loopback one lets other hosts reach the page (with the token): say
+    /// so on purpose, and mind that the token then travels in clear.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub listen: Option<SocketAddr>,
 }
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
@@ -74,9 +77,21 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(client: &Client, args: Args, labs: Vec<String>) -> anyhow::Result<ExitCode> {
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let listener = match args.listen {
+        Some(listen) => tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?,
+        None => {
+            let random = random_loopback(
+                crate::web::auth::random_bytes().context("reading /dev/urandom for the address")?,
+            );
+            let (listener, warning) = bind_loopback(random).await?;
+            if let Some(warning) = warning {
+                eprintln!("ovslab ui: warning: {warning}");
+            }
+            listener
+        }
+    };
     let address = listener.local_addr().context("the address listened on")?;
     if !address.ip().is_loopback() {
         eprintln!(
@@ -101,6 +116,38 @@ async fn serve(client: &Client, args: Args, labs: Vec<String>) -> anyhow::Result
         () = stop_signal() => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A loopback address 127.X.Y.Z from three random bytes, each of X, Y, Z
+/// in 1–254: never 127.0.0.1, where other local servers listen. Cookies
+/// are kept per host, not per port (RFC 6265 §8.5), and `SameSite`
+/// counts another IP address as another site: a server on any other
+/// loopback address never gets this one's cookie.
+fn random_loopback(bytes: [u8; 3]) -> Ipv4Addr {
+    let [x, y, z] = bytes.map(|b| 1 + b % 254);
+    Ipv4Addr::new(127, x, y, z)
+}
+
+/// A listener on `address` with a port the kernel picks, or on 127.0.0.1
+/// when this host's loopback does not have `address` (a loopback without
+/// all of 127.0.0.0/8), with the warning to print then.
+async fn bind_loopback(
+    address: Ipv4Addr,
+) -> anyhow::Result<(tokio::net::TcpListener, Option<String>)> {
+    match tokio::net::TcpListener::bind((address, 0)).await {
+        Ok(listener) => Ok((listener, None)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .await
+                .context("listening on 127.0.0.1")?;
+            let warning = format!(
+                "cannot listen on {address} ({e}): listening on 127.0.0.1, where the \
+                 browser also sends the page's cookie to any other server on 127.0.0.1"
+            );
+            Ok((listener, Some(warning)))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("listening on {address}"))),
+    }
 }
 
 /// The lab the page opens with when none was named: the first of the
@@ -145,6 +192,36 @@ async fn stop_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_random_loopback_address_is_never_127_0_0_1_nor_has_a_zero() {
+        assert_eq!(random_loopback([0, 0, 0]), Ipv4Addr::new(127, 1, 1, 1));
+        assert_eq!(
+            random_loopback([253, 254, 255]),
+            Ipv4Addr::new(127, 254, 1, 2)
+        );
+        for _ in 0..1000 {
+            let a = random_loopback(crate::web::auth::random_bytes().unwrap());
+            assert!(a.is_loopback() && a != Ipv4Addr::LOCALHOST, "{a}");
+            assert!(
+                a.octets()[1..].iter().all(|&b| (1..=254).contains(&b)),
+                "{a}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_server_listens_on_its_own_loopback_address_or_else_127_0_0_1() {
+        let wanted = random_loopback(crate::web::auth::random_bytes().unwrap());
+        let (listener, warning) = bind_loopback(wanted).await.unwrap();
+        let at = listener.local_addr().unwrap();
+        assert_eq!((at.ip(), warning), (wanted.into(), None));
+        assert_ne!(at.port(), 0);
+        // A documentation address (RFC 5737) no interface has: EADDRNOTAVAIL.
+        let (listener, warning) = bind_loopback(Ipv4Addr::new(192, 0, 2, 1)).await.unwrap();
+        assert_eq!(listener.local_addr().unwrap().ip(), Ipv4Addr::LOCALHOST);
+        assert!(warning.unwrap().starts_with("cannot listen on 192.0.2.1"));
+    }
 
     #[test]
     fn only_a_lab_whose_name_passes_the_rule_is_offered() {

@@ -35,8 +35,7 @@ impl std::fmt::Debug for Token {
 impl Token {
     /// 32 bytes from `/dev/urandom`, in hex.
     pub fn random() -> std::io::Result<Token> {
-        let mut bytes = [0u8; 32];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        let bytes: [u8; 32] = random_bytes()?;
         Ok(Token(bytes.iter().map(|b| format!("{b:02x}")).collect()))
     }
 
@@ -54,6 +53,13 @@ impl Token {
     pub fn matches(&self, given: &str) -> bool {
         constant_time_eq(self.0.as_bytes(), given.as_bytes())
     }
+}
+
+/// `N` bytes from the kernel's random source.
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// `a == b`, looking at every byte whatever the first difference (the
