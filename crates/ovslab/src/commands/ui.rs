@@ -12,6 +12,7 @@ use crate::BadInput;
 use crate::client::Client;
 use crate::commands::segment;
 use crate::web::auth::{Gate, Token};
+use crate::web::connections::{self, Limits};
 use crate::web::{QUICK, Ui, router};
 
 /// A live view of the labs in a browser: the picture, health, checks and
@@ -73,6 +74,7 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    connections::raise_descriptor_limit();
     runtime.block_on(serve(client, args, labs))
 }
 
@@ -110,9 +112,8 @@ async fn serve(client: &Client, args: Args, labs: Vec<String>) -> anyhow::Result
     let _ = std::io::stdout().flush();
     eprintln!("ovslab ui: serving on {address}; open the address above; Ctrl-C stops");
     // A stop does not wait for the pages' event streams, which never end.
-    let server = std::future::IntoFuture::into_future(axum::serve(listener, router(ui)));
     tokio::select! {
-        served = server => served.context("serving the page")?,
+        () = connections::serve(listener, router(ui), Limits::default()) => {}
         () = stop_signal() => {}
     }
     Ok(ExitCode::SUCCESS)

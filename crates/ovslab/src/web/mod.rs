@@ -19,6 +19,7 @@
 //! Every request passes [`auth::Gate`] first.
 
 pub mod auth;
+pub mod connections;
 mod live;
 pub mod picture;
 
