@@ -1,7 +1,7 @@
 //! Just enough W3C WebDriver (JSON over HTTP/1.1) to drive Debian's
 //! headless Chromium through `chromedriver`: a session, a page, scripts,
-//! screenshots. Hand-written: the tests use six endpoints, and a client
-//! crate would bring a second HTTP stack and TLS for them
+//! cookies, screenshots. Hand-written: the tests use seven endpoints, and
+//! a client crate would bring a second HTTP stack and TLS for them
 //! (docs/design.md, "The web page").
 //!
 //! chromedriver is started here in a process group of its own, and on
