@@ -1,7 +1,7 @@
 //! Just enough W3C WebDriver (JSON over HTTP/1.1) to drive Debian's
 //! headless Chromium through `chromedriver`: a session, a page, scripts,
-//! screenshots. Hand-written: the tests use six endpoints, and a client
-//! crate would bring a second HTTP stack and TLS for them
+//! cookies, screenshots. Hand-written: the tests use seven endpoints, and
+//! a client crate would bring a second HTTP stack and TLS for them
 //! (docs/design.md, "The web page").
 //!
 //! chromedriver is started here in a process group of its own, and on
@@ -166,6 +166,17 @@ impl Browser {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The value of the cookie `name` the page's site set, HttpOnly or not
+    /// (WebDriver sees what the page's scripts cannot).
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let all = self.call("GET", &self.session_path("/cookie"), None);
+        all.as_array()?
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["value"].as_str())
+            .map(String::from)
     }
 
     /// A PNG of the window.

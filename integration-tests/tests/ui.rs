@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 struct UiServer {
     child: Child,
     url: String,
+    /// `ADDRESS:PORT`, as in the address printed.
+    host: String,
     port: u16,
 }
 
@@ -28,7 +30,7 @@ impl UiServer {
         let mut child = Command::new(bin("ovslab"))
             .arg("--socket")
             .arg(&lab.daemon.socket)
-            .args(["ui", &lab.name, "--listen", "127.0.0.1:0"])
+            .args(["ui", &lab.name])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -39,24 +41,57 @@ impl UiServer {
             .read_line(&mut line)
             .unwrap();
         let url = line.trim().to_string();
-        let port = url
-            .strip_prefix("http://127.0.0.1:")
+        let host = url
+            .strip_prefix("http://")
             .and_then(|rest| rest.split('/').next())
-            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("ovslab ui printed {url:?}"))
+            .to_string();
+        let port = host
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
             .unwrap_or_else(|| panic!("ovslab ui printed {url:?}"));
-        UiServer { child, url, port }
+        UiServer {
+            child,
+            url,
+            host,
+            port,
+        }
     }
 
-    /// One raw request to the server: its status and body.
-    fn request(&self, head: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+    /// The one-time code of the address printed.
+    fn code(&self) -> &str {
+        self.url
+            .split("code=")
+            .nth(1)
+            .and_then(|rest| rest.split('&').next())
+            .unwrap_or_else(|| panic!("no code in {}", self.url))
+    }
+
+    /// One raw request to the server (`GET PATH` with `headers`): its
+    /// status, head and body.
+    fn get(&self, path: &str, headers: &str) -> (u16, String, String) {
+        self.get_as(&self.host, path, headers)
+    }
+
+    /// [`Self::get`] with another `Host` header.
+    fn get_as(&self, host: &str, path: &str, headers: &str) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(&self.host).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        stream.write_all(head.as_bytes()).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
+        )
+        .unwrap();
         let answer = read_answer(&mut stream);
+        let end = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(answer.len());
+        let head = String::from_utf8_lossy(&answer[..end]).into_owned();
         let (status, body) = split_answer(&answer);
-        (status, String::from_utf8_lossy(&body).into_owned())
+        (status, head, String::from_utf8_lossy(&body).into_owned())
     }
 }
 
@@ -69,16 +104,43 @@ impl Drop for UiServer {
     }
 }
 
+/// A server on 127.0.0.1 with a free port: each request head it gets is
+/// sent on the channel, and answered with an empty page.
+fn rogue_server() -> (u16, std::sync::mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (heard, hear) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if heard.send(head).is_err() {
+                return;
+            }
+        }
+    });
+    (port, hear)
+}
+
 /// The page loaded with the token, the lab drawn.
 fn open_page(lab: &Lab, ui: &UiServer) -> Browser {
     let browser = Browser::start(&lab.daemon.dir, 1280, 720);
     browser.open(&ui.url);
+    wait_drawn(&browser);
+    browser
+}
+
+/// Waits for the page to draw the lab.
+fn wait_drawn(browser: &Browser) {
     browser.wait_for(
         "the page to draw the lab",
         Duration::from_secs(20),
         "return document.body.dataset.ready === 'true' && document.querySelectorAll('#picture g.box').length",
     );
-    browser
 }
 
 fn screenshot(browser: &Browser, name: &str) {
@@ -111,50 +173,86 @@ fn the_page_draws_the_seed_lab_runs_its_checks_and_traces() {
     let lab = Lab::seed();
     let ui = UiServer::start(&lab);
 
-    // Nothing without the token, nor for a host name that is not ours.
-    let (status, body) = ui.request(&format!(
-        "GET /api/labs HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-        ui.port
-    ));
-    assert_eq!(status, 401, "{body}");
-    let token = ui
-        .url
-        .split("token=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
-    let (status, body) = ui.request(&format!(
-        "GET /api/labs HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: ovslab-ui-{}={}{}\r\nConnection: close\r\n\r\n",
-        ui.port,
-        ui.port,
-        if token.starts_with('0') { '1' } else { '0' },
-        &token[1..]
-    ));
-    assert_eq!(status, 401, "a wrong token: {body}");
-    let (status, _) = ui.request(&format!(
-        "GET /api/labs HTTP/1.1\r\nHost: rebound.example:{}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
-        ui.port
-    ));
-    assert_eq!(status, 421, "DNS rebinding");
-    let (status, body) = ui.request(&format!(
-        "GET /api/labs HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
-        ui.port
-    ));
-    assert_eq!((status, body), (200, format!("[\"{}\"]", lab.name)));
+    // A loopback address of its own (see below: its cookie goes nowhere
+    // else).
+    assert!(
+        ui.host.starts_with("127.") && !ui.host.starts_with("127.0.0.1:"),
+        "{}",
+        ui.url
+    );
 
-    // The browser without the token is refused too.
+    // Nothing without the token.
+    let (status, _, body) = ui.get("/api/labs", "");
+    assert_eq!(status, 401, "{body}");
+    let code = ui.code().to_string();
+    assert_eq!(code.len(), 64, "{}", ui.url);
+
+    // The browser without the code is refused too.
     let browser = Browser::start(&lab.daemon.dir, 1280, 720);
-    browser.open(&format!("http://127.0.0.1:{}/", ui.port));
+    browser.open(&format!("http://{}/", ui.host));
     let text = browser.run("return document.body.innerText", json!([]));
     assert!(text.as_str().unwrap().contains("no valid token"), "{text}");
     drop(browser);
 
+    // The address printed opens the page once, and leaves the address bar
+    // for a cookie that holds the token (not the code), which the page's
+    // scripts cannot read.
     let browser = open_page(&lab, &ui);
-    // The token left the address bar for a cookie the page cannot read.
     let href = browser.run("return location.href + ' ' + document.cookie", json!([]));
-    assert!(!href.as_str().unwrap().contains(token), "{href}");
+    assert!(!href.as_str().unwrap().contains(&code), "{href}");
+    let cookie = format!("ovslab-ui-{}", ui.port);
+    let token = browser.cookie(&cookie).expect("the page's cookie");
+    assert_eq!(token.len(), 64);
+    assert_ne!(token, code);
+    assert!(!href.as_str().unwrap().contains(&token), "{href}");
+
+    // Another server on 127.0.0.1 (another user's, a dev server) that the
+    // browser visits gets no cookie of the page's.
+    let (rogue, heard) = rogue_server();
+    browser.open(&format!("http://127.0.0.1:{rogue}/favicon.ico"));
+    let head = heard.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(head.starts_with("GET /favicon.ico"), "{head}");
+    assert!(
+        !head.contains("ovslab-ui-") && !head.contains(&token),
+        "{head}"
+    );
+    browser.open(&format!("http://{}/?lab={}", ui.host, lab.name));
+    wait_drawn(&browser);
+
+    // The address again (from the history, say): spent.
+    let (status, head, body) = ui.get(&format!("/?code={code}&lab={}", lab.name), "");
+    assert_eq!(status, 401, "{head}");
+    assert!(body.contains("used once already"), "{body}");
+    assert!(!head.to_ascii_lowercase().contains("set-cookie"), "{head}");
+    // With the cookie it leads on, without the code.
+    let (status, head, _) = ui.get(
+        &format!("/?code={code}&lab={}", lab.name),
+        &format!("Cookie: {cookie}={token}\r\n"),
+    );
+    assert_eq!(status, 303, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("location: /?lab={}", lab.name)),
+        "{head}"
+    );
+
+    // A wrong token, or a host name that is not ours, gets nothing.
+    let wrong = format!(
+        "{}{}",
+        if token.starts_with('0') { '1' } else { '0' },
+        &token[1..]
+    );
+    let (status, _, body) = ui.get("/api/labs", &format!("Cookie: {cookie}={wrong}\r\n"));
+    assert_eq!(status, 401, "a wrong token: {body}");
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let (status, _, _) = ui.get_as(
+        &format!("rebound.example:{}", ui.port),
+        "/api/labs",
+        &bearer,
+    );
+    assert_eq!(status, 421, "DNS rebinding");
+    let (status, _, body) = ui.get("/api/labs", &bearer);
+    assert_eq!((status, body), (200, format!("[\"{}\"]", lab.name)));
 
     // Every node, instance, router and host of the lab is on the picture.
     let topo = lab.topology();

@@ -1,12 +1,14 @@
 //! A small HTTP/1.1 client for the daemon's Unix socket (hyper over a tokio
 //! `UnixStream`). Each call opens one connection, sends one request and
-//! waits for the whole answer.
+//! waits for the whole answer, which may hold at most [`MOST_ANSWER`] bytes
+//! ([`MOST_ERROR`] for an error): what answers on the socket is not
+//! necessarily ovslabd, and an endless answer must not eat the memory.
 
 use std::fmt;
 use std::io::ErrorKind;
 use std::path::PathBuf;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Bytes;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
@@ -15,6 +17,17 @@ use ovslab_api::ApiError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
+
+use crate::target::Checked;
+
+/// The most an answer's body may hold. ovslabd's largest (the
+/// 1000-instance lab's status, check or trace report) are a few MiB.
+pub const MOST_ANSWER: usize = 64 << 20;
+
+/// The most an error answer's body may hold: ovslabd's message is at most
+/// 64 KiB, which JSON may escape to twice that (`\` and `"`), in
+/// `{"error":…}`.
+pub const MOST_ERROR: usize = (128 << 10) + 1024;
 
 /// Why a request got no answer worth having.
 #[derive(Debug)]
@@ -101,27 +114,17 @@ impl Client {
     }
 
     /// Where a lab's node, instance, router, physical router or external host lives
-    /// (`exec` and `capture` enter its namespace).
-    pub fn target(&self, lab: &str, name: &str) -> Result<ovslab_api::Target, ClientError> {
-        self.get(&format!(
-            "/v1/labs/{}/targets/{}",
-            crate::commands::segment(lab),
-            crate::commands::segment(name)
-        ))
+    /// (`exec` and `capture` enter its namespace), checked ([`Checked`]):
+    /// a namespace that is not a single name is a protocol error.
+    pub fn target(&self, lab: &str, name: &str) -> Result<Checked, ClientError> {
+        let answer = self.get(&target_path(lab, name))?;
+        Checked::new(answer).map_err(|e| self.protocol(e))
     }
 
     /// [`Client::target`] from async code.
-    pub async fn target_async(
-        &self,
-        lab: &str,
-        name: &str,
-    ) -> Result<ovslab_api::Target, ClientError> {
-        self.get_async(&format!(
-            "/v1/labs/{}/targets/{}",
-            crate::commands::segment(lab),
-            crate::commands::segment(name)
-        ))
-        .await
+    pub async fn target_async(&self, lab: &str, name: &str) -> Result<Checked, ClientError> {
+        let answer = self.get_async(&target_path(lab, name)).await?;
+        Checked::new(answer).map_err(|e| self.protocol(e))
     }
 
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -226,12 +229,7 @@ impl Client {
         if status.is_success() {
             return Ok(response.into_body());
         }
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.protocol(format!("reading the answer: {e}")))?
-            .to_bytes();
+        let bytes = self.read_body(response.into_body(), MOST_ERROR).await?;
         match decode::<serde_json::Value>(status, &bytes) {
             Err(Decoded::Api(message)) => Err(ClientError::Api { message }),
             Err(Decoded::Garbled(detail)) => Err(self.protocol(detail)),
@@ -287,15 +285,32 @@ impl Client {
             .await
             .map_err(|e| self.protocol(e.to_string()))?;
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.protocol(format!("reading the answer: {e}")))?
-            .to_bytes();
+        let most = if status.is_success() {
+            MOST_ANSWER
+        } else {
+            MOST_ERROR
+        };
+        let bytes = self.read_body(response.into_body(), most).await?;
         drop(sender);
         let _ = driver.await;
         Ok((status, bytes))
+    }
+
+    /// A whole body, if it holds at most `most` bytes; reading stops as
+    /// soon as it would hold more.
+    async fn read_body(
+        &self,
+        body: hyper::body::Incoming,
+        most: usize,
+    ) -> Result<Bytes, ClientError> {
+        match Limited::new(body, most).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<LengthLimitError>() => Err(self.protocol(format!(
+                "the answer is longer than {} (ovslabd's never are): stopped reading it",
+                size(most)
+            ))),
+            Err(e) => Err(self.protocol(format!("reading the answer: {e}"))),
+        }
     }
 
     fn protocol(&self, detail: String) -> ClientError {
@@ -303,6 +318,24 @@ impl Client {
             socket: self.socket.clone(),
             detail,
         }
+    }
+}
+
+/// `GET` this for a lab's target.
+fn target_path(lab: &str, name: &str) -> String {
+    format!(
+        "/v1/labs/{}/targets/{}",
+        crate::commands::segment(lab),
+        crate::commands::segment(name)
+    )
+}
+
+/// `bytes` as a person reads it: `64 MiB`, `129 KiB`.
+pub fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes.div_ceil(1 << 10))
     }
 }
 
@@ -367,6 +400,164 @@ mod tests {
             decode::<Vec<String>>(StatusCode::OK, b"nope"),
             Err(Decoded::Garbled(_))
         ));
+    }
+
+    /// A fake daemon on a Unix socket in a directory of its own: each
+    /// connection's request head is read, then `answer` writes to it.
+    struct Fake {
+        dir: PathBuf,
+        socket: PathBuf,
+    }
+
+    impl Fake {
+        fn start(answer: fn(&mut std::os::unix::net::UnixStream) -> std::io::Result<()>) -> Fake {
+            use std::io::BufRead as _;
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "ovslab-client-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let socket = dir.join("s.sock");
+            let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { break };
+                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    // Until the client goes away (EPIPE).
+                    let _ = answer(&mut stream);
+                }
+            });
+            Fake { dir, socket }
+        }
+
+        fn client(&self) -> Client {
+            Client::new(self.socket.clone()).with_deadline(std::time::Duration::from_secs(60))
+        }
+    }
+
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A JSON array that never ends, in chunks.
+    fn endless(stream: &mut std::os::unix::net::UnixStream) -> std::io::Result<()> {
+        use std::io::Write as _;
+        stream.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\n[\r\n")?;
+        let item = "\"x\",".repeat(16 << 10);
+        loop {
+            write!(stream, "{:x}\r\n{item}\r\n", item.len())?;
+        }
+    }
+
+    /// An error answer of 1 MiB.
+    fn long_error(stream: &mut std::os::unix::net::UnixStream) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let body = format!("{{\"error\":\"{}\"}}", "e".repeat(1 << 20));
+        write!(
+            stream,
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn is_too_long(e: &ClientError, most: &str) -> bool {
+        matches!(e, ClientError::Protocol { detail, .. }
+            if *detail == format!("the answer is longer than {most} (ovslabd's never are): stopped reading it"))
+    }
+
+    #[test]
+    fn an_endless_answer_is_cut_at_64_mib() {
+        let fake = Fake::start(endless);
+        let e = fake.client().get::<Vec<String>>("/v1/labs").unwrap_err();
+        assert!(is_too_long(&e, "64 MiB"), "{e:?}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = runtime
+            .block_on(fake.client().get_async::<Vec<String>>("/v1/labs"))
+            .unwrap_err();
+        assert!(is_too_long(&e, "64 MiB"), "{e:?}");
+    }
+
+    #[test]
+    fn a_long_error_answer_is_cut_at_129_kib() {
+        let fake = Fake::start(long_error);
+        let e = fake.client().get::<Vec<String>>("/v1/labs").unwrap_err();
+        assert!(is_too_long(&e, "129 KiB"), "{e:?}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = runtime
+            .block_on(fake.client().stream("/v1/labs/seed/events"))
+            .unwrap_err();
+        assert!(is_too_long(&e, "129 KiB"), "{e:?}");
+    }
+
+    #[test]
+    fn answers_within_the_bounds_are_read() {
+        let fake = Fake::start(|stream| {
+            use std::io::Write as _;
+            let body = format!("[\"{}\"]", "l".repeat(8 << 20));
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        });
+        let labs: Vec<String> = fake.client().get("/v1/labs").unwrap();
+        assert!(labs[0].len() == 8 << 20);
+        let fake = Fake::start(|stream| {
+            use std::io::Write as _;
+            let body = format!("{{\"error\":\"{}\"}}", "\\\"".repeat(32 << 10));
+            write!(
+                stream,
+                "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        });
+        match fake.client().get::<Vec<String>>("/v1/labs").unwrap_err() {
+            // Each `"` escaped: the body is twice the message.
+            ClientError::Api { message } => assert!(message == "\"".repeat(32 << 10)),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn a_target_naming_a_path_is_a_protocol_error() {
+        let fake = Fake::start(|stream| {
+            use std::io::Write as _;
+            let body = r#"{"lab":"seed","name":"compute1","kind":"node",
+                "namespace":"../../proc/self/ns/net","env":[]}"#;
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        });
+        let e = fake.client().target("seed", "compute1").unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Protocol { detail, .. } if detail.contains("not a single name")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn sizes_read_as_people_read_them() {
+        assert_eq!(size(MOST_ANSWER), "64 MiB");
+        assert_eq!(size(MOST_ERROR), "129 KiB");
+        assert_eq!(size(1 << 20), "1 MiB");
+        assert_eq!(size(1000), "1 KiB");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod manual;
 mod progress;
 mod style;
 mod summary;
+mod target;
 mod web;
 
 use std::path::PathBuf;

@@ -192,3 +192,55 @@ fn piped_output_has_no_colour_and_no_progress() {
     }
     assert!(!daemon.asked().iter().any(|a| a.ends_with("/progress")));
 }
+
+/// A socket that is not ovslabd's (`--socket`, `$OVSLAB_SOCKET`) answers
+/// a namespace path and `LD_PRELOAD`: `exec` enters nothing, runs nothing
+/// and passes on only Open vSwitch's directories.
+#[test]
+fn exec_takes_only_a_namespace_name_and_ovs_directories_from_the_socket() {
+    let daemon = FakeDaemon::new(
+        "hostile-target",
+        &[
+            (
+                "GET /v1/labs/seed/targets/compute1",
+                r#"{"lab":"seed","name":"compute1","kind":"node","namespace":"/proc/self/ns/net",
+                    "env":[["LD_PRELOAD","/tmp/evil.so"]]}"#,
+            ),
+            (
+                "GET /v1/labs/seed/targets/compute2",
+                r#"{"lab":"seed","name":"compute2","kind":"node",
+                    "namespace":"seed.no-such-namespace-of-this-test",
+                    "env":[["LD_PRELOAD","/tmp/evil.so"],["OVS_RUNDIR","/run/ovslab/seed/compute2"]]}"#,
+            ),
+            (
+                "GET /v1/labs",
+                "[\"seed\",\"\\u001b]0;PWNED\\u0007\",\"a\\tb\"]",
+            ),
+        ],
+    );
+    let out = daemon.ovslab(&["exec", "--lab", "seed", "compute1", "--", "echo", "ran"]);
+    assert_eq!(out.status.code(), Some(1), "{}", outcome(&out));
+    assert!(text(&out.stdout).is_empty(), "{}", outcome(&out));
+    assert!(
+        text(&out.stderr).contains("namespace `/proc/self/ns/net` for compute1: it is a path"),
+        "{}",
+        outcome(&out)
+    );
+    let out = daemon.ovslab(&["exec", "--lab", "seed", "compute2", "--", "echo", "ran"]);
+    assert_eq!(out.status.code(), Some(1), "{}", outcome(&out));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: ignored environment from the daemon's answer: LD_PRELOAD"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not exist"), "{stderr}");
+
+    // `__complete labs` offers only names that pass the topology's rule.
+    let out = daemon.ovslab(&["__complete", "labs"]);
+    assert_eq!(
+        text(&out.stdout),
+        "seed\trunning lab\n",
+        "{}",
+        outcome(&out)
+    );
+}

@@ -28,7 +28,8 @@ Examples:\n  ovslab capture compute1 eth1 -c 10\n  ovslab capture network eth1 -
 ovslab capture instance1 eth0 --seconds 5",
     override_usage = "ovslab capture [--lab LAB] TARGET IFACE [-w FILE.pcap] [-c COUNT] [--seconds N]",
     after_help = "Exit status: 0 the capture ended as asked, 1 the target or interface is unknown, \
-the namespace cannot be entered or the file cannot be written."
+the namespace cannot be entered or the file cannot be written, 2 a bad argument (SECONDS is more \
+than 0 and at most 86400)."
 )]
 pub struct Args {
     /// The lab the target belongs to; default: the only lab running.
@@ -46,9 +47,25 @@ pub struct Args {
     /// Stop after COUNT frames.
     #[arg(short = 'c', long, value_name = "COUNT")]
     pub count: Option<u64>,
-    /// Stop after SECONDS.
-    #[arg(long, value_name = "SECONDS")]
-    pub seconds: Option<f64>,
+    /// Stop after SECONDS (more than 0, at most a day: 86400).
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    pub seconds: Option<Duration>,
+}
+
+/// The longest `--seconds`: a day. The daemon takes no part in a capture
+/// (this process opens the socket itself), so the bound is this command's.
+const MOST_SECONDS: f64 = 86_400.0;
+
+/// `--seconds`: a finite number of seconds, more than 0 and at most
+/// [`MOST_SECONDS`] (`inf`, `nan` or `1e19` would not fit in a deadline).
+fn seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= MOST_SECONDS => Ok(Duration::from_secs_f64(s)),
+        Ok(_) => Err(format!(
+            "must be a number of seconds, more than 0 and at most {MOST_SECONDS}"
+        )),
+        Err(e) => Err(format!("{e} (a number of seconds, as 5 or 0.5)")),
+    }
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -69,7 +86,8 @@ fn privilege_hint(e: &std::io::Error) -> &'static str {
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     let lab = lab_or_only(client, args.lab, "ovslab capture --lab LAB TARGET IFACE")?;
-    let target = client.target(&lab, &args.target)?;
+    // The environment is not used: a capture runs no program.
+    let target = client.target(&lab, &args.target)?.target;
     let socket = PacketSocket::open(&target.namespace, &args.interface, true).map_err(|e| {
         let hint = privilege_hint(&e);
         anyhow!(
@@ -90,9 +108,7 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
         ))?),
         None => None,
     };
-    let deadline = args
-        .seconds
-        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = args.seconds.map(|s| Instant::now() + s);
     let mut captured = 0u64;
     let stdout = std::io::stdout();
     while !STOP.load(Ordering::Relaxed)
@@ -141,6 +157,39 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_are_finite_positive_and_at_most_a_day() {
+        assert_eq!(seconds("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(seconds("86400"), Ok(Duration::from_secs(86_400)));
+        for bad in [
+            "inf", "-inf", "NaN", "1e19", "86400.5", "0", "-1", "", "five",
+        ] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_refuses_an_endless_capture() {
+        use clap::Parser as _;
+        let parse = |s: &str| {
+            crate::Cli::try_parse_from(["ovslab", "capture", "node", "eth1", "--seconds", s])
+        };
+        let Ok(crate::Cli {
+            command: crate::Command::Capture(args),
+            ..
+        }) = parse("2.5")
+        else {
+            panic!("2.5 s refused")
+        };
+        assert_eq!(args.seconds, Some(Duration::from_millis(2500)));
+        for bad in ["inf", "1e19"] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
+    }
 
     #[test]
     fn a_missing_privilege_is_told_by_its_errno_not_its_text() {

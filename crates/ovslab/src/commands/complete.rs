@@ -55,7 +55,7 @@ fn names(client: &Client, args: &Args) -> anyhow::Result<Vec<String>> {
         _ => client.get("/v1/labs")?,
     };
     if args.what == What::Labs {
-        return Ok(labs.iter().map(|l| format!("{l}\trunning lab")).collect());
+        return Ok(lab_lines(&labs));
     }
     let [lab] = labs.as_slice() else {
         anyhow::bail!("no single lab");
@@ -66,6 +66,16 @@ fn names(client: &Client, args: &Args) -> anyhow::Result<Vec<String>> {
         What::Nodes => nodes(&topology),
         _ => targets(&topology),
     })
+}
+
+/// The labs offered, one line each: only names that pass the topology's
+/// rule, so that a socket answering escape sequences or tabs cannot write
+/// them into a completion menu.
+fn lab_lines(labs: &[String]) -> Vec<String> {
+    labs.iter()
+        .filter(|l| ovslab_topology::lab_name_problem(l).is_none())
+        .map(|l| format!("{l}\trunning lab"))
+        .collect()
 }
 
 fn nodes(t: &Topology) -> Vec<String> {
@@ -108,6 +118,24 @@ pub fn targets(t: &Topology) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_lab_names_that_pass_the_rule_are_offered() {
+        let labs: Vec<String> = [
+            "seed",
+            "\u{1b}]0;PWNED\u{7}\u{1b}[2Jred",
+            "a\tb",
+            "two\nlines",
+            "../etc",
+            "lab-2",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            super::lab_lines(&labs),
+            ["seed\trunning lab", "lab-2\trunning lab"]
+        );
+    }
+
     #[test]
     fn the_seed_labs_targets_are_its_nodes_instances_router_and_host() {
         let names: Vec<String> = super::targets(&ovslab_topology::seed())

@@ -53,7 +53,11 @@ pub struct Args {
 
 pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
     let lab = lab_or_only(client, args.lab, "ovslab exec --lab LAB TARGET -- CMD")?;
-    let target = client.target(&lab, &args.target)?;
+    let checked = client.target(&lab, &args.target)?;
+    if let Some(warning) = checked.warning() {
+        eprintln!("{warning}");
+    }
+    let target = checked.target;
     let ns_path = Path::new(NETNS_DIR).join(&target.namespace);
     let namespace = File::open(&ns_path).map_err(|e| namespace_error(&target, &ns_path, e))?;
     let mut command = build_command(&args.command, &target);

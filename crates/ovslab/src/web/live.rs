@@ -17,6 +17,8 @@ use serde::Serialize;
 const DEADLINE: Duration = Duration::from_secs(5);
 /// The most text shown (a bridge of a large lab has thousands of flows).
 const MOST: usize = 256 << 10;
+/// Where `ip netns` keeps named namespaces.
+const NETNS_DIR: &str = "/run/netns";
 
 #[derive(Debug, Serialize)]
 pub struct Live {
@@ -63,13 +65,12 @@ pub async fn read(target: &Target, what: &str, bridge: &str) -> Live {
 }
 
 async fn run(target: &Target, argv: &[String]) -> Result<String, String> {
-    let path = Path::new("/run/netns").join(&target.namespace);
+    let path = Path::new(NETNS_DIR).join(&target.namespace);
     let namespace = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut command = std::process::Command::new(&argv[0]);
     command
         .args(&argv[1..])
-        .envs(target.env.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::null());
+        .envs(target.env.iter().map(|(k, v)| (k, v)));
     // SAFETY: the closure runs in the child between fork and exec; it only
     // calls setns(2), one system call that neither allocates nor takes
     // locks, on a descriptor the closure owns.
@@ -77,53 +78,208 @@ async fn run(target: &Target, argv: &[String]) -> Result<String, String> {
         command
             .pre_exec(move || setns(&namespace, CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
     }
-    let mut command = tokio::process::Command::from(command);
-    command.kill_on_drop(true);
-    let output = tokio::time::timeout(DEADLINE, command.output())
-        .await
-        .map_err(|_| format!("{} did not answer within {DEADLINE:?}", argv[0]))?
-        .map_err(|e| match e.raw_os_error() {
-            Some(code) if code == nix::errno::Errno::EPERM as i32 => format!(
+    output(command, DEADLINE).await.map_err(|e| match e {
+        Failed::Start(_, e) if e.raw_os_error() == Some(nix::errno::Errno::EPERM as i32) => {
+            format!(
                 "entering namespace {}: {e} (reading it live needs root, as `ovslab exec` does)",
                 target.namespace
-            ),
-            _ => format!("running {}: {e}", argv[0]),
-        })?;
-    if !output.status.success() {
-        return Err(format!(
-            "{} failed ({}): {}",
-            argv[0],
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    if text.len() > MOST {
-        let mut end = MOST;
-        while !text.is_char_boundary(end) {
-            end -= 1;
+            )
         }
-        text.truncate(end);
+        e => e.to_string(),
+    })
+}
+
+/// Why a reading gave no text.
+#[derive(Debug)]
+enum Failed {
+    Start(String, io::Error),
+    Late(String),
+    Status(String, std::process::ExitStatus, String),
+    Read(io::Error),
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Start(program, e) => write!(f, "running {program}: {e}"),
+            Failed::Late(program) => write!(f, "{program} did not answer within {DEADLINE:?}"),
+            Failed::Status(program, status, stderr) => {
+                write!(f, "{program} failed ({status}): {}", stderr.trim())
+            }
+            Failed::Read(e) => write!(f, "reading its output: {e}"),
+        }
+    }
+}
+
+/// The most of a failed reading's stderr kept.
+const MOST_STDERR: usize = 16 << 10;
+
+/// Runs `command` (stdin empty) within `deadline`: its stdout as text, cut
+/// at [`MOST`] bytes. Reading stops there and the command is killed, so a
+/// bridge with millions of flows costs [`MOST`] bytes, not all of them.
+async fn output(command: std::process::Command, deadline: Duration) -> Result<String, Failed> {
+    use std::process::Stdio;
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut command = tokio::process::Command::from(command);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|e| Failed::Start(program.clone(), e))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(Failed::Read(io::Error::other("no pipe to the command")));
+    };
+    let pid = child.id();
+    let work = async {
+        let (out, err) = tokio::join!(
+            async {
+                let read = read_at_most(stdout, MOST).await;
+                if let (Ok((_, true)), Some(pid)) = (&read, pid) {
+                    // Enough: the rest is not read. The child is not
+                    // reaped yet, so its pid is still its own.
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                read
+            },
+            // All of it, so the command never blocks on a full pipe; the
+            // first MOST_STDERR bytes kept.
+            drain_keeping(stderr, MOST_STDERR)
+        );
+        let (out, cut) = out.map_err(Failed::Read)?;
+        let err = err.map_err(Failed::Read)?;
+        let status = child.wait().await.map_err(Failed::Read)?;
+        if !cut && !status.success() {
+            return Err(Failed::Status(
+                program.clone(),
+                status,
+                String::from_utf8_lossy(&err).into_owned(),
+            ));
+        }
+        Ok(text(&out, cut))
+    };
+    tokio::time::timeout(deadline, work)
+        .await
+        .map_err(|_| Failed::Late(program.clone()))?
+}
+
+/// Up to `most` bytes of `reader`, and whether it had more (then one byte
+/// more was read, no further).
+async fn read_at_most(
+    reader: impl tokio::io::AsyncRead + Unpin,
+    most: usize,
+) -> io::Result<(Vec<u8>, bool)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut bytes = Vec::new();
+    reader.take(most as u64 + 1).read_to_end(&mut bytes).await?;
+    let cut = bytes.len() > most;
+    bytes.truncate(most);
+    Ok((bytes, cut))
+}
+
+/// All of `reader`, keeping the first `most` bytes.
+async fn drain_keeping(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    most: usize,
+) -> io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        let room = most.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..n.min(room)]);
+    }
+}
+
+/// The output as text, marked when cut (at a character's boundary).
+fn text(bytes: &[u8], cut: bool) -> String {
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if cut {
+        // A character split by the cut became U+FFFD: drop it.
+        if text.ends_with('\u{fffd}') {
+            text.pop();
+        }
         text.push_str("\n… (cut)");
     }
-    Ok(text)
+    text
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_endless_reader_is_read_up_to_the_cut() {
+        let (bytes, cut) = read_at_most(tokio::io::repeat(b'x'), 1000).await.unwrap();
+        assert_eq!((bytes.len(), cut), (1000, true));
+        let (bytes, cut) = read_at_most(&b"flows"[..], 5).await.unwrap();
+        assert_eq!((bytes.as_slice(), cut), (&b"flows"[..], false));
+        let kept = drain_keeping(&[7u8; 100_000][..], 10).await.unwrap();
+        assert_eq!(kept, [7u8; 10]);
+    }
+
+    #[tokio::test]
+    async fn a_command_that_never_stops_writing_is_cut_and_killed() {
+        // `yes` writes for ever: the reading ends at the cut, at once.
+        let started = std::time::Instant::now();
+        let text = output(std::process::Command::new("yes"), Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert!(
+            text.ends_with("\n… (cut)"),
+            "{:?}",
+            &text[text.len() - 20..]
+        );
+        assert_eq!(text.len(), MOST + "\n… (cut)".len());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reading_says_how_it_failed() {
+        let mut false_ = std::process::Command::new("sh");
+        false_.args(["-c", "echo out; echo oops >&2; exit 3"]);
+        let e = output(false_, DEADLINE).await.unwrap_err().to_string();
+        assert_eq!(e, "sh failed (exit status: 3): oops");
+        let mut slow = std::process::Command::new("sleep");
+        slow.arg("10");
+        let e = output(slow, Duration::from_millis(100)).await.unwrap_err();
+        assert!(matches!(e, Failed::Late(_)), "{e:?}");
+        let e = output(std::process::Command::new("/nonexistent/x"), DEADLINE)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("running /nonexistent/x: "), "{e}");
+        let ok = output(std::process::Command::new("echo"), DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(ok, "\n");
+    }
+
+    #[test]
+    fn a_cut_in_a_character_drops_it() {
+        assert_eq!(text("ab€".as_bytes(), false), "ab€");
+        assert_eq!(text(&"ab€".as_bytes()[..3], true), "ab\n… (cut)");
+    }
+
     #[test]
     fn only_two_fixed_commands_are_ever_run() {
         assert_eq!(
-            super::argv("flows", "br-int").join(" "),
+            argv("flows", "br-int").join(" "),
             "ovs-ofctl -O OpenFlow13 --names --no-stats dump-flows br-int"
         );
-        assert_eq!(
-            super::argv("nat", "ignored").join(" "),
-            "iptables-save -t nat"
-        );
-        assert_eq!(
-            super::argv("anything", "x").join(" "),
-            "iptables-save -t nat"
-        );
+        assert_eq!(argv("nat", "ignored").join(" "), "iptables-save -t nat");
+        assert_eq!(argv("anything", "x").join(" "), "iptables-save -t nat");
     }
 }

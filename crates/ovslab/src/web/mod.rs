@@ -19,6 +19,7 @@
 //! Every request passes [`auth::Gate`] first.
 
 pub mod auth;
+pub mod connections;
 mod live;
 pub mod picture;
 
@@ -88,6 +89,24 @@ pub struct Ui {
     /// 1000-instance lab takes a while to plan and draw, and every request
     /// about a lab needs its picture.
     pub drawn: std::sync::Mutex<std::collections::BTreeMap<String, (String, Arc<LabPicture>)>>,
+    /// One permit per live reading running ([`MOST_LIVE`]).
+    live: tokio::sync::Semaphore,
+}
+
+/// The most live readings (`ovs-ofctl`, `iptables-save`) run at once: each
+/// is a process, as root when the ui is; more get 503.
+pub const MOST_LIVE: usize = 4;
+
+impl Ui {
+    pub fn new(gate: Gate, client: &Client) -> Self {
+        Ui {
+            gate,
+            quick: client.clone().with_deadline(QUICK),
+            slow: client.clone().with_deadline(SLOW),
+            drawn: Default::default(),
+            live: tokio::sync::Semaphore::new(MOST_LIVE),
+        }
+    }
 }
 
 pub fn router(ui: Arc<Ui>) -> Router {
@@ -116,6 +135,7 @@ async fn guard(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Respo
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
     let knock = Knock {
+        get: request.method() == Method::GET,
         post: request.method() == Method::POST,
         host: text(HOST),
         origin: text(ORIGIN),
@@ -125,15 +145,16 @@ async fn guard(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Respo
     };
     match ui.gate.judge(&knock) {
         Verdict::Pass => next.run(request).await,
-        Verdict::SetCookie => {
-            let location = without_token(request.uri());
+        verdict @ (Verdict::SetCookie | Verdict::Redirect) => {
+            let location = without_code(request.uri());
             let mut response = StatusCode::SEE_OTHER.into_response();
             let headers = response.headers_mut();
-            if let (Ok(location), Ok(cookie)) = (
-                HeaderValue::from_str(&location),
-                HeaderValue::from_str(&ui.gate.set_cookie()),
-            ) {
+            if let Ok(location) = HeaderValue::from_str(&location) {
                 headers.insert(LOCATION, location);
+            }
+            if verdict == Verdict::SetCookie
+                && let Ok(cookie) = HeaderValue::from_str(&ui.gate.set_cookie())
+            {
                 headers.insert(SET_COOKIE, cookie);
             }
             response
@@ -148,20 +169,26 @@ async fn guard(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Respo
         }
         Verdict::NoToken => UiError::new(
             StatusCode::UNAUTHORIZED,
-            "no valid token: open the address `ovslab ui` printed (it ends in ?token=…)",
+            "no valid token: open the address `ovslab ui` printed (it carries ?code=…)",
+        )
+        .into_response(),
+        Verdict::CodeSpent => UiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this address was used once already: its code opens the page only once, for the \
+             browser that used it first. Start `ovslab ui` again for a new address",
         )
         .into_response(),
     }
 }
 
-/// The same address without its token (kept out of the browser's history
-/// and of any Referer): `/?token=…&lab=seed` → `/?lab=seed`.
-fn without_token(uri: &axum::http::Uri) -> String {
+/// The same address without its one-time code (the page's own address
+/// carries none): `/?code=…&lab=seed` → `/?lab=seed`.
+fn without_code(uri: &axum::http::Uri) -> String {
     let rest: Vec<&str> = uri
         .query()
         .unwrap_or_default()
         .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("token="))
+        .filter(|p| !p.is_empty() && !p.starts_with("code="))
         .collect();
     if rest.is_empty() {
         uri.path().to_string()
@@ -256,8 +283,12 @@ fn lab_name(lab: &str) -> Result<&str, UiError> {
     }
 }
 
+/// The daemon's labs whose names pass the topology's rule (the only ones
+/// the other routes take).
 async fn labs(State(ui): State<Arc<Ui>>) -> Result<Json<Vec<String>>, UiError> {
-    Ok(Json(ui.quick.get_async("/v1/labs").await?))
+    let mut labs: Vec<String> = ui.quick.get_async("/v1/labs").await?;
+    labs.retain(|l| lab_name_problem(l).is_none());
+    Ok(Json(labs))
 }
 
 /// The lab as the daemon has it: its saved topology, planned and drawn
@@ -444,6 +475,12 @@ async fn live_details(
     Path((lab, item)): Path<(String, usize)>,
 ) -> Result<Json<live::Live>, UiError> {
     let lab = lab_name(&lab)?;
+    let Ok(_running) = ui.live.try_acquire() else {
+        return Err(UiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MOST_LIVE} live readings run already: try again in a moment"),
+        ));
+    };
     let picture = load(&ui, lab).await?;
     if item >= picture.graph.nodes.len() {
         return Err(UiError::new(StatusCode::NOT_FOUND, "no such box"));
@@ -458,11 +495,14 @@ async fn live_details(
         // A router's box is named after the router.
         asked.label[0].clone()
     };
+    // What the daemon's answer held beyond the OVS directories is dropped
+    // (and the page has no one to warn).
     let target = ui
         .quick
         .target_async(lab, &target)
         .await
-        .map_err(UiError::from)?;
+        .map_err(UiError::from)?
+        .target;
     Ok(Json(live::read(&target, what, &asked.label[0]).await))
 }
 
@@ -485,8 +525,9 @@ async fn events(State(ui): State<Arc<Ui>>, Path(lab): Path<String>) -> Result<Re
         .await?;
     let state = Relay {
         body,
-        buffer: Vec::new(),
+        lines: Lines::new(MOST_EVENT_LINE),
         picture,
+        lab,
     };
     let stream = futures::stream::unfold(state, |mut relay| async move {
         let chunk = relay.next_chunk().await?;
@@ -497,36 +538,95 @@ async fn events(State(ui): State<Arc<Ui>>, Path(lab): Path<String>) -> Result<Re
     Ok((headers, Body::from_stream(stream)).into_response())
 }
 
+/// The most one line of the daemon's event stream may hold: an audit's
+/// event is a few KiB (its repairs), and what answers on the socket must
+/// not make the ui buffer without end.
+const MOST_EVENT_LINE: usize = 1 << 20;
+
+/// The lines of a byte stream, as they come, each at most `most` bytes.
+#[derive(Debug)]
+struct Lines {
+    buffer: Vec<u8>,
+    most: usize,
+}
+
+/// A line longer than [`Lines`] takes.
+#[derive(Debug, PartialEq, Eq)]
+struct LineTooLong;
+
+impl Lines {
+    fn new(most: usize) -> Self {
+        Lines {
+            buffer: Vec::new(),
+            most,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+    }
+
+    /// The next whole line (without its newline); `None` until one came.
+    /// Once a line has more than `most` bytes, whole or not, an error:
+    /// the buffer holds at most `most` bytes and the last piece pushed.
+    fn next_line(&mut self) -> Result<Option<Vec<u8>>, LineTooLong> {
+        match self.buffer.iter().position(|&b| b == b'\n') {
+            Some(end) if end > self.most => Err(LineTooLong),
+            Some(end) => {
+                let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+                line.pop();
+                Ok(Some(line))
+            }
+            None if self.buffer.len() > self.most => Err(LineTooLong),
+            None => Ok(None),
+        }
+    }
+}
+
 /// The daemon's stream, turned into the page's.
 struct Relay {
     body: hyper::body::Incoming,
-    buffer: Vec<u8>,
+    lines: Lines,
     picture: Arc<LabPicture>,
+    lab: String,
 }
 
 impl Relay {
-    /// The next text for the browser; `None` when the daemon's stream ended.
+    /// The next text for the browser; `None` when the daemon's stream
+    /// ended, or sent a line longer than [`MOST_EVENT_LINE`] (the page
+    /// connects again).
     async fn next_chunk(&mut self) -> Option<String> {
         loop {
-            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                let Ok(event) = serde_json::from_slice::<AuditEvent>(&line) else {
-                    continue;
-                };
-                let mut marks = Marks::default();
-                for repair in &event.repairs {
-                    let m = self.picture.marks_of_repair(repair);
-                    marks.boxes.extend(m.boxes);
-                    marks.clusters.extend(m.clusters);
+            match self.lines.next_line() {
+                Ok(Some(line)) => {
+                    let Ok(event) = serde_json::from_slice::<AuditEvent>(&line) else {
+                        continue;
+                    };
+                    let mut marks = Marks::default();
+                    for repair in &event.repairs {
+                        let m = self.picture.marks_of_repair(repair);
+                        marks.boxes.extend(m.boxes);
+                        marks.clusters.extend(m.clusters);
+                    }
+                    let data = serde_json::to_string(&AuditView { event, marks }).ok()?;
+                    return Some(format!("event: audit\ndata: {data}\n\n"));
                 }
-                let data = serde_json::to_string(&AuditView { event, marks }).ok()?;
-                return Some(format!("event: audit\ndata: {data}\n\n"));
+                Ok(None) => {}
+                Err(LineTooLong) => {
+                    eprintln!(
+                        "ovslab ui: the daemon's event stream of lab {} sent a line longer than \
+                         {} (ovslabd's never are): ended the page's stream",
+                        self.lab,
+                        crate::client::size(MOST_EVENT_LINE)
+                    );
+                    return None;
+                }
             }
             match tokio::time::timeout(KEEP_ALIVE, self.body.frame()).await {
                 Err(_) => return Some(": alive\n\n".to_string()),
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        self.buffer.extend_from_slice(&data);
+                        self.lines.push(&data);
                     }
                 }
                 Ok(_) => return None,
@@ -549,11 +649,134 @@ mod tests {
     }
 
     #[test]
-    fn the_token_leaves_the_address_and_the_rest_stays() {
+    fn the_code_leaves_the_address_and_the_rest_stays() {
         let uri = |u: &str| u.parse::<axum::http::Uri>().unwrap();
-        assert_eq!(without_token(&uri("/?token=abc&lab=seed")), "/?lab=seed");
-        assert_eq!(without_token(&uri("/?token=abc")), "/");
-        assert_eq!(without_token(&uri("/x?a=1&token=abc&b=2")), "/x?a=1&b=2");
+        assert_eq!(without_code(&uri("/?code=abc&lab=seed")), "/?lab=seed");
+        assert_eq!(without_code(&uri("/?code=abc")), "/");
+        assert_eq!(without_code(&uri("/x?a=1&code=abc&b=2")), "/x?a=1&b=2");
+    }
+
+    /// A ui whose daemon is not there, with token `s3cr3t` on port 8080.
+    fn lonely_ui() -> Arc<Ui> {
+        let client = Client::new("/nonexistent/ovslabd.sock".into());
+        Arc::new(Ui::new(
+            Gate::new(
+                auth::Token::from_text("s3cr3t"),
+                auth::Token::from_text("c0de"),
+                8080,
+            ),
+            &client,
+        ))
+    }
+
+    /// One GET through the router with these headers (and `Host`): its
+    /// status, headers and body.
+    async fn send(
+        ui: &Arc<Ui>,
+        path: &str,
+        headers: &[(axum::http::HeaderName, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        use tower_service::Service as _;
+        let mut request = Request::builder().uri(path).header(HOST, "127.0.0.1:8080");
+        for (name, value) in headers {
+            request = request.header(name, *value);
+        }
+        let request = request.body(Body::empty()).unwrap();
+        let Ok(response) = router(ui.clone()).call(request).await;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    /// One request through the router, authenticated: its status and body.
+    async fn ask(ui: &Arc<Ui>, path: &str) -> (StatusCode, String) {
+        let (status, _, body) = send(ui, path, &[(AUTHORIZATION, "Bearer s3cr3t")]).await;
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn the_printed_address_opens_the_page_once() {
+        let ui = lonely_ui();
+        let (status, headers, _) = send(&ui, "/?code=c0de&lab=seed", &[]).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[LOCATION], "/?lab=seed");
+        assert_eq!(
+            headers[SET_COOKIE],
+            "ovslab-ui-8080=s3cr3t; Path=/; HttpOnly; SameSite=Strict"
+        );
+        // The page, with the cookie.
+        let cookie = [(COOKIE, "ovslab-ui-8080=s3cr3t")];
+        let (status, _, body) = send(&ui, "/?lab=seed", &cookie).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("<html"), "{body:.80}");
+        // The address again: on with the cookie, refused without.
+        let (status, headers, _) = send(&ui, "/?code=c0de&lab=seed", &cookie).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[LOCATION], "/?lab=seed");
+        assert!(!headers.contains_key(SET_COOKIE));
+        let (status, headers, body) = send(&ui, "/?code=c0de&lab=seed", &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(!headers.contains_key(SET_COOKIE));
+        assert!(
+            body.contains("used once already") && body.contains("Start `ovslab ui` again"),
+            "{body}"
+        );
+        // The code is not the token.
+        let (status, _, _) = send(&ui, "/", &[(AUTHORIZATION, "Bearer c0de")]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn at_most_four_live_readings_run_at_once() {
+        let ui = lonely_ui();
+        let running = ui.live.try_acquire_many(MOST_LIVE as u32).unwrap();
+        let (status, body) = ask(&ui, "/api/labs/seed/live/0").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            r#"{"error":"4 live readings run already: try again in a moment"}"#
+        );
+        drop(running);
+        // One ends: the next goes on (to a daemon that is not there).
+        let (status, body) = ask(&ui, "/api/labs/seed/live/0").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("cannot reach ovslabd"), "{body}");
+        assert_eq!(ui.live.available_permits(), MOST_LIVE, "given back");
+    }
+
+    #[test]
+    fn event_lines_are_split_and_bounded() {
+        let mut lines = Lines::new(8);
+        lines.push(b"one\ntw");
+        assert_eq!(lines.next_line(), Ok(Some(b"one".to_vec())));
+        assert_eq!(lines.next_line(), Ok(None));
+        lines.push(b"o\n\nthree\n");
+        assert_eq!(lines.next_line(), Ok(Some(b"two".to_vec())));
+        assert_eq!(lines.next_line(), Ok(Some(Vec::new())));
+        assert_eq!(lines.next_line(), Ok(Some(b"three".to_vec())));
+        assert_eq!(lines.next_line(), Ok(None));
+        // Exactly the most is a line; one more is not, whole or not.
+        lines.push(b"12345678\n");
+        assert_eq!(lines.next_line(), Ok(Some(b"12345678".to_vec())));
+        lines.push(b"123456789\n");
+        assert_eq!(lines.next_line(), Err(LineTooLong));
+        let mut endless = Lines::new(MOST_EVENT_LINE);
+        let piece = vec![b'x'; 64 << 10];
+        let mut pushed = 0;
+        let error = loop {
+            endless.push(&piece);
+            pushed += piece.len();
+            match endless.next_line() {
+                Ok(None) => continue,
+                other => break other,
+            }
+        };
+        assert_eq!(error, Err(LineTooLong));
+        assert_eq!(pushed, MOST_EVENT_LINE + piece.len(), "stopped at once");
     }
 
     #[test]
