@@ -15,6 +15,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -94,6 +96,16 @@ pub enum AgentError {
         what: String,
         program: &'static str,
         log: PathBuf,
+    },
+    #[error(
+        "{what}: died again within {} s of being started again (see {log}); next start in {} s at the earliest",
+        RESTART_AFTER.as_secs(),
+        wait.as_secs_f32().ceil()
+    )]
+    Waiting {
+        what: String,
+        log: PathBuf,
+        wait: Duration,
     },
 }
 
@@ -177,13 +189,22 @@ impl Agent {
             .is_some_and(|i| self.pidfile_pid(false) == Some(i.pid))
     }
 
+    /// The process ovslabd started as this agent, as it recorded it then:
+    /// `pid.start`, or, should that be gone, the same pid and start time
+    /// at the head of `pid.netns` (written with it). Without either, an
+    /// agent whose pidfile went too could not be found, and ran on
+    /// untracked, beside the one started in its place.
     fn read_record(&self) -> Option<Identity> {
-        let text = std::fs::read_to_string(self.record()).ok()?;
-        let mut w = text.split_whitespace();
-        Some(Identity {
-            pid: w.next()?.parse().ok()?,
-            start: w.next()?.parse().ok()?,
-        })
+        [self.record(), self.netns_record()]
+            .iter()
+            .find_map(|path| {
+                let text = std::fs::read_to_string(path).ok()?;
+                let mut w = text.split_whitespace();
+                Some(Identity {
+                    pid: w.next()?.parse().ok()?,
+                    start: w.next()?.parse().ok()?,
+                })
+            })
     }
 
     /// The process to stop ([`Agent::identity`]): as recorded when it was
@@ -237,14 +258,30 @@ impl Agent {
         (pid == identity.pid && start == identity.start).then_some(ino)
     }
 
-    /// Whether it runs, in its namespace.
+    /// Whether it runs, in its namespace, and is not stopped (`SIGSTOP`,
+    /// or a debugger): a frozen dnsmasq answers no client and a frozen
+    /// keepalived keeps its addresses while the other copy takes them, so
+    /// one is stopped and started again like one that died. keepalived's
+    /// work is done by its child (VRRP), which counts too.
     pub fn running(&self) -> bool {
-        self.identity().is_some_and(|i| self.in_its_namespace(i))
+        self.identity()
+            .is_some_and(|i| self.in_its_namespace(i) && !frozen(i.pid))
     }
 
-    /// Whether it died: its pidfile is there but names no live agent.
+    /// How long ago ovslabd last started it again after it died, if its
+    /// last start was such a restart: the age of its [`RESTARTED_FILE`].
+    pub fn restarted_ago(&self) -> Option<Duration> {
+        let modified = std::fs::metadata(self.dir.join(RESTARTED_FILE))
+            .ok()?
+            .modified()
+            .ok()?;
+        Some(modified.elapsed().unwrap_or_default())
+    }
+
+    /// Whether it died: it was started (its pidfile or start record is
+    /// there) but no live agent is.
     pub fn died(&self) -> bool {
-        self.pidfile().exists() && self.identity().is_none()
+        (self.pidfile().exists() || self.read_record().is_some()) && self.identity().is_none()
     }
 
     /// Writes `files` into the agent's directory (made if missing), each
@@ -352,18 +389,25 @@ impl Agent {
             }
         }
         let what = self.what.clone();
+        let gone = Arc::new(AtomicBool::new(false));
+        let gone_too = gone.clone();
         tokio::spawn(async move {
             match child.wait().await {
                 Ok(status) => tracing::info!(what, %status, "agent exited"),
                 Err(e) => tracing::warn!(what, error = %e, "cannot wait for agent"),
             }
-            exited().notify_one();
+            gone_too.store(true, Ordering::Release);
+            // An exit ovslabd caused (a stop, a restart) needs no audit:
+            // one woken by each made a restart a loop.
+            if !started.is_some_and(crate::ovs_process::stopped_by_us) {
+                exited().notify_one();
+            }
         });
         tracing::info!(what = self.what, "started");
         if self.kind.waited_for() {
             let deadline = tokio::time::Instant::now() + READY;
             while !self.ready() {
-                if tokio::time::Instant::now() > deadline {
+                if gone.load(Ordering::Acquire) || tokio::time::Instant::now() > deadline {
                     // Not left running untracked: undone, like any step
                     // that failed half-way.
                     if let Some(identity) = started {
@@ -443,6 +487,61 @@ pub async fn stop_in(dir: &Path) -> Vec<String> {
     done
 }
 
+/// An agent started again after it died, that dies again sooner than
+/// this after, is started again only once this much time has passed
+/// since (at the next audit after it: the full one comes every few tens
+/// of seconds). An agent that cannot run (a port taken, a broken binary)
+/// so costs one start a while, not one per audit that its exits woke; one
+/// killed now and then is started again at once.
+pub const RESTART_AFTER: Duration = Duration::from_secs(10);
+
+/// The file in an agent's directory that says its last start was a
+/// restart after it died; written then, gone with the directory when the
+/// agent is stopped.
+pub const RESTARTED_FILE: &str = "restarted";
+
+/// Fails, saying how long it waits, if a dead agent may not be started
+/// again yet ([`RESTART_AFTER`]): the converge goes on with the other
+/// agents, and the lab's status shows why this one does not run.
+pub fn restart_allowed<H: crate::host::Host>(host: &H, agent: &Agent) -> Result<(), AgentError> {
+    if !host.agent_died(agent) {
+        return Ok(());
+    }
+    let Some(ago) = host.agent_restarted_ago(agent) else {
+        return Ok(());
+    };
+    match RESTART_AFTER.checked_sub(ago).filter(|w| !w.is_zero()) {
+        None => Ok(()),
+        Some(wait) => Err(AgentError::Waiting {
+            what: agent.what.clone(),
+            log: agent.log(),
+            wait,
+        }),
+    }
+}
+
+/// Marks the agent as started again after it died ([`RESTARTED_FILE`]),
+/// just before it is.
+pub fn mark_restart<H: crate::host::Host>(
+    host: &H,
+    agent: &Agent,
+) -> Result<(), crate::ReconcileError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    host.write_agent_files(agent, &[(RESTARTED_FILE, format!("{}\n", now.as_nanos()))])?;
+    Ok(())
+}
+
+/// Whether `pid` or one of its children is stopped.
+fn frozen(pid: u32) -> bool {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    std::iter::once(pid)
+        .chain(children.split_whitespace().filter_map(|c| c.parse().ok()))
+        .any(crate::ovs_process::is_stopped)
+}
+
 /// Whether a run-directory entry of a lab is an agent's (not a node's).
 pub fn is_agent_dir(name: &str) -> bool {
     is_dhcp_dir(name) || name.starts_with(ovslab_topology::keepalived::CONF_DIR_PREFIX)
@@ -506,6 +605,65 @@ mod tests {
         stop_in(&dir).await;
         std::fs::remove_dir_all(&root).unwrap();
         assert!(gone, "the dnsmasq that never got ready still runs");
+    }
+
+    /// A frozen agent (SIGSTOP) counts as not running, so the converge
+    /// stops it and starts another: a frozen dnsmasq answered no client
+    /// and a frozen keepalived kept its addresses beside the copy that
+    /// took over, while `status` said healthy.
+    #[tokio::test]
+    #[ignore = "needs root"]
+    async fn a_frozen_agent_is_not_running_and_is_replaced() {
+        ovslab_testkit::require_root("a_frozen_agent_is_not_running_and_is_replaced");
+        let ns = ovslab_testkit::TestNetns::new();
+        let root = std::env::temp_dir().join(format!("ovslab-agent-frozen-{}", std::process::id()));
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fake = bin.join("dnsmasq");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho $$ > \"${1#--pid-file=}\"\nwhile :; do sleep 0.1; done\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        // SAFETY: nextest runs this test in a process of its own.
+        unsafe { std::env::set_var("PATH", path) };
+        let dir = root.join("qdhcp-x");
+        let a = Agent {
+            kind: AgentKind::Dnsmasq,
+            what: "dnsmasq of x".into(),
+            namespace: ns.name.clone(),
+            dir: dir.clone(),
+            args: vec![format!("--pid-file={}/pid", dir.display())],
+        };
+        a.start().await.unwrap();
+        assert!(a.running());
+        let first = a.identity().unwrap();
+        first.signal(Signal::SIGSTOP);
+        let mut frozen = false;
+        for _ in 0..100 {
+            if crate::ovs_process::is_stopped(first.pid) {
+                frozen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(frozen);
+        let seen_running = a.running();
+        a.start().await.unwrap();
+        let second = a.identity();
+        let first_gone = !first.alive();
+        stop_in(&dir).await;
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(!seen_running, "a frozen agent counted as running");
+        assert!(first_gone, "the frozen agent was left");
+        assert!(second.is_some_and(|s| s != first), "{second:?}");
     }
 
     /// A process running as `nobody` can write dnsmasq's pidfile (dnsmasq

@@ -226,6 +226,9 @@ pub trait Host: Send + Sync + 'static {
     fn agent_running(&self, agent: &Agent) -> bool;
     /// Whether it died: started once, gone now.
     fn agent_died(&self, agent: &Agent) -> bool;
+    /// How long ago ovslabd last started it again after it died, if its
+    /// last start was such a restart (the agent's `restarted` file).
+    fn agent_restarted_ago(&self, agent: &Agent) -> Option<std::time::Duration>;
     /// Writes the agent's files where they differ; the names written.
     fn write_agent_files(
         &self,
@@ -556,6 +559,10 @@ impl Host for RealHost {
 
     fn agent_died(&self, agent: &Agent) -> bool {
         agent.died()
+    }
+
+    fn agent_restarted_ago(&self, agent: &Agent) -> Option<std::time::Duration> {
+        agent.restarted_ago()
     }
 
     fn write_agent_files(

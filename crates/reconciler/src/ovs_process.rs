@@ -120,7 +120,7 @@ impl Liveness {
 /// of `/proc/<pid>/stat`, in clock ticks since boot), which together name
 /// one process for the life of the host: a pid used again has another
 /// start time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Identity {
     pub pid: u32,
     pub start: u64,
@@ -820,6 +820,7 @@ const REAP_WAIT: Duration = Duration::from_secs(3);
 /// signal goes only to the process `identity` names.
 pub(crate) async fn terminate(identity: Identity) {
     use nix::sys::signal::Signal;
+    expected_exits().insert(identity);
     identity.signal(Signal::SIGTERM);
     identity.signal(Signal::SIGCONT);
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
@@ -834,6 +835,24 @@ pub(crate) async fn terminate(identity: Identity) {
         );
     }
     kill(identity).await;
+}
+
+/// The processes [`terminate`] stopped: their exit is no news for the
+/// audits. Kept until their waiter asks ([`stopped_by_us`]), or bounded
+/// for processes nobody waits for (adopted from an earlier daemon).
+fn expected_exits() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<Identity>> {
+    static EXPECTED: std::sync::Mutex<std::collections::BTreeSet<Identity>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut set = EXPECTED.lock().unwrap_or_else(|e| e.into_inner());
+    if set.len() > 4096 {
+        set.clear();
+    }
+    set
+}
+
+/// Whether `identity` exited because ovslabd stopped it (asked once).
+pub(crate) fn stopped_by_us(identity: Identity) -> bool {
+    expected_exits().remove(&identity)
 }
 
 /// SIGKILL (which works on a stopped process too), then waits until the

@@ -19,7 +19,7 @@ use ovslab_topology::plan::{
 
 use crate::ReconcileError;
 use crate::actual::{ActualBridge, ActualLink, ActualNamespace, ActualPort, ActualSwitch};
-use crate::agents::{Agent, AgentKind};
+use crate::agents::{Agent, AgentKind, RESTARTED_FILE};
 use crate::diff::{DATAPATH_TYPE, FAIL_MODE, LAB_MARK, LinkChange, OvsChange, PROTOCOLS};
 use crate::drivers::flows::describe;
 use crate::host::{Host, ReadFlow};
@@ -91,6 +91,8 @@ pub struct FakeAgent {
     pub signals: Vec<String>,
     /// How many times it was started.
     pub starts: u32,
+    /// When it was last started.
+    pub started_at: Option<std::time::Instant>,
 }
 
 /// Everything the fake holds.
@@ -111,6 +113,8 @@ pub struct State {
     /// Steps that fail the next times they are asked for, with how many
     /// more times.
     failing: BTreeMap<Step, u32>,
+    /// Calls of a step on one target that always fail.
+    failing_on: BTreeSet<(Step, String)>,
     /// veth ends by (namespace, name): the other end.
     peers: BTreeMap<(String, String), (String, String)>,
     /// The host's veths whose other end is in a lab's namespace:
@@ -132,15 +136,19 @@ impl State {
             step,
             target: target.to_string(),
         });
+        let injected = || ReconcileError::Io {
+            path: format!("fake host: {step:?} {target}"),
+            source: std::io::Error::other("failure injected by the test"),
+        };
+        if self.failing_on.contains(&(step, target.to_string())) {
+            return Err(injected());
+        }
         if let Some(left) = self.failing.get_mut(&step) {
             *left -= 1;
             if *left == 0 {
                 self.failing.remove(&step);
             }
-            return Err(ReconcileError::Io {
-                path: format!("fake host: {step:?} {target}"),
-                source: std::io::Error::other("failure injected by the test"),
-            });
+            return Err(injected());
         }
         Ok(())
     }
@@ -459,9 +467,17 @@ impl FakeHost {
         self.state().failing.insert(step, u32::MAX);
     }
 
+    /// Makes every call of `step` on `target` (an agent's `what`, a
+    /// namespace, …) fail until [`FakeHost::stop_failing`].
+    pub fn fail_on(&self, step: Step, target: &str) {
+        self.state().failing_on.insert((step, target.to_string()));
+    }
+
     /// Calls fail no more.
     pub fn stop_failing(&self) {
-        self.state().failing.clear();
+        let mut state = self.state();
+        state.failing.clear();
+        state.failing_on.clear();
     }
 
     /// The calls so far, and forgets them.
@@ -954,6 +970,13 @@ impl Host for FakeHost {
         self.state().agents.get(&agent.dir).is_some_and(|a| a.died)
     }
 
+    fn agent_restarted_ago(&self, agent: &Agent) -> Option<std::time::Duration> {
+        let state = self.state();
+        let a = state.agents.get(&agent.dir)?;
+        a.files.contains_key(RESTARTED_FILE).then_some(())?;
+        a.started_at.map(|t| t.elapsed())
+    }
+
     fn write_agent_files(
         &self,
         agent: &Agent,
@@ -985,6 +1008,7 @@ impl Host for FakeHost {
         a.running = true;
         a.died = false;
         a.starts += 1;
+        a.started_at = Some(std::time::Instant::now());
         // A DHCP client binds its lease at once, if the test gave it one.
         if agent.kind == AgentKind::Udhcpc {
             let link = agent

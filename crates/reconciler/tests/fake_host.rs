@@ -736,6 +736,154 @@ async fn a_killed_dnsmasq_is_started_again_and_dhcp_goes_with_its_network() {
     assert!(engine.host().is_empty(), "{}", summary(engine.host()));
 }
 
+/// One agent that cannot start (here net1's dnsmasq) fails the converge,
+/// but every other agent is still set up: once, the first failure ended
+/// the phase, and keepalived's whole phase after it.
+#[tokio::test]
+async fn an_agent_that_cannot_start_holds_back_no_other() {
+    let root = Root::new("dhcp-apart");
+    let engine = root.engine();
+    let text = dhcp_seed();
+    give_leases(&engine, &text);
+    up_text(&engine, &text).await.unwrap();
+    let dirs: Vec<std::path::PathBuf> = engine.host().state().agents.keys().cloned().collect();
+    for dir in &dirs {
+        engine.host().kill_agent_behind(dir);
+    }
+    engine.host().fail_on(Step::StartAgent, "dnsmasq of net1");
+    let err = up_text(&engine, &text).await.unwrap_err();
+    assert!(format!("{err:?}").contains("dnsmasq of net1"), "{err:?}");
+    let state = engine.host().state();
+    let running: Vec<String> = state
+        .agents
+        .iter()
+        .filter(|(_, a)| a.running)
+        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    // net2's dnsmasq and the four clients run; net1's dnsmasq alone not.
+    assert_eq!(running.len(), dirs.len() - 1, "{running:?}");
+    assert_eq!(
+        running.iter().filter(|d| d.starts_with("udhcpc.")).count(),
+        4
+    );
+}
+
+/// An agent killed is started again at once; killed again soon after
+/// that restart it waits RESTART_AFTER (from the restart) before the next
+/// one: a crash loop costs a start a while, not one per audit.
+#[tokio::test]
+async fn an_agent_that_dies_again_soon_after_its_restart_waits_before_the_next() {
+    let root = Root::new("dhcp-backoff");
+    let engine = root.engine();
+    let text = dhcp_seed();
+    give_leases(&engine, &text);
+    up_text(&engine, &text).await.unwrap();
+    let dir = engine
+        .host()
+        .state()
+        .agents
+        .keys()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("qdhcp-")
+        })
+        .cloned()
+        .unwrap();
+    let starts = |engine: &Engine<FakeHost>| engine.host().state().agents[&dir].starts;
+    engine.host().kill_agent_behind(&dir);
+    let changes = up_text(&engine, &text).await.unwrap();
+    assert!(
+        changes.iter().any(|c| c.ends_with("again (it had died)")),
+        "{changes:#?}"
+    );
+    assert_eq!(starts(&engine), 2);
+
+    engine.host().kill_agent_behind(&dir);
+    let err = up_text(&engine, &text).await.unwrap_err().to_string();
+    assert!(
+        err.contains("died again within 10 s of being started again")
+            && err.contains("next start in"),
+        "{err}"
+    );
+    assert_eq!(starts(&engine), 2, "started again at once");
+
+    // RESTART_AFTER later, it is.
+    engine
+        .host()
+        .state()
+        .agents
+        .get_mut(&dir)
+        .unwrap()
+        .started_at = Some(std::time::Instant::now() - ovslab_reconciler::agents::RESTART_AFTER);
+    let changes = up_text(&engine, &text).await.unwrap();
+    assert!(
+        changes.iter().any(|c| c.ends_with("again (it had died)")),
+        "{changes:#?}"
+    );
+    assert_eq!(starts(&engine), 3);
+}
+
+/// A running client without its lease is started again once in
+/// LEASE_RETRY, and a converge that started nothing says so at once
+/// instead of holding the lab for the lease wait: each restart woke
+/// another audit, which restarted it again and waited 5 s, for ever.
+#[tokio::test]
+async fn a_client_without_its_lease_is_started_again_once_in_a_while() {
+    let root = Root::new("dhcp-storm");
+    let engine = root.engine();
+    let text = dhcp_seed();
+    give_leases(&engine, &text);
+    up_text(&engine, &text).await.unwrap();
+    let key = (format!("{LAB}.instance2"), "eth0".to_string());
+    engine.host().state().leases.remove(&key);
+    {
+        let mut state = engine.host().state();
+        let eth0 = state
+            .namespaces
+            .get_mut(&key.0)
+            .unwrap()
+            .links
+            .links
+            .iter_mut()
+            .find(|l| l.name == "eth0")
+            .unwrap();
+        eth0.addresses.clear();
+    }
+    let restarts = |engine: &Engine<FakeHost>| {
+        engine
+            .host()
+            .take_calls()
+            .into_iter()
+            .filter(|c| c.step == Step::StartAgent && c.target == "udhcpc of instance2")
+            .count()
+    };
+    engine.host().take_calls();
+    let changes = up_text(&engine, &text).await.unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.starts_with("restart udhcpc of instance2 (it held no lease")),
+        "{changes:#?}"
+    );
+    assert_eq!(restarts(&engine), 1);
+
+    let started = std::time::Instant::now();
+    let topology = ovslab_topology::parse("dhcp", &text).unwrap();
+    let outcome = engine.up(topology, &text).await.unwrap();
+    assert!(outcome.changes.is_empty(), "{:#?}", outcome.changes);
+    assert_eq!(restarts(&engine), 0, "restarted again within LEASE_RETRY");
+    assert_eq!(
+        outcome.warnings,
+        ["instance instance2 holds no DHCP lease after 5 s"]
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "waited for a lease nothing was done to bring"
+    );
+}
+
 /// An audit of the part notices marked (issue #18) reads and repairs that
 /// part only: compute2's broken flows are put back, and nothing of
 /// compute1 is even read, so its deleted instance waits for the full

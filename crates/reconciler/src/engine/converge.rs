@@ -363,12 +363,13 @@ impl<H: Host> Engine<H> {
         run.done("flows");
         run.tunnel_endpoints(desired).await?;
         run.done("tunnel endpoints");
-        // The agents of the whole lab: few, and cheap to look at.
-        run.dhcp(&whole).await?;
+        // The agents of the whole lab: few, and cheap to look at. The HA
+        // routers' keepalived whatever became of the DHCP agents.
+        let dhcp = run.dhcp(&whole).await;
         run.done("dhcp");
-        run.keepalived(&whole).await?;
+        let ha = run.keepalived(&whole).await;
         run.done("keepalived");
-        Ok(())
+        dhcp.and(ha)
     }
 }
 
@@ -1336,15 +1337,16 @@ impl<H: Host> Run<'_, H> {
                 super::dhcp::LEASE_WAIT.as_secs()
             ));
         }
-        Ok(())
+        done.failed.map_or(Ok(()), Err)
     }
 
     /// 10b. keepalived of each HA router copy (see [`super::ha`]).
     async fn keepalived(&mut self, desired: &DesiredState) -> Result<(), ReconcileError> {
         let lab_dir = self.engine.lab_dir(self.lab);
-        let done = super::ha::converge(&**self.host, self.lab, &lab_dir, desired).await?;
-        self.out.changes.extend(done);
-        Ok(())
+        let (changes, failed) =
+            super::ha::converge(&**self.host, self.lab, &lab_dir, desired).await;
+        self.out.changes.extend(changes);
+        failed.map_or(Ok(()), Err)
     }
 
     /// 4c. The metadata service: a listener in each router's namespace and

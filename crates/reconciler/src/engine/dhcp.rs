@@ -12,11 +12,18 @@ use ovslab_topology::dhcp::{DhcpClientSpec, DhcpServerSpec};
 use ovslab_topology::plan::DesiredState;
 
 use crate::ReconcileError;
-use crate::agents::{Agent, AgentKind, CLIENT_DIR_PREFIX, is_dhcp_dir};
+use crate::agents::{
+    Agent, AgentKind, CLIENT_DIR_PREFIX, is_dhcp_dir, mark_restart, restart_allowed,
+};
 use crate::host::Host;
 
 /// How long a converge waits for the DHCP instances' leases.
 pub const LEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// A running DHCP client without its lease is started again at most this
+/// often (a fresh DISCOVER gets a reservation at once, where a renewal
+/// refused waits); in between it goes on asking by itself.
+pub const LEASE_RETRY: Duration = Duration::from_secs(30);
 
 /// A network's dnsmasq, from `<lab dir>/qdhcp-<network uuid>/` (the name
 /// of its namespace after the lab's prefix).
@@ -59,15 +66,35 @@ pub fn client_agent(lab_dir: &Path, spec: &DhcpClientSpec, hook: &Path) -> Agent
 pub struct DhcpOutcome {
     pub changes: Vec<String>,
     pub without_lease: Vec<String>,
+    /// The first agent that could not be set up; the others were, each
+    /// on its own (one dnsmasq that cannot start held back every other
+    /// agent's repair).
+    pub failed: Option<ReconcileError>,
 }
 
-/// Starts an agent that does not run, saying whether it had died.
+impl DhcpOutcome {
+    /// Keeps the first error; logs the others.
+    fn fail(&mut self, error: ReconcileError) {
+        match &self.failed {
+            None => self.failed = Some(error),
+            Some(_) => tracing::warn!(error = %error, "dhcp"),
+        }
+    }
+}
+
+/// Starts an agent that does not run, saying whether it had died; one
+/// that died again soon after it was started again waits
+/// ([`crate::agents::RESTART_AFTER`]).
 async fn start<H: Host>(
     host: &H,
     agent: &Agent,
     out: &mut DhcpOutcome,
 ) -> Result<(), ReconcileError> {
+    restart_allowed(host, agent)?;
     let died = host.agent_died(agent);
+    if died {
+        mark_restart(host, agent)?;
+    }
     host.start_agent(agent).await?;
     out.changes.push(if died {
         format!("start {} again (it had died)", agent.what)
@@ -75,6 +102,61 @@ async fn start<H: Host>(
         format!("start {}", agent.what)
     });
     Ok(())
+}
+
+/// One network's dnsmasq: its files written, and it started, restarted
+/// (other arguments) or reloaded (other files); whether it was reloaded.
+async fn server<H: Host>(
+    host: &H,
+    spec: &DhcpServerSpec,
+    agent: &Agent,
+    out: &mut DhcpOutcome,
+) -> Result<bool, ReconcileError> {
+    let mut files = spec.files();
+    files.push(("args", agent.args.join("\n") + "\n"));
+    let written = host.write_agent_files(agent, &files)?;
+    let running = host.agent_running(agent);
+    if running && written.iter().any(|f| f == "args") {
+        // Started with other arguments: start it again.
+        out.changes.extend(host.stop_agent(&agent.dir).await);
+        host.write_agent_files(agent, &files)?;
+        host.start_agent(agent).await?;
+        out.changes.push(format!("restart {}", agent.what));
+    } else if running {
+        if !written.is_empty() {
+            host.signal_agent(agent, Signal::SIGHUP);
+            out.changes.push(format!(
+                "{}: wrote {}, reloaded (SIGHUP)",
+                agent.what,
+                written.join(", ")
+            ));
+            return Ok(true);
+        }
+    } else {
+        start(host, agent, out).await?;
+    }
+    Ok(false)
+}
+
+/// One instance's udhcpc: started where it does not run, or runs with
+/// other arguments; whether it was.
+async fn client<H: Host>(
+    host: &H,
+    agent: &Agent,
+    out: &mut DhcpOutcome,
+) -> Result<bool, ReconcileError> {
+    let args = ("args", agent.args.join("\n") + "\n");
+    let written = host.write_agent_files(agent, std::slice::from_ref(&args))?;
+    let running = host.agent_running(agent);
+    if running && !written.is_empty() {
+        out.changes.extend(host.stop_agent(&agent.dir).await);
+        host.write_agent_files(agent, &[args])?;
+    }
+    let started = !running || !written.is_empty();
+    if started {
+        start(host, agent, out).await?;
+    }
+    Ok(started)
 }
 
 pub async fn converge<H: Host>(
@@ -93,28 +175,9 @@ pub async fn converge<H: Host>(
     for spec in &desired.dhcp_servers {
         let agent = server_agent(lab_dir, spec);
         wanted.insert(agent.dir.clone());
-        let mut files = spec.files();
-        files.push(("args", agent.args.join("\n") + "\n"));
-        let written = host.write_agent_files(&agent, &files)?;
-        let running = host.agent_running(&agent);
-        if running && written.iter().any(|f| f == "args") {
-            // Started with other arguments: start it again.
-            out.changes.extend(host.stop_agent(&agent.dir).await);
-            host.write_agent_files(&agent, &files)?;
-            host.start_agent(&agent).await?;
-            out.changes.push(format!("restart {}", agent.what));
-        } else if running {
-            if !written.is_empty() {
-                host.signal_agent(&agent, Signal::SIGHUP);
-                reloaded = true;
-                out.changes.push(format!(
-                    "{}: wrote {}, reloaded (SIGHUP)",
-                    agent.what,
-                    written.join(", ")
-                ));
-            }
-        } else {
-            start(host, &agent, &mut out).await?;
+        match server(host, spec, &agent, &mut out).await {
+            Ok(signalled) => reloaded |= signalled,
+            Err(e) => out.fail(e),
         }
     }
 
@@ -131,18 +194,10 @@ pub async fn converge<H: Host>(
         for spec in &desired.dhcp_clients {
             let agent = client_agent(lab_dir, spec, hook);
             wanted.insert(agent.dir.clone());
-            let args = ("args", agent.args.join("\n") + "\n");
-            let written = host.write_agent_files(&agent, std::slice::from_ref(&args))?;
-            let running = host.agent_running(&agent);
-            if running && !written.is_empty() {
-                out.changes.extend(host.stop_agent(&agent.dir).await);
-                host.write_agent_files(&agent, &[args])?;
+            match client(host, &agent, &mut out).await {
+                Ok(started) => clients.push((spec, agent, started)),
+                Err(e) => out.fail(e),
             }
-            let started = !running || !written.is_empty();
-            if started {
-                start(host, &agent, &mut out).await?;
-            }
-            clients.push((spec, agent, started));
         }
     }
 
@@ -161,6 +216,10 @@ pub async fn converge<H: Host>(
     // within a bounded wait.
     let deadline = tokio::time::Instant::now() + LEASE_WAIT;
     let mut asked: BTreeSet<String> = BTreeSet::new();
+    // Worth waiting for only when something was started or reloaded: an
+    // audit that finds a lease gone and changes nothing says so at once,
+    // rather than holding the lab for the whole wait.
+    let mut acted = !out.changes.is_empty();
     loop {
         let mut missing = Vec::new();
         for (spec, agent, started) in &clients {
@@ -175,21 +234,33 @@ pub async fn converge<H: Host>(
             // A running client whose lease went, or whose reservation
             // changed, starts again: a fresh DISCOVER gets the address at
             // once, where a renewal refused would wait seconds.
-            if !started && asked.insert(spec.instance.clone()) {
+            // Once in LEASE_RETRY: each restart made another audit (its
+            // address going and coming), which restarted it again.
+            let lately = host
+                .agent_restarted_ago(agent)
+                .is_some_and(|ago| ago < LEASE_RETRY);
+            if !started && !lately && asked.insert(spec.instance.clone()) {
+                acted = true;
                 out.changes.extend(host.stop_agent(&agent.dir).await);
-                host.write_agent_files(agent, &[("args", agent.args.join("\n") + "\n")])?;
-                host.start_agent(agent).await?;
-                out.changes.push(format!(
-                    "restart {} (it held no lease for {})",
-                    agent.what, spec.address
-                ));
+                let restarted = async {
+                    host.write_agent_files(agent, &[("args", agent.args.join("\n") + "\n")])?;
+                    mark_restart(host, agent)?;
+                    host.start_agent(agent).await
+                };
+                match restarted.await {
+                    Ok(()) => out.changes.push(format!(
+                        "restart {} (it held no lease for {})",
+                        agent.what, spec.address
+                    )),
+                    Err(e) => out.fail(e),
+                }
             }
             missing.push(spec.instance.clone());
         }
         if missing.is_empty() {
             break;
         }
-        if tokio::time::Instant::now() >= deadline {
+        if !acted || tokio::time::Instant::now() >= deadline {
             out.without_lease = missing;
             break;
         }

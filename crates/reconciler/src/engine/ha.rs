@@ -12,7 +12,7 @@ use ovslab_topology::keepalived::{CONF_DIR_PREFIX, HaPort, KeepalivedSpec, copy_
 use ovslab_topology::plan::{DesiredState, router_copies};
 
 use crate::ReconcileError;
-use crate::agents::{Agent, AgentKind};
+use crate::agents::{Agent, AgentKind, mark_restart, restart_allowed};
 use crate::host::Host;
 
 /// An HA router copy's keepalived, from `<lab dir>/ha_confs.<node>.<router uuid>/`.
@@ -27,44 +27,25 @@ pub fn agent(lab_dir: &Path, lab: &str, spec: &KeepalivedSpec) -> Agent {
     }
 }
 
+/// Each copy's keepalived set up on its own: the changes, and the first
+/// copy that could not be (the others' errors are logged).
 pub async fn converge<H: Host>(
     host: &H,
     lab: &str,
     lab_dir: &Path,
     desired: &DesiredState,
-) -> Result<Vec<String>, ReconcileError> {
+) -> (Vec<String>, Option<ReconcileError>) {
     let mut changes = Vec::new();
+    let mut failed = None;
     let mut wanted: BTreeSet<PathBuf> = BTreeSet::new();
     for spec in &desired.keepalived {
         let agent = agent(lab_dir, lab, spec);
         wanted.insert(agent.dir.clone());
-        let files = [
-            ("keepalived.conf", spec.config()),
-            ("args", agent.args.join("\n") + "\n"),
-        ];
-        let written = host.write_agent_files(&agent, &files)?;
-        let running = host.agent_running(&agent);
-        if running && written.iter().any(|f| f == "args") {
-            changes.extend(host.stop_agent(&agent.dir).await);
-            host.write_agent_files(&agent, &files)?;
-            host.start_agent(&agent).await?;
-            changes.push(format!("restart {}", agent.what));
-        } else if running {
-            if !written.is_empty() {
-                host.signal_agent(&agent, Signal::SIGHUP);
-                changes.push(format!(
-                    "{}: wrote keepalived.conf, reloaded (SIGHUP)",
-                    agent.what
-                ));
+        if let Err(e) = copy(host, spec, &agent, &mut changes).await {
+            match failed {
+                None => failed = Some(e),
+                Some(_) => tracing::warn!(error = %e, "keepalived"),
             }
-        } else {
-            let died = host.agent_died(&agent);
-            host.start_agent(&agent).await?;
-            changes.push(if died {
-                format!("start {} again (it had died)", agent.what)
-            } else {
-                format!("start {}", agent.what)
-            });
         }
     }
     if let Ok(entries) = std::fs::read_dir(lab_dir) {
@@ -76,7 +57,50 @@ pub async fn converge<H: Host>(
             }
         }
     }
-    Ok(changes)
+    (changes, failed)
+}
+
+/// One copy's keepalived: its configuration written, and it started,
+/// restarted (other arguments) or reloaded (another configuration).
+async fn copy<H: Host>(
+    host: &H,
+    spec: &KeepalivedSpec,
+    agent: &Agent,
+    changes: &mut Vec<String>,
+) -> Result<(), ReconcileError> {
+    let files = [
+        ("keepalived.conf", spec.config()),
+        ("args", agent.args.join("\n") + "\n"),
+    ];
+    let written = host.write_agent_files(agent, &files)?;
+    let running = host.agent_running(agent);
+    if running && written.iter().any(|f| f == "args") {
+        changes.extend(host.stop_agent(&agent.dir).await);
+        host.write_agent_files(agent, &files)?;
+        host.start_agent(agent).await?;
+        changes.push(format!("restart {}", agent.what));
+    } else if running {
+        if !written.is_empty() {
+            host.signal_agent(agent, Signal::SIGHUP);
+            changes.push(format!(
+                "{}: wrote keepalived.conf, reloaded (SIGHUP)",
+                agent.what
+            ));
+        }
+    } else {
+        restart_allowed(host, agent)?;
+        let died = host.agent_died(agent);
+        if died {
+            mark_restart(host, agent)?;
+        }
+        host.start_agent(agent).await?;
+        changes.push(if died {
+            format!("start {} again (it had died)", agent.what)
+        } else {
+            format!("start {}", agent.what)
+        });
+    }
+    Ok(())
 }
 
 /// Each HA router copy's state as the L3 agent reports it
