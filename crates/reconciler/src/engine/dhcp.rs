@@ -216,6 +216,7 @@ pub async fn converge<H: Host>(
     // within a bounded wait.
     let deadline = tokio::time::Instant::now() + LEASE_WAIT;
     let mut asked: BTreeSet<String> = BTreeSet::new();
+    let mut hupped: BTreeSet<String> = BTreeSet::new();
     // Worth waiting for only when something was started or reloaded: an
     // audit that finds a lease gone and changes nothing says so at once,
     // rather than holding the lab for the whole wait.
@@ -241,6 +242,24 @@ pub async fn converge<H: Host>(
                 .is_some_and(|ago| ago < LEASE_RETRY);
             if !started && !lately && asked.insert(spec.instance.clone()) {
                 acted = true;
+                // dnsmasq keeps an address declined for 10 minutes, and
+                // any instance may decline its neighbour's (a DECLINE
+                // naming the other's MAC): a reload forgets it.
+                if let Some(server) = desired
+                    .dhcp_servers
+                    .iter()
+                    .find(|s| s.subnet.contains(&spec.address.addr()))
+                    && hupped.insert(server.network.clone())
+                {
+                    let server = server_agent(lab_dir, server);
+                    if host.signal_agent(&server, Signal::SIGHUP) {
+                        out.changes.push(format!(
+                            "{}: reloaded (SIGHUP) for {}, which held no lease",
+                            server.what, spec.instance
+                        ));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
                 out.changes.extend(host.stop_agent(&agent.dir).await);
                 let restarted = async {
                     host.write_agent_files(agent, &[("args", agent.args.join("\n") + "\n")])?;
