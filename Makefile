@@ -2,7 +2,7 @@
 #
 #   make deps    system packages (Debian): Open vSwitch, iproute2, iptables, tcpdump, …
 #   make up      build, start ovslabd in the background, bring the seed lab up, run its checks
-#   make test    deps + fmt + clippy + every test (root tests need root: run as root)
+#   make test    deps + fmt + clippy + rustdoc + every test (root tests need root: run as root)
 #   make install          release binaries, the systemd unit, the seed lab, /etc/default/ovslabd,
 #                         manual pages, completions, the topology schema (DESTDIR, PREFIX honoured)
 #   make uninstall        the reverse (edited lab files are kept)
@@ -61,6 +61,7 @@ deps:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace --document-private-items
 
 # Every test: unit tests, root tests against real OVS and namespaces, and the
 # end-to-end lab tests driving the real ovslabd and ovslab binaries.

@@ -110,7 +110,7 @@ pub(crate) fn run_with_input(
 }
 
 /// Whether the host's `iptables` is iptables-nft (`iptables-save
-/// --version` says `nf_tables`), asked within [`DEADLINE`] in the
+/// --version` says `nf_tables`), asked within `DEADLINE` in the
 /// daemon's own namespace; false if it cannot tell.
 pub fn is_nf_tables() -> bool {
     let child = Command::new(SAVE)

@@ -2,7 +2,7 @@
 //! Liberty's `IptablesFirewallDriver` (`neutron/agent/linux/iptables_firewall.py`)
 //! writes it through `IptablesManager` (wrap name `neutron-openvswi`).
 //!
-//! Everything sits on `IptablesManager`'s skeleton (see [`crate::skeleton`]:
+//! Everything sits on `IptablesManager`'s skeleton (see [`skeleton`](fn@crate::skeleton::skeleton):
 //! every built-in chain of filter, nat, mangle and raw wraps to a
 //! `neutron-openvswi-` chain). filter:
 //! - per port (ports sorted by device, as the driver sorts them so restarts

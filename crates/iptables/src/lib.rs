@@ -6,9 +6,9 @@
 //! - [`firewall_ruleset`] — a compute node's hybrid security-group firewall
 //!   (`neutron-openvswi-*`);
 //! - [`dhcp_ruleset`] — the DHCP agent's checksum rule in a qdhcp namespace;
-//! - [`diff`] — pure comparison of a [`Ruleset`] with parsed
+//! - [`diff()`] — pure comparison of a [`Ruleset`] with parsed
 //!   `iptables-save` output ([`Saved`]);
-//! - [`apply`] / [`read`] — the blocking driver: `iptables-save`, then at
+//! - [`apply()`] / [`read`] — the blocking driver: `iptables-save`, then at
 //!   most one `iptables-restore --noflush -w`, inside a named namespace.
 //! - [`converge_ipsets`] / [`remove_stale_ipsets`] — the remote groups'
 //!   ipsets (`NIPv4…`), read with `ipset save` and changed with at most one

@@ -4,7 +4,7 @@
 //!
 //! What we write (the agent's binary name `neutron-l3-agent` wraps its chains):
 //! - the whole skeleton `IptablesManager` creates before it knows the
-//!   router (see [`crate::skeleton`]): every built-in chain of filter, nat,
+//!   router (see [`skeleton`](fn@crate::skeleton::skeleton)): every built-in chain of filter, nat,
 //!   mangle and raw jumps to its `neutron-l3-agent-` chain, with
 //!   `neutron-filter-top`, `neutron-postrouting-bottom`, `snat`,
 //!   `float-snat` and `mark`.

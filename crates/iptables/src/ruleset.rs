@@ -12,7 +12,7 @@ use crate::IptablesError;
 use crate::tokens;
 
 /// Every chain whose name starts with this is ours: created, rewritten and
-/// deleted by [`apply`](crate::apply); everything else is left alone.
+/// deleted by [`apply`](fn@crate::apply); everything else is left alone.
 /// Neutron's agents share it (`neutron-l3-agent-*`, `neutron-openvswi-*`,
 /// the unwrapped `neutron-filter-top` and `neutron-postrouting-bottom`).
 pub const OWNED_PREFIX: &str = "neutron-";
@@ -195,7 +195,7 @@ impl Ruleset {
     /// we own: chain names carry [`OWNED_PREFIX`] and fit iptables' limit,
     /// rules are single non-empty lines, and every rule in a built-in chain
     /// jumps to one of our chains in the same table (that is how
-    /// [`apply`](crate::apply) recognises them later).
+    /// [`apply`](fn@crate::apply) recognises them later).
     pub fn validate(&self) -> Result<(), IptablesError> {
         for (table, rules) in self.tables() {
             let invalid = |chain: &str, reason: String| IptablesError::Invalid {
@@ -271,7 +271,7 @@ impl Ruleset {
     }
 
     /// Input for `iptables-restore --noflush -w` that installs this
-    /// ruleset in a namespace holding none of it yet. [`apply`](crate::apply)
+    /// ruleset in a namespace holding none of it yet. [`apply`](fn@crate::apply)
     /// sends a smaller batch computed against what is there.
     pub fn render_restore(&self) -> String {
         crate::diff(&crate::Saved::default(), self)

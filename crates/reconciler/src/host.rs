@@ -472,8 +472,8 @@ impl Host for RealHost {
     /// remote kernel answers "port unreachable".
     ///
     /// Then it asks vswitchd (`tnl/neigh/show`) until every endpoint is
-    /// listed, for at most [`RESOLVE_DEADLINE`]; an endpoint missing after
-    /// [`ASK_AGAIN_AFTER`] is deleted from the kernel's neighbour table and
+    /// listed, for at most `RESOLVE_DEADLINE`; an endpoint missing after
+    /// `ASK_AGAIN_AFTER` is deleted from the kernel's neighbour table and
     /// sent to again, so that the kernel ARPs for it (docs/design.md,
     /// "Tunnels use OVS's userspace tunneling"). An endpoint still
     /// unresolved at the deadline is left to the first packet (and the

@@ -23,7 +23,7 @@ fn lab_name(computes: u32, per_node: u32, tunnel: Option<TunnelType>) -> String 
 ///
 /// net1 is 192.168.0.0/19 (VLAN 101) and net2 192.168.32.0/19 (VLAN 102):
 /// room for 8 189 instances on each. A larger lab gets two halves of
-/// 172.16.0.0/12 just large enough ([`subnets`]).
+/// 172.16.0.0/12 just large enough (`subnets`).
 pub fn scale_topology(computes: u32, per_node: u32) -> String {
     scale_topology_of(computes, per_node, None)
 }

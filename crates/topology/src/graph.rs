@@ -4,7 +4,7 @@
 //! as switches, and every veth or patch link as a labelled line.
 //!
 //! One [`Graph`] is built from the plan and rendered three ways ([`dot`],
-//! [`mermaid`], [`svg`]), so the three formats always show the same lab.
+//! [`mermaid`], [`svg()`]), so the three formats always show the same lab.
 //! Everything here is pure: no graphviz, no files.
 
 pub mod svg;
@@ -230,7 +230,7 @@ pub fn svg(state: &DesiredState, topo: &Topology) -> String {
     svg::render(&Graph::new(state, topo))
 }
 
-/// [`svg`] for a page: the same picture, each box, frame and line in a
+/// [`svg()`] for a page: the same picture, each box, frame and line in a
 /// group that carries its index in `graph` (see [`svg::render_with`]).
 pub fn svg_interactive(graph: &Graph) -> String {
     svg::render_with(graph, true)

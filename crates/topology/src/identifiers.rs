@@ -14,7 +14,7 @@
 //!    validation refuses two equal given MACs.
 //! 2. Every other object derives its *first candidate* as ovslab always
 //!    did, and keeps it unless a given MAC, or the first candidate of an
-//!    object earlier in [lab order](assign), is the same.
+//!    object earlier in lab order (`assign`), is the same.
 //! 3. Those that lost derive their next candidates (`<name>#1`, `#2`, …
 //!    for a port UUID; a hash of the port UUID and the attempt for a MAC)
 //!    in lab order, each taking the first that is no object's first

@@ -1,6 +1,6 @@
 //! ovslab's topology: what a lab is, as data.
 //!
-//! - [`parse`] reads a topology file (YAML) and validates it into a
+//! - [`parse()`] reads a topology file (YAML) and validates it into a
 //!   [`Topology`]; every error names the file, line and column.
 //! - [`naming`] derives the names Neutron would give: port UUIDs, `tap`/`qbr`/
 //!   `qvb`/`qvo` devices, namespaces, MACs and the lab's flow cookie.
@@ -15,7 +15,7 @@
 //! - [`metadata`] says where the metadata service answers and what, for
 //!   each instance.
 //! - [`graph`] draws a planned lab as DOT, Mermaid or a standalone SVG.
-//! - [`printable`] escapes control characters in text from a file or a
+//! - [`printable()`] escapes control characters in text from a file or a
 //!   client before it is shown or logged; [`shortened`] cuts a long one.
 //! - [`json_schema`] is the JSON Schema of a topology file, generated from
 //!   the types the parser reads it into.

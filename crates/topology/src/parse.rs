@@ -1,5 +1,5 @@
 //! Reading a topology file: YAML → raw, located structs → validated
-//! [`Topology`](crate::Topology).
+//! [`Topology`].
 
 use std::fmt;
 

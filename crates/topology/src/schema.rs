@@ -1,5 +1,5 @@
 //! The JSON Schema of a topology file, generated from the very types the
-//! parser reads the file into ([`crate::parse`]'s raw structs), so that
+//! parser reads the file into ([`crate::parse`](mod@crate::parse)'s raw structs), so that
 //! the two cannot disagree on the file's shape: the fields each object
 //! has, which are required, their types, the closed sets of words
 //! (`role`, `type`, `protocol`, …), name patterns and numeric ranges that

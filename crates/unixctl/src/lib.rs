@@ -23,7 +23,7 @@ pub fn vswitchd_socket(rundir: &Path) -> io::Result<PathBuf> {
 }
 
 /// Runs one command; its text answer, or its error text as an error. The
-/// whole exchange is bounded by [`TIMEOUT`] (see [`call_within`]).
+/// whole exchange is bounded by `TIMEOUT` (see [`call_within`]).
 pub fn call(socket: &Path, method: &str, params: &[&str]) -> io::Result<String> {
     call_within(socket, method, params, TIMEOUT)
 }

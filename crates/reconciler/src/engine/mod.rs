@@ -216,7 +216,7 @@ impl<H: Host> Engine<H> {
 
     /// The outcome of every audit from now on, of every lab (one
     /// [`AuditEvent`] each, sent once the audit has recorded its repairs).
-    /// A listener that falls more than [`EVENTS_KEPT`] behind is told how
+    /// A listener that falls more than `EVENTS_KEPT` behind is told how
     /// many it missed (`RecvError::Lagged`).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AuditEvent> {
         self.events.subscribe()

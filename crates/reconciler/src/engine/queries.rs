@@ -274,7 +274,7 @@ impl<H: Host> Engine<H> {
     }
 
     /// Runs the lab's declared checks, each with its own probe, all at once
-    /// (up to [`PROBES_AT_ONCE`] probes over all requests). Checks that
+    /// (up to `PROBES_AT_ONCE` probes over all requests). Checks that
     /// connect to the same port of the same destination share its
     /// listener ([`ovslab_probe::probes::listen`]), so none waits for
     /// another.
@@ -321,7 +321,7 @@ impl<H: Host> Engine<H> {
         })
     }
 
-    /// Follows one probe through the lab (see [`crate::trace`]).
+    /// Follows one probe through the lab (see `ovslab_probe::trace`).
     pub async fn trace(
         &self,
         lab: &str,
