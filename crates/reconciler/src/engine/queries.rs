@@ -220,7 +220,8 @@ impl<H: Host> Engine<H> {
             .map(|s| {
                 let agent = super::dhcp::server_agent(&lab_dir, s);
                 let exists = namespaces.contains(&s.namespace);
-                let pid = agent.identity().map(|i| i.pid);
+                // Frozen or in a namespace that is gone, it serves nobody.
+                let pid = agent.identity().filter(|_| agent.running()).map(|i| i.pid);
                 healthy &= lab.failed.contains(&s.node) || (exists && pid.is_some());
                 let address = desired
                     .namespace(&s.namespace)
