@@ -98,7 +98,7 @@ pub enum AgentError {
         log: PathBuf,
     },
     #[error(
-        "{what}: died again within {} s of being started again (see {log}); next start in {} s at the earliest",
+        "{what}: started again less than {} s ago, and not running (see {log}); next start in {} s at the earliest",
         RESTART_AFTER.as_secs(),
         wait.as_secs_f32().ceil()
     )]
@@ -166,20 +166,22 @@ impl Agent {
     /// The pid in the agent's pidfile: a short file, not a symbolic link,
     /// and (if `root_only`) owned by root.
     fn pidfile_pid(&self, root_only: bool) -> Option<u32> {
-        use std::io::Read as _;
-        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(self.pidfile())
-            .ok()?;
-        let meta = file.metadata().ok()?;
-        if !meta.is_file() || (root_only && meta.uid() != 0) {
-            return None;
+        pid_in(&self.pidfile(), root_only)
+    }
+
+    /// The agent's own children that outlived it: keepalived's VRRP
+    /// process (`pid-vrrp`, root's), which leaves only after it gave up
+    /// the router's addresses. While it runs, a new keepalived sees "the
+    /// daemon is already running" and exits at once.
+    fn leftovers(&self) -> Vec<Identity> {
+        if self.kind != AgentKind::Keepalived {
+            return Vec::new();
         }
-        let mut text = String::new();
-        file.take(32).read_to_string(&mut text).ok()?;
-        text.trim().parse().ok()
+        pid_in(&self.dir.join("pid-vrrp"), true)
+            .and_then(Identity::of)
+            .filter(|i| self.runs_here(i.pid))
+            .into_iter()
+            .collect()
     }
 
     /// Whether the agent is ready: it runs, and wrote its own pid in its
@@ -333,6 +335,9 @@ impl Agent {
         if let Some(old) = self.to_stop() {
             terminate(old).await;
         }
+        for leftover in self.leftovers() {
+            terminate(leftover).await;
+        }
         self.write_files(&[])?;
         let _ = std::fs::remove_file(self.pidfile());
         let log = std::fs::File::create(self.log()).map_err(|source| AgentError::Files {
@@ -480,11 +485,33 @@ pub async fn stop_in(dir: &Path) -> Vec<String> {
                 dir.display()
             ));
         }
+        for leftover in agent.leftovers() {
+            terminate(leftover).await;
+        }
     }
     if std::fs::remove_dir_all(dir).is_ok() {
         done.push(format!("removed {}", dir.display()));
     }
     done
+}
+
+/// The pid in a pidfile: a short file, not a symbolic link, and (if
+/// `root_only`) owned by root.
+fn pid_in(path: &Path, root_only: bool) -> Option<u32> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || (root_only && meta.uid() != 0) {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 /// An agent started again after it died, that dies again sooner than

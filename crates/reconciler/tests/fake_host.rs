@@ -803,7 +803,7 @@ async fn an_agent_that_dies_again_soon_after_its_restart_waits_before_the_next()
     engine.host().kill_agent_behind(&dir);
     let err = up_text(&engine, &text).await.unwrap_err().to_string();
     assert!(
-        err.contains("died again within 10 s of being started again")
+        err.contains("started again less than 10 s ago, and not running")
             && err.contains("next start in"),
         "{err}"
     );
