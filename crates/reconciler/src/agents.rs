@@ -597,26 +597,34 @@ mod tests {
     /// A dnsmasq that never writes its pidfile fails its start and is not
     /// left running, untracked, for the next converge to start another
     /// beside it.
-    #[tokio::test]
-    #[ignore = "needs root"]
-    async fn an_agent_that_never_gets_ready_is_not_left_running() {
-        ovslab_testkit::require_root("an_agent_that_never_gets_ready_is_not_left_running");
-        let ns = ovslab_testkit::TestNetns::new();
-        let root = std::env::temp_dir().join(format!("ovslab-agent-ready-{}", std::process::id()));
+    /// A directory `ovslab-agent-<tag>-<pid>` (searchable by all, as the
+    /// run directory) whose `bin/dnsmasq` is a shell script of `body`, put
+    /// first in this test process's PATH.
+    fn fake_dnsmasq_first_in_path(tag: &str, body: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("ovslab-agent-{tag}-{}", std::process::id()));
         let bin = root.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
         let fake = bin.join("dnsmasq");
-        std::fs::write(&fake, "#!/bin/sh\nwhile :; do sleep 0.1; done\n").unwrap();
+        std::fs::write(&fake, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = format!(
             "{}:{}",
             bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        // SAFETY: nextest runs this test in a process of its own; nothing
+        // SAFETY: nextest runs each test in a process of its own; nothing
         // else reads the environment meanwhile.
         unsafe { std::env::set_var("PATH", path) };
+        root
+    }
+
+    #[tokio::test]
+    #[ignore = "needs root"]
+    async fn an_agent_that_never_gets_ready_is_not_left_running() {
+        ovslab_testkit::require_root("an_agent_that_never_gets_ready_is_not_left_running");
+        let ns = ovslab_testkit::TestNetns::new();
+        let root = fake_dnsmasq_first_in_path("ready", "while :; do sleep 0.1; done");
         let dir = root.join("qdhcp-x");
         let a = Agent {
             kind: AgentKind::Dnsmasq,
@@ -643,24 +651,10 @@ mod tests {
     async fn a_frozen_agent_is_not_running_and_is_replaced() {
         ovslab_testkit::require_root("a_frozen_agent_is_not_running_and_is_replaced");
         let ns = ovslab_testkit::TestNetns::new();
-        let root = std::env::temp_dir().join(format!("ovslab-agent-frozen-{}", std::process::id()));
-        let bin = root.join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let fake = bin.join("dnsmasq");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\necho $$ > \"${1#--pid-file=}\"\nwhile :; do sleep 0.1; done\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
+        let root = fake_dnsmasq_first_in_path(
+            "frozen",
+            "echo $$ > \"${1#--pid-file=}\"\nwhile :; do sleep 0.1; done",
         );
-        // SAFETY: nextest runs this test in a process of its own.
-        unsafe { std::env::set_var("PATH", path) };
         let dir = root.join("qdhcp-x");
         let a = Agent {
             kind: AgentKind::Dnsmasq,

@@ -586,6 +586,18 @@ fn give_leases(engine: &Engine<FakeHost>, text: &str) {
     }
 }
 
+/// The first agent directory whose name starts with `prefix`.
+fn first_agent_dir(engine: &Engine<FakeHost>, prefix: &str) -> std::path::PathBuf {
+    engine
+        .host()
+        .state()
+        .agents
+        .keys()
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .cloned()
+        .unwrap_or_else(|| panic!("no agent directory {prefix}*"))
+}
+
 fn agent_dirs(engine: &Engine<FakeHost>, prefix: &str) -> Vec<String> {
     engine
         .host()
@@ -699,19 +711,7 @@ async fn a_killed_dnsmasq_is_started_again_and_dhcp_goes_with_its_network() {
     let text = dhcp_seed();
     give_leases(&engine, &text);
     up_text(&engine, &text).await.unwrap();
-    let dir = engine
-        .host()
-        .state()
-        .agents
-        .keys()
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("qdhcp-")
-        })
-        .cloned()
-        .unwrap();
+    let dir = first_agent_dir(&engine, "qdhcp-");
     engine.host().kill_agent_behind(&dir);
     let changes = up_text(&engine, &text).await.unwrap();
     assert!(
@@ -778,19 +778,7 @@ async fn an_agent_that_dies_again_soon_after_its_restart_waits_before_the_next()
     let text = dhcp_seed();
     give_leases(&engine, &text);
     up_text(&engine, &text).await.unwrap();
-    let dir = engine
-        .host()
-        .state()
-        .agents
-        .keys()
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("qdhcp-")
-        })
-        .cloned()
-        .unwrap();
+    let dir = first_agent_dir(&engine, "qdhcp-");
     let starts = |engine: &Engine<FakeHost>| engine.host().state().agents[&dir].starts;
     engine.host().kill_agent_behind(&dir);
     let changes = up_text(&engine, &text).await.unwrap();
