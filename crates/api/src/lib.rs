@@ -135,7 +135,8 @@ pub struct LabStatus {
     #[serde(default)]
     pub metadata: Vec<String>,
     /// True when every namespace exists and every node's OVS runs (and
-    /// every DHCP network's dnsmasq).
+    /// every DHCP network's dnsmasq, and every DHCP instance held its
+    /// lease at the last converge).
     pub healthy: bool,
     /// What the daemon's audits found broken and repaired, newest last:
     /// one line per audit that repaired something (`<UTC time> <n>
@@ -257,6 +258,12 @@ pub struct InstanceStatus {
     pub mac: String,
     pub namespace: String,
     pub namespace_exists: bool,
+    /// On a DHCP network: whether the instance held its lease (its
+    /// reservation on its NIC) when the daemon last converged the lab (an
+    /// `up`, an audit: a lease lost is heard at once while audits run).
+    /// Absent on other networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_lease: Option<bool>,
 }
 
 /// What `ovslab check` found: one result per declared check.

@@ -667,6 +667,54 @@ async fn an_instance_without_a_lease_is_reported_by_name() {
         "{:#?}",
         outcome.changes
     );
+    // `status` tells it too, and the lab is not healthy for it.
+    let leases = |status: &ovslab_api::LabStatus| {
+        status
+            .instances
+            .iter()
+            .map(|i| (i.name.clone(), i.dhcp_lease))
+            .collect::<Vec<_>>()
+    };
+    let status = engine.status(LAB).await.unwrap();
+    assert_eq!(
+        leases(&status),
+        [
+            ("instance1".to_string(), Some(true)),
+            ("instance2".to_string(), Some(false)),
+            ("instance3".to_string(), Some(true)),
+            ("instance4".to_string(), Some(true)),
+        ]
+    );
+    // Its client gets it at last: the next converge (an audit) says so.
+    {
+        let mut state = engine.host().state();
+        let ns = state
+            .namespaces
+            .get_mut(&format!("{LAB}.instance2"))
+            .unwrap();
+        let eth0 = ns.links.links.iter_mut().find(|l| l.name == "eth0");
+        eth0.unwrap().addresses = vec!["192.168.2.11/24".parse().unwrap()];
+    }
+    engine.audit().await;
+    let status = engine.status(LAB).await.unwrap();
+    assert!(
+        leases(&status)
+            .iter()
+            .all(|(_, lease)| *lease == Some(true)),
+        "{:?}",
+        leases(&status)
+    );
+}
+
+#[tokio::test]
+async fn an_instance_off_dhcp_has_no_lease_to_show() {
+    let root = Root::new("dhcp-static");
+    let engine = root.engine();
+    let text = ovslab_topology::SEED_YAML;
+    let topology = ovslab_topology::parse("dhcp", text).unwrap();
+    engine.up(topology, text).await.unwrap();
+    let status = engine.status(LAB).await.unwrap();
+    assert!(status.instances.iter().all(|i| i.dhcp_lease.is_none()));
 }
 
 #[tokio::test]

@@ -16,7 +16,9 @@ use crate::style::Style;
 #[command(
     long_about = "Show a lab's nodes, instances and health. Without LAB: the only lab running, \
 or, when none or several run, the list of the labs the daemon manages.\n\n\
-A lab is healthy when every namespace exists and every node's ovsdb-server and ovs-vswitchd run. \
+A lab is healthy when every namespace exists, every node's ovsdb-server and ovs-vswitchd run \
+and every instance on a DHCP network held its lease when the daemon last converged the lab \
+(its address reads \"(DHCP)\", or \"(NO DHCP LEASE)\"). \
 An HA router's row names its active copy's node (none while no copy is master), and a table \
 lists each copy's ha_state as `l3-agent-list-hosting-router` does (active, standby; unknown \
 when its keepalived does not run or its node is failed). A node failed on purpose \
@@ -170,7 +172,11 @@ pub fn format_status(s: &LabStatus) -> String {
                 i.name.clone(),
                 i.node.clone(),
                 i.network.clone(),
-                i.address.clone(),
+                match i.dhcp_lease {
+                    Some(false) => format!("{} (NO DHCP LEASE)", i.address),
+                    Some(true) => format!("{} (DHCP)", i.address),
+                    None => i.address.clone(),
+                },
                 i.mac.clone(),
                 namespace_cell(&i.namespace, i.namespace_exists),
             ]);
@@ -294,6 +300,7 @@ mod tests {
                 mac: "fa:16:3e:00:00:01".into(),
                 namespace: "seed.instance1".into(),
                 namespace_exists: healthy,
+                dhcp_lease: Some(healthy),
             }],
             routers: vec![],
             dhcp: vec![],
@@ -395,5 +402,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("seed.instance1 (missing)"), "{text}");
+        assert!(text.contains("192.168.1.11 (NO DHCP LEASE)"), "{text}");
     }
 }

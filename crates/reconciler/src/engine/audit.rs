@@ -135,9 +135,11 @@ impl<H: Host> Engine<H> {
             changes,
             restarted,
             warnings,
+            without_lease,
         } = outcome;
         let changes = changes.into_vec();
         lab.count_restarts(restarted);
+        lab.note_leases(without_lease);
         // Only a converge of the whole lab sees every namespace.
         if matches!(scope, Scope::Full) {
             let foreign = foreign_names(&warnings);

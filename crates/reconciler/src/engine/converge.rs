@@ -37,6 +37,8 @@ pub(super) struct Outcome {
     pub restarted: Vec<(String, OvsDaemon)>,
     /// Namespaces with the lab's prefix that are not the lab's.
     pub warnings: Vec<String>,
+    /// The DHCP instances without their lease, when the DHCP phase ran.
+    pub without_lease: Option<BTreeSet<String>>,
 }
 
 /// Lines of text kept as one: the change lines of a converge. An `up` of
@@ -1331,12 +1333,13 @@ impl<H: Host> Run<'_, H> {
         let hook = self.engine.config.dhcp_hook.as_deref();
         let done = super::dhcp::converge(&**self.host, self.lab, &lab_dir, hook, desired).await?;
         self.out.changes.extend(done.changes);
-        for instance in done.without_lease {
+        for instance in &done.without_lease {
             self.out.warnings.push(format!(
                 "instance {instance} holds no DHCP lease after {} s",
                 super::dhcp::LEASE_WAIT.as_secs()
             ));
         }
+        self.out.without_lease = Some(done.without_lease.into_iter().collect());
         done.failed.map_or(Ok(()), Err)
     }
 

@@ -128,6 +128,9 @@ struct Lab {
     /// The bridges whose flows the last converges read (see
     /// [`converge::FlowsRead`]).
     flows_read: converge::FlowsRead,
+    /// The DHCP instances the last converge left without their lease
+    /// (`ovslab status` tells them, without reading every instance).
+    without_lease: BTreeSet<String>,
 }
 
 impl Lab {
@@ -148,6 +151,14 @@ impl Lab {
             planned: None,
             links_read: BTreeMap::new(),
             flows_read: BTreeMap::new(),
+            without_lease: BTreeSet::new(),
+        }
+    }
+
+    /// Keeps what the DHCP phase of a converge found, when it ran.
+    fn note_leases(&mut self, without_lease: Option<BTreeSet<String>>) {
+        if let Some(without) = without_lease {
+            self.without_lease = without;
         }
     }
 
@@ -334,8 +345,10 @@ impl<H: Host> Engine<H> {
             changes,
             restarted,
             warnings,
+            without_lease,
         } = outcome;
         lab.count_restarts(restarted);
+        lab.note_leases(without_lease);
         if fresh
             && changes.is_empty()
             && matches!(result, Err(ReconcileError::ForeignNamespaces { .. }))

@@ -103,7 +103,9 @@ impl<H: Host> Engine<H> {
                 changes: made,
                 restarted: _,
                 warnings: met,
+                without_lease,
             } = outcome;
+            lab.note_leases(without_lease);
             changes.extend(made.into_vec());
             lab.foreign = foreign_names(&met);
             warnings.extend(met);

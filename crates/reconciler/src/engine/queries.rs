@@ -113,7 +113,10 @@ impl<H: Host> Engine<H> {
             .map(|i| {
                 let ns = naming::namespace(&topo.lab, &i.name);
                 let exists = namespaces.contains(&ns);
-                healthy &= exists;
+                let dhcp = topo.network(&i.network).is_some_and(|n| n.dhcp);
+                let dhcp_lease = dhcp.then(|| !lab.without_lease.contains(&i.name));
+                // An instance of a node failed on purpose is as it should be.
+                healthy &= exists && (dhcp_lease != Some(false) || lab.failed.contains(&i.node));
                 InstanceStatus {
                     name: i.name.clone(),
                     node: i.node.clone(),
@@ -122,6 +125,7 @@ impl<H: Host> Engine<H> {
                     mac: format_mac(&i.mac),
                     namespace: ns,
                     namespace_exists: exists,
+                    dhcp_lease,
                 }
             })
             .collect();

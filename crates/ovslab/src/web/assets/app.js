@@ -111,13 +111,15 @@ async function openLab(lab) {
   document.body.dataset.ready = "true";
 }
 
-// The daemon's view of the lab: broken namespaces, the last audits'
+// The daemon's view of the lab: broken namespaces and instances without
+// their DHCP lease, the last audits'
 // repairs (marked until the next audit that finds nothing).
 async function loadStatus() {
   try {
     const { status, repairs } = await api(labPath("status"));
     const broken = state.model.boxes.filter((b) =>
-      [...status.instances, ...status.nodes].some((o) => !o.namespace_exists && o.namespace === b.namespace));
+      [...status.instances, ...status.nodes].some((o) =>
+        (!o.namespace_exists || o.dhcp_lease === false) && o.namespace === b.namespace));
     picture.mark("broken", broken.map((b) => b.id));
     const last = repairs.at(-1);
     if (last) picture.mark("repaired", last.boxes, last.clusters, status.repairs.at(-1));
