@@ -256,6 +256,75 @@ fn an_edited_reservation_is_the_instances_new_address_and_nothing_else_changes()
     );
 }
 
+/// An instance's `dhcp_lease` in a `status --json`.
+fn lease_in(status: &serde_json::Value, instance: &str) -> serde_json::Value {
+    status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == instance)
+        .unwrap_or_else(|| panic!("{instance} not in {status}"))["dhcp_lease"]
+        .clone()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn status_names_an_instance_without_its_lease_and_the_lab_is_not_healthy() {
+    require_root("status_names_an_instance_without_its_lease_and_the_lab_is_not_healthy");
+    // Audits off: the lab stays as each `up` leaves it.
+    let lab = Lab::create_with(&dhcp_seed(), &["--audit-interval", "0"]);
+    lab.up();
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&lab.daemon.ovslab_ok(&["status", &lab.name, "--json"])).unwrap()
+    };
+    let before = status();
+    assert_eq!(before["healthy"], true, "{before}");
+    for i in 1..=4 {
+        assert_eq!(lease_in(&before, &format!("instance{i}")), true, "{before}");
+    }
+    // net1's dnsmasq hears nothing (its namespace's firewall drops it),
+    // and instance1 loses its address and its client.
+    let ns = qdhcp_namespace(&lab.name, "net1");
+    let (_, qdhcp) = ns.split_once('.').unwrap();
+    let drop = ["INPUT", "-p", "udp", "--dport", "67", "-j", "DROP"];
+    let firewall = |op: &str| {
+        let mut args = vec!["iptables", op];
+        args.extend(drop);
+        assert!(lab.in_ns(qdhcp, &args).status.success(), "iptables {op}");
+    };
+    firewall("-I");
+    let client = lab.daemon.run_dir.join(&lab.name).join("udhcpc.instance1");
+    let pid = pid_in(&client);
+    // SAFETY: the lab's own udhcpc, by the pid its pidfile names.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    lab.in_ns(
+        "instance1",
+        &["ip", "addr", "del", "192.168.1.11/24", "dev", "eth0"],
+    );
+    let out = lab.up();
+    assert!(
+        out.contains("instance instance1 holds no DHCP lease"),
+        "{out}"
+    );
+    let without = status();
+    assert_eq!(without["healthy"], false, "{without}");
+    assert_eq!(lease_in(&without, "instance1"), false, "{without}");
+    assert_eq!(lease_in(&without, "instance3"), true, "{without}");
+    let text = lab.daemon.ovslab_ok(&["status", &lab.name]);
+    assert!(text.contains("192.168.1.11 (NO DHCP LEASE)"), "{text}");
+    assert!(text.contains("NOT healthy"), "{text}");
+    // Heard again, its client gets the lease by itself, and the next
+    // converge says so.
+    firewall("-D");
+    eventually("instance1's lease", || {
+        address_of(&lab, "instance1") == ["192.168.1.11/24"]
+    });
+    lab.up();
+    let after = status();
+    assert_eq!(after["healthy"], true, "{after}");
+    assert_eq!(lease_in(&after, "instance1"), true, "{after}");
+}
+
 #[test]
 #[ignore = "needs root"]
 fn dnsmasq_its_namespace_and_a_lost_lease_come_back_and_down_leaves_nothing() {
