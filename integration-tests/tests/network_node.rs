@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ovslab_integration_tests::{Lab, require_root, run, run_raw};
+use ovslab_integration_tests::{Lab, require_root, run, run_raw, wait_until};
 
 const INTERNET: &str = "203.0.113.1";
 const GATEWAY: &str = "203.0.113.101";
@@ -39,7 +39,9 @@ fn iptables_save(lab: &Lab, router: &str, counters: bool) -> String {
 }
 
 /// Whether a TCP connection from `from` to `to:port` is answered by an
-/// `nc -l` started in `server`.
+/// `nc -l` started (and seen listening) in `server`. A connection that
+/// fails must have been filtered (timed out): a refusal means nothing
+/// listened, and proves nothing about a firewall.
 fn tcp_connects(lab: &Lab, server: &str, port: u16, from: &str, to: &str) -> bool {
     let port = port.to_string();
     let mut listener = Command::new("ip")
@@ -49,8 +51,12 @@ fn tcp_connects(lab: &Lab, server: &str, port: u16, from: &str, to: &str) -> boo
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let ns = if from.starts_with("qrouter") {
+    let listening = || {
+        run("ip", &["netns", "exec", &lab.ns(server), "ss", "-ltn"]).contains(&format!(":{port} "))
+    };
+    wait_until(Duration::from_secs(5), "nc listening", listening);
+    // A router's namespace is given whole (`Lab::router_ns`).
+    let ns = if from.starts_with(&lab.ns("")) {
         from.to_string()
     } else {
         lab.ns(from)
@@ -63,9 +69,17 @@ fn tcp_connects(lab: &Lab, server: &str, port: u16, from: &str, to: &str) -> boo
             &ns,
             "sh",
             "-c",
-            &format!("echo hello | nc -N -w 2 {to} {port}"),
+            &format!("echo hello | nc -v -N -w 2 {to} {port}"),
         ],
     );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        assert!(listening(), "{to}:{port}: the listener went away");
+        assert!(
+            stderr.contains("timed out"),
+            "{from} → {to}:{port} failed without being filtered: {stderr}"
+        );
+    }
     // SAFETY: the nc this test started, by its pid.
     unsafe { libc::kill(listener.id() as i32, libc::SIGKILL) };
     let _ = listener.wait();
