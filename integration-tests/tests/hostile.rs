@@ -71,7 +71,19 @@ fn raw(socket: &Path, request: &[u8], within: Duration) -> (u16, String) {
     // The daemon may answer (413) and close before it read everything.
     let _ = stream.write_all(request);
     let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
+    // A reset is the daemon closing on unread input; a timeout is the
+    // daemon keeping the connection, which no caller accepts (status 0
+    // must mean "closed").
+    if let Err(e) = stream.read_to_end(&mut answer) {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "neither an answer nor a close within {within:?} (got {} bytes)",
+            answer.len()
+        );
+    }
     ovslab_testkit::http_answer(&String::from_utf8_lossy(&answer))
 }
 
@@ -547,16 +559,18 @@ fn a_full_table_of_busy_connections_refuses_new_ones_at_once() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
-
-    let started = Instant::now();
+    // Time for the daemon to read both requests' heads. No probe can ask
+    // sooner: a connection over the limit before then closes one of them
+    // as idle (to make room), and the test would fail, not pass.
+    std::thread::sleep(Duration::from_millis(1000));
+    // Refused at once: a request queued behind them would find neither an
+    // answer nor a close, which `raw` does not accept.
     let (status, answer) = raw(
         &daemon.socket,
         &request("GET", "/v1/labs", ""),
         Duration::from_secs(5),
     );
     assert_eq!(status, 503, "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(2));
 
     for stream in &mut busy {
         stream.write_all(&body.as_bytes()[5..]).unwrap();
@@ -715,7 +729,8 @@ fn changes_left_by_their_clients_do_not_pile_up() {
     drop(first);
     drop(waiting);
 
-    let started = Instant::now();
+    // Refused, not queued: a queued `up` would be answered 200 once the
+    // four ended.
     let (status, answer) = raw(&lab.daemon.socket, &up, Duration::from_secs(60));
     assert_eq!(status, 503, "{answer}");
     assert!(
@@ -725,7 +740,6 @@ fn changes_left_by_their_clients_do_not_pile_up() {
         )),
         "{answer}"
     );
-    assert!(started.elapsed() < Duration::from_secs(2));
 
     wait_until(Duration::from_secs(120), "the four ups to end", || {
         logged(": done in") + logged(": failed after") == 4
