@@ -72,6 +72,39 @@ fn notes(h: &Value) -> String {
         .join("; ")
 }
 
+/// An `ovslab capture` running, past its "listening on" line.
+struct Capture {
+    child: std::process::Child,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+}
+
+impl Capture {
+    /// Waits for its end: its status and the rest of what it said.
+    fn wait(mut self) -> (std::process::ExitStatus, String) {
+        use std::io::Read;
+        let mut rest = String::new();
+        let _ = self.stderr.read_to_string(&mut rest);
+        (self.child.wait().unwrap(), rest)
+    }
+}
+
+/// Starts `ovslab capture --lab LAB ARGS…` and returns once it says it
+/// listens: what is sent from then on is captured.
+fn start_capture(lab: &Lab, args: &[&str]) -> Capture {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(ovslab_integration_tests::bin("ovslab"));
+    cmd.args(["--socket", lab.daemon.socket.to_str().unwrap()]);
+    cmd.args(["capture", "--lab", &lab.name]).args(args);
+    cmd.stdout(std::process::Stdio::piped());
+    cmd.stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening on "), "capture: {line}");
+    Capture { child, stderr }
+}
+
 #[test]
 #[ignore = "needs root"]
 fn traces_follow_the_walkthrough_paths() {
@@ -357,23 +390,13 @@ fn capture_writes_a_pcap_that_keeps_vlan_tags() {
     assert!(lab.ping("instance1", "192.168.1.12", 1));
     let pcap = lab.daemon.dir.join("eth1.pcap");
     let pcap_arg = pcap.to_str().unwrap().to_string();
-    let capture = {
-        let mut cmd = std::process::Command::new(ovslab_integration_tests::bin("ovslab"));
-        cmd.args(["--socket", lab.daemon.socket.to_str().unwrap()]);
-        cmd.args(["capture", "--lab", &lab.name, "compute1", "eth1"]);
-        cmd.args(["-w", &pcap_arg, "--seconds", "4"]);
-        cmd.stderr(std::process::Stdio::piped());
-        cmd.spawn().unwrap()
-    };
-    // Give the capture time to open its socket, then send three echoes.
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    assert!(lab.ping("instance1", "192.168.1.12", 3));
-    let out = capture.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let capture = start_capture(
+        &lab,
+        &["compute1", "eth1", "-w", &pcap_arg, "--seconds", "4"],
     );
+    assert!(lab.ping("instance1", "192.168.1.12", 3));
+    let (status, stderr) = capture.wait();
+    assert!(status.success(), "{stderr}");
     // tcpdump, an independent reader, sees the tags in both directions.
     let text = run("tcpdump", &["-r", &pcap_arg, "-e", "-n"]);
     let tagged: Vec<&str> = text.lines().filter(|l| l.contains("vlan 101")).collect();
@@ -384,41 +407,23 @@ fn capture_writes_a_pcap_that_keeps_vlan_tags() {
     );
 
     // Without -w: one line per frame, with the tag.
-    let ns = lab.ns("instance1");
-    let pinger = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(700));
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns,
-                "ping",
-                "-c",
-                "4",
-                "-i",
-                "0.2",
-                "192.168.1.12",
-            ],
-        );
-    });
-    let out = lab.daemon.ovslab(&[
-        "capture",
-        "--lab",
-        &lab.name,
-        "compute2",
-        "eth1",
-        "-c",
-        "200",
-        "--seconds",
-        "3",
-    ]);
-    pinger.join().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let capture = start_capture(&lab, &["compute2", "eth1", "-c", "200", "--seconds", "3"]);
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &lab.ns("instance1"),
+            "ping",
+            "-c",
+            "4",
+            "-i",
+            "0.2",
+            "192.168.1.12",
+        ],
     );
+    let out = capture.child.wait_with_output().unwrap();
+    assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines().any(|l| l.contains(" in ")

@@ -20,7 +20,9 @@ use crate::commands::lab_or_only;
     long_about = "Capture the frames on IFACE inside the namespace of TARGET (a node, instance, \
 router or external host), with their 802.1Q tags kept — the kernel strips tags on receive; \
 the capture puts them back, as tcpdump does. Without -w, one line per frame (time, direction, \
-MACs, VLAN, addresses); with -w, a pcap file for Wireshark or tcpdump -r.\n\n\
+MACs, VLAN, addresses); with -w, a pcap file for Wireshark or tcpdump -r. Once the capture \
+is open it says so on stderr (`listening on IFACE of KIND TARGET (lab LAB)`), as tcpdump does: \
+what is sent after that line is captured.\n\n\
 It runs until COUNT frames were captured, SECONDS passed, or Ctrl-C. The interface is put in \
 promiscuous mode for the capture only (so a Linux bridge shows what it forwards). Needs root \
 (entering a namespace and opening a packet socket), as tcpdump does.\n\n\
@@ -108,6 +110,11 @@ pub fn exec(client: &Client, args: Args) -> anyhow::Result<ExitCode> {
         ))?),
         None => None,
     };
+    // Ready, as tcpdump says it is: what is sent from now on is captured.
+    eprintln!(
+        "listening on {} of {} {} (lab {})",
+        args.interface, target.kind, target.name, target.lab
+    );
     let deadline = args.seconds.map(|s| Instant::now() + s);
     let mut captured = 0u64;
     let stdout = std::io::stdout();
