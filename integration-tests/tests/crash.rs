@@ -198,3 +198,37 @@ fn a_daemon_killed_anywhere_in_up_or_down_loses_nothing() {
     let _ = run_raw("ip", &["netns", "del", &decoy_ns]);
     let _ = std::fs::remove_dir_all(&decoy_dir);
 }
+
+/// A daemon started again on another path to the same run directory (a
+/// symbolic link, as Debian's `/var/run` is to `/run`) knows the lab's
+/// processes for its own: before, it took them for strangers, started a
+/// second set beside them, and its `down` left the first set running.
+#[test]
+#[ignore = "needs root"]
+fn a_run_directory_reached_by_another_path_is_the_same_one() {
+    require_root("a_run_directory_reached_by_another_path_is_the_same_one");
+    let options = ["--audit-interval", "0"];
+    let mut lab = Lab::create(ovslab_topology::SEED_YAML);
+    lab.up();
+    let file = lab.file.to_str().unwrap().to_string();
+    // The lab's, not the daemon's own.
+    let lab_processes = |run_dir: &Path| -> Vec<String> {
+        let daemon = bin("ovslabd").display().to_string();
+        processes_of(run_dir)
+            .into_iter()
+            .filter(|p| !p.contains(&daemon))
+            .collect()
+    };
+    let before = lab_processes(&lab.daemon.run_dir);
+    assert!(!before.is_empty(), "no OVS process of the lab");
+    lab.daemon.kill9();
+    let link = lab.daemon.dir.join("run-link");
+    std::os::unix::fs::symlink(&lab.daemon.run_dir, &link).unwrap();
+    lab.daemon.run_dir = link;
+    lab.daemon.restart(&options);
+    assert_healthy(&lab, 0);
+    let again = lab.daemon.ovslab_ok(&["up", &file]);
+    assert!(again.contains("no changes"), "{again}");
+    let real = std::fs::canonicalize(&lab.daemon.run_dir).unwrap();
+    assert_eq!(lab_processes(&real), before);
+}

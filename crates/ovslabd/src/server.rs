@@ -40,10 +40,16 @@ use crate::quota::Quotas;
 use crate::{labs_dir, socket};
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // Before anything touches the run directory; held until the end,
     // past the labs' removal of a stop with `--on-exit down`.
     let _run_lock = crate::run_lock::take(&config.run_dir)?;
+    // One spelling of the run directory whatever the path given (Debian's
+    // `/var/run` is `/run`): the labs' processes are known by the paths in
+    // their command lines, and a daemon started on another spelling took
+    // them for strangers and started a second set.
+    config.run_dir = std::fs::canonicalize(&config.run_dir)
+        .with_context(|| format!("resolving the run directory {}", config.run_dir.display()))?;
     let mut stop_signals = StopSignals::new()?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut engine_config = EngineConfig::new(&config.run_dir);
