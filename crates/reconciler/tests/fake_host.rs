@@ -1189,3 +1189,67 @@ async fn a_full_audit_round_is_done_once_by_whatever_converges_the_whole_lab_nex
     assert_eq!((repaired, busy), (vec![LAB.to_string()], false));
     assert_eq!(summary(engine.host()), reference);
 }
+
+// --- Nodes failed on purpose ---------------------------------------------------
+
+/// A daemon stopped half-way through `node fail` recorded the node failed
+/// but left its Open vSwitch running: `node fail` again, and any audit,
+/// stop it. Before, `node fail` said "already failed" and did nothing, and
+/// audits left a failed node alone, running.
+#[tokio::test]
+async fn a_failed_node_found_running_its_open_vswitch_is_stopped() {
+    let root = Root::new("fail-half");
+    let engine = root.engine();
+    up(&engine).await.unwrap();
+    let report = engine.set_node_failed(LAB, "compute2", true).await.unwrap();
+    assert!(report.changes.contains(&"failed node compute2".to_string()));
+    let running = |engine: &Engine<FakeHost>| {
+        let state = engine.host().state();
+        let n = &state.nodes[&node("compute2")];
+        (n.ovsdb_server, n.ovs_vswitchd)
+    };
+    assert_eq!(running(&engine), (false, false));
+    let run_again = |engine: &Engine<FakeHost>| {
+        let mut state = engine.host().state();
+        let n = state.nodes.get_mut(&node("compute2")).unwrap();
+        n.ovsdb_server = true;
+        n.ovs_vswitchd = true;
+    };
+    run_again(&engine);
+    let again = engine.set_node_failed(LAB, "compute2", true).await.unwrap();
+    assert!(
+        again
+            .changes
+            .contains(&"stopped ovs-vswitchd of compute2".to_string()),
+        "{:?}",
+        again.changes
+    );
+    assert_eq!(running(&engine), (false, false));
+    run_again(&engine);
+    engine.audit().await;
+    assert_eq!(running(&engine), (false, false));
+    // Nothing left to do: failing it once more changes nothing.
+    let third = engine.set_node_failed(LAB, "compute2", true).await.unwrap();
+    assert!(third.changes.is_empty(), "{:?}", third.changes);
+    // The reverse: recovered, but what it runs is not running (a
+    // `node recover` cut short, audits off): `node recover` again starts it.
+    engine
+        .set_node_failed(LAB, "compute2", false)
+        .await
+        .unwrap();
+    assert_eq!(running(&engine), (true, true));
+    engine.host().kill_behind(
+        &node("compute2"),
+        ovslab_reconciler::ovs_process::OvsDaemon::OvsVswitchd,
+    );
+    let recover = engine
+        .set_node_failed(LAB, "compute2", false)
+        .await
+        .unwrap();
+    assert!(
+        recover.changes.iter().any(|c| c.contains("ovs-vswitchd")),
+        "{:?}",
+        recover.changes
+    );
+    assert_eq!(running(&engine), (true, true));
+}

@@ -16,10 +16,12 @@ use crate::commands::{lab_or_only, segment};
 `fail` makes the node behave as a host that died: its ports on the lab's switches (physical \
 network, overlay, external network) go down, and everything that runs on it stops — its Open \
 vSwitch, its DHCP servers, its instances' DHCP clients, its HA router copies' keepalived, the \
-metadata service in its namespaces. Audits leave a failed node alone; `ovslab status` shows it \
-failed. `recover` boots it again: its ports come up, Open vSwitch starts over its database and \
+metadata service in its namespaces. Audits leave a failed node alone (but stop its Open vSwitch \
+if they find it running); `ovslab status` shows it failed. `recover` boots it again: its ports come up, Open vSwitch starts over its database and \
 gets its flows back, and every agent starts afresh (keepalived as BACKUP: an HA router stays on \
-the node that took it over). A failed node stays failed across daemon restarts and `up`.",
+the node that took it over). A failed node stays failed across daemon restarts and `up`. Failing a failed node, or \
+recovering a live one, finishes what an earlier call cut short (a daemon stopped half-way) and \
+otherwise changes nothing.",
     after_help = "Examples:\n  ovslab node fail network1\n  ovslab status\n  ovslab node recover network1\n\n\
 Exit status: 0 done (or nothing to do), 1 the lab or node is not known or the daemon is unreachable."
 )]

@@ -371,6 +371,7 @@ impl<H: Host> Engine<H> {
         run.done("dhcp");
         let ha = run.keepalived(&whole).await;
         run.done("keepalived");
+        run.failed_nodes_stopped().await;
         dhcp.and(ha)
     }
 }
@@ -1341,6 +1342,17 @@ impl<H: Host> Run<'_, H> {
         }
         self.out.without_lease = Some(done.without_lease.into_iter().collect());
         done.failed.map_or(Ok(()), Err)
+    }
+
+    /// 11. A node failed on purpose runs no Open vSwitch: one still running
+    ///     (a `node fail` cut short after it recorded the node, before it
+    ///     stopped it) is stopped, its ports having gone down above.
+    async fn failed_nodes_stopped(&mut self) {
+        for node in self.failed {
+            let namespace = naming::namespace(self.lab, node);
+            let ovs = NodeOvs::new(&self.engine.config.run_root, self.lab, node, &namespace);
+            self.out.changes.extend(self.host.stop_ovs(&ovs).await);
+        }
     }
 
     /// 10b. keepalived of each HA router copy (see [`super::ha`]).

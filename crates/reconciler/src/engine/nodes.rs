@@ -57,7 +57,10 @@ impl<H: Host> Engine<H> {
     }
 
     /// Fails `node` of `lab` on purpose, or brings it back (`fail` false).
-    /// Failing a failed node, or recovering a live one, changes nothing.
+    /// Failing a failed node, or recovering a live one, converges the lab
+    /// all the same: it finishes what a daemon stopped half-way left (a
+    /// failed node's Open vSwitch still running, a recovered node's agents
+    /// not started), and changes nothing otherwise.
     pub async fn set_node_failed(
         &self,
         lab_name: &str,
@@ -93,37 +96,38 @@ impl<H: Host> Engine<H> {
                 "{} node {node}",
                 if fail { "failed" } else { "recovering" }
             ));
-            let topology = lab.topology.clone();
-            let failed = lab.failed.clone();
-            let mut outcome = Outcome::default();
-            let result = self
-                .converge(&mut lab, Scope::Full, true, &mut outcome)
-                .await;
-            let Outcome {
-                changes: made,
-                restarted: _,
-                warnings: met,
-                without_lease,
-            } = outcome;
-            lab.note_leases(without_lease);
-            changes.extend(made.into_vec());
-            lab.foreign = foreign_names(&met);
-            warnings.extend(met);
-            if fail {
-                // Its Open vSwitch last: the ports it held went down first,
-                // so nothing it sends on its way out reaches the lab.
-                let ovs = NodeOvs::new(
-                    &self.config.run_root,
-                    lab_name,
-                    node,
-                    &naming::namespace(lab_name, node),
-                );
-                changes.extend(self.host.stop_ovs(&ovs).await);
-            }
-            result?;
-            if !fail {
-                warnings.extend(self.wait_for_masters(&topology, &failed).await);
-            }
+        }
+        let topology = lab.topology.clone();
+        let failed = lab.failed.clone();
+        let mut outcome = Outcome::default();
+        let result = self
+            .converge(&mut lab, Scope::Full, true, &mut outcome)
+            .await;
+        let Outcome {
+            changes: made,
+            restarted: _,
+            warnings: met,
+            without_lease,
+        } = outcome;
+        lab.note_leases(without_lease);
+        changes.extend(made.into_vec());
+        lab.foreign = foreign_names(&met);
+        warnings.extend(met);
+        if fail {
+            // Its Open vSwitch last (the converge's last step, and here
+            // for a converge that failed before it): the ports it held went
+            // down first, so nothing it sends on its way out reaches the lab.
+            let ovs = NodeOvs::new(
+                &self.config.run_root,
+                lab_name,
+                node,
+                &naming::namespace(lab_name, node),
+            );
+            changes.extend(self.host.stop_ovs(&ovs).await);
+        }
+        result?;
+        if !fail && !changes.is_empty() {
+            warnings.extend(self.wait_for_masters(&topology, &failed).await);
         }
         let report = NodeReport {
             lab: lab_name.to_string(),
