@@ -230,8 +230,8 @@ impl Agent {
     }
 
     fn write_record(&self, identity: Identity) -> std::io::Result<()> {
-        std::fs::write(
-            self.record(),
+        crate::files::replace(
+            &self.record(),
             format!("{} {}\n", identity.pid, identity.start),
         )
     }
@@ -387,8 +387,8 @@ impl Agent {
                 });
             }
             if let Some(ino) = namespace {
-                let _ = std::fs::write(
-                    self.netns_record(),
+                let _ = crate::files::replace(
+                    &self.netns_record(),
                     format!("{} {} {ino}\n", identity.pid, identity.start),
                 );
             }

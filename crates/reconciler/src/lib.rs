@@ -11,6 +11,7 @@
 //! - [`ovs_process`]: each node's `ovsdb-server` and `ovs-vswitchd`.
 //! - [`manifest`]: what a lab created (its namespaces with their inodes),
 //!   so that nothing else is ever taken for the lab's.
+//! - [`files`]: the run directory's records, replaced whole.
 //! - [`engine`]: the registry of labs, `up` and `down` (`engine/mod.rs`);
 //!   the converge's phases (`converge.rs`); audits (`audit.rs`); `status`,
 //!   `check`, `trace`, `target` (`queries.rs`); finding and removing labs
@@ -26,6 +27,7 @@ pub mod agents;
 pub mod diff;
 pub mod drivers;
 pub mod engine;
+pub mod files;
 pub mod fingerprint;
 pub mod host;
 pub mod manifest;

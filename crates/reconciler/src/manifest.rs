@@ -82,9 +82,7 @@ impl Manifest {
     /// Writes the manifest (a new file renamed over the old one).
     pub fn save(&self) -> io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(io::Error::other)?;
-        let partial = self.path.with_extension("json.new");
-        std::fs::write(&partial, text)?;
-        std::fs::rename(&partial, &self.path)
+        crate::files::replace(&self.path, text)
     }
 
     pub fn path(&self) -> &Path {
@@ -162,7 +160,7 @@ mod tests {
         m.save().unwrap();
         let back = Manifest::load(&dir, "lab").unwrap().unwrap();
         assert_eq!(back, m);
-        assert!(!dir.join("manifest.json.new").exists());
+        assert!(!dir.join(".manifest.json.new").exists());
         assert!(Manifest::load(&dir, "other").is_err());
         std::fs::write(dir.join(MANIFEST_FILE), "{ half").unwrap();
         assert!(Manifest::load(&dir, "lab").is_err());

@@ -333,7 +333,7 @@ impl NodeOvs {
             Ok(inode) => format!("{} {} {inode}\n", identity.pid, identity.start),
             Err(_) => format!("{} {}\n", identity.pid, identity.start),
         };
-        if let Err(e) = std::fs::write(&file, text) {
+        if let Err(e) = crate::files::replace(&file, text) {
             tracing::warn!(file = %file.display(), error = %e, "cannot record an open vswitch daemon");
         }
     }

@@ -1001,15 +1001,9 @@ async fn an_audit_of_a_node_whose_namespace_outlived_its_name_repairs_it_in_one_
     assert_eq!(summary(engine.host()), reference);
 }
 
-/// A lab the daemon could not adopt at start (its saved topology no
-/// longer reads) keeps its records: an `up` of that name takes its
-/// manifest over, so that its namespaces are still its own, instead of
-/// writing a new one over it (which made them all foreign: the `up` was
-/// refused, and the lab's processes and namespaces were left for good).
-#[tokio::test]
-async fn an_up_takes_over_a_lab_its_daemon_could_not_adopt() {
-    let reference = converged().await;
-    let root = Root::new("unadoptable");
+/// The seed lab up, its saved topology cut short, and a daemon started
+/// again on what the first left.
+async fn restarted_with_a_cut_topology(root: &Root) -> Engine<FakeHost> {
     let first = root.engine();
     up(&first).await.unwrap();
     std::fs::write(
@@ -1021,15 +1015,48 @@ async fn an_up_takes_over_a_lab_its_daemon_could_not_adopt() {
     drop(first);
     let host = FakeHost::default();
     *host.state() = left;
-    let second = root.engine_on(host);
+    root.engine_on(host)
+}
+
+/// A lab whose saved topology no longer reads is known all the same, by
+/// its manifest, and says why in `status`; audits leave it alone (an empty
+/// plan would remove it). An `up` of that name takes its manifest over, so
+/// that its namespaces are still its own, instead of writing a new one
+/// over it (which made them all foreign: the `up` was refused, and the
+/// lab's processes and namespaces were left for good).
+#[tokio::test]
+async fn an_up_takes_over_a_lab_whose_saved_topology_does_not_read() {
+    let reference = converged().await;
+    let root = Root::new("unadoptable");
+    let second = restarted_with_a_cut_topology(&root).await;
+    assert_eq!(second.labs().await, [LAB]);
+    let status = second.status(LAB).await.unwrap();
+    assert!(!status.healthy);
+    let error = status.audit_error.unwrap_or_default();
     assert!(
-        second.labs().await.is_empty(),
-        "a lab that does not read was adopted"
+        error.contains("its saved topology cannot be read") && error.contains("ovslab down seed"),
+        "{error}"
     );
+    assert!(second.audit().await.is_empty());
+    assert_eq!(summary(second.host()), reference, "an audit changed it");
     up(&second).await.unwrap();
     assert_eq!(summary(second.host()), reference);
+    assert_eq!(second.status(LAB).await.unwrap().audit_error, None);
     second.down(LAB).await.unwrap();
     assert!(second.host().is_empty(), "{}", summary(second.host()));
+}
+
+/// ...and `down` removes it: before, no command reached it (`status`
+/// said "no labs", `down` "not known"), and it ran for good.
+#[tokio::test]
+async fn a_lab_whose_saved_topology_does_not_read_can_be_taken_down() {
+    let root = Root::new("unreadable-down");
+    let second = restarted_with_a_cut_topology(&root).await;
+    assert!(!second.host().is_empty());
+    second.down(LAB).await.unwrap();
+    assert!(second.host().is_empty(), "{}", summary(second.host()));
+    assert!(second.labs().await.is_empty());
+    assert!(!root.0.join(LAB).exists());
 }
 
 /// A veth end in a lab's namespace that the plan does not know goes, but

@@ -486,6 +486,29 @@ pub enum CheckProtocol {
 }
 
 impl Topology {
+    /// A lab with nothing in it: what a daemon knows of a lab whose saved
+    /// topology it cannot read (it can still take the lab down).
+    pub fn empty(lab: &str, source: &str) -> Self {
+        Topology {
+            lab: lab.to_string(),
+            source: source.to_string(),
+            nodes: Vec::new(),
+            physical_networks: Vec::new(),
+            overlay: None,
+            agent: Agent::default(),
+            dhcp_agents: Vec::new(),
+            networks: Vec::new(),
+            external_networks: Vec::new(),
+            external_hosts: Vec::new(),
+            physical_routers: Vec::new(),
+            routers: Vec::new(),
+            l3_ha: None,
+            security_groups: Vec::new(),
+            instances: Vec::new(),
+            checks: Vec::new(),
+        }
+    }
+
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }

@@ -122,7 +122,9 @@ impl<H: Host> Engine<H> {
     /// Converges `scope` of one lab and records what it repaired; true when
     /// it repaired something.
     async fn audit_lab(&self, name: &str, lab: &mut Lab, scope: Scope<'_>, trust: bool) -> bool {
-        if lab.removed {
+        // A lab whose topology is not known has no plan to repair it to
+        // (an empty one would remove it).
+        if lab.removed || lab.unreadable.is_some() {
             return false;
         }
         let started = Instant::now();

@@ -131,6 +131,10 @@ struct Lab {
     /// The DHCP instances the last converge left without their lease
     /// (`ovslab status` tells them, without reading every instance).
     without_lease: BTreeSet<String>,
+    /// Why the saved topology of a lab found at start could not be read:
+    /// the lab is known (its manifest says what is its), so that `down`
+    /// can remove it and `up` can take it over, but nothing converges it.
+    unreadable: Option<String>,
 }
 
 impl Lab {
@@ -152,6 +156,7 @@ impl Lab {
             links_read: BTreeMap::new(),
             flows_read: BTreeMap::new(),
             without_lease: BTreeSet::new(),
+            unreadable: None,
         }
     }
 
@@ -289,6 +294,7 @@ impl<H: Host> Engine<H> {
         };
         lab.topology = topology;
         lab.planned = None;
+        lab.unreadable = None;
         let started = Instant::now();
         // Whether this `up` made the lab's directory: a lab this daemon
         // could not adopt at start (its saved topology no longer reads)
@@ -323,7 +329,7 @@ impl<H: Host> Engine<H> {
         }
         let file = dir.join(TOPOLOGY_FILE);
         if std::fs::read_to_string(&file).ok().as_deref() != Some(text) {
-            std::fs::write(&file, text).map_err(|e| ReconcileError::io(&file, e))?;
+            crate::files::replace(&file, text).map_err(|e| ReconcileError::io(&file, e))?;
         }
         // A node failed on purpose that the new topology no longer has is
         // forgotten.

@@ -50,7 +50,7 @@ impl<H: Host> Engine<H> {
             }
         } else {
             let text: String = failed.iter().map(|n| format!("{n}\n")).collect();
-            std::fs::write(&file, text).map_err(|e| ReconcileError::io(&file, e))?;
+            crate::files::replace(&file, text).map_err(|e| ReconcileError::io(&file, e))?;
         }
         lab.failed = failed;
         Ok(())

@@ -266,10 +266,17 @@ impl<H: Host> Engine<H> {
             source: topo.source.clone(),
             nodes,
             instances,
-            healthy,
+            healthy: healthy && lab.unreadable.is_none(),
             repairs: lab.repairs.iter().cloned().collect(),
             repair_count: lab.repair_count,
-            audit_error: lab.audit_failure.as_ref().map(|f| f.error.clone()),
+            audit_error: match &lab.unreadable {
+                Some(error) => Some(format!(
+                    "its saved topology cannot be read ({error}): not audited; \
+                     `ovslab down {0}` removes it, an `up` of lab {0} takes it over",
+                    topo.lab
+                )),
+                None => lab.audit_failure.as_ref().map(|f| f.error.clone()),
+            },
             audits: lab.last_audit.as_ref().map(|(at, ms)| AuditStatus {
                 count: lab.audits,
                 last_at: at.clone(),

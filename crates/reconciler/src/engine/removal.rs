@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use ovslab_netlink::netns;
-use ovslab_topology::naming;
 use ovslab_topology::plan::{LocalVlans, plan};
+use ovslab_topology::{Topology, naming};
 
 use super::{Lab, TOPOLOGY_FILE, foreign_warning};
 use crate::host::Host;
@@ -51,15 +51,33 @@ pub(super) fn adopt(host: &impl Host, dir: &Path, name: &str) -> Option<Lab> {
             return None;
         }
     };
-    let topology = match ovslab_topology::parse(&file.display().to_string(), &text) {
-        Ok(topology) if topology.lab == name => topology,
-        Ok(topology) => {
-            tracing::warn!(file = %file.display(), "ignoring saved topology of lab `{}` in lab `{name}`'s directory", topology.lab);
-            return None;
-        }
-        Err(e) => {
-            tracing::warn!(file = %file.display(), error = %e, "ignoring saved topology");
-            return None;
+    let source = file.display().to_string();
+    let unreadable = match ovslab_topology::parse(&source, &text) {
+        Ok(topology) if topology.lab == name => Ok(topology),
+        Ok(topology) => Err(format!(
+            "{source} is the topology of lab `{}`",
+            topology.lab
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    let topology = match unreadable {
+        Ok(topology) => topology,
+        Err(error) => {
+            // Known all the same, by what its manifest says is its: a lab
+            // left running where no command reaches it leaks for ever.
+            let Some(manifest) = manifest else {
+                tracing::warn!(lab = name, "ignoring {source} (no manifest): {error}");
+                return None;
+            };
+            tracing::warn!(
+                lab = name,
+                "its saved topology cannot be read ({error}): `ovslab down {name}` removes it, \
+                 an `up` of lab {name} takes it over; until then it is not audited"
+            );
+            let mut lab = Lab::new(Topology::empty(name, &source), manifest);
+            lab.failed = super::read_failed(dir);
+            lab.unreadable = Some(error);
+            return Some(lab);
         }
     };
     let manifest = match manifest {
