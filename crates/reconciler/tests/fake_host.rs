@@ -1280,3 +1280,26 @@ async fn a_failed_node_found_running_its_open_vswitch_is_stopped() {
     );
     assert_eq!(running(&engine), (true, true));
 }
+
+/// A lab found at start keeps the name of the file it was brought up
+/// from (`status` said `from <run dir>/<lab>/topology.yaml` after a
+/// restart).
+#[tokio::test]
+async fn a_lab_found_at_start_names_the_file_it_came_from() {
+    let root = Root::new("source");
+    let first = root.engine();
+    let topology = ovslab_topology::parse("labs/seed-copy.yaml", ovslab_topology::SEED_YAML);
+    first
+        .up(topology.unwrap(), ovslab_topology::SEED_YAML)
+        .await
+        .unwrap();
+    let left = std::mem::take(&mut *first.host().state());
+    drop(first);
+    let host = FakeHost::default();
+    *host.state() = left;
+    let second = root.engine_on(host);
+    assert_eq!(
+        second.status(LAB).await.unwrap().source,
+        "labs/seed-copy.yaml"
+    );
+}

@@ -75,6 +75,10 @@ impl EngineConfig {
 }
 
 const TOPOLOGY_FILE: &str = "topology.yaml";
+/// Where the saved topology came from (`ovslab status` names it after a
+/// restart as before it). Its dot keeps it apart from the nodes'
+/// directories: no object name has one.
+const SOURCE_FILE: &str = "source.txt";
 
 /// The nodes of a lab failed on purpose, one per line, beside its topology.
 const FAILED_FILE: &str = ovslab_topology::naming::FAILED_NODES_RECORD;
@@ -327,9 +331,11 @@ impl<H: Host> Engine<H> {
                 }
             }
         }
-        let file = dir.join(TOPOLOGY_FILE);
-        if std::fs::read_to_string(&file).ok().as_deref() != Some(text) {
-            crate::files::replace(&file, text).map_err(|e| ReconcileError::io(&file, e))?;
+        for (name, content) in [(TOPOLOGY_FILE, text), (SOURCE_FILE, &lab.topology.source)] {
+            let file = dir.join(name);
+            if std::fs::read_to_string(&file).ok().as_deref() != Some(content) {
+                crate::files::replace(&file, content).map_err(|e| ReconcileError::io(&file, e))?;
+            }
         }
         // A node failed on purpose that the new topology no longer has is
         // forgotten.

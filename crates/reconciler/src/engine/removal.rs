@@ -6,7 +6,7 @@ use ovslab_netlink::netns;
 use ovslab_topology::plan::{LocalVlans, plan};
 use ovslab_topology::{Topology, naming};
 
-use super::{Lab, TOPOLOGY_FILE, foreign_warning};
+use super::{Lab, SOURCE_FILE, TOPOLOGY_FILE, foreign_warning};
 use crate::host::Host;
 use crate::manifest::{Manifest, Ownership};
 use crate::{ReconcileError, TeardownFailure};
@@ -61,7 +61,12 @@ pub(super) fn adopt(host: &impl Host, dir: &Path, name: &str) -> Option<Lab> {
         Err(e) => Err(e.to_string()),
     };
     let topology = match unreadable {
-        Ok(topology) => topology,
+        Ok(mut topology) => {
+            if let Some(given) = saved_source(dir) {
+                topology.source = given;
+            }
+            topology
+        }
         Err(error) => {
             // Known all the same, by what its manifest says is its: a lab
             // left running where no command reaches it leaks for ever.
@@ -107,6 +112,21 @@ pub(super) fn adopt(host: &impl Host, dir: &Path, name: &str) -> Option<Lab> {
     let mut lab = Lab::new(topology, manifest);
     lab.failed = super::read_failed(dir);
     Some(lab)
+}
+
+/// Where the lab's saved topology came from, as its `up` said: one short
+/// line (the daemon took no longer one), else nothing.
+fn saved_source(dir: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    let file = std::fs::File::open(dir.join(SOURCE_FILE)).ok()?;
+    file.take(ovslab_api::MAX_SOURCE as u64 + 1)
+        .read_to_string(&mut text)
+        .ok()?;
+    (text.len() <= ovslab_api::MAX_SOURCE
+        && !text.is_empty()
+        && !text.chars().any(char::is_control))
+    .then_some(text)
 }
 
 /// Deletes the namespaces of a lab's manifest that are still the ones it
