@@ -413,11 +413,49 @@ impl Drop for Lab {
             );
         }
         // Whatever `down` missed (it is a bug, and the tests that check
-        // `down` will say so): remove it here so nothing is left behind.
+        // `down` will say so, or the daemon was dead): remove it here so
+        // nothing is left behind. The lab's processes are those whose
+        // command line names its run directory, unique to this test.
+        let lab_dir = format!("{}/", self.daemon.run_dir.join(&self.name).display());
+        for (pid, start) in processes_naming(&lab_dir) {
+            if process_start(pid) == Some(start) {
+                // SAFETY: a process of this test's lab, by its pid, whose
+                // start time shows it is still the one found.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
         for ns in self.namespaces() {
             let _ = run_raw("ip", &["netns", "del", &ns]);
         }
     }
+}
+
+/// Processes (pid, start time) with `needle` in their command line.
+pub fn processes_naming(needle: &str) -> Vec<(u32, u64)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .filter_map(|pid| Some((pid, process_start(pid)?)))
+        .collect()
+}
+
+/// A process's start time (clock ticks after boot), which tells it from a
+/// later process given the same pid.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// Every namespace of lab `lab` that exists (its names start `LAB.`).

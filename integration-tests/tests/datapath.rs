@@ -103,7 +103,8 @@ fn tcp_transfer(
     let ns = lab.ns(server);
     // Into a file, not a pipe: a pipe nobody reads until the end would fill
     // up and stall the transfer.
-    let out = std::env::temp_dir().join(format!("{}-{from}-{server}.bin", lab.name));
+    // In the daemon's directory, which goes with it, pass or fail.
+    let out = lab.daemon.dir.join(format!("{from}-{server}.bin"));
     let listener = Command::new("ip")
         // -d: the server never reads its stdin, so it never closes its
         // side first (an nc client stops sending when the server does).

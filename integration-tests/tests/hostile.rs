@@ -837,12 +837,15 @@ fn quotas_refuse_an_up_before_it_creates_anything() {
     require_root("quotas_refuse_an_up_before_it_creates_anything");
     let decoys = Decoys::new();
     let per_lab = namespaces_in(ovslab_topology::SEED_YAML).to_string();
-    // Room for exactly one seed lab, by both counts.
+    // Room for exactly one seed lab, by both counts. `--on-exit down`
+    // (here and below): an `up` wrongly let through leaves nothing.
     let lab = Lab::create_with(
         ovslab_topology::SEED_YAML,
         &[
             "--audit-interval",
             "0",
+            "--on-exit",
+            "down",
             "--max-labs",
             "1",
             "--max-namespaces",
@@ -874,7 +877,14 @@ fn quotas_refuse_an_up_before_it_creates_anything() {
     let fewer = (namespaces_in(ovslab_topology::SEED_YAML) - 1).to_string();
     let daemon = Daemon::start_with(
         &unique_name("quota"),
-        &["--audit-interval", "0", "--max-namespaces", &fewer],
+        &[
+            "--audit-interval",
+            "0",
+            "--on-exit",
+            "down",
+            "--max-namespaces",
+            &fewer,
+        ],
     );
     let file = daemon.dir.join("second.yaml");
     std::fs::write(&file, rename_lab(ovslab_topology::SEED_YAML, &second)).unwrap();

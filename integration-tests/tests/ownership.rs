@@ -290,7 +290,11 @@ fn a_run_directory_too_long_for_the_labs_sockets_refuses_up_before_anything_is_m
     require_root(
         "a_run_directory_too_long_for_the_labs_sockets_refuses_up_before_anything_is_made",
     );
-    let daemon = Daemon::start(&unique_name("t"));
+    // `--on-exit down`: an `up` wrongly let through leaves nothing.
+    let daemon = Daemon::start_with(
+        &unique_name("t"),
+        &["--audit-interval", "0", "--on-exit", "down"],
+    );
     // 61 characters: with the node `compute1`, its sockets fit under the
     // default /run/ovslab (so the file is valid), not under this daemon's
     // longer run directory.

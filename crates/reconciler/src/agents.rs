@@ -594,14 +594,63 @@ mod tests {
         }
     }
 
+    /// A test's directory under the temporary one, removed when the test
+    /// ends, pass or fail, with every process whose command line names it
+    /// (the test's agents) killed first.
+    struct TempRoot(PathBuf);
+
+    impl TempRoot {
+        fn new(tag: &str) -> Self {
+            let root = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&root);
+            TempRoot(root)
+        }
+    }
+
+    impl std::ops::Deref for TempRoot {
+        type Target = PathBuf;
+        fn deref(&self) -> &PathBuf {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TempRoot {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempRoot {
+        fn drop(&mut self) {
+            let needle = format!("{}/", self.0.display());
+            for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|p| p.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                if std::fs::read(entry.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+                {
+                    // SAFETY: a process this test started (its command
+                    // line names the test's own directory), by its pid.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     /// A dnsmasq that never writes its pidfile fails its start and is not
     /// left running, untracked, for the next converge to start another
     /// beside it.
     /// A directory `ovslab-agent-<tag>-<pid>` (searchable by all, as the
     /// run directory) whose `bin/dnsmasq` is a shell script of `body`, put
     /// first in this test process's PATH.
-    fn fake_dnsmasq_first_in_path(tag: &str, body: &str) -> PathBuf {
-        let root = std::env::temp_dir().join(format!("ovslab-agent-{tag}-{}", std::process::id()));
+    fn fake_dnsmasq_first_in_path(tag: &str, body: &str) -> TempRoot {
+        let root = TempRoot::new(&format!("ovslab-agent-{tag}"));
         let bin = root.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -638,7 +687,6 @@ mod tests {
         let started = a.read_record().expect("the start was recorded");
         let gone = !started.is_current() || is_zombie(started.pid);
         stop_in(&dir).await;
-        std::fs::remove_dir_all(&root).unwrap();
         assert!(gone, "the dnsmasq that never got ready still runs");
     }
 
@@ -681,7 +729,6 @@ mod tests {
         let second = a.identity();
         let first_gone = !first.alive();
         stop_in(&dir).await;
-        std::fs::remove_dir_all(&root).unwrap();
         assert!(!seen_running, "a frozen agent counted as running");
         assert!(first_gone, "the frozen agent was left");
         assert!(second.is_some_and(|s| s != first), "{second:?}");
@@ -694,7 +741,7 @@ mod tests {
     /// says which process it is, and `down` stops that one.
     #[tokio::test]
     async fn the_pidfile_cannot_name_another_process_as_the_agent() {
-        let root = std::env::temp_dir().join(format!("ovslab-agent-pid-{}", std::process::id()));
+        let root = TempRoot::new("ovslab-agent-pid");
         let bin = root.join("bin");
         let dir = root.join("qdhcp-x");
         std::fs::create_dir_all(&bin).unwrap();
@@ -779,7 +826,7 @@ mod tests {
 
     #[test]
     fn a_lab_directory_is_opened_to_dnsmasq_and_a_closed_parent_is_named() {
-        let root = std::env::temp_dir().join(format!("ovslab-agents-{}", std::process::id()));
+        let root = TempRoot::new("ovslab-agents");
         let lab = root.join("lab");
         std::fs::create_dir_all(&lab).unwrap();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
