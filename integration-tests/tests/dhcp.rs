@@ -520,7 +520,20 @@ fn a_silent_or_hostile_metadata_client_holds_no_one_up() {
                 .unwrap()
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // All eight connected (else the test would prove nothing).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = lab.in_ns(
+            "instance1",
+            &["ss", "-Htn", "state", "established", "( dport = :80 )"],
+        );
+        let connected = String::from_utf8_lossy(&out.stdout).lines().count();
+        if connected == 8 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{connected} of 8 connected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // …do not keep another instance from its answer; nor does a request
     // that is not a GET, or another instance's address.
     assert_eq!(

@@ -176,7 +176,13 @@ fn an_up_that_waited_behind_a_down_makes_a_lab_the_daemon_knows() {
                 .unwrap()
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // The `down` has started (it takes the lab's lock the moment after it
+    // says so, and holds it while it waits for the stopped vswitchd).
+    let started = format!("down {}: starting", lab.name);
+    wait_until(Duration::from_secs(10), "the down to start", || {
+        lab.daemon.log().contains(&started)
+    });
+    std::thread::sleep(Duration::from_millis(50));
     let up = lab.up();
     let down = down.join().unwrap();
     // SAFETY: as above; the process is gone or still ours.
