@@ -190,7 +190,9 @@ fn a_drain_is_bounded_and_leaves_the_rest_queued_even_under_a_flood() {
         eprintln!("under a flood: {read} frames in {took:?}, then a batch of {batch}");
         assert!(first_seen, "the frame before the flood was read");
         assert!(read <= QUEUED_FRAMES_MAX + DRAIN_FRAMES, "{read} frames");
-        assert!(took < Duration::from_secs(3), "{took:?} for {read} frames");
+        // Bounded by the frames, not by the 10 s deadline the flood would
+        // otherwise have run it to.
+        assert!(took < Duration::from_secs(8), "{took:?} for {read} frames");
         assert!(batch <= DRAIN_FRAMES);
     });
     // The flood overran the queue while nobody read it: the kernel says

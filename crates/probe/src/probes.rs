@@ -629,6 +629,10 @@ mod tests {
     use super::*;
     use ovslab_capture::Frame;
 
+    /// How much later than its wait a probe that fails may decide, on a
+    /// loaded machine, before the test calls it a probe that hung.
+    const HANG: Duration = Duration::from_secs(5);
+
     fn frame(proto: u8, l4: &[u8]) -> Frame {
         let mut f = vec![
             0xfa, 0x16, 0x3e, 0, 0, 1, 0xfa, 0x16, 0x3e, 0, 0, 2, 0x08, 0x00,
@@ -802,7 +806,7 @@ mod tests {
         assert!(!super::tcp(&ns.name, Some(&dropped), local, 5002, 40004, FAILURE_WAIT).unwrap());
         let took = started.elapsed();
         assert!(
-            took >= FAILURE_WAIT && took < FAILURE_WAIT + Duration::from_millis(500),
+            took >= FAILURE_WAIT && took < FAILURE_WAIT + HANG,
             "{took:?}"
         );
         // An echo request that is dropped too.
@@ -811,7 +815,7 @@ mod tests {
         assert!(!ping(&ns.name, local, 40005, 3, FAILURE_WAIT).unwrap());
         let took = started.elapsed();
         assert!(
-            took >= FAILURE_WAIT && took < FAILURE_WAIT + Duration::from_millis(500),
+            took >= FAILURE_WAIT && took < FAILURE_WAIT + HANG,
             "{took:?}"
         );
     }
@@ -856,10 +860,7 @@ mod tests {
             let started = Instant::now();
             let got = http_get(&ns.name, local, port, "/", 40030 + port % 10, wait).unwrap();
             let took = started.elapsed();
-            assert!(
-                took >= wait && took < wait + Duration::from_millis(500),
-                "port {port}: {took:?}"
-            );
+            assert!(took >= wait && took < wait + HANG, "port {port}: {took:?}");
             assert_eq!(
                 got.as_ref().map(|(s, _)| *s),
                 status,

@@ -206,7 +206,9 @@ mod tests {
         let closed = until_closed(&mut slow, Duration::from_secs(5)).await;
         assert!(closed.is_some(), "still open after 5 s");
         let took = started.elapsed();
-        assert!(took >= timeout && took < Duration::from_secs(3), "{took:?}");
+        // Closed by the timeout (not at once, and well before the 5 s the
+        // test waits).
+        assert!(took >= timeout && took < Duration::from_secs(4), "{took:?}");
         // A connection that sends nothing is closed as well.
         let mut idle = TcpStream::connect(address).await.unwrap();
         assert!(
