@@ -9,13 +9,28 @@
 
 use std::time::{Duration, Instant};
 
-use ovslab_integration_tests::{Lab, dead, rename_lab, require_root};
+use ovslab_integration_tests::{Lab, dead, rename_lab, require_root, wait_until};
 use ovslab_topology::keepalived::{HaPort, copy_dir_name};
 use ovslab_topology::naming;
 use ovslab_topology::plan::RouterPort;
 
 const HA: &str = include_str!("../../lab-topologies/ha-vrrp.yaml");
 const NODES: [&str; 2] = ["network1", "network2"];
+
+/// Waits until the daemon has audited the lab `n` more times: what the
+/// audits do to a failed node is then done (a fixed sleep proved less on
+/// a slow machine, where no audit may have run yet).
+fn after_audits(lab: &Lab, n: u64) {
+    let count = || -> u64 {
+        let status: serde_json::Value =
+            serde_json::from_str(&lab.daemon.ovslab_ok(&["status", &lab.name, "--json"])).unwrap();
+        status["audits"]["count"].as_u64().unwrap_or(0)
+    };
+    let from = count();
+    wait_until(Duration::from_secs(30), "audits of the lab", || {
+        count() >= from + n
+    });
+}
 
 /// The namespace of router1's copy on `node`.
 fn copy_ns(lab: &Lab, node: &str) -> String {
@@ -317,7 +332,7 @@ fn failing_the_master_node_moves_the_router_and_recovery_does_not_take_it_back()
 
     // The audits leave the failed node dead: no Open vSwitch, its port
     // on the overlay down.
-    std::thread::sleep(Duration::from_secs(1));
+    after_audits(&lab, 2);
     let status: serde_json::Value =
         serde_json::from_str(&lab.daemon.ovslab_ok(&["status", &lab.name, "--json"])).unwrap();
     let node = status["nodes"]
@@ -487,7 +502,7 @@ fn a_failed_compute_node_cuts_its_instances_off_until_it_recovers() {
         .ovslab_ok(&["node", "fail", "--lab", &lab.name, "compute1"]);
     assert!(again.contains("already failed"), "{again}");
     // Audits run, and leave it dead.
-    std::thread::sleep(Duration::from_secs(1));
+    after_audits(&lab, 2);
     assert!(!lab.ping("instance1", "192.168.1.12", 1));
     assert_eq!(lab.ovs_pids().len(), 4, "compute1's Open vSwitch came back");
     let link = lab.in_ns("physnet1", &["ip", "-o", "link", "show", "compute1"]);
@@ -506,7 +521,7 @@ fn a_failed_compute_node_cuts_its_instances_off_until_it_recovers() {
     let mut lab = lab;
     lab.daemon.stop();
     lab.daemon.restart(&["--audit-interval", "0.2"]);
-    std::thread::sleep(Duration::from_secs(1));
+    after_audits(&lab, 2);
     assert!(!lab.ping("instance1", "192.168.1.12", 1));
     lab.daemon
         .ovslab_ok(&["node", "recover", "--lab", &lab.name, "compute1"]);
