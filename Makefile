@@ -1,6 +1,7 @@
 # ovslab — build, test and benchmark.
 #
 #   make deps    system packages (Debian): Open vSwitch, iproute2, iptables, tcpdump, …
+#   make test-deps  those and what only the tests use (chromium, zsh, fish, …), cargo-nextest
 #   make up      build, start ovslabd in the background, bring the seed lab up, run its checks
 #   make test    deps + fmt + clippy + rustdoc + every test (root tests need root: run as root)
 #   make install          release binaries, the systemd unit, the seed lab, /etc/default/ovslabd,
@@ -22,14 +23,17 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
+# What a lab runs on, and the tools the README's examples use inside it.
 PACKAGES := openvswitch-switch openvswitch-common iproute2 iptables ipset tcpdump ethtool \
-            iputils-ping netcat-openbsd procps systemd dnsmasq-base udhcpc curl keepalived \
-            dpkg-dev man-db groff-base zsh fish chromium chromium-driver
+            iputils-ping netcat-openbsd procps systemd dnsmasq-base udhcpc curl keepalived
+# What only the tests need beside: the package's and the manual pages' tools,
+# the shells of the completion tests, the browser of the web page's tests.
+TEST_PACKAGES := dpkg-dev man-db groff-base zsh fish chromium chromium-driver
 RUN_DIR ?= /run/ovslab
 SOCKET ?= $(RUN_DIR)/ovslabd.sock
 
-.PHONY: all build deps test lint unit bench up down clean install uninstall test-container soak fuzz \
-        generated man deb
+.PHONY: all build deps test-deps test lint unit bench up down clean install uninstall test-container \
+        soak fuzz generated man deb
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -56,6 +60,10 @@ deps:
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	  rc=$$?; [ -n "$$guard" ] && rm -f /usr/sbin/policy-rc.d; [ $$rc -eq 0 ] || exit $$rc; \
 	else echo "system packages: all present"; fi
+
+# The tests' packages too, and cargo-nextest.
+test-deps:
+	@$(MAKE) --no-print-directory deps PACKAGES="$(PACKAGES) $(TEST_PACKAGES)"
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 
 lint:
@@ -65,13 +73,13 @@ lint:
 
 # Every test: unit tests, root tests against real OVS and namespaces, and the
 # end-to-end lab tests driving the real ovslabd and ovslab binaries.
-test: deps lint
+test: test-deps lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast --run-ignored all
 
 # The crash-consistency test of integration-tests/tests/crash.rs, more rounds.
 SOAK_ROUNDS ?= 300
-soak: deps
+soak: test-deps
 	$(CARGO) build --workspace --bins
 	OVSLAB_CRASH_ROUNDS=$(SOAK_ROUNDS) $(CARGO) nextest run -p ovslab-integration-tests --test crash --run-ignored all --no-capture
 

@@ -123,12 +123,13 @@ pub fn verdict(name: &str, parsed: &Result<Topology, Result<TopologyError, Strin
 }
 
 pub fn summary(name: &str, topology: &Topology) -> String {
+    let count = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
     format!(
-        "{}: ok (lab {}: {} nodes, {} instances)",
+        "{}: ok (lab {}: {}, {})",
         printable(name),
         topology.lab,
-        topology.nodes.len(),
-        topology.instances.len()
+        count(topology.nodes.len(), "node"),
+        count(topology.instances.len(), "instance")
     )
 }
 
@@ -168,6 +169,13 @@ mod tests {
         assert_eq!(
             summary("seed.yaml", &seed),
             "seed.yaml: ok (lab seed: 3 nodes, 4 instances)"
+        );
+        let mut one = seed.clone();
+        one.nodes.truncate(1);
+        one.instances.truncate(1);
+        assert_eq!(
+            summary("one.yaml", &one),
+            "one.yaml: ok (lab seed: 1 node, 1 instance)"
         );
     }
 }
