@@ -242,6 +242,18 @@ impl Lab {
     /// no other test may use it.
     pub fn create_named(name: &str, yaml: &str, options: &[&str]) -> Self {
         let name = name.to_string();
+        // A fixed name may be another run's on this host (two suites at
+        // once): say so, rather than take its directory and namespaces.
+        let left = lab_namespaces(&name);
+        let dir = std::env::temp_dir().join(format!("ovslab-e2e-{name}"));
+        assert!(
+            left.is_empty() && !dir.exists(),
+            "lab {name} is in use on this host (namespaces {left:?}, {}): another run of \
+             the suite, or one that was killed; take it down (ovslab --socket {} down {name}) \
+             or remove them by hand",
+            dir.display(),
+            dir.join("ovslabd.sock").display()
+        );
         let daemon = Daemon::start_with(&name, options);
         let text = rename_lab(yaml, &name);
         let file = daemon.dir.join(format!("{name}.yaml"));
