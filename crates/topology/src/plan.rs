@@ -389,7 +389,8 @@ pub enum FlowAction {
     PushVlan,
     /// `strip_vlan` (`pop_vlan`).
     StripVlan,
-    /// `set_tunnel:<key>` (`set_field:<key>->tun_id`).
+    /// `set_tunnel:<key>` (the Nicira action, as the agent's text has it;
+    /// `set_field:<key>->tun_id` in a dump over OpenFlow 1.3).
     SetTunnel(u32),
     /// `output:<port>`.
     Output(String),
@@ -400,10 +401,12 @@ pub enum FlowAction {
     /// `resubmit(,<table>)`: continue in another table and come back.
     Resubmit(u8),
     /// br-tun's table 10: learn where a MAC lives from a frame that came
-    /// out of a tunnel, as `br_tun.py` writes it:
-    /// `learn(table=20,hard_timeout=300,priority=1,NXM_OF_VLAN_TCI[0..11],
-    /// NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:0->NXM_OF_VLAN_TCI[],
-    /// load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],output:NXM_OF_IN_PORT[])`.
+    /// out of a tunnel, as `br_tun.py` writes it, the learned flows getting
+    /// the flow's own (the agent's) cookie:
+    /// `learn(table=20,hard_timeout=300,priority=1,cookie=<agent>,
+    /// NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],
+    /// load:0->NXM_OF_VLAN_TCI[],load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],
+    /// output:NXM_OF_IN_PORT[])`.
     LearnFromTunnel,
     /// `move:<from>-><to>` (NXAST_REG_MOVE), whole fields.
     Move(MoveField, MoveField),
