@@ -346,18 +346,23 @@ fn set_rule_text(rule: &SgRule, set: &str) -> String {
     parts.join(" ")
 }
 
+/// The protocol and its ports as Liberty's `_protocol_arg` and
+/// `_port_arg` write them: `-m tcp` (or `-m udp`) only with a port range,
+/// so a rule without ports is `-p tcp -j RETURN`. iptables-save gives each
+/// form back as it was written (`-p tcp` alone stays alone), so the
+/// audit's comparison sees what it wrote.
 fn protocol_parts(rule: &SgRule, parts: &mut Vec<String>) {
     match rule.protocol {
         None => {}
         Some(Protocol::Icmp) => parts.push("-p icmp".into()),
         Some(p @ (Protocol::Tcp | Protocol::Udp)) => {
             let name = p.name();
-            parts.push(format!("-p {name} -m {name}"));
+            parts.push(format!("-p {name}"));
             // A reversed range means the same ports; iptables wants it in order.
             match rule.port_range.map(|(a, b)| (a.min(b), a.max(b))) {
                 None => {}
-                Some((lo, hi)) if lo == hi => parts.push(format!("--dport {lo}")),
-                Some((lo, hi)) => parts.push(format!("-m multiport --dports {lo}:{hi}")),
+                Some((lo, hi)) if lo == hi => parts.push(format!("-m {name} --dport {lo}")),
+                Some((lo, hi)) => parts.push(format!("-m {name} -m multiport --dports {lo}:{hi}")),
             }
         }
     }
@@ -514,10 +519,9 @@ pub(crate) mod tests {
                 rule(Ingress, Some(Udp), Some((1000, 2000)), None),
                 "-p udp -m udp -m multiport --dports 1000:2000 -j RETURN",
             ),
-            (
-                rule(Ingress, Some(Tcp), None, None),
-                "-p tcp -m tcp -j RETURN",
-            ),
+            // No ports, no `-m tcp` (`_port_arg` returns nothing).
+            (rule(Ingress, Some(Tcp), None, None), "-p tcp -j RETURN"),
+            (rule(Egress, Some(Udp), None, None), "-p udp -j RETURN"),
             (
                 rule(Ingress, Some(Tcp), Some((90, 80)), None),
                 "-p tcp -m tcp -m multiport --dports 80:90 -j RETURN",
