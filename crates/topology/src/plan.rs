@@ -1528,7 +1528,9 @@ fn patch_port(name: &str, peer: &str) -> OvsPort {
     }
 }
 
-/// What the OVS agent records in a port's `other_config`.
+/// What the OVS agent records in a port's `other_config` (7.2.0
+/// `port_bound`): `physical_network` always, the string `None` on a tunnel
+/// network (ovs-vsctl's `py_to_val` writes Python's None so).
 fn agent_port_config(lab: &str, net: &Network, tag: u16) -> BTreeMap<String, String> {
     let mut config = BTreeMap::from([
         (
@@ -1536,11 +1538,12 @@ fn agent_port_config(lab: &str, net: &Network, tag: u16) -> BTreeMap<String, Str
             naming::network_uuid(lab, &net.name).to_string(),
         ),
         ("network_type".into(), net.type_name().into()),
+        (
+            "physical_network".into(),
+            net.physical_network.as_deref().unwrap_or("None").into(),
+        ),
         ("tag".into(), tag.to_string()),
     ]);
-    if let Some(physnet) = &net.physical_network {
-        config.insert("physical_network".into(), physnet.clone());
-    }
     if let Some(segment) = net.segmentation_id() {
         config.insert("segmentation_id".into(), segment.to_string());
     }
@@ -2219,6 +2222,34 @@ mod tests {
     #[test]
     fn selfservice_desired_state_snapshot() {
         insta::assert_yaml_snapshot!(selfservice(|t| t));
+    }
+
+    /// `port_bound` writes `physical_network` whatever the network: on a
+    /// tunnel network Python's None, which ovs-vsctl stores as `None`.
+    #[test]
+    fn a_port_on_a_tunnel_network_records_physical_network_none() {
+        let state = selfservice(|t| t);
+        let sw = state.switch("compute1").unwrap();
+        let ports: Vec<&OvsPort> = sw
+            .bridges
+            .iter()
+            .flat_map(|b| &b.ports)
+            .filter(|p| !p.port_other_config.is_empty())
+            .collect();
+        assert!(!ports.is_empty());
+        for port in ports {
+            let config = &port.port_other_config;
+            assert_eq!(config["network_type"], "vxlan", "{}", port.name);
+            assert_eq!(config["physical_network"], "None", "{}", port.name);
+        }
+        let seed = plan(&crate::seed(), &LocalVlans::new());
+        let sw = seed.switch("compute1").unwrap();
+        let qvo = sw.bridges[0]
+            .ports
+            .iter()
+            .find(|p| p.name.starts_with("qvo"))
+            .unwrap();
+        assert_eq!(qvo.port_other_config["physical_network"], "physnet1");
     }
 
     const PROVIDER: &str = include_str!("../../../lab-topologies/provider.yaml");
