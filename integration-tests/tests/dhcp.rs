@@ -178,7 +178,12 @@ fn dnsmasq_runs_as_the_dhcp_agent_runs_it() {
     let qdhcp = qdhcp_namespace(&lab.name, "net1");
     let (_, object) = qdhcp.split_once('.').unwrap();
     let addr = lab.in_ns(object, &["ip", "-4", "-o", "addr", "show", &port.device]);
-    assert!(String::from_utf8_lossy(&addr.stdout).contains("inet 192.168.1.2/24"));
+    let addr = String::from_utf8_lossy(&addr.stdout);
+    assert!(addr.contains("inet 192.168.1.2/24"), "{addr}");
+    // And, net1 being behind router1 or not, the metadata address
+    // (`enable_isolated_metadata`: DeviceManager.setup gives it to every
+    // DHCP port).
+    assert!(addr.contains("inet 169.254.169.254/16"), "{addr}");
     // On the compute node, the DHCP server's replies are let into an
     // instance right after RELATED,ESTABLISHED, before the group's rules
     // (a provider rule of the port's own, which Liberty puts first).

@@ -1102,12 +1102,14 @@ fn dhcp_servers(
         let port = DhcpPort::of(net);
         let namespace = dhcp::namespace(lab, &net.name);
         let isolated = crate::metadata::isolated(topo, &net.name);
-        let mut addresses =
-            vec![Ipv4Net::new(address, net.cidr.prefix_len()).expect("valid prefix")];
-        if isolated {
-            // It answers for the metadata service itself.
-            addresses.push(Ipv4Net::new(dhcp::METADATA_ADDRESS, 16).expect("valid prefix"));
-        }
+        // Every DHCP port holds 169.254.169.254/16 (7.2.0
+        // `DeviceManager.setup` with `enable_isolated_metadata`, which
+        // ovslab has on); only an isolated network's answers there (its
+        // proxy), the others' instances are routed to their router.
+        let addresses = vec![
+            Ipv4Net::new(address, net.cidr.prefix_len()).expect("valid prefix"),
+            Ipv4Net::new(dhcp::METADATA_ADDRESS, 16).expect("valid prefix"),
+        ];
         namespaces.push(NamespaceSpec {
             name: namespace.clone(),
             object: net.name.clone(),
@@ -2250,6 +2252,37 @@ mod tests {
             .find(|p| p.name.starts_with("qvo"))
             .unwrap();
         assert_eq!(qvo.port_other_config["physical_network"], "physnet1");
+    }
+
+    /// With `enable_isolated_metadata` every DHCP port holds
+    /// 169.254.169.254/16, on a network behind a router too (7.2.0
+    /// `DeviceManager.setup`); only an isolated network's DHCP server is
+    /// the metadata route's next hop.
+    #[test]
+    fn every_dhcp_port_holds_the_metadata_address() {
+        let metadata: Ipv4Net = "169.254.169.254/16".parse().unwrap();
+        for (state, routed) in [
+            (selfservice(|t| t), true),
+            (
+                plan(
+                    &crate::parse("provider", PROVIDER).unwrap(),
+                    &LocalVlans::new(),
+                ),
+                false,
+            ),
+        ] {
+            assert!(!state.dhcp_servers.is_empty());
+            for server in &state.dhcp_servers {
+                let ns = state.namespace(&server.namespace).unwrap();
+                let link = ns
+                    .links
+                    .iter()
+                    .find(|l| l.name == server.interface)
+                    .unwrap();
+                assert!(link.addresses.contains(&metadata), "{}", server.network);
+                assert_eq!(server.metadata_via == server.gateway, routed);
+            }
+        }
     }
 
     const PROVIDER: &str = include_str!("../../../lab-topologies/provider.yaml");
