@@ -600,7 +600,14 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         }
         let tunnels = endpoint.is_some() && !topo.agent.tunnel_types.is_empty();
         let local_vlans = allocate_local_vlans(topo, node, previous);
-        let mut br_int_ports = vec![patch_port(INT_BR_VLAN, PHY_BR_VLAN)];
+        // The physical bridge and its patch ports exist only where a
+        // physical network is mapped: with empty `bridge_mappings` the
+        // agent makes neither (`setup_physical_bridges`).
+        let physical = physnet_ns.is_some();
+        let mut br_int_ports = Vec::new();
+        if physical {
+            br_int_ports.push(patch_port(INT_BR_VLAN, PHY_BR_VLAN));
+        }
         if tunnels {
             br_int_ports.push(patch_port(PATCH_TUN, PATCH_INT));
         }
@@ -712,26 +719,22 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             spec.links.push(plain_link(EXTERNAL_UPLINK, None));
             br_ex_ports.insert(0, plain_port(EXTERNAL_UPLINK));
         }
-        let mut br_vlan_ports = vec![patch_port(PHY_BR_VLAN, INT_BR_VLAN)];
-        if physnet_ns.is_some() {
-            br_vlan_ports.push(plain_port(UPLINK));
-        }
         let agent_cookie = naming::agent_cookie(lab, &node.name);
-        let mut bridges = vec![
-            OvsBridge {
-                name: BR_INT.to_string(),
-                ports: br_int_ports,
-                cookie: agent_cookie,
-                standalone: false,
-            },
-            OvsBridge {
+        let mut bridges = vec![OvsBridge {
+            name: BR_INT.to_string(),
+            ports: br_int_ports,
+            cookie: agent_cookie,
+            standalone: false,
+        }];
+        if physical {
+            bridges.push(OvsBridge {
                 name: BR_VLAN.to_string(),
-                ports: br_vlan_ports,
+                ports: vec![patch_port(PHY_BR_VLAN, INT_BR_VLAN), plain_port(UPLINK)],
                 cookie: agent_cookie,
                 standalone: false,
-            },
-        ];
-        let mut flows = agent_flows(topo, &local_vlans);
+            });
+        }
+        let mut flows = agent_flows(topo, &local_vlans, physical);
         if let Some((_, address)) = endpoint {
             bridges.push(OvsBridge {
                 name: BR_OVERLAY.to_string(),
@@ -1897,7 +1900,11 @@ fn allocate_local_vlans(
 /// The flows the Liberty OVS agent (ovs-ofctl driver) installs for VLAN
 /// networks: defaults, the drops on the patch ports, and
 /// `provision_local_vlan` on br-int and br-vlan.
-fn agent_flows(topo: &Topology, local_vlans: &BTreeMap<String, u16>) -> Vec<FlowSpec> {
+fn agent_flows(
+    topo: &Topology,
+    local_vlans: &BTreeMap<String, u16>,
+    physical: bool,
+) -> Vec<FlowSpec> {
     let flow = |bridge: &str,
                 table,
                 priority,
@@ -1914,12 +1921,16 @@ fn agent_flows(topo: &Topology, local_vlans: &BTreeMap<String, u16>) -> Vec<Flow
     };
     let mut flows = vec![
         flow(BR_INT, 0, 0, None, None, vec![FlowAction::Normal]),
-        flow(BR_INT, 0, 2, Some(INT_BR_VLAN), None, vec![]),
         flow(BR_INT, 23, 0, None, None, vec![]),
         flow(BR_INT, 24, 0, None, None, vec![]),
-        flow(BR_VLAN, 0, 0, None, None, vec![FlowAction::Normal]),
-        flow(BR_VLAN, 0, 2, Some(PHY_BR_VLAN), None, vec![]),
     ];
+    if physical {
+        flows.extend([
+            flow(BR_INT, 0, 2, Some(INT_BR_VLAN), None, vec![]),
+            flow(BR_VLAN, 0, 0, None, None, vec![FlowAction::Normal]),
+            flow(BR_VLAN, 0, 2, Some(PHY_BR_VLAN), None, vec![]),
+        ]);
+    }
     for (network, &local) in local_vlans {
         match topo.network(network).expect("validated").network_type {
             NetworkType::Vlan(segment) => {
@@ -2224,6 +2235,42 @@ mod tests {
     #[test]
     fn selfservice_desired_state_snapshot() {
         insta::assert_yaml_snapshot!(selfservice(|t| t));
+    }
+
+    /// With no physical network mapped (empty `bridge_mappings`) the
+    /// agent makes no physical bridge, no patch ports to it and no flows
+    /// for them; the seed's nodes, on physnet1, keep all three.
+    #[test]
+    fn br_vlan_exists_only_where_a_physical_network_is_mapped() {
+        let state = selfservice(|t| t);
+        for sw in &state.switches {
+            let bridges: Vec<&str> = sw.bridges.iter().map(|b| b.name.as_str()).collect();
+            assert!(!bridges.contains(&BR_VLAN), "{}: {bridges:?}", sw.node);
+            let ports = sw.bridges.iter().flat_map(|b| &b.ports);
+            assert!(
+                !ports
+                    .clone()
+                    .any(|p| p.name == INT_BR_VLAN || p.name == PHY_BR_VLAN),
+                "{}",
+                sw.node
+            );
+            assert!(
+                !sw.flows
+                    .iter()
+                    .any(|f| f.bridge == BR_VLAN || f.in_port.as_deref() == Some(INT_BR_VLAN)),
+                "{}",
+                sw.node
+            );
+        }
+        let seed = plan(&crate::seed(), &LocalVlans::new());
+        for sw in &seed.switches {
+            let br_vlan = sw.bridges.iter().find(|b| b.name == BR_VLAN).unwrap();
+            let ports: Vec<&str> = br_vlan.ports.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(ports, [PHY_BR_VLAN, UPLINK], "{}", sw.node);
+            assert!(sw.flows.iter().any(|f| f.bridge == BR_INT
+                && f.priority == 2
+                && f.in_port.as_deref() == Some(INT_BR_VLAN)));
+        }
     }
 
     /// `port_bound` writes `physical_network` whatever the network: on a
