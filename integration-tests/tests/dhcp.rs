@@ -178,7 +178,34 @@ fn dnsmasq_runs_as_the_dhcp_agent_runs_it() {
     let qdhcp = qdhcp_namespace(&lab.name, "net1");
     let (_, object) = qdhcp.split_once('.').unwrap();
     let addr = lab.in_ns(object, &["ip", "-4", "-o", "addr", "show", &port.device]);
-    assert!(String::from_utf8_lossy(&addr.stdout).contains("inet 192.168.1.2/24"));
+    let addr = String::from_utf8_lossy(&addr.stdout);
+    assert!(addr.contains("inet 192.168.1.2/24"), "{addr}");
+    // And, net1 being behind router1 or not, the metadata address
+    // (`enable_isolated_metadata`: DeviceManager.setup gives it to every
+    // DHCP port).
+    assert!(addr.contains("inet 169.254.169.254/16"), "{addr}");
+    // On the compute node, the DHCP server's replies are let into an
+    // instance right after RELATED,ESTABLISHED, before the group's rules
+    // (a provider rule of the port's own, which Liberty puts first).
+    let chain = format!(
+        "neutron-openvswi-i{}",
+        &topo.instance("instance1").unwrap().plug().tap[3..13]
+    );
+    let filter = lab.in_ns("compute1", &["iptables-save", "-t", "filter"]);
+    let filter = String::from_utf8_lossy(&filter.stdout);
+    let ingress: Vec<&str> = filter
+        .lines()
+        .filter(|l| l.starts_with(&format!("-A {chain} ")))
+        .collect();
+    assert!(
+        ingress.len() > 2 && ingress[0].contains("--state RELATED,ESTABLISHED"),
+        "{filter}"
+    );
+    assert_eq!(
+        ingress[1],
+        format!("-A {chain} -s 192.168.1.2/32 -p udp -m udp --sport 67 --dport 68 -j RETURN"),
+        "{filter}"
+    );
     // The mangle rule that fills in the answers' checksums.
     let mangle = lab.in_ns(object, &["iptables-save", "-t", "mangle"]);
     let mangle = String::from_utf8_lossy(&mangle.stdout);

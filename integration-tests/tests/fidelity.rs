@@ -142,8 +142,10 @@ fn iptables(lab: &Lab, ns: &str) -> String {
 /// Plain `ovs-ofctl dump-flows` (OpenFlow 1.0) of a bridge, ports by name,
 /// cookies and statistics dropped, sorted; without the flows br-tun learned
 /// from traffic (table 10's `learn`, with its `hard_timeout`), which depend
-/// on what crossed it.
+/// on what crossed it. The node's agent cookie in br-tun's learn spec reads
+/// `{agent}`.
 fn flows(lab: &Lab, node: &str, bridge: &str) -> String {
+    let agent = format!("cookie={:#x},", naming::agent_cookie(&lab.name, node));
     let target = format!(
         "unix:{}",
         lab.rundir(node).join(format!("{bridge}.mgmt")).display()
@@ -167,6 +169,7 @@ fn flows(lab: &Lab, node: &str, bridge: &str) -> String {
                 }
                 None => l.to_string(),
             }
+            .replace(&agent, "cookie={agent},")
         })
         .collect();
     lines.sort();

@@ -170,8 +170,16 @@ fn br_tun_holds_liberty_flows_and_learns_from_tunnels() {
             flows.join("\n")
         );
     }
+    // The learn spec carries the agent's cookie (`setup_default_table`'s
+    // `cookie=%(cookie)s`), which learned flows then carry.
+    let agent = ovslab_topology::naming::agent_cookie(&lab.name, "compute1");
+    let learn = format!(
+        "table=10, priority=1 actions=learn(table=20,hard_timeout=300,priority=1,cookie={agent:#x},\
+         NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:0->NXM_OF_VLAN_TCI[],\
+         load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],output:NXM_OF_IN_PORT[]),output:"
+    );
     assert!(
-        flows.iter().any(|f| f.starts_with("table=10, priority=1 actions=learn(table=20,hard_timeout=300,priority=1,NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:0->NXM_OF_VLAN_TCI[],load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],output:NXM_OF_IN_PORT[]),output:")),
+        flows.iter().any(|f| f.starts_with(&learn)),
         "no learn flow:\n{}",
         flows.join("\n")
     );
@@ -187,11 +195,13 @@ fn br_tun_holds_liberty_flows_and_learns_from_tunnels() {
     // Traffic from compute2 teaches compute1's br-tun where instance3 is.
     assert!(lab.ping("instance1", INSTANCE3, 2));
     let learned = lab.flows("compute1", "br-tun");
+    // It carries the agent's cookie, as Liberty's learned flows do.
     assert!(
         learned.lines().any(|l| l.contains("table=20")
             && l.contains("hard_timeout=300")
+            && l.contains(&format!("cookie={agent:#x},"))
             && l.contains("output:")),
-        "no learned flow in table 20:\n{learned}"
+        "no learned flow in table 20 with the agent's cookie:\n{learned}"
     );
     // The daemon leaves learned flows alone: a converge changes nothing.
     let again = lab.up();

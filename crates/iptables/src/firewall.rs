@@ -247,17 +247,22 @@ pub fn firewall_ruleset(ports: &[PortFirewall]) -> Ruleset {
     r
 }
 
+/// The port's ingress chain. The DHCP servers' replies are a provider rule
+/// that belongs to no group: Liberty keeps it in the port's own rule list
+/// (`securitygroups_rpc_base.py` `_apply_provider_rule`), which
+/// `iptables_firewall.py` `_add_rules_by_security_group` puts before the
+/// groups' rules, so it comes right after RELATED,ESTABLISHED.
 fn ingress_rules(port: &PortFirewall, fallback: &str) -> Vec<String> {
     let mut rules = vec![commented(
         "-m state --state RELATED,ESTABLISHED -j RETURN",
         ALLOW_ASSOC,
     )];
-    push_unique(&mut rules, group_rules(port, Direction::Ingress));
     let dhcp = port
         .dhcp_servers
         .iter()
         .map(|ip| format!("-s {ip}/32 -p udp -m udp --sport 67 --dport 68 -j RETURN"));
     push_unique(&mut rules, dhcp.collect());
+    push_unique(&mut rules, group_rules(port, Direction::Ingress));
     rules.push(commented("-m state --state INVALID -j DROP", INVALID_DROP));
     rules.push(commented(&format!("-j {fallback}"), UNMATCHED));
     rules
@@ -341,18 +346,23 @@ fn set_rule_text(rule: &SgRule, set: &str) -> String {
     parts.join(" ")
 }
 
+/// The protocol and its ports as Liberty's `_protocol_arg` and
+/// `_port_arg` write them: `-m tcp` (or `-m udp`) only with a port range,
+/// so a rule without ports is `-p tcp -j RETURN`. iptables-save gives each
+/// form back as it was written (`-p tcp` alone stays alone), so the
+/// audit's comparison sees what it wrote.
 fn protocol_parts(rule: &SgRule, parts: &mut Vec<String>) {
     match rule.protocol {
         None => {}
         Some(Protocol::Icmp) => parts.push("-p icmp".into()),
         Some(p @ (Protocol::Tcp | Protocol::Udp)) => {
             let name = p.name();
-            parts.push(format!("-p {name} -m {name}"));
+            parts.push(format!("-p {name}"));
             // A reversed range means the same ports; iptables wants it in order.
             match rule.port_range.map(|(a, b)| (a.min(b), a.max(b))) {
                 None => {}
-                Some((lo, hi)) if lo == hi => parts.push(format!("--dport {lo}")),
-                Some((lo, hi)) => parts.push(format!("-m multiport --dports {lo}:{hi}")),
+                Some((lo, hi)) if lo == hi => parts.push(format!("-m {name} --dport {lo}")),
+                Some((lo, hi)) => parts.push(format!("-m {name} -m multiport --dports {lo}:{hi}")),
             }
         }
     }
@@ -509,10 +519,9 @@ pub(crate) mod tests {
                 rule(Ingress, Some(Udp), Some((1000, 2000)), None),
                 "-p udp -m udp -m multiport --dports 1000:2000 -j RETURN",
             ),
-            (
-                rule(Ingress, Some(Tcp), None, None),
-                "-p tcp -m tcp -j RETURN",
-            ),
+            // No ports, no `-m tcp` (`_port_arg` returns nothing).
+            (rule(Ingress, Some(Tcp), None, None), "-p tcp -j RETURN"),
+            (rule(Egress, Some(Udp), None, None), "-p udp -j RETURN"),
             (
                 rule(Ingress, Some(Tcp), Some((90, 80)), None),
                 "-p tcp -m tcp -m multiport --dports 80:90 -j RETURN",
@@ -566,6 +575,28 @@ pub(crate) mod tests {
                 "-s 192.168.1.12/32 -j RETURN",
                 "-m state --state INVALID -m comment --comment \"Drop packets that appear related to an existing connection (e.g. TCP ACK/FIN) but do not have an entry in conntrack.\" -j DROP",
                 "-m comment --comment \"Send unmatched traffic to the fallback chain.\" -j neutron-openvswi-sg-fallback"
+            ]
+        );
+    }
+
+    /// The DHCP server's rule is the port's own (a provider rule), which
+    /// Liberty puts before its groups' rules: right after
+    /// RELATED,ESTABLISHED.
+    #[test]
+    fn the_dhcp_servers_rule_comes_before_the_groups_rules() {
+        let mut ports = two_ports();
+        ports[1].dhcp_servers = vec![Ipv4Addr::new(192, 168, 1, 2)];
+        let r = firewall_ruleset(&ports);
+        let chain = r
+            .chain(Table::Filter, "neutron-openvswi-i28298c0d-0")
+            .expect("chain");
+        assert_eq!(
+            chain[..4],
+            [
+                "-m state --state RELATED,ESTABLISHED -m comment --comment \"Direct packets associated with a known session to the RETURN chain.\" -j RETURN",
+                "-s 192.168.1.2/32 -p udp -m udp --sport 67 --dport 68 -j RETURN",
+                "-p icmp -j RETURN",
+                "-s 192.168.1.12/32 -j RETURN",
             ]
         );
     }

@@ -367,9 +367,24 @@ fn every_rule_shape_is_canonical() {
     ];
     let ports = vec![
         port("0123456789a", 5, 0, rules.clone()),
-        port("fedcba98-76", 6, 4095, rules),
+        PortFirewall {
+            dhcp_servers: vec![Ipv4Addr::new(192, 168, 1, 2)],
+            ..port("fedcba98-76", 6, 4095, rules)
+        },
     ];
     let ruleset = firewall_ruleset(&ports);
+    // A TCP or UDP rule without ports has no `-m tcp` (Liberty's
+    // `_port_arg`), and iptables-save gives it back so.
+    let ingress = ruleset
+        .chain(
+            ovslab_iptables::Table::Filter,
+            "neutron-openvswi-i0123456789",
+        )
+        .expect("the ingress chain");
+    assert!(
+        ingress.contains(&"-p tcp -j RETURN".to_string()),
+        "{ingress:#?}"
+    );
     apply(&ns.name, &ruleset).expect("apply");
     assert_installed_exactly(&ns, &ruleset);
     assert!(!apply(&ns.name, &ruleset).expect("again").changed);

@@ -24,6 +24,11 @@ const OFPAT_EXPERIMENTER: u16 = 0xffff;
 
 /// Nicira subtype of `resubmit(port,table)` (OVS `NXAST_RESUBMIT_TABLE`).
 pub const NXAST_RESUBMIT_TABLE: u16 = 14;
+/// Nicira subtype of `set_tunnel:<key>` with a 32-bit key (OVS
+/// `NXAST_SET_TUNNEL`).
+pub const NXAST_SET_TUNNEL: u16 = 2;
+/// Nicira subtype of `set_tunnel64:<key>` (OVS `NXAST_SET_TUNNEL64`).
+pub const NXAST_SET_TUNNEL64: u16 = 9;
 /// The 16-bit `OFPP_IN_PORT` that NXAST_RESUBMIT_TABLE uses for "the
 /// packet's own in_port" (`resubmit(,table)`).
 const NX_OFPP_IN_PORT: u16 = 0xfff8;
@@ -79,10 +84,50 @@ impl Action {
         Action::SetField(field)
     }
 
-    /// ovs-ofctl's `set_tunnel:<key>` as OpenFlow 1.3 has it: set_field
-    /// `tunnel_id` (OVS itself sends `set_tunnel` back in this form).
+    /// ovs-ofctl's `set_tunnel:<key>`, the Nicira action Neutron's agent
+    /// writes (NXAST_SET_TUNNEL; NXAST_SET_TUNNEL64 for a key beyond 32
+    /// bits), valid under every OpenFlow version. OVS keeps it as such, so
+    /// a dump over OpenFlow 1.0 prints `set_tunnel:0x64` where a set_field
+    /// `tunnel_id` prints `load:0x64->NXM_NX_TUN_ID[]`; over 1.3 OVS sends
+    /// either back as set_field `tunnel_id`.
     pub fn set_tunnel(tun_id: u64) -> Action {
-        Action::SetField(OxmField::TunnelId(tun_id, None))
+        let mut data = Vec::with_capacity(16);
+        match u32::try_from(tun_id) {
+            Ok(key) => {
+                data.put_u16(NXAST_SET_TUNNEL);
+                data.put_bytes(0, 2);
+                data.put_u32(key);
+            }
+            Err(_) => {
+                data.put_u16(NXAST_SET_TUNNEL64);
+                data.put_bytes(0, 6);
+                data.put_u64(tun_id);
+            }
+        }
+        Action::Experimenter {
+            experimenter: NX_VENDOR_ID,
+            data,
+        }
+    }
+
+    /// The key of a Nicira `set_tunnel` or `set_tunnel64` action.
+    pub fn as_set_tunnel(&self) -> Option<u64> {
+        let Action::Experimenter { experimenter, data } = self else {
+            return None;
+        };
+        if *experimenter != NX_VENDOR_ID || data.len() < 2 {
+            return None;
+        }
+        let subtype = u16::from_be_bytes([data[0], data[1]]);
+        match (subtype, &data[2..]) {
+            (NXAST_SET_TUNNEL, [0, 0, key @ ..]) if key.len() == 4 => Some(u64::from(
+                u32::from_be_bytes(key.try_into().expect("4 bytes")),
+            )),
+            (NXAST_SET_TUNNEL64, [0, 0, 0, 0, 0, 0, key @ ..]) if key.len() == 8 => {
+                Some(u64::from_be_bytes(key.try_into().expect("8 bytes")))
+            }
+            _ => None,
+        }
     }
 
     /// OVS's `resubmit(,table)`: run the packet through `table` and come
@@ -258,6 +303,8 @@ mod tests {
             Action::PopVlan,
             Action::set_vlan_vid(101),
             Action::set_tunnel(0x64),
+            Action::set_tunnel(1 << 40),
+            Action::set_field(OxmField::TunnelId(0x64, None)),
             Action::set_field(OxmField::EthDst(MacAddr([0xfa, 0x16, 0x3e, 0, 0, 1]), None)),
             Action::set_field(OxmField::Raw(RawOxm {
                 class: 1,
@@ -297,8 +344,23 @@ mod tests {
         // set_field tunnel_id=0x64: 4 header + 12 OXM, padded to 16; what
         // OVS 3.1 sends back for `set_tunnel:0x64` over OpenFlow 1.3.
         assert_eq!(
-            round_trip(&Action::set_tunnel(0x64)).0,
+            round_trip(&Action::set_field(OxmField::TunnelId(0x64, None))).0,
             [0, 25, 0, 16, 0x80, 0, 0x4c, 8, 0, 0, 0, 0, 0, 0, 0, 0x64]
+        );
+        // NXAST_SET_TUNNEL (OVS `nx_action_set_tunnel`): subtype 2, 2 bytes
+        // of padding, the 32-bit key; NXAST_SET_TUNNEL64 beyond 32 bits.
+        assert_eq!(
+            round_trip(&Action::set_tunnel(0x64)).0,
+            [
+                0xff, 0xff, 0, 16, 0, 0, 0x23, 0x20, 0, 2, 0, 0, 0, 0, 0, 0x64
+            ]
+        );
+        assert_eq!(
+            round_trip(&Action::set_tunnel(0x1_0000_0064)).0,
+            [
+                0xff, 0xff, 0, 24, 0, 0, 0x23, 0x20, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+                0x64
+            ]
         );
         assert_eq!(
             round_trip(&Action::resubmit_table(24)).0,
@@ -306,6 +368,17 @@ mod tests {
                 0xff, 0xff, 0, 16, 0, 0, 0x23, 0x20, 0, 14, 0xff, 0xf8, 24, 0, 0, 0
             ]
         );
+    }
+
+    #[test]
+    fn set_tunnel_is_recognized() {
+        assert_eq!(Action::set_tunnel(0x65).as_set_tunnel(), Some(0x65));
+        assert_eq!(Action::set_tunnel(1 << 40).as_set_tunnel(), Some(1 << 40));
+        assert_eq!(
+            Action::set_field(OxmField::TunnelId(0x65, None)).as_set_tunnel(),
+            None
+        );
+        assert_eq!(Action::resubmit_table(24).as_set_tunnel(), None);
     }
 
     #[test]

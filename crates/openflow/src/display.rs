@@ -228,6 +228,12 @@ impl Display for Action {
                     let port = port.map(|p| p.to_string()).unwrap_or_default();
                     return write!(f, "resubmit({port},{table})");
                 }
+                if let Some(key) = self.as_set_tunnel() {
+                    return match u32::try_from(key) {
+                        Ok(_) => write!(f, "set_tunnel:{key:#x}"),
+                        Err(_) => write!(f, "set_tunnel64:{key:#x}"),
+                    };
+                }
                 if let Some(learn) = self.as_learn() {
                     return write!(f, "{learn}");
                 }
@@ -587,6 +593,14 @@ mod tests {
             ),
             (
                 vec![Action::PopVlan, Action::set_tunnel(0x64), Action::output(2)],
+                "pop_vlan,set_tunnel:0x64,output:2",
+            ),
+            (
+                vec![
+                    Action::PopVlan,
+                    Action::set_field(OxmField::TunnelId(0x64, None)),
+                    Action::output(2),
+                ],
                 "pop_vlan,set_field:0x64->tun_id,output:2",
             ),
             (

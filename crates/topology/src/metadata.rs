@@ -3,8 +3,9 @@
 //! router reaches 169.254.169.254:80 through the router's namespace, where
 //! the L3 agent redirects it to the metadata proxy on port 9697; an
 //! instance on a network without a Neutron router reaches it in the
-//! network's qdhcp namespace, whose DHCP port also holds 169.254.169.254
-//! (`enable_isolated_metadata`). Which instance asks is told by the
+//! network's qdhcp namespace, where the proxy listens on its DHCP port's
+//! 169.254.169.254 (which every DHCP port holds, with
+//! `enable_isolated_metadata`). Which instance asks is told by the
 //! request's source address, as the proxy's `X-Forwarded-For` tells Nova.
 
 use std::net::{Ipv4Addr, SocketAddrV4};

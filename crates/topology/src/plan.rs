@@ -389,7 +389,8 @@ pub enum FlowAction {
     PushVlan,
     /// `strip_vlan` (`pop_vlan`).
     StripVlan,
-    /// `set_tunnel:<key>` (`set_field:<key>->tun_id`).
+    /// `set_tunnel:<key>` (the Nicira action, as the agent's text has it;
+    /// `set_field:<key>->tun_id` in a dump over OpenFlow 1.3).
     SetTunnel(u32),
     /// `output:<port>`.
     Output(String),
@@ -400,10 +401,12 @@ pub enum FlowAction {
     /// `resubmit(,<table>)`: continue in another table and come back.
     Resubmit(u8),
     /// br-tun's table 10: learn where a MAC lives from a frame that came
-    /// out of a tunnel, as `br_tun.py` writes it:
-    /// `learn(table=20,hard_timeout=300,priority=1,NXM_OF_VLAN_TCI[0..11],
-    /// NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:0->NXM_OF_VLAN_TCI[],
-    /// load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],output:NXM_OF_IN_PORT[])`.
+    /// out of a tunnel, as `br_tun.py` writes it, the learned flows getting
+    /// the flow's own (the agent's) cookie:
+    /// `learn(table=20,hard_timeout=300,priority=1,cookie=<agent>,
+    /// NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],
+    /// load:0->NXM_OF_VLAN_TCI[],load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],
+    /// output:NXM_OF_IN_PORT[])`.
     LearnFromTunnel,
     /// `move:<from>-><to>` (NXAST_REG_MOVE), whole fields.
     Move(MoveField, MoveField),
@@ -597,7 +600,14 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
         }
         let tunnels = endpoint.is_some() && !topo.agent.tunnel_types.is_empty();
         let local_vlans = allocate_local_vlans(topo, node, previous);
-        let mut br_int_ports = vec![patch_port(INT_BR_VLAN, PHY_BR_VLAN)];
+        // The physical bridge and its patch ports exist only where a
+        // physical network is mapped: with empty `bridge_mappings` the
+        // agent makes neither (`setup_physical_bridges`).
+        let physical = physnet_ns.is_some();
+        let mut br_int_ports = Vec::new();
+        if physical {
+            br_int_ports.push(patch_port(INT_BR_VLAN, PHY_BR_VLAN));
+        }
         if tunnels {
             br_int_ports.push(patch_port(PATCH_TUN, PATCH_INT));
         }
@@ -709,26 +719,22 @@ pub fn plan(topo: &Topology, previous: &LocalVlans) -> DesiredState {
             spec.links.push(plain_link(EXTERNAL_UPLINK, None));
             br_ex_ports.insert(0, plain_port(EXTERNAL_UPLINK));
         }
-        let mut br_vlan_ports = vec![patch_port(PHY_BR_VLAN, INT_BR_VLAN)];
-        if physnet_ns.is_some() {
-            br_vlan_ports.push(plain_port(UPLINK));
-        }
         let agent_cookie = naming::agent_cookie(lab, &node.name);
-        let mut bridges = vec![
-            OvsBridge {
-                name: BR_INT.to_string(),
-                ports: br_int_ports,
-                cookie: agent_cookie,
-                standalone: false,
-            },
-            OvsBridge {
+        let mut bridges = vec![OvsBridge {
+            name: BR_INT.to_string(),
+            ports: br_int_ports,
+            cookie: agent_cookie,
+            standalone: false,
+        }];
+        if physical {
+            bridges.push(OvsBridge {
                 name: BR_VLAN.to_string(),
-                ports: br_vlan_ports,
+                ports: vec![patch_port(PHY_BR_VLAN, INT_BR_VLAN), plain_port(UPLINK)],
                 cookie: agent_cookie,
                 standalone: false,
-            },
-        ];
-        let mut flows = agent_flows(topo, &local_vlans);
+            });
+        }
+        let mut flows = agent_flows(topo, &local_vlans, physical);
         if let Some((_, address)) = endpoint {
             bridges.push(OvsBridge {
                 name: BR_OVERLAY.to_string(),
@@ -1099,12 +1105,14 @@ fn dhcp_servers(
         let port = DhcpPort::of(net);
         let namespace = dhcp::namespace(lab, &net.name);
         let isolated = crate::metadata::isolated(topo, &net.name);
-        let mut addresses =
-            vec![Ipv4Net::new(address, net.cidr.prefix_len()).expect("valid prefix")];
-        if isolated {
-            // It answers for the metadata service itself.
-            addresses.push(Ipv4Net::new(dhcp::METADATA_ADDRESS, 16).expect("valid prefix"));
-        }
+        // Every DHCP port holds 169.254.169.254/16 (7.2.0
+        // `DeviceManager.setup` with `enable_isolated_metadata`, which
+        // ovslab has on); only an isolated network's answers there (its
+        // proxy), the others' instances are routed to their router.
+        let addresses = vec![
+            Ipv4Net::new(address, net.cidr.prefix_len()).expect("valid prefix"),
+            Ipv4Net::new(dhcp::METADATA_ADDRESS, 16).expect("valid prefix"),
+        ];
         namespaces.push(NamespaceSpec {
             name: namespace.clone(),
             object: net.name.clone(),
@@ -1525,7 +1533,9 @@ fn patch_port(name: &str, peer: &str) -> OvsPort {
     }
 }
 
-/// What the OVS agent records in a port's `other_config`.
+/// What the OVS agent records in a port's `other_config` (7.2.0
+/// `port_bound`): `physical_network` always, the string `None` on a tunnel
+/// network (ovs-vsctl's `py_to_val` writes Python's None so).
 fn agent_port_config(lab: &str, net: &Network, tag: u16) -> BTreeMap<String, String> {
     let mut config = BTreeMap::from([
         (
@@ -1533,11 +1543,12 @@ fn agent_port_config(lab: &str, net: &Network, tag: u16) -> BTreeMap<String, Str
             naming::network_uuid(lab, &net.name).to_string(),
         ),
         ("network_type".into(), net.type_name().into()),
+        (
+            "physical_network".into(),
+            net.physical_network.as_deref().unwrap_or("None").into(),
+        ),
         ("tag".into(), tag.to_string()),
     ]);
-    if let Some(physnet) = &net.physical_network {
-        config.insert("physical_network".into(), physnet.clone());
-    }
     if let Some(segment) = net.segmentation_id() {
         config.insert("segmentation_id".into(), segment.to_string());
     }
@@ -1889,7 +1900,11 @@ fn allocate_local_vlans(
 /// The flows the Liberty OVS agent (ovs-ofctl driver) installs for VLAN
 /// networks: defaults, the drops on the patch ports, and
 /// `provision_local_vlan` on br-int and br-vlan.
-fn agent_flows(topo: &Topology, local_vlans: &BTreeMap<String, u16>) -> Vec<FlowSpec> {
+fn agent_flows(
+    topo: &Topology,
+    local_vlans: &BTreeMap<String, u16>,
+    physical: bool,
+) -> Vec<FlowSpec> {
     let flow = |bridge: &str,
                 table,
                 priority,
@@ -1906,12 +1921,16 @@ fn agent_flows(topo: &Topology, local_vlans: &BTreeMap<String, u16>) -> Vec<Flow
     };
     let mut flows = vec![
         flow(BR_INT, 0, 0, None, None, vec![FlowAction::Normal]),
-        flow(BR_INT, 0, 2, Some(INT_BR_VLAN), None, vec![]),
         flow(BR_INT, 23, 0, None, None, vec![]),
         flow(BR_INT, 24, 0, None, None, vec![]),
-        flow(BR_VLAN, 0, 0, None, None, vec![FlowAction::Normal]),
-        flow(BR_VLAN, 0, 2, Some(PHY_BR_VLAN), None, vec![]),
     ];
+    if physical {
+        flows.extend([
+            flow(BR_INT, 0, 2, Some(INT_BR_VLAN), None, vec![]),
+            flow(BR_VLAN, 0, 0, None, None, vec![FlowAction::Normal]),
+            flow(BR_VLAN, 0, 2, Some(PHY_BR_VLAN), None, vec![]),
+        ]);
+    }
     for (network, &local) in local_vlans {
         match topo.network(network).expect("validated").network_type {
             NetworkType::Vlan(segment) => {
@@ -2216,6 +2235,101 @@ mod tests {
     #[test]
     fn selfservice_desired_state_snapshot() {
         insta::assert_yaml_snapshot!(selfservice(|t| t));
+    }
+
+    /// With no physical network mapped (empty `bridge_mappings`) the
+    /// agent makes no physical bridge, no patch ports to it and no flows
+    /// for them; the seed's nodes, on physnet1, keep all three.
+    #[test]
+    fn br_vlan_exists_only_where_a_physical_network_is_mapped() {
+        let state = selfservice(|t| t);
+        for sw in &state.switches {
+            let bridges: Vec<&str> = sw.bridges.iter().map(|b| b.name.as_str()).collect();
+            assert!(!bridges.contains(&BR_VLAN), "{}: {bridges:?}", sw.node);
+            let ports = sw.bridges.iter().flat_map(|b| &b.ports);
+            assert!(
+                !ports
+                    .clone()
+                    .any(|p| p.name == INT_BR_VLAN || p.name == PHY_BR_VLAN),
+                "{}",
+                sw.node
+            );
+            assert!(
+                !sw.flows
+                    .iter()
+                    .any(|f| f.bridge == BR_VLAN || f.in_port.as_deref() == Some(INT_BR_VLAN)),
+                "{}",
+                sw.node
+            );
+        }
+        let seed = plan(&crate::seed(), &LocalVlans::new());
+        for sw in &seed.switches {
+            let br_vlan = sw.bridges.iter().find(|b| b.name == BR_VLAN).unwrap();
+            let ports: Vec<&str> = br_vlan.ports.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(ports, [PHY_BR_VLAN, UPLINK], "{}", sw.node);
+            assert!(sw.flows.iter().any(|f| f.bridge == BR_INT
+                && f.priority == 2
+                && f.in_port.as_deref() == Some(INT_BR_VLAN)));
+        }
+    }
+
+    /// `port_bound` writes `physical_network` whatever the network: on a
+    /// tunnel network Python's None, which ovs-vsctl stores as `None`.
+    #[test]
+    fn a_port_on_a_tunnel_network_records_physical_network_none() {
+        let state = selfservice(|t| t);
+        let sw = state.switch("compute1").unwrap();
+        let ports: Vec<&OvsPort> = sw
+            .bridges
+            .iter()
+            .flat_map(|b| &b.ports)
+            .filter(|p| !p.port_other_config.is_empty())
+            .collect();
+        assert!(!ports.is_empty());
+        for port in ports {
+            let config = &port.port_other_config;
+            assert_eq!(config["network_type"], "vxlan", "{}", port.name);
+            assert_eq!(config["physical_network"], "None", "{}", port.name);
+        }
+        let seed = plan(&crate::seed(), &LocalVlans::new());
+        let sw = seed.switch("compute1").unwrap();
+        let qvo = sw.bridges[0]
+            .ports
+            .iter()
+            .find(|p| p.name.starts_with("qvo"))
+            .unwrap();
+        assert_eq!(qvo.port_other_config["physical_network"], "physnet1");
+    }
+
+    /// With `enable_isolated_metadata` every DHCP port holds
+    /// 169.254.169.254/16, on a network behind a router too (7.2.0
+    /// `DeviceManager.setup`); only an isolated network's DHCP server is
+    /// the metadata route's next hop.
+    #[test]
+    fn every_dhcp_port_holds_the_metadata_address() {
+        let metadata: Ipv4Net = "169.254.169.254/16".parse().unwrap();
+        for (state, routed) in [
+            (selfservice(|t| t), true),
+            (
+                plan(
+                    &crate::parse("provider", PROVIDER).unwrap(),
+                    &LocalVlans::new(),
+                ),
+                false,
+            ),
+        ] {
+            assert!(!state.dhcp_servers.is_empty());
+            for server in &state.dhcp_servers {
+                let ns = state.namespace(&server.namespace).unwrap();
+                let link = ns
+                    .links
+                    .iter()
+                    .find(|l| l.name == server.interface)
+                    .unwrap();
+                assert!(link.addresses.contains(&metadata), "{}", server.network);
+                assert_eq!(server.metadata_via == server.gateway, routed);
+            }
+        }
     }
 
     const PROVIDER: &str = include_str!("../../../lab-topologies/provider.yaml");

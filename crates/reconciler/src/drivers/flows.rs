@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | `PushVlan`, `ModVlanVid(1)` | push_vlan, set_field vlan_vid | `push_vlan:0x8100,set_field:4097->vlan_vid` |
 //! | `StripVlan` | pop_vlan | `pop_vlan` |
-//! | `SetTunnel(0x64)` | set_field tunnel_id | `set_field:0x64->tun_id` |
+//! | `SetTunnel(0x64)` | NXAST_SET_TUNNEL (read back as set_field tunnel_id) | `set_field:0x64->tun_id` |
 //! | `SetEthSrc`, `SetArpOp`, `SetArpSha`, `SetArpSpa` | set_field | `set_field:2->arp_op`, … |
 //! | `Move(EthSrc, EthDst)` | NXAST_REG_MOVE | `move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[]` |
 //! | `LearnFromTunnel` | NXAST_LEARN | `learn(table=20,…)` |
@@ -112,18 +112,21 @@ fn present(
 /// br-tun's table 10 as Liberty's `br_tun.py` writes it
 /// ([`FlowAction::LearnFromTunnel`]): for a frame that came out of a
 /// tunnel, a table-20 flow that sends frames to its source MAC on its
-/// local VLAN back into that tunnel with its key, for five minutes:
-/// `learn(table=20,hard_timeout=300,priority=1,NXM_OF_VLAN_TCI[0..11],
-/// NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:0->NXM_OF_VLAN_TCI[],
-/// load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],output:NXM_OF_IN_PORT[])`.
-pub fn learn_from_tunnel() -> Learn {
+/// local VLAN back into that tunnel with its key, for five minutes, with
+/// `cookie` (the agent's, as `setup_default_table` puts its
+/// `agent_uuid_stamp` in the learn spec, so that learned flows carry it):
+/// `learn(table=20,hard_timeout=300,priority=1,cookie=<cookie>,
+/// NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],
+/// load:0->NXM_OF_VLAN_TCI[],load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],
+/// output:NXM_OF_IN_PORT[])`.
+pub fn learn_from_tunnel(cookie: u64) -> Learn {
     let field = |field: NxmField| LearnSrc::Field { field, ofs: 0 };
     let spec = |n_bits, src, dst| LearnSpec { n_bits, src, dst };
     Learn {
         idle_timeout: 0,
         hard_timeout: 300,
         priority: 1,
-        cookie: 0,
+        cookie,
         flags: 0,
         table_id: 20,
         fin_idle_timeout: 0,
@@ -172,20 +175,22 @@ pub fn learn_from_tunnel() -> Learn {
 /// learned).
 ///
 /// OVS marks learned flows with nothing of their own: they carry what the
-/// learn action says, here table 20, priority 1, cookie 0 and a hard
-/// timeout of 300 s. The lab never installs a flow with a timeout, so the
-/// timeout alone tells them apart from the lab's flows and from any flow a
-/// person adds by hand with ovs-ofctl; table, priority and cookie narrow it
-/// to this learn action. Keeping one by mistake costs little: it is gone
-/// within five minutes.
+/// learn action says, here table 20, priority 1, the agent's cookie (the
+/// same as the lab's own flows on br-tun) and a hard timeout of 300 s. The
+/// lab never installs a flow with a timeout, so the timeout alone tells
+/// them apart from the lab's flows and from any flow a person adds by hand
+/// with ovs-ofctl; table and priority narrow it to this learn action. The
+/// cookie is not looked at: a learned flow of an earlier learn action
+/// (before learned flows carried the agent's cookie they had 0) is still
+/// the datapath's. Keeping one by mistake costs little: it is gone within
+/// five minutes.
 pub fn is_learned(stats: &FlowStats) -> bool {
-    let learn = learn_from_tunnel();
+    let learn = learn_from_tunnel(stats.cookie);
     stats.hard_timeout != 0
         && stats.hard_timeout == learn.hard_timeout
         && stats.idle_timeout == learn.idle_timeout
         && stats.table_id == learn.table_id
         && stats.priority == learn.priority
-        && stats.cookie == learn.cookie
 }
 
 /// The field a [`FlowAction::Move`] names, as `move:` names it.
@@ -278,7 +283,9 @@ pub fn describe(spec: &FlowSpec) -> String {
             FlowAction::InPort => "IN_PORT".to_string(),
             FlowAction::Normal => "NORMAL".to_string(),
             FlowAction::Resubmit(t) => format!("resubmit(,{t})"),
-            FlowAction::LearnFromTunnel => learn_from_tunnel().to_string(),
+            // The learned flows' cookie is the flow's own, which the text
+            // leaves out here as it does for the flow.
+            FlowAction::LearnFromTunnel => learn_from_tunnel(0).to_string(),
             FlowAction::Move(from, to) => format!("move:{}->{}", whole(*from), whole(*to)),
             FlowAction::SetEthSrc(mac) => format!("mod_dl_src:{}", MacAddr(*mac)),
             FlowAction::SetArpOp(op) => load(NxmField::ARP_OP, u64::from(*op)),
@@ -418,7 +425,7 @@ fn to_flow_mod(
             FlowAction::InPort => Action::output(OFPP_IN_PORT),
             FlowAction::Normal => Action::normal(),
             FlowAction::Resubmit(t) => Action::resubmit_table(*t),
-            FlowAction::LearnFromTunnel => Action::learn(&learn_from_tunnel()),
+            FlowAction::LearnFromTunnel => Action::learn(&learn_from_tunnel(cookie)),
             FlowAction::Move(from, to) => {
                 let m = RegMove::whole(nxm_field(*from), nxm_field(*to))
                     .ok_or(Unbuildable::MoveWidths(*from, *to))?;
@@ -484,7 +491,8 @@ fn to_spec(bridge: &str, stats: &FlowStats, names: &BTreeMap<u32, &str>) -> Opti
             return None;
         };
         for action in list {
-            spec.actions.push(to_flow_action(action, names)?);
+            spec.actions
+                .push(to_flow_action(action, stats.cookie, names)?);
         }
     }
     Some(spec)
@@ -493,7 +501,10 @@ fn to_spec(bridge: &str, stats: &FlowStats, names: &BTreeMap<u32, &str>) -> Opti
 /// The [`FlowAction`] an action of a dumped flow stands for. A whole-field
 /// `load:` of the ARP fields is read like the set_field the driver writes:
 /// it is what ovs-ofctl writes for Neutron's own text, and does the same.
-fn to_flow_action(action: &Action, names: &BTreeMap<u32, &str>) -> Option<FlowAction> {
+/// `cookie` is the flow's: br-tun's learn action gives the flows it learns
+/// that cookie, and one that gives them another (0, as ovslab's did before)
+/// stands for no spec, so the converge replaces it.
+fn to_flow_action(action: &Action, cookie: u64, names: &BTreeMap<u32, &str>) -> Option<FlowAction> {
     Some(match action {
         Action::Output { port, .. } if *port == OFPP_NORMAL => FlowAction::Normal,
         Action::Output { port, .. } if *port == OFPP_IN_PORT => FlowAction::InPort,
@@ -522,9 +533,11 @@ fn to_flow_action(action: &Action, names: &BTreeMap<u32, &str>) -> Option<FlowAc
                     return None;
                 }
                 FlowAction::Move(move_field(src.field)?, move_field(dst.field)?)
+            } else if let Some(key) = other.as_set_tunnel() {
+                FlowAction::SetTunnel(u32::try_from(key).ok()?)
             } else if let Some(l) = other.as_reg_load() {
                 whole_load(l.dst, l.value)?
-            } else if other.as_learn()? == learn_from_tunnel() {
+            } else if other.as_learn()? == learn_from_tunnel(cookie) {
                 FlowAction::LearnFromTunnel
             } else {
                 return None;
@@ -750,7 +763,7 @@ mod tests {
                 value,
             })
         };
-        let read = |a: Action| to_flow_action(&a, &names);
+        let read = |a: Action| to_flow_action(&a, 0, &names);
         assert_eq!(
             read(load(NxmField::ARP_OP, 2)),
             Some(FlowAction::SetArpOp(2))
@@ -774,14 +787,23 @@ mod tests {
         });
         assert_eq!(read(part), None);
         assert_eq!(read(load(NxmField::TUN_ID, 0x64)), None);
-        // set_field tun_id of more than 32 bits, or masked.
+        // The tunnel key as set_field (how OVS sends it back over 1.3) or
+        // as the Nicira action the driver writes; neither of more than 32
+        // bits, nor masked.
+        let key = |k| Action::set_field(OxmField::TunnelId(k, None));
+        assert_eq!(read(key(0x65)), Some(FlowAction::SetTunnel(0x65)));
+        assert_eq!(
+            read(Action::set_tunnel(0x65)),
+            Some(FlowAction::SetTunnel(0x65))
+        );
+        assert_eq!(read(key(1 << 40)), None);
         assert_eq!(read(Action::set_tunnel(1 << 40)), None);
         assert_eq!(
             read(Action::set_field(OxmField::TunnelId(1, Some(1)))),
             None
         );
         // A learn other than br-tun's.
-        let mut other = learn_from_tunnel();
+        let mut other = learn_from_tunnel(0);
         other.hard_timeout = 60;
         assert_eq!(read(Action::learn(&other)), None);
         // A move of part of a field.
@@ -893,8 +915,9 @@ mod tests {
     }
 
     /// A flow as br-tun's learn action leaves it in table 20 (OVS 3.1,
-    /// read over OpenFlow 1.3): cookie 0, hard_timeout 300, priority 1,
-    /// the local VLAN and the MAC matched, loads and an output.
+    /// read over OpenFlow 1.3): the agent's cookie (here 0xab),
+    /// hard_timeout 300, priority 1, the local VLAN and the MAC matched,
+    /// loads and an output.
     fn learned(mac: [u8; 6]) -> FlowStats {
         let load = |field, value| {
             Action::reg_load(&ovslab_openflow::RegLoad {
@@ -914,7 +937,8 @@ mod tests {
                 Action::output(2),
             ],
         )
-        .with_timeouts(0, 300);
+        .with_timeouts(0, 300)
+        .with_cookie(0xab);
         stats_of(&fm)
     }
 
@@ -927,8 +951,8 @@ mod tests {
             let fm = to_flow_mod(&spec, 0, &ports).expect("buildable");
             assert!(!is_learned(&stats_of(&fm)), "{}", describe(&spec));
         }
-        // Same shape with another timeout, table, priority or cookie: not
-        // this learn's.
+        // Same shape with another timeout, table or priority: not this
+        // learn's.
         let mut other = learned([0xfa, 0x16, 0x3e, 0, 0, 0x33]);
         other.hard_timeout = 60;
         assert!(!is_learned(&other));
@@ -936,8 +960,77 @@ mod tests {
         other.table_id = 21;
         assert!(!is_learned(&other));
         let mut other = learned([0xfa, 0x16, 0x3e, 0, 0, 0x33]);
-        other.cookie = 0xab;
+        other.priority = 2;
         assert!(!is_learned(&other));
+        // Whatever its cookie: one learned before the learn action carried
+        // the agent's has 0, and is the datapath's all the same.
+        let mut before = learned([0xfa, 0x16, 0x3e, 0, 0, 0x33]);
+        before.cookie = 0;
+        assert!(is_learned(&before));
+    }
+
+    /// The tunnel key is set with the Nicira `set_tunnel` the agent wrote,
+    /// which a plain (OpenFlow 1.0) `ovs-ofctl dump-flows br-tun` prints as
+    /// `set_tunnel:0x64`; a set_field would print as a `load:` into
+    /// NXM_NX_TUN_ID.
+    #[test]
+    fn the_tunnel_key_is_set_with_the_agents_set_tunnel() {
+        let ports = tun_ports();
+        let to_tunnels = liberty_br_tun()
+            .into_iter()
+            .find(|s| s.actions.contains(&FlowAction::SetTunnel(0x64)))
+            .expect("a flow into the tunnels");
+        let fm = to_flow_mod(&to_tunnels, 0xab, &ports).expect("buildable");
+        let [Instruction::ApplyActions(actions)] = fm.instructions.as_slice() else {
+            panic!("{:?}", fm.instructions);
+        };
+        assert_eq!(actions[1], Action::set_tunnel(0x64));
+        assert_eq!(actions[1].as_set_tunnel(), Some(0x64));
+    }
+
+    /// br-tun's learn action carries the cookie of its flow (the agent's),
+    /// as Liberty's `setup_default_table` writes `cookie=<agent stamp>` in
+    /// the learn spec, so learned flows carry it too; a learn action that
+    /// gives another cookie (0, as ovslab's did) reads as no spec, and
+    /// the converge replaces it.
+    #[test]
+    fn the_learn_action_gives_learned_flows_the_agents_cookie() {
+        let ports = tun_ports();
+        let cookie = 0xab;
+        let wanted = liberty_br_tun();
+        let table_10 = wanted
+            .iter()
+            .find(|s| s.actions.contains(&FlowAction::LearnFromTunnel))
+            .expect("table 10's learn");
+        let fm = to_flow_mod(table_10, cookie, &ports).expect("buildable");
+        let [Instruction::ApplyActions(actions)] = fm.instructions.as_slice() else {
+            panic!("{:?}", fm.instructions);
+        };
+        let learn = actions[0].as_learn().expect("a learn action");
+        assert_eq!(learn.cookie, cookie);
+        assert!(
+            learn.to_string().contains(",priority=1,cookie=0xab,"),
+            "{learn}"
+        );
+
+        // The old learn, with cookie 0, on a flow with the agent's cookie.
+        let mut old = fm.clone();
+        let zero = learn_from_tunnel(0);
+        old.instructions = vec![Instruction::ApplyActions(vec![
+            Action::learn(&zero),
+            actions[1].clone(),
+        ])];
+        let mut dumped: Vec<FlowStats> = wanted
+            .iter()
+            .filter(|s| *s != table_10)
+            .map(|spec| stats_of(&to_flow_mod(spec, cookie, &ports).expect("buildable")))
+            .collect();
+        dumped.push(stats_of(&old));
+        let actual = present("br-tun", dumped, &ports);
+        let (add, delete) = diff_flows(&wanted, cookie, &actual);
+        assert_eq!(add, std::slice::from_ref(table_10));
+        assert_eq!(delete.len(), 1);
+        assert!(delete[0].to_string().contains("learn("), "{}", delete[0]);
     }
 
     /// A converged br-tun with two learned MACs: the diff changes nothing;
