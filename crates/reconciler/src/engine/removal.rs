@@ -52,7 +52,7 @@ pub(super) fn adopt(host: &impl Host, dir: &Path, name: &str) -> Option<Lab> {
         }
     };
     let source = file.display().to_string();
-    let unreadable = match ovslab_topology::parse(&source, &text) {
+    let parsed = match ovslab_topology::parse(&source, &text) {
         Ok(topology) if topology.lab == name => Ok(topology),
         Ok(topology) => Err(format!(
             "{source} is the topology of lab `{}`",
@@ -60,7 +60,7 @@ pub(super) fn adopt(host: &impl Host, dir: &Path, name: &str) -> Option<Lab> {
         )),
         Err(e) => Err(e.to_string()),
     };
-    let topology = match unreadable {
+    let topology = match parsed {
         Ok(mut topology) => {
             if let Some(given) = saved_source(dir) {
                 topology.source = given;
