@@ -594,6 +594,17 @@ mod tests {
         }
     }
 
+    /// The fake dnsmasq of network `x` in `namespace`, from `dir`.
+    fn dnsmasq_of_x(namespace: &str, dir: &Path, args: Vec<String>) -> Agent {
+        Agent {
+            kind: AgentKind::Dnsmasq,
+            what: "dnsmasq of x".into(),
+            namespace: namespace.to_string(),
+            dir: dir.to_path_buf(),
+            args,
+        }
+    }
+
     /// A test's directory under the temporary one, removed when the test
     /// ends, pass or fail, with every process whose command line names it
     /// (the test's agents) killed first.
@@ -675,13 +686,7 @@ mod tests {
         let ns = ovslab_testkit::TestNetns::new();
         let root = fake_dnsmasq_first_in_path("ready", "while :; do sleep 0.1; done");
         let dir = root.join("qdhcp-x");
-        let a = Agent {
-            kind: AgentKind::Dnsmasq,
-            what: "dnsmasq of x".into(),
-            namespace: ns.name.clone(),
-            dir: dir.clone(),
-            args: vec![dir.display().to_string()],
-        };
+        let a = dnsmasq_of_x(&ns.name, &dir, vec![dir.display().to_string()]);
         let err = a.start().await.unwrap_err();
         assert!(matches!(err, AgentError::Exited { .. }), "{err}");
         let started = a.read_record().expect("the start was recorded");
@@ -704,13 +709,11 @@ mod tests {
             "echo $$ > \"${1#--pid-file=}\"\nwhile :; do sleep 0.1; done",
         );
         let dir = root.join("qdhcp-x");
-        let a = Agent {
-            kind: AgentKind::Dnsmasq,
-            what: "dnsmasq of x".into(),
-            namespace: ns.name.clone(),
-            dir: dir.clone(),
-            args: vec![format!("--pid-file={}/pid", dir.display())],
-        };
+        let a = dnsmasq_of_x(
+            &ns.name,
+            &dir,
+            vec![format!("--pid-file={}/pid", dir.display())],
+        );
         a.start().await.unwrap();
         assert!(a.running());
         let first = a.identity().unwrap();
