@@ -60,13 +60,11 @@ impl Owned {
             .iter()
             .map(|(lab, file)| format!("{lab}\t{}\n", file.display()))
             .collect();
-        let tmp = self.record.with_extension("tmp");
         let written = self
             .record
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&tmp, text))
-            .and_then(|()| std::fs::rename(&tmp, &self.record));
+            .and_then(|()| ovslab_reconciler::files::replace(&self.record, text));
         if let Err(e) = written {
             tracing::warn!(
                 "cannot record the labs of the labs directory in {}: {e}",

@@ -574,13 +574,10 @@ impl NodeOvs {
         if let Some(bytes) = key.as_ref().and_then(empty_database) {
             // Whole or not at all: a database cut short by a crash would
             // keep ovsdb-server from starting.
-            let partial = self.rundir.join("conf.db.partial");
-            return std::fs::write(&partial, &*bytes)
-                .and_then(|()| std::fs::rename(&partial, &db))
-                .map_err(|source| OvsProcessError::RunDir {
-                    path: db.clone(),
-                    source,
-                });
+            return crate::files::replace(&db, &*bytes).map_err(|source| OvsProcessError::RunDir {
+                path: db.clone(),
+                source,
+            });
         }
         let spawn_err = |source| OvsProcessError::Spawn {
             program: "ovsdb-tool".into(),
