@@ -193,8 +193,35 @@ impl Drop for Daemon {
         if !self.stopped {
             self.stop();
         }
+        // Spare nodes (`--spare-nodes`) a dead daemon left, and the
+        // processes of any a lab took: their command lines name the
+        // spares' directory.
+        let spares = self.run_dir.join(".spares");
+        for (pid, start) in processes_naming(&format!("{}/", spares.display())) {
+            if process_start(pid) == Some(start) {
+                // SAFETY: a process of this test's daemon, by its pid,
+                // whose start time shows it is still the one found.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        for ns in spare_namespaces(&self.run_dir) {
+            let _ = run_raw("ip", &["netns", "del", &ns]);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The namespaces of the spare nodes under `run_dir` (`--spare-nodes`),
+/// as each spare's directory records them.
+pub fn spare_namespaces(run_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(run_dir.join(".spares")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("namespace")).ok())
+        .filter_map(|text| text.lines().next().map(str::to_string))
+        .collect()
 }
 
 /// A lab under a unique name, built from the seed (or any topology text with

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ovslab_integration_tests::{Lab, bin, require_root, run, run_raw};
+use ovslab_integration_tests::{Lab, bin, require_root, run, run_raw, wait_until};
 
 const INSTANCE3: &str = "192.168.1.12";
 const INTERNET: &str = "203.0.113.1";
@@ -86,7 +86,37 @@ fn assert_healthy(lab: &Lab, round: u64) {
 #[ignore = "needs root"]
 fn a_daemon_killed_anywhere_in_up_or_down_loses_nothing() {
     require_root("a_daemon_killed_anywhere_in_up_or_down_loses_nothing");
-    let rounds = env_number("OVSLAB_CRASH_ROUNDS").unwrap_or(30);
+    killed_anywhere(&["--audit-interval", "0"], 30, 0);
+}
+
+/// The same with spare nodes, which the `up`s from nothing take (when the
+/// daemon killed last had time to make them again), and which every
+/// restart finds left by the daemon killed.
+#[test]
+#[ignore = "needs root"]
+fn a_daemon_with_spare_nodes_killed_anywhere_loses_nothing() {
+    require_root("a_daemon_with_spare_nodes_killed_anywhere_loses_nothing");
+    killed_anywhere(&["--audit-interval", "0", "--spare-nodes", "3"], 16, 3);
+}
+
+/// Processes whose command line names a spare's directory: the spares
+/// and the daemons of nodes that took one.
+fn spare_processes(run_dir: &Path) -> Vec<String> {
+    processes_of(&run_dir.join(".spares"))
+}
+
+/// How many spares are ready.
+fn spares_ready(run_dir: &Path) -> usize {
+    std::fs::read_dir(run_dir.join(".spares")).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| !e.path().is_symlink() && e.path().join("ready").exists())
+            .count()
+    })
+}
+
+fn killed_anywhere(options: &[&str], default_rounds: u64, spares: usize) {
+    let rounds = env_number("OVSLAB_CRASH_ROUNDS").unwrap_or(default_rounds);
     let seed = env_number("OVSLAB_CRASH_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -96,8 +126,20 @@ fn a_daemon_killed_anywhere_in_up_or_down_loses_nothing() {
     });
     eprintln!("crash rounds: {rounds}, OVSLAB_CRASH_SEED={seed}");
     let mut random = Random(seed);
-    let options = ["--audit-interval", "0"];
-    let mut lab = Lab::create(ovslab_topology::SEED_YAML);
+    let mut lab = Lab::create_with(ovslab_topology::SEED_YAML, options);
+    let run_dir = lab.daemon.run_dir.clone();
+    // Once every spare is made again, the spares' processes are theirs
+    // alone: none of a node whose lab is gone is left.
+    let spares_alone = |round: u64| {
+        if spares == 0 {
+            return;
+        }
+        wait_until(Duration::from_secs(30), "the spares to be ready", || {
+            spares_ready(&run_dir) == spares
+        });
+        let found = spare_processes(&run_dir);
+        assert_eq!(found.len(), 2 * spares, "round {round}: {found:#?}");
+    };
     let file = lab.file.to_str().unwrap().to_string();
     let lab_dir = lab.daemon.run_dir.join(&lab.name);
 
@@ -126,6 +168,11 @@ fn a_daemon_killed_anywhere_in_up_or_down_loses_nothing() {
     };
 
     // How long a whole up and down take: kills land anywhere in them.
+    if spares > 0 {
+        wait_until(Duration::from_secs(30), "the spares to be ready", || {
+            spares_ready(&run_dir) == spares
+        });
+    }
     let started = Instant::now();
     lab.up();
     let up_time = started.elapsed();
@@ -147,7 +194,7 @@ fn a_daemon_killed_anywhere_in_up_or_down_loses_nothing() {
             std::thread::sleep(Duration::from_millis(after));
             lab.daemon.kill9();
             let _ = client.wait();
-            lab.daemon.restart(&options);
+            lab.daemon.restart(options);
             lab.up();
             assert_healthy(&lab, round);
             during_up += 1;
@@ -157,7 +204,7 @@ fn a_daemon_killed_anywhere_in_up_or_down_loses_nothing() {
             std::thread::sleep(Duration::from_millis(after));
             lab.daemon.kill9();
             let _ = client.wait();
-            lab.daemon.restart(&options);
+            lab.daemon.restart(options);
             // Either the lab is still known (down it again) or the killed
             // down had finished it.
             let out = lab.daemon.ovslab(&["down", &lab.name]);
@@ -177,12 +224,18 @@ fn a_daemon_killed_anywhere_in_up_or_down_loses_nothing() {
                 Vec::<String>::new(),
                 "round {round}"
             );
+            spares_alone(round);
             lab.up();
             during_down += 1;
         }
         decoys_intact(round);
     }
     eprintln!("killed ovslabd {during_up} times during up, {during_down} times during down");
+    if spares > 0 {
+        let taken = lab.daemon.log().matches("took a spare node").count();
+        eprintln!("spare nodes taken: {taken}");
+        assert!(taken > 0, "no up took a spare node");
+    }
 
     // Still a whole lab: every declared check passes.
     let check = lab.daemon.ovslab(&["check", &lab.name]);
@@ -194,6 +247,7 @@ fn a_daemon_killed_anywhere_in_up_or_down_loses_nothing() {
     lab.daemon.ovslab_ok(&["down", &lab.name]);
     assert_eq!(lab.namespaces(), vec![decoy_ns.clone()]);
     assert!(!lab_dir.exists());
+    spares_alone(rounds);
     decoys_intact(rounds);
     let _ = run_raw("ip", &["netns", "del", &decoy_ns]);
     let _ = std::fs::remove_dir_all(&decoy_dir);

@@ -144,6 +144,33 @@ pub fn create(name: &str) -> Result<(), NetlinkError> {
     Ok(())
 }
 
+/// Names namespace `from` `to` instead: the namespace (and whatever runs
+/// or is open in it) stays the same, only its file moves. It is mounted on
+/// `to` first, then `from` goes, so that it always has a name; fails, with
+/// nothing changed, if `to` exists or `from` is not a namespace.
+pub fn rename(from: &str, to: &str) -> Result<(), NetlinkError> {
+    let err = |what, e| NetlinkError::namespace(to, what, e);
+    let source = open(from)?;
+    let target = path(to);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+        .map_err(|e| err("create namespace file", e))?;
+    let fd_path = format!("/proc/self/fd/{}", source.as_raw_fd());
+    if let Err(e) = mount(
+        Some(fd_path.as_str()),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        let _ = std::fs::remove_file(&target);
+        return Err(err("mount", e.into()));
+    }
+    delete(from)
+}
+
 /// Removes namespace `name`: its mount and file. The kernel frees the
 /// namespace (and the links in it) once no process is left inside.
 /// A namespace that does not exist is not an error.

@@ -48,6 +48,38 @@ fn create_and_delete_namespace_seen_by_ip_netns() {
     netns::delete(&ns.0).unwrap();
 }
 
+/// A renamed namespace is the same one (its links stay), under the new
+/// name only; a rename onto a name in use changes nothing.
+#[test]
+#[ignore = "needs root"]
+fn a_renamed_namespace_keeps_its_links_under_its_new_name() {
+    use std::os::unix::fs::MetadataExt;
+    require_root("a_renamed_namespace_keeps_its_links_under_its_new_name");
+    let from = Ns::new();
+    let taken = Ns::new();
+    let inode = std::fs::metadata(netns::path(&from.0)).unwrap().ino();
+    from.ip(&[
+        "link", "add", "kept0", "type", "veth", "peer", "name", "kept1",
+    ]);
+    assert!(netns::rename(&from.0, &taken.0).is_err());
+    assert!(netns::exists(&from.0) && netns::exists(&taken.0));
+    let to = Ns(unique_name("ovslab-nl-"));
+    netns::rename(&from.0, &to.0).unwrap();
+    assert!(!netns::exists(&from.0));
+    assert!(
+        !netns::path(&from.0).exists(),
+        "the old name's file is gone"
+    );
+    assert_eq!(std::fs::metadata(netns::path(&to.0)).unwrap().ino(), inode);
+    assert!(to.ip(&["-j", "link", "show", "kept0"]).contains("kept0"));
+    let listed = run("ip", &["netns", "list"]);
+    let names: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(names.contains(&to.0.as_str()) && !names.contains(&from.0.as_str()));
+}
+
 /// What is at a namespace's path is told without a descriptor (so not
 /// taken for a stale file when the process has none left) and without
 /// following a symbolic link, which `delete` does not follow either.

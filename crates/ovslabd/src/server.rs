@@ -57,7 +57,22 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         Some(crate::dhcp_hook::install(&config.run_dir).with_context(|| {
             format!("installing the DHCP hook in {}", config.run_dir.display())
         })?);
+    engine_config.spare_nodes = usize::from(config.spare_nodes);
     let engine = Arc::new(Engine::new(engine_config));
+    // A killed daemon's spares go before new ones are made.
+    let spares = match engine.spares() {
+        Some(spares) => {
+            for line in spares.clear().await {
+                tracing::info!("{line} (left by an earlier daemon)");
+            }
+            let filling = spares.clone();
+            Some((
+                spares,
+                tokio::spawn(async move { filling.keep_filled().await }),
+            ))
+        }
+        None => None,
+    };
     // Asked once per run (`ovs-vswitchd --version`), and otherwise by the
     // first `up`, on its critical path.
     tokio::spawn(ovslab_reconciler::ovs_process::installed_version());
@@ -207,6 +222,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             if let Err(e) = engine.down(&lab).await {
                 tracing::error!("removing lab {lab}: {}", error_chain(&e));
             }
+        }
+    }
+    if let Some((spares, filling)) = spares {
+        // Those ready and any half made: by the records in their directories.
+        filling.abort();
+        let _ = filling.await;
+        for line in spares.clear().await {
+            tracing::debug!("{line}");
         }
     }
     tracing::info!("stopped");

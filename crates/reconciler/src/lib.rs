@@ -32,6 +32,7 @@ pub mod fingerprint;
 pub mod host;
 pub mod manifest;
 pub mod ovs_process;
+pub mod spare;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod watch;

@@ -295,8 +295,28 @@ impl NodeOvs {
         }
     }
 
+    /// A node whose files are in `rundir` (a spare node's, see
+    /// [`crate::spare`]).
+    pub fn at(node: &str, namespace: &str, rundir: PathBuf) -> Self {
+        NodeOvs {
+            node: node.to_string(),
+            namespace: namespace.to_string(),
+            rundir,
+        }
+    }
+
     pub fn db_socket(&self) -> PathBuf {
         self.rundir.join("db.sock")
+    }
+
+    /// Where the node's daemons were started, when that is not its run
+    /// directory: a spare node's directory, moved here when a lab took
+    /// it (see [`crate::spare`]). The daemons' command lines and own
+    /// paths still name it; a symbolic link there leads here.
+    pub fn origin(&self) -> Option<PathBuf> {
+        let text = std::fs::read_to_string(self.rundir.join(ORIGIN_FILE)).ok()?;
+        let origin = PathBuf::from(text.trim_end_matches('\n'));
+        origin.is_absolute().then_some(origin)
     }
 
     pub fn mgmt_socket(&self, bridge: &str) -> PathBuf {
@@ -420,14 +440,19 @@ impl NodeOvs {
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             return false;
         };
-        let socket = self.db_socket().display().to_string();
-        let wanted = match daemon {
-            OvsDaemon::OvsdbServer => format!("--remote=punix:{socket}"),
-            OvsDaemon::OvsVswitchd => format!("unix:{socket}"),
+        let wanted = |socket: &Path| match daemon {
+            OvsDaemon::OvsdbServer => format!("--remote=punix:{}", socket.display()),
+            OvsDaemon::OvsVswitchd => format!("unix:{}", socket.display()),
         };
-        cmdline
-            .split(|b| *b == 0)
-            .any(|arg| arg == wanted.as_bytes())
+        let names = |wanted: String| {
+            cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == wanted.as_bytes())
+        };
+        names(wanted(&self.db_socket()))
+            || self
+                .origin()
+                .is_some_and(|origin| names(wanted(&origin.join("db.sock"))))
     }
 
     /// Asks the daemon a cheap question with `deadline`: an OVSDB `echo`
@@ -543,6 +568,9 @@ impl NodeOvs {
             path: self.rundir.clone(),
             source,
         })?;
+        if let Some(origin) = self.origin() {
+            crate::spare::repair_link(&origin, &self.rundir);
+        }
         if self.pid(OvsDaemon::OvsdbServer).is_some() {
             return Ok(Vec::new());
         }
@@ -774,7 +802,11 @@ impl NodeOvs {
     /// for each to exit; then removes the run directory.
     pub async fn stop_and_remove(&self) -> Vec<String> {
         let stopped = self.stop().await;
+        let origin = self.origin();
         let _ = std::fs::remove_dir_all(&self.rundir);
+        if let Some(origin) = origin {
+            crate::spare::remove_link(&origin, &self.rundir);
+        }
         stopped
     }
 
@@ -801,6 +833,9 @@ impl NodeOvs {
         stopped
     }
 }
+
+/// The file in a node's run directory that names its [`NodeOvs::origin`].
+pub const ORIGIN_FILE: &str = "spare-origin";
 
 /// How often a daemon's socket is looked for in its first 50 ms.
 const SOCKET_ASKED_EVERY: Duration = Duration::from_micros(200);

@@ -534,6 +534,53 @@ pub async fn wait(client: &SwitchClient, cfg: i64) -> Result<(), ReconcileError>
     wait_cur_cfg(client, cfg).await
 }
 
+/// The bridge a spare node's vswitchd makes its userspace datapath on
+/// (see [`warm_datapath`]); no lab has a bridge of this name.
+pub const WARMING_BRIDGE: &str = "br-spare";
+
+/// Makes the node's vswitchd create its userspace datapath once, on a
+/// bridge made and removed again, and waits for each: the datapath's first
+/// creation in a process sleeps 100 ms (OVS estimates the TSC frequency,
+/// once per process), later ones do not. The database is left with no
+/// bridge, as a new node's is. For the spare nodes
+/// ([`crate::spare`]); the root row must exist.
+pub async fn warm_datapath(client: &SwitchClient) -> Result<(), ReconcileError> {
+    let next_cfg = || {
+        [
+            json!({"op": "mutate", "table": DB, "where": [], "mutations": [["next_cfg", "+=", 1]]}),
+            select(DB, &["next_cfg"]),
+        ]
+    };
+    let cfg_of = |results: &[Value]| {
+        results
+            .iter()
+            .rev()
+            .find_map(|r| rows(r).first().and_then(|row| row["next_cfg"].as_i64()))
+            .unwrap_or(0)
+    };
+    let mut ops = vec![
+        json!({"op": "insert", "table": "Bridge", "uuid-name": "warming",
+            "row": {"name": WARMING_BRIDGE, "datapath_type": DATAPATH_TYPE}}),
+        json!({"op": "mutate", "table": DB, "where": [],
+            "mutations": [["bridges", "insert", ["set", [["named-uuid", "warming"]]]]]}),
+    ];
+    ops.extend(next_cfg());
+    let results = client.transact(ops).await?;
+    let bridge = results
+        .first()
+        .and_then(|r| uuid_of(&r["uuid"]))
+        .ok_or_else(|| ReconcileError::UnexpectedReply {
+            node: client.node.clone(),
+            what: "the warming bridge's insert named no row".into(),
+        })?;
+    wait_cur_cfg(client, cfg_of(&results)).await?;
+    let mut ops = vec![json!({"op": "mutate", "table": DB, "where": [],
+        "mutations": [["bridges", "delete", ["set", [["uuid", bridge]]]]]})];
+    ops.extend(next_cfg());
+    let results = client.transact(ops).await?;
+    wait_cur_cfg(client, cfg_of(&results)).await
+}
+
 /// The datapath options of [`ROOT_OTHER_CONFIG`] the root row lacks (or
 /// holds with another value), as `key=value`.
 pub fn missing_root_config(actual: &ActualSwitch) -> Vec<String> {

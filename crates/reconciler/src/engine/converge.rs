@@ -610,7 +610,51 @@ impl<H: Host> Run<'_, H> {
         let (first, later): (Vec<&str>, Vec<&str>) =
             missing.iter().partition(|ns| nodes.contains(**ns));
         self.later_namespaces = later.iter().map(|ns| ns.to_string()).collect();
+        let first = self.take_spares(first).await?;
         self.create_namespaces(&first).await
+    }
+
+    /// Spare nodes (see [`crate::spare`]) taken for the new nodes among
+    /// `missing` that have no run directory yet and hold few links (those
+    /// [`Run::bridges_first`] would start early): each is promised in the
+    /// manifest first, as a namespace made is. Returns the namespaces
+    /// still to make.
+    async fn take_spares<'n>(
+        &mut self,
+        missing: Vec<&'n str>,
+    ) -> Result<Vec<&'n str>, ReconcileError> {
+        let Some(spares) = self.engine.spares.clone() else {
+            return Ok(missing);
+        };
+        let Some(planned) = self.planned.as_ref() else {
+            return Ok(missing);
+        };
+        let (desired, hosts) = (planned.desired.clone(), planned.hosts.clone());
+        let mut left = Vec::new();
+        for ns in missing {
+            let Some(node) = hosts.get(ns) else {
+                left.push(ns);
+                continue;
+            };
+            let rundir = naming::node_rundir(&self.engine.config.run_root, self.lab, node);
+            if spares.ready() == 0 || rundir.exists() || !few_links(&desired, ns) {
+                left.push(ns);
+                continue;
+            }
+            self.manifest.promise([ns]);
+            self.save_manifest()?;
+            match spares.take(node, ns, &rundir).await {
+                Some(inode) => {
+                    self.manifest.made(ns, inode);
+                    self.save_manifest()?;
+                    self.out.changes.push(format!(
+                        "create namespace {ns} (a spare node's, Open vSwitch running)"
+                    ));
+                }
+                None => left.push(ns),
+            }
+        }
+        Ok(left)
     }
 
     /// Makes the namespaces phase 1 left for later.

@@ -62,6 +62,9 @@ pub struct EngineConfig {
     /// itself, under [its hook's name]); without it, DHCP networks cannot
     /// be brought up.
     pub dhcp_hook: Option<PathBuf>,
+    /// How many spare nodes to keep ready (see [`crate::spare`]); only
+    /// over the real host.
+    pub spare_nodes: usize,
 }
 
 impl EngineConfig {
@@ -70,6 +73,7 @@ impl EngineConfig {
             run_root: run_root.into(),
             schema: PathBuf::from(crate::ovs_process::DEFAULT_SCHEMA),
             dhcp_hook: None,
+            spare_nodes: 0,
         }
     }
 }
@@ -194,6 +198,8 @@ pub struct Engine<H: Host = RealHost> {
     host: Arc<H>,
     /// Every audit's outcome, for whoever listens (see [`Engine::subscribe`]).
     events: tokio::sync::broadcast::Sender<AuditEvent>,
+    /// The spare nodes new labs' small nodes take (`--spare-nodes`).
+    spares: Option<Arc<crate::spare::Spares>>,
 }
 
 /// Audit events a slow listener may fall behind by before it misses some.
@@ -204,7 +210,24 @@ impl Engine {
     /// is saved under the run root (each with its manifest), and finishes
     /// the removals a previous daemon was killed in.
     pub fn new(config: EngineConfig) -> Self {
-        Engine::with_host(config, RealHost::default())
+        let spares = (config.spare_nodes > 0).then(|| {
+            Arc::new(crate::spare::Spares::new(
+                &config.run_root,
+                &config.schema,
+                config.spare_nodes,
+            ))
+        });
+        Engine {
+            spares,
+            ..Engine::with_host(config, RealHost::default())
+        }
+    }
+
+    /// The spare nodes, when the daemon keeps some: the daemon clears
+    /// what an earlier one left, keeps them filled, and removes them when
+    /// it stops (see [`crate::spare`]).
+    pub fn spares(&self) -> Option<Arc<crate::spare::Spares>> {
+        self.spares.clone()
     }
 }
 
@@ -231,6 +254,7 @@ impl<H: Host> Engine<H> {
             health: Arc::default(),
             host: Arc::new(host),
             events: tokio::sync::broadcast::channel(EVENTS_KEPT).0,
+            spares: None,
         }
     }
 
