@@ -324,6 +324,10 @@ say "under the unit: DHCP (dnsmasq dropping to nobody, udhcpc, ovslabd's hook)"
 sed 's/^lab: seed$/lab: dhcp/; /^    dhcp: false$/d' lab-topologies/seed.yaml >"$scratch/root/dhcp.yaml"
 out=$(inside ovslab up /root/dhcp.yaml 2>&1) || fail "the DHCP lab did not come up: $out"
 grep -q "holds no DHCP lease" <<<"$out" && fail "an instance got no lease under the unit: $out"
+# Its three nodes took the unit's spare nodes (OVSLABD_SPARE_NODES=3),
+# ready since the start: each left a link to the node it became.
+taken=$(inside find /run/ovslab/.spares -maxdepth 1 -type l -lname '/run/ovslab/dhcp/*' | wc -l)
+[ "$taken" = 3 ] || fail "the DHCP lab took $taken spare nodes, not 3: $(inside ls -l /run/ovslab/.spares)"
 inside ip -n dhcp.instance1 -4 addr show eth0 | grep -q 'inet 192.168.1.11/24' ||
   fail "instance1 has not its reservation: $(inside ip -n dhcp.instance1 -4 addr show eth0)"
 users=$(inside ps -o user= -C dnsmasq | sort -u | tr '\n' ' ')
@@ -379,10 +383,14 @@ has_netns '^seed\.instance5' || fail "removing other.yaml touched the seed lab"
 
 say "stopping"
 # The labs' Open vSwitch processes (not the host's own: their command
-# lines name the lab's run directory).
+# lines name the lab's run directory; nor the spare nodes': they run in
+# a spare's directory, which a node that took one runs in under its own
+# name, as its working directory shows).
 ovs_pids() {
-  inside ps -e -o pid=,comm=,args= |
-    awk '($2 == "ovs-vswitchd" || $2 == "ovsdb-server") && /\/run\/ovslab\// { print $1 }' | sort -n | tr '\n' ' '
+  for pid in $(inside ps -e -o pid=,comm=,args= |
+    awk '($2 == "ovs-vswitchd" || $2 == "ovsdb-server") && /\/run\/ovslab\// { print $1 }'); do
+    case $(inside readlink "/proc/$pid/cwd") in /run/ovslab/.spares/*) ;; *) echo "$pid" ;; esac
+  done | sort -n | tr '\n' ' '
 }
 inside systemctl stop ovslabd
 if has_netns '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi

@@ -31,9 +31,10 @@
 //! did, and the converge makes the node as it would have.
 //!
 //! The cost, while no lab takes them: each spare's `ovsdb-server` and
-//! vswitchd hold their memory (about 25 MiB together, most of it the
-//! datapath's flow caches) and wake now and then; refilling after an `up`
-//! starts new ones once the daemon has been idle for [`REFILL_AFTER`].
+//! vswitchd hold their memory (about 7 MiB of their own together: the
+//! datapath is removed again, and its flow caches with it) and wake now
+//! and then; taken spares are made again once none has been taken for
+//! [`REFILL_AFTER`].
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
