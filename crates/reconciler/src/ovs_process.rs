@@ -312,11 +312,14 @@ impl NodeOvs {
     /// Where the node's daemons were started, when that is not its run
     /// directory: a spare node's directory, moved here when a lab took
     /// it (see [`crate::spare`]). The daemons' command lines and own
-    /// paths still name it; a symbolic link there leads here.
+    /// paths still name it; a symbolic link there leads here. Only a
+    /// directory of the run root's spares (`<run-root>/.spares/<id>`, the
+    /// node's directory being `<run-root>/<lab>/<node>`) is one.
     pub fn origin(&self) -> Option<PathBuf> {
         let text = std::fs::read_to_string(self.rundir.join(ORIGIN_FILE)).ok()?;
         let origin = PathBuf::from(text.trim_end_matches('\n'));
-        origin.is_absolute().then_some(origin)
+        let spares = self.rundir.parent()?.parent()?.join(crate::spare::SPARES_DIR);
+        (origin.parent() == Some(spares.as_path())).then_some(origin)
     }
 
     pub fn mgmt_socket(&self, bridge: &str) -> PathBuf {
@@ -1055,6 +1058,27 @@ mod tests {
         let here = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         assert_eq!(i64::from(here), mine);
         child.kill().await.unwrap();
+    }
+
+    /// Only a spare's directory of the same run root is a node's origin:
+    /// the file that names it cannot point the daemon anywhere else.
+    #[test]
+    fn only_a_spare_of_the_run_root_is_an_origin() {
+        let root = temp_dir("origin");
+        let node = NodeOvs::new(&root, "lab", "node", "lab.node");
+        std::fs::create_dir_all(&node.rundir).unwrap();
+        assert_eq!(node.origin(), None);
+        let spare = root.join(crate::spare::SPARES_DIR).join("3");
+        for (text, wanted) in [
+            (format!("{}\n", spare.display()), Some(spare.clone())),
+            ("/etc\n".to_string(), None),
+            (format!("{}\n", root.join("other/3").display()), None),
+            ("relative/3\n".to_string(), None),
+        ] {
+            std::fs::write(node.rundir.join(ORIGIN_FILE), text).unwrap();
+            assert_eq!(node.origin(), wanted);
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
