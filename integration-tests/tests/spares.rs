@@ -239,3 +239,53 @@ fn a_spare_whose_switch_died_is_not_taken() {
     assert!(!all_namespaces().contains(&name));
     lab.daemon.ovslab_ok(&["check", &lab.name]);
 }
+
+/// A namespace under the name a spare would take (someone else's: the
+/// daemon records its own) is passed over and never touched, neither
+/// when spares are made nor when the daemon stops.
+#[test]
+#[ignore = "needs root"]
+fn a_namespace_under_a_spare_s_name_is_left_alone() {
+    require_root("a_namespace_under_a_spare_s_name_is_left_alone");
+    let name = ovslab_integration_tests::unique_name("t");
+    // The daemon's spares are `ovslab-spare-<FNV-1a of the run directory>-<id>`,
+    // ids from 0.
+    let run_dir = std::env::temp_dir()
+        .join(format!("ovslab-e2e-{name}"))
+        .join("run");
+    let hash = run_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
+    let theirs = format!("ovslab-spare-{hash:08x}-0");
+    struct Namespace(String);
+    impl Drop for Namespace {
+        fn drop(&mut self) {
+            let _ = ovslab_integration_tests::run_raw("ip", &["netns", "del", &self.0]);
+        }
+    }
+    run("ip", &["netns", "add", &theirs]);
+    let _theirs = Namespace(theirs.clone());
+    let inode = namespace_inode(&theirs);
+    let mut lab = Lab::create_named(
+        &name,
+        ovslab_topology::SEED_YAML,
+        &["--audit-interval", "0", "--spare-nodes", "1"],
+    );
+    assert_eq!(lab.daemon.run_dir, run_dir);
+    wait_ready(&run_dir, 1);
+    let ours = spare_namespaces(&run_dir);
+    assert_eq!(ours.len(), 1);
+    assert_ne!(ours[0], theirs);
+    assert!(
+        ours[0].starts_with(&format!("ovslab-spare-{hash:08x}-")),
+        "{ours:?}"
+    );
+    assert_eq!(namespace_inode(&theirs), inode);
+    lab.daemon.stop();
+    assert_eq!(namespace_inode(&theirs), inode);
+    assert!(!all_namespaces().contains(&ours[0]));
+}

@@ -318,7 +318,11 @@ impl NodeOvs {
     pub fn origin(&self) -> Option<PathBuf> {
         let text = std::fs::read_to_string(self.rundir.join(ORIGIN_FILE)).ok()?;
         let origin = PathBuf::from(text.trim_end_matches('\n'));
-        let spares = self.rundir.parent()?.parent()?.join(crate::spare::SPARES_DIR);
+        let spares = self
+            .rundir
+            .parent()?
+            .parent()?
+            .join(crate::spare::SPARES_DIR);
         (origin.parent() == Some(spares.as_path())).then_some(origin)
     }
 

@@ -61,8 +61,11 @@ pub const READY_FILE: &str = "ready";
 /// have the cores first.
 pub const REFILL_AFTER: Duration = Duration::from_secs(2);
 
-/// How long the pool waits after it failed to make a spare.
+/// How long the pool waits after it first failed to make a spare.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The longest it waits between failures.
+const RETRY_AT_MOST: Duration = Duration::from_secs(600);
 
 /// The most spares a daemon keeps.
 pub const MAX_SPARES: usize = 16;
@@ -158,8 +161,10 @@ impl Spares {
 
     /// Keeps the pool filled, for ever: every missing spare is made at
     /// once (side by side), then the pool waits until one is taken and
-    /// the daemon has been left alone for [`REFILL_AFTER`].
+    /// none has been for [`REFILL_AFTER`]. After a failure it tries again
+    /// later, each time twice as late (at most [`RETRY_AT_MOST`]).
     pub async fn keep_filled(&self) {
+        let mut retry = RETRY_AFTER;
         loop {
             let missing = self.wanted.saturating_sub(self.ready());
             let made = futures::future::join_all((0..missing).map(|_| self.make())).await;
@@ -167,13 +172,19 @@ impl Spares {
             for result in made {
                 match result {
                     Ok(spare) => self.ready.lock().expect("spares").push(spare),
-                    Err(e) => tracing::warn!(error = %e, "cannot make a spare node"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        retry_in_s = retry.as_secs(),
+                        "cannot make a spare node"
+                    ),
                 }
             }
             if failed > 0 {
-                tokio::time::sleep(RETRY_AFTER).await;
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_AT_MOST);
                 continue;
             }
+            retry = RETRY_AFTER;
             self.taken.notified().await;
             // Each take starts the wait again.
             while tokio::time::timeout(REFILL_AFTER, self.taken.notified())
@@ -189,17 +200,21 @@ impl Spares {
     async fn make(&self) -> Result<Spare, String> {
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         // An id whose name a taken spare's link still holds (its lab
-        // runs) is passed over.
-        let (id, rundir) = loop {
+        // runs), or whose namespace name is in use (not ours: ours are
+        // recorded, and removed with their directory), is passed over.
+        let (id, rundir, namespace) = loop {
             let id = self.next.fetch_add(1, Ordering::Relaxed);
+            let namespace = format!("{}{id}", self.prefix);
+            if std::fs::symlink_metadata(netns::path(&namespace)).is_ok() {
+                continue;
+            }
             let rundir = self.dir.join(id.to_string());
             match std::fs::create_dir(&rundir) {
-                Ok(()) => break (id, rundir),
+                Ok(()) => break (id, rundir, namespace),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(format!("{}: {e}", rundir.display())),
             }
         };
-        let namespace = format!("{}{id}", self.prefix);
         let spare = Spare {
             ovs: NodeOvs::at(&format!("spare-{id}"), &namespace, rundir),
             namespace,
@@ -319,10 +334,13 @@ fn adopt(spare: &Spare, namespace: &str, rundir: &Path) -> Result<u64, String> {
         .map_err(|e| format!("{namespace}: {e}"))
 }
 
-/// Stops a spare's daemons, deletes its namespace and directory.
+/// Stops a spare's daemons, deletes its namespace (if it is the one its
+/// directory records: a name found taken is someone else's) and its
+/// directory.
 async fn discard(spare: &Spare) {
     spare.ovs.stop().await;
-    if netns::inode(&spare.namespace).is_some() {
+    let (_, inode) = read_namespace(&spare.ovs.rundir);
+    if inode.is_some() && netns::inode(&spare.namespace) == inode {
         let _ = netns::delete(&spare.namespace);
     }
     let _ = std::fs::remove_dir_all(&spare.ovs.rundir);
