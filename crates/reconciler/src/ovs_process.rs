@@ -314,7 +314,8 @@ impl NodeOvs {
     /// it (see [`crate::spare`]). The daemons' command lines and own
     /// paths still name it; a symbolic link there leads here. Only a
     /// directory of the run root's spares (`<run-root>/.spares/<id>`, the
-    /// node's directory being `<run-root>/<lab>/<node>`) is one.
+    /// id a number, the node's directory being `<run-root>/<lab>/<node>`)
+    /// is one.
     pub fn origin(&self) -> Option<PathBuf> {
         let text = std::fs::read_to_string(self.rundir.join(ORIGIN_FILE)).ok()?;
         let origin = PathBuf::from(text.trim_end_matches('\n'));
@@ -323,7 +324,8 @@ impl NodeOvs {
             .parent()?
             .parent()?
             .join(crate::spare::SPARES_DIR);
-        (origin.parent() == Some(spares.as_path())).then_some(origin)
+        let id = origin.file_name()?.to_str()?;
+        (origin.parent() == Some(spares.as_path()) && id.parse::<u64>().is_ok()).then_some(origin)
     }
 
     pub fn mgmt_socket(&self, bridge: &str) -> PathBuf {
@@ -1078,6 +1080,9 @@ mod tests {
             ("/etc\n".to_string(), None),
             (format!("{}\n", root.join("other/3").display()), None),
             ("relative/3\n".to_string(), None),
+            // The run root itself, or a name that is no spare's id.
+            (format!("{}\n", spare.with_file_name("..").display()), None),
+            (format!("{}\n", spare.with_file_name("x").display()), None),
         ] {
             std::fs::write(node.rundir.join(ORIGIN_FILE), text).unwrap();
             assert_eq!(node.origin(), wanted);
