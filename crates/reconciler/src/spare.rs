@@ -162,7 +162,7 @@ impl Spares {
     /// Keeps the pool filled, for ever: every missing spare is made at
     /// once (side by side), then the pool waits until one is taken and
     /// none has been for [`REFILL_AFTER`]. After a failure it tries again
-    /// later, each time twice as late (at most [`RETRY_AT_MOST`]).
+    /// later, each time twice as late (at most `RETRY_AT_MOST`).
     pub async fn keep_filled(&self) {
         let mut retry = RETRY_AFTER;
         loop {
