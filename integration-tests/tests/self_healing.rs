@@ -20,6 +20,21 @@ const BACK: Duration = Duration::from_secs(20);
 const ONLY_NOTICES: &str = "60";
 
 /// One echo request with a short wait: true when answered.
+/// Deletes namespace `ns` as a person would (`ip netns del`). The
+/// daemon may see it gone and make it again between `ip`'s unmount and its
+/// removal of the file (under load, `ip` can be descheduled there): `ip`
+/// then finds the file gone, or the daemon's new namespace mounted on
+/// it, and fails; the namespace was deleted all the same.
+fn delete_namespace(ns: &str) {
+    let out = ovslab_integration_tests::run_raw("ip", &["netns", "del", ns]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || stderr.starts_with("Cannot remove namespace file"),
+        "`ip netns del {ns}` failed ({}): {stderr}",
+        out.status
+    );
+}
+
 fn reaches(lab: &Lab, from: &str, to: &str) -> bool {
     lab.in_ns(from, &["ping", "-c", "1", "-W", "1", to])
         .status
@@ -205,7 +220,7 @@ fn a_deleted_flow_is_put_back() {
 fn a_deleted_instance_namespace_is_rebuilt() {
     require_root("a_deleted_instance_namespace_is_rebuilt");
     let lab = Lab::seed_audited(ONLY_NOTICES);
-    run("ip", &["netns", "del", &lab.ns("instance3")]);
+    delete_namespace(&lab.ns("instance3"));
     wait_until(BACK, "instance1 → instance3 again", || {
         reaches(&lab, "instance1", INSTANCE3)
     });
@@ -225,7 +240,7 @@ fn a_deleted_node_namespace_is_rebuilt_with_its_open_vswitch() {
     let lab = Lab::seed_audited(ONLY_NOTICES);
     let old = pid_of(&lab, "compute1", "ovs-vswitchd");
     assert_eq!(comm(old), "ovs-vswitchd");
-    run("ip", &["netns", "del", &lab.ns("compute1")]);
+    delete_namespace(&lab.ns("compute1"));
     wait_until(
         BACK,
         "instance1 (compute1) → instance3 (compute2) again",
@@ -350,7 +365,7 @@ fn drift_made_while_another_is_repaired_is_repaired_too() {
         &["netns", "exec", &router, "iptables", "-t", "nat", "-F"],
     );
     pause();
-    run("ip", &["netns", "del", &lab.ns("instance2")]);
+    delete_namespace(&lab.ns("instance2"));
     pause();
     run("ip", &["-n", &router, "route", "del", "default"]);
     wait_until(BACK, "every drift repaired", || {
@@ -659,7 +674,7 @@ fn a_stale_namespace_file_left_by_a_killed_up_is_replaced() {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         wait_until(BACK, "the killed OVS process", || dead(pid));
     }
-    run("ip", &["netns", "del", &compute1]);
+    delete_namespace(&compute1);
     wait_until(BACK, "compute1's links gone", || {
         !run("ip", &["-n", &lab.ns("physnet1"), "link"]).contains("compute1@")
     });
