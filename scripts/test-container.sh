@@ -392,9 +392,24 @@ ovs_pids() {
     case $(inside readlink "/proc/$pid/cwd") in /run/ovslab/.spares/*) ;; *) echo "$pid" ;; esac
   done | sort -n | tr '\n' ' '
 }
+# The spare nodes' processes: those whose working directory is still a
+# spare's (a taken spare's has the node's path: its directory was moved).
+spare_pids() {
+  for pid in $(inside ps -e -o pid=,comm= | awk '$2 == "ovs-vswitchd" || $2 == "ovsdb-server" { print $1 }'); do
+    case $(inside readlink "/proc/$pid/cwd") in /run/ovslab/.spares/*) echo "$pid" ;; esac
+  done | sort -n | tr '\n' ' '
+}
+# Every stop removes the spares, whatever it does with the labs.
+no_spares_left() {
+  if has_netns '^ovslab-spare-'; then fail "spare namespaces left after stop: $(inside ip netns list)"; fi
+  [ -z "$(spare_pids)" ] || fail "spare nodes' processes left after stop: $(spare_pids)"
+  [ -z "$(inside find /run/ovslab/.spares -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ] ||
+    fail "spare directories left after stop: $(inside ls -l /run/ovslab/.spares)"
+}
 inside systemctl stop ovslabd
 if has_netns '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
 [ -z "$(ovs_pids)" ] || fail "OVS processes left after stop: $(ovs_pids)"
+no_spares_left
 
 say "keep: a stop with OVSLABD_ON_EXIT=keep leaves the lab running, the next start adopts it"
 cp "$scratch/etc/default/ovslabd" "$scratch/root/default.packaged"
@@ -404,6 +419,7 @@ before=$(ovs_pids)
 [ -n "$before" ] || fail "no Open vSwitch process after the start"
 inside systemctl stop ovslabd
 has_netns '^seed\.instance1' || fail "--on-exit keep: the lab is gone after the stop"
+no_spares_left
 after=$(ovs_pids)
 [ "$after" = "$before" ] || fail "--on-exit keep: Open vSwitch processes changed across the stop: [$before] -> [$after]"
 inside ip netns exec seed.instance1 ping -c 1 -W 2 192.168.1.11 >/dev/null || fail "--on-exit keep: no traffic while the daemon is stopped"
@@ -415,6 +431,7 @@ case $status in "1 lab, 5 instances, all healthy") ;; *) fail "after adopting, S
 inside systemctl stop ovslabd
 if has_netns '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
 [ -z "$(ovs_pids)" ] || fail "OVS processes left after stop: $(ovs_pids)"
+no_spares_left
 
 say "a lab left by ovslabd run by hand (every capability of the container) is adopted by the service"
 hand=$(inside sh -c '/usr/sbin/ovslabd --on-exit keep >/var/log/ovslabd-by-hand.log 2>&1 & echo $!')
@@ -436,6 +453,7 @@ case $status in "1 lab, 5 instances, all healthy") ;; *) fail "after adopting fr
 inside systemctl stop ovslabd
 if has_netns '^seed\.'; then fail "namespaces left after stop: $(inside ip netns list)"; fi
 [ -z "$(ovs_pids)" ] || fail "adopted OVS processes left after stop: $(ovs_pids)"
+no_spares_left
 
 say "the journal"
 journal=$(inside journalctl -u ovslabd --no-pager)

@@ -204,7 +204,9 @@ impl Drop for Daemon {
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
         }
-        for ns in spare_namespaces(&self.run_dir) {
+        let mut namespaces = spare_namespaces(&self.run_dir);
+        namespaces.extend(spare_namespaces_on_host(&self.run_dir));
+        for ns in namespaces {
             let _ = run_raw("ip", &["netns", "del", &ns]);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -222,6 +224,36 @@ pub fn spare_namespaces(run_dir: &Path) -> Vec<String> {
         .filter_map(|e| std::fs::read_to_string(e.path().join("namespace")).ok())
         .filter_map(|text| text.lines().next().map(str::to_string))
         .collect()
+}
+
+/// The start of every spare node's namespace name of a daemon on
+/// `run_dir`: `ovslab-spare-`, the FNV-1a hash of the run directory, `-`
+/// (as `crates/reconciler/src/spare.rs` names them; ids follow).
+pub fn spare_prefix(run_dir: &Path) -> String {
+    let hash = run_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
+    format!("ovslab-spare-{hash:08x}-")
+}
+
+/// Every namespace on the host named as a spare of a daemon on `run_dir`,
+/// recorded by a spare's directory or not.
+pub fn spare_namespaces_on_host(run_dir: &Path) -> Vec<String> {
+    let prefix = spare_prefix(run_dir);
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.starts_with(&prefix))
+        .collect();
+    found.sort();
+    found
 }
 
 /// A lab under a unique name, built from the seed (or any topology text with

@@ -139,6 +139,14 @@ fn killed_anywhere(options: &[&str], default_rounds: u64, spares: usize) {
         });
         let found = spare_processes(&run_dir);
         assert_eq!(found.len(), 2 * spares, "round {round}: {found:#?}");
+        // Nor a namespace under a spare's name that no spare records.
+        let mut recorded = ovslab_integration_tests::spare_namespaces(&run_dir);
+        recorded.sort();
+        assert_eq!(
+            ovslab_integration_tests::spare_namespaces_on_host(&run_dir),
+            recorded,
+            "round {round}"
+        );
     };
     let file = lab.file.to_str().unwrap().to_string();
     let lab_dir = lab.daemon.run_dir.join(&lab.name);

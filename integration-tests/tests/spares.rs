@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ovslab_integration_tests::{
-    Lab, dead, lab_namespaces, processes_naming, require_root, run, spare_namespaces, wait_until,
+    Daemon, Lab, dead, lab_namespaces, processes_naming, require_root, run, spare_namespaces,
+    spare_namespaces_on_host, spare_prefix, wait_until,
 };
 
 /// The spares' directory of a daemon's run directory.
@@ -253,14 +254,8 @@ fn a_namespace_under_a_spare_s_name_is_left_alone() {
     let run_dir = std::env::temp_dir()
         .join(format!("ovslab-e2e-{name}"))
         .join("run");
-    let hash = run_dir
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0x811c_9dc5_u32, |h, b| {
-            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-        });
-    let theirs = format!("ovslab-spare-{hash:08x}-0");
+    let prefix = spare_prefix(&run_dir);
+    let theirs = format!("{prefix}0");
     struct Namespace(String);
     impl Drop for Namespace {
         fn drop(&mut self) {
@@ -280,12 +275,65 @@ fn a_namespace_under_a_spare_s_name_is_left_alone() {
     let ours = spare_namespaces(&run_dir);
     assert_eq!(ours.len(), 1);
     assert_ne!(ours[0], theirs);
-    assert!(
-        ours[0].starts_with(&format!("ovslab-spare-{hash:08x}-")),
-        "{ours:?}"
-    );
+    assert!(ours[0].starts_with(&prefix), "{ours:?}");
     assert_eq!(namespace_inode(&theirs), inode);
     lab.daemon.stop();
     assert_eq!(namespace_inode(&theirs), inode);
     assert!(!all_namespaces().contains(&ours[0]));
+}
+
+/// A daemon killed with spares, started again with none to keep
+/// (`--spare-nodes 0`), still removes the killed one's: their daemons,
+/// namespaces and directory.
+#[test]
+#[ignore = "needs root"]
+fn spares_a_killed_daemon_left_go_when_the_next_keeps_none() {
+    require_root("spares_a_killed_daemon_left_go_when_the_next_keeps_none");
+    let tag = ovslab_integration_tests::unique_name("t");
+    let mut daemon = Daemon::start_with(&tag, &["--audit-interval", "0", "--spare-nodes", "2"]);
+    let run_dir = daemon.run_dir.clone();
+    let left = wait_ready(&run_dir, 2);
+    let namespaces = spare_namespaces_on_host(&run_dir);
+    assert_eq!(namespaces.len(), 2, "{namespaces:?}");
+    let spares = format!("{}/", spares_dir(&run_dir).display());
+    assert_eq!(processes_naming(&spares).len(), 4);
+
+    daemon.kill9();
+    daemon.restart(&["--audit-interval", "0", "--spare-nodes", "0"]);
+    assert!(left.iter().all(|(_, pid)| dead(*pid)), "{left:?}");
+    assert!(processes_naming(&spares).is_empty());
+    assert_eq!(spare_namespaces_on_host(&run_dir), Vec::<String>::new());
+    assert!(!spares_dir(&run_dir).exists());
+}
+
+/// A daemon stopped while it makes its spares (at several points of the
+/// making) leaves none behind: the spares being made are finished, then
+/// removed with the others.
+#[test]
+#[ignore = "needs root"]
+fn a_daemon_stopped_while_making_its_spares_leaves_none() {
+    require_root("a_daemon_stopped_while_making_its_spares_leaves_none");
+    let tag = ovslab_integration_tests::unique_name("t");
+    let options = ["--audit-interval", "0", "--spare-nodes", "3"];
+    let mut daemon = Daemon::start_with(&tag, &options);
+    let run_dir = daemon.run_dir.clone();
+    let spares = format!("{}/", spares_dir(&run_dir).display());
+    for (round, after_ms) in [0, 2, 5, 10, 20, 40, 70, 100, 150].into_iter().enumerate() {
+        if round > 0 {
+            daemon.restart(&options);
+        }
+        std::thread::sleep(Duration::from_millis(after_ms));
+        assert!(daemon.stop().success());
+        assert_eq!(
+            spare_namespaces_on_host(&run_dir),
+            Vec::<String>::new(),
+            "stopped {after_ms} ms after it answered"
+        );
+        assert_eq!(
+            processes_naming(&spares),
+            Vec::new(),
+            "stopped {after_ms} ms after it answered"
+        );
+        assert!(!spares_dir(&run_dir).exists());
+    }
 }

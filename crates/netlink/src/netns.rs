@@ -147,7 +147,8 @@ pub fn create(name: &str) -> Result<(), NetlinkError> {
 /// Names namespace `from` `to` instead: the namespace (and whatever runs
 /// or is open in it) stays the same, only its file moves. It is mounted on
 /// `to` first, then `from` goes, so that it always has a name; fails, with
-/// nothing changed, if `to` exists or `from` is not a namespace.
+/// nothing changed, if `to` exists, `from` is not a namespace, or `from`
+/// cannot be removed (then `to` goes again).
 pub fn rename(from: &str, to: &str) -> Result<(), NetlinkError> {
     let err = |what, e| NetlinkError::namespace(to, what, e);
     let source = open(from)?;
@@ -168,7 +169,10 @@ pub fn rename(from: &str, to: &str) -> Result<(), NetlinkError> {
         let _ = std::fs::remove_file(&target);
         return Err(err("mount", e.into()));
     }
-    delete(from)
+    delete(from).inspect_err(|_| {
+        let _ = umount2(&target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW);
+        let _ = std::fs::remove_file(&target);
+    })
 }
 
 /// Removes namespace `name`: its mount and file. The kernel frees the

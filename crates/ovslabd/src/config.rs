@@ -128,7 +128,7 @@ pub struct Config {
     /// (20 MiB of RSS with the libraries it shares). Taken ones are made
     /// again once no spare has been taken for 2 s. The daemon removes its
     /// spares when it stops (and those a killed daemon left, when it
-    /// starts).
+    /// starts, whatever N).
     #[arg(long, value_name = "N", default_value_t = 0,
           value_parser = clap::value_parser!(u8).range(0..=16))]
     pub spare_nodes: u8,

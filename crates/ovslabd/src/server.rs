@@ -59,20 +59,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         })?);
     engine_config.spare_nodes = usize::from(config.spare_nodes);
     let engine = Arc::new(Engine::new(engine_config));
-    // A killed daemon's spares go before new ones are made.
-    let spares = match engine.spares() {
-        Some(spares) => {
-            for line in spares.clear().await {
-                tracing::info!("{line} (left by an earlier daemon)");
-            }
-            let filling = spares.clone();
-            Some((
-                spares,
-                tokio::spawn(async move { filling.keep_filled().await }),
-            ))
+    // A killed daemon's spares go before new ones are made, whether this
+    // one keeps any or not.
+    let spares = engine.spares();
+    if let Some(spares) = &spares {
+        for line in spares.clear().await {
+            tracing::info!("{line} (left by an earlier daemon)");
         }
-        None => None,
-    };
+    }
     // Asked once per run (`ovs-vswitchd --version`), and otherwise by the
     // first `up`, on its critical path.
     tokio::spawn(ovslab_reconciler::ovs_process::installed_version());
@@ -89,6 +83,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .with_descriptors(descriptors),
     );
     let (listener, socket_file) = socket::bind(&config.socket, group_id(API_GROUP))?;
+    // Made from here on: every way out below stops and clears them.
+    let mut filling = spares
+        .clone()
+        .filter(|s| s.wanted() > 0)
+        .map(|spares| tokio::spawn(async move { spares.keep_filled().await }));
     let status_changed = Arc::new(tokio::sync::Notify::new());
     let status_updates = tokio::spawn(report_status(engine.clone(), status_changed.clone()));
     let audits = (config.audit_interval > 0.0).then(|| {
@@ -145,7 +144,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     let first = loop {
         tokio::select! {
-            _ = &mut serve => anyhow::bail!("the API server stopped by itself"),
+            _ = &mut serve => {
+                remove_spares(spares.as_deref(), filling.take()).await;
+                anyhow::bail!("the API server stopped by itself")
+            }
             name = stop_signals.next() => break name,
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: bringing the labs in line with {} again", config.labs_dir.display());
@@ -224,16 +226,38 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    if let Some((spares, filling)) = spares {
-        // Those ready and any half made: by the records in their directories.
-        filling.abort();
-        let _ = filling.await;
-        for line in spares.clear().await {
-            tracing::debug!("{line}");
-        }
-    }
+    remove_spares(spares.as_deref(), filling).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long a stopping daemon waits for the spares being made.
+const SPARES_MADE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Stops making spares (those being made are finished, for at most
+/// [`SPARES_MADE_WITHIN`]) and removes them all, by the records in their
+/// directories.
+async fn remove_spares(
+    spares: Option<&ovslab_reconciler::spare::Spares>,
+    filling: Option<tokio::task::JoinHandle<()>>,
+) {
+    let Some(spares) = spares else {
+        return;
+    };
+    if let Some(mut filling) = filling {
+        spares.stop();
+        if tokio::time::timeout(SPARES_MADE_WITHIN, &mut filling)
+            .await
+            .is_err()
+        {
+            tracing::warn!("spare nodes still being made after {SPARES_MADE_WITHIN:?}: abandoned");
+            filling.abort();
+            let _ = filling.await;
+        }
+    }
+    for line in spares.clear().await {
+        tracing::debug!("{line}");
+    }
 }
 
 /// What every request handler can reach.

@@ -90,6 +90,8 @@ pub struct Spares {
     ready: Mutex<Vec<Spare>>,
     next: AtomicU64,
     taken: tokio::sync::Notify,
+    /// Set by [`Spares::stop`].
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Spares {
@@ -107,7 +109,22 @@ impl Spares {
             ready: Mutex::new(Vec::new()),
             next: AtomicU64::new(0),
             taken: tokio::sync::Notify::new(),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Asks [`Spares::keep_filled`] to return: at once if it waits, after
+    /// the spares it is making are made (each step has its deadline) if
+    /// it makes some, so that none is left half made for
+    /// [`Spares::clear`] to miss.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once [`Spares::stop`] was called.
+    async fn stopped(&self) {
+        let mut stopping = self.stopping.subscribe();
+        let _ = stopping.wait_for(|stop| *stop).await;
     }
 
     /// How many spares the pool keeps.
@@ -123,12 +140,14 @@ impl Spares {
     /// Removes what an earlier daemon on this run directory left: its
     /// spares (their daemons stopped by the pids they recorded, their
     /// namespaces if they are the ones recorded), and the links of spares
-    /// taken by labs that are gone. Returns a line per spare removed.
+    /// taken by labs that are gone; makes again the links of spares taken
+    /// by labs that run, where a daemon killed while taking one had not
+    /// made it yet (else a new spare could be made under its id, in the
+    /// directory the lab's daemons still use). Returns a line per spare
+    /// removed.
     pub async fn clear(&self) -> Vec<String> {
         let mut removed = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return removed;
-        };
+        let entries = std::fs::read_dir(&self.dir).into_iter().flatten();
         for entry in entries.flatten() {
             let path = entry.path();
             let Ok(kind) = entry.file_type() else {
@@ -141,12 +160,13 @@ impl Spares {
                 }
             } else if kind.is_dir() {
                 let (namespace, inode) = read_namespace(&path);
-                let node = format!("spare-{}", entry.file_name().to_string_lossy());
+                let id = entry.file_name().to_string_lossy().into_owned();
+                let node = format!("spare-{id}");
                 let ovs = NodeOvs::at(&node, namespace.as_deref().unwrap_or(""), path.clone());
                 removed.extend(ovs.stop().await);
-                if let Some(ns) = namespace.filter(|ns| ns.starts_with(&self.prefix))
-                    && netns::inode(&ns).is_some()
-                    && netns::inode(&ns) == inode
+                if let Some(ns) = self.own_namespace(&id, namespace.as_deref())
+                    && let Some(found) = netns::inode(&ns)
+                    && inode.is_none_or(|inode| inode == found)
                 {
                     let _ = netns::delete(&ns);
                 }
@@ -154,18 +174,58 @@ impl Spares {
                 removed.push(format!("removed spare node {}", path.display()));
             }
         }
+        self.repair_taken_links();
         // Only when nothing is left in it.
         let _ = std::fs::remove_dir(&self.dir);
         removed
     }
 
-    /// Keeps the pool filled, for ever: every missing spare is made at
-    /// once (side by side), then the pool waits until one is taken and
-    /// none has been for [`REFILL_AFTER`]. After a failure it tries again
-    /// later, each time twice as late (at most `RETRY_AT_MOST`).
+    /// The namespace a spare's directory `id` records, if it is the name
+    /// this pool gives that id. Its inode is recorded once it is made:
+    /// without one (a daemon killed right after making it), a namespace
+    /// under that name is taken to be the spare's (`netns::create` fails
+    /// on a name in use, and [`Spares::make`] passes over such names).
+    fn own_namespace(&self, id: &str, recorded: Option<&str>) -> Option<String> {
+        let name = recorded?;
+        (id.parse::<u64>().is_ok() && name == format!("{}{id}", self.prefix))
+            .then(|| name.to_string())
+    }
+
+    /// Makes the missing links of spares taken by the labs under the run
+    /// root (see [`NodeOvs::origin`]).
+    fn repair_taken_links(&self) {
+        let Some(root) = self.dir.parent() else {
+            return;
+        };
+        let dirs = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| e.path())
+        };
+        for node in dirs(root).flat_map(|lab| dirs(&lab).collect::<Vec<_>>()) {
+            if let Some(origin) = NodeOvs::at("", "", node.clone()).origin()
+                && std::fs::create_dir_all(&self.dir).is_ok()
+            {
+                repair_link(&origin, &node);
+            }
+        }
+    }
+
+    /// Keeps the pool filled until [`Spares::stop`]: every missing spare
+    /// is made at once (side by side), then the pool waits until one is
+    /// taken and none has been for [`REFILL_AFTER`]. After a failure it
+    /// tries again later, each time twice as late (at most
+    /// `RETRY_AT_MOST`).
     pub async fn keep_filled(&self) {
         let mut retry = RETRY_AFTER;
         loop {
+            if *self.stopping.borrow() {
+                return;
+            }
             let missing = self.wanted.saturating_sub(self.ready());
             let made = futures::future::join_all((0..missing).map(|_| self.make())).await;
             let failed = made.iter().filter(|m| m.is_err()).count();
@@ -180,17 +240,29 @@ impl Spares {
                 }
             }
             if failed > 0 {
-                tokio::time::sleep(retry).await;
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    () = self.stopped() => return,
+                }
                 retry = (retry * 2).min(RETRY_AT_MOST);
                 continue;
             }
             retry = RETRY_AFTER;
-            self.taken.notified().await;
+            tokio::select! {
+                () = self.taken.notified() => {}
+                () = self.stopped() => return,
+            }
             // Each take starts the wait again.
-            while tokio::time::timeout(REFILL_AFTER, self.taken.notified())
-                .await
-                .is_ok()
-            {}
+            loop {
+                tokio::select! {
+                    waited = tokio::time::timeout(REFILL_AFTER, self.taken.notified()) => {
+                        if waited.is_err() {
+                            break;
+                        }
+                    }
+                    () = self.stopped() => return,
+                }
+            }
         }
     }
 
@@ -431,6 +503,43 @@ mod tests {
         repair_link(&link, &node);
         assert!(std::fs::symlink_metadata(&link).unwrap().is_dir());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_the_name_the_pool_gives_an_id_is_its_namespace() {
+        let spares = Spares::new(Path::new("/r"), Path::new("/s"), 1);
+        let ours = format!("{}4", spares.prefix);
+        assert_eq!(spares.own_namespace("4", Some(&ours)), Some(ours.clone()));
+        assert_eq!(spares.own_namespace("5", Some(&ours)), None);
+        assert_eq!(spares.own_namespace("4", None), None);
+        assert_eq!(spares.own_namespace("4", Some("seed.compute1")), None);
+        let sneaky = format!("{}4/../../x", spares.prefix);
+        assert_eq!(spares.own_namespace("4", Some(&sneaky)), None);
+        assert_eq!(
+            spares.own_namespace("x", Some(&format!("{}x", spares.prefix))),
+            None
+        );
+    }
+
+    /// A daemon killed between moving a spare's directory to the node and
+    /// making the link left none: the next one makes it before any new
+    /// spare could take the id.
+    #[tokio::test]
+    async fn clear_makes_a_taken_spare_s_missing_link_again() {
+        let root = temp_dir("relink");
+        let spares = Spares::new(&root, Path::new("/s"), 1);
+        let node = root.join("lab/node");
+        std::fs::create_dir_all(&node).unwrap();
+        let origin = root.join(SPARES_DIR).join("5");
+        std::fs::write(node.join(ORIGIN_FILE), format!("{}\n", origin.display())).unwrap();
+        // And a node whose origin file names something else: left alone.
+        let other = root.join("lab/other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join(ORIGIN_FILE), "/etc\n").unwrap();
+        assert!(spares.clear().await.is_empty());
+        assert_eq!(std::fs::read_link(&origin).unwrap(), node);
+        assert_eq!(std::fs::read_dir(root.join(SPARES_DIR)).unwrap().count(), 1);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[tokio::test]

@@ -210,22 +210,22 @@ impl Engine {
     /// is saved under the run root (each with its manifest), and finishes
     /// the removals a previous daemon was killed in.
     pub fn new(config: EngineConfig) -> Self {
-        let spares = (config.spare_nodes > 0).then(|| {
-            Arc::new(crate::spare::Spares::new(
-                &config.run_root,
-                &config.schema,
-                config.spare_nodes,
-            ))
-        });
+        // Kept even when it keeps none: the daemon clears what an earlier
+        // one left.
+        let spares = Some(Arc::new(crate::spare::Spares::new(
+            &config.run_root,
+            &config.schema,
+            config.spare_nodes,
+        )));
         Engine {
             spares,
             ..Engine::with_host(config, RealHost::default())
         }
     }
 
-    /// The spare nodes, when the daemon keeps some: the daemon clears
-    /// what an earlier one left, keeps them filled, and removes them when
-    /// it stops (see [`crate::spare`]).
+    /// The spare nodes (on the host itself; none for a fake host): the
+    /// daemon clears what an earlier one left, keeps `spare_nodes` of them
+    /// filled, and removes them when it stops (see [`crate::spare`]).
     pub fn spares(&self) -> Option<Arc<crate::spare::Spares>> {
         self.spares.clone()
     }
