@@ -623,7 +623,7 @@ impl<H: Host> Run<'_, H> {
         &mut self,
         missing: Vec<&'n str>,
     ) -> Result<Vec<&'n str>, ReconcileError> {
-        let Some(spares) = self.engine.spares.clone() else {
+        let Some(spares) = self.engine.spares.clone().filter(|s| s.ready() > 0) else {
             return Ok(missing);
         };
         let Some(planned) = self.planned.as_ref() else {
