@@ -378,6 +378,16 @@ impl Lab {
         self.daemon.run_dir.join(&self.name).join(node)
     }
 
+    /// The pid a node's OVS daemon (`ovsdb-server`, `ovs-vswitchd`) wrote.
+    pub fn pid(&self, node: &str, program: &str) -> u32 {
+        let file = self.rundir(node).join(format!("{program}.pid"));
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+    }
+
     /// `ovs-vsctl --db=unix:<rundir>/db.sock ARGS` from the host.
     pub fn vsctl(&self, node: &str, args: &[&str]) -> String {
         let db = format!("--db=unix:{}", self.rundir(node).join("db.sock").display());

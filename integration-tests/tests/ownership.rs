@@ -148,15 +148,6 @@ fn an_up_never_adopts_a_namespace_it_did_not_make() {
     assert_eq!(decoy.inode(), inode, "down removed the decoy");
 }
 
-/// The pid in a node's pidfile.
-fn pid_of(lab: &Lab, node: &str, program: &str) -> i32 {
-    std::fs::read_to_string(lab.rundir(node).join(format!("{program}.pid")))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 #[ignore = "needs root"]
 fn an_up_that_waited_behind_a_down_makes_a_lab_the_daemon_knows() {
@@ -164,7 +155,7 @@ fn an_up_that_waited_behind_a_down_makes_a_lab_the_daemon_knows() {
     let lab = Lab::seed_audited("0.2");
     // A stopped vswitchd makes the `down` wait for it, so that the `up`
     // arrives while the `down` holds the lab.
-    let vswitchd = pid_of(&lab, "compute2", "ovs-vswitchd");
+    let vswitchd = lab.pid("compute2", "ovs-vswitchd") as i32;
     // SAFETY: a pid from the lab's own pidfile, a process of this test's lab.
     unsafe { libc::kill(vswitchd, libc::SIGSTOP) };
     let down = {

@@ -73,18 +73,9 @@ fn repaired(lab: &Lab, needle: &str) -> String {
     }
 }
 
-fn pid_of(lab: &Lab, node: &str, program: &str) -> u32 {
-    let file = lab.rundir(node).join(format!("{program}.pid"));
-    std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn kill9(pid: u32) {
     // SAFETY: a pid read from this test lab's own pidfile, checked to be
-    // the program it names before (see `pid_of` callers).
+    // the program it names before (see `Lab::pid` callers).
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
 }
 
@@ -99,7 +90,7 @@ fn comm(pid: u32) -> String {
 fn ovs_process_comes_back(program: &str, node: &str) {
     let lab = Lab::seed_audited(ONLY_NOTICES);
     assert!(reaches(&lab, "instance1", INSTANCE3));
-    let pid = pid_of(&lab, node, program);
+    let pid = lab.pid(node, program);
     assert_eq!(comm(pid), program);
     kill9(pid);
     wait_until(BACK, "a new process", || {
@@ -141,7 +132,7 @@ fn ovs_process_comes_back(program: &str, node: &str) {
     assert_eq!(process["restarts"], 1, "{process}");
     assert_eq!(
         process["pid"].as_u64(),
-        Some(u64::from(pid_of(&lab, node, program))),
+        Some(u64::from(lab.pid(node, program))),
         "{process}"
     );
     assert!(status["audits"]["count"].as_u64().unwrap() > 0, "{status}");
@@ -238,7 +229,7 @@ fn a_deleted_node_namespace_is_rebuilt_with_its_open_vswitch() {
     use std::os::unix::fs::MetadataExt;
     require_root("a_deleted_node_namespace_is_rebuilt_with_its_open_vswitch");
     let lab = Lab::seed_audited(ONLY_NOTICES);
-    let old = pid_of(&lab, "compute1", "ovs-vswitchd");
+    let old = lab.pid("compute1", "ovs-vswitchd");
     assert_eq!(comm(old), "ovs-vswitchd");
     delete_namespace(&lab.ns("compute1"));
     wait_until(
@@ -249,7 +240,7 @@ fn a_deleted_node_namespace_is_rebuilt_with_its_open_vswitch() {
     wait_until(BACK, "instance4 (compute1) → the internet again", || {
         reaches(&lab, "instance4", INTERNET)
     });
-    let new = pid_of(&lab, "compute1", "ovs-vswitchd");
+    let new = lab.pid("compute1", "ovs-vswitchd");
     assert_ne!(new, old, "compute1's vswitchd was not started again");
     assert!(
         dead(old),
@@ -437,13 +428,13 @@ fn an_adopted_vswitchd_killed_is_restarted() {
     lab.daemon.restart(&["--audit-interval", ONLY_NOTICES]);
     // The new daemon watches the lab once it has seen it (an up does).
     assert!(lab.up().contains("no changes"));
-    let pid = pid_of(&lab, "compute1", "ovs-vswitchd");
+    let pid = lab.pid("compute1", "ovs-vswitchd");
     assert_eq!(comm(pid), "ovs-vswitchd");
     kill9(pid);
     wait_until(BACK, "instance1 → instance3 again", || {
         reaches(&lab, "instance1", INSTANCE3)
     });
-    assert_ne!(pid_of(&lab, "compute1", "ovs-vswitchd"), pid);
+    assert_ne!(lab.pid("compute1", "ovs-vswitchd"), pid);
     repaired(&lab, "start ovs-vswitchd on compute1");
 }
 
@@ -669,7 +660,7 @@ fn a_stale_namespace_file_left_by_a_killed_up_is_replaced() {
     lab.daemon.kill9();
     // Gone with its processes, so that the namespace and its links go too.
     for program in ["ovs-vswitchd", "ovsdb-server"] {
-        let pid = pid_of(&lab, "compute1", program);
+        let pid = lab.pid("compute1", program);
         // SAFETY: a pid from the test lab's own pidfile.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         wait_until(BACK, "the killed OVS process", || dead(pid));

@@ -43,15 +43,6 @@ fn wait_ready(run_dir: &Path, n: usize) -> Vec<(PathBuf, u32)> {
     ready(run_dir)
 }
 
-/// The pid a node's daemon wrote.
-fn node_pid(lab: &Lab, node: &str, program: &str) -> u32 {
-    std::fs::read_to_string(lab.rundir(node).join(format!("{program}.pid")))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn all_namespaces() -> BTreeSet<String> {
     run("ip", &["netns", "list"])
         .lines()
@@ -88,7 +79,7 @@ fn a_lab_takes_spare_nodes_and_works_as_one_made_from_nothing() {
     assert_eq!(out.matches("a spare node's").count(), 3, "{out}");
     // Each node's vswitchd is a spare's, started before the `up`.
     for node in NODES {
-        let pid = node_pid(&lab, node, "ovs-vswitchd");
+        let pid = lab.pid(node, "ovs-vswitchd");
         assert!(
             spare_pids.contains(&pid),
             "{node}: vswitchd {pid} is not a spare's"
@@ -115,8 +106,8 @@ fn a_lab_takes_spare_nodes_and_works_as_one_made_from_nothing() {
     // A database started again reaches the vswitchd that was a spare's
     // (it reconnects by the path it was started with), and a vswitchd
     // killed is started again in the node's run directory.
-    let db = node_pid(&lab, "compute2", "ovsdb-server");
-    let switch = node_pid(&lab, "compute1", "ovs-vswitchd");
+    let db = lab.pid("compute2", "ovsdb-server");
+    let switch = lab.pid("compute1", "ovs-vswitchd");
     // SAFETY: the node's daemons, by the pids they wrote, still running.
     unsafe {
         libc::kill(db as i32, libc::SIGKILL);
@@ -167,10 +158,7 @@ fn spares_a_killed_daemon_left_go_and_its_labs_keep_theirs() {
     let out = lab.up();
     assert_eq!(out.matches("a spare node's").count(), 2, "{out}");
     assert_eq!(out.matches("start ovs-vswitchd").count(), 1, "{out}");
-    let nodes: Vec<u32> = NODES
-        .iter()
-        .map(|n| node_pid(&lab, n, "ovs-vswitchd"))
-        .collect();
+    let nodes: Vec<u32> = NODES.iter().map(|n| lab.pid(n, "ovs-vswitchd")).collect();
     let left = wait_ready(&run_dir, 2);
     let left_namespaces: Vec<(String, Option<u64>)> = spare_namespaces(&run_dir)
         .into_iter()
@@ -205,10 +193,7 @@ fn spares_a_killed_daemon_left_go_and_its_labs_keep_theirs() {
     );
     let out = lab.up();
     assert!(!out.contains("start ovs"), "{out}");
-    let again: Vec<u32> = NODES
-        .iter()
-        .map(|n| node_pid(&lab, n, "ovs-vswitchd"))
-        .collect();
+    let again: Vec<u32> = NODES.iter().map(|n| lab.pid(n, "ovs-vswitchd")).collect();
     assert_eq!(nodes, again);
     lab.daemon.ovslab_ok(&["check", &lab.name]);
 }

@@ -115,12 +115,7 @@ fn prepare_dir() -> io::Result<()> {
 pub fn create(name: &str) -> Result<(), NetlinkError> {
     let err = |what, e| NetlinkError::namespace(name, what, e);
     prepare_dir().map_err(|e| err("prepare /run/netns", e))?;
-    let target = path(name);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&target)
-        .map_err(|e| err("create namespace file", e))?;
+    let target = mount_point(name)?;
     let result = std::thread::scope(|s| {
         s.spawn(|| -> io::Result<()> {
             unshare(CloneFlags::CLONE_NEWNET)?;
@@ -137,11 +132,29 @@ pub fn create(name: &str) -> Result<(), NetlinkError> {
         .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
     });
     if let Err(e) = result {
-        let _ = umount2(&target, MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_file(&target);
+        unmount_and_remove(&target);
         return Err(err("create", e));
     }
     Ok(())
+}
+
+/// The file a namespace named `name` is mounted on, made empty; fails if
+/// it exists.
+fn mount_point(name: &str) -> Result<PathBuf, NetlinkError> {
+    let target = path(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+        .map_err(|e| NetlinkError::namespace(name, "create namespace file", e))?;
+    Ok(target)
+}
+
+/// Undoes a namespace made on `target` by this module, whatever step it
+/// reached.
+fn unmount_and_remove(target: &Path) {
+    let _ = umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW);
+    let _ = std::fs::remove_file(target);
 }
 
 /// Names namespace `from` `to` instead: the namespace (and whatever runs
@@ -152,12 +165,7 @@ pub fn create(name: &str) -> Result<(), NetlinkError> {
 pub fn rename(from: &str, to: &str) -> Result<(), NetlinkError> {
     let err = |what, e| NetlinkError::namespace(to, what, e);
     let source = open(from)?;
-    let target = path(to);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&target)
-        .map_err(|e| err("create namespace file", e))?;
+    let target = mount_point(to)?;
     let fd_path = format!("/proc/self/fd/{}", source.as_raw_fd());
     if let Err(e) = mount(
         Some(fd_path.as_str()),
@@ -169,10 +177,7 @@ pub fn rename(from: &str, to: &str) -> Result<(), NetlinkError> {
         let _ = std::fs::remove_file(&target);
         return Err(err("mount", e.into()));
     }
-    delete(from).inspect_err(|_| {
-        let _ = umount2(&target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW);
-        let _ = std::fs::remove_file(&target);
-    })
+    delete(from).inspect_err(|_| unmount_and_remove(&target))
 }
 
 /// Removes namespace `name`: its mount and file. The kernel frees the

@@ -32,20 +32,23 @@ fn partial_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.new"))
 }
 
+/// An empty directory for a unit test of this crate:
+/// `<tmp>/ovslab-unit-<tag>-<pid>` (each test its own tag).
+#[cfg(test)]
+pub(crate) fn test_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ovslab-unit-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a test directory");
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn dir(test: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("ovslab-files-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn a_file_is_replaced_whole() {
-        let dir = dir("whole");
+        let dir = test_dir("files-whole");
         let path = dir.join("topology.yaml");
         replace(&path, "lab: a\n").unwrap();
         replace(&path, "lab: b\n").unwrap();
@@ -57,7 +60,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_keeps_the_old_content_and_no_partial_file() {
-        let dir = dir("failed");
+        let dir = test_dir("files-failed");
         let path = dir.join("record");
         replace(&path, "old\n").unwrap();
         // The rename cannot replace a non-empty directory: the write

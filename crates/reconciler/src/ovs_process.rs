@@ -1031,13 +1031,6 @@ mod tests {
         (identity, reaper)
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("ovslab-ovs-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir
-    }
-
     /// Field 19 of `/proc/<pid>/stat`: its (main thread's) nice value.
     fn nice_of(pid: u32) -> i64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -1070,7 +1063,7 @@ mod tests {
     /// the file that names it cannot point the daemon anywhere else.
     #[test]
     fn only_a_spare_of_the_run_root_is_an_origin() {
-        let root = temp_dir("origin");
+        let root = crate::files::test_dir("ovs-origin");
         let node = NodeOvs::new(&root, "lab", "node", "lab.node");
         std::fs::create_dir_all(&node.rundir).unwrap();
         assert_eq!(node.origin(), None);
@@ -1119,7 +1112,7 @@ mod tests {
 
         // A pidfile naming it with a record that says another start: the
         // node does not count it as its daemon.
-        let dir = temp_dir("reused");
+        let dir = crate::files::test_dir("ovs-reused");
         let node = NodeOvs {
             node: "compute1".into(),
             namespace: "nonexistent-ns".into(),

@@ -459,13 +459,6 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("ovslab-spare-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn run_directories_give_their_spares_namespaces_apart() {
         let a = Spares::new(Path::new("/run/ovslab"), Path::new("/s"), 3);
@@ -482,7 +475,7 @@ mod tests {
 
     #[test]
     fn a_link_is_removed_only_when_it_leads_to_the_node_being_removed() {
-        let dir = temp_dir("links");
+        let dir = crate::files::test_dir("spare-links");
         let (node, other) = (dir.join("lab/node"), dir.join("lab/other"));
         let link = dir.join("7");
         std::os::unix::fs::symlink(&other, &link).unwrap();
@@ -526,7 +519,7 @@ mod tests {
     /// spare could take the id.
     #[tokio::test]
     async fn clear_makes_a_taken_spare_s_missing_link_again() {
-        let root = temp_dir("relink");
+        let root = crate::files::test_dir("spare-relink");
         let spares = Spares::new(&root, Path::new("/s"), 1);
         let node = root.join("lab/node");
         std::fs::create_dir_all(&node).unwrap();
@@ -544,7 +537,7 @@ mod tests {
 
     #[tokio::test]
     async fn clear_removes_links_whose_lab_is_gone_and_keeps_the_others() {
-        let root = temp_dir("clear");
+        let root = crate::files::test_dir("spare-clear");
         let spares = Spares::new(&root, Path::new("/s"), 1);
         std::fs::create_dir_all(root.join(SPARES_DIR)).unwrap();
         std::fs::create_dir_all(root.join("lab/node")).unwrap();
